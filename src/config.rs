@@ -1,0 +1,316 @@
+//! `plinth.toml`: every setting with its default, loaded once and shared by all subcommands.
+//!
+//! Precedence, lowest first: built-in defaults, the file (`--config`, `$PLINTH_CONFIG`, or
+//! `$PLINTH_HOME/plinth.toml` when present), `PLINTH_<SECTION>_<KEY>` environment variables,
+//! then command-line flags. `plinth.example.toml` documents every key.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Prefix of environment overrides.
+const ENV_PREFIX: &str = "PLINTH_";
+
+/// All of Plinth's settings.
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Logging.
+    pub log: LogConfig,
+    /// The platform's own Temporal, where the control plane runs.
+    pub temporal: TemporalConfig,
+    /// Certificates and identities.
+    pub pki: PkiConfig,
+    /// `plinth dev`.
+    pub dev: DevConfig,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+impl LogFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Text => "text",
+            Self::Json => "json",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// A `tracing` filter such as `info` or `plinth=debug,warn`; `RUST_LOG` wins when set.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+            level: "info".into(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TemporalConfig {
+    /// `host:port` of the frontend.
+    pub address: String,
+    /// Control-plane namespace, created by the worker when missing.
+    pub namespace: String,
+    /// Task queue the Plinth worker polls.
+    pub task_queue: String,
+    /// TLS towards Temporal; absent means plaintext.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TemporalTls>,
+}
+
+impl Default for TemporalConfig {
+    fn default() -> Self {
+        Self {
+            address: "127.0.0.1:7233".into(),
+            namespace: plinth_worker::DEFAULT_NAMESPACE.into(),
+            task_queue: plinth_worker::DEFAULT_TASK_QUEUE.into(),
+            tls: None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TemporalTls {
+    /// CA bundle that signed the server's certificate (system roots when absent).
+    pub server_ca_cert: Option<PathBuf>,
+    /// Client certificate for mTLS.
+    pub client_cert: Option<PathBuf>,
+    /// Client private key for mTLS.
+    pub client_key: Option<PathBuf>,
+    /// Server name to verify, when it differs from the address's host.
+    pub server_name: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PkiConfig {
+    /// SPIFFE trust domain of issued and accepted identities.
+    pub trust_domain: String,
+    /// Lifetime of client certificates `plinth pki issue` creates.
+    #[serde(with = "humantime_serde")]
+    pub client_cert_ttl: Duration,
+    /// Lifetime of the server certificate `plinth pki init` creates.
+    #[serde(with = "humantime_serde")]
+    pub server_cert_ttl: Duration,
+    /// DNS names and IP addresses of the server certificate.
+    pub server_names: Vec<String>,
+}
+
+impl Default for PkiConfig {
+    fn default() -> Self {
+        Self {
+            trust_domain: "plinth.local".into(),
+            client_cert_ttl: Duration::from_secs(12 * 3600),
+            server_cert_ttl: Duration::from_secs(90 * 24 * 3600),
+            server_names: vec!["localhost".into(), "127.0.0.1".into(), "::1".into()],
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DevConfig {
+    /// Address every dev listener binds.
+    pub ip: String,
+    /// Temporal frontend gRPC.
+    pub grpc_port: u16,
+    /// Temporal Web UI.
+    pub ui_port: u16,
+    /// Temporal HTTP API.
+    pub http_port: u16,
+    /// Temporal server `/metrics`.
+    pub metrics_port: u16,
+    /// The local user `plinth dev` issues a certificate for.
+    pub user: String,
+}
+
+impl Default for DevConfig {
+    fn default() -> Self {
+        Self {
+            ip: "127.0.0.1".into(),
+            grpc_port: 7233,
+            ui_port: 8233,
+            http_port: 7243,
+            metrics_port: 9233,
+            user: "dev@example.com".into(),
+        }
+    }
+}
+
+/// Why the configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    File { path: PathBuf, message: String },
+    #[error("environment variable {var}: {message}")]
+    Env { var: String, message: String },
+}
+
+impl Config {
+    /// Loads defaults, then `file` (when given and present or explicitly requested), then the
+    /// environment.
+    pub fn load(file: Option<&Path>, required: bool) -> Result<Self, ConfigError> {
+        let env: Vec<(String, String)> = std::env::vars().collect();
+        Self::load_with_env(file, required, &env)
+    }
+
+    fn load_with_env(
+        file: Option<&Path>,
+        required: bool,
+        env: &[(String, String)],
+    ) -> Result<Self, ConfigError> {
+        let mut config = match file {
+            Some(path) if required || path.exists() => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                })?;
+                toml::from_str(&text).map_err(|e| ConfigError::File {
+                    path: path.to_owned(),
+                    message: e.message().to_owned() + &location(&text, e.span()),
+                })?
+            }
+            _ => Config::default(),
+        };
+        config.apply_env(env)?;
+        Ok(config)
+    }
+
+    /// Applies `PLINTH_<SECTION>_<KEY>` overrides for every key the defaults define.
+    fn apply_env(&mut self, env: &[(String, String)]) -> Result<(), ConfigError> {
+        let toml::Value::Table(mut root) =
+            toml::Value::try_from(&*self).expect("config serializes")
+        else {
+            unreachable!("config serializes to a table")
+        };
+        let mut changed = None;
+        for (section, values) in root.iter_mut() {
+            let toml::Value::Table(values) = values else {
+                continue;
+            };
+            for (key, value) in values.iter_mut() {
+                let var = format!("{ENV_PREFIX}{section}_{key}").to_ascii_uppercase();
+                if let Some((_, raw)) = env.iter().find(|(k, _)| *k == var) {
+                    *value = env_value(raw, value);
+                    changed = Some(var);
+                }
+            }
+        }
+        if let Some(var) = changed {
+            *self = toml::Value::Table(root)
+                .try_into()
+                .map_err(|e: toml::de::Error| ConfigError::Env {
+                    var,
+                    message: e.message().to_owned(),
+                })?;
+        }
+        Ok(())
+    }
+}
+
+/// Reads an environment value as the type of the default it replaces.
+fn env_value(raw: &str, default: &toml::Value) -> toml::Value {
+    match default {
+        toml::Value::String(_) => toml::Value::String(raw.to_owned()),
+        toml::Value::Array(_) => toml::Value::Array(
+            raw.split(',')
+                .map(|s| toml::Value::String(s.trim().to_owned()))
+                .collect(),
+        ),
+        _ => raw
+            .parse::<toml::Value>()
+            .ok()
+            .or_else(|| {
+                format!("v = {raw}")
+                    .parse::<toml::Table>()
+                    .ok()?
+                    .remove("v")
+            })
+            .unwrap_or_else(|| toml::Value::String(raw.to_owned())),
+    }
+}
+
+fn location(text: &str, span: Option<std::ops::Range<usize>>) -> String {
+    span.map(|s| {
+        let line = text[..s.start.min(text.len())].matches('\n').count() + 1;
+        format!(" (line {line})")
+    })
+    .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_file_documents_the_defaults() {
+        let example = include_str!("../plinth.example.toml");
+        let parsed: Config = toml::from_str(example).unwrap();
+        assert_eq!(parsed, Config::default());
+    }
+
+    #[test]
+    fn file_then_environment_override_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("plinth.toml");
+        std::fs::write(&path, "[dev]\ngrpc_port = 9000\nuser = \"a@example.com\"\n").unwrap();
+        let env = vec![
+            ("PLINTH_DEV_GRPC_PORT".to_owned(), "9100".to_owned()),
+            ("PLINTH_LOG_FORMAT".to_owned(), "json".to_owned()),
+            ("PLINTH_PKI_CLIENT_CERT_TTL".to_owned(), "1h".to_owned()),
+        ];
+        let config = Config::load_with_env(Some(&path), true, &env).unwrap();
+        assert_eq!(config.dev.grpc_port, 9100);
+        assert_eq!(config.dev.user, "a@example.com");
+        assert_eq!(config.log.format, LogFormat::Json);
+        assert_eq!(config.pki.client_cert_ttl, Duration::from_secs(3600));
+    }
+
+    #[test]
+    fn unknown_key_is_named_with_its_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("plinth.toml");
+        std::fs::write(&path, "[dev]\n\ngrpc_prot = 1\n").unwrap();
+        let err = Config::load_with_env(Some(&path), true, &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("grpc_prot") && err.contains("line 3"), "{err}");
+    }
+
+    #[test]
+    fn bad_environment_value_names_the_variable() {
+        let env = vec![("PLINTH_DEV_GRPC_PORT".to_owned(), "seventy".to_owned())];
+        let err = Config::load_with_env(None, false, &env)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("PLINTH_DEV_GRPC_PORT"), "{err}");
+    }
+
+    #[test]
+    fn missing_required_file_is_an_error() {
+        let err = Config::load_with_env(Some(Path::new("/nonexistent/plinth.toml")), true, &[]);
+        assert!(matches!(err, Err(ConfigError::Read { .. })));
+    }
+}

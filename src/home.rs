@@ -1,0 +1,62 @@
+//! The layout of `$PLINTH_HOME`.
+
+use std::path::{Path, PathBuf};
+
+use plinth_identity::Identity;
+
+/// Paths inside the Plinth home directory.
+#[derive(Clone, Debug)]
+pub struct Home {
+    root: PathBuf,
+}
+
+impl Home {
+    pub fn new(root: PathBuf) -> Self {
+        Self { root }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Default config file.
+    pub fn config_file(&self) -> PathBuf {
+        self.root.join("plinth.toml")
+    }
+
+    /// CA, server and client certificates.
+    pub fn pki_dir(&self) -> PathBuf {
+        self.root.join("pki")
+    }
+
+    pub fn server_cert(&self) -> PathBuf {
+        self.pki_dir().join("server.pem")
+    }
+
+    pub fn server_key(&self) -> PathBuf {
+        self.pki_dir().join("server.key")
+    }
+
+    /// Default directory of a client certificate for `identity`.
+    pub fn client_dir(&self, identity: &Identity) -> PathBuf {
+        let name = match identity {
+            Identity::User { email } => format!("user-{email}"),
+            Identity::App { name } => format!("app-{name}"),
+        };
+        self.pki_dir().join("clients").join(name)
+    }
+
+    /// What a running `plinth dev` serves, for scripts and tests.
+    pub fn dev_json(&self) -> PathBuf {
+        self.root.join("dev.json")
+    }
+
+    /// The dev server's SQLite database.
+    pub fn temporal_db(&self) -> PathBuf {
+        self.root.join("temporal.db")
+    }
+
+    pub fn logs_dir(&self) -> PathBuf {
+        self.root.join("logs")
+    }
+}

