@@ -24,6 +24,12 @@ pub struct Config {
     pub pki: PkiConfig,
     /// `plinth dev`.
     pub dev: DevConfig,
+    /// Namespace resources: who administers, what is valid, how often drift is checked.
+    pub platform: PlatformConfig,
+    /// `plinth proxy`: the mTLS front door.
+    pub proxy: ProxyConfig,
+    /// How `plinth apply/get/describe/delete` reach the platform API.
+    pub client: ClientConfig,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
@@ -137,6 +143,8 @@ pub struct DevConfig {
     pub http_port: u16,
     /// Temporal server `/metrics`.
     pub metrics_port: u16,
+    /// `plinth proxy`: platform API over mTLS.
+    pub proxy_port: u16,
     /// The local user `plinth dev` issues a certificate for.
     pub user: String,
 }
@@ -149,9 +157,101 @@ impl Default for DevConfig {
             ui_port: 8233,
             http_port: 7243,
             metrics_port: 9233,
+            proxy_port: 7443,
             user: "dev@example.com".into(),
         }
     }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PlatformConfig {
+    /// Group whose members administer every namespace.
+    pub admin_group: String,
+    /// Directory YAML (default: $PLINTH_HOME/directory.yaml).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub directory: Option<PathBuf>,
+    /// Regions a namespace may name.
+    pub regions: Vec<String>,
+    pub min_retention_days: i32,
+    pub max_retention_days: i32,
+    /// How often each namespace is checked for drift.
+    #[serde(with = "humantime_serde")]
+    pub resync_interval: Duration,
+    /// Where clients reach managed namespaces (default: [temporal] address).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub namespace_endpoint: Option<String>,
+}
+
+impl Default for PlatformConfig {
+    fn default() -> Self {
+        let rules = plinth_proto::ValidationRules::default();
+        Self {
+            admin_group: "temporal-dev".into(),
+            directory: None,
+            regions: rules.regions,
+            min_retention_days: rules.min_retention_days,
+            max_retention_days: rules.max_retention_days,
+            resync_interval: Duration::from_secs(600),
+            namespace_endpoint: None,
+        }
+    }
+}
+
+impl PlatformConfig {
+    pub fn rules(&self) -> plinth_proto::ValidationRules {
+        plinth_proto::ValidationRules {
+            regions: self.regions.clone(),
+            min_retention_days: self.min_retention_days,
+            max_retention_days: self.max_retention_days,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProxyConfig {
+    /// Address of the mTLS listener.
+    pub listen: String,
+    /// Server certificate (default: $PLINTH_HOME/pki/server.pem).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cert: Option<PathBuf>,
+    /// Server key (default: $PLINTH_HOME/pki/server.key).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<PathBuf>,
+    /// CA bundle client certificates must chain to (default: $PLINTH_HOME/pki/ca.pem).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_ca: Option<PathBuf>,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:7443".into(),
+            cert: None,
+            key: None,
+            client_ca: None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClientConfig {
+    /// Platform API `host:port` (default: the running `plinth dev`, else 127.0.0.1:7443).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    /// Server name to verify (default: the address's host).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_name: Option<String>,
+    /// Client certificate (default: [dev] user's, issued by `plinth dev`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cert: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<PathBuf>,
+    /// CA bundle of the server certificate (default: $PLINTH_HOME/pki/ca.pem).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca: Option<PathBuf>,
 }
 
 /// Why the configuration could not be loaded.

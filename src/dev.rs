@@ -1,6 +1,7 @@
 //! `plinth dev`: the whole stack on one machine, as supervised child processes.
 
 use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -46,6 +47,9 @@ pub struct DevArgs {
     /// Temporal metrics port.
     #[arg(long)]
     metrics_port: Option<u16>,
+    /// Platform API (plinth proxy) port.
+    #[arg(long)]
+    proxy_port: Option<u16>,
     /// Local user to issue a client certificate for.
     #[arg(long)]
     user: Option<String>,
@@ -59,6 +63,7 @@ impl DevArgs {
             ui_port,
             http_port,
             metrics_port,
+            proxy_port,
             user,
         } = self.clone();
         dev.ip = ip.unwrap_or(dev.ip.clone());
@@ -66,6 +71,7 @@ impl DevArgs {
         dev.ui_port = ui_port.unwrap_or(dev.ui_port);
         dev.http_port = http_port.unwrap_or(dev.http_port);
         dev.metrics_port = metrics_port.unwrap_or(dev.metrics_port);
+        dev.proxy_port = proxy_port.unwrap_or(dev.proxy_port);
         dev.user = user.unwrap_or(dev.user.clone());
     }
 }
@@ -76,6 +82,8 @@ struct DevInfo {
     home: PathBuf,
     temporal: TemporalInfo,
     worker: WorkerInfo,
+    proxy: ProxyInfo,
+    directory: PathBuf,
     identity: IdentityInfo,
     pids: BTreeMap<&'static str, u32>,
     logs: BTreeMap<&'static str, PathBuf>,
@@ -95,6 +103,11 @@ struct TemporalInfo {
 struct WorkerInfo {
     task_queue: String,
     identity: String,
+}
+
+#[derive(Debug, Serialize)]
+struct ProxyInfo {
+    address: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -201,8 +214,14 @@ fn is_executable(path: &Path) -> bool {
     std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
-/// Runs the dev stack until SIGINT/SIGTERM (exit 0) or a child crashes (exit 1).
-pub async fn run(mut config: Config, home: Home, args: &DevArgs) -> anyhow::Result<ExitCode> {
+/// Runs the dev stack until SIGINT/SIGTERM (exit 0) or a child crashes (exit 1). `global`
+/// holds the global flags the children get too (home, config file, log format).
+pub async fn run(
+    mut config: Config,
+    home: Home,
+    args: &DevArgs,
+    global: &[OsString],
+) -> anyhow::Result<ExitCode> {
     let temporal_bin = match find_temporal() {
         Ok(path) => path,
         Err(message) => {
@@ -220,6 +239,11 @@ pub async fn run(mut config: Config, home: Home, args: &DevArgs) -> anyhow::Resu
     pki::init(&home, &config.pki)?;
     let user = Identity::user(&dev.user).context("[dev] user")?;
     let user_cert = pki::ensure_client(&home, &config.pki, &user)?;
+    let directory = match &config.platform.directory {
+        Some(path) => path.clone(),
+        None => write_sample_directory(&home, &dev.user, &config.platform.admin_group)?,
+    };
+    let proxy_address = format!("{}:{}", dev.ip, dev.proxy_port);
 
     let grpc_address = format!("{}:{}", dev.ip, dev.grpc_port);
     let settings = WorkerSettings {
@@ -239,7 +263,7 @@ pub async fn run(mut config: Config, home: Home, args: &DevArgs) -> anyhow::Resu
 
     let mut worker = Supervised::spawn(
         "Plinth worker",
-        worker_command(&config, &grpc_address, &settings)?,
+        plinth_command(global, &["worker"], &grpc_address, &settings)?,
         home.logs_dir().join("worker.log"),
     )?;
     let canary = tokio::select! {
@@ -252,6 +276,16 @@ pub async fn run(mut config: Config, home: Home, args: &DevArgs) -> anyhow::Resu
         status = worker.child.wait() => return Err(worker.crashed(status)),
         status = temporal.child.wait() => return Err(temporal.crashed(status)),
     };
+
+    let mut proxy = Supervised::spawn(
+        "Plinth proxy",
+        plinth_command(global, &["proxy", "--listen", &proxy_address], &grpc_address, &settings)?,
+        home.logs_dir().join("proxy.log"),
+    )?;
+    tokio::select! {
+        listening = wait_for_listener(&proxy_address) => listening?,
+        status = proxy.child.wait() => return Err(proxy.crashed(status)),
+    }
 
     let info = DevInfo {
         home: home.root().to_owned(),
@@ -267,15 +301,21 @@ pub async fn run(mut config: Config, home: Home, args: &DevArgs) -> anyhow::Resu
             task_queue: settings.task_queue.clone(),
             identity: canary.worker.identity,
         },
+        proxy: ProxyInfo {
+            address: proxy_address.clone(),
+        },
+        directory,
         identity: identity_info(&dev.user, &config.pki.trust_domain, user_cert),
         pids: BTreeMap::from([
             ("plinth", std::process::id()),
             ("temporal", temporal.pid),
             ("worker", worker.pid),
+            ("proxy", proxy.pid),
         ]),
         logs: BTreeMap::from([
             ("temporal", temporal.log.clone()),
             ("worker", worker.log.clone()),
+            ("proxy", proxy.log.clone()),
         ]),
     };
     write_dev_json(&home.dev_json(), &info)?;
@@ -283,10 +323,12 @@ pub async fn run(mut config: Config, home: Home, args: &DevArgs) -> anyhow::Resu
 
     let outcome = tokio::select! {
         _ = shutdown_signal() => Ok(()),
+        status = proxy.child.wait() => Err(proxy.crashed(status)),
         status = worker.child.wait() => Err(worker.crashed(status)),
         status = temporal.child.wait() => Err(temporal.crashed(status)),
     };
     eprintln!("plinth dev: stopping");
+    proxy.stop().await;
     worker.stop().await;
     temporal.stop().await;
     let _ = std::fs::remove_file(home.dev_json());
@@ -320,25 +362,63 @@ fn temporal_command(bin: &Path, home: &Home, dev: &DevConfig, namespace: &str) -
     command
 }
 
-fn worker_command(
-    config: &Config,
+/// `plinth <global flags> <subcommand...>` aimed at this dev server's control plane.
+fn plinth_command(
+    global: &[OsString],
+    subcommand: &[&str],
     address: &str,
     settings: &WorkerSettings,
 ) -> anyhow::Result<Command> {
     let mut command =
         Command::new(std::env::current_exe().context("cannot find the plinth binary")?);
-    // The worker must reach this dev server, whatever TEMPORAL_* says in the caller's shell.
+    // Children must reach this dev server, whatever TEMPORAL_* says in the caller's shell.
     for (key, _) in std::env::vars_os() {
         if key.to_string_lossy().starts_with("TEMPORAL_") {
             command.env_remove(key);
         }
     }
     command
-        .args(["--log-format", config.log.format.as_str()])
-        .args(["worker", "--address", address])
+        .args(global)
+        .args(subcommand)
+        .args(["--address", address])
         .args(["--namespace", &settings.namespace])
         .args(["--task-queue", &settings.task_queue]);
     Ok(command)
+}
+
+async fn wait_for_listener(address: &str) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + START_TIMEOUT;
+    while tokio::net::TcpStream::connect(address).await.is_err() {
+        if tokio::time::Instant::now() > deadline {
+            bail!("nothing listens on {address} after {START_TIMEOUT:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(())
+}
+
+/// Writes a directory with the admin group (holding the dev user) and a sample team, unless
+/// one exists: edits survive restarts.
+fn write_sample_directory(home: &Home, user: &str, admin_group: &str) -> anyhow::Result<PathBuf> {
+    let path = home.directory_file();
+    if !path.exists() {
+        let text = format!(
+            "# People and groups for plinth dev. Edit freely; the worker and proxy read it at start.\n\
+             users:\n\
+             \x20 - email: {user}\n\
+             \x20 - email: alice@example.com\n\
+             \x20 - email: bob@example.com\n\
+             \x20 - email: carol@example.com\n\
+             \x20   status: departed\n\
+             groups:\n\
+             \x20 - name: {admin_group}\n\
+             \x20   members: [{user}]\n\
+             \x20 - name: payments-team@example.com\n\
+             \x20   members: [alice@example.com, bob@example.com, carol@example.com]\n"
+        );
+        std::fs::write(&path, text).with_context(|| path.display().to_string())?;
+    }
+    Ok(path)
 }
 
 async fn connect_when_ready(address: &str) -> anyhow::Result<temporalio_client::Connection> {
@@ -380,6 +460,7 @@ fn refuse_second_instance(home: &Home) -> anyhow::Result<()> {
 
 fn check_ports_free(dev: &DevConfig) -> anyhow::Result<()> {
     let ports = [
+        (dev.proxy_port, "platform API", "proxy_port"),
         (dev.grpc_port, "Temporal gRPC", "grpc_port"),
         (dev.ui_port, "Web UI", "ui_port"),
         (dev.http_port, "Temporal HTTP", "http_port"),
@@ -424,16 +505,20 @@ fn banner(info: &DevInfo) -> String {
          \x20 Temporal gRPC  {address}  (namespace {ns})\n\
          \x20 Web UI         {ui}\n\
          \x20 Metrics        {metrics}\n\
+         \x20 Platform API   {proxy}  (mTLS)\n\
          \x20 Worker         {worker}, task queue {tq}\n\
          \x20 You are        {user}  (certificate {cert})\n\
          \x20 Data dir       {home}  (dev.json, logs/)\n\n\
          Try:\n\
          \x20 temporal workflow execute --address {address} --namespace {ns} --task-queue {tq} --type Canary --input '\"hello\"'\n\
          \x20 temporal workflow list --address {address} --namespace {ns}\n\
+         \x20 plinth apply -f examples/namespace.yaml --wait\n\
+         \x20 plinth get namespaces\n\
          \x20 plinth pki issue --user alice@example.com\n\n\
          Ctrl-C stops everything.",
         ui = t.ui_url,
         metrics = t.metrics_url,
+        proxy = info.proxy.address,
         worker = info.worker.identity,
         user = info.identity.user,
         cert = info.identity.cert.display(),

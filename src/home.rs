@@ -24,9 +24,18 @@ impl Home {
         self.root.join("plinth.toml")
     }
 
+    /// Default directory (people and groups) file.
+    pub fn directory_file(&self) -> PathBuf {
+        self.root.join("directory.yaml")
+    }
+
     /// CA, server and client certificates.
     pub fn pki_dir(&self) -> PathBuf {
         self.root.join("pki")
+    }
+
+    pub fn ca_cert(&self) -> PathBuf {
+        plinth_identity::CertificateAuthority::cert_path(&self.pki_dir())
     }
 
     pub fn server_cert(&self) -> PathBuf {

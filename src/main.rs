@@ -1,10 +1,13 @@
 //! `plinth`: one binary for the whole platform.
 
+mod client;
 mod config;
 mod dev;
 mod home;
 mod logging;
 mod pki;
+mod platform;
+mod proxy;
 mod signals;
 mod worker;
 
@@ -45,6 +48,16 @@ enum Command {
     Dev(dev::DevArgs),
     /// Run the control-plane worker against any Temporal.
     Worker(worker::ConnectArgs),
+    /// Serve the platform API over mTLS.
+    Proxy(proxy::ProxyArgs),
+    /// Create or update resources from YAML or JSON files.
+    Apply(client::ApplyArgs),
+    /// List resources, or show one.
+    Get(client::GetArgs),
+    /// Show a resource with its status, conditions and recent events.
+    Describe(client::NameArgs),
+    /// Delete a resource (platform admins only).
+    Delete(client::DeleteArgs),
     /// Local certificate authority and client certificates.
     #[command(subcommand)]
     Pki(PkiCommand),
@@ -93,11 +106,17 @@ fn main() -> ExitCode {
         config.log.format = format;
     }
     logging::init(&config.log);
+    // What `plinth dev` passes on to the children it starts.
+    let mut global: Vec<std::ffi::OsString> = vec!["--home".into(), cli.home.clone().into()];
+    if let Some(path) = &cli.config {
+        global.extend(["--config".into(), path.clone().into()]);
+    }
+    global.extend(["--log-format".into(), config.log.format.as_str().into()]);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("tokio runtime");
-    match runtime.block_on(run(cli.command, config, home)) {
+    match runtime.block_on(run(cli.command, config, home, global)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("plinth: {e:#}");
@@ -106,13 +125,26 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(command: Command, config: Config, home: Home) -> anyhow::Result<ExitCode> {
+async fn run(
+    command: Command,
+    config: Config,
+    home: Home,
+    global: Vec<std::ffi::OsString>,
+) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Dev(args) => dev::run(config, home, &args).await,
+        Command::Dev(args) => dev::run(config, home, &args, &global).await,
         Command::Worker(args) => {
-            worker::run(&config.temporal, &args).await?;
+            worker::run(&config, &home, &args).await?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Proxy(args) => {
+            proxy::run(&config, &home, &args).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Apply(args) => client::apply(&config, &home, &args).await,
+        Command::Get(args) => client::get(&config, &home, &args).await,
+        Command::Describe(args) => client::describe(&config, &home, &args).await,
+        Command::Delete(args) => client::delete(&config, &home, &args).await,
         Command::Pki(PkiCommand::Init) => {
             let report = pki::init(&home, &config.pki)?;
             let dir = home.pki_dir();

@@ -9,7 +9,8 @@ use temporalio_common::envconfig::{
     load_client_config_profile,
 };
 
-use crate::config::TemporalConfig;
+use crate::config::{Config, TemporalConfig};
+use crate::home::Home;
 use crate::signals::shutdown_signal;
 
 /// Where the worker connects. Precedence: flags, then a `temporal.toml` profile with its
@@ -47,11 +48,11 @@ pub struct ConnectArgs {
 }
 
 impl ConnectArgs {
-    /// The connection options and what to poll.
+    /// The connection options, the `host:port` they dial, and what to poll.
     pub fn resolve(
         &self,
         config: &TemporalConfig,
-    ) -> anyhow::Result<(ConnectionOptions, WorkerSettings)> {
+    ) -> anyhow::Result<(ConnectionOptions, String, WorkerSettings)> {
         let mut profile = self.base_profile(config)?;
         if let Some(address) = &self.address {
             profile.address = Some(address.clone());
@@ -84,9 +85,13 @@ impl ConnectArgs {
                 .clone()
                 .unwrap_or_else(|| config.task_queue.clone()),
         };
+        let address = profile
+            .address
+            .clone()
+            .unwrap_or_else(|| config.address.clone());
         let options = ConnectionOptions::try_from(profile)
             .map_err(|e| config_error("Temporal connection", e))?;
-        Ok((options, settings))
+        Ok((options, address, settings))
     }
 
     fn base_profile(&self, config: &TemporalConfig) -> anyhow::Result<ClientConfigProfile> {
@@ -130,11 +135,12 @@ fn path_source(path: &std::path::Path) -> DataSource {
 }
 
 /// Runs the worker until SIGINT or SIGTERM, then lets in-flight tasks finish.
-pub async fn run(config: &TemporalConfig, args: &ConnectArgs) -> anyhow::Result<()> {
-    let (options, settings) = args.resolve(config)?;
+pub async fn run(config: &Config, home: &Home, args: &ConnectArgs) -> anyhow::Result<()> {
+    let (options, address, settings) = args.resolve(&config.temporal)?;
+    let platform = crate::platform::settings(config, home, &address)?;
     let target = options.target.to_string();
     let connection = plinth_worker::connect(options).await?;
-    let mut worker = PlinthWorker::start(connection, &settings).await?;
+    let mut worker = PlinthWorker::start(connection, &settings, platform).await?;
     let shutdown = worker.shutdown_handle();
     tokio::spawn(async move {
         shutdown_signal().await;

@@ -3,15 +3,18 @@
 
 use std::time::Duration;
 
-use plinth_activities::WorkerActivities;
-use plinth_workflows::Canary;
+use std::sync::Arc;
+
+use plinth_activities::directory::Directory;
+use plinth_activities::{
+    BackendError, NamespaceActivities, NamespaceBackend, SelfHosted, WorkerActivities,
+};
+use plinth_proto::ValidationRules;
+use plinth_proto::v1::NamespaceSpec;
+use plinth_workflows::{Canary, KIND_ATTRIBUTE, OWNER_ATTRIBUTE, PHASE_ATTRIBUTE, ProvisionNamespace};
 use plinth_workflows::contracts::WorkerInfo;
 use temporalio_client::NamespacedClient;
-use temporalio_client::tonic::{Code, Request};
 use temporalio_client::{Client, ClientOptions, Connection, ConnectionOptions};
-use temporalio_common::protos::temporal::api::workflowservice::v1::{
-    CountWorkflowExecutionsRequest, DescribeNamespaceRequest, RegisterNamespaceRequest,
-};
 use temporalio_sdk::runtime::RuntimeOptions;
 use temporalio_sdk::{Runtime, Worker, WorkerOptions};
 
@@ -19,11 +22,8 @@ use temporalio_sdk::{Runtime, Worker, WorkerOptions};
 pub const DEFAULT_NAMESPACE: &str = "plinth-system";
 /// The task queue Plinth's worker polls, unless configured otherwise.
 pub const DEFAULT_TASK_QUEUE: &str = "plinth";
-/// Retention of closed control-plane workflows in a namespace the worker creates.
-pub const CONTROL_NAMESPACE_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
-
-/// How long a newly registered namespace may take to become usable.
-const NAMESPACE_VISIBLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Retention of closed control-plane workflows in a namespace the worker creates, days.
+pub const CONTROL_NAMESPACE_RETENTION_DAYS: i32 = 7;
 
 /// What the worker polls.
 #[derive(Clone, Debug)]
@@ -43,6 +43,19 @@ impl Default for WorkerSettings {
     }
 }
 
+/// Installation-wide rules of the namespace workflows.
+#[derive(Clone, Debug)]
+pub struct PlatformSettings {
+    /// People and groups, for owner checks.
+    pub directory: Arc<dyn Directory>,
+    /// What a valid resource looks like.
+    pub rules: ValidationRules,
+    /// How often each namespace is checked for drift.
+    pub resync_interval: Duration,
+    /// `host:port` where clients reach managed namespaces.
+    pub namespace_endpoint: String,
+}
+
 /// Why the worker could not start or stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
@@ -54,13 +67,13 @@ pub enum WorkerError {
         /// The client's error.
         source: temporalio_client::errors::ClientConnectError,
     },
-    /// A namespace call (describe or register) failed.
-    #[error("namespace {namespace:?}: {status}")]
+    /// Describing, registering or preparing the control-plane namespace failed.
+    #[error("namespace {namespace:?}: {source}")]
     Namespace {
         /// The namespace involved.
         namespace: String,
-        /// Temporal's answer.
-        status: Box<temporalio_client::tonic::Status>,
+        /// The backend's error.
+        source: BackendError,
     },
     /// The SDK refused the worker's configuration.
     #[error("worker setup failed: {0}")]
@@ -83,59 +96,33 @@ pub async fn connect(mut options: ConnectionOptions) -> Result<Connection, Worke
         .map_err(|source| WorkerError::Connect { target, source })
 }
 
-/// Registers `namespace` unless it exists. Returns true when this call created it.
-pub async fn ensure_namespace(
-    connection: &Connection,
-    namespace: &str,
-) -> Result<bool, WorkerError> {
-    let mut service = connection.workflow_service();
-    let err = |status| WorkerError::Namespace {
+/// Registers `namespace` unless it exists and adds the control-plane search attributes.
+/// Returns true when this call created the namespace.
+pub async fn ensure_namespace(connection: &Connection, namespace: &str) -> Result<bool, WorkerError> {
+    let err = |source| WorkerError::Namespace {
         namespace: namespace.to_owned(),
-        status: Box::new(status),
+        source,
     };
-    let describe = DescribeNamespaceRequest {
-        namespace: namespace.to_owned(),
-        ..Default::default()
-    };
-    match service.describe_namespace(Request::new(describe)).await {
-        Ok(_) => return Ok(false),
-        Err(status) if status.code() == Code::NotFound => {}
-        Err(status) => return Err(err(status)),
-    }
-    let register = RegisterNamespaceRequest {
-        namespace: namespace.to_owned(),
-        description: "Plinth control plane".to_owned(),
-        workflow_execution_retention_period: Some(
-            CONTROL_NAMESPACE_RETENTION
-                .try_into()
-                .expect("retention fits a protobuf duration"),
-        ),
-        ..Default::default()
-    };
-    let created = match service.register_namespace(Request::new(register)).await {
-        Ok(_) => true,
-        // Another worker registered it between our describe and register.
-        Err(status) if status.code() == Code::AlreadyExists => false,
-        Err(status) => return Err(err(status)),
-    };
-    // Frontends learn of a new namespace on their next registry refresh; until then calls in
-    // it fail with NotFound. Return only once it is usable.
-    let deadline = tokio::time::Instant::now() + NAMESPACE_VISIBLE_TIMEOUT;
-    loop {
-        let count = CountWorkflowExecutionsRequest {
-            namespace: namespace.to_owned(),
+    let backend = SelfHosted::new(connection.clone(), String::new());
+    let exists = backend.describe(namespace).await.map_err(err)?.is_some();
+    if !exists {
+        let spec = NamespaceSpec {
+            name: namespace.to_owned(),
+            description: "Plinth control plane".to_owned(),
+            retention_days: CONTROL_NAMESPACE_RETENTION_DAYS,
             ..Default::default()
         };
-        match service.count_workflow_executions(Request::new(count)).await {
-            Ok(_) => return Ok(created),
-            Err(status)
-                if status.code() == Code::NotFound && tokio::time::Instant::now() < deadline =>
-            {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            Err(status) => return Err(err(status)),
-        }
+        backend.register(&spec).await.map_err(err)?;
     }
+    let attributes = [KIND_ATTRIBUTE, OWNER_ATTRIBUTE, PHASE_ATTRIBUTE]
+        .iter()
+        .map(|key| (key.name().to_owned(), "Keyword".to_owned()))
+        .collect();
+    backend
+        .add_search_attributes(namespace, &attributes)
+        .await
+        .map_err(err)?;
+    Ok(!exists)
 }
 
 /// A configured Plinth worker. [`PlinthWorker::run`] is not `Send`: drive it on a `LocalSet`
@@ -160,8 +147,12 @@ impl PlinthWorker {
     pub async fn start(
         connection: Connection,
         settings: &WorkerSettings,
+        platform: PlatformSettings,
     ) -> Result<Self, WorkerError> {
         ensure_namespace(&connection, &settings.namespace).await?;
+        // Managed namespaces live on the same Temporal as the control plane.
+        let connection_for_backend = connection.clone();
+        let endpoint = platform.namespace_endpoint.clone();
         let setup = |e: &dyn std::fmt::Display| WorkerError::Setup(e.to_string());
         let runtime =
             Runtime::from_current_tokio(RuntimeOptions::default()).map_err(|e| setup(&e))?;
@@ -176,10 +167,20 @@ impl PlinthWorker {
             namespace: settings.namespace.clone(),
             task_queue: settings.task_queue.clone(),
         };
+        let backend = SelfHosted::new(connection_for_backend, endpoint);
+        let namespaces = NamespaceActivities::new(
+            Arc::new(backend),
+            platform.directory,
+            platform.rules,
+            platform.resync_interval,
+        );
         let options = WorkerOptions::new(settings.task_queue.clone())
             .register_workflow::<Canary>()
             .map_err(|e| setup(&e))?
+            .register_workflow::<ProvisionNamespace>()
+            .map_err(|e| setup(&e))?
             .register_activities(WorkerActivities::new(info))
+            .register_activities(namespaces)
             .build();
         let worker = Worker::new(&runtime, client, options).map_err(|e| setup(&e))?;
         Ok(Self {

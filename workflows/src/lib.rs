@@ -4,6 +4,11 @@
 //! implementations live in `plinth-activities`, so no backend is linked into workflow code.
 
 mod canary;
+mod provision_namespace;
 pub mod contracts;
 
 pub use canary::Canary;
+pub use provision_namespace::{
+    ApplyResult, KIND_ATTRIBUTE, OWNER_ATTRIBUTE, PHASE_ATTRIBUTE, ProvisionNamespace, SPEC_MEMO,
+    workflow_id,
+};

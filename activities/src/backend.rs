@@ -1,0 +1,93 @@
+//! Where namespaces live. One implementation per real system: [`crate::SelfHosted`] talks to a
+//! Temporal cluster's own APIs; a Temporal Cloud backend is a later addition.
+
+use std::collections::BTreeMap;
+
+use plinth_proto::v1::NamespaceSpec;
+use serde::{Deserialize, Serialize};
+
+/// A namespace as the backend reports it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObservedNamespace {
+    /// Retention of closed workflows, whole days.
+    pub retention_days: i32,
+    /// Free-text description.
+    pub description: String,
+    /// Owner e-mail (Plinth writes the owner group).
+    pub owner_email: String,
+    /// Custom search attributes, name to type.
+    pub search_attributes: BTreeMap<String, String>,
+}
+
+impl ObservedNamespace {
+    /// The differences from `spec`, each as `what: observed → desired`. Search attributes the
+    /// backend has beyond the spec are not drift: Temporal cannot remove them.
+    pub fn differences(&self, spec: &NamespaceSpec) -> Vec<String> {
+        let mut changes = Vec::new();
+        if self.retention_days != spec.retention_days {
+            changes.push(format!(
+                "retention {}d → {}d",
+                self.retention_days, spec.retention_days
+            ));
+        }
+        if self.description != spec.description {
+            changes.push(format!(
+                "description {:?} → {:?}",
+                self.description, spec.description
+            ));
+        }
+        if self.owner_email != spec.owner {
+            changes.push(format!("owner {:?} → {:?}", self.owner_email, spec.owner));
+        }
+        for name in missing_search_attributes(&self.search_attributes, spec).keys() {
+            changes.push(format!("search attribute {name} added"));
+        }
+        changes
+    }
+}
+
+/// Search attributes the spec names that `existing` lacks.
+pub fn missing_search_attributes(
+    existing: &BTreeMap<String, String>,
+    spec: &NamespaceSpec,
+) -> BTreeMap<String, String> {
+    spec.search_attributes
+        .iter()
+        .filter(|(name, _)| !existing.contains_key(*name))
+        .map(|(name, kind)| (name.clone(), kind.clone()))
+        .collect()
+}
+
+/// Why a backend call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    /// A passing fault (unreachable, overloaded, timed out): worth retrying.
+    #[error("backend unavailable: {0}")]
+    Unavailable(String),
+    /// The backend refused the request: retrying the same request will not help.
+    #[error("backend refused: {0}")]
+    Rejected(String),
+}
+
+/// Namespace operations. Every method is idempotent: calling it again after a crash at any
+/// point leaves the same end state.
+#[async_trait::async_trait]
+pub trait NamespaceBackend: Send + Sync + std::fmt::Debug {
+    /// The namespace, or `None` when it does not exist.
+    async fn describe(&self, name: &str) -> Result<Option<ObservedNamespace>, BackendError>;
+    /// Creates the namespace (retention, description, owner); a namespace that already exists
+    /// is left as it is. Returns once the namespace is usable.
+    async fn register(&self, spec: &NamespaceSpec) -> Result<(), BackendError>;
+    /// Sets retention, description and owner to the spec's.
+    async fn update(&self, spec: &NamespaceSpec) -> Result<(), BackendError>;
+    /// Adds search attributes (name to type) the namespace lacks.
+    async fn add_search_attributes(
+        &self,
+        name: &str,
+        attributes: &BTreeMap<String, String>,
+    ) -> Result<(), BackendError>;
+    /// Deletes the namespace; one already gone is fine.
+    async fn delete(&self, name: &str) -> Result<(), BackendError>;
+    /// Where clients reach the namespace.
+    fn endpoint(&self, name: &str) -> String;
+}

@@ -1,0 +1,262 @@
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use plinth_proto::v1::NamespaceSpec;
+use temporalio_client::Connection;
+use temporalio_client::tonic::{Code, Request, Status};
+use temporalio_common::protos::temporal::api::enums::v1::IndexedValueType;
+use temporalio_common::protos::temporal::api::namespace::v1::{NamespaceConfig, UpdateNamespaceInfo};
+use temporalio_common::protos::temporal::api::operatorservice::v1::{
+    AddSearchAttributesRequest, DeleteNamespaceRequest, ListSearchAttributesRequest,
+};
+use temporalio_common::protos::temporal::api::workflowservice::v1::{
+    CountWorkflowExecutionsRequest, DescribeNamespaceRequest, RegisterNamespaceRequest,
+    UpdateNamespaceRequest,
+};
+
+use crate::backend::{BackendError, NamespaceBackend, ObservedNamespace};
+
+const DAY: u64 = 24 * 3600;
+/// How long a newly registered namespace may take to become usable.
+const VISIBLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Namespaces of a self-hosted Temporal cluster (or the dev server), through its
+/// WorkflowService and OperatorService.
+#[derive(Clone)]
+pub struct SelfHosted {
+    connection: Connection,
+    endpoint: String,
+}
+
+impl std::fmt::Debug for SelfHosted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SelfHosted")
+            .field("endpoint", &self.endpoint)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SelfHosted {
+    /// A backend on `connection`; `endpoint` is the frontend address clients use.
+    pub fn new(connection: Connection, endpoint: String) -> Self {
+        Self {
+            connection,
+            endpoint,
+        }
+    }
+
+    /// Frontends learn of a new namespace on their next registry refresh; until then calls in
+    /// it fail with NotFound.
+    async fn wait_until_usable(&self, name: &str) -> Result<(), BackendError> {
+        let deadline = tokio::time::Instant::now() + VISIBLE_TIMEOUT;
+        loop {
+            let count = CountWorkflowExecutionsRequest {
+                namespace: name.to_owned(),
+                ..Default::default()
+            };
+            match self
+                .connection
+                .workflow_service()
+                .count_workflow_executions(Request::new(count))
+                .await
+            {
+                Ok(_) => return Ok(()),
+                Err(status)
+                    if status.code() == Code::NotFound
+                        && tokio::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(status) => return Err(classify(status)),
+            }
+        }
+    }
+
+    async fn search_attributes(&self, name: &str) -> Result<BTreeMap<String, String>, BackendError> {
+        let request = ListSearchAttributesRequest {
+            namespace: name.to_owned(),
+        };
+        let response = self
+            .connection
+            .operator_service()
+            .list_search_attributes(Request::new(request))
+            .await
+            .map_err(classify)?
+            .into_inner();
+        Ok(response
+            .custom_attributes
+            .into_iter()
+            .map(|(name, kind)| (name, type_name(kind).to_owned()))
+            .collect())
+    }
+}
+
+#[async_trait::async_trait]
+impl NamespaceBackend for SelfHosted {
+    async fn describe(&self, name: &str) -> Result<Option<ObservedNamespace>, BackendError> {
+        let request = DescribeNamespaceRequest {
+            namespace: name.to_owned(),
+            ..Default::default()
+        };
+        let response = match self
+            .connection
+            .workflow_service()
+            .describe_namespace(Request::new(request))
+            .await
+        {
+            Ok(response) => response.into_inner(),
+            Err(status) if status.code() == Code::NotFound => return Ok(None),
+            Err(status) => return Err(classify(status)),
+        };
+        let info = response.namespace_info.unwrap_or_default();
+        let retention = response
+            .config
+            .and_then(|c| c.workflow_execution_retention_ttl)
+            .map_or(0, |d| d.seconds);
+        Ok(Some(ObservedNamespace {
+            retention_days: i32::try_from(retention / DAY as i64).unwrap_or(i32::MAX),
+            description: info.description,
+            owner_email: info.owner_email,
+            search_attributes: self.search_attributes(name).await?,
+        }))
+    }
+
+    async fn register(&self, spec: &NamespaceSpec) -> Result<(), BackendError> {
+        let request = RegisterNamespaceRequest {
+            namespace: spec.name.clone(),
+            description: spec.description.clone(),
+            owner_email: spec.owner.clone(),
+            workflow_execution_retention_period: Some(retention(spec).try_into().expect("retention fits a protobuf duration")),
+            ..Default::default()
+        };
+        match self
+            .connection
+            .workflow_service()
+            .register_namespace(Request::new(request))
+            .await
+        {
+            Ok(_) => {}
+            Err(status) if status.code() == Code::AlreadyExists => {}
+            Err(status) => return Err(classify(status)),
+        }
+        self.wait_until_usable(&spec.name).await
+    }
+
+    async fn update(&self, spec: &NamespaceSpec) -> Result<(), BackendError> {
+        let request = UpdateNamespaceRequest {
+            namespace: spec.name.clone(),
+            update_info: Some(UpdateNamespaceInfo {
+                description: spec.description.clone(),
+                owner_email: spec.owner.clone(),
+                ..Default::default()
+            }),
+            config: Some(NamespaceConfig {
+                workflow_execution_retention_ttl: Some(retention(spec).try_into().expect("retention fits a protobuf duration")),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        self.connection
+            .workflow_service()
+            .update_namespace(Request::new(request))
+            .await
+            .map_err(classify)?;
+        Ok(())
+    }
+
+    async fn add_search_attributes(
+        &self,
+        name: &str,
+        attributes: &BTreeMap<String, String>,
+    ) -> Result<(), BackendError> {
+        let existing = self.search_attributes(name).await?;
+        let mut missing = std::collections::HashMap::new();
+        for (attribute, kind) in attributes {
+            if !existing.contains_key(attribute) {
+                let kind = type_value(kind).ok_or_else(|| {
+                    BackendError::Rejected(format!("unknown search attribute type {kind}"))
+                })?;
+                missing.insert(attribute.clone(), kind as i32);
+            }
+        }
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let request = AddSearchAttributesRequest {
+            search_attributes: missing,
+            namespace: name.to_owned(),
+        };
+        match self
+            .connection
+            .operator_service()
+            .add_search_attributes(Request::new(request))
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(status) if status.code() == Code::AlreadyExists => Ok(()),
+            Err(status) => Err(classify(status)),
+        }
+    }
+
+    async fn delete(&self, name: &str) -> Result<(), BackendError> {
+        let request = DeleteNamespaceRequest {
+            namespace: name.to_owned(),
+            ..Default::default()
+        };
+        match self
+            .connection
+            .operator_service()
+            .delete_namespace(Request::new(request))
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(status) if status.code() == Code::NotFound => Ok(()),
+            Err(status) => Err(classify(status)),
+        }
+    }
+
+    fn endpoint(&self, _name: &str) -> String {
+        self.endpoint.clone()
+    }
+}
+
+fn retention(spec: &NamespaceSpec) -> Duration {
+    Duration::from_secs(u64::try_from(spec.retention_days).unwrap_or(0) * DAY)
+}
+
+fn classify(status: Status) -> BackendError {
+    let message = format!("{:?}: {}", status.code(), status.message());
+    match status.code() {
+        Code::Unavailable
+        | Code::DeadlineExceeded
+        | Code::ResourceExhausted
+        | Code::Aborted
+        | Code::Internal
+        | Code::Unknown
+        | Code::Cancelled
+        // A namespace registered moments ago may not be visible to every frontend yet.
+        | Code::NotFound => BackendError::Unavailable(message),
+        _ => BackendError::Rejected(message),
+    }
+}
+
+const TYPES: &[(IndexedValueType, &str)] = &[
+    (IndexedValueType::Text, "Text"),
+    (IndexedValueType::Keyword, "Keyword"),
+    (IndexedValueType::Int, "Int"),
+    (IndexedValueType::Double, "Double"),
+    (IndexedValueType::Bool, "Bool"),
+    (IndexedValueType::Datetime, "Datetime"),
+    (IndexedValueType::KeywordList, "KeywordList"),
+];
+
+fn type_name(value: i32) -> &'static str {
+    TYPES
+        .iter()
+        .find(|(t, _)| *t as i32 == value)
+        .map_or("Unspecified", |(_, name)| name)
+}
+
+fn type_value(name: &str) -> Option<IndexedValueType> {
+    TYPES.iter().find(|(_, n)| *n == name).map(|(t, _)| *t)
+}

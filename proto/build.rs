@@ -1,0 +1,17 @@
+//! Generates plinth.v1 messages (with serde, in the resource's camelCase shape) and the
+//! PlatformService client and server. protox parses the files: no protoc needed.
+
+const SERDE: &str = "#[derive(serde::Serialize, serde::Deserialize)] #[serde(rename_all = \"camelCase\", default, deny_unknown_fields)]";
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let protos = ["plinth/v1/namespace.proto", "plinth/v1/platform.proto"];
+    for proto in protos {
+        println!("cargo:rerun-if-changed={proto}");
+    }
+    let descriptors = protox::compile(protos, ["."])?;
+    tonic_prost_build::configure()
+        .build_transport(false)
+        .type_attribute(".plinth.v1", SERDE)
+        .compile_fds(descriptors)?;
+    Ok(())
+}

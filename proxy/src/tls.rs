@@ -1,0 +1,145 @@
+//! The mTLS listener: every connection that completes a handshake carries the caller it proved.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use plinth_identity::pki_types::pem::PemObject;
+use plinth_identity::pki_types::{CertificateDer, PrivateKeyDer};
+use plinth_identity::{ClientVerifier, Identity, identity_from_certificate};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::server::Connected;
+
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why the TLS listener cannot be configured.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// The server certificate or key is not usable PEM.
+    #[error("server certificate or key: {0}")]
+    Pem(String),
+    /// rustls refused the configuration.
+    #[error("TLS configuration: {0}")]
+    Config(#[from] rustls::Error),
+}
+
+/// The caller of a connection: its identity, or why its certificate names none.
+#[derive(Clone, Debug)]
+pub struct Caller(pub Result<Identity, String>);
+
+/// A server configuration that requires a client certificate verified by `verifier`.
+pub fn server_config(
+    cert_pem: &[u8],
+    key_pem: &[u8],
+    verifier: &ClientVerifier,
+) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let certs = CertificateDer::pem_slice_iter(cert_pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| TlsError::Pem(e.to_string()))?;
+    let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| TlsError::Pem(e.to_string()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_client_cert_verifier(verifier.rustls_verifier())
+        .with_single_cert(certs, key)?;
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// A TLS connection and the caller its client certificate names.
+#[derive(Debug)]
+pub struct AuthenticatedStream {
+    inner: TlsStream<TcpStream>,
+    caller: Caller,
+}
+
+impl Connected for AuthenticatedStream {
+    type ConnectInfo = Caller;
+
+    fn connect_info(&self) -> Caller {
+        self.caller.clone()
+    }
+}
+
+impl AsyncRead for AuthenticatedStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for AuthenticatedStream {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// Accepts connections on `listener`, handshakes each on its own task (a slow client holds up
+/// no one), and yields those that present a trusted certificate.
+pub fn incoming(
+    listener: TcpListener,
+    config: Arc<rustls::ServerConfig>,
+    verifier: ClientVerifier,
+) -> ReceiverStream<io::Result<AuthenticatedStream>> {
+    let (sender, receiver) = tokio::sync::mpsc::channel(64);
+    let acceptor = TlsAcceptor::from(config);
+    tokio::spawn(async move {
+        loop {
+            let (tcp, peer) = match listener.accept().await {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    continue;
+                }
+            };
+            if sender.is_closed() {
+                return;
+            }
+            let (acceptor, sender, verifier) = (acceptor.clone(), sender.clone(), verifier.clone());
+            tokio::spawn(async move {
+                let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                    Ok(Ok(tls)) => tls,
+                    Ok(Err(e)) => {
+                        tracing::warn!(%peer, error = %e, "TLS handshake refused");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::warn!(%peer, "TLS handshake timed out");
+                        return;
+                    }
+                };
+                let caller = caller_of(&tls, &verifier);
+                let _ = sender
+                    .send(Ok(AuthenticatedStream { inner: tls, caller }))
+                    .await;
+            });
+        }
+    });
+    ReceiverStream::new(receiver)
+}
+
+fn caller_of(tls: &TlsStream<TcpStream>, verifier: &ClientVerifier) -> Caller {
+    let (_, connection) = tls.get_ref();
+    let identity = match connection.peer_certificates().and_then(|c| c.first()) {
+        Some(leaf) => identity_from_certificate(leaf, verifier.trust_domain()).map_err(|e| e.to_string()),
+        None => Err("no client certificate".to_owned()),
+    };
+    Caller(identity)
+}

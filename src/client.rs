@@ -1,0 +1,347 @@
+//! `plinth apply`, `get`, `describe`, `delete`: kubectl-style commands over the platform API.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use plinth_identity::Identity;
+use plinth_proto::v1::platform_service_client::PlatformServiceClient;
+use plinth_proto::v1::{
+    ApplyNamespaceRequest, DeleteNamespaceRequest, GetNamespaceRequest, ListNamespacesRequest,
+    Namespace, WatchNamespaceRequest,
+};
+use plinth_proto::{parse_documents, phase};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig};
+
+use crate::config::Config;
+use crate::home::Home;
+
+type Api = PlatformServiceClient<Channel>;
+
+/// The only resource kind so far.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum Kind {
+    #[value(alias = "namespaces", alias = "ns")]
+    Namespace,
+}
+
+#[derive(Debug, Clone, Copy, Default, clap::ValueEnum)]
+pub enum Output {
+    #[default]
+    Table,
+    Yaml,
+    Json,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ApplyArgs {
+    /// A file, a directory of .yaml/.yml/.json files, or - for standard input.
+    #[arg(short = 'f', long = "filename", required = true)]
+    files: Vec<PathBuf>,
+    /// Validate and authorize, change nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Wait until every resource is Ready (or Failed), showing its phases.
+    #[arg(long)]
+    wait: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct GetArgs {
+    kind: Kind,
+    /// One resource; all when omitted.
+    name: Option<String>,
+    #[arg(short = 'o', long, value_enum, default_value_t)]
+    output: Output,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct NameArgs {
+    kind: Kind,
+    name: String,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct DeleteArgs {
+    kind: Kind,
+    name: String,
+    /// Wait until the namespace is gone.
+    #[arg(long)]
+    wait: bool,
+}
+
+/// Connects with the client certificate: `[client]`, else the `[dev]` user's in `$PLINTH_HOME`.
+async fn connect(config: &Config, home: &Home) -> anyhow::Result<Api> {
+    let client = &config.client;
+    let address = match &client.address {
+        Some(address) => address.clone(),
+        None => dev_proxy_address(home).unwrap_or_else(|| config.proxy.listen.clone()),
+    };
+    let user_dir = Identity::user(&config.dev.user)
+        .map(|user| home.client_dir(&user))
+        .context("[dev] user")?;
+    let cert = client.cert.clone().unwrap_or_else(|| user_dir.join("cert.pem"));
+    let key = client.key.clone().unwrap_or_else(|| user_dir.join("key.pem"));
+    let ca = client.ca.clone().unwrap_or_else(|| home.ca_cert());
+    let read = |path: &Path, what: &str| {
+        std::fs::read(path).with_context(|| {
+            format!("{what} {}: run `plinth dev` or set [client] in plinth.toml", path.display())
+        })
+    };
+    let host = address.rsplit_once(':').map_or(address.as_str(), |(h, _)| h);
+    let server_name = client.server_name.clone().unwrap_or_else(|| host.to_owned());
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(read(&ca, "CA")?))
+        .identity(tonic::transport::Identity::from_pem(
+            read(&cert, "client certificate")?,
+            read(&key, "client key")?,
+        ))
+        .domain_name(server_name);
+    let channel = Channel::from_shared(format!("https://{address}"))?
+        .tls_config(tls)?
+        .connect()
+        .await
+        .with_context(|| format!("cannot reach the platform API at {address}"))?;
+    Ok(PlatformServiceClient::new(channel))
+}
+
+/// The proxy address a running `plinth dev` wrote to `dev.json`.
+fn dev_proxy_address(home: &Home) -> Option<String> {
+    let text = std::fs::read_to_string(home.dev_json()).ok()?;
+    let info: serde_json::Value = serde_json::from_str(&text).ok()?;
+    info["proxy"]["address"].as_str().map(str::to_owned)
+}
+
+fn status_error(status: tonic::Status) -> anyhow::Error {
+    anyhow::anyhow!("{}", status.message())
+}
+
+/// Reads every document first: one bad document stops the whole apply.
+fn read_documents(files: &[PathBuf]) -> anyhow::Result<Vec<(String, usize, Namespace)>> {
+    let mut sources = Vec::new();
+    for file in files {
+        if file.as_os_str() == "-" {
+            let mut text = String::new();
+            std::io::stdin().read_to_string(&mut text)?;
+            sources.push(("-".to_owned(), text));
+        } else if file.is_dir() {
+            let mut paths: Vec<PathBuf> = std::fs::read_dir(file)
+                .with_context(|| file.display().to_string())?
+                .filter_map(|entry| entry.ok().map(|e| e.path()))
+                .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml" | "json")))
+                .collect();
+            paths.sort();
+            for path in paths {
+                let text = std::fs::read_to_string(&path).with_context(|| path.display().to_string())?;
+                sources.push((path.display().to_string(), text));
+            }
+        } else {
+            let text = std::fs::read_to_string(file).with_context(|| file.display().to_string())?;
+            sources.push((file.display().to_string(), text));
+        }
+    }
+    let mut documents = Vec::new();
+    for (source, text) in sources {
+        let parsed = parse_documents(&text, &source)?;
+        documents.extend(
+            parsed
+                .into_iter()
+                .enumerate()
+                .map(|(i, doc)| (source.clone(), i + 1, doc)),
+        );
+    }
+    if documents.is_empty() {
+        bail!("no resources found in {}", files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>().join(", "));
+    }
+    Ok(documents)
+}
+
+fn name_of(resource: &Namespace) -> &str {
+    resource.metadata.as_ref().map_or("", |m| m.name.as_str())
+}
+
+pub async fn apply(config: &Config, home: &Home, args: &ApplyArgs) -> anyhow::Result<ExitCode> {
+    let documents = read_documents(&args.files)?;
+    let mut api = connect(config, home).await?;
+    // Every document passes the server's validation and authorization before any is applied.
+    let mut outcomes = Vec::new();
+    for (source, index, resource) in &documents {
+        let request = ApplyNamespaceRequest {
+            namespace: Some(resource.clone()),
+            dry_run: true,
+        };
+        let response = api.apply_namespace(request).await.map_err(|status| {
+            anyhow::anyhow!("{source}: document {index} ({}): {}", name_of(resource), status.message())
+        })?;
+        outcomes.push(response.into_inner().outcome);
+    }
+    if args.dry_run {
+        for ((_, _, resource), outcome) in documents.iter().zip(outcomes) {
+            println!("namespace/{} {outcome} (dry run)", name_of(resource));
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    for (source, index, resource) in &documents {
+        let request = ApplyNamespaceRequest {
+            namespace: Some(resource.clone()),
+            dry_run: false,
+        };
+        let response = api.apply_namespace(request).await.map_err(|status| {
+            anyhow::anyhow!("{source}: document {index} ({}): {}", name_of(resource), status.message())
+        })?;
+        println!("namespace/{} {}", name_of(resource), response.into_inner().outcome);
+    }
+    if !args.wait {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut all_ready = true;
+    for (_, _, resource) in &documents {
+        let last = watch(&mut api, name_of(resource)).await?;
+        all_ready &= last == phase::READY;
+    }
+    Ok(if all_ready { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// Prints each phase until the resource settles; returns the last phase.
+async fn watch(api: &mut Api, name: &str) -> anyhow::Result<String> {
+    let mut stream = api
+        .watch_namespace(WatchNamespaceRequest { name: name.to_owned() })
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    let mut last_phase = String::new();
+    while let Some(resource) = stream.message().await.map_err(status_error)? {
+        let status = resource.status.unwrap_or_default();
+        if status.phase != last_phase {
+            match status.message.as_str() {
+                "" => println!("namespace/{name} {}", status.phase),
+                message => println!("namespace/{name} {}: {message}", status.phase),
+            }
+            last_phase = status.phase;
+        }
+    }
+    Ok(last_phase)
+}
+
+pub async fn get(config: &Config, home: &Home, args: &GetArgs) -> anyhow::Result<ExitCode> {
+    let Kind::Namespace = args.kind;
+    let mut api = connect(config, home).await?;
+    if let Some(name) = &args.name {
+        let resource = api
+            .get_namespace(GetNamespaceRequest { name: name.clone() })
+            .await
+            .map_err(status_error)?
+            .into_inner();
+        match args.output {
+            Output::Json => println!("{}", serde_json::to_string_pretty(&resource)?),
+            Output::Yaml => print!("{}", serde_yaml::to_string(&resource)?),
+            Output::Table => print_table(&[summary_row(&resource)]),
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let list = api
+        .list_namespaces(ListNamespacesRequest {})
+        .await
+        .map_err(status_error)?
+        .into_inner()
+        .namespaces;
+    match args.output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&list)?),
+        Output::Yaml => print!("{}", serde_yaml::to_string(&list)?),
+        Output::Table => {
+            let rows: Vec<[String; 5]> = list
+                .into_iter()
+                .map(|s| [s.name, s.temporal_name, s.owner, s.phase, format!("{}d", s.retention_days)])
+                .collect();
+            print_table(&rows);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn summary_row(resource: &Namespace) -> [String; 5] {
+    let spec = resource.spec.clone().unwrap_or_default();
+    let phase = resource.status.as_ref().map(|s| s.phase.clone()).unwrap_or_default();
+    [name_of(resource).to_owned(), spec.name, spec.owner, phase, format!("{}d", spec.retention_days)]
+}
+
+fn print_table(rows: &[[String; 5]]) {
+    let header = ["NAME", "TEMPORAL NAMESPACE", "OWNER", "PHASE", "RETENTION"].map(str::to_owned);
+    let mut widths = header.clone().map(|h| h.len());
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.len());
+        }
+    }
+    for row in std::iter::once(&header).chain(rows) {
+        let cells: Vec<String> = row
+            .iter()
+            .zip(widths)
+            .map(|(cell, width)| format!("{cell:<width$}"))
+            .collect();
+        println!("{}", cells.join("   ").trim_end());
+    }
+}
+
+pub async fn describe(config: &Config, home: &Home, args: &NameArgs) -> anyhow::Result<ExitCode> {
+    let Kind::Namespace = args.kind;
+    let mut api = connect(config, home).await?;
+    let resource = api
+        .get_namespace(GetNamespaceRequest { name: args.name.clone() })
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    let metadata = resource.metadata.clone().unwrap_or_default();
+    let spec = resource.spec.clone().unwrap_or_default();
+    let status = resource.status.clone().unwrap_or_default();
+    println!("Name:                {}", metadata.name);
+    println!("Group:               {}", metadata.namespace);
+    println!("Generation:          {}", metadata.generation);
+    println!("Spec:");
+    println!("  Temporal namespace: {}", spec.name);
+    println!("  Owner:              {}", spec.owner);
+    println!("  Regions:            {}", spec.regions.join(", "));
+    println!("  Retention:          {} days", spec.retention_days);
+    println!("  Description:        {}", spec.description);
+    println!("  Allow deletion:     {}", spec.allow_deletion);
+    let mut attributes: Vec<_> = spec.search_attributes.iter().collect();
+    attributes.sort();
+    for (name, kind) in attributes {
+        println!("  Search attribute:   {name} ({kind})");
+    }
+    println!("Status:");
+    println!("  Phase:               {}", status.phase);
+    println!("  Observed generation: {}", status.observed_generation);
+    println!("  Endpoint:            {}", status.endpoint);
+    println!("  Last reconcile:      {}", status.last_reconcile_time);
+    println!("  Drift repairs:       {}", status.drift_repairs);
+    if !status.message.is_empty() {
+        println!("  Message:             {}", status.message);
+    }
+    println!("Conditions:");
+    for c in &status.conditions {
+        println!("  {}={} ({}) {} since {}", c.r#type, c.status, c.reason, c.message, c.last_transition_time);
+    }
+    println!("Events:");
+    for e in &status.events {
+        println!("  {}  {:<14} {}", e.time, e.reason, e.message);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn delete(config: &Config, home: &Home, args: &DeleteArgs) -> anyhow::Result<ExitCode> {
+    let Kind::Namespace = args.kind;
+    let mut api = connect(config, home).await?;
+    api.delete_namespace(DeleteNamespaceRequest { name: args.name.clone() })
+        .await
+        .map_err(status_error)?;
+    println!("namespace/{} deleting", args.name);
+    if args.wait {
+        let last = watch(&mut api, &args.name).await?;
+        if last != phase::DELETED {
+            bail!("namespace/{} ended {last}, not deleted", args.name);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

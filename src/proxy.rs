@@ -1,0 +1,54 @@
+//! `plinth proxy`: the mTLS front door serving the platform API.
+
+use anyhow::Context;
+use plinth_identity::ClientVerifier;
+use plinth_proxy::PlatformApi;
+use temporalio_client::{Client, ClientOptions};
+use tokio::net::TcpListener;
+
+use crate::config::Config;
+use crate::home::Home;
+use crate::signals::shutdown_signal;
+use crate::worker::ConnectArgs;
+
+/// Where to listen, and the control plane to talk to.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ProxyArgs {
+    /// Address of the mTLS listener (overrides [proxy] listen).
+    #[arg(long)]
+    listen: Option<String>,
+    #[command(flatten)]
+    temporal: ConnectArgs,
+}
+
+/// Serves until SIGINT or SIGTERM.
+pub async fn run(config: &Config, home: &Home, args: &ProxyArgs) -> anyhow::Result<()> {
+    let (options, _, settings) = args.temporal.resolve(&config.temporal)?;
+    let connection = plinth_worker::connect(options).await?;
+    let client = Client::new(connection, ClientOptions::new(settings.namespace.clone()).build())
+        .context("control-plane client")?;
+    let api = PlatformApi::new(
+        client,
+        settings.task_queue,
+        crate::platform::load_directory(config, home)?,
+        config.platform.rules(),
+        config.platform.admin_group.clone(),
+    );
+    let proxy = &config.proxy;
+    let read = |path: std::path::PathBuf, key: &str| {
+        std::fs::read(&path).with_context(|| format!("[proxy] {key}: {}", path.display()))
+    };
+    let ca = read(proxy.client_ca.clone().unwrap_or_else(|| home.ca_cert()), "client_ca")?;
+    let cert = read(proxy.cert.clone().unwrap_or_else(|| home.server_cert()), "cert")?;
+    let key = read(proxy.key.clone().unwrap_or_else(|| home.server_key()), "key")?;
+    let verifier = ClientVerifier::new(&ca, crate::pki::trust_domain(&config.pki)?)
+        .context("[proxy] client_ca")?;
+    let tls = plinth_proxy::server_config(&cert, &key, &verifier)?;
+    let listen = args.listen.clone().unwrap_or_else(|| proxy.listen.clone());
+    let listener = TcpListener::bind(&listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    plinth_proxy::serve(listener, tls, verifier, api, shutdown_signal()).await?;
+    tracing::info!("proxy stopped");
+    Ok(())
+}

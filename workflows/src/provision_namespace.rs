@@ -1,0 +1,359 @@
+use std::time::{Duration, SystemTime};
+
+use plinth_proto::v1::{Condition, Event, Namespace, NamespaceStatus};
+use plinth_proto::{FieldError, check_update, outcome, phase};
+use serde::{Deserialize, Serialize};
+use temporalio_common::search_attributes::SearchAttributeKey;
+use temporalio_macros::{workflow, workflow_methods};
+use temporalio_sdk::{
+    ActivityOptions, ContinueAsNewOptions, SyncWorkflowContext, WorkflowContext,
+    WorkflowContextView, WorkflowResult,
+};
+
+use crate::contracts::{
+    DeleteNamespace, LoadPlatformSettings, ReconcileNamespace, ReconcileReport, ValidateNamespace,
+};
+
+/// Workflow id of the resource named `name`.
+pub fn workflow_id(name: &str) -> String {
+    format!("namespace/{name}")
+}
+
+/// `PlinthKind`: what resource a control-plane workflow manages.
+pub const KIND_ATTRIBUTE: SearchAttributeKey<String> = SearchAttributeKey::keyword("PlinthKind");
+/// `PlinthOwner`: the owner group.
+pub const OWNER_ATTRIBUTE: SearchAttributeKey<String> = SearchAttributeKey::keyword("PlinthOwner");
+/// `PlinthPhase`: the resource's phase.
+pub const PHASE_ATTRIBUTE: SearchAttributeKey<String> = SearchAttributeKey::keyword("PlinthPhase");
+/// Memo key holding the spec, so listing needs no query per resource.
+pub const SPEC_MEMO: &str = "spec";
+
+/// History length at which a run hands over to a new one.
+const MAX_HISTORY_EVENTS: u32 = 2_000;
+const MAX_EVENTS: usize = 10;
+
+/// What an `apply` update answers.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ApplyResult {
+    /// `created`, `configured` or `unchanged`.
+    pub outcome: String,
+    /// The resource after the apply (status as of acceptance).
+    pub resource: Namespace,
+}
+
+/// Why an update was refused; the message reaches the caller.
+type UpdateError = Box<dyn std::error::Error + Send + Sync>;
+
+/// One Namespace resource, for its whole life: workflow id `namespace/<metadata.name>`.
+///
+/// Apply and delete are Updates, status is a Query. Every change and every resync timer
+/// reconciles the backend to the spec; differences found on a resync are drift made behind
+/// Plinth's back and are counted in the status.
+#[workflow]
+#[derive(Debug)]
+pub struct ProvisionNamespace {
+    resource: Namespace,
+    /// A spec change waits for the run loop to reconcile it.
+    dirty: bool,
+    delete_requested: bool,
+}
+
+#[workflow_methods]
+impl ProvisionNamespace {
+    /// Starts from a resource document, or from the state a previous run handed over.
+    #[init]
+    pub fn new(_ctx: &WorkflowContextView, resource: Namespace) -> Self {
+        let mut resource = resource;
+        let metadata = resource.metadata.get_or_insert_default();
+        metadata.generation = metadata.generation.max(1);
+        resource.status.get_or_insert_with(|| NamespaceStatus {
+            phase: phase::PENDING.into(),
+            ..Default::default()
+        });
+        Self {
+            resource,
+            dirty: true,
+            delete_requested: false,
+        }
+    }
+
+    /// Reconciles on every change and resync until deleted; returns the final resource.
+    #[run]
+    pub async fn run(ctx: &mut WorkflowContext<Self>) -> WorkflowResult<Namespace> {
+        let settings = ctx
+            .execute_activity(LoadPlatformSettings, (), short_activity())
+            .await?;
+        let resync = Duration::from_secs(settings.resync_interval_secs.max(1));
+        let initial = ctx.state(|s| s.resource.clone());
+        let report = ctx
+            .execute_activity(ValidateNamespace, initial, short_activity())
+            .await?;
+        if let Some(error) = report.error {
+            let now = now(ctx);
+            ctx.state_mut(|s| {
+                s.dirty = false;
+                s.set_failed(&now, "Invalid", &error);
+            });
+        }
+        publish(ctx);
+        loop {
+            let changed = temporalio_sdk::workflows::select! {
+                _ = ctx.wait_condition(|s| s.dirty || s.delete_requested) => true,
+                _ = ctx.timer(resync) => false,
+            };
+            if ctx.state(|s| s.delete_requested) {
+                return delete(ctx).await;
+            }
+            let failed = ctx.state(|s| s.current_status().phase == phase::FAILED);
+            if changed || !failed || ctx.state(|s| s.current_status().observed_generation > 0) {
+                reconcile(ctx, !changed).await;
+            }
+            if ctx.continue_as_new_suggested() || ctx.history_length() > MAX_HISTORY_EVENTS {
+                wait_for_handlers(ctx).await?;
+                let handover = ctx.state(|s| s.resource.clone());
+                ctx.continue_as_new(handover, ContinueAsNewOptions::default())?;
+            }
+        }
+    }
+
+    /// Creates or changes the resource. Answers once the change is accepted; the run loop
+    /// then reconciles it (watch `status` for Ready).
+    #[update]
+    pub async fn apply(ctx: &mut WorkflowContext<Self>, desired: Namespace) -> Result<ApplyResult, UpdateError> {
+        let report = ctx
+            .execute_activity(ValidateNamespace, desired.clone(), short_activity())
+            .await?;
+        if let Some(error) = report.error {
+            return Err(error.into());
+        }
+        let now = now(ctx);
+        let result = ctx.state_mut(|s| s.accept(desired, &now))?;
+        publish(ctx);
+        Ok(result)
+    }
+
+    /// Deletes the namespace, unless the spec keeps deletion protection on.
+    #[update]
+    pub fn delete(&mut self, ctx: &mut SyncWorkflowContext<Self>) -> Result<Namespace, UpdateError> {
+        let spec = self.resource.spec.clone().unwrap_or_default();
+        if !spec.allow_deletion {
+            return Err(format!(
+                "namespace {:?} has deletion protection: set spec.allowDeletion: true and apply it first",
+                spec.name
+            )
+            .into());
+        }
+        let now = ctx
+            .workflow_time()
+            .map(rfc3339)
+            .unwrap_or_default();
+        self.delete_requested = true;
+        self.set_phase(phase::DELETING, &now, "DeleteRequested", "deletion requested");
+        Ok(self.resource.clone())
+    }
+
+    /// The resource: metadata, spec and status.
+    #[query]
+    pub fn status(&self, _ctx: &WorkflowContextView) -> Namespace {
+        self.resource.clone()
+    }
+}
+
+impl ProvisionNamespace {
+    fn current_status(&self) -> &NamespaceStatus {
+        self.resource.status.as_ref().expect("status is set at init")
+    }
+
+    fn status_mut(&mut self) -> &mut NamespaceStatus {
+        self.resource.status.get_or_insert_default()
+    }
+
+    fn generation(&self) -> i64 {
+        self.resource.metadata.as_ref().map_or(0, |m| m.generation)
+    }
+
+    /// Accepts a validated desired resource: decides the outcome and bumps the generation on
+    /// a real change.
+    fn accept(&mut self, desired: Namespace, now: &str) -> Result<ApplyResult, FieldError> {
+        let current_meta = self.resource.metadata.clone().unwrap_or_default();
+        let desired_meta = desired.metadata.clone().unwrap_or_default();
+        if desired_meta.name != current_meta.name {
+            return Err(FieldError {
+                field: "metadata.name".into(),
+                message: format!(
+                    "{:?} sent to the workflow of {:?}",
+                    desired_meta.name, current_meta.name
+                ),
+            });
+        }
+        if self.delete_requested {
+            return Err(FieldError {
+                field: "metadata.name".into(),
+                message: "is being deleted".into(),
+            });
+        }
+        let current_spec = self.resource.spec.clone().unwrap_or_default();
+        let desired_spec = desired.spec.unwrap_or_default();
+        check_update(&current_spec, &desired_spec)?;
+        let same = current_spec == desired_spec && current_meta.namespace == desired_meta.namespace;
+        let never_reconciled = self.current_status().observed_generation == 0 && self.generation() == 1;
+        let outcome = if same && never_reconciled {
+            outcome::CREATED
+        } else if same {
+            outcome::UNCHANGED
+        } else {
+            let metadata = self.resource.metadata.get_or_insert_default();
+            metadata.generation += 1;
+            metadata.namespace = desired_meta.namespace;
+            self.resource.spec = Some(desired_spec);
+            self.dirty = true;
+            self.set_phase(phase::PENDING, now, "SpecChanged", "new generation accepted");
+            outcome::CONFIGURED
+        };
+        Ok(ApplyResult {
+            outcome: outcome.into(),
+            resource: self.resource.clone(),
+        })
+    }
+
+    fn set_phase(&mut self, new_phase: &str, now: &str, reason: &str, message: &str) {
+        let status = self.status_mut();
+        status.phase = new_phase.into();
+        status.message = String::new();
+        record(status, now, reason, message);
+    }
+
+    fn set_failed(&mut self, now: &str, reason: &str, message: &str) {
+        let status = self.status_mut();
+        status.phase = phase::FAILED.into();
+        status.message = message.into();
+        set_condition(status, "Ready", "False", reason, message, now);
+        record(status, now, reason, message);
+    }
+
+    /// Records a finished reconcile of `generation`.
+    fn reconciled(&mut self, generation: i64, report: ReconcileReport, drift_check: bool, now: &str) {
+        let status = self.status_mut();
+        status.observed_generation = generation;
+        status.phase = phase::READY.into();
+        status.message = String::new();
+        status.endpoint = report.endpoint;
+        status.last_reconcile_time = now.into();
+        let changes = report.changes.join("; ");
+        if report.created {
+            record(status, now, "Created", "namespace registered");
+        } else if drift_check && !report.changes.is_empty() {
+            status.drift_repairs += 1;
+            record(status, now, "DriftRepaired", &changes);
+        } else if !report.changes.is_empty() {
+            record(status, now, "Updated", &changes);
+        }
+        set_condition(status, "Ready", "True", "Reconciled", "backend matches the spec", now);
+    }
+}
+
+async fn reconcile(ctx: &mut WorkflowContext<ProvisionNamespace>, drift_check: bool) {
+    let (generation, spec) = ctx.state(|s| (s.generation(), s.resource.spec.clone().unwrap_or_default()));
+    if !drift_check {
+        let now = now(ctx);
+        ctx.state_mut(|s| s.set_phase(phase::PROVISIONING, &now, "Reconciling", "bringing the backend to the spec"));
+        publish(ctx);
+    }
+    let result = ctx
+        .execute_activity(ReconcileNamespace, spec, backend_activity())
+        .await;
+    let now = now(ctx);
+    ctx.state_mut(|s| {
+        // A newer generation accepted meanwhile stays dirty and is reconciled next.
+        s.dirty = s.generation() != generation;
+        match result {
+            Ok(report) => s.reconciled(generation, report, drift_check, &now),
+            Err(e) => s.set_failed(&now, "ReconcileFailed", &e.to_string()),
+        }
+    });
+    publish(ctx);
+}
+
+async fn delete(ctx: &mut WorkflowContext<ProvisionNamespace>) -> WorkflowResult<Namespace> {
+    publish(ctx);
+    let name = ctx.state(|s| s.resource.spec.clone().unwrap_or_default().name);
+    ctx.execute_activity(DeleteNamespace, name, backend_activity())
+        .await?;
+    let now = now(ctx);
+    ctx.state_mut(|s| s.set_phase(phase::DELETED, &now, "Deleted", "namespace deleted"));
+    publish(ctx);
+    wait_for_handlers(ctx).await?;
+    Ok(ctx.state(|s| s.resource.clone()))
+}
+
+/// Lets in-flight updates answer before the run ends or hands over.
+async fn wait_for_handlers(ctx: &mut WorkflowContext<ProvisionNamespace>) -> WorkflowResult<()> {
+    let view = ctx.clone();
+    ctx.wait_condition(move |_| view.all_handlers_finished()).await?;
+    Ok(())
+}
+
+/// Keeps search attributes and memo in step with the state, so listing is a visibility query.
+fn publish(ctx: &mut WorkflowContext<ProvisionNamespace>) {
+    let (owner, current_phase, spec) = ctx.state(|s| {
+        let spec = s.resource.spec.clone().unwrap_or_default();
+        (spec.owner.clone(), s.current_status().phase.clone(), spec)
+    });
+    ctx.upsert_search_attributes([
+        KIND_ATTRIBUTE.value_set(plinth_proto::KIND_NAMESPACE.to_owned()),
+        OWNER_ATTRIBUTE.value_set(owner),
+        PHASE_ATTRIBUTE.value_set(current_phase),
+    ]);
+    let _ = ctx.upsert_memo([(SPEC_MEMO, Some(temporalio_common::MemoValue::new(spec)))]);
+}
+
+fn record(status: &mut NamespaceStatus, now: &str, reason: &str, message: &str) {
+    status.events.insert(
+        0,
+        Event {
+            time: now.into(),
+            reason: reason.into(),
+            message: message.into(),
+        },
+    );
+    status.events.truncate(MAX_EVENTS);
+}
+
+fn set_condition(status: &mut NamespaceStatus, kind: &str, value: &str, reason: &str, message: &str, now: &str) {
+    let conditions = &mut status.conditions;
+    let index = match conditions.iter().position(|c| c.r#type == kind) {
+        Some(i) => i,
+        None => {
+            conditions.push(Condition {
+                r#type: kind.into(),
+                ..Default::default()
+            });
+            conditions.len() - 1
+        }
+    };
+    let condition = &mut conditions[index];
+    if condition.status != value {
+        condition.last_transition_time = now.into();
+    }
+    condition.status = value.into();
+    condition.reason = reason.into();
+    condition.message = message.into();
+}
+
+fn now(ctx: &WorkflowContext<ProvisionNamespace>) -> String {
+    ctx.workflow_time().map(rfc3339).unwrap_or_default()
+}
+
+fn rfc3339(time: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(time).to_string()
+}
+
+fn short_activity() -> ActivityOptions {
+    ActivityOptions::start_to_close_timeout(Duration::from_secs(30))
+}
+
+/// Backend calls: retried with Temporal's default backoff until they succeed or are refused;
+/// a worker that dies mid-call is noticed after the timeout and the call runs again.
+fn backend_activity() -> ActivityOptions {
+    ActivityOptions::start_to_close_timeout(Duration::from_secs(20))
+}
