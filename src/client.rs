@@ -72,7 +72,7 @@ pub struct DeleteArgs {
 }
 
 /// Connects with the client certificate: `[client]`, else the `[dev]` user's in `$PLINTH_HOME`.
-async fn connect(config: &Config, home: &Home) -> anyhow::Result<Api> {
+pub async fn connect(config: &Config, home: &Home) -> anyhow::Result<Api> {
     let client = &config.client;
     let address = match &client.address {
         Some(address) => address.clone(),
@@ -81,16 +81,30 @@ async fn connect(config: &Config, home: &Home) -> anyhow::Result<Api> {
     let user_dir = Identity::user(&config.dev.user)
         .map(|user| home.client_dir(&user))
         .context("[dev] user")?;
-    let cert = client.cert.clone().unwrap_or_else(|| user_dir.join("cert.pem"));
-    let key = client.key.clone().unwrap_or_else(|| user_dir.join("key.pem"));
+    let cert = client
+        .cert
+        .clone()
+        .unwrap_or_else(|| user_dir.join("cert.pem"));
+    let key = client
+        .key
+        .clone()
+        .unwrap_or_else(|| user_dir.join("key.pem"));
     let ca = client.ca.clone().unwrap_or_else(|| home.ca_cert());
     let read = |path: &Path, what: &str| {
         std::fs::read(path).with_context(|| {
-            format!("{what} {}: run `plinth dev` or set [client] in plinth.toml", path.display())
+            format!(
+                "{what} {}: run `plinth dev` or set [client] in plinth.toml",
+                path.display()
+            )
         })
     };
-    let host = address.rsplit_once(':').map_or(address.as_str(), |(h, _)| h);
-    let server_name = client.server_name.clone().unwrap_or_else(|| host.to_owned());
+    let host = address
+        .rsplit_once(':')
+        .map_or(address.as_str(), |(h, _)| h);
+    let server_name = client
+        .server_name
+        .clone()
+        .unwrap_or_else(|| host.to_owned());
     let tls = ClientTlsConfig::new()
         .ca_certificate(Certificate::from_pem(read(&ca, "CA")?))
         .identity(tonic::transport::Identity::from_pem(
@@ -129,11 +143,17 @@ fn read_documents(files: &[PathBuf]) -> anyhow::Result<Vec<(String, usize, Names
             let mut paths: Vec<PathBuf> = std::fs::read_dir(file)
                 .with_context(|| file.display().to_string())?
                 .filter_map(|entry| entry.ok().map(|e| e.path()))
-                .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml" | "json")))
+                .filter(|p| {
+                    matches!(
+                        p.extension().and_then(|e| e.to_str()),
+                        Some("yaml" | "yml" | "json")
+                    )
+                })
                 .collect();
             paths.sort();
             for path in paths {
-                let text = std::fs::read_to_string(&path).with_context(|| path.display().to_string())?;
+                let text =
+                    std::fs::read_to_string(&path).with_context(|| path.display().to_string())?;
                 sources.push((path.display().to_string(), text));
             }
         } else {
@@ -152,7 +172,14 @@ fn read_documents(files: &[PathBuf]) -> anyhow::Result<Vec<(String, usize, Names
         );
     }
     if documents.is_empty() {
-        bail!("no resources found in {}", files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>().join(", "));
+        bail!(
+            "no resources found in {}",
+            files
+                .iter()
+                .map(|f| f.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
     }
     Ok(documents)
 }
@@ -172,7 +199,11 @@ pub async fn apply(config: &Config, home: &Home, args: &ApplyArgs) -> anyhow::Re
             dry_run: true,
         };
         let response = api.apply_namespace(request).await.map_err(|status| {
-            anyhow::anyhow!("{source}: document {index} ({}): {}", name_of(resource), status.message())
+            anyhow::anyhow!(
+                "{source}: document {index} ({}): {}",
+                name_of(resource),
+                status.message()
+            )
         })?;
         outcomes.push(response.into_inner().outcome);
     }
@@ -188,9 +219,17 @@ pub async fn apply(config: &Config, home: &Home, args: &ApplyArgs) -> anyhow::Re
             dry_run: false,
         };
         let response = api.apply_namespace(request).await.map_err(|status| {
-            anyhow::anyhow!("{source}: document {index} ({}): {}", name_of(resource), status.message())
+            anyhow::anyhow!(
+                "{source}: document {index} ({}): {}",
+                name_of(resource),
+                status.message()
+            )
         })?;
-        println!("namespace/{} {}", name_of(resource), response.into_inner().outcome);
+        println!(
+            "namespace/{} {}",
+            name_of(resource),
+            response.into_inner().outcome
+        );
     }
     if !args.wait {
         return Ok(ExitCode::SUCCESS);
@@ -200,13 +239,19 @@ pub async fn apply(config: &Config, home: &Home, args: &ApplyArgs) -> anyhow::Re
         let last = watch(&mut api, name_of(resource)).await?;
         all_ready &= last == phase::READY;
     }
-    Ok(if all_ready { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if all_ready {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 /// Prints each phase until the resource settles; returns the last phase.
 async fn watch(api: &mut Api, name: &str) -> anyhow::Result<String> {
     let mut stream = api
-        .watch_namespace(WatchNamespaceRequest { name: name.to_owned() })
+        .watch_namespace(WatchNamespaceRequest {
+            name: name.to_owned(),
+        })
         .await
         .map_err(status_error)?
         .into_inner();
@@ -252,7 +297,15 @@ pub async fn get(config: &Config, home: &Home, args: &GetArgs) -> anyhow::Result
         Output::Table => {
             let rows: Vec<[String; 5]> = list
                 .into_iter()
-                .map(|s| [s.name, s.temporal_name, s.owner, s.phase, format!("{}d", s.retention_days)])
+                .map(|s| {
+                    [
+                        s.name,
+                        s.temporal_name,
+                        s.owner,
+                        s.phase,
+                        format!("{}d", s.retention_days),
+                    ]
+                })
                 .collect();
             print_table(&rows);
         }
@@ -262,8 +315,18 @@ pub async fn get(config: &Config, home: &Home, args: &GetArgs) -> anyhow::Result
 
 fn summary_row(resource: &Namespace) -> [String; 5] {
     let spec = resource.spec.clone().unwrap_or_default();
-    let phase = resource.status.as_ref().map(|s| s.phase.clone()).unwrap_or_default();
-    [name_of(resource).to_owned(), spec.name, spec.owner, phase, format!("{}d", spec.retention_days)]
+    let phase = resource
+        .status
+        .as_ref()
+        .map(|s| s.phase.clone())
+        .unwrap_or_default();
+    [
+        name_of(resource).to_owned(),
+        spec.name,
+        spec.owner,
+        phase,
+        format!("{}d", spec.retention_days),
+    ]
 }
 
 fn print_table(rows: &[[String; 5]]) {
@@ -288,7 +351,9 @@ pub async fn describe(config: &Config, home: &Home, args: &NameArgs) -> anyhow::
     let Kind::Namespace = args.kind;
     let mut api = connect(config, home).await?;
     let resource = api
-        .get_namespace(GetNamespaceRequest { name: args.name.clone() })
+        .get_namespace(GetNamespaceRequest {
+            name: args.name.clone(),
+        })
         .await
         .map_err(status_error)?
         .into_inner();
@@ -321,7 +386,10 @@ pub async fn describe(config: &Config, home: &Home, args: &NameArgs) -> anyhow::
     }
     println!("Conditions:");
     for c in &status.conditions {
-        println!("  {}={} ({}) {} since {}", c.r#type, c.status, c.reason, c.message, c.last_transition_time);
+        println!(
+            "  {}={} ({}) {} since {}",
+            c.r#type, c.status, c.reason, c.message, c.last_transition_time
+        );
     }
     println!("Events:");
     for e in &status.events {
@@ -333,9 +401,11 @@ pub async fn describe(config: &Config, home: &Home, args: &NameArgs) -> anyhow::
 pub async fn delete(config: &Config, home: &Home, args: &DeleteArgs) -> anyhow::Result<ExitCode> {
     let Kind::Namespace = args.kind;
     let mut api = connect(config, home).await?;
-    api.delete_namespace(DeleteNamespaceRequest { name: args.name.clone() })
-        .await
-        .map_err(status_error)?;
+    api.delete_namespace(DeleteNamespaceRequest {
+        name: args.name.clone(),
+    })
+    .await
+    .map_err(status_error)?;
     println!("namespace/{} deleting", args.name);
     if args.wait {
         let last = watch(&mut api, &args.name).await?;

@@ -298,7 +298,7 @@ impl Config {
         Ok(config)
     }
 
-    /// Applies `PLINTH_<SECTION>_<KEY>` overrides for every key the defaults define.
+    /// Applies `PLINTH_<SECTION>_<KEY>` overrides for every key of [`Config::every_key`].
     fn apply_env(&mut self, env: &[(String, String)]) -> Result<(), ConfigError> {
         let toml::Value::Table(mut root) =
             toml::Value::try_from(&*self).expect("config serializes")
@@ -306,14 +306,19 @@ impl Config {
             unreachable!("config serializes to a table")
         };
         let mut changed = None;
-        for (section, values) in root.iter_mut() {
-            let toml::Value::Table(values) = values else {
+        for (section, keys) in Self::every_key() {
+            let toml::Value::Table(keys) = keys else {
                 continue;
             };
-            for (key, value) in values.iter_mut() {
+            for (key, template) in keys {
                 let var = format!("{ENV_PREFIX}{section}_{key}").to_ascii_uppercase();
                 if let Some((_, raw)) = env.iter().find(|(k, _)| *k == var) {
-                    *value = env_value(raw, value);
+                    let table = root
+                        .entry(section.clone())
+                        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+                    if let toml::Value::Table(table) = table {
+                        table.insert(key, env_value(raw, &template));
+                    }
                     changed = Some(var);
                 }
             }
@@ -327,6 +332,29 @@ impl Config {
                 })?;
         }
         Ok(())
+    }
+
+    /// Every top-level key of every section, optional ones included (absent from the
+    /// defaults), so each can be overridden from the environment.
+    fn every_key() -> toml::Table {
+        let mut all = Config::default();
+        let some_path = || Some(PathBuf::new());
+        all.platform.directory = some_path();
+        all.platform.namespace_endpoint = Some(String::new());
+        all.proxy.cert = some_path();
+        all.proxy.key = some_path();
+        all.proxy.client_ca = some_path();
+        all.client = ClientConfig {
+            address: Some(String::new()),
+            server_name: Some(String::new()),
+            cert: some_path(),
+            key: some_path(),
+            ca: some_path(),
+        };
+        match toml::Value::try_from(all).expect("config serializes") {
+            toml::Value::Table(table) => table,
+            _ => unreachable!("config serializes to a table"),
+        }
     }
 }
 
@@ -397,6 +425,23 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("grpc_prot") && err.contains("line 3"), "{err}");
+    }
+
+    #[test]
+    fn optional_keys_can_come_from_the_environment() {
+        let env = vec![
+            ("PLINTH_CLIENT_CERT".to_owned(), "/tmp/me.pem".to_owned()),
+            (
+                "PLINTH_PLATFORM_DIRECTORY".to_owned(),
+                "/etc/dir.yaml".to_owned(),
+            ),
+        ];
+        let config = Config::load_with_env(None, false, &env).unwrap();
+        assert_eq!(config.client.cert, Some(PathBuf::from("/tmp/me.pem")));
+        assert_eq!(
+            config.platform.directory,
+            Some(PathBuf::from("/etc/dir.yaml"))
+        );
     }
 
     #[test]

@@ -279,7 +279,12 @@ pub async fn run(
 
     let mut proxy = Supervised::spawn(
         "Plinth proxy",
-        plinth_command(global, &["proxy", "--listen", &proxy_address], &grpc_address, &settings)?,
+        plinth_command(
+            global,
+            &["proxy", "--listen", &proxy_address],
+            &grpc_address,
+            &settings,
+        )?,
         home.logs_dir().join("proxy.log"),
     )?;
     tokio::select! {

@@ -1,8 +1,10 @@
 //! `plinth`: one binary for the whole platform.
 
+mod bench;
 mod client;
 mod config;
 mod dev;
+mod fault;
 mod home;
 mod logging;
 mod pki;
@@ -61,6 +63,15 @@ enum Command {
     /// Local certificate authority and client certificates.
     #[command(subcommand)]
     Pki(PkiCommand),
+    /// Benchmarks against the running `plinth dev`, printed as a table.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchCommand {
+    /// Apply-to-Ready of N concurrent namespaces next to N bare RegisterNamespace calls.
+    Namespaces(bench::BenchArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -145,6 +156,9 @@ async fn run(
         Command::Get(args) => client::get(&config, &home, &args).await,
         Command::Describe(args) => client::describe(&config, &home, &args).await,
         Command::Delete(args) => client::delete(&config, &home, &args).await,
+        Command::Bench(BenchCommand::Namespaces(args)) => {
+            bench::namespaces(&config, &home, &args).await
+        }
         Command::Pki(PkiCommand::Init) => {
             let report = pki::init(&home, &config.pki)?;
             let dir = home.pki_dir();

@@ -4,7 +4,9 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use plinth_activities::directory::{Directory, FileDirectory};
+use plinth_activities::{NamespaceBackend, SelfHosted};
 use plinth_worker::PlatformSettings;
+use temporalio_client::Connection;
 
 use crate::config::Config;
 use crate::home::Home;
@@ -20,17 +22,33 @@ pub fn load_directory(config: &Config, home: &Home) -> anyhow::Result<Arc<dyn Di
     Ok(Arc::new(directory))
 }
 
-/// Rules, directory and resync interval for the namespace workflows; `temporal_address` is
-/// where managed namespaces are reached unless `[platform] namespace_endpoint` says otherwise.
-pub fn settings(config: &Config, home: &Home, temporal_address: &str) -> anyhow::Result<PlatformSettings> {
+/// Rules, directory, resync interval and backend for the namespace workflows. Managed
+/// namespaces live on the Temporal of `connection`, reached by clients at
+/// `[platform] namespace_endpoint`, else at `temporal_address`.
+pub fn settings(
+    config: &Config,
+    home: &Home,
+    connection: &Connection,
+    temporal_address: &str,
+) -> anyhow::Result<PlatformSettings> {
+    let endpoint = config
+        .platform
+        .namespace_endpoint
+        .clone()
+        .unwrap_or_else(|| temporal_address.to_owned());
+    let mut backend: Arc<dyn NamespaceBackend> =
+        Arc::new(SelfHosted::new(connection.clone(), endpoint));
+    if let Some(pause) = crate::fault::pause_after_register()? {
+        tracing::warn!(
+            ?pause,
+            "fault injection: pausing after every namespace registration"
+        );
+        backend = Arc::new(crate::fault::PauseAfterRegister::new(backend, pause));
+    }
     Ok(PlatformSettings {
         directory: load_directory(config, home)?,
         rules: config.platform.rules(),
         resync_interval: config.platform.resync_interval,
-        namespace_endpoint: config
-            .platform
-            .namespace_endpoint
-            .clone()
-            .unwrap_or_else(|| temporal_address.to_owned()),
+        backend,
     })
 }

@@ -25,8 +25,13 @@ pub struct ProxyArgs {
 pub async fn run(config: &Config, home: &Home, args: &ProxyArgs) -> anyhow::Result<()> {
     let (options, _, settings) = args.temporal.resolve(&config.temporal)?;
     let connection = plinth_worker::connect(options).await?;
-    let client = Client::new(connection, ClientOptions::new(settings.namespace.clone()).build())
-        .context("control-plane client")?;
+    // Worker and proxy start independently: either may be first to prepare the control plane.
+    plinth_worker::ensure_namespace(&connection, &settings.namespace).await?;
+    let client = Client::new(
+        connection,
+        ClientOptions::new(settings.namespace.clone()).build(),
+    )
+    .context("control-plane client")?;
     let api = PlatformApi::new(
         client,
         settings.task_queue,
@@ -38,9 +43,18 @@ pub async fn run(config: &Config, home: &Home, args: &ProxyArgs) -> anyhow::Resu
     let read = |path: std::path::PathBuf, key: &str| {
         std::fs::read(&path).with_context(|| format!("[proxy] {key}: {}", path.display()))
     };
-    let ca = read(proxy.client_ca.clone().unwrap_or_else(|| home.ca_cert()), "client_ca")?;
-    let cert = read(proxy.cert.clone().unwrap_or_else(|| home.server_cert()), "cert")?;
-    let key = read(proxy.key.clone().unwrap_or_else(|| home.server_key()), "key")?;
+    let ca = read(
+        proxy.client_ca.clone().unwrap_or_else(|| home.ca_cert()),
+        "client_ca",
+    )?;
+    let cert = read(
+        proxy.cert.clone().unwrap_or_else(|| home.server_cert()),
+        "cert",
+    )?;
+    let key = read(
+        proxy.key.clone().unwrap_or_else(|| home.server_key()),
+        "key",
+    )?;
     let verifier = ClientVerifier::new(&ca, crate::pki::trust_domain(&config.pki)?)
         .context("[proxy] client_ca")?;
     let tls = plinth_proxy::server_config(&cert, &key, &verifier)?;

@@ -137,9 +137,9 @@ fn path_source(path: &std::path::Path) -> DataSource {
 /// Runs the worker until SIGINT or SIGTERM, then lets in-flight tasks finish.
 pub async fn run(config: &Config, home: &Home, args: &ConnectArgs) -> anyhow::Result<()> {
     let (options, address, settings) = args.resolve(&config.temporal)?;
-    let platform = crate::platform::settings(config, home, &address)?;
     let target = options.target.to_string();
     let connection = plinth_worker::connect(options).await?;
+    let platform = crate::platform::settings(config, home, &connection, &address)?;
     let mut worker = PlinthWorker::start(connection, &settings, platform).await?;
     let shutdown = worker.shutdown_handle();
     tokio::spawn(async move {

@@ -19,12 +19,13 @@ struct DevProcess {
 }
 
 impl DevProcess {
-    fn start(home: &Path, ports: [u16; 4]) -> DevProcess {
-        let [grpc, ui, http, metrics] = ports.map(|p| p.to_string());
+    fn start(home: &Path, ports: [u16; 5]) -> DevProcess {
+        let [grpc, ui, http, metrics, proxy] = ports.map(|p| p.to_string());
         let child = Command::new(PLINTH)
             .arg("dev")
             .args(["--grpc-port", &grpc, "--ui-port", &ui])
             .args(["--http-port", &http, "--metrics-port", &metrics])
+            .args(["--proxy-port", &proxy])
             .env("PLINTH_HOME", home)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -95,7 +96,13 @@ fn is_alive(pid: u64) -> bool {
 #[test]
 fn dev_serves_stops_cleanly_and_keeps_state_across_restarts() {
     let home = tempfile::tempdir().unwrap();
-    let ports = [free_port(), free_port(), free_port(), free_port()];
+    let ports = [
+        free_port(),
+        free_port(),
+        free_port(),
+        free_port(),
+        free_port(),
+    ];
 
     let mut dev = DevProcess::start(home.path(), ports);
     let info = dev.info();
@@ -108,7 +115,7 @@ fn dev_serves_stops_cleanly_and_keeps_state_across_restarts() {
         info["temporal"]["ui_url"],
         format!("http://127.0.0.1:{}", ports[1])
     );
-    let pids: Vec<u64> = ["plinth", "temporal", "worker"]
+    let pids: Vec<u64> = ["plinth", "temporal", "worker", "proxy"]
         .iter()
         .map(|name| info["pids"][name].as_u64().expect("pid in dev.json"))
         .collect();
@@ -141,6 +148,18 @@ fn dev_serves_stops_cleanly_and_keeps_state_across_restarts() {
     );
     assert!(run.status.success(), "{}", text(&run));
 
+    // The CLI needs nothing but PLINTH_HOME: dev's user certificate and proxy address.
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/namespace.yaml");
+    let applied = Command::new(PLINTH)
+        .args(["apply", "-f", example, "--wait"])
+        .env("PLINTH_HOME", home.path())
+        .output()
+        .unwrap();
+    assert!(applied.status.success(), "{}", text(&applied));
+    assert!(
+        String::from_utf8_lossy(&applied.stdout).contains("namespace/my-fancy-namespace Ready")
+    );
+
     let stopped = dev.signal_and_wait(Signal::SIGINT);
     assert!(stopped.status.success(), "{}", text(&stopped));
     assert!(String::from_utf8_lossy(&stopped.stdout).contains("Plinth dev is up"));
@@ -166,6 +185,16 @@ fn dev_serves_stops_cleanly_and_keeps_state_across_restarts() {
     );
     assert!(kept.status.success(), "{}", text(&kept));
     let kept_out = String::from_utf8_lossy(&kept.stdout);
+    let listed = Command::new(PLINTH)
+        .args(["get", "namespaces"])
+        .env("PLINTH_HOME", home.path())
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&listed.stdout).contains("fancy-test"),
+        "{}",
+        text(&listed)
+    );
     assert!(
         kept_out.contains("COMPLETED") && kept_out.contains(r#""token":"x""#),
         "{}",

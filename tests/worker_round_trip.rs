@@ -73,6 +73,7 @@ async fn worker_binary_reads_a_temporal_toml_profile() {
         ),
     )
     .unwrap();
+    std::fs::write(dir.path().join("directory.yaml"), "users: []\ngroups: []\n").unwrap();
 
     let mut worker = Command::new(PLINTH)
         .args(["--home", dir.path().to_str().unwrap(), "worker"])

@@ -102,7 +102,9 @@ impl FileDirectory {
         for (i, user) in file.users.into_iter().enumerate() {
             let email = user.email.to_ascii_lowercase();
             if Identity::user(&email).is_err() {
-                return Err(format!("users[{i}].email: {email:?} is not an e-mail address"));
+                return Err(format!(
+                    "users[{i}].email: {email:?} is not an e-mail address"
+                ));
             }
             if users.insert(email.clone(), user.status).is_some() {
                 return Err(format!("users[{i}]: {email} is listed twice"));
@@ -112,7 +114,9 @@ impl FileDirectory {
         for (i, group) in file.groups.iter().enumerate() {
             for (j, member) in group.members.iter().enumerate() {
                 if !users.contains_key(&member.to_ascii_lowercase()) {
-                    return Err(format!("groups[{i}].members[{j}]: {member} is not in users"));
+                    return Err(format!(
+                        "groups[{i}].members[{j}]: {member} is not in users"
+                    ));
                 }
             }
             for (j, nested) in group.groups.iter().enumerate() {
@@ -206,7 +210,8 @@ groups:
 
     #[test]
     fn dangling_references_are_named() {
-        let err = FileDirectory::parse("groups:\n  - name: a\n    members: [x@example.com]\n").unwrap_err();
+        let err = FileDirectory::parse("groups:\n  - name: a\n    members: [x@example.com]\n")
+            .unwrap_err();
         assert!(err.contains("groups[0].members[0]"), "{err}");
         let err = FileDirectory::parse("groups:\n  - name: a\n    groups: [b]\n").unwrap_err();
         assert!(err.contains("groups[0].groups[0]"), "{err}");

@@ -62,9 +62,11 @@ impl NamespaceActivities {
         resource: Namespace,
     ) -> Result<ValidationReport, ActivityError> {
         let directory = self.directory.clone();
-        let error = validate_namespace(&resource, &self.rules, &|group| directory.group_exists(group))
-            .err()
-            .map(|e| e.to_string());
+        let error = validate_namespace(&resource, &self.rules, &|group| {
+            directory.group_exists(group)
+        })
+        .err()
+        .map(|e| e.to_string());
         Ok(ValidationReport { error })
     }
 
@@ -136,7 +138,9 @@ impl NamespaceActivities {
 /// Refusals fail the activity for good; passing faults are retried by Temporal.
 fn failure(error: BackendError) -> ActivityError {
     match error {
-        BackendError::Rejected(_) => ActivityError::application(ApplicationFailure::non_retryable(error)),
+        BackendError::Rejected(_) => {
+            ActivityError::application(ApplicationFailure::non_retryable(error))
+        }
         BackendError::Unavailable(_) => ActivityError::application(ApplicationFailure::new(error)),
     }
 }

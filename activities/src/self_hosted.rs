@@ -5,7 +5,9 @@ use plinth_proto::v1::NamespaceSpec;
 use temporalio_client::Connection;
 use temporalio_client::tonic::{Code, Request, Status};
 use temporalio_common::protos::temporal::api::enums::v1::IndexedValueType;
-use temporalio_common::protos::temporal::api::namespace::v1::{NamespaceConfig, UpdateNamespaceInfo};
+use temporalio_common::protos::temporal::api::namespace::v1::{
+    NamespaceConfig, UpdateNamespaceInfo,
+};
 use temporalio_common::protos::temporal::api::operatorservice::v1::{
     AddSearchAttributesRequest, DeleteNamespaceRequest, ListSearchAttributesRequest,
 };
@@ -19,6 +21,8 @@ use crate::backend::{BackendError, NamespaceBackend, ObservedNamespace};
 const DAY: u64 = 24 * 3600;
 /// How long a newly registered namespace may take to become usable.
 const VISIBLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a call waits out rate limiting before failing to Temporal's retry.
+const THROTTLE_PATIENCE: Duration = Duration::from_secs(10);
 
 /// Namespaces of a self-hosted Temporal cluster (or the dev server), through its
 /// WorkflowService and OperatorService.
@@ -72,7 +76,10 @@ impl SelfHosted {
         }
     }
 
-    async fn search_attributes(&self, name: &str) -> Result<BTreeMap<String, String>, BackendError> {
+    async fn search_attributes(
+        &self,
+        name: &str,
+    ) -> Result<BTreeMap<String, String>, BackendError> {
         let request = ListSearchAttributesRequest {
             namespace: name.to_owned(),
         };
@@ -98,12 +105,12 @@ impl NamespaceBackend for SelfHosted {
             namespace: name.to_owned(),
             ..Default::default()
         };
-        let response = match self
-            .connection
-            .workflow_service()
-            .describe_namespace(Request::new(request))
-            .await
-        {
+        let describe = || {
+            let mut service = self.connection.workflow_service();
+            let request = request.clone();
+            async move { service.describe_namespace(Request::new(request)).await }
+        };
+        let response = match retry_throttled(describe).await {
             Ok(response) => response.into_inner(),
             Err(status) if status.code() == Code::NotFound => return Ok(None),
             Err(status) => return Err(classify(status)),
@@ -126,15 +133,19 @@ impl NamespaceBackend for SelfHosted {
             namespace: spec.name.clone(),
             description: spec.description.clone(),
             owner_email: spec.owner.clone(),
-            workflow_execution_retention_period: Some(retention(spec).try_into().expect("retention fits a protobuf duration")),
+            workflow_execution_retention_period: Some(
+                retention(spec)
+                    .try_into()
+                    .expect("retention fits a protobuf duration"),
+            ),
             ..Default::default()
         };
-        match self
-            .connection
-            .workflow_service()
-            .register_namespace(Request::new(request))
-            .await
-        {
+        let register = || {
+            let mut service = self.connection.workflow_service();
+            let request = request.clone();
+            async move { service.register_namespace(Request::new(request)).await }
+        };
+        match retry_throttled(register).await {
             Ok(_) => {}
             Err(status) if status.code() == Code::AlreadyExists => {}
             Err(status) => return Err(classify(status)),
@@ -151,16 +162,21 @@ impl NamespaceBackend for SelfHosted {
                 ..Default::default()
             }),
             config: Some(NamespaceConfig {
-                workflow_execution_retention_ttl: Some(retention(spec).try_into().expect("retention fits a protobuf duration")),
+                workflow_execution_retention_ttl: Some(
+                    retention(spec)
+                        .try_into()
+                        .expect("retention fits a protobuf duration"),
+                ),
                 ..Default::default()
             }),
             ..Default::default()
         };
-        self.connection
-            .workflow_service()
-            .update_namespace(Request::new(request))
-            .await
-            .map_err(classify)?;
+        let update = || {
+            let mut service = self.connection.workflow_service();
+            let request = request.clone();
+            async move { service.update_namespace(Request::new(request)).await }
+        };
+        retry_throttled(update).await.map_err(classify)?;
         Ok(())
     }
 
@@ -186,12 +202,12 @@ impl NamespaceBackend for SelfHosted {
             search_attributes: missing,
             namespace: name.to_owned(),
         };
-        match self
-            .connection
-            .operator_service()
-            .add_search_attributes(Request::new(request))
-            .await
-        {
+        let add = || {
+            let mut service = self.connection.operator_service();
+            let request = request.clone();
+            async move { service.add_search_attributes(Request::new(request)).await }
+        };
+        match retry_throttled(add).await {
             Ok(_) => Ok(()),
             Err(status) if status.code() == Code::AlreadyExists => Ok(()),
             Err(status) => Err(classify(status)),
@@ -217,6 +233,29 @@ impl NamespaceBackend for SelfHosted {
 
     fn endpoint(&self, _name: &str) -> String {
         self.endpoint.clone()
+    }
+}
+
+/// Frontends shed bursts with ResourceExhausted. Waiting briefly here costs milliseconds;
+/// failing the activity costs Temporal's retry backoff of seconds.
+async fn retry_throttled<T, F, Fut>(mut call: F) -> Result<T, Status>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, Status>>,
+{
+    let deadline = tokio::time::Instant::now() + THROTTLE_PATIENCE;
+    let mut delay = Duration::from_millis(20);
+    loop {
+        match call().await {
+            Err(status)
+                if status.code() == Code::ResourceExhausted
+                    && tokio::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_millis(500));
+            }
+            result => return result,
+        }
     }
 }
 

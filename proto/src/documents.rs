@@ -36,7 +36,10 @@ pub fn parse_documents(text: &str, source_name: &str) -> Result<Vec<Namespace>, 
             continue;
         }
         let Some(map) = value.as_mapping() else {
-            return Err(error("", "expected a mapping with apiVersion, kind, metadata, spec".into()));
+            return Err(error(
+                "",
+                "expected a mapping with apiVersion, kind, metadata, spec".into(),
+            ));
         };
         let name = map
             .get("metadata")
@@ -47,18 +50,34 @@ pub fn parse_documents(text: &str, source_name: &str) -> Result<Vec<Namespace>, 
         let field = |key: &str| map.get(key).and_then(|v| v.as_str()).unwrap_or_default();
         match field("apiVersion") {
             API_VERSION => {}
-            "" => return Err(error(&name, format!("apiVersion: missing; use {API_VERSION}"))),
+            "" => {
+                return Err(error(
+                    &name,
+                    format!("apiVersion: missing; use {API_VERSION}"),
+                ));
+            }
             other => {
-                return Err(error(&name, format!("apiVersion: unknown {other:?}; use {API_VERSION}")));
+                return Err(error(
+                    &name,
+                    format!("apiVersion: unknown {other:?}; use {API_VERSION}"),
+                ));
             }
         }
         match field("kind") {
             KIND_NAMESPACE => {}
             "" => return Err(error(&name, "kind: missing; known kinds: Namespace".into())),
-            other => return Err(error(&name, format!("kind: unknown kind {other:?}; known kinds: Namespace"))),
+            other => {
+                return Err(error(
+                    &name,
+                    format!("kind: unknown kind {other:?}; known kinds: Namespace"),
+                ));
+            }
         }
         if map.contains_key("status") {
-            return Err(error(&name, "status: set by Plinth, remove it from the document".into()));
+            return Err(error(
+                &name,
+                "status: set by Plinth, remove it from the document".into(),
+            ));
         }
         let resource: Namespace = serde_path_to_error::deserialize(value.clone()).map_err(|e| {
             let path = e.path().to_string();
@@ -113,11 +132,23 @@ spec:
     #[test]
     fn bad_documents_name_document_and_field() {
         let cases = [
-            (SEED.replace("kind: Namespace", "kind: Database"), "document 1 (my-fancy-namespace): kind: unknown kind \"Database\""),
-            (SEED.replace("retentionDays", "retentionDay"), "unknown field `retentionDay`"),
+            (
+                SEED.replace("kind: Namespace", "kind: Database"),
+                "document 1 (my-fancy-namespace): kind: unknown kind \"Database\"",
+            ),
+            (
+                SEED.replace("retentionDays", "retentionDay"),
+                "unknown field `retentionDay`",
+            ),
             ("apiVersion: [\n".to_owned(), "document 1: malformed YAML"),
-            (SEED.replace("temporal.plinth.dev/v1beta1", "v1"), "apiVersion: unknown \"v1\""),
-            (SEED.replace("retentionDays: 30", "retentionDays: thirty"), "retentionDays"),
+            (
+                SEED.replace("temporal.plinth.dev/v1beta1", "v1"),
+                "apiVersion: unknown \"v1\"",
+            ),
+            (
+                SEED.replace("retentionDays: 30", "retentionDays: thirty"),
+                "retentionDays",
+            ),
         ];
         for (text, want) in cases {
             let err = parse_documents(&text, "ns.yaml").unwrap_err().to_string();

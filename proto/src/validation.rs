@@ -24,8 +24,15 @@ const CLOUD_REGIONS: &[&str] = &[
     "asia-south1",
 ];
 
-const SEARCH_ATTRIBUTE_TYPES: &[&str] =
-    &["Text", "Keyword", "Int", "Double", "Bool", "Datetime", "KeywordList"];
+const SEARCH_ATTRIBUTE_TYPES: &[&str] = &[
+    "Text",
+    "Keyword",
+    "Int",
+    "Double",
+    "Bool",
+    "Datetime",
+    "KeywordList",
+];
 
 /// What a valid namespace resource looks like in this installation.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -105,7 +112,10 @@ pub fn validate_namespace(
         if !rules.regions.contains(region) {
             return invalid(
                 &format!("spec.regions[{i}]"),
-                format!("unknown region {region:?}; known: {}", rules.regions.join(", ")),
+                format!(
+                    "unknown region {region:?}; known: {}",
+                    rules.regions.join(", ")
+                ),
             );
         }
     }
@@ -165,7 +175,9 @@ fn check_dns_label(field: &str, value: &str) -> Result<(), FieldError> {
     } else {
         invalid(
             field,
-            format!("{value:?} must be 1-63 lower-case letters, digits or '-', starting with a letter"),
+            format!(
+                "{value:?} must be 1-63 lower-case letters, digits or '-', starting with a letter"
+            ),
         )
     }
 }
@@ -176,12 +188,18 @@ fn check_search_attributes(attributes: &HashMap<String, String>) -> Result<(), F
         let name_ok = name.starts_with(|c: char| c.is_ascii_alphabetic())
             && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
         if !name_ok {
-            return invalid(&field, "names start with a letter and use letters, digits, '_'");
+            return invalid(
+                &field,
+                "names start with a letter and use letters, digits, '_'",
+            );
         }
         if !SEARCH_ATTRIBUTE_TYPES.contains(&kind.as_str()) {
             return invalid(
                 &field,
-                format!("unknown type {kind:?}; use one of {}", SEARCH_ATTRIBUTE_TYPES.join(", ")),
+                format!(
+                    "unknown type {kind:?}; use one of {}",
+                    SEARCH_ATTRIBUTE_TYPES.join(", ")
+                ),
             );
         }
     }
@@ -235,12 +253,19 @@ mod tests {
         assert_eq!(field_of(|s| s.name = "Fancy Test".into()), "spec.name");
         assert_eq!(field_of(|s| s.retention_days = 0), "spec.retentionDays");
         assert_eq!(field_of(|s| s.retention_days = 400), "spec.retentionDays");
-        assert_eq!(field_of(|s| s.regions = vec!["mars-1".into()]), "spec.regions[0]");
+        assert_eq!(
+            field_of(|s| s.regions = vec!["mars-1".into()]),
+            "spec.regions[0]"
+        );
         assert_eq!(field_of(|s| s.regions.clear()), "spec.regions");
-        assert_eq!(field_of(|s| s.owner = "nobody@example.com".into()), "spec.owner");
+        assert_eq!(
+            field_of(|s| s.owner = "nobody@example.com".into()),
+            "spec.owner"
+        );
         assert_eq!(
             field_of(|s| {
-                s.search_attributes.insert("CustomerId".into(), "Blob".into());
+                s.search_attributes
+                    .insert("CustomerId".into(), "Blob".into());
             }),
             "spec.searchAttributes.CustomerId"
         );
@@ -257,7 +282,10 @@ mod tests {
         let current = seed().spec.unwrap();
         let mut renamed = current.clone();
         renamed.name = "other".into();
-        assert_eq!(check_update(&current, &renamed).unwrap_err().field, "spec.name");
+        assert_eq!(
+            check_update(&current, &renamed).unwrap_err().field,
+            "spec.name"
+        );
         let mut longer = current.clone();
         longer.retention_days = 60;
         assert_eq!(check_update(&current, &longer), Ok(()));

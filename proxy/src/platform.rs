@@ -8,27 +8,32 @@ use plinth_identity::Identity;
 use plinth_proto::v1::platform_service_server::PlatformService;
 use plinth_proto::v1::{
     ApplyNamespaceRequest, ApplyNamespaceResponse, DeleteNamespaceRequest, DeleteNamespaceResponse,
-    GetNamespaceRequest, ListNamespacesRequest, ListNamespacesResponse, Namespace,
-    NamespaceSpec, NamespaceSummary, WatchNamespaceRequest,
+    GetNamespaceRequest, ListNamespacesRequest, ListNamespacesResponse, Namespace, NamespaceSpec,
+    NamespaceSummary, WatchNamespaceRequest,
 };
 use plinth_proto::{ValidationRules, check_update, outcome, phase, validate_namespace};
-use plinth_workflows::{KIND_ATTRIBUTE, OWNER_ATTRIBUTE, PHASE_ATTRIBUTE, ProvisionNamespace, SPEC_MEMO, workflow_id};
+use plinth_workflows::{
+    KIND_ATTRIBUTE, OWNER_ATTRIBUTE, PHASE_ATTRIBUTE, ProvisionNamespace, RESOURCE_MEMO,
+    workflow_id,
+};
 use temporalio_client::errors::{
-    WorkflowQueryError, WorkflowUpdateError, WorkflowUpdateWithStartError,
+    WorkflowInteractionError, WorkflowUpdateError, WorkflowUpdateWithStartError,
 };
 use temporalio_client::{
-    Client, QueryRejectCondition, WorkflowExecuteUpdateOptions, WorkflowIdConflictPolicy,
-    WorkflowIdReusePolicy, WorkflowListOptions, WorkflowQueryOptions,
-    WorkflowUpdateWithStartOptions,
+    Client, WorkflowDescribeOptions, WorkflowExecuteUpdateOptions, WorkflowIdConflictPolicy,
+    WorkflowIdReusePolicy, WorkflowListOptions, WorkflowUpdateWithStartOptions,
 };
 use temporalio_common::protos::temporal::api::common::v1::Payload;
+use temporalio_common::protos::temporal::api::enums::v1::WorkflowExecutionStatus;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use crate::tls::Caller;
 
-const WATCH_POLL: Duration = Duration::from_millis(250);
+/// Each poll is a query (a workflow task on a worker): often enough for a person watching,
+/// rare enough for hundreds of watches at once.
+const WATCH_POLL: Duration = Duration::from_millis(500);
 
 /// The platform API, backed by the control-plane namespace.
 #[derive(Clone)]
@@ -77,19 +82,28 @@ impl PlatformApi {
         self.is_admin(identity) || self.directory.is_member(identity, owner)
     }
 
-    /// The resource, or `None` when no open workflow manages `name`.
+    /// The resource, or `None` when no open workflow manages `name`. Read from the workflow's
+    /// memo by a describe: no worker is involved, so hundreds of watches stay cheap.
     async fn current(&self, name: &str) -> Result<Option<Namespace>, Status> {
         let handle = self
             .client
             .get_workflow_handle::<ProvisionNamespace>(workflow_id(name));
-        let options = WorkflowQueryOptions::builder()
-            .reject_condition(QueryRejectCondition::NotOpen)
-            .build();
-        match handle.query(ProvisionNamespace::status, (), options).await {
-            Ok(resource) => Ok(Some(resource)),
-            Err(WorkflowQueryError::NotFound(_) | WorkflowQueryError::Rejected { .. }) => Ok(None),
-            Err(e) => Err(Status::unavailable(format!("control plane: {e}"))),
+        let description = match handle.describe(WorkflowDescribeOptions::default()).await {
+            Ok(description) => description.raw_description,
+            Err(WorkflowInteractionError::NotFound(_)) => return Ok(None),
+            Err(e) => return Err(Status::unavailable(format!("control plane: {e}"))),
+        };
+        let Some(info) = description.workflow_execution_info else {
+            return Ok(None);
+        };
+        if info.status != WorkflowExecutionStatus::Running as i32 {
+            return Ok(None);
         }
+        Ok(info
+            .memo
+            .as_ref()
+            .and_then(|m| m.fields.get(RESOURCE_MEMO))
+            .and_then(json_payload))
     }
 }
 
@@ -103,7 +117,9 @@ fn caller<T>(request: &Request<T>) -> Result<Identity, Status> {
 
 fn denied(identity: &Identity, action: &str, name: &str, why: String) -> Status {
     tracing::warn!(%identity, action, resource = name, decision = "deny", %why, "authorization");
-    Status::permission_denied(format!("{identity} may not {action} namespace {name:?}: {why}"))
+    Status::permission_denied(format!(
+        "{identity} may not {action} namespace {name:?}: {why}"
+    ))
 }
 
 fn allowed(identity: &Identity, action: &str, name: &str) {
@@ -134,16 +150,22 @@ impl PlatformService for PlatformApi {
     ) -> Result<Response<ApplyNamespaceResponse>, Status> {
         let identity = caller(&request)?;
         let ApplyNamespaceRequest { namespace, dry_run } = request.into_inner();
-        let mut desired = namespace.ok_or_else(|| Status::invalid_argument("namespace: missing"))?;
+        let mut desired =
+            namespace.ok_or_else(|| Status::invalid_argument("namespace: missing"))?;
         desired.status = None;
         let directory = self.directory.clone();
-        validate_namespace(&desired, &self.rules, &|group| directory.group_exists(group))
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        validate_namespace(&desired, &self.rules, &|group| {
+            directory.group_exists(group)
+        })
+        .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let name = resource_name(&desired).to_owned();
         let spec = spec_of(&desired);
         let current = self.current(&name).await?;
         if !self.may_change(&identity, &spec.owner) {
-            let why = format!("not a member of owner group {:?} or of {:?}", spec.owner, self.admin_group);
+            let why = format!(
+                "not a member of owner group {:?} or of {:?}",
+                spec.owner, self.admin_group
+            );
             return Err(denied(&identity, "apply", &name, why));
         }
         if let Some(current) = &current {
@@ -152,13 +174,16 @@ impl PlatformService for PlatformApi {
                 let why = format!("owned by {:?}", current_spec.owner);
                 return Err(denied(&identity, "apply", &name, why));
             }
-            check_update(&current_spec, &spec).map_err(|e| Status::invalid_argument(e.to_string()))?;
+            check_update(&current_spec, &spec)
+                .map_err(|e| Status::invalid_argument(e.to_string()))?;
         }
         allowed(&identity, "apply", &name);
         if dry_run {
             let result = match &current {
                 None => outcome::CREATED,
-                Some(c) if spec_of(c) == spec && c.metadata == desired.metadata => outcome::UNCHANGED,
+                Some(c) if spec_of(c) == spec && c.metadata == desired.metadata => {
+                    outcome::UNCHANGED
+                }
                 Some(_) => outcome::CONFIGURED,
             };
             return Ok(Response::new(ApplyNamespaceResponse {
@@ -208,7 +233,9 @@ impl PlatformService for PlatformApi {
         let name = request.into_inner().name;
         match self.current(&name).await? {
             Some(resource) => Ok(Response::new(resource)),
-            None => Err(Status::not_found(format!("namespace resource {name:?} not found"))),
+            None => Err(Status::not_found(format!(
+                "namespace resource {name:?} not found"
+            ))),
         }
     }
 
@@ -222,10 +249,13 @@ impl PlatformService for PlatformApi {
             KIND_ATTRIBUTE.name(),
             plinth_proto::KIND_NAMESPACE
         );
-        let mut stream = self.client.list_workflows(query, WorkflowListOptions::default());
+        let mut stream = self
+            .client
+            .list_workflows(query, WorkflowListOptions::default());
         let mut namespaces = Vec::new();
         while let Some(execution) = stream.next().await {
-            let execution = execution.map_err(|e| Status::unavailable(format!("visibility: {e}")))?;
+            let execution =
+                execution.map_err(|e| Status::unavailable(format!("visibility: {e}")))?;
             let raw = execution.into_raw();
             let Some(name) = raw
                 .execution
@@ -242,12 +272,13 @@ impl PlatformService for PlatformApi {
                     .and_then(json_payload)
                     .unwrap_or_default()
             };
-            let spec: NamespaceSpec = raw
+            let resource: Namespace = raw
                 .memo
                 .as_ref()
-                .and_then(|m| m.fields.get(SPEC_MEMO))
+                .and_then(|m| m.fields.get(RESOURCE_MEMO))
                 .and_then(json_payload)
                 .unwrap_or_default();
+            let spec = spec_of(&resource);
             namespaces.push(NamespaceSummary {
                 name,
                 temporal_name: spec.name,
@@ -271,13 +302,19 @@ impl PlatformService for PlatformApi {
             return Err(denied(&identity, "delete", &name, why));
         }
         if self.current(&name).await?.is_none() {
-            return Err(Status::not_found(format!("namespace resource {name:?} not found")));
+            return Err(Status::not_found(format!(
+                "namespace resource {name:?} not found"
+            )));
         }
         allowed(&identity, "delete", &name);
         let resource = self
             .client
             .get_workflow_handle::<ProvisionNamespace>(workflow_id(&name))
-            .execute_update(ProvisionNamespace::delete, (), WorkflowExecuteUpdateOptions::default())
+            .execute_update(
+                ProvisionNamespace::delete,
+                (),
+                WorkflowExecuteUpdateOptions::default(),
+            )
             .await
             .map_err(update_error)?;
         Ok(Response::new(DeleteNamespaceResponse {
@@ -312,7 +349,9 @@ impl PlatformService for PlatformApi {
                         let _ = sender.send(Ok(gone)).await;
                     } else {
                         let _ = sender
-                            .send(Err(Status::not_found(format!("namespace resource {name:?} not found"))))
+                            .send(Err(Status::not_found(format!(
+                                "namespace resource {name:?} not found"
+                            ))))
                             .await;
                     }
                     return;

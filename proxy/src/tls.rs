@@ -78,7 +78,11 @@ impl AsyncRead for AuthenticatedStream {
 }
 
 impl AsyncWrite for AuthenticatedStream {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
 
@@ -114,7 +118,8 @@ pub fn incoming(
             }
             let (acceptor, sender, verifier) = (acceptor.clone(), sender.clone(), verifier.clone());
             tokio::spawn(async move {
-                let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await
+                {
                     Ok(Ok(tls)) => tls,
                     Ok(Err(e)) => {
                         tracing::warn!(%peer, error = %e, "TLS handshake refused");
@@ -138,7 +143,9 @@ pub fn incoming(
 fn caller_of(tls: &TlsStream<TcpStream>, verifier: &ClientVerifier) -> Caller {
     let (_, connection) = tls.get_ref();
     let identity = match connection.peer_certificates().and_then(|c| c.first()) {
-        Some(leaf) => identity_from_certificate(leaf, verifier.trust_domain()).map_err(|e| e.to_string()),
+        Some(leaf) => {
+            identity_from_certificate(leaf, verifier.trust_domain()).map_err(|e| e.to_string())
+        }
         None => Err("no client certificate".to_owned()),
     };
     Caller(identity)

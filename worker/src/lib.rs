@@ -11,8 +11,10 @@ use plinth_activities::{
 };
 use plinth_proto::ValidationRules;
 use plinth_proto::v1::NamespaceSpec;
-use plinth_workflows::{Canary, KIND_ATTRIBUTE, OWNER_ATTRIBUTE, PHASE_ATTRIBUTE, ProvisionNamespace};
 use plinth_workflows::contracts::WorkerInfo;
+use plinth_workflows::{
+    Canary, KIND_ATTRIBUTE, OWNER_ATTRIBUTE, PHASE_ATTRIBUTE, ProvisionNamespace,
+};
 use temporalio_client::NamespacedClient;
 use temporalio_client::{Client, ClientOptions, Connection, ConnectionOptions};
 use temporalio_sdk::runtime::RuntimeOptions;
@@ -52,8 +54,8 @@ pub struct PlatformSettings {
     pub rules: ValidationRules,
     /// How often each namespace is checked for drift.
     pub resync_interval: Duration,
-    /// `host:port` where clients reach managed namespaces.
-    pub namespace_endpoint: String,
+    /// Where managed namespaces live.
+    pub backend: Arc<dyn NamespaceBackend>,
 }
 
 /// Why the worker could not start or stopped.
@@ -98,7 +100,10 @@ pub async fn connect(mut options: ConnectionOptions) -> Result<Connection, Worke
 
 /// Registers `namespace` unless it exists and adds the control-plane search attributes.
 /// Returns true when this call created the namespace.
-pub async fn ensure_namespace(connection: &Connection, namespace: &str) -> Result<bool, WorkerError> {
+pub async fn ensure_namespace(
+    connection: &Connection,
+    namespace: &str,
+) -> Result<bool, WorkerError> {
     let err = |source| WorkerError::Namespace {
         namespace: namespace.to_owned(),
         source,
@@ -150,9 +155,6 @@ impl PlinthWorker {
         platform: PlatformSettings,
     ) -> Result<Self, WorkerError> {
         ensure_namespace(&connection, &settings.namespace).await?;
-        // Managed namespaces live on the same Temporal as the control plane.
-        let connection_for_backend = connection.clone();
-        let endpoint = platform.namespace_endpoint.clone();
         let setup = |e: &dyn std::fmt::Display| WorkerError::Setup(e.to_string());
         let runtime =
             Runtime::from_current_tokio(RuntimeOptions::default()).map_err(|e| setup(&e))?;
@@ -167,9 +169,8 @@ impl PlinthWorker {
             namespace: settings.namespace.clone(),
             task_queue: settings.task_queue.clone(),
         };
-        let backend = SelfHosted::new(connection_for_backend, endpoint);
         let namespaces = NamespaceActivities::new(
-            Arc::new(backend),
+            platform.backend,
             platform.directory,
             platform.rules,
             platform.resync_interval,

@@ -1,8 +1,8 @@
 //! The activities Plinth's workflows call: name, input and output of each. Implementations
 //! bind to these with `#[activity(definition = ...)]`, so a mismatch fails to compile.
 
-use serde::{Deserialize, Serialize};
 use plinth_proto::v1::{Namespace, NamespaceSpec};
+use serde::{Deserialize, Serialize};
 use temporalio_common::ActivityDefinition;
 
 /// What a worker says about itself.

@@ -4,11 +4,11 @@
 //! implementations live in `plinth-activities`, so no backend is linked into workflow code.
 
 mod canary;
-mod provision_namespace;
 pub mod contracts;
+mod provision_namespace;
 
 pub use canary::Canary;
 pub use provision_namespace::{
-    ApplyResult, KIND_ATTRIBUTE, OWNER_ATTRIBUTE, PHASE_ATTRIBUTE, ProvisionNamespace, SPEC_MEMO,
-    workflow_id,
+    ApplyResult, KIND_ATTRIBUTE, OWNER_ATTRIBUTE, PHASE_ATTRIBUTE, ProvisionNamespace,
+    RESOURCE_MEMO, workflow_id,
 };

@@ -6,8 +6,8 @@ use serde::{Deserialize, Serialize};
 use temporalio_common::search_attributes::SearchAttributeKey;
 use temporalio_macros::{workflow, workflow_methods};
 use temporalio_sdk::{
-    ActivityOptions, ContinueAsNewOptions, SyncWorkflowContext, WorkflowContext,
-    WorkflowContextView, WorkflowResult,
+    ActivityOptions, ContinueAsNewOptions, LocalActivityOptions, SyncWorkflowContext,
+    WorkflowContext, WorkflowContextView, WorkflowResult,
 };
 
 use crate::contracts::{
@@ -25,8 +25,9 @@ pub const KIND_ATTRIBUTE: SearchAttributeKey<String> = SearchAttributeKey::keywo
 pub const OWNER_ATTRIBUTE: SearchAttributeKey<String> = SearchAttributeKey::keyword("PlinthOwner");
 /// `PlinthPhase`: the resource's phase.
 pub const PHASE_ATTRIBUTE: SearchAttributeKey<String> = SearchAttributeKey::keyword("PlinthPhase");
-/// Memo key holding the spec, so listing needs no query per resource.
-pub const SPEC_MEMO: &str = "spec";
+/// Memo key holding the whole resource, so reads need no query (and no worker): describe or
+/// list the workflow and read it.
+pub const RESOURCE_MEMO: &str = "resource";
 
 /// History length at which a run hands over to a new one.
 const MAX_HISTORY_EVENTS: u32 = 2_000;
@@ -81,12 +82,12 @@ impl ProvisionNamespace {
     #[run]
     pub async fn run(ctx: &mut WorkflowContext<Self>) -> WorkflowResult<Namespace> {
         let settings = ctx
-            .execute_activity(LoadPlatformSettings, (), short_activity())
+            .execute_local_activity(LoadPlatformSettings, (), local_activity())
             .await?;
         let resync = Duration::from_secs(settings.resync_interval_secs.max(1));
         let initial = ctx.state(|s| s.resource.clone());
         let report = ctx
-            .execute_activity(ValidateNamespace, initial, short_activity())
+            .execute_local_activity(ValidateNamespace, initial, local_activity())
             .await?;
         if let Some(error) = report.error {
             let now = now(ctx);
@@ -119,9 +120,12 @@ impl ProvisionNamespace {
     /// Creates or changes the resource. Answers once the change is accepted; the run loop
     /// then reconciles it (watch `status` for Ready).
     #[update]
-    pub async fn apply(ctx: &mut WorkflowContext<Self>, desired: Namespace) -> Result<ApplyResult, UpdateError> {
+    pub async fn apply(
+        ctx: &mut WorkflowContext<Self>,
+        desired: Namespace,
+    ) -> Result<ApplyResult, UpdateError> {
         let report = ctx
-            .execute_activity(ValidateNamespace, desired.clone(), short_activity())
+            .execute_local_activity(ValidateNamespace, desired.clone(), local_activity())
             .await?;
         if let Some(error) = report.error {
             return Err(error.into());
@@ -134,7 +138,10 @@ impl ProvisionNamespace {
 
     /// Deletes the namespace, unless the spec keeps deletion protection on.
     #[update]
-    pub fn delete(&mut self, ctx: &mut SyncWorkflowContext<Self>) -> Result<Namespace, UpdateError> {
+    pub fn delete(
+        &mut self,
+        ctx: &mut SyncWorkflowContext<Self>,
+    ) -> Result<Namespace, UpdateError> {
         let spec = self.resource.spec.clone().unwrap_or_default();
         if !spec.allow_deletion {
             return Err(format!(
@@ -143,12 +150,14 @@ impl ProvisionNamespace {
             )
             .into());
         }
-        let now = ctx
-            .workflow_time()
-            .map(rfc3339)
-            .unwrap_or_default();
+        let now = ctx.workflow_time().map(rfc3339).unwrap_or_default();
         self.delete_requested = true;
-        self.set_phase(phase::DELETING, &now, "DeleteRequested", "deletion requested");
+        self.set_phase(
+            phase::DELETING,
+            &now,
+            "DeleteRequested",
+            "deletion requested",
+        );
         Ok(self.resource.clone())
     }
 
@@ -161,7 +170,10 @@ impl ProvisionNamespace {
 
 impl ProvisionNamespace {
     fn current_status(&self) -> &NamespaceStatus {
-        self.resource.status.as_ref().expect("status is set at init")
+        self.resource
+            .status
+            .as_ref()
+            .expect("status is set at init")
     }
 
     fn status_mut(&mut self) -> &mut NamespaceStatus {
@@ -196,7 +208,8 @@ impl ProvisionNamespace {
         let desired_spec = desired.spec.unwrap_or_default();
         check_update(&current_spec, &desired_spec)?;
         let same = current_spec == desired_spec && current_meta.namespace == desired_meta.namespace;
-        let never_reconciled = self.current_status().observed_generation == 0 && self.generation() == 1;
+        let never_reconciled =
+            self.current_status().observed_generation == 0 && self.generation() == 1;
         let outcome = if same && never_reconciled {
             outcome::CREATED
         } else if same {
@@ -207,7 +220,12 @@ impl ProvisionNamespace {
             metadata.namespace = desired_meta.namespace;
             self.resource.spec = Some(desired_spec);
             self.dirty = true;
-            self.set_phase(phase::PENDING, now, "SpecChanged", "new generation accepted");
+            self.set_phase(
+                phase::PENDING,
+                now,
+                "SpecChanged",
+                "new generation accepted",
+            );
             outcome::CONFIGURED
         };
         Ok(ApplyResult {
@@ -232,15 +250,24 @@ impl ProvisionNamespace {
     }
 
     /// Records a finished reconcile of `generation`.
-    fn reconciled(&mut self, generation: i64, report: ReconcileReport, drift_check: bool, now: &str) {
+    fn reconciled(
+        &mut self,
+        generation: i64,
+        report: ReconcileReport,
+        drift_check: bool,
+        now: &str,
+    ) {
         let status = self.status_mut();
+        // A retry after a crash may find the namespace already registered: the first
+        // successful reconcile is the creation all the same.
+        let first = status.observed_generation == 0;
         status.observed_generation = generation;
         status.phase = phase::READY.into();
         status.message = String::new();
         status.endpoint = report.endpoint;
         status.last_reconcile_time = now.into();
         let changes = report.changes.join("; ");
-        if report.created {
+        if report.created || first {
             record(status, now, "Created", "namespace registered");
         } else if drift_check && !report.changes.is_empty() {
             status.drift_repairs += 1;
@@ -248,15 +275,30 @@ impl ProvisionNamespace {
         } else if !report.changes.is_empty() {
             record(status, now, "Updated", &changes);
         }
-        set_condition(status, "Ready", "True", "Reconciled", "backend matches the spec", now);
+        set_condition(
+            status,
+            "Ready",
+            "True",
+            "Reconciled",
+            "backend matches the spec",
+            now,
+        );
     }
 }
 
 async fn reconcile(ctx: &mut WorkflowContext<ProvisionNamespace>, drift_check: bool) {
-    let (generation, spec) = ctx.state(|s| (s.generation(), s.resource.spec.clone().unwrap_or_default()));
+    let (generation, spec) =
+        ctx.state(|s| (s.generation(), s.resource.spec.clone().unwrap_or_default()));
     if !drift_check {
         let now = now(ctx);
-        ctx.state_mut(|s| s.set_phase(phase::PROVISIONING, &now, "Reconciling", "bringing the backend to the spec"));
+        ctx.state_mut(|s| {
+            s.set_phase(
+                phase::PROVISIONING,
+                &now,
+                "Reconciling",
+                "bringing the backend to the spec",
+            )
+        });
         publish(ctx);
     }
     let result = ctx
@@ -289,22 +331,31 @@ async fn delete(ctx: &mut WorkflowContext<ProvisionNamespace>) -> WorkflowResult
 /// Lets in-flight updates answer before the run ends or hands over.
 async fn wait_for_handlers(ctx: &mut WorkflowContext<ProvisionNamespace>) -> WorkflowResult<()> {
     let view = ctx.clone();
-    ctx.wait_condition(move |_| view.all_handlers_finished()).await?;
+    ctx.wait_condition(move |_| view.all_handlers_finished())
+        .await?;
     Ok(())
 }
 
-/// Keeps search attributes and memo in step with the state, so listing is a visibility query.
+/// Keeps search attributes and memo in step with the state, so reads are a describe or a
+/// visibility query.
 fn publish(ctx: &mut WorkflowContext<ProvisionNamespace>) {
-    let (owner, current_phase, spec) = ctx.state(|s| {
+    let (owner, current_phase, resource) = ctx.state(|s| {
         let spec = s.resource.spec.clone().unwrap_or_default();
-        (spec.owner.clone(), s.current_status().phase.clone(), spec)
+        (
+            spec.owner,
+            s.current_status().phase.clone(),
+            s.resource.clone(),
+        )
     });
     ctx.upsert_search_attributes([
         KIND_ATTRIBUTE.value_set(plinth_proto::KIND_NAMESPACE.to_owned()),
         OWNER_ATTRIBUTE.value_set(owner),
         PHASE_ATTRIBUTE.value_set(current_phase),
     ]);
-    let _ = ctx.upsert_memo([(SPEC_MEMO, Some(temporalio_common::MemoValue::new(spec)))]);
+    let _ = ctx.upsert_memo([(
+        RESOURCE_MEMO,
+        Some(temporalio_common::MemoValue::new(resource)),
+    )]);
 }
 
 fn record(status: &mut NamespaceStatus, now: &str, reason: &str, message: &str) {
@@ -319,7 +370,14 @@ fn record(status: &mut NamespaceStatus, now: &str, reason: &str, message: &str) 
     status.events.truncate(MAX_EVENTS);
 }
 
-fn set_condition(status: &mut NamespaceStatus, kind: &str, value: &str, reason: &str, message: &str, now: &str) {
+fn set_condition(
+    status: &mut NamespaceStatus,
+    kind: &str,
+    value: &str,
+    reason: &str,
+    message: &str,
+    now: &str,
+) {
     let conditions = &mut status.conditions;
     let index = match conditions.iter().position(|c| c.r#type == kind) {
         Some(i) => i,
@@ -348,8 +406,12 @@ fn rfc3339(time: SystemTime) -> String {
     humantime::format_rfc3339_seconds(time).to_string()
 }
 
-fn short_activity() -> ActivityOptions {
-    ActivityOptions::start_to_close_timeout(Duration::from_secs(30))
+/// Settings and validation read only the worker's own memory: local activities, no round
+/// trip through a task queue.
+fn local_activity() -> LocalActivityOptions {
+    LocalActivityOptions::builder()
+        .start_to_close_timeout(Duration::from_secs(10))
+        .build()
 }
 
 /// Backend calls: retried with Temporal's default backoff until they succeed or are refused;

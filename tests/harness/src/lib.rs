@@ -10,12 +10,19 @@ use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+mod stack;
+
+pub use stack::{ADMIN, OUTSIDER, PAYMENTS_MEMBER, PAYMENTS_TEAM, PlinthStack};
+
 use anyhow::{Context, bail};
-use plinth_worker::{PlinthWorker, WorkerSettings};
+use plinth_activities::SelfHosted;
+use plinth_activities::directory::FileDirectory;
+use plinth_proto::ValidationRules;
+use plinth_worker::{PlatformSettings, PlinthWorker, WorkerSettings};
 use temporalio_client::{Connection, ConnectionOptions};
 
 const READY_TIMEOUT: Duration = Duration::from_secs(90);
@@ -196,9 +203,11 @@ pub struct WorkerThread {
 }
 
 impl WorkerThread {
-    /// Starts a worker polling `settings` on `server`.
+    /// Starts a worker polling `settings` on `server`, with an empty directory and default
+    /// validation rules.
     pub fn start(server: &DevServer, settings: WorkerSettings) -> WorkerThread {
         let options = server.connection_options();
+        let endpoint = server.address();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::spawn(move || -> anyhow::Result<()> {
             let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -207,7 +216,13 @@ impl WorkerThread {
                 .build()?;
             runtime.block_on(async move {
                 let connection = plinth_worker::connect(options).await?;
-                let mut worker = PlinthWorker::start(connection, &settings).await?;
+                let platform = PlatformSettings {
+                    directory: Arc::new(FileDirectory::default()),
+                    rules: ValidationRules::default(),
+                    resync_interval: Duration::from_secs(600),
+                    backend: Arc::new(SelfHosted::new(connection.clone(), endpoint)),
+                };
+                let mut worker = PlinthWorker::start(connection, &settings, platform).await?;
                 let shutdown = worker.shutdown_handle();
                 tokio::spawn(async move {
                     let _ = stopped.await;

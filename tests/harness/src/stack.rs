@@ -1,0 +1,250 @@
+//! The Plinth control plane as users run it: `plinth worker` and `plinth proxy` processes
+//! against a [`DevServer`], with a home of its own (CA, certificates, directory, config).
+
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+use crate::{DevServer, free_port};
+
+/// Members of the sample directory every stack writes.
+pub const ADMIN: &str = "dev@example.com";
+/// In `payments-team@example.com`, not an admin.
+pub const PAYMENTS_MEMBER: &str = "alice@example.com";
+/// In no group.
+pub const OUTSIDER: &str = "mallory@example.com";
+/// The owner group of the sample resources.
+pub const PAYMENTS_TEAM: &str = "payments-team@example.com";
+
+const DIRECTORY: &str = "\
+users:
+  - email: dev@example.com
+  - email: alice@example.com
+  - email: mallory@example.com
+  - email: carol@example.com
+    status: departed
+groups:
+  - name: temporal-dev
+    members: [dev@example.com]
+  - name: payments-team@example.com
+    members: [alice@example.com, carol@example.com]
+";
+
+/// A running worker and proxy; both are stopped when dropped.
+#[derive(Debug)]
+pub struct PlinthStack {
+    plinth: PathBuf,
+    home: tempfile::TempDir,
+    worker: Option<Child>,
+    proxy: Child,
+    /// Control-plane namespace of this stack.
+    pub control_namespace: String,
+    /// `host:port` of the platform API.
+    pub proxy_address: String,
+    /// `host:port` of Temporal.
+    pub temporal_address: String,
+}
+
+impl PlinthStack {
+    /// Starts a stack whose namespaces are re-checked for drift every `resync`.
+    pub fn start(server: &DevServer, plinth: &Path, resync: &str) -> anyhow::Result<PlinthStack> {
+        static STACKS: AtomicU32 = AtomicU32::new(0);
+        let n = STACKS.fetch_add(1, Ordering::Relaxed);
+        let control_namespace = format!("plinth-system-{}-{n}", std::process::id());
+        let home = tempfile::Builder::new().prefix("plinth-stack-").tempdir()?;
+        let proxy_address = format!("127.0.0.1:{}", free_port());
+        let config = format!(
+            "[temporal]\naddress = \"{}\"\nnamespace = \"{control_namespace}\"\n\n\
+             [platform]\nresync_interval = \"{resync}\"\n\n\
+             [proxy]\nlisten = \"{proxy_address}\"\n\n\
+             [client]\naddress = \"{proxy_address}\"\nserver_name = \"localhost\"\n",
+            server.address()
+        );
+        std::fs::write(home.path().join("plinth.toml"), config)?;
+        std::fs::write(home.path().join("directory.yaml"), DIRECTORY)?;
+        let mut stack = PlinthStack {
+            plinth: plinth.to_owned(),
+            worker: None,
+            proxy: Command::new("true").spawn()?,
+            control_namespace,
+            proxy_address,
+            temporal_address: server.address(),
+            home,
+        };
+        stack.run_ok(&["pki", "init"])?;
+        for user in [ADMIN, PAYMENTS_MEMBER, OUTSIDER] {
+            let out = stack.user_dir(user);
+            stack.run_ok(&[
+                "pki",
+                "issue",
+                "--user",
+                user,
+                "--out",
+                out.to_str().unwrap(),
+            ])?;
+        }
+        stack.start_worker()?;
+        stack.proxy = stack.spawn("proxy")?;
+        stack.wait_for_proxy()?;
+        Ok(stack)
+    }
+
+    /// The stack's `$PLINTH_HOME`.
+    pub fn home(&self) -> &Path {
+        self.home.path()
+    }
+
+    fn user_dir(&self, user: &str) -> PathBuf {
+        self.home.path().join("users").join(user)
+    }
+
+    fn spawn(&self, role: &str) -> anyhow::Result<Child> {
+        self.spawn_with(role, &[])
+    }
+
+    fn spawn_with(&self, role: &str, env: &[(&str, &str)]) -> anyhow::Result<Child> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.home.path().join(format!("{role}.log")))?;
+        Command::new(&self.plinth)
+            .arg("--home")
+            .arg(self.home.path())
+            .arg(role)
+            .env_remove("TEMPORAL_ADDRESS")
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("start plinth {role}"))
+    }
+
+    /// Starts the worker process (again) and waits until it polls.
+    pub fn start_worker(&mut self) -> anyhow::Result<()> {
+        self.start_worker_with(&[])
+    }
+
+    /// Starts the worker with extra environment (fault injection) and waits until it polls.
+    pub fn start_worker_with(&mut self, env: &[(&str, &str)]) -> anyhow::Result<()> {
+        let polling_before = self.log("worker").matches("worker polling").count();
+        self.worker = Some(self.spawn_with("worker", env)?);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self.log("worker").matches("worker polling").count() == polling_before {
+            if let Some(status) = self
+                .worker
+                .as_mut()
+                .and_then(|w| w.try_wait().ok().flatten())
+            {
+                bail!("plinth worker exited ({status}): {}", self.log("worker"));
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "plinth worker did not start polling: {}",
+                    self.log("worker")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(())
+    }
+
+    /// Kills the worker process at once, as a crash would.
+    pub fn kill_worker(&mut self) {
+        if let Some(mut worker) = self.worker.take() {
+            let _ = worker.kill();
+            let _ = worker.wait();
+        }
+    }
+
+    /// The worker's pid, while it runs.
+    pub fn worker_pid(&self) -> Option<u32> {
+        self.worker.as_ref().map(Child::id)
+    }
+
+    fn wait_for_proxy(&mut self) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while TcpStream::connect(&self.proxy_address).is_err() {
+            if let Some(status) = self.proxy.try_wait()? {
+                bail!("plinth proxy exited ({status}): {}", self.log("proxy"));
+            }
+            if Instant::now() > deadline {
+                bail!("plinth proxy did not listen: {}", self.log("proxy"));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(())
+    }
+
+    /// What a role (`worker` or `proxy`) logged so far.
+    pub fn log(&self, role: &str) -> String {
+        std::fs::read_to_string(self.home.path().join(format!("{role}.log"))).unwrap_or_default()
+    }
+
+    fn run_ok(&self, args: &[&str]) -> anyhow::Result<Output> {
+        let output = self.command().args(args).output()?;
+        if !output.status.success() {
+            bail!(
+                "plinth {args:?}: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        Ok(output)
+    }
+
+    fn command(&self) -> Command {
+        let mut command = Command::new(&self.plinth);
+        command.arg("--home").arg(self.home.path());
+        command
+    }
+
+    /// The paths of `user`'s client certificate, key and the CA.
+    pub fn credentials(&self, user: &str) -> (PathBuf, PathBuf, PathBuf) {
+        let dir = self.user_dir(user);
+        (
+            dir.join("cert.pem"),
+            dir.join("key.pem"),
+            dir.join("ca.pem"),
+        )
+    }
+
+    /// Runs a `plinth` client command as `user`, with `stdin` as standard input.
+    pub fn plinth_as_with_input(&self, user: &str, args: &[&str], stdin: &str) -> Output {
+        use std::io::Write;
+        let (cert, key, _) = self.credentials(user);
+        let mut child = self
+            .command()
+            .env("PLINTH_CLIENT_CERT", &cert)
+            .env("PLINTH_CLIENT_KEY", &key)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run plinth");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        child.wait_with_output().expect("plinth output")
+    }
+
+    /// Runs a `plinth` client command as `user`.
+    pub fn plinth_as(&self, user: &str, args: &[&str]) -> Output {
+        self.plinth_as_with_input(user, args, "")
+    }
+}
+
+impl Drop for PlinthStack {
+    fn drop(&mut self) {
+        self.kill_worker();
+        let _ = self.proxy.kill();
+        let _ = self.proxy.wait();
+    }
+}

@@ -1,0 +1,484 @@
+//! Namespace resources end to end: `plinth apply/get/describe/delete` through `plinth proxy`
+//! and `plinth worker` processes, against a real Temporal dev server; Temporal itself checked
+//! with the `temporal` CLI.
+
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use plinth_test_harness::{
+    ADMIN, DevServer, OUTSIDER, PAYMENTS_MEMBER, PAYMENTS_TEAM, PlinthStack, temporal_bin,
+};
+
+const PLINTH: &str = env!("CARGO_BIN_EXE_plinth");
+
+fn stack(resync: &str) -> PlinthStack {
+    PlinthStack::start(DevServer::shared(), PLINTH.as_ref(), resync).expect("start the stack")
+}
+
+/// The seed's resource, with a resource name and Temporal namespace of the test's own.
+fn resource(name: &str, temporal_name: &str, retention: u32, extra_spec: &str) -> String {
+    format!(
+        "apiVersion: temporal.plinth.dev/v1beta1\n\
+         kind: Namespace\n\
+         metadata:\n  name: {name}\n  namespace: payments\n\
+         spec:\n  name: {temporal_name}\n  owner: {PAYMENTS_TEAM}\n  regions: [us-east-1]\n  \
+         retentionDays: {retention}\n{extra_spec}"
+    )
+}
+
+fn text(output: &Output) -> String {
+    format!(
+        "status {}\nstdout:\n{}\nstderr:\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[track_caller]
+fn ok(output: Output) -> Output {
+    assert!(output.status.success(), "{}", text(&output));
+    output
+}
+
+fn apply(stack: &PlinthStack, user: &str, yaml: &str, flags: &[&str]) -> Output {
+    let mut args = vec!["apply", "-f", "-"];
+    args.extend(flags);
+    stack.plinth_as_with_input(user, &args, yaml)
+}
+
+fn get_json(stack: &PlinthStack, name: &str) -> Option<serde_json::Value> {
+    let output = stack.plinth_as(ADMIN, &["get", "namespace", name, "-o", "json"]);
+    output
+        .status
+        .success()
+        .then(|| serde_json::from_slice(&output.stdout).expect("JSON resource"))
+}
+
+/// What Temporal itself says about a namespace (`temporal operator namespace describe`).
+fn temporal_namespace(stack: &PlinthStack, name: &str) -> Option<serde_json::Value> {
+    let output = Command::new(temporal_bin())
+        .args([
+            "operator",
+            "namespace",
+            "describe",
+            "-n",
+            name,
+            "-o",
+            "json",
+        ])
+        .args(["--address", &stack.temporal_address])
+        .output()
+        .unwrap();
+    output
+        .status
+        .success()
+        .then(|| serde_json::from_slice(&output.stdout).expect("JSON namespace"))
+}
+
+fn retention_of(namespace: &serde_json::Value) -> String {
+    namespace["config"]["workflowExecutionRetentionTtl"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+fn events(resource: &serde_json::Value) -> Vec<String> {
+    resource["status"]["events"]
+        .as_array()
+        .map(|events| {
+            events
+                .iter()
+                .map(|e| e["reason"].as_str().unwrap_or_default().to_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn seed_example_provisions_and_reapplying_changes_nothing() {
+    let stack = stack("10m");
+    let yaml = resource(
+        "fancy",
+        "fancy-test",
+        30,
+        "  searchAttributes: {CustomerId: Keyword}\n",
+    );
+
+    let applied = ok(apply(&stack, PAYMENTS_MEMBER, &yaml, &["--wait"]));
+    let out = stdout(&applied);
+    assert!(out.contains("namespace/fancy created"), "{out}");
+    assert!(out.contains("namespace/fancy Ready"), "{out}");
+
+    let temporal = temporal_namespace(&stack, "fancy-test").expect("namespace exists in Temporal");
+    assert_eq!(retention_of(&temporal), "2592000s", "{temporal}");
+    assert_eq!(temporal["namespaceInfo"]["ownerEmail"], PAYMENTS_TEAM);
+
+    let list = stdout(&ok(stack.plinth_as(OUTSIDER, &["get", "namespaces"])));
+    let row = list
+        .lines()
+        .find(|l| l.starts_with("fancy "))
+        .expect("listed");
+    assert!(
+        row.contains("fancy-test") && row.contains("Ready") && row.contains("30d"),
+        "{list}"
+    );
+
+    let before = get_json(&stack, "fancy").unwrap();
+    let again = ok(apply(&stack, PAYMENTS_MEMBER, &yaml, &[]));
+    assert!(
+        stdout(&again).contains("namespace/fancy unchanged"),
+        "{}",
+        text(&again)
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let after = get_json(&stack, "fancy").unwrap();
+    assert_eq!(after["metadata"]["generation"], 1);
+    assert_eq!(
+        events(&after),
+        events(&before),
+        "no reconcile, no backend write"
+    );
+
+    let described = stdout(&ok(
+        stack.plinth_as(ADMIN, &["describe", "namespace", "fancy"])
+    ));
+    assert!(
+        described.contains("Phase:               Ready"),
+        "{described}"
+    );
+    assert!(
+        described.contains("Search attribute:   CustomerId (Keyword)"),
+        "{described}"
+    );
+}
+
+#[test]
+fn changes_reach_temporal_and_the_temporal_name_is_immutable() {
+    let stack = stack("10m");
+    ok(apply(
+        &stack,
+        PAYMENTS_MEMBER,
+        &resource("changing", "changing-ns", 30, ""),
+        &["--wait"],
+    ));
+
+    let changed = resource(
+        "changing",
+        "changing-ns",
+        60,
+        "  description: now with more days\n",
+    );
+    let out = stdout(&ok(apply(&stack, PAYMENTS_MEMBER, &changed, &["--wait"])));
+    assert!(out.contains("namespace/changing configured"), "{out}");
+    let temporal = temporal_namespace(&stack, "changing-ns").unwrap();
+    assert_eq!(retention_of(&temporal), "5184000s");
+    assert_eq!(
+        temporal["namespaceInfo"]["description"],
+        "now with more days"
+    );
+    let resource_now = get_json(&stack, "changing").unwrap();
+    assert_eq!(resource_now["metadata"]["generation"], 2);
+    assert_eq!(resource_now["status"]["observedGeneration"], 2);
+
+    let renamed = resource(
+        "changing",
+        "another-name",
+        60,
+        "  description: now with more days\n",
+    );
+    let refused = apply(&stack, PAYMENTS_MEMBER, &renamed, &[]);
+    assert!(!refused.status.success());
+    assert!(
+        stderr(&refused).contains("spec.name: immutable"),
+        "{}",
+        text(&refused)
+    );
+    assert!(
+        temporal_namespace(&stack, "another-name").is_none(),
+        "nothing created"
+    );
+    assert_eq!(
+        get_json(&stack, "changing").unwrap()["metadata"]["generation"],
+        2
+    );
+}
+
+#[test]
+fn drift_made_behind_plinths_back_is_repaired() {
+    let stack = stack("2s");
+    ok(apply(
+        &stack,
+        PAYMENTS_MEMBER,
+        &resource("drifting", "drifting-ns", 30, ""),
+        &["--wait"],
+    ));
+
+    let updated = Command::new(temporal_bin())
+        .args([
+            "operator",
+            "namespace",
+            "update",
+            "-n",
+            "drifting-ns",
+            "--retention",
+            "10d",
+        ])
+        .args(["--address", &stack.temporal_address])
+        .output()
+        .unwrap();
+    assert!(updated.status.success(), "{}", text(&updated));
+
+    wait_for("the drift repair", || {
+        get_json(&stack, "drifting").unwrap()["status"]["driftRepairs"] == 1
+    });
+    let temporal = temporal_namespace(&stack, "drifting-ns").unwrap();
+    assert_eq!(retention_of(&temporal), "2592000s", "retention restored");
+    let repaired = get_json(&stack, "drifting").unwrap();
+    let message = repaired["status"]["events"][0]["message"]
+        .as_str()
+        .unwrap_or_default();
+    assert_eq!(repaired["status"]["events"][0]["reason"], "DriftRepaired");
+    assert!(message.contains("retention 10d → 30d"), "{repaired}");
+}
+
+#[test]
+fn invalid_documents_are_named_and_a_bad_file_applies_nothing() {
+    let stack = stack("10m");
+    let good = resource("valid-one", "valid-one-ns", 30, "");
+    let cases = [
+        (resource("Bad Name", "x-ns", 30, ""), "metadata.name"),
+        (resource("zero", "zero-ns", 0, ""), "spec.retentionDays"),
+        (resource("huge", "huge-ns", 400, ""), "spec.retentionDays"),
+        (
+            resource("mars", "mars-ns", 30, "").replace("us-east-1", "mars-1"),
+            "spec.regions[0]",
+        ),
+        (
+            resource("orphan", "orphan-ns", 30, "").replace(PAYMENTS_TEAM, "ghosts@example.com"),
+            "spec.owner",
+        ),
+        (
+            resource("db", "db-ns", 30, "").replace("kind: Namespace", "kind: Database"),
+            "kind: unknown kind",
+        ),
+        (
+            "apiVersion: temporal.plinth.dev/v1beta1\nkind: Namespace\nmetadata:\n  name: nospec\n"
+                .to_owned(),
+            "spec: missing",
+        ),
+        ("kind: [Namespace\n".to_owned(), "malformed YAML"),
+    ];
+    for (bad, field) in cases {
+        let file = format!("{good}\n---\n{bad}");
+        let output = apply(&stack, PAYMENTS_MEMBER, &file, &[]);
+        assert!(!output.status.success(), "accepted: {bad}");
+        let err = stderr(&output);
+        assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+        assert!(err.contains("-: document 2"), "names the document: {err}");
+        assert!(err.contains(field), "names {field}: {err}");
+    }
+    assert!(
+        get_json(&stack, "valid-one").is_none(),
+        "the good document was not applied"
+    );
+    assert!(temporal_namespace(&stack, "valid-one-ns").is_none());
+}
+
+#[test]
+fn worker_killed_mid_provisioning_finishes_after_restart() {
+    let mut stack = stack("10m");
+    // A worker that stalls right after registering: the search attribute is not added yet.
+    stack.kill_worker();
+    stack
+        .start_worker_with(&[("PLINTH_FAULT_PAUSE_AFTER_REGISTER", "10m")])
+        .unwrap();
+    let yaml = resource(
+        "crashy",
+        "crashy-ns",
+        21,
+        "  searchAttributes: {OrderId: Keyword}\n",
+    );
+    ok(apply(&stack, PAYMENTS_MEMBER, &yaml, &[]));
+    wait_for("the registration", || {
+        temporal_namespace(&stack, "crashy-ns").is_some()
+    });
+    assert_eq!(
+        get_json(&stack, "crashy").unwrap()["status"]["phase"],
+        "Provisioning"
+    );
+
+    stack.kill_worker();
+    stack.start_worker().unwrap();
+
+    wait_for("Ready after the restart", || {
+        get_json(&stack, "crashy").unwrap()["status"]["phase"] == "Ready"
+    });
+    let temporal = temporal_namespace(&stack, "crashy-ns").unwrap();
+    assert_eq!(retention_of(&temporal), "1814400s");
+    let ready = get_json(&stack, "crashy").unwrap();
+    let created = events(&ready).iter().filter(|e| *e == "Created").count();
+    assert_eq!(created, 1, "registered once: {ready}");
+
+    let attributes = Command::new(temporal_bin())
+        .args([
+            "operator",
+            "search-attribute",
+            "list",
+            "-n",
+            "crashy-ns",
+            "-o",
+            "json",
+        ])
+        .args(["--address", &stack.temporal_address])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&attributes.stdout).contains("OrderId"),
+        "{}",
+        text(&attributes)
+    );
+}
+
+#[test]
+fn only_owners_change_only_admins_delete_and_strangers_cannot_connect() {
+    let stack = stack("10m");
+    let yaml = resource("guarded", "guarded-ns", 30, "  allowDeletion: true\n");
+    ok(apply(&stack, PAYMENTS_MEMBER, &yaml, &["--wait"]));
+
+    let takeover = apply(
+        &stack,
+        OUTSIDER,
+        &yaml.replace("retentionDays: 30", "retentionDays: 1"),
+        &[],
+    );
+    assert!(!takeover.status.success());
+    assert!(
+        stderr(&takeover).contains("user:mallory@example.com may not apply"),
+        "{}",
+        text(&takeover)
+    );
+    assert_eq!(
+        get_json(&stack, "guarded").unwrap()["spec"]["retentionDays"],
+        30
+    );
+
+    let member_delete = stack.plinth_as(PAYMENTS_MEMBER, &["delete", "namespace", "guarded"]);
+    assert!(!member_delete.status.success());
+    assert!(
+        stderr(&member_delete).contains("may not delete"),
+        "{}",
+        text(&member_delete)
+    );
+    assert!(temporal_namespace(&stack, "guarded-ns").is_some());
+
+    let stranger = tempfile::tempdir().unwrap();
+    let foreign = Command::new(PLINTH)
+        .arg("--home")
+        .arg(stranger.path())
+        .args(["pki", "init"])
+        .output()
+        .unwrap();
+    ok(foreign);
+    let issued = Command::new(PLINTH)
+        .arg("--home")
+        .arg(stranger.path())
+        .args(["pki", "issue", "--user", ADMIN, "--out"])
+        .arg(stranger.path().join("me"))
+        .output()
+        .unwrap();
+    ok(issued);
+    let (_, _, real_ca) = stack.credentials(ADMIN);
+    let untrusted = Command::new(PLINTH)
+        .arg("--home")
+        .arg(stack.home())
+        .env("PLINTH_CLIENT_CERT", stranger.path().join("me/cert.pem"))
+        .env("PLINTH_CLIENT_KEY", stranger.path().join("me/key.pem"))
+        .env("PLINTH_CLIENT_CA", real_ca)
+        .args(["get", "namespaces"])
+        .output()
+        .unwrap();
+    assert!(!untrusted.status.success(), "{}", text(&untrusted));
+
+    let deleted = ok(stack.plinth_as(ADMIN, &["delete", "namespace", "guarded", "--wait"]));
+    assert!(
+        stdout(&deleted).contains("namespace/guarded Deleted"),
+        "{}",
+        text(&deleted)
+    );
+    assert!(get_json(&stack, "guarded").is_none());
+    wait_for("the Temporal namespace to go", || {
+        temporal_namespace(&stack, "guarded-ns").is_none()
+    });
+}
+
+#[test]
+fn deletion_protection_is_on_by_default() {
+    let stack = stack("10m");
+    ok(apply(
+        &stack,
+        PAYMENTS_MEMBER,
+        &resource("kept", "kept-ns", 30, ""),
+        &["--wait"],
+    ));
+    let refused = stack.plinth_as(ADMIN, &["delete", "namespace", "kept"]);
+    assert!(!refused.status.success());
+    assert!(
+        stderr(&refused).contains("deletion protection"),
+        "{}",
+        text(&refused)
+    );
+    assert!(temporal_namespace(&stack, "kept-ns").is_some());
+}
+
+#[test]
+fn temporal_cli_can_start_provisioning_directly() {
+    let stack = stack("10m");
+    let input = serde_json::json!({
+        "apiVersion": "temporal.plinth.dev/v1beta1",
+        "kind": "Namespace",
+        "metadata": {"name": "from-cli", "namespace": "payments"},
+        "spec": {"name": "from-cli-ns", "owner": PAYMENTS_TEAM, "regions": ["us-east-1"], "retentionDays": 14}
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("ns.json");
+    std::fs::write(&file, input.to_string()).unwrap();
+    let started = Command::new(temporal_bin())
+        .args([
+            "workflow",
+            "start",
+            "--type",
+            "ProvisionNamespace",
+            "--workflow-id",
+            "namespace/from-cli",
+        ])
+        .args(["--task-queue", "plinth", "-n", &stack.control_namespace])
+        .args(["--address", &stack.temporal_address])
+        .arg("--input-file")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(started.status.success(), "{}", text(&started));
+
+    wait_for("Ready", || {
+        get_json(&stack, "from-cli").is_some_and(|r| r["status"]["phase"] == "Ready")
+    });
+    let temporal = temporal_namespace(&stack, "from-cli-ns").unwrap();
+    assert_eq!(retention_of(&temporal), "1209600s");
+}
