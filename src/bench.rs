@@ -5,10 +5,8 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, bail};
-use plinth_proto::v1::{
-    ApplyNamespaceRequest, Namespace, NamespaceSpec, ObjectMeta, WatchNamespaceRequest,
-};
-use plinth_proto::{API_VERSION, KIND_NAMESPACE, phase};
+use plinth_proto::phase;
+use plinth_proto::v1::{ApplyNamespaceRequest, Namespace, NamespaceSpec, WatchNamespaceRequest};
 use temporalio_client::tonic::Request;
 use temporalio_common::protos::temporal::api::workflowservice::v1::RegisterNamespaceRequest;
 use tokio::task::JoinSet;
@@ -147,23 +145,14 @@ pub async fn namespaces(
 }
 
 fn resource(name: &str, owner: &str) -> Namespace {
-    Namespace {
-        api_version: API_VERSION.into(),
-        kind: KIND_NAMESPACE.into(),
-        metadata: Some(ObjectMeta {
-            name: name.into(),
-            namespace: "bench".into(),
-            generation: 0,
-        }),
-        spec: Some(NamespaceSpec {
-            name: name.into(),
-            owner: owner.into(),
-            regions: vec!["us-east-1".into()],
-            retention_days: 1,
-            ..Default::default()
-        }),
-        status: None,
-    }
+    let spec = NamespaceSpec {
+        name: name.into(),
+        owner: owner.into(),
+        regions: vec!["us-east-1".into()],
+        retention_days: 1,
+        ..Default::default()
+    };
+    plinth_proto::namespace_resource(name, "bench", spec)
 }
 
 async fn collect(

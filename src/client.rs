@@ -194,18 +194,7 @@ pub async fn apply(config: &Config, home: &Home, args: &ApplyArgs) -> anyhow::Re
     // Every document passes the server's validation and authorization before any is applied.
     let mut outcomes = Vec::new();
     for (source, index, resource) in &documents {
-        let request = ApplyNamespaceRequest {
-            namespace: Some(resource.clone()),
-            dry_run: true,
-        };
-        let response = api.apply_namespace(request).await.map_err(|status| {
-            anyhow::anyhow!(
-                "{source}: document {index} ({}): {}",
-                name_of(resource),
-                status.message()
-            )
-        })?;
-        outcomes.push(response.into_inner().outcome);
+        outcomes.push(apply_one(&mut api, source, *index, resource, true).await?);
     }
     if args.dry_run {
         for ((_, _, resource), outcome) in documents.iter().zip(outcomes) {
@@ -214,22 +203,8 @@ pub async fn apply(config: &Config, home: &Home, args: &ApplyArgs) -> anyhow::Re
         return Ok(ExitCode::SUCCESS);
     }
     for (source, index, resource) in &documents {
-        let request = ApplyNamespaceRequest {
-            namespace: Some(resource.clone()),
-            dry_run: false,
-        };
-        let response = api.apply_namespace(request).await.map_err(|status| {
-            anyhow::anyhow!(
-                "{source}: document {index} ({}): {}",
-                name_of(resource),
-                status.message()
-            )
-        })?;
-        println!(
-            "namespace/{} {}",
-            name_of(resource),
-            response.into_inner().outcome
-        );
+        let outcome = apply_one(&mut api, source, *index, resource, false).await?;
+        println!("namespace/{} {outcome}", name_of(resource));
     }
     if !args.wait {
         return Ok(ExitCode::SUCCESS);
@@ -244,6 +219,28 @@ pub async fn apply(config: &Config, home: &Home, args: &ApplyArgs) -> anyhow::Re
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// Applies one document; errors name the file and document.
+async fn apply_one(
+    api: &mut Api,
+    source: &str,
+    index: usize,
+    resource: &Namespace,
+    dry_run: bool,
+) -> anyhow::Result<String> {
+    let request = ApplyNamespaceRequest {
+        namespace: Some(resource.clone()),
+        dry_run,
+    };
+    let response = api.apply_namespace(request).await.map_err(|status| {
+        anyhow::anyhow!(
+            "{source}: document {index} ({}): {}",
+            name_of(resource),
+            status.message()
+        )
+    })?;
+    Ok(response.into_inner().outcome)
 }
 
 /// Prints each phase until the resource settles; returns the last phase.

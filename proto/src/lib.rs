@@ -22,6 +22,21 @@ pub const API_VERSION: &str = "temporal.plinth.dev/v1beta1";
 /// `kind` of namespace resources.
 pub const KIND_NAMESPACE: &str = "Namespace";
 
+/// A namespace resource named `name` (in the resource group `group`) with `spec`.
+pub fn namespace_resource(name: &str, group: &str, spec: v1::NamespaceSpec) -> v1::Namespace {
+    v1::Namespace {
+        api_version: API_VERSION.into(),
+        kind: KIND_NAMESPACE.into(),
+        metadata: Some(v1::ObjectMeta {
+            name: name.into(),
+            namespace: group.into(),
+            generation: 0,
+        }),
+        spec: Some(spec),
+        status: None,
+    }
+}
+
 /// Values of `status.phase`.
 pub mod phase {
     /// Accepted, not reconciled yet.

@@ -209,26 +209,19 @@ fn check_search_attributes(attributes: &HashMap<String, String>) -> Result<(), F
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::v1::ObjectMeta;
 
     fn seed() -> Namespace {
-        Namespace {
-            api_version: crate::API_VERSION.into(),
-            kind: "Namespace".into(),
-            metadata: Some(ObjectMeta {
-                name: "my-fancy-namespace".into(),
-                namespace: "payments".into(),
-                generation: 0,
-            }),
-            spec: Some(NamespaceSpec {
+        crate::namespace_resource(
+            "my-fancy-namespace",
+            "payments",
+            NamespaceSpec {
                 name: "fancy-test".into(),
                 owner: "payments-team@example.com".into(),
                 regions: vec!["us-east-1".into()],
                 retention_days: 30,
                 ..Default::default()
-            }),
-            status: None,
-        }
+            },
+        )
     }
 
     fn check(resource: &Namespace) -> Result<(), FieldError> {

@@ -56,6 +56,8 @@ pub struct ProvisionNamespace {
     resource: Namespace,
     /// A spec change waits for the run loop to reconcile it.
     dirty: bool,
+    /// The spec the workflow was started with failed validation.
+    spec_invalid: bool,
     delete_requested: bool,
 }
 
@@ -64,18 +66,7 @@ impl ProvisionNamespace {
     /// Starts from a resource document, or from the state a previous run handed over.
     #[init]
     pub fn new(_ctx: &WorkflowContextView, resource: Namespace) -> Self {
-        let mut resource = resource;
-        let metadata = resource.metadata.get_or_insert_default();
-        metadata.generation = metadata.generation.max(1);
-        resource.status.get_or_insert_with(|| NamespaceStatus {
-            phase: phase::PENDING.into(),
-            ..Default::default()
-        });
-        Self {
-            resource,
-            dirty: true,
-            delete_requested: false,
-        }
+        Self::from_resource(resource)
     }
 
     /// Reconciles on every change and resync until deleted; returns the final resource.
@@ -93,6 +84,7 @@ impl ProvisionNamespace {
             let now = now(ctx);
             ctx.state_mut(|s| {
                 s.dirty = false;
+                s.spec_invalid = true;
                 s.set_failed(&now, "Invalid", &error);
             });
         }
@@ -105,8 +97,9 @@ impl ProvisionNamespace {
             if ctx.state(|s| s.delete_requested) {
                 return delete(ctx).await;
             }
-            let failed = ctx.state(|s| s.current_status().phase == phase::FAILED);
-            if changed || !failed || ctx.state(|s| s.current_status().observed_generation > 0) {
+            // An invalid spec is not reconciled until an apply replaces it; everything else,
+            // a failed reconcile included, is retried on every resync.
+            if changed || !ctx.state(|s| s.spec_invalid) {
                 reconcile(ctx, !changed).await;
             }
             if ctx.continue_as_new_suggested() || ctx.history_length() > MAX_HISTORY_EVENTS {
@@ -169,6 +162,21 @@ impl ProvisionNamespace {
 }
 
 impl ProvisionNamespace {
+    fn from_resource(mut resource: Namespace) -> Self {
+        let metadata = resource.metadata.get_or_insert_default();
+        metadata.generation = metadata.generation.max(1);
+        resource.status.get_or_insert_with(|| NamespaceStatus {
+            phase: phase::PENDING.into(),
+            ..Default::default()
+        });
+        Self {
+            resource,
+            dirty: true,
+            spec_invalid: false,
+            delete_requested: false,
+        }
+    }
+
     fn current_status(&self) -> &NamespaceStatus {
         self.resource
             .status
@@ -220,6 +228,7 @@ impl ProvisionNamespace {
             metadata.namespace = desired_meta.namespace;
             self.resource.spec = Some(desired_spec);
             self.dirty = true;
+            self.spec_invalid = false;
             self.set_phase(
                 phase::PENDING,
                 now,
@@ -267,9 +276,9 @@ impl ProvisionNamespace {
         status.endpoint = report.endpoint;
         status.last_reconcile_time = now.into();
         let changes = report.changes.join("; ");
-        if report.created || first {
+        if first {
             record(status, now, "Created", "namespace registered");
-        } else if drift_check && !report.changes.is_empty() {
+        } else if drift_check && (report.created || !report.changes.is_empty()) {
             status.drift_repairs += 1;
             record(status, now, "DriftRepaired", &changes);
         } else if !report.changes.is_empty() {
@@ -418,4 +427,90 @@ fn local_activity() -> LocalActivityOptions {
 /// a worker that dies mid-call is noticed after the timeout and the call runs again.
 fn backend_activity() -> ActivityOptions {
     ActivityOptions::start_to_close_timeout(Duration::from_secs(20))
+}
+
+#[cfg(test)]
+mod tests {
+    use plinth_proto::v1::NamespaceSpec;
+
+    use super::*;
+
+    fn resource(retention: i32) -> Namespace {
+        plinth_proto::namespace_resource(
+            "fancy",
+            "payments",
+            NamespaceSpec {
+                name: "fancy-test".into(),
+                owner: "payments-team@example.com".into(),
+                regions: vec!["us-east-1".into()],
+                retention_days: retention,
+                ..Default::default()
+            },
+        )
+    }
+
+    fn report() -> ReconcileReport {
+        ReconcileReport {
+            created: true,
+            changes: vec!["registered".into()],
+            endpoint: "127.0.0.1:7233".into(),
+        }
+    }
+
+    #[test]
+    fn first_apply_creates_then_unchanged_then_configured() {
+        let mut state = ProvisionNamespace::from_resource(resource(30));
+        assert_eq!(
+            state.accept(resource(30), "t0").unwrap().outcome,
+            outcome::CREATED
+        );
+        state.dirty = false;
+        state.reconciled(1, report(), false, "t1");
+        assert_eq!(state.current_status().phase, phase::READY);
+        assert_eq!(state.current_status().events[0].reason, "Created");
+
+        let again = state.accept(resource(30), "t2").unwrap();
+        assert_eq!(again.outcome, outcome::UNCHANGED);
+        assert!(!state.dirty, "unchanged triggers no reconcile");
+
+        let changed = state.accept(resource(60), "t3").unwrap();
+        assert_eq!(changed.outcome, outcome::CONFIGURED);
+        assert_eq!(state.generation(), 2);
+        assert!(state.dirty);
+        assert_eq!(state.current_status().phase, phase::PENDING);
+    }
+
+    #[test]
+    fn renaming_the_temporal_namespace_is_refused() {
+        let mut state = ProvisionNamespace::from_resource(resource(30));
+        let mut renamed = resource(30);
+        renamed.spec.as_mut().unwrap().name = "other".into();
+        assert_eq!(state.accept(renamed, "t").unwrap_err().field, "spec.name");
+        assert_eq!(state.generation(), 1);
+    }
+
+    #[test]
+    fn drift_found_on_resync_is_counted() {
+        let mut state = ProvisionNamespace::from_resource(resource(30));
+        state.reconciled(1, report(), false, "t1");
+        let drift = ReconcileReport {
+            created: false,
+            changes: vec!["retention 10d → 30d".into()],
+            endpoint: "e".into(),
+        };
+        state.reconciled(1, drift, true, "t2");
+        let status = state.current_status();
+        assert_eq!(status.drift_repairs, 1);
+        assert_eq!(status.events[0].reason, "DriftRepaired");
+        assert_eq!(status.events[0].message, "retention 10d → 30d");
+    }
+
+    #[test]
+    fn events_are_bounded() {
+        let mut state = ProvisionNamespace::from_resource(resource(30));
+        for i in 0..(MAX_EVENTS + 5) {
+            state.set_phase(phase::PENDING, &format!("t{i}"), "SpecChanged", "x");
+        }
+        assert_eq!(state.current_status().events.len(), MAX_EVENTS);
+    }
 }
