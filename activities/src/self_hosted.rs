@@ -53,6 +53,8 @@ impl SelfHosted {
     /// it fail with NotFound.
     async fn wait_until_usable(&self, name: &str) -> Result<(), BackendError> {
         let deadline = tokio::time::Instant::now() + VISIBLE_TIMEOUT;
+        // Backs off: hundreds of registrations at once must not flood the frontend.
+        let mut delay = Duration::from_millis(50);
         loop {
             let count = CountWorkflowExecutionsRequest {
                 namespace: name.to_owned(),
@@ -69,7 +71,8 @@ impl SelfHosted {
                     if status.code() == Code::NotFound
                         && tokio::time::Instant::now() < deadline =>
                 {
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(1));
                 }
                 Err(status) => return Err(classify(status)),
             }
