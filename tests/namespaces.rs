@@ -141,6 +141,12 @@ fn seed_example_provisions_and_reapplying_changes_nothing() {
     );
 
     let before = get_json(&stack, "fancy").unwrap();
+    let dry = ok(apply(&stack, PAYMENTS_MEMBER, &yaml, &["--dry-run"]));
+    assert!(
+        stdout(&dry).contains("namespace/fancy unchanged (dry run)"),
+        "{}",
+        text(&dry)
+    );
     let again = ok(apply(&stack, PAYMENTS_MEMBER, &yaml, &[]));
     assert!(
         stdout(&again).contains("namespace/fancy unchanged"),

@@ -130,6 +130,14 @@ fn resource_name(resource: &Namespace) -> &str {
     resource.metadata.as_ref().map_or("", |m| m.name.as_str())
 }
 
+/// `metadata.namespace`: the owning application's group of resources.
+fn group_of(resource: &Namespace) -> &str {
+    resource
+        .metadata
+        .as_ref()
+        .map_or("", |m| m.namespace.as_str())
+}
+
 fn spec_of(resource: &Namespace) -> NamespaceSpec {
     resource.spec.clone().unwrap_or_default()
 }
@@ -181,7 +189,7 @@ impl PlatformService for PlatformApi {
         if dry_run {
             let result = match &current {
                 None => outcome::CREATED,
-                Some(c) if spec_of(c) == spec && c.metadata == desired.metadata => {
+                Some(c) if spec_of(c) == spec && group_of(c) == group_of(&desired) => {
                     outcome::UNCHANGED
                 }
                 Some(_) => outcome::CONFIGURED,
