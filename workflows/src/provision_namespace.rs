@@ -59,6 +59,8 @@ pub struct ProvisionNamespace {
     /// The spec the workflow was started with failed validation.
     spec_invalid: bool,
     delete_requested: bool,
+    /// What search attributes and memo last showed; unchanged state is not written again.
+    published: Option<Namespace>,
 }
 
 #[workflow_methods]
@@ -174,6 +176,7 @@ impl ProvisionNamespace {
             dirty: true,
             spec_invalid: false,
             delete_requested: false,
+            published: None,
         }
     }
 
@@ -348,6 +351,9 @@ async fn wait_for_handlers(ctx: &mut WorkflowContext<ProvisionNamespace>) -> Wor
 /// Keeps search attributes and memo in step with the state, so reads are a describe or a
 /// visibility query.
 fn publish(ctx: &mut WorkflowContext<ProvisionNamespace>) {
+    if ctx.state(|s| s.published.as_ref() == Some(&s.resource)) {
+        return;
+    }
     let (owner, current_phase, resource) = ctx.state(|s| {
         let spec = s.resource.spec.clone().unwrap_or_default();
         (
@@ -363,8 +369,9 @@ fn publish(ctx: &mut WorkflowContext<ProvisionNamespace>) {
     ]);
     let _ = ctx.upsert_memo([(
         RESOURCE_MEMO,
-        Some(temporalio_common::MemoValue::new(resource)),
+        Some(temporalio_common::MemoValue::new(resource.clone())),
     )]);
+    ctx.state_mut(|s| s.published = Some(resource));
 }
 
 fn record(status: &mut NamespaceStatus, now: &str, reason: &str, message: &str) {
