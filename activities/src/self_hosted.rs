@@ -52,31 +52,29 @@ impl SelfHosted {
     /// Frontends learn of a new namespace on their next registry refresh; until then calls in
     /// it fail with NotFound.
     async fn wait_until_usable(&self, name: &str) -> Result<(), BackendError> {
-        let deadline = tokio::time::Instant::now() + VISIBLE_TIMEOUT;
-        // Backs off: hundreds of registrations at once must not flood the frontend.
-        let mut delay = Duration::from_millis(50);
-        loop {
-            let count = CountWorkflowExecutionsRequest {
-                namespace: name.to_owned(),
-                ..Default::default()
-            };
-            match self
-                .connection
-                .workflow_service()
-                .count_workflow_executions(Request::new(count))
-                .await
-            {
-                Ok(_) => return Ok(()),
-                Err(status)
-                    if status.code() == Code::NotFound
-                        && tokio::time::Instant::now() < deadline =>
-                {
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(1));
-                }
-                Err(status) => return Err(classify(status)),
+        let request = CountWorkflowExecutionsRequest {
+            namespace: name.to_owned(),
+            ..Default::default()
+        };
+        let count = || {
+            let mut service = self.connection.workflow_service();
+            let request = request.clone();
+            async move {
+                service
+                    .count_workflow_executions(Request::new(request))
+                    .await
             }
-        }
+        };
+        // Backs off: hundreds of registrations at once must not flood the frontend.
+        retry_while(
+            Code::NotFound,
+            VISIBLE_TIMEOUT,
+            Duration::from_secs(1),
+            count,
+        )
+        .await
+        .map_err(classify)?;
+        Ok(())
     }
 
     async fn search_attributes(
@@ -241,21 +239,39 @@ impl NamespaceBackend for SelfHosted {
 
 /// Frontends shed bursts with ResourceExhausted. Waiting briefly here costs milliseconds;
 /// failing the activity costs Temporal's retry backoff of seconds.
-async fn retry_throttled<T, F, Fut>(mut call: F) -> Result<T, Status>
+async fn retry_throttled<T, F, Fut>(call: F) -> Result<T, Status>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, Status>>,
 {
-    let deadline = tokio::time::Instant::now() + THROTTLE_PATIENCE;
+    retry_while(
+        Code::ResourceExhausted,
+        THROTTLE_PATIENCE,
+        Duration::from_millis(500),
+        call,
+    )
+    .await
+}
+
+/// Calls until the answer is anything but `code`, backing off from 20 ms up to `max_delay`,
+/// for at most `patience`.
+async fn retry_while<T, F, Fut>(
+    code: Code,
+    patience: Duration,
+    max_delay: Duration,
+    mut call: F,
+) -> Result<T, Status>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, Status>>,
+{
+    let deadline = tokio::time::Instant::now() + patience;
     let mut delay = Duration::from_millis(20);
     loop {
         match call().await {
-            Err(status)
-                if status.code() == Code::ResourceExhausted
-                    && tokio::time::Instant::now() < deadline =>
-            {
+            Err(status) if status.code() == code && tokio::time::Instant::now() < deadline => {
                 tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_millis(500));
+                delay = (delay * 2).min(max_delay);
             }
             result => return result,
         }
