@@ -9,7 +9,7 @@ use plinth_identity::Identity;
 use plinth_proto::v1::platform_service_client::PlatformServiceClient;
 use plinth_proto::v1::{
     ApplyNamespaceRequest, DeleteNamespaceRequest, GetNamespaceRequest, ListNamespacesRequest,
-    Namespace, WatchNamespaceRequest,
+    Namespace, NamespaceSummary, WatchNamespaceRequest,
 };
 use plinth_proto::{parse_documents, phase};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig};
@@ -184,10 +184,6 @@ fn read_documents(files: &[PathBuf]) -> anyhow::Result<Vec<(String, usize, Names
     Ok(documents)
 }
 
-fn name_of(resource: &Namespace) -> &str {
-    resource.metadata.as_ref().map_or("", |m| m.name.as_str())
-}
-
 pub async fn apply(config: &Config, home: &Home, args: &ApplyArgs) -> anyhow::Result<ExitCode> {
     let documents = read_documents(&args.files)?;
     let mut api = connect(config, home).await?;
@@ -198,20 +194,20 @@ pub async fn apply(config: &Config, home: &Home, args: &ApplyArgs) -> anyhow::Re
     }
     if args.dry_run {
         for ((_, _, resource), outcome) in documents.iter().zip(outcomes) {
-            println!("namespace/{} {outcome} (dry run)", name_of(resource));
+            println!("namespace/{} {outcome} (dry run)", resource.name());
         }
         return Ok(ExitCode::SUCCESS);
     }
     for (source, index, resource) in &documents {
         let outcome = apply_one(&mut api, source, *index, resource, false).await?;
-        println!("namespace/{} {outcome}", name_of(resource));
+        println!("namespace/{} {outcome}", resource.name());
     }
     if !args.wait {
         return Ok(ExitCode::SUCCESS);
     }
     let mut all_ready = true;
     for (_, _, resource) in &documents {
-        let last = watch(&mut api, name_of(resource)).await?;
+        let last = watch(&mut api, resource.name()).await?;
         all_ready &= last == phase::READY;
     }
     Ok(if all_ready {
@@ -236,7 +232,7 @@ async fn apply_one(
     let response = api.apply_namespace(request).await.map_err(|status| {
         anyhow::anyhow!(
             "{source}: document {index} ({}): {}",
-            name_of(resource),
+            resource.name(),
             status.message()
         )
     })?;
@@ -278,7 +274,7 @@ pub async fn get(config: &Config, home: &Home, args: &GetArgs) -> anyhow::Result
         match args.output {
             Output::Json => println!("{}", serde_json::to_string_pretty(&resource)?),
             Output::Yaml => print!("{}", serde_yaml::to_string(&resource)?),
-            Output::Table => print_table(&[summary_row(&resource)]),
+            Output::Table => print_table(&[resource.summary()]),
         }
         return Ok(ExitCode::SUCCESS);
     }
@@ -291,50 +287,32 @@ pub async fn get(config: &Config, home: &Home, args: &GetArgs) -> anyhow::Result
     match args.output {
         Output::Json => println!("{}", serde_json::to_string_pretty(&list)?),
         Output::Yaml => print!("{}", serde_yaml::to_string(&list)?),
-        Output::Table => {
-            let rows: Vec<[String; 5]> = list
-                .into_iter()
-                .map(|s| {
-                    [
-                        s.name,
-                        s.temporal_name,
-                        s.owner,
-                        s.phase,
-                        format!("{}d", s.retention_days),
-                    ]
-                })
-                .collect();
-            print_table(&rows);
-        }
+        Output::Table => print_table(&list),
     }
     Ok(ExitCode::SUCCESS)
 }
 
-fn summary_row(resource: &Namespace) -> [String; 5] {
-    let spec = resource.spec.clone().unwrap_or_default();
-    let phase = resource
-        .status
-        .as_ref()
-        .map(|s| s.phase.clone())
-        .unwrap_or_default();
-    [
-        name_of(resource).to_owned(),
-        spec.name,
-        spec.owner,
-        phase,
-        format!("{}d", spec.retention_days),
-    ]
-}
-
-fn print_table(rows: &[[String; 5]]) {
+fn print_table(summaries: &[NamespaceSummary]) {
+    let rows: Vec<[String; 5]> = summaries
+        .iter()
+        .map(|s| {
+            [
+                s.name.clone(),
+                s.temporal_name.clone(),
+                s.owner.clone(),
+                s.phase.clone(),
+                format!("{}d", s.retention_days),
+            ]
+        })
+        .collect();
     let header = ["NAME", "TEMPORAL NAMESPACE", "OWNER", "PHASE", "RETENTION"].map(str::to_owned);
     let mut widths = header.clone().map(|h| h.len());
-    for row in rows {
+    for row in &rows {
         for (width, cell) in widths.iter_mut().zip(row) {
             *width = (*width).max(cell.len());
         }
     }
-    for row in std::iter::once(&header).chain(rows) {
+    for row in std::iter::once(&header).chain(&rows) {
         let cells: Vec<String> = row
             .iter()
             .zip(widths)

@@ -20,9 +20,11 @@ pub struct ObservedNamespace {
 }
 
 impl ObservedNamespace {
-    /// The differences from `spec`, each as `what: observed → desired`. Search attributes the
-    /// backend has beyond the spec are not drift: Temporal cannot remove them.
-    pub fn differences(&self, spec: &NamespaceSpec) -> Vec<String> {
+    /// How retention, description and owner differ from `spec`, each as
+    /// `what observed → desired`. Search attributes are compared by
+    /// [`missing_search_attributes`]: ones beyond the spec are not drift, Temporal cannot
+    /// remove them.
+    pub fn setting_differences(&self, spec: &NamespaceSpec) -> Vec<String> {
         let mut changes = Vec::new();
         if self.retention_days != spec.retention_days {
             changes.push(format!(
@@ -38,9 +40,6 @@ impl ObservedNamespace {
         }
         if self.owner_email != spec.owner {
             changes.push(format!("owner {:?} → {:?}", self.owner_email, spec.owner));
-        }
-        for name in missing_search_attributes(&self.search_attributes, spec).keys() {
-            changes.push(format!("search attribute {name} added"));
         }
         changes
     }

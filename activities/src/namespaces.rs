@@ -78,49 +78,42 @@ impl NamespaceActivities {
         spec: NamespaceSpec,
     ) -> Result<ReconcileReport, ActivityError> {
         let backend = &self.backend;
-        let wanted: BTreeMap<String, String> = spec
-            .search_attributes
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        let report = match backend.describe(&spec.name).await.map_err(failure)? {
+        let observed = backend.describe(&spec.name).await.map_err(failure)?;
+        let created = observed.is_none();
+        let (settings, existing_attributes) = match observed {
             None => {
                 backend.register(&spec).await.map_err(failure)?;
-                backend
-                    .add_search_attributes(&spec.name, &wanted)
-                    .await
-                    .map_err(failure)?;
-                ReconcileReport {
-                    created: true,
-                    changes: vec!["registered".into()],
-                    endpoint: String::new(),
-                }
+                (Vec::new(), BTreeMap::new())
             }
-            Some(observed) => {
-                let changes = observed.differences(&spec);
-                let settings_differ = observed.retention_days != spec.retention_days
-                    || observed.description != spec.description
-                    || observed.owner_email != spec.owner;
-                if settings_differ {
-                    backend.update(&spec).await.map_err(failure)?;
-                }
-                let missing = missing_search_attributes(&observed.search_attributes, &spec);
-                if !missing.is_empty() {
-                    backend
-                        .add_search_attributes(&spec.name, &missing)
-                        .await
-                        .map_err(failure)?;
-                }
-                ReconcileReport {
-                    created: false,
-                    changes,
-                    endpoint: String::new(),
-                }
-            }
+            Some(observed) => (
+                observed.setting_differences(&spec),
+                observed.search_attributes,
+            ),
         };
+        if !settings.is_empty() {
+            backend.update(&spec).await.map_err(failure)?;
+        }
+        let missing = missing_search_attributes(&existing_attributes, &spec);
+        if !missing.is_empty() {
+            backend
+                .add_search_attributes(&spec.name, &missing)
+                .await
+                .map_err(failure)?;
+        }
+        let mut changes = if created {
+            vec!["registered".to_owned()]
+        } else {
+            settings
+        };
+        changes.extend(
+            missing
+                .keys()
+                .map(|name| format!("search attribute {name} added")),
+        );
         Ok(ReconcileReport {
+            created,
+            changes,
             endpoint: backend.endpoint(&spec.name),
-            ..report
         })
     }
 

@@ -22,6 +22,46 @@ pub const API_VERSION: &str = "temporal.plinth.dev/v1beta1";
 /// `kind` of namespace resources.
 pub const KIND_NAMESPACE: &str = "Namespace";
 
+impl v1::Namespace {
+    /// `metadata.name`, or empty.
+    pub fn name(&self) -> &str {
+        self.metadata.as_ref().map_or("", |m| m.name.as_str())
+    }
+
+    /// `metadata.namespace`, the owning application's group of resources, or empty.
+    pub fn group(&self) -> &str {
+        self.metadata.as_ref().map_or("", |m| m.namespace.as_str())
+    }
+
+    /// `metadata.generation`, or 0.
+    pub fn generation(&self) -> i64 {
+        self.metadata.as_ref().map_or(0, |m| m.generation)
+    }
+
+    /// The spec, or an empty one.
+    pub fn spec_or_default(&self) -> v1::NamespaceSpec {
+        self.spec.clone().unwrap_or_default()
+    }
+
+    /// One row of `plinth get namespaces`; a resource not yet published reads as Pending.
+    pub fn summary(&self) -> v1::NamespaceSummary {
+        let spec = self.spec_or_default();
+        let phase = self.status.as_ref().map(|s| s.phase.clone());
+        v1::NamespaceSummary {
+            name: self.name().to_owned(),
+            temporal_name: spec.name,
+            owner: spec.owner,
+            phase: phase.unwrap_or_else(|| phase::PENDING.into()),
+            retention_days: spec.retention_days,
+        }
+    }
+
+    /// Whether applying `other` over `self` would change nothing: same spec and group.
+    pub fn same_desired_state(&self, other: &v1::Namespace) -> bool {
+        self.spec_or_default() == other.spec_or_default() && self.group() == other.group()
+    }
+}
+
 /// A namespace resource named `name` (in the resource group `group`) with `spec`.
 pub fn namespace_resource(name: &str, group: &str, spec: v1::NamespaceSpec) -> v1::Namespace {
     v1::Namespace {

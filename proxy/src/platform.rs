@@ -8,7 +8,7 @@ use plinth_identity::Identity;
 use plinth_proto::v1::platform_service_server::PlatformService;
 use plinth_proto::v1::{
     ApplyNamespaceRequest, ApplyNamespaceResponse, DeleteNamespaceRequest, DeleteNamespaceResponse,
-    GetNamespaceRequest, ListNamespacesRequest, ListNamespacesResponse, Namespace, NamespaceSpec,
+    GetNamespaceRequest, ListNamespacesRequest, ListNamespacesResponse, Namespace,
     NamespaceSummary, WatchNamespaceRequest,
 };
 use plinth_proto::{ValidationRules, check_update, outcome, phase, validate_namespace};
@@ -23,7 +23,7 @@ use temporalio_client::{
     Client, WorkflowDescribeOptions, WorkflowExecuteUpdateOptions, WorkflowIdConflictPolicy,
     WorkflowIdReusePolicy, WorkflowListOptions, WorkflowUpdateWithStartOptions,
 };
-use temporalio_common::protos::temporal::api::common::v1::Payload;
+use temporalio_common::protos::temporal::api::common::v1::Memo;
 use temporalio_common::protos::temporal::api::enums::v1::WorkflowExecutionStatus;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
@@ -99,11 +99,7 @@ impl PlatformApi {
         if info.status != WorkflowExecutionStatus::Running as i32 {
             return Ok(None);
         }
-        Ok(info
-            .memo
-            .as_ref()
-            .and_then(|m| m.fields.get(RESOURCE_MEMO))
-            .and_then(json_payload))
+        Ok(resource_in(info.memo.as_ref()))
     }
 }
 
@@ -124,22 +120,6 @@ fn denied(identity: &Identity, action: &str, name: &str, why: String) -> Status 
 
 fn allowed(identity: &Identity, action: &str, name: &str) {
     tracing::info!(%identity, action, resource = name, decision = "allow", "authorization");
-}
-
-fn resource_name(resource: &Namespace) -> &str {
-    resource.metadata.as_ref().map_or("", |m| m.name.as_str())
-}
-
-/// `metadata.namespace`: the owning application's group of resources.
-fn group_of(resource: &Namespace) -> &str {
-    resource
-        .metadata
-        .as_ref()
-        .map_or("", |m| m.namespace.as_str())
-}
-
-fn spec_of(resource: &Namespace) -> NamespaceSpec {
-    resource.spec.clone().unwrap_or_default()
 }
 
 fn update_error(e: WorkflowUpdateError) -> Status {
@@ -166,8 +146,8 @@ impl PlatformService for PlatformApi {
             directory.group_exists(group)
         })
         .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let name = resource_name(&desired).to_owned();
-        let spec = spec_of(&desired);
+        let name = desired.name().to_owned();
+        let spec = desired.spec_or_default();
         let current = self.current(&name).await?;
         if !self.may_change(&identity, &spec.owner) {
             let why = format!(
@@ -177,7 +157,7 @@ impl PlatformService for PlatformApi {
             return Err(denied(&identity, "apply", &name, why));
         }
         if let Some(current) = &current {
-            let current_spec = spec_of(current);
+            let current_spec = current.spec_or_default();
             if !self.may_change(&identity, &current_spec.owner) {
                 let why = format!("owned by {:?}", current_spec.owner);
                 return Err(denied(&identity, "apply", &name, why));
@@ -189,9 +169,7 @@ impl PlatformService for PlatformApi {
         if dry_run {
             let result = match &current {
                 None => outcome::CREATED,
-                Some(c) if spec_of(c) == spec && group_of(c) == group_of(&desired) => {
-                    outcome::UNCHANGED
-                }
+                Some(c) if c.same_desired_state(&desired) => outcome::UNCHANGED,
                 Some(_) => outcome::CONFIGURED,
             };
             return Ok(Response::new(ApplyNamespaceResponse {
@@ -273,26 +251,12 @@ impl PlatformService for PlatformApi {
             else {
                 continue;
             };
-            let attribute = |key: &str| -> String {
-                raw.search_attributes
-                    .as_ref()
-                    .and_then(|a| a.indexed_fields.get(key))
-                    .and_then(json_payload)
-                    .unwrap_or_default()
-            };
-            let resource: Namespace = raw
-                .memo
-                .as_ref()
-                .and_then(|m| m.fields.get(RESOURCE_MEMO))
-                .and_then(json_payload)
-                .unwrap_or_default();
-            let spec = spec_of(&resource);
+            // Started moments ago, its first workflow task has not published it yet: the
+            // name comes from the workflow id.
+            let resource = resource_in(raw.memo.as_ref()).unwrap_or_default();
             namespaces.push(NamespaceSummary {
                 name,
-                temporal_name: spec.name,
-                owner: attribute(OWNER_ATTRIBUTE.name()),
-                phase: attribute(PHASE_ATTRIBUTE.name()),
-                retention_days: spec.retention_days,
+                ..resource.summary()
             });
         }
         namespaces.sort_by(|a, b| a.name.cmp(&b.name));
@@ -380,12 +344,14 @@ impl PlatformService for PlatformApi {
 
 /// Ready or Failed at the current generation: nothing more will happen without a change.
 fn is_settled(resource: &Namespace) -> bool {
-    let generation = resource.metadata.as_ref().map_or(0, |m| m.generation);
+    let generation = resource.generation();
     resource.status.as_ref().is_some_and(|s| {
         (s.phase == phase::READY && s.observed_generation >= generation) || s.phase == phase::FAILED
     })
 }
 
-fn json_payload<T: serde::de::DeserializeOwned>(payload: &Payload) -> Option<T> {
+/// The resource a `ProvisionNamespace` workflow keeps in its memo.
+fn resource_in(memo: Option<&Memo>) -> Option<Namespace> {
+    let payload = memo?.fields.get(RESOURCE_MEMO)?;
     serde_json::from_slice(&payload.data).ok()
 }

@@ -137,7 +137,7 @@ impl ProvisionNamespace {
         &mut self,
         ctx: &mut SyncWorkflowContext<Self>,
     ) -> Result<Namespace, UpdateError> {
-        let spec = self.resource.spec.clone().unwrap_or_default();
+        let spec = self.resource.spec_or_default();
         if !spec.allow_deletion {
             return Err(format!(
                 "namespace {:?} has deletion protection: set spec.allowDeletion: true and apply it first",
@@ -191,21 +191,16 @@ impl ProvisionNamespace {
         self.resource.status.get_or_insert_default()
     }
 
-    fn generation(&self) -> i64 {
-        self.resource.metadata.as_ref().map_or(0, |m| m.generation)
-    }
-
     /// Accepts a validated desired resource: decides the outcome and bumps the generation on
     /// a real change.
     fn accept(&mut self, desired: Namespace, now: &str) -> Result<ApplyResult, FieldError> {
-        let current_meta = self.resource.metadata.clone().unwrap_or_default();
-        let desired_meta = desired.metadata.clone().unwrap_or_default();
-        if desired_meta.name != current_meta.name {
+        if desired.name() != self.resource.name() {
             return Err(FieldError {
                 field: "metadata.name".into(),
                 message: format!(
                     "{:?} sent to the workflow of {:?}",
-                    desired_meta.name, current_meta.name
+                    desired.name(),
+                    self.resource.name()
                 ),
             });
         }
@@ -215,21 +210,20 @@ impl ProvisionNamespace {
                 message: "is being deleted".into(),
             });
         }
-        let current_spec = self.resource.spec.clone().unwrap_or_default();
-        let desired_spec = desired.spec.unwrap_or_default();
-        check_update(&current_spec, &desired_spec)?;
-        let same = current_spec == desired_spec && current_meta.namespace == desired_meta.namespace;
+        check_update(&self.resource.spec_or_default(), &desired.spec_or_default())?;
+        let same = self.resource.same_desired_state(&desired);
         let never_reconciled =
-            self.current_status().observed_generation == 0 && self.generation() == 1;
+            self.current_status().observed_generation == 0 && self.resource.generation() == 1;
         let outcome = if same && never_reconciled {
             outcome::CREATED
         } else if same {
             outcome::UNCHANGED
         } else {
+            let group = desired.group().to_owned();
             let metadata = self.resource.metadata.get_or_insert_default();
             metadata.generation += 1;
-            metadata.namespace = desired_meta.namespace;
-            self.resource.spec = Some(desired_spec);
+            metadata.namespace = group;
+            self.resource.spec = Some(desired.spec_or_default());
             self.dirty = true;
             self.spec_invalid = false;
             self.set_phase(
@@ -299,8 +293,7 @@ impl ProvisionNamespace {
 }
 
 async fn reconcile(ctx: &mut WorkflowContext<ProvisionNamespace>, drift_check: bool) {
-    let (generation, spec) =
-        ctx.state(|s| (s.generation(), s.resource.spec.clone().unwrap_or_default()));
+    let (generation, spec) = ctx.state(|s| (s.resource.generation(), s.resource.spec_or_default()));
     if !drift_check {
         let now = now(ctx);
         ctx.state_mut(|s| {
@@ -319,7 +312,7 @@ async fn reconcile(ctx: &mut WorkflowContext<ProvisionNamespace>, drift_check: b
     let now = now(ctx);
     ctx.state_mut(|s| {
         // A newer generation accepted meanwhile stays dirty and is reconciled next.
-        s.dirty = s.generation() != generation;
+        s.dirty = s.resource.generation() != generation;
         match result {
             Ok(report) => s.reconciled(generation, report, drift_check, &now),
             Err(e) => s.set_failed(&now, "ReconcileFailed", &e.to_string()),
@@ -330,7 +323,7 @@ async fn reconcile(ctx: &mut WorkflowContext<ProvisionNamespace>, drift_check: b
 
 async fn delete(ctx: &mut WorkflowContext<ProvisionNamespace>) -> WorkflowResult<Namespace> {
     publish(ctx);
-    let name = ctx.state(|s| s.resource.spec.clone().unwrap_or_default().name);
+    let name = ctx.state(|s| s.resource.spec_or_default().name);
     ctx.execute_activity(DeleteNamespace, name, backend_activity())
         .await?;
     let now = now(ctx);
@@ -355,7 +348,7 @@ fn publish(ctx: &mut WorkflowContext<ProvisionNamespace>) {
         return;
     }
     let (owner, current_phase, resource) = ctx.state(|s| {
-        let spec = s.resource.spec.clone().unwrap_or_default();
+        let spec = s.resource.spec_or_default();
         (
             spec.owner,
             s.current_status().phase.clone(),
@@ -482,7 +475,7 @@ mod tests {
 
         let changed = state.accept(resource(60), "t3").unwrap();
         assert_eq!(changed.outcome, outcome::CONFIGURED);
-        assert_eq!(state.generation(), 2);
+        assert_eq!(state.resource.generation(), 2);
         assert!(state.dirty);
         assert_eq!(state.current_status().phase, phase::PENDING);
     }
@@ -493,7 +486,7 @@ mod tests {
         let mut renamed = resource(30);
         renamed.spec.as_mut().unwrap().name = "other".into();
         assert_eq!(state.accept(renamed, "t").unwrap_err().field, "spec.name");
-        assert_eq!(state.generation(), 1);
+        assert_eq!(state.resource.generation(), 1);
     }
 
     #[test]

@@ -44,8 +44,6 @@ pub fn temporal_bin() -> PathBuf {
 #[derive(Debug)]
 pub struct DevServer {
     grpc: SocketAddr,
-    ui_port: u16,
-    metrics_port: u16,
     watchdog: Mutex<Option<(Child, ChildStdin)>>,
     namespaces: AtomicU32,
 }
@@ -97,8 +95,6 @@ impl DevServer {
         BufReader::new(child.stdout.take().context("watchdog stdout")?).read_line(&mut line)?;
         let server = DevServer {
             grpc: SocketAddr::from(([127, 0, 0, 1], grpc_port)),
-            ui_port,
-            metrics_port,
             watchdog: Mutex::new(Some((child, stdin))),
             namespaces: AtomicU32::new(0),
         };
@@ -147,16 +143,6 @@ impl DevServer {
     /// `host:port` of the frontend.
     pub fn address(&self) -> String {
         self.grpc.to_string()
-    }
-
-    /// Port of the server's Prometheus `/metrics`.
-    pub fn metrics_port(&self) -> u16 {
-        self.metrics_port
-    }
-
-    /// Port of the Web UI (disabled in tests unless a test starts its own server with it).
-    pub fn ui_port(&self) -> u16 {
-        self.ui_port
     }
 
     /// Plaintext connection options for this server.

@@ -161,11 +161,6 @@ impl PlinthStack {
         }
     }
 
-    /// The worker's pid, while it runs.
-    pub fn worker_pid(&self) -> Option<u32> {
-        self.worker.as_ref().map(Child::id)
-    }
-
     fn wait_for_proxy(&mut self) -> anyhow::Result<()> {
         let deadline = Instant::now() + Duration::from_secs(60);
         while TcpStream::connect(&self.proxy_address).is_err() {
