@@ -4,7 +4,11 @@
 const SERDE: &str = "#[derive(serde::Serialize, serde::Deserialize)] #[serde(rename_all = \"camelCase\", default, deny_unknown_fields)]";
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let protos = ["plinth/v1/namespace.proto", "plinth/v1/platform.proto"];
+    let protos = [
+        "plinth/v1/namespace.proto",
+        "plinth/v1/policy.proto",
+        "plinth/v1/platform.proto",
+    ];
     for proto in protos {
         println!("cargo:rerun-if-changed={proto}");
     }

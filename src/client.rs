@@ -8,8 +8,9 @@ use anyhow::{Context, bail};
 use plinth_identity::Identity;
 use plinth_proto::v1::platform_service_client::PlatformServiceClient;
 use plinth_proto::v1::{
-    ApplyNamespaceRequest, DeleteNamespaceRequest, GetNamespaceRequest, ListNamespacesRequest,
-    Namespace, NamespaceSummary, WatchNamespaceRequest,
+    ApplyNamespaceRequest, DeleteNamespaceRequest, GetAccessRequest, GetNamespaceRequest,
+    GetPolicyRequest, ListNamespacesRequest, ListPoliciesRequest, Namespace, NamespaceSummary,
+    Policy, PolicyRuleRequest, ReloadDirectoryRequest, Rule, WatchNamespaceRequest,
 };
 use plinth_proto::{parse_documents, phase};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig};
@@ -19,11 +20,16 @@ use crate::home::Home;
 
 type Api = PlatformServiceClient<Channel>;
 
-/// The only resource kind so far.
+/// What `get` shows.
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum Kind {
     #[value(alias = "namespaces", alias = "ns")]
     Namespace,
+    /// Access policies.
+    #[value(alias = "policies")]
+    Policy,
+    /// The effective access list of a Temporal namespace.
+    Access,
 }
 
 #[derive(Debug, Clone, Copy, Default, clap::ValueEnum)]
@@ -56,15 +62,22 @@ pub struct GetArgs {
     output: Output,
 }
 
+/// Resources that `describe` and `delete` act on.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum NamespaceKind {
+    #[value(alias = "ns")]
+    Namespace,
+}
+
 #[derive(Debug, clap::Args)]
 pub struct NameArgs {
-    kind: Kind,
+    kind: NamespaceKind,
     name: String,
 }
 
 #[derive(Debug, clap::Args)]
 pub struct DeleteArgs {
-    kind: Kind,
+    kind: NamespaceKind,
     name: String,
     /// Wait until the namespace is gone.
     #[arg(long)]
@@ -263,40 +276,100 @@ async fn watch(api: &mut Api, name: &str) -> anyhow::Result<String> {
 }
 
 pub async fn get(config: &Config, home: &Home, args: &GetArgs) -> anyhow::Result<ExitCode> {
-    let Kind::Namespace = args.kind;
     let mut api = connect(config, home).await?;
-    if let Some(name) = &args.name {
-        let resource = api
-            .get_namespace(GetNamespaceRequest { name: name.clone() })
-            .await
-            .map_err(status_error)?
-            .into_inner();
-        match args.output {
-            Output::Json => println!("{}", serde_json::to_string_pretty(&resource)?),
-            Output::Yaml => print!("{}", serde_yaml::to_string(&resource)?),
-            Output::Table => print_table(&[resource.summary()]),
+    let name = args.name.clone();
+    match (args.kind, name) {
+        (Kind::Namespace, Some(name)) => {
+            let resource = api
+                .get_namespace(GetNamespaceRequest { name })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            show(args.output, &resource, || {
+                namespace_rows(&[resource.summary()])
+            })?;
         }
-        return Ok(ExitCode::SUCCESS);
-    }
-    let list = api
-        .list_namespaces(ListNamespacesRequest {})
-        .await
-        .map_err(status_error)?
-        .into_inner()
-        .namespaces;
-    match args.output {
-        Output::Json => println!("{}", serde_json::to_string_pretty(&list)?),
-        Output::Yaml => print!("{}", serde_yaml::to_string(&list)?),
-        Output::Table => print_table(&list),
+        (Kind::Namespace, None) => {
+            let list = api
+                .list_namespaces(ListNamespacesRequest {})
+                .await
+                .map_err(status_error)?
+                .into_inner()
+                .namespaces;
+            show(args.output, &list, || namespace_rows(&list))?;
+        }
+        (Kind::Policy, Some(name)) => {
+            let policy = api
+                .get_policy(GetPolicyRequest { name })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            show(args.output, &policy, || {
+                policy_rows(std::slice::from_ref(&policy))
+            })?;
+        }
+        (Kind::Policy, None) => {
+            let policies = api
+                .list_policies(ListPoliciesRequest {})
+                .await
+                .map_err(status_error)?
+                .into_inner()
+                .policies;
+            show(args.output, &policies, || policy_rows(&policies))?;
+        }
+        (Kind::Access, Some(namespace)) => {
+            let access = api
+                .get_access(GetAccessRequest { namespace })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            show(args.output, &access, || {
+                let rows = access
+                    .grants
+                    .iter()
+                    .map(|g| vec![g.identity.clone(), g.access.clone()])
+                    .collect();
+                print_rows(&["IDENTITY", "ACCESS"], rows);
+                match &access.last_run {
+                    Some(run) => println!(
+                        "last run {} ({}): {} granted, {} changed, {} revoked, {} unchanged, \
+                         {} backend writes",
+                        run.time,
+                        run.workflow_id,
+                        run.granted,
+                        run.changed,
+                        run.revoked,
+                        run.unchanged,
+                        run.backend_writes
+                    ),
+                    None => println!("no access run yet"),
+                }
+            })?;
+        }
+        (Kind::Access, None) => bail!("get access needs a Temporal namespace name"),
     }
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_table(summaries: &[NamespaceSummary]) {
-    let rows: Vec<[String; 5]> = summaries
+/// Prints `value` as JSON or YAML, or calls `table`.
+fn show<T: serde::Serialize>(
+    output: Output,
+    value: &T,
+    table: impl FnOnce(),
+) -> anyhow::Result<()> {
+    match output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(value)?),
+        Output::Yaml => print!("{}", serde_yaml::to_string(value)?),
+        Output::Table => table(),
+    }
+    Ok(())
+}
+
+fn namespace_rows(summaries: &[NamespaceSummary]) {
+    let rows = summaries
         .iter()
         .map(|s| {
-            [
+            vec![
                 s.name.clone(),
                 s.temporal_name.clone(),
                 s.owner.clone(),
@@ -305,8 +378,36 @@ fn print_table(summaries: &[NamespaceSummary]) {
             ]
         })
         .collect();
-    let header = ["NAME", "TEMPORAL NAMESPACE", "OWNER", "PHASE", "RETENTION"].map(str::to_owned);
-    let mut widths = header.clone().map(|h| h.len());
+    print_rows(
+        &["NAME", "TEMPORAL NAMESPACE", "OWNER", "PHASE", "RETENTION"],
+        rows,
+    );
+}
+
+fn policy_rows(policies: &[Policy]) {
+    let rows = policies
+        .iter()
+        .map(|p| {
+            let rules: Vec<String> = p.rules.iter().map(ToString::to_string).collect();
+            vec![
+                p.name.clone(),
+                p.namespace.clone(),
+                p.access.clone(),
+                p.owner.clone(),
+                p.editors.join(","),
+                rules.join(","),
+            ]
+        })
+        .collect();
+    print_rows(
+        &["NAME", "NAMESPACE", "ACCESS", "OWNER", "EDITORS", "RULES"],
+        rows,
+    );
+}
+
+fn print_rows(header: &[&str], rows: Vec<Vec<String>>) {
+    let header: Vec<String> = header.iter().map(|h| (*h).to_owned()).collect();
+    let mut widths: Vec<usize> = header.iter().map(String::len).collect();
     for row in &rows {
         for (width, cell) in widths.iter_mut().zip(row) {
             *width = (*width).max(cell.len());
@@ -315,15 +416,81 @@ fn print_table(summaries: &[NamespaceSummary]) {
     for row in std::iter::once(&header).chain(&rows) {
         let cells: Vec<String> = row
             .iter()
-            .zip(widths)
+            .zip(&widths)
             .map(|(cell, width)| format!("{cell:<width$}"))
             .collect();
         println!("{}", cells.join("   ").trim_end());
     }
 }
 
+/// Which rule, from `--user`, `--group` or `--app`.
+#[derive(Debug, clap::Args)]
+#[command(group = clap::ArgGroup::new("target").required(true))]
+pub struct RuleArgs {
+    /// The policy, e.g. TEMPORAL-ns-payments.
+    policy: String,
+    /// A person, by e-mail.
+    #[arg(long, group = "target")]
+    user: Option<String>,
+    /// A directory group; its nested groups count too.
+    #[arg(long, group = "target")]
+    group: Option<String>,
+    /// A workload, by app name.
+    #[arg(long, group = "target")]
+    app: Option<String>,
+}
+
+impl RuleArgs {
+    fn request(&self) -> PolicyRuleRequest {
+        PolicyRuleRequest {
+            policy: self.policy.clone(),
+            rule: Some(Rule {
+                user: self.user.clone().unwrap_or_default(),
+                group: self.group.clone().unwrap_or_default(),
+                app: self.app.clone().unwrap_or_default(),
+            }),
+        }
+    }
+}
+
+/// `plinth policy add-rule` and `remove-rule`.
+pub async fn change_rule(
+    config: &Config,
+    home: &Home,
+    args: &RuleArgs,
+    add: bool,
+) -> anyhow::Result<ExitCode> {
+    let mut api = connect(config, home).await?;
+    let request = args.request();
+    let rule = request.rule.clone().unwrap_or_default();
+    let policy = if add {
+        api.add_policy_rule(request).await
+    } else {
+        api.remove_policy_rule(request).await
+    }
+    .map_err(status_error)?
+    .into_inner();
+    let verb = if add { "added to" } else { "removed from" };
+    println!("rule {rule} {verb} policy/{}", policy.name);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `plinth directory reload`.
+pub async fn reload_directory(config: &Config, home: &Home) -> anyhow::Result<ExitCode> {
+    let mut api = connect(config, home).await?;
+    let response = api
+        .reload_directory(ReloadDirectoryRequest {})
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    println!(
+        "directory reloaded; {} access runs started",
+        response.access_runs
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 pub async fn describe(config: &Config, home: &Home, args: &NameArgs) -> anyhow::Result<ExitCode> {
-    let Kind::Namespace = args.kind;
     let mut api = connect(config, home).await?;
     let resource = api
         .get_namespace(GetNamespaceRequest {
@@ -374,7 +541,6 @@ pub async fn describe(config: &Config, home: &Home, args: &NameArgs) -> anyhow::
 }
 
 pub async fn delete(config: &Config, home: &Home, args: &DeleteArgs) -> anyhow::Result<ExitCode> {
-    let Kind::Namespace = args.kind;
     let mut api = connect(config, home).await?;
     api.delete_namespace(DeleteNamespaceRequest {
         name: args.name.clone(),

@@ -178,6 +178,9 @@ pub struct PlatformConfig {
     /// How often each namespace is checked for drift.
     #[serde(with = "humantime_serde")]
     pub resync_interval: Duration,
+    /// How often each namespace's access is recomputed from its policies and the directory.
+    #[serde(with = "humantime_serde")]
+    pub access_interval: Duration,
     /// Where clients reach managed namespaces (default: [temporal] address).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub namespace_endpoint: Option<String>,
@@ -193,6 +196,7 @@ impl Default for PlatformConfig {
             min_retention_days: rules.min_retention_days,
             max_retention_days: rules.max_retention_days,
             resync_interval: Duration::from_secs(600),
+            access_interval: Duration::from_secs(300),
             namespace_endpoint: None,
         }
     }

@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use plinth_activities::{BackendError, NamespaceBackend, ObservedNamespace};
+use plinth_activities::{
+    AccessChange, AccessLevel, BackendError, NamespaceBackend, ObservedNamespace,
+};
 use plinth_proto::v1::NamespaceSpec;
 
 const PAUSE_VAR: &str = "PLINTH_FAULT_PAUSE_AFTER_REGISTER";
@@ -58,6 +60,40 @@ impl NamespaceBackend for PauseAfterRegister {
 
     async fn delete(&self, name: &str) -> Result<(), BackendError> {
         self.inner.delete(name).await
+    }
+
+    async fn list_access(&self, name: &str) -> Result<BTreeMap<String, AccessLevel>, BackendError> {
+        self.inner.list_access(name).await
+    }
+
+    async fn grant(
+        &self,
+        name: &str,
+        identity: &str,
+        level: AccessLevel,
+    ) -> Result<(), BackendError> {
+        self.inner.grant(name, identity, level).await
+    }
+
+    async fn change_access(
+        &self,
+        name: &str,
+        identity: &str,
+        level: AccessLevel,
+    ) -> Result<(), BackendError> {
+        self.inner.change_access(name, identity, level).await
+    }
+
+    async fn revoke(&self, name: &str, identity: &str) -> Result<(), BackendError> {
+        self.inner.revoke(name, identity).await
+    }
+
+    async fn apply_access(
+        &self,
+        name: &str,
+        changes: &[AccessChange],
+    ) -> Result<u32, BackendError> {
+        self.inner.apply_access(name, changes).await
     }
 
     fn endpoint(&self, name: &str) -> String {

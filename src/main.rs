@@ -60,12 +60,32 @@ enum Command {
     Describe(client::NameArgs),
     /// Delete a resource (platform admins only).
     Delete(client::DeleteArgs),
+    /// Edit access policies (their editors and platform admins).
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+    /// The people and groups access is resolved through.
+    #[command(subcommand)]
+    Directory(DirectoryCommand),
     /// Local certificate authority and client certificates.
     #[command(subcommand)]
     Pki(PkiCommand),
     /// Benchmarks against the running `plinth dev`, printed as a table.
     #[command(subcommand)]
     Bench(BenchCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum PolicyCommand {
+    /// Add a rule; the namespace's access is recomputed at once.
+    AddRule(client::RuleArgs),
+    /// Remove a rule; the namespace's access is recomputed at once.
+    RemoveRule(client::RuleArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum DirectoryCommand {
+    /// Re-read the directory file now and recompute every namespace's access (admins only).
+    Reload,
 }
 
 #[derive(Debug, Subcommand)]
@@ -156,6 +176,15 @@ async fn run(
         Command::Get(args) => client::get(&config, &home, &args).await,
         Command::Describe(args) => client::describe(&config, &home, &args).await,
         Command::Delete(args) => client::delete(&config, &home, &args).await,
+        Command::Policy(PolicyCommand::AddRule(args)) => {
+            client::change_rule(&config, &home, &args, true).await
+        }
+        Command::Policy(PolicyCommand::RemoveRule(args)) => {
+            client::change_rule(&config, &home, &args, false).await
+        }
+        Command::Directory(DirectoryCommand::Reload) => {
+            client::reload_directory(&config, &home).await
+        }
         Command::Bench(BenchCommand::Namespaces(args)) => {
             bench::namespaces(&config, &home, &args).await
         }

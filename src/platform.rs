@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use anyhow::Context;
-use plinth_activities::directory::{Directory, FileDirectory};
+use plinth_activities::directory::{Directory, WatchedDirectory};
 use plinth_activities::{NamespaceBackend, SelfHosted};
 use plinth_worker::PlatformSettings;
 use temporalio_client::Connection;
@@ -11,14 +11,18 @@ use temporalio_client::Connection;
 use crate::config::Config;
 use crate::home::Home;
 
-/// The directory file `[platform] directory` names, or `$PLINTH_HOME/directory.yaml`.
-pub fn load_directory(config: &Config, home: &Home) -> anyhow::Result<Arc<dyn Directory>> {
+/// How often the directory file is checked for changes.
+pub const DIRECTORY_POLL: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The directory file `[platform] directory` names, or `$PLINTH_HOME/directory.yaml`; it is
+/// re-read when it changes.
+fn load_directory(config: &Config, home: &Home) -> anyhow::Result<Arc<dyn Directory>> {
     let path = config
         .platform
         .directory
         .clone()
         .unwrap_or_else(|| home.directory_file());
-    let directory = FileDirectory::load(&path).context("[platform] directory")?;
+    let directory = WatchedDirectory::load(&path).context("[platform] directory")?;
     Ok(Arc::new(directory))
 }
 
@@ -50,5 +54,7 @@ pub fn settings(
         rules: config.platform.rules(),
         resync_interval: config.platform.resync_interval,
         backend,
+        admin_group: config.platform.admin_group.clone(),
+        access_interval: config.platform.access_interval,
     })
 }

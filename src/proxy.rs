@@ -23,10 +23,11 @@ pub struct ProxyArgs {
 
 /// Serves until SIGINT or SIGTERM.
 pub async fn run(config: &Config, home: &Home, args: &ProxyArgs) -> anyhow::Result<()> {
-    let (options, _, settings) = args.temporal.resolve(&config.temporal)?;
+    let (options, address, settings) = args.temporal.resolve(&config.temporal)?;
     let connection = plinth_worker::connect(options).await?;
     // Worker and proxy start independently: either may be first to prepare the control plane.
     plinth_worker::ensure_namespace(&connection, &settings.namespace).await?;
+    let platform = crate::platform::settings(config, home, &connection, &address)?;
     let client = Client::new(
         connection,
         ClientOptions::new(settings.namespace.clone()).build(),
@@ -35,9 +36,10 @@ pub async fn run(config: &Config, home: &Home, args: &ProxyArgs) -> anyhow::Resu
     let api = PlatformApi::new(
         client,
         settings.task_queue,
-        crate::platform::load_directory(config, home)?,
-        config.platform.rules(),
-        config.platform.admin_group.clone(),
+        platform.backend,
+        platform.directory,
+        platform.rules,
+        platform.admin_group,
     );
     let proxy = &config.proxy;
     let read = |path: std::path::PathBuf, key: &str| {

@@ -141,6 +141,7 @@ pub async fn run(config: &Config, home: &Home, args: &ConnectArgs) -> anyhow::Re
     let connection = plinth_worker::connect(options).await?;
     let platform = crate::platform::settings(config, home, &connection, &address)?;
     let mut worker = PlinthWorker::start(connection, &settings, platform).await?;
+    tokio::spawn(worker.follow_directory(crate::platform::DIRECTORY_POLL));
     let shutdown = worker.shutdown_handle();
     tokio::spawn(async move {
         shutdown_signal().await;

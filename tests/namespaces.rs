@@ -2,57 +2,23 @@
 //! and `plinth worker` processes, against a real Temporal dev server; Temporal itself checked
 //! with the `temporal` CLI.
 
-use std::process::{Command, Output};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
+use plinth_test_harness::cli::{namespace_yaml, ok, stderr, stdout, text, wait_for};
 use plinth_test_harness::{
     ADMIN, DevServer, OUTSIDER, PAYMENTS_MEMBER, PAYMENTS_TEAM, PlinthStack, temporal_bin,
 };
 
 const PLINTH: &str = env!("CARGO_BIN_EXE_plinth");
 
-fn stack(resync: &str) -> PlinthStack {
-    PlinthStack::start(DevServer::shared(), PLINTH.as_ref(), resync).expect("start the stack")
-}
-
 /// The seed's resource, with a resource name and Temporal namespace of the test's own.
 fn resource(name: &str, temporal_name: &str, retention: u32, extra_spec: &str) -> String {
-    format!(
-        "apiVersion: temporal.plinth.dev/v1beta1\n\
-         kind: Namespace\n\
-         metadata:\n  name: {name}\n  namespace: payments\n\
-         spec:\n  name: {temporal_name}\n  owner: {PAYMENTS_TEAM}\n  regions: [us-east-1]\n  \
-         retentionDays: {retention}\n{extra_spec}"
-    )
+    namespace_yaml(name, temporal_name, PAYMENTS_TEAM, retention, extra_spec)
 }
 
-fn text(output: &Output) -> String {
-    format!(
-        "status {}\nstdout:\n{}\nstderr:\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
-
-fn stdout(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
-#[track_caller]
-fn ok(output: Output) -> Output {
-    assert!(output.status.success(), "{}", text(&output));
-    output
-}
-
-fn apply(stack: &PlinthStack, user: &str, yaml: &str, flags: &[&str]) -> Output {
-    let mut args = vec!["apply", "-f", "-"];
-    args.extend(flags);
-    stack.plinth_as_with_input(user, &args, yaml)
+fn stack(resync: &str) -> PlinthStack {
+    PlinthStack::start(DevServer::shared(), PLINTH.as_ref(), resync).expect("start the stack")
 }
 
 fn get_json(stack: &PlinthStack, name: &str) -> Option<serde_json::Value> {
@@ -91,14 +57,6 @@ fn retention_of(namespace: &serde_json::Value) -> String {
         .to_owned()
 }
 
-fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(90);
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(300));
-    }
-}
-
 fn events(resource: &serde_json::Value) -> Vec<String> {
     resource["status"]["events"]
         .as_array()
@@ -121,7 +79,7 @@ fn seed_example_provisions_and_reapplying_changes_nothing() {
         "  searchAttributes: {CustomerId: Keyword}\n",
     );
 
-    let applied = ok(apply(&stack, PAYMENTS_MEMBER, &yaml, &["--wait"]));
+    let applied = ok(stack.apply_as(PAYMENTS_MEMBER, &yaml, &["--wait"]));
     let out = stdout(&applied);
     assert!(out.contains("namespace/fancy created"), "{out}");
     assert!(out.contains("namespace/fancy Ready"), "{out}");
@@ -141,13 +99,13 @@ fn seed_example_provisions_and_reapplying_changes_nothing() {
     );
 
     let before = get_json(&stack, "fancy").unwrap();
-    let dry = ok(apply(&stack, PAYMENTS_MEMBER, &yaml, &["--dry-run"]));
+    let dry = ok(stack.apply_as(PAYMENTS_MEMBER, &yaml, &["--dry-run"]));
     assert!(
         stdout(&dry).contains("namespace/fancy unchanged (dry run)"),
         "{}",
         text(&dry)
     );
-    let again = ok(apply(&stack, PAYMENTS_MEMBER, &yaml, &[]));
+    let again = ok(stack.apply_as(PAYMENTS_MEMBER, &yaml, &[]));
     assert!(
         stdout(&again).contains("namespace/fancy unchanged"),
         "{}",
@@ -178,8 +136,7 @@ fn seed_example_provisions_and_reapplying_changes_nothing() {
 #[test]
 fn changes_reach_temporal_and_the_temporal_name_is_immutable() {
     let stack = stack("10m");
-    ok(apply(
-        &stack,
+    ok(stack.apply_as(
         PAYMENTS_MEMBER,
         &resource("changing", "changing-ns", 30, ""),
         &["--wait"],
@@ -191,7 +148,7 @@ fn changes_reach_temporal_and_the_temporal_name_is_immutable() {
         60,
         "  description: now with more days\n",
     );
-    let out = stdout(&ok(apply(&stack, PAYMENTS_MEMBER, &changed, &["--wait"])));
+    let out = stdout(&ok(stack.apply_as(PAYMENTS_MEMBER, &changed, &["--wait"])));
     assert!(out.contains("namespace/changing configured"), "{out}");
     let temporal = temporal_namespace(&stack, "changing-ns").unwrap();
     assert_eq!(retention_of(&temporal), "5184000s");
@@ -209,7 +166,7 @@ fn changes_reach_temporal_and_the_temporal_name_is_immutable() {
         60,
         "  description: now with more days\n",
     );
-    let refused = apply(&stack, PAYMENTS_MEMBER, &renamed, &[]);
+    let refused = stack.apply_as(PAYMENTS_MEMBER, &renamed, &[]);
     assert!(!refused.status.success());
     assert!(
         stderr(&refused).contains("spec.name: immutable"),
@@ -229,8 +186,7 @@ fn changes_reach_temporal_and_the_temporal_name_is_immutable() {
 #[test]
 fn drift_made_behind_plinths_back_is_repaired() {
     let stack = stack("2s");
-    ok(apply(
-        &stack,
+    ok(stack.apply_as(
         PAYMENTS_MEMBER,
         &resource("drifting", "drifting-ns", 30, ""),
         &["--wait"],
@@ -293,7 +249,7 @@ fn invalid_documents_are_named_and_a_bad_file_applies_nothing() {
     ];
     for (bad, field) in cases {
         let file = format!("{good}\n---\n{bad}");
-        let output = apply(&stack, PAYMENTS_MEMBER, &file, &[]);
+        let output = stack.apply_as(PAYMENTS_MEMBER, &file, &[]);
         assert!(!output.status.success(), "accepted: {bad}");
         let err = stderr(&output);
         assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
@@ -321,7 +277,7 @@ fn worker_killed_mid_provisioning_finishes_after_restart() {
         21,
         "  searchAttributes: {OrderId: Keyword}\n",
     );
-    ok(apply(&stack, PAYMENTS_MEMBER, &yaml, &[]));
+    ok(stack.apply_as(PAYMENTS_MEMBER, &yaml, &[]));
     wait_for("the registration", || {
         temporal_namespace(&stack, "crashy-ns").is_some()
     });
@@ -366,10 +322,9 @@ fn worker_killed_mid_provisioning_finishes_after_restart() {
 fn only_owners_change_only_admins_delete_and_strangers_cannot_connect() {
     let stack = stack("10m");
     let yaml = resource("guarded", "guarded-ns", 30, "  allowDeletion: true\n");
-    ok(apply(&stack, PAYMENTS_MEMBER, &yaml, &["--wait"]));
+    ok(stack.apply_as(PAYMENTS_MEMBER, &yaml, &["--wait"]));
 
-    let takeover = apply(
-        &stack,
+    let takeover = stack.apply_as(
         OUTSIDER,
         &yaml.replace("retentionDays: 30", "retentionDays: 1"),
         &[],
@@ -437,8 +392,7 @@ fn only_owners_change_only_admins_delete_and_strangers_cannot_connect() {
 #[test]
 fn deletion_protection_is_on_by_default() {
     let stack = stack("10m");
-    ok(apply(
-        &stack,
+    ok(stack.apply_as(
         PAYMENTS_MEMBER,
         &resource("kept", "kept-ns", 30, ""),
         &["--wait"],

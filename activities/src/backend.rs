@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use plinth_proto::policy::access;
 use plinth_proto::v1::NamespaceSpec;
 use serde::{Deserialize, Serialize};
 
@@ -57,6 +58,47 @@ pub fn missing_search_attributes(
         .collect()
 }
 
+/// What a namespace lets an identity do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum AccessLevel {
+    /// Describe, list, query, read history.
+    Read,
+    /// Everything but administration.
+    Write,
+    /// Administration; held by other means, never granted by Plinth.
+    Admin,
+}
+
+impl AccessLevel {
+    /// The level as written in policies and access lists.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Read => access::READ,
+            Self::Write => access::WRITE,
+            Self::Admin => access::ADMIN,
+        }
+    }
+
+    /// Parses `read`, `write` or `admin`.
+    pub fn parse(text: &str) -> Option<Self> {
+        [Self::Read, Self::Write, Self::Admin]
+            .into_iter()
+            .find(|level| level.as_str() == text)
+    }
+}
+
+/// One change to a namespace's access list; identities are written `user:<email>` or
+/// `app:<name>`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AccessChange {
+    /// The identity had no access.
+    Grant(String, AccessLevel),
+    /// The identity had another level.
+    Change(String, AccessLevel),
+    /// The identity loses its access.
+    Revoke(String),
+}
+
 /// Why a backend call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
@@ -89,4 +131,42 @@ pub trait NamespaceBackend: Send + Sync + std::fmt::Debug {
     async fn delete(&self, name: &str) -> Result<(), BackendError>;
     /// Where clients reach the namespace.
     fn endpoint(&self, name: &str) -> String;
+
+    /// Who may use namespace `name`, and how. An unknown namespace is `Rejected`.
+    async fn list_access(&self, name: &str) -> Result<BTreeMap<String, AccessLevel>, BackendError>;
+    /// Gives `identity`, which has no access, `level` on namespace `name`.
+    async fn grant(
+        &self,
+        name: &str,
+        identity: &str,
+        level: AccessLevel,
+    ) -> Result<(), BackendError>;
+    /// Moves `identity` to `level` on namespace `name`.
+    async fn change_access(
+        &self,
+        name: &str,
+        identity: &str,
+        level: AccessLevel,
+    ) -> Result<(), BackendError>;
+    /// Takes away `identity`'s access to namespace `name`.
+    async fn revoke(&self, name: &str, identity: &str) -> Result<(), BackendError>;
+
+    /// Applies `changes` to namespace `name`; returns how many backend writes that took.
+    /// One call per change unless a backend can batch them.
+    async fn apply_access(
+        &self,
+        name: &str,
+        changes: &[AccessChange],
+    ) -> Result<u32, BackendError> {
+        for change in changes {
+            match change {
+                AccessChange::Grant(identity, level) => self.grant(name, identity, *level).await?,
+                AccessChange::Change(identity, level) => {
+                    self.change_access(name, identity, *level).await?
+                }
+                AccessChange::Revoke(identity) => self.revoke(name, identity).await?,
+            }
+        }
+        Ok(u32::try_from(changes.len()).unwrap_or(u32::MAX))
+    }
 }

@@ -1,8 +1,10 @@
 //! Who exists and who belongs to which group. The YAML file provider is the default; real
 //! directories are further implementations of [`Directory`].
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::SystemTime;
 
 use plinth_identity::Identity;
 use serde::Deserialize;
@@ -13,6 +15,19 @@ pub trait Directory: Send + Sync + std::fmt::Debug {
     fn group_exists(&self, group: &str) -> bool;
     /// Whether `identity` is an active member of `group`, directly or through nested groups.
     fn is_member(&self, identity: &Identity, group: &str) -> bool;
+    /// E-mail addresses of the active members of `group`, nested groups included.
+    fn active_members(&self, group: &str) -> BTreeSet<String>;
+    /// Whether the person with `email` is listed and active.
+    fn is_active(&self, email: &str) -> bool;
+    /// Re-reads the source if it changed: `Ok(true)` when a new version is in force. An
+    /// invalid new version is an error and the previous one stays in force.
+    fn refresh(&self) -> Result<bool, DirectoryError> {
+        Ok(false)
+    }
+    /// Re-reads the source now.
+    fn reload(&self) -> Result<(), DirectoryError> {
+        Ok(())
+    }
 }
 
 /// Why a directory file was rejected.
@@ -146,25 +161,114 @@ impl Directory for FileDirectory {
         let Identity::User { email } = identity else {
             return false;
         };
-        if self.users.get(email) != Some(&UserStatus::Active) {
-            return false;
-        }
-        // Breadth-first over nested groups; `seen` makes cycles harmless.
+        self.is_active(email)
+            && self
+                .groups_within(group)
+                .any(|(members, _)| members.contains(email))
+    }
+
+    fn active_members(&self, group: &str) -> BTreeSet<String> {
+        self.groups_within(group)
+            .flat_map(|(members, _)| members)
+            .filter(|email| self.is_active(email))
+            .cloned()
+            .collect()
+    }
+
+    fn is_active(&self, email: &str) -> bool {
+        self.users.get(&email.to_ascii_lowercase()) == Some(&UserStatus::Active)
+    }
+}
+
+impl FileDirectory {
+    /// `group` and every group nested in it, each once: a cycle ends where it closes.
+    fn groups_within<'a>(
+        &'a self,
+        group: &'a str,
+    ) -> impl Iterator<Item = &'a (Vec<String>, Vec<String>)> + 'a {
         let mut seen = HashSet::new();
         let mut queue = vec![group];
-        while let Some(name) = queue.pop() {
-            if !seen.insert(name) {
-                continue;
+        std::iter::from_fn(move || {
+            while let Some(name) = queue.pop() {
+                if !seen.insert(name) {
+                    continue;
+                }
+                if let Some(entry) = self.groups.get(name) {
+                    queue.extend(entry.1.iter().map(String::as_str));
+                    return Some(entry);
+                }
             }
-            let Some((members, nested)) = self.groups.get(name) else {
-                continue;
-            };
-            if members.contains(email) {
-                return true;
-            }
-            queue.extend(nested.iter().map(String::as_str));
+            None
+        })
+    }
+}
+
+/// What identifies one version of a file on disk.
+type FileStamp = Option<(SystemTime, u64)>;
+
+fn stamp(path: &Path) -> FileStamp {
+    let metadata = std::fs::metadata(path).ok()?;
+    Some((metadata.modified().ok()?, metadata.len()))
+}
+
+/// A [`FileDirectory`] that follows its file: [`WatchedDirectory::refresh`] re-reads it when
+/// it changed on disk. A file that fails to load is reported and the last good one stays in
+/// force.
+#[derive(Debug)]
+pub struct WatchedDirectory {
+    path: PathBuf,
+    /// The directory in force, and the stamp of the last version tried (good or not).
+    state: RwLock<(Arc<FileDirectory>, FileStamp)>,
+}
+
+impl WatchedDirectory {
+    /// Loads `path`; it must be valid at start.
+    pub fn load(path: &Path) -> Result<Self, DirectoryError> {
+        let seen = stamp(path);
+        let directory = FileDirectory::load(path)?;
+        Ok(Self {
+            path: path.to_owned(),
+            state: RwLock::new((Arc::new(directory), seen)),
+        })
+    }
+
+    fn current(&self) -> Arc<FileDirectory> {
+        self.state.read().expect("directory lock").0.clone()
+    }
+}
+
+impl Directory for WatchedDirectory {
+    fn group_exists(&self, group: &str) -> bool {
+        self.current().group_exists(group)
+    }
+
+    fn is_member(&self, identity: &Identity, group: &str) -> bool {
+        self.current().is_member(identity, group)
+    }
+
+    fn active_members(&self, group: &str) -> BTreeSet<String> {
+        self.current().active_members(group)
+    }
+
+    fn is_active(&self, email: &str) -> bool {
+        self.current().is_active(email)
+    }
+
+    /// Compares the file's modification time and size with the last version tried.
+    fn refresh(&self) -> Result<bool, DirectoryError> {
+        let now = stamp(&self.path);
+        if self.state.read().expect("directory lock").1 == now {
+            return Ok(false);
         }
-        false
+        self.state.write().expect("directory lock").1 = now;
+        self.reload().map(|()| true)
+    }
+
+    fn reload(&self) -> Result<(), DirectoryError> {
+        let now = stamp(&self.path);
+        let directory = FileDirectory::load(&self.path)?;
+        *self.state.write().expect("directory lock") = (Arc::new(directory), now);
+        Ok(())
     }
 }
 
@@ -200,6 +304,44 @@ groups:
         assert!(!dir.is_member(&user("dev@example.com"), "payments-team@example.com"));
         assert!(dir.group_exists("temporal-dev"));
         assert!(!dir.group_exists("nobody"));
+    }
+
+    #[test]
+    fn members_expand_nested_groups_once() {
+        let dir = FileDirectory::parse(SAMPLE).unwrap();
+        let members: Vec<String> = dir
+            .active_members("payments-team@example.com")
+            .into_iter()
+            .collect();
+        assert_eq!(
+            members,
+            ["alice@example.com"],
+            "bob departed, alice via the cycle"
+        );
+        assert!(dir.active_members("nobody").is_empty());
+    }
+
+    #[test]
+    fn a_bad_new_file_keeps_the_last_good_one() {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), SAMPLE).unwrap();
+        let dir = WatchedDirectory::load(file.path()).unwrap();
+        assert!(!dir.refresh().unwrap(), "unchanged file is not re-read");
+        std::fs::write(file.path(), "users: [oops").unwrap();
+        let err = dir.refresh().unwrap_err().to_string();
+        assert!(err.contains(&file.path().display().to_string()), "{err}");
+        assert!(
+            dir.group_exists("temporal-dev"),
+            "previous directory in force"
+        );
+        assert!(
+            !dir.refresh().unwrap(),
+            "the same bad file is reported once"
+        );
+        let fixed = SAMPLE.replace("temporal-dev", "platform-admins");
+        std::fs::write(file.path(), fixed).unwrap();
+        assert!(dir.refresh().unwrap());
+        assert!(dir.group_exists("platform-admins"));
     }
 
     #[test]

@@ -8,11 +8,11 @@ use plinth_workflows::contracts::{
     DeleteNamespace, LoadPlatformSettings, PlatformSettings, ReconcileNamespace, ReconcileReport,
     ValidateNamespace, ValidationReport,
 };
-use temporalio_common::error::ApplicationFailure;
 use temporalio_macros::activities;
 use temporalio_sdk::activities::{ActivityContext, ActivityError};
 
-use crate::backend::{BackendError, NamespaceBackend, missing_search_attributes};
+use crate::access_activities::failure;
+use crate::backend::{NamespaceBackend, missing_search_attributes};
 use crate::directory::Directory;
 
 /// The activities of `ProvisionNamespace`.
@@ -125,15 +125,5 @@ impl NamespaceActivities {
         name: String,
     ) -> Result<(), ActivityError> {
         self.backend.delete(&name).await.map_err(failure)
-    }
-}
-
-/// Refusals fail the activity for good; passing faults are retried by Temporal.
-fn failure(error: BackendError) -> ActivityError {
-    match error {
-        BackendError::Rejected(_) => {
-            ActivityError::application(ApplicationFailure::non_retryable(error))
-        }
-        BackendError::Unavailable(_) => ActivityError::application(ApplicationFailure::new(error)),
     }
 }

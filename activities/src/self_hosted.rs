@@ -1,4 +1,4 @@
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use plinth_proto::v1::NamespaceSpec;
@@ -12,11 +12,13 @@ use temporalio_common::protos::temporal::api::operatorservice::v1::{
     AddSearchAttributesRequest, DeleteNamespaceRequest, ListSearchAttributesRequest,
 };
 use temporalio_common::protos::temporal::api::workflowservice::v1::{
-    CountWorkflowExecutionsRequest, DescribeNamespaceRequest, RegisterNamespaceRequest,
-    UpdateNamespaceRequest,
+    CountWorkflowExecutionsRequest, DescribeNamespaceRequest, DescribeNamespaceResponse,
+    RegisterNamespaceRequest, UpdateNamespaceRequest,
 };
 
-use crate::backend::{BackendError, NamespaceBackend, ObservedNamespace};
+use crate::backend::{
+    AccessChange, AccessLevel, BackendError, NamespaceBackend, ObservedNamespace,
+};
 
 const DAY: u64 = 24 * 3600;
 /// How long a newly registered namespace may take to become usable.
@@ -97,11 +99,11 @@ impl SelfHosted {
             .map(|(name, kind)| (name, type_name(kind).to_owned()))
             .collect())
     }
-}
 
-#[async_trait::async_trait]
-impl NamespaceBackend for SelfHosted {
-    async fn describe(&self, name: &str) -> Result<Option<ObservedNamespace>, BackendError> {
+    async fn describe_namespace(
+        &self,
+        name: &str,
+    ) -> Result<Option<DescribeNamespaceResponse>, BackendError> {
         let request = DescribeNamespaceRequest {
             namespace: name.to_owned(),
             ..Default::default()
@@ -111,10 +113,60 @@ impl NamespaceBackend for SelfHosted {
             let request = request.clone();
             async move { service.describe_namespace(Request::new(request)).await }
         };
-        let response = match retry_throttled(describe).await {
-            Ok(response) => response.into_inner(),
-            Err(status) if status.code() == Code::NotFound => return Ok(None),
-            Err(status) => return Err(classify(status)),
+        match retry_throttled(describe).await {
+            Ok(response) => Ok(Some(response.into_inner())),
+            Err(status) if status.code() == Code::NotFound => Ok(None),
+            Err(status) => Err(classify(status)),
+        }
+    }
+
+    /// Merges `entries` into the namespace's data map; an empty value means no access.
+    async fn write_access(
+        &self,
+        name: &str,
+        entries: HashMap<String, String>,
+    ) -> Result<(), BackendError> {
+        let request = UpdateNamespaceRequest {
+            namespace: name.to_owned(),
+            update_info: Some(UpdateNamespaceInfo {
+                data: entries,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let update = || {
+            let mut service = self.connection.workflow_service();
+            let request = request.clone();
+            async move { service.update_namespace(Request::new(request)).await }
+        };
+        retry_throttled(update).await.map_err(classify)?;
+        Ok(())
+    }
+}
+
+/// The data key of `identity`'s access. Temporal has no users, so Plinth keeps the list with
+/// the namespace it governs, where `temporal operator namespace describe` shows it.
+fn access_key(identity: &str) -> String {
+    format!("{ACCESS_KEY_PREFIX}{identity}")
+}
+
+const ACCESS_KEY_PREFIX: &str = "plinth.access/";
+
+fn access_entry(change: &AccessChange) -> (String, String) {
+    match change {
+        AccessChange::Grant(identity, level) | AccessChange::Change(identity, level) => {
+            (access_key(identity), level.as_str().to_owned())
+        }
+        // Namespace data merges and cannot drop a key: empty is "no access".
+        AccessChange::Revoke(identity) => (access_key(identity), String::new()),
+    }
+}
+
+#[async_trait::async_trait]
+impl NamespaceBackend for SelfHosted {
+    async fn describe(&self, name: &str) -> Result<Option<ObservedNamespace>, BackendError> {
+        let Some(response) = self.describe_namespace(name).await? else {
+            return Ok(None);
         };
         let info = response.namespace_info.unwrap_or_default();
         let retention = response
@@ -187,7 +239,7 @@ impl NamespaceBackend for SelfHosted {
         attributes: &BTreeMap<String, String>,
     ) -> Result<(), BackendError> {
         let existing = self.search_attributes(name).await?;
-        let mut missing = std::collections::HashMap::new();
+        let mut missing = HashMap::new();
         for (attribute, kind) in attributes {
             if !existing.contains_key(attribute) {
                 let kind = type_value(kind).ok_or_else(|| {
@@ -234,6 +286,63 @@ impl NamespaceBackend for SelfHosted {
 
     fn endpoint(&self, _name: &str) -> String {
         self.endpoint.clone()
+    }
+
+    async fn list_access(&self, name: &str) -> Result<BTreeMap<String, AccessLevel>, BackendError> {
+        let response = self
+            .describe_namespace(name)
+            .await?
+            .ok_or_else(|| BackendError::Rejected(format!("namespace {name:?} does not exist")))?;
+        let data = response.namespace_info.unwrap_or_default().data;
+        Ok(data
+            .into_iter()
+            .filter_map(|(key, value)| {
+                let identity = key.strip_prefix(ACCESS_KEY_PREFIX)?.to_owned();
+                Some((identity, AccessLevel::parse(&value)?))
+            })
+            .collect())
+    }
+
+    async fn grant(
+        &self,
+        name: &str,
+        identity: &str,
+        level: AccessLevel,
+    ) -> Result<(), BackendError> {
+        self.apply_access(name, &[AccessChange::Grant(identity.to_owned(), level)])
+            .await
+            .map(drop)
+    }
+
+    async fn change_access(
+        &self,
+        name: &str,
+        identity: &str,
+        level: AccessLevel,
+    ) -> Result<(), BackendError> {
+        self.apply_access(name, &[AccessChange::Change(identity.to_owned(), level)])
+            .await
+            .map(drop)
+    }
+
+    async fn revoke(&self, name: &str, identity: &str) -> Result<(), BackendError> {
+        self.apply_access(name, &[AccessChange::Revoke(identity.to_owned())])
+            .await
+            .map(drop)
+    }
+
+    /// One namespace update carries every change.
+    async fn apply_access(
+        &self,
+        name: &str,
+        changes: &[AccessChange],
+    ) -> Result<u32, BackendError> {
+        if changes.is_empty() {
+            return Ok(0);
+        }
+        self.write_access(name, changes.iter().map(access_entry).collect())
+            .await?;
+        Ok(1)
     }
 }
 

@@ -6,6 +6,7 @@
 //! the `ProvisionNamespace` workflow as JSON.
 
 mod documents;
+pub mod policy;
 mod validation;
 
 pub use documents::{DocumentError, parse_documents};
@@ -21,6 +22,8 @@ pub mod v1 {
 pub const API_VERSION: &str = "temporal.plinth.dev/v1beta1";
 /// `kind` of namespace resources.
 pub const KIND_NAMESPACE: &str = "Namespace";
+/// `kind` of policy resources.
+pub const KIND_POLICY: &str = "Policy";
 
 impl v1::Namespace {
     /// `metadata.name`, or empty.

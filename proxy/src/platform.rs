@@ -1,20 +1,25 @@
-//! `plinth.v1.PlatformService`: namespace resources over the control plane's workflows.
+//! `plinth.v1.PlatformService`: namespace resources and access policies over the control
+//! plane's workflows.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use plinth_activities::access::validate_rule;
 use plinth_activities::directory::Directory;
+use plinth_activities::{BackendError, ControlPlane, NamespaceBackend, memo_value};
 use plinth_identity::Identity;
 use plinth_proto::v1::platform_service_server::PlatformService;
 use plinth_proto::v1::{
-    ApplyNamespaceRequest, ApplyNamespaceResponse, DeleteNamespaceRequest, DeleteNamespaceResponse,
-    GetNamespaceRequest, ListNamespacesRequest, ListNamespacesResponse, Namespace,
-    NamespaceSummary, WatchNamespaceRequest,
+    AccessGrant, AccessList, ApplyNamespaceRequest, ApplyNamespaceResponse, DeleteNamespaceRequest,
+    DeleteNamespaceResponse, GetAccessRequest, GetNamespaceRequest, GetPolicyRequest,
+    ListNamespacesRequest, ListNamespacesResponse, ListPoliciesRequest, ListPoliciesResponse,
+    Namespace, NamespaceSummary, Policy, PolicyRuleRequest, ReloadDirectoryRequest,
+    ReloadDirectoryResponse, Rule, WatchNamespaceRequest,
 };
 use plinth_proto::{ValidationRules, check_update, outcome, phase, validate_namespace};
 use plinth_workflows::{
-    KIND_ATTRIBUTE, OWNER_ATTRIBUTE, PHASE_ATTRIBUTE, ProvisionNamespace, RESOURCE_MEMO,
-    workflow_id,
+    KIND_ATTRIBUTE, OWNER_ATTRIBUTE, PHASE_ATTRIBUTE, PolicyWorkflow, ProvisionNamespace,
+    RESOURCE_MEMO, policy_workflow_id, workflow_id,
 };
 use temporalio_client::errors::{
     WorkflowInteractionError, WorkflowUpdateError, WorkflowUpdateWithStartError,
@@ -23,7 +28,7 @@ use temporalio_client::{
     Client, WorkflowDescribeOptions, WorkflowExecuteUpdateOptions, WorkflowIdConflictPolicy,
     WorkflowIdReusePolicy, WorkflowListOptions, WorkflowUpdateWithStartOptions,
 };
-use temporalio_common::protos::temporal::api::common::v1::Memo;
+use temporalio_common::HasWorkflowDefinition;
 use temporalio_common::protos::temporal::api::enums::v1::WorkflowExecutionStatus;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
@@ -40,6 +45,8 @@ const WATCH_POLL: Duration = Duration::from_millis(500);
 pub struct PlatformApi {
     client: Client,
     task_queue: String,
+    control: ControlPlane,
+    backend: Arc<dyn NamespaceBackend>,
     directory: Arc<dyn Directory>,
     rules: ValidationRules,
     admin_group: String,
@@ -56,30 +63,41 @@ impl std::fmt::Debug for PlatformApi {
 
 impl PlatformApi {
     /// The API on `client` (a client of the control-plane namespace), with the worker's task
-    /// queue, and the same directory and rules as the worker.
+    /// queue, backend, directory and rules.
     pub fn new(
         client: Client,
         task_queue: String,
+        backend: Arc<dyn NamespaceBackend>,
         directory: Arc<dyn Directory>,
         rules: ValidationRules,
         admin_group: String,
     ) -> Self {
         Self {
+            control: ControlPlane::new(client.clone(), task_queue.clone()),
             client,
             task_queue,
+            backend,
             directory,
             rules,
             admin_group,
         }
     }
 
+    /// The directory, re-read first if its source changed (a stat, not a read, when not).
+    fn directory(&self) -> Arc<dyn Directory> {
+        if let Err(e) = self.directory.refresh() {
+            tracing::error!(error = %e, "directory not reloaded; the previous one stays in force");
+        }
+        self.directory.clone()
+    }
+
     fn is_admin(&self, identity: &Identity) -> bool {
-        self.directory.is_member(identity, &self.admin_group)
+        self.directory().is_member(identity, &self.admin_group)
     }
 
     /// May `identity` change a resource owned by `owner`?
     fn may_change(&self, identity: &Identity, owner: &str) -> bool {
-        self.is_admin(identity) || self.directory.is_member(identity, owner)
+        self.is_admin(identity) || self.directory().is_member(identity, owner)
     }
 
     /// The resource, or `None` when no open workflow manages `name`. Read from the workflow's
@@ -99,7 +117,69 @@ impl PlatformApi {
         if info.status != WorkflowExecutionStatus::Running as i32 {
             return Ok(None);
         }
-        Ok(resource_in(info.memo.as_ref()))
+        Ok(memo_value(info.memo.as_ref(), RESOURCE_MEMO))
+    }
+
+    async fn policy(&self, name: &str) -> Result<Policy, Status> {
+        self.control
+            .policy(name)
+            .await
+            .map_err(backend_status)?
+            .ok_or_else(|| Status::not_found(format!("policy {name:?} not found")))
+    }
+
+    /// Checks the caller may edit `request`'s policy and runs `change` on its workflow.
+    async fn change_rules<U>(
+        &self,
+        request: Request<PolicyRuleRequest>,
+        action: &str,
+        update: U,
+        rule: impl FnOnce(&Rule) -> Result<Rule, Status>,
+    ) -> Result<Response<Policy>, Status>
+    where
+        U: temporalio_common::UpdateDefinition<
+                Workflow = <PolicyWorkflow as HasWorkflowDefinition>::Run,
+                Input = Rule,
+                Output = plinth_workflows::RuleChange,
+            >,
+    {
+        let identity = caller(&request)?;
+        let PolicyRuleRequest {
+            policy,
+            rule: wanted,
+        } = request.into_inner();
+        let wanted = wanted.ok_or_else(|| Status::invalid_argument("rule: missing"))?;
+        let wanted = rule(&wanted)?;
+        let current = self.policy(&policy).await?;
+        let resource = format!("policy {policy:?}");
+        let editor = current
+            .editors
+            .iter()
+            .chain([&current.owner])
+            .any(|group| self.directory().is_member(&identity, group));
+        if !editor && !self.is_admin(&identity) {
+            let why = format!(
+                "not a member of its editors {:?}, its owner {:?} or {:?}",
+                current.editors, current.owner, self.admin_group
+            );
+            return Err(denied(&identity, action, &resource, why));
+        }
+        allowed(&identity, action, &resource);
+        let change = self
+            .client
+            .get_workflow_handle::<PolicyWorkflow>(policy_workflow_id(&policy))
+            .execute_update(update, wanted, WorkflowExecuteUpdateOptions::default())
+            .await
+            .map_err(update_error)?;
+        tracing::info!(%identity, policy, changed = change.changed, action, "policy rules");
+        Ok(Response::new(change.policy))
+    }
+}
+
+fn backend_status(error: BackendError) -> Status {
+    match error {
+        BackendError::Rejected(message) => Status::not_found(message),
+        BackendError::Unavailable(message) => Status::unavailable(message),
     }
 }
 
@@ -111,15 +191,18 @@ fn caller<T>(request: &Request<T>) -> Result<Identity, Status> {
     }
 }
 
-fn denied(identity: &Identity, action: &str, name: &str, why: String) -> Status {
-    tracing::warn!(%identity, action, resource = name, decision = "deny", %why, "authorization");
-    Status::permission_denied(format!(
-        "{identity} may not {action} namespace {name:?}: {why}"
-    ))
+/// `resource` as written in messages, e.g. `namespace "fancy"`.
+fn denied(identity: &Identity, action: &str, resource: &str, why: String) -> Status {
+    tracing::warn!(%identity, action, resource, decision = "deny", %why, "authorization");
+    Status::permission_denied(format!("{identity} may not {action} {resource}: {why}"))
 }
 
-fn allowed(identity: &Identity, action: &str, name: &str) {
-    tracing::info!(%identity, action, resource = name, decision = "allow", "authorization");
+fn allowed(identity: &Identity, action: &str, resource: &str) {
+    tracing::info!(%identity, action, resource, decision = "allow", "authorization");
+}
+
+fn namespace_resource(name: &str) -> String {
+    format!("namespace {name:?}")
 }
 
 fn update_error(e: WorkflowUpdateError) -> Status {
@@ -141,7 +224,7 @@ impl PlatformService for PlatformApi {
         let mut desired =
             namespace.ok_or_else(|| Status::invalid_argument("namespace: missing"))?;
         desired.status = None;
-        let directory = self.directory.clone();
+        let directory = self.directory();
         validate_namespace(&desired, &self.rules, &|group| {
             directory.group_exists(group)
         })
@@ -154,18 +237,18 @@ impl PlatformService for PlatformApi {
                 "not a member of owner group {:?} or of {:?}",
                 spec.owner, self.admin_group
             );
-            return Err(denied(&identity, "apply", &name, why));
+            return Err(denied(&identity, "apply", &namespace_resource(&name), why));
         }
         if let Some(current) = &current {
             let current_spec = current.spec_or_default();
             if !self.may_change(&identity, &current_spec.owner) {
                 let why = format!("owned by {:?}", current_spec.owner);
-                return Err(denied(&identity, "apply", &name, why));
+                return Err(denied(&identity, "apply", &namespace_resource(&name), why));
             }
             check_update(&current_spec, &spec)
                 .map_err(|e| Status::invalid_argument(e.to_string()))?;
         }
-        allowed(&identity, "apply", &name);
+        allowed(&identity, "apply", &namespace_resource(&name));
         if dry_run {
             let result = match &current {
                 None => outcome::CREATED,
@@ -253,7 +336,8 @@ impl PlatformService for PlatformApi {
             };
             // Started moments ago, its first workflow task has not published it yet: the
             // name comes from the workflow id.
-            let resource = resource_in(raw.memo.as_ref()).unwrap_or_default();
+            let resource: Namespace =
+                memo_value(raw.memo.as_ref(), RESOURCE_MEMO).unwrap_or_default();
             namespaces.push(NamespaceSummary {
                 name,
                 ..resource.summary()
@@ -271,14 +355,14 @@ impl PlatformService for PlatformApi {
         let name = request.into_inner().name;
         if !self.is_admin(&identity) {
             let why = format!("deleting needs membership of {:?}", self.admin_group);
-            return Err(denied(&identity, "delete", &name, why));
+            return Err(denied(&identity, "delete", &namespace_resource(&name), why));
         }
         if self.current(&name).await?.is_none() {
             return Err(Status::not_found(format!(
                 "namespace resource {name:?} not found"
             )));
         }
-        allowed(&identity, "delete", &name);
+        allowed(&identity, "delete", &namespace_resource(&name));
         let resource = self
             .client
             .get_workflow_handle::<ProvisionNamespace>(workflow_id(&name))
@@ -340,6 +424,105 @@ impl PlatformService for PlatformApi {
         });
         Ok(Response::new(ReceiverStream::new(receiver)))
     }
+
+    async fn get_policy(
+        &self,
+        request: Request<GetPolicyRequest>,
+    ) -> Result<Response<Policy>, Status> {
+        caller(&request)?;
+        Ok(Response::new(
+            self.policy(&request.into_inner().name).await?,
+        ))
+    }
+
+    async fn list_policies(
+        &self,
+        request: Request<ListPoliciesRequest>,
+    ) -> Result<Response<ListPoliciesResponse>, Status> {
+        caller(&request)?;
+        let policies = self.control.policies().await.map_err(backend_status)?;
+        Ok(Response::new(ListPoliciesResponse { policies }))
+    }
+
+    async fn add_policy_rule(
+        &self,
+        request: Request<PolicyRuleRequest>,
+    ) -> Result<Response<Policy>, Status> {
+        let directory = self.directory();
+        self.change_rules(request, "add a rule to", PolicyWorkflow::add_rule, |rule| {
+            validate_rule(rule, directory.as_ref())
+                .map_err(|e| Status::invalid_argument(e.to_string()))
+        })
+        .await
+    }
+
+    async fn remove_policy_rule(
+        &self,
+        request: Request<PolicyRuleRequest>,
+    ) -> Result<Response<Policy>, Status> {
+        // A rule naming a group since removed from the directory must still be removable.
+        self.change_rules(
+            request,
+            "remove a rule from",
+            PolicyWorkflow::remove_rule,
+            |rule| Ok(rule.canonical()),
+        )
+        .await
+    }
+
+    async fn get_access(
+        &self,
+        request: Request<GetAccessRequest>,
+    ) -> Result<Response<AccessList>, Status> {
+        caller(&request)?;
+        let namespace = request.into_inner().namespace;
+        let grants = self
+            .backend
+            .list_access(&namespace)
+            .await
+            .map_err(backend_status)?
+            .into_iter()
+            .map(|(identity, level)| AccessGrant {
+                identity,
+                access: level.as_str().to_owned(),
+            })
+            .collect();
+        let last_run = self
+            .control
+            .last_access_run(&namespace)
+            .await
+            .map_err(backend_status)?;
+        Ok(Response::new(AccessList {
+            namespace,
+            grants,
+            last_run,
+        }))
+    }
+
+    async fn reload_directory(
+        &self,
+        request: Request<ReloadDirectoryRequest>,
+    ) -> Result<Response<ReloadDirectoryResponse>, Status> {
+        let identity = caller(&request)?;
+        let resource = "the directory".to_owned();
+        if !self.is_admin(&identity) {
+            let why = format!("reloading needs membership of {:?}", self.admin_group);
+            return Err(denied(&identity, "reload", &resource, why));
+        }
+        allowed(&identity, "reload", &resource);
+        self.directory.reload().map_err(|e| {
+            Status::failed_precondition(format!("{e}; the previous directory stays in force"))
+        })?;
+        let access_runs = self
+            .control
+            .trigger_all_access_runs()
+            .await
+            .map_err(backend_status)?;
+        tracing::info!(%identity, access_runs, "directory reloaded");
+        Ok(Response::new(ReloadDirectoryResponse {
+            access_runs: i32::try_from(access_runs).unwrap_or(i32::MAX),
+        }))
+    }
 }
 
 /// Ready or Failed at the current generation: nothing more will happen without a change.
@@ -348,10 +531,4 @@ fn is_settled(resource: &Namespace) -> bool {
     resource.status.as_ref().is_some_and(|s| {
         (s.phase == phase::READY && s.observed_generation >= generation) || s.phase == phase::FAILED
     })
-}
-
-/// The resource a `ProvisionNamespace` workflow keeps in its memo.
-fn resource_in(memo: Option<&Memo>) -> Option<Namespace> {
-    let payload = memo?.fields.get(RESOURCE_MEMO)?;
-    serde_json::from_slice(&payload.data).ok()
 }

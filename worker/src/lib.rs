@@ -1,19 +1,20 @@
 //! The Plinth worker: connects to Temporal, makes sure the control-plane namespace exists,
 //! registers every Plinth workflow and activity, and polls until shut down.
 
-use std::time::Duration;
-
 use std::sync::Arc;
+use std::time::Duration;
 
 use plinth_activities::directory::Directory;
 use plinth_activities::{
-    BackendError, NamespaceActivities, NamespaceBackend, SelfHosted, WorkerActivities,
+    AccessActivities, BackendError, ControlPlane, NamespaceActivities, NamespaceBackend,
+    SelfHosted, WorkerActivities,
 };
 use plinth_proto::ValidationRules;
 use plinth_proto::v1::NamespaceSpec;
 use plinth_workflows::contracts::WorkerInfo;
 use plinth_workflows::{
-    Canary, KIND_ATTRIBUTE, OWNER_ATTRIBUTE, PHASE_ATTRIBUTE, ProvisionNamespace,
+    Canary, KIND_ATTRIBUTE, OWNER_ATTRIBUTE, PHASE_ATTRIBUTE, PolicyWorkflow, ProvisionNamespace,
+    UsersWorkflow,
 };
 use temporalio_client::NamespacedClient;
 use temporalio_client::{Client, ClientOptions, Connection, ConnectionOptions};
@@ -56,6 +57,10 @@ pub struct PlatformSettings {
     pub resync_interval: Duration,
     /// Where managed namespaces live.
     pub backend: Arc<dyn NamespaceBackend>,
+    /// Group whose members administer every namespace and never lose access.
+    pub admin_group: String,
+    /// How often each namespace's access is recomputed.
+    pub access_interval: Duration,
 }
 
 /// Why the worker could not start or stopped.
@@ -136,6 +141,8 @@ pub struct PlinthWorker {
     // Declared before the runtime so it is dropped first.
     worker: Worker,
     _runtime: Runtime,
+    directory: Arc<dyn Directory>,
+    control: ControlPlane,
 }
 
 impl std::fmt::Debug for PlinthWorker {
@@ -169,6 +176,15 @@ impl PlinthWorker {
             namespace: settings.namespace.clone(),
             task_queue: settings.task_queue.clone(),
         };
+        let control = ControlPlane::new(client.clone(), settings.task_queue.clone());
+        let access = AccessActivities::new(
+            platform.backend.clone(),
+            platform.directory.clone(),
+            control.clone(),
+            platform.admin_group,
+            platform.access_interval,
+        );
+        let directory = platform.directory.clone();
         let namespaces = NamespaceActivities::new(
             platform.backend,
             platform.directory,
@@ -180,14 +196,47 @@ impl PlinthWorker {
             .map_err(|e| setup(&e))?
             .register_workflow::<ProvisionNamespace>()
             .map_err(|e| setup(&e))?
+            .register_workflow::<PolicyWorkflow>()
+            .map_err(|e| setup(&e))?
+            .register_workflow::<UsersWorkflow>()
+            .map_err(|e| setup(&e))?
             .register_activities(WorkerActivities::new(info))
             .register_activities(namespaces)
+            .register_activities(access)
             .build();
         let worker = Worker::new(&runtime, client, options).map_err(|e| setup(&e))?;
         Ok(Self {
             worker,
             _runtime: runtime,
+            directory,
+            control,
         })
+    }
+
+    /// Checks the directory for changes every `every`; each new version starts every
+    /// namespace's access run at once. An invalid file is logged once and the last good one
+    /// stays in force. Runs until dropped; it is `Send`, so spawn it.
+    pub fn follow_directory(&self, every: Duration) -> impl Future<Output = ()> + Send + use<> {
+        let directory = self.directory.clone();
+        let control = self.control.clone();
+        async move {
+            let mut ticks = tokio::time::interval(every);
+            loop {
+                ticks.tick().await;
+                match directory.refresh() {
+                    Ok(false) => {}
+                    Ok(true) => match control.trigger_all_access_runs().await {
+                        Ok(runs) => tracing::info!(runs, "directory changed: access runs started"),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "directory changed: access runs not started")
+                        }
+                    },
+                    Err(e) => {
+                        tracing::error!(error = %e, "directory not reloaded; the previous one stays in force")
+                    }
+                }
+            }
+        }
     }
 
     /// A function that asks the worker to finish in-flight tasks and stop.

@@ -1,7 +1,7 @@
 //! The activities Plinth's workflows call: name, input and output of each. Implementations
 //! bind to these with `#[activity(definition = ...)]`, so a mismatch fails to compile.
 
-use plinth_proto::v1::{Namespace, NamespaceSpec};
+use plinth_proto::v1::{AccessSummary, Namespace, NamespaceSpec, Rule};
 use serde::{Deserialize, Serialize};
 use temporalio_common::ActivityDefinition;
 
@@ -116,5 +116,103 @@ impl ActivityDefinition for DeleteNamespace {
 
     fn name(&self) -> &str {
         "DeleteNamespace"
+    }
+}
+
+/// Input of `SeedAccess`: the Temporal namespace and its owner group.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessSeed {
+    /// The Temporal namespace.
+    pub namespace: String,
+    /// The owner group, editor of the seeded policies.
+    pub owner: String,
+}
+
+/// What seeding a namespace's access did.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessSetup {
+    /// Policies that did not exist and were created.
+    pub policies_created: Vec<String>,
+    /// The `users/<namespace>` schedule did not exist (or had another interval) and was
+    /// written.
+    pub schedule_written: bool,
+}
+
+/// Activity `SeedAccess`: creates the namespace's writers and readers policies if absent
+/// (existing rules are never touched) and its access schedule.
+#[derive(Clone, Copy, Debug)]
+pub struct SeedAccess;
+
+impl ActivityDefinition for SeedAccess {
+    type Input = AccessSeed;
+    type Output = AccessSetup;
+
+    fn name(&self) -> &str {
+        "SeedAccess"
+    }
+}
+
+/// Activity `RemoveAccessSchedule`: deletes the `users/<namespace>` schedule; one already
+/// gone is fine.
+#[derive(Clone, Copy, Debug)]
+pub struct RemoveAccessSchedule;
+
+impl ActivityDefinition for RemoveAccessSchedule {
+    type Input = String;
+    type Output = ();
+
+    fn name(&self) -> &str {
+        "RemoveAccessSchedule"
+    }
+}
+
+/// Activity `TriggerAccessRun`: runs the namespace's access schedule now (after the current
+/// run, if one is in progress). False when the namespace has no schedule.
+#[derive(Clone, Copy, Debug)]
+pub struct TriggerAccessRun;
+
+impl ActivityDefinition for TriggerAccessRun {
+    type Input = String;
+    type Output = bool;
+
+    fn name(&self) -> &str {
+        "TriggerAccessRun"
+    }
+}
+
+/// Activity `ReconcileAccess`: resolves the namespace's policies through the directory and
+/// applies the difference to the backend's access list.
+#[derive(Clone, Copy, Debug)]
+pub struct ReconcileAccess;
+
+impl ActivityDefinition for ReconcileAccess {
+    type Input = String;
+    type Output = AccessSummary;
+
+    fn name(&self) -> &str {
+        "ReconcileAccess"
+    }
+}
+
+/// What checking a policy rule found: the rule in canonical form, or `field: message`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuleCheck {
+    /// The rule as stored (e-mail addresses lower-cased), when valid.
+    pub rule: Option<Rule>,
+    /// The problem, naming the field, when not.
+    pub error: Option<String>,
+}
+
+/// Activity `ValidateRule`: the rule names exactly one existing group, valid e-mail or valid
+/// app name. Groups are checked against the worker's directory.
+#[derive(Clone, Copy, Debug)]
+pub struct ValidateRule;
+
+impl ActivityDefinition for ValidateRule {
+    type Input = Rule;
+    type Output = RuleCheck;
+
+    fn name(&self) -> &str {
+        "ValidateRule"
     }
 }

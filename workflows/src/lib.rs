@@ -5,10 +5,14 @@
 
 mod canary;
 pub mod contracts;
+mod policy;
 mod provision_namespace;
+mod users;
 
 pub use canary::Canary;
+pub use policy::{PolicyWorkflow, RuleChange, policy_workflow_id};
 pub use provision_namespace::{
     ApplyResult, KIND_ATTRIBUTE, OWNER_ATTRIBUTE, PHASE_ATTRIBUTE, ProvisionNamespace,
     RESOURCE_MEMO, workflow_id,
 };
+pub use users::{SUMMARY_MEMO, UsersWorkflow, access_schedule_id};

@@ -11,7 +11,8 @@ use temporalio_sdk::{
 };
 
 use crate::contracts::{
-    DeleteNamespace, LoadPlatformSettings, ReconcileNamespace, ReconcileReport, ValidateNamespace,
+    AccessSeed, DeleteNamespace, LoadPlatformSettings, ReconcileNamespace, ReconcileReport,
+    RemoveAccessSchedule, SeedAccess, ValidateNamespace,
 };
 
 /// Workflow id of the resource named `name`.
@@ -43,7 +44,7 @@ pub struct ApplyResult {
 }
 
 /// Why an update was refused; the message reaches the caller.
-type UpdateError = Box<dyn std::error::Error + Send + Sync>;
+pub(crate) type UpdateError = Box<dyn std::error::Error + Send + Sync>;
 
 /// One Namespace resource, for its whole life: workflow id `namespace/<metadata.name>`.
 ///
@@ -306,9 +307,31 @@ async fn reconcile(ctx: &mut WorkflowContext<ProvisionNamespace>, drift_check: b
         });
         publish(ctx);
     }
-    let result = ctx
+    let seed = AccessSeed {
+        namespace: spec.name.clone(),
+        owner: spec.owner.clone(),
+    };
+    let mut result = ctx
         .execute_activity(ReconcileNamespace, spec, backend_activity())
         .await;
+    // Access follows the namespace: its policies (created if absent) and its schedule.
+    if let Ok(report) = &mut result {
+        match ctx
+            .execute_activity(SeedAccess, seed, backend_activity())
+            .await
+        {
+            Ok(setup) => {
+                let seeded = setup.policies_created.iter();
+                report
+                    .changes
+                    .extend(seeded.map(|name| format!("policy {name} seeded")));
+                if setup.schedule_written {
+                    report.changes.push("access schedule written".into());
+                }
+            }
+            Err(e) => result = Err(e),
+        }
+    }
     let now = now(ctx);
     ctx.state_mut(|s| {
         // A newer generation accepted meanwhile stays dirty and is reconciled next.
@@ -324,6 +347,9 @@ async fn reconcile(ctx: &mut WorkflowContext<ProvisionNamespace>, drift_check: b
 async fn delete(ctx: &mut WorkflowContext<ProvisionNamespace>) -> WorkflowResult<Namespace> {
     publish(ctx);
     let name = ctx.state(|s| s.resource.spec_or_default().name);
+    // No access run may start against a namespace on its way out.
+    ctx.execute_activity(RemoveAccessSchedule, name.clone(), backend_activity())
+        .await?;
     ctx.execute_activity(DeleteNamespace, name, backend_activity())
         .await?;
     let now = now(ctx);
@@ -417,7 +443,7 @@ fn rfc3339(time: SystemTime) -> String {
 
 /// Settings and validation read only the worker's own memory: local activities, no round
 /// trip through a task queue.
-fn local_activity() -> LocalActivityOptions {
+pub(crate) fn local_activity() -> LocalActivityOptions {
     LocalActivityOptions::builder()
         .start_to_close_timeout(Duration::from_secs(10))
         .build()

@@ -14,9 +14,12 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+pub mod cli;
 mod stack;
 
-pub use stack::{ADMIN, OUTSIDER, PAYMENTS_MEMBER, PAYMENTS_TEAM, PlinthStack};
+pub use stack::{
+    ADMIN, DIRECTORY, OUTSIDER, PAYMENTS_MEMBER, PAYMENTS_TEAM, PlinthStack, SEARCH_TEAM,
+};
 
 use anyhow::{Context, bail};
 use plinth_activities::SelfHosted;
@@ -207,6 +210,8 @@ impl WorkerThread {
                     rules: ValidationRules::default(),
                     resync_interval: Duration::from_secs(600),
                     backend: Arc::new(SelfHosted::new(connection.clone(), endpoint)),
+                    admin_group: "temporal-dev".into(),
+                    access_interval: Duration::from_secs(300),
                 };
                 let mut worker = PlinthWorker::start(connection, &settings, platform).await?;
                 let shutdown = worker.shutdown_handle();

@@ -19,11 +19,18 @@ pub const PAYMENTS_MEMBER: &str = "alice@example.com";
 pub const OUTSIDER: &str = "mallory@example.com";
 /// The owner group of the sample resources.
 pub const PAYMENTS_TEAM: &str = "payments-team@example.com";
+/// Another team, owning nothing of the payments team's.
+pub const SEARCH_TEAM: &str = "search-team@example.com";
 
-const DIRECTORY: &str = "\
+/// The directory every stack starts with: carol has left; bob is in the payments team
+/// through the nested on-call group.
+pub const DIRECTORY: &str = "\
 users:
   - email: dev@example.com
   - email: alice@example.com
+  - email: bob@example.com
+  - email: frank@example.com
+  - email: erin@example.com
   - email: mallory@example.com
   - email: carol@example.com
     status: departed
@@ -31,7 +38,12 @@ groups:
   - name: temporal-dev
     members: [dev@example.com]
   - name: payments-team@example.com
-    members: [alice@example.com, carol@example.com]
+    members: [alice@example.com, carol@example.com, frank@example.com]
+    groups: [payments-oncall]
+  - name: payments-oncall
+    members: [bob@example.com]
+  - name: search-team@example.com
+    members: [erin@example.com]
 ";
 
 /// A running worker and proxy; both are stopped when dropped.
@@ -52,6 +64,16 @@ pub struct PlinthStack {
 impl PlinthStack {
     /// Starts a stack whose namespaces are re-checked for drift every `resync`.
     pub fn start(server: &DevServer, plinth: &Path, resync: &str) -> anyhow::Result<PlinthStack> {
+        Self::start_with(server, plinth, resync, "5m")
+    }
+
+    /// Starts a stack with drift checks every `resync` and access runs every `access`.
+    pub fn start_with(
+        server: &DevServer,
+        plinth: &Path,
+        resync: &str,
+        access: &str,
+    ) -> anyhow::Result<PlinthStack> {
         static STACKS: AtomicU32 = AtomicU32::new(0);
         let n = STACKS.fetch_add(1, Ordering::Relaxed);
         let control_namespace = format!("plinth-system-{}-{n}", std::process::id());
@@ -59,7 +81,7 @@ impl PlinthStack {
         let proxy_address = format!("127.0.0.1:{}", free_port());
         let config = format!(
             "[temporal]\naddress = \"{}\"\nnamespace = \"{control_namespace}\"\n\n\
-             [platform]\nresync_interval = \"{resync}\"\n\n\
+             [platform]\nresync_interval = \"{resync}\"\naccess_interval = \"{access}\"\n\n\
              [proxy]\nlisten = \"{proxy_address}\"\n\n\
              [client]\naddress = \"{proxy_address}\"\nserver_name = \"localhost\"\n",
             server.address()
@@ -91,6 +113,15 @@ impl PlinthStack {
         stack.proxy = stack.spawn("proxy")?;
         stack.wait_for_proxy()?;
         Ok(stack)
+    }
+
+    /// Replaces the directory file at once (write and rename), as a directory sync would.
+    pub fn write_directory(&self, text: &str) -> anyhow::Result<()> {
+        let path = self.home.path().join("directory.yaml");
+        let staged = self.home.path().join("directory.yaml.new");
+        std::fs::write(&staged, text)?;
+        std::fs::rename(staged, path)?;
+        Ok(())
     }
 
     /// The stack's `$PLINTH_HOME`.
@@ -228,6 +259,13 @@ impl PlinthStack {
             .write_all(stdin.as_bytes())
             .unwrap();
         child.wait_with_output().expect("plinth output")
+    }
+
+    /// `plinth apply -f -` of `yaml` as `user`, with extra `flags`.
+    pub fn apply_as(&self, user: &str, yaml: &str, flags: &[&str]) -> Output {
+        let mut args = vec!["apply", "-f", "-"];
+        args.extend(flags);
+        self.plinth_as_with_input(user, &args, yaml)
     }
 
     /// Runs a `plinth` client command as `user`.

@@ -1,0 +1,181 @@
+use std::sync::Arc;
+use std::time::Duration;
+
+use plinth_identity::Identity;
+use plinth_proto::policy::{readers_policy_name, seeded_policies, writers_policy_name};
+use plinth_proto::v1::{AccessSummary, Rule};
+use plinth_workflows::contracts::{
+    AccessSeed, AccessSetup, ReconcileAccess, RemoveAccessSchedule, RuleCheck, SeedAccess,
+    TriggerAccessRun, ValidateRule,
+};
+use temporalio_common::error::ApplicationFailure;
+use temporalio_macros::activities;
+use temporalio_sdk::activities::{ActivityContext, ActivityError};
+
+use crate::access::{effective_access, plan_access, validate_rule};
+use crate::backend::{BackendError, NamespaceBackend};
+use crate::control::ControlPlane;
+use crate::directory::Directory;
+
+/// The activities of policies and access runs.
+#[derive(Debug, Clone)]
+pub struct AccessActivities {
+    backend: Arc<dyn NamespaceBackend>,
+    directory: Arc<dyn Directory>,
+    control: ControlPlane,
+    admin_group: String,
+    interval: Duration,
+}
+
+impl AccessActivities {
+    /// Access kept on `backend`, resolved through `directory`; policies and schedules in
+    /// `control`; members of `admin_group` never lose access; runs every `interval`.
+    pub fn new(
+        backend: Arc<dyn NamespaceBackend>,
+        directory: Arc<dyn Directory>,
+        control: ControlPlane,
+        admin_group: String,
+        interval: Duration,
+    ) -> Self {
+        Self {
+            backend,
+            directory,
+            control,
+            admin_group,
+            interval,
+        }
+    }
+}
+
+#[activities]
+impl AccessActivities {
+    /// Seeds the namespace's two policies (if absent) and its access schedule.
+    #[activity(definition = SeedAccess)]
+    pub async fn seed_access(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        seed: AccessSeed,
+    ) -> Result<AccessSetup, ActivityError> {
+        let mut setup = AccessSetup::default();
+        for policy in seeded_policies(&seed.namespace, &self.admin_group, &seed.owner) {
+            let name = policy.name.clone();
+            if self
+                .control
+                .create_policy_if_absent(policy)
+                .await
+                .map_err(failure)?
+            {
+                setup.policies_created.push(name);
+            }
+        }
+        setup.schedule_written = self
+            .control
+            .ensure_access_schedule(&seed.namespace, self.interval)
+            .await
+            .map_err(failure)?;
+        Ok(setup)
+    }
+
+    /// Deletes the namespace's access schedule.
+    #[activity(definition = RemoveAccessSchedule)]
+    pub async fn remove_access_schedule(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        namespace: String,
+    ) -> Result<(), ActivityError> {
+        self.control
+            .delete_access_schedule(&namespace)
+            .await
+            .map_err(failure)
+    }
+
+    /// Starts the namespace's access run now.
+    #[activity(definition = TriggerAccessRun)]
+    pub async fn trigger_access_run(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        namespace: String,
+    ) -> Result<bool, ActivityError> {
+        self.control
+            .trigger_access_run(&namespace)
+            .await
+            .map_err(failure)
+    }
+
+    /// Checks a rule against the worker's directory.
+    #[activity(definition = ValidateRule)]
+    pub async fn validate_rule(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        rule: Rule,
+    ) -> Result<RuleCheck, ActivityError> {
+        Ok(match validate_rule(&rule, self.directory.as_ref()) {
+            Ok(rule) => RuleCheck {
+                rule: Some(rule),
+                error: None,
+            },
+            Err(e) => RuleCheck {
+                rule: None,
+                error: Some(e.to_string()),
+            },
+        })
+    }
+
+    /// Resolves the namespace's policies through the directory and applies the difference.
+    #[activity(definition = ReconcileAccess)]
+    pub async fn reconcile_access(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        namespace: String,
+    ) -> Result<AccessSummary, ActivityError> {
+        let mut policies = Vec::new();
+        for name in [
+            writers_policy_name(&namespace),
+            readers_policy_name(&namespace),
+        ] {
+            policies.extend(self.control.policy(&name).await.map_err(failure)?);
+        }
+        let desired = effective_access(&policies, self.directory.as_ref());
+        let current = self
+            .backend
+            .list_access(&namespace)
+            .await
+            .map_err(failure)?;
+        let directory = self.directory.clone();
+        let admins = self.admin_group.clone();
+        let keeps_access = move |identity: &str| {
+            identity
+                .strip_prefix("user:")
+                .and_then(|email| Identity::user(email).ok())
+                .is_some_and(|user| directory.is_member(&user, &admins))
+        };
+        let (changes, mut summary) = plan_access(&current, &desired, &keeps_access);
+        summary.backend_writes = i32::try_from(
+            self.backend
+                .apply_access(&namespace, &changes)
+                .await
+                .map_err(failure)?,
+        )
+        .unwrap_or(i32::MAX);
+        tracing::info!(
+            namespace,
+            granted = summary.granted,
+            changed = summary.changed,
+            revoked = summary.revoked,
+            unchanged = summary.unchanged,
+            backend_writes = summary.backend_writes,
+            "access reconciled"
+        );
+        Ok(summary)
+    }
+}
+
+/// Refusals fail the activity for good; passing faults are retried by Temporal.
+pub(crate) fn failure(error: BackendError) -> ActivityError {
+    match error {
+        BackendError::Rejected(_) => {
+            ActivityError::application(ApplicationFailure::non_retryable(error))
+        }
+        BackendError::Unavailable(_) => ActivityError::application(ApplicationFailure::new(error)),
+    }
+}

@@ -1,0 +1,277 @@
+//! Plinth's own records in the control-plane namespace: policy workflows, access schedules
+//! and their runs. Reads come from workflow memos, so no worker is needed to answer them.
+
+use std::time::Duration;
+
+use plinth_proto::v1::{AccessSummary, Policy};
+use plinth_workflows::{
+    KIND_ATTRIBUTE, OWNER_ATTRIBUTE, PolicyWorkflow, RESOURCE_MEMO, SUMMARY_MEMO, UsersWorkflow,
+    access_schedule_id, policy_workflow_id,
+};
+use serde::de::DeserializeOwned;
+use temporalio_client::errors::WorkflowInteractionError;
+use temporalio_client::schedules::{
+    CreateScheduleOptions, DeleteScheduleOptions, ListSchedulesOptions, ScheduleAction,
+    ScheduleError, ScheduleOverlapPolicy, ScheduleSpec, TriggerScheduleOptions,
+};
+use temporalio_client::tonic::Code;
+use temporalio_client::{
+    Client, WorkflowDescribeOptions, WorkflowIdConflictPolicy, WorkflowStartOptions,
+};
+use temporalio_common::WorkflowDefinition;
+use temporalio_common::protos::temporal::api::common::v1::Memo;
+use temporalio_common::protos::temporal::api::enums::v1::WorkflowExecutionStatus;
+use temporalio_common::protos::temporal::api::workflowservice::v1::DescribeWorkflowExecutionResponse;
+use temporalio_common::search_attributes::SearchAttributes;
+use tokio_stream::StreamExt;
+
+use crate::backend::BackendError;
+
+/// The value a Plinth workflow keeps under memo `key`.
+pub fn memo_value<T: DeserializeOwned>(memo: Option<&Memo>, key: &str) -> Option<T> {
+    let payload = memo?.fields.get(key)?;
+    serde_json::from_slice(&payload.data).ok()
+}
+
+/// A client of the control-plane namespace and the task queue Plinth's worker polls.
+#[derive(Clone)]
+pub struct ControlPlane {
+    client: Client,
+    task_queue: String,
+}
+
+impl std::fmt::Debug for ControlPlane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ControlPlane")
+            .field("task_queue", &self.task_queue)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ControlPlane {
+    /// Records in `client`'s namespace, run on `task_queue`.
+    pub fn new(client: Client, task_queue: String) -> Self {
+        Self { client, task_queue }
+    }
+
+    /// The control-plane client.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// The workflow `id`'s latest run, or `None` when there never was one.
+    async fn describe(
+        &self,
+        id: String,
+    ) -> Result<Option<DescribeWorkflowExecutionResponse>, BackendError> {
+        let handle = self.client.get_workflow_handle::<UsersWorkflow>(id);
+        match handle.describe(WorkflowDescribeOptions::default()).await {
+            Ok(description) => Ok(Some(description.raw_description)),
+            Err(WorkflowInteractionError::NotFound(_)) => Ok(None),
+            Err(e) => Err(BackendError::Unavailable(format!("control plane: {e}"))),
+        }
+    }
+
+    /// The policy named `name`, with whether its workflow is running. A policy whose workflow
+    /// has closed still reads as its last published state.
+    async fn policy_state(&self, name: &str) -> Result<Option<(Policy, bool)>, BackendError> {
+        let Some(description) = self.describe(policy_workflow_id(name)).await? else {
+            return Ok(None);
+        };
+        let Some(info) = description.workflow_execution_info else {
+            return Ok(None);
+        };
+        let running = info.status == WorkflowExecutionStatus::Running as i32;
+        Ok(memo_value(info.memo.as_ref(), RESOURCE_MEMO).map(|policy| (policy, running)))
+    }
+
+    /// The policy named `name`, or `None` when it does not exist.
+    pub async fn policy(&self, name: &str) -> Result<Option<Policy>, BackendError> {
+        Ok(self.policy_state(name).await?.map(|(policy, _)| policy))
+    }
+
+    /// Every policy with a running workflow, by name.
+    pub async fn policies(&self) -> Result<Vec<Policy>, BackendError> {
+        let query = format!(
+            "{} = '{}' AND ExecutionStatus = 'Running'",
+            KIND_ATTRIBUTE.name(),
+            plinth_proto::KIND_POLICY
+        );
+        let mut stream = self.client.list_workflows(query, Default::default());
+        let mut policies = Vec::new();
+        while let Some(execution) = stream.next().await {
+            let raw = execution
+                .map_err(|e| BackendError::Unavailable(format!("visibility: {e}")))?
+                .into_raw();
+            policies.extend(memo_value::<Policy>(raw.memo.as_ref(), RESOURCE_MEMO));
+        }
+        policies.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(policies)
+    }
+
+    /// Starts `seed`'s workflow unless the policy exists. A policy whose workflow closed is
+    /// restarted from its last state, so its rules survive. True when this call started it.
+    pub async fn create_policy_if_absent(&self, seed: Policy) -> Result<bool, BackendError> {
+        let policy = match self.policy_state(&seed.name).await? {
+            Some((_, true)) => return Ok(false),
+            Some((last, false)) => last,
+            None => seed,
+        };
+        let attributes = SearchAttributes::new([
+            KIND_ATTRIBUTE.value_set(plinth_proto::KIND_POLICY.to_owned()),
+            OWNER_ATTRIBUTE.value_set(policy.owner.clone()),
+        ]);
+        let options =
+            WorkflowStartOptions::new(self.task_queue.clone(), policy_workflow_id(&policy.name))
+                // Two seeders racing: the second finds the first's workflow and changes nothing.
+                .id_conflict_policy(WorkflowIdConflictPolicy::UseExisting)
+                .search_attributes(attributes)
+                .build();
+        self.client
+            .start_workflow(PolicyWorkflow::run, policy, options)
+            .await
+            .map_err(|e| BackendError::Unavailable(format!("start policy workflow: {e}")))?;
+        Ok(true)
+    }
+
+    /// Creates the access schedule of `namespace`, or corrects its interval. True when it
+    /// wrote anything.
+    pub async fn ensure_access_schedule(
+        &self,
+        namespace: &str,
+        every: Duration,
+    ) -> Result<bool, BackendError> {
+        let id = access_schedule_id(namespace);
+        let handle = self.client.get_schedule_handle(id.clone());
+        match handle.describe(Default::default()).await {
+            Ok(description) => {
+                let interval = description
+                    .raw()
+                    .schedule
+                    .as_ref()
+                    .and_then(|s| s.spec.as_ref())
+                    .and_then(|spec| spec.interval.first())
+                    .and_then(|i| i.interval)
+                    .map(|d| Duration::new(d.seconds.max(0) as u64, d.nanos.max(0) as u32));
+                if interval == Some(every) {
+                    return Ok(false);
+                }
+                handle
+                    .update(
+                        move |update| {
+                            update.set_spec(ScheduleSpec::from_interval(every));
+                        },
+                        Default::default(),
+                    )
+                    .await
+                    .map_err(schedule_error)?;
+                Ok(true)
+            }
+            Err(ScheduleError::Rpc(status)) if status.code() == Code::NotFound => {
+                let action = ScheduleAction::start_workflow(
+                    UsersWorkflow::run,
+                    namespace.to_owned(),
+                    self.task_queue.clone(),
+                    id.clone(),
+                );
+                let options = CreateScheduleOptions::builder()
+                    .action(action)
+                    .spec(ScheduleSpec::from_interval(every))
+                    .overlap_policy(ScheduleOverlapPolicy::Skip)
+                    // The first run grants what the policies already say.
+                    .trigger_immediately(true)
+                    .build();
+                match self.client.create_schedule(id, options).await {
+                    Ok(_) => Ok(true),
+                    Err(ScheduleError::Rpc(status)) if status.code() == Code::AlreadyExists => {
+                        Ok(false)
+                    }
+                    Err(e) => Err(schedule_error(e)),
+                }
+            }
+            Err(e) => Err(schedule_error(e)),
+        }
+    }
+
+    /// Deletes the access schedule of `namespace`; one already gone is fine.
+    pub async fn delete_access_schedule(&self, namespace: &str) -> Result<(), BackendError> {
+        let handle = self
+            .client
+            .get_schedule_handle(access_schedule_id(namespace));
+        match handle.delete(DeleteScheduleOptions::default()).await {
+            Ok(()) => Ok(()),
+            Err(ScheduleError::Rpc(status)) if status.code() == Code::NotFound => Ok(()),
+            Err(e) => Err(schedule_error(e)),
+        }
+    }
+
+    /// Runs `namespace`'s access schedule now, or right after the run in progress. False
+    /// when it has no schedule.
+    pub async fn trigger_access_run(&self, namespace: &str) -> Result<bool, BackendError> {
+        self.trigger(access_schedule_id(namespace)).await
+    }
+
+    async fn trigger(&self, schedule_id: String) -> Result<bool, BackendError> {
+        let handle = self.client.get_schedule_handle(schedule_id);
+        // A run in progress may have read the old state: buffer one more after it.
+        match handle
+            .trigger(
+                ScheduleOverlapPolicy::BufferOne,
+                TriggerScheduleOptions::default(),
+            )
+            .await
+        {
+            Ok(()) => Ok(true),
+            Err(ScheduleError::Rpc(status)) if status.code() == Code::NotFound => Ok(false),
+            Err(e) => Err(schedule_error(e)),
+        }
+    }
+
+    /// Runs every namespace's access schedule now; returns how many were started.
+    pub async fn trigger_all_access_runs(&self) -> Result<u32, BackendError> {
+        let mut schedules = self.client.list_schedules(ListSchedulesOptions::default());
+        let mut ids = Vec::new();
+        while let Some(schedule) = schedules.next().await {
+            let schedule = schedule.map_err(schedule_error)?;
+            if schedule.workflow_type() == Some(UsersWorkflow::run.name()) {
+                ids.push(schedule.schedule_id().to_owned());
+            }
+        }
+        let mut triggered = 0;
+        for id in ids {
+            triggered += u32::from(self.trigger(id).await?);
+        }
+        Ok(triggered)
+    }
+
+    /// The summary of `namespace`'s most recent finished access run.
+    pub async fn last_access_run(
+        &self,
+        namespace: &str,
+    ) -> Result<Option<AccessSummary>, BackendError> {
+        let handle = self
+            .client
+            .get_schedule_handle(access_schedule_id(namespace));
+        let description = match handle.describe(Default::default()).await {
+            Ok(description) => description,
+            Err(ScheduleError::Rpc(status)) if status.code() == Code::NotFound => return Ok(None),
+            Err(e) => return Err(schedule_error(e)),
+        };
+        let mut recent = description.recent_actions();
+        recent.sort_by_key(|action| std::cmp::Reverse(action.actual_time));
+        for action in recent {
+            let info = self
+                .describe(action.workflow_id)
+                .await?
+                .and_then(|d| d.workflow_execution_info);
+            if let Some(summary) = info.and_then(|i| memo_value(i.memo.as_ref(), SUMMARY_MEMO)) {
+                return Ok(Some(summary));
+            }
+        }
+        Ok(None)
+    }
+}
+
+fn schedule_error(error: ScheduleError) -> BackendError {
+    BackendError::Unavailable(format!("access schedule: {error}"))
+}

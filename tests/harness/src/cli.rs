@@ -1,0 +1,58 @@
+//! Reading what `plinth` and `temporal` commands printed, and waiting for the control plane.
+
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+/// Exit status, stdout and stderr, for assertion messages.
+pub fn text(output: &Output) -> String {
+    format!(
+        "status {}\nstdout:\n{}\nstderr:\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// Standard output as text.
+pub fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Standard error as text.
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// The output of a command that must have succeeded.
+#[track_caller]
+pub fn ok(output: Output) -> Output {
+    assert!(output.status.success(), "{}", text(&output));
+    output
+}
+
+/// Polls `check` until it holds; fails the test after 90 s, naming `what`.
+#[track_caller]
+pub fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+/// A Namespace resource in the seed's shape; `extra_spec` is appended to the spec.
+pub fn namespace_yaml(
+    name: &str,
+    temporal_name: &str,
+    owner: &str,
+    retention: u32,
+    extra_spec: &str,
+) -> String {
+    format!(
+        "apiVersion: temporal.plinth.dev/v1beta1\n\
+         kind: Namespace\n\
+         metadata:\n  name: {name}\n  namespace: payments\n\
+         spec:\n  name: {temporal_name}\n  owner: {owner}\n  regions: [us-east-1]\n  \
+         retentionDays: {retention}\n{extra_spec}"
+    )
+}

@@ -1,0 +1,183 @@
+use std::time::Duration;
+
+use plinth_proto::v1::{Policy, Rule};
+use serde::{Deserialize, Serialize};
+use temporalio_macros::{workflow, workflow_methods};
+use temporalio_sdk::{
+    ActivityOptions, ContinueAsNewOptions, WorkflowContext, WorkflowContextView, WorkflowResult,
+};
+
+use crate::contracts::{TriggerAccessRun, ValidateRule};
+use crate::provision_namespace::{
+    KIND_ATTRIBUTE, OWNER_ATTRIBUTE, RESOURCE_MEMO, UpdateError, local_activity,
+};
+
+/// Workflow id of the policy named `name`.
+pub fn policy_workflow_id(name: &str) -> String {
+    format!("policy/{name}")
+}
+
+/// History length at which a run hands over to a new one.
+const MAX_HISTORY_EVENTS: u32 = 2_000;
+
+/// What a rule update answers.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RuleChange {
+    /// False when the policy already was as asked (rule present, or absent).
+    pub changed: bool,
+    /// The policy after the update.
+    pub policy: Policy,
+}
+
+/// One access policy, for its whole life: workflow id `policy/<name>`. Its rules change only
+/// through the `add_rule` and `remove_rule` updates; each change publishes the policy to the
+/// memo and runs the namespace's access schedule at once.
+#[workflow]
+#[derive(Debug)]
+pub struct PolicyWorkflow {
+    policy: Policy,
+    /// Changes not yet published and propagated.
+    pending: bool,
+}
+
+#[workflow_methods]
+impl PolicyWorkflow {
+    /// Starts from a seeded policy, or from the state a previous run handed over.
+    #[init]
+    pub fn new(_ctx: &WorkflowContextView, policy: Policy) -> Self {
+        Self {
+            policy,
+            pending: true,
+        }
+    }
+
+    /// Publishes and propagates each change; never returns on its own.
+    #[run]
+    pub async fn run(ctx: &mut WorkflowContext<Self>) -> WorkflowResult<Policy> {
+        loop {
+            ctx.wait_condition(|s| s.pending).await?;
+            ctx.state_mut(|s| s.pending = false);
+            let policy = ctx.state(|s| s.policy.clone());
+            ctx.upsert_search_attributes([
+                KIND_ATTRIBUTE.value_set(plinth_proto::KIND_POLICY.to_owned()),
+                OWNER_ATTRIBUTE.value_set(policy.owner.clone()),
+            ]);
+            let _ = ctx.upsert_memo([(
+                RESOURCE_MEMO,
+                Some(temporalio_common::MemoValue::new(policy.clone())),
+            )]);
+            ctx.execute_activity(
+                TriggerAccessRun,
+                policy.namespace,
+                ActivityOptions::start_to_close_timeout(Duration::from_secs(20)),
+            )
+            .await?;
+            if ctx.continue_as_new_suggested() || ctx.history_length() > MAX_HISTORY_EVENTS {
+                let view = ctx.clone();
+                ctx.wait_condition(move |_| view.all_handlers_finished())
+                    .await?;
+                let handover = ctx.state(|s| s.policy.clone());
+                ctx.continue_as_new(handover, ContinueAsNewOptions::default())?;
+            }
+        }
+    }
+
+    /// Adds a rule (validated by the worker, groups against its directory).
+    #[update]
+    pub async fn add_rule(
+        ctx: &mut WorkflowContext<Self>,
+        rule: Rule,
+    ) -> Result<RuleChange, UpdateError> {
+        let check = ctx
+            .execute_local_activity(ValidateRule, rule, local_activity())
+            .await?;
+        let rule = match (check.rule, check.error) {
+            (Some(rule), None) => rule,
+            (_, error) => return Err(error.unwrap_or_else(|| "invalid rule".into()).into()),
+        };
+        Ok(ctx.state_mut(|s| s.add(rule)))
+    }
+
+    /// Removes a rule; one the policy does not hold is refused, naming it.
+    #[update]
+    pub fn remove_rule(
+        &mut self,
+        _ctx: &mut temporalio_sdk::SyncWorkflowContext<Self>,
+        rule: Rule,
+    ) -> Result<RuleChange, UpdateError> {
+        Ok(self.remove(&rule.canonical())?)
+    }
+
+    /// The policy.
+    #[query]
+    pub fn policy(&self, _ctx: &WorkflowContextView) -> Policy {
+        self.policy.clone()
+    }
+}
+
+impl PolicyWorkflow {
+    fn add(&mut self, rule: Rule) -> RuleChange {
+        let changed = !self.policy.rules.contains(&rule);
+        if changed {
+            self.policy.rules.push(rule);
+            self.pending = true;
+        }
+        self.answer(changed)
+    }
+
+    fn remove(&mut self, rule: &Rule) -> Result<RuleChange, String> {
+        if !self.policy.rules.contains(rule) {
+            return Err(format!("policy {:?} has no rule {rule}", self.policy.name));
+        }
+        self.policy.rules.retain(|r| r != rule);
+        self.pending = true;
+        Ok(self.answer(true))
+    }
+
+    fn answer(&self, changed: bool) -> RuleChange {
+        RuleChange {
+            changed,
+            policy: self.policy.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> PolicyWorkflow {
+        let [writers, _] = plinth_proto::policy::seeded_policies("ns", "admins", "owners");
+        PolicyWorkflow {
+            policy: writers,
+            pending: false,
+        }
+    }
+
+    fn group(name: &str) -> Rule {
+        Rule {
+            group: name.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn adding_twice_changes_once() {
+        let mut state = policy();
+        assert!(state.add(group("a")).changed);
+        assert!(state.pending);
+        state.pending = false;
+        assert!(!state.add(group("a")).changed);
+        assert!(!state.pending, "no change, nothing to propagate");
+        assert_eq!(state.policy.rules, [group("a")]);
+    }
+
+    #[test]
+    fn removing_an_absent_rule_names_it() {
+        let mut state = policy();
+        let err = state.remove(&group("nobody")).unwrap_err();
+        assert!(err.contains("group:nobody"), "{err}");
+        state.add(group("a"));
+        assert!(state.remove(&group("a")).unwrap().policy.rules.is_empty());
+    }
+}

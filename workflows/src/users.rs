@@ -1,0 +1,55 @@
+use std::time::Duration;
+
+use plinth_proto::v1::AccessSummary;
+use temporalio_macros::{workflow, workflow_methods};
+use temporalio_sdk::{ActivityOptions, WorkflowContext, WorkflowContextView, WorkflowResult};
+
+use crate::contracts::ReconcileAccess;
+
+/// Schedule id of the access runs of Temporal namespace `namespace`; the workflows it starts
+/// are `users/<namespace>-<time>`.
+pub fn access_schedule_id(namespace: &str) -> String {
+    format!("users/{namespace}")
+}
+
+/// Memo key of a finished run's summary.
+pub const SUMMARY_MEMO: &str = "summary";
+
+/// One access run of a namespace, started by its `users/<namespace>` schedule: resolves the
+/// policies into the effective access list and applies the difference. The summary is the
+/// result and is kept in the memo, so the last run is read with a describe.
+#[workflow]
+#[derive(Debug)]
+pub struct UsersWorkflow {
+    namespace: String,
+}
+
+#[workflow_methods]
+impl UsersWorkflow {
+    /// `namespace` is the Temporal namespace.
+    #[init]
+    pub fn new(_ctx: &WorkflowContextView, namespace: String) -> Self {
+        Self { namespace }
+    }
+
+    /// Reconciles access once.
+    #[run]
+    pub async fn run(ctx: &mut WorkflowContext<Self>) -> WorkflowResult<AccessSummary> {
+        let namespace = ctx.state(|s| s.namespace.clone());
+        // Each retry re-derives the difference from what the backend holds then.
+        let options = ActivityOptions::start_to_close_timeout(Duration::from_secs(120));
+        let mut summary = ctx
+            .execute_activity(ReconcileAccess, namespace, options)
+            .await?;
+        summary.workflow_id = ctx.workflow_id().to_owned();
+        summary.time = ctx
+            .workflow_time()
+            .map(|t| humantime::format_rfc3339_seconds(t).to_string())
+            .unwrap_or_default();
+        let _ = ctx.upsert_memo([(
+            SUMMARY_MEMO,
+            Some(temporalio_common::MemoValue::new(summary.clone())),
+        )]);
+        Ok(summary)
+    }
+}
