@@ -3,6 +3,8 @@
 
 const SERDE: &str = "#[derive(serde::Serialize, serde::Deserialize)] #[serde(rename_all = \"camelCase\", default, deny_unknown_fields)]";
 
+const SKIP_EMPTY: &str = "#[serde(skip_serializing_if = \"String::is_empty\")]";
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protos = [
         "plinth/v1/namespace.proto",
@@ -16,6 +18,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_transport(false)
         .type_attribute(".plinth.v1", SERDE)
+        // A rule sets one of its fields; the others stay out of YAML and JSON.
+        .field_attribute(".plinth.v1.Rule", SKIP_EMPTY)
         .compile_fds(descriptors)?;
     Ok(())
 }

@@ -359,7 +359,7 @@ fn show<T: serde::Serialize>(
 ) -> anyhow::Result<()> {
     match output {
         Output::Json => println!("{}", serde_json::to_string_pretty(value)?),
-        Output::Yaml => print!("{}", serde_yaml::to_string(value)?),
+        Output::Yaml => println!("{}", serde_yaml::to_string(value)?.trim_end()),
         Output::Table => table(),
     }
     Ok(())

@@ -408,7 +408,7 @@ fn write_sample_directory(home: &Home, user: &str, admin_group: &str) -> anyhow:
     let path = home.directory_file();
     if !path.exists() {
         let text = format!(
-            "# People and groups for plinth dev. Edit freely; the worker and proxy read it at start.\n\
+            "# People and groups for plinth dev. Edit freely: changes take effect within seconds.\n\
              users:\n\
              \x20 - email: {user}\n\
              \x20 - email: alice@example.com\n\
@@ -519,6 +519,8 @@ fn banner(info: &DevInfo) -> String {
          \x20 temporal workflow list --address {address} --namespace {ns}\n\
          \x20 plinth apply -f examples/namespace.yaml --wait\n\
          \x20 plinth get namespaces\n\
+         \x20 plinth policy add-rule TEMPORAL-ns-fancy-test --group payments-team@example.com\n\
+         \x20 plinth get access fancy-test\n\
          \x20 plinth pki issue --user alice@example.com\n\n\
          Ctrl-C stops everything.",
         ui = t.ui_url,

@@ -92,6 +92,8 @@ enum DirectoryCommand {
 enum BenchCommand {
     /// Apply-to-Ready of N concurrent namespaces next to N bare RegisterNamespace calls.
     Namespaces(bench::BenchArgs),
+    /// One full access cycle over many namespaces, one with no change, and one with a few.
+    Access(bench::AccessBenchArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -188,6 +190,7 @@ async fn run(
         Command::Bench(BenchCommand::Namespaces(args)) => {
             bench::namespaces(&config, &home, &args).await
         }
+        Command::Bench(BenchCommand::Access(args)) => bench::access(&config, &home, &args).await,
         Command::Pki(PkiCommand::Init) => {
             let report = pki::init(&home, &config.pki)?;
             let dir = home.pki_dir();

@@ -128,35 +128,15 @@ impl AccessActivities {
         _ctx: ActivityContext,
         namespace: String,
     ) -> Result<AccessSummary, ActivityError> {
-        let mut policies = Vec::new();
-        for name in [
-            writers_policy_name(&namespace),
-            readers_policy_name(&namespace),
-        ] {
-            policies.extend(self.control.policy(&name).await.map_err(failure)?);
-        }
-        let desired = effective_access(&policies, self.directory.as_ref());
-        let current = self
-            .backend
-            .list_access(&namespace)
-            .await
-            .map_err(failure)?;
-        let directory = self.directory.clone();
-        let admins = self.admin_group.clone();
-        let keeps_access = move |identity: &str| {
-            identity
-                .strip_prefix("user:")
-                .and_then(|email| Identity::user(email).ok())
-                .is_some_and(|user| directory.is_member(&user, &admins))
-        };
-        let (changes, mut summary) = plan_access(&current, &desired, &keeps_access);
-        summary.backend_writes = i32::try_from(
-            self.backend
-                .apply_access(&namespace, &changes)
-                .await
-                .map_err(failure)?,
+        let summary = reconcile_access(
+            &namespace,
+            &self.control,
+            self.backend.as_ref(),
+            self.directory.clone(),
+            &self.admin_group,
         )
-        .unwrap_or(i32::MAX);
+        .await
+        .map_err(failure)?;
         tracing::info!(
             namespace,
             granted = summary.granted,
@@ -168,6 +148,37 @@ impl AccessActivities {
         );
         Ok(summary)
     }
+}
+
+/// One access run of Temporal namespace `namespace`: reads its two policies, resolves them
+/// through `directory`, and applies only the difference to `backend`. Members of
+/// `admin_group` keep whatever access they hold.
+pub async fn reconcile_access(
+    namespace: &str,
+    control: &ControlPlane,
+    backend: &dyn NamespaceBackend,
+    directory: Arc<dyn Directory>,
+    admin_group: &str,
+) -> Result<AccessSummary, BackendError> {
+    let mut policies = Vec::new();
+    for name in [
+        writers_policy_name(namespace),
+        readers_policy_name(namespace),
+    ] {
+        policies.extend(control.policy(&name).await?);
+    }
+    let desired = effective_access(&policies, directory.as_ref());
+    let current = backend.list_access(namespace).await?;
+    let keeps_access = |identity: &str| {
+        identity
+            .strip_prefix("user:")
+            .and_then(|email| Identity::user(email).ok())
+            .is_some_and(|user| directory.is_member(&user, admin_group))
+    };
+    let (changes, mut summary) = plan_access(&current, &desired, &keeps_access);
+    let writes = backend.apply_access(namespace, &changes).await?;
+    summary.backend_writes = i32::try_from(writes).unwrap_or(i32::MAX);
+    Ok(summary)
 }
 
 /// Refusals fail the activity for good; passing faults are retried by Temporal.

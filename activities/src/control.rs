@@ -18,11 +18,11 @@ use temporalio_client::tonic::Code;
 use temporalio_client::{
     Client, WorkflowDescribeOptions, WorkflowIdConflictPolicy, WorkflowStartOptions,
 };
-use temporalio_common::WorkflowDefinition;
 use temporalio_common::protos::temporal::api::common::v1::Memo;
 use temporalio_common::protos::temporal::api::enums::v1::WorkflowExecutionStatus;
 use temporalio_common::protos::temporal::api::workflowservice::v1::DescribeWorkflowExecutionResponse;
 use temporalio_common::search_attributes::SearchAttributes;
+use temporalio_common::{MemoValues, WorkflowDefinition};
 use tokio_stream::StreamExt;
 
 use crate::backend::BackendError;
@@ -121,11 +121,15 @@ impl ControlPlane {
             KIND_ATTRIBUTE.value_set(plinth_proto::KIND_POLICY.to_owned()),
             OWNER_ATTRIBUTE.value_set(policy.owner.clone()),
         ]);
+        // Readable from the start, before a worker has run the first task.
+        let mut memo = MemoValues::new();
+        memo.insert(RESOURCE_MEMO, policy.clone());
         let options =
             WorkflowStartOptions::new(self.task_queue.clone(), policy_workflow_id(&policy.name))
                 // Two seeders racing: the second finds the first's workflow and changes nothing.
                 .id_conflict_policy(WorkflowIdConflictPolicy::UseExisting)
                 .search_attributes(attributes)
+                .memo(memo)
                 .build();
         self.client
             .start_workflow(PolicyWorkflow::run, policy, options)

@@ -10,7 +10,7 @@ mod namespaces;
 mod self_hosted;
 mod worker_info;
 
-pub use access_activities::AccessActivities;
+pub use access_activities::{AccessActivities, reconcile_access};
 pub use backend::{
     AccessChange, AccessLevel, BackendError, NamespaceBackend, ObservedNamespace,
     missing_search_attributes,

@@ -1,4 +1,5 @@
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::Duration;
 
 use plinth_proto::v1::NamespaceSpec;
@@ -32,6 +33,10 @@ const THROTTLE_PATIENCE: Duration = Duration::from_secs(10);
 pub struct SelfHosted {
     connection: Connection,
     endpoint: String,
+    /// Temporal versions all namespace metadata with one cluster-wide counter, so concurrent
+    /// namespace updates fail each other ("conditional update error"). One at a time per
+    /// process; other processes' collisions are retried.
+    namespace_writes: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl std::fmt::Debug for SelfHosted {
@@ -48,6 +53,7 @@ impl SelfHosted {
         Self {
             connection,
             endpoint,
+            namespace_writes: Arc::default(),
         }
     }
 
@@ -69,7 +75,7 @@ impl SelfHosted {
         };
         // Backs off: hundreds of registrations at once must not flood the frontend.
         retry_while(
-            Code::NotFound,
+            &[Code::NotFound],
             VISIBLE_TIMEOUT,
             Duration::from_secs(1),
             count,
@@ -120,6 +126,17 @@ impl SelfHosted {
         }
     }
 
+    async fn update_namespace(&self, request: UpdateNamespaceRequest) -> Result<(), BackendError> {
+        let update = || {
+            let mut service = self.connection.workflow_service();
+            let request = request.clone();
+            async move { service.update_namespace(Request::new(request)).await }
+        };
+        let _turn = self.namespace_writes.lock().await;
+        retry_throttled(update).await.map_err(classify)?;
+        Ok(())
+    }
+
     /// Merges `entries` into the namespace's data map; an empty value means no access.
     async fn write_access(
         &self,
@@ -134,13 +151,7 @@ impl SelfHosted {
             }),
             ..Default::default()
         };
-        let update = || {
-            let mut service = self.connection.workflow_service();
-            let request = request.clone();
-            async move { service.update_namespace(Request::new(request)).await }
-        };
-        retry_throttled(update).await.map_err(classify)?;
-        Ok(())
+        self.update_namespace(request).await
     }
 }
 
@@ -224,13 +235,7 @@ impl NamespaceBackend for SelfHosted {
             }),
             ..Default::default()
         };
-        let update = || {
-            let mut service = self.connection.workflow_service();
-            let request = request.clone();
-            async move { service.update_namespace(Request::new(request)).await }
-        };
-        retry_throttled(update).await.map_err(classify)?;
-        Ok(())
+        self.update_namespace(request).await
     }
 
     async fn add_search_attributes(
@@ -346,15 +351,17 @@ impl NamespaceBackend for SelfHosted {
     }
 }
 
-/// Frontends shed bursts with ResourceExhausted. Waiting briefly here costs milliseconds;
-/// failing the activity costs Temporal's retry backoff of seconds.
+/// Frontends shed bursts with ResourceExhausted, and namespace writes from many callers at
+/// once lose a cluster-wide version check with Unavailable ("conditional update error").
+/// Waiting briefly here costs milliseconds; failing the activity costs Temporal's retry
+/// backoff of seconds.
 async fn retry_throttled<T, F, Fut>(call: F) -> Result<T, Status>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, Status>>,
 {
     retry_while(
-        Code::ResourceExhausted,
+        &[Code::ResourceExhausted, Code::Unavailable],
         THROTTLE_PATIENCE,
         Duration::from_millis(500),
         call,
@@ -362,10 +369,10 @@ where
     .await
 }
 
-/// Calls until the answer is anything but `code`, backing off from 20 ms up to `max_delay`,
-/// for at most `patience`.
+/// Calls until the answer is none of `codes`, backing off (with jitter, so contending
+/// callers spread out) from 20 ms up to `max_delay`, for at most `patience`.
 async fn retry_while<T, F, Fut>(
-    code: Code,
+    codes: &[Code],
     patience: Duration,
     max_delay: Duration,
     mut call: F,
@@ -378,13 +385,23 @@ where
     let mut delay = Duration::from_millis(20);
     loop {
         match call().await {
-            Err(status) if status.code() == code && tokio::time::Instant::now() < deadline => {
-                tokio::time::sleep(delay).await;
+            Err(status)
+                if codes.contains(&status.code()) && tokio::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(delay.mul_f64(0.5 + jitter())).await;
                 delay = (delay * 2).min(max_delay);
             }
             result => return result,
         }
     }
+}
+
+/// A fraction in [0, 1) that differs between callers and calls.
+fn jitter() -> f64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    f64::from(nanos % 1000) / 1000.0
 }
 
 fn retention(spec: &NamespaceSpec) -> Duration {

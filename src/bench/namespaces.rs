@@ -4,13 +4,14 @@
 use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime};
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use plinth_proto::phase;
 use plinth_proto::v1::{ApplyNamespaceRequest, Namespace, NamespaceSpec, WatchNamespaceRequest};
 use temporalio_client::tonic::Request;
 use temporalio_common::protos::temporal::api::workflowservice::v1::RegisterNamespaceRequest;
 use tokio::task::JoinSet;
 
+use super::{DevStack, memory_of, ms, ratio};
 use crate::config::Config;
 use crate::home::Home;
 
@@ -31,14 +32,10 @@ pub async fn namespaces(
     home: &Home,
     args: &BenchArgs,
 ) -> anyhow::Result<ExitCode> {
-    let text = std::fs::read_to_string(home.dev_json())
-        .context("no running plinth dev here: start one (PLINTH_HOME=/tmp/bench plinth dev)")?;
-    let dev: serde_json::Value = serde_json::from_str(&text)?;
-    let temporal = dev["temporal"]["grpc_address"]
-        .as_str()
-        .context("dev.json")?
-        .to_owned();
-    let worker_pid = dev["pids"]["worker"].as_u64().context("dev.json")?;
+    let DevStack {
+        temporal,
+        worker_pid,
+    } = DevStack::read(home)?;
     let run = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)?
         .as_secs();
@@ -80,9 +77,7 @@ pub async fn namespaces(
     let plinth = collect(&mut tasks).await.context("plinth apply → Ready")?;
     let plinth_total = started.elapsed();
 
-    let url: temporalio_client::Url = format!("http://{temporal}").parse()?;
-    let connection =
-        plinth_worker::connect(temporalio_client::ConnectionOptions::new(url).build()).await?;
+    let connection = super::connect(&temporal).await?;
     let started = Instant::now();
     let mut tasks = JoinSet::new();
     for i in 0..args.count {
@@ -169,35 +164,4 @@ async fn collect(
 fn percentile(sorted: &[Duration], p: usize) -> Duration {
     let index = (sorted.len() * p).div_ceil(100).saturating_sub(1);
     sorted.get(index).copied().unwrap_or_default()
-}
-
-fn ms(d: Duration) -> String {
-    format!("{} ms", d.as_millis())
-}
-
-fn ratio(a: Duration, b: Duration) -> String {
-    format!("{:.1}x", a.as_secs_f64() / b.as_secs_f64().max(1e-9))
-}
-
-/// Resident and peak resident memory of a process, MiB (from /proc).
-fn memory_of(pid: u64) -> anyhow::Result<(u64, u64)> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .with_context(|| format!("worker pid {pid}"))?;
-    let field = |name: &str| -> anyhow::Result<u64> {
-        let line = status
-            .lines()
-            .find(|l| l.starts_with(name))
-            .context(name.to_owned())?;
-        let kib: u64 = line
-            .split_whitespace()
-            .nth(1)
-            .context(name.to_owned())?
-            .parse()?;
-        Ok(kib / 1024)
-    };
-    let (rss, peak) = (field("VmRSS:")?, field("VmHWM:")?);
-    if rss == 0 {
-        bail!("worker pid {pid} reports no memory");
-    }
-    Ok((rss, peak))
 }

@@ -1,0 +1,257 @@
+//! `plinth bench access`: access runs over many namespaces and a large directory, in the
+//! worker's own code path, next to the reads alone that every run needs.
+
+use std::future::Future;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use plinth_activities::directory::{Directory, FileDirectory};
+use plinth_activities::{
+    AccessChange, ControlPlane, NamespaceBackend, SelfHosted, reconcile_access,
+};
+use plinth_proto::policy::{readers_policy_name, seeded_policies, writers_policy_name};
+use plinth_proto::v1::{AccessSummary, NamespaceSpec, Rule};
+use temporalio_client::{Client, ClientOptions};
+use tokio::task::JoinSet;
+
+use super::{DevStack, memory_of, ms, ratio};
+use crate::config::Config;
+use crate::home::Home;
+
+#[derive(Debug, clap::Args)]
+pub struct AccessBenchArgs {
+    /// Namespaces, each with a writers and a readers policy.
+    #[arg(long, default_value_t = 1000)]
+    namespaces: usize,
+    /// People in the directory.
+    #[arg(long, default_value_t = 20_000)]
+    users: usize,
+    /// Groups in the directory; every tenth nests the next.
+    #[arg(long, default_value_t = 500)]
+    groups: usize,
+    /// People who leave before the last cycle.
+    #[arg(long, default_value_t = 100)]
+    departures: usize,
+    /// Namespaces reconciled at once.
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+}
+
+/// What one pass over every namespace cost.
+struct Cycle {
+    wall: Duration,
+    cpu: Duration,
+    total: AccessSummary,
+}
+
+/// Runs against the `plinth dev` of `$PLINTH_HOME`; use a fresh home: it leaves its
+/// namespaces and policies behind (a second run reuses them).
+pub async fn access(
+    config: &Config,
+    home: &Home,
+    args: &AccessBenchArgs,
+) -> anyhow::Result<ExitCode> {
+    let dev = DevStack::read(home)?;
+    let connection = super::connect(&dev.temporal).await?;
+    let backend: Arc<dyn NamespaceBackend> =
+        Arc::new(SelfHosted::new(connection.clone(), dev.temporal.clone()));
+    let client = Client::new(
+        connection,
+        ClientOptions::new(config.temporal.namespace.clone()).build(),
+    )?;
+    let control = ControlPlane::new(client, config.temporal.task_queue.clone());
+    let admins = config.platform.admin_group.clone();
+    let names: Vec<String> = (0..args.namespaces)
+        .map(|i| format!("bench-access-{i}"))
+        .collect();
+
+    let text = directory_yaml(args, &admins, 0);
+    let parse_started = Instant::now();
+    let directory: Arc<dyn Directory> =
+        Arc::new(FileDirectory::parse(&text).map_err(anyhow::Error::msg)?);
+    let parse = parse_started.elapsed();
+
+    eprintln!("setup: {} namespaces and their policies", names.len());
+    for_each(&names, args.concurrency, |i, name| {
+        let (backend, control, admins) = (backend.clone(), control.clone(), admins.clone());
+        let groups = args.groups;
+        async move {
+            if backend.describe(&name).await?.is_none() {
+                let spec = NamespaceSpec {
+                    name: name.clone(),
+                    retention_days: 1,
+                    ..Default::default()
+                };
+                backend.register(&spec).await?;
+            }
+            let [mut writers, mut readers] = seeded_policies(&name, &admins, "bench-owners");
+            writers.rules = vec![group_rule(i % groups), group_rule((i + 1) % groups)];
+            readers.rules = vec![group_rule((i + 2) % groups)];
+            for policy in [writers, readers] {
+                control.create_policy_if_absent(policy).await?;
+            }
+            // A full cycle starts from nobody having access.
+            let held = backend.list_access(&name).await?;
+            let revoke: Vec<AccessChange> = held.into_keys().map(AccessChange::Revoke).collect();
+            backend.apply_access(&name, &revoke).await?;
+            Ok(AccessSummary::default())
+        }
+    })
+    .await?;
+
+    eprintln!("reads only");
+    let reads = for_each(&names, args.concurrency, |_, name| {
+        let (backend, control) = (backend.clone(), control.clone());
+        async move {
+            for policy in [writers_policy_name(&name), readers_policy_name(&name)] {
+                control.policy(&policy).await?;
+            }
+            backend.list_access(&name).await?;
+            Ok(AccessSummary::default())
+        }
+    })
+    .await?;
+    let run = |directory: Arc<dyn Directory>| {
+        let (backend, control, admins) = (backend.clone(), control.clone(), admins.clone());
+        move |_, name: String| {
+            let (backend, control) = (backend.clone(), control.clone());
+            let (directory, admins) = (directory.clone(), admins.clone());
+            async move { reconcile_access(&name, &control, backend.as_ref(), directory, &admins).await }
+        }
+    };
+    eprintln!("full cycle");
+    let full = for_each(&names, args.concurrency, run(directory.clone())).await?;
+    eprintln!("no-change cycle");
+    let quiet = for_each(&names, args.concurrency, run(directory.clone())).await?;
+    let departed: Arc<dyn Directory> = Arc::new(
+        FileDirectory::parse(&directory_yaml(args, &admins, args.departures))
+            .map_err(anyhow::Error::msg)?,
+    );
+    eprintln!("cycle after {} departures", args.departures);
+    let some = for_each(&names, args.concurrency, run(departed)).await?;
+
+    let n = names.len();
+    println!(
+        "{n} namespaces, {} people in {} groups, {} at once, on {}\n",
+        args.users, args.groups, args.concurrency, dev.temporal
+    );
+    println!(
+        "{:<26} {:>8} {:>8} {:>8} {:>7} {:>10} {:>10} {:>11} {:>9}",
+        "", "granted", "revoked", "writes", "total", "wall", "CPU", "CPU per ns", "vs reads"
+    );
+    for (label, cycle) in [
+        ("reads only (baseline)", &reads),
+        ("full cycle", &full),
+        ("no-change cycle", &quiet),
+        ("after departures", &some),
+    ] {
+        let t = &cycle.total;
+        println!(
+            "{:<26} {:>8} {:>8} {:>8} {:>7} {:>10} {:>10} {:>11} {:>9}",
+            label,
+            t.granted,
+            t.revoked,
+            t.backend_writes,
+            t.granted + t.changed + t.revoked + t.unchanged,
+            ms(cycle.wall),
+            ms(cycle.cpu),
+            format!("{:.2} ms", cycle.cpu.as_secs_f64() * 1e3 / n as f64),
+            ratio(cycle.cpu, reads.cpu),
+        );
+    }
+    println!("\ndirectory parse: {} ms", parse.as_millis());
+    println!(
+        "Temporal actions per cycle when scheduled: {} ({n} workflow starts + {n} activities); \
+         the same with or without changes",
+        2 * n
+    );
+    let (rss, _) = memory_of(std::process::id().into())?;
+    println!(
+        "bench process RSS {rss} MiB (the worker's is {} MiB)",
+        memory_of(dev.worker_pid)?.0
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn group_rule(index: usize) -> Rule {
+    Rule {
+        group: format!("bench-group-{index}"),
+        ..Default::default()
+    }
+}
+
+/// `users` people spread round-robin over `groups` groups; the first `departed` have left.
+fn directory_yaml(args: &AccessBenchArgs, admins: &str, departed: usize) -> String {
+    let mut text = String::from("users:\n  - email: dev@example.com\n");
+    for i in 0..args.users {
+        text.push_str(&format!("  - email: user-{i}@bench.example\n"));
+        if i < departed {
+            text.push_str("    status: departed\n");
+        }
+    }
+    text.push_str(&format!(
+        "groups:\n  - name: {admins}\n    members: [dev@example.com]\n"
+    ));
+    for g in 0..args.groups {
+        let members: Vec<String> = (g..args.users)
+            .step_by(args.groups)
+            .map(|i| format!("user-{i}@bench.example"))
+            .collect();
+        text.push_str(&format!(
+            "  - name: bench-group-{g}\n    members: [{}]\n",
+            members.join(", ")
+        ));
+        if g % 10 == 0 && g + 1 < args.groups {
+            text.push_str(&format!("    groups: [bench-group-{}]\n", g + 1));
+        }
+    }
+    text
+}
+
+/// Runs `work` for every name, `concurrency` at once; returns the wall time, this
+/// process's CPU time and the summed summaries.
+async fn for_each<F, Fut>(names: &[String], concurrency: usize, work: F) -> anyhow::Result<Cycle>
+where
+    F: Fn(usize, String) -> Fut,
+    Fut: Future<Output = Result<AccessSummary, plinth_activities::BackendError>> + Send + 'static,
+{
+    let cpu_before = cpu_time()?;
+    let started = Instant::now();
+    let mut tasks = JoinSet::new();
+    let mut total = AccessSummary::default();
+    let mut add = |summary: AccessSummary| {
+        total.granted += summary.granted;
+        total.changed += summary.changed;
+        total.revoked += summary.revoked;
+        total.unchanged += summary.unchanged;
+        total.backend_writes += summary.backend_writes;
+    };
+    for (i, name) in names.iter().enumerate() {
+        if tasks.len() >= concurrency.max(1)
+            && let Some(done) = tasks.join_next().await
+        {
+            add(done??);
+        }
+        tasks.spawn(work(i, name.clone()));
+    }
+    while let Some(done) = tasks.join_next().await {
+        add(done??);
+    }
+    Ok(Cycle {
+        wall: started.elapsed(),
+        cpu: cpu_time()? - cpu_before,
+        total,
+    })
+}
+
+/// User plus system CPU time of this process so far.
+fn cpu_time() -> anyhow::Result<Duration> {
+    use nix::sys::resource::{UsageWho, getrusage};
+    let usage = getrusage(UsageWho::RUSAGE_SELF)?;
+    let micros = |t: nix::sys::time::TimeVal| {
+        Duration::from_secs(t.tv_sec().max(0) as u64)
+            + Duration::from_micros(t.tv_usec().max(0) as u64)
+    };
+    Ok(micros(usage.user_time()) + micros(usage.system_time()))
+}

@@ -1,0 +1,74 @@
+//! `plinth bench`: measurements against a running `plinth dev`, printed as tables of ratios
+//! against a baseline taken in the same run (shared machines are noisy).
+
+mod access;
+mod namespaces;
+
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use temporalio_client::Connection;
+
+use crate::home::Home;
+
+pub use access::{AccessBenchArgs, access};
+pub use namespaces::{BenchArgs, namespaces};
+
+/// The parts of a running `plinth dev` a benchmark needs, from its `dev.json`.
+struct DevStack {
+    /// Temporal's gRPC `host:port`.
+    temporal: String,
+    worker_pid: u64,
+}
+
+impl DevStack {
+    fn read(home: &Home) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(home.dev_json())
+            .context("no running plinth dev here: start one (PLINTH_HOME=/tmp/bench plinth dev)")?;
+        let dev: serde_json::Value = serde_json::from_str(&text)?;
+        Ok(Self {
+            temporal: dev["temporal"]["grpc_address"]
+                .as_str()
+                .context("dev.json")?
+                .to_owned(),
+            worker_pid: dev["pids"]["worker"].as_u64().context("dev.json")?,
+        })
+    }
+}
+
+/// A plain connection to the dev server.
+async fn connect(temporal: &str) -> anyhow::Result<Connection> {
+    let url: temporalio_client::Url = format!("http://{temporal}").parse()?;
+    Ok(plinth_worker::connect(temporalio_client::ConnectionOptions::new(url).build()).await?)
+}
+
+fn ms(d: Duration) -> String {
+    format!("{} ms", d.as_millis())
+}
+
+fn ratio(a: Duration, b: Duration) -> String {
+    format!("{:.1}x", a.as_secs_f64() / b.as_secs_f64().max(1e-9))
+}
+
+/// Resident and peak resident memory of a process, MiB (from /proc).
+fn memory_of(pid: u64) -> anyhow::Result<(u64, u64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .with_context(|| format!("worker pid {pid}"))?;
+    let field = |name: &str| -> anyhow::Result<u64> {
+        let line = status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .context(name.to_owned())?;
+        let kib: u64 = line
+            .split_whitespace()
+            .nth(1)
+            .context(name.to_owned())?
+            .parse()?;
+        Ok(kib / 1024)
+    };
+    let (rss, peak) = (field("VmRSS:")?, field("VmHWM:")?);
+    if rss == 0 {
+        bail!("worker pid {pid} reports no memory");
+    }
+    Ok((rss, peak))
+}
