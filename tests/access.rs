@@ -138,6 +138,9 @@ fn policies_drive_access_and_access_follows_the_directory() {
     // 1. Re-provisioning (a changed spec) leaves the editors' rules alone.
     let changed = namespace_yaml("acc", &ns, PAYMENTS_TEAM, 8, "  allowDeletion: true\n");
     ok(stack.apply_as(PAYMENTS_MEMBER, &changed, &["--wait"]));
+    let resource = get_json(&stack, &["namespace", "acc"]);
+    let update = &resource["status"]["events"][0];
+    assert_eq!(update["message"], "retention 7d → 8d", "{resource}");
     assert_eq!(rules(&get_json(&stack, &["policy", &writers])).len(), 1);
     assert_eq!(
         rules(&get_json(&stack, &["policy", &readers]))[0]["user"],
@@ -242,6 +245,22 @@ fn policies_drive_access_and_access_follows_the_directory() {
         "{}",
         text(&absent)
     );
+
+    // The editors follow the namespace to a new owner group; the rules stay.
+    let moved = namespace_yaml("acc", &ns, SEARCH_TEAM, 8, "  allowDeletion: true\n");
+    ok(stack.apply_as(ADMIN, &moved, &["--wait"]));
+    let policy = get_json(&stack, &["policy", &writers]);
+    assert_eq!(
+        policy["editors"],
+        serde_json::json!([SEARCH_TEAM]),
+        "{policy}"
+    );
+    assert_eq!(rules(&policy).len(), 1, "{policy}");
+    let former = stack.plinth_as(
+        PAYMENTS_MEMBER,
+        &["policy", "add-rule", &writers, "--app", "billing"],
+    );
+    assert!(stderr(&former).contains("may not"), "{}", text(&former));
 
     // 6. Deleting the namespace deletes its schedule.
     ok(stack.plinth_as(ADMIN, &["delete", "namespace", "acc", "--wait"]));

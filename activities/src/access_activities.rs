@@ -14,7 +14,7 @@ use temporalio_sdk::activities::{ActivityContext, ActivityError};
 
 use crate::access::{effective_access, plan_access, validate_rule};
 use crate::backend::{BackendError, NamespaceBackend};
-use crate::control::ControlPlane;
+use crate::control::{ControlPlane, PolicySeeding};
 use crate::directory::Directory;
 
 /// The activities of policies and access runs.
@@ -59,13 +59,10 @@ impl AccessActivities {
         let mut setup = AccessSetup::default();
         for policy in seeded_policies(&seed.namespace, &self.admin_group, &seed.owner) {
             let name = policy.name.clone();
-            if self
-                .control
-                .create_policy_if_absent(policy)
-                .await
-                .map_err(failure)?
-            {
-                setup.policies_created.push(name);
+            match self.control.ensure_policy(policy).await.map_err(failure)? {
+                PolicySeeding::Created => setup.policies_created.push(name),
+                PolicySeeding::EditorsChanged => setup.editors_changed.push(name),
+                PolicySeeding::Unchanged => {}
             }
         }
         setup.schedule_written = self

@@ -12,11 +12,13 @@ use serde::de::DeserializeOwned;
 use temporalio_client::errors::WorkflowInteractionError;
 use temporalio_client::schedules::{
     CreateScheduleOptions, DeleteScheduleOptions, ListSchedulesOptions, ScheduleAction,
-    ScheduleError, ScheduleOverlapPolicy, ScheduleSpec, TriggerScheduleOptions,
+    ScheduleError, ScheduleIntervalSpec, ScheduleOverlapPolicy, ScheduleSpec,
+    TriggerScheduleOptions,
 };
 use temporalio_client::tonic::Code;
 use temporalio_client::{
-    Client, WorkflowDescribeOptions, WorkflowIdConflictPolicy, WorkflowStartOptions,
+    Client, WorkflowDescribeOptions, WorkflowExecuteUpdateOptions, WorkflowIdConflictPolicy,
+    WorkflowStartOptions,
 };
 use temporalio_common::protos::temporal::api::common::v1::Memo;
 use temporalio_common::protos::temporal::api::enums::v1::WorkflowExecutionStatus;
@@ -26,6 +28,17 @@ use temporalio_common::{MemoValues, WorkflowDefinition};
 use tokio_stream::StreamExt;
 
 use crate::backend::BackendError;
+
+/// What [`ControlPlane::ensure_policy`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PolicySeeding {
+    /// The policy did not exist (or its workflow had closed) and was started.
+    Created,
+    /// The policy existed with other editors; they were replaced, rules untouched.
+    EditorsChanged,
+    /// The policy existed as seeded.
+    Unchanged,
+}
 
 /// The value a Plinth workflow keeps under memo `key`.
 pub fn memo_value<T: DeserializeOwned>(memo: Option<&Memo>, key: &str) -> Option<T> {
@@ -109,12 +122,30 @@ impl ControlPlane {
         Ok(policies)
     }
 
-    /// Starts `seed`'s workflow unless the policy exists. A policy whose workflow closed is
-    /// restarted from its last state, so its rules survive. True when this call started it.
-    pub async fn create_policy_if_absent(&self, seed: Policy) -> Result<bool, BackendError> {
+    /// Starts `seed`'s workflow unless the policy exists; an existing one keeps its rules
+    /// and takes `seed`'s editors. A policy whose workflow closed is restarted from its last
+    /// state, so its rules survive.
+    pub async fn ensure_policy(&self, seed: Policy) -> Result<PolicySeeding, BackendError> {
         let policy = match self.policy_state(&seed.name).await? {
-            Some((_, true)) => return Ok(false),
-            Some((last, false)) => last,
+            Some((current, true)) if current.editors == seed.editors => {
+                return Ok(PolicySeeding::Unchanged);
+            }
+            Some((_, true)) => {
+                self.client
+                    .get_workflow_handle::<PolicyWorkflow>(policy_workflow_id(&seed.name))
+                    .execute_update(
+                        PolicyWorkflow::set_editors,
+                        seed.editors,
+                        WorkflowExecuteUpdateOptions::default(),
+                    )
+                    .await
+                    .map_err(|e| BackendError::Unavailable(format!("policy editors: {e}")))?;
+                return Ok(PolicySeeding::EditorsChanged);
+            }
+            Some((last, false)) => Policy {
+                editors: seed.editors,
+                ..last
+            },
             None => seed,
         };
         let attributes = SearchAttributes::new([
@@ -135,7 +166,7 @@ impl ControlPlane {
             .start_workflow(PolicyWorkflow::run, policy, options)
             .await
             .map_err(|e| BackendError::Unavailable(format!("start policy workflow: {e}")))?;
-        Ok(true)
+        Ok(PolicySeeding::Created)
     }
 
     /// Creates the access schedule of `namespace`, or corrects its interval. True when it
@@ -147,23 +178,31 @@ impl ControlPlane {
     ) -> Result<bool, BackendError> {
         let id = access_schedule_id(namespace);
         let handle = self.client.get_schedule_handle(id.clone());
+        let spec = access_schedule_spec(namespace, every);
         match handle.describe(Default::default()).await {
             Ok(description) => {
-                let interval = description
+                let current = description
                     .raw()
                     .schedule
                     .as_ref()
                     .and_then(|s| s.spec.as_ref())
                     .and_then(|spec| spec.interval.first())
-                    .and_then(|i| i.interval)
-                    .map(|d| Duration::new(d.seconds.max(0) as u64, d.nanos.max(0) as u32));
-                if interval == Some(every) {
+                    .map(|i| {
+                        let seconds = (i.interval.map(|d| d.seconds), i.phase.map(|d| d.seconds));
+                        (seconds.0.unwrap_or(0), seconds.1.unwrap_or(0))
+                    });
+                let whole = |d: Duration| i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
+                let wanted = spec
+                    .intervals
+                    .first()
+                    .map(|i| (whole(i.every), i.offset.map_or(0, whole)));
+                if current == wanted {
                     return Ok(false);
                 }
                 handle
                     .update(
                         move |update| {
-                            update.set_spec(ScheduleSpec::from_interval(every));
+                            update.set_spec(spec);
                         },
                         Default::default(),
                     )
@@ -180,7 +219,7 @@ impl ControlPlane {
                 );
                 let options = CreateScheduleOptions::builder()
                     .action(action)
-                    .spec(ScheduleSpec::from_interval(every))
+                    .spec(spec)
                     .overlap_policy(ScheduleOverlapPolicy::Skip)
                     // The first run grants what the policies already say.
                     .trigger_immediately(true)
@@ -276,6 +315,36 @@ impl ControlPlane {
     }
 }
 
+/// Every `every`, at an offset derived from the name: interval schedules are aligned to the
+/// epoch, so without it every namespace's run would start in the same second.
+fn access_schedule_spec(namespace: &str, every: Duration) -> ScheduleSpec {
+    // FNV-1a: stable across processes and releases, unlike the std hasher.
+    let hash = namespace.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    let seconds = every.as_secs().max(1);
+    let offset = Duration::from_secs(hash % seconds);
+    ScheduleSpec::builder()
+        .intervals(vec![ScheduleIntervalSpec::new(every, Some(offset))])
+        .build()
+}
+
 fn schedule_error(error: ScheduleError) -> BackendError {
     BackendError::Unavailable(format!("access schedule: {error}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schedules_are_spread_over_the_interval() {
+        let every = Duration::from_secs(300);
+        let offset = |name: &str| access_schedule_spec(name, every).intervals[0].offset;
+        assert_eq!(offset("payments"), offset("payments"), "stable");
+        let offsets: std::collections::BTreeSet<_> =
+            (0..50).map(|i| offset(&format!("ns-{i}"))).collect();
+        assert!(offsets.len() > 40, "{offsets:?}");
+        assert!(offsets.iter().all(|o| o.is_some_and(|o| o < every)));
+    }
 }

@@ -89,7 +89,7 @@ pub async fn access(
             writers.rules = vec![group_rule(i % groups), group_rule((i + 1) % groups)];
             readers.rules = vec![group_rule((i + 2) % groups)];
             for policy in [writers, readers] {
-                control.create_policy_if_absent(policy).await?;
+                control.ensure_policy(policy).await?;
             }
             // A full cycle starts from nobody having access.
             let held = backend.list_access(&name).await?;

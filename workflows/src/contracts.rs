@@ -133,13 +133,16 @@ pub struct AccessSeed {
 pub struct AccessSetup {
     /// Policies that did not exist and were created.
     pub policies_created: Vec<String>,
+    /// Policies whose editors were moved to a new owner group.
+    pub editors_changed: Vec<String>,
     /// The `users/<namespace>` schedule did not exist (or had another interval) and was
     /// written.
     pub schedule_written: bool,
 }
 
 /// Activity `SeedAccess`: creates the namespace's writers and readers policies if absent
-/// (existing rules are never touched) and its access schedule.
+/// (existing rules are never touched; editors follow the owner group) and its access
+/// schedule.
 #[derive(Clone, Copy, Debug)]
 pub struct SeedAccess;
 

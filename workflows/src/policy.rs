@@ -108,6 +108,22 @@ impl PolicyWorkflow {
         Ok(self.remove(&rule.canonical())?)
     }
 
+    /// Replaces the editor groups (Plinth keeps a seeded policy's editors on the namespace's
+    /// owner group). Rules are untouched.
+    #[update]
+    pub fn set_editors(
+        &mut self,
+        _ctx: &mut temporalio_sdk::SyncWorkflowContext<Self>,
+        editors: Vec<String>,
+    ) -> Result<RuleChange, UpdateError> {
+        let changed = self.policy.editors != editors;
+        if changed {
+            self.policy.editors = editors;
+            self.pending = true;
+        }
+        Ok(self.answer(changed))
+    }
+
     /// The policy.
     #[query]
     pub fn policy(&self, _ctx: &WorkflowContextView) -> Policy {

@@ -325,6 +325,10 @@ async fn reconcile(ctx: &mut WorkflowContext<ProvisionNamespace>, drift_check: b
                 report
                     .changes
                     .extend(seeded.map(|name| format!("policy {name} seeded")));
+                let moved = setup.editors_changed.iter();
+                report
+                    .changes
+                    .extend(moved.map(|name| format!("policy {name} editors set to the owner")));
                 if setup.schedule_written {
                     report.changes.push("access schedule written".into());
                 }
