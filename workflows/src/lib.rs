@@ -5,6 +5,7 @@
 
 mod canary;
 pub mod contracts;
+mod handover;
 mod policy;
 mod provision_namespace;
 mod users;

@@ -3,11 +3,10 @@ use std::time::Duration;
 use plinth_proto::v1::{Policy, Rule};
 use serde::{Deserialize, Serialize};
 use temporalio_macros::{workflow, workflow_methods};
-use temporalio_sdk::{
-    ActivityOptions, ContinueAsNewOptions, WorkflowContext, WorkflowContextView, WorkflowResult,
-};
+use temporalio_sdk::{ActivityOptions, WorkflowContext, WorkflowContextView, WorkflowResult};
 
 use crate::contracts::{TriggerAccessRun, ValidateRule};
+use crate::handover::hand_over_when_long;
 use crate::provision_namespace::{
     KIND_ATTRIBUTE, OWNER_ATTRIBUTE, RESOURCE_MEMO, UpdateError, local_activity,
 };
@@ -16,9 +15,6 @@ use crate::provision_namespace::{
 pub fn policy_workflow_id(name: &str) -> String {
     format!("policy/{name}")
 }
-
-/// History length at which a run hands over to a new one.
-const MAX_HISTORY_EVENTS: u32 = 2_000;
 
 /// What a rule update answers.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -72,13 +68,7 @@ impl PolicyWorkflow {
                 ActivityOptions::start_to_close_timeout(Duration::from_secs(20)),
             )
             .await?;
-            if ctx.continue_as_new_suggested() || ctx.history_length() > MAX_HISTORY_EVENTS {
-                let view = ctx.clone();
-                ctx.wait_condition(move |_| view.all_handlers_finished())
-                    .await?;
-                let handover = ctx.state(|s| s.policy.clone());
-                ctx.continue_as_new(handover, ContinueAsNewOptions::default())?;
-            }
+            hand_over_when_long(ctx, |s| s.policy.clone()).await?;
         }
     }
 

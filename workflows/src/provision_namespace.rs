@@ -6,14 +6,15 @@ use serde::{Deserialize, Serialize};
 use temporalio_common::search_attributes::SearchAttributeKey;
 use temporalio_macros::{workflow, workflow_methods};
 use temporalio_sdk::{
-    ActivityOptions, ContinueAsNewOptions, LocalActivityOptions, SyncWorkflowContext,
-    WorkflowContext, WorkflowContextView, WorkflowResult,
+    ActivityOptions, LocalActivityOptions, SyncWorkflowContext, WorkflowContext,
+    WorkflowContextView, WorkflowResult,
 };
 
 use crate::contracts::{
     AccessSeed, DeleteNamespace, LoadPlatformSettings, ReconcileNamespace, ReconcileReport,
     RemoveAccessSchedule, SeedAccess, ValidateNamespace,
 };
+use crate::handover::{hand_over_when_long, wait_for_handlers};
 
 /// Workflow id of the resource named `name`.
 pub fn workflow_id(name: &str) -> String {
@@ -30,8 +31,6 @@ pub const PHASE_ATTRIBUTE: SearchAttributeKey<String> = SearchAttributeKey::keyw
 /// list the workflow and read it.
 pub const RESOURCE_MEMO: &str = "resource";
 
-/// History length at which a run hands over to a new one.
-const MAX_HISTORY_EVENTS: u32 = 2_000;
 const MAX_EVENTS: usize = 10;
 
 /// What an `apply` update answers.
@@ -105,11 +104,7 @@ impl ProvisionNamespace {
             if changed || !ctx.state(|s| s.spec_invalid) {
                 reconcile(ctx, !changed).await;
             }
-            if ctx.continue_as_new_suggested() || ctx.history_length() > MAX_HISTORY_EVENTS {
-                wait_for_handlers(ctx).await?;
-                let handover = ctx.state(|s| s.resource.clone());
-                ctx.continue_as_new(handover, ContinueAsNewOptions::default())?;
-            }
+            hand_over_when_long(ctx, |s| s.resource.clone()).await?;
         }
     }
 
@@ -361,14 +356,6 @@ async fn delete(ctx: &mut WorkflowContext<ProvisionNamespace>) -> WorkflowResult
     publish(ctx);
     wait_for_handlers(ctx).await?;
     Ok(ctx.state(|s| s.resource.clone()))
-}
-
-/// Lets in-flight updates answer before the run ends or hands over.
-async fn wait_for_handlers(ctx: &mut WorkflowContext<ProvisionNamespace>) -> WorkflowResult<()> {
-    let view = ctx.clone();
-    ctx.wait_condition(move |_| view.all_handlers_finished())
-        .await?;
-    Ok(())
 }
 
 /// Keeps search attributes and memo in step with the state, so reads are a describe or a
