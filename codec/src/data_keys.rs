@@ -1,0 +1,137 @@
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ring::aead::LessSafeKey;
+use ring::rand::{SecureRandom, SystemRandom};
+
+use crate::keyring::{KEY_BYTES, KekProvider, aead_key};
+use crate::CodecError;
+
+/// When a namespace's data key is replaced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DataKeyPolicy {
+    /// A data key older than this seals nothing more.
+    pub max_age: Duration,
+    /// Payloads one data key may seal: random 96-bit nonces allow 2^32 per key (NIST SP
+    /// 800-38D), and this stays far below.
+    pub max_uses: u64,
+}
+
+impl Default for DataKeyPolicy {
+    fn default() -> Self {
+        Self {
+            max_age: Duration::from_secs(24 * 3600),
+            max_uses: 1 << 24,
+        }
+    }
+}
+
+/// How many unwrapped data keys stay in memory.
+const UNWRAPPED_CAPACITY: usize = 4096;
+
+/// A data key ready to seal, with the wrapped form that travels in each payload.
+pub(crate) struct SealingKey {
+    pub(crate) key: LessSafeKey,
+    pub(crate) kek_id: String,
+    pub(crate) wrapped: Vec<u8>,
+    created: Instant,
+    /// Payloads sealed so far (and attempts past the limit, which replace the key).
+    uses: AtomicU64,
+}
+
+/// Per-namespace data keys and a bounded cache of unwrapped ones.
+pub(crate) struct DataKeys {
+    provider: Arc<dyn KekProvider>,
+    policy: DataKeyPolicy,
+    current: Mutex<HashMap<String, Arc<SealingKey>>>,
+    unwrapped: Mutex<(HashMap<(String, Vec<u8>), Arc<LessSafeKey>>, VecDeque<(String, Vec<u8>)>)>,
+}
+
+impl std::fmt::Debug for DataKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DataKeys")
+            .field("provider", &self.provider)
+            .field("policy", &self.policy)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Associated data of a wrapped data key: it belongs to one namespace and one KEK.
+pub(crate) fn wrap_aad(namespace: &str, kek_id: &str) -> Vec<u8> {
+    format!("plinth/dek/v1\0{namespace}\0{kek_id}").into_bytes()
+}
+
+impl DataKeys {
+    pub(crate) fn new(provider: Arc<dyn KekProvider>, policy: DataKeyPolicy) -> Self {
+        Self {
+            provider,
+            policy,
+            current: Mutex::default(),
+            unwrapped: Mutex::default(),
+        }
+    }
+
+    pub(crate) fn provider(&self) -> &dyn KekProvider {
+        self.provider.as_ref()
+    }
+
+    /// The namespace's data key for one more payload; a new one when the current is too old,
+    /// used up, or wrapped by a KEK that is no longer active.
+    pub(crate) fn for_sealing(&self, namespace: &str) -> Result<Arc<SealingKey>, CodecError> {
+        let active = self.provider.active_kek()?;
+        let mut current = self.current.lock().expect("data key lock");
+        if let Some(entry) = current.get(namespace)
+            && entry.kek_id == active
+            && entry.created.elapsed() < self.policy.max_age
+            && entry.uses.fetch_add(1, Ordering::Relaxed) < self.policy.max_uses
+        {
+            return Ok(entry.clone());
+        }
+        let mut raw = [0u8; KEY_BYTES];
+        SystemRandom::new()
+            .fill(&mut raw)
+            .map_err(|_| CodecError::Crypto("random data key"))?;
+        let wrapped = self
+            .provider
+            .wrap(&active, &raw, &wrap_aad(namespace, &active))?;
+        let key = Arc::new(SealingKey {
+            key: aead_key(&raw)?,
+            kek_id: active,
+            wrapped,
+            created: Instant::now(),
+            uses: AtomicU64::new(1),
+        });
+        current.insert(namespace.to_owned(), key.clone());
+        Ok(key)
+    }
+
+    /// The data key wrapped as `wrapped` under `kek_id` for `namespace`, unwrapped once and
+    /// then served from memory.
+    pub(crate) fn for_opening(
+        &self,
+        namespace: &str,
+        kek_id: &str,
+        wrapped: &[u8],
+    ) -> Result<Arc<LessSafeKey>, CodecError> {
+        let id = (kek_id.to_owned(), wrapped.to_vec());
+        if let Some(key) = self.unwrapped.lock().expect("cache lock").0.get(&id) {
+            return Ok(key.clone());
+        }
+        let raw = self
+            .provider
+            .unwrap(kek_id, wrapped, &wrap_aad(namespace, kek_id))?;
+        let key = Arc::new(aead_key(&raw)?);
+        let mut cache = self.unwrapped.lock().expect("cache lock");
+        if cache.0.len() >= UNWRAPPED_CAPACITY
+            && let Some(oldest) = cache.1.pop_front()
+        {
+            cache.0.remove(&oldest);
+        }
+        if cache.0.insert(id.clone(), key.clone()).is_none() {
+            cache.1.push_back(id);
+        }
+        Ok(key)
+    }
+}

@@ -1,0 +1,309 @@
+use std::sync::Arc;
+
+use prost::Message;
+
+use crate::data_keys::{DataKeyPolicy, DataKeys};
+use crate::keyring::{KekProvider, aead_key, open_with, seal_with};
+use crate::{CodecError, Payload};
+
+/// Metadata keys and values of encrypted payloads.
+pub mod metadata {
+    /// Key of the payload's encoding.
+    pub const ENCODING: &str = "encoding";
+    /// Encoding of every encrypted payload (Plinth's and the Temporal samples').
+    pub const ENCRYPTED: &[u8] = b"binary/encrypted";
+    /// The key that sealed the payload: the KEK that wrapped its data key, or in the samples'
+    /// format the key itself.
+    pub const KEY_ID: &str = "encryption-key-id";
+    /// The wrapped data key (as temporalio/temporal-proxy names it); absent in the samples'
+    /// format.
+    pub const DATA_KEY: &str = "encryption-dek";
+    /// The namespace the payload was sealed for.
+    pub const NAMESPACE: &str = "encryption-namespace";
+    /// Present when the sealed payload was compressed first.
+    pub const COMPRESSION: &str = "encryption-compression";
+    /// The only compression: Snappy raw format.
+    pub const SNAPPY: &[u8] = b"snappy";
+}
+
+/// How payloads are sealed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CodecSettings {
+    /// When data keys are replaced.
+    pub data_keys: DataKeyPolicy,
+    /// Serialized payloads larger than this many bytes are compressed before sealing.
+    pub compress_above: usize,
+}
+
+impl Default for CodecSettings {
+    fn default() -> Self {
+        Self {
+            data_keys: DataKeyPolicy::default(),
+            compress_above: 4096,
+        }
+    }
+}
+
+/// Whether `payload` is encrypted (in Plinth's or the samples' format).
+pub fn is_encrypted(payload: &Payload) -> bool {
+    payload.metadata.get(metadata::ENCODING).map(Vec::as_slice) == Some(metadata::ENCRYPTED)
+}
+
+/// Encrypts and decrypts payloads of any namespace.
+#[derive(Debug)]
+pub struct Codec {
+    keys: DataKeys,
+    compress_above: usize,
+}
+
+impl Codec {
+    /// A codec whose data keys are wrapped by `provider`.
+    pub fn new(provider: Arc<dyn KekProvider>, settings: CodecSettings) -> Self {
+        Self {
+            keys: DataKeys::new(provider, settings.data_keys),
+            compress_above: settings.compress_above,
+        }
+    }
+
+    /// Seals each payload for `namespace`; payloads already encrypted pass through.
+    pub fn encode(&self, namespace: &str, payloads: Vec<Payload>) -> Result<Vec<Payload>, CodecError> {
+        payloads
+            .into_iter()
+            .map(|p| self.encode_payload(namespace, p))
+            .collect()
+    }
+
+    /// Opens each payload sealed for `namespace`; payloads not encrypted pass through.
+    pub fn decode(&self, namespace: &str, payloads: Vec<Payload>) -> Result<Vec<Payload>, CodecError> {
+        payloads
+            .into_iter()
+            .map(|p| self.decode_payload(namespace, p))
+            .collect()
+    }
+
+    /// Seals one payload: the whole original `Payload` (metadata included) is the plaintext.
+    pub fn encode_payload(&self, namespace: &str, payload: Payload) -> Result<Payload, CodecError> {
+        if is_encrypted(&payload) {
+            return Ok(payload);
+        }
+        let mut plaintext = payload.encode_to_vec();
+        let compressed = plaintext.len() > self.compress_above;
+        if compressed {
+            plaintext = snap::raw::Encoder::new()
+                .compress_vec(&plaintext)
+                .map_err(|_| CodecError::Crypto("compression"))?;
+        }
+        let key = self.keys.for_sealing(namespace)?;
+        let aad = payload_aad(namespace, &key.kek_id, &key.wrapped, compressed);
+        let data = seal_with(&key.key, &plaintext, &aad)?;
+        let mut sealed = Payload {
+            data,
+            ..Default::default()
+        };
+        let meta = &mut sealed.metadata;
+        meta.insert(metadata::ENCODING.into(), metadata::ENCRYPTED.to_vec());
+        meta.insert(metadata::KEY_ID.into(), key.kek_id.clone().into_bytes());
+        meta.insert(metadata::DATA_KEY.into(), key.wrapped.clone());
+        meta.insert(metadata::NAMESPACE.into(), namespace.as_bytes().to_vec());
+        if compressed {
+            meta.insert(metadata::COMPRESSION.into(), metadata::SNAPPY.to_vec());
+        }
+        Ok(sealed)
+    }
+
+    /// Opens one payload sealed by [`Codec::encode_payload`] or by the Temporal samples.
+    pub fn decode_payload(&self, namespace: &str, payload: Payload) -> Result<Payload, CodecError> {
+        if !is_encrypted(&payload) {
+            return Ok(payload);
+        }
+        let text = |key: &str| -> Result<String, CodecError> {
+            let value = payload
+                .metadata
+                .get(key)
+                .ok_or_else(|| CodecError::Malformed(format!("metadata {key} is missing")))?;
+            String::from_utf8(value.clone())
+                .map_err(|_| CodecError::Malformed(format!("metadata {key} is not text")))
+        };
+        let key_id = text(metadata::KEY_ID)?;
+        let Some(wrapped) = payload.metadata.get(metadata::DATA_KEY) else {
+            return self.decode_samples_format(&key_id, &payload.data);
+        };
+        let sealed_for = text(metadata::NAMESPACE)?;
+        if sealed_for != namespace {
+            return Err(CodecError::WrongNamespace {
+                expected: namespace.to_owned(),
+                found: sealed_for,
+            });
+        }
+        let compressed = match payload.metadata.get(metadata::COMPRESSION) {
+            None => false,
+            Some(value) if value == metadata::SNAPPY => true,
+            Some(_) => {
+                return Err(CodecError::Malformed(format!(
+                    "metadata {} names an unknown compression",
+                    metadata::COMPRESSION
+                )));
+            }
+        };
+        check_length(&payload.data)?;
+        let key = self.keys.for_opening(namespace, &key_id, wrapped)?;
+        let aad = payload_aad(namespace, &key_id, wrapped, compressed);
+        let mut plaintext = open_with(&key, &payload.data, &aad, &key_id)?;
+        if compressed {
+            plaintext = snap::raw::Decoder::new()
+                .decompress_vec(&plaintext)
+                .map_err(|e| CodecError::Malformed(format!("compressed payload: {e}")))?;
+        }
+        Payload::decode(plaintext.as_slice())
+            .map_err(|e| CodecError::Malformed(format!("sealed payload: {e}")))
+    }
+
+    /// The samples' format: `nonce || ciphertext || tag` under key `key_id` itself, no
+    /// associated data.
+    fn decode_samples_format(&self, key_id: &str, data: &[u8]) -> Result<Payload, CodecError> {
+        let raw = self
+            .keys
+            .provider()
+            .direct_key(key_id)
+            .ok_or_else(|| CodecError::UnknownKey(key_id.to_owned()))?;
+        check_length(data)?;
+        let plaintext = open_with(&aead_key(&raw)?, data, b"", key_id)?;
+        Payload::decode(plaintext.as_slice())
+            .map_err(|e| CodecError::Malformed(format!("sealed payload: {e}")))
+    }
+}
+
+fn check_length(data: &[u8]) -> Result<(), CodecError> {
+    if data.len() < 12 + 16 {
+        return Err(CodecError::Truncated { len: data.len() });
+    }
+    Ok(())
+}
+
+/// Binds the ciphertext to its namespace, KEK, data key and compression.
+fn payload_aad(namespace: &str, kek_id: &str, wrapped: &[u8], compressed: bool) -> Vec<u8> {
+    let mut aad = format!("plinth/payload/v1\0{namespace}\0{kek_id}\0{compressed}\0").into_bytes();
+    aad.extend_from_slice(wrapped);
+    aad
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+    use crate::KeyRing;
+
+    fn codec(dir: &std::path::Path, settings: CodecSettings) -> (Codec, Arc<KeyRing>) {
+        let (ring, _) = KeyRing::init(&dir.join("keyring.json")).unwrap();
+        let ring = Arc::new(ring);
+        (Codec::new(ring.clone(), settings), ring)
+    }
+
+    fn payload(data: &[u8]) -> Payload {
+        Payload {
+            metadata: HashMap::from([("encoding".to_owned(), b"json/plain".to_vec())]),
+            data: data.to_vec(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn every_shape_round_trips_byte_identical() {
+        let dir = tempfile::tempdir().unwrap();
+        let (codec, _) = codec(dir.path(), CodecSettings::default());
+        let large = "marker ".repeat(10_000).into_bytes();
+        let shapes = vec![
+            vec![payload(b"\"single\"")],
+            (0..20).map(|i| payload(format!("{i}").as_bytes())).collect(),
+            vec![payload(b"")],
+            vec![payload(&large)],
+            vec![],
+        ];
+        for original in shapes {
+            let sealed = codec.encode("payments", original.clone()).unwrap();
+            assert!(sealed.iter().all(is_encrypted));
+            for s in &sealed {
+                assert!(!s.data.windows(6).any(|w| w == b"marker" || w == b"single"));
+            }
+            assert_eq!(codec.decode("payments", sealed).unwrap(), original);
+        }
+        let sealed = codec.encode_payload("payments", payload(&large)).unwrap();
+        assert_eq!(sealed.metadata[metadata::COMPRESSION], metadata::SNAPPY);
+        assert!(sealed.data.len() < large.len() / 10, "compressed before sealing");
+        let twice = codec.encode_payload("payments", sealed.clone()).unwrap();
+        assert_eq!(twice, sealed, "encrypted payloads pass through");
+        assert_eq!(codec.decode_payload("payments", payload(b"1")).unwrap(), payload(b"1"));
+    }
+
+    #[test]
+    fn each_fault_has_its_own_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let (codec, _) = codec(dir.path(), CodecSettings::default());
+        let sealed = codec.encode_payload("payments", payload(b"\"secret\"")).unwrap();
+
+        let moved = codec.decode_payload("search", sealed.clone()).unwrap_err();
+        assert!(matches!(moved, CodecError::WrongNamespace { .. }), "{moved}");
+
+        let mut relabelled = sealed.clone();
+        relabelled.metadata.insert(metadata::NAMESPACE.into(), b"search".to_vec());
+        let err = codec.decode_payload("search", relabelled).unwrap_err();
+        assert!(matches!(err, CodecError::Tampered { .. }), "{err}");
+
+        let mut flipped = sealed.clone();
+        flipped.data[20] ^= 1;
+        let err = codec.decode_payload("payments", flipped).unwrap_err();
+        assert!(matches!(err, CodecError::Tampered { .. }), "{err}");
+
+        let mut unknown = sealed.clone();
+        unknown.metadata.insert(metadata::KEY_ID.into(), b"kek-gone".to_vec());
+        let err = codec.decode_payload("payments", unknown).unwrap_err();
+        assert_eq!(err, CodecError::UnknownKey("kek-gone".into()));
+
+        let mut truncated = sealed;
+        truncated.data.truncate(10);
+        let err = codec.decode_payload("payments", truncated).unwrap_err();
+        assert_eq!(err, CodecError::Truncated { len: 10 });
+    }
+
+    #[test]
+    fn rotation_seals_with_the_new_key_and_opens_the_old() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keyring.json");
+        let (ring, _) = KeyRing::init(&path).unwrap();
+        let before = Codec::new(Arc::new(ring), CodecSettings::default());
+        let old = before.encode_payload("payments", payload(b"old")).unwrap();
+        let (mut ring, _) = KeyRing::init(&path).unwrap();
+        let new_id = ring.rotate().unwrap();
+        let after = Codec::new(Arc::new(ring), CodecSettings::default());
+        let new = after.encode_payload("payments", payload(b"new")).unwrap();
+        assert_eq!(new.metadata[metadata::KEY_ID], new_id.as_bytes());
+        assert_ne!(old.metadata[metadata::KEY_ID], new.metadata[metadata::KEY_ID]);
+        assert_eq!(after.decode_payload("payments", old).unwrap(), payload(b"old"));
+    }
+
+    #[test]
+    fn data_keys_rotate_after_their_use_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = CodecSettings {
+            data_keys: DataKeyPolicy {
+                max_uses: 3,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let (codec, _) = codec(dir.path(), settings);
+        let sealed = codec
+            .encode("payments", (0..7).map(|i| payload(&[i])).collect())
+            .unwrap();
+        let keys: Vec<&Vec<u8>> = sealed.iter().map(|p| &p.metadata[metadata::DATA_KEY]).collect();
+        assert_eq!(keys[0], keys[2]);
+        assert_ne!(keys[2], keys[3]);
+        assert_eq!(keys[3], keys[5]);
+        assert_ne!(keys[5], keys[6]);
+        let other = codec.encode_payload("search", payload(b"x")).unwrap();
+        assert_ne!(&other.metadata[metadata::DATA_KEY], keys[6], "one data key per namespace");
+        let opened = codec.decode("payments", sealed).unwrap();
+        assert_eq!(opened[6], payload(&[6]));
+    }
+}

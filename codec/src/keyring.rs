@@ -1,0 +1,447 @@
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
+use ring::rand::{SecureRandom, SystemRandom};
+use serde::{Deserialize, Serialize};
+
+use crate::CodecError;
+
+/// Length of every key: AES-256.
+pub const KEY_BYTES: usize = 32;
+
+/// Where key encryption keys live: wraps and unwraps data keys. A cloud KMS implements this
+/// in place of the file [`KeyRing`].
+pub trait KekProvider: Send + Sync + std::fmt::Debug {
+    /// The id of the KEK that wraps new data keys.
+    fn active_kek(&self) -> Result<String, CodecError>;
+    /// Seals `dek` under KEK `kek_id`, binding `aad`.
+    fn wrap(&self, kek_id: &str, dek: &[u8], aad: &[u8]) -> Result<Vec<u8>, CodecError>;
+    /// Opens a data key wrapped by [`KekProvider::wrap`].
+    fn unwrap(&self, kek_id: &str, wrapped: &[u8], aad: &[u8]) -> Result<Vec<u8>, CodecError>;
+    /// The raw key `id`, for payloads in the Temporal samples' format, which encrypt with the
+    /// key itself. Providers that never release key material have none.
+    fn direct_key(&self, id: &str) -> Option<[u8; KEY_BYTES]> {
+        let _ = id;
+        None
+    }
+}
+
+/// Whether a key wraps new data keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum KeyState {
+    /// Wraps new data keys; exactly one key is active.
+    Active,
+    /// Kept to decrypt what older keys sealed; never deleted by Plinth.
+    DecryptOnly,
+}
+
+/// A key as `plinth keys list` shows it (never its material).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyInfo {
+    /// Immutable id, written into every payload it protects.
+    pub id: String,
+    /// RFC 3339.
+    pub created: String,
+    /// Active or decrypt-only.
+    pub state: KeyState,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeyRingFile {
+    keys: Vec<StoredKey>,
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StoredKey {
+    id: String,
+    created: String,
+    state: KeyState,
+    /// Base64 of the 32 key bytes.
+    material: String,
+}
+
+struct Key {
+    info: KeyInfo,
+    material: [u8; KEY_BYTES],
+}
+
+/// Why the key ring file was refused; no variant ever carries key material.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyRingError {
+    /// The file could not be read or written.
+    #[error("key ring {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What the operating system said.
+        source: std::io::Error,
+    },
+    /// Others may read or write the file.
+    #[error("key ring {path} has mode {mode:o}: it must be readable by its owner only (chmod 600)")]
+    Permissions {
+        /// The file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// The file is not a valid key ring.
+    #[error("key ring {path}: {message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, naming the key.
+        message: String,
+    },
+    /// A key id is already taken: ids are immutable.
+    #[error("key id {0:?} already exists; key ids never change or get reused")]
+    DuplicateId(String),
+    /// Imported material is not 32 bytes.
+    #[error("key material must be {KEY_BYTES} bytes, got {0}")]
+    KeyLength(usize),
+    /// The random source failed.
+    #[error("no randomness for a new key")]
+    Random,
+}
+
+/// Key encryption keys in a JSON file of mode 0600: one active, older ones decrypt-only.
+pub struct KeyRing {
+    path: PathBuf,
+    keys: Vec<Key>,
+}
+
+impl std::fmt::Debug for KeyRing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ids: Vec<&str> = self.keys.iter().map(|k| k.info.id.as_str()).collect();
+        f.debug_struct("KeyRing")
+            .field("path", &self.path)
+            .field("keys", &ids)
+            .finish()
+    }
+}
+
+impl KeyRing {
+    /// Reads `path`; refuses a file others may read, duplicate ids, and anything but exactly
+    /// one active key.
+    pub fn load(path: &Path) -> Result<Self, KeyRingError> {
+        let io = |source| KeyRingError::Io {
+            path: path.to_owned(),
+            source,
+        };
+        let invalid = |message: String| KeyRingError::Invalid {
+            path: path.to_owned(),
+            message,
+        };
+        let mode = owner_only_mode(path).map_err(io)?;
+        if mode & 0o077 != 0 {
+            return Err(KeyRingError::Permissions {
+                path: path.to_owned(),
+                mode,
+            });
+        }
+        let text = std::fs::read_to_string(path).map_err(io)?;
+        let file: KeyRingFile = serde_json::from_str(&text).map_err(|e| invalid(e.to_string()))?;
+        let mut keys: Vec<Key> = Vec::new();
+        for (i, stored) in file.keys.into_iter().enumerate() {
+            if keys.iter().any(|k| k.info.id == stored.id) {
+                return Err(invalid(format!("keys[{i}]: id {:?} appears twice", stored.id)));
+            }
+            let bytes = BASE64
+                .decode(&stored.material)
+                .map_err(|_| invalid(format!("keys[{i}].material: not base64")))?;
+            let material: [u8; KEY_BYTES] = bytes
+                .try_into()
+                .map_err(|_| invalid(format!("keys[{i}].material: not {KEY_BYTES} bytes")))?;
+            keys.push(Key {
+                info: KeyInfo {
+                    id: stored.id,
+                    created: stored.created,
+                    state: stored.state,
+                },
+                material,
+            });
+        }
+        let active = keys
+            .iter()
+            .filter(|k| k.info.state == KeyState::Active)
+            .count();
+        if active != 1 {
+            return Err(invalid(format!("{active} active keys; exactly one is needed")));
+        }
+        Ok(Self {
+            path: path.to_owned(),
+            keys,
+        })
+    }
+
+    /// Loads `path`, or creates it with one new active key. True when it was created.
+    pub fn init(path: &Path) -> Result<(Self, bool), KeyRingError> {
+        if path.exists() {
+            return Ok((Self::load(path)?, false));
+        }
+        let mut ring = Self {
+            path: path.to_owned(),
+            keys: Vec::new(),
+        };
+        ring.add_new_active()?;
+        Ok((ring, true))
+    }
+
+    /// Makes a new key active; the previous one becomes decrypt-only. Returns the new id.
+    pub fn rotate(&mut self) -> Result<String, KeyRingError> {
+        self.add_new_active()
+    }
+
+    /// Adds existing key material (for example the Temporal samples' key) as decrypt-only.
+    pub fn import(&mut self, id: &str, material: &[u8]) -> Result<(), KeyRingError> {
+        let material: [u8; KEY_BYTES] = material
+            .try_into()
+            .map_err(|_| KeyRingError::KeyLength(material.len()))?;
+        self.insert(id.to_owned(), KeyState::DecryptOnly, material)
+    }
+
+    /// Every key, oldest first.
+    pub fn list(&self) -> Vec<KeyInfo> {
+        self.keys.iter().map(|k| k.info.clone()).collect()
+    }
+
+    fn add_new_active(&mut self) -> Result<String, KeyRingError> {
+        let random = SystemRandom::new();
+        let mut material = [0u8; KEY_BYTES];
+        random.fill(&mut material).map_err(|_| KeyRingError::Random)?;
+        let mut suffix = [0u8; 3];
+        random.fill(&mut suffix).map_err(|_| KeyRingError::Random)?;
+        let stamp = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
+        let compact: String = stamp.chars().filter(char::is_ascii_digit).collect();
+        let id = format!(
+            "kek-{compact}-{:02x}{:02x}{:02x}",
+            suffix[0], suffix[1], suffix[2]
+        );
+        for key in &mut self.keys {
+            key.info.state = KeyState::DecryptOnly;
+        }
+        self.insert(id.clone(), KeyState::Active, material)?;
+        Ok(id)
+    }
+
+    fn insert(
+        &mut self,
+        id: String,
+        state: KeyState,
+        material: [u8; KEY_BYTES],
+    ) -> Result<(), KeyRingError> {
+        if self.keys.iter().any(|k| k.info.id == id) {
+            return Err(KeyRingError::DuplicateId(id));
+        }
+        self.keys.push(Key {
+            info: KeyInfo {
+                id,
+                created: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
+                state,
+            },
+            material,
+        });
+        self.save()
+    }
+
+    /// Writes a 0600 temporary file and renames it over the ring: never a partial file.
+    fn save(&self) -> Result<(), KeyRingError> {
+        let io = |source| KeyRingError::Io {
+            path: self.path.clone(),
+            source,
+        };
+        let file = KeyRingFile {
+            keys: self
+                .keys
+                .iter()
+                .map(|k| StoredKey {
+                    id: k.info.id.clone(),
+                    created: k.info.created.clone(),
+                    state: k.info.state,
+                    material: BASE64.encode(k.material),
+                })
+                .collect(),
+        };
+        let text = serde_json::to_string_pretty(&file).expect("key ring serializes");
+        if let Some(dir) = self.path.parent() {
+            std::fs::create_dir_all(dir).map_err(io)?;
+        }
+        let staged = self.path.with_extension("tmp");
+        write_owner_only(&staged, text.as_bytes()).map_err(io)?;
+        std::fs::rename(&staged, &self.path).map_err(io)
+    }
+
+    fn key(&self, id: &str) -> Option<&Key> {
+        self.keys.iter().find(|k| k.info.id == id)
+    }
+}
+
+impl KekProvider for KeyRing {
+    fn active_kek(&self) -> Result<String, CodecError> {
+        self.keys
+            .iter()
+            .find(|k| k.info.state == KeyState::Active)
+            .map(|k| k.info.id.clone())
+            .ok_or(CodecError::NoActiveKey)
+    }
+
+    fn wrap(&self, kek_id: &str, dek: &[u8], aad: &[u8]) -> Result<Vec<u8>, CodecError> {
+        let key = self
+            .key(kek_id)
+            .ok_or_else(|| CodecError::UnknownKey(kek_id.to_owned()))?;
+        seal(&key.material, dek, aad)
+    }
+
+    fn unwrap(&self, kek_id: &str, wrapped: &[u8], aad: &[u8]) -> Result<Vec<u8>, CodecError> {
+        let key = self
+            .key(kek_id)
+            .ok_or_else(|| CodecError::UnknownKey(kek_id.to_owned()))?;
+        open(&key.material, wrapped, aad).map_err(|e| match e {
+            CodecError::Tampered { .. } => CodecError::Tampered {
+                key_id: kek_id.to_owned(),
+            },
+            other => other,
+        })
+    }
+
+    fn direct_key(&self, id: &str) -> Option<[u8; KEY_BYTES]> {
+        self.key(id).map(|k| k.material)
+    }
+}
+
+/// AES-256-GCM with a random nonce: `nonce(12) || ciphertext || tag(16)`.
+pub(crate) fn seal(key: &[u8], plaintext: &[u8], aad: &[u8]) -> Result<Vec<u8>, CodecError> {
+    seal_with(&aead_key(key)?, plaintext, aad)
+}
+
+/// [`seal`] with a key already expanded.
+pub(crate) fn seal_with(
+    key: &LessSafeKey,
+    plaintext: &[u8],
+    aad: &[u8],
+) -> Result<Vec<u8>, CodecError> {
+    let mut nonce = [0u8; NONCE_LEN];
+    SystemRandom::new()
+        .fill(&mut nonce)
+        .map_err(|_| CodecError::Crypto("random nonce"))?;
+    let mut out = Vec::with_capacity(NONCE_LEN + plaintext.len() + AES_256_GCM.tag_len());
+    out.extend_from_slice(&nonce);
+    out.extend_from_slice(plaintext);
+    let tag = key
+        .seal_in_place_separate_tag(
+            Nonce::assume_unique_for_key(nonce),
+            Aad::from(aad),
+            &mut out[NONCE_LEN..],
+        )
+        .map_err(|_| CodecError::Crypto("seal"))?;
+    out.extend_from_slice(tag.as_ref());
+    Ok(out)
+}
+
+/// Opens what [`seal`] produced.
+pub(crate) fn open(key: &[u8], sealed: &[u8], aad: &[u8]) -> Result<Vec<u8>, CodecError> {
+    open_with(&aead_key(key)?, sealed, aad, "")
+}
+
+/// [`open`] with a key already expanded; `key_id` names it in errors.
+pub(crate) fn open_with(
+    key: &LessSafeKey,
+    sealed: &[u8],
+    aad: &[u8],
+    key_id: &str,
+) -> Result<Vec<u8>, CodecError> {
+    if sealed.len() < NONCE_LEN + AES_256_GCM.tag_len() {
+        return Err(CodecError::Truncated { len: sealed.len() });
+    }
+    let (nonce, body) = sealed.split_at(NONCE_LEN);
+    let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| CodecError::Crypto("nonce"))?;
+    let mut buffer = body.to_vec();
+    let plaintext = key
+        .open_in_place(nonce, Aad::from(aad), &mut buffer)
+        .map_err(|_| CodecError::Tampered {
+            key_id: key_id.to_owned(),
+        })?;
+    let len = plaintext.len();
+    buffer.truncate(len);
+    Ok(buffer)
+}
+
+pub(crate) fn aead_key(key: &[u8]) -> Result<LessSafeKey, CodecError> {
+    let unbound = UnboundKey::new(&AES_256_GCM, key).map_err(|_| CodecError::Crypto("key"))?;
+    Ok(LessSafeKey::new(unbound))
+}
+
+fn owner_only_mode(path: &Path) -> std::io::Result<u32> {
+    use std::os::unix::fs::PermissionsExt;
+    Ok(std::fs::metadata(path)?.permissions().mode() & 0o777)
+}
+
+fn write_owner_only(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rotation_keeps_old_keys_for_decryption() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keyring.json");
+        let (mut ring, created) = KeyRing::init(&path).unwrap();
+        assert!(created);
+        let first = ring.active_kek().unwrap();
+        let wrapped = ring.wrap(&first, &[7; 32], b"aad").unwrap();
+        let second = ring.rotate().unwrap();
+        assert_ne!(first, second);
+        let reloaded = KeyRing::load(&path).unwrap();
+        assert_eq!(reloaded.active_kek().unwrap(), second);
+        assert_eq!(reloaded.unwrap(&first, &wrapped, b"aad").unwrap(), [7; 32]);
+        let states: Vec<KeyState> = reloaded.list().iter().map(|k| k.state).collect();
+        assert_eq!(states, [KeyState::DecryptOnly, KeyState::Active]);
+        let stored: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let material = stored["keys"][0]["material"].as_str().unwrap();
+        assert!(!format!("{reloaded:?}").contains(material), "Debug shows no key");
+    }
+
+    #[test]
+    fn a_readable_key_ring_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keyring.json");
+        KeyRing::init(&path).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let err = KeyRing::load(&path).unwrap_err();
+        assert!(err.to_string().contains("chmod 600"), "{err}");
+    }
+
+    #[test]
+    fn ids_are_never_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut ring, _) = KeyRing::init(&dir.path().join("k.json")).unwrap();
+        ring.import("legacy", &[1; 32]).unwrap();
+        assert!(matches!(
+            ring.import("legacy", &[2; 32]),
+            Err(KeyRingError::DuplicateId(_))
+        ));
+        assert!(matches!(
+            ring.import("short", &[2; 5]),
+            Err(KeyRingError::KeyLength(5))
+        ));
+    }
+}
