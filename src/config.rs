@@ -28,6 +28,8 @@ pub struct Config {
     pub platform: PlatformConfig,
     /// `plinth proxy`: the mTLS front door.
     pub proxy: ProxyConfig,
+    /// Payload encryption and `plinth codec`, the codec server the Web UI decrypts through.
+    pub codec: CodecConfig,
     /// How `plinth apply/get/describe/delete` reach the platform API.
     pub client: ClientConfig,
 }
@@ -145,6 +147,8 @@ pub struct DevConfig {
     pub metrics_port: u16,
     /// `plinth proxy`: platform API over mTLS.
     pub proxy_port: u16,
+    /// Codec server port (dev mode: plain HTTP, unauthenticated from loopback).
+    pub codec_port: u16,
     /// The local user `plinth dev` issues a certificate for.
     pub user: String,
 }
@@ -158,6 +162,7 @@ impl Default for DevConfig {
             http_port: 7243,
             metrics_port: 9233,
             proxy_port: 7443,
+            codec_port: 7280,
             user: "dev@example.com".into(),
         }
     }
@@ -235,6 +240,72 @@ impl Default for ProxyConfig {
             cert: None,
             key: None,
             client_ca: None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CodecConfig {
+    /// Address of the codec server.
+    pub listen: String,
+    /// Browser origins allowed to call it (exact match; credentials are allowed).
+    pub allowed_origins: Vec<String>,
+    /// Largest request body, bytes (413 beyond).
+    pub max_body_bytes: usize,
+    /// Serve HTTPS (client certificates optional, verified when presented).
+    pub tls: bool,
+    /// Key ring of key encryption keys (default: $PLINTH_HOME/keys/keyring.json).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keyring: Option<PathBuf>,
+    /// A namespace's data key seals nothing more after this long.
+    #[serde(with = "humantime_serde")]
+    pub data_key_max_age: Duration,
+    /// ... or after sealing this many payloads.
+    pub data_key_max_uses: u64,
+    /// Payloads larger than this many bytes are compressed before sealing.
+    pub compress_above: usize,
+    /// JWKS file or http(s) URL that bearer tokens are verified against (default: no tokens).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jwks: Option<String>,
+    /// Required `iss` of bearer tokens.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jwt_issuer: Option<String>,
+    /// Required `aud` of bearer tokens.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jwt_audience: Option<String>,
+}
+
+impl Default for CodecConfig {
+    fn default() -> Self {
+        let data_keys = plinth_codec::DataKeyPolicy::default();
+        Self {
+            listen: "127.0.0.1:7280".into(),
+            allowed_origins: vec![
+                "http://127.0.0.1:8233".into(),
+                "http://localhost:8233".into(),
+            ],
+            max_body_bytes: 4 << 20,
+            tls: true,
+            keyring: None,
+            data_key_max_age: data_keys.max_age,
+            data_key_max_uses: data_keys.max_uses,
+            compress_above: plinth_codec::CodecSettings::default().compress_above,
+            jwks: None,
+            jwt_issuer: None,
+            jwt_audience: None,
+        }
+    }
+}
+
+impl CodecConfig {
+    pub fn settings(&self) -> plinth_codec::CodecSettings {
+        plinth_codec::CodecSettings {
+            data_keys: plinth_codec::DataKeyPolicy {
+                max_age: self.data_key_max_age,
+                max_uses: self.data_key_max_uses,
+            },
+            compress_above: self.compress_above,
         }
     }
 }
@@ -348,6 +419,10 @@ impl Config {
         all.proxy.cert = some_path();
         all.proxy.key = some_path();
         all.proxy.client_ca = some_path();
+        all.codec.keyring = some_path();
+        all.codec.jwks = Some(String::new());
+        all.codec.jwt_issuer = Some(String::new());
+        all.codec.jwt_audience = Some(String::new());
         all.client = ClientConfig {
             address: Some(String::new()),
             server_name: Some(String::new()),

@@ -50,6 +50,9 @@ pub struct DevArgs {
     /// Platform API (plinth proxy) port.
     #[arg(long)]
     proxy_port: Option<u16>,
+    /// Codec server port.
+    #[arg(long)]
+    codec_port: Option<u16>,
     /// Local user to issue a client certificate for.
     #[arg(long)]
     user: Option<String>,
@@ -64,6 +67,7 @@ impl DevArgs {
             http_port,
             metrics_port,
             proxy_port,
+            codec_port,
             user,
         } = self.clone();
         dev.ip = ip.unwrap_or(dev.ip.clone());
@@ -72,6 +76,7 @@ impl DevArgs {
         dev.http_port = http_port.unwrap_or(dev.http_port);
         dev.metrics_port = metrics_port.unwrap_or(dev.metrics_port);
         dev.proxy_port = proxy_port.unwrap_or(dev.proxy_port);
+        dev.codec_port = codec_port.unwrap_or(dev.codec_port);
         dev.user = user.unwrap_or(dev.user.clone());
     }
 }
@@ -83,6 +88,7 @@ struct DevInfo {
     temporal: TemporalInfo,
     worker: WorkerInfo,
     proxy: ProxyInfo,
+    codec: CodecInfo,
     directory: PathBuf,
     identity: IdentityInfo,
     pids: BTreeMap<&'static str, u32>,
@@ -108,6 +114,12 @@ struct WorkerInfo {
 #[derive(Debug, Serialize)]
 struct ProxyInfo {
     address: String,
+}
+
+#[derive(Debug, Serialize)]
+struct CodecInfo {
+    url: String,
+    keyring: PathBuf,
 }
 
 #[derive(Debug, Serialize)]
@@ -244,6 +256,13 @@ pub async fn run(
         None => write_sample_directory(&home, &dev.user, &config.platform.admin_group)?,
     };
     let proxy_address = format!("{}:{}", dev.ip, dev.proxy_port);
+    let codec_address = format!("{}:{}", dev.ip, dev.codec_port);
+    let keyring = config
+        .codec
+        .keyring
+        .clone()
+        .unwrap_or_else(|| home.keyring());
+    plinth_codec::KeyRing::init(&keyring)?;
 
     let grpc_address = format!("{}:{}", dev.ip, dev.grpc_port);
     let settings = WorkerSettings {
@@ -253,7 +272,13 @@ pub async fn run(
 
     let mut temporal = Supervised::spawn(
         "Temporal dev server",
-        temporal_command(&temporal_bin, &home, dev, &settings.namespace),
+        temporal_command(
+            &temporal_bin,
+            &home,
+            dev,
+            &settings.namespace,
+            &format!("http://{codec_address}"),
+        ),
         home.logs_dir().join("temporal.log"),
     )?;
     let connection = tokio::select! {
@@ -292,6 +317,21 @@ pub async fn run(
         status = proxy.child.wait() => return Err(proxy.crashed(status)),
     }
 
+    let mut codec = Supervised::spawn(
+        "Plinth codec server",
+        plinth_command(
+            global,
+            &["codec", "--dev", "--listen", &codec_address],
+            &grpc_address,
+            &settings,
+        )?,
+        home.logs_dir().join("codec.log"),
+    )?;
+    tokio::select! {
+        listening = wait_for_listener(&codec_address) => listening?,
+        status = codec.child.wait() => return Err(codec.crashed(status)),
+    }
+
     let info = DevInfo {
         home: home.root().to_owned(),
         temporal: TemporalInfo {
@@ -309,6 +349,10 @@ pub async fn run(
         proxy: ProxyInfo {
             address: proxy_address.clone(),
         },
+        codec: CodecInfo {
+            url: format!("http://{codec_address}"),
+            keyring,
+        },
         directory,
         identity: identity_info(&dev.user, &config.pki.trust_domain, user_cert),
         pids: BTreeMap::from([
@@ -316,11 +360,13 @@ pub async fn run(
             ("temporal", temporal.pid),
             ("worker", worker.pid),
             ("proxy", proxy.pid),
+            ("codec", codec.pid),
         ]),
         logs: BTreeMap::from([
             ("temporal", temporal.log.clone()),
             ("worker", worker.log.clone()),
             ("proxy", proxy.log.clone()),
+            ("codec", codec.log.clone()),
         ]),
     };
     write_dev_json(&home.dev_json(), &info)?;
@@ -328,11 +374,13 @@ pub async fn run(
 
     let outcome = tokio::select! {
         _ = shutdown_signal() => Ok(()),
+        status = codec.child.wait() => Err(codec.crashed(status)),
         status = proxy.child.wait() => Err(proxy.crashed(status)),
         status = worker.child.wait() => Err(worker.crashed(status)),
         status = temporal.child.wait() => Err(temporal.crashed(status)),
     };
     eprintln!("plinth dev: stopping");
+    codec.stop().await;
     proxy.stop().await;
     worker.stop().await;
     temporal.stop().await;
@@ -346,7 +394,13 @@ pub async fn run(
     }
 }
 
-fn temporal_command(bin: &Path, home: &Home, dev: &DevConfig, namespace: &str) -> Command {
+fn temporal_command(
+    bin: &Path,
+    home: &Home,
+    dev: &DevConfig,
+    namespace: &str,
+    codec_url: &str,
+) -> Command {
     let mut command = Command::new(bin);
     command
         .args([
@@ -363,7 +417,8 @@ fn temporal_command(bin: &Path, home: &Home, dev: &DevConfig, namespace: &str) -
         .args(["--ui-port", &dev.ui_port.to_string()])
         .args(["--http-port", &dev.http_port.to_string()])
         .args(["--metrics-port", &dev.metrics_port.to_string()])
-        .args(["--namespace", namespace]);
+        .args(["--namespace", namespace])
+        .args(["--ui-codec-endpoint", codec_url]);
     command
 }
 
@@ -466,6 +521,7 @@ fn refuse_second_instance(home: &Home) -> anyhow::Result<()> {
 fn check_ports_free(dev: &DevConfig) -> anyhow::Result<()> {
     let ports = [
         (dev.proxy_port, "platform API", "proxy_port"),
+        (dev.codec_port, "codec server", "codec_port"),
         (dev.grpc_port, "Temporal gRPC", "grpc_port"),
         (dev.ui_port, "Web UI", "ui_port"),
         (dev.http_port, "Temporal HTTP", "http_port"),
@@ -511,6 +567,7 @@ fn banner(info: &DevInfo) -> String {
          \x20 Web UI         {ui}\n\
          \x20 Metrics        {metrics}\n\
          \x20 Platform API   {proxy}  (mTLS)\n\
+         \x20 Codec server   {codec}  (DEV MODE: unauthenticated from this machine)\n\
          \x20 Worker         {worker}, task queue {tq}\n\
          \x20 You are        {user}  (certificate {cert})\n\
          \x20 Data dir       {home}  (dev.json, logs/)\n\n\
@@ -526,6 +583,7 @@ fn banner(info: &DevInfo) -> String {
         ui = t.ui_url,
         metrics = t.metrics_url,
         proxy = info.proxy.address,
+        codec = info.codec.url,
         worker = info.worker.identity,
         user = info.identity.user,
         cert = info.identity.cert.display(),

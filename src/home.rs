@@ -56,6 +56,11 @@ impl Home {
     }
 
     /// What a running `plinth dev` serves, for scripts and tests.
+    /// The key ring of key encryption keys.
+    pub fn keyring(&self) -> PathBuf {
+        self.root.join("keys").join("keyring.json")
+    }
+
     pub fn dev_json(&self) -> PathBuf {
         self.root.join("dev.json")
     }

@@ -2,6 +2,7 @@
 
 mod bench;
 mod client;
+mod codec;
 mod config;
 mod dev;
 mod fault;
@@ -52,6 +53,11 @@ enum Command {
     Worker(worker::ConnectArgs),
     /// Serve the platform API over mTLS.
     Proxy(proxy::ProxyArgs),
+    /// Serve the codec endpoint the Web UI and CLI decrypt payloads through.
+    Codec(codec::CodecArgs),
+    /// The key ring of key encryption keys.
+    #[command(subcommand)]
+    Keys(codec::KeysCommand),
     /// Create or update resources from YAML or JSON files.
     Apply(client::ApplyArgs),
     /// List resources, or show one.
@@ -174,6 +180,11 @@ async fn run(
             proxy::run(&config, &home, &args).await?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Codec(args) => {
+            codec::run(&config, &home, &args).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Keys(command) => codec::keys(&config, &home, &command),
         Command::Apply(args) => client::apply(&config, &home, &args).await,
         Command::Get(args) => client::get(&config, &home, &args).await,
         Command::Describe(args) => client::describe(&config, &home, &args).await,

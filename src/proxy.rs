@@ -59,7 +59,7 @@ pub async fn run(config: &Config, home: &Home, args: &ProxyArgs) -> anyhow::Resu
     )?;
     let verifier = ClientVerifier::new(&ca, crate::pki::trust_domain(&config.pki)?)
         .context("[proxy] client_ca")?;
-    let tls = plinth_proxy::server_config(&cert, &key, &verifier)?;
+    let tls = plinth_identity::server_config(&cert, &key, &verifier, true, &[b"h2"])?;
     let listen = args.listen.clone().unwrap_or_else(|| proxy.listen.clone());
     let listener = TcpListener::bind(&listen)
         .await

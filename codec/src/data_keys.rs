@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 use ring::aead::LessSafeKey;
 use ring::rand::{SecureRandom, SystemRandom};
 
-use crate::keyring::{KEY_BYTES, KekProvider, aead_key};
 use crate::CodecError;
+use crate::keyring::{KEY_BYTES, KekProvider, aead_key};
 
 /// When a namespace's data key is replaced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,7 +46,10 @@ pub(crate) struct DataKeys {
     provider: Arc<dyn KekProvider>,
     policy: DataKeyPolicy,
     current: Mutex<HashMap<String, Arc<SealingKey>>>,
-    unwrapped: Mutex<(HashMap<(String, Vec<u8>), Arc<LessSafeKey>>, VecDeque<(String, Vec<u8>)>)>,
+    unwrapped: Mutex<(
+        HashMap<(String, Vec<u8>), Arc<LessSafeKey>>,
+        VecDeque<(String, Vec<u8>)>,
+    )>,
 }
 
 impl std::fmt::Debug for DataKeys {

@@ -66,7 +66,11 @@ impl Codec {
     }
 
     /// Seals each payload for `namespace`; payloads already encrypted pass through.
-    pub fn encode(&self, namespace: &str, payloads: Vec<Payload>) -> Result<Vec<Payload>, CodecError> {
+    pub fn encode(
+        &self,
+        namespace: &str,
+        payloads: Vec<Payload>,
+    ) -> Result<Vec<Payload>, CodecError> {
         payloads
             .into_iter()
             .map(|p| self.encode_payload(namespace, p))
@@ -74,7 +78,11 @@ impl Codec {
     }
 
     /// Opens each payload sealed for `namespace`; payloads not encrypted pass through.
-    pub fn decode(&self, namespace: &str, payloads: Vec<Payload>) -> Result<Vec<Payload>, CodecError> {
+    pub fn decode(
+        &self,
+        namespace: &str,
+        payloads: Vec<Payload>,
+    ) -> Result<Vec<Payload>, CodecError> {
         payloads
             .into_iter()
             .map(|p| self.decode_payload(namespace, p))
@@ -215,7 +223,9 @@ mod tests {
         let large = "marker ".repeat(10_000).into_bytes();
         let shapes = vec![
             vec![payload(b"\"single\"")],
-            (0..20).map(|i| payload(format!("{i}").as_bytes())).collect(),
+            (0..20)
+                .map(|i| payload(format!("{i}").as_bytes()))
+                .collect(),
             vec![payload(b"")],
             vec![payload(&large)],
             vec![],
@@ -230,23 +240,36 @@ mod tests {
         }
         let sealed = codec.encode_payload("payments", payload(&large)).unwrap();
         assert_eq!(sealed.metadata[metadata::COMPRESSION], metadata::SNAPPY);
-        assert!(sealed.data.len() < large.len() / 10, "compressed before sealing");
+        assert!(
+            sealed.data.len() < large.len() / 10,
+            "compressed before sealing"
+        );
         let twice = codec.encode_payload("payments", sealed.clone()).unwrap();
         assert_eq!(twice, sealed, "encrypted payloads pass through");
-        assert_eq!(codec.decode_payload("payments", payload(b"1")).unwrap(), payload(b"1"));
+        assert_eq!(
+            codec.decode_payload("payments", payload(b"1")).unwrap(),
+            payload(b"1")
+        );
     }
 
     #[test]
     fn each_fault_has_its_own_error() {
         let dir = tempfile::tempdir().unwrap();
         let (codec, _) = codec(dir.path(), CodecSettings::default());
-        let sealed = codec.encode_payload("payments", payload(b"\"secret\"")).unwrap();
+        let sealed = codec
+            .encode_payload("payments", payload(b"\"secret\""))
+            .unwrap();
 
         let moved = codec.decode_payload("search", sealed.clone()).unwrap_err();
-        assert!(matches!(moved, CodecError::WrongNamespace { .. }), "{moved}");
+        assert!(
+            matches!(moved, CodecError::WrongNamespace { .. }),
+            "{moved}"
+        );
 
         let mut relabelled = sealed.clone();
-        relabelled.metadata.insert(metadata::NAMESPACE.into(), b"search".to_vec());
+        relabelled
+            .metadata
+            .insert(metadata::NAMESPACE.into(), b"search".to_vec());
         let err = codec.decode_payload("search", relabelled).unwrap_err();
         assert!(matches!(err, CodecError::Tampered { .. }), "{err}");
 
@@ -256,7 +279,9 @@ mod tests {
         assert!(matches!(err, CodecError::Tampered { .. }), "{err}");
 
         let mut unknown = sealed.clone();
-        unknown.metadata.insert(metadata::KEY_ID.into(), b"kek-gone".to_vec());
+        unknown
+            .metadata
+            .insert(metadata::KEY_ID.into(), b"kek-gone".to_vec());
         let err = codec.decode_payload("payments", unknown).unwrap_err();
         assert_eq!(err, CodecError::UnknownKey("kek-gone".into()));
 
@@ -278,8 +303,14 @@ mod tests {
         let after = Codec::new(Arc::new(ring), CodecSettings::default());
         let new = after.encode_payload("payments", payload(b"new")).unwrap();
         assert_eq!(new.metadata[metadata::KEY_ID], new_id.as_bytes());
-        assert_ne!(old.metadata[metadata::KEY_ID], new.metadata[metadata::KEY_ID]);
-        assert_eq!(after.decode_payload("payments", old).unwrap(), payload(b"old"));
+        assert_ne!(
+            old.metadata[metadata::KEY_ID],
+            new.metadata[metadata::KEY_ID]
+        );
+        assert_eq!(
+            after.decode_payload("payments", old).unwrap(),
+            payload(b"old")
+        );
     }
 
     #[test]
@@ -296,13 +327,20 @@ mod tests {
         let sealed = codec
             .encode("payments", (0..7).map(|i| payload(&[i])).collect())
             .unwrap();
-        let keys: Vec<&Vec<u8>> = sealed.iter().map(|p| &p.metadata[metadata::DATA_KEY]).collect();
+        let keys: Vec<&Vec<u8>> = sealed
+            .iter()
+            .map(|p| &p.metadata[metadata::DATA_KEY])
+            .collect();
         assert_eq!(keys[0], keys[2]);
         assert_ne!(keys[2], keys[3]);
         assert_eq!(keys[3], keys[5]);
         assert_ne!(keys[5], keys[6]);
         let other = codec.encode_payload("search", payload(b"x")).unwrap();
-        assert_ne!(&other.metadata[metadata::DATA_KEY], keys[6], "one data key per namespace");
+        assert_ne!(
+            &other.metadata[metadata::DATA_KEY],
+            keys[6],
+            "one data key per namespace"
+        );
         let opened = codec.decode("payments", sealed).unwrap();
         assert_eq!(opened[6], payload(&[6]));
     }

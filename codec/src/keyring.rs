@@ -149,7 +149,10 @@ impl KeyRing {
         let mut keys: Vec<Key> = Vec::new();
         for (i, stored) in file.keys.into_iter().enumerate() {
             if keys.iter().any(|k| k.info.id == stored.id) {
-                return Err(invalid(format!("keys[{i}]: id {:?} appears twice", stored.id)));
+                return Err(invalid(format!(
+                    "keys[{i}]: id {:?} appears twice",
+                    stored.id
+                )));
             }
             let bytes = BASE64
                 .decode(&stored.material)
@@ -171,7 +174,9 @@ impl KeyRing {
             .filter(|k| k.info.state == KeyState::Active)
             .count();
         if active != 1 {
-            return Err(invalid(format!("{active} active keys; exactly one is needed")));
+            return Err(invalid(format!(
+                "{active} active keys; exactly one is needed"
+            )));
         }
         Ok(Self {
             path: path.to_owned(),
@@ -197,11 +202,22 @@ impl KeyRing {
         self.add_new_active()
     }
 
-    /// Adds existing key material (for example the Temporal samples' key) as decrypt-only.
+    /// Adds existing key material (for example the Temporal samples' key) as decrypt-only:
+    /// 32 raw bytes, or their base64.
     pub fn import(&mut self, id: &str, material: &[u8]) -> Result<(), KeyRingError> {
-        let material: [u8; KEY_BYTES] = material
+        let decoded;
+        let raw = if material.len() == KEY_BYTES {
+            material
+        } else {
+            let text = String::from_utf8_lossy(material);
+            decoded = BASE64
+                .decode(text.trim())
+                .map_err(|_| KeyRingError::KeyLength(material.len()))?;
+            &decoded
+        };
+        let material: [u8; KEY_BYTES] = raw
             .try_into()
-            .map_err(|_| KeyRingError::KeyLength(material.len()))?;
+            .map_err(|_| KeyRingError::KeyLength(raw.len()))?;
         self.insert(id.to_owned(), KeyState::DecryptOnly, material)
     }
 
@@ -213,7 +229,9 @@ impl KeyRing {
     fn add_new_active(&mut self) -> Result<String, KeyRingError> {
         let random = SystemRandom::new();
         let mut material = [0u8; KEY_BYTES];
-        random.fill(&mut material).map_err(|_| KeyRingError::Random)?;
+        random
+            .fill(&mut material)
+            .map_err(|_| KeyRingError::Random)?;
         let mut suffix = [0u8; 3];
         random.fill(&mut suffix).map_err(|_| KeyRingError::Random)?;
         let stamp = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
@@ -416,7 +434,10 @@ mod tests {
         let stored: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
         let material = stored["keys"][0]["material"].as_str().unwrap();
-        assert!(!format!("{reloaded:?}").contains(material), "Debug shows no key");
+        assert!(
+            !format!("{reloaded:?}").contains(material),
+            "Debug shows no key"
+        );
     }
 
     #[test]

@@ -9,11 +9,15 @@
 mod data_keys;
 mod envelope;
 mod error;
+mod json;
 mod keyring;
+pub mod server;
+pub mod tokens;
 
 pub use data_keys::DataKeyPolicy;
 pub use envelope::{Codec, CodecSettings, is_encrypted, metadata};
 pub use error::CodecError;
+pub use json::{payloads_from_json, payloads_to_json};
 pub use keyring::{KEY_BYTES, KekProvider, KeyInfo, KeyRing, KeyRingError, KeyState};
 
 /// The Temporal payload type the codec reads and writes.

@@ -15,6 +15,9 @@ use crate::{Identity, IdentityError, TrustDomain, identity_from_certificate};
 #[derive(Debug, Clone)]
 pub struct ClientVerifier {
     inner: Arc<dyn ClientCertVerifier>,
+    /// The same checks, but a connection without a certificate is let through (for servers
+    /// that also accept bearer tokens).
+    optional: Arc<dyn ClientCertVerifier>,
     trust_domain: TrustDomain,
 }
 
@@ -34,18 +37,31 @@ impl ClientVerifier {
             ));
         }
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let inner = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+        let roots = Arc::new(roots);
+        let invalid = |e: rustls::server::VerifierBuilderError| {
+            IdentityError::Invalid(format!("trust bundle: {e}"))
+        };
+        let inner = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone())
             .build()
-            .map_err(|e| IdentityError::Invalid(format!("trust bundle: {e}")))?;
+            .map_err(invalid)?;
+        let optional = WebPkiClientVerifier::builder_with_provider(roots, provider)
+            .allow_unauthenticated()
+            .build()
+            .map_err(invalid)?;
         Ok(Self {
             inner,
+            optional,
             trust_domain,
         })
     }
 
-    /// The `rustls` verifier, for TLS server configurations.
-    pub fn rustls_verifier(&self) -> Arc<dyn ClientCertVerifier> {
-        self.inner.clone()
+    /// The `rustls` verifier, for TLS server configurations; with `required` false a client
+    /// may present no certificate (one it presents is still verified).
+    pub fn rustls_verifier(&self, required: bool) -> Arc<dyn ClientCertVerifier> {
+        match required {
+            true => self.inner.clone(),
+            false => self.optional.clone(),
+        }
     }
 
     /// The trust domain SPIFFE IDs must belong to.

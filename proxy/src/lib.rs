@@ -2,7 +2,6 @@
 //! platform API (later, Temporal's own services too).
 
 mod platform;
-mod tls;
 
 use std::net::SocketAddr;
 
@@ -11,7 +10,6 @@ use plinth_proto::v1::platform_service_server::PlatformServiceServer;
 use tokio::net::TcpListener;
 
 pub use platform::PlatformApi;
-pub use tls::{AuthenticatedStream, Caller, TlsError, server_config};
 
 /// Serves `api` on `listener` over mTLS until `shutdown` resolves.
 pub async fn serve(
@@ -25,6 +23,6 @@ pub async fn serve(
     tracing::info!(?address, "platform API listening (mTLS)");
     tonic::transport::Server::builder()
         .add_service(PlatformServiceServer::new(api))
-        .serve_with_incoming_shutdown(tls::incoming(listener, tls, verifier), shutdown)
+        .serve_with_incoming_shutdown(plinth_identity::incoming(listener, tls, verifier), shutdown)
         .await
 }

@@ -34,7 +34,7 @@ use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-use crate::tls::Caller;
+use plinth_identity::Caller;
 
 /// Each poll is a query (a workflow task on a worker): often enough for a person watching,
 /// rare enough for hundreds of watches at once.

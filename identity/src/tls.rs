@@ -6,9 +6,10 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use plinth_identity::pki_types::pem::PemObject;
-use plinth_identity::pki_types::{CertificateDer, PrivateKeyDer};
-use plinth_identity::{ClientVerifier, Identity, identity_from_certificate};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+use crate::{ClientVerifier, Identity, identity_from_certificate};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
@@ -33,11 +34,14 @@ pub enum TlsError {
 #[derive(Clone, Debug)]
 pub struct Caller(pub Result<Identity, String>);
 
-/// A server configuration that requires a client certificate verified by `verifier`.
+/// A server configuration verifying client certificates with `verifier`: required, or
+/// optional when callers may authenticate otherwise. `alpn` lists the protocols offered.
 pub fn server_config(
     cert_pem: &[u8],
     key_pem: &[u8],
     verifier: &ClientVerifier,
+    client_certificate_required: bool,
+    alpn: &[&[u8]],
 ) -> Result<Arc<rustls::ServerConfig>, TlsError> {
     let certs = CertificateDer::pem_slice_iter(cert_pem)
         .collect::<Result<Vec<_>, _>>()
@@ -46,9 +50,9 @@ pub fn server_config(
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
-        .with_client_cert_verifier(verifier.rustls_verifier())
+        .with_client_cert_verifier(verifier.rustls_verifier(client_certificate_required))
         .with_single_cert(certs, key)?;
-    config.alpn_protocols = vec![b"h2".to_vec()];
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Ok(Arc::new(config))
 }
 
@@ -57,6 +61,19 @@ pub fn server_config(
 pub struct AuthenticatedStream {
     inner: TlsStream<TcpStream>,
     caller: Caller,
+    peer: std::net::SocketAddr,
+}
+
+impl AuthenticatedStream {
+    /// Who the client certificate names.
+    pub fn caller(&self) -> &Caller {
+        &self.caller
+    }
+
+    /// The remote address.
+    pub fn peer_address(&self) -> std::net::SocketAddr {
+        self.peer
+    }
 }
 
 impl Connected for AuthenticatedStream {
@@ -132,7 +149,11 @@ pub fn incoming(
                 };
                 let caller = caller_of(&tls, &verifier);
                 let _ = sender
-                    .send(Ok(AuthenticatedStream { inner: tls, caller }))
+                    .send(Ok(AuthenticatedStream {
+                        inner: tls,
+                        caller,
+                        peer,
+                    }))
                     .await;
             });
         }

@@ -1,0 +1,384 @@
+//! `plinth codec`: the Web UI's remote codec (`POST [/<namespace>]/encode|decode`, proto3 JSON
+//! `Payloads`), with authentication, per-namespace authorization and an audit line per decode.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use plinth_identity::{AuthenticatedStream, Caller, Identity};
+use tokio::net::TcpListener;
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::ReceiverStream;
+
+use crate::Codec;
+use crate::json::{payloads_from_json, payloads_to_json};
+use crate::tokens::TokenVerifier;
+
+/// The headers the Web UI sends (REFERENCE.md, samples-go codec-server).
+const ALLOWED_HEADERS: &str = "Authorization,Authorization-Extras,Content-Type,X-Namespace";
+
+/// What a caller needs on the namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Need {
+    /// Decode: reading the namespace's data.
+    Read,
+    /// Encode: writing into the namespace.
+    Write,
+}
+
+/// Who may read or write a namespace; the effective access lists of the access issue.
+#[async_trait::async_trait]
+pub trait AccessCheck: Send + Sync + std::fmt::Debug {
+    /// Whether `identity` has `need` on `namespace`; `Err` when that cannot be known now.
+    async fn allows(
+        &self,
+        namespace: &str,
+        identity: &Identity,
+        need: Need,
+    ) -> Result<bool, String>;
+}
+
+/// Where a request came from: the socket peer, and the client certificate's caller on TLS.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    /// Remote address.
+    pub address: SocketAddr,
+    /// Who the client certificate names, if the connection is TLS and presented one.
+    pub caller: Option<Caller>,
+}
+
+/// The codec server's configuration and collaborators.
+#[derive(Debug)]
+pub struct CodecServer {
+    /// Seals and opens payloads.
+    pub codec: Arc<Codec>,
+    /// Authorization.
+    pub access: Arc<dyn AccessCheck>,
+    /// Bearer tokens, when configured.
+    pub tokens: Option<TokenVerifier>,
+    /// Exact origins allowed to call from a browser.
+    pub allowed_origins: Vec<String>,
+    /// Largest request body, bytes.
+    pub max_body_bytes: usize,
+    /// Unauthenticated calls from loopback are allowed (for `plinth dev` only).
+    pub dev_mode: bool,
+}
+
+/// The routes, testable without a socket (put a [`Peer`] in the request's extensions).
+pub fn app(server: Arc<CodecServer>) -> Router {
+    Router::new()
+        .route("/encode", post(|s, r| handle(s, Op::Encode, None, r)))
+        .route("/decode", post(|s, r| handle(s, Op::Decode, None, r)))
+        .route(
+            "/{namespace}/encode",
+            post(
+                |s, axum::extract::Path(ns): axum::extract::Path<String>, r| {
+                    handle(s, Op::Encode, Some(ns), r)
+                },
+            ),
+        )
+        .route(
+            "/{namespace}/decode",
+            post(
+                |s, axum::extract::Path(ns): axum::extract::Path<String>, r| {
+                    handle(s, Op::Decode, Some(ns), r)
+                },
+            ),
+        )
+        .layer(middleware::from_fn_with_state(server.clone(), cors))
+        .with_state(server)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Op {
+    Encode,
+    Decode,
+}
+
+/// Who is calling, after authentication.
+enum Principal {
+    User(Identity),
+    /// Unauthenticated, from loopback, in dev mode.
+    Dev,
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    let body = serde_json::json!({ "error": message.into() }).to_string();
+    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+async fn handle(
+    State(server): State<Arc<CodecServer>>,
+    op: Op,
+    path_namespace: Option<String>,
+    request: Request,
+) -> Response {
+    let peer = request.extensions().get::<Peer>().cloned();
+    let (parts, body) = request.into_parts();
+    let principal = match authenticate(&server, &parts.headers, peer.as_ref()).await {
+        Ok(principal) => principal,
+        Err(response) => return response,
+    };
+    let namespace = path_namespace.or_else(|| {
+        parts
+            .headers
+            .get("x-namespace")
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| !v.is_empty())
+            .map(str::to_owned)
+    });
+    let Some(namespace) = namespace else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "namespace: give it in the path (/<namespace>/decode) or the X-Namespace header",
+        );
+    };
+    let bytes = match axum::body::to_bytes(body, server.max_body_bytes).await {
+        Ok(bytes) => bytes,
+        Err(_) => {
+            return error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("body exceeds {} bytes", server.max_body_bytes),
+            );
+        }
+    };
+    let payloads = match payloads_from_json(&bytes) {
+        Ok(payloads) => payloads,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("body: not proto3 JSON Payloads: {e}"),
+            );
+        }
+    };
+    let identity = match &principal {
+        Principal::User(identity) => {
+            let need = match op {
+                Op::Encode => Need::Write,
+                Op::Decode => Need::Read,
+            };
+            match server.access.allows(&namespace, identity, need).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::warn!(%identity, namespace, ?need, decision = "deny", "codec authorization");
+                    let what = if need == Need::Read { "read" } else { "write" };
+                    return error(
+                        StatusCode::FORBIDDEN,
+                        format!("{identity} has no {what} access to namespace {namespace:?}"),
+                    );
+                }
+                Err(e) => {
+                    return error(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        format!("access lists: {e}"),
+                    );
+                }
+            }
+            identity.to_string()
+        }
+        Principal::Dev => "dev-mode (unauthenticated loopback)".to_owned(),
+    };
+    let count = payloads.len();
+    let result = match op {
+        Op::Encode => server.codec.encode(&namespace, payloads),
+        Op::Decode => server.codec.decode(&namespace, payloads),
+    };
+    match result {
+        Ok(payloads) => {
+            if op == Op::Decode {
+                tracing::info!(target: "plinth::audit", identity, namespace, payloads = count, "decode");
+            }
+            let body = payloads_to_json(&payloads);
+            ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+        }
+        Err(e) => error(StatusCode::BAD_REQUEST, e.to_string()),
+    }
+}
+
+async fn authenticate(
+    server: &CodecServer,
+    headers: &HeaderMap,
+    peer: Option<&Peer>,
+) -> Result<Principal, Response> {
+    if let Some(Caller(Ok(identity))) = peer.and_then(|p| p.caller.as_ref()) {
+        return Ok(Principal::User(identity.clone()));
+    }
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match (bearer, &server.tokens) {
+        (Some(token), Some(tokens)) => {
+            return tokens
+                .verify(token)
+                .await
+                .map(Principal::User)
+                .map_err(|e| {
+                    tracing::warn!(error = %e, "codec authentication refused");
+                    unauthorized(e.to_string())
+                });
+        }
+        (Some(_), None) => {
+            return Err(unauthorized(
+                "bearer tokens are not configured ([codec] jwks)",
+            ));
+        }
+        (None, _) => {}
+    }
+    let loopback = peer.is_some_and(|p| p.address.ip().is_loopback());
+    if server.dev_mode && loopback {
+        return Ok(Principal::Dev);
+    }
+    Err(unauthorized(
+        "authenticate with a client certificate or an Authorization: Bearer token",
+    ))
+}
+
+fn unauthorized(message: impl Into<String>) -> Response {
+    let mut response = error(StatusCode::UNAUTHORIZED, message);
+    response
+        .headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    response
+}
+
+/// Exact-origin CORS with credentials; preflights answered here.
+async fn cors(State(server): State<Arc<CodecServer>>, request: Request, next: Next) -> Response {
+    let origin = request
+        .headers()
+        .get(header::ORIGIN)
+        .and_then(|v| v.to_str().ok())
+        .filter(|o| server.allowed_origins.iter().any(|a| a == o))
+        .and_then(|o| HeaderValue::from_str(o).ok());
+    let preflight = request.method() == Method::OPTIONS
+        && request
+            .headers()
+            .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
+    let mut response = if preflight {
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        next.run(request).await
+    };
+    if let Some(origin) = origin {
+        let headers = response.headers_mut();
+        headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+        headers.insert(
+            header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+            HeaderValue::from_static("true"),
+        );
+        headers.insert(header::VARY, HeaderValue::from_static("Origin"));
+        if preflight {
+            headers.insert(
+                header::ACCESS_CONTROL_ALLOW_METHODS,
+                HeaderValue::from_static("POST, OPTIONS"),
+            );
+            headers.insert(
+                header::ACCESS_CONTROL_ALLOW_HEADERS,
+                HeaderValue::from_static(ALLOWED_HEADERS),
+            );
+            headers.insert(
+                header::ACCESS_CONTROL_MAX_AGE,
+                HeaderValue::from_static("600"),
+            );
+        }
+    }
+    response
+}
+
+/// Serves `server` on `listener` until `shutdown`: over TLS (client certificates optional,
+/// verified when presented) when `tls` is given, else plain HTTP.
+pub async fn serve(
+    listener: TcpListener,
+    tls: Option<(Arc<rustls::ServerConfig>, plinth_identity::ClientVerifier)>,
+    server: Arc<CodecServer>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = app(server);
+    match tls {
+        None => {
+            let app = app.layer(middleware::from_fn(plain_peer));
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(shutdown)
+            .await
+        }
+        Some((config, verifier)) => {
+            let accepted = TlsListener {
+                connections: plinth_identity::incoming(listener, config, verifier),
+            };
+            let app = app.layer(middleware::from_fn(tls_peer));
+            axum::serve(accepted, app.into_make_service_with_connect_info::<Peer>())
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+    }
+}
+
+async fn plain_peer(mut request: Request, next: Next) -> Response {
+    if let Some(axum::extract::ConnectInfo(address)) = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<SocketAddr>>()
+        .cloned()
+    {
+        request.extensions_mut().insert(Peer {
+            address,
+            caller: None,
+        });
+    }
+    next.run(request).await
+}
+
+async fn tls_peer(mut request: Request, next: Next) -> Response {
+    if let Some(axum::extract::ConnectInfo(peer)) = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<Peer>>()
+        .cloned()
+    {
+        request.extensions_mut().insert(peer);
+    }
+    next.run(request).await
+}
+
+/// TLS connections from [`plinth_identity::incoming`] as an axum listener.
+struct TlsListener {
+    connections: ReceiverStream<std::io::Result<AuthenticatedStream>>,
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = AuthenticatedStream;
+    type Addr = Peer;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            match self.connections.next().await {
+                Some(Ok(stream)) => {
+                    let peer = Peer {
+                        address: stream.peer_address(),
+                        caller: Some(stream.caller().clone()),
+                    };
+                    return (stream, peer);
+                }
+                Some(Err(e)) => tracing::warn!(error = %e, "codec connection failed"),
+                // The accept loop only ends with the process.
+                None => std::future::pending::<()>().await,
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        Err(std::io::Error::other("TLS listener"))
+    }
+}
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TlsListener>> for Peer {
+    fn connect_info(stream: axum::serve::IncomingStream<'_, TlsListener>) -> Self {
+        stream.remote_addr().clone()
+    }
+}

@@ -1,0 +1,202 @@
+//! Bearer tokens: JWTs verified against a JWKS (file or URL), with issuer, audience and
+//! expiry checked.
+
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use http_body_util::{BodyExt, Empty};
+use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::{DecodingKey, Validation, decode, decode_header};
+use plinth_identity::Identity;
+use serde::Deserialize;
+
+/// How often an unknown key id may make the verifier fetch the JWKS again.
+const REFETCH_AFTER: Duration = Duration::from_secs(60);
+
+/// Where the signing keys are published.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JwksSource {
+    /// A JWKS JSON file.
+    File(PathBuf),
+    /// An `http://` or `https://` URL (https verified against the system's roots).
+    Url(String),
+}
+
+impl JwksSource {
+    /// `http(s)://...` is a URL, anything else a file path.
+    pub fn parse(text: &str) -> Self {
+        if text.starts_with("http://") || text.starts_with("https://") {
+            Self::Url(text.to_owned())
+        } else {
+            Self::File(PathBuf::from(text))
+        }
+    }
+}
+
+/// Why a token was refused; the token itself never appears.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    /// The JWKS could not be read or parsed.
+    #[error("JWKS {source_name}: {message}")]
+    Jwks {
+        /// File or URL.
+        source_name: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// The token is not a well-formed, correctly signed, current JWT for this audience.
+    #[error("bearer token refused: {0}")]
+    Invalid(String),
+    /// The token names no e-mail address usable as an identity.
+    #[error("bearer token names no user: it needs an e-mail in `email` or `sub`")]
+    NoIdentity,
+}
+
+#[derive(Debug, Deserialize)]
+struct Claims {
+    #[serde(default)]
+    email: Option<String>,
+    #[serde(default)]
+    sub: Option<String>,
+}
+
+/// Verifies bearer tokens.
+#[derive(Debug)]
+pub struct TokenVerifier {
+    source: JwksSource,
+    issuer: Option<String>,
+    audience: Option<String>,
+    keys: Mutex<(JwkSet, Instant)>,
+}
+
+impl TokenVerifier {
+    /// Loads the JWKS now; tokens must come from `issuer` for `audience` when those are set.
+    pub async fn new(
+        source: JwksSource,
+        issuer: Option<String>,
+        audience: Option<String>,
+    ) -> Result<Self, TokenError> {
+        let keys = fetch(&source).await?;
+        Ok(Self {
+            source,
+            issuer,
+            audience,
+            keys: Mutex::new((keys, Instant::now())),
+        })
+    }
+
+    /// The user a valid token names.
+    pub async fn verify(&self, token: &str) -> Result<Identity, TokenError> {
+        let header = decode_header(token).map_err(|e| TokenError::Invalid(e.to_string()))?;
+        let kid = header
+            .kid
+            .clone()
+            .ok_or_else(|| TokenError::Invalid("no `kid` in the header".into()))?;
+        let mut jwk = self.keys.lock().expect("jwks lock").0.find(&kid).cloned();
+        if jwk.is_none() && self.keys.lock().expect("jwks lock").1.elapsed() > REFETCH_AFTER {
+            // Keys rotate: an unknown id may be new.
+            let keys = fetch(&self.source).await?;
+            jwk = keys.find(&kid).cloned();
+            *self.keys.lock().expect("jwks lock") = (keys, Instant::now());
+        }
+        let jwk = jwk.ok_or_else(|| TokenError::Invalid(format!("unknown key id {kid:?}")))?;
+        let key = DecodingKey::from_jwk(&jwk).map_err(|e| TokenError::Invalid(e.to_string()))?;
+        let mut validation = Validation::new(header.alg);
+        validation.set_required_spec_claims(&["exp"]);
+        match &self.issuer {
+            Some(issuer) => validation.set_issuer(&[issuer]),
+            None => validation.iss = None,
+        }
+        match &self.audience {
+            Some(audience) => validation.set_audience(&[audience]),
+            None => validation.validate_aud = false,
+        }
+        let claims = decode::<Claims>(token, &key, &validation)
+            .map_err(|e| TokenError::Invalid(e.to_string()))?
+            .claims;
+        claims
+            .email
+            .into_iter()
+            .chain(claims.sub)
+            .find_map(|candidate| Identity::user(&candidate).ok())
+            .ok_or(TokenError::NoIdentity)
+    }
+}
+
+async fn fetch(source: &JwksSource) -> Result<JwkSet, TokenError> {
+    let (name, text) = match source {
+        JwksSource::File(path) => (
+            path.display().to_string(),
+            std::fs::read_to_string(path).map_err(|e| e.to_string()),
+        ),
+        JwksSource::Url(url) => (url.clone(), get(url).await),
+    };
+    let error = |message: String| TokenError::Jwks {
+        source_name: name.clone(),
+        message,
+    };
+    serde_json::from_str(&text.map_err(error)?).map_err(|e| error(e.to_string()))
+}
+
+/// One HTTP/1.1 GET; https is verified against the system's trust roots.
+async fn get(url: &str) -> Result<String, String> {
+    let uri: hyper::Uri = url.parse().map_err(|e| format!("{e}"))?;
+    let host = uri.host().ok_or("no host")?.to_owned();
+    let https = uri.scheme_str() == Some("https");
+    let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+    let tcp = tokio::net::TcpStream::connect((host.as_str(), port))
+        .await
+        .map_err(|e| e.to_string())?;
+    let request = hyper::Request::get(uri.path_and_query().map_or("/", |p| p.as_str()))
+        .header(hyper::header::HOST, host.as_str())
+        .body(Empty::<hyper::body::Bytes>::new())
+        .map_err(|e| e.to_string())?;
+    let response = if https {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let name =
+            rustls::pki_types::ServerName::try_from(host.clone()).map_err(|e| e.to_string())?;
+        let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+            .connect(name, tcp)
+            .await
+            .map_err(|e| e.to_string())?;
+        send(hyper_util::rt::TokioIo::new(tls), request).await?
+    } else {
+        send(hyper_util::rt::TokioIo::new(tcp), request).await?
+    };
+    Ok(response)
+}
+
+async fn send<T>(
+    io: T,
+    request: hyper::Request<Empty<hyper::body::Bytes>>,
+) -> Result<String, String>
+where
+    T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(io)
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(connection);
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|e| e.to_string())?;
+    if !response.status().is_success() {
+        return Err(format!("HTTP {}", response.status()));
+    }
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    String::from_utf8(body.to_vec()).map_err(|e| e.to_string())
+}
