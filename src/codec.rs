@@ -10,7 +10,7 @@ use anyhow::{Context, bail};
 use plinth_activities::{AccessLevel, NamespaceBackend};
 use plinth_codec::server::{AccessCheck, CodecServer, Need};
 use plinth_codec::tokens::{JwksSource, TokenVerifier};
-use plinth_codec::{Codec, KeyRing, KeyState};
+use plinth_codec::{Codec, KeyRing, KeyState, WatchedKeyRing};
 use plinth_identity::{ClientVerifier, Identity};
 use tokio::net::TcpListener;
 
@@ -112,7 +112,7 @@ pub async fn run(config: &Config, home: &Home, args: &CodecArgs) -> anyhow::Resu
     if !path.exists() {
         bail!("no key ring at {}: run `plinth keys init`", path.display());
     }
-    let ring = Arc::new(KeyRing::load(&path)?);
+    let ring = Arc::new(WatchedKeyRing::load(&path)?);
     let codec = Arc::new(Codec::new(ring, codec_config.settings()));
     let (options, address, _) = args.temporal.resolve(&config.temporal)?;
     let connection = plinth_worker::connect(options).await?;

@@ -18,7 +18,9 @@ pub use data_keys::DataKeyPolicy;
 pub use envelope::{Codec, CodecSettings, is_encrypted, metadata};
 pub use error::CodecError;
 pub use json::{payloads_from_json, payloads_to_json};
-pub use keyring::{KEY_BYTES, KekProvider, KeyInfo, KeyRing, KeyRingError, KeyState};
+pub use keyring::{
+    KEY_BYTES, KekProvider, KeyInfo, KeyRing, KeyRingError, KeyState, WatchedKeyRing,
+};
 
 /// The Temporal payload type the codec reads and writes.
 pub use temporalio_common::protos::temporal::api::common::v1::{Payload, Payloads};

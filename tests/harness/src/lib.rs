@@ -18,7 +18,8 @@ pub mod cli;
 mod stack;
 
 pub use stack::{
-    ADMIN, DIRECTORY, OUTSIDER, PAYMENTS_MEMBER, PAYMENTS_TEAM, PlinthStack, SEARCH_TEAM,
+    ADMIN, CODEC_MAX_BODY, DIRECTORY, OUTSIDER, PAYMENTS_MEMBER, PAYMENTS_TEAM, PlinthStack,
+    SEARCH_TEAM, TOKEN_AUDIENCE, UI_ORIGIN,
 };
 
 use anyhow::{Context, bail};

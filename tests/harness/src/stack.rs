@@ -46,13 +46,28 @@ groups:
     members: [erin@example.com]
 ";
 
-/// A running worker and proxy; both are stopped when dropped.
+/// Issuer and audience of the stack's bearer tokens.
+pub const TOKEN_ISSUER: &str = "https://idp.plinth.test";
+/// See [`TOKEN_ISSUER`].
+pub const TOKEN_AUDIENCE: &str = "temporal-ui";
+/// The one browser origin the stack's codec server allows.
+pub const UI_ORIGIN: &str = "http://ui.plinth.test";
+/// The codec server's body limit in a stack.
+pub const CODEC_MAX_BODY: usize = 65_536;
+const TOKEN_KEY_ID: &str = "plinth-test";
+
+/// A running worker and proxy (and codec server, once started); all are stopped when dropped.
 #[derive(Debug)]
 pub struct PlinthStack {
     plinth: PathBuf,
     home: tempfile::TempDir,
     worker: Option<Child>,
     proxy: Child,
+    codec: Option<Child>,
+    /// PKCS#8 of the key that signs the stack's bearer tokens (its JWKS is in the home).
+    token_key: Vec<u8>,
+    /// `host:port` of the codec server.
+    pub codec_address: String,
     /// Control-plane namespace of this stack.
     pub control_namespace: String,
     /// `host:port` of the platform API.
@@ -79,19 +94,28 @@ impl PlinthStack {
         let control_namespace = format!("plinth-system-{}-{n}", std::process::id());
         let home = tempfile::Builder::new().prefix("plinth-stack-").tempdir()?;
         let proxy_address = format!("127.0.0.1:{}", free_port());
+        let codec_address = format!("127.0.0.1:{}", free_port());
         let config = format!(
             "[temporal]\naddress = \"{}\"\nnamespace = \"{control_namespace}\"\n\n\
              [platform]\nresync_interval = \"{resync}\"\naccess_interval = \"{access}\"\n\n\
              [proxy]\nlisten = \"{proxy_address}\"\n\n\
-             [client]\naddress = \"{proxy_address}\"\nserver_name = \"localhost\"\n",
-            server.address()
+             [client]\naddress = \"{proxy_address}\"\nserver_name = \"localhost\"\n\n\
+             [codec]\nlisten = \"{codec_address}\"\nmax_body_bytes = {CODEC_MAX_BODY}\n\
+             jwks = \"{jwks}\"\njwt_issuer = \"{TOKEN_ISSUER}\"\njwt_audience = \"{TOKEN_AUDIENCE}\"\n\
+             allowed_origins = [\"{UI_ORIGIN}\"]\n",
+            server.address(),
+            jwks = home.path().join("jwks.json").display(),
         );
+        let token_key = write_jwks(&home.path().join("jwks.json"))?;
         std::fs::write(home.path().join("plinth.toml"), config)?;
         std::fs::write(home.path().join("directory.yaml"), DIRECTORY)?;
         let mut stack = PlinthStack {
             plinth: plinth.to_owned(),
             worker: None,
             proxy: Command::new("true").spawn()?,
+            codec: None,
+            token_key,
+            codec_address,
             control_namespace,
             proxy_address,
             temporal_address: server.address(),
@@ -184,6 +208,52 @@ impl PlinthStack {
         Ok(())
     }
 
+    /// Starts `plinth codec` (HTTPS, bearer tokens from the stack's JWKS) and waits until it
+    /// listens; creates the key ring first.
+    pub fn start_codec(&mut self) -> anyhow::Result<()> {
+        self.run_ok(&["keys", "init"])?;
+        self.codec = Some(self.spawn("codec")?);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while TcpStream::connect(&self.codec_address).is_err() {
+            if let Some(status) = self
+                .codec
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                bail!("plinth codec exited ({status}): {}", self.log("codec"));
+            }
+            if Instant::now() > deadline {
+                bail!("plinth codec did not listen: {}", self.log("codec"));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(())
+    }
+
+    /// A bearer token for `email`, for `audience`, expiring `expires_in` seconds from now
+    /// (negative: already expired).
+    pub fn token(&self, email: &str, audience: &str, expires_in: i64) -> String {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        let claims = serde_json::json!({
+            "email": email,
+            "iss": TOKEN_ISSUER,
+            "aud": audience,
+            "exp": now + expires_in,
+        });
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+        header.kid = Some(TOKEN_KEY_ID.to_owned());
+        let key = jsonwebtoken::EncodingKey::from_ec_der(&self.token_key);
+        jsonwebtoken::encode(&header, &claims, &key).expect("sign token")
+    }
+
+    /// Runs `plinth` with these arguments in the stack's home.
+    pub fn plinth(&self, args: &[&str]) -> Output {
+        self.command().args(args).output().expect("run plinth")
+    }
+
     /// Kills the worker process at once, as a crash would.
     pub fn kill_worker(&mut self) {
         if let Some(mut worker) = self.worker.take() {
@@ -274,8 +344,26 @@ impl PlinthStack {
     }
 }
 
+/// Writes a JWKS with one P-256 key and returns the key's PKCS#8, for signing.
+fn write_jwks(path: &Path) -> anyhow::Result<Vec<u8>> {
+    use base64::Engine;
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+    let point = key.public_key_raw();
+    let b64 = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+    let jwks = serde_json::json!({ "keys": [{
+        "kty": "EC", "crv": "P-256", "alg": "ES256", "use": "sig", "kid": TOKEN_KEY_ID,
+        "x": b64(&point[1..33]), "y": b64(&point[33..65]),
+    }]});
+    std::fs::write(path, jwks.to_string())?;
+    Ok(key.serialize_der())
+}
+
 impl Drop for PlinthStack {
     fn drop(&mut self) {
+        if let Some(mut codec) = self.codec.take() {
+            let _ = codec.kill();
+            let _ = codec.wait();
+        }
         self.kill_worker();
         let _ = self.proxy.kill();
         let _ = self.proxy.wait();
