@@ -181,12 +181,16 @@ pub async fn run(config: &Config, home: &Home, args: &CodecArgs) -> anyhow::Resu
     Ok(())
 }
 
+/// Identity (`user:<email>`) to access level.
+type AccessList = BTreeMap<String, AccessLevel>;
+
 /// The effective access lists the access runs keep on the backend, read at most every
 /// [`ACCESS_TTL`] per namespace.
 #[derive(Debug)]
 struct AccessLists {
     backend: Arc<dyn NamespaceBackend>,
-    cache: Mutex<HashMap<String, (Instant, Arc<BTreeMap<String, AccessLevel>>)>>,
+    /// Per namespace: when it was read, and the list.
+    cache: Mutex<HashMap<String, (Instant, Arc<AccessList>)>>,
 }
 
 impl AccessLists {

@@ -41,15 +41,18 @@ pub(crate) struct SealingKey {
     uses: AtomicU64,
 }
 
+/// A wrapped data key: the KEK id and the wrapped bytes.
+type WrappedId = (String, Vec<u8>);
+
+/// Unwrapped data keys by wrapped form, and their insertion order for eviction.
+type UnwrappedKeys = (HashMap<WrappedId, Arc<LessSafeKey>>, VecDeque<WrappedId>);
+
 /// Per-namespace data keys and a bounded cache of unwrapped ones.
 pub(crate) struct DataKeys {
     provider: Arc<dyn KekProvider>,
     policy: DataKeyPolicy,
     current: Mutex<HashMap<String, Arc<SealingKey>>>,
-    unwrapped: Mutex<(
-        HashMap<(String, Vec<u8>), Arc<LessSafeKey>>,
-        VecDeque<(String, Vec<u8>)>,
-    )>,
+    unwrapped: Mutex<UnwrappedKeys>,
 }
 
 impl std::fmt::Debug for DataKeys {
