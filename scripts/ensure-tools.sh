@@ -20,16 +20,30 @@ ensure_temporal() {
   fi
 }
 
-PYTHON_PINS=("cryptography==48.0.0" "temporalio==1.20.0")
+PYTHON_PINS=("cryptography==48.0.0" "temporalio==1.20.0" "websockets==15.0.1")
 
 # Python packages the interoperability tests run: the Temporal samples' codec needs
-# `cryptography` and the Temporal Python SDK.
+# `cryptography`, clients need the Temporal Python SDK, and the Web UI test drives Chromium
+# over the DevTools protocol with `websockets`.
 ensure_python_packages() {
-  if python3 -c 'import cryptography, temporalio, sys
+  if python3 -c 'import sys
 from importlib.metadata import version
-sys.exit(0 if (version("cryptography"), version("temporalio")) == ("48.0.0", "1.20.0") else 1)' 2>/dev/null; then
+pins = [p.split("==") for p in sys.argv[1:]]
+sys.exit(0 if all(version(n) == v for n, v in pins) else 1)' "${PYTHON_PINS[@]}" 2>/dev/null; then
     return
   fi
   echo "installing ${PYTHON_PINS[*]} from PyPI" >&2
   python3 -m pip install --quiet --disable-pip-version-check "${PYTHON_PINS[@]}" >&2
+}
+
+# Debian's Chromium, driven headless by the Web UI test.
+ensure_chromium() {
+  if command -v chromium >/dev/null; then
+    return
+  fi
+  echo "installing chromium from Debian" >&2
+  local sudo=""
+  [[ $(id -u) -eq 0 ]] || sudo="sudo"
+  $sudo apt-get update -qq >&2
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium >&2
 }

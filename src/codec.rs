@@ -30,6 +30,9 @@ pub struct CodecArgs {
     /// Dev mode: plain HTTP, and unauthenticated calls from loopback are allowed.
     #[arg(long)]
     dev: bool,
+    /// A browser origin allowed to call (repeatable; replaces [codec] allowed_origins).
+    #[arg(long = "allow-origin")]
+    allow_origins: Vec<String>,
     #[command(flatten)]
     temporal: ConnectArgs,
 }
@@ -139,7 +142,11 @@ pub async fn run(config: &Config, home: &Home, args: &CodecArgs) -> anyhow::Resu
         codec,
         access: Arc::new(AccessLists::new(platform.backend)),
         tokens,
-        allowed_origins: codec_config.allowed_origins.clone(),
+        allowed_origins: if args.allow_origins.is_empty() {
+            codec_config.allowed_origins.clone()
+        } else {
+            args.allow_origins.clone()
+        },
         max_body_bytes: codec_config.max_body_bytes,
         dev_mode: args.dev,
     });

@@ -321,7 +321,14 @@ pub async fn run(
         "Plinth codec server",
         plinth_command(
             global,
-            &["codec", "--dev", "--listen", &codec_address],
+            &[
+                "codec",
+                "--dev",
+                "--listen",
+                &codec_address,
+                "--allow-origin",
+                &format!("http://{}:{}", dev.ip, dev.ui_port),
+            ],
             &grpc_address,
             &settings,
         )?,

@@ -19,13 +19,13 @@ struct DevProcess {
 }
 
 impl DevProcess {
-    fn start(home: &Path, ports: [u16; 5]) -> DevProcess {
-        let [grpc, ui, http, metrics, proxy] = ports.map(|p| p.to_string());
+    fn start(home: &Path, ports: [u16; 6]) -> DevProcess {
+        let [grpc, ui, http, metrics, proxy, codec] = ports.map(|p| p.to_string());
         let child = Command::new(PLINTH)
             .arg("dev")
             .args(["--grpc-port", &grpc, "--ui-port", &ui])
             .args(["--http-port", &http, "--metrics-port", &metrics])
-            .args(["--proxy-port", &proxy])
+            .args(["--proxy-port", &proxy, "--codec-port", &codec])
             .env("PLINTH_HOME", home)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -96,13 +96,7 @@ fn is_alive(pid: u64) -> bool {
 #[test]
 fn dev_serves_stops_cleanly_and_keeps_state_across_restarts() {
     let home = tempfile::tempdir().unwrap();
-    let ports = [
-        free_port(),
-        free_port(),
-        free_port(),
-        free_port(),
-        free_port(),
-    ];
+    let ports = [(); 6].map(|()| free_port());
 
     let mut dev = DevProcess::start(home.path(), ports);
     let info = dev.info();
@@ -115,7 +109,7 @@ fn dev_serves_stops_cleanly_and_keeps_state_across_restarts() {
         info["temporal"]["ui_url"],
         format!("http://127.0.0.1:{}", ports[1])
     );
-    let pids: Vec<u64> = ["plinth", "temporal", "worker", "proxy"]
+    let pids: Vec<u64> = ["plinth", "temporal", "worker", "proxy", "codec"]
         .iter()
         .map(|name| info["pids"][name].as_u64().expect("pid in dev.json"))
         .collect();
@@ -240,4 +234,69 @@ fn dev_names_a_busy_port() {
         stderr.contains(&port) && stderr.contains("--grpc-port"),
         "{stderr}"
     );
+}
+
+/// Runs one of the Python helpers in `tests/interop`.
+fn python(script: &str, args: &[&str]) -> Output {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/interop")
+        .join(script);
+    Command::new("python3")
+        .arg(path)
+        .args(args)
+        .output()
+        .expect("run python3")
+}
+
+#[test]
+fn web_ui_shows_input_decrypted_through_the_codec_server() {
+    let home = tempfile::tempdir().unwrap();
+    let dev = DevProcess::start(home.path(), [(); 6].map(|()| free_port()));
+    let info = dev.info();
+    let address = info["temporal"]["grpc_address"].as_str().unwrap();
+    let codec = info["codec"]["url"].as_str().unwrap();
+    let ui = info["temporal"]["ui_url"].as_str().unwrap();
+    let marker = format!("ui-marker-{}", std::process::id());
+
+    // The Python SDK encodes through the codec server: Temporal receives ciphertext only.
+    let started = python(
+        "start_encrypted.py",
+        &[address, "plinth-system", codec, "encrypted-input", &marker],
+    );
+    assert!(started.status.success(), "{}", text(&started));
+    for suffix in ["", "-wal"] {
+        let file = home.path().join(format!("temporal.db{suffix}"));
+        let bytes = std::fs::read(&file).unwrap_or_default();
+        assert!(
+            !bytes.windows(marker.len()).any(|w| w == marker.as_bytes()),
+            "{} holds the plaintext",
+            file.display()
+        );
+    }
+    let history = temporal(
+        &[
+            "workflow",
+            "show",
+            "-w",
+            "encrypted-input",
+            "-n",
+            "plinth-system",
+            "-o",
+            "json",
+        ],
+        address,
+    );
+    let history = String::from_utf8_lossy(&history.stdout);
+    assert!(
+        history.contains("YmluYXJ5L2VuY3J5cHRlZA=="),
+        "input is binary/encrypted"
+    );
+
+    // The Web UI's workflow page decodes it through the codec server.
+    let page = format!("{ui}/namespaces/plinth-system/workflows/encrypted-input");
+    let shown = python("page_text.py", &[&page, &marker, "60"]);
+    let shown_text = String::from_utf8_lossy(&shown.stdout);
+    assert!(shown_text.contains(&marker), "the page shows: {shown_text}");
+    let codec_log = std::fs::read_to_string(home.path().join("logs/codec.log")).unwrap();
+    assert!(codec_log.contains("decode") && codec_log.contains("plinth-system"));
 }
