@@ -100,6 +100,8 @@ enum BenchCommand {
     Namespaces(bench::BenchArgs),
     /// One full access cycle over many namespaces, one with no change, and one with a few.
     Access(bench::AccessBenchArgs),
+    /// AES-256-GCM next to `openssl speed`, and /decode of the dev codec server.
+    Codec(bench::CodecBenchArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -202,6 +204,7 @@ async fn run(
             bench::namespaces(&config, &home, &args).await
         }
         Command::Bench(BenchCommand::Access(args)) => bench::access(&config, &home, &args).await,
+        Command::Bench(BenchCommand::Codec(args)) => bench::codec(&home, &args).await,
         Command::Pki(PkiCommand::Init) => {
             let report = pki::init(&home, &config.pki)?;
             let dir = home.pki_dir();

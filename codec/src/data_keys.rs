@@ -3,11 +3,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ring::aead::LessSafeKey;
 use ring::rand::{SecureRandom, SystemRandom};
 
+use crate::Aead;
 use crate::CodecError;
-use crate::keyring::{KEY_BYTES, KekProvider, aead_key};
+use crate::keyring::{KEY_BYTES, KekProvider};
 
 /// When a namespace's data key is replaced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,7 +33,7 @@ const UNWRAPPED_CAPACITY: usize = 4096;
 
 /// A data key ready to seal, with the wrapped form that travels in each payload.
 pub(crate) struct SealingKey {
-    pub(crate) key: LessSafeKey,
+    pub(crate) key: Aead,
     pub(crate) kek_id: String,
     pub(crate) wrapped: Vec<u8>,
     created: Instant,
@@ -45,7 +45,7 @@ pub(crate) struct SealingKey {
 type WrappedId = (String, Vec<u8>);
 
 /// Unwrapped data keys by wrapped form, and their insertion order for eviction.
-type UnwrappedKeys = (HashMap<WrappedId, Arc<LessSafeKey>>, VecDeque<WrappedId>);
+type UnwrappedKeys = (HashMap<WrappedId, Arc<Aead>>, VecDeque<WrappedId>);
 
 /// Per-namespace data keys and a bounded cache of unwrapped ones.
 pub(crate) struct DataKeys {
@@ -103,7 +103,7 @@ impl DataKeys {
             .provider
             .wrap(&active, &raw, &wrap_aad(namespace, &active))?;
         let key = Arc::new(SealingKey {
-            key: aead_key(&raw)?,
+            key: Aead::new(&raw)?,
             kek_id: active,
             wrapped,
             created: Instant::now(),
@@ -120,7 +120,7 @@ impl DataKeys {
         namespace: &str,
         kek_id: &str,
         wrapped: &[u8],
-    ) -> Result<Arc<LessSafeKey>, CodecError> {
+    ) -> Result<Arc<Aead>, CodecError> {
         let id = (kek_id.to_owned(), wrapped.to_vec());
         if let Some(key) = self.unwrapped.lock().expect("cache lock").0.get(&id) {
             return Ok(key.clone());
@@ -128,7 +128,7 @@ impl DataKeys {
         let raw = self
             .provider
             .unwrap(kek_id, wrapped, &wrap_aad(namespace, kek_id))?;
-        let key = Arc::new(aead_key(&raw)?);
+        let key = Arc::new(Aead::new(&raw)?);
         let mut cache = self.unwrapped.lock().expect("cache lock");
         if cache.0.len() >= UNWRAPPED_CAPACITY
             && let Some(oldest) = cache.1.pop_front()

@@ -3,8 +3,8 @@ use std::sync::Arc;
 use prost::Message;
 
 use crate::data_keys::{DataKeyPolicy, DataKeys};
-use crate::keyring::{KekProvider, aead_key, open_with, seal_with};
-use crate::{CodecError, Payload};
+use crate::keyring::KekProvider;
+use crate::{Aead, CodecError, Payload};
 
 /// Metadata keys and values of encrypted payloads.
 pub mod metadata {
@@ -103,7 +103,7 @@ impl Codec {
         }
         let key = self.keys.for_sealing(namespace)?;
         let aad = payload_aad(namespace, &key.kek_id, &key.wrapped, compressed);
-        let data = seal_with(&key.key, &plaintext, &aad)?;
+        let data = key.key.seal(&plaintext, &aad)?;
         let mut sealed = Payload {
             data,
             ..Default::default()
@@ -153,10 +153,9 @@ impl Codec {
                 )));
             }
         };
-        check_length(&payload.data)?;
         let key = self.keys.for_opening(namespace, &key_id, wrapped)?;
         let aad = payload_aad(namespace, &key_id, wrapped, compressed);
-        let mut plaintext = open_with(&key, &payload.data, &aad, &key_id)?;
+        let mut plaintext = key.open(&payload.data, &aad, &key_id)?;
         if compressed {
             plaintext = snap::raw::Decoder::new()
                 .decompress_vec(&plaintext)
@@ -174,18 +173,10 @@ impl Codec {
             .provider()
             .direct_key(key_id)
             .ok_or_else(|| CodecError::UnknownKey(key_id.to_owned()))?;
-        check_length(data)?;
-        let plaintext = open_with(&aead_key(&raw)?, data, b"", key_id)?;
+        let plaintext = Aead::new(&raw)?.open(data, b"", key_id)?;
         Payload::decode(plaintext.as_slice())
             .map_err(|e| CodecError::Malformed(format!("sealed payload: {e}")))
     }
-}
-
-fn check_length(data: &[u8]) -> Result<(), CodecError> {
-    if data.len() < 12 + 16 {
-        return Err(CodecError::Truncated { len: data.len() });
-    }
-    Ok(())
 }
 
 /// Binds the ciphertext to its namespace, KEK, data key and compression.

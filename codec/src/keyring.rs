@@ -4,11 +4,10 @@ use std::time::SystemTime;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use ring::rand::{SecureRandom, SystemRandom};
 use serde::{Deserialize, Serialize};
 
-use crate::CodecError;
+use crate::{Aead, CodecError};
 
 /// Length of every key: AES-256.
 pub const KEY_BYTES: usize = 32;
@@ -313,86 +312,19 @@ impl KekProvider for KeyRing {
         let key = self
             .key(kek_id)
             .ok_or_else(|| CodecError::UnknownKey(kek_id.to_owned()))?;
-        seal(&key.material, dek, aad)
+        Aead::new(&key.material)?.seal(dek, aad)
     }
 
     fn unwrap(&self, kek_id: &str, wrapped: &[u8], aad: &[u8]) -> Result<Vec<u8>, CodecError> {
         let key = self
             .key(kek_id)
             .ok_or_else(|| CodecError::UnknownKey(kek_id.to_owned()))?;
-        open(&key.material, wrapped, aad).map_err(|e| match e {
-            CodecError::Tampered { .. } => CodecError::Tampered {
-                key_id: kek_id.to_owned(),
-            },
-            other => other,
-        })
+        Aead::new(&key.material)?.open(wrapped, aad, kek_id)
     }
 
     fn direct_key(&self, id: &str) -> Option<[u8; KEY_BYTES]> {
         self.key(id).map(|k| k.material)
     }
-}
-
-/// AES-256-GCM with a random nonce: `nonce(12) || ciphertext || tag(16)`.
-pub(crate) fn seal(key: &[u8], plaintext: &[u8], aad: &[u8]) -> Result<Vec<u8>, CodecError> {
-    seal_with(&aead_key(key)?, plaintext, aad)
-}
-
-/// [`seal`] with a key already expanded.
-pub(crate) fn seal_with(
-    key: &LessSafeKey,
-    plaintext: &[u8],
-    aad: &[u8],
-) -> Result<Vec<u8>, CodecError> {
-    let mut nonce = [0u8; NONCE_LEN];
-    SystemRandom::new()
-        .fill(&mut nonce)
-        .map_err(|_| CodecError::Crypto("random nonce"))?;
-    let mut out = Vec::with_capacity(NONCE_LEN + plaintext.len() + AES_256_GCM.tag_len());
-    out.extend_from_slice(&nonce);
-    out.extend_from_slice(plaintext);
-    let tag = key
-        .seal_in_place_separate_tag(
-            Nonce::assume_unique_for_key(nonce),
-            Aad::from(aad),
-            &mut out[NONCE_LEN..],
-        )
-        .map_err(|_| CodecError::Crypto("seal"))?;
-    out.extend_from_slice(tag.as_ref());
-    Ok(out)
-}
-
-/// Opens what [`seal`] produced.
-pub(crate) fn open(key: &[u8], sealed: &[u8], aad: &[u8]) -> Result<Vec<u8>, CodecError> {
-    open_with(&aead_key(key)?, sealed, aad, "")
-}
-
-/// [`open`] with a key already expanded; `key_id` names it in errors.
-pub(crate) fn open_with(
-    key: &LessSafeKey,
-    sealed: &[u8],
-    aad: &[u8],
-    key_id: &str,
-) -> Result<Vec<u8>, CodecError> {
-    if sealed.len() < NONCE_LEN + AES_256_GCM.tag_len() {
-        return Err(CodecError::Truncated { len: sealed.len() });
-    }
-    let (nonce, body) = sealed.split_at(NONCE_LEN);
-    let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| CodecError::Crypto("nonce"))?;
-    let mut buffer = body.to_vec();
-    let plaintext = key
-        .open_in_place(nonce, Aad::from(aad), &mut buffer)
-        .map_err(|_| CodecError::Tampered {
-            key_id: key_id.to_owned(),
-        })?;
-    let len = plaintext.len();
-    buffer.truncate(len);
-    Ok(buffer)
-}
-
-pub(crate) fn aead_key(key: &[u8]) -> Result<LessSafeKey, CodecError> {
-    let unbound = UnboundKey::new(&AES_256_GCM, key).map_err(|_| CodecError::Crypto("key"))?;
-    Ok(LessSafeKey::new(unbound))
 }
 
 fn owner_only_mode(path: &Path) -> std::io::Result<u32> {

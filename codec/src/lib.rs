@@ -6,6 +6,7 @@
 //! AES-256-GCM under a random 96-bit nonce, with the namespace and key id as associated data.
 //! The Temporal samples' plain format (one key, no data key) is read too.
 
+mod aead;
 mod data_keys;
 mod envelope;
 mod error;
@@ -14,6 +15,7 @@ mod keyring;
 pub mod server;
 pub mod tokens;
 
+pub use aead::{Aead, SEAL_OVERHEAD};
 pub use data_keys::DataKeyPolicy;
 pub use envelope::{Codec, CodecSettings, is_encrypted, metadata};
 pub use error::CodecError;

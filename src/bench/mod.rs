@@ -2,6 +2,7 @@
 //! against a baseline taken in the same run (shared machines are noisy).
 
 mod access;
+mod codec;
 mod namespaces;
 
 use std::time::Duration;
@@ -12,6 +13,7 @@ use temporalio_client::Connection;
 use crate::home::Home;
 
 pub use access::{AccessBenchArgs, access};
+pub use codec::{CodecBenchArgs, codec};
 pub use namespaces::{BenchArgs, namespaces};
 
 /// The parts of a running `plinth dev` a benchmark needs, from its `dev.json`.

@@ -1,0 +1,244 @@
+//! `plinth bench codec`: AES-256-GCM seal and open next to `openssl speed` on this machine,
+//! the whole payload envelope, and `/decode` of the running `plinth dev` codec server against
+//! an empty request on the same server.
+
+use std::collections::HashMap;
+use std::process::{Command, ExitCode};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use plinth_codec::{Aead, Codec, CodecSettings, KeyRing, Payload, payloads_to_json};
+use tokio::task::JoinSet;
+
+use crate::home::Home;
+
+#[derive(Debug, clap::Args)]
+pub struct CodecBenchArgs {
+    /// Seconds per measurement.
+    #[arg(long, default_value_t = 2)]
+    seconds: u64,
+    /// Concurrent connections to the codec server.
+    #[arg(long, default_value_t = 4)]
+    connections: usize,
+}
+
+const SIZES: [usize; 2] = [1024, 16 * 1024];
+
+pub async fn codec(home: &Home, args: &CodecBenchArgs) -> anyhow::Result<ExitCode> {
+    let window = Duration::from_secs(args.seconds);
+    println!("AES-256-GCM, one core, {} s per cell\n", args.seconds);
+    println!(
+        "{:<10} {:>14} {:>14} {:>14} {:>14} {:>10} {:>10}",
+        "size", "openssl seal", "plinth seal", "plinth open", "envelope", "seal/ossl", "open/ossl"
+    );
+    let dir = tempfile::tempdir()?;
+    let (ring, _) = KeyRing::init(&dir.path().join("keyring.json"))?;
+    let codec = Codec::new(Arc::new(ring), CodecSettings::default());
+    let aead = Aead::new(&[7u8; plinth_codec::KEY_BYTES])?;
+    for size in SIZES {
+        let openssl = openssl_speed(size, args.seconds)?;
+        let plaintext = vec![0x5a; size];
+        let sealed = aead.seal(&plaintext, b"aad")?;
+        let seal = throughput(size, window, || aead.seal(&plaintext, b"aad").map(drop))?;
+        let open = throughput(size, window, || {
+            aead.open(&sealed, b"aad", "bench").map(drop)
+        })?;
+        let payload = Payload {
+            data: plaintext.clone(),
+            ..Default::default()
+        };
+        // Seal and open of a whole Payload: protobuf, data key, metadata, compression check.
+        let envelope = throughput(size, window, || {
+            let sealed = codec.encode_payload("bench", payload.clone())?;
+            codec.decode_payload("bench", sealed).map(drop)
+        })?;
+        println!(
+            "{:<10} {:>14} {:>14} {:>14} {:>14} {:>9.0}% {:>9.0}%",
+            format!("{} KiB", size / 1024),
+            mbps(openssl),
+            mbps(seal),
+            mbps(open),
+            mbps(envelope),
+            100.0 * seal / openssl,
+            100.0 * open / openssl,
+        );
+    }
+    println!("\n(envelope = seal and open of one Payload, so it does twice the work per byte)");
+
+    let text = std::fs::read_to_string(home.dev_json())
+        .context("no running plinth dev here: start one for the /decode measurement")?;
+    let dev: serde_json::Value = serde_json::from_str(&text)?;
+    let url = dev["codec"]["url"].as_str().context("dev.json codec url")?;
+    let address = url.trim_start_matches("http://").to_owned();
+    let payloads: Vec<Payload> = (0..100)
+        .map(|i| Payload {
+            metadata: HashMap::from([("encoding".into(), b"json/plain".to_vec())]),
+            data: vec![b'a' + (i % 26) as u8; 1024],
+            ..Default::default()
+        })
+        .collect();
+    let encoded = post(
+        &address,
+        "/plinth-system/encode",
+        payloads_to_json(&payloads),
+    )
+    .await?;
+    let empty = br#"{"payloads":[]}"#.to_vec();
+    let baseline = load(&address, empty, args.connections, window).await?;
+    let decode = load(&address, encoded, args.connections, window).await?;
+    println!(
+        "\n/decode on {url}, {} connections, {} s\n",
+        args.connections, args.seconds
+    );
+    println!(
+        "{:<26} {:>10} {:>10} {:>12} {:>14}",
+        "", "p50", "p99", "requests/s", "payloads/s"
+    );
+    for (label, run, per_request) in [
+        ("empty request (baseline)", &baseline, 0),
+        ("100 x 1 KiB payloads", &decode, 100),
+    ] {
+        println!(
+            "{:<26} {:>10} {:>10} {:>12.0} {:>14.0}",
+            label,
+            format!("{:.2} ms", run.p50.as_secs_f64() * 1e3),
+            format!("{:.2} ms", run.p99.as_secs_f64() * 1e3),
+            run.rate,
+            run.rate * per_request as f64,
+        );
+    }
+    println!(
+        "\nratio (100 payloads / empty): p50 {:.1}x, requests/s {:.2}x",
+        decode.p50.as_secs_f64() / baseline.p50.as_secs_f64().max(1e-9),
+        decode.rate / baseline.rate.max(1e-9)
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Bytes per second of `work` on `size`-byte inputs, run for `window`.
+fn throughput(
+    size: usize,
+    window: Duration,
+    mut work: impl FnMut() -> Result<(), plinth_codec::CodecError>,
+) -> anyhow::Result<f64> {
+    let started = Instant::now();
+    let mut done = 0u64;
+    while started.elapsed() < window {
+        for _ in 0..64 {
+            work()?;
+        }
+        done += 64;
+    }
+    Ok(done as f64 * size as f64 / started.elapsed().as_secs_f64())
+}
+
+/// `openssl speed -evp aes-256-gcm` at `size` bytes, bytes per second.
+fn openssl_speed(size: usize, seconds: u64) -> anyhow::Result<f64> {
+    let output = Command::new("openssl")
+        .args([
+            "speed",
+            "-evp",
+            "aes-256-gcm",
+            "-seconds",
+            &seconds.to_string(),
+        ])
+        .args(["-bytes", &size.to_string()])
+        .output()
+        .context("run openssl speed")?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    // Last line: `AES-256-GCM  822297.60k` (thousands of bytes per second).
+    let value = text
+        .lines()
+        .last()
+        .and_then(|line| line.split_whitespace().last())
+        .and_then(|v| v.trim_end_matches('k').parse::<f64>().ok());
+    match value {
+        Some(k) => Ok(k * 1000.0),
+        None => bail!("unexpected openssl speed output: {text}"),
+    }
+}
+
+fn mbps(bytes_per_second: f64) -> String {
+    format!("{:.0} MB/s", bytes_per_second / 1e6)
+}
+
+struct Load {
+    p50: Duration,
+    p99: Duration,
+    rate: f64,
+}
+
+/// `connections` clients posting `body` to `/plinth-system/decode` back to back.
+async fn load(
+    address: &str,
+    body: Vec<u8>,
+    connections: usize,
+    window: Duration,
+) -> anyhow::Result<Load> {
+    let body = Bytes::from(body);
+    let started = Instant::now();
+    let mut tasks = JoinSet::new();
+    for _ in 0..connections {
+        let (address, body) = (address.to_owned(), body.clone());
+        tasks.spawn(async move {
+            let mut sender = connect(&address).await?;
+            let mut latencies = Vec::new();
+            while started.elapsed() < window {
+                let begin = Instant::now();
+                let request = request(&address, "/plinth-system/decode", body.clone())?;
+                let response = sender.send_request(request).await?;
+                let status = response.status();
+                response.into_body().collect().await?;
+                if !status.is_success() {
+                    bail!("/decode answered {status}");
+                }
+                latencies.push(begin.elapsed());
+            }
+            Ok::<_, anyhow::Error>(latencies)
+        });
+    }
+    let mut all = Vec::new();
+    while let Some(done) = tasks.join_next().await {
+        all.extend(done??);
+    }
+    let elapsed = started.elapsed();
+    all.sort();
+    let at = |p: usize| all[(all.len() * p / 100).min(all.len() - 1)];
+    Ok(Load {
+        p50: at(50),
+        p99: at(99),
+        rate: all.len() as f64 / elapsed.as_secs_f64(),
+    })
+}
+
+type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
+
+async fn connect(address: &str) -> anyhow::Result<Sender> {
+    let tcp = tokio::net::TcpStream::connect(address).await?;
+    tcp.set_nodelay(true)?;
+    let (sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp)).await?;
+    tokio::spawn(connection);
+    Ok(sender)
+}
+
+fn request(address: &str, path: &str, body: Bytes) -> anyhow::Result<hyper::Request<Full<Bytes>>> {
+    Ok(hyper::Request::post(path)
+        .header(hyper::header::HOST, address)
+        .header(hyper::header::CONTENT_TYPE, "application/json")
+        .body(Full::new(body))?)
+}
+
+async fn post(address: &str, path: &str, body: Vec<u8>) -> anyhow::Result<Vec<u8>> {
+    let mut sender = connect(address).await?;
+    let response = sender
+        .send_request(request(address, path, Bytes::from(body))?)
+        .await?;
+    if !response.status().is_success() {
+        bail!("{path} answered {}", response.status());
+    }
+    Ok(response.into_body().collect().await?.to_bytes().to_vec())
+}
