@@ -11,7 +11,7 @@ use plinth_activities::{AccessLevel, NamespaceBackend};
 use plinth_codec::server::{AccessCheck, CodecServer, Need};
 use plinth_codec::tokens::{JwksSource, TokenVerifier};
 use plinth_codec::{Codec, KeyRing, KeyState, WatchedKeyRing};
-use plinth_identity::{ClientVerifier, Identity};
+use plinth_identity::Identity;
 use tokio::net::TcpListener;
 
 use crate::config::Config;
@@ -151,26 +151,7 @@ pub async fn run(config: &Config, home: &Home, args: &CodecArgs) -> anyhow::Resu
         dev_mode: args.dev,
     });
     let tls = if codec_config.tls && !args.dev {
-        let read = |path: PathBuf, key: &str| {
-            std::fs::read(&path).with_context(|| format!("[proxy] {key}: {}", path.display()))
-        };
-        let proxy = &config.proxy;
-        let ca = read(
-            proxy.client_ca.clone().unwrap_or_else(|| home.ca_cert()),
-            "client_ca",
-        )?;
-        let cert = read(
-            proxy.cert.clone().unwrap_or_else(|| home.server_cert()),
-            "cert",
-        )?;
-        let key = read(
-            proxy.key.clone().unwrap_or_else(|| home.server_key()),
-            "key",
-        )?;
-        let verifier = ClientVerifier::new(&ca, crate::pki::trust_domain(&config.pki)?)
-            .context("[proxy] client_ca")?;
-        let tls = plinth_identity::server_config(&cert, &key, &verifier, false, &[b"http/1.1"])?;
-        Some((tls, verifier))
+        Some(crate::proxy::server_tls(config, home, false, b"http/1.1")?)
     } else {
         None
     };

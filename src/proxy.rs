@@ -21,6 +21,28 @@ pub struct ProxyArgs {
     temporal: ConnectArgs,
 }
 
+/// The server certificate and client CA of `[proxy]` (defaults: `$PLINTH_HOME/pki`), as a
+/// TLS configuration offering `alpn`, with client certificates `required` or optional.
+pub fn server_tls(
+    config: &Config,
+    home: &Home,
+    required: bool,
+    alpn: &[u8],
+) -> anyhow::Result<(std::sync::Arc<rustls::ServerConfig>, ClientVerifier)> {
+    let proxy = &config.proxy;
+    let read = |path: Option<std::path::PathBuf>, default: std::path::PathBuf, key: &str| {
+        let path = path.unwrap_or(default);
+        std::fs::read(&path).with_context(|| format!("[proxy] {key}: {}", path.display()))
+    };
+    let ca = read(proxy.client_ca.clone(), home.ca_cert(), "client_ca")?;
+    let cert = read(proxy.cert.clone(), home.server_cert(), "cert")?;
+    let key = read(proxy.key.clone(), home.server_key(), "key")?;
+    let verifier = ClientVerifier::new(&ca, crate::pki::trust_domain(&config.pki)?)
+        .context("[proxy] client_ca")?;
+    let tls = plinth_identity::server_config(&cert, &key, &verifier, required, &[alpn])?;
+    Ok((tls, verifier))
+}
+
 /// Serves until SIGINT or SIGTERM.
 pub async fn run(config: &Config, home: &Home, args: &ProxyArgs) -> anyhow::Result<()> {
     let (options, address, settings) = args.temporal.resolve(&config.temporal)?;
@@ -41,25 +63,8 @@ pub async fn run(config: &Config, home: &Home, args: &ProxyArgs) -> anyhow::Resu
         platform.rules,
         platform.admin_group,
     );
+    let (tls, verifier) = server_tls(config, home, true, b"h2")?;
     let proxy = &config.proxy;
-    let read = |path: std::path::PathBuf, key: &str| {
-        std::fs::read(&path).with_context(|| format!("[proxy] {key}: {}", path.display()))
-    };
-    let ca = read(
-        proxy.client_ca.clone().unwrap_or_else(|| home.ca_cert()),
-        "client_ca",
-    )?;
-    let cert = read(
-        proxy.cert.clone().unwrap_or_else(|| home.server_cert()),
-        "cert",
-    )?;
-    let key = read(
-        proxy.key.clone().unwrap_or_else(|| home.server_key()),
-        "key",
-    )?;
-    let verifier = ClientVerifier::new(&ca, crate::pki::trust_domain(&config.pki)?)
-        .context("[proxy] client_ca")?;
-    let tls = plinth_identity::server_config(&cert, &key, &verifier, true, &[b"h2"])?;
     let listen = args.listen.clone().unwrap_or_else(|| proxy.listen.clone());
     let listener = TcpListener::bind(&listen)
         .await

@@ -134,8 +134,9 @@ impl PlinthStack {
             ])?;
         }
         stack.start_worker()?;
-        stack.proxy = stack.spawn("proxy")?;
-        stack.wait_for_proxy()?;
+        let mut proxy = stack.spawn("proxy")?;
+        stack.wait_for_listener(&mut proxy, "proxy", &stack.proxy_address)?;
+        stack.proxy = proxy;
         Ok(stack)
     }
 
@@ -212,22 +213,10 @@ impl PlinthStack {
     /// listens; creates the key ring first.
     pub fn start_codec(&mut self) -> anyhow::Result<()> {
         self.run_ok(&["keys", "init"])?;
-        self.codec = Some(self.spawn("codec")?);
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while TcpStream::connect(&self.codec_address).is_err() {
-            if let Some(status) = self
-                .codec
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten())
-            {
-                bail!("plinth codec exited ({status}): {}", self.log("codec"));
-            }
-            if Instant::now() > deadline {
-                bail!("plinth codec did not listen: {}", self.log("codec"));
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        Ok(())
+        let mut codec = self.spawn("codec")?;
+        let listening = self.wait_for_listener(&mut codec, "codec", &self.codec_address);
+        self.codec = Some(codec);
+        listening
     }
 
     /// A bearer token for `email`, for `audience`, expiring `expires_in` seconds from now
@@ -262,14 +251,20 @@ impl PlinthStack {
         }
     }
 
-    fn wait_for_proxy(&mut self) -> anyhow::Result<()> {
+    /// Waits until `child` (the `role` process) listens on `address`.
+    fn wait_for_listener(
+        &self,
+        child: &mut Child,
+        role: &str,
+        address: &str,
+    ) -> anyhow::Result<()> {
         let deadline = Instant::now() + Duration::from_secs(60);
-        while TcpStream::connect(&self.proxy_address).is_err() {
-            if let Some(status) = self.proxy.try_wait()? {
-                bail!("plinth proxy exited ({status}): {}", self.log("proxy"));
+        while TcpStream::connect(address).is_err() {
+            if let Some(status) = child.try_wait()? {
+                bail!("plinth {role} exited ({status}): {}", self.log(role));
             }
             if Instant::now() > deadline {
-                bail!("plinth proxy did not listen: {}", self.log("proxy"));
+                bail!("plinth {role} did not listen: {}", self.log(role));
             }
             std::thread::sleep(Duration::from_millis(100));
         }
