@@ -200,3 +200,89 @@ where
         .to_bytes();
     String::from_utf8(body.to_vec()).map_err(|e| e.to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    use base64::Engine;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    /// A P-256 key as a JWKS document, and its PKCS#8 for signing.
+    fn jwks() -> (String, Vec<u8>) {
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let point = key.public_key_raw();
+        let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+        let jwks = serde_json::json!({"keys": [{
+            "kty": "EC", "crv": "P-256", "alg": "ES256", "kid": "k1",
+            "x": b64(&point[1..33]), "y": b64(&point[33..65]),
+        }]});
+        (jwks.to_string(), key.serialize_der())
+    }
+
+    fn token(key: &[u8], claims: serde_json::Value) -> String {
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+        header.kid = Some("k1".into());
+        jsonwebtoken::encode(
+            &header,
+            &claims,
+            &jsonwebtoken::EncodingKey::from_ec_der(key),
+        )
+        .unwrap()
+    }
+
+    fn now() -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    }
+
+    /// Serves `body` once per connection over plain HTTP/1.1 on a free loopback port.
+    async fn serve_once(body: String) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let mut request = [0u8; 1024];
+                let _ = socket.read(&mut request).await;
+                let reply = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = socket.write_all(reply.as_bytes()).await;
+            }
+        });
+        format!("http://{address}/.well-known/jwks.json")
+    }
+
+    #[tokio::test]
+    async fn tokens_from_a_jwks_url_are_checked_for_issuer_audience_and_expiry() {
+        let (jwks, key) = jwks();
+        let url = serve_once(jwks).await;
+        let verifier = TokenVerifier::new(
+            JwksSource::parse(&url),
+            Some("https://idp".into()),
+            Some("ui".into()),
+        )
+        .await
+        .unwrap();
+        let claims = |iss: &str, aud: &str, exp: u64| serde_json::json!({"email": "Alice@Example.com", "iss": iss, "aud": aud, "exp": exp});
+        let good = token(&key, claims("https://idp", "ui", now() + 60));
+        assert_eq!(
+            verifier.verify(&good).await.unwrap(),
+            Identity::user("alice@example.com").unwrap()
+        );
+        for bad in [
+            claims("https://other", "ui", now() + 60),
+            claims("https://idp", "other", now() + 60),
+            claims("https://idp", "ui", now() - 600),
+        ] {
+            let err = verifier.verify(&token(&key, bad)).await.unwrap_err();
+            assert!(matches!(err, TokenError::Invalid(_)), "{err}");
+        }
+        let last = if good.ends_with('A') { 'B' } else { 'A' };
+        let forged = format!("{}{last}", &good[..good.len() - 1]);
+        assert!(verifier.verify(&forged).await.is_err(), "signature checked");
+    }
+}
