@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use plinth_proto::v1::{AccessSummary, Policy};
 use plinth_workflows::{
-    KIND_ATTRIBUTE, OWNER_ATTRIBUTE, PolicyWorkflow, RESOURCE_MEMO, SUMMARY_MEMO, UsersWorkflow,
+    KIND_ATTRIBUTE, OWNER_ATTRIBUTE, PolicyWorkflow, RESOURCE_MEMO, UsersWorkflow,
     access_schedule_id, policy_workflow_id,
 };
 use serde::de::DeserializeOwned;
@@ -17,8 +17,8 @@ use temporalio_client::schedules::{
 };
 use temporalio_client::tonic::Code;
 use temporalio_client::{
-    Client, WorkflowDescribeOptions, WorkflowExecuteUpdateOptions, WorkflowIdConflictPolicy,
-    WorkflowStartOptions,
+    Client, WorkflowDescribeOptions, WorkflowExecuteUpdateOptions, WorkflowGetResultOptions,
+    WorkflowIdConflictPolicy, WorkflowStartOptions,
 };
 use temporalio_common::protos::temporal::api::common::v1::Memo;
 use temporalio_common::protos::temporal::api::enums::v1::WorkflowExecutionStatus;
@@ -300,14 +300,22 @@ impl ControlPlane {
             Err(ScheduleError::Rpc(status)) if status.code() == Code::NotFound => return Ok(None),
             Err(e) => return Err(schedule_error(e)),
         };
+        let running: Vec<String> = description
+            .running_actions()
+            .into_iter()
+            .map(|action| action.workflow_id)
+            .collect();
         let mut recent = description.recent_actions();
         recent.sort_by_key(|action| std::cmp::Reverse(action.actual_time));
         for action in recent {
-            let info = self
-                .describe(action.workflow_id)
-                .await?
-                .and_then(|d| d.workflow_execution_info);
-            if let Some(summary) = info.and_then(|i| memo_value(i.memo.as_ref(), SUMMARY_MEMO)) {
+            if running.contains(&action.workflow_id) {
+                continue;
+            }
+            let handle = self
+                .client
+                .get_workflow_handle::<UsersWorkflow>(action.workflow_id);
+            // A failed run, or one whose history retention removed, has no summary: go back.
+            if let Ok(summary) = handle.get_result(WorkflowGetResultOptions::default()).await {
                 return Ok(Some(summary));
             }
         }

@@ -16,4 +16,4 @@ pub use provision_namespace::{
     ApplyResult, KIND_ATTRIBUTE, OWNER_ATTRIBUTE, PHASE_ATTRIBUTE, ProvisionNamespace,
     RESOURCE_MEMO, workflow_id,
 };
-pub use users::{SUMMARY_MEMO, UsersWorkflow, access_schedule_id};
+pub use users::{UsersWorkflow, access_schedule_id};

@@ -12,12 +12,9 @@ pub fn access_schedule_id(namespace: &str) -> String {
     format!("users/{namespace}")
 }
 
-/// Memo key of a finished run's summary.
-pub const SUMMARY_MEMO: &str = "summary";
-
 /// One access run of a namespace, started by its `users/<namespace>` schedule: resolves the
 /// policies into the effective access list and applies the difference. The summary is the
-/// result and is kept in the memo, so the last run is read with a describe.
+/// result: no memo upsert, which would cost one more Temporal action per namespace per run.
 #[workflow]
 #[derive(Debug)]
 pub struct UsersWorkflow {
@@ -46,10 +43,6 @@ impl UsersWorkflow {
             .workflow_time()
             .map(|t| humantime::format_rfc3339_seconds(t).to_string())
             .unwrap_or_default();
-        let _ = ctx.upsert_memo([(
-            SUMMARY_MEMO,
-            Some(temporalio_common::MemoValue::new(summary.clone())),
-        )]);
         Ok(summary)
     }
 }
