@@ -161,11 +161,6 @@ pub async fn access(
         );
     }
     println!("\ndirectory parse: {} ms", parse.as_millis());
-    println!(
-        "Temporal actions per cycle when scheduled: {} ({n} workflow starts + {n} activities); \
-         the same with or without changes",
-        2 * n
-    );
     let (rss, _) = memory_of(std::process::id().into())?;
     println!(
         "bench process RSS {rss} MiB (the worker's is {} MiB)",
