@@ -22,9 +22,8 @@ use temporalio_client::{
 };
 use temporalio_common::protos::temporal::api::common::v1::Memo;
 use temporalio_common::protos::temporal::api::enums::v1::WorkflowExecutionStatus;
-use temporalio_common::protos::temporal::api::workflowservice::v1::DescribeWorkflowExecutionResponse;
 use temporalio_common::search_attributes::SearchAttributes;
-use temporalio_common::{MemoValues, WorkflowDefinition};
+use temporalio_common::{MemoValues, UntypedWorkflow, WorkflowDefinition};
 use tokio_stream::StreamExt;
 
 use crate::backend::BackendError;
@@ -41,7 +40,7 @@ pub enum PolicySeeding {
 }
 
 /// The value a Plinth workflow keeps under memo `key`.
-pub fn memo_value<T: DeserializeOwned>(memo: Option<&Memo>, key: &str) -> Option<T> {
+fn memo_value<T: DeserializeOwned>(memo: Option<&Memo>, key: &str) -> Option<T> {
     let payload = memo?.fields.get(key)?;
     serde_json::from_slice(&payload.data).ok()
 }
@@ -67,57 +66,60 @@ impl ControlPlane {
         Self { client, task_queue }
     }
 
-    /// The control-plane client.
-    pub fn client(&self) -> &Client {
-        &self.client
-    }
-
-    /// The workflow `id`'s latest run, or `None` when there never was one.
-    async fn describe(
+    /// The resource workflow `workflow_id` keeps in its memo, and whether that workflow is
+    /// running; `None` when there never was one or it has published nothing yet. A closed
+    /// workflow still reads as its last published state.
+    pub async fn published<T: DeserializeOwned>(
         &self,
-        id: String,
-    ) -> Result<Option<DescribeWorkflowExecutionResponse>, BackendError> {
-        let handle = self.client.get_workflow_handle::<UsersWorkflow>(id);
-        match handle.describe(WorkflowDescribeOptions::default()).await {
-            Ok(description) => Ok(Some(description.raw_description)),
-            Err(WorkflowInteractionError::NotFound(_)) => Ok(None),
-            Err(e) => Err(BackendError::Unavailable(format!("control plane: {e}"))),
-        }
-    }
-
-    /// The policy named `name`, with whether its workflow is running. A policy whose workflow
-    /// has closed still reads as its last published state.
-    async fn policy_state(&self, name: &str) -> Result<Option<(Policy, bool)>, BackendError> {
-        let Some(description) = self.describe(policy_workflow_id(name)).await? else {
-            return Ok(None);
+        workflow_id: String,
+    ) -> Result<Option<(T, bool)>, BackendError> {
+        let handle = self
+            .client
+            .get_workflow_handle::<UntypedWorkflow>(workflow_id);
+        let description = match handle.describe(WorkflowDescribeOptions::default()).await {
+            Ok(description) => description.raw_description,
+            Err(WorkflowInteractionError::NotFound(_)) => return Ok(None),
+            Err(e) => return Err(BackendError::Unavailable(format!("control plane: {e}"))),
         };
         let Some(info) = description.workflow_execution_info else {
             return Ok(None);
         };
         let running = info.status == WorkflowExecutionStatus::Running as i32;
-        Ok(memo_value(info.memo.as_ref(), RESOURCE_MEMO).map(|policy| (policy, running)))
+        Ok(memo_value(info.memo.as_ref(), RESOURCE_MEMO).map(|resource| (resource, running)))
     }
 
-    /// The policy named `name`, or `None` when it does not exist.
-    pub async fn policy(&self, name: &str) -> Result<Option<Policy>, BackendError> {
-        Ok(self.policy_state(name).await?.map(|(policy, _)| policy))
-    }
-
-    /// Every policy with a running workflow, by name.
-    pub async fn policies(&self) -> Result<Vec<Policy>, BackendError> {
+    /// Every running workflow managing a resource of `kind`, by workflow id, with the
+    /// resource it published (`None` until its first workflow task has run).
+    pub async fn running_resources<T: DeserializeOwned>(
+        &self,
+        kind: &str,
+    ) -> Result<Vec<(String, Option<T>)>, BackendError> {
         let query = format!(
-            "{} = '{}' AND ExecutionStatus = 'Running'",
-            KIND_ATTRIBUTE.name(),
-            plinth_proto::KIND_POLICY
+            "{} = '{kind}' AND ExecutionStatus = 'Running'",
+            KIND_ATTRIBUTE.name()
         );
         let mut stream = self.client.list_workflows(query, Default::default());
-        let mut policies = Vec::new();
+        let mut resources = Vec::new();
         while let Some(execution) = stream.next().await {
             let raw = execution
                 .map_err(|e| BackendError::Unavailable(format!("visibility: {e}")))?
                 .into_raw();
-            policies.extend(memo_value::<Policy>(raw.memo.as_ref(), RESOURCE_MEMO));
+            let id = raw.execution.map(|e| e.workflow_id).unwrap_or_default();
+            resources.push((id, memo_value(raw.memo.as_ref(), RESOURCE_MEMO)));
         }
+        Ok(resources)
+    }
+
+    /// The policy named `name`, or `None` when it does not exist.
+    pub async fn policy(&self, name: &str) -> Result<Option<Policy>, BackendError> {
+        let published = self.published(policy_workflow_id(name)).await?;
+        Ok(published.map(|(policy, _)| policy))
+    }
+
+    /// Every policy with a running workflow, by name.
+    pub async fn policies(&self) -> Result<Vec<Policy>, BackendError> {
+        let running = self.running_resources(plinth_proto::KIND_POLICY).await?;
+        let mut policies: Vec<Policy> = running.into_iter().filter_map(|(_, p)| p).collect();
         policies.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(policies)
     }
@@ -126,7 +128,10 @@ impl ControlPlane {
     /// and takes `seed`'s editors. A policy whose workflow closed is restarted from its last
     /// state, so its rules survive.
     pub async fn ensure_policy(&self, seed: Policy) -> Result<PolicySeeding, BackendError> {
-        let policy = match self.policy_state(&seed.name).await? {
+        let policy = match self
+            .published::<Policy>(policy_workflow_id(&seed.name))
+            .await?
+        {
             Some((current, true)) if current.editors == seed.editors => {
                 return Ok(PolicySeeding::Unchanged);
             }

@@ -15,7 +15,7 @@ pub use backend::{
     AccessChange, AccessLevel, BackendError, NamespaceBackend, ObservedNamespace,
     missing_search_attributes,
 };
-pub use control::{ControlPlane, PolicySeeding, memo_value};
+pub use control::{ControlPlane, PolicySeeding};
 pub use namespaces::NamespaceActivities;
 pub use self_hosted::SelfHosted;
 pub use worker_info::WorkerActivities;

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use plinth_activities::access::validate_rule;
 use plinth_activities::directory::Directory;
-use plinth_activities::{BackendError, ControlPlane, NamespaceBackend, memo_value};
+use plinth_activities::{BackendError, ControlPlane, NamespaceBackend};
 use plinth_identity::Identity;
 use plinth_proto::v1::platform_service_server::PlatformService;
 use plinth_proto::v1::{
@@ -19,18 +19,14 @@ use plinth_proto::v1::{
 use plinth_proto::{ValidationRules, check_update, outcome, phase, validate_namespace};
 use plinth_workflows::{
     KIND_ATTRIBUTE, OWNER_ATTRIBUTE, PHASE_ATTRIBUTE, PolicyWorkflow, ProvisionNamespace,
-    RESOURCE_MEMO, policy_workflow_id, workflow_id,
+    policy_workflow_id, workflow_id,
 };
-use temporalio_client::errors::{
-    WorkflowInteractionError, WorkflowUpdateError, WorkflowUpdateWithStartError,
-};
+use temporalio_client::errors::{WorkflowUpdateError, WorkflowUpdateWithStartError};
 use temporalio_client::{
-    Client, WorkflowDescribeOptions, WorkflowExecuteUpdateOptions, WorkflowIdConflictPolicy,
-    WorkflowIdReusePolicy, WorkflowListOptions, WorkflowUpdateWithStartOptions,
+    Client, WorkflowExecuteUpdateOptions, WorkflowIdConflictPolicy, WorkflowIdReusePolicy,
+    WorkflowUpdateWithStartOptions,
 };
 use temporalio_common::HasWorkflowDefinition;
-use temporalio_common::protos::temporal::api::enums::v1::WorkflowExecutionStatus;
-use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
@@ -103,21 +99,12 @@ impl PlatformApi {
     /// The resource, or `None` when no open workflow manages `name`. Read from the workflow's
     /// memo by a describe: no worker is involved, so hundreds of watches stay cheap.
     async fn current(&self, name: &str) -> Result<Option<Namespace>, Status> {
-        let handle = self
-            .client
-            .get_workflow_handle::<ProvisionNamespace>(workflow_id(name));
-        let description = match handle.describe(WorkflowDescribeOptions::default()).await {
-            Ok(description) => description.raw_description,
-            Err(WorkflowInteractionError::NotFound(_)) => return Ok(None),
-            Err(e) => return Err(Status::unavailable(format!("control plane: {e}"))),
-        };
-        let Some(info) = description.workflow_execution_info else {
-            return Ok(None);
-        };
-        if info.status != WorkflowExecutionStatus::Running as i32 {
-            return Ok(None);
-        }
-        Ok(memo_value(info.memo.as_ref(), RESOURCE_MEMO))
+        let published = self
+            .control
+            .published::<Namespace>(workflow_id(name))
+            .await
+            .map_err(backend_status)?;
+        Ok(published.and_then(|(resource, running)| running.then_some(resource)))
     }
 
     async fn policy(&self, name: &str) -> Result<Policy, Status> {
@@ -313,34 +300,21 @@ impl PlatformService for PlatformApi {
         request: Request<ListNamespacesRequest>,
     ) -> Result<Response<ListNamespacesResponse>, Status> {
         caller(&request)?;
-        let query = format!(
-            "{} = '{}' AND ExecutionStatus = 'Running'",
-            KIND_ATTRIBUTE.name(),
-            plinth_proto::KIND_NAMESPACE
-        );
-        let mut stream = self
-            .client
-            .list_workflows(query, WorkflowListOptions::default());
+        let running = self
+            .control
+            .running_resources::<Namespace>(plinth_proto::KIND_NAMESPACE)
+            .await
+            .map_err(backend_status)?;
         let mut namespaces = Vec::new();
-        while let Some(execution) = stream.next().await {
-            let execution =
-                execution.map_err(|e| Status::unavailable(format!("visibility: {e}")))?;
-            let raw = execution.into_raw();
-            let Some(name) = raw
-                .execution
-                .as_ref()
-                .and_then(|e| e.workflow_id.strip_prefix("namespace/"))
-                .map(str::to_owned)
-            else {
+        for (id, resource) in running {
+            let Some(name) = id.strip_prefix("namespace/") else {
                 continue;
             };
             // Started moments ago, its first workflow task has not published it yet: the
             // name comes from the workflow id.
-            let resource: Namespace =
-                memo_value(raw.memo.as_ref(), RESOURCE_MEMO).unwrap_or_default();
             namespaces.push(NamespaceSummary {
-                name,
-                ..resource.summary()
+                name: name.to_owned(),
+                ..resource.unwrap_or_default().summary()
             });
         }
         namespaces.sort_by(|a, b| a.name.cmp(&b.name));
