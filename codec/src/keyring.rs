@@ -345,6 +345,80 @@ fn write_owner_only(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     file.sync_all()
 }
 
+/// A [`KeyRing`] that follows its file: after `plinth keys rotate` a running server seals
+/// with the new key within a second. A file that stops loading keeps the last good ring.
+#[derive(Debug)]
+pub struct WatchedKeyRing {
+    path: PathBuf,
+    /// The ring in force, and the modification time of the last version tried.
+    state: std::sync::RwLock<(Arc<KeyRing>, Option<SystemTime>)>,
+    checked: std::sync::Mutex<std::time::Instant>,
+}
+
+/// How often the key ring file's modification time is looked at.
+const KEYRING_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
+
+impl WatchedKeyRing {
+    /// Loads `path`.
+    pub fn load(path: &Path) -> Result<Self, KeyRingError> {
+        let modified = modified(path);
+        Ok(Self {
+            path: path.to_owned(),
+            state: std::sync::RwLock::new((Arc::new(KeyRing::load(path)?), modified)),
+            checked: std::sync::Mutex::new(std::time::Instant::now()),
+        })
+    }
+
+    fn current(&self) -> Arc<KeyRing> {
+        let due = {
+            let mut checked = self.checked.lock().expect("key ring lock");
+            let due = checked.elapsed() >= KEYRING_CHECK;
+            if due {
+                *checked = std::time::Instant::now();
+            }
+            due
+        };
+        if due {
+            let now = modified(&self.path);
+            let stale = self.state.read().expect("key ring lock").1 != now;
+            if stale {
+                let mut state = self.state.write().expect("key ring lock");
+                // The version is marked tried either way: a bad file is reported once.
+                state.1 = now;
+                match KeyRing::load(&self.path) {
+                    Ok(ring) => state.0 = Arc::new(ring),
+                    Err(e) => {
+                        tracing::error!(error = %e, "key ring not reloaded; the previous one stays in force")
+                    }
+                }
+            }
+        }
+        self.state.read().expect("key ring lock").0.clone()
+    }
+}
+
+fn modified(path: &Path) -> Option<SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+impl KekProvider for WatchedKeyRing {
+    fn active_kek(&self) -> Result<String, CodecError> {
+        self.current().active_kek()
+    }
+
+    fn wrap(&self, kek_id: &str, dek: &[u8], aad: &[u8]) -> Result<Vec<u8>, CodecError> {
+        self.current().wrap(kek_id, dek, aad)
+    }
+
+    fn unwrap(&self, kek_id: &str, wrapped: &[u8], aad: &[u8]) -> Result<Vec<u8>, CodecError> {
+        self.current().unwrap(kek_id, wrapped, aad)
+    }
+
+    fn direct_key(&self, id: &str) -> Option<[u8; KEY_BYTES]> {
+        self.current().direct_key(id)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -397,75 +471,5 @@ mod tests {
             ring.import("short", &[2; 5]),
             Err(KeyRingError::KeyLength(5))
         ));
-    }
-}
-
-/// A [`KeyRing`] that follows its file: after `plinth keys rotate` a running server seals
-/// with the new key within a second. A file that stops loading keeps the last good ring.
-#[derive(Debug)]
-pub struct WatchedKeyRing {
-    path: PathBuf,
-    state: std::sync::RwLock<(Arc<KeyRing>, Option<SystemTime>)>,
-    checked: std::sync::Mutex<std::time::Instant>,
-}
-
-/// How often the key ring file's modification time is looked at.
-const KEYRING_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
-
-impl WatchedKeyRing {
-    /// Loads `path`.
-    pub fn load(path: &Path) -> Result<Self, KeyRingError> {
-        let modified = modified(path);
-        Ok(Self {
-            path: path.to_owned(),
-            state: std::sync::RwLock::new((Arc::new(KeyRing::load(path)?), modified)),
-            checked: std::sync::Mutex::new(std::time::Instant::now()),
-        })
-    }
-
-    fn current(&self) -> Arc<KeyRing> {
-        let due = {
-            let mut checked = self.checked.lock().expect("key ring lock");
-            let due = checked.elapsed() >= KEYRING_CHECK;
-            if due {
-                *checked = std::time::Instant::now();
-            }
-            due
-        };
-        if due {
-            let now = modified(&self.path);
-            let stale = self.state.read().expect("key ring lock").1 != now;
-            if stale {
-                match KeyRing::load(&self.path) {
-                    Ok(ring) => *self.state.write().expect("key ring lock") = (Arc::new(ring), now),
-                    Err(e) => {
-                        tracing::error!(error = %e, "key ring not reloaded; the previous one stays in force")
-                    }
-                }
-            }
-        }
-        self.state.read().expect("key ring lock").0.clone()
-    }
-}
-
-fn modified(path: &Path) -> Option<SystemTime> {
-    std::fs::metadata(path).and_then(|m| m.modified()).ok()
-}
-
-impl KekProvider for WatchedKeyRing {
-    fn active_kek(&self) -> Result<String, CodecError> {
-        self.current().active_kek()
-    }
-
-    fn wrap(&self, kek_id: &str, dek: &[u8], aad: &[u8]) -> Result<Vec<u8>, CodecError> {
-        self.current().wrap(kek_id, dek, aad)
-    }
-
-    fn unwrap(&self, kek_id: &str, wrapped: &[u8], aad: &[u8]) -> Result<Vec<u8>, CodecError> {
-        self.current().unwrap(kek_id, wrapped, aad)
-    }
-
-    fn direct_key(&self, id: &str) -> Option<[u8; KEY_BYTES]> {
-        self.current().direct_key(id)
     }
 }

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -29,6 +29,15 @@ pub enum Need {
     Read,
     /// Encode: writing into the namespace.
     Write,
+}
+
+impl Need {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Read => "read",
+            Self::Write => "write",
+        }
+    }
 }
 
 /// Who may read or write a namespace; the effective access lists of the access issue.
@@ -69,7 +78,8 @@ pub struct CodecServer {
     pub dev_mode: bool,
 }
 
-/// The routes, testable without a socket (put a [`Peer`] in the request's extensions).
+/// The routes, testable without a socket (put a `ConnectInfo<Peer>` in the request's
+/// extensions).
 pub fn app(server: Arc<CodecServer>) -> Router {
     Router::new()
         .route("/encode", post(|s, r| handle(s, Op::Encode, None, r)))
@@ -100,6 +110,15 @@ enum Op {
     Decode,
 }
 
+impl Op {
+    fn need(self) -> Need {
+        match self {
+            Self::Encode => Need::Write,
+            Self::Decode => Need::Read,
+        }
+    }
+}
+
 /// Who is calling, after authentication.
 enum Principal {
     User(Identity),
@@ -118,7 +137,10 @@ async fn handle(
     path_namespace: Option<String>,
     request: Request,
 ) -> Response {
-    let peer = request.extensions().get::<Peer>().cloned();
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<Peer>>()
+        .map(|ConnectInfo(peer)| peer.clone());
     let (parts, body) = request.into_parts();
     let principal = match authenticate(&server, &parts.headers, peer.as_ref()).await {
         Ok(principal) => principal,
@@ -138,6 +160,32 @@ async fn handle(
             "namespace: give it in the path (/<namespace>/decode) or the X-Namespace header",
         );
     };
+    // Authorized before the body is read: a refused caller costs no parsing.
+    let identity = match &principal {
+        Principal::User(identity) => {
+            let need = op.need();
+            match server.access.allows(&namespace, identity, need).await {
+                Ok(true) => identity.to_string(),
+                Ok(false) => {
+                    tracing::warn!(%identity, namespace, ?need, decision = "deny", "codec authorization");
+                    return error(
+                        StatusCode::FORBIDDEN,
+                        format!(
+                            "{identity} has no {} access to namespace {namespace:?}",
+                            need.as_str()
+                        ),
+                    );
+                }
+                Err(e) => {
+                    return error(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        format!("access lists: {e}"),
+                    );
+                }
+            }
+        }
+        Principal::Dev => "dev-mode (unauthenticated loopback)".to_owned(),
+    };
     let bytes = match axum::body::to_bytes(body, server.max_body_bytes).await {
         Ok(bytes) => bytes,
         Err(_) => {
@@ -155,33 +203,6 @@ async fn handle(
                 format!("body: not proto3 JSON Payloads: {e}"),
             );
         }
-    };
-    let identity = match &principal {
-        Principal::User(identity) => {
-            let need = match op {
-                Op::Encode => Need::Write,
-                Op::Decode => Need::Read,
-            };
-            match server.access.allows(&namespace, identity, need).await {
-                Ok(true) => {}
-                Ok(false) => {
-                    tracing::warn!(%identity, namespace, ?need, decision = "deny", "codec authorization");
-                    let what = if need == Need::Read { "read" } else { "write" };
-                    return error(
-                        StatusCode::FORBIDDEN,
-                        format!("{identity} has no {what} access to namespace {namespace:?}"),
-                    );
-                }
-                Err(e) => {
-                    return error(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        format!("access lists: {e}"),
-                    );
-                }
-            }
-            identity.to_string()
-        }
-        Principal::Dev => "dev-mode (unauthenticated loopback)".to_owned(),
     };
     let count = payloads.len();
     let result = match op {
@@ -298,52 +319,45 @@ pub async fn serve(
     server: Arc<CodecServer>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let app = app(server);
+    let app = app(server).into_make_service_with_connect_info::<Peer>();
     match tls {
         None => {
-            let app = app.layer(middleware::from_fn(plain_peer));
-            axum::serve(
-                listener,
-                app.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(shutdown)
-            .await
+            axum::serve(PlainListener(listener), app)
+                .with_graceful_shutdown(shutdown)
+                .await
         }
         Some((config, verifier)) => {
-            let accepted = TlsListener {
-                connections: plinth_identity::incoming(listener, config, verifier),
-            };
-            let app = app.layer(middleware::from_fn(tls_peer));
-            axum::serve(accepted, app.into_make_service_with_connect_info::<Peer>())
+            let connections = plinth_identity::incoming(listener, config, verifier);
+            axum::serve(TlsListener { connections }, app)
                 .with_graceful_shutdown(shutdown)
                 .await
         }
     }
 }
 
-async fn plain_peer(mut request: Request, next: Next) -> Response {
-    if let Some(axum::extract::ConnectInfo(address)) = request
-        .extensions()
-        .get::<axum::extract::ConnectInfo<SocketAddr>>()
-        .cloned()
-    {
-        request.extensions_mut().insert(Peer {
+/// Plain TCP connections, named like TLS ones but with no client certificate.
+struct PlainListener(TcpListener);
+
+impl axum::serve::Listener for PlainListener {
+    type Io = tokio::net::TcpStream;
+    type Addr = Peer;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        let (io, address) = axum::serve::Listener::accept(&mut self.0).await;
+        let peer = Peer {
             address,
             caller: None,
-        });
+        };
+        (io, peer)
     }
-    next.run(request).await
-}
 
-async fn tls_peer(mut request: Request, next: Next) -> Response {
-    if let Some(axum::extract::ConnectInfo(peer)) = request
-        .extensions()
-        .get::<axum::extract::ConnectInfo<Peer>>()
-        .cloned()
-    {
-        request.extensions_mut().insert(peer);
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        let address = self.0.local_addr()?;
+        Ok(Peer {
+            address,
+            caller: None,
+        })
     }
-    next.run(request).await
 }
 
 /// TLS connections from [`plinth_identity::incoming`] as an axum listener.
@@ -374,6 +388,14 @@ impl axum::serve::Listener for TlsListener {
 
     fn local_addr(&self) -> std::io::Result<Self::Addr> {
         Err(std::io::Error::other("TLS listener"))
+    }
+}
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, PlainListener>>
+    for Peer
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, PlainListener>) -> Self {
+        stream.remote_addr().clone()
     }
 }
 
