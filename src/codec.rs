@@ -119,7 +119,8 @@ pub async fn run(config: &Config, home: &Home, args: &CodecArgs) -> anyhow::Resu
     let codec = Arc::new(Codec::new(ring, codec_config.settings()));
     let (options, address, _) = args.temporal.resolve(&config.temporal)?;
     let connection = plinth_worker::connect(options).await?;
-    let platform = crate::platform::settings(config, home, &connection, &address)?;
+    // Only the access lists are read here: no directory, no validation rules.
+    let backend = crate::platform::backend(config, &connection, &address)?;
     let tokens = match &codec_config.jwks {
         Some(source) => Some(
             TokenVerifier::new(
@@ -140,7 +141,7 @@ pub async fn run(config: &Config, home: &Home, args: &CodecArgs) -> anyhow::Resu
     }
     let server = Arc::new(CodecServer {
         codec,
-        access: Arc::new(AccessLists::new(platform.backend)),
+        access: Arc::new(AccessLists::new(backend)),
         tokens,
         allowed_origins: if args.allow_origins.is_empty() {
             codec_config.allowed_origins.clone()

@@ -26,15 +26,30 @@ fn load_directory(config: &Config, home: &Home) -> anyhow::Result<Arc<dyn Direct
     Ok(Arc::new(directory))
 }
 
-/// Rules, directory, resync interval and backend for the namespace workflows. Managed
-/// namespaces live on the Temporal of `connection`, reached by clients at
-/// `[platform] namespace_endpoint`, else at `temporal_address`.
+/// Rules, directory, resync interval and backend for the namespace workflows.
 pub fn settings(
     config: &Config,
     home: &Home,
     connection: &Connection,
     temporal_address: &str,
 ) -> anyhow::Result<PlatformSettings> {
+    Ok(PlatformSettings {
+        directory: load_directory(config, home)?,
+        rules: config.platform.rules(),
+        resync_interval: config.platform.resync_interval,
+        backend: backend(config, connection, temporal_address)?,
+        admin_group: config.platform.admin_group.clone(),
+        access_interval: config.platform.access_interval,
+    })
+}
+
+/// Where managed namespaces live: the Temporal of `connection`, reached by clients at
+/// `[platform] namespace_endpoint`, else at `temporal_address`.
+pub fn backend(
+    config: &Config,
+    connection: &Connection,
+    temporal_address: &str,
+) -> anyhow::Result<Arc<dyn NamespaceBackend>> {
     let endpoint = config
         .platform
         .namespace_endpoint
@@ -49,12 +64,5 @@ pub fn settings(
         );
         backend = Arc::new(crate::fault::PauseAfterRegister::new(backend, pause));
     }
-    Ok(PlatformSettings {
-        directory: load_directory(config, home)?,
-        rules: config.platform.rules(),
-        resync_interval: config.platform.resync_interval,
-        backend,
-        admin_group: config.platform.admin_group.clone(),
-        access_interval: config.platform.access_interval,
-    })
+    Ok(backend)
 }

@@ -1,3 +1,4 @@
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -129,7 +130,7 @@ impl AccessActivities {
             &namespace,
             &self.control,
             self.backend.as_ref(),
-            self.directory.clone(),
+            self.directory.as_ref(),
             &self.admin_group,
         )
         .await
@@ -154,7 +155,7 @@ pub async fn reconcile_access(
     namespace: &str,
     control: &ControlPlane,
     backend: &dyn NamespaceBackend,
-    directory: Arc<dyn Directory>,
+    directory: &dyn Directory,
     admin_group: &str,
 ) -> Result<AccessSummary, BackendError> {
     let mut policies = Vec::new();
@@ -164,14 +165,14 @@ pub async fn reconcile_access(
     ] {
         policies.extend(control.policy(&name).await?);
     }
-    let desired = effective_access(&policies, directory.as_ref());
+    let desired = effective_access(&policies, directory);
     let current = backend.list_access(namespace).await?;
-    let keeps_access = |identity: &str| {
-        identity
-            .strip_prefix("user:")
-            .and_then(|email| Identity::user(email).ok())
-            .is_some_and(|user| directory.is_member(&user, admin_group))
-    };
+    let admins: BTreeSet<String> = directory
+        .active_members(admin_group)
+        .into_iter()
+        .map(|email| Identity::User { email }.to_string())
+        .collect();
+    let keeps_access = |identity: &str| admins.contains(identity);
     let (changes, mut summary) = plan_access(&current, &desired, &keeps_access);
     let writes = backend.apply_access(namespace, &changes).await?;
     summary.backend_writes = i32::try_from(writes).unwrap_or(i32::MAX);

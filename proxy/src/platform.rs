@@ -88,12 +88,20 @@ impl PlatformApi {
     }
 
     fn is_admin(&self, identity: &Identity) -> bool {
-        self.directory().is_member(identity, &self.admin_group)
+        self.may_change(identity, [])
     }
 
-    /// May `identity` change a resource owned by `owner`?
-    fn may_change(&self, identity: &Identity, owner: &str) -> bool {
-        self.is_admin(identity) || self.directory().is_member(identity, owner)
+    /// May `identity` change something that members of `groups` (and admins) change?
+    fn may_change<'a>(
+        &self,
+        identity: &Identity,
+        groups: impl IntoIterator<Item = &'a String>,
+    ) -> bool {
+        let directory = self.directory();
+        directory.is_member(identity, &self.admin_group)
+            || groups
+                .into_iter()
+                .any(|group| directory.is_member(identity, group))
     }
 
     /// The resource, or `None` when no open workflow manages `name`. Read from the workflow's
@@ -115,7 +123,8 @@ impl PlatformApi {
             .ok_or_else(|| Status::not_found(format!("policy {name:?} not found")))
     }
 
-    /// Checks the caller may edit `request`'s policy and runs `change` on its workflow.
+    /// Checks the caller may edit `request`'s policy, checks the rule with `rule`, and sends
+    /// `update` to the policy's workflow.
     async fn change_rules<U>(
         &self,
         request: Request<PolicyRuleRequest>,
@@ -139,12 +148,7 @@ impl PlatformApi {
         let wanted = rule(&wanted)?;
         let current = self.policy(&policy).await?;
         let resource = format!("policy {policy:?}");
-        let editor = current
-            .editors
-            .iter()
-            .chain([&current.owner])
-            .any(|group| self.directory().is_member(&identity, group));
-        if !editor && !self.is_admin(&identity) {
+        if !self.may_change(&identity, current.editors.iter().chain([&current.owner])) {
             let why = format!(
                 "not a member of its editors {:?}, its owner {:?} or {:?}",
                 current.editors, current.owner, self.admin_group
@@ -219,7 +223,7 @@ impl PlatformService for PlatformApi {
         let name = desired.name().to_owned();
         let spec = desired.spec_or_default();
         let current = self.current(&name).await?;
-        if !self.may_change(&identity, &spec.owner) {
+        if !self.may_change(&identity, [&spec.owner]) {
             let why = format!(
                 "not a member of owner group {:?} or of {:?}",
                 spec.owner, self.admin_group
@@ -228,7 +232,7 @@ impl PlatformService for PlatformApi {
         }
         if let Some(current) = &current {
             let current_spec = current.spec_or_default();
-            if !self.may_change(&identity, &current_spec.owner) {
+            if !self.may_change(&identity, [&current_spec.owner]) {
                 let why = format!("owned by {:?}", current_spec.owner);
                 return Err(denied(&identity, "apply", &namespace_resource(&name), why));
             }

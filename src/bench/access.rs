@@ -117,7 +117,16 @@ pub async fn access(
         move |_, name: String| {
             let (backend, control) = (backend.clone(), control.clone());
             let (directory, admins) = (directory.clone(), admins.clone());
-            async move { reconcile_access(&name, &control, backend.as_ref(), directory, &admins).await }
+            async move {
+                reconcile_access(
+                    &name,
+                    &control,
+                    backend.as_ref(),
+                    directory.as_ref(),
+                    &admins,
+                )
+                .await
+            }
         }
     };
     eprintln!("full cycle");
