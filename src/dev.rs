@@ -181,6 +181,14 @@ impl Supervised {
     }
 
     /// The error for an unexpected exit, with the end of the child's log.
+    /// Waits until the child accepts connections on `address`; its crash is an error.
+    async fn until_listening(&mut self, address: &str) -> anyhow::Result<()> {
+        tokio::select! {
+            listening = wait_for_listener(address) => listening,
+            status = self.child.wait() => Err(self.crashed(status)),
+        }
+    }
+
     fn crashed(&self, status: std::io::Result<std::process::ExitStatus>) -> anyhow::Error {
         let status = status.map_or_else(|e| e.to_string(), |s| s.to_string());
         let tail = std::fs::read_to_string(&self.log)
@@ -312,10 +320,7 @@ pub async fn run(
         )?,
         home.logs_dir().join("proxy.log"),
     )?;
-    tokio::select! {
-        listening = wait_for_listener(&proxy_address) => listening?,
-        status = proxy.child.wait() => return Err(proxy.crashed(status)),
-    }
+    proxy.until_listening(&proxy_address).await?;
 
     let mut codec = Supervised::spawn(
         "Plinth codec server",
@@ -334,10 +339,7 @@ pub async fn run(
         )?,
         home.logs_dir().join("codec.log"),
     )?;
-    tokio::select! {
-        listening = wait_for_listener(&codec_address) => listening?,
-        status = codec.child.wait() => return Err(codec.crashed(status)),
-    }
+    codec.until_listening(&codec_address).await?;
 
     let info = DevInfo {
         home: home.root().to_owned(),

@@ -107,16 +107,7 @@ impl AccessActivities {
         _ctx: ActivityContext,
         rule: Rule,
     ) -> Result<RuleCheck, ActivityError> {
-        Ok(match validate_rule(&rule, self.directory.as_ref()) {
-            Ok(rule) => RuleCheck {
-                rule: Some(rule),
-                error: None,
-            },
-            Err(e) => RuleCheck {
-                rule: None,
-                error: Some(e.to_string()),
-            },
-        })
+        Ok(validate_rule(&rule, self.directory.as_ref()).map_err(|e| e.to_string()))
     }
 
     /// Resolves the namespace's policies through the directory and applies the difference.

@@ -197,14 +197,9 @@ impl ActivityDefinition for ReconcileAccess {
     }
 }
 
-/// What checking a policy rule found: the rule in canonical form, or `field: message`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RuleCheck {
-    /// The rule as stored (e-mail addresses lower-cased), when valid.
-    pub rule: Option<Rule>,
-    /// The problem, naming the field, when not.
-    pub error: Option<String>,
-}
+/// What checking a policy rule found: the rule as stored (e-mail addresses lower-cased), or
+/// the problem as `field: message`.
+pub type RuleCheck = Result<Rule, String>;
 
 /// Activity `ValidateRule`: the rule names exactly one existing group, valid e-mail or valid
 /// app name. Groups are checked against the worker's directory.

@@ -78,13 +78,9 @@ impl PolicyWorkflow {
         ctx: &mut WorkflowContext<Self>,
         rule: Rule,
     ) -> Result<RuleChange, UpdateError> {
-        let check = ctx
+        let rule = ctx
             .execute_local_activity(ValidateRule, rule, local_activity())
-            .await?;
-        let rule = match (check.rule, check.error) {
-            (Some(rule), None) => rule,
-            (_, error) => return Err(error.unwrap_or_else(|| "invalid rule".into()).into()),
-        };
+            .await??;
         Ok(ctx.state_mut(|s| s.add(rule)))
     }
 
