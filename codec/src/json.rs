@@ -24,13 +24,18 @@ struct JsonPayload {
     data: String,
 }
 
+const ANY_PADDING: GeneralPurposeConfig =
+    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent);
+const STANDARD_ANY_PADDING: GeneralPurpose =
+    GeneralPurpose::new(&base64::alphabet::STANDARD, ANY_PADDING);
+const URL_SAFE_ANY_PADDING: GeneralPurpose =
+    GeneralPurpose::new(&base64::alphabet::URL_SAFE, ANY_PADDING);
+
 /// proto3 JSON readers accept standard and URL-safe base64, padded or not.
 fn decode_base64(text: &str) -> Result<Vec<u8>, base64::DecodeError> {
-    let config =
-        GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent);
-    GeneralPurpose::new(&base64::alphabet::STANDARD, config)
+    STANDARD_ANY_PADDING
         .decode(text)
-        .or_else(|_| GeneralPurpose::new(&base64::alphabet::URL_SAFE, config).decode(text))
+        .or_else(|_| URL_SAFE_ANY_PADDING.decode(text))
 }
 
 /// Parses a `Payloads` body; the error names the payload and field.
