@@ -2,12 +2,9 @@
 //! schedule and its runs, and the directory following the company, through real `plinth
 //! worker` and `plinth proxy` processes on a real Temporal dev server.
 
-use std::process::Command;
-
-use plinth_test_harness::cli::{namespace_yaml, ok, stderr, stdout, text, wait_for};
+use plinth_test_harness::cli::{namespace_yaml, ok, stderr, stdout, temporal, text, wait_for};
 use plinth_test_harness::{
-    ADMIN, DIRECTORY, DevServer, OUTSIDER, PAYMENTS_MEMBER, PAYMENTS_TEAM, PlinthStack,
-    SEARCH_TEAM, temporal_bin,
+    ADMIN, DIRECTORY, DevServer, OUTSIDER, PAYMENTS_MEMBER, PAYMENTS_TEAM, PlinthStack, SEARCH_TEAM,
 };
 use serde_json::Value;
 
@@ -61,11 +58,10 @@ fn count(run: &Value, field: &str) -> i64 {
 }
 
 fn schedules(stack: &PlinthStack) -> String {
-    let output = Command::new(temporal_bin())
-        .args(["schedule", "list", "--namespace", &stack.control_namespace])
-        .args(["--address", &stack.temporal_address])
-        .output()
-        .unwrap();
+    let output = temporal(
+        &["schedule", "list", "--namespace", &stack.control_namespace],
+        &stack.temporal_address,
+    );
     stdout(&ok(output))
 }
 

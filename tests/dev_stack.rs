@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use plinth_test_harness::{free_port, temporal_bin};
+use plinth_test_harness::cli::{temporal, text};
+use plinth_test_harness::free_port;
 
 const PLINTH: &str = env!("CARGO_BIN_EXE_plinth");
 
@@ -71,22 +72,6 @@ impl Drop for DevProcess {
             let _ = child.wait_with_output();
         }
     }
-}
-
-fn text(output: &Output) -> String {
-    format!(
-        "stdout:\n{}\nstderr:\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
-
-fn temporal(args: &[&str], address: &str) -> Output {
-    Command::new(temporal_bin())
-        .args(args)
-        .args(["--address", address])
-        .output()
-        .expect("run the temporal CLI")
 }
 
 fn is_alive(pid: u64) -> bool {

@@ -2,12 +2,13 @@
 //! and `plinth worker` processes, against a real Temporal dev server; Temporal itself checked
 //! with the `temporal` CLI.
 
-use std::process::Command;
 use std::time::Duration;
 
-use plinth_test_harness::cli::{namespace_yaml, ok, stderr, stdout, text, wait_for};
+use std::process::Command;
+
+use plinth_test_harness::cli::{namespace_yaml, ok, stderr, stdout, temporal, text, wait_for};
 use plinth_test_harness::{
-    ADMIN, DevServer, OUTSIDER, PAYMENTS_MEMBER, PAYMENTS_TEAM, PlinthStack, temporal_bin,
+    ADMIN, DevServer, OUTSIDER, PAYMENTS_MEMBER, PAYMENTS_TEAM, PlinthStack,
 };
 
 const PLINTH: &str = env!("CARGO_BIN_EXE_plinth");
@@ -31,8 +32,8 @@ fn get_json(stack: &PlinthStack, name: &str) -> Option<serde_json::Value> {
 
 /// What Temporal itself says about a namespace (`temporal operator namespace describe`).
 fn temporal_namespace(stack: &PlinthStack, name: &str) -> Option<serde_json::Value> {
-    let output = Command::new(temporal_bin())
-        .args([
+    let output = temporal(
+        &[
             "operator",
             "namespace",
             "describe",
@@ -40,10 +41,9 @@ fn temporal_namespace(stack: &PlinthStack, name: &str) -> Option<serde_json::Val
             name,
             "-o",
             "json",
-        ])
-        .args(["--address", &stack.temporal_address])
-        .output()
-        .unwrap();
+        ],
+        &stack.temporal_address,
+    );
     output
         .status
         .success()
@@ -192,8 +192,8 @@ fn drift_made_behind_plinths_back_is_repaired() {
         &["--wait"],
     ));
 
-    let updated = Command::new(temporal_bin())
-        .args([
+    let updated = temporal(
+        &[
             "operator",
             "namespace",
             "update",
@@ -201,10 +201,9 @@ fn drift_made_behind_plinths_back_is_repaired() {
             "drifting-ns",
             "--retention",
             "10d",
-        ])
-        .args(["--address", &stack.temporal_address])
-        .output()
-        .unwrap();
+        ],
+        &stack.temporal_address,
+    );
     assert!(updated.status.success(), "{}", text(&updated));
 
     wait_for("the drift repair", || {
@@ -292,14 +291,14 @@ fn worker_killed_mid_provisioning_finishes_after_restart() {
     wait_for("Ready after the restart", || {
         get_json(&stack, "crashy").unwrap()["status"]["phase"] == "Ready"
     });
-    let temporal = temporal_namespace(&stack, "crashy-ns").unwrap();
-    assert_eq!(retention_of(&temporal), "1814400s");
+    let described = temporal_namespace(&stack, "crashy-ns").unwrap();
+    assert_eq!(retention_of(&described), "1814400s");
     let ready = get_json(&stack, "crashy").unwrap();
     let created = events(&ready).iter().filter(|e| *e == "Created").count();
     assert_eq!(created, 1, "registered once: {ready}");
 
-    let attributes = Command::new(temporal_bin())
-        .args([
+    let attributes = temporal(
+        &[
             "operator",
             "search-attribute",
             "list",
@@ -307,10 +306,9 @@ fn worker_killed_mid_provisioning_finishes_after_restart() {
             "crashy-ns",
             "-o",
             "json",
-        ])
-        .args(["--address", &stack.temporal_address])
-        .output()
-        .unwrap();
+        ],
+        &stack.temporal_address,
+    );
     assert!(
         String::from_utf8_lossy(&attributes.stdout).contains("OrderId"),
         "{}",
@@ -419,21 +417,23 @@ fn temporal_cli_can_start_provisioning_directly() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("ns.json");
     std::fs::write(&file, input.to_string()).unwrap();
-    let started = Command::new(temporal_bin())
-        .args([
+    let started = temporal(
+        &[
             "workflow",
             "start",
             "--type",
             "ProvisionNamespace",
             "--workflow-id",
             "namespace/from-cli",
-        ])
-        .args(["--task-queue", "plinth", "-n", &stack.control_namespace])
-        .args(["--address", &stack.temporal_address])
-        .arg("--input-file")
-        .arg(&file)
-        .output()
-        .unwrap();
+            "--task-queue",
+            "plinth",
+            "-n",
+            &stack.control_namespace,
+            "--input-file",
+            file.to_str().unwrap(),
+        ],
+        &stack.temporal_address,
+    );
     assert!(started.status.success(), "{}", text(&started));
 
     wait_for("Ready", || {

@@ -1,6 +1,6 @@
 //! Reading what `plinth` and `temporal` commands printed, and waiting for the control plane.
 
-use std::process::Output;
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 /// Exit status, stdout and stderr, for assertion messages.
@@ -11,6 +11,15 @@ pub fn text(output: &Output) -> String {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     )
+}
+
+/// Runs the `temporal` CLI with `args` against the server at `address`.
+pub fn temporal(args: &[&str], address: &str) -> Output {
+    Command::new(crate::temporal_bin())
+        .args(args)
+        .args(["--address", address])
+        .output()
+        .expect("run the temporal CLI")
 }
 
 /// Standard output as text.
