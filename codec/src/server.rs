@@ -32,7 +32,8 @@ pub enum Need {
 }
 
 impl Need {
-    fn as_str(self) -> &'static str {
+    /// "read" or "write".
+    pub fn as_str(self) -> &'static str {
         match self {
             Self::Read => "read",
             Self::Write => "write",

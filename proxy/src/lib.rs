@@ -1,28 +1,146 @@
-//! The front door: one mTLS listener that names every caller by its certificate and serves the
-//! platform API (later, Temporal's own services too).
+//! The front door: one mTLS listener that names every caller by its certificate, serves the
+//! platform API, and forwards Temporal's own services to each namespace's upstream with
+//! authorization and payload encryption on the way.
 
+mod access;
+mod admins;
+mod forward;
+mod metrics;
+mod payloads;
 mod platform;
+mod routes;
+pub mod rpc;
+mod upstream;
 
+use std::collections::HashSet;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
 
 use plinth_identity::ClientVerifier;
 use plinth_proto::v1::platform_service_server::PlatformServiceServer;
 use tokio::net::TcpListener;
 
+pub use access::{ACCESS_TTL, AccessLists};
+pub use admins::Admins;
+pub use forward::{FrontDoor, OperatorService, WorkflowService};
+pub use metrics::ProxyMetrics;
 pub use platform::PlatformApi;
+pub use routes::Routes;
+pub use upstream::{UpstreamError, UpstreamTls, Upstreams};
 
-/// Serves `api` on `listener` over mTLS until `shutdown` resolves.
+use forward::Forwarded;
+
+/// How often the client certificate files are checked for a new certificate.
+const CERTIFICATE_CHECK: Duration = Duration::from_secs(1);
+
+/// Streams one client connection may have open: each long poll holds one.
+const MAX_STREAMS_PER_CONNECTION: u32 = 16_384;
+
+/// Serves the platform API and Temporal's services on `listener` over mTLS until `shutdown`
+/// resolves; keeps the namespace table (every `refresh`) and the upstream certificate fresh.
 pub async fn serve(
     listener: TcpListener,
-    tls: std::sync::Arc<rustls::ServerConfig>,
+    tls: Arc<rustls::ServerConfig>,
     verifier: ClientVerifier,
     api: PlatformApi,
+    door: Arc<FrontDoor>,
+    refresh: Duration,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error> {
     let address: Option<SocketAddr> = listener.local_addr().ok();
-    tracing::info!(?address, "platform API listening (mTLS)");
-    tonic::transport::Server::builder()
+    tracing::info!(?address, "proxy listening (mTLS)");
+    let upkeep = tokio::spawn(keep_fresh(door.clone(), refresh));
+    let served = tonic::transport::Server::builder()
+        .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .tcp_nodelay(true)
         .add_service(PlatformServiceServer::new(api))
+        .add_service(Forwarded::<WorkflowService>::new(door.clone()))
+        .add_service(Forwarded::<OperatorService>::new(door))
         .serve_with_incoming_shutdown(plinth_identity::incoming(listener, tls, verifier), shutdown)
-        .await
+        .await;
+    upkeep.abort();
+    served
+}
+
+/// Refreshes the namespace table and drops channels nothing routes to; reloads the upstream
+/// certificate when its files change. Failures keep the previous state and are logged once.
+async fn keep_fresh(door: Arc<FrontDoor>, refresh: Duration) {
+    let mut routes_failing = false;
+    let mut certificate_failing = false;
+    let mut next_refresh = tokio::time::Instant::now();
+    let mut ticks = tokio::time::interval(CERTIFICATE_CHECK);
+    loop {
+        ticks.tick().await;
+        match door.upstreams.reload_if_changed() {
+            Ok(true) => {
+                certificate_failing = false;
+                tracing::info!("upstream client certificate reloaded; new calls use it");
+            }
+            Ok(false) => certificate_failing = false,
+            Err(e) if !certificate_failing => {
+                certificate_failing = true;
+                tracing::error!(error = %e, "upstream client certificate not reloaded; the previous one stays in use");
+            }
+            Err(_) => {}
+        }
+        if tokio::time::Instant::now() < next_refresh {
+            continue;
+        }
+        next_refresh += refresh;
+        match door.routes.refresh().await {
+            Ok(mut endpoints) => {
+                routes_failing = false;
+                endpoints.insert(door.default_upstream.clone());
+                retain(&door, &endpoints);
+            }
+            Err(e) if !routes_failing => {
+                routes_failing = true;
+                tracing::error!(error = %e, "namespace table not refreshed; the previous one stays in use");
+            }
+            Err(_) => {}
+        }
+    }
+}
+
+fn retain(door: &FrontDoor, endpoints: &HashSet<String>) {
+    let dropped: Vec<String> = door
+        .upstreams
+        .endpoints()
+        .into_iter()
+        .filter(|endpoint| !endpoints.contains(endpoint))
+        .collect();
+    if !dropped.is_empty() {
+        tracing::info!(?dropped, "upstreams no namespace uses any more");
+        door.upstreams.retain(endpoints);
+    }
+}
+
+/// `/metrics`, `/healthz` and `/readyz` for `door`.
+pub fn monitoring(door: Arc<FrontDoor>) -> axum::Router {
+    use axum::http::{StatusCode, header};
+    use axum::routing::get;
+    axum::Router::new()
+        .route(
+            "/metrics",
+            get(|axum::extract::State(door): axum::extract::State<Arc<FrontDoor>>| async move {
+                (
+                    [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                    door.metrics.render(),
+                )
+            }),
+        )
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route(
+            "/readyz",
+            get(|axum::extract::State(door): axum::extract::State<Arc<FrontDoor>>| async move {
+                if door.routes.loaded() {
+                    (StatusCode::OK, "ready\n")
+                } else {
+                    (StatusCode::SERVICE_UNAVAILABLE, "the namespace table is not loaded yet\n")
+                }
+            }),
+        )
+        .with_state(door)
 }

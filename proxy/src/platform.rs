@@ -32,6 +32,8 @@ use tonic::{Request, Response, Status};
 
 use plinth_identity::Caller;
 
+use crate::admins::Admins;
+
 /// Each poll is a query (a workflow task on a worker): often enough for a person watching,
 /// rare enough for hundreds of watches at once.
 const WATCH_POLL: Duration = Duration::from_millis(500);
@@ -43,16 +45,15 @@ pub struct PlatformApi {
     task_queue: String,
     control: ControlPlane,
     backend: Arc<dyn NamespaceBackend>,
-    directory: Arc<dyn Directory>,
+    admins: Admins,
     rules: ValidationRules,
-    admin_group: String,
 }
 
 impl std::fmt::Debug for PlatformApi {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PlatformApi")
             .field("task_queue", &self.task_queue)
-            .field("admin_group", &self.admin_group)
+            .field("admins", &self.admins)
             .finish_non_exhaustive()
     }
 }
@@ -73,35 +74,14 @@ impl PlatformApi {
             client,
             task_queue,
             backend,
-            directory,
+            admins: Admins::new(directory, admin_group),
             rules,
-            admin_group,
         }
     }
 
-    /// The directory, re-read first if its source changed (a stat, not a read, when not).
-    fn directory(&self) -> Arc<dyn Directory> {
-        if let Err(e) = self.directory.refresh() {
-            tracing::error!(error = %e, "directory not reloaded; the previous one stays in force");
-        }
-        self.directory.clone()
-    }
-
-    fn is_admin(&self, identity: &Identity) -> bool {
-        self.may_change(identity, [])
-    }
-
-    /// May `identity` change something that members of `groups` (and admins) change?
-    fn may_change<'a>(
-        &self,
-        identity: &Identity,
-        groups: impl IntoIterator<Item = &'a String>,
-    ) -> bool {
-        let directory = self.directory();
-        directory.is_member(identity, &self.admin_group)
-            || groups
-                .into_iter()
-                .any(|group| directory.is_member(identity, group))
+    /// Who may change what: the admin group and the directory.
+    pub fn admins(&self) -> &Admins {
+        &self.admins
     }
 
     /// The resource, or `None` when no open workflow manages `name`. Read from the workflow's
@@ -148,10 +128,10 @@ impl PlatformApi {
         let wanted = rule(&wanted)?;
         let current = self.policy(&policy).await?;
         let resource = format!("policy {policy:?}");
-        if !self.may_change(&identity, current.editors.iter().chain([&current.owner])) {
+        if !self.admins.may_change(&identity, current.editors.iter().chain([&current.owner])) {
             let why = format!(
                 "not a member of its editors {:?}, its owner {:?} or {:?}",
-                current.editors, current.owner, self.admin_group
+                current.editors, current.owner, self.admins.group()
             );
             return Err(denied(&identity, action, &resource, why));
         }
@@ -174,7 +154,7 @@ fn backend_status(error: BackendError) -> Status {
     }
 }
 
-fn caller<T>(request: &Request<T>) -> Result<Identity, Status> {
+pub(crate) fn caller<T>(request: &Request<T>) -> Result<Identity, Status> {
     match request.extensions().get::<Caller>() {
         Some(Caller(Ok(identity))) => Ok(identity.clone()),
         Some(Caller(Err(reason))) => Err(Status::unauthenticated(reason.clone())),
@@ -215,7 +195,7 @@ impl PlatformService for PlatformApi {
         let mut desired =
             namespace.ok_or_else(|| Status::invalid_argument("namespace: missing"))?;
         desired.status = None;
-        let directory = self.directory();
+        let directory = self.admins.directory();
         validate_namespace(&desired, &self.rules, &|group| {
             directory.group_exists(group)
         })
@@ -223,16 +203,16 @@ impl PlatformService for PlatformApi {
         let name = desired.name().to_owned();
         let spec = desired.spec_or_default();
         let current = self.current(&name).await?;
-        if !self.may_change(&identity, [&spec.owner]) {
+        if !self.admins.may_change(&identity, [&spec.owner]) {
             let why = format!(
                 "not a member of owner group {:?} or of {:?}",
-                spec.owner, self.admin_group
+                spec.owner, self.admins.group()
             );
             return Err(denied(&identity, "apply", &namespace_resource(&name), why));
         }
         if let Some(current) = &current {
             let current_spec = current.spec_or_default();
-            if !self.may_change(&identity, [&current_spec.owner]) {
+            if !self.admins.may_change(&identity, [&current_spec.owner]) {
                 let why = format!("owned by {:?}", current_spec.owner);
                 return Err(denied(&identity, "apply", &namespace_resource(&name), why));
             }
@@ -331,8 +311,8 @@ impl PlatformService for PlatformApi {
     ) -> Result<Response<DeleteNamespaceResponse>, Status> {
         let identity = caller(&request)?;
         let name = request.into_inner().name;
-        if !self.is_admin(&identity) {
-            let why = format!("deleting needs membership of {:?}", self.admin_group);
+        if !self.admins.include(&identity) {
+            let why = format!("deleting needs membership of {:?}", self.admins.group());
             return Err(denied(&identity, "delete", &namespace_resource(&name), why));
         }
         if self.current(&name).await?.is_none() {
@@ -426,7 +406,7 @@ impl PlatformService for PlatformApi {
         &self,
         request: Request<PolicyRuleRequest>,
     ) -> Result<Response<Policy>, Status> {
-        let directory = self.directory();
+        let directory = self.admins.directory();
         self.change_rules(request, "add a rule to", PolicyWorkflow::add_rule, |rule| {
             validate_rule(rule, directory.as_ref())
                 .map_err(|e| Status::invalid_argument(e.to_string()))
@@ -483,12 +463,12 @@ impl PlatformService for PlatformApi {
     ) -> Result<Response<ReloadDirectoryResponse>, Status> {
         let identity = caller(&request)?;
         let resource = "the directory".to_owned();
-        if !self.is_admin(&identity) {
-            let why = format!("reloading needs membership of {:?}", self.admin_group);
+        if !self.admins.include(&identity) {
+            let why = format!("reloading needs membership of {:?}", self.admins.group());
             return Err(denied(&identity, "reload", &resource, why));
         }
         allowed(&identity, "reload", &resource);
-        self.directory.reload().map_err(|e| {
+        self.admins.reload().map_err(|e| {
             Status::failed_precondition(format!("{e}; the previous directory stays in force"))
         })?;
         let access_runs = self

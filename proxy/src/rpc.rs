@@ -1,0 +1,262 @@
+//! What the proxy knows about each Temporal RPC: its access class, where its namespace is, and
+//! whether its messages carry payloads. Built from the table in `rpcs.rs`.
+
+use std::collections::HashMap;
+use std::sync::LazyLock;
+
+use prost::Message;
+use temporalio_common::protos::temporal::api::{operatorservice, workflowservice};
+
+use crate::payloads::{Transform, VisitsNoPayloads as _, VisitsPayloads as _, probe};
+
+/// The access an RPC needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    /// Read access to the request's namespace.
+    Read,
+    /// Write access to the request's namespace.
+    Write,
+    /// Any authenticated caller; the request names no namespace.
+    Open,
+    /// Platform admins only.
+    Admin,
+}
+
+impl Class {
+    /// The label metrics and logs use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Class::Read => "read",
+            Class::Write => "write",
+            Class::Open => "open",
+            Class::Admin => "admin",
+        }
+    }
+}
+
+/// One RPC of the table.
+#[derive(Debug)]
+pub struct Rpc {
+    /// `WorkflowService` or `OperatorService`.
+    pub service: &'static str,
+    /// The method's name.
+    pub method: &'static str,
+    /// The access it needs.
+    pub class: Class,
+    /// Fully qualified request message type.
+    pub request_type: &'static str,
+    /// Fully qualified response message type.
+    pub response_type: &'static str,
+    /// The namespace an encoded request names (empty for `Open` and `Admin` RPCs).
+    pub(crate) namespace: fn(&[u8]) -> Result<String, prost::DecodeError>,
+    /// Encrypts a request's payloads; `None` when the request type has none.
+    pub(crate) seal_request: Option<Transform>,
+    /// Decrypts a response's payloads; `None` when the response type has none.
+    pub(crate) open_response: Option<Transform>,
+}
+
+macro_rules! namespace_of {
+    (Read, $request:ty) => {
+        |bytes: &[u8]| <$request>::decode(bytes).map(|request| request.namespace)
+    };
+    (Write, $request:ty) => {
+        |bytes: &[u8]| <$request>::decode(bytes).map(|request| request.namespace)
+    };
+    ($other:ident, $request:ty) => {
+        |_: &[u8]| Ok(String::new())
+    };
+}
+
+macro_rules! rpc_table {
+    ($($service:ident in $package:ident {
+        $($method:ident($request:ident, $response:ident) => $class:ident,)*
+    })*) => {
+        /// Every RPC of the table, in table order.
+        pub fn all() -> Vec<Rpc> {
+            vec![$($(Rpc {
+                service: stringify!($service),
+                method: stringify!($method),
+                class: Class::$class,
+                request_type: concat!("temporal.api.", stringify!($package), ".v1.", stringify!($request)),
+                response_type: concat!("temporal.api.", stringify!($package), ".v1.", stringify!($response)),
+                namespace: namespace_of!($class, $package::v1::$request),
+                seal_request: probe::<$package::v1::$request>().seal(),
+                open_response: probe::<$package::v1::$response>().open(),
+            },)*)*]
+        }
+    };
+}
+
+include!("rpcs.rs");
+
+/// gRPC path (`/temporal.api.workflowservice.v1.WorkflowService/StartWorkflowExecution`) to RPC.
+static BY_PATH: LazyLock<HashMap<String, Rpc>> = LazyLock::new(|| {
+    all()
+        .into_iter()
+        .map(|rpc| (rpc.path(), rpc))
+        .collect()
+});
+
+impl Rpc {
+    /// The gRPC path clients call.
+    pub fn path(&self) -> String {
+        let package = self
+            .request_type
+            .rsplit_once('.')
+            .map_or("", |(package, _)| package);
+        format!("/{package}.{}/{}", self.service, self.method)
+    }
+
+    /// The RPC served at `path`, if the table has it.
+    pub fn at(path: &str) -> Option<&'static Rpc> {
+        BY_PATH.get(path)
+    }
+}
+
+/// The namespace of a request the table does not know: by Temporal's convention, field 1 when
+/// it is a string.
+pub(crate) fn conventional_namespace(mut bytes: &[u8]) -> Option<String> {
+    while !bytes.is_empty() {
+        let key = prost::encoding::decode_varint(&mut bytes).ok()?;
+        let (field, wire_type) = (key >> 3, key & 7);
+        match wire_type {
+            0 => {
+                prost::encoding::decode_varint(&mut bytes).ok()?;
+            }
+            1 => bytes = bytes.get(8..)?,
+            5 => bytes = bytes.get(4..)?,
+            2 => {
+                let len = usize::try_from(prost::encoding::decode_varint(&mut bytes).ok()?).ok()?;
+                let value = bytes.get(..len)?;
+                if field == 1 {
+                    return String::from_utf8(value.to_vec()).ok();
+                }
+                bytes = &bytes[len..];
+            }
+            _ => return None,
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prost_types::FileDescriptorSet;
+    use std::collections::BTreeSet;
+
+    /// The service definitions the SDK's protos were generated from.
+    fn sdk_methods() -> BTreeSet<(String, String, String, String)> {
+        let set = FileDescriptorSet::decode(
+            &include_bytes!(concat!(env!("OUT_DIR"), "/temporal-descriptors.bin"))[..],
+        )
+        .expect("descriptor set decodes");
+        let mut methods = BTreeSet::new();
+        for file in &set.file {
+            let package = file.package();
+            if package != "temporal.api.workflowservice.v1"
+                && package != "temporal.api.operatorservice.v1"
+            {
+                continue;
+            }
+            for service in &file.service {
+                for method in &service.method {
+                    methods.insert((
+                        service.name().to_owned(),
+                        method.name().to_owned(),
+                        method.input_type().trim_start_matches('.').to_owned(),
+                        method.output_type().trim_start_matches('.').to_owned(),
+                    ));
+                }
+            }
+        }
+        methods
+    }
+
+    #[test]
+    fn the_table_classifies_every_rpc_of_the_sdk_with_its_message_types() {
+        let table: BTreeSet<_> = all()
+            .iter()
+            .map(|rpc| {
+                (
+                    rpc.service.to_owned(),
+                    rpc.method.to_owned(),
+                    rpc.request_type.to_owned(),
+                    rpc.response_type.to_owned(),
+                )
+            })
+            .collect();
+        let sdk = sdk_methods();
+        assert!(sdk.len() > 100, "the descriptor set lists the services");
+        let missing: Vec<_> = sdk.difference(&table).collect();
+        assert!(missing.is_empty(), "RPCs missing from rpcs.rs: {missing:#?}");
+        let stale: Vec<_> = table.difference(&sdk).collect();
+        assert!(stale.is_empty(), "rpcs.rs lists RPCs the SDK lacks: {stale:#?}");
+    }
+
+    #[test]
+    fn reads_are_reads_and_worker_traffic_is_write() {
+        let class = |path: &str| Rpc::at(path).map(|rpc| rpc.class);
+        let ws = "/temporal.api.workflowservice.v1.WorkflowService/";
+        assert_eq!(class(&format!("{ws}DescribeWorkflowExecution")), Some(Class::Read));
+        assert_eq!(class(&format!("{ws}GetWorkflowExecutionHistory")), Some(Class::Read));
+        assert_eq!(class(&format!("{ws}ListWorkflowExecutions")), Some(Class::Read));
+        assert_eq!(class(&format!("{ws}QueryWorkflow")), Some(Class::Read));
+        assert_eq!(class(&format!("{ws}StartWorkflowExecution")), Some(Class::Write));
+        assert_eq!(class(&format!("{ws}SignalWorkflowExecution")), Some(Class::Write));
+        assert_eq!(class(&format!("{ws}PollWorkflowTaskQueue")), Some(Class::Write));
+        assert_eq!(class(&format!("{ws}RespondActivityTaskCompleted")), Some(Class::Write));
+        assert_eq!(class(&format!("{ws}GetSystemInfo")), Some(Class::Open));
+        assert_eq!(class(&format!("{ws}RegisterNamespace")), Some(Class::Admin));
+        assert_eq!(
+            class("/temporal.api.operatorservice.v1.OperatorService/DeleteNamespace"),
+            Some(Class::Admin)
+        );
+        assert_eq!(class(&format!("{ws}NoSuchMethod")), None);
+    }
+
+    #[test]
+    fn payload_bearing_messages_are_visited_and_others_are_not() {
+        let rpc = |method: &str| {
+            Rpc::at(&format!("/temporal.api.workflowservice.v1.WorkflowService/{method}"))
+                .unwrap()
+        };
+        assert!(rpc("StartWorkflowExecution").seal_request.is_some());
+        assert!(rpc("GetWorkflowExecutionHistory").open_response.is_some());
+        assert!(rpc("PollActivityTaskQueue").open_response.is_some());
+        assert!(rpc("QueryWorkflow").open_response.is_some());
+        assert!(rpc("DescribeNamespace").seal_request.is_none());
+        assert!(rpc("GetSystemInfo").open_response.is_none());
+    }
+
+    #[test]
+    fn namespaces_come_from_the_namespace_field_wherever_it_is() {
+        use workflowservice::v1::RespondActivityTaskCompletedRequest;
+        let request = RespondActivityTaskCompletedRequest {
+            namespace: "orders".into(),
+            identity: "worker-1".into(),
+            ..Default::default()
+        };
+        let rpc = Rpc::at(
+            "/temporal.api.workflowservice.v1.WorkflowService/RespondActivityTaskCompleted",
+        )
+        .unwrap();
+        assert_eq!((rpc.namespace)(&request.encode_to_vec()).unwrap(), "orders");
+    }
+
+    #[test]
+    fn unknown_requests_name_their_namespace_in_field_one() {
+        use workflowservice::v1::StartWorkflowExecutionRequest;
+        let request = StartWorkflowExecutionRequest {
+            namespace: "orders".into(),
+            workflow_id: "w".into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            conventional_namespace(&request.encode_to_vec()).as_deref(),
+            Some("orders")
+        );
+        assert_eq!(conventional_namespace(&[0x08, 0x01]), None);
+        assert_eq!(conventional_namespace(&[0x0a, 0x09, b'x']), None, "truncated");
+    }
+}
