@@ -87,10 +87,7 @@ pub struct DeleteArgs {
 /// Connects with the client certificate: `[client]`, else the `[dev]` user's in `$PLINTH_HOME`.
 pub async fn connect(config: &Config, home: &Home) -> anyhow::Result<Api> {
     let client = &config.client;
-    let address = match &client.address {
-        Some(address) => address.clone(),
-        None => dev_proxy_address(home).unwrap_or_else(|| config.proxy.listen.clone()),
-    };
+    let (address, server_name) = proxy_endpoint(config, home);
     let user_dir = Identity::user(&config.dev.user)
         .map(|user| home.client_dir(&user))
         .context("[dev] user")?;
@@ -111,13 +108,6 @@ pub async fn connect(config: &Config, home: &Home) -> anyhow::Result<Api> {
             )
         })
     };
-    let host = address
-        .rsplit_once(':')
-        .map_or(address.as_str(), |(h, _)| h);
-    let server_name = client
-        .server_name
-        .clone()
-        .unwrap_or_else(|| host.to_owned());
     let tls = ClientTlsConfig::new()
         .ca_certificate(Certificate::from_pem(read(&ca, "CA")?))
         .identity(tonic::transport::Identity::from_pem(
@@ -134,6 +124,24 @@ pub async fn connect(config: &Config, home: &Home) -> anyhow::Result<Api> {
 }
 
 /// The proxy address a running `plinth dev` wrote to `dev.json`.
+/// The proxy's address (`[client]`, else the running `plinth dev`'s, else `[proxy] listen`) and
+/// the name its certificate is checked against.
+pub fn proxy_endpoint(config: &Config, home: &Home) -> (String, String) {
+    let address = match &config.client.address {
+        Some(address) => address.clone(),
+        None => dev_proxy_address(home).unwrap_or_else(|| config.proxy.listen.clone()),
+    };
+    let host = address
+        .rsplit_once(':')
+        .map_or(address.as_str(), |(h, _)| h);
+    let server_name = config
+        .client
+        .server_name
+        .clone()
+        .unwrap_or_else(|| host.to_owned());
+    (address, server_name)
+}
+
 fn dev_proxy_address(home: &Home) -> Option<String> {
     let text = std::fs::read_to_string(home.dev_json()).ok()?;
     let info: serde_json::Value = serde_json::from_str(&text).ok()?;

@@ -1,26 +1,19 @@
 //! `plinth codec` (the codec server) and `plinth keys` (the key ring).
 
-use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
 
 use anyhow::{Context, bail};
-use plinth_activities::{AccessLevel, NamespaceBackend};
-use plinth_codec::server::{AccessCheck, CodecServer, Need};
+use plinth_codec::server::CodecServer;
 use plinth_codec::tokens::{JwksSource, TokenVerifier};
 use plinth_codec::{Codec, KeyRing, KeyState, WatchedKeyRing};
-use plinth_identity::Identity;
 use tokio::net::TcpListener;
 
 use crate::config::Config;
 use crate::home::Home;
 use crate::signals::shutdown_signal;
 use crate::worker::ConnectArgs;
-
-/// How long an access list read from the backend is trusted.
-const ACCESS_TTL: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct CodecArgs {
@@ -108,15 +101,20 @@ fn active(ring: &KeyRing) -> String {
     ring.active_kek().unwrap_or_default()
 }
 
-/// Serves until SIGINT or SIGTERM.
-pub async fn run(config: &Config, home: &Home, args: &CodecArgs) -> anyhow::Result<()> {
-    let codec_config = &config.codec;
+/// The codec of `[codec]`, over the key ring it names, watched for rotations.
+pub fn load(config: &Config, home: &Home) -> anyhow::Result<Arc<Codec>> {
     let path = keyring_path(config, home);
     if !path.exists() {
         bail!("no key ring at {}: run `plinth keys init`", path.display());
     }
     let ring = Arc::new(WatchedKeyRing::load(&path)?);
-    let codec = Arc::new(Codec::new(ring, codec_config.settings()));
+    Ok(Arc::new(Codec::new(ring, config.codec.settings())))
+}
+
+/// Serves until SIGINT or SIGTERM.
+pub async fn run(config: &Config, home: &Home, args: &CodecArgs) -> anyhow::Result<()> {
+    let codec_config = &config.codec;
+    let codec = load(config, home)?;
     let (options, address, _) = args.temporal.resolve(&config.temporal)?;
     let connection = plinth_worker::connect(options).await?;
     // Only the access lists are read here: no directory, no validation rules.
@@ -141,7 +139,7 @@ pub async fn run(config: &Config, home: &Home, args: &CodecArgs) -> anyhow::Resu
     }
     let server = Arc::new(CodecServer {
         codec,
-        access: Arc::new(AccessLists::new(backend)),
+        access: Arc::new(plinth_proxy::AccessLists::new(backend)),
         tokens,
         allowed_origins: if args.allow_origins.is_empty() {
             codec_config.allowed_origins.clone()
@@ -170,62 +168,3 @@ pub async fn run(config: &Config, home: &Home, args: &CodecArgs) -> anyhow::Resu
     Ok(())
 }
 
-/// Identity (`user:<email>`) to access level.
-type AccessList = BTreeMap<String, AccessLevel>;
-
-/// The effective access lists the access runs keep on the backend, read at most every
-/// [`ACCESS_TTL`] per namespace.
-#[derive(Debug)]
-struct AccessLists {
-    backend: Arc<dyn NamespaceBackend>,
-    /// Per namespace: when it was read, and the list.
-    cache: Mutex<HashMap<String, (Instant, Arc<AccessList>)>>,
-}
-
-impl AccessLists {
-    fn new(backend: Arc<dyn NamespaceBackend>) -> Self {
-        Self {
-            backend,
-            cache: Mutex::default(),
-        }
-    }
-}
-
-#[async_trait::async_trait]
-impl AccessCheck for AccessLists {
-    async fn allows(
-        &self,
-        namespace: &str,
-        identity: &Identity,
-        need: Need,
-    ) -> Result<bool, String> {
-        let cached = self
-            .cache
-            .lock()
-            .expect("access cache lock")
-            .get(namespace)
-            .filter(|(read, _)| read.elapsed() < ACCESS_TTL)
-            .map(|(_, list)| list.clone());
-        let list = match cached {
-            Some(list) => list,
-            None => {
-                let list = match self.backend.list_access(namespace).await {
-                    Ok(list) => Arc::new(list),
-                    // An unknown namespace grants nothing.
-                    Err(plinth_activities::BackendError::Rejected(_)) => Arc::default(),
-                    Err(e) => return Err(e.to_string()),
-                };
-                self.cache
-                    .lock()
-                    .expect("access cache lock")
-                    .insert(namespace.to_owned(), (Instant::now(), list.clone()));
-                list
-            }
-        };
-        let held = list.get(&identity.to_string()).copied();
-        Ok(match need {
-            Need::Read => held.is_some(),
-            Need::Write => held.is_some_and(|level| level >= AccessLevel::Write),
-        })
-    }
-}

@@ -231,6 +231,28 @@ pub struct ProxyConfig {
     /// CA bundle client certificates must chain to (default: $PLINTH_HOME/pki/ca.pem).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub client_ca: Option<PathBuf>,
+    /// Address of /metrics, /healthz and /readyz (plain HTTP).
+    pub metrics_listen: String,
+    /// How often the namespace table is re-read from the control plane.
+    #[serde(with = "humantime_serde")]
+    pub refresh_interval: Duration,
+    /// Send every namespace here instead of the endpoint its status names.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<String>,
+    /// Reach upstreams over TLS (implied by any other upstream_* certificate setting).
+    pub upstream_tls: bool,
+    /// CA bundle of the upstreams' certificates (default: the system's roots).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upstream_ca: Option<PathBuf>,
+    /// The proxy's client certificate for upstreams; re-read when the file changes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upstream_cert: Option<PathBuf>,
+    /// Its key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upstream_key: Option<PathBuf>,
+    /// Name the upstreams' certificates are checked against (default: the endpoint's host).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upstream_server_name: Option<String>,
 }
 
 impl Default for ProxyConfig {
@@ -240,6 +262,14 @@ impl Default for ProxyConfig {
             cert: None,
             key: None,
             client_ca: None,
+            metrics_listen: "127.0.0.1:7449".into(),
+            refresh_interval: Duration::from_secs(10),
+            upstream: None,
+            upstream_tls: false,
+            upstream_ca: None,
+            upstream_cert: None,
+            upstream_key: None,
+            upstream_server_name: None,
         }
     }
 }
@@ -419,6 +449,11 @@ impl Config {
         all.proxy.cert = some_path();
         all.proxy.key = some_path();
         all.proxy.client_ca = some_path();
+        all.proxy.upstream = Some(String::new());
+        all.proxy.upstream_ca = some_path();
+        all.proxy.upstream_cert = some_path();
+        all.proxy.upstream_key = some_path();
+        all.proxy.upstream_server_name = Some(String::new());
         all.codec.keyring = some_path();
         all.codec.jwks = Some(String::new());
         all.codec.jwt_issuer = Some(String::new());

@@ -10,6 +10,7 @@ mod home;
 mod logging;
 mod pki;
 mod platform;
+mod profile;
 mod proxy;
 mod signals;
 mod worker;
@@ -18,9 +19,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::Context;
 use clap::{Parser, Subcommand};
-use plinth_identity::Identity;
 
 use crate::config::{Config, LogFormat};
 use crate::home::Home;
@@ -75,6 +74,9 @@ enum Command {
     /// Local certificate authority and client certificates.
     #[command(subcommand)]
     Pki(PkiCommand),
+    /// Write a temporal.toml profile (proxy address, namespace, certificate) that every
+    /// Temporal SDK and the CLI read unchanged.
+    Profile(profile::ProfileArgs),
     /// Benchmarks against the running `plinth dev`, printed as a table.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -113,14 +115,9 @@ enum PkiCommand {
 }
 
 #[derive(Debug, clap::Args)]
-#[command(group = clap::ArgGroup::new("who").required(true))]
 struct IssueArgs {
-    /// A person, by e-mail: spiffe://<trust-domain>/user/<email>.
-    #[arg(long, group = "who")]
-    user: Option<String>,
-    /// A workload, by name: spiffe://<trust-domain>/app/<name>.
-    #[arg(long, group = "who")]
-    app: Option<String>,
+    #[command(flatten)]
+    who: pki::Who,
     /// Lifetime, e.g. 12h or 30m (default: [pki] client_cert_ttl).
     #[arg(long, value_parser = humantime::parse_duration)]
     ttl: Option<Duration>,
@@ -205,6 +202,7 @@ async fn run(
         }
         Command::Bench(BenchCommand::Access(args)) => bench::access(&config, &home, &args).await,
         Command::Bench(BenchCommand::Codec(args)) => bench::codec(&home, &args).await,
+        Command::Profile(args) => profile::write(&config, &home, &args),
         Command::Pki(PkiCommand::Init) => {
             let report = pki::init(&home, &config.pki)?;
             let dir = home.pki_dir();
@@ -218,11 +216,7 @@ async fn run(
             Ok(ExitCode::SUCCESS)
         }
         Command::Pki(PkiCommand::Issue(args)) => {
-            let identity = match (&args.user, &args.app) {
-                (Some(user), _) => Identity::user(user).context("--user")?,
-                (_, Some(app)) => Identity::app(app).context("--app")?,
-                (None, None) => unreachable!("clap requires --user or --app"),
-            };
+            let identity = args.who.identity(None)?;
             let ttl = args.ttl.unwrap_or(config.pki.client_cert_ttl);
             let out = args.out.unwrap_or_else(|| home.client_dir(&identity));
             let (files, issued) = pki::issue(&home, &config.pki, &identity, ttl, &out)?;

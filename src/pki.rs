@@ -56,6 +56,30 @@ pub fn init(home: &Home, config: &PkiConfig) -> anyhow::Result<InitReport> {
     })
 }
 
+/// Whom a client certificate names.
+#[derive(Debug, Clone, clap::Args)]
+#[group(id = "who", multiple = false)]
+pub struct Who {
+    /// A person, by e-mail: spiffe://<trust-domain>/user/<email>.
+    #[arg(long)]
+    user: Option<String>,
+    /// A workload, by name: spiffe://<trust-domain>/app/<name>.
+    #[arg(long)]
+    app: Option<String>,
+}
+
+impl Who {
+    /// The identity named, else the user `default`; an error when neither is given.
+    pub fn identity(&self, default: Option<&str>) -> anyhow::Result<Identity> {
+        match (&self.user, &self.app, default) {
+            (Some(user), _, _) => Identity::user(user).context("--user"),
+            (_, Some(app), _) => Identity::app(app).context("--app"),
+            (None, None, Some(user)) => Identity::user(user).context("[dev] user"),
+            (None, None, None) => anyhow::bail!("--user or --app is required"),
+        }
+    }
+}
+
 /// Issues a client certificate for `identity` into `out` (cert.pem, key.pem, ca.pem).
 pub fn issue(
     home: &Home,

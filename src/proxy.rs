@@ -1,8 +1,9 @@
-//! `plinth proxy`: the mTLS front door serving the platform API.
+//! `plinth proxy`: the mTLS front door serving the platform API and Temporal's services.
 
 use anyhow::Context;
 use plinth_identity::ClientVerifier;
-use plinth_proxy::PlatformApi;
+use plinth_activities::ControlPlane;
+use plinth_proxy::{AccessLists, FrontDoor, PlatformApi, ProxyMetrics, Routes, UpstreamTls, Upstreams};
 use temporalio_client::{Client, ClientOptions};
 use tokio::net::TcpListener;
 
@@ -17,6 +18,9 @@ pub struct ProxyArgs {
     /// Address of the mTLS listener (overrides [proxy] listen).
     #[arg(long)]
     listen: Option<String>,
+    /// Address of /metrics and the health checks (overrides [proxy] metrics_listen).
+    #[arg(long)]
+    metrics_listen: Option<String>,
     #[command(flatten)]
     temporal: ConnectArgs,
 }
@@ -55,6 +59,22 @@ pub async fn run(config: &Config, home: &Home, args: &ProxyArgs) -> anyhow::Resu
         ClientOptions::new(settings.namespace.clone()).build(),
     )
     .context("control-plane client")?;
+    let proxy = &config.proxy;
+    let door = std::sync::Arc::new(FrontDoor {
+        codec: crate::codec::load(config, home)?,
+        access: std::sync::Arc::new(AccessLists::new(platform.backend.clone())),
+        admins: plinth_proxy::Admins::new(
+            platform.directory.clone(),
+            platform.admin_group.clone(),
+        ),
+        routes: std::sync::Arc::new(Routes::new(
+            ControlPlane::new(client.clone(), settings.task_queue.clone()),
+            proxy.upstream.clone(),
+        )),
+        upstreams: std::sync::Arc::new(Upstreams::new(upstream_tls(proxy)?).context("[proxy] upstream")?),
+        default_upstream: proxy.upstream.clone().unwrap_or(address),
+        metrics: std::sync::Arc::new(ProxyMetrics::default()),
+    });
     let api = PlatformApi::new(
         client,
         settings.task_queue,
@@ -64,12 +84,48 @@ pub async fn run(config: &Config, home: &Home, args: &ProxyArgs) -> anyhow::Resu
         platform.admin_group,
     );
     let (tls, verifier) = server_tls(config, home, true, b"h2")?;
-    let proxy = &config.proxy;
     let listen = args.listen.clone().unwrap_or_else(|| proxy.listen.clone());
     let listener = TcpListener::bind(&listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
-    plinth_proxy::serve(listener, tls, verifier, api, shutdown_signal()).await?;
+    let metrics_listen = args
+        .metrics_listen
+        .clone()
+        .unwrap_or_else(|| proxy.metrics_listen.clone());
+    let monitoring = TcpListener::bind(&metrics_listen)
+        .await
+        .with_context(|| format!("[proxy] metrics_listen: cannot listen on {metrics_listen}"))?;
+    tracing::info!(address = %metrics_listen, "proxy metrics and health listening (HTTP)");
+    let app = plinth_proxy::monitoring(door.clone());
+    let monitor = tokio::spawn(async move { axum::serve(monitoring, app).await });
+    let served = plinth_proxy::serve(
+        listener,
+        tls,
+        verifier,
+        api,
+        door,
+        proxy.refresh_interval,
+        shutdown_signal(),
+    )
+    .await;
+    monitor.abort();
+    served?;
     tracing::info!("proxy stopped");
     Ok(())
+}
+
+/// `[proxy] upstream_*` as TLS settings; `None` for plaintext upstreams.
+fn upstream_tls(proxy: &crate::config::ProxyConfig) -> anyhow::Result<Option<UpstreamTls>> {
+    let client = match (&proxy.upstream_cert, &proxy.upstream_key) {
+        (Some(cert), Some(key)) => Some((cert.clone(), key.clone())),
+        (None, None) => None,
+        (Some(_), None) => anyhow::bail!("[proxy] upstream_cert is set but upstream_key is not"),
+        (None, Some(_)) => anyhow::bail!("[proxy] upstream_key is set but upstream_cert is not"),
+    };
+    let tls = proxy.upstream_tls || proxy.upstream_ca.is_some() || client.is_some();
+    Ok(tls.then(|| UpstreamTls {
+        ca: proxy.upstream_ca.clone(),
+        client,
+        server_name: proxy.upstream_server_name.clone(),
+    }))
 }

@@ -12,7 +12,7 @@ use bytes::{Buf as _, BufMut as _, Bytes};
 use plinth_codec::Codec;
 use plinth_codec::server::{AccessCheck, Need};
 use plinth_identity::Identity;
-use tonic::codec::{DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::codec::{CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::codegen::http;
 use tonic::server::NamedService;
 use tonic::{Status, body::Body};
@@ -164,7 +164,10 @@ impl FrontDoor {
         endpoint: &str,
         request: tonic::Request<Bytes>,
     ) -> Result<tonic::Response<Bytes>, Status> {
-        let (metadata, _, mut body) = request.into_parts();
+        let (mut metadata, _, mut body) = request.into_parts();
+        // The body goes on uncompressed, whatever the client sent.
+        metadata.remove("grpc-encoding");
+        metadata.remove("grpc-accept-encoding");
         if let Some(seal) = rpc.and_then(|rpc| rpc.seal_request)
             && !namespace.is_empty()
         {
@@ -181,6 +184,7 @@ impl FrontDoor {
             .channel(endpoint)
             .map_err(|e| Status::unavailable(e.to_string()))?;
         let mut grpc = tonic::client::Grpc::new(channel)
+            .accept_compressed(CompressionEncoding::Gzip)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
         grpc.ready()
@@ -341,7 +345,9 @@ where
             path: request.uri().path().to_owned(),
         };
         Box::pin(async move {
+            // SDKs (Go's, so the CLI's) compress requests; answers go back plain.
             let mut grpc = tonic::server::Grpc::new(RawCodec)
+                .accept_compressed(CompressionEncoding::Gzip)
                 .apply_max_message_size_config(Some(MAX_MESSAGE_BYTES), Some(MAX_MESSAGE_BYTES));
             Ok(grpc.unary(call, request).await)
         })
