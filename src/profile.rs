@@ -24,6 +24,11 @@ pub struct ProfileArgs {
     /// Profile name (default: the namespace).
     #[arg(long)]
     name: Option<String>,
+    /// Codec server for tools that decode payloads themselves (default: the running
+    /// `plinth dev`'s, else none). The proxy already answers in plaintext, and the CLI calls
+    /// a codec server without credentials, so name one only where that is allowed.
+    #[arg(long)]
+    codec_endpoint: Option<String>,
 }
 
 /// Issues (or reuses, while it is not near expiry) the client certificate and writes the profile.
@@ -47,13 +52,15 @@ pub fn write(config: &Config, home: &Home, args: &ProfileArgs) -> anyhow::Result
     tls.insert("client_key_path".into(), absolute(&files.key)?.into());
     tls.insert("server_ca_cert_path".into(), absolute(&files.ca)?.into());
     tls.insert("server_name".into(), server_name.into());
-    let mut codec = toml::Table::new();
-    codec.insert("endpoint".into(), codec_endpoint(config, home).into());
     let mut profile = toml::Table::new();
     profile.insert("address".into(), address.clone().into());
     profile.insert("namespace".into(), args.namespace.clone().into());
     profile.insert("tls".into(), tls.into());
-    profile.insert("codec".into(), codec.into());
+    if let Some(endpoint) = args.codec_endpoint.clone().or_else(|| dev_codec(home)) {
+        let mut codec = toml::Table::new();
+        codec.insert("endpoint".into(), endpoint.into());
+        profile.insert("codec".into(), codec.into());
+    }
 
     let mut document = match std::fs::read_to_string(&out) {
         Ok(text) => text
@@ -85,16 +92,11 @@ pub fn write(config: &Config, home: &Home, args: &ProfileArgs) -> anyhow::Result
     Ok(ExitCode::SUCCESS)
 }
 
-/// The codec server of the running `plinth dev`, else the one `[codec]` describes.
-fn codec_endpoint(config: &Config, home: &Home) -> String {
-    let running = std::fs::read_to_string(home.dev_json())
-        .ok()
-        .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
-        .and_then(|info| info["codec"]["url"].as_str().map(str::to_owned));
-    running.unwrap_or_else(|| {
-        let scheme = if config.codec.tls { "https" } else { "http" };
-        format!("{scheme}://{}", config.codec.listen)
-    })
+/// The running `plinth dev`'s codec server: local, and open to local callers.
+fn dev_codec(home: &Home) -> Option<String> {
+    let text = std::fs::read_to_string(home.dev_json()).ok()?;
+    let info: serde_json::Value = serde_json::from_str(&text).ok()?;
+    info["codec"]["url"].as_str().map(str::to_owned)
 }
 
 /// Where the SDKs look when no file is named.

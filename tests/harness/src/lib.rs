@@ -8,15 +8,18 @@
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::io::Write as _;
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 pub mod cli;
+mod tls_relay;
 mod stack;
 
+pub use tls_relay::TlsRelay;
 pub use stack::{
     ADMIN, CODEC_MAX_BODY, DIRECTORY, OUTSIDER, PAYMENTS_MEMBER, PAYMENTS_TEAM, PlinthStack,
     SEARCH_TEAM, TOKEN_AUDIENCE, UI_ORIGIN,
@@ -48,8 +51,18 @@ pub fn temporal_bin() -> PathBuf {
 #[derive(Debug)]
 pub struct DevServer {
     grpc: SocketAddr,
-    watchdog: Mutex<Option<(Child, ChildStdin)>>,
+    dir: PathBuf,
+    watchdog: Mutex<Option<Watchdog>>,
     namespaces: AtomicU32,
+}
+
+/// The shell that runs the server: it takes `stop` and `start` on stdin, answers on stdout,
+/// and stops the server and removes its files at end of input.
+#[derive(Debug)]
+struct Watchdog {
+    child: Child,
+    commands: ChildStdin,
+    answers: BufReader<ChildStdout>,
 }
 
 impl DevServer {
@@ -67,13 +80,19 @@ impl DevServer {
             .keep();
         let (grpc_port, ui_port, http_port, metrics_port) =
             (free_port(), free_port(), free_port(), free_port());
-        // The shell starts the server, then waits for its stdin to close: that happens when
-        // this process drops the pipe or exits for any reason, panics and kills included.
+        // The shell starts the server, then follows commands until its stdin closes: that
+        // happens when this process drops the pipe or exits for any reason, panics and kills
+        // included.
         let script = r#"
-            "$TEMPORAL" "$@" >"$DIR/server.log" 2>&1 </dev/null &
-            server=$!
+            run() { "$TEMPORAL" "$@" >>"$DIR/server.log" 2>&1 </dev/null & server=$!; }
+            run "$@"
             echo started
-            read -r _
+            while read -r command; do
+                case "$command" in
+                    stop) kill -TERM "$server" 2>/dev/null; wait "$server"; echo stopped ;;
+                    start) run "$@"; echo started ;;
+                esac
+            done
             kill -TERM "$server" 2>/dev/null
             wait "$server"
             rm -rf "$DIR"
@@ -94,23 +113,65 @@ impl DevServer {
             .stdout(Stdio::piped())
             .spawn()
             .context("start the watchdog shell")?;
-        let stdin = child.stdin.take().context("watchdog stdin")?;
+        let commands = child.stdin.take().context("watchdog stdin")?;
+        let mut answers = BufReader::new(child.stdout.take().context("watchdog stdout")?);
         let mut line = String::new();
-        BufReader::new(child.stdout.take().context("watchdog stdout")?).read_line(&mut line)?;
+        answers.read_line(&mut line)?;
         let server = DevServer {
             grpc: SocketAddr::from(([127, 0, 0, 1], grpc_port)),
-            watchdog: Mutex::new(Some((child, stdin))),
+            dir,
+            watchdog: Mutex::new(Some(Watchdog {
+                child,
+                commands,
+                answers,
+            })),
             namespaces: AtomicU32::new(0),
         };
-        server.wait_until_serving(&dir)?;
+        server.wait_until_serving()?;
         Ok(server)
     }
 
-    fn wait_until_serving(&self, dir: &std::path::Path) -> anyhow::Result<()> {
+    /// Stops the server process (SIGTERM, then waits); its database stays.
+    pub fn stop_serving(&self) -> anyhow::Result<()> {
+        self.command("stop")
+    }
+
+    /// Starts the server again on the same ports and database, and waits until it answers.
+    pub fn resume_serving(&self) -> anyhow::Result<()> {
+        self.command("start")?;
+        self.wait_until_serving()
+    }
+
+    fn command(&self, command: &str) -> anyhow::Result<()> {
+        let mut guard = self.watchdog.lock().unwrap();
+        let watchdog = guard.as_mut().context("the server was dropped")?;
+        writeln!(watchdog.commands, "{command}")?;
+        let mut answer = String::new();
+        watchdog.answers.read_line(&mut answer)?;
+        anyhow::ensure!(!answer.is_empty(), "the watchdog shell is gone");
+        Ok(())
+    }
+
+    /// The SQLite files of the server's database (main file and write-ahead log).
+    pub fn database_files(&self) -> Vec<PathBuf> {
+        std::fs::read_dir(&self.dir)
+            .map(|entries| {
+                entries
+                    .filter_map(|entry| entry.ok().map(|e| e.path()))
+                    .filter(|path| {
+                        path.file_name()
+                            .is_some_and(|name| name.to_string_lossy().starts_with("temporal.db"))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn wait_until_serving(&self) -> anyhow::Result<()> {
         // A thread of its own: callers may already be inside a Tokio runtime.
         std::thread::scope(|scope| {
             scope
-                .spawn(|| self.poll_until_serving(dir))
+                .spawn(|| self.poll_until_serving(&self.dir))
                 .join()
                 .map_err(|_| anyhow::anyhow!("readiness check panicked"))?
         })
@@ -128,8 +189,8 @@ impl DevServer {
             {
                 return Ok(());
             }
-            if let Some((child, _)) = self.watchdog.lock().unwrap().as_mut()
-                && child.try_wait()?.is_some()
+            if let Some(watchdog) = self.watchdog.lock().unwrap().as_mut()
+                && watchdog.child.try_wait()?.is_some()
             {
                 bail!(
                     "Temporal dev server exited during start-up; see {}",
@@ -177,9 +238,9 @@ impl DevServer {
 
 impl Drop for DevServer {
     fn drop(&mut self) {
-        if let Some((mut child, stdin)) = self.watchdog.lock().unwrap().take() {
-            drop(stdin);
-            let _ = child.wait();
+        if let Some(mut watchdog) = self.watchdog.lock().unwrap().take() {
+            drop(watchdog.commands);
+            let _ = watchdog.child.wait();
         }
     }
 }

@@ -70,8 +70,10 @@ pub struct PlinthStack {
     pub codec_address: String,
     /// Control-plane namespace of this stack.
     pub control_namespace: String,
-    /// `host:port` of the platform API.
+    /// `host:port` of the platform API and Temporal's services (mTLS).
     pub proxy_address: String,
+    /// `host:port` of the proxy's /metrics and health checks.
+    pub proxy_metrics_address: String,
     /// `host:port` of Temporal.
     pub temporal_address: String,
 }
@@ -89,16 +91,29 @@ impl PlinthStack {
         resync: &str,
         access: &str,
     ) -> anyhow::Result<PlinthStack> {
+        Self::start_configured(server, plinth, resync, access, "")
+    }
+
+    /// [`Self::start_with`], with `proxy_settings` (TOML lines) added to `[proxy]`.
+    pub fn start_configured(
+        server: &DevServer,
+        plinth: &Path,
+        resync: &str,
+        access: &str,
+        proxy_settings: &str,
+    ) -> anyhow::Result<PlinthStack> {
         static STACKS: AtomicU32 = AtomicU32::new(0);
         let n = STACKS.fetch_add(1, Ordering::Relaxed);
         let control_namespace = format!("plinth-system-{}-{n}", std::process::id());
         let home = tempfile::Builder::new().prefix("plinth-stack-").tempdir()?;
         let proxy_address = format!("127.0.0.1:{}", free_port());
         let codec_address = format!("127.0.0.1:{}", free_port());
+        let proxy_metrics_address = format!("127.0.0.1:{}", free_port());
         let config = format!(
             "[temporal]\naddress = \"{}\"\nnamespace = \"{control_namespace}\"\n\n\
              [platform]\nresync_interval = \"{resync}\"\naccess_interval = \"{access}\"\n\n\
-             [proxy]\nlisten = \"{proxy_address}\"\n\n\
+             [proxy]\nlisten = \"{proxy_address}\"\nmetrics_listen = \"{proxy_metrics_address}\"\n\
+             refresh_interval = \"2s\"\n{proxy_settings}\n\n\
              [client]\naddress = \"{proxy_address}\"\nserver_name = \"localhost\"\n\n\
              [codec]\nlisten = \"{codec_address}\"\nmax_body_bytes = {CODEC_MAX_BODY}\n\
              jwks = \"{jwks}\"\njwt_issuer = \"{TOKEN_ISSUER}\"\njwt_audience = \"{TOKEN_AUDIENCE}\"\n\
@@ -118,10 +133,12 @@ impl PlinthStack {
             codec_address,
             control_namespace,
             proxy_address,
+            proxy_metrics_address,
             temporal_address: server.address(),
             home,
         };
         stack.run_ok(&["pki", "init"])?;
+        stack.run_ok(&["keys", "init"])?;
         for user in [ADMIN, PAYMENTS_MEMBER, OUTSIDER] {
             let out = stack.user_dir(user);
             stack.run_ok(&[
@@ -210,9 +227,8 @@ impl PlinthStack {
     }
 
     /// Starts `plinth codec` (HTTPS, bearer tokens from the stack's JWKS) and waits until it
-    /// listens; creates the key ring first.
+    /// listens.
     pub fn start_codec(&mut self) -> anyhow::Result<()> {
-        self.run_ok(&["keys", "init"])?;
         let mut codec = self.spawn("codec")?;
         let listening = self.wait_for_listener(&mut codec, "codec", &self.codec_address);
         self.codec = Some(codec);
@@ -236,6 +252,24 @@ impl PlinthStack {
         header.kid = Some(TOKEN_KEY_ID.to_owned());
         let key = jsonwebtoken::EncodingKey::from_ec_der(&self.token_key);
         jsonwebtoken::encode(&header, &claims, &key).expect("sign token")
+    }
+
+    /// `plinth profile` for `user` on `namespace`: the temporal.toml it wrote, whose profile
+    /// is named `team`.
+    pub fn profile(&self, user: &str, namespace: &str) -> anyhow::Result<PathBuf> {
+        let out = self.home.path().join("profiles").join(format!("{user}.toml"));
+        self.run_ok(&[
+            "profile",
+            "--namespace",
+            namespace,
+            "--user",
+            user,
+            "--name",
+            "team",
+            "--out",
+            out.to_str().context("UTF-8 path")?,
+        ])?;
+        Ok(out)
     }
 
     /// Runs `plinth` with these arguments in the stack's home.

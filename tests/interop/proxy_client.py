@@ -1,0 +1,101 @@
+"""A team's Python worker and client, configured only by a temporal.toml profile that
+`plinth profile` wrote: they talk to the Plinth proxy and never see ciphertext.
+
+usage:
+  proxy_client.py worker CONFIG PROFILE TASK_QUEUE        serve until stdin closes
+  proxy_client.py run CONFIG PROFILE TASK_QUEUE WORKFLOW_ID TEXT
+                                                           run Checkout, print its result
+  proxy_client.py once CONFIG PROFILE -                    one list call, no retries: print
+                                                           "ok" or "error CODE message"
+Workflows: Parcel (waits for signal "deliver", query "status"), Checkout (one activity).
+"""
+
+import asyncio
+import sys
+from pathlib import Path
+from datetime import timedelta
+
+from temporalio import activity, workflow
+from temporalio.api.workflowservice.v1 import ListWorkflowExecutionsRequest
+from temporalio.client import Client
+from temporalio.envconfig import ClientConfigProfile
+from temporalio.service import RPCError
+from temporalio.worker import Worker
+
+
+@activity.defn
+async def charge(order: str) -> str:
+    return f"charged {order}"
+
+
+@workflow.defn
+class Checkout:
+    @workflow.run
+    async def run(self, order: str) -> str:
+        return await workflow.execute_activity(
+            charge, order, start_to_close_timeout=timedelta(seconds=30)
+        )
+
+
+@workflow.defn
+class Parcel:
+    def __init__(self) -> None:
+        self.contents = ""
+        self.delivered_to = ""
+
+    @workflow.run
+    async def run(self, contents: str) -> str:
+        self.contents = contents
+        await workflow.wait_condition(lambda: self.delivered_to != "")
+        receipt = await workflow.execute_activity(
+            charge, self.contents, start_to_close_timeout=timedelta(seconds=30)
+        )
+        return f"{receipt}, delivered to {self.delivered_to}"
+
+    @workflow.signal
+    def deliver(self, to: str) -> None:
+        self.delivered_to = to
+
+    @workflow.query
+    def status(self) -> str:
+        return f"holding {self.contents}"
+
+
+async def connect(config: str, profile: str, lazy: bool) -> Client:
+    loaded = ClientConfigProfile.load(profile, config_source=Path(config), disable_env=True)
+    return await Client.connect(**loaded.to_client_connect_config(), lazy=lazy)
+
+
+async def main() -> None:
+    mode, config, profile, task_queue = sys.argv[1:5]
+    client = await connect(config, profile, lazy=mode == "once")
+    if mode == "worker":
+        async with Worker(
+            client,
+            task_queue=task_queue,
+            workflows=[Checkout, Parcel],
+            activities=[charge],
+        ):
+            print("polling", flush=True)
+            await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+    elif mode == "run":
+        workflow_id, text = sys.argv[5:7]
+        result = await client.execute_workflow(
+            Checkout.run, text, id=workflow_id, task_queue=task_queue
+        )
+        print(result)
+    elif mode == "once":
+        request = ListWorkflowExecutionsRequest(namespace=client.namespace)
+        try:
+            await client.workflow_service.list_workflow_executions(
+                request, retry=False, timeout=timedelta(seconds=60)
+            )
+            print("ok")
+        except RPCError as e:
+            print(f"error {e.status.name} {e.message}")
+    else:
+        raise SystemExit(f"unknown mode {mode}")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

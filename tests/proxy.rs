@@ -1,0 +1,328 @@
+//! The front door end to end: the `temporal` CLI, a Python SDK worker and client and the
+//! Rust SDK's `plinth worker`, each configured only by a `plinth profile`, talk to a real
+//! `plinth proxy` in front of a real Temporal dev server. Temporal stores ciphertext only.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use plinth_test_harness::cli::{namespace_yaml, ok, stderr, stdout, temporal, text, wait_for};
+use plinth_test_harness::{
+    ADMIN, DIRECTORY, DevServer, OUTSIDER, PAYMENTS_MEMBER, PAYMENTS_TEAM, PlinthStack, TlsRelay,
+    temporal_bin,
+};
+
+const PLINTH: &str = env!("CARGO_BIN_EXE_plinth");
+const READER: &str = "erin@example.com";
+const LEAVER: &str = "frank@example.com";
+
+/// `temporal` with a profile from `plinth profile`.
+fn temporal_as(profile: &Path, args: &[&str]) -> Output {
+    Command::new(temporal_bin())
+        .args(args)
+        .arg("--config-file")
+        .arg(profile)
+        .args(["--profile", "team"])
+        .output()
+        .expect("run the temporal CLI")
+}
+
+fn interop(script: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop").join(script)
+}
+
+/// The Python SDK worker of tests/interop/proxy_client.py, polling until dropped.
+struct PythonWorker(Child);
+
+impl PythonWorker {
+    fn start(profile: &Path, task_queue: &str) -> PythonWorker {
+        let mut child = Command::new("python3")
+            .arg(interop("proxy_client.py"))
+            .arg("worker")
+            .arg(profile)
+            .args(["team", task_queue])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start the Python worker");
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.as_mut().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        assert_eq!(line.trim(), "polling", "the Python worker started");
+        PythonWorker(child)
+    }
+}
+
+impl Drop for PythonWorker {
+    fn drop(&mut self) {
+        drop(self.0.stdin.take());
+        let _ = self.0.wait();
+    }
+}
+
+fn python_run(profile: &Path, task_queue: &str, workflow_id: &str, input: &str) -> Output {
+    Command::new("python3")
+        .arg(interop("proxy_client.py"))
+        .arg("run")
+        .arg(profile)
+        .args(["team", task_queue, workflow_id, input])
+        .output()
+        .expect("run the Python client")
+}
+
+fn database_contains(server: &DevServer, marker: &str) -> bool {
+    server.database_files().iter().any(|file| {
+        std::fs::read(file).is_ok_and(|bytes| {
+            bytes
+                .windows(marker.len())
+                .any(|window| window == marker.as_bytes())
+        })
+    })
+}
+
+fn metric(stack: &PlinthStack, prefix: &str) -> f64 {
+    let body = ok(Command::new("curl")
+        .args(["-sf", &format!("http://{}/metrics", stack.proxy_metrics_address)])
+        .output()
+        .unwrap());
+    stdout(&body)
+        .lines()
+        .filter(|line| line.starts_with(prefix))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+fn denied(output: &Output) -> bool {
+    !output.status.success() && stderr(output).contains("has no")
+}
+
+/// One ListWorkflowExecutions with the SDK's retries off: `ok`, or `error CODE message`.
+fn list_once(profile: &Path) -> String {
+    let out = Command::new("python3")
+        .arg(interop("proxy_client.py"))
+        .arg("once")
+        .arg(profile)
+        .args(["team", "-"])
+        .output()
+        .expect("run the Python client");
+    assert!(out.status.success(), "{}", text(&out));
+    stdout(&out).trim().to_owned()
+}
+
+/// A namespace owned by the payments team: the team writes, erin reads.
+fn provision(stack: &PlinthStack, name: &str) -> String {
+    let ns = format!("{name}-{}", std::process::id());
+    let yaml = namespace_yaml(name, &ns, PAYMENTS_TEAM, 3, "");
+    ok(stack.apply_as(PAYMENTS_MEMBER, &yaml, &["--wait"]));
+    let writers = format!("TEMPORAL-ns-{ns}");
+    let readers = format!("TEMPORAL-ns-{ns}-readers");
+    ok(stack.plinth_as(PAYMENTS_MEMBER, &["policy", "add-rule", &writers, "--group", PAYMENTS_TEAM]));
+    ok(stack.plinth_as(PAYMENTS_MEMBER, &["policy", "add-rule", &readers, "--user", READER]));
+    ok(stack.plinth_as(ADMIN, &["policy", "add-rule", &writers, "--user", ADMIN]));
+    wait_for("access granted", || {
+        let out = stdout(&stack.plinth_as(ADMIN, &["get", "access", &ns]));
+        out.contains(&format!("user:{READER}")) && out.contains(&format!("user:{PAYMENTS_MEMBER}"))
+            && out.contains(&format!("user:{ADMIN}"))
+    });
+    ns
+}
+
+#[test]
+fn sdks_and_the_cli_work_through_the_proxy_and_temporal_stores_only_ciphertext() {
+    let server = DevServer::shared();
+    let mut stack =
+        PlinthStack::start_with(server, PLINTH.as_ref(), "10m", "3s").expect("start the stack");
+    let ns = provision(&stack, "orders");
+    let alice = stack.profile(PAYMENTS_MEMBER, &ns).unwrap();
+    let marker = format!("card-4111-{}", std::process::id());
+
+    // 1. The CLI starts, queries, signals, lists and describes through the proxy; a Python
+    //    worker serves the workflow.
+    let worker = PythonWorker::start(&alice, "parcels");
+    ok(temporal_as(&alice, &[
+        "workflow", "start", "--type", "Parcel", "--task-queue", "parcels", "-w", "parcel-1",
+        "--input", &format!("\"{marker}-cli\""),
+    ]));
+    let mut query = String::new();
+    wait_for("the query answers", || {
+        let out = temporal_as(&alice, &["workflow", "query", "-w", "parcel-1", "--name", "status"]);
+        query = stdout(&out);
+        out.status.success()
+    });
+    assert!(query.contains(&format!("holding {marker}-cli")), "{query}");
+    ok(temporal_as(&alice, &[
+        "workflow", "signal", "-w", "parcel-1", "--name", "deliver", "--input", "\"bob\"",
+    ]));
+    let result = ok(temporal_as(&alice, &["workflow", "result", "-w", "parcel-1"]));
+    assert!(
+        stdout(&result).contains(&format!("charged {marker}-cli, delivered to bob")),
+        "{}",
+        text(&result)
+    );
+    let listed = ok(temporal_as(&alice, &["workflow", "list"]));
+    assert!(stdout(&listed).contains("parcel-1"), "{}", text(&listed));
+    let described = ok(temporal_as(&alice, &["workflow", "describe", "-w", "parcel-1"]));
+    assert!(stdout(&described).contains("Parcel"), "{}", text(&described));
+
+    // 2. The Python SDK client: a workflow with an activity, the result in plaintext.
+    let run = python_run(&alice, "parcels", "checkout-1", &format!("{marker}-py"));
+    assert!(run.status.success(), "{}", text(&run));
+    assert_eq!(stdout(&run).trim(), format!("charged {marker}-py"));
+    drop(worker);
+
+    //    The Rust SDK: `plinth worker` runs its canary (a workflow and an activity) from the
+    //    admin's profile, which may also prepare the namespace.
+    let admin = stack.profile(ADMIN, &ns).unwrap();
+    let rust_home = tempfile::tempdir().unwrap();
+    std::fs::write(rust_home.path().join("directory.yaml"), DIRECTORY).unwrap();
+    let mut rust_worker = Command::new(PLINTH)
+        .args(["--home", rust_home.path().to_str().unwrap(), "worker"])
+        .arg("--config-file")
+        .arg(&admin)
+        .args(["--profile", "team", "--task-queue", "rust"])
+        .env_remove("TEMPORAL_ADDRESS")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let canary = temporal_as(&alice, &[
+        "workflow", "execute", "--type", "Canary", "--task-queue", "rust", "-w", "canary-1",
+        "--input", &format!("\"{marker}-rust\""), "--output", "json",
+    ]);
+    let _ = rust_worker.kill();
+    let _ = rust_worker.wait();
+    assert!(canary.status.success(), "{}", text(&canary));
+    let report: serde_json::Value = serde_json::from_slice(&canary.stdout).unwrap();
+    assert_eq!(report["result"]["token"], format!("{marker}-rust"), "{report}");
+
+    //    Temporal's database holds none of it, though it does hold what bypassed the proxy.
+    let bypass = format!("bypass-{}", std::process::id());
+    ok(temporal(
+        &["workflow", "start", "--type", "Parcel", "--task-queue", "nobody", "-w", "bypass",
+          "--namespace", &ns, "--input", &format!("\"{bypass}\"")],
+        &stack.temporal_address,
+    ));
+    wait_for("plaintext sent around the proxy reaches the database", || {
+        database_contains(server, &bypass)
+    });
+    for suffix in ["-cli", "-py", "-rust"] {
+        assert!(
+            !database_contains(server, &format!("{marker}{suffix}")),
+            "{marker}{suffix} is in Temporal's database in plaintext"
+        );
+    }
+    assert!(metric(&stack, "plinth_proxy_payload_bytes_total{direction=\"encrypt\"}") > 0.0);
+    assert!(metric(&stack, "plinth_proxy_payload_bytes_total{direction=\"decrypt\"}") > 0.0);
+
+    // 3. A reader lists and describes but cannot start or signal; an outsider can do neither.
+    let erin = stack.profile(READER, &ns).unwrap();
+    ok(temporal_as(&erin, &["workflow", "list"]));
+    ok(temporal_as(&erin, &["workflow", "describe", "-w", "parcel-1"]));
+    let start = temporal_as(&erin, &[
+        "workflow", "start", "--type", "Parcel", "--task-queue", "parcels", "-w", "by-erin",
+    ]);
+    assert!(denied(&start), "{}", text(&start));
+    assert!(stderr(&start).contains("no write access"), "{}", text(&start));
+    let signal = temporal_as(&erin, &["workflow", "signal", "-w", "bypass", "--name", "deliver"]);
+    assert!(denied(&signal), "{}", text(&signal));
+    let mallory = stack.profile(OUTSIDER, &ns).unwrap();
+    for args in [
+        &["workflow", "list"][..],
+        &["workflow", "start", "--type", "Parcel", "--task-queue", "parcels", "-w", "m"],
+    ] {
+        let out = temporal_as(&mallory, args);
+        assert!(denied(&out), "{}", text(&out));
+        assert!(stderr(&out).contains(&ns), "names the namespace: {}", text(&out));
+    }
+    assert!(metric(&stack, &format!("plinth_proxy_denials_total{{namespace=\"{ns}\"")) >= 4.0);
+    //    An unknown namespace is NOT_FOUND, not a hang or a denial.
+    let unknown = Command::new(temporal_bin())
+        .args(["workflow", "list", "--config-file"])
+        .arg(&alice)
+        .args(["--profile", "team", "--namespace", "no-such-namespace"])
+        .output()
+        .unwrap();
+    assert!(stderr(&unknown).contains("not served here"), "{}", text(&unknown));
+
+    //    A departed user loses access after the next access run.
+    let frank = stack.profile(LEAVER, &ns).unwrap();
+    ok(temporal_as(&frank, &["workflow", "list"]));
+    stack
+        .write_directory(&DIRECTORY.replace(
+            "  - email: frank@example.com\n",
+            "  - email: frank@example.com\n    status: departed\n",
+        ))
+        .unwrap();
+    wait_for("frank's access to end", || denied(&temporal_as(&frank, &["workflow", "list"])));
+    ok(temporal_as(&alice, &["workflow", "list"]));
+    stack.kill_worker();
+}
+
+/// Upstream mTLS: the proxy reaches Temporal through a TLS front demanding its client
+/// certificate, picks up a rotated certificate without dropping a long poll, and rides out
+/// Temporal going away and coming back.
+#[test]
+fn upstream_certificates_rotate_and_an_upstream_outage_is_unavailable_then_recovers() {
+    let server = DevServer::start().expect("a dev server of this test's own");
+    let relay = TlsRelay::start(server.address()).unwrap();
+    let certs = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = (
+        certs.path().join("ca.pem"),
+        certs.path().join("proxy.pem"),
+        certs.path().join("proxy.key"),
+    );
+    relay.write_ca(&ca).unwrap();
+    let first = relay.issue_client("plinth-proxy-1", &cert, &key).unwrap();
+    let settings = format!(
+        "upstream = \"{}\"\nupstream_ca = \"{}\"\nupstream_cert = \"{}\"\nupstream_key = \"{}\"\n\
+         upstream_server_name = \"localhost\"",
+        relay.address,
+        ca.display(),
+        cert.display(),
+        key.display()
+    );
+    let stack = PlinthStack::start_configured(&server, PLINTH.as_ref(), "10m", "3s", &settings)
+        .expect("start the stack");
+    let ns = provision(&stack, "shipping");
+    let alice = stack.profile(PAYMENTS_MEMBER, &ns).unwrap();
+
+    // A worker long-polls through the first certificate's connection.
+    let worker = PythonWorker::start(&alice, "rotation");
+    let run = python_run(&alice, "rotation", "before-rotation", "one");
+    assert!(run.status.success(), "{}", text(&run));
+    assert_eq!(relay.presented().last(), Some(&first));
+
+    // 5. Rotated on disk: the polling worker keeps working, new connections use the new one.
+    std::thread::sleep(Duration::from_millis(1100)); // a modification time the proxy can tell apart
+    let second = relay.issue_client("plinth-proxy-2", &cert, &key).unwrap();
+    wait_for("the proxy to connect with the new certificate", || {
+        let _ = temporal_as(&alice, &["workflow", "list"]);
+        relay.presented().contains(&second)
+    });
+    let run = python_run(&alice, "rotation", "after-rotation", "two");
+    assert!(run.status.success(), "{}", text(&run));
+    assert_eq!(stdout(&run).trim(), "charged two");
+    assert!(stack.log("proxy").contains("upstream client certificate reloaded"));
+
+    // 6. Temporal stops: calls fail fast with UNAVAILABLE; it comes back: the same worker and
+    //    proxy carry on.
+    server.stop_serving().unwrap();
+    let asked = Instant::now();
+    let answer = list_once(&alice);
+    let waited = asked.elapsed();
+    assert!(answer.starts_with("error UNAVAILABLE"), "{answer}");
+    assert!(waited < Duration::from_secs(20), "answered without waiting out the deadline: {waited:?}");
+    server.resume_serving().unwrap();
+    let mut recovered = None;
+    wait_for("calls through the proxy to succeed again", || {
+        let run = python_run(&alice, "rotation", "after-outage", "three");
+        let ok = run.status.success();
+        recovered = Some(run);
+        ok
+    });
+    assert_eq!(stdout(&recovered.unwrap()).trim(), "charged three");
+    drop(worker);
+}
