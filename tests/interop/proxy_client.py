@@ -11,6 +11,7 @@ Workflows: Parcel (waits for signal "deliver", query "status"), Checkout (one ac
 """
 
 import asyncio
+import os
 import sys
 from pathlib import Path
 from datetime import timedelta
@@ -93,9 +94,16 @@ async def main() -> None:
             print("ok")
         except RPCError as e:
             print(f"error {e.status.name} {e.message}")
+        except RuntimeError as e:
+            # A lazy client's first call connects; GetSystemInfo's status comes back as text.
+            code = "UNAVAILABLE" if "code: Unavailable" in str(e) else "CONNECT"
+            print(f"error {code} {e}")
     else:
         raise SystemExit(f"unknown mode {mode}")
 
 
 if __name__ == "__main__":
     asyncio.run(main())
+    # The SDK's native runtime can abort during interpreter finalization; the work is done.
+    sys.stdout.flush()
+    os._exit(0)
