@@ -167,4 +167,3 @@ pub async fn run(config: &Config, home: &Home, args: &CodecArgs) -> anyhow::Resu
     tracing::info!("codec server stopped");
     Ok(())
 }
-

@@ -147,6 +147,8 @@ pub struct DevConfig {
     pub metrics_port: u16,
     /// `plinth proxy`: platform API over mTLS.
     pub proxy_port: u16,
+    /// `plinth proxy`'s /metrics and health checks.
+    pub proxy_metrics_port: u16,
     /// Codec server port (dev mode: plain HTTP, unauthenticated from loopback).
     pub codec_port: u16,
     /// The local user `plinth dev` issues a certificate for.
@@ -162,6 +164,7 @@ impl Default for DevConfig {
             http_port: 7243,
             metrics_port: 9233,
             proxy_port: 7443,
+            proxy_metrics_port: 7449,
             codec_port: 7280,
             user: "dev@example.com".into(),
         }

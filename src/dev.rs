@@ -50,6 +50,9 @@ pub struct DevArgs {
     /// Platform API (plinth proxy) port.
     #[arg(long)]
     proxy_port: Option<u16>,
+    /// The proxy's /metrics and health port.
+    #[arg(long)]
+    proxy_metrics_port: Option<u16>,
     /// Codec server port.
     #[arg(long)]
     codec_port: Option<u16>,
@@ -67,6 +70,7 @@ impl DevArgs {
             http_port,
             metrics_port,
             proxy_port,
+            proxy_metrics_port,
             codec_port,
             user,
         } = self.clone();
@@ -76,6 +80,7 @@ impl DevArgs {
         dev.http_port = http_port.unwrap_or(dev.http_port);
         dev.metrics_port = metrics_port.unwrap_or(dev.metrics_port);
         dev.proxy_port = proxy_port.unwrap_or(dev.proxy_port);
+        dev.proxy_metrics_port = proxy_metrics_port.unwrap_or(dev.proxy_metrics_port);
         dev.codec_port = codec_port.unwrap_or(dev.codec_port);
         dev.user = user.unwrap_or(dev.user.clone());
     }
@@ -114,6 +119,7 @@ struct WorkerInfo {
 #[derive(Debug, Serialize)]
 struct ProxyInfo {
     address: String,
+    metrics_url: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -264,6 +270,7 @@ pub async fn run(
         None => write_sample_directory(&home, &dev.user, &config.platform.admin_group)?,
     };
     let proxy_address = format!("{}:{}", dev.ip, dev.proxy_port);
+    let proxy_metrics_address = format!("{}:{}", dev.ip, dev.proxy_metrics_port);
     let codec_address = format!("{}:{}", dev.ip, dev.codec_port);
     let keyring = config
         .codec
@@ -314,7 +321,13 @@ pub async fn run(
         "Plinth proxy",
         plinth_command(
             global,
-            &["proxy", "--listen", &proxy_address],
+            &[
+                "proxy",
+                "--listen",
+                &proxy_address,
+                "--metrics-listen",
+                &proxy_metrics_address,
+            ],
             &grpc_address,
             &settings,
         )?,
@@ -357,6 +370,7 @@ pub async fn run(
         },
         proxy: ProxyInfo {
             address: proxy_address.clone(),
+            metrics_url: format!("http://{proxy_metrics_address}/metrics"),
         },
         codec: CodecInfo {
             url: format!("http://{codec_address}"),
@@ -530,6 +544,11 @@ fn refuse_second_instance(home: &Home) -> anyhow::Result<()> {
 fn check_ports_free(dev: &DevConfig) -> anyhow::Result<()> {
     let ports = [
         (dev.proxy_port, "platform API", "proxy_port"),
+        (
+            dev.proxy_metrics_port,
+            "proxy metrics",
+            "proxy_metrics_port",
+        ),
         (dev.codec_port, "codec server", "codec_port"),
         (dev.grpc_port, "Temporal gRPC", "grpc_port"),
         (dev.ui_port, "Web UI", "ui_port"),
@@ -575,7 +594,7 @@ fn banner(info: &DevInfo) -> String {
          \x20 Temporal gRPC  {address}  (namespace {ns})\n\
          \x20 Web UI         {ui}\n\
          \x20 Metrics        {metrics}\n\
-         \x20 Platform API   {proxy}  (mTLS)\n\
+         \x20 Proxy          {proxy}  (mTLS: platform API and Temporal, payloads encrypted; metrics {proxy_metrics})\n\
          \x20 Codec server   {codec}  (DEV MODE: unauthenticated from this machine)\n\
          \x20 Worker         {worker}, task queue {tq}\n\
          \x20 You are        {user}  (certificate {cert})\n\
@@ -585,13 +604,15 @@ fn banner(info: &DevInfo) -> String {
          \x20 temporal workflow list --address {address} --namespace {ns}\n\
          \x20 plinth apply -f examples/namespace.yaml --wait\n\
          \x20 plinth get namespaces\n\
-         \x20 plinth policy add-rule TEMPORAL-ns-fancy-test --group payments-team@example.com\n\
+         \x20 plinth policy add-rule TEMPORAL-ns-fancy-test --user {user}\n\
          \x20 plinth get access fancy-test\n\
+         \x20 plinth profile --namespace fancy-test --name fancy && temporal workflow list --profile fancy\n\
          \x20 plinth pki issue --user alice@example.com\n\n\
          Ctrl-C stops everything.",
         ui = t.ui_url,
         metrics = t.metrics_url,
         proxy = info.proxy.address,
+        proxy_metrics = info.proxy.metrics_url,
         codec = info.codec.url,
         worker = info.worker.identity,
         user = info.identity.user,

@@ -78,8 +78,7 @@ pub fn write(config: &Config, home: &Home, args: &ProfileArgs) -> anyhow::Result
     if let Some(dir) = out.parent().filter(|dir| !dir.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| dir.display().to_string())?;
     }
-    std::fs::write(&out, toml::to_string(&document)?)
-        .with_context(|| out.display().to_string())?;
+    std::fs::write(&out, toml::to_string(&document)?).with_context(|| out.display().to_string())?;
     println!(
         "profile {name:?} ({identity} on namespace {:?} through {address}) written to {}",
         args.namespace,

@@ -1,9 +1,11 @@
 //! `plinth proxy`: the mTLS front door serving the platform API and Temporal's services.
 
 use anyhow::Context;
-use plinth_identity::ClientVerifier;
 use plinth_activities::ControlPlane;
-use plinth_proxy::{AccessLists, FrontDoor, PlatformApi, ProxyMetrics, Routes, UpstreamTls, Upstreams};
+use plinth_identity::ClientVerifier;
+use plinth_proxy::{
+    AccessLists, FrontDoor, PlatformApi, ProxyMetrics, Routes, UpstreamTls, Upstreams,
+};
 use temporalio_client::{Client, ClientOptions};
 use tokio::net::TcpListener;
 
@@ -63,15 +65,14 @@ pub async fn run(config: &Config, home: &Home, args: &ProxyArgs) -> anyhow::Resu
     let door = std::sync::Arc::new(FrontDoor {
         codec: crate::codec::load(config, home)?,
         access: std::sync::Arc::new(AccessLists::new(platform.backend.clone())),
-        admins: plinth_proxy::Admins::new(
-            platform.directory.clone(),
-            platform.admin_group.clone(),
-        ),
+        admins: plinth_proxy::Admins::new(platform.directory.clone(), platform.admin_group.clone()),
         routes: std::sync::Arc::new(Routes::new(
             ControlPlane::new(client.clone(), settings.task_queue.clone()),
             proxy.upstream.clone(),
         )),
-        upstreams: std::sync::Arc::new(Upstreams::new(upstream_tls(proxy)?).context("[proxy] upstream")?),
+        upstreams: std::sync::Arc::new(
+            Upstreams::new(upstream_tls(proxy)?).context("[proxy] upstream")?,
+        ),
         default_upstream: proxy.upstream.clone().unwrap_or(address),
         metrics: std::sync::Arc::new(ProxyMetrics::default()),
     });

@@ -20,13 +20,14 @@ struct DevProcess {
 }
 
 impl DevProcess {
-    fn start(home: &Path, ports: [u16; 6]) -> DevProcess {
-        let [grpc, ui, http, metrics, proxy, codec] = ports.map(|p| p.to_string());
+    fn start(home: &Path, ports: [u16; 7]) -> DevProcess {
+        let [grpc, ui, http, metrics, proxy, codec, proxy_metrics] = ports.map(|p| p.to_string());
         let child = Command::new(PLINTH)
             .arg("dev")
             .args(["--grpc-port", &grpc, "--ui-port", &ui])
             .args(["--http-port", &http, "--metrics-port", &metrics])
             .args(["--proxy-port", &proxy, "--codec-port", &codec])
+            .args(["--proxy-metrics-port", &proxy_metrics])
             .env("PLINTH_HOME", home)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -81,7 +82,7 @@ fn is_alive(pid: u64) -> bool {
 #[test]
 fn dev_serves_stops_cleanly_and_keeps_state_across_restarts() {
     let home = tempfile::tempdir().unwrap();
-    let ports = [(); 6].map(|()| free_port());
+    let ports = [(); 7].map(|()| free_port());
 
     let mut dev = DevProcess::start(home.path(), ports);
     let info = dev.info();
@@ -234,19 +235,72 @@ fn python(script: &str, args: &[&str]) -> Output {
 }
 
 #[test]
-fn web_ui_shows_input_decrypted_through_the_codec_server() {
+fn web_ui_shows_input_sent_through_the_proxy_decrypted_by_the_codec_server() {
     let home = tempfile::tempdir().unwrap();
-    let dev = DevProcess::start(home.path(), [(); 6].map(|()| free_port()));
+    let dev = DevProcess::start(home.path(), [(); 7].map(|()| free_port()));
     let info = dev.info();
     let address = info["temporal"]["grpc_address"].as_str().unwrap();
     let codec = info["codec"]["url"].as_str().unwrap();
     let ui = info["temporal"]["ui_url"].as_str().unwrap();
     let marker = format!("ui-marker-{}", std::process::id());
 
-    // The Python SDK encodes through the codec server: Temporal receives ciphertext only.
+    // A Python SDK client starts a workflow through the proxy with a profile from `plinth
+    // profile`: the proxy encrypts, Temporal receives ciphertext only.
+    let plinth = |args: &[&str]| {
+        let out = Command::new(PLINTH)
+            .args(args)
+            .env("PLINTH_HOME", home.path())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    plinth(&[
+        "apply",
+        "-f",
+        concat!(env!("CARGO_MANIFEST_DIR"), "/examples/namespace.yaml"),
+        "--wait",
+    ]);
+    plinth(&[
+        "policy",
+        "add-rule",
+        "TEMPORAL-ns-fancy-test",
+        "--user",
+        "dev@example.com",
+    ]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !plinth(&["get", "access", "fancy-test"]).contains("user:dev@example.com") {
+        assert!(
+            Instant::now() < deadline,
+            "the access run granted dev@example.com write"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let profile = home.path().join("temporal.toml");
+    plinth(&[
+        "profile",
+        "--namespace",
+        "fancy-test",
+        "--name",
+        "ui",
+        "--out",
+        profile.to_str().unwrap(),
+    ]);
+    let written = std::fs::read_to_string(&profile).unwrap();
+    assert!(
+        written.contains(&format!("endpoint = \"{codec}\"")),
+        "{written}"
+    );
     let started = python(
-        "start_encrypted.py",
-        &[address, "plinth-system", codec, "encrypted-input", &marker],
+        "proxy_client.py",
+        &[
+            "start",
+            profile.to_str().unwrap(),
+            "ui",
+            "parcels",
+            "encrypted-input",
+            &marker,
+        ],
     );
     assert!(started.status.success(), "{}", text(&started));
     for suffix in ["", "-wal"] {
@@ -265,7 +319,7 @@ fn web_ui_shows_input_decrypted_through_the_codec_server() {
             "-w",
             "encrypted-input",
             "-n",
-            "plinth-system",
+            "fancy-test",
             "-o",
             "json",
         ],
@@ -278,10 +332,10 @@ fn web_ui_shows_input_decrypted_through_the_codec_server() {
     );
 
     // The Web UI's workflow page decodes it through the codec server.
-    let page = format!("{ui}/namespaces/plinth-system/workflows/encrypted-input");
+    let page = format!("{ui}/namespaces/fancy-test/workflows/encrypted-input");
     let shown = python("page_text.py", &[&page, &marker, "60"]);
     let shown_text = String::from_utf8_lossy(&shown.stdout);
     assert!(shown_text.contains(&marker), "the page shows: {shown_text}");
     let codec_log = std::fs::read_to_string(home.path().join("logs/codec.log")).unwrap();
-    assert!(codec_log.contains("decode") && codec_log.contains("plinth-system"));
+    assert!(codec_log.contains("decode") && codec_log.contains("fancy-test"));
 }

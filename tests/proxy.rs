@@ -28,7 +28,9 @@ fn temporal_as(profile: &Path, args: &[&str]) -> Output {
 }
 
 fn interop(script: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop").join(script)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/interop")
+        .join(script)
 }
 
 /// The Python SDK worker of tests/interop/proxy_client.py, polling until dropped.
@@ -85,7 +87,10 @@ fn database_contains(server: &DevServer, marker: &str) -> bool {
 
 fn metric(stack: &PlinthStack, prefix: &str) -> f64 {
     let body = ok(Command::new("curl")
-        .args(["-sf", &format!("http://{}/metrics", stack.proxy_metrics_address)])
+        .args([
+            "-sf",
+            &format!("http://{}/metrics", stack.proxy_metrics_address),
+        ])
         .output()
         .unwrap());
     stdout(&body)
@@ -119,12 +124,19 @@ fn provision(stack: &PlinthStack, name: &str) -> String {
     ok(stack.apply_as(PAYMENTS_MEMBER, &yaml, &["--wait"]));
     let writers = format!("TEMPORAL-ns-{ns}");
     let readers = format!("TEMPORAL-ns-{ns}-readers");
-    ok(stack.plinth_as(PAYMENTS_MEMBER, &["policy", "add-rule", &writers, "--group", PAYMENTS_TEAM]));
-    ok(stack.plinth_as(PAYMENTS_MEMBER, &["policy", "add-rule", &readers, "--user", READER]));
+    ok(stack.plinth_as(
+        PAYMENTS_MEMBER,
+        &["policy", "add-rule", &writers, "--group", PAYMENTS_TEAM],
+    ));
+    ok(stack.plinth_as(
+        PAYMENTS_MEMBER,
+        &["policy", "add-rule", &readers, "--user", READER],
+    ));
     ok(stack.plinth_as(ADMIN, &["policy", "add-rule", &writers, "--user", ADMIN]));
     wait_for("access granted", || {
         let out = stdout(&stack.plinth_as(ADMIN, &["get", "access", &ns]));
-        out.contains(&format!("user:{READER}")) && out.contains(&format!("user:{PAYMENTS_MEMBER}"))
+        out.contains(&format!("user:{READER}"))
+            && out.contains(&format!("user:{PAYMENTS_MEMBER}"))
             && out.contains(&format!("user:{ADMIN}"))
     });
     ns
@@ -142,21 +154,41 @@ fn sdks_and_the_cli_work_through_the_proxy_and_temporal_stores_only_ciphertext()
     // 1. The CLI starts, queries, signals, lists and describes through the proxy; a Python
     //    worker serves the workflow.
     let worker = PythonWorker::start(&alice, "parcels");
-    ok(temporal_as(&alice, &[
-        "workflow", "start", "--type", "Parcel", "--task-queue", "parcels", "-w", "parcel-1",
-        "--input", &format!("\"{marker}-cli\""),
-    ]));
+    ok(temporal_as(
+        &alice,
+        &[
+            "workflow",
+            "start",
+            "--type",
+            "Parcel",
+            "--task-queue",
+            "parcels",
+            "-w",
+            "parcel-1",
+            "--input",
+            &format!("\"{marker}-cli\""),
+        ],
+    ));
     let mut query = String::new();
     wait_for("the query answers", || {
-        let out = temporal_as(&alice, &["workflow", "query", "-w", "parcel-1", "--name", "status"]);
+        let out = temporal_as(
+            &alice,
+            &["workflow", "query", "-w", "parcel-1", "--name", "status"],
+        );
         query = stdout(&out);
         out.status.success()
     });
     assert!(query.contains(&format!("holding {marker}-cli")), "{query}");
-    ok(temporal_as(&alice, &[
-        "workflow", "signal", "-w", "parcel-1", "--name", "deliver", "--input", "\"bob\"",
-    ]));
-    let result = ok(temporal_as(&alice, &["workflow", "result", "-w", "parcel-1"]));
+    ok(temporal_as(
+        &alice,
+        &[
+            "workflow", "signal", "-w", "parcel-1", "--name", "deliver", "--input", "\"bob\"",
+        ],
+    ));
+    let result = ok(temporal_as(
+        &alice,
+        &["workflow", "result", "-w", "parcel-1"],
+    ));
     assert!(
         stdout(&result).contains(&format!("charged {marker}-cli, delivered to bob")),
         "{}",
@@ -164,8 +196,15 @@ fn sdks_and_the_cli_work_through_the_proxy_and_temporal_stores_only_ciphertext()
     );
     let listed = ok(temporal_as(&alice, &["workflow", "list"]));
     assert!(stdout(&listed).contains("parcel-1"), "{}", text(&listed));
-    let described = ok(temporal_as(&alice, &["workflow", "describe", "-w", "parcel-1"]));
-    assert!(stdout(&described).contains("Parcel"), "{}", text(&described));
+    let described = ok(temporal_as(
+        &alice,
+        &["workflow", "describe", "-w", "parcel-1"],
+    ));
+    assert!(
+        stdout(&described).contains("Parcel"),
+        "{}",
+        text(&described)
+    );
 
     // 2. The Python SDK client: a workflow with an activity, the result in plaintext.
     let run = python_run(&alice, "parcels", "checkout-1", &format!("{marker}-py"));
@@ -188,56 +227,134 @@ fn sdks_and_the_cli_work_through_the_proxy_and_temporal_stores_only_ciphertext()
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let canary = temporal_as(&alice, &[
-        "workflow", "execute", "--type", "Canary", "--task-queue", "rust", "-w", "canary-1",
-        "--input", &format!("\"{marker}-rust\""), "--output", "json",
-    ]);
+    let canary = temporal_as(
+        &alice,
+        &[
+            "workflow",
+            "execute",
+            "--type",
+            "Canary",
+            "--task-queue",
+            "rust",
+            "-w",
+            "canary-1",
+            "--input",
+            &format!("\"{marker}-rust\""),
+            "--output",
+            "json",
+        ],
+    );
     let _ = rust_worker.kill();
     let _ = rust_worker.wait();
     assert!(canary.status.success(), "{}", text(&canary));
     let report: serde_json::Value = serde_json::from_slice(&canary.stdout).unwrap();
-    assert_eq!(report["result"]["token"], format!("{marker}-rust"), "{report}");
+    assert_eq!(
+        report["result"]["token"],
+        format!("{marker}-rust"),
+        "{report}"
+    );
 
     //    Temporal's database holds none of it, though it does hold what bypassed the proxy.
     let bypass = format!("bypass-{}", std::process::id());
     ok(temporal(
-        &["workflow", "start", "--type", "Parcel", "--task-queue", "nobody", "-w", "bypass",
-          "--namespace", &ns, "--input", &format!("\"{bypass}\"")],
+        &[
+            "workflow",
+            "start",
+            "--type",
+            "Parcel",
+            "--task-queue",
+            "nobody",
+            "-w",
+            "bypass",
+            "--namespace",
+            &ns,
+            "--input",
+            &format!("\"{bypass}\""),
+        ],
         &stack.temporal_address,
     ));
-    wait_for("plaintext sent around the proxy reaches the database", || {
-        database_contains(server, &bypass)
-    });
+    wait_for(
+        "plaintext sent around the proxy reaches the database",
+        || database_contains(server, &bypass),
+    );
     for suffix in ["-cli", "-py", "-rust"] {
         assert!(
             !database_contains(server, &format!("{marker}{suffix}")),
             "{marker}{suffix} is in Temporal's database in plaintext"
         );
     }
-    assert!(metric(&stack, "plinth_proxy_payload_bytes_total{direction=\"encrypt\"}") > 0.0);
-    assert!(metric(&stack, "plinth_proxy_payload_bytes_total{direction=\"decrypt\"}") > 0.0);
+    assert!(
+        metric(
+            &stack,
+            "plinth_proxy_payload_bytes_total{direction=\"encrypt\"}"
+        ) > 0.0
+    );
+    assert!(
+        metric(
+            &stack,
+            "plinth_proxy_payload_bytes_total{direction=\"decrypt\"}"
+        ) > 0.0
+    );
 
     // 3. A reader lists and describes but cannot start or signal; an outsider can do neither.
     let erin = stack.profile(READER, &ns).unwrap();
     ok(temporal_as(&erin, &["workflow", "list"]));
-    ok(temporal_as(&erin, &["workflow", "describe", "-w", "parcel-1"]));
-    let start = temporal_as(&erin, &[
-        "workflow", "start", "--type", "Parcel", "--task-queue", "parcels", "-w", "by-erin",
-    ]);
+    ok(temporal_as(
+        &erin,
+        &["workflow", "describe", "-w", "parcel-1"],
+    ));
+    let start = temporal_as(
+        &erin,
+        &[
+            "workflow",
+            "start",
+            "--type",
+            "Parcel",
+            "--task-queue",
+            "parcels",
+            "-w",
+            "by-erin",
+        ],
+    );
     assert!(denied(&start), "{}", text(&start));
-    assert!(stderr(&start).contains("no write access"), "{}", text(&start));
-    let signal = temporal_as(&erin, &["workflow", "signal", "-w", "bypass", "--name", "deliver"]);
+    assert!(
+        stderr(&start).contains("no write access"),
+        "{}",
+        text(&start)
+    );
+    let signal = temporal_as(
+        &erin,
+        &["workflow", "signal", "-w", "bypass", "--name", "deliver"],
+    );
     assert!(denied(&signal), "{}", text(&signal));
     let mallory = stack.profile(OUTSIDER, &ns).unwrap();
     for args in [
         &["workflow", "list"][..],
-        &["workflow", "start", "--type", "Parcel", "--task-queue", "parcels", "-w", "m"],
+        &[
+            "workflow",
+            "start",
+            "--type",
+            "Parcel",
+            "--task-queue",
+            "parcels",
+            "-w",
+            "m",
+        ],
     ] {
         let out = temporal_as(&mallory, args);
         assert!(denied(&out), "{}", text(&out));
-        assert!(stderr(&out).contains(&ns), "names the namespace: {}", text(&out));
+        assert!(
+            stderr(&out).contains(&ns),
+            "names the namespace: {}",
+            text(&out)
+        );
     }
-    assert!(metric(&stack, &format!("plinth_proxy_denials_total{{namespace=\"{ns}\"")) >= 4.0);
+    assert!(
+        metric(
+            &stack,
+            &format!("plinth_proxy_denials_total{{namespace=\"{ns}\"")
+        ) >= 4.0
+    );
     //    An unknown namespace is NOT_FOUND, not a hang or a denial.
     let unknown = Command::new(temporal_bin())
         .args(["workflow", "list", "--config-file"])
@@ -245,7 +362,11 @@ fn sdks_and_the_cli_work_through_the_proxy_and_temporal_stores_only_ciphertext()
         .args(["--profile", "team", "--namespace", "no-such-namespace"])
         .output()
         .unwrap();
-    assert!(stderr(&unknown).contains("not served here"), "{}", text(&unknown));
+    assert!(
+        stderr(&unknown).contains("not served here"),
+        "{}",
+        text(&unknown)
+    );
 
     //    A departed user loses access after the next access run.
     let frank = stack.profile(LEAVER, &ns).unwrap();
@@ -256,7 +377,9 @@ fn sdks_and_the_cli_work_through_the_proxy_and_temporal_stores_only_ciphertext()
             "  - email: frank@example.com\n    status: departed\n",
         ))
         .unwrap();
-    wait_for("frank's access to end", || denied(&temporal_as(&frank, &["workflow", "list"])));
+    wait_for("frank's access to end", || {
+        denied(&temporal_as(&frank, &["workflow", "list"]))
+    });
     ok(temporal_as(&alice, &["workflow", "list"]));
     stack.kill_worker();
 }
@@ -305,7 +428,11 @@ fn upstream_certificates_rotate_and_an_upstream_outage_is_unavailable_then_recov
     let run = python_run(&alice, "rotation", "after-rotation", "two");
     assert!(run.status.success(), "{}", text(&run));
     assert_eq!(stdout(&run).trim(), "charged two");
-    assert!(stack.log("proxy").contains("upstream client certificate reloaded"));
+    assert!(
+        stack
+            .log("proxy")
+            .contains("upstream client certificate reloaded")
+    );
 
     // 6. Temporal stops: calls fail fast with UNAVAILABLE; it comes back: the same worker and
     //    proxy carry on.
@@ -314,7 +441,10 @@ fn upstream_certificates_rotate_and_an_upstream_outage_is_unavailable_then_recov
     let answer = list_once(&alice);
     let waited = asked.elapsed();
     assert!(answer.starts_with("error UNAVAILABLE"), "{answer}");
-    assert!(waited < Duration::from_secs(20), "answered without waiting out the deadline: {waited:?}");
+    assert!(
+        waited < Duration::from_secs(20),
+        "answered without waiting out the deadline: {waited:?}"
+    );
     server.resume_serving().unwrap();
     let mut recovered = None;
     wait_for("calls through the proxy to succeed again", || {

@@ -14,7 +14,9 @@ pub struct Admins {
 
 impl std::fmt::Debug for Admins {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Admins").field("group", &self.group).finish_non_exhaustive()
+        f.debug_struct("Admins")
+            .field("group", &self.group)
+            .finish_non_exhaustive()
     }
 }
 

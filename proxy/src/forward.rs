@@ -52,12 +52,19 @@ struct Outcome {
 }
 
 impl FrontDoor {
-    async fn call(&self, path: &str, request: tonic::Request<Bytes>) -> Result<tonic::Response<Bytes>, Status> {
+    async fn call(
+        &self,
+        path: &str,
+        request: tonic::Request<Bytes>,
+    ) -> Result<tonic::Response<Bytes>, Status> {
         let started = Instant::now();
         let rpc = Rpc::at(path);
         let class = rpc.map_or(Class::Write, |rpc| rpc.class);
         let outcome = self.forward(path, rpc, class, request).await;
-        let code = outcome.result.as_ref().map_or_else(Status::code, |_| tonic::Code::Ok);
+        let code = outcome
+            .result
+            .as_ref()
+            .map_or_else(Status::code, |_| tonic::Code::Ok);
         self.metrics
             .request(&outcome.namespace, class.as_str(), code, started.elapsed());
         outcome.result
@@ -72,14 +79,18 @@ impl FrontDoor {
     ) -> Outcome {
         let method = path.rsplit('/').next().unwrap_or(path);
         let namespace = match rpc {
-            Some(rpc) => (rpc.namespace)(request.get_ref()).map_err(|e| {
-                Status::invalid_argument(format!("{method}: malformed request: {e}"))
-            }),
+            Some(rpc) => (rpc.namespace)(request.get_ref())
+                .map_err(|e| Status::invalid_argument(format!("{method}: malformed request: {e}"))),
             None => Ok(conventional_namespace(request.get_ref()).unwrap_or_default()),
         };
         let namespace = match namespace {
             Ok(namespace) => namespace,
-            Err(status) => return Outcome { namespace: String::new(), result: Err(status) },
+            Err(status) => {
+                return Outcome {
+                    namespace: String::new(),
+                    result: Err(status),
+                };
+            }
         };
         let routed = match self.admit(method, class, &namespace, &request).await {
             Ok(endpoint) => endpoint,
@@ -92,7 +103,9 @@ impl FrontDoor {
                 };
             }
         };
-        let result = self.exchange(path, method, rpc, &namespace, &routed, request).await;
+        let result = self
+            .exchange(path, method, rpc, &namespace, &routed, request)
+            .await;
         Outcome { namespace, result }
     }
 
@@ -105,24 +118,27 @@ impl FrontDoor {
         request: &tonic::Request<Bytes>,
     ) -> Result<String, Status> {
         let identity = crate::platform::caller(request)?;
-        let need = match class {
-            Class::Open => return Ok(self.default_upstream.clone()),
-            Class::Admin => {
-                if self.admins.include(&identity) {
-                    tracing::info!(%identity, method, decision = "allow", "admin RPC");
-                    return Ok(self.default_upstream.clone());
-                }
-                return Err(self.deny(&identity, method, namespace, "admin", format!(
+        let need =
+            match class {
+                Class::Open => return Ok(self.default_upstream.clone()),
+                Class::Admin => {
+                    if self.admins.include(&identity) {
+                        tracing::info!(%identity, method, decision = "allow", "admin RPC");
+                        return Ok(self.default_upstream.clone());
+                    }
+                    return Err(self.deny(&identity, method, namespace, "admin", format!(
                     "{identity} may not call {method}: it changes the cluster or a namespace's \
                      registration, which needs membership of {:?}",
                     self.admins.group()
                 )));
-            }
-            Class::Read => Need::Read,
-            Class::Write => Need::Write,
-        };
+                }
+                Class::Read => Need::Read,
+                Class::Write => Need::Write,
+            };
         if namespace.is_empty() {
-            return Err(Status::invalid_argument(format!("{method}: the request names no namespace")));
+            return Err(Status::invalid_argument(format!(
+                "{method}: the request names no namespace"
+            )));
         }
         let endpoint = self
             .routes
@@ -138,17 +154,32 @@ impl FrontDoor {
             .access
             .allows(namespace, &identity, need)
             .await
-            .map_err(|e| Status::unavailable(format!("cannot read the access list of {namespace:?}: {e}")))?;
+            .map_err(|e| {
+                Status::unavailable(format!("cannot read the access list of {namespace:?}: {e}"))
+            })?;
         if !allowed {
-            return Err(self.deny(&identity, method, namespace, need.as_str(), format!(
-                "{identity} has no {} access to namespace {namespace:?} ({method} needs it)",
-                need.as_str()
-            )));
+            return Err(self.deny(
+                &identity,
+                method,
+                namespace,
+                need.as_str(),
+                format!(
+                    "{identity} has no {} access to namespace {namespace:?} ({method} needs it)",
+                    need.as_str()
+                ),
+            ));
         }
         Ok(endpoint)
     }
 
-    fn deny(&self, identity: &Identity, method: &str, namespace: &str, missing: &'static str, message: String) -> Status {
+    fn deny(
+        &self,
+        identity: &Identity,
+        method: &str,
+        namespace: &str,
+        missing: &'static str,
+        message: String,
+    ) -> Status {
         tracing::warn!(%identity, method, namespace, missing, decision = "deny", "authorization");
         self.metrics.denial(namespace, missing);
         Status::permission_denied(message)
@@ -171,9 +202,8 @@ impl FrontDoor {
         if let Some(seal) = rpc.and_then(|rpc| rpc.seal_request)
             && !namespace.is_empty()
         {
-            let sealed = seal(&body, &self.codec, namespace).map_err(|e| {
-                Status::invalid_argument(format!("{method}: {e}"))
-            })?;
+            let sealed = seal(&body, &self.codec, namespace)
+                .map_err(|e| Status::invalid_argument(format!("{method}: {e}")))?;
             self.metrics.encrypted(sealed.payload_bytes);
             if let Some(message) = sealed.message {
                 body = Bytes::from(message);
@@ -197,14 +227,17 @@ impl FrontDoor {
             .unary(request, path, RawCodec)
             .await
             .map_err(|status| upstream_status(endpoint, status))?;
-        let Some(open) = rpc.and_then(|rpc| rpc.open_response).filter(|_| !namespace.is_empty())
+        let Some(open) = rpc
+            .and_then(|rpc| rpc.open_response)
+            .filter(|_| !namespace.is_empty())
         else {
             return Ok(response);
         };
         let (metadata, body, extensions) = response.into_parts();
         let opened = open(&body, &self.codec, namespace)
             .map_err(|e| Status::internal(format!("{method}: upstream answer: {e}")))?;
-        self.metrics.decrypted(opened.payload_bytes, opened.undecryptable);
+        self.metrics
+            .decrypted(opened.payload_bytes, opened.undecryptable);
         let body = opened.message.map_or(body, Bytes::from);
         Ok(tonic::Response::from_parts(metadata, body, extensions))
     }

@@ -124,23 +124,30 @@ pub fn monitoring(door: Arc<FrontDoor>) -> axum::Router {
     axum::Router::new()
         .route(
             "/metrics",
-            get(|axum::extract::State(door): axum::extract::State<Arc<FrontDoor>>| async move {
-                (
-                    [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-                    door.metrics.render(),
-                )
-            }),
+            get(
+                |axum::extract::State(door): axum::extract::State<Arc<FrontDoor>>| async move {
+                    (
+                        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                        door.metrics.render(),
+                    )
+                },
+            ),
         )
         .route("/healthz", get(|| async { "ok\n" }))
         .route(
             "/readyz",
-            get(|axum::extract::State(door): axum::extract::State<Arc<FrontDoor>>| async move {
-                if door.routes.loaded() {
-                    (StatusCode::OK, "ready\n")
-                } else {
-                    (StatusCode::SERVICE_UNAVAILABLE, "the namespace table is not loaded yet\n")
-                }
-            }),
+            get(
+                |axum::extract::State(door): axum::extract::State<Arc<FrontDoor>>| async move {
+                    if door.routes.loaded() {
+                        (StatusCode::OK, "ready\n")
+                    } else {
+                        (
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "the namespace table is not loaded yet\n",
+                        )
+                    }
+                },
+            ),
         )
         .with_state(door)
 }

@@ -71,7 +71,8 @@ impl ProxyMetrics {
     /// Counts payload bytes opened on the way out, and payloads that could not be.
     pub fn decrypted(&self, bytes: u64, undecryptable: u64) {
         self.decrypted_bytes.fetch_add(bytes, Ordering::Relaxed);
-        self.undecryptable.fetch_add(undecryptable, Ordering::Relaxed);
+        self.undecryptable
+            .fetch_add(undecryptable, Ordering::Relaxed);
     }
 
     /// The metrics in Prometheus text format.
@@ -173,7 +174,12 @@ mod tests {
     fn renders_counts_by_namespace_class_and_code() {
         let metrics = ProxyMetrics::default();
         metrics.request("orders", "write", tonic::Code::Ok, Duration::from_millis(3));
-        metrics.request("orders", "write", tonic::Code::Ok, Duration::from_millis(300));
+        metrics.request(
+            "orders",
+            "write",
+            tonic::Code::Ok,
+            Duration::from_millis(300),
+        );
         metrics.denial("orders", "write");
         metrics.encrypted(1024);
         let text = metrics.render();
@@ -186,7 +192,9 @@ mod tests {
         assert!(text.contains(
             "plinth_proxy_request_duration_seconds_bucket{class=\"write\",le=\"0.5\"} 2"
         ));
-        assert!(text.contains("plinth_proxy_denials_total{namespace=\"orders\",access=\"write\"} 1"));
+        assert!(
+            text.contains("plinth_proxy_denials_total{namespace=\"orders\",access=\"write\"} 1")
+        );
         assert!(text.contains("plinth_proxy_payload_bytes_total{direction=\"encrypt\"} 1024"));
     }
 }

@@ -35,8 +35,7 @@ pub(crate) enum TransformError {
 }
 
 /// Encrypts (request) or decrypts (response) the payloads of one encoded message.
-pub(crate) type Transform =
-    fn(&[u8], &Codec, &str) -> Result<Transformed, TransformError>;
+pub(crate) type Transform = fn(&[u8], &Codec, &str) -> Result<Transformed, TransformError>;
 
 /// Stands for a message type while the table asks whether it carries payloads.
 pub(crate) struct Probe<T>(PhantomData<T>);
@@ -147,7 +146,9 @@ impl CodecVisitor<'_> {
         }
         match field.data {
             PayloadFieldData::Single(payload) => self.apply(payload),
-            PayloadFieldData::Repeated(payloads) => payloads.iter_mut().try_for_each(|p| self.apply(p)),
+            PayloadFieldData::Repeated(payloads) => {
+                payloads.iter_mut().try_for_each(|p| self.apply(p))
+            }
             PayloadFieldData::Payloads(payloads) => {
                 payloads.payloads.iter_mut().try_for_each(|p| self.apply(p))
             }
@@ -199,7 +200,9 @@ mod tests {
     fn start_request() -> StartWorkflowExecutionRequest {
         StartWorkflowExecutionRequest {
             namespace: "orders".into(),
-            workflow_type: Some(WorkflowType { name: "Ship".into() }),
+            workflow_type: Some(WorkflowType {
+                name: "Ship".into(),
+            }),
             input: Some(Payloads {
                 payloads: vec![plain("\"card 4111\"")],
             }),
@@ -221,7 +224,10 @@ mod tests {
         let message = StartWorkflowExecutionRequest::decode(&sealed_bytes[..]).unwrap();
         let input = &message.input.as_ref().unwrap().payloads[0];
         assert!(is_encrypted(input));
-        assert!(!sealed_bytes.windows(4).any(|w| w == b"4111"), "no plaintext left");
+        assert!(
+            !sealed_bytes.windows(4).any(|w| w == b"4111"),
+            "no plaintext left"
+        );
         let attribute = &message.search_attributes.as_ref().unwrap().indexed_fields["CustomerId"];
         assert_eq!(attribute.data, b"\"c-42\"");
 
@@ -242,7 +248,10 @@ mod tests {
             "orders",
         )
         .unwrap();
-        assert_eq!(unchanged.message, None, "only a search attribute: forwarded as is");
+        assert_eq!(
+            unchanged.message, None,
+            "only a search attribute: forwarded as is"
+        );
         assert!(probe::<DescribeNamespaceRequest>().seal().is_none());
     }
 

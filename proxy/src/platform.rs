@@ -128,10 +128,15 @@ impl PlatformApi {
         let wanted = rule(&wanted)?;
         let current = self.policy(&policy).await?;
         let resource = format!("policy {policy:?}");
-        if !self.admins.may_change(&identity, current.editors.iter().chain([&current.owner])) {
+        if !self
+            .admins
+            .may_change(&identity, current.editors.iter().chain([&current.owner]))
+        {
             let why = format!(
                 "not a member of its editors {:?}, its owner {:?} or {:?}",
-                current.editors, current.owner, self.admins.group()
+                current.editors,
+                current.owner,
+                self.admins.group()
             );
             return Err(denied(&identity, action, &resource, why));
         }
@@ -206,7 +211,8 @@ impl PlatformService for PlatformApi {
         if !self.admins.may_change(&identity, [&spec.owner]) {
             let why = format!(
                 "not a member of owner group {:?} or of {:?}",
-                spec.owner, self.admins.group()
+                spec.owner,
+                self.admins.group()
             );
             return Err(denied(&identity, "apply", &namespace_resource(&name), why));
         }

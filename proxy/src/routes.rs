@@ -90,7 +90,9 @@ impl Routes {
     fn route(&self, resource: Namespace) -> Option<(String, String)> {
         let spec = resource.spec?;
         let status = resource.status?;
-        if status.endpoint.is_empty() || [phase::DELETING, phase::DELETED].contains(&status.phase.as_str()) {
+        if status.endpoint.is_empty()
+            || [phase::DELETING, phase::DELETED].contains(&status.phase.as_str())
+        {
             return None;
         }
         let endpoint = self.upstream_override.clone().unwrap_or(status.endpoint);

@@ -90,12 +90,8 @@ macro_rules! rpc_table {
 include!("rpcs.rs");
 
 /// gRPC path (`/temporal.api.workflowservice.v1.WorkflowService/StartWorkflowExecution`) to RPC.
-static BY_PATH: LazyLock<HashMap<String, Rpc>> = LazyLock::new(|| {
-    all()
-        .into_iter()
-        .map(|rpc| (rpc.path(), rpc))
-        .collect()
-});
+static BY_PATH: LazyLock<HashMap<String, Rpc>> =
+    LazyLock::new(|| all().into_iter().map(|rpc| (rpc.path(), rpc)).collect());
 
 impl Rpc {
     /// The gRPC path clients call.
@@ -189,23 +185,50 @@ mod tests {
         let sdk = sdk_methods();
         assert!(sdk.len() > 100, "the descriptor set lists the services");
         let missing: Vec<_> = sdk.difference(&table).collect();
-        assert!(missing.is_empty(), "RPCs missing from rpcs.rs: {missing:#?}");
+        assert!(
+            missing.is_empty(),
+            "RPCs missing from rpcs.rs: {missing:#?}"
+        );
         let stale: Vec<_> = table.difference(&sdk).collect();
-        assert!(stale.is_empty(), "rpcs.rs lists RPCs the SDK lacks: {stale:#?}");
+        assert!(
+            stale.is_empty(),
+            "rpcs.rs lists RPCs the SDK lacks: {stale:#?}"
+        );
     }
 
     #[test]
     fn reads_are_reads_and_worker_traffic_is_write() {
         let class = |path: &str| Rpc::at(path).map(|rpc| rpc.class);
         let ws = "/temporal.api.workflowservice.v1.WorkflowService/";
-        assert_eq!(class(&format!("{ws}DescribeWorkflowExecution")), Some(Class::Read));
-        assert_eq!(class(&format!("{ws}GetWorkflowExecutionHistory")), Some(Class::Read));
-        assert_eq!(class(&format!("{ws}ListWorkflowExecutions")), Some(Class::Read));
+        assert_eq!(
+            class(&format!("{ws}DescribeWorkflowExecution")),
+            Some(Class::Read)
+        );
+        assert_eq!(
+            class(&format!("{ws}GetWorkflowExecutionHistory")),
+            Some(Class::Read)
+        );
+        assert_eq!(
+            class(&format!("{ws}ListWorkflowExecutions")),
+            Some(Class::Read)
+        );
         assert_eq!(class(&format!("{ws}QueryWorkflow")), Some(Class::Read));
-        assert_eq!(class(&format!("{ws}StartWorkflowExecution")), Some(Class::Write));
-        assert_eq!(class(&format!("{ws}SignalWorkflowExecution")), Some(Class::Write));
-        assert_eq!(class(&format!("{ws}PollWorkflowTaskQueue")), Some(Class::Write));
-        assert_eq!(class(&format!("{ws}RespondActivityTaskCompleted")), Some(Class::Write));
+        assert_eq!(
+            class(&format!("{ws}StartWorkflowExecution")),
+            Some(Class::Write)
+        );
+        assert_eq!(
+            class(&format!("{ws}SignalWorkflowExecution")),
+            Some(Class::Write)
+        );
+        assert_eq!(
+            class(&format!("{ws}PollWorkflowTaskQueue")),
+            Some(Class::Write)
+        );
+        assert_eq!(
+            class(&format!("{ws}RespondActivityTaskCompleted")),
+            Some(Class::Write)
+        );
         assert_eq!(class(&format!("{ws}GetSystemInfo")), Some(Class::Open));
         assert_eq!(class(&format!("{ws}RegisterNamespace")), Some(Class::Admin));
         assert_eq!(
@@ -218,8 +241,10 @@ mod tests {
     #[test]
     fn payload_bearing_messages_are_visited_and_others_are_not() {
         let rpc = |method: &str| {
-            Rpc::at(&format!("/temporal.api.workflowservice.v1.WorkflowService/{method}"))
-                .unwrap()
+            Rpc::at(&format!(
+                "/temporal.api.workflowservice.v1.WorkflowService/{method}"
+            ))
+            .unwrap()
         };
         assert!(rpc("StartWorkflowExecution").seal_request.is_some());
         assert!(rpc("GetWorkflowExecutionHistory").open_response.is_some());
@@ -257,6 +282,10 @@ mod tests {
             Some("orders")
         );
         assert_eq!(conventional_namespace(&[0x08, 0x01]), None);
-        assert_eq!(conventional_namespace(&[0x0a, 0x09, b'x']), None, "truncated");
+        assert_eq!(
+            conventional_namespace(&[0x0a, 0x09, b'x']),
+            None,
+            "truncated"
+        );
     }
 }

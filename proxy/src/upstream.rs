@@ -94,7 +94,12 @@ impl Upstreams {
 
     /// Endpoints with a channel now.
     pub fn endpoints(&self) -> Vec<String> {
-        self.channels.read().expect("channels lock").keys().cloned().collect()
+        self.channels
+            .read()
+            .expect("channels lock")
+            .keys()
+            .cloned()
+            .collect()
     }
 
     /// Re-reads the client certificate if its files changed. New calls then go over new
@@ -150,7 +155,9 @@ impl Upstreams {
             .keep_alive_while_idle(true)
             .tcp_nodelay(true);
         if let Some(tls) = tls {
-            builder = builder.tls_config(tls).map_err(|e| invalid(e.to_string()))?;
+            builder = builder
+                .tls_config(tls)
+                .map_err(|e| invalid(e.to_string()))?;
         }
         Ok(builder.connect_lazy())
     }

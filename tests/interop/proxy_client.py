@@ -5,6 +5,8 @@ usage:
   proxy_client.py worker CONFIG PROFILE TASK_QUEUE        serve until stdin closes
   proxy_client.py run CONFIG PROFILE TASK_QUEUE WORKFLOW_ID TEXT
                                                            run Checkout, print its result
+  proxy_client.py start CONFIG PROFILE TASK_QUEUE WORKFLOW_ID TEXT
+                                                           start Parcel, do not wait
   proxy_client.py once CONFIG PROFILE -                    one list call, no retries: print
                                                            "ok" or "error CODE message"
 Workflows: Parcel (waits for signal "deliver", query "status"), Checkout (one activity).
@@ -85,6 +87,10 @@ async def main() -> None:
             Checkout.run, text, id=workflow_id, task_queue=task_queue
         )
         print(result)
+    elif mode == "start":
+        workflow_id, text = sys.argv[5:7]
+        await client.start_workflow(Parcel.run, text, id=workflow_id, task_queue=task_queue)
+        print(workflow_id)
     elif mode == "once":
         request = ListWorkflowExecutionsRequest(namespace=client.namespace)
         try:

@@ -5,10 +5,10 @@
 //! their own namespaces ([`DevServer::create_namespace`]). A watchdog shell stops the server and
 //! deletes its files when the test process ends, however it ends.
 
+use std::io::Write as _;
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
-use std::io::Write as _;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -16,14 +16,14 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 pub mod cli;
-mod tls_relay;
 mod stack;
+mod tls_relay;
 
-pub use tls_relay::TlsRelay;
 pub use stack::{
     ADMIN, CODEC_MAX_BODY, DIRECTORY, OUTSIDER, PAYMENTS_MEMBER, PAYMENTS_TEAM, PlinthStack,
     SEARCH_TEAM, TOKEN_AUDIENCE, UI_ORIGIN,
 };
+pub use tls_relay::TlsRelay;
 
 use anyhow::{Context, bail};
 use plinth_activities::SelfHosted;

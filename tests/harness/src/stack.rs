@@ -257,7 +257,11 @@ impl PlinthStack {
     /// `plinth profile` for `user` on `namespace`: the temporal.toml it wrote, whose profile
     /// is named `team`.
     pub fn profile(&self, user: &str, namespace: &str) -> anyhow::Result<PathBuf> {
-        let out = self.home.path().join("profiles").join(format!("{user}.toml"));
+        let out = self
+            .home
+            .path()
+            .join("profiles")
+            .join(format!("{user}.toml"));
         self.run_ok(&[
             "profile",
             "--namespace",

@@ -27,19 +27,28 @@ impl TlsRelay {
         let ca_key = KeyPair::generate()?;
         let mut ca_params = CertificateParams::new(Vec::new())?;
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::DigitalSignature];
-        ca_params.distinguished_name.push(DnType::CommonName, "upstream test CA");
+        ca_params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, "upstream test CA");
         let ca_cert = ca_params.clone().self_signed(&ca_key)?;
         let issuer = Issuer::from_params(&ca_params, &ca_key);
 
         let server_key = KeyPair::generate()?;
-        let server_cert = CertificateParams::new(vec!["localhost".into()])?.signed_by(&server_key, &issuer)?;
+        let server_cert =
+            CertificateParams::new(vec!["localhost".into()])?.signed_by(&server_key, &issuer)?;
 
         let mut roots = rustls::RootCertStore::empty();
         roots.add(ca_cert.der().clone())?;
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-            .build()?;
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            Arc::new(roots),
+            provider.clone(),
+        )
+        .build()?;
         let mut config = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()?
             .with_client_cert_verifier(verifier)
@@ -57,19 +66,31 @@ impl TlsRelay {
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let seen = presented.clone();
         std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
             runtime.block_on(async move {
                 let listener = TcpListener::from_std(listener).expect("listener");
                 let relay = async {
                     loop {
-                        let Ok((client, _)) = listener.accept().await else { continue };
-                        let (acceptor, seen, target) = (acceptor.clone(), seen.clone(), target.clone());
+                        let Ok((client, _)) = listener.accept().await else {
+                            continue;
+                        };
+                        let (acceptor, seen, target) =
+                            (acceptor.clone(), seen.clone(), target.clone());
                         tokio::spawn(async move {
-                            let Ok(mut tls) = acceptor.accept(client).await else { return };
-                            if let Some(leaf) = tls.get_ref().1.peer_certificates().and_then(|c| c.first()) {
+                            let Ok(mut tls) = acceptor.accept(client).await else {
+                                return;
+                            };
+                            if let Some(leaf) =
+                                tls.get_ref().1.peer_certificates().and_then(|c| c.first())
+                            {
                                 seen.lock().unwrap().push(leaf.to_vec());
                             }
-                            let Ok(mut upstream) = TcpStream::connect(&target).await else { return };
+                            let Ok(mut upstream) = TcpStream::connect(&target).await else {
+                                return;
+                            };
                             let _ = tokio::io::copy_bidirectional(&mut tls, &mut upstream).await;
                         });
                     }
