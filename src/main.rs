@@ -104,6 +104,9 @@ enum BenchCommand {
     Access(bench::AccessBenchArgs),
     /// AES-256-GCM next to `openssl speed`, and /decode of the dev codec server.
     Codec(bench::CodecBenchArgs),
+    /// Temporal directly, through nginx (TLS only) and through plinth proxy: latency,
+    /// throughput, CPU per RPC, and memory holding long polls.
+    Proxy(bench::ProxyBenchArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -202,6 +205,7 @@ async fn run(
         }
         Command::Bench(BenchCommand::Access(args)) => bench::access(&config, &home, &args).await,
         Command::Bench(BenchCommand::Codec(args)) => bench::codec(&home, &args).await,
+        Command::Bench(BenchCommand::Proxy(args)) => bench::proxy(&home, &args).await,
         Command::Profile(args) => profile::write(&config, &home, &args),
         Command::Pki(PkiCommand::Init) => {
             let report = pki::init(&home, &config.pki)?;

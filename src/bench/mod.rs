@@ -4,6 +4,7 @@
 mod access;
 mod codec;
 mod namespaces;
+mod proxy;
 
 use std::time::Duration;
 
@@ -15,6 +16,7 @@ use crate::home::Home;
 pub use access::{AccessBenchArgs, access};
 pub use codec::{CodecBenchArgs, codec};
 pub use namespaces::{BenchArgs, namespaces};
+pub use proxy::{ProxyBenchArgs, proxy};
 
 /// The parts of a running `plinth dev` a benchmark needs, from its `dev.json`.
 struct DevStack {

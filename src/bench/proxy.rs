@@ -1,0 +1,389 @@
+//! `plinth bench proxy`: the same client and workload against Temporal directly, through nginx
+//! (TLS termination only) and through `plinth proxy` (mTLS, authorization, encryption).
+
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use temporalio_common::protos::temporal::api::common::v1::{
+    Payload, Payloads, WorkflowExecution, WorkflowType,
+};
+use temporalio_common::protos::temporal::api::taskqueue::v1::TaskQueue;
+use temporalio_common::protos::temporal::api::workflowservice::v1::workflow_service_client::WorkflowServiceClient;
+use temporalio_common::protos::temporal::api::workflowservice::v1::{
+    GetWorkflowExecutionHistoryRequest, PollActivityTaskQueueRequest, StartWorkflowExecutionRequest,
+};
+use tokio::task::JoinSet;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+
+use crate::home::Home;
+
+#[derive(Debug, clap::Args)]
+pub struct ProxyBenchArgs {
+    /// A Ready Plinth namespace the [dev] user may write (see `plinth policy add-rule`).
+    #[arg(long, default_value = "fancy-test")]
+    namespace: String,
+    /// Seconds each measurement runs.
+    #[arg(long, default_value_t = 8)]
+    seconds: u64,
+    /// Long polls held open through the proxy for the memory figure.
+    #[arg(long, default_value_t = 2000)]
+    long_polls: usize,
+}
+
+/// Linux's clock tick, the unit of /proc/<pid>/stat CPU times.
+const CLOCK_TICKS_PER_SECOND: f64 = 100.0;
+
+#[derive(Clone, Copy, PartialEq)]
+enum Op {
+    Start,
+    History,
+}
+
+struct Path {
+    name: &'static str,
+    channel: Channel,
+    /// The process doing the proxying, whose CPU is charged to it.
+    pid: Option<u64>,
+}
+
+struct Measured {
+    p50: Duration,
+    p99: Duration,
+    rate: f64,
+    cpu_per_thousand: Option<f64>,
+}
+
+pub async fn proxy(home: &Home, args: &ProxyBenchArgs) -> anyhow::Result<ExitCode> {
+    let text = std::fs::read_to_string(home.dev_json())
+        .context("no running plinth dev here: start one (PLINTH_HOME=/tmp/bench plinth dev)")?;
+    let dev: serde_json::Value = serde_json::from_str(&text)?;
+    let field = |path: [&str; 2]| -> anyhow::Result<String> {
+        Ok(dev[path[0]][path[1]]
+            .as_str()
+            .context("dev.json")?
+            .to_owned())
+    };
+    let temporal = field(["temporal", "grpc_address"])?;
+    let proxy_address = field(["proxy", "address"])?;
+    let proxy_pid = dev["pids"]["proxy"].as_u64().context("dev.json pids")?;
+    let ca = std::fs::read(field(["identity", "ca"])?)?;
+    let identity = Identity::from_pem(
+        std::fs::read(field(["identity", "cert"])?)?,
+        std::fs::read(field(["identity", "key"])?)?,
+    );
+
+    let nginx = Nginx::start(home, &temporal)?;
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(&ca))
+        .domain_name("localhost");
+    let paths = [
+        Path {
+            name: "direct",
+            channel: Channel::from_shared(format!("http://{temporal}"))?
+                .connect()
+                .await?,
+            pid: None,
+        },
+        Path {
+            name: "nginx (TLS)",
+            channel: Channel::from_shared(format!("https://{}", nginx.address))?
+                .tls_config(tls.clone())?
+                .connect()
+                .await
+                .context("connect to nginx")?,
+            pid: Some(nginx.pid()),
+        },
+        Path {
+            name: "plinth proxy",
+            channel: Channel::from_shared(format!("https://{proxy_address}"))?
+                .tls_config(tls.identity(identity))?
+                .connect()
+                .await?,
+            pid: Some(proxy_pid),
+        },
+    ];
+    let namespace = args.namespace.clone();
+    let first = format!("bench-history-{}", std::process::id());
+    for path in &paths {
+        start(
+            &path.channel,
+            &namespace,
+            &format!("{first}-{}", path.name.len()),
+        )
+        .await
+        .with_context(|| format!("{}: StartWorkflowExecution in {namespace}", path.name))?;
+    }
+    let window = Duration::from_secs(args.seconds);
+    println!(
+        "{:<14} {:<8} {:>5} {:>10} {:>10} {:>9} {:>16} {:>15}",
+        "path", "rpc", "conc", "p50", "p99", "rpc/s", "CPU s/1000 rpc", "p50 over direct"
+    );
+    for op in [Op::Start, Op::History] {
+        for concurrency in [1, 64] {
+            let mut direct_p50 = None;
+            for path in &paths {
+                let history_of = format!("{first}-{}", path.name.len());
+                let measured =
+                    measure(path, &namespace, op, concurrency, window, &history_of).await?;
+                let added = match direct_p50 {
+                    None => {
+                        direct_p50 = Some(measured.p50);
+                        "-".to_owned()
+                    }
+                    Some(direct) => format!(
+                        "{:+.2} ms",
+                        (measured.p50.as_secs_f64() - direct.as_secs_f64()) * 1e3
+                    ),
+                };
+                println!(
+                    "{:<14} {:<8} {:>5} {:>7.2} ms {:>7.2} ms {:>9.0} {:>16} {:>15}",
+                    path.name,
+                    if op == Op::Start { "start" } else { "history" },
+                    concurrency,
+                    measured.p50.as_secs_f64() * 1e3,
+                    measured.p99.as_secs_f64() * 1e3,
+                    measured.rate,
+                    measured
+                        .cpu_per_thousand
+                        .map_or("-".to_owned(), |cpu| format!("{cpu:.3}")),
+                    added,
+                );
+            }
+        }
+    }
+    let (held, rss) = hold_long_polls(&paths[2], &namespace, args.long_polls, proxy_pid).await?;
+    println!(
+        "\nplinth proxy RSS holding {held} of {} long polls: {rss} MiB",
+        args.long_polls
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn start(channel: &Channel, namespace: &str, workflow_id: &str) -> anyhow::Result<()> {
+    let request = StartWorkflowExecutionRequest {
+        namespace: namespace.to_owned(),
+        workflow_id: workflow_id.to_owned(),
+        workflow_type: Some(WorkflowType {
+            name: "BenchNothing".into(),
+        }),
+        task_queue: Some(TaskQueue {
+            name: "bench-nobody-polls".into(),
+            ..Default::default()
+        }),
+        input: Some(Payloads {
+            payloads: vec![Payload {
+                metadata: [("encoding".to_owned(), b"binary/plain".to_vec())].into(),
+                data: vec![b'x'; 1024],
+                ..Default::default()
+            }],
+        }),
+        request_id: workflow_id.to_owned(),
+        identity: "plinth-bench".into(),
+        ..Default::default()
+    };
+    WorkflowServiceClient::new(channel.clone())
+        .start_workflow_execution(request)
+        .await?;
+    Ok(())
+}
+
+async fn history(channel: &Channel, namespace: &str, workflow_id: &str) -> anyhow::Result<()> {
+    let request = GetWorkflowExecutionHistoryRequest {
+        namespace: namespace.to_owned(),
+        execution: Some(WorkflowExecution {
+            workflow_id: workflow_id.to_owned(),
+            run_id: String::new(),
+        }),
+        ..Default::default()
+    };
+    WorkflowServiceClient::new(channel.clone())
+        .get_workflow_execution_history(request)
+        .await?;
+    Ok(())
+}
+
+async fn measure(
+    path: &Path,
+    namespace: &str,
+    op: Op,
+    concurrency: usize,
+    window: Duration,
+    history_of: &str,
+) -> anyhow::Result<Measured> {
+    static IDS: AtomicU64 = AtomicU64::new(0);
+    let cpu_before = path.pid.map(cpu_seconds).transpose()?;
+    let started = Instant::now();
+    let mut tasks = JoinSet::new();
+    let run = Arc::new(format!("bench-{}", std::process::id()));
+    for _ in 0..concurrency {
+        let (channel, namespace, history_of, run) = (
+            path.channel.clone(),
+            namespace.to_owned(),
+            history_of.to_owned(),
+            run.clone(),
+        );
+        tasks.spawn(async move {
+            let mut latencies = Vec::new();
+            while started.elapsed() < window {
+                let begin = Instant::now();
+                match op {
+                    Op::Start => {
+                        let id = format!("{run}-{}", IDS.fetch_add(1, Ordering::Relaxed));
+                        start(&channel, &namespace, &id).await?;
+                    }
+                    Op::History => history(&channel, &namespace, &history_of).await?,
+                }
+                latencies.push(begin.elapsed());
+            }
+            Ok::<_, anyhow::Error>(latencies)
+        });
+    }
+    let mut all = Vec::new();
+    while let Some(done) = tasks.join_next().await {
+        all.extend(done??);
+    }
+    let elapsed = started.elapsed();
+    let cpu = match (path.pid, cpu_before) {
+        (Some(pid), Some(before)) => Some(cpu_seconds(pid)? - before),
+        _ => None,
+    };
+    if all.is_empty() {
+        bail!("{}: no call finished", path.name);
+    }
+    all.sort();
+    let at = |p: usize| all[(all.len() * p / 100).min(all.len() - 1)];
+    Ok(Measured {
+        p50: at(50),
+        p99: at(99),
+        rate: all.len() as f64 / elapsed.as_secs_f64(),
+        cpu_per_thousand: cpu.map(|cpu| cpu * 1000.0 / all.len() as f64),
+    })
+}
+
+/// Opens `count` activity-task long polls through `path` (spread over task queues), waits for
+/// them to settle, and returns how many are still held and the proxy's RSS in MiB.
+async fn hold_long_polls(
+    path: &Path,
+    namespace: &str,
+    count: usize,
+    pid: u64,
+) -> anyhow::Result<(usize, u64)> {
+    let finished = Arc::new(AtomicU64::new(0));
+    let mut polls = JoinSet::new();
+    for i in 0..count {
+        let (channel, namespace, finished) =
+            (path.channel.clone(), namespace.to_owned(), finished.clone());
+        polls.spawn(async move {
+            let request = PollActivityTaskQueueRequest {
+                namespace,
+                task_queue: Some(TaskQueue {
+                    name: format!("bench-poll-{}", i % 100),
+                    ..Default::default()
+                }),
+                identity: "plinth-bench".into(),
+                ..Default::default()
+            };
+            let mut request = tonic::Request::new(request);
+            request.set_timeout(Duration::from_secs(60));
+            let _ = WorkflowServiceClient::new(channel)
+                .poll_activity_task_queue(request)
+                .await;
+            finished.fetch_add(1, Ordering::Relaxed);
+        });
+    }
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let (rss, _) = super::memory_of(pid)?;
+    let held = count - finished.load(Ordering::Relaxed) as usize;
+    polls.abort_all();
+    Ok((held, rss))
+}
+
+/// User plus system CPU seconds of process `pid` so far.
+fn cpu_seconds(pid: u64) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .with_context(|| format!("pid {pid}"))?;
+    // Fields after the command name (which may hold spaces): state is field 3, utime 14.
+    let after = stat.rsplit_once(") ").context("/proc stat")?.1;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks: f64 = fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
+    Ok(ticks / CLOCK_TICKS_PER_SECOND)
+}
+
+/// nginx (Debian's) terminating TLS with the dev server certificate and passing gRPC on.
+struct Nginx {
+    child: Child,
+    address: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Nginx {
+    fn start(home: &Home, temporal: &str) -> anyhow::Result<Nginx> {
+        let binary = ["/usr/sbin/nginx", "/usr/bin/nginx"]
+            .into_iter()
+            .find(|p| std::path::Path::new(p).exists())
+            .context("nginx is not installed: sudo apt-get install -y nginx-light (or nginx)")?;
+        let dir = tempfile::tempdir()?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let address = format!("127.0.0.1:{port}");
+        let d = dir.path().display();
+        let conf = format!(
+            "master_process off;\ndaemon off;\nworker_processes 1;\npid {d}/nginx.pid;\n\
+             error_log {d}/error.log warn;\nevents {{ worker_connections 8192; }}\n\
+             http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n\
+               upstream temporal {{ server {temporal}; keepalive 128; }}\n\
+               server {{\n    listen {address} ssl http2;\n\
+                 ssl_certificate {cert};\n    ssl_certificate_key {key};\n\
+                 keepalive_requests 100000000;\n    http2_max_concurrent_streams 4096;\n\
+                 grpc_read_timeout 300s;\n    grpc_send_timeout 300s;\n\
+                 location / {{ grpc_pass grpc://temporal; }}\n  }}\n}}\n",
+            cert = home.server_cert().display(),
+            key = home.server_key().display(),
+        );
+        std::fs::write(dir.path().join("nginx.conf"), conf)?;
+        let child = Command::new(binary)
+            .arg("-c")
+            .arg(dir.path().join("nginx.conf"))
+            .arg("-p")
+            .arg(dir.path())
+            .arg("-e")
+            .arg(dir.path().join("error.log"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("start nginx")?;
+        let mut nginx = Nginx {
+            child,
+            address,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(&nginx.address).is_err() {
+            if let Some(status) = nginx.child.try_wait()? {
+                let log = std::fs::read_to_string(nginx._dir.path().join("error.log"))
+                    .unwrap_or_default();
+                bail!("nginx exited ({status}): {log}");
+            }
+            if Instant::now() > deadline {
+                bail!("nginx did not listen on {}", nginx.address);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(nginx)
+    }
+
+    fn pid(&self) -> u64 {
+        u64::from(self.child.id())
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
