@@ -153,6 +153,9 @@ pub struct DevConfig {
     pub codec_port: u16,
     /// The local user `plinth dev` issues a certificate for.
     pub user: String,
+    /// `KEY=VALUE` dynamic configuration for the dev server, e.g.
+    /// `frontend.namespaceCount=4096` to hold more concurrent long polls per namespace.
+    pub dynamic_config: Vec<String>,
 }
 
 impl Default for DevConfig {
@@ -167,6 +170,7 @@ impl Default for DevConfig {
             proxy_metrics_port: 7449,
             codec_port: 7280,
             user: "dev@example.com".into(),
+            dynamic_config: Vec::new(),
         }
     }
 }
@@ -236,6 +240,9 @@ pub struct ProxyConfig {
     pub client_ca: Option<PathBuf>,
     /// Address of /metrics, /healthz and /readyz (plain HTTP).
     pub metrics_listen: String,
+    /// Threads serving calls. One thread handles thousands of calls a second at the least CPU
+    /// per call; more spread the load over cores.
+    pub threads: usize,
     /// How often the namespace table is re-read from the control plane.
     #[serde(with = "humantime_serde")]
     pub refresh_interval: Duration,
@@ -266,6 +273,7 @@ impl Default for ProxyConfig {
             key: None,
             client_ca: None,
             metrics_listen: "127.0.0.1:7449".into(),
+            threads: 1,
             refresh_interval: Duration::from_secs(10),
             upstream: None,
             upstream_tls: false,

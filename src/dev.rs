@@ -442,6 +442,9 @@ fn temporal_command(
         .args(["--metrics-port", &dev.metrics_port.to_string()])
         .args(["--namespace", namespace])
         .args(["--ui-codec-endpoint", codec_url]);
+    for value in &dev.dynamic_config {
+        command.args(["--dynamic-config-value", value]);
+    }
     command
 }
 

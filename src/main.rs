@@ -153,10 +153,11 @@ fn main() -> ExitCode {
         global.extend(["--config".into(), path.clone().into()]);
     }
     global.extend(["--log-format".into(), config.log.format.as_str().into()]);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Command::Proxy(_) = cli.command {
+        runtime.worker_threads(config.proxy.threads.max(1));
+    }
+    let runtime = runtime.enable_all().build().expect("tokio runtime");
     match runtime.block_on(run(cli.command, config, home, global)) {
         Ok(code) => code,
         Err(e) => {

@@ -120,7 +120,7 @@ fn list_once(profile: &Path) -> String {
 /// A namespace owned by the payments team: the team writes, erin reads.
 fn provision(stack: &PlinthStack, name: &str) -> String {
     let ns = format!("{name}-{}", std::process::id());
-    let yaml = namespace_yaml(name, &ns, PAYMENTS_TEAM, 3, "");
+    let yaml = namespace_yaml(name, &ns, PAYMENTS_TEAM, 3, "  allowDeletion: true\n");
     ok(stack.apply_as(PAYMENTS_MEMBER, &yaml, &["--wait"]));
     let writers = format!("TEMPORAL-ns-{ns}");
     let readers = format!("TEMPORAL-ns-{ns}-readers");
@@ -381,6 +381,24 @@ fn sdks_and_the_cli_work_through_the_proxy_and_temporal_stores_only_ciphertext()
         denied(&temporal_as(&frank, &["workflow", "list"]))
     });
     ok(temporal_as(&alice, &["workflow", "list"]));
+
+    //    Health, and a deleted namespace stops being served.
+    let health = |path: &str| {
+        let out = Command::new("curl")
+            .args([
+                "-s",
+                &format!("http://{}{path}", stack.proxy_metrics_address),
+            ])
+            .output()
+            .unwrap();
+        stdout(&out)
+    };
+    assert_eq!(health("/healthz").trim(), "ok");
+    assert_eq!(health("/readyz").trim(), "ready");
+    ok(stack.plinth_as(ADMIN, &["delete", "namespace", "orders", "--wait"]));
+    wait_for("the deleted namespace to be unknown", || {
+        stderr(&temporal_as(&alice, &["workflow", "list"])).contains("not served here")
+    });
     stack.kill_worker();
 }
 

@@ -133,6 +133,11 @@ pub fn incoming(
             if sender.is_closed() {
                 return;
             }
+            // gRPC writes small frames and waits for answers: Nagle's algorithm would hold
+            // them back behind delayed ACKs.
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::warn!(%peer, error = %e, "TCP_NODELAY not set");
+            }
             let (acceptor, sender, verifier) = (acceptor.clone(), sender.clone(), verifier.clone());
             tokio::spawn(async move {
                 let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await

@@ -81,7 +81,13 @@ impl FrontDoor {
         let namespace = match rpc {
             Some(rpc) => (rpc.namespace)(request.get_ref())
                 .map_err(|e| Status::invalid_argument(format!("{method}: malformed request: {e}"))),
-            None => Ok(conventional_namespace(request.get_ref()).unwrap_or_default()),
+            None => {
+                tracing::warn!(
+                    path,
+                    "RPC unknown to this proxy: forwarded as a write, its payloads unencrypted"
+                );
+                Ok(conventional_namespace(request.get_ref()).unwrap_or_default())
+            }
         };
         let namespace = match namespace {
             Ok(namespace) => namespace,
@@ -209,11 +215,11 @@ impl FrontDoor {
                 body = Bytes::from(message);
             }
         }
-        let channel = self
+        let upstream = self
             .upstreams
-            .channel(endpoint)
+            .client(endpoint)
             .map_err(|e| Status::unavailable(e.to_string()))?;
-        let mut grpc = tonic::client::Grpc::new(channel)
+        let mut grpc = tonic::client::Grpc::with_origin(upstream.client, upstream.origin)
             .accept_compressed(CompressionEncoding::Gzip)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);

@@ -27,7 +27,7 @@ pub use forward::{FrontDoor, OperatorService, WorkflowService};
 pub use metrics::ProxyMetrics;
 pub use platform::PlatformApi;
 pub use routes::Routes;
-pub use upstream::{UpstreamError, UpstreamTls, Upstreams};
+pub use upstream::{Upstream, UpstreamError, UpstreamTls, Upstreams};
 
 use forward::Forwarded;
 
@@ -54,7 +54,6 @@ pub async fn serve(
     let served = tonic::transport::Server::builder()
         .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
-        .tcp_nodelay(true)
         .add_service(PlatformServiceServer::new(api))
         .add_service(Forwarded::<WorkflowService>::new(door.clone()))
         .add_service(Forwarded::<OperatorService>::new(door))
@@ -64,7 +63,7 @@ pub async fn serve(
     served
 }
 
-/// Refreshes the namespace table and drops channels nothing routes to; reloads the upstream
+/// Refreshes the namespace table and drops clients nothing routes to; reloads the upstream
 /// certificate when its files change. Failures keep the previous state and are logged once.
 async fn keep_fresh(door: Arc<FrontDoor>, refresh: Duration) {
     let mut routes_failing = false;
@@ -104,7 +103,13 @@ async fn keep_fresh(door: Arc<FrontDoor>, refresh: Duration) {
     }
 }
 
+/// One client per endpoint in use: made for new ones, dropped for ones no namespace uses.
 fn retain(door: &FrontDoor, endpoints: &HashSet<String>) {
+    for endpoint in endpoints {
+        if let Err(e) = door.upstreams.client(endpoint) {
+            tracing::error!(error = %e, "no client for an upstream");
+        }
+    }
     let dropped: Vec<String> = door
         .upstreams
         .endpoints()
