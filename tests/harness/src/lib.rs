@@ -111,6 +111,8 @@ impl DevServer {
             .env("DIR", &dir)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
+            // The shell outlives a test process that shares it; test output must not wait for it.
+            .stderr(Stdio::null())
             .spawn()
             .context("start the watchdog shell")?;
         let commands = child.stdin.take().context("watchdog stdin")?;
