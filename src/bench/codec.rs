@@ -165,19 +165,13 @@ fn mbps(bytes_per_second: f64) -> String {
     format!("{:.0} MB/s", bytes_per_second / 1e6)
 }
 
-struct Load {
-    p50: Duration,
-    p99: Duration,
-    rate: f64,
-}
-
 /// `connections` clients posting `body` to `/plinth-system/decode` back to back.
 async fn load(
     address: &str,
     body: Vec<u8>,
     connections: usize,
     window: Duration,
-) -> anyhow::Result<Load> {
+) -> anyhow::Result<super::Load> {
     let body = Bytes::from(body);
     let started = Instant::now();
     let mut tasks = JoinSet::new();
@@ -200,18 +194,7 @@ async fn load(
             Ok::<_, anyhow::Error>(latencies)
         });
     }
-    let mut all = Vec::new();
-    while let Some(done) = tasks.join_next().await {
-        all.extend(done??);
-    }
-    let elapsed = started.elapsed();
-    all.sort();
-    let at = |p: usize| all[(all.len() * p / 100).min(all.len() - 1)];
-    Ok(Load {
-        p50: at(50),
-        p99: at(99),
-        rate: all.len() as f64 / elapsed.as_secs_f64(),
-    })
+    super::gather(tasks, started).await
 }
 
 type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;

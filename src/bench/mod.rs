@@ -46,6 +46,39 @@ async fn connect(temporal: &str) -> anyhow::Result<Connection> {
     Ok(plinth_worker::connect(temporalio_client::ConnectionOptions::new(url).build()).await?)
 }
 
+/// What concurrent callers measured.
+struct Load {
+    p50: Duration,
+    p99: Duration,
+    /// Calls per second.
+    rate: f64,
+    calls: usize,
+}
+
+/// Waits for every caller (each returns its latencies) and summarizes them, timed from
+/// `started`; the first failure fails the whole load.
+async fn gather(
+    mut tasks: tokio::task::JoinSet<anyhow::Result<Vec<Duration>>>,
+    started: std::time::Instant,
+) -> anyhow::Result<Load> {
+    let mut all = Vec::new();
+    while let Some(done) = tasks.join_next().await {
+        all.extend(done??);
+    }
+    let elapsed = started.elapsed();
+    if all.is_empty() {
+        bail!("no call finished");
+    }
+    all.sort();
+    let at = |p: usize| all[(all.len() * p / 100).min(all.len() - 1)];
+    Ok(Load {
+        p50: at(50),
+        p99: at(99),
+        rate: all.len() as f64 / elapsed.as_secs_f64(),
+        calls: all.len(),
+    })
+}
+
 fn ms(d: Duration) -> String {
     format!("{} ms", d.as_millis())
 }

@@ -50,9 +50,7 @@ struct Path {
 }
 
 struct Measured {
-    p50: Duration,
-    p99: Duration,
-    rate: f64,
+    load: super::Load,
     cpu_per_thousand: Option<f64>,
 }
 
@@ -130,12 +128,12 @@ pub async fn proxy(home: &Home, args: &ProxyBenchArgs) -> anyhow::Result<ExitCod
                     measure(path, &namespace, op, concurrency, window, &history_of).await?;
                 let added = match direct_p50 {
                     None => {
-                        direct_p50 = Some(measured.p50);
+                        direct_p50 = Some(measured.load.p50);
                         "-".to_owned()
                     }
                     Some(direct) => format!(
                         "{:+.2} ms",
-                        (measured.p50.as_secs_f64() - direct.as_secs_f64()) * 1e3
+                        (measured.load.p50.as_secs_f64() - direct.as_secs_f64()) * 1e3
                     ),
                 };
                 println!(
@@ -143,9 +141,9 @@ pub async fn proxy(home: &Home, args: &ProxyBenchArgs) -> anyhow::Result<ExitCod
                     path.name,
                     if op == Op::Start { "start" } else { "history" },
                     concurrency,
-                    measured.p50.as_secs_f64() * 1e3,
-                    measured.p99.as_secs_f64() * 1e3,
-                    measured.rate,
+                    measured.load.p50.as_secs_f64() * 1e3,
+                    measured.load.p99.as_secs_f64() * 1e3,
+                    measured.load.rate,
                     measured
                         .cpu_per_thousand
                         .map_or("-".to_owned(), |cpu| format!("{cpu:.3}")),
@@ -241,25 +239,16 @@ async fn measure(
             Ok::<_, anyhow::Error>(latencies)
         });
     }
-    let mut all = Vec::new();
-    while let Some(done) = tasks.join_next().await {
-        all.extend(done??);
-    }
-    let elapsed = started.elapsed();
+    let load = super::gather(tasks, started)
+        .await
+        .with_context(|| path.name)?;
     let cpu = match (path.pid, cpu_before) {
         (Some(pid), Some(before)) => Some(cpu_seconds(pid)? - before),
         _ => None,
     };
-    if all.is_empty() {
-        bail!("{}: no call finished", path.name);
-    }
-    all.sort();
-    let at = |p: usize| all[(all.len() * p / 100).min(all.len() - 1)];
     Ok(Measured {
-        p50: at(50),
-        p99: at(99),
-        rate: all.len() as f64 / elapsed.as_secs_f64(),
-        cpu_per_thousand: cpu.map(|cpu| cpu * 1000.0 / all.len() as f64),
+        cpu_per_thousand: cpu.map(|cpu| cpu * 1000.0 / load.calls as f64),
+        load,
     })
 }
 
