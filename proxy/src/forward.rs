@@ -233,15 +233,19 @@ impl FrontDoor {
             .unary(request, path, RawCodec)
             .await
             .map_err(|status| upstream_status(endpoint, status))?;
-        let Some(open) = rpc
-            .and_then(|rpc| rpc.open_response)
+        let Some((rpc, open)) = rpc
+            .and_then(|rpc| Some((rpc, rpc.open_response?)))
             .filter(|_| !namespace.is_empty())
         else {
             return Ok(response);
         };
         let (metadata, body, extensions) = response.into_parts();
-        let opened = open(&body, &self.codec, namespace)
-            .map_err(|e| Status::internal(format!("{method}: upstream answer: {e}")))?;
+        let opened = open(&body, &self.codec, namespace).map_err(|e| {
+            Status::internal(format!(
+                "{method}: upstream answered a bad {}: {e}",
+                rpc.response_type
+            ))
+        })?;
         self.metrics
             .decrypted(opened.payload_bytes, opened.undecryptable);
         let body = opened.message.map_or(body, Bytes::from);

@@ -9,7 +9,7 @@ mod metrics;
 mod payloads;
 mod platform;
 mod routes;
-pub mod rpc;
+mod rpc;
 mod upstream;
 
 use std::collections::HashSet;
