@@ -143,9 +143,9 @@ pub fn proxy_endpoint(config: &Config, home: &Home) -> (String, String) {
 }
 
 fn dev_proxy_address(home: &Home) -> Option<String> {
-    let text = std::fs::read_to_string(home.dev_json()).ok()?;
-    let info: serde_json::Value = serde_json::from_str(&text).ok()?;
-    info["proxy"]["address"].as_str().map(str::to_owned)
+    home.running_dev()?["proxy"]["address"]
+        .as_str()
+        .map(str::to_owned)
 }
 
 fn status_error(status: tonic::Status) -> anyhow::Error {

@@ -526,12 +526,9 @@ async fn connect_when_ready(address: &str) -> anyhow::Result<temporalio_client::
 }
 
 fn refuse_second_instance(home: &Home) -> anyhow::Result<()> {
-    let Ok(text) = std::fs::read_to_string(home.dev_json()) else {
-        return Ok(());
-    };
-    let pid = serde_json::from_str::<serde_json::Value>(&text)
-        .ok()
-        .and_then(|v| v["pids"]["plinth"].as_u64());
+    let pid = home
+        .running_dev()
+        .and_then(|info| info["pids"]["plinth"].as_u64());
     if let Some(pid) = pid
         && pid != u64::from(std::process::id())
         && kill(Pid::from_raw(pid as i32), None).is_ok()

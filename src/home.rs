@@ -65,6 +65,13 @@ impl Home {
         self.root.join("dev.json")
     }
 
+    /// What the `plinth dev` of this home wrote to `dev.json`, if it has (it removes the file
+    /// when it stops).
+    pub fn running_dev(&self) -> Option<serde_json::Value> {
+        let text = std::fs::read_to_string(self.dev_json()).ok()?;
+        serde_json::from_str(&text).ok()
+    }
+
     /// The dev server's SQLite database.
     pub fn temporal_db(&self) -> PathBuf {
         self.root.join("temporal.db")

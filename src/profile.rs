@@ -93,9 +93,9 @@ pub fn write(config: &Config, home: &Home, args: &ProfileArgs) -> anyhow::Result
 
 /// The running `plinth dev`'s codec server: local, and open to local callers.
 fn dev_codec(home: &Home) -> Option<String> {
-    let text = std::fs::read_to_string(home.dev_json()).ok()?;
-    let info: serde_json::Value = serde_json::from_str(&text).ok()?;
-    info["codec"]["url"].as_str().map(str::to_owned)
+    home.running_dev()?["codec"]["url"]
+        .as_str()
+        .map(str::to_owned)
 }
 
 /// Where the SDKs look when no file is named.

@@ -68,10 +68,7 @@ pub async fn codec(home: &Home, args: &CodecBenchArgs) -> anyhow::Result<ExitCod
     }
     println!("\n(envelope = seal and open of one Payload, so it does twice the work per byte)");
 
-    let text = std::fs::read_to_string(home.dev_json())
-        .context("no running plinth dev here: start one for the /decode measurement")?;
-    let dev: serde_json::Value = serde_json::from_str(&text)?;
-    let url = dev["codec"]["url"].as_str().context("dev.json codec url")?;
+    let url = super::dev_text(&super::running_dev(home)?, "codec", "url")?;
     let address = url.trim_start_matches("http://").to_owned();
     let payloads: Vec<Payload> = (0..100)
         .map(|i| Payload {

@@ -27,17 +27,33 @@ struct DevStack {
 
 impl DevStack {
     fn read(home: &Home) -> anyhow::Result<Self> {
-        let text = std::fs::read_to_string(home.dev_json())
-            .context("no running plinth dev here: start one (PLINTH_HOME=/tmp/bench plinth dev)")?;
-        let dev: serde_json::Value = serde_json::from_str(&text)?;
+        let dev = running_dev(home)?;
         Ok(Self {
-            temporal: dev["temporal"]["grpc_address"]
-                .as_str()
-                .context("dev.json")?
-                .to_owned(),
-            worker_pid: dev["pids"]["worker"].as_u64().context("dev.json")?,
+            temporal: dev_text(&dev, "temporal", "grpc_address")?,
+            worker_pid: dev_pid(&dev, "worker")?,
         })
     }
+}
+
+/// The `dev.json` of the running `plinth dev` every benchmark measures.
+fn running_dev(home: &Home) -> anyhow::Result<serde_json::Value> {
+    home.running_dev()
+        .context("no running plinth dev here: start one (PLINTH_HOME=/tmp/bench plinth dev)")
+}
+
+/// `dev.json`'s `section.key`, a string.
+fn dev_text(dev: &serde_json::Value, section: &str, key: &str) -> anyhow::Result<String> {
+    Ok(dev[section][key]
+        .as_str()
+        .with_context(|| format!("dev.json has no {section}.{key}"))?
+        .to_owned())
+}
+
+/// The pid of `role` in `dev.json`.
+fn dev_pid(dev: &serde_json::Value, role: &str) -> anyhow::Result<u64> {
+    dev["pids"][role]
+        .as_u64()
+        .with_context(|| format!("dev.json has no pids.{role}"))
 }
 
 /// A plain connection to the dev server.

@@ -55,22 +55,15 @@ struct Measured {
 }
 
 pub async fn proxy(home: &Home, args: &ProxyBenchArgs) -> anyhow::Result<ExitCode> {
-    let text = std::fs::read_to_string(home.dev_json())
-        .context("no running plinth dev here: start one (PLINTH_HOME=/tmp/bench plinth dev)")?;
-    let dev: serde_json::Value = serde_json::from_str(&text)?;
-    let field = |path: [&str; 2]| -> anyhow::Result<String> {
-        Ok(dev[path[0]][path[1]]
-            .as_str()
-            .context("dev.json")?
-            .to_owned())
-    };
-    let temporal = field(["temporal", "grpc_address"])?;
-    let proxy_address = field(["proxy", "address"])?;
-    let proxy_pid = dev["pids"]["proxy"].as_u64().context("dev.json pids")?;
-    let ca = std::fs::read(field(["identity", "ca"])?)?;
+    let dev = super::running_dev(home)?;
+    let field = |section: &str, key: &str| super::dev_text(&dev, section, key);
+    let temporal = field("temporal", "grpc_address")?;
+    let proxy_address = field("proxy", "address")?;
+    let proxy_pid = super::dev_pid(&dev, "proxy")?;
+    let ca = std::fs::read(field("identity", "ca")?)?;
     let identity = Identity::from_pem(
-        std::fs::read(field(["identity", "cert"])?)?,
-        std::fs::read(field(["identity", "key"])?)?,
+        std::fs::read(field("identity", "cert")?)?,
+        std::fs::read(field("identity", "key")?)?,
     );
 
     let nginx = Nginx::start(home, &temporal)?;
