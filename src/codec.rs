@@ -8,7 +8,6 @@ use anyhow::{Context, bail};
 use plinth_codec::server::CodecServer;
 use plinth_codec::tokens::{JwksSource, TokenVerifier};
 use plinth_codec::{Codec, KeyRing, KeyState, WatchedKeyRing};
-use tokio::net::TcpListener;
 
 use crate::config::Config;
 use crate::home::Home;
@@ -154,13 +153,8 @@ pub async fn run(config: &Config, home: &Home, args: &CodecArgs) -> anyhow::Resu
     } else {
         None
     };
-    let listen = args
-        .listen
-        .clone()
-        .unwrap_or_else(|| codec_config.listen.clone());
-    let listener = TcpListener::bind(&listen)
-        .await
-        .with_context(|| format!("cannot listen on {listen}"))?;
+    let (listener, listen) =
+        crate::proxy::bind(args.listen.as_ref(), &codec_config.listen, "[codec] listen").await?;
     let scheme = if tls.is_some() { "https" } else { "http" };
     tracing::info!(address = %listen, scheme, "codec server listening");
     plinth_codec::server::serve(listener, tls, server, shutdown_signal()).await?;

@@ -61,13 +61,21 @@ pub async fn run(config: &Config, home: &Home, args: &ProxyArgs) -> anyhow::Resu
         ClientOptions::new(settings.namespace.clone()).build(),
     )
     .context("control-plane client")?;
+    let api = PlatformApi::new(
+        client.clone(),
+        settings.task_queue.clone(),
+        platform.backend.clone(),
+        platform.directory,
+        platform.rules,
+        platform.admin_group,
+    );
     let proxy = &config.proxy;
     let door = std::sync::Arc::new(FrontDoor {
         codec: crate::codec::load(config, home)?,
-        access: std::sync::Arc::new(AccessLists::new(platform.backend.clone())),
-        admins: plinth_proxy::Admins::new(platform.directory.clone(), platform.admin_group.clone()),
+        access: std::sync::Arc::new(AccessLists::new(platform.backend)),
+        admins: api.admins().clone(),
         routes: std::sync::Arc::new(Routes::new(
-            ControlPlane::new(client.clone(), settings.task_queue.clone()),
+            ControlPlane::new(client, settings.task_queue),
             proxy.upstream.clone(),
         )),
         upstreams: std::sync::Arc::new(
@@ -76,26 +84,14 @@ pub async fn run(config: &Config, home: &Home, args: &ProxyArgs) -> anyhow::Resu
         default_upstream: proxy.upstream.clone().unwrap_or(address),
         metrics: std::sync::Arc::new(ProxyMetrics::default()),
     });
-    let api = PlatformApi::new(
-        client,
-        settings.task_queue,
-        platform.backend,
-        platform.directory,
-        platform.rules,
-        platform.admin_group,
-    );
     let (tls, verifier) = server_tls(config, home, true, b"h2")?;
-    let listen = args.listen.clone().unwrap_or_else(|| proxy.listen.clone());
-    let listener = TcpListener::bind(&listen)
-        .await
-        .with_context(|| format!("cannot listen on {listen}"))?;
-    let metrics_listen = args
-        .metrics_listen
-        .clone()
-        .unwrap_or_else(|| proxy.metrics_listen.clone());
-    let monitoring = TcpListener::bind(&metrics_listen)
-        .await
-        .with_context(|| format!("[proxy] metrics_listen: cannot listen on {metrics_listen}"))?;
+    let (listener, _) = bind(args.listen.as_ref(), &proxy.listen, "[proxy] listen").await?;
+    let (monitoring, metrics_listen) = bind(
+        args.metrics_listen.as_ref(),
+        &proxy.metrics_listen,
+        "[proxy] metrics_listen",
+    )
+    .await?;
     tracing::info!(address = %metrics_listen, "proxy metrics and health listening (HTTP)");
     let app = plinth_proxy::monitoring(door.clone());
     let monitor = tokio::spawn(async move { axum::serve(monitoring, app).await });
@@ -113,6 +109,20 @@ pub async fn run(config: &Config, home: &Home, args: &ProxyArgs) -> anyhow::Resu
     served?;
     tracing::info!("proxy stopped");
     Ok(())
+}
+
+/// Listens on the address a flag gives, else the configured one (`key` names it in errors);
+/// returns the listener and its address.
+pub async fn bind(
+    flag: Option<&String>,
+    configured: &str,
+    key: &str,
+) -> anyhow::Result<(TcpListener, String)> {
+    let address = flag.map_or(configured, String::as_str).to_owned();
+    let listener = TcpListener::bind(&address)
+        .await
+        .with_context(|| format!("{key}: cannot listen on {address}"))?;
+    Ok((listener, address))
 }
 
 /// `[proxy] upstream_*` as TLS settings; `None` for plaintext upstreams.

@@ -78,18 +78,7 @@ impl FrontDoor {
         request: tonic::Request<Bytes>,
     ) -> Outcome {
         let method = path.rsplit('/').next().unwrap_or(path);
-        let namespace = match rpc {
-            Some(rpc) => (rpc.namespace)(request.get_ref())
-                .map_err(|e| Status::invalid_argument(format!("{method}: malformed request: {e}"))),
-            None => {
-                tracing::warn!(
-                    path,
-                    "RPC unknown to this proxy: forwarded as a write, its payloads unencrypted"
-                );
-                Ok(conventional_namespace(request.get_ref()).unwrap_or_default())
-            }
-        };
-        let namespace = match namespace {
+        let namespace = match namespace_of(rpc, path, method, request.get_ref()) {
             Ok(namespace) => namespace,
             Err(status) => {
                 return Outcome {
@@ -124,23 +113,23 @@ impl FrontDoor {
         request: &tonic::Request<Bytes>,
     ) -> Result<String, Status> {
         let identity = crate::platform::caller(request)?;
-        let need =
-            match class {
-                Class::Open => return Ok(self.default_upstream.clone()),
-                Class::Admin => {
-                    if self.admins.include(&identity) {
-                        tracing::info!(%identity, method, decision = "allow", "admin RPC");
-                        return Ok(self.default_upstream.clone());
-                    }
-                    return Err(self.deny(&identity, method, namespace, "admin", format!(
+        let need = match class {
+            Class::Open => return Ok(self.default_upstream.clone()),
+            Class::Admin if self.admins.include(&identity) => {
+                tracing::info!(%identity, method, decision = "allow", "admin RPC");
+                return Ok(self.default_upstream.clone());
+            }
+            Class::Admin => {
+                let message = format!(
                     "{identity} may not call {method}: it changes the cluster or a namespace's \
                      registration, which needs membership of {:?}",
                     self.admins.group()
-                )));
-                }
-                Class::Read => Need::Read,
-                Class::Write => Need::Write,
-            };
+                );
+                return Err(self.deny(&identity, method, namespace, "admin", message));
+            }
+            Class::Read => Need::Read,
+            Class::Write => Need::Write,
+        };
         if namespace.is_empty() {
             return Err(Status::invalid_argument(format!(
                 "{method}: the request names no namespace"
@@ -250,6 +239,26 @@ impl FrontDoor {
             .decrypted(opened.payload_bytes, opened.undecryptable);
         let body = opened.message.map_or(body, Bytes::from);
         Ok(tonic::Response::from_parts(metadata, body, extensions))
+    }
+}
+
+/// The namespace a request names: from the table's field for known RPCs, else by convention.
+fn namespace_of(
+    rpc: Option<&Rpc>,
+    path: &str,
+    method: &str,
+    body: &[u8],
+) -> Result<String, Status> {
+    match rpc {
+        Some(rpc) => (rpc.namespace)(body)
+            .map_err(|e| Status::invalid_argument(format!("{method}: malformed request: {e}"))),
+        None => {
+            tracing::warn!(
+                path,
+                "RPC unknown to this proxy: forwarded as a write, its payloads unencrypted"
+            );
+            Ok(conventional_namespace(body).unwrap_or_default())
+        }
     }
 }
 

@@ -110,15 +110,9 @@ fn retain(door: &FrontDoor, endpoints: &HashSet<String>) {
             tracing::error!(error = %e, "no client for an upstream");
         }
     }
-    let dropped: Vec<String> = door
-        .upstreams
-        .endpoints()
-        .into_iter()
-        .filter(|endpoint| !endpoints.contains(endpoint))
-        .collect();
+    let dropped = door.upstreams.retain(endpoints);
     if !dropped.is_empty() {
         tracing::info!(?dropped, "upstreams no namespace uses any more");
-        door.upstreams.retain(endpoints);
     }
 }
 

@@ -104,22 +104,20 @@ impl Upstreams {
             .clone())
     }
 
-    /// Drops the clients of endpoints no namespace uses any more.
-    pub fn retain(&self, endpoints: &HashSet<String>) {
+    /// Drops the clients of endpoints no namespace uses any more; returns those endpoints.
+    pub fn retain(&self, endpoints: &HashSet<String>) -> Vec<String> {
+        let mut dropped = Vec::new();
         self.clients
             .write()
             .expect("clients lock")
-            .retain(|endpoint, _| endpoints.contains(endpoint));
-    }
-
-    /// Endpoints with a client now.
-    pub fn endpoints(&self) -> Vec<String> {
-        self.clients
-            .read()
-            .expect("clients lock")
-            .keys()
-            .cloned()
-            .collect()
+            .retain(|endpoint, _| {
+                let used = endpoints.contains(endpoint);
+                if !used {
+                    dropped.push(endpoint.clone());
+                }
+                used
+            });
+        dropped
     }
 
     /// Re-reads the client certificate if its files changed. New calls then go over new
