@@ -27,6 +27,26 @@ fn temporal_as(profile: &Path, args: &[&str]) -> Output {
         .expect("run the temporal CLI")
 }
 
+/// `temporal workflow start` of the Python worker's `Parcel` on task queue `parcels`.
+fn start_parcel(profile: &Path, workflow_id: &str, contents: &str) -> Output {
+    let input = format!("\"{contents}\"");
+    temporal_as(
+        profile,
+        &[
+            "workflow",
+            "start",
+            "--type",
+            "Parcel",
+            "--task-queue",
+            "parcels",
+            "-w",
+            workflow_id,
+            "--input",
+            &input,
+        ],
+    )
+}
+
 fn interop(script: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/interop")
@@ -154,21 +174,7 @@ fn sdks_and_the_cli_work_through_the_proxy_and_temporal_stores_only_ciphertext()
     // 1. The CLI starts, queries, signals, lists and describes through the proxy; a Python
     //    worker serves the workflow.
     let worker = PythonWorker::start(&alice, "parcels");
-    ok(temporal_as(
-        &alice,
-        &[
-            "workflow",
-            "start",
-            "--type",
-            "Parcel",
-            "--task-queue",
-            "parcels",
-            "-w",
-            "parcel-1",
-            "--input",
-            &format!("\"{marker}-cli\""),
-        ],
-    ));
+    ok(start_parcel(&alice, "parcel-1", &format!("{marker}-cli")));
     let mut query = String::new();
     wait_for("the query answers", || {
         let out = temporal_as(
@@ -303,19 +309,7 @@ fn sdks_and_the_cli_work_through_the_proxy_and_temporal_stores_only_ciphertext()
         &erin,
         &["workflow", "describe", "-w", "parcel-1"],
     ));
-    let start = temporal_as(
-        &erin,
-        &[
-            "workflow",
-            "start",
-            "--type",
-            "Parcel",
-            "--task-queue",
-            "parcels",
-            "-w",
-            "by-erin",
-        ],
-    );
+    let start = start_parcel(&erin, "by-erin", "from a reader");
     assert!(denied(&start), "{}", text(&start));
     assert!(
         stderr(&start).contains("no write access"),
@@ -328,20 +322,10 @@ fn sdks_and_the_cli_work_through_the_proxy_and_temporal_stores_only_ciphertext()
     );
     assert!(denied(&signal), "{}", text(&signal));
     let mallory = stack.profile(OUTSIDER, &ns).unwrap();
-    for args in [
-        &["workflow", "list"][..],
-        &[
-            "workflow",
-            "start",
-            "--type",
-            "Parcel",
-            "--task-queue",
-            "parcels",
-            "-w",
-            "m",
-        ],
+    for out in [
+        temporal_as(&mallory, &["workflow", "list"]),
+        start_parcel(&mallory, "m", "from an outsider"),
     ] {
-        let out = temporal_as(&mallory, args);
         assert!(denied(&out), "{}", text(&out));
         assert!(
             stderr(&out).contains(&ns),
