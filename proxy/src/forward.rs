@@ -1,6 +1,8 @@
 //! Temporal's `WorkflowService` and `OperatorService`, served by forwarding: every call is
 //! authorized, its payloads sealed, sent to its namespace's upstream, and the answer's payloads
-//! opened. Methods are routed by path, so RPCs newer than the table are forwarded too.
+//! opened. Methods are routed by path, so RPCs newer than the table are forwarded too. Calls
+//! are relayed as HTTP/2 exchanges: a message is decoded only to read its namespace or change
+//! its payloads, and goes on as the bytes it came as otherwise.
 
 use std::convert::Infallible;
 use std::marker::PhantomData;
@@ -8,23 +10,22 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use bytes::{Buf as _, BufMut as _, Bytes};
+use bytes::Bytes;
+use http_body::Frame;
+use http_body_util::{BodyExt as _, Full, Limited, StreamBody};
 use plinth_codec::Codec;
 use plinth_codec::server::{AccessCheck, Need};
 use plinth_identity::Identity;
-use tonic::codec::{CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, Encoder};
-use tonic::codegen::http;
+use tonic::codegen::http::{self, HeaderMap, HeaderValue, StatusCode, header};
 use tonic::server::NamedService;
-use tonic::{Status, body::Body};
+use tonic::{Code, Status, body::Body};
 
 use crate::admins::Admins;
+use crate::frame::{FrameError, HEADER_BYTES, MAX_MESSAGE_BYTES, frame, unframe};
 use crate::metrics::ProxyMetrics;
 use crate::routes::Routes;
 use crate::rpc::{Class, Rpc, conventional_namespace};
 use crate::upstream::Upstreams;
-
-/// Temporal's own limit on a gRPC message; histories can be large.
-const MAX_MESSAGE_BYTES: usize = 128 * 1024 * 1024;
 
 /// What every forwarded call needs.
 #[derive(Debug)]
@@ -48,50 +49,70 @@ pub struct FrontDoor {
 /// A call's outcome, and the namespace label it is counted under.
 struct Outcome {
     namespace: String,
-    result: Result<tonic::Response<Bytes>, Status>,
+    result: Result<Answer, Status>,
+}
+
+/// Upstream's answer: its status code, and the response that carries it back.
+struct Answer {
+    code: Code,
+    response: http::Response<Body>,
 }
 
 impl FrontDoor {
-    async fn call(
-        &self,
-        path: &str,
-        request: tonic::Request<Bytes>,
-    ) -> Result<tonic::Response<Bytes>, Status> {
+    async fn call<B>(&self, request: http::Request<B>) -> http::Response<Body>
+    where
+        B: http_body::Body<Data = Bytes>,
+        B::Error: Into<tonic::codegen::StdError>,
+    {
         let started = Instant::now();
-        let rpc = Rpc::at(path);
+        let rpc = Rpc::at(request.uri().path());
         let class = rpc.map_or(Class::Write, |rpc| rpc.class);
-        let outcome = self.forward(path, rpc, class, request).await;
-        let code = outcome
-            .result
-            .as_ref()
-            .map_or_else(Status::code, |_| tonic::Code::Ok);
+        let outcome = self.forward(rpc, class, request).await;
+        let (code, response) = match outcome.result {
+            Ok(answer) => (answer.code, answer.response),
+            Err(status) => (status.code(), status.into_http()),
+        };
         self.metrics
             .request(&outcome.namespace, class.as_str(), code, started.elapsed());
-        outcome.result
+        response
     }
 
-    async fn forward(
+    async fn forward<B>(
         &self,
-        path: &str,
         rpc: Option<&'static Rpc>,
         class: Class,
-        request: tonic::Request<Bytes>,
-    ) -> Outcome {
-        let method = path.rsplit('/').next().unwrap_or(path);
-        let namespace = match namespace_of(rpc, path, method, request.get_ref()) {
-            Ok(namespace) => namespace,
-            Err(status) => {
-                return Outcome {
-                    namespace: String::new(),
-                    result: Err(status),
-                };
-            }
+        request: http::Request<B>,
+    ) -> Outcome
+    where
+        B: http_body::Body<Data = Bytes>,
+        B::Error: Into<tonic::codegen::StdError>,
+    {
+        let (parts, body) = request.into_parts();
+        let http::request::Parts {
+            uri,
+            headers,
+            extensions,
+            ..
+        } = parts;
+        let path = uri.path();
+        let method = method_name(path);
+        let unnamed = |status| Outcome {
+            namespace: String::new(),
+            result: Err(status),
         };
-        let routed = match self.admit(method, class, &namespace, &request).await {
+        let message = match read_message(method, &headers, body).await {
+            Ok(message) => message,
+            Err(status) => return unnamed(status),
+        };
+        let namespace = match namespace_of(rpc, path, method, &message.message) {
+            Ok(namespace) => namespace,
+            Err(status) => return unnamed(status),
+        };
+        let routed = match self.admit(method, class, &namespace, &extensions).await {
             Ok(endpoint) => endpoint,
             Err(status) => {
                 // Names clients made up stay out of the metrics' label values.
-                let known = status.code() == tonic::Code::PermissionDenied;
+                let known = status.code() == Code::PermissionDenied;
                 return Outcome {
                     namespace: if known { namespace } else { String::new() },
                     result: Err(status),
@@ -99,7 +120,7 @@ impl FrontDoor {
             }
         };
         let result = self
-            .exchange(path, method, rpc, &namespace, &routed, request)
+            .exchange(&uri, headers, rpc, &namespace, &routed, message)
             .await;
         Outcome { namespace, result }
     }
@@ -110,9 +131,9 @@ impl FrontDoor {
         method: &str,
         class: Class,
         namespace: &str,
-        request: &tonic::Request<Bytes>,
+        extensions: &http::Extensions,
     ) -> Result<String, Status> {
-        let identity = crate::platform::caller(request)?;
+        let identity = crate::platform::caller(extensions)?;
         let need = match class {
             Class::Open => return Ok(self.default_upstream.clone()),
             Class::Admin if self.admins.include(&identity) => {
@@ -183,63 +204,148 @@ impl FrontDoor {
     /// Seals, sends, opens.
     async fn exchange(
         &self,
-        path: &str,
-        method: &str,
+        uri: &http::Uri,
+        headers: HeaderMap,
         rpc: Option<&'static Rpc>,
         namespace: &str,
         endpoint: &str,
-        request: tonic::Request<Bytes>,
-    ) -> Result<tonic::Response<Bytes>, Status> {
-        let (mut metadata, _, mut body) = request.into_parts();
-        // The body goes on uncompressed, whatever the client sent.
-        metadata.remove("grpc-encoding");
-        metadata.remove("grpc-accept-encoding");
+        message: Message,
+    ) -> Result<Answer, Status> {
+        let method = method_name(uri.path());
+        let mut body = message.body;
         if let Some(seal) = rpc.and_then(|rpc| rpc.seal_request)
             && !namespace.is_empty()
         {
-            let sealed = seal(&body, &self.codec, namespace)
+            let sealed = seal(&message.message, &self.codec, namespace)
                 .map_err(|e| Status::invalid_argument(format!("{method}: {e}")))?;
             self.metrics.encrypted(sealed.payload_bytes);
             if let Some(message) = sealed.message {
-                body = Bytes::from(message);
+                body = frame(&message);
             }
         }
         let upstream = self
             .upstreams
             .client(endpoint)
             .map_err(|e| Status::unavailable(e.to_string()))?;
-        let mut grpc = tonic::client::Grpc::with_origin(upstream.client, upstream.origin)
-            .accept_compressed(CompressionEncoding::Gzip)
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES);
-        grpc.ready()
+        let mut upstream_uri = upstream.origin.into_parts();
+        upstream_uri.path_and_query = uri.path_and_query().cloned();
+        let mut forwarded = http::Request::new(Full::new(body));
+        *forwarded.method_mut() = http::Method::POST;
+        *forwarded.uri_mut() = http::Uri::from_parts(upstream_uri)
+            .map_err(|e| Status::internal(format!("upstream {endpoint}: {e}")))?;
+        *forwarded.version_mut() = http::Version::HTTP_2;
+        *forwarded.headers_mut() = headers;
+        // The body goes on uncompressed whatever the client sent, and comes back uncompressed.
+        let headers = forwarded.headers_mut();
+        headers.remove("grpc-encoding");
+        headers.remove("grpc-accept-encoding");
+        headers.remove(header::CONTENT_LENGTH);
+        let unavailable =
+            |e: &dyn std::fmt::Display| Status::unavailable(format!("upstream {endpoint}: {e}"));
+        let response = upstream
+            .client
+            .request(forwarded)
             .await
-            .map_err(|e| Status::unavailable(format!("upstream {endpoint}: {e}")))?;
-        let path = http::uri::PathAndQuery::try_from(path)
-            .map_err(|e| Status::invalid_argument(format!("{path}: {e}")))?;
-        let request = tonic::Request::from_parts(metadata, Default::default(), body);
-        let response = grpc
-            .unary(request, path, RawCodec)
-            .await
-            .map_err(|status| upstream_status(endpoint, status))?;
-        let Some((rpc, open)) = rpc
+            .map_err(|e| unavailable(&error_chain(&e)))?;
+        let (mut parts, body) = response.into_parts();
+        if parts.status != StatusCode::OK {
+            return Err(unavailable(&format_args!(
+                "answered HTTP {} instead of a gRPC response",
+                parts.status
+            )));
+        }
+        let collected = body.collect().await.map_err(|e| unavailable(&e))?;
+        let trailers = collected.trailers().cloned();
+        let mut body = collected.to_bytes();
+        let code = Status::from_header_map(trailers.as_ref().unwrap_or(&parts.headers))
+            .ok_or_else(|| unavailable(&"answered without a grpc-status"))?
+            .code();
+        if let Some((rpc, open)) = rpc
             .and_then(|rpc| Some((rpc, rpc.open_response?)))
-            .filter(|_| !namespace.is_empty())
-        else {
-            return Ok(response);
-        };
-        let (metadata, body, extensions) = response.into_parts();
-        let opened = open(&body, &self.codec, namespace).map_err(|e| {
-            Status::internal(format!(
-                "{method}: upstream answered a bad {}: {e}",
-                rpc.response_type
-            ))
-        })?;
-        self.metrics
-            .decrypted(opened.payload_bytes, opened.undecryptable);
-        let body = opened.message.map_or(body, Bytes::from);
-        Ok(tonic::Response::from_parts(metadata, body, extensions))
+            .filter(|_| code == Code::Ok && !namespace.is_empty())
+        {
+            let bad = |e: &dyn std::fmt::Display| {
+                Status::internal(format!(
+                    "{method}: upstream answered a bad {}: {e}",
+                    rpc.response_type
+                ))
+            };
+            let unframed =
+                unframe(&body, parts.headers.get("grpc-encoding")).map_err(|e| bad(&e))?;
+            if let Some((message, compressed)) = unframed {
+                let opened = open(&message, &self.codec, namespace).map_err(|e| bad(&e))?;
+                self.metrics
+                    .decrypted(opened.payload_bytes, opened.undecryptable);
+                if opened.message.is_some() || compressed {
+                    body = frame(opened.message.as_deref().unwrap_or(&message));
+                }
+                parts.headers.remove("grpc-encoding");
+                parts.headers.remove(header::CONTENT_LENGTH);
+            }
+        }
+        parts
+            .headers
+            .insert("grpc-accept-encoding", HeaderValue::from_static("gzip"));
+        let frames = [
+            (!body.is_empty()).then(|| Frame::data(body)),
+            trailers.map(Frame::trailers),
+        ];
+        let body = StreamBody::new(futures::stream::iter(
+            frames.into_iter().flatten().map(Ok::<_, Infallible>),
+        ));
+        Ok(Answer {
+            code,
+            response: http::Response::from_parts(parts, Body::new(body)),
+        })
     }
+}
+
+/// A request's one message, and the body it came in.
+struct Message {
+    /// Uncompressed.
+    message: Bytes,
+    /// As it goes upstream: the original body when it was uncompressed.
+    body: Bytes,
+}
+
+/// Reads a unary call's message; SDKs (Go's, so the CLI's) compress theirs with gzip.
+async fn read_message<B>(method: &str, headers: &HeaderMap, body: B) -> Result<Message, Status>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<tonic::codegen::StdError>,
+{
+    let body = Limited::new(body, HEADER_BYTES + MAX_MESSAGE_BYTES)
+        .collect()
+        .await
+        .map_err(|e| {
+            if e.is::<http_body_util::LengthLimitError>() {
+                Status::resource_exhausted(format!("{method}: {}", FrameError::TooLarge))
+            } else {
+                Status::cancelled(format!("{method}: the request was not received whole: {e}"))
+            }
+        })?
+        .to_bytes();
+    let refuse = |e: FrameError| {
+        let message = format!("{method}: {e}");
+        match e {
+            FrameError::TooLarge => Status::resource_exhausted(message),
+            FrameError::Encoding(_) => Status::unimplemented(message),
+            _ => Status::invalid_argument(message),
+        }
+    };
+    match unframe(&body, headers.get("grpc-encoding")).map_err(refuse)? {
+        Some((message, false)) => Ok(Message { message, body }),
+        Some((message, true)) => Ok(Message {
+            body: frame(&message),
+            message,
+        }),
+        None => Err(refuse(FrameError::Truncated(0))),
+    }
+}
+
+/// `StartWorkflowExecution` of `/temporal.api.workflowservice.v1.WorkflowService/StartWorkflowExecution`.
+fn method_name(path: &str) -> &str {
+    path.rsplit('/').next().unwrap_or(path)
 }
 
 /// The namespace a request names: from the table's field for known RPCs, else by convention.
@@ -247,69 +353,32 @@ fn namespace_of(
     rpc: Option<&Rpc>,
     path: &str,
     method: &str,
-    body: &[u8],
+    message: &[u8],
 ) -> Result<String, Status> {
     match rpc {
-        Some(rpc) => (rpc.namespace)(body)
-            .map_err(|e| Status::invalid_argument(format!("{method}: malformed request: {e}"))),
+        Some(rpc) => rpc
+            .namespace(message)
+            .map_err(|e| Status::invalid_argument(format!("{method}: {e}"))),
         None => {
             tracing::warn!(
                 path,
                 "RPC unknown to this proxy: forwarded as a write, its payloads unencrypted"
             );
-            Ok(conventional_namespace(body).unwrap_or_default())
+            Ok(conventional_namespace(message).unwrap_or_default())
         }
     }
 }
 
-/// Transport failures reach clients as `UNAVAILABLE` (which SDKs retry), whatever layer
-/// noticed them; Temporal's own answers pass unchanged.
-fn upstream_status(endpoint: &str, status: Status) -> Status {
-    let transport = status.metadata().is_empty()
-        && matches!(status.code(), tonic::Code::Unknown | tonic::Code::Internal)
-        && std::error::Error::source(&status).is_some();
-    if transport {
-        return Status::unavailable(format!("upstream {endpoint}: {}", status.message()));
+/// An error and its causes, which say what actually failed (refused, reset, timed out).
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
     }
-    status
-}
-
-/// Messages as the bytes they arrived as.
-#[derive(Debug, Clone, Copy, Default)]
-struct RawCodec;
-
-impl tonic::codec::Codec for RawCodec {
-    type Encode = Bytes;
-    type Decode = Bytes;
-    type Encoder = RawCodec;
-    type Decoder = RawCodec;
-
-    fn encoder(&mut self) -> Self::Encoder {
-        RawCodec
-    }
-
-    fn decoder(&mut self) -> Self::Decoder {
-        RawCodec
-    }
-}
-
-impl Encoder for RawCodec {
-    type Item = Bytes;
-    type Error = Status;
-
-    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        dst.put(item);
-        Ok(())
-    }
-}
-
-impl Decoder for RawCodec {
-    type Item = Bytes;
-    type Error = Status;
-
-    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, Status> {
-        Ok(Some(src.copy_to_bytes(src.remaining())))
-    }
+    text
 }
 
 /// The names the forwarded services are served under.
@@ -361,27 +430,10 @@ impl<N: ServiceName> NamedService for Forwarded<N> {
     const NAME: &'static str = N::NAME;
 }
 
-/// One call, as tonic's server machinery drives it.
-struct Call {
-    door: Arc<FrontDoor>,
-    path: String,
-}
-
-impl tonic::server::UnaryService<Bytes> for Call {
-    type Response = Bytes;
-    type Future = tonic::codegen::BoxFuture<tonic::Response<Bytes>, Status>;
-
-    fn call(&mut self, request: tonic::Request<Bytes>) -> Self::Future {
-        let door = self.door.clone();
-        let path = std::mem::take(&mut self.path);
-        Box::pin(async move { door.call(&path, request).await })
-    }
-}
-
 impl<N, B> tonic::codegen::Service<http::Request<B>> for Forwarded<N>
 where
     B: http_body::Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<tonic::codegen::StdError> + Send + 'static,
+    B::Error: Into<tonic::codegen::StdError>,
 {
     type Response = http::Response<Body>;
     type Error = Infallible;
@@ -392,16 +444,7 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let call = Call {
-            door: self.door.clone(),
-            path: request.uri().path().to_owned(),
-        };
-        Box::pin(async move {
-            // SDKs (Go's, so the CLI's) compress requests; answers go back plain.
-            let mut grpc = tonic::server::Grpc::new(RawCodec)
-                .accept_compressed(CompressionEncoding::Gzip)
-                .apply_max_message_size_config(Some(MAX_MESSAGE_BYTES), Some(MAX_MESSAGE_BYTES));
-            Ok(grpc.unary(call, request).await)
-        })
+        let door = self.door.clone();
+        Box::pin(async move { Ok(door.call(request).await) })
     }
 }

@@ -5,6 +5,7 @@
 mod access;
 mod admins;
 mod forward;
+mod frame;
 mod metrics;
 mod payloads;
 mod platform;

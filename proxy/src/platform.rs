@@ -119,7 +119,7 @@ impl PlatformApi {
                 Output = plinth_workflows::RuleChange,
             >,
     {
-        let identity = caller(&request)?;
+        let identity = caller(request.extensions())?;
         let PolicyRuleRequest {
             policy,
             rule: wanted,
@@ -159,8 +159,8 @@ fn backend_status(error: BackendError) -> Status {
     }
 }
 
-pub(crate) fn caller<T>(request: &Request<T>) -> Result<Identity, Status> {
-    match request.extensions().get::<Caller>() {
+pub(crate) fn caller(extensions: &tonic::Extensions) -> Result<Identity, Status> {
+    match extensions.get::<Caller>() {
         Some(Caller(Ok(identity))) => Ok(identity.clone()),
         Some(Caller(Err(reason))) => Err(Status::unauthenticated(reason.clone())),
         None => Err(Status::unauthenticated("a client certificate is required")),
@@ -195,7 +195,7 @@ impl PlatformService for PlatformApi {
         &self,
         request: Request<ApplyNamespaceRequest>,
     ) -> Result<Response<ApplyNamespaceResponse>, Status> {
-        let identity = caller(&request)?;
+        let identity = caller(request.extensions())?;
         let ApplyNamespaceRequest { namespace, dry_run } = request.into_inner();
         let mut desired =
             namespace.ok_or_else(|| Status::invalid_argument("namespace: missing"))?;
@@ -275,7 +275,7 @@ impl PlatformService for PlatformApi {
         &self,
         request: Request<GetNamespaceRequest>,
     ) -> Result<Response<Namespace>, Status> {
-        caller(&request)?;
+        caller(request.extensions())?;
         let name = request.into_inner().name;
         match self.current(&name).await? {
             Some(resource) => Ok(Response::new(resource)),
@@ -289,7 +289,7 @@ impl PlatformService for PlatformApi {
         &self,
         request: Request<ListNamespacesRequest>,
     ) -> Result<Response<ListNamespacesResponse>, Status> {
-        caller(&request)?;
+        caller(request.extensions())?;
         let running = self
             .control
             .running_resources::<Namespace>(plinth_proto::KIND_NAMESPACE)
@@ -315,7 +315,7 @@ impl PlatformService for PlatformApi {
         &self,
         request: Request<DeleteNamespaceRequest>,
     ) -> Result<Response<DeleteNamespaceResponse>, Status> {
-        let identity = caller(&request)?;
+        let identity = caller(request.extensions())?;
         let name = request.into_inner().name;
         if !self.admins.include(&identity) {
             let why = format!("deleting needs membership of {:?}", self.admins.group());
@@ -348,7 +348,7 @@ impl PlatformService for PlatformApi {
         &self,
         request: Request<WatchNamespaceRequest>,
     ) -> Result<Response<Self::WatchNamespaceStream>, Status> {
-        caller(&request)?;
+        caller(request.extensions())?;
         let name = request.into_inner().name;
         let (sender, receiver) = tokio::sync::mpsc::channel(16);
         let api = self.clone();
@@ -393,7 +393,7 @@ impl PlatformService for PlatformApi {
         &self,
         request: Request<GetPolicyRequest>,
     ) -> Result<Response<Policy>, Status> {
-        caller(&request)?;
+        caller(request.extensions())?;
         Ok(Response::new(
             self.policy(&request.into_inner().name).await?,
         ))
@@ -403,7 +403,7 @@ impl PlatformService for PlatformApi {
         &self,
         request: Request<ListPoliciesRequest>,
     ) -> Result<Response<ListPoliciesResponse>, Status> {
-        caller(&request)?;
+        caller(request.extensions())?;
         let policies = self.control.policies().await.map_err(backend_status)?;
         Ok(Response::new(ListPoliciesResponse { policies }))
     }
@@ -438,7 +438,7 @@ impl PlatformService for PlatformApi {
         &self,
         request: Request<GetAccessRequest>,
     ) -> Result<Response<AccessList>, Status> {
-        caller(&request)?;
+        caller(request.extensions())?;
         let namespace = request.into_inner().namespace;
         let grants = self
             .backend
@@ -467,7 +467,7 @@ impl PlatformService for PlatformApi {
         &self,
         request: Request<ReloadDirectoryRequest>,
     ) -> Result<Response<ReloadDirectoryResponse>, Status> {
-        let identity = caller(&request)?;
+        let identity = caller(request.extensions())?;
         let resource = "the directory".to_owned();
         if !self.admins.include(&identity) {
             let why = format!("reloading needs membership of {:?}", self.admins.group());

@@ -47,23 +47,27 @@ pub struct Rpc {
     pub request_type: &'static str,
     /// Fully qualified response message type.
     pub response_type: &'static str,
-    /// The namespace an encoded request names (empty for `Open` and `Admin` RPCs).
-    pub(crate) namespace: fn(&[u8]) -> Result<String, prost::DecodeError>,
+    /// The field number of the request's namespace; `None` for `Open` and `Admin` RPCs.
+    namespace_field: Option<u32>,
     /// Encrypts a request's payloads; `None` when the request type has none.
     pub(crate) seal_request: Option<Transform>,
     /// Decrypts a response's payloads; `None` when the response type has none.
     pub(crate) open_response: Option<Transform>,
 }
 
-macro_rules! namespace_of {
+macro_rules! namespace_field {
     (Read, $request:ty) => {
-        |bytes: &[u8]| <$request>::decode(bytes).map(|request| request.namespace)
+        Some(namespace_field_of(<$request>::default(), |request| {
+            &mut request.namespace
+        }))
     };
     (Write, $request:ty) => {
-        |bytes: &[u8]| <$request>::decode(bytes).map(|request| request.namespace)
+        Some(namespace_field_of(<$request>::default(), |request| {
+            &mut request.namespace
+        }))
     };
     ($other:ident, $request:ty) => {
-        |_: &[u8]| Ok(String::new())
+        None
     };
 }
 
@@ -79,7 +83,7 @@ macro_rules! rpc_table {
                 class: Class::$class,
                 request_type: concat!("temporal.api.", stringify!($package), ".v1.", stringify!($request)),
                 response_type: concat!("temporal.api.", stringify!($package), ".v1.", stringify!($response)),
-                namespace: namespace_of!($class, $package::v1::$request),
+                namespace_field: namespace_field!($class, $package::v1::$request),
                 seal_request: probe::<$package::v1::$request>().seal(),
                 open_response: probe::<$package::v1::$response>().open(),
             },)*)*]
@@ -107,32 +111,72 @@ impl Rpc {
     pub fn at(path: &str) -> Option<&'static Rpc> {
         BY_PATH.get(path)
     }
+
+    /// The namespace an encoded request names, read without decoding the rest of it; empty for
+    /// `Open` and `Admin` RPCs.
+    pub(crate) fn namespace(&self, request: &[u8]) -> Result<String, MalformedRequest> {
+        match self.namespace_field {
+            Some(field) => Ok(string_field(request, field)?.unwrap_or_default().to_owned()),
+            None => Ok(String::new()),
+        }
+    }
+}
+
+/// The number of the field `namespace` points at in `T`'s encoding.
+fn namespace_field_of<T: Message>(mut message: T, namespace: fn(&mut T) -> &mut String) -> u32 {
+    *namespace(&mut message) = "n".to_owned();
+    let encoded = message.encode_to_vec();
+    let key = prost::encoding::decode_varint(&mut encoded.as_slice())
+        .expect("a message with one field set encodes as that field");
+    u32::try_from(key >> 3).expect("protobuf field numbers fit in 29 bits")
 }
 
 /// The namespace of a request the table does not know: by Temporal's convention, field 1 when
 /// it is a string.
-pub(crate) fn conventional_namespace(mut bytes: &[u8]) -> Option<String> {
+pub(crate) fn conventional_namespace(bytes: &[u8]) -> Option<String> {
+    string_field(bytes, 1).ok().flatten().map(str::to_owned)
+}
+
+/// Why a request's namespace cannot be read.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("malformed request: {0}")]
+pub(crate) struct MalformedRequest(&'static str);
+
+/// The top-level string field `field` of an encoded message. When it occurs more than once the
+/// last occurrence counts, as in every protobuf decoder, Temporal's included: authorizing the
+/// first would let a request name one namespace here and another upstream.
+fn string_field(mut bytes: &[u8], field: u32) -> Result<Option<&str>, MalformedRequest> {
+    let truncated = MalformedRequest("truncated field");
+    let mut found = None;
     while !bytes.is_empty() {
-        let key = prost::encoding::decode_varint(&mut bytes).ok()?;
-        let (field, wire_type) = (key >> 3, key & 7);
-        match wire_type {
+        let key = prost::encoding::decode_varint(&mut bytes)
+            .map_err(|_| MalformedRequest("bad field key"))?;
+        let skip = match key & 7 {
             0 => {
-                prost::encoding::decode_varint(&mut bytes).ok()?;
+                prost::encoding::decode_varint(&mut bytes)
+                    .map_err(|_| MalformedRequest("bad varint"))?;
+                0
             }
-            1 => bytes = bytes.get(8..)?,
-            5 => bytes = bytes.get(4..)?,
+            1 => 8,
+            5 => 4,
             2 => {
-                let len = usize::try_from(prost::encoding::decode_varint(&mut bytes).ok()?).ok()?;
-                let value = bytes.get(..len)?;
-                if field == 1 {
-                    return String::from_utf8(value.to_vec()).ok();
+                let len = prost::encoding::decode_varint(&mut bytes)
+                    .map_err(|_| MalformedRequest("bad length"))?;
+                let len = usize::try_from(len).map_err(|_| MalformedRequest("bad length"))?;
+                let value = bytes.get(..len).ok_or(truncated)?;
+                if key >> 3 == u64::from(field) {
+                    found = Some(
+                        std::str::from_utf8(value)
+                            .map_err(|_| MalformedRequest("namespace is not UTF-8"))?,
+                    );
                 }
-                bytes = &bytes[len..];
+                len
             }
-            _ => return None,
-        }
+            _ => return Err(MalformedRequest("unsupported wire type")),
+        };
+        bytes = bytes.get(skip..).ok_or(truncated)?;
     }
-    None
+    Ok(found)
 }
 
 #[cfg(test)]
@@ -266,7 +310,27 @@ mod tests {
             "/temporal.api.workflowservice.v1.WorkflowService/RespondActivityTaskCompleted",
         )
         .unwrap();
-        assert_eq!((rpc.namespace)(&request.encode_to_vec()).unwrap(), "orders");
+        assert_eq!(rpc.namespace(&request.encode_to_vec()).unwrap(), "orders");
+    }
+
+    #[test]
+    fn a_repeated_namespace_field_counts_as_its_last_occurrence() {
+        use workflowservice::v1::StartWorkflowExecutionRequest;
+        let named = |namespace: &str| StartWorkflowExecutionRequest {
+            namespace: namespace.into(),
+            workflow_id: "w".into(),
+            ..Default::default()
+        };
+        let mut smuggled = named("allowed").encode_to_vec();
+        smuggled.extend(named("victim").encode_to_vec());
+        let decoded = StartWorkflowExecutionRequest::decode(smuggled.as_slice()).unwrap();
+        let rpc =
+            Rpc::at("/temporal.api.workflowservice.v1.WorkflowService/StartWorkflowExecution")
+                .unwrap();
+        assert_eq!(rpc.namespace(&smuggled).unwrap(), decoded.namespace);
+        assert_eq!(conventional_namespace(&smuggled).as_deref(), Some("victim"));
+        let error = rpc.namespace(&smuggled[..smuggled.len() - 1]).unwrap_err();
+        assert_eq!(error.to_string(), "malformed request: truncated field");
     }
 
     #[test]

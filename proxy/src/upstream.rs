@@ -10,6 +10,8 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
+use bytes::Bytes;
+use http_body_util::Full;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -55,7 +57,7 @@ pub enum UpstreamError {
 #[derive(Debug, Clone)]
 pub struct Upstream {
     /// Shares one HTTP/2 connection among all calls.
-    pub client: Client<Connector, tonic::body::Body>,
+    pub client: Client<Connector, Full<Bytes>>,
     /// `http://host:port`.
     pub origin: Uri,
 }
