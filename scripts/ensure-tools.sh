@@ -36,14 +36,24 @@ sys.exit(0 if all(version(n) == v for n, v in pins) else 1)' "${PYTHON_PINS[@]}"
   python3 -m pip install --quiet --disable-pip-version-check "${PYTHON_PINS[@]}" >&2
 }
 
-# Debian's Chromium, driven headless by the Web UI test.
-ensure_chromium() {
-  if command -v chromium >/dev/null; then
+# Installs Debian package $2 unless command $1 exists.
+ensure_debian_package() {
+  if command -v "$1" >/dev/null; then
     return
   fi
-  echo "installing chromium from Debian" >&2
+  echo "installing $2 from Debian" >&2
   local sudo=""
   [[ $(id -u) -eq 0 ]] || sudo="sudo"
   $sudo apt-get update -qq >&2
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium >&2
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$2" >&2
+}
+
+# Debian's Chromium, driven headless by the Web UI test.
+ensure_chromium() {
+  ensure_debian_package chromium chromium
+}
+
+# Debian's Prometheus (and promtool): the metrics tests send to it and check the alert rules.
+ensure_prometheus() {
+  ensure_debian_package prometheus prometheus
 }

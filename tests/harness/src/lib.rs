@@ -16,9 +16,11 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 pub mod cli;
+mod prometheus;
 mod stack;
 mod tls_relay;
 
+pub use prometheus::Prometheus;
 pub use stack::{
     ADMIN, CODEC_MAX_BODY, DIRECTORY, OUTSIDER, PAYMENTS_MEMBER, PAYMENTS_TEAM, PlinthStack,
     SEARCH_TEAM, TOKEN_AUDIENCE, UI_ORIGIN,

@@ -1,0 +1,112 @@
+//! A real Prometheus (Debian's package) on a free port with the remote-write receiver on,
+//! storing in a temporary directory; stopped and removed when dropped.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+use crate::free_port;
+
+/// A running `prometheus`.
+#[derive(Debug)]
+pub struct Prometheus {
+    child: Child,
+    address: String,
+    dir: tempfile::TempDir,
+}
+
+impl Prometheus {
+    /// Starts it and waits until `/-/ready` answers.
+    pub fn start() -> anyhow::Result<Prometheus> {
+        let dir = tempfile::Builder::new()
+            .prefix("plinth-test-prometheus-")
+            .tempdir()?;
+        let config = dir.path().join("prometheus.yml");
+        std::fs::write(&config, "global:\n  scrape_interval: 1m\n")?;
+        let address = format!("127.0.0.1:{}", free_port());
+        let log = std::fs::File::create(dir.path().join("prometheus.log"))?;
+        let child = Command::new("prometheus")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address={address}"))
+            .arg("--web.enable-remote-write-receiver")
+            .arg("--log.level=warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .context("start prometheus (Debian package `prometheus`; scripts/test installs it)")?;
+        let prometheus = Prometheus {
+            child,
+            address,
+            dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !prometheus
+            .get("/-/ready", &[])
+            .is_ok_and(|body| body.contains("Ready"))
+        {
+            if Instant::now() > deadline {
+                bail!("prometheus not ready in 60 s: {}", prometheus.log());
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        Ok(prometheus)
+    }
+
+    /// `http://host:port/api/v1/write`.
+    pub fn remote_write_url(&self) -> String {
+        format!("http://{}/api/v1/write", self.address)
+    }
+
+    /// The instant query `promql` at `time` (Unix seconds), as Prometheus' JSON `data.result`.
+    pub fn query(&self, promql: &str, time: f64) -> anyhow::Result<Vec<serde_json::Value>> {
+        let body = self.get(
+            "/api/v1/query",
+            &[("query", promql), ("time", &format!("{time:.3}"))],
+        )?;
+        let answer: serde_json::Value = serde_json::from_str(&body).context(body.clone())?;
+        if answer["status"] != "success" {
+            bail!("query {promql:?} failed: {body}");
+        }
+        Ok(answer["data"]["result"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default())
+    }
+
+    /// Its log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.path().join("prometheus.log")
+    }
+
+    /// GET `path` with URL-encoded `params`, through curl.
+    fn get(&self, path: &str, params: &[(&str, &str)]) -> anyhow::Result<String> {
+        let mut curl = Command::new("curl");
+        curl.args(["-sfG", &format!("http://{}{path}", self.address)]);
+        for (name, value) in params {
+            curl.args(["--data-urlencode", &format!("{name}={value}")]);
+        }
+        let output = curl.output().context("run curl")?;
+        if !output.status.success() {
+            bail!("GET {path}: curl exited {}", output.status);
+        }
+        Ok(String::from_utf8(output.stdout)?)
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
