@@ -32,6 +32,8 @@ pub struct Config {
     pub codec: CodecConfig,
     /// How `plinth apply/get/describe/delete` reach the platform API.
     pub client: ClientConfig,
+    /// Temporal's metrics, scraped by the worker into a time-series database.
+    pub metrics: MetricsConfig,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
@@ -368,6 +370,83 @@ pub struct ClientConfig {
     /// CA bundle of the server certificate (default: $PLINTH_HOME/pki/ca.pem).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ca: Option<PathBuf>,
+}
+
+/// `[metrics]`: what the worker scrapes and where the samples go.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Time between scrapes of a target, unless the target sets its own.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// A scrape without a whole answer by then is abandoned and counted as failed.
+    #[serde(with = "humantime_serde")]
+    pub scrape_timeout: Duration,
+    /// Prometheus remote-write endpoint the samples are sent to (required with targets).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remote_write_url: Option<String>,
+    /// File holding the remote-write bearer token.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remote_write_token_file: Option<PathBuf>,
+    /// Environment variable holding the remote-write bearer token.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remote_write_token_env: Option<String>,
+    /// Endpoints to scrape.
+    pub targets: Vec<MetricsTarget>,
+    /// Series not to store.
+    pub drop: Vec<MetricsDropRule>,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_secs(60),
+            scrape_timeout: Duration::from_secs(20),
+            remote_write_url: None,
+            remote_write_token_file: None,
+            remote_write_token_env: None,
+            targets: Vec::new(),
+            drop: Vec::new(),
+        }
+    }
+}
+
+/// `[[metrics.targets]]`: a Temporal Cloud OpenMetrics endpoint or any Prometheus text one.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsTarget {
+    /// Names the target's workflow (`metrics/<name>`) and its series' `plinth_target` label.
+    pub name: String,
+    /// The endpoint, e.g. `https://metrics.temporal.io/v1/metrics`.
+    pub url: String,
+    /// File holding the bearer token (a Temporal Cloud API key with the metrics-read role).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<PathBuf>,
+    /// Environment variable holding the bearer token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_env: Option<String>,
+    /// Time between scrapes (default: `[metrics] interval`).
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub interval: Option<Duration>,
+}
+
+/// `[[metrics.drop]]`: series whose metric name matches `metric` (a regex matching the whole
+/// name), and, with `label`, whose value of that label matches `matches`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsDropRule {
+    /// Regex over metric names.
+    pub metric: String,
+    /// A label narrowing the rule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+    /// Regex over that label's values.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub matches: Option<String>,
 }
 
 /// Why the configuration could not be loaded.

@@ -8,6 +8,7 @@ mod dev;
 mod fault;
 mod home;
 mod logging;
+mod metrics;
 mod pki;
 mod platform;
 mod profile;

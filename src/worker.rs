@@ -140,7 +140,8 @@ pub async fn run(config: &Config, home: &Home, args: &ConnectArgs) -> anyhow::Re
     let target = options.target.to_string();
     let connection = plinth_worker::connect(options).await?;
     let platform = crate::platform::settings(config, home, &connection, &address)?;
-    let mut worker = PlinthWorker::start(connection, &settings, platform).await?;
+    let metrics = crate::metrics::settings(&config.metrics)?;
+    let mut worker = PlinthWorker::start(connection, &settings, platform, metrics).await?;
     tokio::spawn(worker.follow_directory(crate::platform::DIRECTORY_POLL));
     let shutdown = worker.shutdown_handle();
     tokio::spawn(async move {

@@ -409,7 +409,7 @@ fn upstream_certificates_rotate_and_an_upstream_outage_is_unavailable_then_recov
         cert.display(),
         key.display()
     );
-    let stack = PlinthStack::start_configured(&server, PLINTH.as_ref(), "10m", "3s", &settings)
+    let stack = PlinthStack::start_configured(&server, PLINTH.as_ref(), "10m", "3s", &settings, "")
         .expect("start the stack");
     let ns = provision(&stack, "shipping");
     let alice = stack.profile(PAYMENTS_MEMBER, &ns).unwrap();

@@ -1,12 +1,12 @@
 //! Plinth's own records in the control-plane namespace: policy workflows, access schedules
-//! and their runs. Reads come from workflow memos, so no worker is needed to answer them.
+//! and their runs, and metrics scraping. Reads come from workflow memos, so no worker is needed to answer them.
 
 use std::time::Duration;
 
 use plinth_proto::v1::{AccessSummary, Policy};
 use plinth_workflows::{
-    KIND_ATTRIBUTE, OWNER_ATTRIBUTE, PolicyWorkflow, RESOURCE_MEMO, UsersWorkflow,
-    access_schedule_id, policy_workflow_id,
+    KIND_ATTRIBUTE, OWNER_ATTRIBUTE, PolicyWorkflow, RESOURCE_MEMO, ScrapeMetricsWorkflow,
+    ScrapeTarget, UsersWorkflow, access_schedule_id, policy_workflow_id, scrape_workflow_id,
 };
 use serde::de::DeserializeOwned;
 use temporalio_client::errors::WorkflowInteractionError;
@@ -172,6 +172,19 @@ impl ControlPlane {
             .await
             .map_err(|e| BackendError::Unavailable(format!("start policy workflow: {e}")))?;
         Ok(PolicySeeding::Created)
+    }
+
+    /// Starts the scraping workflow of `target` unless one runs.
+    pub async fn ensure_scraping(&self, target: ScrapeTarget) -> Result<(), BackendError> {
+        let id = scrape_workflow_id(&target.name);
+        let options = WorkflowStartOptions::new(self.task_queue.clone(), id.clone())
+            .id_conflict_policy(WorkflowIdConflictPolicy::UseExisting)
+            .build();
+        self.client
+            .start_workflow(ScrapeMetricsWorkflow::run, target, options)
+            .await
+            .map_err(|e| BackendError::Unavailable(format!("start workflow {id}: {e}")))?;
+        Ok(())
     }
 
     /// Creates the access schedule of `namespace`, or corrects its interval. True when it

@@ -1,11 +1,13 @@
 //! Every side effect Plinth's workflows need, implemented against the contracts in
-//! `plinth_workflows::contracts`: Temporal backends, the directory, and the worker itself.
+//! `plinth_workflows::contracts`: Temporal backends, the directory, metrics
+//! endpoints, and the worker itself.
 
 pub mod access;
 mod access_activities;
 mod backend;
 mod control;
 pub mod directory;
+mod metrics_activities;
 mod namespaces;
 mod self_hosted;
 mod worker_info;
@@ -16,6 +18,7 @@ pub use backend::{
     missing_search_attributes,
 };
 pub use control::{ControlPlane, PolicySeeding};
+pub use metrics_activities::{MetricsActivities, ScrapeTargetSettings};
 pub use namespaces::NamespaceActivities;
 pub use self_hosted::SelfHosted;
 pub use worker_info::WorkerActivities;

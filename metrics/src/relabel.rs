@@ -113,13 +113,14 @@ pub struct Relabelled {
 impl Relabel {
     /// `samples` as series; a sample without its own timestamp takes `scraped_at` (ms).
     pub fn apply(&self, samples: Vec<ScrapedSample>, scraped_at: i64) -> Relabelled {
+        let sanitized = self.sanitized();
         let mut out = Relabelled::default();
         for sample in samples {
             if self.drop.iter().any(|rule| rule.drops(&sample)) {
                 out.dropped_by_rule += 1;
                 continue;
             }
-            let managed = self.managed_of(&sample);
+            let managed = self.managed_of(&sample, &sanitized);
             let mut labels: Vec<Label> = sample
                 .labels
                 .into_iter()
@@ -148,15 +149,46 @@ impl Relabel {
         out
     }
 
-    fn managed_of(&self, sample: &ScrapedSample) -> Option<&Managed> {
+    fn managed_of<'a>(
+        &'a self,
+        sample: &ScrapedSample,
+        sanitized: &HashMap<String, Option<&'a Managed>>,
+    ) -> Option<&'a Managed> {
         TEMPORAL_NAMESPACE_LABELS.iter().find_map(|wanted| {
             let (_, value) = sample.labels.iter().find(|(name, _)| name == wanted)?;
-            self.managed.get(value).or_else(|| {
-                // Temporal Cloud names namespaces `<name>.<account>`.
-                let (name, _account) = value.rsplit_once('.')?;
-                self.managed.get(name)
-            })
+            self.managed
+                .get(value)
+                .or_else(|| {
+                    // Temporal Cloud names namespaces `<name>.<account>`.
+                    let (name, _account) = value.rsplit_once('.')?;
+                    self.managed.get(name)
+                })
+                .or_else(|| sanitized.get(value).copied().flatten())
         })
+    }
+
+    /// The managed namespaces by the name a self-hosted server's Prometheus reporter shows,
+    /// which turns every character but letters, digits and `_` into `_` (`orders-eu` becomes
+    /// `orders_eu`). Names two namespaces share that way map to neither.
+    fn sanitized(&self) -> HashMap<String, Option<&Managed>> {
+        let mut index: HashMap<String, Option<&Managed>> = HashMap::new();
+        for (name, managed) in &self.managed {
+            let shown: String = name
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || c == '_' {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
+                .collect();
+            index
+                .entry(shown)
+                .and_modify(|seen| *seen = None)
+                .or_insert(Some(managed));
+        }
+        index
     }
 }
 
@@ -186,13 +218,36 @@ mod tests {
     fn relabel() -> Relabel {
         Relabel {
             target: "cloud".into(),
-            managed: HashMap::from([(
-                "orders".to_owned(),
-                Managed {
-                    resource: "orders-prod".into(),
-                    owner: "team-orders".into(),
-                },
-            )]),
+            managed: HashMap::from([
+                (
+                    "orders".to_owned(),
+                    Managed {
+                        resource: "orders-prod".into(),
+                        owner: "team-orders".into(),
+                    },
+                ),
+                (
+                    "ledger-eu".to_owned(),
+                    Managed {
+                        resource: "ledger".into(),
+                        owner: "team-ledger".into(),
+                    },
+                ),
+                (
+                    "a-b".to_owned(),
+                    Managed {
+                        resource: "ab-dash".into(),
+                        owner: "team-a".into(),
+                    },
+                ),
+                (
+                    "a.b".to_owned(),
+                    Managed {
+                        resource: "ab-dot".into(),
+                        owner: "team-a".into(),
+                    },
+                ),
+            ]),
             drop: vec![
                 DropRule::new("temporal_cloud_v1_.*_p50", None).unwrap(),
                 DropRule::new("service_requests", Some(("operation", "Poll.*"))).unwrap(),
@@ -243,6 +298,32 @@ mod tests {
                 .iter()
                 .any(|(n, _)| n == "plinth_namespace")
         );
+    }
+
+    #[test]
+    fn names_a_self_hosted_reporter_sanitized_still_find_their_namespace_unless_ambiguous() {
+        let out = relabel().apply(
+            vec![
+                sample("service_requests", &[("namespace", "ledger_eu")]),
+                sample("service_requests", &[("namespace", "a_b")]),
+                sample("service_requests", &[("namespace", "a-b")]),
+            ],
+            0,
+        );
+        let namespace = |series: &TimeSeries| {
+            series
+                .labels
+                .iter()
+                .find(|l| l.name == NAMESPACE_LABEL)
+                .map(|l| l.value.clone())
+        };
+        assert_eq!(namespace(&out.series[0]).as_deref(), Some("ledger"));
+        assert_eq!(
+            namespace(&out.series[1]),
+            None,
+            "a-b and a.b both show as a_b"
+        );
+        assert_eq!(namespace(&out.series[2]).as_deref(), Some("ab-dash"));
     }
 
     #[test]

@@ -8,14 +8,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full};
-use hyper::header::{
-    AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE, HeaderMap, HeaderValue, RETRY_AFTER, USER_AGENT,
-};
-use hyper::{Method, Request, StatusCode, Uri};
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use hyper::header::{AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE, HeaderValue, USER_AGENT};
+use hyper::{Method, Request, StatusCode};
+
+use crate::http::{Endpoint, HttpClient, bearer, causes, retry_after};
 
 /// `prometheus.Label`.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, prost::Message)]
@@ -118,11 +114,10 @@ pub enum RemoteWriteError {
 }
 
 /// A Prometheus remote-write endpoint.
+#[derive(Clone)]
 pub struct RemoteWrite {
-    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
-    url: Uri,
-    /// The URL without credentials or query, for messages.
-    endpoint: String,
+    client: HttpClient,
+    endpoint: Endpoint,
     authorization: Option<HeaderValue>,
     settings: SendSettings,
 }
@@ -130,7 +125,7 @@ pub struct RemoteWrite {
 impl std::fmt::Debug for RemoteWrite {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RemoteWrite")
-            .field("endpoint", &self.endpoint)
+            .field("endpoint", &self.endpoint.shown)
             .field("settings", &self.settings)
             .finish_non_exhaustive()
     }
@@ -154,40 +149,15 @@ impl RemoteWrite {
         bearer_token: Option<&str>,
         settings: SendSettings,
     ) -> Result<Self, RemoteWriteError> {
-        let invalid = |reason: &str| RemoteWriteError::Url {
+        let endpoint = Endpoint::parse(url).map_err(|reason| RemoteWriteError::Url {
             url: url.to_owned(),
             reason: reason.to_owned(),
-        };
-        let parsed: Uri = url.parse().map_err(|_| invalid("not a URL"))?;
-        let (Some(scheme @ ("http" | "https")), Some(authority)) =
-            (parsed.scheme_str(), parsed.authority())
-        else {
-            return Err(invalid(
-                "must start with http:// or https:// and name a host",
-            ));
-        };
-        let port = authority
-            .port_u16()
-            .map(|port| format!(":{port}"))
-            .unwrap_or_default();
-        let endpoint = format!("{scheme}://{}{port}{}", authority.host(), parsed.path());
+        })?;
         let authorization = bearer_token
-            .map(|token| {
-                let mut value = HeaderValue::from_str(&format!("Bearer {token}"))
-                    .map_err(|_| RemoteWriteError::Token)?;
-                value.set_sensitive(true);
-                Ok(value)
-            })
+            .map(|token| bearer(token).ok_or(RemoteWriteError::Token))
             .transpose()?;
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_native_roots()
-            .map_err(|e| RemoteWriteError::Roots(e.to_string()))?
-            .https_or_http()
-            .enable_http1()
-            .build();
         Ok(Self {
-            client: Client::builder(TokioExecutor::new()).build(https),
-            url: parsed,
+            client: crate::http::client().map_err(|e| RemoteWriteError::Roots(e.to_string()))?,
             endpoint,
             authorization,
             settings,
@@ -205,7 +175,7 @@ impl RemoteWrite {
             match outcome {
                 Ok(()) => report.samples_sent += samples,
                 Err(reason) => {
-                    tracing::error!(endpoint = %self.endpoint, samples, %reason, "remote write gave a batch up");
+                    tracing::error!(endpoint = %self.endpoint.shown, samples, %reason, "remote write gave a batch up");
                     report.samples_dropped += samples;
                     report.error = Some(reason);
                 }
@@ -256,7 +226,7 @@ impl RemoteWrite {
                 Some(after) => after.max(backoff),
                 None => backoff,
             };
-            tracing::warn!(endpoint = %self.endpoint, attempt, %reason, ?wait, "remote write will retry");
+            tracing::warn!(endpoint = %self.endpoint.shown, attempt, %reason, ?wait, "remote write will retry");
             tokio::time::sleep(wait).await;
             backoff = (backoff * 2).min(settings.max_backoff);
         }
@@ -265,7 +235,7 @@ impl RemoteWrite {
     async fn attempt(&self, body: Bytes) -> Result<(), Attempt> {
         let mut request = Request::builder()
             .method(Method::POST)
-            .uri(self.url.clone())
+            .uri(self.endpoint.uri.clone())
             .header(CONTENT_ENCODING, "snappy")
             .header(CONTENT_TYPE, "application/x-protobuf")
             .header("X-Prometheus-Remote-Write-Version", "0.1.0")
@@ -277,16 +247,14 @@ impl RemoteWrite {
                 .headers_mut()
                 .insert(AUTHORIZATION, authorization.clone());
         }
-        let response = self.client.request(request).await.map_err(|e| {
-            let causes: Vec<String> =
-                std::iter::successors(Some(&e as &dyn std::error::Error), |e| e.source())
-                    .map(ToString::to_string)
-                    .collect();
-            Attempt::Retry {
-                reason: format!("{}: {}", self.endpoint, causes.join(": ")),
+        let response = self
+            .client
+            .request(request)
+            .await
+            .map_err(|e| Attempt::Retry {
+                reason: format!("{}: {}", self.endpoint.shown, causes(&e)),
                 after: None,
-            }
-        })?;
+            })?;
         let status = response.status();
         let after = retry_after(response.headers());
         let answer = response
@@ -301,7 +269,7 @@ impl RemoteWrite {
         let text = String::from_utf8_lossy(&answer);
         let reason = format!(
             "{} answered {status}: {}",
-            self.endpoint,
+            self.endpoint.shown,
             text.trim().chars().take(300).collect::<String>()
         );
         if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
@@ -310,18 +278,6 @@ impl RemoteWrite {
             Err(Attempt::Final(reason))
         }
     }
-}
-
-/// `Retry-After` in seconds (the HTTP-date form is not used by metrics endpoints).
-fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let seconds = headers
-        .get(RETRY_AFTER)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse()
-        .ok()?;
-    Some(Duration::from_secs(seconds))
 }
 
 /// Consecutive runs of `series` holding at most `max_samples` samples (a larger series alone).

@@ -6,15 +6,16 @@ use std::time::Duration;
 
 use plinth_activities::directory::Directory;
 use plinth_activities::{
-    AccessActivities, BackendError, ControlPlane, NamespaceActivities, NamespaceBackend,
-    SelfHosted, WorkerActivities,
+    AccessActivities, BackendError, ControlPlane, MetricsActivities, NamespaceActivities,
+    NamespaceBackend, ScrapeTargetSettings, SelfHosted, WorkerActivities,
 };
+use plinth_metrics::{DropRule, RemoteWrite};
 use plinth_proto::ValidationRules;
 use plinth_proto::v1::NamespaceSpec;
 use plinth_workflows::contracts::WorkerInfo;
 use plinth_workflows::{
     Canary, KIND_ATTRIBUTE, OWNER_ATTRIBUTE, PHASE_ATTRIBUTE, PolicyWorkflow, ProvisionNamespace,
-    UsersWorkflow,
+    ScrapeMetricsWorkflow, ScrapeTarget, UsersWorkflow,
 };
 use temporalio_client::NamespacedClient;
 use temporalio_client::{Client, ClientOptions, Connection, ConnectionOptions};
@@ -63,6 +64,17 @@ pub struct PlatformSettings {
     pub access_interval: Duration,
 }
 
+/// Metrics scraping: the targets by name, where their samples go, and what is left out.
+#[derive(Clone, Debug, Default)]
+pub struct MetricsSettings {
+    /// Endpoints to scrape, each with its interval.
+    pub targets: std::collections::HashMap<String, ScrapeTargetSettings>,
+    /// The remote-write endpoint; required when there are targets.
+    pub sink: Option<RemoteWrite>,
+    /// Series not to store.
+    pub drop: Vec<DropRule>,
+}
+
 /// Why the worker could not start or stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
@@ -80,6 +92,14 @@ pub enum WorkerError {
         /// The namespace involved.
         namespace: String,
         /// The backend's error.
+        source: BackendError,
+    },
+    /// A target's scraping workflow could not be started.
+    #[error("metrics target {target:?}: {source}")]
+    Scraping {
+        /// The target.
+        target: String,
+        /// The control plane's error.
         source: BackendError,
     },
     /// The SDK refused the worker's configuration.
@@ -154,12 +174,13 @@ impl std::fmt::Debug for PlinthWorker {
 }
 
 impl PlinthWorker {
-    /// Ensures the namespace exists and builds a worker for it. Must be called inside a Tokio
-    /// runtime.
+    /// Ensures the namespace exists, builds a worker for it and makes sure every metrics
+    /// target is being scraped. Must be called inside a Tokio runtime.
     pub async fn start(
         connection: Connection,
         settings: &WorkerSettings,
         platform: PlatformSettings,
+        metrics: MetricsSettings,
     ) -> Result<Self, WorkerError> {
         ensure_namespace(&connection, &settings.namespace).await?;
         let setup = |e: &dyn std::fmt::Display| WorkerError::Setup(e.to_string());
@@ -191,6 +212,16 @@ impl PlinthWorker {
             platform.rules,
             platform.resync_interval,
         );
+        let targets: Vec<ScrapeTarget> = metrics
+            .targets
+            .iter()
+            .map(|(name, target)| ScrapeTarget {
+                name: name.clone(),
+                interval_secs: target.interval.as_secs(),
+            })
+            .collect();
+        let scraping =
+            MetricsActivities::new(metrics.targets, metrics.sink, metrics.drop, control.clone());
         let options = WorkerOptions::new(settings.task_queue.clone())
             .register_workflow::<Canary>()
             .map_err(|e| setup(&e))?
@@ -200,11 +231,24 @@ impl PlinthWorker {
             .map_err(|e| setup(&e))?
             .register_workflow::<UsersWorkflow>()
             .map_err(|e| setup(&e))?
+            .register_workflow::<ScrapeMetricsWorkflow>()
+            .map_err(|e| setup(&e))?
             .register_activities(WorkerActivities::new(info))
             .register_activities(namespaces)
             .register_activities(access)
+            .register_activities(scraping)
             .build();
         let worker = Worker::new(&runtime, client, options).map_err(|e| setup(&e))?;
+        for target in targets {
+            let name = target.name.clone();
+            control
+                .ensure_scraping(target)
+                .await
+                .map_err(|source| WorkerError::Scraping {
+                    target: name,
+                    source,
+                })?;
+        }
         Ok(Self {
             worker,
             _runtime: runtime,

@@ -214,3 +214,44 @@ impl ActivityDefinition for ValidateRule {
         "ValidateRule"
     }
 }
+
+/// One run of a target's scrapes: the target's name (its settings, token included, stay in the
+/// worker's configuration, never in Temporal) and how many scrapes before the run returns.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScrapeRun {
+    /// `[[metrics.targets]] name`.
+    pub target: String,
+    /// Scrapes to make before returning, so the workflow can continue as new.
+    pub scrapes: u32,
+}
+
+/// What a run of scrapes did.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScrapeSummary {
+    /// Scrapes attempted.
+    pub scrapes: u32,
+    /// Scrapes that read nothing (unreachable, refused, malformed, rate limited).
+    pub failures: u32,
+    /// Samples the time-series database accepted.
+    pub samples_sent: u64,
+    /// Samples given up on after the sink's retries.
+    pub samples_dropped: u64,
+    /// Samples left out by drop rules.
+    pub samples_filtered: u64,
+    /// The last failure, if any.
+    pub last_error: Option<String>,
+}
+
+/// Activity `ScrapeMetrics`: scrapes one target on its interval, relabels and sends, and
+/// heartbeats its progress so a retry after a worker dies resumes on schedule.
+#[derive(Clone, Copy, Debug)]
+pub struct ScrapeMetrics;
+
+impl ActivityDefinition for ScrapeMetrics {
+    type Input = ScrapeRun;
+    type Output = ScrapeSummary;
+
+    fn name(&self) -> &str {
+        "ScrapeMetrics"
+    }
+}

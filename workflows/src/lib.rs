@@ -8,6 +8,7 @@ pub mod contracts;
 mod handover;
 mod policy;
 mod provision_namespace;
+mod scrape_metrics;
 mod users;
 
 pub use canary::Canary;
@@ -15,5 +16,8 @@ pub use policy::{PolicyWorkflow, RuleChange, policy_workflow_id};
 pub use provision_namespace::{
     ApplyResult, KIND_ATTRIBUTE, OWNER_ATTRIBUTE, PHASE_ATTRIBUTE, ProvisionNamespace,
     RESOURCE_MEMO, workflow_id,
+};
+pub use scrape_metrics::{
+    SCRAPES_PER_RUN, ScrapeMetricsWorkflow, ScrapeTarget, scrape_workflow_id,
 };
 pub use users::{UsersWorkflow, access_schedule_id};

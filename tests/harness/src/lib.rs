@@ -53,6 +53,7 @@ pub fn temporal_bin() -> PathBuf {
 #[derive(Debug)]
 pub struct DevServer {
     grpc: SocketAddr,
+    metrics: SocketAddr,
     dir: PathBuf,
     watchdog: Mutex<Option<Watchdog>>,
     namespaces: AtomicU32,
@@ -123,6 +124,7 @@ impl DevServer {
         answers.read_line(&mut line)?;
         let server = DevServer {
             grpc: SocketAddr::from(([127, 0, 0, 1], grpc_port)),
+            metrics: SocketAddr::from(([127, 0, 0, 1], metrics_port)),
             dir,
             watchdog: Mutex::new(Some(Watchdog {
                 child,
@@ -209,6 +211,11 @@ impl DevServer {
         }
     }
 
+    /// `http://host:port/metrics`: the server's Prometheus metrics.
+    pub fn metrics_url(&self) -> String {
+        format!("http://{}/metrics", self.metrics)
+    }
+
     /// `host:port` of the frontend.
     pub fn address(&self) -> String {
         self.grpc.to_string()
@@ -279,7 +286,9 @@ impl WorkerThread {
                     admin_group: "temporal-dev".into(),
                     access_interval: Duration::from_secs(300),
                 };
-                let mut worker = PlinthWorker::start(connection, &settings, platform).await?;
+                let mut worker =
+                    PlinthWorker::start(connection, &settings, platform, Default::default())
+                        .await?;
                 let shutdown = worker.shutdown_handle();
                 tokio::spawn(async move {
                     let _ = stopped.await;

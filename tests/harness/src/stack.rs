@@ -91,16 +91,18 @@ impl PlinthStack {
         resync: &str,
         access: &str,
     ) -> anyhow::Result<PlinthStack> {
-        Self::start_configured(server, plinth, resync, access, "")
+        Self::start_configured(server, plinth, resync, access, "", "")
     }
 
-    /// [`Self::start_with`], with `proxy_settings` (TOML lines) added to `[proxy]`.
+    /// [`Self::start_with`], with `proxy_settings` (TOML lines) added to `[proxy]` and
+    /// `sections` (whole TOML tables) to the end of the configuration.
     pub fn start_configured(
         server: &DevServer,
         plinth: &Path,
         resync: &str,
         access: &str,
         proxy_settings: &str,
+        sections: &str,
     ) -> anyhow::Result<PlinthStack> {
         static STACKS: AtomicU32 = AtomicU32::new(0);
         let n = STACKS.fetch_add(1, Ordering::Relaxed);
@@ -117,7 +119,7 @@ impl PlinthStack {
              [client]\naddress = \"{proxy_address}\"\nserver_name = \"localhost\"\n\n\
              [codec]\nlisten = \"{codec_address}\"\nmax_body_bytes = {CODEC_MAX_BODY}\n\
              jwks = \"{jwks}\"\njwt_issuer = \"{TOKEN_ISSUER}\"\njwt_audience = \"{TOKEN_AUDIENCE}\"\n\
-             allowed_origins = [\"{UI_ORIGIN}\"]\n",
+             allowed_origins = [\"{UI_ORIGIN}\"]\n\n{sections}\n",
             server.address(),
             jwks = home.path().join("jwks.json").display(),
         );

@@ -1,0 +1,91 @@
+//! `[metrics]` as the worker's scraping settings: tokens read, endpoints and rules checked.
+
+use std::collections::HashMap;
+
+use anyhow::{Context, bail};
+use plinth_activities::ScrapeTargetSettings;
+use plinth_metrics::{DropRule, RemoteWrite, Scraper, SendSettings};
+use plinth_worker::MetricsSettings;
+
+use crate::config::MetricsConfig;
+
+/// The scraping settings `config` describes; an error names the key at fault.
+pub fn settings(config: &MetricsConfig) -> anyhow::Result<MetricsSettings> {
+    let mut targets = HashMap::new();
+    for target in &config.targets {
+        let key = format!("[[metrics.targets]] {:?}", target.name);
+        let valid = !target.name.is_empty()
+            && target
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+        if !valid {
+            bail!("{key}: name must be letters, digits, '-', '_' or '.'");
+        }
+        let token = token(target.token_file.as_deref(), target.token_env.as_deref())
+            .with_context(|| key.clone())?;
+        let scraper = Scraper::new(&target.url, token.as_deref(), config.scrape_timeout)
+            .with_context(|| key.clone())?;
+        let interval = target.interval.unwrap_or(config.interval);
+        if interval.as_secs() < 1 {
+            bail!("{key}: interval must be at least 1s");
+        }
+        let settings = ScrapeTargetSettings { scraper, interval };
+        if targets.insert(target.name.clone(), settings).is_some() {
+            bail!("{key}: two targets have this name");
+        }
+    }
+    let sink = match &config.remote_write_url {
+        Some(url) => {
+            let token = token(
+                config.remote_write_token_file.as_deref(),
+                config.remote_write_token_env.as_deref(),
+            )
+            .context("[metrics] remote_write_token")?;
+            Some(
+                RemoteWrite::new(url, token.as_deref(), SendSettings::default())
+                    .context("[metrics] remote_write_url")?,
+            )
+        }
+        None if !targets.is_empty() => {
+            bail!("[metrics] remote_write_url: required when [[metrics.targets]] are configured")
+        }
+        None => None,
+    };
+    let drop = config
+        .drop
+        .iter()
+        .map(|rule| {
+            let label = match (&rule.label, &rule.matches) {
+                (Some(label), Some(matches)) => Some((label.as_str(), matches.as_str())),
+                (None, None) => None,
+                _ => bail!(
+                    "[[metrics.drop]] {:?}: label and matches go together",
+                    rule.metric
+                ),
+            };
+            Ok(DropRule::new(&rule.metric, label)?)
+        })
+        .collect::<anyhow::Result<_>>()?;
+    Ok(MetricsSettings {
+        targets,
+        sink,
+        drop,
+    })
+}
+
+/// A bearer token from a file (trimmed) or an environment variable; never logged.
+fn token(file: Option<&std::path::Path>, env: Option<&str>) -> anyhow::Result<Option<String>> {
+    match (file, env) {
+        (Some(_), Some(_)) => bail!("a token file and a token variable are both set: set one"),
+        (Some(path), None) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("token file {}", path.display()))?;
+            Ok(Some(text.trim().to_owned()))
+        }
+        (None, Some(var)) => std::env::var(var)
+            .map(|value| Some(value.trim().to_owned()))
+            .with_context(|| format!("token variable {var} is not set")),
+        (None, None) => Ok(None),
+    }
+}

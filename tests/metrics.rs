@@ -1,0 +1,267 @@
+//! Metrics scraping end to end: a real `plinth worker` runs the `ScrapeMetrics` workflows
+//! against the Temporal dev server's own `/metrics` and a Temporal Cloud-format OpenMetrics
+//! test double, and a real Prometheus receives the samples by remote write.
+
+use std::io::{BufRead, BufReader, Write as _};
+use std::net::TcpListener;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use plinth_test_harness::cli::{namespace_yaml, ok, temporal, wait_for};
+use plinth_test_harness::{DevServer, PAYMENTS_MEMBER, PAYMENTS_TEAM, PlinthStack, Prometheus};
+
+const PLINTH: &str = env!("CARGO_BIN_EXE_plinth");
+const API_KEY: &str = "cloud-metrics-api-key-7f3a";
+const INTERVAL_SECS: u64 = 2;
+const RETRY_AFTER_SECS: u64 = 6;
+
+/// What the double serves next.
+const SERVE_METRICS: u8 = 0;
+const SERVE_429: u8 = 1;
+const SERVE_MALFORMED: u8 = 2;
+
+/// Stands in for `https://metrics.temporal.io/v1/metrics`, which tests cannot reach: serves
+/// OpenMetrics in Temporal Cloud's shape (gauges, per-minute samples two minutes old, the
+/// namespace as `<name>.<account>`), requires the bearer API key, and on demand answers 429
+/// with `Retry-After` or a malformed body. Records when each request arrived.
+struct CloudMetricsTestDouble {
+    url: String,
+    mode: Arc<AtomicU8>,
+    requests: Arc<Mutex<Vec<Instant>>>,
+    /// The sample timestamp served, Unix seconds.
+    sample_time: u64,
+}
+
+impl CloudMetricsTestDouble {
+    fn start(temporal_namespace: &str) -> CloudMetricsTestDouble {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/v1/metrics", listener.local_addr().unwrap());
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let sample_time = now / 60 * 60 - 120;
+        let body = format!(
+            "# TYPE temporal_cloud_v1_workflow_success_count gauge\n\
+             # HELP temporal_cloud_v1_workflow_success_count Workflows completed in the minute.\n\
+             temporal_cloud_v1_workflow_success_count{{temporal_account=\"acct1\",temporal_namespace=\"{temporal_namespace}.acct1\",region=\"aws-us-east-1\"}} 17 {sample_time}.000\n\
+             # TYPE temporal_cloud_v1_action_limit gauge\n\
+             temporal_cloud_v1_action_limit{{temporal_account=\"acct1\",temporal_namespace=\"{temporal_namespace}.acct1\"}} 500 {sample_time}.000\n\
+             # EOF\n"
+        );
+        let mode = Arc::new(AtomicU8::new(SERVE_METRICS));
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let (serving_mode, log) = (mode.clone(), requests.clone());
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let mut head = Vec::new();
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                    head.push(line.trim_end().to_owned());
+                }
+                log.lock().unwrap().push(Instant::now());
+                let authorized = head.iter().any(|line| {
+                    line.eq_ignore_ascii_case(&format!("authorization: Bearer {API_KEY}"))
+                });
+                let (status, headers, body) = match serving_mode.load(Ordering::SeqCst) {
+                    _ if !authorized => ("401 Unauthorized", String::new(), "no API key".into()),
+                    SERVE_429 => (
+                        "429 Too Many Requests",
+                        format!("Retry-After: {RETRY_AFTER_SECS}\r\n"),
+                        "rate limited".to_owned(),
+                    ),
+                    SERVE_MALFORMED => (
+                        "200 OK",
+                        "Content-Type: application/openmetrics-text; version=1.0.0\r\n".into(),
+                        "temporal_cloud_v1_workflow_success_count{temporal_namespace=\"x 1\n# EOF\n"
+                            .to_owned(),
+                    ),
+                    _ => (
+                        "200 OK",
+                        "Content-Type: application/openmetrics-text; version=1.0.0; charset=utf-8\r\n\
+                         X-Completeness: limited\r\n"
+                            .into(),
+                        body.clone(),
+                    ),
+                };
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 {status}\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        });
+        CloudMetricsTestDouble {
+            url,
+            mode,
+            requests,
+            sample_time,
+        }
+    }
+
+    fn serve(&self, mode: u8) {
+        self.mode.store(mode, Ordering::SeqCst);
+    }
+
+    fn requests(&self) -> Vec<Instant> {
+        self.requests.lock().unwrap().clone()
+    }
+
+    /// Waits for `n` more requests than now and returns when the last one arrived.
+    fn wait_for_requests(&self, n: usize) -> Instant {
+        let before = self.requests().len();
+        wait_for("scrapes of the cloud test double", || {
+            self.requests().len() >= before + n
+        });
+        self.requests()[before + n - 1]
+    }
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+#[test]
+fn the_scrape_workflows_send_dev_server_and_cloud_metrics_to_prometheus_and_survive_faults() {
+    let server = DevServer::shared();
+    let prometheus = Prometheus::start().unwrap();
+    let temporal_namespace = format!("ledger-{}", std::process::id());
+    let cloud = CloudMetricsTestDouble::start(&temporal_namespace);
+    let home = tempfile::tempdir().unwrap();
+    let key_file = home.path().join("cloud-api-key");
+    std::fs::write(&key_file, format!("{API_KEY}\n")).unwrap();
+    let metrics = format!(
+        "[metrics]\ninterval = \"{INTERVAL_SECS}s\"\nscrape_timeout = \"5s\"\n\
+         remote_write_url = \"{}\"\n\n\
+         [[metrics.targets]]\nname = \"dev\"\nurl = \"{}\"\n\n\
+         [[metrics.targets]]\nname = \"cloud\"\nurl = \"{}\"\ntoken_file = \"{}\"\n\n\
+         [[metrics.drop]]\nmetric = \"temporal_cloud_v1_action_limit\"\n",
+        prometheus.remote_write_url(),
+        server.metrics_url(),
+        cloud.url,
+        key_file.display(),
+    );
+    let mut stack =
+        PlinthStack::start_configured(server, PLINTH.as_ref(), "10m", "5m", "", &metrics)
+            .expect("start the stack");
+    let yaml = namespace_yaml("ledger", &temporal_namespace, PAYMENTS_TEAM, 3, "");
+    ok(stack.apply_as(PAYMENTS_MEMBER, &yaml, &["--wait"]));
+    // Traffic in the namespace, so the dev server reports series naming it.
+    ok(temporal(
+        &[
+            "workflow",
+            "start",
+            "--namespace",
+            &temporal_namespace,
+            "--type",
+            "Ledger",
+            "--task-queue",
+            "ledger",
+            "--workflow-id",
+            "ledger-1",
+        ],
+        &server.address(),
+    ));
+
+    // 1. The dev server's metrics reach Prometheus, labelled with the Plinth namespace.
+    let query = r#"service_requests{plinth_target="dev",plinth_namespace="ledger",operation="StartWorkflowExecution"}"#;
+    wait_for("dev server metrics in Prometheus", || {
+        !prometheus.query(query, unix_now()).unwrap().is_empty()
+    });
+    let series = prometheus.query(query, unix_now()).unwrap();
+    assert_eq!(
+        series[0]["metric"]["plinth_owner"], PAYMENTS_TEAM,
+        "{series:?}"
+    );
+    // The server's reporter shows `ledger-<pid>` as `ledger_<pid>`.
+    assert_eq!(
+        series[0]["metric"]["namespace"],
+        temporal_namespace.replace('-', "_").as_str()
+    );
+
+    // 2. Cloud-format samples keep their timestamps, two minutes old; drop rules apply.
+    let cloud_query = r#"temporal_cloud_v1_workflow_success_count{plinth_target="cloud",plinth_namespace="ledger"}[10m]"#;
+    wait_for("cloud metrics in Prometheus", || {
+        !prometheus
+            .query(cloud_query, unix_now())
+            .unwrap()
+            .is_empty()
+    });
+    let stored = prometheus.query(cloud_query, unix_now()).unwrap();
+    assert_eq!(
+        stored[0]["metric"]["plinth_owner"], PAYMENTS_TEAM,
+        "{stored:?}"
+    );
+    assert_eq!(
+        stored[0]["values"][0][0].as_f64().unwrap(),
+        cloud.sample_time as f64
+    );
+    assert_eq!(stored[0]["values"][0][1], "17");
+    let dropped = prometheus
+        .query("temporal_cloud_v1_action_limit[10m]", unix_now())
+        .unwrap();
+    assert!(dropped.is_empty(), "a drop rule matched it: {dropped:?}");
+    wait_for("the incomplete answer reported", || {
+        stack.log("worker").contains("completeness=limited")
+    });
+    assert!(
+        !stack.log("worker").contains(API_KEY),
+        "the API key is never logged"
+    );
+
+    // A 429 puts the next scrape off by its Retry-After.
+    cloud.serve(SERVE_429);
+    let limited = cloud.wait_for_requests(1);
+    cloud.serve(SERVE_METRICS);
+    let next = cloud.wait_for_requests(1);
+    assert!(
+        next - limited >= Duration::from_secs(RETRY_AFTER_SECS) - Duration::from_millis(500),
+        "next scrape {:?} after the 429",
+        next - limited
+    );
+
+    // A malformed body is reported and scraping goes on.
+    cloud.serve(SERVE_MALFORMED);
+    cloud.wait_for_requests(1);
+    cloud.serve(SERVE_METRICS);
+    wait_for("the malformed body reported", || {
+        stack
+            .log("worker")
+            .contains("served a malformed body: line 1")
+    });
+    cloud.wait_for_requests(2);
+
+    // 3. The worker dies mid-run; after it is back, scraping resumes at once.
+    stack.kill_worker();
+    let killed = Instant::now();
+    let last_before = *cloud.requests().last().unwrap();
+    // Longer than the workflow's heartbeat timeout, so the run is retried while it is down.
+    std::thread::sleep(Duration::from_secs(12));
+    stack.start_worker().unwrap();
+    let back = Instant::now();
+    let resumed = cloud.wait_for_requests(1);
+    let downtime = back - killed;
+    let gap = resumed - last_before;
+    assert!(
+        gap <= downtime + Duration::from_secs(INTERVAL_SECS) * 2 + Duration::from_secs(3),
+        "scraping resumed {gap:?} after the last scrape; the worker was down {downtime:?}"
+    );
+    wait_for("dev server metrics after the restart", || {
+        let now = unix_now();
+        prometheus
+            .query(&format!("timestamp({query})"), now)
+            .unwrap()
+            .first()
+            .and_then(|s| s["value"][1].as_str()?.parse::<f64>().ok())
+            .is_some_and(|sampled| sampled > now - 5.0)
+    });
+}
