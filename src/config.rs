@@ -32,6 +32,8 @@ pub struct Config {
     pub codec: CodecConfig,
     /// How `plinth apply/get/describe/delete` reach the platform API.
     pub client: ClientConfig,
+    /// `plinth worker`'s own endpoints.
+    pub worker: WorkerConfig,
     /// Temporal's metrics, scraped by the worker into a time-series database.
     pub metrics: MetricsConfig,
 }
@@ -151,6 +153,8 @@ pub struct DevConfig {
     pub proxy_port: u16,
     /// `plinth proxy`'s /metrics and health checks.
     pub proxy_metrics_port: u16,
+    /// The worker's /metrics port.
+    pub worker_metrics_port: u16,
     /// Codec server port (dev mode: plain HTTP, unauthenticated from loopback).
     pub codec_port: u16,
     /// The local user `plinth dev` issues a certificate for.
@@ -170,6 +174,7 @@ impl Default for DevConfig {
             metrics_port: 9233,
             proxy_port: 7443,
             proxy_metrics_port: 7449,
+            worker_metrics_port: 7450,
             codec_port: 7280,
             user: "dev@example.com".into(),
             dynamic_config: Vec::new(),
@@ -370,6 +375,22 @@ pub struct ClientConfig {
     /// CA bundle of the server certificate (default: $PLINTH_HOME/pki/ca.pem).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ca: Option<PathBuf>,
+}
+
+/// `[worker]`: the worker's own endpoints.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WorkerConfig {
+    /// Address of the worker's /metrics (plain HTTP).
+    pub metrics_listen: String,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        Self {
+            metrics_listen: "127.0.0.1:7450".into(),
+        }
+    }
 }
 
 /// `[metrics]`: what the worker scrapes and where the samples go.

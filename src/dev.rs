@@ -53,6 +53,9 @@ pub struct DevArgs {
     /// The proxy's /metrics and health port.
     #[arg(long)]
     proxy_metrics_port: Option<u16>,
+    /// The worker's /metrics port.
+    #[arg(long)]
+    worker_metrics_port: Option<u16>,
     /// Codec server port.
     #[arg(long)]
     codec_port: Option<u16>,
@@ -71,6 +74,7 @@ impl DevArgs {
             metrics_port,
             proxy_port,
             proxy_metrics_port,
+            worker_metrics_port,
             codec_port,
             user,
         } = self.clone();
@@ -81,6 +85,7 @@ impl DevArgs {
         dev.metrics_port = metrics_port.unwrap_or(dev.metrics_port);
         dev.proxy_port = proxy_port.unwrap_or(dev.proxy_port);
         dev.proxy_metrics_port = proxy_metrics_port.unwrap_or(dev.proxy_metrics_port);
+        dev.worker_metrics_port = worker_metrics_port.unwrap_or(dev.worker_metrics_port);
         dev.codec_port = codec_port.unwrap_or(dev.codec_port);
         dev.user = user.unwrap_or(dev.user.clone());
     }
@@ -114,6 +119,7 @@ struct TemporalInfo {
 struct WorkerInfo {
     task_queue: String,
     identity: String,
+    metrics_url: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -271,6 +277,7 @@ pub async fn run(
     };
     let proxy_address = format!("{}:{}", dev.ip, dev.proxy_port);
     let proxy_metrics_address = format!("{}:{}", dev.ip, dev.proxy_metrics_port);
+    let worker_metrics_address = format!("{}:{}", dev.ip, dev.worker_metrics_port);
     let codec_address = format!("{}:{}", dev.ip, dev.codec_port);
     let keyring = config
         .codec
@@ -303,7 +310,12 @@ pub async fn run(
 
     let mut worker = Supervised::spawn(
         "Plinth worker",
-        plinth_command(global, &["worker"], &grpc_address, &settings)?,
+        plinth_command(
+            global,
+            &["worker", "--metrics-listen", &worker_metrics_address],
+            &grpc_address,
+            &settings,
+        )?,
         home.logs_dir().join("worker.log"),
     )?;
     let canary = tokio::select! {
@@ -367,6 +379,7 @@ pub async fn run(
         worker: WorkerInfo {
             task_queue: settings.task_queue.clone(),
             identity: canary.worker.identity,
+            metrics_url: format!("http://{worker_metrics_address}/metrics"),
         },
         proxy: ProxyInfo {
             address: proxy_address.clone(),
@@ -549,6 +562,11 @@ fn check_ports_free(dev: &DevConfig) -> anyhow::Result<()> {
             "proxy metrics",
             "proxy_metrics_port",
         ),
+        (
+            dev.worker_metrics_port,
+            "worker metrics",
+            "worker_metrics_port",
+        ),
         (dev.codec_port, "codec server", "codec_port"),
         (dev.grpc_port, "Temporal gRPC", "grpc_port"),
         (dev.ui_port, "Web UI", "ui_port"),
@@ -596,7 +614,7 @@ fn banner(info: &DevInfo) -> String {
          \x20 Metrics        {metrics}\n\
          \x20 Proxy          {proxy}  (mTLS: platform API and Temporal, payloads encrypted; metrics {proxy_metrics})\n\
          \x20 Codec server   {codec}  (DEV MODE: unauthenticated from this machine)\n\
-         \x20 Worker         {worker}, task queue {tq}\n\
+         \x20 Worker         {worker}, task queue {tq}  (metrics {worker_metrics})\n\
          \x20 You are        {user}  (certificate {cert})\n\
          \x20 Data dir       {home}  (dev.json, logs/)\n\n\
          Try:\n\
@@ -615,6 +633,7 @@ fn banner(info: &DevInfo) -> String {
         proxy_metrics = info.proxy.metrics_url,
         codec = info.codec.url,
         worker = info.worker.identity,
+        worker_metrics = info.worker.metrics_url,
         user = info.identity.user,
         cert = info.identity.cert.display(),
         home = info.home.display(),

@@ -50,7 +50,7 @@ enum Command {
     /// Start Temporal's dev server and the Plinth worker, and supervise them until Ctrl-C.
     Dev(dev::DevArgs),
     /// Run the control-plane worker against any Temporal.
-    Worker(worker::ConnectArgs),
+    Worker(worker::WorkerArgs),
     /// Serve the platform API over mTLS.
     Proxy(proxy::ProxyArgs),
     /// Serve the codec endpoint the Web UI and CLI decrypt payloads through.

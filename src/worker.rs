@@ -135,8 +135,38 @@ fn path_source(path: &std::path::Path) -> DataSource {
 }
 
 /// Runs the worker until SIGINT or SIGTERM, then lets in-flight tasks finish.
-pub async fn run(config: &Config, home: &Home, args: &ConnectArgs) -> anyhow::Result<()> {
-    let (options, address, settings) = args.resolve(&config.temporal)?;
+/// `plinth worker`: where Temporal is, and where to serve the worker's metrics.
+#[derive(Debug, Clone, clap::Args)]
+pub struct WorkerArgs {
+    /// Address of the worker's /metrics (overrides [worker] metrics_listen).
+    #[arg(long)]
+    metrics_listen: Option<String>,
+    #[command(flatten)]
+    temporal: ConnectArgs,
+}
+
+pub async fn run(config: &Config, home: &Home, args: &WorkerArgs) -> anyhow::Result<()> {
+    let (options, address, settings) = args.temporal.resolve(&config.temporal)?;
+    let (listener, metrics_address) = crate::proxy::bind(
+        args.metrics_listen.as_ref(),
+        &config.worker.metrics_listen,
+        "[worker] metrics_listen",
+    )
+    .await?;
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(|| async {
+            (
+                [(
+                    axum::http::header::CONTENT_TYPE,
+                    "text/plain; version=0.0.4",
+                )],
+                plinth_activities::telemetry::render(),
+            )
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    tracing::info!(address = %metrics_address, "worker metrics listening (HTTP)");
     let target = options.target.to_string();
     let connection = plinth_worker::connect(options).await?;
     let platform = crate::platform::settings(config, home, &connection, &address)?;

@@ -123,6 +123,16 @@ impl CloudMetricsTestDouble {
     }
 }
 
+/// The worker's own /metrics.
+fn worker_metrics(stack: &PlinthStack) -> String {
+    let url = format!("http://{}/metrics", stack.worker_metrics_address);
+    let out = ok(std::process::Command::new("curl")
+        .args(["-sf", &url])
+        .output()
+        .unwrap());
+    String::from_utf8(out.stdout).unwrap()
+}
+
 fn unix_now() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -239,6 +249,39 @@ fn the_scrape_workflows_send_dev_server_and_cloud_metrics_to_prometheus_and_surv
             .contains("served a malformed body: line 1")
     });
     cloud.wait_for_requests(2);
+
+    // The worker's own metrics count what happened.
+    let own = worker_metrics(&stack);
+    for (series, at_least) in [
+        (
+            "plinth_scrapes_total{target=\"cloud\",outcome=\"rate_limited\"}",
+            1.0,
+        ),
+        (
+            "plinth_scrapes_total{target=\"cloud\",outcome=\"failed\"}",
+            1.0,
+        ),
+        ("plinth_scrapes_total{target=\"dev\",outcome=\"ok\"}", 1.0),
+        (
+            "plinth_scrape_samples_total{target=\"cloud\",fate=\"filtered\"}",
+            1.0,
+        ),
+        (
+            "plinth_scrape_samples_total{target=\"dev\",fate=\"sent\"}",
+            100.0,
+        ),
+        ("plinth_reconciles_total{outcome=\"ok\"}", 1.0),
+        ("plinth_access_runs_total{outcome=\"ok\"}", 1.0),
+    ] {
+        let value = own
+            .lines()
+            .find_map(|line| line.strip_prefix(series)?.trim().parse::<f64>().ok());
+        assert!(
+            value.is_some_and(|v| v >= at_least),
+            "{series} is {value:?}, expected at least {at_least}:\n{own}"
+        );
+    }
+    assert!(own.contains("plinth_scrape_last_success_timestamp_seconds{target=\"dev\"}"));
 
     // 3. The worker dies mid-run; after it is back, scraping resumes at once.
     stack.kill_worker();

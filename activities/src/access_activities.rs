@@ -125,7 +125,9 @@ impl AccessActivities {
             &self.admin_group,
         )
         .await
+        .inspect_err(|_| crate::telemetry::access_run(None))
         .map_err(failure)?;
+        crate::telemetry::access_run(Some((summary.granted, summary.changed, summary.revoked)));
         tracing::info!(
             namespace,
             granted = summary.granted,

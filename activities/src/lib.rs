@@ -10,6 +10,7 @@ pub mod directory;
 mod metrics_activities;
 mod namespaces;
 mod self_hosted;
+pub mod telemetry;
 mod worker_info;
 
 pub use access_activities::{AccessActivities, reconcile_access};

@@ -11,6 +11,7 @@ use temporalio_macros::activities;
 use temporalio_sdk::activities::{ActivityContext, ActivityError};
 
 use crate::control::ControlPlane;
+use crate::telemetry::{self, Scrape};
 
 /// How often a waiting scrape run tells Temporal it is alive (well inside the workflow's
 /// heartbeat timeout).
@@ -91,9 +92,15 @@ impl MetricsActivities {
         while progress.summary.scrapes < run.scrapes {
             wait_until(&ctx, progress.next_due_ms, &progress).await?;
             let started = now_ms();
-            let retry_after = self
-                .scrape_once(target, sink, &mut relabel, &mut progress.summary)
-                .await;
+            let clock = std::time::Instant::now();
+            let outcome = self.scrape_once(target, sink, &mut relabel).await;
+            telemetry::scraped(
+                &run.target,
+                &outcome.scrape,
+                clock.elapsed(),
+                now_ms() as f64 / 1000.0,
+            );
+            let retry_after = outcome.add_to(&mut progress.summary);
             let due = progress.next_due_ms.max(0) + interval_ms;
             // After downtime, scrape at once and then keep the interval, not catch up.
             let next = if due <= started {
@@ -111,14 +118,13 @@ impl MetricsActivities {
 }
 
 impl MetricsActivities {
-    /// One scrape, relabelled and sent; returns how long a 429 asked to wait.
+    /// One scrape, relabelled and sent.
     async fn scrape_once(
         &self,
         target: &ScrapeTargetSettings,
         sink: &RemoteWrite,
         relabel: &mut Relabel,
-        summary: &mut ScrapeSummary,
-    ) -> Option<Duration> {
+    ) -> Outcome {
         let name = relabel.target.clone();
         match self.managed().await {
             Ok(managed) => relabel.managed = managed,
@@ -130,11 +136,17 @@ impl MetricsActivities {
             Ok(scraped) => scraped,
             Err(e) => {
                 tracing::warn!(target = %name, error = %e, "scrape failed");
-                summary.failures += 1;
-                summary.last_error = Some(e.to_string());
-                return match e {
-                    ScrapeError::RateLimited { retry_after, .. } => retry_after,
-                    _ => None,
+                let (outcome, retry_after) = match &e {
+                    ScrapeError::RateLimited { retry_after, .. } => ("rate_limited", *retry_after),
+                    _ => ("failed", None),
+                };
+                return Outcome {
+                    scrape: Scrape {
+                        outcome,
+                        ..Scrape::default()
+                    },
+                    retry_after,
+                    error: Some(e.to_string()),
                 };
             }
         };
@@ -142,15 +154,18 @@ impl MetricsActivities {
             tracing::warn!(target = %name, %completeness, "the endpoint says this scrape is not complete");
         }
         let relabelled = relabel.apply(scraped.samples, now_ms());
-        summary.samples_filtered += relabelled.dropped_by_rule;
         let report = sink.send(&relabelled.series).await;
-        summary.samples_sent += report.samples_sent;
-        summary.samples_dropped += report.samples_dropped;
-        if let Some(error) = report.error {
-            summary.last_error = Some(error);
-        }
         tracing::debug!(target = %name, bytes = scraped.bytes, sent = report.samples_sent, dropped = report.samples_dropped, "scraped");
-        None
+        Outcome {
+            scrape: Scrape {
+                outcome: "ok",
+                sent: report.samples_sent,
+                dropped: report.samples_dropped,
+                filtered: relabelled.dropped_by_rule,
+            },
+            retry_after: None,
+            error: report.error,
+        }
     }
 
     /// Temporal namespace to the Plinth namespace managing it, for every provisioned one.
@@ -174,6 +189,30 @@ impl MetricsActivities {
                 ))
             })
             .collect())
+    }
+}
+
+/// What one scrape came to, and what it asks of the schedule.
+struct Outcome {
+    scrape: Scrape,
+    /// A 429's `Retry-After`.
+    retry_after: Option<Duration>,
+    error: Option<String>,
+}
+
+impl Outcome {
+    /// Adds this scrape to the run's totals; returns how long a 429 asked to wait.
+    fn add_to(self, summary: &mut ScrapeSummary) -> Option<Duration> {
+        summary.samples_sent += self.scrape.sent;
+        summary.samples_dropped += self.scrape.dropped;
+        summary.samples_filtered += self.scrape.filtered;
+        if self.scrape.outcome != "ok" {
+            summary.failures += 1;
+        }
+        if self.error.is_some() {
+            summary.last_error = self.error;
+        }
+        self.retry_after
     }
 }
 

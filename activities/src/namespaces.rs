@@ -77,6 +77,26 @@ impl NamespaceActivities {
         _ctx: ActivityContext,
         spec: NamespaceSpec,
     ) -> Result<ReconcileReport, ActivityError> {
+        let started = std::time::Instant::now();
+        let result = self.reconcile(&spec).await;
+        crate::telemetry::reconciled(result.is_ok(), started.elapsed());
+        result
+    }
+
+    /// Deletes the Temporal namespace.
+    #[activity(definition = DeleteNamespace)]
+    pub async fn delete_namespace(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        name: String,
+    ) -> Result<(), ActivityError> {
+        self.backend.delete(&name).await.map_err(failure)
+    }
+}
+
+impl NamespaceActivities {
+    /// Registers or updates the namespace until it matches `spec`.
+    async fn reconcile(&self, spec: &NamespaceSpec) -> Result<ReconcileReport, ActivityError> {
         let backend = &self.backend;
         let observed = backend.describe(&spec.name).await.map_err(failure)?;
         let created = observed.is_none();
@@ -115,15 +135,5 @@ impl NamespaceActivities {
             changes,
             endpoint: backend.endpoint(&spec.name),
         })
-    }
-
-    /// Deletes the Temporal namespace.
-    #[activity(definition = DeleteNamespace)]
-    pub async fn delete_namespace(
-        self: Arc<Self>,
-        _ctx: ActivityContext,
-        name: String,
-    ) -> Result<(), ActivityError> {
-        self.backend.delete(&name).await.map_err(failure)
     }
 }

@@ -74,6 +74,8 @@ pub struct PlinthStack {
     pub proxy_address: String,
     /// `host:port` of the proxy's /metrics and health checks.
     pub proxy_metrics_address: String,
+    /// `host:port` of the worker's /metrics.
+    pub worker_metrics_address: String,
     /// `host:port` of Temporal.
     pub temporal_address: String,
 }
@@ -111,11 +113,13 @@ impl PlinthStack {
         let proxy_address = format!("127.0.0.1:{}", free_port());
         let codec_address = format!("127.0.0.1:{}", free_port());
         let proxy_metrics_address = format!("127.0.0.1:{}", free_port());
+        let worker_metrics_address = format!("127.0.0.1:{}", free_port());
         let config = format!(
             "[temporal]\naddress = \"{}\"\nnamespace = \"{control_namespace}\"\n\n\
              [platform]\nresync_interval = \"{resync}\"\naccess_interval = \"{access}\"\n\n\
              [proxy]\nlisten = \"{proxy_address}\"\nmetrics_listen = \"{proxy_metrics_address}\"\n\
              refresh_interval = \"2s\"\n{proxy_settings}\n\n\
+             [worker]\nmetrics_listen = \"{worker_metrics_address}\"\n\n\
              [client]\naddress = \"{proxy_address}\"\nserver_name = \"localhost\"\n\n\
              [codec]\nlisten = \"{codec_address}\"\nmax_body_bytes = {CODEC_MAX_BODY}\n\
              jwks = \"{jwks}\"\njwt_issuer = \"{TOKEN_ISSUER}\"\njwt_audience = \"{TOKEN_AUDIENCE}\"\n\
@@ -136,6 +140,7 @@ impl PlinthStack {
             control_namespace,
             proxy_address,
             proxy_metrics_address,
+            worker_metrics_address,
             temporal_address: server.address(),
             home,
         };
