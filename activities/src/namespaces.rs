@@ -102,18 +102,18 @@ impl NamespaceActivities {
         let created = observed.is_none();
         let (settings, existing_attributes) = match observed {
             None => {
-                backend.register(&spec).await.map_err(failure)?;
+                backend.register(spec).await.map_err(failure)?;
                 (Vec::new(), BTreeMap::new())
             }
             Some(observed) => (
-                observed.setting_differences(&spec),
+                observed.setting_differences(spec),
                 observed.search_attributes,
             ),
         };
         if !settings.is_empty() {
-            backend.update(&spec).await.map_err(failure)?;
+            backend.update(spec).await.map_err(failure)?;
         }
-        let missing = missing_search_attributes(&existing_attributes, &spec);
+        let missing = missing_search_attributes(&existing_attributes, spec);
         if !missing.is_empty() {
             backend
                 .add_search_attributes(&spec.name, &missing)
