@@ -616,7 +616,9 @@ fn banner(info: &DevInfo) -> String {
          \x20 Codec server   {codec}  (DEV MODE: unauthenticated from this machine)\n\
          \x20 Worker         {worker}, task queue {tq}  (metrics {worker_metrics})\n\
          \x20 You are        {user}  (certificate {cert})\n\
-         \x20 Data dir       {home}  (dev.json, logs/)\n\n\
+         \x20 Data dir       {home}  (dev.json, logs/)\n\
+         \x20 Dashboards     observability/dashboards/*.json (Grafana: Import); alerts observability/alerts.yml\n\
+         \x20                (Prometheus rule_files); scrape the metrics URLs above, see observability/README.md\n\n\
          Try:\n\
          \x20 temporal workflow execute --address {address} --namespace {ns} --task-queue {tq} --type Canary --input '\"hello\"'\n\
          \x20 temporal workflow list --address {address} --namespace {ns}\n\
