@@ -108,6 +108,9 @@ enum BenchCommand {
     /// Temporal directly, through nginx (TLS only) and through plinth proxy: latency,
     /// throughput, CPU per RPC, and memory holding long polls.
     Proxy(bench::ProxyBenchArgs),
+    /// Scrape, parse, relabel and remote write of a 30,000-sample Temporal Cloud body, next to
+    /// Prometheus scraping the same body (needs Debian's `prometheus`; no plinth dev).
+    Metrics(bench::MetricsBenchArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -208,6 +211,7 @@ async fn run(
         Command::Bench(BenchCommand::Access(args)) => bench::access(&config, &home, &args).await,
         Command::Bench(BenchCommand::Codec(args)) => bench::codec(&home, &args).await,
         Command::Bench(BenchCommand::Proxy(args)) => bench::proxy(&home, &args).await,
+        Command::Bench(BenchCommand::Metrics(args)) => bench::metrics(&args).await,
         Command::Profile(args) => profile::write(&config, &home, &args),
         Command::Pki(PkiCommand::Init) => {
             let report = pki::init(&home, &config.pki)?;

@@ -20,14 +20,24 @@ struct DevProcess {
 }
 
 impl DevProcess {
-    fn start(home: &Path, ports: [u16; 7]) -> DevProcess {
-        let [grpc, ui, http, metrics, proxy, codec, proxy_metrics] = ports.map(|p| p.to_string());
+    fn start(home: &Path, ports: [u16; 8]) -> DevProcess {
+        let [
+            grpc,
+            ui,
+            http,
+            metrics,
+            proxy,
+            codec,
+            proxy_metrics,
+            worker_metrics,
+        ] = ports.map(|p| p.to_string());
         let child = Command::new(PLINTH)
             .arg("dev")
             .args(["--grpc-port", &grpc, "--ui-port", &ui])
             .args(["--http-port", &http, "--metrics-port", &metrics])
             .args(["--proxy-port", &proxy, "--codec-port", &codec])
             .args(["--proxy-metrics-port", &proxy_metrics])
+            .args(["--worker-metrics-port", &worker_metrics])
             .env("PLINTH_HOME", home)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -82,7 +92,7 @@ fn is_alive(pid: u64) -> bool {
 #[test]
 fn dev_serves_stops_cleanly_and_keeps_state_across_restarts() {
     let home = tempfile::tempdir().unwrap();
-    let ports = [(); 7].map(|()| free_port());
+    let ports = [(); 8].map(|()| free_port());
 
     let mut dev = DevProcess::start(home.path(), ports);
     let info = dev.info();
@@ -95,11 +105,14 @@ fn dev_serves_stops_cleanly_and_keeps_state_across_restarts() {
         info["temporal"]["ui_url"],
         format!("http://127.0.0.1:{}", ports[1])
     );
-    let pids: Vec<u64> = ["plinth", "temporal", "worker", "proxy", "codec"]
+    let roles = ["plinth", "temporal", "worker", "proxy", "codec"];
+    let pids: Vec<u64> = roles
         .iter()
         .map(|name| info["pids"][name].as_u64().expect("pid in dev.json"))
         .collect();
-    assert!(pids.iter().all(|&pid| is_alive(pid)));
+    for (role, pid) in roles.iter().zip(&pids) {
+        assert!(is_alive(*pid), "{role} (pid {pid}) is not running: {info}");
+    }
     assert!(Path::new(info["identity"]["cert"].as_str().unwrap()).exists());
 
     let described = temporal(
@@ -138,6 +151,22 @@ fn dev_serves_stops_cleanly_and_keeps_state_across_restarts() {
     assert!(applied.status.success(), "{}", text(&applied));
     assert!(
         String::from_utf8_lossy(&applied.stdout).contains("namespace/my-fancy-namespace Ready")
+    );
+    // The worker's own metrics count the reconcile that made it Ready.
+    let worker_metrics = info["worker"]["metrics_url"].as_str().unwrap();
+    assert_eq!(
+        worker_metrics,
+        format!("http://127.0.0.1:{}/metrics", ports[7])
+    );
+    let scraped = Command::new("curl")
+        .args(["-sf", worker_metrics])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&scraped.stdout)
+            .contains("plinth_reconciles_total{outcome=\"ok\"}"),
+        "{}",
+        text(&scraped)
     );
 
     let stopped = dev.signal_and_wait(Signal::SIGINT);
@@ -237,7 +266,7 @@ fn python(script: &str, args: &[&str]) -> Output {
 #[test]
 fn web_ui_shows_input_sent_through_the_proxy_decrypted_by_the_codec_server() {
     let home = tempfile::tempdir().unwrap();
-    let dev = DevProcess::start(home.path(), [(); 7].map(|()| free_port()));
+    let dev = DevProcess::start(home.path(), [(); 8].map(|()| free_port()));
     let info = dev.info();
     let address = info["temporal"]["grpc_address"].as_str().unwrap();
     let codec = info["codec"]["url"].as_str().unwrap();

@@ -213,10 +213,21 @@ fn request(address: &str, path: &str, body: Bytes) -> anyhow::Result<hyper::Requ
 }
 
 async fn post(address: &str, path: &str, body: Vec<u8>) -> anyhow::Result<Vec<u8>> {
+    send(address, request(address, path, Bytes::from(body))?).await
+}
+
+/// GETs `path` of `address`; the body of a success.
+pub(super) async fn get(address: &str, path: &str) -> anyhow::Result<Vec<u8>> {
+    let request = hyper::Request::get(path)
+        .header(hyper::header::HOST, address)
+        .body(Full::new(Bytes::new()))?;
+    send(address, request).await
+}
+
+async fn send(address: &str, request: hyper::Request<Full<Bytes>>) -> anyhow::Result<Vec<u8>> {
+    let path = request.uri().path().to_owned();
     let mut sender = connect(address).await?;
-    let response = sender
-        .send_request(request(address, path, Bytes::from(body))?)
-        .await?;
+    let response = sender.send_request(request).await?;
     if !response.status().is_success() {
         bail!("{path} answered {}", response.status());
     }

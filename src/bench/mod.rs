@@ -3,6 +3,7 @@
 
 mod access;
 mod codec;
+mod metrics;
 mod namespaces;
 mod proxy;
 
@@ -15,6 +16,7 @@ use crate::home::Home;
 
 pub use access::{AccessBenchArgs, access};
 pub use codec::{CodecBenchArgs, codec};
+pub use metrics::{MetricsBenchArgs, metrics};
 pub use namespaces::{BenchArgs, namespaces};
 pub use proxy::{ProxyBenchArgs, proxy};
 
@@ -124,4 +126,18 @@ fn memory_of(pid: u64) -> anyhow::Result<(u64, u64)> {
         bail!("worker pid {pid} reports no memory");
     }
     Ok((rss, peak))
+}
+
+/// Linux's clock tick, the unit of /proc/<pid>/stat CPU times.
+const CLOCK_TICKS_PER_SECOND: f64 = 100.0;
+
+/// User plus system CPU seconds of process `pid` so far.
+fn cpu_seconds(pid: u64) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .with_context(|| format!("pid {pid}"))?;
+    // Fields after the command name (which may hold spaces): state is field 3, utime 14.
+    let after = stat.rsplit_once(") ").context("/proc stat")?.1;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks: f64 = fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
+    Ok(ticks / CLOCK_TICKS_PER_SECOND)
 }

@@ -33,9 +33,6 @@ pub struct ProxyBenchArgs {
     long_polls: usize,
 }
 
-/// Linux's clock tick, the unit of /proc/<pid>/stat CPU times.
-const CLOCK_TICKS_PER_SECOND: f64 = 100.0;
-
 #[derive(Clone, Copy, PartialEq)]
 enum Op {
     Start,
@@ -205,7 +202,7 @@ async fn measure(
     history_of: &str,
 ) -> anyhow::Result<Measured> {
     static IDS: AtomicU64 = AtomicU64::new(0);
-    let cpu_before = path.pid.map(cpu_seconds).transpose()?;
+    let cpu_before = path.pid.map(super::cpu_seconds).transpose()?;
     let started = Instant::now();
     let mut tasks = JoinSet::new();
     let run = Arc::new(format!("bench-{}", std::process::id()));
@@ -236,7 +233,7 @@ async fn measure(
         .await
         .with_context(|| path.name)?;
     let cpu = match (path.pid, cpu_before) {
-        (Some(pid), Some(before)) => Some(cpu_seconds(pid)? - before),
+        (Some(pid), Some(before)) => Some(super::cpu_seconds(pid)? - before),
         _ => None,
     };
     Ok(Measured {
@@ -281,17 +278,6 @@ async fn hold_long_polls(
     let held = count - finished.load(Ordering::Relaxed) as usize;
     polls.abort_all();
     Ok((held, rss))
-}
-
-/// User plus system CPU seconds of process `pid` so far.
-fn cpu_seconds(pid: u64) -> anyhow::Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .with_context(|| format!("pid {pid}"))?;
-    // Fields after the command name (which may hold spaces): state is field 3, utime 14.
-    let after = stat.rsplit_once(") ").context("/proc stat")?.1;
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks: f64 = fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
-    Ok(ticks / CLOCK_TICKS_PER_SECOND)
 }
 
 /// nginx (Debian's) terminating TLS with the dev server certificate and passing gRPC on.
