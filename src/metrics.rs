@@ -1,10 +1,11 @@
-//! `[metrics]` as the worker's scraping settings: tokens read, endpoints and rules checked.
+//! `[metrics]` as the worker's scraping settings (tokens read, endpoints and rules checked),
+//! and the worker's own HTTP endpoints.
 
 use std::collections::HashMap;
 
 use anyhow::{Context, bail};
 use plinth_activities::ScrapeTargetSettings;
-use plinth_metrics::{DropRule, RemoteWrite, Scraper, SendSettings};
+use plinth_metrics::{DropRule, LatestSamples, RemoteWrite, Scraper, SendSettings};
 use plinth_worker::MetricsSettings;
 
 use crate::config::MetricsConfig;
@@ -47,9 +48,6 @@ pub fn settings(config: &MetricsConfig) -> anyhow::Result<MetricsSettings> {
                     .context("[metrics] remote_write_url")?,
             )
         }
-        None if !targets.is_empty() => {
-            bail!("[metrics] remote_write_url: required when [[metrics.targets]] are configured")
-        }
         None => None,
     };
     let drop = config
@@ -70,6 +68,7 @@ pub fn settings(config: &MetricsConfig) -> anyhow::Result<MetricsSettings> {
     Ok(MetricsSettings {
         targets,
         sink,
+        latest: LatestSamples::default(),
         drop,
     })
 }
@@ -88,4 +87,43 @@ fn token(file: Option<&std::path::Path>, env: Option<&str>) -> anyhow::Result<Op
             .with_context(|| format!("token variable {var} is not set")),
         (None, None) => Ok(None),
     }
+}
+
+/// The worker's HTTP endpoints: `/metrics`, its own; `/export`, every target's last scrape
+/// with the samples' timestamps (OpenMetrics when the scraper asks for it, else Prometheus
+/// text), for a Prometheus that scrapes with `honor_labels` and `honor_timestamps`.
+pub fn worker_app(latest: LatestSamples) -> axum::Router {
+    use axum::http::{HeaderMap, header};
+    use axum::routing::get;
+    use plinth_metrics::Format;
+
+    axum::Router::new()
+        .route(
+            "/metrics",
+            get(|| async {
+                (
+                    [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                    plinth_activities::telemetry::render(),
+                )
+            }),
+        )
+        .route(
+            "/export",
+            get(move |headers: HeaderMap| async move {
+                let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+                let (format, content_type) =
+                    if accept.is_some_and(|a| a.contains("application/openmetrics-text")) {
+                        (
+                            Format::OpenMetrics,
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        )
+                    } else {
+                        (Format::Prometheus, "text/plain; version=0.0.4")
+                    };
+                (
+                    [(header::CONTENT_TYPE, content_type)],
+                    latest.render(format),
+                )
+            }),
+        )
 }

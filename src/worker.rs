@@ -153,24 +153,13 @@ pub async fn run(config: &Config, home: &Home, args: &WorkerArgs) -> anyhow::Res
         "[worker] metrics_listen",
     )
     .await?;
-    let app = axum::Router::new().route(
-        "/metrics",
-        axum::routing::get(|| async {
-            (
-                [(
-                    axum::http::header::CONTENT_TYPE,
-                    "text/plain; version=0.0.4",
-                )],
-                plinth_activities::telemetry::render(),
-            )
-        }),
-    );
+    let metrics = crate::metrics::settings(&config.metrics)?;
+    let app = crate::metrics::worker_app(metrics.latest.clone());
     tokio::spawn(async move { axum::serve(listener, app).await });
     tracing::info!(address = %metrics_address, "worker metrics listening (HTTP)");
     let target = options.target.to_string();
     let connection = plinth_worker::connect(options).await?;
     let platform = crate::platform::settings(config, home, &connection, &address)?;
-    let metrics = crate::metrics::settings(&config.metrics)?;
     let mut worker = PlinthWorker::start(connection, &settings, platform, metrics).await?;
     tokio::spawn(worker.follow_directory(crate::platform::DIRECTORY_POLL));
     let shutdown = worker.shutdown_handle();

@@ -309,6 +309,38 @@ fn the_scrape_workflows_send_dev_server_and_cloud_metrics_to_prometheus_and_surv
         .query("temporal_cloud_v1_action_limit[10m]", unix_now())
         .unwrap();
     assert!(dropped.is_empty(), "a drop rule matched it: {dropped:?}");
+    // The same samples, re-exported for a Prometheus that scrapes instead of receiving.
+    let export = format!("http://{}/export", stack.worker_metrics_address);
+    let openmetrics = ok(Command::new("curl")
+        .args(["-sf", "-H", "Accept: application/openmetrics-text", &export])
+        .output()
+        .unwrap());
+    let openmetrics = String::from_utf8(openmetrics.stdout).unwrap();
+    assert!(openmetrics.ends_with("# EOF\n"));
+    assert!(
+        openmetrics.lines().any(|line| line
+            .starts_with("temporal_cloud_v1_workflow_success_count{")
+            && line.contains("plinth_namespace=\"ledger\"")
+            && line.ends_with(&format!(" 17 {}.000", cloud.sample_time))),
+        "{openmetrics}"
+    );
+    let scraper = Prometheus::start_scraping(&export).unwrap();
+    let exported_query =
+        r#"temporal_cloud_v1_workflow_success_count{job="export",plinth_namespace="ledger"}[10m]"#;
+    wait_for("the export scraped by Prometheus", || {
+        !scraper
+            .query(exported_query, unix_now())
+            .unwrap()
+            .is_empty()
+    });
+    let scraped = scraper.query(exported_query, unix_now()).unwrap();
+    assert_eq!(
+        scraped[0]["values"][0][0].as_f64().unwrap(),
+        cloud.sample_time as f64
+    );
+    assert_eq!(scraped[0]["metric"]["plinth_target"], "cloud");
+    drop(scraper);
+
     wait_for("the incomplete answer reported", || {
         stack.log("worker").contains("completeness=limited")
     });

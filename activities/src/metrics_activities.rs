@@ -2,7 +2,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use plinth_metrics::{DropRule, Managed, Relabel, RemoteWrite, ScrapeError, Scraper};
+use plinth_metrics::{
+    DropRule, LatestSamples, Managed, Relabel, RemoteWrite, ScrapeError, Scraper, SendReport,
+};
 use plinth_proto::v1::Namespace;
 use plinth_workflows::contracts::{ScrapeMetrics, ScrapeRun, ScrapeSummary};
 use serde::{Deserialize, Serialize};
@@ -31,23 +33,27 @@ pub struct ScrapeTargetSettings {
 pub struct MetricsActivities {
     targets: Arc<HashMap<String, ScrapeTargetSettings>>,
     sink: Option<Arc<RemoteWrite>>,
+    latest: LatestSamples,
     drop: Arc<Vec<DropRule>>,
     control: ControlPlane,
 }
 
 impl MetricsActivities {
-    /// Scrapes `targets` by name, drops series matching `drop`, sends to `sink`; Plinth
-    /// namespaces (for the `plinth_namespace` label) come from `control`. Without targets
-    /// there is no sink, and scraping workflows of targets since removed end.
+    /// Scrapes `targets` by name, drops series matching `drop`, sends to `sink` (when there
+    /// is one) and keeps each target's last scrape in `latest`; Plinth namespaces (for the
+    /// `plinth_namespace` label) come from `control`. Scraping workflows of targets since
+    /// removed end.
     pub fn new(
         targets: HashMap<String, ScrapeTargetSettings>,
         sink: Option<RemoteWrite>,
+        latest: LatestSamples,
         drop: Vec<DropRule>,
         control: ControlPlane,
     ) -> Self {
         Self {
             targets: Arc::new(targets),
             sink: sink.map(Arc::new),
+            latest,
             drop: Arc::new(drop),
             control,
         }
@@ -72,7 +78,7 @@ impl MetricsActivities {
         ctx: ActivityContext,
         run: ScrapeRun,
     ) -> Result<ScrapeSummary, ActivityError> {
-        let (Some(target), Some(sink)) = (self.targets.get(&run.target), &self.sink) else {
+        let Some(target) = self.targets.get(&run.target) else {
             return Err(ActivityError::application(
                 ApplicationFailure::non_retryable(UnknownTarget(run.target)),
             ));
@@ -93,7 +99,7 @@ impl MetricsActivities {
             wait_until(&ctx, progress.next_due_ms, &progress).await?;
             let started = now_ms();
             let clock = std::time::Instant::now();
-            let outcome = self.scrape_once(target, sink, &mut relabel).await;
+            let outcome = self.scrape_once(target, &mut relabel).await;
             telemetry::scraped(
                 &run.target,
                 &outcome.scrape,
@@ -119,12 +125,7 @@ impl MetricsActivities {
 
 impl MetricsActivities {
     /// One scrape, relabelled and sent.
-    async fn scrape_once(
-        &self,
-        target: &ScrapeTargetSettings,
-        sink: &RemoteWrite,
-        relabel: &mut Relabel,
-    ) -> Outcome {
+    async fn scrape_once(&self, target: &ScrapeTargetSettings, relabel: &mut Relabel) -> Outcome {
         let name = relabel.target.clone();
         match self.managed().await {
             Ok(managed) => relabel.managed = managed,
@@ -154,7 +155,11 @@ impl MetricsActivities {
             tracing::warn!(target = %name, %completeness, "the endpoint says this scrape is not complete");
         }
         let relabelled = relabel.apply(scraped.samples, now_ms());
-        let report = sink.send(&relabelled.series).await;
+        let report = match &self.sink {
+            Some(sink) => sink.send(&relabelled.series).await,
+            None => SendReport::default(),
+        };
+        self.latest.set(&name, relabelled.series);
         tracing::debug!(target = %name, bytes = scraped.bytes, sent = report.samples_sent, dropped = report.samples_dropped, "scraped");
         Outcome {
             scrape: Scrape {

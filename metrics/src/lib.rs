@@ -3,6 +3,7 @@
 //! Prometheus remote-write series in batches with retries, nothing lost without being counted.
 //! Also the registry Plinth's own processes expose their metrics with.
 
+pub mod export;
 pub mod exposition;
 mod http;
 pub mod registry;
@@ -10,6 +11,7 @@ pub mod relabel;
 pub mod remote_write;
 pub mod scrape;
 
+pub use export::LatestSamples;
 pub use exposition::{ExpositionError, Format};
 pub use registry::{Counter, DURATION_BUCKETS, Gauge, Histogram};
 pub use relabel::{DropRule, DropRuleError, Managed, Relabel, Relabelled, ScrapedSample};

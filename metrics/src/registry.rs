@@ -224,7 +224,8 @@ impl Histogram {
     }
 }
 
-fn escape(value: &str) -> String {
+/// A label value as the text formats write it.
+pub(crate) fn escape(value: &str) -> String {
     value
         .replace('\\', "\\\\")
         .replace('"', "\\\"")

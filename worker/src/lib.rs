@@ -9,7 +9,7 @@ use plinth_activities::{
     AccessActivities, BackendError, ControlPlane, MetricsActivities, NamespaceActivities,
     NamespaceBackend, ScrapeTargetSettings, SelfHosted, WorkerActivities,
 };
-use plinth_metrics::{DropRule, RemoteWrite};
+use plinth_metrics::{DropRule, LatestSamples, RemoteWrite};
 use plinth_proto::ValidationRules;
 use plinth_proto::v1::NamespaceSpec;
 use plinth_workflows::contracts::WorkerInfo;
@@ -69,8 +69,10 @@ pub struct PlatformSettings {
 pub struct MetricsSettings {
     /// Endpoints to scrape, each with its interval.
     pub targets: std::collections::HashMap<String, ScrapeTargetSettings>,
-    /// The remote-write endpoint; required when there are targets.
+    /// The remote-write endpoint, if samples are sent anywhere.
     pub sink: Option<RemoteWrite>,
+    /// Where each target's last scrape is kept for re-export.
+    pub latest: LatestSamples,
     /// Series not to store.
     pub drop: Vec<DropRule>,
 }
@@ -220,8 +222,13 @@ impl PlinthWorker {
                 interval_secs: target.interval.as_secs(),
             })
             .collect();
-        let scraping =
-            MetricsActivities::new(metrics.targets, metrics.sink, metrics.drop, control.clone());
+        let scraping = MetricsActivities::new(
+            metrics.targets,
+            metrics.sink,
+            metrics.latest,
+            metrics.drop,
+            control.clone(),
+        );
         let options = WorkerOptions::new(settings.task_queue.clone())
             .register_workflow::<Canary>()
             .map_err(|e| setup(&e))?

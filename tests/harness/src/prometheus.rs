@@ -20,11 +20,27 @@ pub struct Prometheus {
 impl Prometheus {
     /// Starts it and waits until `/-/ready` answers.
     pub fn start() -> anyhow::Result<Prometheus> {
+        Self::start_with("global:\n  scrape_interval: 1m\n")
+    }
+
+    /// Starts one that also scrapes `url` every second, keeping the labels and timestamps it
+    /// finds there (as for a re-export endpoint).
+    pub fn start_scraping(url: &str) -> anyhow::Result<Prometheus> {
+        let (scheme, rest) = url.split_once("://").context("scrape URL")?;
+        let (host, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+        Self::start_with(&format!(
+            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: export\n    \
+             scheme: {scheme}\n    metrics_path: {path}\n    honor_labels: true\n    \
+             honor_timestamps: true\n    static_configs:\n      - targets: ['{host}']\n"
+        ))
+    }
+
+    fn start_with(config_text: &str) -> anyhow::Result<Prometheus> {
         let dir = tempfile::Builder::new()
             .prefix("plinth-test-prometheus-")
             .tempdir()?;
         let config = dir.path().join("prometheus.yml");
-        std::fs::write(&config, "global:\n  scrape_interval: 1m\n")?;
+        std::fs::write(&config, config_text)?;
         let address = format!("127.0.0.1:{}", free_port());
         let log = std::fs::File::create(dir.path().join("prometheus.log"))?;
         let child = Command::new("prometheus")
