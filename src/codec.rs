@@ -147,6 +147,7 @@ pub async fn run(config: &Config, home: &Home, args: &CodecArgs) -> anyhow::Resu
         },
         max_body_bytes: codec_config.max_body_bytes,
         dev_mode: args.dev,
+        metrics: Default::default(),
     });
     let tls = if codec_config.tls && !args.dev {
         Some(crate::proxy::server_tls(config, home, false, b"http/1.1")?)

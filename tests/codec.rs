@@ -193,6 +193,28 @@ fn codec_server_authenticates_authorizes_and_round_trips() {
         403
     );
 
+    // The server counts what it answered and refused, naming no namespace.
+    let metrics = call(&stack, "GET", "/metrics", "", &[]);
+    assert_eq!(metrics.status, 200);
+    let count = |series: &str| -> f64 {
+        metrics
+            .body
+            .lines()
+            .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+            .unwrap_or(0.0)
+    };
+    assert!(count("plinth_codec_requests_total{op=\"decode\",status=\"200\"}") >= 1.0);
+    assert!(count("plinth_codec_requests_total{op=\"decode\",status=\"403\"}") >= 1.0);
+    assert!(count("plinth_codec_requests_total{op=\"encode\",status=\"403\"}") >= 1.0);
+    assert!(count("plinth_codec_denials_total{access=\"write\"}") >= 1.0);
+    assert!(count("plinth_codec_denials_total{access=\"read\"}") >= 1.0);
+    assert!(count("plinth_codec_payloads_total{op=\"decode\"}") >= 1.0);
+    assert!(
+        !metrics.body.contains(&ns),
+        "no namespace label: {}",
+        metrics.body
+    );
+
     // 400 malformed, 413 oversize, 404 unknown path, 405 not POST.
     let malformed = call(&stack, "POST", &decode, "{not json", &["-H", &reader]);
     assert_eq!(malformed.status, 400);

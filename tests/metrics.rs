@@ -412,7 +412,20 @@ fn the_scrape_workflows_send_dev_server_and_cloud_metrics_to_prometheus_and_surv
         .filter_map(|series| Some(series["metric"]["__name__"].as_str()?.to_owned()))
         .collect();
     let proxy = curl(&format!("http://{}/metrics", stack.proxy_metrics_address));
-    for exposition in [own.as_str(), proxy.as_str()] {
+    stack.start_codec().unwrap();
+    let codec_port = stack.codec_address.rsplit(':').next().unwrap();
+    let codec = String::from_utf8(
+        ok(Command::new("curl")
+            .args(["-sf", "--cacert"])
+            .arg(stack.home().join("pki/ca.pem"))
+            .args(["--resolve", &format!("localhost:{codec_port}:127.0.0.1")])
+            .arg(format!("https://localhost:{codec_port}/metrics"))
+            .output()
+            .unwrap())
+        .stdout,
+    )
+    .unwrap();
+    for exposition in [own.as_str(), proxy.as_str(), codec.as_str()] {
         exported.extend(declared_names(exposition));
     }
     exported.extend(documented_names());

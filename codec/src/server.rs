@@ -11,6 +11,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use plinth_identity::{AuthenticatedStream, Caller, Identity};
+use plinth_metrics::{Counter, DURATION_BUCKETS, Histogram};
 use tokio::net::TcpListener;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
@@ -77,6 +78,57 @@ pub struct CodecServer {
     pub max_body_bytes: usize,
     /// Unauthenticated calls from loopback are allowed (for `plinth dev` only).
     pub dev_mode: bool,
+    /// What it counts, served at `/metrics`.
+    pub metrics: CodecMetrics,
+}
+
+/// The codec server's metrics. No label names a namespace: callers choose those.
+#[derive(Debug)]
+pub struct CodecMetrics {
+    requests: Counter,
+    duration: Histogram,
+    denials: Counter,
+    payloads: Counter,
+}
+
+impl Default for CodecMetrics {
+    fn default() -> Self {
+        Self {
+            requests: Counter::new(
+                "plinth_codec_requests_total",
+                "Encode and decode requests by operation and HTTP status.",
+                &["op", "status"],
+            ),
+            duration: Histogram::new(
+                "plinth_codec_request_duration_seconds",
+                "Time from request to answer.",
+                &["op"],
+                DURATION_BUCKETS,
+            ),
+            denials: Counter::new(
+                "plinth_codec_denials_total",
+                "Requests refused for missing access, by the access missing.",
+                &["access"],
+            ),
+            payloads: Counter::new(
+                "plinth_codec_payloads_total",
+                "Payloads encoded or decoded.",
+                &["op"],
+            ),
+        }
+    }
+}
+
+impl CodecMetrics {
+    /// The metrics in Prometheus text format.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        self.requests.render(&mut out);
+        self.duration.render(&mut out);
+        self.denials.render(&mut out);
+        self.payloads.render(&mut out);
+        out
+    }
 }
 
 /// The routes, testable without a socket (put a `ConnectInfo<Peer>` in the request's
@@ -101,6 +153,15 @@ pub fn app(server: Arc<CodecServer>) -> Router {
                 },
             ),
         )
+        .route(
+            "/metrics",
+            axum::routing::get(|State(server): State<Arc<CodecServer>>| async move {
+                (
+                    [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                    server.metrics.render(),
+                )
+            }),
+        )
         .layer(middleware::from_fn_with_state(server.clone(), cors))
         .with_state(server)
 }
@@ -112,6 +173,13 @@ enum Op {
 }
 
 impl Op {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Encode => "encode",
+            Self::Decode => "decode",
+        }
+    }
+
     fn need(self) -> Need {
         match self {
             Self::Encode => Need::Write,
@@ -138,12 +206,30 @@ async fn handle(
     path_namespace: Option<String>,
     request: Request,
 ) -> Response {
+    let started = std::time::Instant::now();
+    let response = respond(&server, op, path_namespace, request).await;
+    let metrics = &server.metrics;
+    metrics
+        .requests
+        .inc(&[op.as_str(), response.status().as_str()]);
+    metrics
+        .duration
+        .observe(&[op.as_str()], started.elapsed().as_secs_f64());
+    response
+}
+
+async fn respond(
+    server: &CodecServer,
+    op: Op,
+    path_namespace: Option<String>,
+    request: Request,
+) -> Response {
     let peer = request
         .extensions()
         .get::<ConnectInfo<Peer>>()
         .map(|ConnectInfo(peer)| peer.clone());
     let (parts, body) = request.into_parts();
-    let principal = match authenticate(&server, &parts.headers, peer.as_ref()).await {
+    let principal = match authenticate(server, &parts.headers, peer.as_ref()).await {
         Ok(principal) => principal,
         Err(response) => return response,
     };
@@ -169,6 +255,7 @@ async fn handle(
                 Ok(true) => identity.to_string(),
                 Ok(false) => {
                     tracing::warn!(%identity, namespace, ?need, decision = "deny", "codec authorization");
+                    server.metrics.denials.inc(&[need.as_str()]);
                     return error(
                         StatusCode::FORBIDDEN,
                         format!(
@@ -212,6 +299,7 @@ async fn handle(
     };
     match result {
         Ok(payloads) => {
+            server.metrics.payloads.add(&[op.as_str()], count as f64);
             if op == Op::Decode {
                 tracing::info!(target: "plinth::audit", identity, namespace, payloads = count, "decode");
             }
