@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use plinth_metrics::{Counter, DURATION_BUCKETS, Gauge, Histogram};
+use plinth_metrics::{Counter, DURATION_BUCKETS, Gauge, Histogram, exposition};
 
 static RECONCILES: Counter = Counter::new(
     "plinth_reconciles_total",
@@ -101,14 +101,14 @@ pub(crate) fn scraped(target: &str, scrape: &Scrape, took: Duration, unix_second
 
 /// The worker's metrics in Prometheus text format.
 pub fn render() -> String {
-    let mut out = String::new();
-    RECONCILES.render(&mut out);
-    RECONCILE_DURATION.render(&mut out);
-    ACCESS_RUNS.render(&mut out);
-    ACCESS_CHANGES.render(&mut out);
-    SCRAPES.render(&mut out);
-    SCRAPE_SAMPLES.render(&mut out);
-    SCRAPE_LAST_SUCCESS.render(&mut out);
-    SCRAPE_DURATION.render(&mut out);
-    out
+    exposition(&[
+        &RECONCILES,
+        &RECONCILE_DURATION,
+        &ACCESS_RUNS,
+        &ACCESS_CHANGES,
+        &SCRAPES,
+        &SCRAPE_SAMPLES,
+        &SCRAPE_LAST_SUCCESS,
+        &SCRAPE_DURATION,
+    ])
 }

@@ -11,7 +11,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use plinth_identity::{AuthenticatedStream, Caller, Identity};
-use plinth_metrics::{Counter, DURATION_BUCKETS, Histogram};
+use plinth_metrics::{Counter, DURATION_BUCKETS, Histogram, exposition};
 use tokio::net::TcpListener;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
@@ -122,12 +122,12 @@ impl Default for CodecMetrics {
 impl CodecMetrics {
     /// The metrics in Prometheus text format.
     pub fn render(&self) -> String {
-        let mut out = String::new();
-        self.requests.render(&mut out);
-        self.duration.render(&mut out);
-        self.denials.render(&mut out);
-        self.payloads.render(&mut out);
-        out
+        exposition(&[
+            &self.requests,
+            &self.duration,
+            &self.denials,
+            &self.payloads,
+        ])
     }
 }
 

@@ -13,9 +13,8 @@ pub mod scrape;
 
 pub use export::LatestSamples;
 pub use exposition::{ExpositionError, Format};
-pub use registry::{Counter, DURATION_BUCKETS, Gauge, Histogram};
+pub use http::EndpointError;
+pub use registry::{Counter, DURATION_BUCKETS, Gauge, Histogram, Metric, exposition};
 pub use relabel::{DropRule, DropRuleError, Managed, Relabel, Relabelled, ScrapedSample};
-pub use remote_write::{
-    Label, RemoteWrite, RemoteWriteError, Sample, SendReport, SendSettings, TimeSeries,
-};
+pub use remote_write::{Label, RemoteWrite, Sample, SendReport, SendSettings, TimeSeries};
 pub use scrape::{ScrapeError, Scraped, Scraper};

@@ -14,6 +14,21 @@ pub const DURATION_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0, 90.0,
 ];
 
+/// Something `/metrics` shows.
+pub trait Metric {
+    /// Appends its exposition.
+    fn render(&self, out: &mut String);
+}
+
+/// `metrics` in the Prometheus text format, in order.
+pub fn exposition(metrics: &[&dyn Metric]) -> String {
+    let mut out = String::new();
+    for metric in metrics {
+        metric.render(&mut out);
+    }
+    out
+}
+
 /// What every metric kind shares: name, help, label names, values by label values.
 #[derive(Debug)]
 struct Family<V> {
@@ -62,27 +77,30 @@ impl<V: Default> Family<V> {
         let _ = writeln!(out, "# TYPE {} {kind}", self.name);
     }
 
-    /// `{a="x",b="y"` (unclosed, so a histogram can add `le`), or empty for no labels.
-    fn label_text(&self, key: &str) -> String {
-        if self.labels.is_empty() {
-            return String::new();
+    /// `{a="x",b="y"}` for the label values in `key`, with `le` last when given; empty when
+    /// there are no labels at all.
+    fn label_text(&self, key: &str, le: Option<&str>) -> String {
+        let mut pairs: Vec<String> = self
+            .labels
+            .iter()
+            .zip(key.split(SEPARATOR))
+            .map(|(name, value)| format!("{name}=\"{}\"", escape(value)))
+            .collect();
+        pairs.extend(le.map(|bound| format!("le=\"{bound}\"")));
+        if pairs.is_empty() {
+            String::new()
+        } else {
+            format!("{{{}}}", pairs.join(","))
         }
-        let mut text = String::from("{");
-        for (i, (name, value)) in self.labels.iter().zip(key.split(SEPARATOR)).enumerate() {
-            if i > 0 {
-                text.push(',');
-            }
-            let _ = write!(text, "{name}=\"{}\"", escape(value));
-        }
-        text
     }
 }
 
-fn closed(labels: &str) -> String {
-    if labels.is_empty() {
-        String::new()
-    } else {
-        format!("{labels}}}")
+impl Family<f64> {
+    fn render(&self, out: &mut String, kind: &str) {
+        self.header(out, kind);
+        for (key, value) in self.values.lock().expect("metrics lock").iter() {
+            let _ = writeln!(out, "{}{} {value}", self.name, self.label_text(key, None));
+        }
     }
 }
 
@@ -109,22 +127,15 @@ impl Counter {
     pub fn add(&self, labels: &[&str], amount: f64) {
         self.0.with(labels, |value| *value += amount);
     }
+}
 
-    /// Appends the exposition; a counter without labels shows 0 before its first count.
-    pub fn render(&self, out: &mut String) {
-        self.0.header(out, "counter");
-        let values = self.0.values.lock().expect("metrics lock");
-        if values.is_empty() && self.0.labels.is_empty() {
-            let _ = writeln!(out, "{} 0", self.0.name);
+impl Metric for Counter {
+    /// A counter without labels shows 0 before its first count.
+    fn render(&self, out: &mut String) {
+        if self.0.labels.is_empty() {
+            self.add(&[], 0.0);
         }
-        for (key, value) in values.iter() {
-            let _ = writeln!(
-                out,
-                "{}{} {value}",
-                self.0.name,
-                closed(&self.0.label_text(key))
-            );
-        }
+        self.0.render(out, "counter");
     }
 }
 
@@ -146,18 +157,11 @@ impl Gauge {
     pub fn set(&self, labels: &[&str], value: f64) {
         self.0.with(labels, |current| *current = value);
     }
+}
 
-    /// Appends the exposition.
-    pub fn render(&self, out: &mut String) {
-        self.0.header(out, "gauge");
-        for (key, value) in self.0.values.lock().expect("metrics lock").iter() {
-            let _ = writeln!(
-                out,
-                "{}{} {value}",
-                self.0.name,
-                closed(&self.0.label_text(key))
-            );
-        }
+impl Metric for Gauge {
+    fn render(&self, out: &mut String) {
+        self.0.render(out, "gauge");
     }
 }
 
@@ -202,24 +206,23 @@ impl Histogram {
             buckets.sum += value;
         });
     }
+}
 
-    /// Appends the exposition.
-    pub fn render(&self, out: &mut String) {
-        let name = self.family.name;
-        self.family.header(out, "histogram");
-        for (key, buckets) in self.family.values.lock().expect("metrics lock").iter() {
-            let labels = self.family.label_text(key);
-            let le = if labels.is_empty() {
-                "{".to_owned()
-            } else {
-                format!("{labels},")
-            };
+impl Metric for Histogram {
+    fn render(&self, out: &mut String) {
+        let family = &self.family;
+        let name = family.name;
+        family.header(out, "histogram");
+        for (key, buckets) in family.values.lock().expect("metrics lock").iter() {
             for (bound, count) in self.bounds.iter().zip(&buckets.counts) {
-                let _ = writeln!(out, "{name}_bucket{le}le=\"{bound}\"}} {count}");
+                let labels = family.label_text(key, Some(&bound.to_string()));
+                let _ = writeln!(out, "{name}_bucket{labels} {count}");
             }
-            let _ = writeln!(out, "{name}_bucket{le}le=\"+Inf\"}} {}", buckets.count);
-            let _ = writeln!(out, "{name}_sum{} {}", closed(&labels), buckets.sum);
-            let _ = writeln!(out, "{name}_count{} {}", closed(&labels), buckets.count);
+            let labels = family.label_text(key, Some("+Inf"));
+            let _ = writeln!(out, "{name}_bucket{labels} {}", buckets.count);
+            let labels = family.label_text(key, None);
+            let _ = writeln!(out, "{name}_sum{labels} {}", buckets.sum);
+            let _ = writeln!(out, "{name}_count{labels} {}", buckets.count);
         }
     }
 }
@@ -248,11 +251,7 @@ mod tests {
         let took = Histogram::new("t_seconds", "Took.", &["class"], &[0.1, 1.0]);
         took.observe(&["read"], 0.05);
         took.observe(&["read"], 0.5);
-        let mut text = String::new();
-        requests.render(&mut text);
-        errors.render(&mut text);
-        last.render(&mut text);
-        took.render(&mut text);
+        let text = exposition(&[&requests, &errors, &last, &took]);
         let samples = parse(&text, Format::Prometheus).unwrap();
         let value = |name: &str, labels: &[(&str, &str)]| {
             samples

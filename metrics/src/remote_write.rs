@@ -7,11 +7,10 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt as _, Full};
-use hyper::header::{AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE, HeaderValue, USER_AGENT};
-use hyper::{Method, Request, StatusCode};
+use http_body_util::BodyExt as _;
+use hyper::{Method, StatusCode};
 
-use crate::http::{Endpoint, HttpClient, bearer, causes, retry_after};
+use crate::http::{Endpoint, EndpointError, retry_after};
 
 /// `prometheus.Label`.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, prost::Message)]
@@ -94,41 +93,11 @@ pub struct SendReport {
     pub error: Option<String>,
 }
 
-/// Why a remote-write sink cannot be set up.
-#[derive(Debug, thiserror::Error)]
-pub enum RemoteWriteError {
-    /// The URL is not an absolute http or https URL.
-    #[error("remote-write URL {url:?}: {reason}")]
-    Url {
-        /// As configured.
-        url: String,
-        /// What is wrong with it.
-        reason: String,
-    },
-    /// The bearer token cannot go in an HTTP header (its value is not shown).
-    #[error("the remote-write bearer token holds characters an HTTP header cannot carry")]
-    Token,
-    /// The system's CA certificates cannot be read.
-    #[error("cannot load the system's CA certificates: {0}")]
-    Roots(String),
-}
-
 /// A Prometheus remote-write endpoint.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct RemoteWrite {
-    client: HttpClient,
     endpoint: Endpoint,
-    authorization: Option<HeaderValue>,
     settings: SendSettings,
-}
-
-impl std::fmt::Debug for RemoteWrite {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RemoteWrite")
-            .field("endpoint", &self.endpoint.shown)
-            .field("settings", &self.settings)
-            .finish_non_exhaustive()
-    }
 }
 
 /// Why one attempt failed.
@@ -148,18 +117,9 @@ impl RemoteWrite {
         url: &str,
         bearer_token: Option<&str>,
         settings: SendSettings,
-    ) -> Result<Self, RemoteWriteError> {
-        let endpoint = Endpoint::parse(url).map_err(|reason| RemoteWriteError::Url {
-            url: url.to_owned(),
-            reason: reason.to_owned(),
-        })?;
-        let authorization = bearer_token
-            .map(|token| bearer(token).ok_or(RemoteWriteError::Token))
-            .transpose()?;
+    ) -> Result<Self, EndpointError> {
         Ok(Self {
-            client: crate::http::client().map_err(|e| RemoteWriteError::Roots(e.to_string()))?,
-            endpoint,
-            authorization,
+            endpoint: Endpoint::new(url, bearer_token)?,
             settings,
         })
     }
@@ -233,26 +193,17 @@ impl RemoteWrite {
     }
 
     async fn attempt(&self, body: Bytes) -> Result<(), Attempt> {
-        let mut request = Request::builder()
-            .method(Method::POST)
-            .uri(self.endpoint.uri.clone())
-            .header(CONTENT_ENCODING, "snappy")
-            .header(CONTENT_TYPE, "application/x-protobuf")
-            .header("X-Prometheus-Remote-Write-Version", "0.1.0")
-            .header(USER_AGENT, concat!("plinth/", env!("CARGO_PKG_VERSION")))
-            .body(Full::new(body))
-            .expect("a request from a parsed URL and constant headers");
-        if let Some(authorization) = &self.authorization {
-            request
-                .headers_mut()
-                .insert(AUTHORIZATION, authorization.clone());
-        }
+        let headers = [
+            ("content-encoding", "snappy"),
+            ("content-type", "application/x-protobuf"),
+            ("x-prometheus-remote-write-version", "0.1.0"),
+        ];
         let response = self
-            .client
-            .request(request)
+            .endpoint
+            .send(Method::POST, &headers, body)
             .await
-            .map_err(|e| Attempt::Retry {
-                reason: format!("{}: {}", self.endpoint.shown, causes(&e)),
+            .map_err(|reason| Attempt::Retry {
+                reason,
                 after: None,
             })?;
         let status = response.status();
@@ -266,12 +217,7 @@ impl RemoteWrite {
         if status.is_success() {
             return Ok(());
         }
-        let text = String::from_utf8_lossy(&answer);
-        let reason = format!(
-            "{} answered {status}: {}",
-            self.endpoint.shown,
-            text.trim().chars().take(300).collect::<String>()
-        );
+        let reason = self.endpoint.answered(status, &answer);
         if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
             Err(Attempt::Retry { reason, after })
         } else {

@@ -5,33 +5,22 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt as _, Full, Limited};
-use hyper::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderValue, USER_AGENT};
-use hyper::{Method, Request, StatusCode};
+use http_body_util::{BodyExt as _, Limited};
+use hyper::header::CONTENT_TYPE;
+use hyper::{Method, StatusCode};
 
 use crate::exposition::{ExpositionError, Format, parse};
-use crate::http::{Endpoint, HttpClient, bearer, causes, retry_after};
+use crate::http::{Endpoint, EndpointError, retry_after};
 use crate::relabel::ScrapedSample;
 
 /// Bodies larger than this are refused: Temporal Cloud's limit of 30,000 samples is a few MiB.
 const MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
 
 /// A metrics endpoint.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct Scraper {
-    client: HttpClient,
     endpoint: Endpoint,
-    authorization: Option<HeaderValue>,
     timeout: Duration,
-}
-
-impl std::fmt::Debug for Scraper {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Scraper")
-            .field("endpoint", &self.endpoint.shown)
-            .field("timeout", &self.timeout)
-            .finish_non_exhaustive()
-    }
 }
 
 /// What one scrape read.
@@ -48,20 +37,6 @@ pub struct Scraped {
 /// Why a scrape read nothing.
 #[derive(Debug, thiserror::Error)]
 pub enum ScrapeError {
-    /// The URL is not an absolute http or https URL.
-    #[error("scrape URL {url:?}: {reason}")]
-    Url {
-        /// As configured.
-        url: String,
-        /// What is wrong with it.
-        reason: &'static str,
-    },
-    /// The bearer token cannot go in an HTTP header (its value is not shown).
-    #[error("the scrape bearer token holds characters an HTTP header cannot carry")]
-    Token,
-    /// The system's CA certificates cannot be read.
-    #[error("cannot load the system's CA certificates: {0}")]
-    Roots(String),
     /// 429: the endpoint limits how often it may be scraped.
     #[error("{endpoint} is rate limiting scrapes (429){}", .retry_after.map(|after| format!("; retry after {after:?}")).unwrap_or_default())]
     RateLimited {
@@ -71,14 +46,12 @@ pub enum ScrapeError {
         retry_after: Option<Duration>,
     },
     /// Any other answer than 200.
-    #[error("{endpoint} answered {status}: {body}")]
+    #[error("{answer}")]
     Status {
-        /// The endpoint.
-        endpoint: String,
         /// The HTTP status.
         status: StatusCode,
-        /// The start of its body.
-        body: String,
+        /// The endpoint, the status and the start of the body.
+        answer: String,
     },
     /// No whole answer within the timeout.
     #[error("{endpoint} did not answer within {timeout:?}")]
@@ -89,11 +62,9 @@ pub enum ScrapeError {
         timeout: Duration,
     },
     /// Connecting or reading failed.
-    #[error("{endpoint}: {reason}")]
+    #[error("{reason}")]
     Transport {
-        /// The endpoint.
-        endpoint: String,
-        /// What failed.
+        /// The endpoint and what failed.
         reason: String,
     },
     /// The body is not in the format its `Content-Type` names.
@@ -113,59 +84,34 @@ impl Scraper {
         url: &str,
         bearer_token: Option<&str>,
         timeout: Duration,
-    ) -> Result<Self, ScrapeError> {
-        let endpoint = Endpoint::parse(url).map_err(|reason| ScrapeError::Url {
-            url: url.to_owned(),
-            reason,
-        })?;
-        let authorization = bearer_token
-            .map(|token| bearer(token).ok_or(ScrapeError::Token))
-            .transpose()?;
+    ) -> Result<Self, EndpointError> {
         Ok(Self {
-            client: crate::http::client().map_err(|e| ScrapeError::Roots(e.to_string()))?,
-            endpoint,
-            authorization,
+            endpoint: Endpoint::new(url, bearer_token)?,
             timeout,
         })
     }
 
     /// Reads the endpoint once.
     pub async fn scrape(&self) -> Result<Scraped, ScrapeError> {
-        let endpoint = || self.endpoint.shown.clone();
         tokio::time::timeout(self.timeout, self.read())
             .await
             .map_err(|_| ScrapeError::Timeout {
-                endpoint: endpoint(),
+                endpoint: self.endpoint.shown.clone(),
                 timeout: self.timeout,
             })?
     }
 
     async fn read(&self) -> Result<Scraped, ScrapeError> {
         let endpoint = || self.endpoint.shown.clone();
-        let mut request = Request::builder()
-            .method(Method::GET)
-            .uri(self.endpoint.uri.clone())
-            .header(
-                ACCEPT,
-                "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5",
-            )
-            .header(USER_AGENT, concat!("plinth/", env!("CARGO_PKG_VERSION")))
-            .body(Full::new(Bytes::new()))
-            .expect("a request from a parsed URL and constant headers");
-        if let Some(authorization) = &self.authorization {
-            request
-                .headers_mut()
-                .insert(AUTHORIZATION, authorization.clone());
-        }
-        let transport = |reason: String| ScrapeError::Transport {
-            endpoint: endpoint(),
-            reason,
-        };
+        let accept = [(
+            "accept",
+            "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5",
+        )];
         let response = self
-            .client
-            .request(request)
+            .endpoint
+            .send(Method::GET, &accept, Bytes::new())
             .await
-            .map_err(|e| transport(causes(&e)))?;
+            .map_err(|reason| ScrapeError::Transport { reason })?;
         let (parts, body) = response.into_parts();
         if parts.status == StatusCode::TOO_MANY_REQUESTS {
             return Err(ScrapeError::RateLimited {
@@ -176,14 +122,14 @@ impl Scraper {
         let body = Limited::new(body, MAX_BODY_BYTES)
             .collect()
             .await
-            .map_err(|e| transport(format!("reading the body: {e}")))?
+            .map_err(|e| ScrapeError::Transport {
+                reason: format!("{}: reading the body: {e}", self.endpoint.shown),
+            })?
             .to_bytes();
         if parts.status != StatusCode::OK {
-            let text = String::from_utf8_lossy(&body);
             return Err(ScrapeError::Status {
-                endpoint: endpoint(),
                 status: parts.status,
-                body: text.trim().chars().take(300).collect(),
+                answer: self.endpoint.answered(parts.status, &body),
             });
         }
         let content_type = parts

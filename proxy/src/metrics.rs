@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use plinth_metrics::{Counter, DURATION_BUCKETS, Histogram};
+use plinth_metrics::{Counter, DURATION_BUCKETS, Histogram, exposition};
 
 /// Counters of what the proxy did.
 #[derive(Debug)]
@@ -78,13 +78,13 @@ impl ProxyMetrics {
 
     /// The metrics in Prometheus text format.
     pub fn render(&self) -> String {
-        let mut out = String::new();
-        self.requests.render(&mut out);
-        self.latency.render(&mut out);
-        self.denials.render(&mut out);
-        self.payload_bytes.render(&mut out);
-        self.undecryptable.render(&mut out);
-        out
+        exposition(&[
+            &self.requests,
+            &self.latency,
+            &self.denials,
+            &self.payload_bytes,
+            &self.undecryptable,
+        ])
     }
 }
 
