@@ -128,11 +128,20 @@ impl CloudMetricsTestDouble {
 
 /// The worker's own /metrics.
 fn worker_metrics(stack: &PlinthStack) -> String {
-    curl(&format!("http://{}/metrics", stack.worker_metrics_address))
+    curl(
+        &[],
+        &format!("http://{}/metrics", stack.worker_metrics_address),
+    )
 }
 
-fn curl(url: &str) -> String {
-    let out = ok(Command::new("curl").args(["-sf", url]).output().unwrap());
+/// GETs `url` with curl; `options` go before it.
+fn curl(options: &[&str], url: &str) -> String {
+    let out = ok(Command::new("curl")
+        .arg("-sf")
+        .args(options)
+        .arg(url)
+        .output()
+        .unwrap());
     String::from_utf8(out.stdout).unwrap()
 }
 
@@ -311,11 +320,7 @@ fn the_scrape_workflows_send_dev_server_and_cloud_metrics_to_prometheus_and_surv
     assert!(dropped.is_empty(), "a drop rule matched it: {dropped:?}");
     // The same samples, re-exported for a Prometheus that scrapes instead of receiving.
     let export = format!("http://{}/export", stack.worker_metrics_address);
-    let openmetrics = ok(Command::new("curl")
-        .args(["-sf", "-H", "Accept: application/openmetrics-text", &export])
-        .output()
-        .unwrap());
-    let openmetrics = String::from_utf8(openmetrics.stdout).unwrap();
+    let openmetrics = curl(&["-H", "Accept: application/openmetrics-text"], &export);
     assert!(openmetrics.ends_with("# EOF\n"));
     assert!(
         openmetrics.lines().any(|line| line
@@ -411,20 +416,22 @@ fn the_scrape_workflows_send_dev_server_and_cloud_metrics_to_prometheus_and_surv
         .iter()
         .filter_map(|series| Some(series["metric"]["__name__"].as_str()?.to_owned()))
         .collect();
-    let proxy = curl(&format!("http://{}/metrics", stack.proxy_metrics_address));
+    let proxy = curl(
+        &[],
+        &format!("http://{}/metrics", stack.proxy_metrics_address),
+    );
     stack.start_codec().unwrap();
     let codec_port = stack.codec_address.rsplit(':').next().unwrap();
-    let codec = String::from_utf8(
-        ok(Command::new("curl")
-            .args(["-sf", "--cacert"])
-            .arg(stack.home().join("pki/ca.pem"))
-            .args(["--resolve", &format!("localhost:{codec_port}:127.0.0.1")])
-            .arg(format!("https://localhost:{codec_port}/metrics"))
-            .output()
-            .unwrap())
-        .stdout,
-    )
-    .unwrap();
+    let ca = stack.home().join("pki/ca.pem");
+    let codec = curl(
+        &[
+            "--cacert",
+            ca.to_str().unwrap(),
+            "--resolve",
+            &format!("localhost:{codec_port}:127.0.0.1"),
+        ],
+        &format!("https://localhost:{codec_port}/metrics"),
+    );
     for exposition in [own.as_str(), proxy.as_str(), codec.as_str()] {
         exported.extend(declared_names(exposition));
     }

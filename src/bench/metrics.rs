@@ -4,13 +4,13 @@
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::process::{Child, Command, ExitCode, Stdio};
+use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
 use plinth_metrics::{Managed, Relabel, RemoteWrite, Scraper, SendSettings};
 
-use super::{cpu_seconds, ms};
+use super::{Helper, cpu_seconds, free_port, ms};
 
 /// What to measure.
 #[derive(Debug, Clone, clap::Args)]
@@ -23,40 +23,20 @@ pub struct MetricsBenchArgs {
     scrapes: u32,
 }
 
-/// Serves `body` as OpenMetrics, from a Python process.
-struct Endpoint {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Endpoint {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Debian's Prometheus scraping the endpoint and receiving remote writes.
 struct Prometheus {
-    child: Child,
+    _process: Helper,
     address: String,
     _dir: tempfile::TempDir,
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 pub async fn metrics(args: &MetricsBenchArgs) -> anyhow::Result<ExitCode> {
     let dir = tempfile::tempdir()?;
     let body = cloud_body(args.samples);
     std::fs::write(dir.path().join("metrics"), &body)?;
-    let endpoint = serve(dir.path())?;
-    let prometheus = start_prometheus(&endpoint.url).await?;
-    let scraper = Scraper::new(&endpoint.url, None, Duration::from_secs(30))?;
+    let (_endpoint, url) = serve(dir.path())?;
+    let prometheus = start_prometheus(&url)?;
+    let scraper = Scraper::new(&url, None, Duration::from_secs(30))?;
     let sink = RemoteWrite::new(
         &format!("http://{}/api/v1/write", prometheus.address),
         None,
@@ -172,11 +152,9 @@ fn cloud_body(samples: usize) -> String {
     body
 }
 
-/// A Python HTTP server answering every GET with `dir/metrics` as OpenMetrics.
-fn serve(dir: &std::path::Path) -> anyhow::Result<Endpoint> {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
+/// A Python HTTP server answering every GET with `dir/metrics` as OpenMetrics, and its URL.
+fn serve(dir: &std::path::Path) -> anyhow::Result<(Helper, String)> {
+    let port = free_port()?;
     let script = r#"
 import http.server, sys
 body = open(sys.argv[1], "rb").read()
@@ -192,30 +170,21 @@ class Metrics(http.server.BaseHTTPRequestHandler):
         pass
 http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[2])), Metrics).serve_forever()
 "#;
-    let child = Command::new("python3")
-        .args(["-c", script])
-        .arg(dir.join("metrics"))
-        .arg(port.to_string())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .spawn()
-        .context("start the endpoint (python3)")?;
-    let endpoint = Endpoint {
-        child,
-        url: format!("http://127.0.0.1:{port}/v1/metrics"),
-    };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        if Instant::now() > deadline {
-            bail!("the endpoint did not listen");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Ok(endpoint)
+    let address = format!("127.0.0.1:{port}");
+    let process = Helper::start(
+        "the endpoint (python3)",
+        Command::new("python3")
+            .args(["-c", script])
+            .arg(dir.join("metrics"))
+            .arg(port.to_string()),
+        &address,
+        String::new,
+    )?;
+    Ok((process, format!("http://{address}/v1/metrics")))
 }
 
 /// Prometheus scraping `url` every 5 s, with its remote-write receiver on.
-async fn start_prometheus(url: &str) -> anyhow::Result<Prometheus> {
+fn start_prometheus(url: &str) -> anyhow::Result<Prometheus> {
     let dir = tempfile::tempdir()?;
     let target: axum::http::Uri = url.parse()?;
     let config = format!(
@@ -225,39 +194,28 @@ async fn start_prometheus(url: &str) -> anyhow::Result<Prometheus> {
         target.authority().context("endpoint URL")?
     );
     std::fs::write(dir.path().join("prometheus.yml"), config)?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let address = format!("127.0.0.1:{port}");
-    let child = Command::new("prometheus")
-        .arg(format!(
-            "--config.file={}",
-            dir.path().join("prometheus.yml").display()
-        ))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            dir.path().join("data").display()
-        ))
-        .arg(format!("--web.listen-address={address}"))
-        .args(["--web.enable-remote-write-receiver", "--log.level=warn"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("start prometheus (Debian package `prometheus`)")?;
-    let prometheus = Prometheus {
-        child,
+    let address = format!("127.0.0.1:{}", free_port()?);
+    let process = Helper::start(
+        "prometheus (Debian package `prometheus`)",
+        Command::new("prometheus")
+            .arg(format!(
+                "--config.file={}",
+                dir.path().join("prometheus.yml").display()
+            ))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address={address}"))
+            .args(["--web.enable-remote-write-receiver", "--log.level=warn"]),
+        &address,
+        String::new,
+    )?;
+    Ok(Prometheus {
+        _process: process,
         address,
         _dir: dir,
-    };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(&prometheus.address).is_err() {
-        if Instant::now() > deadline {
-            bail!("prometheus did not listen");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    Ok(prometheus)
+    })
 }
 
 /// Prometheus' own median scrape of the endpoint, once it has scraped it whole three times.

@@ -141,3 +141,57 @@ fn cpu_seconds(pid: u64) -> anyhow::Result<f64> {
     let ticks: f64 = fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
     Ok(ticks / CLOCK_TICKS_PER_SECOND)
 }
+
+/// A port nothing listens on right now.
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// A process a benchmark measures against (nginx, Prometheus, an endpoint), stopped when
+/// dropped.
+struct Helper {
+    child: std::process::Child,
+}
+
+impl Helper {
+    /// Starts `command` (`what` names it in errors) and waits until it listens on `address`;
+    /// if it exits first, the error carries `log()`.
+    fn start(
+        what: &str,
+        command: &mut std::process::Command,
+        address: &str,
+        log: impl Fn() -> String,
+    ) -> anyhow::Result<Helper> {
+        let child = command
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .with_context(|| format!("start {what}"))?;
+        let mut helper = Helper { child };
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(address).is_err() {
+            if let Some(status) = helper.child.try_wait()? {
+                bail!("{what} exited ({status}): {}", log());
+            }
+            if std::time::Instant::now() > deadline {
+                bail!("{what} did not listen on {address}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(helper)
+    }
+
+    fn pid(&self) -> u64 {
+        u64::from(self.child.id())
+    }
+}
+
+impl Drop for Helper {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

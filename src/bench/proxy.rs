@@ -1,12 +1,12 @@
 //! `plinth bench proxy`: the same client and workload against Temporal directly, through nginx
 //! (TLS termination only) and through `plinth proxy` (mTLS, authorization, encryption).
 
-use std::process::{Child, Command, ExitCode, Stdio};
+use std::process::{Command, ExitCode};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use temporalio_common::protos::temporal::api::common::v1::{
     Payload, Payloads, WorkflowExecution, WorkflowType,
 };
@@ -282,7 +282,7 @@ async fn hold_long_polls(
 
 /// nginx (Debian's) terminating TLS with the dev server certificate and passing gRPC on.
 struct Nginx {
-    child: Child,
+    process: super::Helper,
     address: String,
     _dir: tempfile::TempDir,
 }
@@ -294,10 +294,7 @@ impl Nginx {
             .find(|p| std::path::Path::new(p).exists())
             .context("nginx is not installed: sudo apt-get install -y nginx-light (or nginx)")?;
         let dir = tempfile::tempdir()?;
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
-        let address = format!("127.0.0.1:{port}");
+        let address = format!("127.0.0.1:{}", super::free_port()?);
         let d = dir.path().display();
         let conf = format!(
             "master_process off;\ndaemon off;\nworker_processes 1;\npid {d}/nginx.pid;\n\
@@ -313,45 +310,27 @@ impl Nginx {
             key = home.server_key().display(),
         );
         std::fs::write(dir.path().join("nginx.conf"), conf)?;
-        let child = Command::new(binary)
-            .arg("-c")
-            .arg(dir.path().join("nginx.conf"))
-            .arg("-p")
-            .arg(dir.path())
-            .arg("-e")
-            .arg(dir.path().join("error.log"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("start nginx")?;
-        let mut nginx = Nginx {
-            child,
+        let error_log = dir.path().join("error.log");
+        let process = super::Helper::start(
+            "nginx",
+            Command::new(binary)
+                .arg("-c")
+                .arg(dir.path().join("nginx.conf"))
+                .arg("-p")
+                .arg(dir.path())
+                .arg("-e")
+                .arg(&error_log),
+            &address,
+            || std::fs::read_to_string(&error_log).unwrap_or_default(),
+        )?;
+        Ok(Nginx {
+            process,
             address,
             _dir: dir,
-        };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(&nginx.address).is_err() {
-            if let Some(status) = nginx.child.try_wait()? {
-                let log = std::fs::read_to_string(nginx._dir.path().join("error.log"))
-                    .unwrap_or_default();
-                bail!("nginx exited ({status}): {log}");
-            }
-            if Instant::now() > deadline {
-                bail!("nginx did not listen on {}", nginx.address);
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Ok(nginx)
+        })
     }
 
     fn pid(&self) -> u64 {
-        u64::from(self.child.id())
-    }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.process.pid()
     }
 }
