@@ -1,24 +1,20 @@
 //! Clients of the Temporal frontends namespaces live on: one per endpoint, with the proxy's
 //! own client certificate, re-read from disk when it changes. Each is a hyper HTTP/2 client
-//! driven straight from the calling task, with no queue in between.
+//! (hyper-rustls for TLS) driven straight from the calling task, with no queue in between.
 
 use std::collections::{HashMap, HashSet};
-use std::io;
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
 use std::sync::{Arc, Mutex, RwLock};
-use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http_body_util::Full;
+use hyper_rustls::{FixedServerNameResolver, HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::{Connected, Connection};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpStream;
 use tonic::codegen::http::Uri;
 
 /// How the proxy reaches upstreams over TLS.
@@ -57,8 +53,8 @@ pub enum UpstreamError {
 #[derive(Debug, Clone)]
 pub struct Upstream {
     /// Shares one HTTP/2 connection among all calls.
-    pub client: Client<Connector, Full<Bytes>>,
-    /// `http://host:port`.
+    pub client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    /// `http://host:port`, or `https://` when upstreams are reached over TLS.
     pub origin: Uri,
 }
 
@@ -160,7 +156,7 @@ impl Upstreams {
         .with_safe_default_protocol_versions()
         .map_err(|e| file_error(Path::new("(TLS settings)"), e.to_string()))?
         .with_root_certificates(roots);
-        let mut config = match &tls.client {
+        let config = match &tls.client {
             Some((cert, key)) => {
                 // Timestamps first: a write after this read is seen on the next check.
                 let stamps = (modified(cert)?, modified(key)?);
@@ -173,7 +169,6 @@ impl Upstreams {
             }
             None => builder.with_no_client_auth(),
         };
-        config.alpn_protocols = vec![b"h2".to_vec()];
         *self.client_tls.write().expect("tls lock") = Some(Arc::new(config));
         Ok(())
     }
@@ -183,21 +178,25 @@ impl Upstreams {
             endpoint: endpoint.to_owned(),
             reason,
         };
-        let origin: Uri = format!("http://{endpoint}")
+        let tls = self.client_tls.read().expect("tls lock").clone();
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let origin: Uri = format!("{scheme}://{endpoint}")
             .parse()
             .map_err(|e: tonic::codegen::http::uri::InvalidUri| invalid(e.to_string()))?;
-        let host = origin.host().unwrap_or_default().to_owned();
-        let tls = match self.client_tls.read().expect("tls lock").clone() {
-            Some(config) => {
-                let name = self
-                    .tls
-                    .as_ref()
-                    .and_then(|tls| tls.server_name.clone())
-                    .unwrap_or(host);
+        let mut tcp = HttpConnector::new();
+        tcp.enforce_http(false);
+        tcp.set_nodelay(true);
+        tcp.set_connect_timeout(Some(CONNECT_TIMEOUT));
+        // An `http://` origin never makes a TLS connection, whatever configuration it carries.
+        let builder = HttpsConnectorBuilder::new()
+            .with_tls_config(tls.map_or_else(plaintext_only, |config| (*config).clone()))
+            .https_or_http();
+        let builder = match self.tls.as_ref().and_then(|tls| tls.server_name.clone()) {
+            Some(name) => {
                 let name = ServerName::try_from(name).map_err(|e| invalid(e.to_string()))?;
-                Some((config, name))
+                builder.with_server_name_resolver(FixedServerNameResolver::new(name))
             }
-            None => None,
+            None => builder,
         };
         let client = Client::builder(TokioExecutor::new())
             .http2_only(true)
@@ -205,115 +204,18 @@ impl Upstreams {
             .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
             .http2_keep_alive_timeout(KEEPALIVE_TIMEOUT)
             .http2_keep_alive_while_idle(true)
-            .build(Connector { tls });
+            .build(builder.enable_http2().wrap_connector(tcp));
         Ok(Upstream { client, origin })
     }
 }
 
-/// Opens TCP (and TLS) connections to an upstream.
-#[derive(Clone)]
-pub struct Connector {
-    tls: Option<(Arc<rustls::ClientConfig>, ServerName<'static>)>,
-}
-
-impl std::fmt::Debug for Connector {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Connector")
-            .field("tls", &self.tls.as_ref().map(|(_, name)| name))
-            .finish()
-    }
-}
-
-impl tower_service::Service<Uri> for Connector {
-    type Response = UpstreamIo;
-    type Error = io::Error;
-    type Future = Pin<Box<dyn Future<Output = io::Result<UpstreamIo>> + Send>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, uri: Uri) -> Self::Future {
-        let tls = self.tls.clone();
-        Box::pin(async move {
-            let authority = uri
-                .authority()
-                .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no host in URI"))?
-                .to_string();
-            let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&authority))
-                .await
-                .map_err(|_| {
-                    io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        format!("connect to {authority} timed out"),
-                    )
-                })??;
-            tcp.set_nodelay(true)?;
-            let stream: Box<dyn Io> = match tls {
-                None => Box::new(tcp),
-                Some((config, name)) => Box::new(
-                    tokio_rustls::TlsConnector::from(config)
-                        .connect(name, tcp)
-                        .await?,
-                ),
-            };
-            Ok(UpstreamIo(TokioIo::new(stream)))
-        })
-    }
-}
-
-/// A byte stream to an upstream: TCP, or TLS over TCP.
-trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
-
-impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
-
-/// An upstream connection as hyper drives it.
-pub struct UpstreamIo(TokioIo<Box<dyn Io>>);
-
-impl Connection for UpstreamIo {
-    fn connected(&self) -> Connected {
-        Connected::new()
-    }
-}
-
-impl hyper::rt::Read for UpstreamIo {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: hyper::rt::ReadBufCursor<'_>,
-    ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_read(cx, buf)
-    }
-}
-
-impl hyper::rt::Write for UpstreamIo {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.0).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.0).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.0.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_shutdown(cx)
-    }
+/// The TLS configuration of a connector that only ever makes plaintext connections.
+fn plaintext_only() -> rustls::ClientConfig {
+    rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .expect("ring supports the default protocol versions")
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth()
 }
 
 fn file_error(path: &Path, reason: String) -> UpstreamError {
