@@ -8,6 +8,7 @@ const SKIP_EMPTY: &str = "#[serde(skip_serializing_if = \"String::is_empty\")]";
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protos = [
         "plinth/v1/namespace.proto",
+        "plinth/v1/metrics_target.proto",
         "plinth/v1/policy.proto",
         "plinth/v1/platform.proto",
     ];

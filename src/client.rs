@@ -8,11 +8,13 @@ use anyhow::{Context, bail};
 use plinth_identity::Identity;
 use plinth_proto::v1::platform_service_client::PlatformServiceClient;
 use plinth_proto::v1::{
-    ApplyNamespaceRequest, DeleteNamespaceRequest, GetAccessRequest, GetNamespaceRequest,
-    GetPolicyRequest, ListNamespacesRequest, ListPoliciesRequest, Namespace, NamespaceSummary,
-    Policy, PolicyRuleRequest, ReloadDirectoryRequest, Rule, WatchNamespaceRequest,
+    ApplyMetricsTargetRequest, ApplyNamespaceRequest, DeleteMetricsTargetRequest,
+    DeleteNamespaceRequest, GetAccessRequest, GetMetricsTargetRequest, GetNamespaceRequest,
+    GetPolicyRequest, ListMetricsTargetsRequest, ListNamespacesRequest, ListPoliciesRequest,
+    MetricsTarget, NamespaceSummary, Policy, PolicyRuleRequest, ReloadDirectoryRequest, Rule,
+    WatchNamespaceRequest,
 };
-use plinth_proto::{parse_documents, phase};
+use plinth_proto::{Resource, parse_documents, phase};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig};
 
 use crate::config::Config;
@@ -30,6 +32,9 @@ pub enum Kind {
     Policy,
     /// The effective access list of a Temporal namespace.
     Access,
+    /// Endpoints whose metrics Plinth scrapes.
+    #[value(alias = "metricstargets", alias = "mt")]
+    Metricstarget,
 }
 
 #[derive(Debug, Clone, Copy, Default, clap::ValueEnum)]
@@ -64,20 +69,22 @@ pub struct GetArgs {
 
 /// Resources that `describe` and `delete` act on.
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
-pub enum NamespaceKind {
+pub enum ResourceKind {
     #[value(alias = "ns")]
     Namespace,
+    #[value(alias = "mt")]
+    Metricstarget,
 }
 
 #[derive(Debug, clap::Args)]
 pub struct NameArgs {
-    kind: NamespaceKind,
+    kind: ResourceKind,
     name: String,
 }
 
 #[derive(Debug, clap::Args)]
 pub struct DeleteArgs {
-    kind: NamespaceKind,
+    kind: ResourceKind,
     name: String,
     /// Wait until the namespace is gone.
     #[arg(long)]
@@ -153,7 +160,7 @@ fn status_error(status: tonic::Status) -> anyhow::Error {
 }
 
 /// Reads every document first: one bad document stops the whole apply.
-fn read_documents(files: &[PathBuf]) -> anyhow::Result<Vec<(String, usize, Namespace)>> {
+fn read_documents(files: &[PathBuf]) -> anyhow::Result<Vec<(String, usize, Resource)>> {
     let mut sources = Vec::new();
     for file in files {
         if file.as_os_str() == "-" {
@@ -215,19 +222,23 @@ pub async fn apply(config: &Config, home: &Home, args: &ApplyArgs) -> anyhow::Re
     }
     if args.dry_run {
         for ((_, _, resource), outcome) in documents.iter().zip(outcomes) {
-            println!("namespace/{} {outcome} (dry run)", resource.name());
+            println!("{} {outcome} (dry run)", resource.reference());
         }
         return Ok(ExitCode::SUCCESS);
     }
     for (source, index, resource) in &documents {
         let outcome = apply_one(&mut api, source, *index, resource, false).await?;
-        println!("namespace/{} {outcome}", resource.name());
+        println!("{} {outcome}", resource.reference());
     }
     if !args.wait {
         return Ok(ExitCode::SUCCESS);
     }
     let mut all_ready = true;
+    // A metrics target is scraping once applied; namespaces take provisioning.
     for (_, _, resource) in &documents {
+        let Resource::Namespace(resource) = resource else {
+            continue;
+        };
         let last = watch(&mut api, resource.name()).await?;
         all_ready &= last == phase::READY;
     }
@@ -243,21 +254,38 @@ async fn apply_one(
     api: &mut Api,
     source: &str,
     index: usize,
-    resource: &Namespace,
+    resource: &Resource,
     dry_run: bool,
 ) -> anyhow::Result<String> {
-    let request = ApplyNamespaceRequest {
-        namespace: Some(resource.clone()),
-        dry_run,
-    };
-    let response = api.apply_namespace(request).await.map_err(|status| {
+    let in_document = |status: tonic::Status| {
         anyhow::anyhow!(
             "{source}: document {index} ({}): {}",
             resource.name(),
             status.message()
         )
-    })?;
-    Ok(response.into_inner().outcome)
+    };
+    let outcome = match resource {
+        Resource::Namespace(namespace) => {
+            let request = ApplyNamespaceRequest {
+                namespace: Some(namespace.clone()),
+                dry_run,
+            };
+            let response = api.apply_namespace(request).await.map_err(in_document)?;
+            response.into_inner().outcome
+        }
+        Resource::MetricsTarget(target) => {
+            let request = ApplyMetricsTargetRequest {
+                target: Some(target.clone()),
+                dry_run,
+            };
+            let response = api
+                .apply_metrics_target(request)
+                .await
+                .map_err(in_document)?;
+            response.into_inner().outcome
+        }
+    };
+    Ok(outcome)
 }
 
 /// Prints each phase until the resource settles; returns the last phase.
@@ -355,6 +383,25 @@ pub async fn get(config: &Config, home: &Home, args: &GetArgs) -> anyhow::Result
             })?;
         }
         (Kind::Access, None) => bail!("get access needs a Temporal namespace name"),
+        (Kind::Metricstarget, Some(name)) => {
+            let target = api
+                .get_metrics_target(GetMetricsTargetRequest { name })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            show(args.output, &target, || {
+                target_rows(std::slice::from_ref(&target))
+            })?;
+        }
+        (Kind::Metricstarget, None) => {
+            let targets = api
+                .list_metrics_targets(ListMetricsTargetsRequest {})
+                .await
+                .map_err(status_error)?
+                .into_inner()
+                .targets;
+            show(args.output, &targets, || target_rows(&targets))?;
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -388,6 +435,28 @@ fn namespace_rows(summaries: &[NamespaceSummary]) {
         .collect();
     print_rows(
         &["NAME", "TEMPORAL NAMESPACE", "OWNER", "PHASE", "RETENTION"],
+        rows,
+    );
+}
+
+fn target_rows(targets: &[MetricsTarget]) {
+    let rows = targets
+        .iter()
+        .map(|target| {
+            let spec = target.spec_or_default();
+            let status = target.status.clone().unwrap_or_default();
+            vec![
+                target.name().to_owned(),
+                spec.url.clone(),
+                if spec.temporal_cloud { "yes" } else { "no" }.to_owned(),
+                format!("{}s", spec.interval_secs()),
+                status.phase,
+                status.message,
+            ]
+        })
+        .collect();
+    print_rows(
+        &["NAME", "URL", "CLOUD", "INTERVAL", "PHASE", "LAST ERROR"],
         rows,
     );
 }
@@ -500,6 +569,37 @@ pub async fn reload_directory(config: &Config, home: &Home) -> anyhow::Result<Ex
 
 pub async fn describe(config: &Config, home: &Home, args: &NameArgs) -> anyhow::Result<ExitCode> {
     let mut api = connect(config, home).await?;
+    if let ResourceKind::Metricstarget = args.kind {
+        let target = api
+            .get_metrics_target(GetMetricsTargetRequest {
+                name: args.name.clone(),
+            })
+            .await
+            .map_err(status_error)?
+            .into_inner();
+        let metadata = target.metadata.clone().unwrap_or_default();
+        let spec = target.spec_or_default();
+        let status = target.status.clone().unwrap_or_default();
+        let token = match (spec.token_file.as_str(), spec.token_env.as_str()) {
+            ("", "") => "none".to_owned(),
+            (file, "") => format!("file {file} (on the worker)"),
+            (_, var) => format!("variable {var} (of the worker)"),
+        };
+        println!("Name:                {}", metadata.name);
+        println!("Generation:          {}", metadata.generation);
+        println!("Spec:");
+        println!("  URL:                {}", spec.url);
+        println!("  Temporal Cloud:     {}", spec.temporal_cloud);
+        println!("  Token:              {token}");
+        println!("  Interval:           {}s", spec.interval_secs());
+        println!("Status:");
+        println!("  Phase:               {}", status.phase);
+        println!("  Observed generation: {}", status.observed_generation);
+        if !status.message.is_empty() {
+            println!("  Last error:          {}", status.message);
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     let resource = api
         .get_namespace(GetNamespaceRequest {
             name: args.name.clone(),
@@ -550,6 +650,16 @@ pub async fn describe(config: &Config, home: &Home, args: &NameArgs) -> anyhow::
 
 pub async fn delete(config: &Config, home: &Home, args: &DeleteArgs) -> anyhow::Result<ExitCode> {
     let mut api = connect(config, home).await?;
+    if let ResourceKind::Metricstarget = args.kind {
+        api.delete_metrics_target(DeleteMetricsTargetRequest {
+            name: args.name.clone(),
+        })
+        .await
+        .map_err(status_error)?;
+        // Scraping stops within a heartbeat of the run in progress.
+        println!("metricstarget/{} deleted", args.name);
+        return Ok(ExitCode::SUCCESS);
+    }
     api.delete_namespace(DeleteNamespaceRequest {
         name: args.name.clone(),
     })

@@ -440,6 +440,9 @@ pub struct MetricsTarget {
     pub name: String,
     /// The endpoint, e.g. `https://metrics.temporal.io/v1/metrics`.
     pub url: String,
+    /// Temporal Cloud's endpoint: each scrape asks only for the Ready namespaces Plinth manages.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub temporal_cloud: bool,
     /// File holding the bearer token (a Temporal Cloud API key with the metrics-read role).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_file: Option<PathBuf>,

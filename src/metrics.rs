@@ -5,7 +5,9 @@ use std::collections::HashMap;
 
 use anyhow::{Context, bail};
 use plinth_activities::ScrapeTargetSettings;
-use plinth_metrics::{DropRule, LatestSamples, RemoteWrite, Scraper, SendSettings};
+use plinth_metrics::{
+    DropRule, LatestSamples, RemoteWrite, Scraper, SendSettings, read_bearer_token,
+};
 use plinth_worker::MetricsSettings;
 
 use crate::config::MetricsConfig;
@@ -23,7 +25,7 @@ pub fn settings(config: &MetricsConfig) -> anyhow::Result<MetricsSettings> {
         if !valid {
             bail!("{key}: name must be letters, digits, '-', '_' or '.'");
         }
-        let token = token(target.token_file.as_deref(), target.token_env.as_deref())
+        let token = read_bearer_token(target.token_file.as_deref(), target.token_env.as_deref())
             .with_context(|| key.clone())?;
         let scraper = Scraper::new(&target.url, token.as_deref(), config.scrape_timeout)
             .with_context(|| key.clone())?;
@@ -31,14 +33,18 @@ pub fn settings(config: &MetricsConfig) -> anyhow::Result<MetricsSettings> {
         if interval.as_secs() < 1 {
             bail!("{key}: interval must be at least 1s");
         }
-        let settings = ScrapeTargetSettings { scraper, interval };
+        let settings = ScrapeTargetSettings {
+            scraper,
+            interval,
+            temporal_cloud: target.temporal_cloud,
+        };
         if targets.insert(target.name.clone(), settings).is_some() {
             bail!("{key}: two targets have this name");
         }
     }
     let sink = match &config.remote_write_url {
         Some(url) => {
-            let token = token(
+            let token = read_bearer_token(
                 config.remote_write_token_file.as_deref(),
                 config.remote_write_token_env.as_deref(),
             )
@@ -67,26 +73,11 @@ pub fn settings(config: &MetricsConfig) -> anyhow::Result<MetricsSettings> {
         .collect::<anyhow::Result<_>>()?;
     Ok(MetricsSettings {
         targets,
+        scrape_timeout: config.scrape_timeout,
         sink,
         latest: LatestSamples::default(),
         drop,
     })
-}
-
-/// A bearer token from a file (trimmed) or an environment variable; never logged.
-fn token(file: Option<&std::path::Path>, env: Option<&str>) -> anyhow::Result<Option<String>> {
-    match (file, env) {
-        (Some(_), Some(_)) => bail!("a token file and a token variable are both set: set one"),
-        (Some(path), None) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("token file {}", path.display()))?;
-            Ok(Some(text.trim().to_owned()))
-        }
-        (None, Some(var)) => std::env::var(var)
-            .map(|value| Some(value.trim().to_owned()))
-            .with_context(|| format!("token variable {var} is not set")),
-        (None, None) => Ok(None),
-    }
 }
 
 /// The worker's HTTP endpoints: `/metrics`, its own; `/export`, every target's last scrape

@@ -1,6 +1,7 @@
 //! Metrics scraping end to end: a real `plinth worker` runs the `ScrapeMetrics` workflows
-//! against the Temporal dev server's own `/metrics` and a Temporal Cloud-format OpenMetrics
-//! test double, and a real Prometheus receives the samples by remote write.
+//! against the Temporal dev server's own `/metrics` (a target in its configuration) and a
+//! Temporal Cloud-format OpenMetrics test double (a `MetricsTarget` resource applied with
+//! `plinth apply`), and a real Prometheus receives the samples by remote write.
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Write as _};
@@ -12,7 +13,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use plinth_test_harness::cli::{namespace_yaml, ok, temporal, wait_for};
-use plinth_test_harness::{DevServer, PAYMENTS_MEMBER, PAYMENTS_TEAM, PlinthStack, Prometheus};
+use plinth_test_harness::cli::{stderr, stdout};
+use plinth_test_harness::{
+    ADMIN, DevServer, PAYMENTS_MEMBER, PAYMENTS_TEAM, PlinthStack, Prometheus,
+};
 
 const PLINTH: &str = env!("CARGO_BIN_EXE_plinth");
 const API_KEY: &str = "cloud-metrics-api-key-7f3a";
@@ -24,14 +28,22 @@ const SERVE_METRICS: u8 = 0;
 const SERVE_429: u8 = 1;
 const SERVE_MALFORMED: u8 = 2;
 
+/// When a request reached the Cloud test double, and the namespaces it asked for.
+type CloudRequest = (Instant, Vec<String>);
+
+/// A namespace of the Cloud account that Plinth does not manage.
+const UNMANAGED_NAMESPACE: &str = "payroll";
+
 /// Stands in for `https://metrics.temporal.io/v1/metrics`, which tests cannot reach: serves
 /// OpenMetrics in Temporal Cloud's shape (gauges, per-minute samples two minutes old, the
-/// namespace as `<name>.<account>`), requires the bearer API key, and on demand answers 429
-/// with `Retry-After` or a malformed body. Records when each request arrived.
+/// namespace as `<name>.<account>`) for the namespaces the `namespaces` query parameters name
+/// (all without one), requires the bearer API key, and on demand answers 429 with
+/// `Retry-After` or a malformed body. Records when each request arrived and which namespaces
+/// it asked for.
 struct CloudMetricsTestDouble {
     url: String,
     mode: Arc<AtomicU8>,
-    requests: Arc<Mutex<Vec<Instant>>>,
+    requests: Arc<Mutex<Vec<CloudRequest>>>,
     /// The sample timestamp served, Unix seconds.
     sample_time: u64,
 }
@@ -45,14 +57,34 @@ impl CloudMetricsTestDouble {
             .unwrap()
             .as_secs();
         let sample_time = now / 60 * 60 - 120;
-        let body = format!(
-            "# TYPE temporal_cloud_v1_workflow_success_count gauge\n\
-             # HELP temporal_cloud_v1_workflow_success_count Workflows completed in the minute.\n\
-             temporal_cloud_v1_workflow_success_count{{temporal_account=\"acct1\",temporal_namespace=\"{temporal_namespace}.acct1\",region=\"aws-us-east-1\"}} 17 {sample_time}.000\n\
-             # TYPE temporal_cloud_v1_action_limit gauge\n\
-             temporal_cloud_v1_action_limit{{temporal_account=\"acct1\",temporal_namespace=\"{temporal_namespace}.acct1\"}} 500 {sample_time}.000\n\
-             # EOF\n"
-        );
+        let account = [
+            temporal_namespace.to_owned(),
+            UNMANAGED_NAMESPACE.to_owned(),
+        ];
+        let body_for = move |asked: &[String]| {
+            let mut successes = String::new();
+            let mut limits = String::new();
+            for namespace in &account {
+                if !asked.is_empty() && !asked.contains(namespace) {
+                    continue;
+                }
+                let labels =
+                    format!("temporal_account=\"acct1\",temporal_namespace=\"{namespace}.acct1\"");
+                successes += &format!(
+                    "temporal_cloud_v1_workflow_success_count{{{labels},region=\"aws-us-east-1\"}} 17 {sample_time}.000\n"
+                );
+                limits +=
+                    &format!("temporal_cloud_v1_action_limit{{{labels}}} 500 {sample_time}.000\n");
+            }
+            format!(
+                "# TYPE temporal_cloud_v1_workflow_success_count gauge\n\
+                 # HELP temporal_cloud_v1_workflow_success_count Workflows completed in the minute.\n\
+                 {successes}\
+                 # TYPE temporal_cloud_v1_action_limit gauge\n\
+                 {limits}\
+                 # EOF\n"
+            )
+        };
         let mode = Arc::new(AtomicU8::new(SERVE_METRICS));
         let requests = Arc::new(Mutex::new(Vec::new()));
         let (serving_mode, log) = (mode.clone(), requests.clone());
@@ -68,7 +100,19 @@ impl CloudMetricsTestDouble {
                     }
                     head.push(line.trim_end().to_owned());
                 }
-                log.lock().unwrap().push(Instant::now());
+                // `GET /v1/metrics?namespaces=a&namespaces=b HTTP/1.1`
+                let target = head.first().and_then(|line| line.split(' ').nth(1));
+                let asked: Vec<String> = target
+                    .and_then(|target| target.split_once('?'))
+                    .map(|(_, query)| {
+                        query
+                            .split('&')
+                            .filter_map(|pair| pair.strip_prefix("namespaces="))
+                            .map(str::to_owned)
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                log.lock().unwrap().push((Instant::now(), asked.clone()));
                 let authorized = head.iter().any(|line| {
                     line.eq_ignore_ascii_case(&format!("authorization: Bearer {API_KEY}"))
                 });
@@ -90,7 +134,7 @@ impl CloudMetricsTestDouble {
                         "Content-Type: application/openmetrics-text; version=1.0.0; charset=utf-8\r\n\
                          X-Completeness: limited\r\n"
                             .into(),
-                        body.clone(),
+                        body_for(&asked),
                     ),
                 };
                 let _ = write!(
@@ -113,7 +157,18 @@ impl CloudMetricsTestDouble {
     }
 
     fn requests(&self) -> Vec<Instant> {
-        self.requests.lock().unwrap().clone()
+        self.requests
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(at, _)| *at)
+            .collect()
+    }
+
+    /// The `namespaces` each request asked for.
+    fn filters(&self) -> Vec<Vec<String>> {
+        let requests = self.requests.lock().unwrap();
+        requests.iter().map(|(_, asked)| asked.clone()).collect()
     }
 
     /// Waits for `n` more requests than now and returns when the last one arrived.
@@ -251,18 +306,46 @@ fn the_scrape_workflows_send_dev_server_and_cloud_metrics_to_prometheus_and_surv
         "[metrics]\ninterval = \"{INTERVAL_SECS}s\"\nscrape_timeout = \"5s\"\n\
          remote_write_url = \"{}\"\n\n\
          [[metrics.targets]]\nname = \"dev\"\nurl = \"{}\"\n\n\
-         [[metrics.targets]]\nname = \"cloud\"\nurl = \"{}\"\ntoken_file = \"{}\"\n\n\
          [[metrics.drop]]\nmetric = \"temporal_cloud_v1_action_limit\"\n",
         prometheus.remote_write_url(),
         server.metrics_url(),
-        cloud.url,
-        key_file.display(),
     );
     let mut stack =
         PlinthStack::start_configured(server, PLINTH.as_ref(), "10m", "5m", "", &metrics)
             .expect("start the stack");
     let yaml = namespace_yaml("ledger", &temporal_namespace, PAYMENTS_TEAM, 3, "");
     ok(stack.apply_as(PAYMENTS_MEMBER, &yaml, &["--wait"]));
+
+    // The Cloud endpoint is a MetricsTarget resource. It names the worker's key file, so only
+    // platform admins may apply it; a bad field is named; neither changes anything.
+    let target_yaml = |interval: u64, token_file: &str| {
+        format!(
+            "apiVersion: temporal.plinth.dev/v1beta1\nkind: MetricsTarget\n\
+             metadata:\n  name: cloud\nspec:\n  url: {}\n  temporalCloud: true\n\
+             \x20 tokenFile: {token_file}\n  intervalSeconds: {interval}\n",
+            cloud.url
+        )
+    };
+    let key_path = key_file.to_str().unwrap();
+    let denied = stack.apply_as(PAYMENTS_MEMBER, &target_yaml(INTERVAL_SECS, key_path), &[]);
+    assert!(!denied.status.success());
+    assert!(
+        stderr(&denied).contains("may not apply metrics target \"cloud\""),
+        "{}",
+        stderr(&denied)
+    );
+    let invalid = stack.apply_as(ADMIN, &target_yaml(INTERVAL_SECS, "cloud-api-key"), &[]);
+    assert!(
+        stderr(&invalid).contains("spec.tokenFile: must be an absolute path"),
+        "{}",
+        stderr(&invalid)
+    );
+    let none = ok(stack.plinth_as(ADMIN, &["get", "metricstargets", "-o", "json"]));
+    assert_eq!(stdout(&none).trim(), "[]");
+    let created = ok(stack.apply_as(ADMIN, &target_yaml(INTERVAL_SECS, key_path), &[]));
+    assert_eq!(stdout(&created).trim(), "metricstarget/cloud created");
+    let again = ok(stack.apply_as(ADMIN, &target_yaml(INTERVAL_SECS, key_path), &[]));
+    assert_eq!(stdout(&again).trim(), "metricstarget/cloud unchanged");
     // Traffic in the namespace, so the dev server reports series naming it.
     ok(temporal(
         &[
@@ -318,6 +401,28 @@ fn the_scrape_workflows_send_dev_server_and_cloud_metrics_to_prometheus_and_surv
         .query("temporal_cloud_v1_action_limit[10m]", unix_now())
         .unwrap();
     assert!(dropped.is_empty(), "a drop rule matched it: {dropped:?}");
+    // Each scrape asked Temporal Cloud for the Ready namespace Plinth manages, and only that.
+    let filters = cloud.filters();
+    assert!(
+        filters
+            .iter()
+            .all(|asked| *asked == [temporal_namespace.clone()]),
+        "{filters:?}"
+    );
+    let unmanaged = prometheus
+        .query(
+            &format!("{{temporal_namespace=\"{UNMANAGED_NAMESPACE}.acct1\"}}[10m]"),
+            unix_now(),
+        )
+        .unwrap();
+    assert!(unmanaged.is_empty(), "{unmanaged:?}");
+    let listed = stdout(&ok(stack.plinth_as(ADMIN, &["get", "metricstargets"])));
+    assert!(
+        listed.lines().any(|line| line.starts_with("cloud ")
+            && line.contains(&cloud.url)
+            && line.contains("Scraping")),
+        "{listed}"
+    );
     // The same samples, re-exported for a Prometheus that scrapes instead of receiving.
     let export = format!("http://{}/export", stack.worker_metrics_address);
     let openmetrics = curl(&["-H", "Accept: application/openmetrics-text"], &export);
@@ -469,6 +574,34 @@ fn the_scrape_workflows_send_dev_server_and_cloud_metrics_to_prometheus_and_surv
             .and_then(|s| s["value"][1].as_str()?.parse::<f64>().ok())
             .is_some_and(|sampled| sampled > now - 5.0)
     });
+
+    // A changed spec takes effect: the run in progress stops and the next uses it.
+    let changed = ok(stack.apply_as(ADMIN, &target_yaml(INTERVAL_SECS + 1, key_path), &[]));
+    assert_eq!(stdout(&changed).trim(), "metricstarget/cloud configured");
+    wait_for("generation 2 observed", || {
+        let json = stdout(&ok(
+            stack.plinth_as(ADMIN, &["get", "metricstarget", "cloud", "-o", "json"])
+        ));
+        let target: serde_json::Value = serde_json::from_str(&json).unwrap();
+        target["metadata"]["generation"] == 2 && target["status"]["observedGeneration"] == 2
+    });
+    cloud.wait_for_requests(1);
+
+    // Deleted, it stops being scraped.
+    let refused = stack.plinth_as(PAYMENTS_MEMBER, &["delete", "metricstarget", "cloud"]);
+    assert!(!refused.status.success());
+    ok(stack.plinth_as(ADMIN, &["delete", "metricstarget", "cloud"]));
+    wait_for("the target gone", || {
+        let gone = stack.plinth_as(ADMIN, &["get", "metricstarget", "cloud"]);
+        stderr(&gone).contains("metrics target \"cloud\" not found")
+    });
+    let after_delete = cloud.requests().len();
+    std::thread::sleep(Duration::from_secs(INTERVAL_SECS * 3));
+    assert_eq!(
+        cloud.requests().len(),
+        after_delete,
+        "scraped after deletion"
+    );
 }
 
 #[test]

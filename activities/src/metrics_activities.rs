@@ -4,8 +4,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use plinth_metrics::{
     DropRule, LatestSamples, Managed, Relabel, RemoteWrite, ScrapeError, Scraper, SendReport,
+    read_bearer_token,
 };
-use plinth_proto::v1::Namespace;
+use plinth_proto::phase;
+use plinth_proto::v1::{MetricsTargetSpec, Namespace};
 use plinth_workflows::contracts::{ScrapeMetrics, ScrapeRun, ScrapeSummary};
 use serde::{Deserialize, Serialize};
 use temporalio_common::error::ApplicationFailure;
@@ -19,19 +21,40 @@ use crate::telemetry::{self, Scrape};
 /// heartbeat timeout).
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(2);
 
-/// One configured target.
+/// One target, ready to scrape.
 #[derive(Debug, Clone)]
 pub struct ScrapeTargetSettings {
     /// Reads the endpoint (its token stays inside).
     pub scraper: Scraper,
     /// Time between scrapes.
     pub interval: Duration,
+    /// Temporal Cloud: each scrape asks only for the Ready namespaces Plinth manages.
+    pub temporal_cloud: bool,
+}
+
+impl ScrapeTargetSettings {
+    /// The target a `MetricsTarget` resource describes, its token read from this worker's
+    /// file or environment; an error says why it cannot be scraped, never showing the token.
+    pub fn from_spec(spec: &MetricsTargetSpec, timeout: Duration) -> Result<Self, String> {
+        let nonempty = |value: &str| (!value.is_empty()).then(|| value.to_owned());
+        let token_file = nonempty(&spec.token_file).map(std::path::PathBuf::from);
+        let token = read_bearer_token(token_file.as_deref(), nonempty(&spec.token_env).as_deref())
+            .map_err(|e| e.to_string())?;
+        let scraper =
+            Scraper::new(&spec.url, token.as_deref(), timeout).map_err(|e| e.to_string())?;
+        Ok(Self {
+            scraper,
+            interval: Duration::from_secs(spec.interval_secs()),
+            temporal_cloud: spec.temporal_cloud,
+        })
+    }
 }
 
 /// The activities of metrics scraping.
 #[derive(Debug, Clone)]
 pub struct MetricsActivities {
     targets: Arc<HashMap<String, ScrapeTargetSettings>>,
+    scrape_timeout: Duration,
     sink: Option<Arc<RemoteWrite>>,
     latest: LatestSamples,
     drop: Arc<Vec<DropRule>>,
@@ -39,12 +62,14 @@ pub struct MetricsActivities {
 }
 
 impl MetricsActivities {
-    /// Scrapes `targets` by name, drops series matching `drop`, sends to `sink` (when there
-    /// is one) and keeps each target's last scrape in `latest`; Plinth namespaces (for the
-    /// `plinth_namespace` label) come from `control`. Scraping workflows of targets since
-    /// removed end.
+    /// Scrapes configured `targets` by name and resource targets by their spec (each scrape
+    /// taking at most `scrape_timeout`), drops series matching `drop`, sends to `sink` (when
+    /// there is one) and keeps each target's last scrape in `latest`; Plinth namespaces (for
+    /// the `plinth_namespace` label and Temporal Cloud's filter) come from `control`.
+    /// Scraping workflows of configured targets since removed end.
     pub fn new(
         targets: HashMap<String, ScrapeTargetSettings>,
+        scrape_timeout: Duration,
         sink: Option<RemoteWrite>,
         latest: LatestSamples,
         drop: Vec<DropRule>,
@@ -52,6 +77,7 @@ impl MetricsActivities {
     ) -> Self {
         Self {
             targets: Arc::new(targets),
+            scrape_timeout,
             sink: sink.map(Arc::new),
             latest,
             drop: Arc::new(drop),
@@ -78,10 +104,22 @@ impl MetricsActivities {
         ctx: ActivityContext,
         run: ScrapeRun,
     ) -> Result<ScrapeSummary, ActivityError> {
-        let Some(target) = self.targets.get(&run.target) else {
-            return Err(ActivityError::application(
-                ApplicationFailure::non_retryable(UnknownTarget(run.target)),
-            ));
+        // A resource's target that cannot be set up (its token file missing, say) fails each
+        // scrape with the reason, so the run keeps its schedule and recovers once it is fixed.
+        let target = match &run.spec {
+            Some(spec) => ScrapeTargetSettings::from_spec(spec, self.scrape_timeout),
+            None => match self.targets.get(&run.target) {
+                Some(target) => Ok(target.clone()),
+                None => {
+                    return Err(ActivityError::application(
+                        ApplicationFailure::non_retryable(UnknownTarget(run.target)),
+                    ));
+                }
+            },
+        };
+        let interval = match (&target, &run.spec) {
+            (Ok(target), _) => target.interval,
+            (Err(_), spec) => Duration::from_secs(spec.clone().unwrap_or_default().interval_secs()),
         };
         let mut progress: ScrapeProgress = ctx
             .heartbeat_details()
@@ -94,12 +132,16 @@ impl MetricsActivities {
             managed: HashMap::new(),
             drop: self.drop.as_ref().clone(),
         };
-        let interval_ms = i64::try_from(target.interval.as_millis()).unwrap_or(i64::MAX);
+        let mut ready = Vec::new();
+        let interval_ms = i64::try_from(interval.as_millis()).unwrap_or(i64::MAX);
         while progress.summary.scrapes < run.scrapes {
             wait_until(&ctx, progress.next_due_ms, &progress).await?;
             let started = now_ms();
             let clock = std::time::Instant::now();
-            let outcome = self.scrape_once(target, &mut relabel).await;
+            let outcome = match &target {
+                Ok(target) => self.scrape_once(target, &mut relabel, &mut ready).await,
+                Err(reason) => Outcome::failed(&run.target, reason.clone(), None),
+            };
             telemetry::scraped(
                 &run.target,
                 &outcome.scrape,
@@ -124,31 +166,51 @@ impl MetricsActivities {
 }
 
 impl MetricsActivities {
-    /// One scrape, relabelled and sent.
-    async fn scrape_once(&self, target: &ScrapeTargetSettings, relabel: &mut Relabel) -> Outcome {
+    /// One scrape, relabelled and sent. `ready` holds the Ready namespaces last read, for
+    /// Temporal Cloud's filter.
+    async fn scrape_once(
+        &self,
+        target: &ScrapeTargetSettings,
+        relabel: &mut Relabel,
+        ready: &mut Vec<String>,
+    ) -> Outcome {
         let name = relabel.target.clone();
         match self.managed().await {
-            Ok(managed) => relabel.managed = managed,
+            Ok(namespaces) => (relabel.managed, *ready) = namespaces,
             Err(e) => {
-                tracing::warn!(target = %name, error = %e, "Plinth namespaces not read; labelling with the last known")
+                tracing::warn!(target = %name, error = %e, "Plinth namespaces not read; using the last known")
             }
         }
-        let scraped = match target.scraper.scrape().await {
+        let query: Vec<(&str, &str)> = if target.temporal_cloud {
+            ready.iter().map(|ns| ("namespaces", ns.as_str())).collect()
+        } else {
+            Vec::new()
+        };
+        if target.temporal_cloud && query.is_empty() {
+            // Without a filter Temporal Cloud would answer for every namespace of the account.
+            tracing::info!(target = %name, "no Plinth namespace is Ready: nothing to ask Temporal Cloud for");
+            return Outcome {
+                scrape: Scrape {
+                    outcome: "skipped",
+                    ..Scrape::default()
+                },
+                retry_after: None,
+                error: None,
+            };
+        }
+        let scraped = match target.scraper.scrape(&query).await {
             Ok(scraped) => scraped,
             Err(e) => {
-                tracing::warn!(target = %name, error = %e, "scrape failed");
-                let (outcome, retry_after) = match &e {
-                    ScrapeError::RateLimited { retry_after, .. } => ("rate_limited", *retry_after),
-                    _ => ("failed", None),
+                let retry_after = match &e {
+                    ScrapeError::RateLimited { retry_after, .. } => *retry_after,
+                    _ => None,
                 };
-                return Outcome {
-                    scrape: Scrape {
-                        outcome,
-                        ..Scrape::default()
-                    },
-                    retry_after,
-                    error: Some(e.to_string()),
-                };
+                let rate_limited = matches!(e, ScrapeError::RateLimited { .. });
+                let mut outcome = Outcome::failed(&name, e.to_string(), retry_after);
+                if rate_limited {
+                    outcome.scrape.outcome = "rate_limited";
+                }
+                return outcome;
             }
         };
         if let Some(completeness) = &scraped.incomplete {
@@ -173,27 +235,37 @@ impl MetricsActivities {
         }
     }
 
-    /// Temporal namespace to the Plinth namespace managing it, for every provisioned one.
-    async fn managed(&self) -> Result<HashMap<String, Managed>, crate::BackendError> {
+    /// Temporal namespace to the Plinth namespace managing it, for every provisioned one;
+    /// and the Temporal namespaces of those that are Ready, sorted.
+    async fn managed(
+        &self,
+    ) -> Result<(HashMap<String, Managed>, Vec<String>), crate::BackendError> {
         let resources = self
             .control
             .running_resources::<Namespace>(plinth_proto::KIND_NAMESPACE)
             .await?;
-        Ok(resources
-            .into_iter()
-            .filter_map(|(_, resource)| {
-                let resource = resource?;
-                let spec = resource.spec?;
-                let name = resource.metadata?.name;
-                Some((
-                    spec.name,
-                    Managed {
-                        resource: name,
-                        owner: spec.owner,
-                    },
-                ))
-            })
-            .collect())
+        let mut managed = HashMap::new();
+        let mut ready = Vec::new();
+        for resource in resources.into_iter().filter_map(|(_, resource)| resource) {
+            let spec = resource.spec_or_default();
+            if resource
+                .status
+                .as_ref()
+                .is_some_and(|s| s.phase == phase::READY)
+            {
+                ready.push(spec.name.clone());
+            }
+            let name = resource.name().to_owned();
+            managed.insert(
+                spec.name,
+                Managed {
+                    resource: name,
+                    owner: spec.owner,
+                },
+            );
+        }
+        ready.sort();
+        Ok((managed, ready))
     }
 }
 
@@ -206,6 +278,19 @@ struct Outcome {
 }
 
 impl Outcome {
+    /// A scrape of `target` that read nothing, for `reason`.
+    fn failed(target: &str, reason: String, retry_after: Option<Duration>) -> Self {
+        tracing::warn!(%target, error = %reason, "scrape failed");
+        Outcome {
+            scrape: Scrape {
+                outcome: "failed",
+                ..Scrape::default()
+            },
+            retry_after,
+            error: Some(reason),
+        }
+    }
+
     /// Adds this scrape to the run's totals; returns how long a 429 asked to wait.
     fn add_to(self, summary: &mut ScrapeSummary) -> Option<Duration> {
         summary.samples_sent += self.scrape.sent;

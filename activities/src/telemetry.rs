@@ -29,7 +29,7 @@ static ACCESS_CHANGES: Counter = Counter::new(
 );
 static SCRAPES: Counter = Counter::new(
     "plinth_scrapes_total",
-    "Scrapes by target and outcome (ok, failed, rate_limited).",
+    "Scrapes by target and outcome (ok, failed, rate_limited, skipped).",
     &["target", "outcome"],
 );
 static SCRAPE_SAMPLES: Counter = Counter::new(

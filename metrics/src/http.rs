@@ -91,16 +91,18 @@ impl Endpoint {
         })
     }
 
-    /// A `method` request to the URL with `headers` and `body`, and the token.
+    /// A `method` request to the URL, with `query` parameters added to any it has, `headers`,
+    /// `body` and the token.
     pub async fn send(
         &self,
         method: Method,
+        query: &[(&str, &str)],
         headers: &[(&str, &str)],
         body: Bytes,
     ) -> Result<Response<Incoming>, String> {
         let mut request = Request::builder()
             .method(method)
-            .uri(self.uri.clone())
+            .uri(with_query(&self.uri, query))
             .header(USER_AGENT, concat!("plinth/", env!("CARGO_PKG_VERSION")));
         for (name, value) in headers {
             request = request.header(*name, *value);
@@ -128,6 +130,88 @@ impl Endpoint {
     }
 }
 
+/// `uri` with `query` appended, each name and value percent-encoded.
+fn with_query(uri: &Uri, query: &[(&str, &str)]) -> Uri {
+    if query.is_empty() {
+        return uri.clone();
+    }
+    let mut path_and_query = uri.path().to_owned();
+    let mut separator = '?';
+    if let Some(existing) = uri.query() {
+        path_and_query.push('?');
+        path_and_query.push_str(existing);
+        separator = '&';
+    }
+    for (name, value) in query {
+        path_and_query.push(separator);
+        path_and_query.push_str(&percent_encoded(name));
+        path_and_query.push('=');
+        path_and_query.push_str(&percent_encoded(value));
+        separator = '&';
+    }
+    let mut parts = uri.clone().into_parts();
+    parts.path_and_query = Some(
+        path_and_query
+            .parse()
+            .expect("a parsed path with percent-encoded parameters"),
+    );
+    Uri::from_parts(parts).expect("the parts of a parsed URI")
+}
+
+/// RFC 3986 unreserved characters and `*` (a wildcard to the endpoints that take one) pass;
+/// every other byte is `%XX`.
+fn percent_encoded(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~*".contains(&byte) {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+/// Why a bearer token cannot be read; the token itself is never in the message.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    /// Both a file and a variable were named.
+    #[error("a token file and a token variable are both set: set one")]
+    Ambiguous,
+    /// The token file cannot be read.
+    #[error("token file {path}: {source}")]
+    File {
+        /// As configured.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The variable is not set (or not UTF-8).
+    #[error("token variable {0} is not set")]
+    Env(String),
+}
+
+/// A bearer token from a file (trimmed) or an environment variable of this process; `None`
+/// when neither is named.
+pub fn read_bearer_token(
+    file: Option<&std::path::Path>,
+    env: Option<&str>,
+) -> Result<Option<String>, TokenError> {
+    match (file, env) {
+        (Some(_), Some(_)) => Err(TokenError::Ambiguous),
+        (Some(path), None) => std::fs::read_to_string(path)
+            .map(|text| Some(text.trim().to_owned()))
+            .map_err(|source| TokenError::File {
+                path: path.display().to_string(),
+                source,
+            }),
+        (None, Some(var)) => std::env::var(var)
+            .map(|value| Some(value.trim().to_owned()))
+            .map_err(|_| TokenError::Env(var.to_owned())),
+        (None, None) => Ok(None),
+    }
+}
+
 /// `Retry-After` in seconds (metrics endpoints do not send the HTTP-date form).
 pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     let seconds = headers
@@ -138,4 +222,30 @@ pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
         .parse()
         .ok()?;
     Some(Duration::from_secs(seconds))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_parameters_are_added_encoded_after_any_the_url_has() {
+        let plain: Uri = "https://metrics.temporal.io/v1/metrics".parse().unwrap();
+        let filtered = with_query(
+            &plain,
+            &[("namespaces", "ledger"), ("namespaces", "prod-*")],
+        );
+        assert_eq!(
+            filtered.to_string(),
+            "https://metrics.temporal.io/v1/metrics?namespaces=ledger&namespaces=prod-*"
+        );
+        let with_labels: Uri = "http://127.0.0.1:9/v1/metrics?labels=temporal_task_queue"
+            .parse()
+            .unwrap();
+        assert_eq!(
+            with_query(&with_labels, &[("namespaces", "a b&c")]).to_string(),
+            "http://127.0.0.1:9/v1/metrics?labels=temporal_task_queue&namespaces=a%20b%26c"
+        );
+        assert_eq!(with_query(&with_labels, &[]), with_labels);
+    }
 }

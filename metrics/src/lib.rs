@@ -13,7 +13,7 @@ pub mod scrape;
 
 pub use export::LatestSamples;
 pub use exposition::{ExpositionError, Format};
-pub use http::EndpointError;
+pub use http::{EndpointError, TokenError, read_bearer_token};
 pub use registry::{Counter, DURATION_BUCKETS, Gauge, Histogram, Metric, exposition};
 pub use relabel::{DropRule, DropRuleError, Managed, Relabel, Relabelled, ScrapedSample};
 pub use remote_write::{Label, RemoteWrite, Sample, SendReport, SendSettings, TimeSeries};

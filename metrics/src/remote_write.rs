@@ -200,7 +200,7 @@ impl RemoteWrite {
         ];
         let response = self
             .endpoint
-            .send(Method::POST, &headers, body)
+            .send(Method::POST, &[], &headers, body)
             .await
             .map_err(|reason| Attempt::Retry {
                 reason,

@@ -91,9 +91,10 @@ impl Scraper {
         })
     }
 
-    /// Reads the endpoint once.
-    pub async fn scrape(&self) -> Result<Scraped, ScrapeError> {
-        tokio::time::timeout(self.timeout, self.read())
+    /// Reads the endpoint once, with `query` parameters added to the URL's (Temporal Cloud's
+    /// `namespaces` filter).
+    pub async fn scrape(&self, query: &[(&str, &str)]) -> Result<Scraped, ScrapeError> {
+        tokio::time::timeout(self.timeout, self.read(query))
             .await
             .map_err(|_| ScrapeError::Timeout {
                 endpoint: self.endpoint.shown.clone(),
@@ -101,7 +102,7 @@ impl Scraper {
             })?
     }
 
-    async fn read(&self) -> Result<Scraped, ScrapeError> {
+    async fn read(&self, query: &[(&str, &str)]) -> Result<Scraped, ScrapeError> {
         let endpoint = || self.endpoint.shown.clone();
         let accept = [(
             "accept",
@@ -109,7 +110,7 @@ impl Scraper {
         )];
         let response = self
             .endpoint
-            .send(Method::GET, &accept, Bytes::new())
+            .send(Method::GET, query, &accept, Bytes::new())
             .await
             .map_err(|reason| ScrapeError::Transport { reason })?;
         let (parts, body) = response.into_parts();

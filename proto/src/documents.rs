@@ -1,5 +1,35 @@
-use crate::v1::Namespace;
-use crate::{API_VERSION, KIND_NAMESPACE};
+use crate::v1::{MetricsTarget, Namespace};
+use crate::{API_VERSION, KIND_METRICS_TARGET, KIND_NAMESPACE};
+
+/// One document of a file `plinth apply` reads.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Resource {
+    /// kind: Namespace.
+    Namespace(Namespace),
+    /// kind: MetricsTarget.
+    MetricsTarget(MetricsTarget),
+}
+
+impl Resource {
+    /// `metadata.name`, or empty.
+    pub fn name(&self) -> &str {
+        match self {
+            Resource::Namespace(namespace) => namespace.name(),
+            Resource::MetricsTarget(target) => target.name(),
+        }
+    }
+
+    /// How `plinth` prints the resource: `namespace/<name>`, `metricstarget/<name>`.
+    pub fn reference(&self) -> String {
+        let kind = match self {
+            Resource::Namespace(_) => "namespace",
+            Resource::MetricsTarget(_) => "metricstarget",
+        };
+        format!("{kind}/{}", self.name())
+    }
+}
+
+const KNOWN_KINDS: &str = "known kinds: Namespace, MetricsTarget";
 
 /// A document that is not a resource Plinth accepts.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -17,7 +47,7 @@ pub struct DocumentError {
 
 /// Parses every YAML or JSON document in `text` (separated by `---`). Empty documents are
 /// skipped. Any bad document fails the whole parse, so nothing from a broken file is applied.
-pub fn parse_documents(text: &str, source_name: &str) -> Result<Vec<Namespace>, DocumentError> {
+pub fn parse_documents(text: &str, source_name: &str) -> Result<Vec<Resource>, DocumentError> {
     let mut resources = Vec::new();
     for (i, document) in serde_yaml::Deserializer::from_str(text).enumerate() {
         let error = |name: &str, message: String| DocumentError {
@@ -63,15 +93,15 @@ pub fn parse_documents(text: &str, source_name: &str) -> Result<Vec<Namespace>, 
                 ));
             }
         }
-        match field("kind") {
-            KIND_NAMESPACE => {}
-            "" => return Err(error(&name, "kind: missing; known kinds: Namespace".into())),
-            other => {
-                return Err(error(
-                    &name,
-                    format!("kind: unknown kind {other:?}; known kinds: Namespace"),
-                ));
-            }
+        let kind = field("kind");
+        if kind.is_empty() {
+            return Err(error(&name, format!("kind: missing; {KNOWN_KINDS}")));
+        }
+        if ![KIND_NAMESPACE, KIND_METRICS_TARGET].contains(&kind) {
+            return Err(error(
+                &name,
+                format!("kind: unknown kind {kind:?}; {KNOWN_KINDS}"),
+            ));
         }
         if map.contains_key("status") {
             return Err(error(
@@ -79,10 +109,19 @@ pub fn parse_documents(text: &str, source_name: &str) -> Result<Vec<Namespace>, 
                 "status: set by Plinth, remove it from the document".into(),
             ));
         }
-        let resource: Namespace = serde_path_to_error::deserialize(value.clone()).map_err(|e| {
+        let field_error = |e: serde_path_to_error::Error<serde_yaml::Error>| {
             let path = e.path().to_string();
             error(&name, format!("{path}: {}", e.into_inner()))
-        })?;
+        };
+        let resource = if kind == KIND_NAMESPACE {
+            Resource::Namespace(
+                serde_path_to_error::deserialize(value.clone()).map_err(field_error)?,
+            )
+        } else {
+            Resource::MetricsTarget(
+                serde_path_to_error::deserialize(value.clone()).map_err(field_error)?,
+            )
+        };
         resources.push(resource);
     }
     Ok(resources)
@@ -113,11 +152,14 @@ spec:
     #[test]
     fn seed_example_parses() {
         let docs = parse_documents(SEED, "ns.yaml").unwrap();
-        let spec = docs[0].spec.as_ref().unwrap();
+        let Resource::Namespace(namespace) = &docs[0] else {
+            panic!("{docs:?}")
+        };
+        let spec = namespace.spec.as_ref().unwrap();
         assert_eq!(spec.name, "fancy-test");
         assert_eq!(spec.retention_days, 30);
         assert_eq!(spec.search_attributes["CustomerId"], "Keyword");
-        assert_eq!(docs[0].metadata.as_ref().unwrap().namespace, "payments");
+        assert_eq!(namespace.group(), "payments");
     }
 
     #[test]
@@ -126,7 +168,57 @@ spec:
         let text = format!("{SEED}\n---\n{json}\n---\n");
         let docs = parse_documents(&text, "x").unwrap();
         assert_eq!(docs.len(), 2);
-        assert_eq!(docs[1].metadata.as_ref().unwrap().name, "b");
+        assert_eq!(docs[1].reference(), "namespace/b");
+    }
+
+    #[test]
+    fn the_examples_are_valid_resources() {
+        let examples = [
+            include_str!("../../examples/namespace.yaml"),
+            include_str!("../../examples/metrics-target.yaml"),
+        ];
+        for example in examples {
+            match &parse_documents(example, "example").unwrap()[..] {
+                [Resource::Namespace(namespace)] => {
+                    let known = |group: &str| group == "payments-team@example.com";
+                    crate::validate_namespace(namespace, &Default::default(), &known).unwrap();
+                }
+                [Resource::MetricsTarget(target)] => {
+                    crate::validate_metrics_target(target).unwrap();
+                }
+                other => panic!("one resource per example: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn metrics_targets_parse_beside_namespaces() {
+        let target = r#"
+apiVersion: temporal.plinth.dev/v1beta1
+kind: MetricsTarget
+metadata:
+  name: cloud
+spec:
+  url: https://metrics.temporal.io/v1/metrics
+  temporalCloud: true
+  tokenFile: /etc/plinth/cloud-metrics.key
+  intervalSeconds: 120
+"#;
+        let docs = parse_documents(&format!("{SEED}\n---\n{target}"), "all.yaml").unwrap();
+        let Resource::MetricsTarget(parsed) = &docs[1] else {
+            panic!("{docs:?}")
+        };
+        assert_eq!(docs[1].reference(), "metricstarget/cloud");
+        let spec = parsed.spec_or_default();
+        assert!(spec.temporal_cloud);
+        assert_eq!(spec.interval_secs(), 120);
+        assert_eq!(spec.token_file, "/etc/plinth/cloud-metrics.key");
+        let typo = target.replace("tokenFile", "token_file");
+        let err = parse_documents(&typo, "t.yaml").unwrap_err().to_string();
+        assert!(
+            err.contains("(cloud): spec.token_file: unknown field"),
+            "{err}"
+        );
     }
 
     #[test]

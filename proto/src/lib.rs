@@ -9,8 +9,10 @@ mod documents;
 pub mod policy;
 mod validation;
 
-pub use documents::{DocumentError, parse_documents};
-pub use validation::{FieldError, ValidationRules, check_update, validate_namespace};
+pub use documents::{DocumentError, Resource, parse_documents};
+pub use validation::{
+    FieldError, ValidationRules, check_update, validate_metrics_target, validate_namespace,
+};
 
 /// Generated `plinth.v1` messages and service.
 #[allow(missing_docs, clippy::all)]
@@ -24,11 +26,19 @@ pub const API_VERSION: &str = "temporal.plinth.dev/v1beta1";
 pub const KIND_NAMESPACE: &str = "Namespace";
 /// `kind` of policy resources.
 pub const KIND_POLICY: &str = "Policy";
+/// `kind` of metrics target resources.
+pub const KIND_METRICS_TARGET: &str = "MetricsTarget";
+/// Seconds between scrapes of a metrics target that names no interval.
+pub const DEFAULT_SCRAPE_INTERVAL_SECS: u64 = 60;
+
+fn metadata_name(metadata: Option<&v1::ObjectMeta>) -> &str {
+    metadata.map_or("", |m| m.name.as_str())
+}
 
 impl v1::Namespace {
     /// `metadata.name`, or empty.
     pub fn name(&self) -> &str {
-        self.metadata.as_ref().map_or("", |m| m.name.as_str())
+        metadata_name(self.metadata.as_ref())
     }
 
     /// `metadata.namespace`, the owning application's group of resources, or empty.
@@ -65,6 +75,28 @@ impl v1::Namespace {
     }
 }
 
+impl v1::MetricsTarget {
+    /// `metadata.name`, or empty.
+    pub fn name(&self) -> &str {
+        metadata_name(self.metadata.as_ref())
+    }
+
+    /// The spec, or an empty one.
+    pub fn spec_or_default(&self) -> v1::MetricsTargetSpec {
+        self.spec.clone().unwrap_or_default()
+    }
+}
+
+impl v1::MetricsTargetSpec {
+    /// Seconds between scrapes: `intervalSeconds`, or the default when it is 0.
+    pub fn interval_secs(&self) -> u64 {
+        match u64::try_from(self.interval_seconds) {
+            Ok(0) | Err(_) => DEFAULT_SCRAPE_INTERVAL_SECS,
+            Ok(seconds) => seconds,
+        }
+    }
+}
+
 /// A namespace resource named `name` (in the resource group `group`) with `spec`.
 pub fn namespace_resource(name: &str, group: &str, spec: v1::NamespaceSpec) -> v1::Namespace {
     v1::Namespace {
@@ -92,8 +124,10 @@ pub mod phase {
     pub const FAILED: &str = "Failed";
     /// Deletion in progress.
     pub const DELETING: &str = "Deleting";
-    /// The namespace is gone.
+    /// The namespace is gone; for a metrics target, scraping has stopped.
     pub const DELETED: &str = "Deleted";
+    /// A metrics target is being scraped.
+    pub const SCRAPING: &str = "Scraping";
 }
 
 /// Outcome of an apply, as `plinth apply` prints it.

@@ -1,6 +1,6 @@
 use std::collections::HashMap;
 
-use crate::v1::{Namespace, NamespaceSpec};
+use crate::v1::{MetricsTarget, Namespace, NamespaceSpec};
 
 /// Region names Temporal Cloud offers, written as the seed writes them.
 const CLOUD_REGIONS: &[&str] = &[
@@ -127,6 +127,76 @@ pub fn validate_namespace(
         );
     }
     check_search_attributes(&spec.search_attributes)
+}
+
+/// Longest interval between scrapes a target may ask for: a day.
+const MAX_SCRAPE_INTERVAL_SECS: i32 = 86_400;
+
+/// Checks a metrics target resource. The URL is checked for shape only (the worker that
+/// scrapes it checks the rest); credentials must not be in it, since the resource is kept in
+/// Temporal.
+pub fn validate_metrics_target(resource: &MetricsTarget) -> Result<(), FieldError> {
+    if resource.api_version != crate::API_VERSION {
+        return invalid("apiVersion", format!("must be {}", crate::API_VERSION));
+    }
+    if resource.kind != crate::KIND_METRICS_TARGET {
+        return invalid("kind", "must be MetricsTarget");
+    }
+    let Some(metadata) = &resource.metadata else {
+        return invalid("metadata", "missing");
+    };
+    check_dns_label("metadata.name", &metadata.name)?;
+    if !metadata.namespace.is_empty() {
+        check_dns_label("metadata.namespace", &metadata.namespace)?;
+    }
+    let Some(spec) = &resource.spec else {
+        return invalid("spec", "missing");
+    };
+    let Some((_, rest)) = spec
+        .url
+        .split_once("://")
+        .filter(|(scheme, _)| matches!(*scheme, "http" | "https"))
+    else {
+        return invalid("spec.url", "must start with http:// or https://");
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    if authority.is_empty() || spec.url.chars().any(char::is_whitespace) {
+        return invalid("spec.url", "must name a host and hold no spaces");
+    }
+    if authority.contains('@') {
+        return invalid(
+            "spec.url",
+            "credentials do not belong in the URL: use tokenFile or tokenEnv",
+        );
+    }
+    match (spec.token_file.as_str(), spec.token_env.as_str()) {
+        ("", _) | (_, "") => {}
+        _ => return invalid("spec.tokenEnv", "set tokenFile or tokenEnv, not both"),
+    }
+    if !spec.token_file.is_empty() && !spec.token_file.starts_with('/') {
+        return invalid("spec.tokenFile", "must be an absolute path on the worker");
+    }
+    let env_ok = spec
+        .token_env
+        .chars()
+        .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
+    if !env_ok {
+        return invalid(
+            "spec.tokenEnv",
+            "an environment variable name: upper-case letters, digits, '_'",
+        );
+    }
+    if !(0..=MAX_SCRAPE_INTERVAL_SECS).contains(&spec.interval_seconds) {
+        return invalid(
+            "spec.intervalSeconds",
+            format!(
+                "{} is outside 1..={MAX_SCRAPE_INTERVAL_SECS} (0 for the default, {})",
+                spec.interval_seconds,
+                crate::DEFAULT_SCRAPE_INTERVAL_SECS
+            ),
+        );
+    }
+    Ok(())
 }
 
 /// Checks that an update to an existing resource leaves immutable fields alone.
@@ -268,6 +338,73 @@ mod tests {
         let mut bad_name = seed();
         bad_name.metadata.as_mut().unwrap().name = "-x".into();
         assert_eq!(check(&bad_name).unwrap_err().field, "metadata.name");
+    }
+
+    fn cloud_target() -> MetricsTarget {
+        MetricsTarget {
+            api_version: crate::API_VERSION.into(),
+            kind: crate::KIND_METRICS_TARGET.into(),
+            metadata: Some(crate::v1::ObjectMeta {
+                name: "cloud".into(),
+                ..Default::default()
+            }),
+            spec: Some(crate::v1::MetricsTargetSpec {
+                url: "https://metrics.temporal.io/v1/metrics".into(),
+                temporal_cloud: true,
+                token_file: "/etc/plinth/cloud-metrics.key".into(),
+                ..Default::default()
+            }),
+            status: None,
+        }
+    }
+
+    #[test]
+    fn each_bad_metrics_target_field_is_named() {
+        assert_eq!(validate_metrics_target(&cloud_target()), Ok(()));
+        let field_of = |edit: &dyn Fn(&mut crate::v1::MetricsTargetSpec)| {
+            let mut target = cloud_target();
+            edit(target.spec.as_mut().unwrap());
+            validate_metrics_target(&target).map_err(|e| e.field)
+        };
+        let err = |field: &str| Err(field.to_owned());
+        assert_eq!(
+            field_of(&|s| s.url = "ftp://x/metrics".into()),
+            err("spec.url")
+        );
+        assert_eq!(
+            field_of(&|s| s.url = "http:///metrics".into()),
+            err("spec.url")
+        );
+        assert_eq!(
+            field_of(&|s| s.url = "https://key:secret@metrics.temporal.io/v1/metrics".into()),
+            err("spec.url")
+        );
+        assert_eq!(
+            field_of(&|s| s.token_env = "CLOUD_KEY".into()),
+            err("spec.tokenEnv")
+        );
+        assert_eq!(
+            field_of(&|s| s.token_file = "cloud.key".into()),
+            err("spec.tokenFile")
+        );
+        assert_eq!(
+            field_of(&|s| {
+                s.token_file.clear();
+                s.token_env = "cloud-key".into();
+            }),
+            err("spec.tokenEnv")
+        );
+        assert_eq!(
+            field_of(&|s| s.interval_seconds = -5),
+            err("spec.intervalSeconds")
+        );
+        assert_eq!(field_of(&|s| s.interval_seconds = 30), Ok(()));
+        let mut unnamed = cloud_target();
+        unnamed.metadata.as_mut().unwrap().name = "Cloud Metrics".into();
+        assert_eq!(
+            validate_metrics_target(&unnamed).unwrap_err().field,
+            "metadata.name"
+        );
     }
 
     #[test]

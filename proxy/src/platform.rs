@@ -10,16 +10,21 @@ use plinth_activities::{BackendError, ControlPlane, NamespaceBackend};
 use plinth_identity::Identity;
 use plinth_proto::v1::platform_service_server::PlatformService;
 use plinth_proto::v1::{
-    AccessGrant, AccessList, ApplyNamespaceRequest, ApplyNamespaceResponse, DeleteNamespaceRequest,
-    DeleteNamespaceResponse, GetAccessRequest, GetNamespaceRequest, GetPolicyRequest,
+    AccessGrant, AccessList, ApplyMetricsTargetRequest, ApplyMetricsTargetResponse,
+    ApplyNamespaceRequest, ApplyNamespaceResponse, DeleteMetricsTargetRequest,
+    DeleteNamespaceRequest, DeleteNamespaceResponse, GetAccessRequest, GetMetricsTargetRequest,
+    GetNamespaceRequest, GetPolicyRequest, ListMetricsTargetsRequest, ListMetricsTargetsResponse,
     ListNamespacesRequest, ListNamespacesResponse, ListPoliciesRequest, ListPoliciesResponse,
-    Namespace, NamespaceSummary, Policy, PolicyRuleRequest, ReloadDirectoryRequest,
-    ReloadDirectoryResponse, Rule, WatchNamespaceRequest,
+    MetricsTarget, MetricsTargetStatus, Namespace, NamespaceSummary, ObjectMeta, Policy,
+    PolicyRuleRequest, ReloadDirectoryRequest, ReloadDirectoryResponse, Rule,
+    WatchNamespaceRequest,
 };
-use plinth_proto::{ValidationRules, check_update, outcome, phase, validate_namespace};
+use plinth_proto::{
+    ValidationRules, check_update, outcome, phase, validate_metrics_target, validate_namespace,
+};
 use plinth_workflows::{
     KIND_ATTRIBUTE, OWNER_ATTRIBUTE, PHASE_ATTRIBUTE, PolicyWorkflow, ProvisionNamespace,
-    policy_workflow_id, workflow_id,
+    ScrapeMetricsWorkflow, ScrapeTarget, policy_workflow_id, scrape_workflow_id, workflow_id,
 };
 use temporalio_client::errors::{WorkflowUpdateError, WorkflowUpdateWithStartError};
 use temporalio_client::{
@@ -93,6 +98,30 @@ impl PlatformApi {
             .await
             .map_err(backend_status)?;
         Ok(published.and_then(|(resource, running)| running.then_some(resource)))
+    }
+
+    /// The metrics target resource `name`, while its workflow runs.
+    async fn current_target(&self, name: &str) -> Result<Option<MetricsTarget>, Status> {
+        let published = self
+            .control
+            .published::<MetricsTarget>(scrape_workflow_id(name))
+            .await
+            .map_err(backend_status)?;
+        Ok(published.and_then(|(resource, running)| running.then_some(resource)))
+    }
+
+    /// Only platform admins change metrics targets: a target names a file or variable the
+    /// worker reads its token from, and the URL the token is sent to.
+    fn admin_only(&self, identity: &Identity, action: &str, resource: &str) -> Result<(), Status> {
+        if !self.admins.include(identity) {
+            let why = format!(
+                "metrics targets send the worker's secrets; changing them needs membership of {:?}",
+                self.admins.group()
+            );
+            return Err(denied(identity, action, resource, why));
+        }
+        allowed(identity, action, resource);
+        Ok(())
     }
 
     async fn policy(&self, name: &str) -> Result<Policy, Status> {
@@ -179,6 +208,14 @@ fn allowed(identity: &Identity, action: &str, resource: &str) {
 
 fn namespace_resource(name: &str) -> String {
     format!("namespace {name:?}")
+}
+
+fn target_resource(name: &str) -> String {
+    format!("metrics target {name:?}")
+}
+
+fn target_not_found(name: &str) -> Status {
+    Status::not_found(format!("metrics target {name:?} not found"))
 }
 
 fn update_error(e: WorkflowUpdateError) -> Status {
@@ -486,6 +523,130 @@ impl PlatformService for PlatformApi {
         Ok(Response::new(ReloadDirectoryResponse {
             access_runs: i32::try_from(access_runs).unwrap_or(i32::MAX),
         }))
+    }
+
+    async fn apply_metrics_target(
+        &self,
+        request: Request<ApplyMetricsTargetRequest>,
+    ) -> Result<Response<ApplyMetricsTargetResponse>, Status> {
+        let identity = caller(request.extensions())?;
+        let ApplyMetricsTargetRequest { target, dry_run } = request.into_inner();
+        let mut desired = target.ok_or_else(|| Status::invalid_argument("target: missing"))?;
+        desired.status = None;
+        validate_metrics_target(&desired).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let name = desired.name().to_owned();
+        self.admin_only(&identity, "apply", &target_resource(&name))?;
+        if dry_run {
+            let current = self.current_target(&name).await?;
+            let result = match &current {
+                None => outcome::CREATED,
+                Some(c) if c.spec == desired.spec => outcome::UNCHANGED,
+                Some(_) => outcome::CONFIGURED,
+            };
+            return Ok(Response::new(ApplyMetricsTargetResponse {
+                outcome: result.into(),
+                target: Some(current.unwrap_or(desired)),
+            }));
+        }
+        let attributes = temporalio_common::search_attributes::SearchAttributes::new([
+            KIND_ATTRIBUTE.value_set(plinth_proto::KIND_METRICS_TARGET.to_owned()),
+            PHASE_ATTRIBUTE.value_set(phase::SCRAPING.to_owned()),
+        ]);
+        let options = WorkflowUpdateWithStartOptions::new(
+            self.task_queue.clone(),
+            scrape_workflow_id(&name),
+            WorkflowIdConflictPolicy::UseExisting,
+        )
+        .id_reuse_policy(WorkflowIdReusePolicy::AllowDuplicate)
+        .search_attributes(attributes)
+        .build();
+        let result = self
+            .client
+            .execute_update_with_start_workflow(
+                ScrapeMetricsWorkflow::run,
+                ScrapeTarget::from_resource(desired.clone()),
+                ScrapeMetricsWorkflow::apply,
+                desired,
+                options,
+            )
+            .await
+            .map_err(|e| match e {
+                WorkflowUpdateWithStartError::Update(update) => update_error(update),
+                other => Status::unavailable(format!("control plane: {other}")),
+            })?;
+        tracing::info!(%identity, resource = %target_resource(&name), outcome = result.outcome, "applied");
+        Ok(Response::new(ApplyMetricsTargetResponse {
+            outcome: result.outcome,
+            target: Some(result.resource),
+        }))
+    }
+
+    async fn get_metrics_target(
+        &self,
+        request: Request<GetMetricsTargetRequest>,
+    ) -> Result<Response<MetricsTarget>, Status> {
+        caller(request.extensions())?;
+        let name = request.into_inner().name;
+        match self.current_target(&name).await? {
+            Some(target) => Ok(Response::new(target)),
+            None => Err(target_not_found(&name)),
+        }
+    }
+
+    async fn list_metrics_targets(
+        &self,
+        request: Request<ListMetricsTargetsRequest>,
+    ) -> Result<Response<ListMetricsTargetsResponse>, Status> {
+        caller(request.extensions())?;
+        let running = self
+            .control
+            .running_resources::<MetricsTarget>(plinth_proto::KIND_METRICS_TARGET)
+            .await
+            .map_err(backend_status)?;
+        let mut targets: Vec<MetricsTarget> = running
+            .into_iter()
+            .filter_map(|(id, resource)| {
+                let name = id.strip_prefix("metrics/")?.to_owned();
+                // Started moments ago, its first workflow task has not published it yet.
+                Some(resource.unwrap_or_else(|| MetricsTarget {
+                    metadata: Some(ObjectMeta {
+                        name,
+                        ..Default::default()
+                    }),
+                    status: Some(MetricsTargetStatus {
+                        phase: phase::PENDING.into(),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }))
+            })
+            .collect();
+        targets.sort_by(|a, b| a.name().cmp(b.name()));
+        Ok(Response::new(ListMetricsTargetsResponse { targets }))
+    }
+
+    async fn delete_metrics_target(
+        &self,
+        request: Request<DeleteMetricsTargetRequest>,
+    ) -> Result<Response<MetricsTarget>, Status> {
+        let identity = caller(request.extensions())?;
+        let name = request.into_inner().name;
+        self.admin_only(&identity, "delete", &target_resource(&name))?;
+        if self.current_target(&name).await?.is_none() {
+            return Err(target_not_found(&name));
+        }
+        let target = self
+            .client
+            .get_workflow_handle::<ScrapeMetricsWorkflow>(scrape_workflow_id(&name))
+            .execute_update(
+                ScrapeMetricsWorkflow::delete,
+                (),
+                WorkflowExecuteUpdateOptions::default(),
+            )
+            .await
+            .map_err(update_error)?;
+        tracing::info!(%identity, resource = %target_resource(&name), "deleting");
+        Ok(Response::new(target))
     }
 }
 

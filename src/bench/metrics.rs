@@ -60,7 +60,7 @@ pub async fn metrics(args: &MetricsBenchArgs) -> anyhow::Result<ExitCode> {
     let cpu_before = cpu_seconds(u64::from(std::process::id()))?;
     for _ in 0..args.scrapes {
         let started = Instant::now();
-        let scraped = scraper.scrape().await?;
+        let scraped = scraper.scrape(&[]).await?;
         let now_ms = SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis() as i64;
         let relabelled = relabel.apply(scraped.samples, now_ms);
         let report = sink.send(&relabelled.series).await;

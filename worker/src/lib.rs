@@ -69,6 +69,9 @@ pub struct PlatformSettings {
 pub struct MetricsSettings {
     /// Endpoints to scrape, each with its interval.
     pub targets: std::collections::HashMap<String, ScrapeTargetSettings>,
+    /// A scrape without a whole answer by then is abandoned (resource targets; configured
+    /// ones carry their own).
+    pub scrape_timeout: Duration,
     /// The remote-write endpoint, if samples are sent anywhere.
     pub sink: Option<RemoteWrite>,
     /// Where each target's last scrape is kept for re-export.
@@ -220,10 +223,12 @@ impl PlinthWorker {
             .map(|(name, target)| ScrapeTarget {
                 name: name.clone(),
                 interval_secs: target.interval.as_secs(),
+                resource: None,
             })
             .collect();
         let scraping = MetricsActivities::new(
             metrics.targets,
+            metrics.scrape_timeout,
             metrics.sink,
             metrics.latest,
             metrics.drop,

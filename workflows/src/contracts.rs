@@ -1,7 +1,7 @@
 //! The activities Plinth's workflows call: name, input and output of each. Implementations
 //! bind to these with `#[activity(definition = ...)]`, so a mismatch fails to compile.
 
-use plinth_proto::v1::{AccessSummary, Namespace, NamespaceSpec, Rule};
+use plinth_proto::v1::{AccessSummary, MetricsTargetSpec, Namespace, NamespaceSpec, Rule};
 use serde::{Deserialize, Serialize};
 use temporalio_common::ActivityDefinition;
 
@@ -215,12 +215,16 @@ impl ActivityDefinition for ValidateRule {
     }
 }
 
-/// One run of a target's scrapes: the target's name (its settings, token included, stay in the
-/// worker's configuration, never in Temporal) and how many scrapes before the run returns.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// One run of a target's scrapes: the target's name, its spec when it is a `MetricsTarget`
+/// resource (which names where the worker finds the token, never the token), and how many
+/// scrapes before the run returns.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ScrapeRun {
-    /// `[[metrics.targets]] name`.
+    /// `[[metrics.targets]] name` or the resource's `metadata.name`.
     pub target: String,
+    /// The resource's spec; `None` for a target in the worker's configuration.
+    #[serde(default)]
+    pub spec: Option<MetricsTargetSpec>,
     /// Scrapes to make before returning, so the workflow can continue as new.
     pub scrapes: u32,
 }

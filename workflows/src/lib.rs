@@ -18,6 +18,6 @@ pub use provision_namespace::{
     RESOURCE_MEMO, workflow_id,
 };
 pub use scrape_metrics::{
-    SCRAPES_PER_RUN, ScrapeMetricsWorkflow, ScrapeTarget, scrape_workflow_id,
+    MetricsTargetApplied, SCRAPES_PER_RUN, ScrapeMetricsWorkflow, ScrapeTarget, scrape_workflow_id,
 };
 pub use users::{UsersWorkflow, access_schedule_id};
