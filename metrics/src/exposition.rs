@@ -2,6 +2,12 @@
 //! Label values keep their escapes' meaning, `+Inf`/`NaN` are values, and timestamps are
 //! milliseconds in the first format and seconds in the second. A body that breaks the format is
 //! refused whole, naming the line, as Prometheus refuses a scrape.
+//!
+//! Written here because no permissively licensed crate reads both formats right
+//! (`openmetrics-parser` is LGPL-3.0; `prometheus-parse` reads OpenMetrics' seconds as
+//! milliseconds and splits label values on commas). `tests/exposition_conformance.rs` holds
+//! it to Prometheus itself: a real Prometheus scrapes the same bodies and must store what this
+//! reads, and refuse what this refuses.
 
 use crate::relabel::ScrapedSample;
 
@@ -135,7 +141,9 @@ fn read_labels<'a>(
         }
         rest = rest[name_end..].trim_start();
         rest = rest
-            .strip_prefix("=\"")
+            .strip_prefix('=')
+            .map(str::trim_start)
+            .and_then(|value| value.strip_prefix('"'))
             .ok_or_else(|| format!("label {name}: expected =\" at {:?}", clip(rest)))?;
         let mut value = String::new();
         let mut chars = rest.char_indices();
@@ -159,13 +167,13 @@ fn read_labels<'a>(
         if labels.iter().any(|(seen, _)| seen == name) {
             return Err(format!("label {name} appears twice"));
         }
-        labels.push((name.to_owned(), value));
-        rest = rest[end + 1..].trim_start();
-        if let Some(after) = rest.strip_prefix(',') {
-            rest = after;
-        } else if !rest.starts_with('}') {
-            return Err(format!("expected , or }} after label {name}"));
+        // An empty value is no label at all, as Prometheus stores it.
+        if !value.is_empty() {
+            labels.push((name.to_owned(), value));
         }
+        // Prometheus reads labels without the comma between them too.
+        rest = rest[end + 1..].trim_start();
+        rest = rest.strip_prefix(',').unwrap_or(rest);
     }
 }
 
