@@ -346,6 +346,17 @@ fn the_scrape_workflows_send_dev_server_and_cloud_metrics_to_prometheus_and_surv
     assert_eq!(stdout(&created).trim(), "metricstarget/cloud created");
     let again = ok(stack.apply_as(ADMIN, &target_yaml(INTERVAL_SECS, key_path), &[]));
     assert_eq!(stdout(&again).trim(), "metricstarget/cloud unchanged");
+    // Configured targets and resources share names: the configured one keeps its own.
+    let taken = stack.apply_as(
+        ADMIN,
+        &target_yaml(INTERVAL_SECS, key_path).replace("name: cloud", "name: dev"),
+        &[],
+    );
+    assert!(
+        stderr(&taken).contains("\"dev\" is declared in the worker's configuration"),
+        "{}",
+        stderr(&taken)
+    );
     // Traffic in the namespace, so the dev server reports series naming it.
     ok(temporal(
         &[
@@ -556,6 +567,14 @@ fn the_scrape_workflows_send_dev_server_and_cloud_metrics_to_prometheus_and_surv
     let last_before = *cloud.requests().last().unwrap();
     // Longer than the workflow's heartbeat timeout, so the run is retried while it is down.
     std::thread::sleep(Duration::from_secs(12));
+    // The restarted worker's configuration also names `cloud`: the resource keeps the name.
+    let config = stack.home().join("plinth.toml");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text += &format!(
+        "\n[[metrics.targets]]\nname = \"cloud\"\nurl = \"{}\"\n",
+        cloud.url
+    );
+    std::fs::write(&config, text).unwrap();
     stack.start_worker().unwrap();
     let back = Instant::now();
     let resumed = cloud.wait_for_requests(1);
@@ -574,6 +593,13 @@ fn the_scrape_workflows_send_dev_server_and_cloud_metrics_to_prometheus_and_surv
             .and_then(|s| s["value"][1].as_str()?.parse::<f64>().ok())
             .is_some_and(|sampled| sampled > now - 5.0)
     });
+
+    assert!(
+        stack
+            .log("worker")
+            .contains("a MetricsTarget resource has this [[metrics.targets]] entry's name"),
+        "the shadowed entry is reported"
+    );
 
     // A changed spec takes effect: the run in progress stops and the next uses it.
     let changed = ok(stack.apply_as(ADMIN, &target_yaml(INTERVAL_SECS + 1, key_path), &[]));

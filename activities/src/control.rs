@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use plinth_proto::v1::{AccessSummary, Policy};
+use plinth_proto::v1::{AccessSummary, MetricsTarget, Policy};
 use plinth_workflows::{
     KIND_ATTRIBUTE, OWNER_ATTRIBUTE, PolicyWorkflow, RESOURCE_MEMO, ScrapeMetricsWorkflow,
     ScrapeTarget, UsersWorkflow, access_schedule_id, policy_workflow_id, scrape_workflow_id,
@@ -174,9 +174,13 @@ impl ControlPlane {
         Ok(PolicySeeding::Created)
     }
 
-    /// Starts the scraping workflow of `target` unless one runs.
-    pub async fn ensure_scraping(&self, target: ScrapeTarget) -> Result<(), BackendError> {
+    /// Starts the scraping workflow of configured `target` unless one runs. False when a
+    /// running `MetricsTarget` resource holds the name, so the workflow scrapes that instead.
+    pub async fn ensure_scraping(&self, target: ScrapeTarget) -> Result<bool, BackendError> {
         let id = scrape_workflow_id(&target.name);
+        if let Some((_, true)) = self.published::<MetricsTarget>(id.clone()).await? {
+            return Ok(false);
+        }
         let options = WorkflowStartOptions::new(self.task_queue.clone(), id.clone())
             .id_conflict_policy(WorkflowIdConflictPolicy::UseExisting)
             .build();
@@ -184,7 +188,7 @@ impl ControlPlane {
             .start_workflow(ScrapeMetricsWorkflow::run, target, options)
             .await
             .map_err(|e| BackendError::Unavailable(format!("start workflow {id}: {e}")))?;
-        Ok(())
+        Ok(true)
     }
 
     /// Creates the access schedule of `namespace`, or corrects its interval. True when it

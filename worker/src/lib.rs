@@ -253,13 +253,17 @@ impl PlinthWorker {
         let worker = Worker::new(&runtime, client, options).map_err(|e| setup(&e))?;
         for target in targets {
             let name = target.name.clone();
-            control
-                .ensure_scraping(target)
-                .await
-                .map_err(|source| WorkerError::Scraping {
-                    target: name,
-                    source,
-                })?;
+            let scraped =
+                control
+                    .ensure_scraping(target)
+                    .await
+                    .map_err(|source| WorkerError::Scraping {
+                        target: name.clone(),
+                        source,
+                    })?;
+            if !scraped {
+                tracing::warn!(target = %name, "a MetricsTarget resource has this [[metrics.targets]] entry's name and is scraped instead; rename the entry");
+            }
         }
         Ok(Self {
             worker,
