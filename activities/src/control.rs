@@ -88,6 +88,15 @@ impl ControlPlane {
         Ok(memo_value(info.memo.as_ref(), RESOURCE_MEMO).map(|resource| (resource, running)))
     }
 
+    /// The resource workflow `workflow_id` publishes, while that workflow runs.
+    pub async fn running<T: DeserializeOwned>(
+        &self,
+        workflow_id: String,
+    ) -> Result<Option<T>, BackendError> {
+        let published = self.published(workflow_id).await?;
+        Ok(published.and_then(|(resource, running)| running.then_some(resource)))
+    }
+
     /// Every running workflow managing a resource of `kind`, by workflow id, with the
     /// resource it published (`None` until its first workflow task has run).
     pub async fn running_resources<T: DeserializeOwned>(
@@ -178,7 +187,7 @@ impl ControlPlane {
     /// running `MetricsTarget` resource holds the name, so the workflow scrapes that instead.
     pub async fn ensure_scraping(&self, target: ScrapeTarget) -> Result<bool, BackendError> {
         let id = scrape_workflow_id(&target.name);
-        if let Some((_, true)) = self.published::<MetricsTarget>(id.clone()).await? {
+        if self.running::<MetricsTarget>(id.clone()).await?.is_some() {
             return Ok(false);
         }
         let options = WorkflowStartOptions::new(self.task_queue.clone(), id.clone())

@@ -32,6 +32,7 @@ use temporalio_client::{
     WorkflowUpdateWithStartOptions,
 };
 use temporalio_common::HasWorkflowDefinition;
+use temporalio_common::search_attributes::SearchAttributes;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
@@ -89,39 +90,54 @@ impl PlatformApi {
         &self.admins
     }
 
-    /// The resource, or `None` when no open workflow manages `name`. Read from the workflow's
-    /// memo by a describe: no worker is involved, so hundreds of watches stay cheap.
+    /// The namespace resource `name`, or `None` when no open workflow manages it. Read from the
+    /// workflow's memo by a describe: no worker is involved, so hundreds of watches stay cheap.
     async fn current(&self, name: &str) -> Result<Option<Namespace>, Status> {
-        let published = self
-            .control
-            .published::<Namespace>(workflow_id(name))
+        self.control
+            .running(workflow_id(name))
             .await
-            .map_err(backend_status)?;
-        Ok(published.and_then(|(resource, running)| running.then_some(resource)))
+            .map_err(backend_status)
     }
 
     /// The metrics target resource `name`, while its workflow runs.
     async fn current_target(&self, name: &str) -> Result<Option<MetricsTarget>, Status> {
-        let published = self
-            .control
-            .published::<MetricsTarget>(scrape_workflow_id(name))
+        self.control
+            .running(scrape_workflow_id(name))
             .await
-            .map_err(backend_status)?;
-        Ok(published.and_then(|(resource, running)| running.then_some(resource)))
+            .map_err(backend_status)
     }
 
-    /// Only platform admins change metrics targets: a target names a file or variable the
-    /// worker reads its token from, and the URL the token is sent to.
-    fn admin_only(&self, identity: &Identity, action: &str, resource: &str) -> Result<(), Status> {
+    /// Lets platform admins only do `action` to `resource`; `needing` says what needs it.
+    fn admins_only(
+        &self,
+        identity: &Identity,
+        action: &str,
+        resource: &str,
+        needing: &str,
+    ) -> Result<(), Status> {
         if !self.admins.include(identity) {
-            let why = format!(
-                "metrics targets send the worker's secrets; changing them needs membership of {:?}",
-                self.admins.group()
-            );
+            let why = format!("{needing} needs membership of {:?}", self.admins.group());
             return Err(denied(identity, action, resource, why));
         }
         allowed(identity, action, resource);
         Ok(())
+    }
+
+    /// Options of an update-with-start of the resource workflow `workflow_id`: the running
+    /// one takes the update; a closed one is replaced.
+    fn resource_workflow(
+        &self,
+        workflow_id: String,
+        attributes: SearchAttributes,
+    ) -> WorkflowUpdateWithStartOptions {
+        WorkflowUpdateWithStartOptions::new(
+            self.task_queue.clone(),
+            workflow_id,
+            WorkflowIdConflictPolicy::UseExisting,
+        )
+        .id_reuse_policy(WorkflowIdReusePolicy::AllowDuplicate)
+        .search_attributes(attributes)
+        .build()
     }
 
     async fn policy(&self, name: &str) -> Result<Policy, Status> {
@@ -210,12 +226,23 @@ fn namespace_resource(name: &str) -> String {
     format!("namespace {name:?}")
 }
 
+/// Why only platform admins change metrics targets: a target names a file or variable the
+/// worker reads its token from, and the URL the token is sent to.
+const TARGET_CHANGES: &str = "metrics targets send the worker's secrets; changing them";
+
 fn target_resource(name: &str) -> String {
     format!("metrics target {name:?}")
 }
 
 fn target_not_found(name: &str) -> Status {
     Status::not_found(format!("metrics target {name:?} not found"))
+}
+
+fn update_with_start_error(e: WorkflowUpdateWithStartError) -> Status {
+    match e {
+        WorkflowUpdateWithStartError::Update(update) => update_error(update),
+        other => Status::unavailable(format!("control plane: {other}")),
+    }
 }
 
 fn update_error(e: WorkflowUpdateError) -> Status {
@@ -274,19 +301,12 @@ impl PlatformService for PlatformApi {
                 namespace: Some(current.unwrap_or(desired)),
             }));
         }
-        let attributes = temporalio_common::search_attributes::SearchAttributes::new([
+        let attributes = SearchAttributes::new([
             KIND_ATTRIBUTE.value_set(plinth_proto::KIND_NAMESPACE.to_owned()),
             OWNER_ATTRIBUTE.value_set(spec.owner.clone()),
             PHASE_ATTRIBUTE.value_set(phase::PENDING.to_owned()),
         ]);
-        let options = WorkflowUpdateWithStartOptions::new(
-            self.task_queue.clone(),
-            workflow_id(&name),
-            WorkflowIdConflictPolicy::UseExisting,
-        )
-        .id_reuse_policy(WorkflowIdReusePolicy::AllowDuplicate)
-        .search_attributes(attributes)
-        .build();
+        let options = self.resource_workflow(workflow_id(&name), attributes);
         let result = self
             .client
             .execute_update_with_start_workflow(
@@ -297,10 +317,7 @@ impl PlatformService for PlatformApi {
                 options,
             )
             .await
-            .map_err(|e| match e {
-                WorkflowUpdateWithStartError::Update(update) => update_error(update),
-                other => Status::unavailable(format!("control plane: {other}")),
-            })?;
+            .map_err(update_with_start_error)?;
         tracing::info!(%identity, resource = name, outcome = result.outcome, "applied");
         Ok(Response::new(ApplyNamespaceResponse {
             outcome: result.outcome,
@@ -354,16 +371,12 @@ impl PlatformService for PlatformApi {
     ) -> Result<Response<DeleteNamespaceResponse>, Status> {
         let identity = caller(request.extensions())?;
         let name = request.into_inner().name;
-        if !self.admins.include(&identity) {
-            let why = format!("deleting needs membership of {:?}", self.admins.group());
-            return Err(denied(&identity, "delete", &namespace_resource(&name), why));
-        }
+        self.admins_only(&identity, "delete", &namespace_resource(&name), "deleting")?;
         if self.current(&name).await?.is_none() {
             return Err(Status::not_found(format!(
                 "namespace resource {name:?} not found"
             )));
         }
-        allowed(&identity, "delete", &namespace_resource(&name));
         let resource = self
             .client
             .get_workflow_handle::<ProvisionNamespace>(workflow_id(&name))
@@ -505,12 +518,7 @@ impl PlatformService for PlatformApi {
         request: Request<ReloadDirectoryRequest>,
     ) -> Result<Response<ReloadDirectoryResponse>, Status> {
         let identity = caller(request.extensions())?;
-        let resource = "the directory".to_owned();
-        if !self.admins.include(&identity) {
-            let why = format!("reloading needs membership of {:?}", self.admins.group());
-            return Err(denied(&identity, "reload", &resource, why));
-        }
-        allowed(&identity, "reload", &resource);
+        self.admins_only(&identity, "reload", "the directory", "reloading")?;
         self.admins.reload().map_err(|e| {
             Status::failed_precondition(format!("{e}; the previous directory stays in force"))
         })?;
@@ -535,7 +543,7 @@ impl PlatformService for PlatformApi {
         desired.status = None;
         validate_metrics_target(&desired).map_err(|e| Status::invalid_argument(e.to_string()))?;
         let name = desired.name().to_owned();
-        self.admin_only(&identity, "apply", &target_resource(&name))?;
+        self.admins_only(&identity, "apply", &target_resource(&name), TARGET_CHANGES)?;
         if dry_run {
             let current = self.current_target(&name).await?;
             let result = match &current {
@@ -548,18 +556,11 @@ impl PlatformService for PlatformApi {
                 target: Some(current.unwrap_or(desired)),
             }));
         }
-        let attributes = temporalio_common::search_attributes::SearchAttributes::new([
+        let attributes = SearchAttributes::new([
             KIND_ATTRIBUTE.value_set(plinth_proto::KIND_METRICS_TARGET.to_owned()),
             PHASE_ATTRIBUTE.value_set(phase::SCRAPING.to_owned()),
         ]);
-        let options = WorkflowUpdateWithStartOptions::new(
-            self.task_queue.clone(),
-            scrape_workflow_id(&name),
-            WorkflowIdConflictPolicy::UseExisting,
-        )
-        .id_reuse_policy(WorkflowIdReusePolicy::AllowDuplicate)
-        .search_attributes(attributes)
-        .build();
+        let options = self.resource_workflow(scrape_workflow_id(&name), attributes);
         let result = self
             .client
             .execute_update_with_start_workflow(
@@ -570,10 +571,7 @@ impl PlatformService for PlatformApi {
                 options,
             )
             .await
-            .map_err(|e| match e {
-                WorkflowUpdateWithStartError::Update(update) => update_error(update),
-                other => Status::unavailable(format!("control plane: {other}")),
-            })?;
+            .map_err(update_with_start_error)?;
         tracing::info!(%identity, resource = %target_resource(&name), outcome = result.outcome, "applied");
         Ok(Response::new(ApplyMetricsTargetResponse {
             outcome: result.outcome,
@@ -631,7 +629,7 @@ impl PlatformService for PlatformApi {
     ) -> Result<Response<MetricsTarget>, Status> {
         let identity = caller(request.extensions())?;
         let name = request.into_inner().name;
-        self.admin_only(&identity, "delete", &target_resource(&name))?;
+        self.admins_only(&identity, "delete", &target_resource(&name), TARGET_CHANGES)?;
         if self.current_target(&name).await?.is_none() {
             return Err(target_not_found(&name));
         }
