@@ -1,6 +1,6 @@
 use std::collections::HashMap;
 
-use crate::v1::{MetricsTarget, Namespace, NamespaceSpec};
+use crate::v1::{MetricsTarget, Namespace, NamespaceSpec, ObjectMeta};
 
 /// Region names Temporal Cloud offers, written as the seed writes them.
 const CLOUD_REGIONS: &[&str] = &[
@@ -79,22 +79,13 @@ pub fn validate_namespace(
     rules: &ValidationRules,
     group_known: &dyn Fn(&str) -> bool,
 ) -> Result<(), FieldError> {
-    if resource.api_version != crate::API_VERSION {
-        return invalid("apiVersion", format!("must be {}", crate::API_VERSION));
-    }
-    if resource.kind != crate::KIND_NAMESPACE {
-        return invalid("kind", "must be Namespace");
-    }
-    let Some(metadata) = &resource.metadata else {
-        return invalid("metadata", "missing");
-    };
-    check_dns_label("metadata.name", &metadata.name)?;
-    if !metadata.namespace.is_empty() {
-        check_dns_label("metadata.namespace", &metadata.namespace)?;
-    }
-    let Some(spec) = &resource.spec else {
-        return invalid("spec", "missing");
-    };
+    let spec = check_envelope(
+        &resource.api_version,
+        &resource.kind,
+        crate::KIND_NAMESPACE,
+        resource.metadata.as_ref(),
+        resource.spec.as_ref(),
+    )?;
     check_dns_label("spec.name", &spec.name)?;
     if spec.owner.is_empty() {
         return invalid("spec.owner", "missing: name the owner group");
@@ -136,22 +127,13 @@ const MAX_SCRAPE_INTERVAL_SECS: i32 = 86_400;
 /// scrapes it checks the rest); credentials must not be in it, since the resource is kept in
 /// Temporal.
 pub fn validate_metrics_target(resource: &MetricsTarget) -> Result<(), FieldError> {
-    if resource.api_version != crate::API_VERSION {
-        return invalid("apiVersion", format!("must be {}", crate::API_VERSION));
-    }
-    if resource.kind != crate::KIND_METRICS_TARGET {
-        return invalid("kind", "must be MetricsTarget");
-    }
-    let Some(metadata) = &resource.metadata else {
-        return invalid("metadata", "missing");
-    };
-    check_dns_label("metadata.name", &metadata.name)?;
-    if !metadata.namespace.is_empty() {
-        check_dns_label("metadata.namespace", &metadata.namespace)?;
-    }
-    let Some(spec) = &resource.spec else {
-        return invalid("spec", "missing");
-    };
+    let spec = check_envelope(
+        &resource.api_version,
+        &resource.kind,
+        crate::KIND_METRICS_TARGET,
+        resource.metadata.as_ref(),
+        resource.spec.as_ref(),
+    )?;
     let Some((_, rest)) = spec
         .url
         .split_once("://")
@@ -228,6 +210,31 @@ pub fn check_update(current: &NamespaceSpec, desired: &NamespaceSpec) -> Result<
         }
     }
     Ok(())
+}
+
+/// What every resource shares: `apiVersion`, a `kind` that must be `expected_kind`,
+/// `metadata`, and a spec, which is returned.
+fn check_envelope<'a, S>(
+    api_version: &str,
+    kind: &str,
+    expected_kind: &str,
+    metadata: Option<&ObjectMeta>,
+    spec: Option<&'a S>,
+) -> Result<&'a S, FieldError> {
+    if api_version != crate::API_VERSION {
+        return invalid("apiVersion", format!("must be {}", crate::API_VERSION));
+    }
+    if kind != expected_kind {
+        return invalid("kind", format!("must be {expected_kind}"));
+    }
+    let Some(metadata) = metadata else {
+        return invalid("metadata", "missing");
+    };
+    check_dns_label("metadata.name", &metadata.name)?;
+    if !metadata.namespace.is_empty() {
+        check_dns_label("metadata.namespace", &metadata.namespace)?;
+    }
+    spec.map_or_else(|| invalid("spec", "missing"), Ok)
 }
 
 fn check_dns_label(field: &str, value: &str) -> Result<(), FieldError> {
