@@ -15,7 +15,7 @@ use temporalio_macros::activities;
 use temporalio_sdk::activities::{ActivityContext, ActivityError};
 
 use crate::control::ControlPlane;
-use crate::telemetry::{self, Scrape};
+use crate::telemetry::{self, Scrape, ScrapeOutcome};
 
 /// How often a waiting scrape run tells Temporal it is alive (well inside the workflow's
 /// heartbeat timeout).
@@ -106,20 +106,17 @@ impl MetricsActivities {
     ) -> Result<ScrapeSummary, ActivityError> {
         // A resource's target that cannot be set up (its token file missing, say) fails each
         // scrape with the reason, so the run keeps its schedule and recovers once it is fixed.
-        let target = match &run.spec {
-            Some(spec) => ScrapeTargetSettings::from_spec(spec, self.scrape_timeout),
-            None => match self.targets.get(&run.target) {
-                Some(target) => Ok(target.clone()),
-                None => {
-                    return Err(ActivityError::application(
-                        ApplicationFailure::non_retryable(UnknownTarget(run.target)),
-                    ));
-                }
-            },
-        };
-        let interval = match (&target, &run.spec) {
-            (Ok(target), _) => target.interval,
-            (Err(_), spec) => Duration::from_secs(spec.clone().unwrap_or_default().interval_secs()),
+        let (target, interval) = match (&run.spec, self.targets.get(&run.target)) {
+            (Some(spec), _) => (
+                ScrapeTargetSettings::from_spec(spec, self.scrape_timeout),
+                Duration::from_secs(spec.interval_secs()),
+            ),
+            (None, Some(target)) => (Ok(target.clone()), target.interval),
+            (None, None) => {
+                return Err(ActivityError::application(
+                    ApplicationFailure::non_retryable(UnknownTarget(run.target)),
+                ));
+            }
         };
         let mut progress: ScrapeProgress = ctx
             .heartbeat_details()
@@ -140,7 +137,9 @@ impl MetricsActivities {
             let clock = std::time::Instant::now();
             let outcome = match &target {
                 Ok(target) => self.scrape_once(target, &mut relabel, &mut ready).await,
-                Err(reason) => Outcome::failed(&run.target, reason.clone(), None),
+                Err(reason) => {
+                    Outcome::failed(&run.target, ScrapeOutcome::Failed, reason.clone(), None)
+                }
             };
             telemetry::scraped(
                 &run.target,
@@ -191,7 +190,7 @@ impl MetricsActivities {
             tracing::info!(target = %name, "no Plinth namespace is Ready: nothing to ask Temporal Cloud for");
             return Outcome {
                 scrape: Scrape {
-                    outcome: "skipped",
+                    outcome: ScrapeOutcome::Skipped,
                     ..Scrape::default()
                 },
                 retry_after: None,
@@ -201,16 +200,13 @@ impl MetricsActivities {
         let scraped = match target.scraper.scrape(&query).await {
             Ok(scraped) => scraped,
             Err(e) => {
-                let retry_after = match &e {
-                    ScrapeError::RateLimited { retry_after, .. } => *retry_after,
-                    _ => None,
+                let (outcome, retry_after) = match &e {
+                    ScrapeError::RateLimited { retry_after, .. } => {
+                        (ScrapeOutcome::RateLimited, *retry_after)
+                    }
+                    _ => (ScrapeOutcome::Failed, None),
                 };
-                let rate_limited = matches!(e, ScrapeError::RateLimited { .. });
-                let mut outcome = Outcome::failed(&name, e.to_string(), retry_after);
-                if rate_limited {
-                    outcome.scrape.outcome = "rate_limited";
-                }
-                return outcome;
+                return Outcome::failed(&name, outcome, e.to_string(), retry_after);
             }
         };
         if let Some(completeness) = &scraped.incomplete {
@@ -225,7 +221,7 @@ impl MetricsActivities {
         tracing::debug!(target = %name, bytes = scraped.bytes, sent = report.samples_sent, dropped = report.samples_dropped, "scraped");
         Outcome {
             scrape: Scrape {
-                outcome: "ok",
+                outcome: ScrapeOutcome::Ok,
                 sent: report.samples_sent,
                 dropped: report.samples_dropped,
                 filtered: relabelled.dropped_by_rule,
@@ -278,12 +274,17 @@ struct Outcome {
 }
 
 impl Outcome {
-    /// A scrape of `target` that read nothing, for `reason`.
-    fn failed(target: &str, reason: String, retry_after: Option<Duration>) -> Self {
+    /// A scrape of `target` that read nothing (`outcome`), for `reason`.
+    fn failed(
+        target: &str,
+        outcome: ScrapeOutcome,
+        reason: String,
+        retry_after: Option<Duration>,
+    ) -> Self {
         tracing::warn!(%target, error = %reason, "scrape failed");
         Outcome {
             scrape: Scrape {
-                outcome: "failed",
+                outcome,
                 ..Scrape::default()
             },
             retry_after,
@@ -296,7 +297,7 @@ impl Outcome {
         summary.samples_sent += self.scrape.sent;
         summary.samples_dropped += self.scrape.dropped;
         summary.samples_filtered += self.scrape.filtered;
-        if self.scrape.outcome != "ok" {
+        if self.scrape.outcome.is_failure() {
             summary.failures += 1;
         }
         if self.error.is_some() {
@@ -340,4 +341,30 @@ fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |elapsed| elapsed.as_millis() as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_run_counts_failed_and_rate_limited_scrapes_as_failures_not_skipped_ones() {
+        let mut summary = ScrapeSummary::default();
+        let skipped = Outcome {
+            scrape: Scrape {
+                outcome: ScrapeOutcome::Skipped,
+                ..Scrape::default()
+            },
+            retry_after: None,
+            error: None,
+        };
+        assert_eq!(skipped.add_to(&mut summary), None);
+        let after = Some(Duration::from_secs(6));
+        let limited = Outcome::failed("cloud", ScrapeOutcome::RateLimited, "429".into(), after);
+        assert_eq!(limited.add_to(&mut summary), after);
+        Outcome::failed("cloud", ScrapeOutcome::Failed, "refused".into(), None)
+            .add_to(&mut summary);
+        assert_eq!(summary.failures, 2);
+        assert_eq!(summary.last_error.as_deref(), Some("refused"));
+    }
 }

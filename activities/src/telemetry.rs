@@ -73,11 +73,40 @@ pub(crate) fn access_run(changes: Option<(i32, i32, i32)>) {
     }
 }
 
+/// How one scrape ended.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) enum ScrapeOutcome {
+    /// Read, relabelled and sent.
+    #[default]
+    Ok,
+    /// Read nothing: unreachable, refused, malformed, timed out.
+    Failed,
+    /// Answered 429.
+    RateLimited,
+    /// Not attempted: a Temporal Cloud target with no Ready namespace to ask for.
+    Skipped,
+}
+
+impl ScrapeOutcome {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::Failed => "failed",
+            Self::RateLimited => "rate_limited",
+            Self::Skipped => "skipped",
+        }
+    }
+
+    /// A scrape that should have read something and did not.
+    pub(crate) fn is_failure(self) -> bool {
+        matches!(self, Self::Failed | Self::RateLimited)
+    }
+}
+
 /// What one scrape came to.
 #[derive(Debug, Default)]
 pub(crate) struct Scrape {
-    /// `ok`, `failed` or `rate_limited`.
-    pub outcome: &'static str,
+    pub outcome: ScrapeOutcome,
     pub sent: u64,
     pub dropped: u64,
     pub filtered: u64,
@@ -85,7 +114,7 @@ pub(crate) struct Scrape {
 
 /// Counts a scrape of `target`; one whose samples all went out marks the target fresh.
 pub(crate) fn scraped(target: &str, scrape: &Scrape, took: Duration, unix_seconds: f64) {
-    SCRAPES.inc(&[target, scrape.outcome]);
+    SCRAPES.inc(&[target, scrape.outcome.as_str()]);
     for (fate, n) in [
         ("sent", scrape.sent),
         ("dropped", scrape.dropped),
@@ -94,7 +123,7 @@ pub(crate) fn scraped(target: &str, scrape: &Scrape, took: Duration, unix_second
         SCRAPE_SAMPLES.add(&[target, fate], n as f64);
     }
     SCRAPE_DURATION.observe(&[target], took.as_secs_f64());
-    if scrape.outcome == "ok" && scrape.dropped == 0 {
+    if scrape.outcome == ScrapeOutcome::Ok && scrape.dropped == 0 {
         SCRAPE_LAST_SUCCESS.set(&[target], unix_seconds);
     }
 }
