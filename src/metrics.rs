@@ -93,7 +93,7 @@ pub fn worker_app(latest: LatestSamples) -> axum::Router {
             "/metrics",
             get(|| async {
                 (
-                    [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                    [(header::CONTENT_TYPE, Format::Prometheus.content_type())],
                     plinth_activities::telemetry::render(),
                 )
             }),
@@ -102,17 +102,9 @@ pub fn worker_app(latest: LatestSamples) -> axum::Router {
             "/export",
             get(move |headers: HeaderMap| async move {
                 let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
-                let (format, content_type) =
-                    if accept.is_some_and(|a| a.contains("application/openmetrics-text")) {
-                        (
-                            Format::OpenMetrics,
-                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                        )
-                    } else {
-                        (Format::Prometheus, "text/plain; version=0.0.4")
-                    };
+                let format = Format::of_accept(accept);
                 (
-                    [(header::CONTENT_TYPE, content_type)],
+                    [(header::CONTENT_TYPE, format.content_type())],
                     latest.render(format),
                 )
             }),

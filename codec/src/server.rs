@@ -11,7 +11,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use plinth_identity::{AuthenticatedStream, Caller, Identity};
-use plinth_metrics::{Counter, DURATION_BUCKETS, Histogram, exposition};
+use plinth_metrics::{Counter, DURATION_BUCKETS, Format, Histogram, exposition};
 use tokio::net::TcpListener;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
@@ -157,7 +157,7 @@ pub fn app(server: Arc<CodecServer>) -> Router {
             "/metrics",
             axum::routing::get(|State(server): State<Arc<CodecServer>>| async move {
                 (
-                    [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                    [(header::CONTENT_TYPE, Format::Prometheus.content_type())],
                     server.metrics.render(),
                 )
             }),

@@ -21,6 +21,23 @@ pub enum Format {
 }
 
 impl Format {
+    /// The `Content-Type` of a body in this format.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::Prometheus => "text/plain; version=0.0.4",
+            Format::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        }
+    }
+
+    /// The format a scraper's `Accept` prefers: OpenMetrics when it lists it.
+    pub fn of_accept(accept: Option<&str>) -> Format {
+        if accept.is_some_and(|a| a.contains("application/openmetrics-text")) {
+            Format::OpenMetrics
+        } else {
+            Format::Prometheus
+        }
+    }
+
     /// The format a `Content-Type` names; Prometheus text when it names neither.
     pub fn of_content_type(content_type: Option<&str>) -> Format {
         match content_type {
@@ -267,5 +284,11 @@ mod tests {
             Format::Prometheus
         );
         assert_eq!(Format::of_content_type(None), Format::Prometheus);
+        for format in [Format::Prometheus, Format::OpenMetrics] {
+            assert_eq!(Format::of_content_type(Some(format.content_type())), format);
+        }
+        let scraper = "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5";
+        assert_eq!(Format::of_accept(Some(scraper)), Format::OpenMetrics);
+        assert_eq!(Format::of_accept(Some("*/*")), Format::Prometheus);
     }
 }

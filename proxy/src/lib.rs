@@ -127,7 +127,10 @@ pub fn monitoring(door: Arc<FrontDoor>) -> axum::Router {
             get(
                 |axum::extract::State(door): axum::extract::State<Arc<FrontDoor>>| async move {
                     (
-                        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                        [(
+                            header::CONTENT_TYPE,
+                            plinth_metrics::Format::Prometheus.content_type(),
+                        )],
                         door.metrics.render(),
                     )
                 },
