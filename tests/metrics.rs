@@ -4,18 +4,17 @@
 //! `plinth apply`), and a real Prometheus receives the samples by remote write.
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader, Write as _};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use plinth_test_harness::cli::{namespace_yaml, ok, temporal, wait_for};
 use plinth_test_harness::cli::{stderr, stdout};
 use plinth_test_harness::{
-    ADMIN, DevServer, PAYMENTS_MEMBER, PAYMENTS_TEAM, PlinthStack, Prometheus,
+    ADMIN, DevServer, PAYMENTS_MEMBER, PAYMENTS_TEAM, PlinthStack, Prometheus, StubAnswer,
+    serve_http, unix_now,
 };
 
 const PLINTH: &str = env!("CARGO_BIN_EXE_plinth");
@@ -50,13 +49,7 @@ struct CloudMetricsTestDouble {
 
 impl CloudMetricsTestDouble {
     fn start(temporal_namespace: &str) -> CloudMetricsTestDouble {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!("http://{}/v1/metrics", listener.local_addr().unwrap());
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_secs();
-        let sample_time = now / 60 * 60 - 120;
+        let sample_time = unix_now() as u64 / 60 * 60 - 120;
         let account = [
             temporal_namespace.to_owned(),
             UNMANAGED_NAMESPACE.to_owned(),
@@ -88,64 +81,43 @@ impl CloudMetricsTestDouble {
         let mode = Arc::new(AtomicU8::new(SERVE_METRICS));
         let requests = Arc::new(Mutex::new(Vec::new()));
         let (serving_mode, log) = (mode.clone(), requests.clone());
-        std::thread::spawn(move || {
-            for stream in listener.incoming() {
-                let Ok(mut stream) = stream else { continue };
-                let mut head = Vec::new();
-                let mut reader = BufReader::new(stream.try_clone().unwrap());
-                loop {
-                    let mut line = String::new();
-                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                        break;
-                    }
-                    head.push(line.trim_end().to_owned());
+        let address = serve_http(move |request| {
+            let asked = request.query("namespaces");
+            log.lock().unwrap().push((Instant::now(), asked.clone()));
+            let openmetrics =
+                |extra: &str| format!("application/openmetrics-text; version=1.0.0{extra}");
+            let (status, headers, body) = match serving_mode.load(Ordering::SeqCst) {
+                _ if !request.has_header("authorization", &format!("Bearer {API_KEY}")) => {
+                    ("401 Unauthorized", vec![], "no API key".to_owned())
                 }
-                // `GET /v1/metrics?namespaces=a&namespaces=b HTTP/1.1`
-                let target = head.first().and_then(|line| line.split(' ').nth(1));
-                let asked: Vec<String> = target
-                    .and_then(|target| target.split_once('?'))
-                    .map(|(_, query)| {
-                        query
-                            .split('&')
-                            .filter_map(|pair| pair.strip_prefix("namespaces="))
-                            .map(str::to_owned)
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                log.lock().unwrap().push((Instant::now(), asked.clone()));
-                let authorized = head.iter().any(|line| {
-                    line.eq_ignore_ascii_case(&format!("authorization: Bearer {API_KEY}"))
-                });
-                let (status, headers, body) = match serving_mode.load(Ordering::SeqCst) {
-                    _ if !authorized => ("401 Unauthorized", String::new(), "no API key".into()),
-                    SERVE_429 => (
-                        "429 Too Many Requests",
-                        format!("Retry-After: {RETRY_AFTER_SECS}\r\n"),
-                        "rate limited".to_owned(),
-                    ),
-                    SERVE_MALFORMED => (
-                        "200 OK",
-                        "Content-Type: application/openmetrics-text; version=1.0.0\r\n".into(),
-                        "temporal_cloud_v1_workflow_success_count{temporal_namespace=\"x 1\n# EOF\n"
-                            .to_owned(),
-                    ),
-                    _ => (
-                        "200 OK",
-                        "Content-Type: application/openmetrics-text; version=1.0.0; charset=utf-8\r\n\
-                         X-Completeness: limited\r\n"
-                            .into(),
-                        body_for(&asked),
-                    ),
-                };
-                let _ = write!(
-                    stream,
-                    "HTTP/1.1 {status}\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                );
+                SERVE_429 => (
+                    "429 Too Many Requests",
+                    vec![("Retry-After", RETRY_AFTER_SECS.to_string())],
+                    "rate limited".to_owned(),
+                ),
+                SERVE_MALFORMED => (
+                    "200 OK",
+                    vec![("Content-Type", openmetrics(""))],
+                    "temporal_cloud_v1_workflow_success_count{temporal_namespace=\"x 1\n# EOF\n"
+                        .to_owned(),
+                ),
+                _ => (
+                    "200 OK",
+                    vec![
+                        ("Content-Type", openmetrics("; charset=utf-8")),
+                        ("X-Completeness", "limited".to_owned()),
+                    ],
+                    body_for(&asked),
+                ),
+            };
+            StubAnswer {
+                status,
+                headers,
+                body,
             }
         });
         CloudMetricsTestDouble {
-            url,
+            url: format!("http://{address}/v1/metrics"),
             mode,
             requests,
             sample_time,
@@ -286,13 +258,6 @@ fn metric_names(expr: &str) -> Vec<String> {
     names
 }
 
-fn unix_now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs_f64()
-}
-
 #[test]
 fn the_scrape_workflows_send_dev_server_and_cloud_metrics_to_prometheus_and_survive_faults() {
     let server = DevServer::shared();
@@ -377,9 +342,9 @@ fn the_scrape_workflows_send_dev_server_and_cloud_metrics_to_prometheus_and_surv
     // 1. The dev server's metrics reach Prometheus, labelled with the Plinth namespace.
     let query = r#"service_requests{plinth_target="dev",plinth_namespace="ledger",operation="StartWorkflowExecution"}"#;
     wait_for("dev server metrics in Prometheus", || {
-        !prometheus.query(query, unix_now()).unwrap().is_empty()
+        !prometheus.query(query).unwrap().is_empty()
     });
-    let series = prometheus.query(query, unix_now()).unwrap();
+    let series = prometheus.query(query).unwrap();
     assert_eq!(
         series[0]["metric"]["plinth_owner"], PAYMENTS_TEAM,
         "{series:?}"
@@ -393,12 +358,9 @@ fn the_scrape_workflows_send_dev_server_and_cloud_metrics_to_prometheus_and_surv
     // 2. Cloud-format samples keep their timestamps, two minutes old; drop rules apply.
     let cloud_query = r#"temporal_cloud_v1_workflow_success_count{plinth_target="cloud",plinth_namespace="ledger"}[10m]"#;
     wait_for("cloud metrics in Prometheus", || {
-        !prometheus
-            .query(cloud_query, unix_now())
-            .unwrap()
-            .is_empty()
+        !prometheus.query(cloud_query).unwrap().is_empty()
     });
-    let stored = prometheus.query(cloud_query, unix_now()).unwrap();
+    let stored = prometheus.query(cloud_query).unwrap();
     assert_eq!(
         stored[0]["metric"]["plinth_owner"], PAYMENTS_TEAM,
         "{stored:?}"
@@ -409,7 +371,7 @@ fn the_scrape_workflows_send_dev_server_and_cloud_metrics_to_prometheus_and_surv
     );
     assert_eq!(stored[0]["values"][0][1], "17");
     let dropped = prometheus
-        .query("temporal_cloud_v1_action_limit[10m]", unix_now())
+        .query("temporal_cloud_v1_action_limit[10m]")
         .unwrap();
     assert!(dropped.is_empty(), "a drop rule matched it: {dropped:?}");
     // Each scrape asked Temporal Cloud for the Ready namespace Plinth manages, and only that.
@@ -421,10 +383,9 @@ fn the_scrape_workflows_send_dev_server_and_cloud_metrics_to_prometheus_and_surv
         "{filters:?}"
     );
     let unmanaged = prometheus
-        .query(
-            &format!("{{temporal_namespace=\"{UNMANAGED_NAMESPACE}.acct1\"}}[10m]"),
-            unix_now(),
-        )
+        .query(&format!(
+            "{{temporal_namespace=\"{UNMANAGED_NAMESPACE}.acct1\"}}[10m]"
+        ))
         .unwrap();
     assert!(unmanaged.is_empty(), "{unmanaged:?}");
     let listed = stdout(&ok(stack.plinth_as(ADMIN, &["get", "metricstargets"])));
@@ -449,12 +410,9 @@ fn the_scrape_workflows_send_dev_server_and_cloud_metrics_to_prometheus_and_surv
     let exported_query =
         r#"temporal_cloud_v1_workflow_success_count{job="export",plinth_namespace="ledger"}[10m]"#;
     wait_for("the export scraped by Prometheus", || {
-        !scraper
-            .query(exported_query, unix_now())
-            .unwrap()
-            .is_empty()
+        !scraper.query(exported_query).unwrap().is_empty()
     });
-    let scraped = scraper.query(exported_query, unix_now()).unwrap();
+    let scraped = scraper.query(exported_query).unwrap();
     assert_eq!(
         scraped[0]["values"][0][0].as_f64().unwrap(),
         cloud.sample_time as f64
@@ -527,7 +485,7 @@ fn the_scrape_workflows_send_dev_server_and_cloud_metrics_to_prometheus_and_surv
 
     // 4. Every metric the dashboards and alert rules name is one that is exported.
     let mut exported: BTreeSet<String> = prometheus
-        .query(r#"group by (__name__) ({plinth_target="dev"})"#, unix_now())
+        .query(r#"group by (__name__) ({plinth_target="dev"})"#)
         .unwrap()
         .iter()
         .filter_map(|series| Some(series["metric"]["__name__"].as_str()?.to_owned()))
@@ -587,7 +545,7 @@ fn the_scrape_workflows_send_dev_server_and_cloud_metrics_to_prometheus_and_surv
     wait_for("dev server metrics after the restart", || {
         let now = unix_now();
         prometheus
-            .query(&format!("timestamp({query})"), now)
+            .query(&format!("timestamp({query})"))
             .unwrap()
             .first()
             .and_then(|s| s["value"][1].as_str()?.parse::<f64>().ok())

@@ -3,65 +3,44 @@
 //! parser reads; a body Prometheus refuses, the parser refuses too.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write as _};
-use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use plinth_metrics::exposition::{Format, parse};
-use plinth_test_harness::Prometheus;
 use plinth_test_harness::cli::wait_for;
+use plinth_test_harness::{Prometheus, StubAnswer, serve_http, unix_now};
 
-const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4";
-const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
-
-/// Serves whatever body it is given, with its content type, to every GET.
+/// Serves whatever body it is given, in its format, to every GET.
 struct BodyServer {
     url: String,
-    served: Arc<Mutex<(String, String)>>,
+    served: Arc<Mutex<(Format, String)>>,
 }
 
 impl BodyServer {
     fn start() -> BodyServer {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!("http://{}/metrics", listener.local_addr().unwrap());
-        let served = Arc::new(Mutex::new((PROMETHEUS_TEXT.to_owned(), String::new())));
+        let served = Arc::new(Mutex::new((Format::Prometheus, String::new())));
         let serving = served.clone();
-        std::thread::spawn(move || {
-            for stream in listener.incoming() {
-                let Ok(mut stream) = stream else { continue };
-                let mut reader = BufReader::new(stream.try_clone().unwrap());
-                let mut line = String::new();
-                while reader.read_line(&mut line).unwrap_or(0) > 0 && line != "\r\n" {
-                    line.clear();
-                }
-                let (content_type, body) = serving.lock().unwrap().clone();
-                let _ = write!(
-                    stream,
-                    "HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\
-                     Connection: close\r\n\r\n{body}",
-                    body.len()
-                );
+        let address = serve_http(move |_| {
+            let (format, body) = serving.lock().unwrap().clone();
+            StubAnswer {
+                status: "200 OK",
+                headers: vec![("Content-Type", format.content_type().to_owned())],
+                body,
             }
         });
-        BodyServer { url, served }
+        BodyServer {
+            url: format!("http://{address}/metrics"),
+            served,
+        }
     }
 
-    fn serve(&self, content_type: &str, body: &str) {
-        *self.served.lock().unwrap() = (content_type.to_owned(), body.to_owned());
+    fn serve(&self, format: Format, body: &str) {
+        *self.served.lock().unwrap() = (format, body.to_owned());
     }
 }
 
 /// A series as both sides see it: name and labels, without the `job` and `instance` labels
 /// Prometheus adds.
 type SeriesKey = BTreeMap<String, String>;
-
-fn unix_now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs_f64()
-}
 
 fn value(text: &serde_json::Value) -> f64 {
     text.as_str().unwrap().parse().unwrap()
@@ -72,7 +51,7 @@ fn value(text: &serde_json::Value) -> f64 {
 fn stored(prometheus: &Prometheus) -> BTreeMap<SeriesKey, (f64, f64)> {
     let recent = r#"{job="export",__name__!~"up|scrape_.*"}[3m]"#;
     prometheus
-        .query(recent, unix_now())
+        .query(recent)
         .unwrap()
         .iter()
         .map(|series| {
@@ -87,7 +66,7 @@ fn stored(prometheus: &Prometheus) -> BTreeMap<SeriesKey, (f64, f64)> {
 
 /// The latest value of the one series `selector` names.
 fn latest(prometheus: &Prometheus, selector: &str) -> Option<f64> {
-    let result = prometheus.query(selector, unix_now()).unwrap();
+    let result = prometheus.query(selector).unwrap();
     result.first().map(|series| value(&series["value"][1]))
 }
 
@@ -113,10 +92,9 @@ fn same_value(a: f64, b: f64) -> bool {
 
 /// Serves `body` until Prometheus has scraped it whole, then checks the parser reads the
 /// same series, values and timestamps.
-fn agree(server: &BodyServer, prometheus: &Prometheus, content_type: &str, body: &str) {
-    let format = Format::of_content_type(Some(content_type));
+fn agree(server: &BodyServer, prometheus: &Prometheus, format: Format, body: &str) {
     let ours = parsed(body, format);
-    server.serve(content_type, body);
+    server.serve(format, body);
     let started = unix_now();
     wait_for("Prometheus to scrape the body", || {
         let scraped = latest(prometheus, r#"scrape_samples_scraped{job="export"}"#);
@@ -152,21 +130,20 @@ fn agree(server: &BodyServer, prometheus: &Prometheus, content_type: &str, body:
 fn both_refuse(
     server: &BodyServer,
     prometheus: &Prometheus,
-    content_type: &str,
+    format: Format,
     body: &str,
     healthy: &str,
 ) {
     let up = || latest(prometheus, r#"up{job="export"}"#);
-    server.serve(content_type, body);
+    server.serve(format, body);
     wait_for(&format!("Prometheus to refuse {body:?}"), || {
         up() == Some(0.0)
     });
-    let format = Format::of_content_type(Some(content_type));
     assert!(
         parse(body, format).is_err(),
         "Prometheus refuses {body:?}; the parser read it"
     );
-    server.serve(content_type, healthy);
+    server.serve(format, healthy);
     wait_for("a good scrape again", || up() == Some(1.0));
 }
 
@@ -203,7 +180,7 @@ fn the_parser_reads_what_prometheus_stores_and_refuses_what_it_refuses() {
          rpc_duration_seconds_count 2693\n\
          exponent_value -3.5E-2\n"
     );
-    agree(&server, &prometheus, PROMETHEUS_TEXT, &text);
+    agree(&server, &prometheus, Format::Prometheus, &text);
 
     let openmetrics = format!(
         "# TYPE temporal_cloud_v1_workflow_success_count gauge\n\
@@ -219,7 +196,7 @@ fn the_parser_reads_what_prometheus_stores_and_refuses_what_it_refuses() {
          latency_seconds_sum 1.5\n\
          # EOF\n"
     );
-    agree(&server, &prometheus, OPENMETRICS, &openmetrics);
+    agree(&server, &prometheus, Format::OpenMetrics, &openmetrics);
 
     for broken in [
         "m{a=\"b} 1\n",
@@ -231,9 +208,15 @@ fn the_parser_reads_what_prometheus_stores_and_refuses_what_it_refuses() {
         "m{a=\"1\",a=\"2\"} 1\n",
         "m{a=\"1\"} 1 soon\n",
     ] {
-        both_refuse(&server, &prometheus, PROMETHEUS_TEXT, broken, &text);
+        both_refuse(&server, &prometheus, Format::Prometheus, broken, &text);
     }
     for broken in ["# TYPE m gauge\nm 1\n", "# TYPE m gauge\nm 1\n# EOF\nm 2\n"] {
-        both_refuse(&server, &prometheus, OPENMETRICS, broken, &openmetrics);
+        both_refuse(
+            &server,
+            &prometheus,
+            Format::OpenMetrics,
+            broken,
+            &openmetrics,
+        );
     }
 }

@@ -1,9 +1,9 @@
 //! Remote write into a real Prometheus (Debian's, with its remote-write receiver on).
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use plinth_metrics::{Label, RemoteWrite, Sample, SendSettings, TimeSeries};
-use plinth_test_harness::{Prometheus, free_port};
+use plinth_test_harness::{Prometheus, free_port, unix_now};
 
 fn series(name: &str, labels: &[(&str, &str)], value: f64, timestamp: i64) -> TimeSeries {
     let mut labels: Vec<Label> = labels
@@ -24,13 +24,6 @@ fn series(name: &str, labels: &[(&str, &str)], value: f64, timestamp: i64) -> Ti
     }
 }
 
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-}
-
 #[tokio::test]
 async fn series_reach_prometheus_with_their_timestamps_in_batches_and_refusals_are_counted() {
     let prometheus = Prometheus::start().unwrap();
@@ -41,7 +34,7 @@ async fn series_reach_prometheus_with_their_timestamps_in_batches_and_refusals_a
     let sink = RemoteWrite::new(&prometheus.remote_write_url(), None, settings).unwrap();
 
     // Two minutes late, as Temporal Cloud's per-minute aggregates are.
-    let late = now_ms() - 120_000;
+    let late = (unix_now() * 1000.0) as i64 - 120_000;
     let gauge = series(
         "temporal_cloud_v1_workflow_success_count",
         &[
@@ -59,12 +52,8 @@ async fn series_reach_prometheus_with_their_timestamps_in_batches_and_refusals_a
     assert_eq!(report.samples_dropped, 0);
     assert_eq!(report.requests, 3, "5001 samples at 2000 a request");
 
-    let now = now_ms() as f64 / 1000.0;
     let stored = prometheus
-        .query(
-            r#"temporal_cloud_v1_workflow_success_count{plinth_namespace="orders"}[5m]"#,
-            now,
-        )
+        .query(r#"temporal_cloud_v1_workflow_success_count{plinth_namespace="orders"}[5m]"#)
         .unwrap();
     assert_eq!(stored.len(), 1, "{stored:?}");
     let values = &stored[0]["values"];
@@ -75,7 +64,7 @@ async fn series_reach_prometheus_with_their_timestamps_in_batches_and_refusals_a
         "timestamp kept"
     );
     assert_eq!(values[0][1], "42.5");
-    let count = prometheus.query("count(plinth_test_many)", now).unwrap();
+    let count = prometheus.query("count(plinth_test_many)").unwrap();
     assert_eq!(count[0]["value"][1], "5000", "{count:?}");
 
     // Older than what Prometheus holds for the series: refused for good, not retried.
@@ -112,7 +101,12 @@ async fn an_unreachable_database_is_retried_then_counted_as_dropped() {
     let url = format!("http://127.0.0.1:{}/api/v1/write", free_port());
     let sink = RemoteWrite::new(&url, Some("secret-token"), settings).unwrap();
     let report = sink
-        .send(&[series("plinth_test", &[], 1.0, now_ms())])
+        .send(&[series(
+            "plinth_test",
+            &[],
+            1.0,
+            (unix_now() * 1000.0) as i64,
+        )])
         .await;
     assert_eq!((report.samples_sent, report.samples_dropped), (0, 1));
     assert_eq!(report.requests, 3);

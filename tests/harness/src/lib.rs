@@ -16,10 +16,12 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 pub mod cli;
+mod http_stub;
 mod prometheus;
 mod stack;
 mod tls_relay;
 
+pub use http_stub::{StubAnswer, StubRequest, serve_http};
 pub use prometheus::Prometheus;
 pub use stack::{
     ADMIN, CODEC_MAX_BODY, DIRECTORY, OUTSIDER, PAYMENTS_MEMBER, PAYMENTS_TEAM, PlinthStack,
@@ -40,6 +42,14 @@ const READY_TIMEOUT: Duration = Duration::from_secs(90);
 pub fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
     listener.local_addr().expect("local address").port()
+}
+
+/// Now, in seconds since the Unix epoch.
+pub fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("the clock is after 1970")
+        .as_secs_f64()
 }
 
 /// The `temporal` CLI: `$PLINTH_TEMPORAL_BIN`, else `temporal` from `PATH`.

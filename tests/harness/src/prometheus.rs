@@ -80,12 +80,9 @@ impl Prometheus {
         format!("http://{}/api/v1/write", self.address)
     }
 
-    /// The instant query `promql` at `time` (Unix seconds), as Prometheus' JSON `data.result`.
-    pub fn query(&self, promql: &str, time: f64) -> anyhow::Result<Vec<serde_json::Value>> {
-        let body = self.get(
-            "/api/v1/query",
-            &[("query", promql), ("time", &format!("{time:.3}"))],
-        )?;
+    /// The instant query `promql` now, as Prometheus' JSON `data.result`.
+    pub fn query(&self, promql: &str) -> anyhow::Result<Vec<serde_json::Value>> {
+        let body = self.get("/api/v1/query", &[("query", promql)])?;
         let answer: serde_json::Value = serde_json::from_str(&body).context(body.clone())?;
         if answer["status"] != "success" {
             bail!("query {promql:?} failed: {body}");
