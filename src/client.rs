@@ -569,40 +569,49 @@ pub async fn reload_directory(config: &Config, home: &Home) -> anyhow::Result<Ex
 
 pub async fn describe(config: &Config, home: &Home, args: &NameArgs) -> anyhow::Result<ExitCode> {
     let mut api = connect(config, home).await?;
-    if let ResourceKind::Metricstarget = args.kind {
-        let target = api
-            .get_metrics_target(GetMetricsTargetRequest {
-                name: args.name.clone(),
-            })
-            .await
-            .map_err(status_error)?
-            .into_inner();
-        let metadata = target.metadata.clone().unwrap_or_default();
-        let spec = target.spec_or_default();
-        let status = target.status.clone().unwrap_or_default();
-        let token = match (spec.token_file.as_str(), spec.token_env.as_str()) {
-            ("", "") => "none".to_owned(),
-            (file, "") => format!("file {file} (on the worker)"),
-            (_, var) => format!("variable {var} (of the worker)"),
-        };
-        println!("Name:                {}", metadata.name);
-        println!("Generation:          {}", metadata.generation);
-        println!("Spec:");
-        println!("  URL:                {}", spec.url);
-        println!("  Temporal Cloud:     {}", spec.temporal_cloud);
-        println!("  Token:              {token}");
-        println!("  Interval:           {}s", spec.interval_secs());
-        println!("Status:");
-        println!("  Phase:               {}", status.phase);
-        println!("  Observed generation: {}", status.observed_generation);
-        if !status.message.is_empty() {
-            println!("  Last error:          {}", status.message);
-        }
-        return Ok(ExitCode::SUCCESS);
+    match args.kind {
+        ResourceKind::Namespace => describe_namespace(&mut api, &args.name).await?,
+        ResourceKind::Metricstarget => describe_target(&mut api, &args.name).await?,
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn describe_target(api: &mut Api, name: &str) -> anyhow::Result<()> {
+    let target = api
+        .get_metrics_target(GetMetricsTargetRequest {
+            name: name.to_owned(),
+        })
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    let metadata = target.metadata.clone().unwrap_or_default();
+    let spec = target.spec_or_default();
+    let status = target.status.clone().unwrap_or_default();
+    let token = match (spec.token_file.as_str(), spec.token_env.as_str()) {
+        ("", "") => "none".to_owned(),
+        (file, "") => format!("file {file} (on the worker)"),
+        (_, var) => format!("variable {var} (of the worker)"),
+    };
+    println!("Name:                {}", metadata.name);
+    println!("Generation:          {}", metadata.generation);
+    println!("Spec:");
+    println!("  URL:                {}", spec.url);
+    println!("  Temporal Cloud:     {}", spec.temporal_cloud);
+    println!("  Token:              {token}");
+    println!("  Interval:           {}s", spec.interval_secs());
+    println!("Status:");
+    println!("  Phase:               {}", status.phase);
+    println!("  Observed generation: {}", status.observed_generation);
+    if !status.message.is_empty() {
+        println!("  Last error:          {}", status.message);
+    }
+    Ok(())
+}
+
+async fn describe_namespace(api: &mut Api, name: &str) -> anyhow::Result<()> {
     let resource = api
         .get_namespace(GetNamespaceRequest {
-            name: args.name.clone(),
+            name: name.to_owned(),
         })
         .await
         .map_err(status_error)?
@@ -645,31 +654,31 @@ pub async fn describe(config: &Config, home: &Home, args: &NameArgs) -> anyhow::
     for e in &status.events {
         println!("  {}  {:<14} {}", e.time, e.reason, e.message);
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
 
 pub async fn delete(config: &Config, home: &Home, args: &DeleteArgs) -> anyhow::Result<ExitCode> {
     let mut api = connect(config, home).await?;
-    if let ResourceKind::Metricstarget = args.kind {
-        api.delete_metrics_target(DeleteMetricsTargetRequest {
-            name: args.name.clone(),
-        })
-        .await
-        .map_err(status_error)?;
-        // Scraping stops within a heartbeat of the run in progress.
-        println!("metricstarget/{} deleted", args.name);
-        return Ok(ExitCode::SUCCESS);
-    }
-    api.delete_namespace(DeleteNamespaceRequest {
-        name: args.name.clone(),
-    })
-    .await
-    .map_err(status_error)?;
-    println!("namespace/{} deleting", args.name);
-    if args.wait {
-        let last = watch(&mut api, &args.name).await?;
-        if last != phase::DELETED {
-            bail!("namespace/{} ended {last}, not deleted", args.name);
+    let name = args.name.clone();
+    match args.kind {
+        ResourceKind::Metricstarget => {
+            api.delete_metrics_target(DeleteMetricsTargetRequest { name })
+                .await
+                .map_err(status_error)?;
+            // Scraping stops within a heartbeat of the run in progress.
+            println!("metricstarget/{} deleted", args.name);
+        }
+        ResourceKind::Namespace => {
+            api.delete_namespace(DeleteNamespaceRequest { name })
+                .await
+                .map_err(status_error)?;
+            println!("namespace/{} deleting", args.name);
+            if args.wait {
+                let last = watch(&mut api, &args.name).await?;
+                if last != phase::DELETED {
+                    bail!("namespace/{} ended {last}, not deleted", args.name);
+                }
+            }
         }
     }
     Ok(ExitCode::SUCCESS)
