@@ -36,10 +36,12 @@ impl ScrapeTargetSettings {
     /// The target a `MetricsTarget` resource describes, its token read from this worker's
     /// file or environment; an error says why it cannot be scraped, never showing the token.
     pub fn from_spec(spec: &MetricsTargetSpec, timeout: Duration) -> Result<Self, String> {
-        let nonempty = |value: &str| (!value.is_empty()).then(|| value.to_owned());
-        let token_file = nonempty(&spec.token_file).map(std::path::PathBuf::from);
-        let token = read_bearer_token(token_file.as_deref(), nonempty(&spec.token_env).as_deref())
-            .map_err(|e| e.to_string())?;
+        fn given(value: &str) -> Option<&str> {
+            Some(value).filter(|value| !value.is_empty())
+        }
+        let token_file = given(&spec.token_file).map(std::path::Path::new);
+        let token =
+            read_bearer_token(token_file, given(&spec.token_env)).map_err(|e| e.to_string())?;
         let scraper =
             Scraper::new(&spec.url, token.as_deref(), timeout).map_err(|e| e.to_string())?;
         Ok(Self {
