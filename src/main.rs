@@ -157,10 +157,18 @@ fn main() -> ExitCode {
         global.extend(["--config".into(), path.clone().into()]);
     }
     global.extend(["--log-format".into(), config.log.format.as_str().into()]);
-    let mut runtime = tokio::runtime::Builder::new_multi_thread();
-    if let Command::Proxy(_) = cli.command {
-        runtime.worker_threads(config.proxy.threads.max(1));
-    }
+    let mut runtime = match cli.command {
+        // One thread: every wakeup stays on it, with no cross-thread hand-off.
+        Command::Proxy(_) if config.proxy.threads <= 1 => {
+            tokio::runtime::Builder::new_current_thread()
+        }
+        Command::Proxy(_) => {
+            let mut runtime = tokio::runtime::Builder::new_multi_thread();
+            runtime.worker_threads(config.proxy.threads);
+            runtime
+        }
+        _ => tokio::runtime::Builder::new_multi_thread(),
+    };
     let runtime = runtime.enable_all().build().expect("tokio runtime");
     match runtime.block_on(run(cli.command, config, home, global)) {
         Ok(code) => code,

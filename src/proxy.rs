@@ -95,7 +95,7 @@ pub async fn run(config: &Config, home: &Home, args: &ProxyArgs) -> anyhow::Resu
     tracing::info!(address = %metrics_listen, "proxy metrics and health listening (HTTP)");
     let app = plinth_proxy::monitoring(door.clone());
     let monitor = tokio::spawn(async move { axum::serve(monitoring, app).await });
-    let served = plinth_proxy::serve(
+    plinth_proxy::serve(
         listener,
         tls,
         verifier,
@@ -106,7 +106,6 @@ pub async fn run(config: &Config, home: &Home, args: &ProxyArgs) -> anyhow::Resu
     )
     .await;
     monitor.abort();
-    served?;
     tracing::info!("proxy stopped");
     Ok(())
 }

@@ -458,3 +458,109 @@ fn upstream_certificates_rotate_and_an_upstream_outage_is_unavailable_then_recov
     assert_eq!(stdout(&recovered.unwrap()).trim(), "charged three");
     drop(worker);
 }
+
+/// A tonic channel to the proxy made from a `plinth profile`, as any gRPC client would.
+async fn channel_of(profile: &Path) -> tonic::transport::Channel {
+    use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+    let document: toml::Table = std::fs::read_to_string(profile).unwrap().parse().unwrap();
+    let team = &document["profile"]["team"];
+    let tls = &team["tls"];
+    let read = |key: &str| std::fs::read(tls[key].as_str().unwrap()).unwrap();
+    let config = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(read("server_ca_cert_path")))
+        .identity(Identity::from_pem(
+            read("client_cert_path"),
+            read("client_key_path"),
+        ))
+        .domain_name(tls["server_name"].as_str().unwrap());
+    Channel::from_shared(format!("https://{}", team["address"].as_str().unwrap()))
+        .unwrap()
+        .tls_config(config)
+        .unwrap()
+        .connect()
+        .await
+        .expect("connect to the proxy")
+}
+
+/// Deadlines and cancellation pass through the proxy: a long poll ends with Temporal's own
+/// empty answer at its deadline, and a poll its client abandons is withdrawn upstream, so the
+/// next task goes to a live poller instead of timing out in a dead one.
+#[test]
+fn long_polls_keep_their_deadline_and_abandoned_polls_are_withdrawn_upstream() {
+    use temporalio_common::protos::temporal::api::common::v1::WorkflowType;
+    use temporalio_common::protos::temporal::api::taskqueue::v1::TaskQueue;
+    use temporalio_common::protos::temporal::api::workflowservice::v1::workflow_service_client::WorkflowServiceClient;
+    use temporalio_common::protos::temporal::api::workflowservice::v1::{
+        PollWorkflowTaskQueueRequest, StartWorkflowExecutionRequest,
+    };
+
+    let server = DevServer::shared();
+    let stack =
+        PlinthStack::start_with(server, PLINTH.as_ref(), "10m", "3s").expect("start the stack");
+    let ns = provision(&stack, "deadlines");
+    let alice = stack.profile(PAYMENTS_MEMBER, &ns).unwrap();
+    let poll = |queue: &str, deadline: Duration| {
+        let mut request = tonic::Request::new(PollWorkflowTaskQueueRequest {
+            namespace: ns.clone(),
+            task_queue: Some(TaskQueue {
+                name: queue.to_owned(),
+                ..Default::default()
+            }),
+            identity: "deadline-test".into(),
+            ..Default::default()
+        });
+        request.set_timeout(deadline);
+        request
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let mut client = WorkflowServiceClient::new(channel_of(&alice).await);
+
+        // Temporal saw the deadline: it answers (empty) before the client would give up.
+        let idle = client
+            .poll_workflow_task_queue(poll("idle", Duration::from_secs(5)))
+            .await
+            .expect("Temporal's own empty answer, not the client's DEADLINE_EXCEEDED");
+        assert!(idle.get_ref().task_token.is_empty());
+
+        // A poll abandoned by its client is reset upstream...
+        let abandoned = tokio::time::timeout(
+            Duration::from_secs(2),
+            client
+                .clone()
+                .poll_workflow_task_queue(poll("handoff", Duration::from_secs(60))),
+        )
+        .await;
+        assert!(abandoned.is_err(), "no task to hand out yet");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        client
+            .start_workflow_execution(StartWorkflowExecutionRequest {
+                namespace: ns.clone(),
+                workflow_id: "handoff-1".into(),
+                workflow_type: Some(WorkflowType {
+                    name: "Handoff".into(),
+                }),
+                task_queue: Some(TaskQueue {
+                    name: "handoff".into(),
+                    ..Default::default()
+                }),
+                request_id: "handoff-1".into(),
+                identity: "deadline-test".into(),
+                ..Default::default()
+            })
+            .await
+            .expect("start a workflow");
+        // ...so its workflow task goes to this poller at the first attempt, not after timing
+        // out in the abandoned one.
+        let task = client
+            .poll_workflow_task_queue(poll("handoff", Duration::from_secs(60)))
+            .await
+            .expect("poll")
+            .into_inner();
+        assert!(!task.task_token.is_empty(), "the workflow task arrives");
+        assert_eq!(task.attempt, 1, "first attempt, handed to the live poller");
+    });
+}

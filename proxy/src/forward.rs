@@ -5,19 +5,16 @@
 //! its payloads, and goes on as the bytes it came as otherwise.
 
 use std::convert::Infallible;
-use std::marker::PhantomData;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Instant;
 
 use bytes::Bytes;
 use http_body::Frame;
-use http_body_util::{BodyExt as _, Full, Limited, StreamBody};
+use http_body_util::{BodyExt as _, Limited, StreamBody};
 use plinth_codec::Codec;
 use plinth_codec::server::{AccessCheck, Need};
 use plinth_identity::Identity;
 use tonic::codegen::http::{self, HeaderMap, HeaderValue, StatusCode, header};
-use tonic::server::NamedService;
 use tonic::{Code, Status, body::Body};
 
 use crate::admins::Admins;
@@ -25,7 +22,7 @@ use crate::frame::{FrameError, HEADER_BYTES, MAX_MESSAGE_BYTES, frame, unframe};
 use crate::metrics::ProxyMetrics;
 use crate::routes::Routes;
 use crate::rpc::{Class, Rpc, conventional_namespace};
-use crate::upstream::Upstreams;
+use crate::upstream::{Reply, Upstreams};
 
 /// What every forwarded call needs.
 #[derive(Debug)]
@@ -59,7 +56,7 @@ struct Answer {
 }
 
 impl FrontDoor {
-    async fn call<B>(&self, request: http::Request<B>) -> http::Response<Body>
+    pub(crate) async fn call<B>(&self, request: http::Request<B>) -> http::Response<Body>
     where
         B: http_body::Body<Data = Bytes>,
         B::Error: Into<tonic::codegen::StdError>,
@@ -205,7 +202,7 @@ impl FrontDoor {
     async fn exchange(
         &self,
         uri: &http::Uri,
-        headers: HeaderMap,
+        mut headers: HeaderMap,
         rpc: Option<&'static Rpc>,
         namespace: &str,
         endpoint: &str,
@@ -227,38 +224,30 @@ impl FrontDoor {
             .upstreams
             .client(endpoint)
             .map_err(|e| Status::unavailable(e.to_string()))?;
-        let mut upstream_uri = upstream.origin.into_parts();
-        upstream_uri.path_and_query = uri.path_and_query().cloned();
-        let mut forwarded = http::Request::new(Full::new(body));
-        *forwarded.method_mut() = http::Method::POST;
-        *forwarded.uri_mut() = http::Uri::from_parts(upstream_uri)
-            .map_err(|e| Status::internal(format!("upstream {endpoint}: {e}")))?;
-        *forwarded.version_mut() = http::Version::HTTP_2;
-        *forwarded.headers_mut() = headers;
         // The body goes on uncompressed whatever the client sent, and comes back uncompressed.
-        let headers = forwarded.headers_mut();
         headers.remove("grpc-encoding");
         headers.remove("grpc-accept-encoding");
         headers.remove(header::CONTENT_LENGTH);
-        let unavailable =
-            |e: &dyn std::fmt::Display| Status::unavailable(format!("upstream {endpoint}: {e}"));
-        let response = upstream
-            .client
-            .request(forwarded)
+        let Reply {
+            head: mut parts,
+            mut body,
+            trailers,
+        } = upstream
+            .call(uri.path_and_query(), headers, body)
             .await
-            .map_err(|e| unavailable(&error_chain(&e)))?;
-        let (mut parts, body) = response.into_parts();
+            .map_err(|e| Status::unavailable(e.to_string()))?;
         if parts.status != StatusCode::OK {
-            return Err(unavailable(&format_args!(
-                "answered HTTP {} instead of a gRPC response",
+            return Err(Status::unavailable(format!(
+                "upstream {endpoint}: answered HTTP {} instead of a gRPC response",
                 parts.status
             )));
         }
-        let collected = body.collect().await.map_err(|e| unavailable(&e))?;
-        let trailers = collected.trailers().cloned();
-        let mut body = collected.to_bytes();
         let code = Status::from_header_map(trailers.as_ref().unwrap_or(&parts.headers))
-            .ok_or_else(|| unavailable(&"answered without a grpc-status"))?
+            .ok_or_else(|| {
+                Status::unavailable(format!(
+                    "upstream {endpoint}: answered without a grpc-status"
+                ))
+            })?
             .code();
         if let Some((rpc, open)) = rpc
             .and_then(|rpc| Some((rpc, rpc.open_response?)))
@@ -366,85 +355,5 @@ fn namespace_of(
             );
             Ok(conventional_namespace(message).unwrap_or_default())
         }
-    }
-}
-
-/// An error and its causes, which say what actually failed (refused, reset, timed out).
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
-
-/// The names the forwarded services are served under.
-pub trait ServiceName: Send + Sync + 'static {
-    /// Fully qualified gRPC service name.
-    const NAME: &'static str;
-}
-
-/// `temporal.api.workflowservice.v1.WorkflowService`.
-#[derive(Debug)]
-pub enum WorkflowService {}
-
-impl ServiceName for WorkflowService {
-    const NAME: &'static str = "temporal.api.workflowservice.v1.WorkflowService";
-}
-
-/// `temporal.api.operatorservice.v1.OperatorService`.
-#[derive(Debug)]
-pub enum OperatorService {}
-
-impl ServiceName for OperatorService {
-    const NAME: &'static str = "temporal.api.operatorservice.v1.OperatorService";
-}
-
-/// One Temporal service, forwarded through `door`.
-#[derive(Debug)]
-pub struct Forwarded<N> {
-    door: Arc<FrontDoor>,
-    name: PhantomData<fn() -> N>,
-}
-
-impl<N> Forwarded<N> {
-    /// The service, forwarding through `door`.
-    pub fn new(door: Arc<FrontDoor>) -> Self {
-        Self {
-            door,
-            name: PhantomData,
-        }
-    }
-}
-
-impl<N> Clone for Forwarded<N> {
-    fn clone(&self) -> Self {
-        Self::new(self.door.clone())
-    }
-}
-
-impl<N: ServiceName> NamedService for Forwarded<N> {
-    const NAME: &'static str = N::NAME;
-}
-
-impl<N, B> tonic::codegen::Service<http::Request<B>> for Forwarded<N>
-where
-    B: http_body::Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<tonic::codegen::StdError>,
-{
-    type Response = http::Response<Body>;
-    type Error = Infallible;
-    type Future = tonic::codegen::BoxFuture<Self::Response, Self::Error>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let door = self.door.clone();
-        Box::pin(async move { Ok(door.call(request).await) })
     }
 }

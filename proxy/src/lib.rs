@@ -4,8 +4,10 @@
 
 mod access;
 mod admins;
+mod connection;
 mod forward;
 mod frame;
+mod keepalive;
 mod metrics;
 mod payloads;
 mod platform;
@@ -21,25 +23,26 @@ use std::time::Duration;
 use plinth_identity::ClientVerifier;
 use plinth_proto::v1::platform_service_server::PlatformServiceServer;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio_stream::StreamExt as _;
+
+use connection::Services;
 
 pub use access::{ACCESS_TTL, AccessLists};
 pub use admins::Admins;
-pub use forward::{FrontDoor, OperatorService, WorkflowService};
+pub use forward::FrontDoor;
 pub use metrics::ProxyMetrics;
 pub use platform::PlatformApi;
 pub use routes::Routes;
-pub use upstream::{Upstream, UpstreamError, UpstreamTls, Upstreams};
-
-use forward::Forwarded;
+pub use upstream::{Reply, Upstream, UpstreamError, UpstreamTls, Upstreams};
 
 /// How often the client certificate files are checked for a new certificate.
 const CERTIFICATE_CHECK: Duration = Duration::from_secs(1);
 
-/// Streams one client connection may have open: each long poll holds one.
-const MAX_STREAMS_PER_CONNECTION: u32 = 16_384;
-
 /// Serves the platform API and Temporal's services on `listener` over mTLS until `shutdown`
-/// resolves; keeps the namespace table (every `refresh`) and the upstream certificate fresh.
+/// resolves, then lets calls in flight finish; keeps the namespace table (every `refresh`) and
+/// the upstream certificate fresh.
 pub async fn serve(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
@@ -48,20 +51,35 @@ pub async fn serve(
     door: Arc<FrontDoor>,
     refresh: Duration,
     shutdown: impl std::future::Future<Output = ()>,
-) -> Result<(), tonic::transport::Error> {
+) {
     let address: Option<SocketAddr> = listener.local_addr().ok();
     tracing::info!(?address, "proxy listening (mTLS)");
     let upkeep = tokio::spawn(keep_fresh(door.clone(), refresh));
-    let served = tonic::transport::Server::builder()
-        .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
-        .http2_keepalive_interval(Some(Duration::from_secs(30)))
-        .add_service(PlatformServiceServer::new(api))
-        .add_service(Forwarded::<WorkflowService>::new(door.clone()))
-        .add_service(Forwarded::<OperatorService>::new(door))
-        .serve_with_incoming_shutdown(plinth_identity::incoming(listener, tls, verifier), shutdown)
-        .await;
+    let services = Services {
+        door,
+        platform: PlatformServiceServer::new(api),
+    };
+    let (stop, stopping) = watch::channel(false);
+    let mut connections = JoinSet::new();
+    let mut incoming = plinth_identity::incoming(listener, tls, verifier);
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = incoming.next() => match accepted {
+                Some(Ok(stream)) => {
+                    connections.spawn(connection::serve(stream, services.clone(), stopping.clone()));
+                }
+                Some(Err(e)) => tracing::warn!(error = %e, "connection not accepted"),
+                None => break,
+            },
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            () = &mut shutdown => break,
+        }
+    }
+    drop(incoming);
+    let _ = stop.send(true);
+    while connections.join_next().await.is_some() {}
     upkeep.abort();
-    served
 }
 
 /// Refreshes the namespace table and drops clients nothing routes to; reloads the upstream

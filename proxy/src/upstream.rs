@@ -1,21 +1,23 @@
-//! Clients of the Temporal frontends namespaces live on: one per endpoint, with the proxy's
-//! own client certificate, re-read from disk when it changes. Each is a hyper HTTP/2 client
-//! (hyper-rustls for TLS) driven straight from the calling task, with no queue in between.
+//! Clients of the Temporal frontends namespaces live on: one HTTP/2 connection per endpoint,
+//! with the proxy's own client certificate, re-read from disk when it changes. A call goes
+//! onto the connection from the calling task (h2, no dispatch queue or body task in between),
+//! so its headers and message leave in one write.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
-use http_body_util::Full;
-use hyper_rustls::{FixedServerNameResolver, HttpsConnector, HttpsConnectorBuilder};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use h2::client::SendRequest;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use tonic::codegen::http::Uri;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tonic::codegen::http::{self, HeaderMap, Method, Uri, uri::PathAndQuery};
+
+use crate::keepalive::keep_alive;
 
 /// How the proxy reaches upstreams over TLS.
 #[derive(Debug, Clone, Default)]
@@ -47,16 +49,59 @@ pub enum UpstreamError {
         /// What is wrong with it.
         reason: String,
     },
+    /// No connection could be made: refused, timed out, or the TLS handshake failed.
+    #[error("upstream {endpoint}: cannot connect: {reason}")]
+    Connect {
+        /// The endpoint.
+        endpoint: String,
+        /// Why.
+        reason: String,
+    },
+    /// The connection or the call's stream broke before the answer was whole.
+    #[error("upstream {endpoint}: {reason}")]
+    Call {
+        /// The endpoint.
+        endpoint: String,
+        /// What broke.
+        reason: String,
+    },
 }
 
-/// A client of one upstream endpoint and the origin its requests are addressed to.
-#[derive(Debug, Clone)]
-pub struct Upstream {
-    /// Shares one HTTP/2 connection among all calls.
-    pub client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
-    /// `http://host:port`, or `https://` when upstreams are reached over TLS.
-    pub origin: Uri,
+/// A unary call's answer, read whole.
+#[derive(Debug)]
+pub struct Reply {
+    /// Status and headers.
+    pub head: http::response::Parts,
+    /// The body: the framed message, or nothing for an error.
+    pub body: Bytes,
+    /// `grpc-status` and the rest, unless the answer was trailers-only.
+    pub trailers: Option<HeaderMap>,
 }
+
+/// The client of one upstream endpoint: one HTTP/2 connection shared by all calls, made on
+/// first use and again after it closes.
+#[derive(Debug)]
+pub struct Upstream {
+    endpoint: String,
+    /// `http://host:port`, or `https://` when upstreams are reached over TLS.
+    origin: http::uri::Parts,
+    /// The TLS settings and the name the upstream's certificate is checked against.
+    tls: Option<(Arc<rustls::ClientConfig>, ServerName<'static>)>,
+    connection: Mutex<Option<Connection>>,
+    /// Serializes connecting; the time and reason of the last failed attempt.
+    connecting: tokio::sync::Mutex<Option<(Instant, String)>>,
+}
+
+#[derive(Debug, Clone)]
+struct Connection {
+    sender: SendRequest<Bytes>,
+    /// Cleared when the connection ends.
+    open: Arc<AtomicBool>,
+}
+
+/// What an upstream connection runs over.
+trait Transport: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Transport for T {}
 
 /// One client per upstream endpoint.
 #[derive(Debug)]
@@ -66,13 +111,16 @@ pub struct Upstreams {
     client_tls: RwLock<Option<Arc<rustls::ClientConfig>>>,
     /// Modification times of the client certificate and key the current settings were read at.
     client_files: Mutex<Option<(SystemTime, SystemTime)>>,
-    clients: RwLock<HashMap<String, Upstream>>,
+    clients: RwLock<HashMap<String, Arc<Upstream>>>,
 }
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// A dead upstream connection is noticed within interval + timeout, even while calls wait on it.
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(20);
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Flow-control windows for answers: a history page arrives without waiting on window updates.
+const STREAM_WINDOW: u32 = 2 << 20;
+const CONNECTION_WINDOW: u32 = 5 << 20;
 
 impl Upstreams {
     /// Upstreams reached in plaintext (`tls: None`) or over TLS; reads the certificate now.
@@ -87,12 +135,12 @@ impl Upstreams {
         Ok(upstreams)
     }
 
-    /// The client of `endpoint` (`host:port`), made on first use.
-    pub fn client(&self, endpoint: &str) -> Result<Upstream, UpstreamError> {
+    /// The client of `endpoint` (`host:port`), made on first use; it connects on its first call.
+    pub fn client(&self, endpoint: &str) -> Result<Arc<Upstream>, UpstreamError> {
         if let Some(upstream) = self.clients.read().expect("clients lock").get(endpoint) {
             return Ok(upstream.clone());
         }
-        let upstream = self.connect(endpoint)?;
+        let upstream = Arc::new(self.upstream(endpoint)?);
         Ok(self
             .clients
             .write()
@@ -156,7 +204,7 @@ impl Upstreams {
         .with_safe_default_protocol_versions()
         .map_err(|e| file_error(Path::new("(TLS settings)"), e.to_string()))?
         .with_root_certificates(roots);
-        let config = match &tls.client {
+        let mut config = match &tls.client {
             Some((cert, key)) => {
                 // Timestamps first: a write after this read is seen on the next check.
                 let stamps = (modified(cert)?, modified(key)?);
@@ -169,53 +217,191 @@ impl Upstreams {
             }
             None => builder.with_no_client_auth(),
         };
+        config.alpn_protocols = vec![b"h2".to_vec()];
         *self.client_tls.write().expect("tls lock") = Some(Arc::new(config));
         Ok(())
     }
 
-    fn connect(&self, endpoint: &str) -> Result<Upstream, UpstreamError> {
+    fn upstream(&self, endpoint: &str) -> Result<Upstream, UpstreamError> {
         let invalid = |reason: String| UpstreamError::Endpoint {
             endpoint: endpoint.to_owned(),
             reason,
         };
-        let tls = self.client_tls.read().expect("tls lock").clone();
-        let scheme = if tls.is_some() { "https" } else { "http" };
+        let config = self.client_tls.read().expect("tls lock").clone();
+        let scheme = if config.is_some() { "https" } else { "http" };
         let origin: Uri = format!("{scheme}://{endpoint}")
             .parse()
-            .map_err(|e: tonic::codegen::http::uri::InvalidUri| invalid(e.to_string()))?;
-        let mut tcp = HttpConnector::new();
-        tcp.enforce_http(false);
-        tcp.set_nodelay(true);
-        tcp.set_connect_timeout(Some(CONNECT_TIMEOUT));
-        // An `http://` origin never makes a TLS connection, whatever configuration it carries.
-        let builder = HttpsConnectorBuilder::new()
-            .with_tls_config(tls.map_or_else(plaintext_only, |config| (*config).clone()))
-            .https_or_http();
-        let builder = match self.tls.as_ref().and_then(|tls| tls.server_name.clone()) {
-            Some(name) => {
+            .map_err(|e: http::uri::InvalidUri| invalid(e.to_string()))?;
+        let tls = match config {
+            None => None,
+            Some(config) => {
+                let name = match self.tls.as_ref().and_then(|tls| tls.server_name.clone()) {
+                    Some(name) => name,
+                    None => origin.host().unwrap_or_default().to_owned(),
+                };
                 let name = ServerName::try_from(name).map_err(|e| invalid(e.to_string()))?;
-                builder.with_server_name_resolver(FixedServerNameResolver::new(name))
+                Some((config, name))
             }
-            None => builder,
         };
-        let client = Client::builder(TokioExecutor::new())
-            .http2_only(true)
-            .timer(TokioTimer::new())
-            .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
-            .http2_keep_alive_timeout(KEEPALIVE_TIMEOUT)
-            .http2_keep_alive_while_idle(true)
-            .build(builder.enable_http2().wrap_connector(tcp));
-        Ok(Upstream { client, origin })
+        Ok(Upstream {
+            endpoint: endpoint.to_owned(),
+            origin: origin.into_parts(),
+            tls,
+            connection: Mutex::new(None),
+            connecting: tokio::sync::Mutex::new(None),
+        })
     }
 }
 
-/// The TLS configuration of a connector that only ever makes plaintext connections.
-fn plaintext_only() -> rustls::ClientConfig {
-    rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .expect("ring supports the default protocol versions")
-        .with_root_certificates(rustls::RootCertStore::empty())
-        .with_no_client_auth()
+impl Upstream {
+    /// Sends one unary call (`headers` as the client sent them, `body` its framed message)
+    /// and reads the answer whole. Dropping the future resets the call upstream.
+    pub async fn call(
+        &self,
+        path: Option<&PathAndQuery>,
+        headers: HeaderMap,
+        body: Bytes,
+    ) -> Result<Reply, UpstreamError> {
+        let mut uri = http::uri::Parts::default();
+        uri.scheme = self.origin.scheme.clone();
+        uri.authority = self.origin.authority.clone();
+        uri.path_and_query = path.cloned();
+        let mut request = http::Request::new(());
+        *request.method_mut() = Method::POST;
+        *request.uri_mut() = Uri::from_parts(uri).map_err(|e| self.broken(e))?;
+        *request.headers_mut() = headers;
+        let sender = self.sender().await?;
+        let mut sender = sender.ready().await.map_err(|e| self.broken(e))?;
+        let (response, mut stream) = sender
+            .send_request(request, body.is_empty())
+            .map_err(|e| self.broken(e))?;
+        if !body.is_empty() {
+            stream.send_data(body, true).map_err(|e| self.broken(e))?;
+        }
+        let (head, mut received) = response.await.map_err(|e| self.broken(e))?.into_parts();
+        let mut chunks = Vec::new();
+        while let Some(chunk) = received.data().await {
+            let chunk = chunk.map_err(|e| self.broken(e))?;
+            let _ = received.flow_control().release_capacity(chunk.len());
+            chunks.push(chunk);
+        }
+        let trailers = received.trailers().await.map_err(|e| self.broken(e))?;
+        let body = match <[Bytes; 1]>::try_from(chunks) {
+            Ok([chunk]) => chunk,
+            Err(chunks) => chunks.concat().into(),
+        };
+        Ok(Reply {
+            head,
+            body,
+            trailers,
+        })
+    }
+
+    /// The open connection, or a new one. Callers that waited on a failed attempt share its
+    /// failure instead of each trying again in turn.
+    async fn sender(&self) -> Result<SendRequest<Bytes>, UpstreamError> {
+        if let Some(sender) = self.open_sender() {
+            return Ok(sender);
+        }
+        let asked = Instant::now();
+        let mut last_failure = self.connecting.lock().await;
+        if let Some(sender) = self.open_sender() {
+            return Ok(sender);
+        }
+        if let Some((at, reason)) = last_failure.as_ref()
+            && *at >= asked
+        {
+            return Err(self.unreachable(reason.clone()));
+        }
+        match self.connect().await {
+            Ok(connection) => {
+                let sender = connection.sender.clone();
+                *self.connection.lock().expect("connection lock") = Some(connection);
+                Ok(sender)
+            }
+            Err(reason) => {
+                *last_failure = Some((Instant::now(), reason.clone()));
+                Err(self.unreachable(reason))
+            }
+        }
+    }
+
+    fn open_sender(&self) -> Option<SendRequest<Bytes>> {
+        self.connection
+            .lock()
+            .expect("connection lock")
+            .as_ref()
+            .filter(|connection| connection.open.load(Ordering::Acquire))
+            .map(|connection| connection.sender.clone())
+    }
+
+    async fn connect(&self) -> Result<Connection, String> {
+        let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&self.endpoint))
+            .await
+            .map_err(|_| format!("no connection within {CONNECT_TIMEOUT:?}"))?
+            .map_err(|e| e.to_string())?;
+        // gRPC writes small frames and waits for answers: Nagle's algorithm would hold them.
+        tcp.set_nodelay(true).map_err(|e| e.to_string())?;
+        let transport: Box<dyn Transport> = match &self.tls {
+            None => Box::new(tcp),
+            Some((config, name)) => Box::new(
+                tokio::time::timeout(
+                    CONNECT_TIMEOUT,
+                    tokio_rustls::TlsConnector::from(config.clone()).connect(name.clone(), tcp),
+                )
+                .await
+                .map_err(|_| format!("no TLS handshake within {CONNECT_TIMEOUT:?}"))?
+                .map_err(|e| format!("TLS handshake: {e}"))?,
+            ),
+        };
+        let (sender, mut connection) = h2::client::Builder::new()
+            .initial_window_size(STREAM_WINDOW)
+            .initial_connection_window_size(CONNECTION_WINDOW)
+            .enable_push(false)
+            .handshake::<_, Bytes>(transport)
+            .await
+            .map_err(|e| format!("HTTP/2 handshake: {e}"))?;
+        let open = Arc::new(AtomicBool::new(true));
+        let pings = connection.ping_pong();
+        let (endpoint, closed) = (self.endpoint.clone(), open.clone());
+        tokio::spawn(async move {
+            let ended = tokio::select! {
+                ended = connection => ended.map_err(|e| error_chain(&e)),
+                reason = keep_alive(pings, KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT) => Err(reason),
+            };
+            closed.store(false, Ordering::Release);
+            if let Err(reason) = ended {
+                tracing::warn!(endpoint, reason, "upstream connection closed");
+            }
+        });
+        Ok(Connection { sender, open })
+    }
+
+    fn broken(&self, error: impl std::error::Error) -> UpstreamError {
+        UpstreamError::Call {
+            endpoint: self.endpoint.clone(),
+            reason: error_chain(&error),
+        }
+    }
+
+    fn unreachable(&self, reason: String) -> UpstreamError {
+        UpstreamError::Connect {
+            endpoint: self.endpoint.clone(),
+            reason,
+        }
+    }
+}
+
+/// An error and its causes, which say what actually failed (refused, reset, timed out).
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 fn file_error(path: &Path, reason: String) -> UpstreamError {

@@ -1,0 +1,213 @@
+//! One client connection, served on h2 directly: its calls run inside the connection's own
+//! task, so a call's request, answer and flush need no hand-off between tasks.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::StreamExt as _;
+use futures::stream::FuturesUnordered;
+use h2::server::SendResponse;
+use http_body::{Body as _, Frame};
+use plinth_identity::{AuthenticatedStream, Caller};
+use plinth_proto::v1::platform_service_server::PlatformServiceServer;
+use tokio::sync::watch;
+use tonic::Status;
+use tonic::body::Body;
+use tonic::codegen::Service as _;
+use tonic::codegen::http;
+use tonic::server::NamedService as _;
+
+use crate::forward::FrontDoor;
+use crate::keepalive::keep_alive;
+use crate::platform::PlatformApi;
+
+/// Streams one client connection may have open: each long poll holds one.
+const MAX_STREAMS: u32 = 16_384;
+/// A client that connects must start HTTP/2 within this.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// A client that stops answering pings is dropped, and its long polls with it.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+/// Flow-control windows for requests, as hyper's server sets them.
+const STREAM_WINDOW: u32 = 1 << 20;
+const CONNECTION_WINDOW: u32 = 1 << 20;
+
+const WORKFLOW_SERVICE: &str = "/temporal.api.workflowservice.v1.WorkflowService/";
+const OPERATOR_SERVICE: &str = "/temporal.api.operatorservice.v1.OperatorService/";
+
+/// What every connection serves.
+#[derive(Clone)]
+pub(crate) struct Services {
+    pub door: Arc<FrontDoor>,
+    pub platform: PlatformServiceServer<PlatformApi>,
+}
+
+/// Serves `stream` until the client closes it, or, once `shutdown` turns true, until its calls
+/// in flight have finished.
+pub(crate) async fn serve(
+    stream: AuthenticatedStream,
+    services: Services,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let caller = stream.caller().clone();
+    let handshake = h2::server::Builder::new()
+        .max_concurrent_streams(MAX_STREAMS)
+        .initial_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW)
+        .handshake::<_, Bytes>(stream);
+    let mut connection = match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
+        Ok(Ok(connection)) => connection,
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "HTTP/2 handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!("no HTTP/2 preface within {HANDSHAKE_TIMEOUT:?}");
+            return;
+        }
+    };
+    let keepalive = keep_alive(
+        connection.ping_pong(),
+        KEEPALIVE_INTERVAL,
+        KEEPALIVE_TIMEOUT,
+    );
+    tokio::pin!(keepalive);
+    let mut calls = FuturesUnordered::new();
+    let mut closing = *shutdown.borrow();
+    if closing {
+        connection.graceful_shutdown();
+    }
+    loop {
+        tokio::select! {
+            accepted = connection.accept() => match accepted {
+                Some(Ok((request, respond))) => {
+                    calls.push(call(services.clone(), caller.clone(), request, respond));
+                }
+                Some(Err(e)) => {
+                    tracing::debug!(error = %e, "client connection failed");
+                    return;
+                }
+                None => return,
+            },
+            Some(()) = calls.next(), if !calls.is_empty() => {}
+            reason = &mut keepalive => {
+                tracing::info!(reason, "client connection dropped");
+                return;
+            }
+            _ = shutdown.changed(), if !closing => {
+                closing = true;
+                connection.graceful_shutdown();
+            }
+        }
+    }
+}
+
+/// Answers one call, or drops it (which resets it upstream) when the client resets it.
+async fn call(
+    services: Services,
+    caller: Caller,
+    request: http::Request<h2::RecvStream>,
+    mut respond: SendResponse<Bytes>,
+) {
+    let (mut parts, body) = request.into_parts();
+    parts.extensions.insert(caller);
+    let request = http::Request::from_parts(parts, RecvBody(body));
+    let path = request.uri().path();
+    let forwarded = path.starts_with(WORKFLOW_SERVICE) || path.starts_with(OPERATOR_SERVICE);
+    let platform = path
+        .strip_prefix('/')
+        .and_then(|path| path.strip_prefix(PlatformServiceServer::<PlatformApi>::NAME))
+        .is_some_and(|method| method.starts_with('/'));
+    let unknown = (!forwarded && !platform).then(|| path.to_owned());
+    let answer = async {
+        if let Some(path) = unknown {
+            Status::unimplemented(format!("{path}: no such service here")).into_http()
+        } else if forwarded {
+            services.door.call(request).await
+        } else {
+            let mut platform = services.platform;
+            match platform.call(request).await {
+                Ok(response) => response,
+                Err(never) => match never {},
+            }
+        }
+    };
+    let response = tokio::select! {
+        response = answer => response,
+        _ = std::future::poll_fn(|cx| respond.poll_reset(cx)) => return,
+    };
+    if let Err(e) = send(response, &mut respond).await {
+        tracing::debug!(error = %e, "answer not delivered: the client went away");
+    }
+}
+
+/// Sends `response` on its stream: headers, data and trailers in one go when the body has
+/// them all at hand, which is every unary answer.
+async fn send(
+    response: http::Response<Body>,
+    respond: &mut SendResponse<Bytes>,
+) -> Result<(), h2::Error> {
+    let (parts, mut body) = response.into_parts();
+    let head = http::Response::from_parts(parts, ());
+    let mut stream = respond.send_response(head, body.is_end_stream())?;
+    if body.is_end_stream() {
+        return Ok(());
+    }
+    let mut body = Pin::new(&mut body);
+    loop {
+        let frame = std::future::poll_fn(|cx| body.as_mut().poll_frame(cx)).await;
+        match frame {
+            None => return stream.send_data(Bytes::new(), true),
+            Some(Err(status)) => {
+                let trailers = status.into_http::<Body>().into_parts().0.headers;
+                return stream.send_trailers(trailers);
+            }
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(data) => {
+                    let last = body.is_end_stream();
+                    stream.send_data(data, last)?;
+                    if last {
+                        return Ok(());
+                    }
+                }
+                Err(frame) => {
+                    if let Ok(trailers) = frame.into_trailers() {
+                        return stream.send_trailers(trailers);
+                    }
+                }
+            },
+        }
+    }
+}
+
+/// A request body read from h2, giving back flow-control capacity as it is read.
+struct RecvBody(h2::RecvStream);
+
+impl http_body::Body for RecvBody {
+    type Data = Bytes;
+    type Error = h2::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, h2::Error>>> {
+        let stream = &mut self.0;
+        if let Some(data) = ready!(stream.poll_data(cx)) {
+            let data = data?;
+            let _ = stream.flow_control().release_capacity(data.len());
+            return Poll::Ready(Some(Ok(Frame::data(data))));
+        }
+        Poll::Ready(
+            ready!(stream.poll_trailers(cx))
+                .transpose()
+                .map(|trailers| trailers.map(Frame::trailers)),
+        )
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.is_end_stream()
+    }
+}
