@@ -248,7 +248,7 @@ pub struct ProxyConfig {
     /// Address of /metrics, /healthz and /readyz (plain HTTP).
     pub metrics_listen: String,
     /// Threads serving calls. One thread handles thousands of calls a second at the least CPU
-    /// per call; more spread the load over cores.
+    /// per call; more spread client connections over cores (a connection's calls share one).
     pub threads: usize,
     /// How often the namespace table is re-read from the control plane.
     #[serde(with = "humantime_serde")]

@@ -270,8 +270,21 @@ impl Upstream {
         *request.method_mut() = Method::POST;
         *request.uri_mut() = Uri::from_parts(uri).map_err(|e| self.broken(e))?;
         *request.headers_mut() = headers;
-        let sender = self.sender().await?;
-        let mut sender = sender.ready().await.map_err(|e| self.broken(e))?;
+        let connection = self.connection().await?;
+        let mut sender = match connection.sender.ready().await {
+            Ok(sender) => sender,
+            // A connection that was told to go away (or broke) takes no new calls; this one
+            // was not sent, so it goes on a new connection. Calls in flight finish on the old.
+            Err(_) => {
+                connection.open.store(false, Ordering::Release);
+                let connection = self.connection().await?;
+                connection
+                    .sender
+                    .ready()
+                    .await
+                    .map_err(|e| self.broken(e))?
+            }
+        };
         let (response, mut stream) = sender
             .send_request(request, body.is_empty())
             .map_err(|e| self.broken(e))?;
@@ -299,14 +312,14 @@ impl Upstream {
 
     /// The open connection, or a new one. Callers that waited on a failed attempt share its
     /// failure instead of each trying again in turn.
-    async fn sender(&self) -> Result<SendRequest<Bytes>, UpstreamError> {
-        if let Some(sender) = self.open_sender() {
-            return Ok(sender);
+    async fn connection(&self) -> Result<Connection, UpstreamError> {
+        if let Some(connection) = self.open_connection() {
+            return Ok(connection);
         }
         let asked = Instant::now();
         let mut last_failure = self.connecting.lock().await;
-        if let Some(sender) = self.open_sender() {
-            return Ok(sender);
+        if let Some(connection) = self.open_connection() {
+            return Ok(connection);
         }
         if let Some((at, reason)) = last_failure.as_ref()
             && *at >= asked
@@ -315,9 +328,8 @@ impl Upstream {
         }
         match self.connect().await {
             Ok(connection) => {
-                let sender = connection.sender.clone();
-                *self.connection.lock().expect("connection lock") = Some(connection);
-                Ok(sender)
+                *self.connection.lock().expect("connection lock") = Some(connection.clone());
+                Ok(connection)
             }
             Err(reason) => {
                 *last_failure = Some((Instant::now(), reason.clone()));
@@ -326,13 +338,13 @@ impl Upstream {
         }
     }
 
-    fn open_sender(&self) -> Option<SendRequest<Bytes>> {
+    fn open_connection(&self) -> Option<Connection> {
         self.connection
             .lock()
             .expect("connection lock")
             .as_ref()
             .filter(|connection| connection.open.load(Ordering::Acquire))
-            .map(|connection| connection.sender.clone())
+            .cloned()
     }
 
     async fn connect(&self) -> Result<Connection, String> {
@@ -363,13 +375,13 @@ impl Upstream {
             .map_err(|e| format!("HTTP/2 handshake: {e}"))?;
         let open = Arc::new(AtomicBool::new(true));
         let pings = connection.ping_pong();
-        let (endpoint, closed) = (self.endpoint.clone(), open.clone());
+        let (endpoint, still_open) = (self.endpoint.clone(), open.clone());
         tokio::spawn(async move {
             let ended = tokio::select! {
                 ended = connection => ended.map_err(|e| error_chain(&e)),
                 reason = keep_alive(pings, KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT) => Err(reason),
             };
-            closed.store(false, Ordering::Release);
+            still_open.store(false, Ordering::Release);
             if let Err(reason) = ended {
                 tracing::warn!(endpoint, reason, "upstream connection closed");
             }
@@ -435,4 +447,104 @@ fn read_identity(
     let private_key =
         PrivateKeyDer::from_pem_slice(&read(key)?).map_err(|e| file_error(key, e.to_string()))?;
     Ok((chain, private_key))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+    use tokio::sync::Notify;
+
+    /// An HTTP/2 server that holds `/hold` until `release` and answers everything else at
+    /// once; it tells its first connection to go away as soon as that connection's first call
+    /// arrives, as a server does at its maximum connection age, and refuses any other call on it.
+    async fn upstream_that_goes_away(
+        connections: Arc<AtomicUsize>,
+        release: Arc<Notify>,
+    ) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            loop {
+                let (tcp, _) = listener.accept().await.unwrap();
+                let first = connections.fetch_add(1, Ordering::SeqCst) == 0;
+                let release = release.clone();
+                tokio::spawn(async move {
+                    let mut connection = h2::server::handshake(tcp).await.unwrap();
+                    while let Some(Ok((request, mut respond))) = connection.accept().await {
+                        if first {
+                            connection.graceful_shutdown();
+                        }
+                        let hold = request.uri().path() == "/hold";
+                        if first && !hold {
+                            respond.send_reset(h2::Reason::REFUSED_STREAM);
+                            continue;
+                        }
+                        let release = release.clone();
+                        tokio::spawn(async move {
+                            if hold {
+                                release.notified().await;
+                            }
+                            let answer = http::Response::builder()
+                                .header("grpc-status", "0")
+                                .body(())
+                                .unwrap();
+                            respond.send_response(answer, true).unwrap();
+                        });
+                    }
+                });
+            }
+        });
+        address
+    }
+
+    #[tokio::test]
+    async fn a_connection_told_to_go_away_is_replaced_while_its_calls_finish() {
+        let connections = Arc::new(AtomicUsize::new(0));
+        let release = Arc::new(Notify::new());
+        let address = upstream_that_goes_away(connections.clone(), release.clone()).await;
+        let upstreams = Upstreams::new(None).unwrap();
+        let upstream = upstreams.client(&address).unwrap();
+        let call = |path: &'static str| {
+            let upstream = upstream.clone();
+            async move {
+                upstream
+                    .call(
+                        Some(&PathAndQuery::from_static(path)),
+                        HeaderMap::new(),
+                        Bytes::new(),
+                    )
+                    .await
+            }
+        };
+
+        let held = tokio::spawn(call("/hold"));
+        // Until the client has read the GOAWAY, a call may still go on the old connection and
+        // be refused; after it, calls go on a new one.
+        let mut answered = None;
+        for _ in 0..50 {
+            match call("/now").await {
+                Ok(reply) => {
+                    answered = Some(reply);
+                    break;
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+        let answered = answered.expect("a call after the GOAWAY is answered");
+        assert_eq!(answered.head.headers["grpc-status"], "0");
+        assert_eq!(connections.load(Ordering::SeqCst), 2, "a second connection");
+        assert!(!held.is_finished(), "the held call is still in flight");
+
+        release.notify_one();
+        let held = held
+            .await
+            .unwrap()
+            .expect("the held call finishes on the old connection");
+        assert_eq!(held.head.headers["grpc-status"], "0");
+        for _ in 0..3 {
+            call("/now").await.expect("later calls keep working");
+        }
+        assert_eq!(connections.load(Ordering::SeqCst), 2);
+    }
 }
