@@ -211,6 +211,14 @@ fn sdks_and_the_cli_work_through_the_proxy_and_temporal_stores_only_ciphertext()
         "{}",
         text(&described)
     );
+    //    Temporal's own errors reach the CLI with their status and message.
+    let missing = temporal_as(&alice, &["workflow", "describe", "-w", "no-such-parcel"]);
+    assert!(!missing.status.success());
+    assert!(
+        stderr(&missing).contains("workflow not found"),
+        "{}",
+        text(&missing)
+    );
 
     // 2. The Python SDK client: a workflow with an activity, the result in plaintext.
     let run = python_run(&alice, "parcels", "checkout-1", &format!("{marker}-py"));
@@ -228,6 +236,7 @@ fn sdks_and_the_cli_work_through_the_proxy_and_temporal_stores_only_ciphertext()
         .arg("--config-file")
         .arg(&admin)
         .args(["--profile", "team", "--task-queue", "rust"])
+        .args(["--metrics-listen", "127.0.0.1:0"])
         .env_remove("TEMPORAL_ADDRESS")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

@@ -275,16 +275,22 @@ impl FrontDoor {
         parts
             .headers
             .insert("grpc-accept-encoding", HeaderValue::from_static("gzip"));
-        let frames = [
-            (!body.is_empty()).then(|| Frame::data(body)),
-            trailers.map(Frame::trailers),
-        ];
-        let body = StreamBody::new(futures::stream::iter(
-            frames.into_iter().flatten().map(Ok::<_, Infallible>),
-        ));
+        // A trailers-only answer (every error) stays one HEADERS frame: Go's clients read the
+        // status nowhere else.
+        let body = if body.is_empty() && trailers.is_none() {
+            Body::empty()
+        } else {
+            let frames = [
+                (!body.is_empty()).then(|| Frame::data(body)),
+                trailers.map(Frame::trailers),
+            ];
+            Body::new(StreamBody::new(futures::stream::iter(
+                frames.into_iter().flatten().map(Ok::<_, Infallible>),
+            )))
+        };
         Ok(Answer {
             code,
-            response: http::Response::from_parts(parts, Body::new(body)),
+            response: http::Response::from_parts(parts, body),
         })
     }
 }
