@@ -236,18 +236,15 @@ impl FrontDoor {
             .call(uri.path_and_query(), headers, body)
             .await
             .map_err(|e| Status::unavailable(e.to_string()))?;
+        let unavailable = |why: String| Status::unavailable(format!("upstream {endpoint}: {why}"));
         if parts.status != StatusCode::OK {
-            return Err(Status::unavailable(format!(
-                "upstream {endpoint}: answered HTTP {} instead of a gRPC response",
+            return Err(unavailable(format!(
+                "answered HTTP {} instead of a gRPC response",
                 parts.status
             )));
         }
         let code = Status::from_header_map(trailers.as_ref().unwrap_or(&parts.headers))
-            .ok_or_else(|| {
-                Status::unavailable(format!(
-                    "upstream {endpoint}: answered without a grpc-status"
-                ))
-            })?
+            .ok_or_else(|| unavailable("answered without a grpc-status".into()))?
             .code();
         if let Some((rpc, open)) = rpc
             .and_then(|rpc| Some((rpc, rpc.open_response?)))
