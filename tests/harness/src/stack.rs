@@ -407,5 +407,11 @@ impl Drop for PlinthStack {
         self.kill_worker();
         let _ = self.proxy.kill();
         let _ = self.proxy.wait();
+        // A failed test's logs and configuration stay for whoever investigates.
+        if std::thread::panicking() {
+            let home =
+                std::mem::replace(&mut self.home, tempfile::TempDir::new().expect("tempdir"));
+            eprintln!("stack home kept for inspection: {}", home.keep().display());
+        }
     }
 }
