@@ -35,8 +35,8 @@ const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 const STREAM_WINDOW: u32 = 1 << 20;
 const CONNECTION_WINDOW: u32 = 1 << 20;
 
-const WORKFLOW_SERVICE: &str = "/temporal.api.workflowservice.v1.WorkflowService/";
-const OPERATOR_SERVICE: &str = "/temporal.api.operatorservice.v1.OperatorService/";
+const WORKFLOW_SERVICE: &str = "temporal.api.workflowservice.v1.WorkflowService";
+const OPERATOR_SERVICE: &str = "temporal.api.operatorservice.v1.OperatorService";
 
 /// What every connection serves.
 #[derive(Clone)]
@@ -105,9 +105,33 @@ pub(crate) async fn serve(
     }
 }
 
+/// Which service a call's path names.
+enum Route {
+    /// Temporal's `WorkflowService` or `OperatorService`: forwarded.
+    Temporal,
+    /// `PlatformService`: answered here.
+    Platform,
+    /// Anything else.
+    Nowhere,
+}
+
+impl Route {
+    fn of(path: &str) -> Route {
+        let service = path
+            .strip_prefix('/')
+            .and_then(|path| path.split_once('/'))
+            .map(|(service, _)| service);
+        match service {
+            Some(WORKFLOW_SERVICE | OPERATOR_SERVICE) => Route::Temporal,
+            Some(PlatformServiceServer::<PlatformApi>::NAME) => Route::Platform,
+            _ => Route::Nowhere,
+        }
+    }
+}
+
 /// Answers one call, or drops it (which resets it upstream) when the client resets it.
 async fn call(
-    services: Services,
+    mut services: Services,
     caller: Caller,
     request: http::Request<h2::RecvStream>,
     mut respond: SendResponse<Bytes>,
@@ -115,23 +139,16 @@ async fn call(
     let (mut parts, body) = request.into_parts();
     parts.extensions.insert(caller);
     let request = http::Request::from_parts(parts, RecvBody(body));
-    let path = request.uri().path();
-    let forwarded = path.starts_with(WORKFLOW_SERVICE) || path.starts_with(OPERATOR_SERVICE);
-    let platform = path
-        .strip_prefix('/')
-        .and_then(|path| path.strip_prefix(PlatformServiceServer::<PlatformApi>::NAME))
-        .is_some_and(|method| method.starts_with('/'));
-    let unknown = (!forwarded && !platform).then(|| path.to_owned());
     let answer = async {
-        if let Some(path) = unknown {
-            Status::unimplemented(format!("{path}: no such service here")).into_http()
-        } else if forwarded {
-            services.door.call(request).await
-        } else {
-            let mut platform = services.platform;
-            match platform.call(request).await {
+        match Route::of(request.uri().path()) {
+            Route::Temporal => services.door.call(request).await,
+            Route::Platform => match services.platform.call(request).await {
                 Ok(response) => response,
                 Err(never) => match never {},
+            },
+            Route::Nowhere => {
+                Status::unimplemented(format!("{}: no such service here", request.uri().path()))
+                    .into_http()
             }
         }
     };
@@ -157,30 +174,29 @@ async fn send(
         return Ok(());
     }
     let mut body = Pin::new(&mut body);
-    loop {
-        let frame = std::future::poll_fn(|cx| body.as_mut().poll_frame(cx)).await;
-        match frame {
-            None => return stream.send_data(Bytes::new(), true),
-            Some(Err(status)) => {
-                let trailers = status.into_http::<Body>().into_parts().0.headers;
-                return stream.send_trailers(trailers);
+    while let Some(frame) = std::future::poll_fn(|cx| body.as_mut().poll_frame(cx)).await {
+        let frame = match frame {
+            Ok(frame) => frame,
+            Err(status) => {
+                return stream.send_trailers(status.into_http::<Body>().into_parts().0.headers);
             }
-            Some(Ok(frame)) => match frame.into_data() {
-                Ok(data) => {
-                    let last = body.is_end_stream();
-                    stream.send_data(data, last)?;
-                    if last {
-                        return Ok(());
-                    }
+        };
+        match frame.into_data() {
+            Ok(data) => {
+                let last = body.is_end_stream();
+                stream.send_data(data, last)?;
+                if last {
+                    return Ok(());
                 }
-                Err(frame) => {
-                    if let Ok(trailers) = frame.into_trailers() {
-                        return stream.send_trailers(trailers);
-                    }
+            }
+            Err(frame) => {
+                if let Ok(trailers) = frame.into_trailers() {
+                    return stream.send_trailers(trailers);
                 }
-            },
+            }
         }
     }
+    stream.send_data(Bytes::new(), true)
 }
 
 /// A request body read from h2, giving back flow-control capacity as it is read.
