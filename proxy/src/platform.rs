@@ -24,7 +24,8 @@ use plinth_proto::{
 };
 use plinth_workflows::{
     KIND_ATTRIBUTE, OWNER_ATTRIBUTE, PHASE_ATTRIBUTE, PolicyWorkflow, ProvisionNamespace,
-    ScrapeMetricsWorkflow, ScrapeTarget, policy_workflow_id, scrape_workflow_id, workflow_id,
+    ScrapeMetricsWorkflow, ScrapeTarget, namespace_name_of, policy_workflow_id, scrape_target_of,
+    scrape_workflow_id, workflow_id,
 };
 use temporalio_client::errors::{WorkflowUpdateError, WorkflowUpdateWithStartError};
 use temporalio_client::{
@@ -351,7 +352,7 @@ impl PlatformService for PlatformApi {
             .map_err(backend_status)?;
         let mut namespaces = Vec::new();
         for (id, resource) in running {
-            let Some(name) = id.strip_prefix("namespace/") else {
+            let Some(name) = namespace_name_of(&id) else {
                 continue;
             };
             // Started moments ago, its first workflow task has not published it yet: the
@@ -604,7 +605,7 @@ impl PlatformService for PlatformApi {
         let mut targets: Vec<MetricsTarget> = running
             .into_iter()
             .filter_map(|(id, resource)| {
-                let name = id.strip_prefix("metrics/")?.to_owned();
+                let name = scrape_target_of(&id)?.to_owned();
                 // Started moments ago, its first workflow task has not published it yet.
                 Some(resource.unwrap_or_else(|| MetricsTarget {
                     metadata: Some(ObjectMeta {

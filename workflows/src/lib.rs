@@ -15,9 +15,10 @@ pub use canary::Canary;
 pub use policy::{PolicyWorkflow, RuleChange, policy_workflow_id};
 pub use provision_namespace::{
     ApplyResult, KIND_ATTRIBUTE, OWNER_ATTRIBUTE, PHASE_ATTRIBUTE, ProvisionNamespace,
-    RESOURCE_MEMO, workflow_id,
+    RESOURCE_MEMO, namespace_name_of, workflow_id,
 };
 pub use scrape_metrics::{
-    MetricsTargetApplied, SCRAPES_PER_RUN, ScrapeMetricsWorkflow, ScrapeTarget, scrape_workflow_id,
+    MetricsTargetApplied, SCRAPES_PER_RUN, ScrapeMetricsWorkflow, ScrapeTarget, scrape_target_of,
+    scrape_workflow_id,
 };
 pub use users::{UsersWorkflow, access_schedule_id};

@@ -18,8 +18,15 @@ use crate::handover::{hand_over_when_long, wait_for_handlers};
 
 /// Workflow id of the resource named `name`.
 pub fn workflow_id(name: &str) -> String {
-    format!("namespace/{name}")
+    format!("{NAMESPACE_ID_PREFIX}{name}")
 }
+
+/// The resource a [`workflow_id`] belongs to.
+pub fn namespace_name_of(workflow_id: &str) -> Option<&str> {
+    workflow_id.strip_prefix(NAMESPACE_ID_PREFIX)
+}
+
+const NAMESPACE_ID_PREFIX: &str = "namespace/";
 
 /// `PlinthKind`: what resource a control-plane workflow manages.
 pub const KIND_ATTRIBUTE: SearchAttributeKey<String> = SearchAttributeKey::keyword("PlinthKind");

@@ -21,8 +21,15 @@ const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Workflow id of a target's scraping.
 pub fn scrape_workflow_id(target: &str) -> String {
-    format!("metrics/{target}")
+    format!("{SCRAPE_ID_PREFIX}{target}")
 }
+
+/// The target a [`scrape_workflow_id`] belongs to.
+pub fn scrape_target_of(workflow_id: &str) -> Option<&str> {
+    workflow_id.strip_prefix(SCRAPE_ID_PREFIX)
+}
+
+const SCRAPE_ID_PREFIX: &str = "metrics/";
 
 /// A target to scrape and how often.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
