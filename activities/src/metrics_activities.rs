@@ -190,14 +190,7 @@ impl MetricsActivities {
         if target.temporal_cloud && query.is_empty() {
             // Without a filter Temporal Cloud would answer for every namespace of the account.
             tracing::info!(target = %name, "no Plinth namespace is Ready: nothing to ask Temporal Cloud for");
-            return Outcome {
-                scrape: Scrape {
-                    outcome: ScrapeOutcome::Skipped,
-                    ..Scrape::default()
-                },
-                retry_after: None,
-                error: None,
-            };
+            return Outcome::skipped();
         }
         let scraped = match target.scraper.scrape(&query).await {
             Ok(scraped) => scraped,
@@ -276,6 +269,18 @@ struct Outcome {
 }
 
 impl Outcome {
+    /// A scrape not made, which is no failure.
+    fn skipped() -> Self {
+        Outcome {
+            scrape: Scrape {
+                outcome: ScrapeOutcome::Skipped,
+                ..Scrape::default()
+            },
+            retry_after: None,
+            error: None,
+        }
+    }
+
     /// A scrape of `target` that read nothing (`outcome`), for `reason`.
     fn failed(
         target: &str,
@@ -352,15 +357,7 @@ mod tests {
     #[test]
     fn a_run_counts_failed_and_rate_limited_scrapes_as_failures_not_skipped_ones() {
         let mut summary = ScrapeSummary::default();
-        let skipped = Outcome {
-            scrape: Scrape {
-                outcome: ScrapeOutcome::Skipped,
-                ..Scrape::default()
-            },
-            retry_after: None,
-            error: None,
-        };
-        assert_eq!(skipped.add_to(&mut summary), None);
+        assert_eq!(Outcome::skipped().add_to(&mut summary), None);
         let after = Some(Duration::from_secs(6));
         let limited = Outcome::failed("cloud", ScrapeOutcome::RateLimited, "429".into(), after);
         assert_eq!(limited.add_to(&mut summary), after);
