@@ -38,10 +38,29 @@ use temporalio_client::{Connection, ConnectionOptions};
 
 const READY_TIMEOUT: Duration = Duration::from_secs(90);
 
-/// A port nothing listens on right now.
+/// Ports [`free_port`] hands out lie below the kernel's ephemeral range (32768 and up on
+/// Linux), so an outgoing connection can never take one between being handed out and bound.
+const HANDED_OUT_PORTS: std::ops::Range<u32> = 10_000..32_000;
+
+/// A port nothing listens on right now, from [`HANDED_OUT_PORTS`]. Each process walks the
+/// range from its own starting point, so concurrent test processes rarely meet.
 pub fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    listener.local_addr().expect("local address").port()
+    static NEXT: OnceLock<AtomicU32> = OnceLock::new();
+    let span = HANDED_OUT_PORTS.end - HANDED_OUT_PORTS.start;
+    let next = NEXT.get_or_init(|| {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| since.subsec_nanos());
+        AtomicU32::new(std::process::id().wrapping_mul(7919) ^ nanos)
+    });
+    for _ in 0..span {
+        let port = HANDED_OUT_PORTS.start + next.fetch_add(1, Ordering::Relaxed) % span;
+        let port = u16::try_from(port).expect("the range is below 65536");
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {HANDED_OUT_PORTS:?}");
 }
 
 /// Now, in seconds since the Unix epoch.
