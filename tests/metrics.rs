@@ -569,6 +569,35 @@ fn the_scrape_workflows_send_dev_server_and_cloud_metrics_to_prometheus_and_surv
         let target: serde_json::Value = serde_json::from_str(&json).unwrap();
         target["metadata"]["generation"] == 2 && target["status"]["observedGeneration"] == 2
     });
+    // The run that took over started with the resource already published (memo and kind), so
+    // `get` and `list` never lose the target between runs.
+    let shown = stdout(&ok(temporal(
+        &[
+            "workflow",
+            "show",
+            "--namespace",
+            &stack.control_namespace,
+            "--workflow-id",
+            "metrics/cloud",
+            "--output",
+            "json",
+        ],
+        &server.address(),
+    )));
+    let history: serde_json::Value = serde_json::from_str(&shown).unwrap();
+    let started = &history["events"][0]["workflowExecutionStartedEventAttributes"];
+    assert!(
+        started["continuedExecutionRunId"].is_string(),
+        "the latest run continued an earlier one: {started}"
+    );
+    assert!(
+        started["memo"]["fields"]["resource"].is_object(),
+        "{started}"
+    );
+    assert!(
+        started["searchAttributes"]["indexedFields"]["PlinthKind"].is_object(),
+        "{started}"
+    );
     cloud.wait_for_requests(1);
 
     // Deleted, it stops being scraped.

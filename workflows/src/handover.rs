@@ -1,4 +1,6 @@
+use temporalio_common::MemoValues;
 use temporalio_common::WorkflowDefinition;
+use temporalio_common::data_converters::RawValue;
 use temporalio_sdk::workflows::WorkflowImplementation;
 use temporalio_sdk::{ContinueAsNewOptions, WorkflowContext, WorkflowResult};
 
@@ -16,8 +18,27 @@ pub(crate) async fn hand_over_when_long<W: WorkflowImplementation>(
     }
     wait_for_handlers(ctx).await?;
     let input = ctx.state(handover);
-    ctx.continue_as_new(input, ContinueAsNewOptions::default())?;
+    continue_as_new_published(ctx, input)?;
     Ok(())
+}
+
+/// Continues as new with `input`, carrying the memo and search attributes over. Temporal
+/// starts the next run without them, so until its first workflow task published them again
+/// the resource would read as missing.
+pub(crate) fn continue_as_new_published<W: WorkflowImplementation>(
+    ctx: &WorkflowContext<W>,
+    input: <W::Run as WorkflowDefinition>::Input,
+) -> WorkflowResult<std::convert::Infallible> {
+    let current = ctx.memo();
+    let mut memo = MemoValues::new();
+    for (key, payload) in &current.raw().fields {
+        memo.insert(key.clone(), RawValue::new(vec![payload.clone()]));
+    }
+    let options = ContinueAsNewOptions::builder()
+        .memo(memo)
+        .search_attributes(ctx.search_attributes())
+        .build();
+    ctx.continue_as_new(input, options)
 }
 
 /// Lets in-flight updates answer before the run ends or hands over.

@@ -5,12 +5,12 @@ use plinth_proto::{FieldError, outcome, phase, validate_metrics_target};
 use serde::{Deserialize, Serialize};
 use temporalio_macros::{workflow, workflow_methods};
 use temporalio_sdk::{
-    ActivityCancellationType, ActivityOptions, CancellableFuture, ContinueAsNewOptions,
-    SyncWorkflowContext, WorkflowContext, WorkflowContextView, WorkflowResult,
+    ActivityCancellationType, ActivityOptions, CancellableFuture, SyncWorkflowContext,
+    WorkflowContext, WorkflowContextView, WorkflowResult,
 };
 
 use crate::contracts::{ScrapeMetrics, ScrapeRun, ScrapeSummary};
-use crate::handover::wait_for_handlers;
+use crate::handover::{continue_as_new_published, wait_for_handlers};
 use crate::provision_namespace::{KIND_ATTRIBUTE, PHASE_ATTRIBUTE, RESOURCE_MEMO, UpdateError};
 
 /// Scrapes per run: an hour of history per run at the default interval.
@@ -149,7 +149,7 @@ impl ScrapeMetricsWorkflow {
         }
         wait_for_handlers(ctx).await?;
         let next = ctx.state(|s| s.target.clone());
-        match ctx.continue_as_new(next, ContinueAsNewOptions::default())? {}
+        match continue_as_new_published(ctx, next)? {}
     }
 
     /// Creates or changes the resource; a changed spec takes effect within a heartbeat.
