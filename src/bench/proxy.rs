@@ -28,12 +28,15 @@ pub struct ProxyBenchArgs {
     /// Seconds each measurement runs.
     #[arg(long, default_value_t = 8)]
     seconds: u64,
-    /// Long polls held open through the proxy for the memory figure.
+    /// Long polls held open through the proxy for the memory figure (0: skip it).
     #[arg(long, default_value_t = 2000)]
     long_polls: usize,
+    /// Measure only these RPCs (all by default), e.g. to profile one of them.
+    #[arg(long, value_enum)]
+    rpc: Vec<Op>,
 }
 
-#[derive(Clone, Copy, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, clap::ValueEnum)]
 enum Op {
     Start,
     History,
@@ -109,7 +112,12 @@ pub async fn proxy(home: &Home, args: &ProxyBenchArgs) -> anyhow::Result<ExitCod
         "{:<14} {:<8} {:>5} {:>10} {:>10} {:>9} {:>16} {:>15}",
         "path", "rpc", "conc", "p50", "p99", "rpc/s", "CPU s/1000 rpc", "p50 over direct"
     );
-    for op in [Op::Start, Op::History] {
+    let ops = if args.rpc.is_empty() {
+        vec![Op::Start, Op::History]
+    } else {
+        args.rpc.clone()
+    };
+    for op in ops {
         for concurrency in [1, 64] {
             let mut direct_p50 = None;
             for path in &paths {
@@ -142,11 +150,14 @@ pub async fn proxy(home: &Home, args: &ProxyBenchArgs) -> anyhow::Result<ExitCod
             }
         }
     }
-    let (held, rss) = hold_long_polls(&paths[2], &namespace, args.long_polls, proxy_pid).await?;
-    println!(
-        "\nplinth proxy RSS holding {held} of {} long polls: {rss} MiB",
-        args.long_polls
-    );
+    if args.long_polls > 0 {
+        let (held, rss) =
+            hold_long_polls(&paths[2], &namespace, args.long_polls, proxy_pid).await?;
+        println!(
+            "\nplinth proxy RSS holding {held} of {} long polls: {rss} MiB",
+            args.long_polls
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 
