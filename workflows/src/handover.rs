@@ -1,3 +1,5 @@
+use std::convert::Infallible;
+
 use temporalio_common::MemoValues;
 use temporalio_common::WorkflowDefinition;
 use temporalio_common::data_converters::RawValue;
@@ -7,8 +9,8 @@ use temporalio_sdk::{ContinueAsNewOptions, WorkflowContext, WorkflowResult};
 /// History length at which a long-lived workflow hands over to a new run.
 const MAX_HISTORY_EVENTS: u32 = 2_000;
 
-/// Continues as new with the input `handover` derives from the state, once Temporal suggests
-/// it or the history has grown long; in-flight updates answer first. Otherwise returns.
+/// Hands over (see [`hand_over`]) once Temporal suggests it or the history has grown long;
+/// otherwise returns.
 pub(crate) async fn hand_over_when_long<W: WorkflowImplementation>(
     ctx: &mut WorkflowContext<W>,
     handover: impl FnOnce(&W) -> <W::Run as WorkflowDefinition>::Input,
@@ -16,22 +18,21 @@ pub(crate) async fn hand_over_when_long<W: WorkflowImplementation>(
     if !ctx.continue_as_new_suggested() && ctx.history_length() <= MAX_HISTORY_EVENTS {
         return Ok(());
     }
-    wait_for_handlers(ctx).await?;
-    let input = ctx.state(handover);
-    continue_as_new_published(ctx, input)?;
-    Ok(())
+    match hand_over(ctx, handover).await? {}
 }
 
-/// Continues as new with `input`, carrying the memo and search attributes over. Temporal
-/// starts the next run without them, so until its first workflow task published them again
-/// the resource would read as missing.
-pub(crate) fn continue_as_new_published<W: WorkflowImplementation>(
-    ctx: &WorkflowContext<W>,
-    input: <W::Run as WorkflowDefinition>::Input,
-) -> WorkflowResult<std::convert::Infallible> {
-    let current = ctx.memo();
+/// Continues as new with the input `handover` derives from the state, once in-flight updates
+/// have answered. The memo and search attributes are carried over: Temporal starts the next
+/// run without them, so until its first workflow task published them again the resource would
+/// read as missing.
+pub(crate) async fn hand_over<W: WorkflowImplementation>(
+    ctx: &mut WorkflowContext<W>,
+    handover: impl FnOnce(&W) -> <W::Run as WorkflowDefinition>::Input,
+) -> WorkflowResult<Infallible> {
+    wait_for_handlers(ctx).await?;
+    let input = ctx.state(handover);
     let mut memo = MemoValues::new();
-    for (key, payload) in &current.raw().fields {
+    for (key, payload) in &ctx.memo().raw().fields {
         memo.insert(key.clone(), RawValue::new(vec![payload.clone()]));
     }
     let options = ContinueAsNewOptions::builder()

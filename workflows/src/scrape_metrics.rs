@@ -10,7 +10,7 @@ use temporalio_sdk::{
 };
 
 use crate::contracts::{ScrapeMetrics, ScrapeRun, ScrapeSummary};
-use crate::handover::{continue_as_new_published, wait_for_handlers};
+use crate::handover::{hand_over, wait_for_handlers};
 use crate::provision_namespace::{KIND_ATTRIBUTE, PHASE_ATTRIBUTE, RESOURCE_MEMO, UpdateError};
 
 /// Scrapes per run: an hour of history per run at the default interval.
@@ -147,9 +147,7 @@ impl ScrapeMetricsWorkflow {
             wait_for_handlers(ctx).await?;
             return Ok(summary.unwrap_or_default());
         }
-        wait_for_handlers(ctx).await?;
-        let next = ctx.state(|s| s.target.clone());
-        match continue_as_new_published(ctx, next)? {}
+        match hand_over(ctx, |s| s.target.clone()).await? {}
     }
 
     /// Creates or changes the resource; a changed spec takes effect within a heartbeat.
