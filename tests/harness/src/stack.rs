@@ -409,9 +409,11 @@ impl Drop for PlinthStack {
         let _ = self.proxy.wait();
         // A failed test's logs and configuration stay for whoever investigates.
         if std::thread::panicking() {
-            let home =
-                std::mem::replace(&mut self.home, tempfile::TempDir::new().expect("tempdir"));
-            eprintln!("stack home kept for inspection: {}", home.keep().display());
+            self.home.disable_cleanup(true);
+            eprintln!(
+                "stack home kept for inspection: {}",
+                self.home.path().display()
+            );
         }
     }
 }
