@@ -31,8 +31,8 @@ pub struct ProxyBenchArgs {
     /// Long polls held open through the proxy for the memory figure (0: skip it).
     #[arg(long, default_value_t = 2000)]
     long_polls: usize,
-    /// Measure only these RPCs (all by default), e.g. to profile one of them.
-    #[arg(long, value_enum)]
+    /// The RPCs measured, e.g. one alone to profile it.
+    #[arg(long, value_enum, default_values_t = [Op::Start, Op::History])]
     rpc: Vec<Op>,
 }
 
@@ -112,12 +112,7 @@ pub async fn proxy(home: &Home, args: &ProxyBenchArgs) -> anyhow::Result<ExitCod
         "{:<14} {:<8} {:>5} {:>10} {:>10} {:>9} {:>16} {:>15}",
         "path", "rpc", "conc", "p50", "p99", "rpc/s", "CPU s/1000 rpc", "p50 over direct"
     );
-    let ops = if args.rpc.is_empty() {
-        vec![Op::Start, Op::History]
-    } else {
-        args.rpc.clone()
-    };
-    for op in ops {
+    for &op in &args.rpc {
         for concurrency in [1, 64] {
             let mut direct_p50 = None;
             for path in &paths {
