@@ -16,6 +16,7 @@ use temporalio_common::protos::temporal::api::workflowservice::v1::{
     GetWorkflowExecutionHistoryRequest, PollActivityTaskQueueRequest, StartWorkflowExecutionRequest,
 };
 use tokio::task::JoinSet;
+use tonic::Code;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
 use crate::home::Home;
@@ -28,6 +29,11 @@ pub struct ProxyBenchArgs {
     /// Seconds each measurement runs.
     #[arg(long, default_value_t = 8)]
     seconds: u64,
+    /// Times each measurement is repeated, the three paths taking turns within a round; each
+    /// figure printed is the median over rounds. The machine's noise moves single rounds by
+    /// tens of percent.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    rounds: u32,
     /// Long polls held open through the proxy for the memory figure (0: skip it).
     #[arg(long, default_value_t = 2000)]
     long_polls: usize,
@@ -41,6 +47,11 @@ enum Op {
     Start,
     History,
 }
+
+/// Where each path stands in the table.
+const DIRECT: usize = 0;
+const NGINX: usize = 1;
+const PROXY: usize = 2;
 
 struct Path {
     name: &'static str,
@@ -109,45 +120,36 @@ pub async fn proxy(home: &Home, args: &ProxyBenchArgs) -> anyhow::Result<ExitCod
     }
     let window = Duration::from_secs(args.seconds);
     println!(
-        "{:<14} {:<8} {:>5} {:>10} {:>10} {:>9} {:>16} {:>15}",
-        "path", "rpc", "conc", "p50", "p99", "rpc/s", "CPU s/1000 rpc", "p50 over direct"
+        "{:<14} {:<8} {:>5} {:>10} {:>10} {:>9} {:>16} {:>15} {:>13}",
+        "path",
+        "rpc",
+        "conc",
+        "p50",
+        "p99",
+        "rpc/s",
+        "CPU s/1000 rpc",
+        "p50 over direct",
+        "CPU vs nginx"
     );
     for &op in &args.rpc {
         for concurrency in [1, 64] {
-            let mut direct_p50 = None;
-            for path in &paths {
-                let history_of = format!("{first}-{}", path.name.len());
-                let measured =
-                    measure(path, &namespace, op, concurrency, window, &history_of).await?;
-                let added = match direct_p50 {
-                    None => {
-                        direct_p50 = Some(measured.load.p50);
-                        "-".to_owned()
-                    }
-                    Some(direct) => format!(
-                        "{:+.2} ms",
-                        (measured.load.p50.as_secs_f64() - direct.as_secs_f64()) * 1e3
-                    ),
-                };
-                println!(
-                    "{:<14} {:<8} {:>5} {:>7.2} ms {:>7.2} ms {:>9.0} {:>16} {:>15}",
-                    path.name,
-                    if op == Op::Start { "start" } else { "history" },
-                    concurrency,
-                    measured.load.p50.as_secs_f64() * 1e3,
-                    measured.load.p99.as_secs_f64() * 1e3,
-                    measured.load.rate,
-                    measured
-                        .cpu_per_thousand
-                        .map_or("-".to_owned(), |cpu| format!("{cpu:.3}")),
-                    added,
-                );
+            let mut rounds = Vec::new();
+            for _ in 0..args.rounds {
+                let mut round = Vec::new();
+                for path in &paths {
+                    let history_of = format!("{first}-{}", path.name.len());
+                    round.push(
+                        measure(path, &namespace, op, concurrency, window, &history_of).await?,
+                    );
+                }
+                rounds.push(round);
             }
+            print_rows(&paths, op, concurrency, &rounds);
         }
     }
     if args.long_polls > 0 {
         let (held, rss) =
-            hold_long_polls(&paths[2], &namespace, args.long_polls, proxy_pid).await?;
+            hold_long_polls(&paths[PROXY], &namespace, args.long_polls, proxy_pid).await?;
         println!(
             "\nplinth proxy RSS holding {held} of {} long polls: {rss} MiB",
             args.long_polls
@@ -156,7 +158,57 @@ pub async fn proxy(home: &Home, args: &ProxyBenchArgs) -> anyhow::Result<ExitCod
     Ok(ExitCode::SUCCESS)
 }
 
-async fn start(channel: &Channel, namespace: &str, workflow_id: &str) -> anyhow::Result<()> {
+/// One row per path: each figure the median over `rounds`. The added p50 and the CPU ratio
+/// are taken within each round before the median, so drift between rounds cancels out.
+fn print_rows(paths: &[Path], op: Op, concurrency: usize, rounds: &[Vec<Measured>]) {
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    for (i, path) in paths.iter().enumerate() {
+        let figure = |f: &dyn Fn(&[Measured]) -> Option<f64>| {
+            median(rounds.iter().filter_map(|r| f(r)).collect())
+        };
+        let show = |value: Option<f64>, format: &dyn Fn(f64) -> String| {
+            value.map_or("-".to_owned(), format)
+        };
+        let added = figure(&|r| (i != DIRECT).then(|| ms(r[i].load.p50) - ms(r[DIRECT].load.p50)));
+        let cpu_vs_nginx = figure(&|r| {
+            Some(r[i].cpu_per_thousand? / r[NGINX].cpu_per_thousand?).filter(|_| i == PROXY)
+        });
+        println!(
+            "{:<14} {:<8} {:>5} {:>7.2} ms {:>7.2} ms {:>9.0} {:>16} {:>15} {:>13}",
+            path.name,
+            if op == Op::Start { "start" } else { "history" },
+            concurrency,
+            figure(&|r| Some(ms(r[i].load.p50))).unwrap_or_default(),
+            figure(&|r| Some(ms(r[i].load.p99))).unwrap_or_default(),
+            figure(&|r| Some(r[i].load.rate)).unwrap_or_default(),
+            show(figure(&|r| r[i].cpu_per_thousand), &|cpu| format!(
+                "{cpu:.3}"
+            )),
+            show(added, &|ms| format!("{ms:+.2} ms")),
+            show(cpu_vs_nginx, &|ratio| format!("{ratio:.2}x")),
+        );
+    }
+}
+
+/// The middle value (the upper of the two middle ones for an even count); `None` when empty.
+fn median(mut values: Vec<f64>) -> Option<f64> {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied()
+}
+
+/// Makes `call` again once when it failed as a closing connection fails calls: Temporal's
+/// frontend closes each connection at its maximum age (5 minutes), and a call sent just then
+/// never reaches it. SDKs retry these too; a start carries its request id, so it is not doubled.
+async fn retried<F: Future<Output = Result<(), tonic::Status>>>(
+    call: impl Fn() -> F,
+) -> Result<(), tonic::Status> {
+    match call().await {
+        Err(status) if matches!(status.code(), Code::Unavailable | Code::Cancelled) => call().await,
+        done => done,
+    }
+}
+
+async fn start(channel: &Channel, namespace: &str, workflow_id: &str) -> Result<(), tonic::Status> {
     let request = StartWorkflowExecutionRequest {
         namespace: namespace.to_owned(),
         workflow_id: workflow_id.to_owned(),
@@ -184,7 +236,11 @@ async fn start(channel: &Channel, namespace: &str, workflow_id: &str) -> anyhow:
     Ok(())
 }
 
-async fn history(channel: &Channel, namespace: &str, workflow_id: &str) -> anyhow::Result<()> {
+async fn history(
+    channel: &Channel,
+    namespace: &str,
+    workflow_id: &str,
+) -> Result<(), tonic::Status> {
     let request = GetWorkflowExecutionHistoryRequest {
         namespace: namespace.to_owned(),
         execution: Some(WorkflowExecution {
@@ -226,9 +282,9 @@ async fn measure(
                 match op {
                     Op::Start => {
                         let id = format!("{run}-{}", IDS.fetch_add(1, Ordering::Relaxed));
-                        start(&channel, &namespace, &id).await?;
+                        retried(|| start(&channel, &namespace, &id)).await?;
                     }
-                    Op::History => history(&channel, &namespace, &history_of).await?,
+                    Op::History => retried(|| history(&channel, &namespace, &history_of)).await?,
                 }
                 latencies.push(begin.elapsed());
             }
