@@ -97,6 +97,12 @@ async fn gather(
     })
 }
 
+/// The nearest-rank `p`th percentile of `sorted` (ascending); the default when it is empty.
+fn percentile<T: Copy + Default>(sorted: &[T], p: usize) -> T {
+    let index = (sorted.len() * p).div_ceil(100).saturating_sub(1);
+    sorted.get(index).copied().unwrap_or_default()
+}
+
 fn ms(d: Duration) -> String {
     format!("{} ms", d.as_millis())
 }

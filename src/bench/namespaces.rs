@@ -11,7 +11,7 @@ use temporalio_client::tonic::Request;
 use temporalio_common::protos::temporal::api::workflowservice::v1::RegisterNamespaceRequest;
 use tokio::task::JoinSet;
 
-use super::{DevStack, memory_of, ms, ratio};
+use super::{DevStack, memory_of, ms, percentile, ratio};
 use crate::config::Config;
 use crate::home::Home;
 
@@ -159,9 +159,4 @@ async fn collect(
     }
     latencies.sort();
     Ok(latencies)
-}
-
-fn percentile(sorted: &[Duration], p: usize) -> Duration {
-    let index = (sorted.len() * p).div_ceil(100).saturating_sub(1);
-    sorted.get(index).copied().unwrap_or_default()
 }

@@ -161,39 +161,38 @@ pub async fn proxy(home: &Home, args: &ProxyBenchArgs) -> anyhow::Result<ExitCod
 /// One row per path: each figure the median over `rounds`. The added p50 and the CPU ratio
 /// are taken within each round before the median, so drift between rounds cancels out.
 fn print_rows(paths: &[Path], op: Op, concurrency: usize, rounds: &[Vec<Measured>]) {
-    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let millis = |d: Duration| d.as_secs_f64() * 1e3;
+    let show =
+        |value: Option<f64>, format: &dyn Fn(f64) -> String| value.map_or("-".to_owned(), format);
     for (i, path) in paths.iter().enumerate() {
-        let figure = |f: &dyn Fn(&[Measured]) -> Option<f64>| {
-            median(rounds.iter().filter_map(|r| f(r)).collect())
+        let median = |of: &dyn Fn(&[Measured]) -> Option<f64>| {
+            let mut values: Vec<f64> = rounds.iter().filter_map(|round| of(round)).collect();
+            values.sort_by(f64::total_cmp);
+            (!values.is_empty()).then(|| super::percentile(&values, 50))
         };
-        let show = |value: Option<f64>, format: &dyn Fn(f64) -> String| {
-            value.map_or("-".to_owned(), format)
+        let added = match i {
+            DIRECT => None,
+            _ => median(&|r| Some(millis(r[i].load.p50) - millis(r[DIRECT].load.p50))),
         };
-        let added = figure(&|r| (i != DIRECT).then(|| ms(r[i].load.p50) - ms(r[DIRECT].load.p50)));
-        let cpu_vs_nginx = figure(&|r| {
-            Some(r[i].cpu_per_thousand? / r[NGINX].cpu_per_thousand?).filter(|_| i == PROXY)
-        });
+        let cpu_vs_nginx = match i {
+            PROXY => median(&|r| Some(r[PROXY].cpu_per_thousand? / r[NGINX].cpu_per_thousand?)),
+            _ => None,
+        };
         println!(
             "{:<14} {:<8} {:>5} {:>7.2} ms {:>7.2} ms {:>9.0} {:>16} {:>15} {:>13}",
             path.name,
             if op == Op::Start { "start" } else { "history" },
             concurrency,
-            figure(&|r| Some(ms(r[i].load.p50))).unwrap_or_default(),
-            figure(&|r| Some(ms(r[i].load.p99))).unwrap_or_default(),
-            figure(&|r| Some(r[i].load.rate)).unwrap_or_default(),
-            show(figure(&|r| r[i].cpu_per_thousand), &|cpu| format!(
+            median(&|r| Some(millis(r[i].load.p50))).unwrap_or_default(),
+            median(&|r| Some(millis(r[i].load.p99))).unwrap_or_default(),
+            median(&|r| Some(r[i].load.rate)).unwrap_or_default(),
+            show(median(&|r| r[i].cpu_per_thousand), &|cpu| format!(
                 "{cpu:.3}"
             )),
             show(added, &|ms| format!("{ms:+.2} ms")),
             show(cpu_vs_nginx, &|ratio| format!("{ratio:.2}x")),
         );
     }
-}
-
-/// The middle value (the upper of the two middle ones for an even count); `None` when empty.
-fn median(mut values: Vec<f64>) -> Option<f64> {
-    values.sort_by(f64::total_cmp);
-    values.get(values.len() / 2).copied()
 }
 
 /// Makes `call` again once when it failed as a closing connection fails calls: Temporal's
