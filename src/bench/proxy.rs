@@ -108,15 +108,14 @@ pub async fn proxy(home: &Home, args: &ProxyBenchArgs) -> anyhow::Result<ExitCod
         },
     ];
     let namespace = args.namespace.clone();
-    let first = format!("bench-history-{}", std::process::id());
-    for path in &paths {
-        start(
-            &path.channel,
-            &namespace,
-            &format!("{first}-{}", path.name.len()),
-        )
-        .await
-        .with_context(|| format!("{}: StartWorkflowExecution in {namespace}", path.name))?;
+    // The workflow each path reads the history of, started through that path.
+    let histories: Vec<String> = (0..paths.len())
+        .map(|i| format!("bench-history-{}-{i}", std::process::id()))
+        .collect();
+    for (path, workflow_id) in paths.iter().zip(&histories) {
+        start(&path.channel, &namespace, workflow_id)
+            .await
+            .with_context(|| format!("{}: StartWorkflowExecution in {namespace}", path.name))?;
     }
     let window = Duration::from_secs(args.seconds);
     println!(
@@ -136,10 +135,9 @@ pub async fn proxy(home: &Home, args: &ProxyBenchArgs) -> anyhow::Result<ExitCod
             let mut rounds = Vec::new();
             for _ in 0..args.rounds {
                 let mut round = Vec::new();
-                for path in &paths {
-                    let history_of = format!("{first}-{}", path.name.len());
+                for (path, history_of) in paths.iter().zip(&histories) {
                     round.push(
-                        measure(path, &namespace, op, concurrency, window, &history_of).await?,
+                        measure(path, &namespace, op, concurrency, window, history_of).await?,
                     );
                 }
                 rounds.push(round);
