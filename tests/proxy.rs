@@ -573,3 +573,95 @@ fn long_polls_keep_their_deadline_and_abandoned_polls_are_withdrawn_upstream() {
         assert_eq!(task.attempt, 1, "first attempt, handed to the live poller");
     });
 }
+
+/// A client built against a newer Temporal API than the proxy's: a field the proxy does not
+/// know goes on when it sits at the top level of a request whose payloads are sealed; one
+/// nested deeper cannot, and is counted for the operator.
+#[test]
+fn fields_from_a_newer_api_pass_the_proxy_or_are_counted_as_dropped() {
+    use temporalio_common::protos::temporal::api::common::v1::{Payload, Payloads};
+    use temporalio_common::protos::temporal::api::taskqueue::v1::TaskQueue;
+    use temporalio_common::protos::temporal::api::workflowservice::v1::StartWorkflowExecutionResponse;
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct NewerWorkflowType {
+        #[prost(string, tag = "1")]
+        name: String,
+        #[prost(string, tag = "9999")]
+        hint: String,
+    }
+    /// StartWorkflowExecutionRequest's first fields, and one from the future.
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct NewerStartRequest {
+        #[prost(string, tag = "1")]
+        namespace: String,
+        #[prost(string, tag = "2")]
+        workflow_id: String,
+        #[prost(message, optional, tag = "3")]
+        workflow_type: Option<NewerWorkflowType>,
+        #[prost(message, optional, tag = "4")]
+        task_queue: Option<TaskQueue>,
+        #[prost(message, optional, tag = "5")]
+        input: Option<Payloads>,
+        #[prost(string, tag = "10")]
+        request_id: String,
+        #[prost(string, tag = "9999")]
+        from_the_future: String,
+    }
+
+    let server = DevServer::shared();
+    let stack =
+        PlinthStack::start_with(server, PLINTH.as_ref(), "10m", "3s").expect("start the stack");
+    let ns = provision(&stack, "newer-api");
+    let alice = stack.profile(PAYMENTS_MEMBER, &ns).unwrap();
+    let dropped = "plinth_proxy_dropped_fields_total{message=\"temporal.api.workflowservice.v1.StartWorkflowExecutionRequest\"}";
+    let request = |id: &str, hint: &str| NewerStartRequest {
+        namespace: ns.clone(),
+        workflow_id: id.into(),
+        workflow_type: Some(NewerWorkflowType {
+            name: "Parcel".into(),
+            hint: hint.into(),
+        }),
+        task_queue: Some(TaskQueue {
+            name: "newer-api".into(),
+            ..Default::default()
+        }),
+        input: Some(Payloads {
+            payloads: vec![Payload {
+                metadata: [("encoding".to_owned(), b"json/plain".to_vec())].into(),
+                data: b"\"newer-api-marker\"".to_vec(),
+                ..Default::default()
+            }],
+        }),
+        request_id: id.into(),
+        from_the_future: "kept".into(),
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let mut grpc = tonic::client::Grpc::new(channel_of(&alice).await);
+        let mut start = async |request: NewerStartRequest| {
+            grpc.ready().await.unwrap();
+            grpc.unary(
+                tonic::Request::new(request),
+                tonic::codegen::http::uri::PathAndQuery::from_static(
+                    "/temporal.api.workflowservice.v1.WorkflowService/StartWorkflowExecution",
+                ),
+                tonic_prost::ProstCodec::<NewerStartRequest, StartWorkflowExecutionResponse>::default(),
+            )
+            .await
+        };
+        start(request("newer-top", "")).await.expect("a top-level unknown field goes on");
+        assert_eq!(metric(&stack, dropped), 0.0, "nothing lost");
+        start(request("newer-nested", "lost")).await.expect("the known part goes on");
+        assert_eq!(metric(&stack, dropped), 1.0);
+    });
+    let described = temporal_as(&alice, &["workflow", "describe", "-w", "newer-nested"]);
+    assert!(stdout(&ok(described)).contains("Parcel"));
+    assert!(
+        !database_contains(server, "newer-api-marker"),
+        "input sealed"
+    );
+}

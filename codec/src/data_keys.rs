@@ -41,11 +41,9 @@ pub(crate) struct SealingKey {
     uses: AtomicU64,
 }
 
-/// A wrapped data key: the KEK id and the wrapped bytes.
-type WrappedId = (String, Vec<u8>);
-
-/// Unwrapped data keys by wrapped form, and their insertion order for eviction.
-type UnwrappedKeys = (HashMap<WrappedId, Arc<Aead>>, VecDeque<WrappedId>);
+/// Unwrapped data keys (with the KEK that wrapped each) by wrapped form, and their insertion
+/// order for eviction. Keyed by the wrapped bytes alone so that a lookup allocates nothing.
+type UnwrappedKeys = (HashMap<Vec<u8>, (String, Arc<Aead>)>, VecDeque<Vec<u8>>);
 
 /// Per-namespace data keys and a bounded cache of unwrapped ones.
 pub(crate) struct DataKeys {
@@ -121,8 +119,9 @@ impl DataKeys {
         kek_id: &str,
         wrapped: &[u8],
     ) -> Result<Arc<Aead>, CodecError> {
-        let id = (kek_id.to_owned(), wrapped.to_vec());
-        if let Some(key) = self.unwrapped.lock().expect("cache lock").0.get(&id) {
+        if let Some((kek, key)) = self.unwrapped.lock().expect("cache lock").0.get(wrapped)
+            && kek == kek_id
+        {
             return Ok(key.clone());
         }
         let raw = self
@@ -135,8 +134,9 @@ impl DataKeys {
         {
             cache.0.remove(&oldest);
         }
-        if cache.0.insert(id.clone(), key.clone()).is_none() {
-            cache.1.push_back(id);
+        let entry = (kek_id.to_owned(), key.clone());
+        if cache.0.insert(wrapped.to_vec(), entry).is_none() {
+            cache.1.push_back(wrapped.to_vec());
         }
         Ok(key)
     }

@@ -119,28 +119,34 @@ impl Codec {
         Ok(sealed)
     }
 
-    /// Opens one payload sealed by [`Codec::encode_payload`] or by the Temporal samples.
+    /// Opens one payload sealed by [`Codec::encode_payload`] or by the Temporal samples;
+    /// payloads not encrypted pass through.
     pub fn decode_payload(&self, namespace: &str, payload: Payload) -> Result<Payload, CodecError> {
         if !is_encrypted(&payload) {
             return Ok(payload);
         }
-        let text = |key: &str| -> Result<String, CodecError> {
+        self.open_payload(namespace, &payload)
+    }
+
+    /// Opens one payload that [`is_encrypted`] says is encrypted, leaving it as it is.
+    pub fn open_payload(&self, namespace: &str, payload: &Payload) -> Result<Payload, CodecError> {
+        let text = |key: &str| -> Result<&str, CodecError> {
             let value = payload
                 .metadata
                 .get(key)
                 .ok_or_else(|| CodecError::Malformed(format!("metadata {key} is missing")))?;
-            String::from_utf8(value.clone())
+            std::str::from_utf8(value)
                 .map_err(|_| CodecError::Malformed(format!("metadata {key} is not text")))
         };
         let key_id = text(metadata::KEY_ID)?;
         let Some(wrapped) = payload.metadata.get(metadata::DATA_KEY) else {
-            return self.decode_samples_format(&key_id, &payload.data);
+            return self.decode_samples_format(key_id, &payload.data);
         };
         let sealed_for = text(metadata::NAMESPACE)?;
         if sealed_for != namespace {
             return Err(CodecError::WrongNamespace {
                 expected: namespace.to_owned(),
-                found: sealed_for,
+                found: sealed_for.to_owned(),
             });
         }
         let compressed = match payload.metadata.get(metadata::COMPRESSION) {
@@ -153,9 +159,9 @@ impl Codec {
                 )));
             }
         };
-        let key = self.keys.for_opening(namespace, &key_id, wrapped)?;
-        let aad = payload_aad(namespace, &key_id, wrapped, compressed);
-        let mut plaintext = key.open(&payload.data, &aad, &key_id)?;
+        let key = self.keys.for_opening(namespace, key_id, wrapped)?;
+        let aad = payload_aad(namespace, key_id, wrapped, compressed);
+        let mut plaintext = key.open(&payload.data, &aad, key_id)?;
         if compressed {
             plaintext = snap::raw::Decoder::new()
                 .decompress_vec(&plaintext)

@@ -198,6 +198,19 @@ impl FrontDoor {
         Status::permission_denied(message)
     }
 
+    /// Counts, and logs once per message type, fields a payload rewrite could not carry over.
+    fn report_dropped(&self, message_type: &'static str, bytes: u64) {
+        if bytes > 0 && self.metrics.dropped_fields(message_type) {
+            tracing::warn!(
+                message_type,
+                bytes,
+                "rewriting payloads dropped nested fields this proxy's Temporal protos do not \
+                 know: upgrade Plinth to the Temporal API in use (logged once per message type, \
+                 counted in plinth_proxy_dropped_fields_total)"
+            );
+        }
+    }
+
     /// Seals, sends, opens.
     async fn exchange(
         &self,
@@ -210,12 +223,13 @@ impl FrontDoor {
     ) -> Result<Answer, Status> {
         let method = method_name(uri.path());
         let mut body = message.body;
-        if let Some(seal) = rpc.and_then(|rpc| rpc.seal_request)
+        if let Some((rpc, seal)) = rpc.and_then(|rpc| Some((rpc, rpc.seal_request?)))
             && !namespace.is_empty()
         {
             let sealed = seal(&message.message, &self.codec, namespace)
                 .map_err(|e| Status::invalid_argument(format!("{method}: {e}")))?;
             self.metrics.encrypted(sealed.payload_bytes);
+            self.report_dropped(rpc.request_type, sealed.dropped_bytes);
             if let Some(message) = sealed.message {
                 body = frame(&message);
             }
@@ -262,6 +276,7 @@ impl FrontDoor {
                 let opened = open(&message, &self.codec, namespace).map_err(|e| bad(&e))?;
                 self.metrics
                     .decrypted(opened.payload_bytes, opened.undecryptable);
+                self.report_dropped(rpc.response_type, opened.dropped_bytes);
                 if opened.message.is_some() || compressed {
                     body = frame(opened.message.as_deref().unwrap_or(&message));
                 }

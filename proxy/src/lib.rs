@@ -14,6 +14,7 @@ mod platform;
 mod routes;
 mod rpc;
 mod upstream;
+mod wire;
 
 use std::collections::HashSet;
 use std::net::SocketAddr;

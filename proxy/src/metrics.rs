@@ -1,5 +1,7 @@
 //! The proxy's Prometheus metrics.
 
+use std::collections::HashSet;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use plinth_metrics::{Counter, DURATION_BUCKETS, Histogram, exposition};
@@ -12,6 +14,9 @@ pub struct ProxyMetrics {
     denials: Counter,
     payload_bytes: Counter,
     undecryptable: Counter,
+    dropped_fields: Counter,
+    /// Message types whose dropped fields have been logged.
+    dropped_logged: Mutex<HashSet<&'static str>>,
 }
 
 impl Default for ProxyMetrics {
@@ -43,6 +48,13 @@ impl Default for ProxyMetrics {
                 "Response payloads passed on still encrypted.",
                 &[],
             ),
+            dropped_fields: Counter::new(
+                "plinth_proxy_dropped_fields_total",
+                "Messages whose payloads were rewritten without nested fields the proxy's \
+                 Temporal protos do not know: Plinth is older than the API in use.",
+                &["message"],
+            ),
+            dropped_logged: Mutex::default(),
         };
         for direction in ["encrypt", "decrypt"] {
             metrics.payload_bytes.add(&[direction], 0.0);
@@ -76,6 +88,16 @@ impl ProxyMetrics {
         }
     }
 
+    /// Counts a message that lost fields in re-encoding; true the first time for its type, so
+    /// that the caller logs it once, not on every call.
+    pub fn dropped_fields(&self, message: &'static str) -> bool {
+        self.dropped_fields.inc(&[message]);
+        self.dropped_logged
+            .lock()
+            .expect("dropped fields lock")
+            .insert(message)
+    }
+
     /// The metrics in Prometheus text format.
     pub fn render(&self) -> String {
         exposition(&[
@@ -84,6 +106,7 @@ impl ProxyMetrics {
             &self.denials,
             &self.payload_bytes,
             &self.undecryptable,
+            &self.dropped_fields,
         ])
     }
 }
@@ -141,5 +164,19 @@ mod tests {
             text.contains("plinth_proxy_denials_total{namespace=\"orders\",access=\"write\"} 1")
         );
         assert!(text.contains("plinth_proxy_payload_bytes_total{direction=\"encrypt\"} 1024"));
+    }
+
+    #[test]
+    fn dropped_fields_are_counted_every_time_and_reported_for_logging_once() {
+        let metrics = ProxyMetrics::default();
+        let history = "temporal.api.workflowservice.v1.GetWorkflowExecutionHistoryResponse";
+        assert!(metrics.dropped_fields(history));
+        assert!(!metrics.dropped_fields(history));
+        assert!(
+            metrics.dropped_fields("temporal.api.workflowservice.v1.StartWorkflowExecutionRequest")
+        );
+        assert!(metrics.render().contains(&format!(
+            "plinth_proxy_dropped_fields_total{{message=\"{history}\"}} 2"
+        )));
     }
 }

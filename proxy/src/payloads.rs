@@ -21,6 +21,9 @@ pub(crate) struct Transformed {
     pub payload_bytes: u64,
     /// Payloads that could not be decrypted and went on as they were.
     pub undecryptable: u64,
+    /// About how many bytes of fields this proxy's protos do not know the re-encoded message
+    /// lost. Unknown fields at the top level are carried over; nested ones cannot be.
+    pub dropped_bytes: u64,
 }
 
 /// Why a message could not be transformed.
@@ -78,6 +81,8 @@ fn transform<T: PayloadVisitable + Message + Default, const SEAL: bool>(
     namespace: &str,
 ) -> Result<Transformed, TransformError> {
     let mut message = T::decode(bytes)?;
+    // prost keeps no field it does not know: a shorter re-encoding means some were there.
+    let known_len = message.encoded_len();
     let mut visitor = CodecVisitor {
         codec,
         namespace,
@@ -94,9 +99,47 @@ fn transform<T: PayloadVisitable + Message + Default, const SEAL: bool>(
     }
     let mut done = visitor.done;
     if visitor.changed {
-        done.message = Some(message.encode_to_vec());
+        let mut encoded = message.encode_to_vec();
+        if known_len < bytes.len() {
+            let unknown = unknown_fields::<T>(bytes);
+            encoded.extend_from_slice(&unknown);
+            done.dropped_bytes = (bytes.len() - known_len).saturating_sub(unknown.len()) as u64;
+        }
+        done.message = Some(encoded);
     }
     Ok(done)
+}
+
+/// The top-level fields of `bytes` that `T` does not know, as they were encoded (a field may
+/// come after the known ones: protobuf decoders accept fields in any order).
+fn unknown_fields<T: Message + Default>(bytes: &[u8]) -> Vec<u8> {
+    let mut unknown = Vec::new();
+    for field in crate::wire::fields(bytes) {
+        // `T::decode` accepted these bytes, so the walk does not fail.
+        let Ok(field) = field else { break };
+        if !knows::<T>(field.number, field.wire_type) {
+            unknown.extend_from_slice(field.encoded);
+        }
+    }
+    unknown
+}
+
+/// Whether `T` has field `number`. A field `T` lacks is skipped when decoding, leaving the
+/// message empty; one it has takes the probe's value, which is never the default, or fails on
+/// the probe's wire type.
+fn knows<T: Message + Default>(number: u32, wire_type: u8) -> bool {
+    let value: &[u8] = match wire_type {
+        0 => &[1],
+        1 => &[1, 0, 0, 0, 0, 0, 0, 0],
+        5 => &[1, 0, 0, 0],
+        // One byte of content: text, bytes, or a message cut off after a field key.
+        2 => &[1, 0x08],
+        _ => return true,
+    };
+    let mut probe = Vec::with_capacity(6 + value.len());
+    prost::encoding::encode_varint(u64::from(number) << 3 | u64::from(wire_type), &mut probe);
+    probe.extend_from_slice(value);
+    T::decode(probe.as_slice()).map_or(true, |message| message.encoded_len() > 0)
 }
 
 struct CodecVisitor<'c> {
@@ -122,7 +165,7 @@ impl CodecVisitor<'_> {
             if !is_encrypted(payload) {
                 return Ok(());
             }
-            match self.codec.decode_payload(self.namespace, payload.clone()) {
+            match self.codec.open_payload(self.namespace, payload) {
                 Ok(plain) => {
                     self.done.payload_bytes += plain.data.len() as u64;
                     *payload = plain;
@@ -253,6 +296,69 @@ mod tests {
             "only a search attribute: forwarded as is"
         );
         assert!(probe::<DescribeNamespaceRequest>().seal().is_none());
+    }
+
+    /// A field no Temporal message has: field 9999, length-delimited.
+    fn future_field() -> Vec<u8> {
+        let mut field = Vec::new();
+        prost::encoding::encode_varint(9999 << 3 | 2, &mut field);
+        field.extend_from_slice(&[6]);
+        field.extend_from_slice(b"future");
+        field
+    }
+
+    #[test]
+    fn fields_from_a_newer_api_at_the_top_level_survive_sealing() {
+        let codec = codec();
+        let mut bytes = start_request().encode_to_vec();
+        bytes.extend_from_slice(&future_field());
+        let seal = probe::<StartWorkflowExecutionRequest>().seal().unwrap();
+        let sealed = seal(&bytes, &codec, "orders").unwrap();
+        assert_eq!(sealed.dropped_bytes, 0);
+        let sealed_bytes = sealed.message.unwrap();
+        assert!(
+            sealed_bytes.ends_with(&future_field()),
+            "carried over as it was"
+        );
+        let message = StartWorkflowExecutionRequest::decode(&sealed_bytes[..]).unwrap();
+        assert!(is_encrypted(&message.input.unwrap().payloads[0]));
+    }
+
+    #[test]
+    fn nested_fields_from_a_newer_api_are_reported_dropped() {
+        let codec = codec();
+        let mut request = start_request();
+        let mut workflow_type = request.workflow_type.take().unwrap().encode_to_vec();
+        workflow_type.extend_from_slice(&future_field());
+        let mut bytes = request.encode_to_vec();
+        // Field 3, workflow_type, with the unknown field inside it.
+        bytes.push(3 << 3 | 2);
+        prost::encoding::encode_varint(workflow_type.len() as u64, &mut bytes);
+        bytes.extend_from_slice(&workflow_type);
+        let seal = probe::<StartWorkflowExecutionRequest>().seal().unwrap();
+        let sealed = seal(&bytes, &codec, "orders").unwrap();
+        assert_eq!(sealed.dropped_bytes, future_field().len() as u64);
+        let message = StartWorkflowExecutionRequest::decode(&sealed.message.unwrap()[..]).unwrap();
+        assert_eq!(
+            message.workflow_type.unwrap().name,
+            "Ship",
+            "the known part goes on"
+        );
+    }
+
+    #[test]
+    fn knows_tells_fields_of_the_type_from_others_for_each_wire_type() {
+        type Start = StartWorkflowExecutionRequest;
+        assert!(knows::<Start>(1, 2), "namespace, text");
+        assert!(knows::<Start>(3, 2), "workflow_type, a message");
+        assert!(knows::<Start>(17, 0), "request_eager_execution, a bool");
+        assert!(
+            knows::<Start>(1, 0),
+            "namespace, read as a varint: a mismatch, so known"
+        );
+        for wire_type in [0, 1, 2, 5] {
+            assert!(!knows::<Start>(9999, wire_type), "wire type {wire_type}");
+        }
     }
 
     #[test]

@@ -145,36 +145,16 @@ pub(crate) struct MalformedRequest(&'static str);
 /// The top-level string field `field` of an encoded message. When it occurs more than once the
 /// last occurrence counts, as in every protobuf decoder, Temporal's included: authorizing the
 /// first would let a request name one namespace here and another upstream.
-fn string_field(mut bytes: &[u8], field: u32) -> Result<Option<&str>, MalformedRequest> {
-    let truncated = MalformedRequest("truncated field");
+fn string_field(bytes: &[u8], field: u32) -> Result<Option<&str>, MalformedRequest> {
     let mut found = None;
-    while !bytes.is_empty() {
-        let key = prost::encoding::decode_varint(&mut bytes)
-            .map_err(|_| MalformedRequest("bad field key"))?;
-        let skip = match key & 7 {
-            0 => {
-                prost::encoding::decode_varint(&mut bytes)
-                    .map_err(|_| MalformedRequest("bad varint"))?;
-                0
-            }
-            1 => 8,
-            5 => 4,
-            2 => {
-                let len = prost::encoding::decode_varint(&mut bytes)
-                    .map_err(|_| MalformedRequest("bad length"))?;
-                let len = usize::try_from(len).map_err(|_| MalformedRequest("bad length"))?;
-                let value = bytes.get(..len).ok_or(truncated)?;
-                if key >> 3 == u64::from(field) {
-                    found = Some(
-                        std::str::from_utf8(value)
-                            .map_err(|_| MalformedRequest("namespace is not UTF-8"))?,
-                    );
-                }
-                len
-            }
-            _ => return Err(MalformedRequest("unsupported wire type")),
-        };
-        bytes = bytes.get(skip..).ok_or(truncated)?;
+    for walked in crate::wire::fields(bytes) {
+        let walked = walked.map_err(|e| MalformedRequest(e.0))?;
+        if walked.number == field && walked.wire_type == 2 {
+            found = Some(
+                std::str::from_utf8(walked.value)
+                    .map_err(|_| MalformedRequest("namespace is not UTF-8"))?,
+            );
+        }
     }
     Ok(found)
 }
