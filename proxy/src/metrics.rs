@@ -1,7 +1,5 @@
 //! The proxy's Prometheus metrics.
 
-use std::collections::HashSet;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use plinth_metrics::{Counter, DURATION_BUCKETS, Histogram, exposition};
@@ -15,8 +13,6 @@ pub struct ProxyMetrics {
     payload_bytes: Counter,
     undecryptable: Counter,
     dropped_fields: Counter,
-    /// Message types whose dropped fields have been logged.
-    dropped_logged: Mutex<HashSet<&'static str>>,
 }
 
 impl Default for ProxyMetrics {
@@ -54,7 +50,6 @@ impl Default for ProxyMetrics {
                  Temporal protos do not know: Plinth is older than the API in use.",
                 &["message"],
             ),
-            dropped_logged: Mutex::default(),
         };
         for direction in ["encrypt", "decrypt"] {
             metrics.payload_bytes.add(&[direction], 0.0);
@@ -91,11 +86,7 @@ impl ProxyMetrics {
     /// Counts a message that lost fields in re-encoding; true the first time for its type, so
     /// that the caller logs it once, not on every call.
     pub fn dropped_fields(&self, message: &'static str) -> bool {
-        self.dropped_fields.inc(&[message]);
-        self.dropped_logged
-            .lock()
-            .expect("dropped fields lock")
-            .insert(message)
+        self.dropped_fields.inc(&[message]) == 1.0
     }
 
     /// The metrics in Prometheus text format.

@@ -42,11 +42,12 @@ fn next_field(bytes: &[u8]) -> Result<Field<'_>, MalformedField> {
     let key = decode_varint(&mut rest).map_err(|_| MalformedField("bad field key"))?;
     let number = u32::try_from(key >> 3).map_err(|_| MalformedField("bad field number"))?;
     let wire_type = (key & 7) as u8;
+    // Every arm leaves `rest` at the value's first byte.
     let value = match wire_type {
         0 => {
-            let before = rest;
-            decode_varint(&mut rest).map_err(|_| MalformedField("bad varint"))?;
-            &before[..before.len() - rest.len()]
+            let mut after = rest;
+            decode_varint(&mut after).map_err(|_| MalformedField("bad varint"))?;
+            &rest[..rest.len() - after.len()]
         }
         1 => rest.get(..8).ok_or(truncated)?,
         5 => rest.get(..4).ok_or(truncated)?,
@@ -57,7 +58,7 @@ fn next_field(bytes: &[u8]) -> Result<Field<'_>, MalformedField> {
         }
         _ => return Err(MalformedField("unsupported wire type")),
     };
-    let end = bytes.len() - rest.len() + if wire_type == 0 { 0 } else { value.len() };
+    let end = bytes.len() - rest.len() + value.len();
     Ok(Field {
         number,
         wire_type,
