@@ -7,6 +7,7 @@ use ring::rand::{SecureRandom, SystemRandom};
 
 use crate::Aead;
 use crate::CodecError;
+use crate::envelope::payload_aad;
 use crate::keyring::{KEY_BYTES, KekProvider};
 
 /// When a namespace's data key is replaced.
@@ -36,6 +37,8 @@ pub(crate) struct SealingKey {
     pub(crate) key: Aead,
     pub(crate) kek_id: String,
     pub(crate) wrapped: Vec<u8>,
+    /// What each payload sealed with this key binds, uncompressed (`[0]`) and compressed.
+    pub(crate) payload_aad: [Vec<u8>; 2],
     created: Instant,
     /// Payloads sealed so far (and attempts past the limit, which replace the key).
     uses: AtomicU64,
@@ -102,6 +105,8 @@ impl DataKeys {
             .wrap(&active, &raw, &wrap_aad(namespace, &active))?;
         let key = Arc::new(SealingKey {
             key: Aead::new(&raw)?,
+            payload_aad: [false, true]
+                .map(|compressed| payload_aad(namespace, &active, &wrapped, compressed)),
             kek_id: active,
             wrapped,
             created: Instant::now(),

@@ -1,3 +1,4 @@
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use prost::Message;
@@ -102,10 +103,12 @@ impl Codec {
                 .map_err(|_| CodecError::Crypto("compression"))?;
         }
         let key = self.keys.for_sealing(namespace)?;
-        let aad = payload_aad(namespace, &key.kek_id, &key.wrapped, compressed);
-        let data = key.key.seal(&plaintext, &aad)?;
+        let data = key
+            .key
+            .seal(&plaintext, &key.payload_aad[usize::from(compressed)])?;
         let mut sealed = Payload {
             data,
+            metadata: HashMap::with_capacity(5),
             ..Default::default()
         };
         let meta = &mut sealed.metadata;
@@ -186,15 +189,29 @@ impl Codec {
 }
 
 /// Binds the ciphertext to its namespace, KEK, data key and compression.
-fn payload_aad(namespace: &str, kek_id: &str, wrapped: &[u8], compressed: bool) -> Vec<u8> {
-    let mut aad = format!("plinth/payload/v1\0{namespace}\0{kek_id}\0{compressed}\0").into_bytes();
-    aad.extend_from_slice(wrapped);
-    aad
+pub(crate) fn payload_aad(
+    namespace: &str,
+    kek_id: &str,
+    wrapped: &[u8],
+    compressed: bool,
+) -> Vec<u8> {
+    let compressed: &[u8] = if compressed { b"true" } else { b"false" };
+    [
+        b"plinth/payload/v1\0",
+        namespace.as_bytes(),
+        b"\0",
+        kek_id.as_bytes(),
+        b"\0",
+        compressed,
+        b"\0",
+        wrapped,
+    ]
+    .concat()
 }
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashMap;
+    use std::collections::HashSet;
 
     use super::*;
     use crate::KeyRing;
@@ -340,5 +357,23 @@ mod tests {
         );
         let opened = codec.decode("payments", sealed).unwrap();
         assert_eq!(opened[6], payload(&[6]));
+    }
+
+    #[test]
+    fn no_nonce_repeats_under_a_data_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let (codec, _) = codec(dir.path(), CodecSettings::default());
+        let same = payload(b"the same plaintext every time");
+        let sealed = codec.encode("payments", vec![same.clone(); 1000]).unwrap();
+        let data_keys: HashSet<&Vec<u8>> = sealed
+            .iter()
+            .map(|p| &p.metadata[metadata::DATA_KEY])
+            .collect();
+        assert_eq!(data_keys.len(), 1, "one data key sealed them all");
+        let nonces: HashSet<&[u8]> = sealed.iter().map(|p| &p.data[..12]).collect();
+        assert_eq!(nonces.len(), sealed.len());
+        for opened in codec.decode("payments", sealed).unwrap() {
+            assert_eq!(opened, same);
+        }
     }
 }

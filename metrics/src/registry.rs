@@ -56,7 +56,7 @@ impl<V: Default> Family<V> {
             "{}: label count",
             self.name
         );
-        let mut key = String::new();
+        let mut key = String::with_capacity(values.iter().map(|v| v.len() + 1).sum());
         for (i, value) in values.iter().enumerate() {
             if i > 0 {
                 key.push(SEPARATOR);

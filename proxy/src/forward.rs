@@ -257,9 +257,13 @@ impl FrontDoor {
                 parts.status
             )));
         }
-        let code = Status::from_header_map(trailers.as_ref().unwrap_or(&parts.headers))
-            .ok_or_else(|| unavailable("answered without a grpc-status".into()))?
-            .code();
+        // The code alone: the message and details go on to the client as they came.
+        let code = trailers
+            .as_ref()
+            .unwrap_or(&parts.headers)
+            .get("grpc-status")
+            .map(|code| Code::from_bytes(code.as_bytes()))
+            .ok_or_else(|| unavailable("answered without a grpc-status".into()))?;
         if let Some((rpc, open)) = rpc
             .and_then(|rpc| Some((rpc, rpc.open_response?)))
             .filter(|_| code == Code::Ok && !namespace.is_empty())

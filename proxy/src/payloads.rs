@@ -80,6 +80,11 @@ fn transform<T: PayloadVisitable + Message + Default, const SEAL: bool>(
     codec: &Codec,
     namespace: &str,
 ) -> Result<Transformed, TransformError> {
+    // An encrypted payload carries this encoding verbatim in its metadata: a response without
+    // it has nothing to open and goes on undecoded.
+    if !SEAL && memchr::memmem::find(bytes, plinth_codec::metadata::ENCRYPTED).is_none() {
+        return Ok(Transformed::default());
+    }
     let mut message = T::decode(bytes)?;
     // prost keeps no field it does not know: a shorter re-encoding means some were there.
     let known_len = message.encoded_len();
@@ -296,6 +301,14 @@ mod tests {
             "only a search attribute: forwarded as is"
         );
         assert!(probe::<DescribeNamespaceRequest>().seal().is_none());
+
+        let open = probe::<StartWorkflowExecutionRequest>().open().unwrap();
+        let plain = open(&start_request().encode_to_vec(), &codec, "orders").unwrap();
+        assert_eq!(
+            plain,
+            Transformed::default(),
+            "nothing sealed: nothing to open"
+        );
     }
 
     /// A field no Temporal message has: field 9999, length-delimited.
