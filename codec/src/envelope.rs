@@ -1,4 +1,3 @@
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use prost::Message;
@@ -106,20 +105,21 @@ impl Codec {
         let data = key
             .key
             .seal(&plaintext, &key.payload_aad[usize::from(compressed)])?;
-        let mut sealed = Payload {
+        let metadata = [
+            (metadata::ENCODING, metadata::ENCRYPTED.to_vec()),
+            (metadata::KEY_ID, key.kek_id.clone().into_bytes()),
+            (metadata::DATA_KEY, key.wrapped.clone()),
+            (metadata::NAMESPACE, namespace.as_bytes().to_vec()),
+        ]
+        .into_iter()
+        .chain(compressed.then(|| (metadata::COMPRESSION, metadata::SNAPPY.to_vec())))
+        .map(|(name, value)| (name.to_owned(), value))
+        .collect();
+        Ok(Payload {
             data,
-            metadata: HashMap::with_capacity(5),
+            metadata,
             ..Default::default()
-        };
-        let meta = &mut sealed.metadata;
-        meta.insert(metadata::ENCODING.into(), metadata::ENCRYPTED.to_vec());
-        meta.insert(metadata::KEY_ID.into(), key.kek_id.clone().into_bytes());
-        meta.insert(metadata::DATA_KEY.into(), key.wrapped.clone());
-        meta.insert(metadata::NAMESPACE.into(), namespace.as_bytes().to_vec());
-        if compressed {
-            meta.insert(metadata::COMPRESSION.into(), metadata::SNAPPY.to_vec());
-        }
-        Ok(sealed)
+        })
     }
 
     /// Opens one payload sealed by [`Codec::encode_payload`] or by the Temporal samples;
@@ -211,7 +211,7 @@ pub(crate) fn payload_aad(
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashSet;
+    use std::collections::{HashMap, HashSet};
 
     use super::*;
     use crate::KeyRing;
