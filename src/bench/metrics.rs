@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, bail};
 use plinth_metrics::{Managed, Relabel, RemoteWrite, Scraper, SendSettings};
 
-use super::{Helper, cpu_seconds, free_port, ms};
+use super::{CpuReading, Helper, free_port, ms};
 
 /// What to measure.
 #[derive(Debug, Clone, clap::Args)]
@@ -57,7 +57,7 @@ pub async fn metrics(args: &MetricsBenchArgs) -> anyhow::Result<ExitCode> {
     };
 
     let mut times = Vec::new();
-    let cpu_before = cpu_seconds(u64::from(std::process::id()))?;
+    let cpu_before = CpuReading::of(u64::from(std::process::id()))?;
     for _ in 0..args.scrapes {
         let started = Instant::now();
         let scraped = scraper.scrape(&[]).await?;
@@ -74,7 +74,8 @@ pub async fn metrics(args: &MetricsBenchArgs) -> anyhow::Result<ExitCode> {
         }
         times.push(started.elapsed());
     }
-    let cpu = (cpu_seconds(u64::from(std::process::id()))? - cpu_before) / f64::from(args.scrapes);
+    let cpu =
+        CpuReading::of(u64::from(std::process::id()))?.since(&cpu_before) / f64::from(args.scrapes);
     times.sort();
     let median = times[times.len() / 2];
     let prometheus_scrape = prometheus_scrape_time(&prometheus.address).await?;

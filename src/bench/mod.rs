@@ -137,15 +137,61 @@ fn memory_of(pid: u64) -> anyhow::Result<(u64, u64)> {
 /// Linux's clock tick, the unit of /proc/<pid>/stat CPU times.
 const CLOCK_TICKS_PER_SECOND: f64 = 100.0;
 
-/// User plus system CPU seconds of process `pid` so far.
-fn cpu_seconds(pid: u64) -> anyhow::Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .with_context(|| format!("pid {pid}"))?;
-    // Fields after the command name (which may hold spaces): state is field 3, utime 14.
-    let after = stat.rsplit_once(") ").context("/proc stat")?.1;
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks: f64 = fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
-    Ok(ticks / CLOCK_TICKS_PER_SECOND)
+/// A process's CPU time at one moment, read twice over: in clock ticks, which a few hundred
+/// calls at a low rate span only a dozen of, and per live thread to the nanosecond.
+struct CpuReading {
+    /// User plus system time, threads that have exited included (/proc/<pid>/stat).
+    ticks: f64,
+    /// Run time of each live thread in nanoseconds (/proc/<pid>/task/<tid>/schedstat).
+    threads: std::collections::HashMap<u64, u64>,
+}
+
+impl CpuReading {
+    fn of(pid: u64) -> anyhow::Result<Self> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .with_context(|| format!("pid {pid}"))?;
+        // Fields after the command name (which may hold spaces): state is field 3, utime 14.
+        let after = stat.rsplit_once(") ").context("/proc stat")?.1;
+        let fields: Vec<&str> = after.split_whitespace().collect();
+        let ticks = fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
+        let mut threads = std::collections::HashMap::new();
+        for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+            let task = task?;
+            // A thread that exits between listing and reading is left out, as if gone before.
+            let Ok(schedstat) = std::fs::read_to_string(task.path().join("schedstat")) else {
+                continue;
+            };
+            let tid = task.file_name().to_string_lossy().parse()?;
+            let ran = schedstat
+                .split_whitespace()
+                .next()
+                .context("/proc schedstat")?
+                .parse()?;
+            threads.insert(tid, ran);
+        }
+        Ok(Self {
+            ticks: ticks / CLOCK_TICKS_PER_SECOND,
+            threads,
+        })
+    }
+
+    /// CPU seconds used since `earlier`: to the nanosecond when every thread read then is still
+    /// there, else (a thread's time went with it) in clock ticks.
+    fn since(&self, earlier: &CpuReading) -> f64 {
+        if !earlier
+            .threads
+            .keys()
+            .all(|tid| self.threads.contains_key(tid))
+        {
+            return self.ticks - earlier.ticks;
+        }
+        let nanos: u64 = self
+            .threads
+            .iter()
+            .map(|(tid, ran)| ran - earlier.threads.get(tid).copied().unwrap_or_default())
+            .sum();
+        nanos as f64 / 1e9
+    }
 }
 
 /// A port nothing listens on right now.

@@ -261,7 +261,7 @@ async fn measure(
     history_of: &str,
 ) -> anyhow::Result<Measured> {
     static IDS: AtomicU64 = AtomicU64::new(0);
-    let cpu_before = path.pid.map(super::cpu_seconds).transpose()?;
+    let cpu_before = path.pid.map(super::CpuReading::of).transpose()?;
     let started = Instant::now();
     let mut tasks = JoinSet::new();
     let run = Arc::new(format!("bench-{}", std::process::id()));
@@ -292,7 +292,7 @@ async fn measure(
         .await
         .with_context(|| path.name)?;
     let cpu = match (path.pid, cpu_before) {
-        (Some(pid), Some(before)) => Some(super::cpu_seconds(pid)? - before),
+        (Some(pid), Some(before)) => Some(super::CpuReading::of(pid)?.since(&before)),
         _ => None,
     };
     Ok(Measured {
