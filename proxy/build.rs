@@ -1,4 +1,5 @@
-//! Keeps the descriptor set of the SDK's protos for the test that checks the RPC table.
+//! Keeps the descriptor set of the SDK's protos: the schema of where payloads are, and the test
+//! that checks the RPC table, read it.
 
 fn main() {
     let descriptors = std::env::var("DEP_TEMPORALIO_PROTOS_DESCRIPTOR_PATH")

@@ -574,14 +574,18 @@ fn long_polls_keep_their_deadline_and_abandoned_polls_are_withdrawn_upstream() {
     });
 }
 
-/// A client built against a newer Temporal API than the proxy's: a field the proxy does not
-/// know goes on when it sits at the top level of a request whose payloads are sealed; one
-/// nested deeper cannot, and is counted for the operator.
+/// A client built against a newer Temporal API than the proxy's: fields the proxy does not know
+/// go on to Temporal as they were, at the top level of a request whose payloads are sealed and
+/// nested inside it, and come back in what Temporal recorded.
 #[test]
-fn fields_from_a_newer_api_pass_the_proxy_or_are_counted_as_dropped() {
-    use temporalio_common::protos::temporal::api::common::v1::{Payload, Payloads};
+fn fields_from_a_newer_api_pass_the_proxy_both_ways() {
+    use temporalio_common::protos::temporal::api::common::v1::{
+        Payload, Payloads, WorkflowExecution,
+    };
     use temporalio_common::protos::temporal::api::taskqueue::v1::TaskQueue;
-    use temporalio_common::protos::temporal::api::workflowservice::v1::StartWorkflowExecutionResponse;
+    use temporalio_common::protos::temporal::api::workflowservice::v1::{
+        GetWorkflowExecutionHistoryRequest, StartWorkflowExecutionResponse,
+    };
 
     #[derive(Clone, PartialEq, prost::Message)]
     struct NewerWorkflowType {
@@ -608,19 +612,24 @@ fn fields_from_a_newer_api_pass_the_proxy_or_are_counted_as_dropped() {
         #[prost(string, tag = "9999")]
         from_the_future: String,
     }
+    /// GetWorkflowExecutionHistoryResponse with its history left as bytes.
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct RawHistory {
+        #[prost(bytes = "vec", tag = "1")]
+        history: Vec<u8>,
+    }
 
     let server = DevServer::shared();
     let stack =
         PlinthStack::start_with(server, PLINTH.as_ref(), "10m", "3s").expect("start the stack");
     let ns = provision(&stack, "newer-api");
     let alice = stack.profile(PAYMENTS_MEMBER, &ns).unwrap();
-    let dropped = "plinth_proxy_dropped_fields_total{message=\"temporal.api.workflowservice.v1.StartWorkflowExecutionRequest\"}";
-    let request = |id: &str, hint: &str| NewerStartRequest {
+    let request = NewerStartRequest {
         namespace: ns.clone(),
-        workflow_id: id.into(),
+        workflow_id: "newer".into(),
         workflow_type: Some(NewerWorkflowType {
             name: "Parcel".into(),
-            hint: hint.into(),
+            hint: "newer-api-hint".into(),
         }),
         task_queue: Some(TaskQueue {
             name: "newer-api".into(),
@@ -633,32 +642,51 @@ fn fields_from_a_newer_api_pass_the_proxy_or_are_counted_as_dropped() {
                 ..Default::default()
             }],
         }),
-        request_id: id.into(),
+        request_id: "newer".into(),
         from_the_future: "kept".into(),
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    runtime.block_on(async {
+    let history = runtime.block_on(async {
         let mut grpc = tonic::client::Grpc::new(channel_of(&alice).await);
-        let mut start = async |request: NewerStartRequest| {
-            grpc.ready().await.unwrap();
-            grpc.unary(
-                tonic::Request::new(request),
-                tonic::codegen::http::uri::PathAndQuery::from_static(
-                    "/temporal.api.workflowservice.v1.WorkflowService/StartWorkflowExecution",
-                ),
-                tonic_prost::ProstCodec::<NewerStartRequest, StartWorkflowExecutionResponse>::default(),
-            )
-            .await
-        };
-        start(request("newer-top", "")).await.expect("a top-level unknown field goes on");
-        assert_eq!(metric(&stack, dropped), 0.0, "nothing lost");
-        start(request("newer-nested", "lost")).await.expect("the known part goes on");
-        assert_eq!(metric(&stack, dropped), 1.0);
+        let service = "/temporal.api.workflowservice.v1.WorkflowService";
+        grpc.ready().await.unwrap();
+        grpc.unary(
+            tonic::Request::new(request),
+            format!("{service}/StartWorkflowExecution").parse().unwrap(),
+            tonic_prost::ProstCodec::<NewerStartRequest, StartWorkflowExecutionResponse>::default(),
+        )
+        .await
+        .expect("the start goes on, unknown fields and all");
+        grpc.ready().await.unwrap();
+        grpc.unary(
+            tonic::Request::new(GetWorkflowExecutionHistoryRequest {
+                namespace: ns.clone(),
+                execution: Some(WorkflowExecution {
+                    workflow_id: "newer".into(),
+                    run_id: String::new(),
+                }),
+                ..Default::default()
+            }),
+            format!("{service}/GetWorkflowExecutionHistory")
+                .parse()
+                .unwrap(),
+            tonic_prost::ProstCodec::<GetWorkflowExecutionHistoryRequest, RawHistory>::default(),
+        )
+        .await
+        .expect("read the history")
+        .into_inner()
+        .history
     });
-    let described = temporal_as(&alice, &["workflow", "describe", "-w", "newer-nested"]);
+    let contains = |text: &[u8]| history.windows(text.len()).any(|w| w == text);
+    assert!(
+        contains(b"newer-api-hint"),
+        "the nested field reached Temporal and came back"
+    );
+    assert!(contains(b"newer-api-marker"), "the input, decrypted");
+    let described = temporal_as(&alice, &["workflow", "describe", "-w", "newer"]);
     assert!(stdout(&ok(described)).contains("Parcel"));
     assert!(
         !database_contains(server, "newer-api-marker"),

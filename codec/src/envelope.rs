@@ -2,7 +2,7 @@ use std::sync::Arc;
 
 use prost::Message;
 
-use crate::data_keys::{DataKeyPolicy, DataKeys};
+use crate::data_keys::{DataKeyPolicy, DataKeys, SealingKey};
 use crate::keyring::KekProvider;
 use crate::{Aead, CodecError, Payload};
 
@@ -94,31 +94,65 @@ impl Codec {
         if is_encrypted(&payload) {
             return Ok(payload);
         }
-        let mut plaintext = payload.encode_to_vec();
-        let compressed = plaintext.len() > self.compress_above;
-        if compressed {
-            plaintext = snap::raw::Encoder::new()
-                .compress_vec(&plaintext)
-                .map_err(|_| CodecError::Crypto("compression"))?;
+        let sealed = self.seal(namespace, &payload.encode_to_vec())?;
+        let metadata = sealed
+            .metadata(namespace)
+            .map(|(name, value)| (name.to_owned(), value.to_vec()))
+            .collect();
+        Ok(Payload {
+            metadata,
+            data: sealed.data,
+            ..Default::default()
+        })
+    }
+
+    /// Seals one serialized `Payload` that is not encrypted into a serialized sealed one. The
+    /// bytes given are the plaintext, so they come back from [`Codec::open_encoded`] as they
+    /// were, fields of newer APIs included.
+    pub fn seal_encoded(&self, namespace: &str, encoded: &[u8]) -> Result<Vec<u8>, CodecError> {
+        use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint};
+        let sealed = self.seal(namespace, encoded)?;
+        let field_len = |len: usize| 1 + encoded_len_varint(len as u64) as usize + len;
+        let mut out = Vec::with_capacity(field_len(sealed.data.len()) + 256);
+        let field = |number: u32, value: &[u8], out: &mut Vec<u8>| {
+            encode_key(number, WireType::LengthDelimited, out);
+            encode_varint(value.len() as u64, out);
+            out.extend_from_slice(value);
+        };
+        // Payload: 1 metadata (map entries: 1 key, 2 value), 2 data.
+        for (name, value) in sealed.metadata(namespace) {
+            encode_key(1, WireType::LengthDelimited, &mut out);
+            encode_varint(
+                (field_len(name.len()) + field_len(value.len())) as u64,
+                &mut out,
+            );
+            field(1, name.as_bytes(), &mut out);
+            field(2, value, &mut out);
         }
+        field(2, &sealed.data, &mut out);
+        Ok(out)
+    }
+
+    /// Compresses `plaintext` when it is large, and seals it under `namespace`'s data key.
+    fn seal(&self, namespace: &str, plaintext: &[u8]) -> Result<Sealed, CodecError> {
+        let compressed = plaintext.len() > self.compress_above;
+        let snappy;
+        let plaintext = if compressed {
+            snappy = snap::raw::Encoder::new()
+                .compress_vec(plaintext)
+                .map_err(|_| CodecError::Crypto("compression"))?;
+            &snappy
+        } else {
+            plaintext
+        };
         let key = self.keys.for_sealing(namespace)?;
         let data = key
             .key
-            .seal(&plaintext, &key.payload_aad[usize::from(compressed)])?;
-        let metadata = [
-            (metadata::ENCODING, metadata::ENCRYPTED.to_vec()),
-            (metadata::KEY_ID, key.kek_id.clone().into_bytes()),
-            (metadata::DATA_KEY, key.wrapped.clone()),
-            (metadata::NAMESPACE, namespace.as_bytes().to_vec()),
-        ]
-        .into_iter()
-        .chain(compressed.then(|| (metadata::COMPRESSION, metadata::SNAPPY.to_vec())))
-        .map(|(name, value)| (name.to_owned(), value))
-        .collect();
-        Ok(Payload {
+            .seal(plaintext, &key.payload_aad[usize::from(compressed)])?;
+        Ok(Sealed {
+            key,
+            compressed,
             data,
-            metadata,
-            ..Default::default()
         })
     }
 
@@ -133,6 +167,14 @@ impl Codec {
 
     /// Opens one payload that [`is_encrypted`] says is encrypted, leaving it as it is.
     pub fn open_payload(&self, namespace: &str, payload: &Payload) -> Result<Payload, CodecError> {
+        let plaintext = self.open_encoded(namespace, payload)?;
+        Payload::decode(plaintext.as_slice())
+            .map_err(|e| CodecError::Malformed(format!("sealed payload: {e}")))
+    }
+
+    /// Opens one payload that [`is_encrypted`] says is encrypted into the serialized `Payload`
+    /// that was sealed.
+    pub fn open_encoded(&self, namespace: &str, payload: &Payload) -> Result<Vec<u8>, CodecError> {
         let text = |key: &str| -> Result<&str, CodecError> {
             let value = payload
                 .metadata
@@ -143,7 +185,7 @@ impl Codec {
         };
         let key_id = text(metadata::KEY_ID)?;
         let Some(wrapped) = payload.metadata.get(metadata::DATA_KEY) else {
-            return self.decode_samples_format(key_id, &payload.data);
+            return self.open_samples_format(key_id, &payload.data);
         };
         let sealed_for = text(metadata::NAMESPACE)?;
         if sealed_for != namespace {
@@ -164,27 +206,51 @@ impl Codec {
         };
         let key = self.keys.for_opening(namespace, key_id, wrapped)?;
         let aad = payload_aad(namespace, key_id, wrapped, compressed);
-        let mut plaintext = key.open(&payload.data, &aad, key_id)?;
-        if compressed {
-            plaintext = snap::raw::Decoder::new()
-                .decompress_vec(&plaintext)
-                .map_err(|e| CodecError::Malformed(format!("compressed payload: {e}")))?;
+        let plaintext = key.open(&payload.data, &aad, key_id)?;
+        if !compressed {
+            return Ok(plaintext);
         }
-        Payload::decode(plaintext.as_slice())
-            .map_err(|e| CodecError::Malformed(format!("sealed payload: {e}")))
+        snap::raw::Decoder::new()
+            .decompress_vec(&plaintext)
+            .map_err(|e| CodecError::Malformed(format!("compressed payload: {e}")))
     }
 
     /// The samples' format: `nonce || ciphertext || tag` under key `key_id` itself, no
     /// associated data.
-    fn decode_samples_format(&self, key_id: &str, data: &[u8]) -> Result<Payload, CodecError> {
+    fn open_samples_format(&self, key_id: &str, data: &[u8]) -> Result<Vec<u8>, CodecError> {
         let raw = self
             .keys
             .provider()
             .direct_key(key_id)
             .ok_or_else(|| CodecError::UnknownKey(key_id.to_owned()))?;
-        let plaintext = Aead::new(&raw)?.open(data, b"", key_id)?;
-        Payload::decode(plaintext.as_slice())
-            .map_err(|e| CodecError::Malformed(format!("sealed payload: {e}")))
+        Aead::new(&raw)?.open(data, b"", key_id)
+    }
+}
+
+/// A sealed plaintext, and what its payload's metadata names.
+struct Sealed {
+    key: Arc<SealingKey>,
+    compressed: bool,
+    data: Vec<u8>,
+}
+
+impl Sealed {
+    /// The metadata of the payload that carries it, sealed for `namespace`.
+    fn metadata<'a>(
+        &'a self,
+        namespace: &'a str,
+    ) -> impl Iterator<Item = (&'static str, &'a [u8])> {
+        [
+            (metadata::ENCODING, metadata::ENCRYPTED),
+            (metadata::KEY_ID, self.key.kek_id.as_bytes()),
+            (metadata::DATA_KEY, &self.key.wrapped),
+            (metadata::NAMESPACE, namespace.as_bytes()),
+        ]
+        .into_iter()
+        .chain(
+            self.compressed
+                .then_some((metadata::COMPRESSION, metadata::SNAPPY)),
+        )
     }
 }
 
@@ -264,6 +330,30 @@ mod tests {
             codec.decode_payload("payments", payload(b"1")).unwrap(),
             payload(b"1")
         );
+    }
+
+    #[test]
+    fn a_serialized_payload_opens_to_the_bytes_that_were_sealed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (codec, _) = codec(dir.path(), CodecSettings::default());
+        // A field from a newer API (9999, length-delimited), after the payload's own.
+        let newer = [0xfa, 0xf0, 0x04, 3, b'n', b'e', b'w'];
+        // The second is compressed before sealing.
+        for data in [&b"\"secret\""[..], &[b'x'; 8192]] {
+            let plaintext = [payload(data).encode_to_vec(), newer.to_vec()].concat();
+            let sealed =
+                Payload::decode(&codec.seal_encoded("payments", &plaintext).unwrap()[..]).unwrap();
+            assert!(is_encrypted(&sealed));
+            let direct = codec
+                .encode_payload("payments", Payload::decode(&plaintext[..]).unwrap())
+                .unwrap();
+            assert_eq!(
+                sealed.metadata, direct.metadata,
+                "the same metadata either way"
+            );
+            assert!(!sealed.data.windows(6).any(|w| w == b"secret"));
+            assert_eq!(codec.open_encoded("payments", &sealed).unwrap(), plaintext);
+        }
     }
 
     #[test]

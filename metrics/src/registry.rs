@@ -49,7 +49,7 @@ impl<V: Default> Family<V> {
         }
     }
 
-    fn with<R>(&self, values: &[&str], change: impl FnOnce(&mut V) -> R) -> R {
+    fn with(&self, values: &[&str], change: impl FnOnce(&mut V)) {
         debug_assert_eq!(
             values.len(),
             self.labels.len(),
@@ -69,7 +69,7 @@ impl<V: Default> Family<V> {
                 .expect("metrics lock")
                 .entry(key)
                 .or_default(),
-        )
+        );
     }
 
     fn header(&self, out: &mut String, kind: &str) {
@@ -118,18 +118,14 @@ impl Counter {
         Self(Family::new(name, help, labels))
     }
 
-    /// Adds one to the series of `labels` (values in the order of the label names) and
-    /// returns its new value.
-    pub fn inc(&self, labels: &[&str]) -> f64 {
-        self.add(labels, 1.0)
+    /// Adds one to the series of `labels` (values in the order of the label names).
+    pub fn inc(&self, labels: &[&str]) {
+        self.add(labels, 1.0);
     }
 
-    /// Adds `amount` and returns the series' new value.
-    pub fn add(&self, labels: &[&str], amount: f64) -> f64 {
-        self.0.with(labels, |value| {
-            *value += amount;
-            *value
-        })
+    /// Adds `amount`.
+    pub fn add(&self, labels: &[&str], amount: f64) {
+        self.0.with(labels, |value| *value += amount);
     }
 }
 

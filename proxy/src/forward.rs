@@ -20,6 +20,7 @@ use tonic::{Code, Status, body::Body};
 use crate::admins::Admins;
 use crate::frame::{FrameError, HEADER_BYTES, MAX_MESSAGE_BYTES, frame, unframe};
 use crate::metrics::ProxyMetrics;
+use crate::payloads;
 use crate::routes::Routes;
 use crate::rpc::{Class, Rpc, conventional_namespace};
 use crate::upstream::{Reply, Upstreams};
@@ -198,19 +199,6 @@ impl FrontDoor {
         Status::permission_denied(message)
     }
 
-    /// Counts, and logs once per message type, fields a payload rewrite could not carry over.
-    fn report_dropped(&self, message_type: &'static str, bytes: u64) {
-        if bytes > 0 && self.metrics.dropped_fields(message_type) {
-            tracing::warn!(
-                message_type,
-                bytes,
-                "rewriting payloads dropped nested fields this proxy's Temporal protos do not \
-                 know: upgrade Plinth to the Temporal API in use (logged once per message type, \
-                 counted in plinth_proxy_dropped_fields_total)"
-            );
-        }
-    }
-
     /// Seals, sends, opens.
     async fn exchange(
         &self,
@@ -223,13 +211,12 @@ impl FrontDoor {
     ) -> Result<Answer, Status> {
         let method = method_name(uri.path());
         let mut body = message.body;
-        if let Some((rpc, seal)) = rpc.and_then(|rpc| Some((rpc, rpc.seal_request?)))
+        if let Some(carrier) = rpc.and_then(|rpc| rpc.request_payloads)
             && !namespace.is_empty()
         {
-            let sealed = seal(&message.message, &self.codec, namespace)
+            let sealed = payloads::seal(&message.message, carrier, &self.codec, namespace)
                 .map_err(|e| Status::invalid_argument(format!("{method}: {e}")))?;
             self.metrics.encrypted(sealed.payload_bytes);
-            self.report_dropped(rpc.request_type, sealed.dropped_bytes);
             if let Some(message) = sealed.message {
                 body = frame(&message);
             }
@@ -264,8 +251,8 @@ impl FrontDoor {
             .get("grpc-status")
             .map(|code| Code::from_bytes(code.as_bytes()))
             .ok_or_else(|| unavailable("answered without a grpc-status".into()))?;
-        if let Some((rpc, open)) = rpc
-            .and_then(|rpc| Some((rpc, rpc.open_response?)))
+        if let Some((rpc, carrier)) = rpc
+            .and_then(|rpc| Some((rpc, rpc.response_payloads?)))
             .filter(|_| code == Code::Ok && !namespace.is_empty())
         {
             let bad = |e: &dyn std::fmt::Display| {
@@ -277,10 +264,10 @@ impl FrontDoor {
             let unframed =
                 unframe(&body, parts.headers.get("grpc-encoding")).map_err(|e| bad(&e))?;
             if let Some((message, compressed)) = unframed {
-                let opened = open(&message, &self.codec, namespace).map_err(|e| bad(&e))?;
+                let opened = payloads::open(&message, carrier, &self.codec, namespace)
+                    .map_err(|e| bad(&e))?;
                 self.metrics
                     .decrypted(opened.payload_bytes, opened.undecryptable);
-                self.report_dropped(rpc.response_type, opened.dropped_bytes);
                 if opened.message.is_some() || compressed {
                     body = frame(opened.message.as_deref().unwrap_or(&message));
                 }

@@ -13,6 +13,7 @@ mod payloads;
 mod platform;
 mod routes;
 mod rpc;
+mod schema;
 mod upstream;
 mod wire;
 

@@ -12,7 +12,6 @@ pub struct ProxyMetrics {
     denials: Counter,
     payload_bytes: Counter,
     undecryptable: Counter,
-    dropped_fields: Counter,
 }
 
 impl Default for ProxyMetrics {
@@ -43,12 +42,6 @@ impl Default for ProxyMetrics {
                 "plinth_proxy_undecryptable_payloads_total",
                 "Response payloads passed on still encrypted.",
                 &[],
-            ),
-            dropped_fields: Counter::new(
-                "plinth_proxy_dropped_fields_total",
-                "Messages whose payloads were rewritten without nested fields the proxy's \
-                 Temporal protos do not know: Plinth is older than the API in use.",
-                &["message"],
             ),
         };
         for direction in ["encrypt", "decrypt"] {
@@ -83,12 +76,6 @@ impl ProxyMetrics {
         }
     }
 
-    /// Counts a message that lost fields in re-encoding; true the first time for its type, so
-    /// that the caller logs it once, not on every call.
-    pub fn dropped_fields(&self, message: &'static str) -> bool {
-        self.dropped_fields.inc(&[message]) == 1.0
-    }
-
     /// The metrics in Prometheus text format.
     pub fn render(&self) -> String {
         exposition(&[
@@ -97,7 +84,6 @@ impl ProxyMetrics {
             &self.denials,
             &self.payload_bytes,
             &self.undecryptable,
-            &self.dropped_fields,
         ])
     }
 }
@@ -155,19 +141,5 @@ mod tests {
             text.contains("plinth_proxy_denials_total{namespace=\"orders\",access=\"write\"} 1")
         );
         assert!(text.contains("plinth_proxy_payload_bytes_total{direction=\"encrypt\"} 1024"));
-    }
-
-    #[test]
-    fn dropped_fields_are_counted_every_time_and_reported_for_logging_once() {
-        let metrics = ProxyMetrics::default();
-        let history = "temporal.api.workflowservice.v1.GetWorkflowExecutionHistoryResponse";
-        assert!(metrics.dropped_fields(history));
-        assert!(!metrics.dropped_fields(history));
-        assert!(
-            metrics.dropped_fields("temporal.api.workflowservice.v1.StartWorkflowExecutionRequest")
-        );
-        assert!(metrics.render().contains(&format!(
-            "plinth_proxy_dropped_fields_total{{message=\"{history}\"}} 2"
-        )));
     }
 }

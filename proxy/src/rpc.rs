@@ -7,7 +7,7 @@ use std::sync::LazyLock;
 use prost::Message;
 use temporalio_common::protos::temporal::api::{operatorservice, workflowservice};
 
-use crate::payloads::{Transform, VisitsNoPayloads as _, VisitsPayloads as _, probe};
+use crate::schema::{Carrier, SCHEMA};
 
 /// The access an RPC needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,10 +49,10 @@ pub struct Rpc {
     pub response_type: &'static str,
     /// The field number of the request's namespace; `None` for `Open` and `Admin` RPCs.
     namespace_field: Option<u32>,
-    /// Encrypts a request's payloads; `None` when the request type has none.
-    pub(crate) seal_request: Option<Transform>,
-    /// Decrypts a response's payloads; `None` when the response type has none.
-    pub(crate) open_response: Option<Transform>,
+    /// Where a request's payloads are; `None` when the request type has none.
+    pub(crate) request_payloads: Option<Carrier>,
+    /// Where a response's payloads are; `None` when the response type has none.
+    pub(crate) response_payloads: Option<Carrier>,
 }
 
 macro_rules! namespace_field {
@@ -77,16 +77,37 @@ macro_rules! rpc_table {
     })*) => {
         /// Every RPC of the table, in table order.
         pub fn all() -> Vec<Rpc> {
-            vec![$($(Rpc {
-                service: stringify!($service),
-                method: stringify!($method),
-                class: Class::$class,
-                request_type: concat!("temporal.api.", stringify!($package), ".v1.", stringify!($request)),
-                response_type: concat!("temporal.api.", stringify!($package), ".v1.", stringify!($response)),
-                namespace_field: namespace_field!($class, $package::v1::$request),
-                seal_request: probe::<$package::v1::$request>().seal(),
-                open_response: probe::<$package::v1::$response>().open(),
+            vec![$($({
+                let request_type = concat!("temporal.api.", stringify!($package), ".v1.", stringify!($request));
+                let response_type = concat!("temporal.api.", stringify!($package), ".v1.", stringify!($response));
+                Rpc {
+                    service: stringify!($service),
+                    method: stringify!($method),
+                    class: Class::$class,
+                    request_type,
+                    response_type,
+                    namespace_field: namespace_field!($class, $package::v1::$request),
+                    request_payloads: SCHEMA.carrier(request_type),
+                    response_payloads: SCHEMA.carrier(response_type),
+                }
             },)*)*]
+        }
+
+        /// The SDK's payload visitor of every request and response type of the table, by
+        /// type name; `None` where the SDK visits nothing.
+        #[cfg(test)]
+        pub(crate) fn sdk_visitors() -> Vec<(&'static str, Option<crate::payloads::oracle::Visit>)> {
+            use crate::payloads::oracle::{VisitsNoPayloads as _, VisitsPayloads as _, probe};
+            vec![$($(
+                (
+                    concat!("temporal.api.", stringify!($package), ".v1.", stringify!($request)),
+                    probe::<$package::v1::$request>().visit(),
+                ),
+                (
+                    concat!("temporal.api.", stringify!($package), ".v1.", stringify!($response)),
+                    probe::<$package::v1::$response>().visit(),
+                ),
+            )*)*]
         }
     };
 }
@@ -165,12 +186,16 @@ mod tests {
     use prost_types::FileDescriptorSet;
     use std::collections::BTreeSet;
 
-    /// The service definitions the SDK's protos were generated from.
-    fn sdk_methods() -> BTreeSet<(String, String, String, String)> {
-        let set = FileDescriptorSet::decode(
+    fn descriptor_set() -> FileDescriptorSet {
+        FileDescriptorSet::decode(
             &include_bytes!(concat!(env!("OUT_DIR"), "/temporal-descriptors.bin"))[..],
         )
-        .expect("descriptor set decodes");
+        .expect("descriptor set decodes")
+    }
+
+    /// The service definitions the SDK's protos were generated from.
+    fn sdk_methods() -> BTreeSet<(String, String, String, String)> {
+        let set = descriptor_set();
         let mut methods = BTreeSet::new();
         for file in &set.file {
             let package = file.package();
@@ -263,19 +288,100 @@ mod tests {
     }
 
     #[test]
-    fn payload_bearing_messages_are_visited_and_others_are_not() {
+    fn payload_bearing_messages_have_carriers_and_others_do_not() {
         let rpc = |method: &str| {
             Rpc::at(&format!(
                 "/temporal.api.workflowservice.v1.WorkflowService/{method}"
             ))
             .unwrap()
         };
-        assert!(rpc("StartWorkflowExecution").seal_request.is_some());
-        assert!(rpc("GetWorkflowExecutionHistory").open_response.is_some());
-        assert!(rpc("PollActivityTaskQueue").open_response.is_some());
-        assert!(rpc("QueryWorkflow").open_response.is_some());
-        assert!(rpc("DescribeNamespace").seal_request.is_none());
-        assert!(rpc("GetSystemInfo").open_response.is_none());
+        assert!(rpc("StartWorkflowExecution").request_payloads.is_some());
+        assert!(
+            rpc("GetWorkflowExecutionHistory")
+                .response_payloads
+                .is_some()
+        );
+        assert!(rpc("PollActivityTaskQueue").response_payloads.is_some());
+        assert!(rpc("QueryWorkflow").response_payloads.is_some());
+        assert!(rpc("DescribeNamespace").request_payloads.is_none());
+        assert!(rpc("GetSystemInfo").response_payloads.is_none());
+    }
+
+    /// Every path of message fields from `root` to a payload field, as field numbers, with no
+    /// type more than twice on it (so a failure's cause is walked into).
+    fn payload_paths(messages: &HashMap<String, Vec<(u32, String)>>, root: &str) -> Vec<Vec<u32>> {
+        fn walk<'m>(
+            messages: &'m HashMap<String, Vec<(u32, String)>>,
+            name: &str,
+            path: &mut Vec<u32>,
+            on_path: &mut HashMap<&'m str, usize>,
+            paths: &mut Vec<Vec<u32>>,
+        ) {
+            for (number, held) in messages.get(name).into_iter().flatten() {
+                path.push(*number);
+                if held == "temporal.api.common.v1.Payload" {
+                    paths.push(path.clone());
+                } else if on_path.get(held.as_str()).copied().unwrap_or_default() < 2 {
+                    *on_path.entry(held).or_default() += 1;
+                    walk(messages, held, path, on_path, paths);
+                    *on_path.entry(held).or_default() -= 1;
+                }
+                path.pop();
+            }
+        }
+        let mut paths = Vec::new();
+        walk(
+            messages,
+            root,
+            &mut Vec::new(),
+            &mut HashMap::new(),
+            &mut paths,
+        );
+        paths
+    }
+
+    /// The schema read from the descriptors must find, in every request and response, exactly
+    /// the payloads the SDK's generated visitors encode: one message per path to a payload
+    /// field, search attributes included, each holding that one payload.
+    #[test]
+    fn the_schema_finds_exactly_the_payloads_the_sdk_encodes() {
+        use crate::wire::length_delimited;
+        let messages = crate::schema::message_fields(&descriptor_set());
+        let (mut checked, mut mismatches) = (0, Vec::new());
+        for (type_name, visit) in sdk_visitors() {
+            let carrier = SCHEMA.carrier(type_name);
+            for path in payload_paths(&messages, type_name) {
+                let payload = length_delimited(2, b"marker");
+                let message = path
+                    .iter()
+                    .rev()
+                    .fold(payload, |inner, number| length_delimited(*number, &inner));
+                let mut found = 0;
+                if let Some(carrier) = carrier {
+                    SCHEMA
+                        .rewrite(&message, carrier, &mut |_: &[u8]| {
+                            found += 1;
+                            Ok::<_, ()>(None)
+                        })
+                        .expect("the message walks");
+                }
+                let encoded = visit.map_or(0, |visit| {
+                    visit(&message).unwrap_or_else(|e| panic!("{type_name} {path:?}: {e}"))
+                });
+                if found != encoded {
+                    mismatches.push(format!(
+                        "{type_name} {path:?}: the SDK encodes {encoded}, the schema finds {found}"
+                    ));
+                }
+                checked += 1;
+            }
+        }
+        assert!(checked > 1000, "only {checked} paths: the walk is broken");
+        assert!(
+            mismatches.is_empty(),
+            "{checked} paths, {} differ: {mismatches:#?}",
+            mismatches.len()
+        );
     }
 
     #[test]

@@ -1,5 +1,5 @@
 // Every RPC of Temporal's `WorkflowService` and `OperatorService` the proxy serves: its access
-// class, and its request and response types (which decide whether payloads are visited).
+// class, and its request and response types (which decide where payloads are sealed and opened).
 //
 // Reviewed by hand. A test compares this table with the service definitions the SDK was built
 // from and fails when one has a method the table lacks. An RPC missing here is still forwarded,

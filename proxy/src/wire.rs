@@ -67,6 +67,20 @@ fn next_field(bytes: &[u8]) -> Result<Field<'_>, MalformedField> {
     })
 }
 
+/// A length-delimited field `number` holding `value`, encoded.
+#[cfg(test)]
+pub(crate) fn length_delimited(number: u32, value: &[u8]) -> Vec<u8> {
+    let mut field = Vec::new();
+    prost::encoding::encode_key(
+        number,
+        prost::encoding::WireType::LengthDelimited,
+        &mut field,
+    );
+    prost::encoding::encode_varint(value.len() as u64, &mut field);
+    field.extend_from_slice(value);
+    field
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
