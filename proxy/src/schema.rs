@@ -306,29 +306,24 @@ mod tests {
     fn payloads_are_replaced_in_place_and_every_other_byte_goes_on() {
         let schema = schema();
         let outer = schema.carrier("t.Outer").unwrap();
-        let deep = length_delimited(2, &length_delimited(1, b"deep"));
-        let inner = [length_delimited(1, b"payload"), deep].concat();
-        let message = [
-            length_delimited(2, b"name"),
-            length_delimited(1, &inner),
-            length_delimited(9999, b"from a newer api"),
-            length_delimited(4, &length_delimited(1, b"indexed")),
-            length_delimited(3, b"direct"),
-        ]
-        .concat();
-        let expected_inner = [
-            length_delimited(1, b"PAYLOAD"),
-            length_delimited(2, &length_delimited(1, b"DEEP")),
-        ]
-        .concat();
-        let expected = [
-            length_delimited(2, b"name"),
-            length_delimited(1, &expected_inner),
-            length_delimited(9999, b"from a newer api"),
-            length_delimited(4, &length_delimited(1, b"indexed")),
-            length_delimited(3, b"DIRECT"),
-        ]
-        .concat();
+        // Payloads at three depths among fields that are not payloads.
+        let message_with = |payload: &[u8], deep: &[u8], direct: &[u8]| {
+            let inner = [
+                length_delimited(1, payload),
+                length_delimited(2, &length_delimited(1, deep)),
+            ]
+            .concat();
+            [
+                length_delimited(2, b"name"),
+                length_delimited(1, &inner),
+                length_delimited(9999, b"from a newer api"),
+                length_delimited(4, &length_delimited(1, b"indexed")),
+                length_delimited(3, direct),
+            ]
+            .concat()
+        };
+        let message = message_with(b"payload", b"deep", b"direct");
+        let expected = message_with(b"PAYLOAD", b"DEEP", b"DIRECT");
         assert_eq!(shout(&message, &schema, outer), Some(expected));
     }
 
