@@ -54,6 +54,7 @@ pub async fn serve(
     refresh: Duration,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
+    rpc::load();
     let address: Option<SocketAddr> = listener.local_addr().ok();
     tracing::info!(?address, "proxy listening (mTLS)");
     let upkeep = tokio::spawn(keep_fresh(door.clone(), refresh));

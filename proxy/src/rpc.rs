@@ -118,6 +118,11 @@ include!("rpcs.rs");
 static BY_PATH: LazyLock<HashMap<String, Rpc>> =
     LazyLock::new(|| all().into_iter().map(|rpc| (rpc.path(), rpc)).collect());
 
+/// Builds the table, and the payload schema it reads, so that no call waits for them.
+pub(crate) fn load() {
+    LazyLock::force(&BY_PATH);
+}
+
 impl Rpc {
     /// The gRPC path clients call.
     pub fn path(&self) -> String {
