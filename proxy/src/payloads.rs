@@ -2,7 +2,7 @@
 //! where the [`schema`](crate::schema) of Temporal's protos says they are. Search attributes
 //! stay plaintext: the server indexes them.
 
-use plinth_codec::{Codec, Payload, is_encrypted};
+use plinth_codec::{Codec, Payload};
 use prost::Message;
 
 use crate::schema::{Carrier, RewriteError, SCHEMA};
@@ -46,7 +46,7 @@ pub(crate) fn seal(
     let mut payload_bytes = 0;
     let message = SCHEMA.rewrite(message, carrier, &mut |encoded: &[u8]| {
         let payload = PayloadView::of(encoded)?;
-        if payload.encoding == Some(plinth_codec::metadata::ENCRYPTED) {
+        if payload.is_encrypted() {
             return Ok(None);
         }
         payload_bytes += payload.data_len;
@@ -77,11 +77,10 @@ pub(crate) fn open(
     }
     let (mut payload_bytes, mut undecryptable) = (0, 0);
     let message = SCHEMA.rewrite(message, carrier, &mut |encoded: &[u8]| {
-        let payload = Payload::decode(encoded)?;
-        if !is_encrypted(&payload) {
+        if !PayloadView::of(encoded)?.is_encrypted() {
             return Ok(None);
         }
-        match codec.open_encoded(namespace, &payload) {
+        match codec.open_encoded(namespace, &Payload::decode(encoded)?) {
             Ok(plain) => {
                 payload_bytes += PayloadView::of(&plain)?.data_len;
                 Ok(Some(plain))
@@ -101,8 +100,8 @@ pub(crate) fn open(
     })
 }
 
-/// What sealing needs to know of a serialized payload, read without decoding it. As in every
-/// decoder, a field or map key given twice counts as its last occurrence.
+/// What sealing and opening need to know of a serialized payload, read without decoding it. As
+/// in every decoder, a field or map key given twice counts as its last occurrence.
 struct PayloadView<'a> {
     /// The `encoding` metadata value.
     encoding: Option<&'a [u8]>,
@@ -138,6 +137,11 @@ impl<'a> PayloadView<'a> {
             }
         }
         Ok(view)
+    }
+
+    /// As [`plinth_codec::is_encrypted`] tells of the decoded payload.
+    fn is_encrypted(&self) -> bool {
+        self.encoding == Some(plinth_codec::metadata::ENCRYPTED)
     }
 }
 
@@ -223,6 +227,7 @@ pub(crate) mod oracle {
 mod tests {
     use super::*;
     use crate::wire::length_delimited;
+    use plinth_codec::is_encrypted;
     use std::sync::Arc;
     use temporalio_common::protos::temporal::api::common::v1::{
         Payloads, SearchAttributes, WorkflowType,

@@ -71,6 +71,18 @@ macro_rules! namespace_field {
     };
 }
 
+/// The fully qualified name of `$message` in `temporal.api.$package.v1`.
+macro_rules! type_name {
+    ($package:ident, $message:ident) => {
+        concat!(
+            "temporal.api.",
+            stringify!($package),
+            ".v1.",
+            stringify!($message)
+        )
+    };
+}
+
 macro_rules! rpc_table {
     ($($service:ident in $package:ident {
         $($method:ident($request:ident, $response:ident) => $class:ident,)*
@@ -78,8 +90,8 @@ macro_rules! rpc_table {
         /// Every RPC of the table, in table order.
         pub fn all() -> Vec<Rpc> {
             vec![$($({
-                let request_type = concat!("temporal.api.", stringify!($package), ".v1.", stringify!($request));
-                let response_type = concat!("temporal.api.", stringify!($package), ".v1.", stringify!($response));
+                let request_type = type_name!($package, $request);
+                let response_type = type_name!($package, $response);
                 Rpc {
                     service: stringify!($service),
                     method: stringify!($method),
@@ -99,14 +111,8 @@ macro_rules! rpc_table {
         pub(crate) fn sdk_visitors() -> Vec<(&'static str, Option<crate::payloads::oracle::Visit>)> {
             use crate::payloads::oracle::{VisitsNoPayloads as _, VisitsPayloads as _, probe};
             vec![$($(
-                (
-                    concat!("temporal.api.", stringify!($package), ".v1.", stringify!($request)),
-                    probe::<$package::v1::$request>().visit(),
-                ),
-                (
-                    concat!("temporal.api.", stringify!($package), ".v1.", stringify!($response)),
-                    probe::<$package::v1::$response>().visit(),
-                ),
+                (type_name!($package, $request), probe::<$package::v1::$request>().visit()),
+                (type_name!($package, $response), probe::<$package::v1::$response>().visit()),
             )*)*]
         }
     };
