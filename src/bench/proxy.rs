@@ -29,9 +29,9 @@ pub struct ProxyBenchArgs {
     /// Seconds each measurement runs.
     #[arg(long, default_value_t = 8)]
     seconds: u64,
-    /// Times each measurement is repeated, the three paths taking turns within a round; each
-    /// figure printed is the median over rounds. The machine's noise moves single rounds by
-    /// tens of percent.
+    /// Times each measurement is repeated, the three paths taking turns within a round and
+    /// each round starting with the next path; each figure printed is the median over rounds.
+    /// The machine's noise moves single rounds by tens of percent.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
     rounds: u32,
     /// Long polls held open through the proxy for the memory figure (0: skip it).
@@ -113,7 +113,7 @@ pub async fn proxy(home: &Home, args: &ProxyBenchArgs) -> anyhow::Result<ExitCod
         .map(|i| format!("bench-history-{}-{i}", std::process::id()))
         .collect();
     for (path, workflow_id) in paths.iter().zip(&histories) {
-        start(&path.channel, &namespace, workflow_id)
+        first_start(path, &namespace, workflow_id)
             .await
             .with_context(|| format!("{}: StartWorkflowExecution in {namespace}", path.name))?;
     }
@@ -133,14 +133,23 @@ pub async fn proxy(home: &Home, args: &ProxyBenchArgs) -> anyhow::Result<ExitCod
     for &op in &args.rpc {
         for concurrency in [1, 64] {
             let mut rounds = Vec::new();
-            for _ in 0..args.rounds {
+            for r in 0..args.rounds as usize {
+                // Each round starts with the next path: every start adds a workflow to the dev
+                // server, so a fixed order would always measure the same path on the fullest one.
                 let mut round = Vec::new();
-                for (path, history_of) in paths.iter().zip(&histories) {
-                    round.push(
-                        measure(path, &namespace, op, concurrency, window, history_of).await?,
+                for i in (0..paths.len()).map(|k| (k + r) % paths.len()) {
+                    let measured = measure(
+                        &paths[i],
+                        &namespace,
+                        op,
+                        concurrency,
+                        window,
+                        &histories[i],
                     );
+                    round.push((i, measured.await?));
                 }
-                rounds.push(round);
+                round.sort_by_key(|(i, _)| *i);
+                rounds.push(round.into_iter().map(|(_, measured)| measured).collect());
             }
             print_rows(&paths, op, concurrency, &rounds);
         }
@@ -202,6 +211,32 @@ async fn retried<F: Future<Output = Result<(), tonic::Status>>>(
     match call().await {
         Err(status) if matches!(status.code(), Code::Unavailable | Code::Cancelled) => call().await,
         done => done,
+    }
+}
+
+/// How long the first start through the proxy waits for write access: a rule added just
+/// before reaches the proxy after its access run and the proxy's
+/// [`ACCESS_TTL`](plinth_proxy::ACCESS_TTL).
+const ACCESS_WAIT: Duration = Duration::from_secs(60);
+
+/// The first start on `path`, which waits out an access run still granting the dev user.
+async fn first_start(path: &Path, namespace: &str, workflow_id: &str) -> Result<(), tonic::Status> {
+    let deadline = Instant::now() + ACCESS_WAIT;
+    let mut told = false;
+    loop {
+        match start(&path.channel, namespace, workflow_id).await {
+            Err(status) if status.code() == Code::PermissionDenied && Instant::now() < deadline => {
+                if !std::mem::replace(&mut told, true) {
+                    eprintln!(
+                        "{}: no write access to {namespace} yet; waiting up to {ACCESS_WAIT:?} \
+                         for an access run to grant it",
+                        path.name
+                    );
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            done => return done,
+        }
     }
 }
 
