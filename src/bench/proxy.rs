@@ -138,15 +138,10 @@ pub async fn proxy(home: &Home, args: &ProxyBenchArgs) -> anyhow::Result<ExitCod
                 // server, so a fixed order would always measure the same path on the fullest one.
                 let mut round = Vec::new();
                 for i in (0..paths.len()).map(|k| (k + r) % paths.len()) {
-                    let measured = measure(
-                        &paths[i],
-                        &namespace,
-                        op,
-                        concurrency,
-                        window,
-                        &histories[i],
-                    );
-                    round.push((i, measured.await?));
+                    let (path, history_of) = (&paths[i], &histories[i]);
+                    let measured =
+                        measure(path, &namespace, op, concurrency, window, history_of).await?;
+                    round.push((i, measured));
                 }
                 round.sort_by_key(|(i, _)| *i);
                 rounds.push(round.into_iter().map(|(_, measured)| measured).collect());
