@@ -20,7 +20,7 @@ ensure_temporal() {
   fi
 }
 
-PYTHON_PINS=("cryptography==48.0.0" "temporalio==1.20.0" "websockets==15.0.1")
+PYTHON_PINS=("cryptography==48.0.0" "temporalio==1.35.0" "websockets==15.0.1")
 
 # Python packages the interoperability tests run: the Temporal samples' codec needs
 # `cryptography`, clients need the Temporal Python SDK, and the Web UI test drives Chromium

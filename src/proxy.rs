@@ -83,6 +83,7 @@ pub async fn run(config: &Config, home: &Home, args: &ProxyArgs) -> anyhow::Resu
         ),
         default_upstream: proxy.upstream.clone().unwrap_or(address),
         metrics: std::sync::Arc::new(ProxyMetrics::default()),
+        nexus: Default::default(),
     });
     let (tls, verifier) = server_tls(config, home, true, b"h2")?;
     let (listener, _) = bind(args.listen.as_ref(), &proxy.listen, "[proxy] listen").await?;

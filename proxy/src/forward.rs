@@ -4,6 +4,7 @@
 //! are relayed as HTTP/2 exchanges: a message is decoded only to read its namespace or change
 //! its payloads, and goes on as the bytes it came as otherwise.
 
+use std::collections::{BTreeSet, HashMap};
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Instant;
@@ -20,9 +21,11 @@ use tonic::{Code, Status, body::Body};
 use crate::admins::Admins;
 use crate::frame::{FrameError, HEADER_BYTES, MAX_MESSAGE_BYTES, frame, unframe};
 use crate::metrics::ProxyMetrics;
-use crate::payloads;
+use crate::nexus::{NexusEndpoints, Target};
+use crate::payloads::{self, Named, Transformed};
 use crate::routes::Routes;
 use crate::rpc::{Class, Rpc, conventional_namespace};
+use crate::schema::{SCHEMA, STATUS};
 use crate::upstream::{Reply, Upstreams};
 
 /// What every forwarded call needs.
@@ -42,6 +45,15 @@ pub struct FrontDoor {
     pub default_upstream: String,
     /// What the proxy counts.
     pub metrics: Arc<ProxyMetrics>,
+    /// Where Nexus endpoints send operations.
+    pub nexus: NexusEndpoints,
+}
+
+/// Who a call is from, and where it goes.
+struct Admitted {
+    identity: Identity,
+    /// The upstream endpoint.
+    endpoint: String,
 }
 
 /// A call's outcome, and the namespace label it is counted under.
@@ -106,8 +118,8 @@ impl FrontDoor {
             Ok(namespace) => namespace,
             Err(status) => return unnamed(status),
         };
-        let routed = match self.admit(method, class, &namespace, &extensions).await {
-            Ok(endpoint) => endpoint,
+        let admitted = match self.admit(method, class, &namespace, &extensions).await {
+            Ok(admitted) => admitted,
             Err(status) => {
                 // Names clients made up stay out of the metrics' label values.
                 let known = status.code() == Code::PermissionDenied;
@@ -118,7 +130,7 @@ impl FrontDoor {
             }
         };
         let result = self
-            .exchange(&uri, headers, rpc, &namespace, &routed, message)
+            .exchange(&uri, headers, rpc, &admitted, &namespace, message)
             .await;
         Outcome { namespace, result }
     }
@@ -130,13 +142,17 @@ impl FrontDoor {
         class: Class,
         namespace: &str,
         extensions: &http::Extensions,
-    ) -> Result<String, Status> {
+    ) -> Result<Admitted, Status> {
         let identity = crate::platform::caller(extensions)?;
+        let anywhere = |identity| Admitted {
+            identity,
+            endpoint: self.default_upstream.clone(),
+        };
         let need = match class {
-            Class::Open => return Ok(self.default_upstream.clone()),
+            Class::Open => return Ok(anywhere(identity)),
             Class::Admin if self.admins.include(&identity) => {
                 tracing::info!(%identity, method, decision = "allow", "admin RPC");
-                return Ok(self.default_upstream.clone());
+                return Ok(anywhere(identity));
             }
             Class::Admin => {
                 let message = format!(
@@ -183,7 +199,125 @@ impl FrontDoor {
                 ),
             ));
         }
-        Ok(endpoint)
+        Ok(Admitted { identity, endpoint })
+    }
+
+    /// Authorizes write on every namespace a request acts on besides its own (child workflows,
+    /// external signals and cancels, Nexus operations through their endpoint's target); returns
+    /// each Nexus endpoint's target namespace, for sealing.
+    async fn admit_elsewhere(
+        &self,
+        message: &[u8],
+        carrier: crate::schema::Carrier,
+        identity: &Identity,
+        namespace: &str,
+        endpoint: &str,
+        method: &str,
+    ) -> Result<HashMap<String, String>, Status> {
+        let named = payloads::named(message, carrier)
+            .map_err(|e| Status::invalid_argument(format!("{method}: {e}")))?;
+        let mut targets = HashMap::new();
+        let mut namespaces = BTreeSet::new();
+        for name in named {
+            match name {
+                Named::Namespace(other) => {
+                    namespaces.insert(other);
+                }
+                Named::NexusEndpoint(name) => {
+                    let upstream = self
+                        .upstreams
+                        .client(endpoint)
+                        .map_err(|e| Status::unavailable(e.to_string()))?;
+                    if let Target::Namespace(other) =
+                        self.nexus.target(&upstream, endpoint, &name).await?
+                    {
+                        namespaces.insert(other.clone());
+                        targets.insert(name, other);
+                    }
+                }
+            }
+        }
+        for other in namespaces.iter().filter(|other| *other != namespace) {
+            let allowed = self
+                .access
+                .allows(other, identity, Need::Write)
+                .await
+                .map_err(|e| {
+                    Status::unavailable(format!("cannot read the access list of {other:?}: {e}"))
+                })?;
+            if !allowed {
+                return Err(self.deny(
+                    identity,
+                    method,
+                    other,
+                    "write",
+                    format!(
+                        "{identity} has no write access to namespace {other:?}, which this \
+                         {method} acts on"
+                    ),
+                ));
+            }
+        }
+        Ok(targets)
+    }
+
+    /// Opens `message`'s payloads for `namespace`, and for the other namespaces they were
+    /// sealed for that `identity` may read (a child's result in its parent's history).
+    async fn open(
+        &self,
+        message: &[u8],
+        carrier: crate::schema::Carrier,
+        identity: &Identity,
+        namespace: &str,
+    ) -> Result<Transformed, payloads::TransformError> {
+        let first = payloads::open(message, carrier, &self.codec, namespace, &BTreeSet::new())?;
+        if first.foreign.is_empty() {
+            return Ok(first);
+        }
+        let mut readable = BTreeSet::new();
+        for other in &first.foreign {
+            if let Ok(true) = self.access.allows(other, identity, Need::Read).await {
+                readable.insert(other.clone());
+            }
+        }
+        if readable.is_empty() {
+            return Ok(first);
+        }
+        let opened = first.message.as_deref().unwrap_or(message);
+        let second = payloads::open(opened, carrier, &self.codec, namespace, &readable)?;
+        Ok(Transformed {
+            message: second.message.or(first.message),
+            payload_bytes: first.payload_bytes + second.payload_bytes,
+            ..second
+        })
+    }
+
+    /// Opens the payloads in an error's details (a failed query's failure, say).
+    async fn open_details(&self, headers: &mut HeaderMap, identity: &Identity, namespace: &str) {
+        use base64::Engine as _;
+        let Some(details) = headers.get(DETAILS) else {
+            return;
+        };
+        let Some(carrier) = SCHEMA.carrier(STATUS) else {
+            return;
+        };
+        // Malformed details go on as they came: the client's decoder reports them.
+        let Ok(status) = DETAILS_BASE64.decode(details.as_bytes()) else {
+            return;
+        };
+        match self.open(&status, carrier, identity, namespace).await {
+            Ok(opened) => {
+                self.metrics
+                    .decrypted(opened.payload_bytes, opened.undecryptable);
+                if let Some(status) = opened.message {
+                    let encoded = base64::engine::general_purpose::STANDARD_NO_PAD.encode(status);
+                    if let Ok(value) = HeaderValue::try_from(encoded) {
+                        headers.insert(DETAILS, value);
+                    }
+                }
+            }
+            Err(error) => tracing::warn!(namespace, %error, "error details left as they came"),
+        }
     }
 
     fn deny(
@@ -205,18 +339,34 @@ impl FrontDoor {
         uri: &http::Uri,
         mut headers: HeaderMap,
         rpc: Option<&'static Rpc>,
+        admitted: &Admitted,
         namespace: &str,
-        endpoint: &str,
         message: Message,
     ) -> Result<Answer, Status> {
+        let Admitted { identity, endpoint } = admitted;
         let method = method_name(uri.path());
         let mut body = message.body;
         if let Some(carrier) = rpc.and_then(|rpc| rpc.request_payloads)
             && !namespace.is_empty()
         {
-            let sealed = payloads::seal(&message.message, carrier, &self.codec, namespace)
-                .map_err(|e| Status::invalid_argument(format!("{method}: {e}")))?;
+            let targets = if SCHEMA.acts_elsewhere(carrier) {
+                self.admit_elsewhere(
+                    &message.message,
+                    carrier,
+                    identity,
+                    namespace,
+                    endpoint,
+                    method,
+                )
+                .await?
+            } else {
+                HashMap::new()
+            };
+            let sealed =
+                payloads::seal(&message.message, carrier, &self.codec, namespace, &targets)
+                    .map_err(|e| Status::invalid_argument(format!("{method}: {e}")))?;
             self.metrics.encrypted(sealed.payload_bytes);
+            self.metrics.unknown(&sealed);
             if let Some(message) = sealed.message {
                 body = frame(&message);
             }
@@ -232,7 +382,7 @@ impl FrontDoor {
         let Reply {
             head: mut parts,
             mut body,
-            trailers,
+            mut trailers,
         } = upstream
             .call(uri.path_and_query(), headers, body)
             .await
@@ -251,6 +401,10 @@ impl FrontDoor {
             .get("grpc-status")
             .map(|code| Code::from_bytes(code.as_bytes()))
             .ok_or_else(|| unavailable("answered without a grpc-status".into()))?;
+        if code != Code::Ok && !namespace.is_empty() {
+            let headers = trailers.as_mut().unwrap_or(&mut parts.headers);
+            self.open_details(headers, identity, namespace).await;
+        }
         if let Some((rpc, carrier)) = rpc
             .and_then(|rpc| Some((rpc, rpc.response_payloads?)))
             .filter(|_| code == Code::Ok && !namespace.is_empty())
@@ -264,10 +418,13 @@ impl FrontDoor {
             let unframed =
                 unframe(&body, parts.headers.get("grpc-encoding")).map_err(|e| bad(&e))?;
             if let Some((message, compressed)) = unframed {
-                let opened = payloads::open(&message, carrier, &self.codec, namespace)
+                let opened = self
+                    .open(&message, carrier, identity, namespace)
+                    .await
                     .map_err(|e| bad(&e))?;
                 self.metrics
                     .decrypted(opened.payload_bytes, opened.undecryptable);
+                self.metrics.unknown(&opened);
                 if opened.message.is_some() || compressed {
                     body = frame(opened.message.as_deref().unwrap_or(&message));
                 }
@@ -297,6 +454,15 @@ impl FrontDoor {
         })
     }
 }
+
+/// gRPC's binary error details: a `google.rpc.Status`.
+const DETAILS: &str = "grpc-status-details-bin";
+/// gRPC writes binary headers in base64 without padding and reads them either way.
+const DETAILS_BASE64: base64::engine::GeneralPurpose = base64::engine::GeneralPurpose::new(
+    &base64::alphabet::STANDARD,
+    base64::engine::GeneralPurposeConfig::new()
+        .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+);
 
 /// A request's one message, and the body it came in.
 struct Message {

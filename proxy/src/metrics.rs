@@ -12,6 +12,8 @@ pub struct ProxyMetrics {
     denials: Counter,
     payload_bytes: Counter,
     undecryptable: Counter,
+    unknown_fields: Counter,
+    unknown_anys: Counter,
 }
 
 impl Default for ProxyMetrics {
@@ -43,7 +45,20 @@ impl Default for ProxyMetrics {
                 "Response payloads passed on still encrypted.",
                 &[],
             ),
+            unknown_fields: Counter::new(
+                "plinth_proxy_unknown_fields_total",
+                "Fields Plinth's protos lack, in messages that carry payloads, by message type: \
+                 what they hold goes on unencrypted.",
+                &["message"],
+            ),
+            unknown_anys: Counter::new(
+                "plinth_proxy_unknown_any_total",
+                "google.protobuf.Any values of types Plinth's protos lack: what they hold goes \
+                 on unencrypted.",
+                &[],
+            ),
         };
+        metrics.unknown_anys.add(&[], 0.0);
         for direction in ["encrypt", "decrypt"] {
             metrics.payload_bytes.add(&[direction], 0.0);
         }
@@ -76,6 +91,16 @@ impl ProxyMetrics {
         }
     }
 
+    /// Counts what sealing or opening met that Plinth's protos do not describe.
+    pub(crate) fn unknown(&self, transformed: &crate::payloads::Transformed) {
+        for message in &transformed.unknown_fields {
+            self.unknown_fields.inc(&[message]);
+        }
+        if transformed.unknown_anys > 0 {
+            self.unknown_anys.add(&[], transformed.unknown_anys as f64);
+        }
+    }
+
     /// The metrics in Prometheus text format.
     pub fn render(&self) -> String {
         exposition(&[
@@ -84,6 +109,8 @@ impl ProxyMetrics {
             &self.denials,
             &self.payload_bytes,
             &self.undecryptable,
+            &self.unknown_fields,
+            &self.unknown_anys,
         ])
     }
 }

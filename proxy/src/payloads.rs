@@ -1,11 +1,25 @@
 //! Encrypting request payloads and decrypting response payloads in place in a message's bytes,
 //! where the [`schema`](crate::schema) of Temporal's protos says they are. Search attributes
-//! stay plaintext: the server indexes them.
+//! stay plaintext: the server indexes them. A failure's message and stack trace are folded into
+//! its encoded attributes on the way in, so they are sealed too, and restored on the way out.
+
+use std::collections::{BTreeSet, HashMap};
 
 use plinth_codec::{Codec, Payload};
 use prost::Message;
 
-use crate::schema::{Carrier, RewriteError, SCHEMA};
+use crate::schema::{Carrier, RewriteError, SCHEMA, Scope, Visitor};
+use crate::wire;
+
+/// The message SDKs put in place of a failure's text when they move it into its encoded
+/// attributes, as `temporal.api.failure.v1.Failure` documents.
+const ENCODED_FAILURE: &[u8] = b"Encoded failure";
+/// The encoding of the encoded attributes' JSON object.
+const JSON_PLAIN: &[u8] = b"json/plain";
+/// Failure fields: message, stack trace, encoded attributes.
+const FAILURE_MESSAGE: u32 = 1;
+const FAILURE_STACK_TRACE: u32 = 3;
+const FAILURE_ENCODED_ATTRIBUTES: u32 = 20;
 
 /// What sealing or opening did to a message.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -16,6 +30,13 @@ pub(crate) struct Transformed {
     pub payload_bytes: u64,
     /// Payloads that could not be decrypted and went on as they were.
     pub undecryptable: u64,
+    /// Namespaces other than the call's that payloads left sealed were sealed for: the caller
+    /// may be allowed to read them.
+    pub foreign: BTreeSet<String>,
+    /// Message types that had fields Plinth's protos lack, once per occurrence.
+    pub unknown_fields: Vec<String>,
+    /// `Any` values of types Plinth's protos lack, whose contents went on unseen.
+    pub unknown_anys: u64,
 }
 
 /// Why one payload could not be sealed or opened.
@@ -23,81 +44,329 @@ pub(crate) struct Transformed {
 pub(crate) enum PayloadError {
     /// A field that holds a payload is not a protobuf message.
     #[error("malformed payload: {0}")]
-    Malformed(#[from] crate::wire::MalformedField),
+    Malformed(#[from] wire::MalformedField),
     /// An encrypted payload does not decode.
     #[error("malformed payload: {0}")]
     Undecodable(#[from] prost::DecodeError),
     /// A payload could not be encrypted.
     #[error("cannot encrypt a payload: {0}")]
     Seal(plinth_codec::CodecError),
+    /// A failure whose text cannot be sealed.
+    #[error("failure: {0}")]
+    Failure(&'static str),
 }
 
 /// Why a message's payloads could not be sealed or opened.
 pub(crate) type TransformError = RewriteError<PayloadError>;
 
-/// Encrypts every payload of `message` (a `carrier`) for `namespace`; encrypted ones stay as
-/// they are.
+/// Encrypts every payload of `message` (a `carrier`) for the namespace that will store it: the
+/// call's `namespace`, or the one a command names (`targets` gives each Nexus endpoint's).
+/// Payloads a client encrypted itself are sealed again, and come back to it as it sent them.
 pub(crate) fn seal(
     message: &[u8],
     carrier: Carrier,
     codec: &Codec,
     namespace: &str,
+    targets: &HashMap<String, String>,
 ) -> Result<Transformed, TransformError> {
-    let mut payload_bytes = 0;
-    let message = SCHEMA.rewrite(message, carrier, &mut |encoded: &[u8]| {
-        let payload = PayloadView::of(encoded)?;
-        if payload.is_encrypted() {
-            return Ok(None);
-        }
-        payload_bytes += payload.data_len;
-        codec
-            .seal_encoded(namespace, encoded)
-            .map(Some)
-            .map_err(PayloadError::Seal)
-    })?;
+    let mut sealer = Sealer {
+        codec,
+        namespace,
+        targets,
+        done: Transformed::default(),
+    };
+    let message = SCHEMA.rewrite(message, carrier, &mut sealer)?;
     Ok(Transformed {
         message,
-        payload_bytes,
-        undecryptable: 0,
+        ..sealer.done
     })
 }
 
-/// Decrypts every payload of `message` (a `carrier`) sealed for `namespace`. One that does not
-/// open goes on sealed and is counted, so the rest of the answer stays readable.
+struct Sealer<'a> {
+    codec: &'a Codec,
+    namespace: &'a str,
+    targets: &'a HashMap<String, String>,
+    done: Transformed,
+}
+
+impl Visitor for Sealer<'_> {
+    type Error = PayloadError;
+
+    fn payload(
+        &mut self,
+        encoded: &[u8],
+        scope: Scope<'_>,
+    ) -> Result<Option<Vec<u8>>, PayloadError> {
+        self.done.payload_bytes += PayloadView::of(encoded)?.data.len() as u64;
+        let namespace = match scope {
+            Scope::Call => self.namespace,
+            Scope::Namespace(namespace) => namespace,
+            // Resolved before sealing; an endpoint with no namespace target (an external URL)
+            // hands the payload to no other namespace.
+            Scope::NexusEndpoint(endpoint) => self
+                .targets
+                .get(endpoint)
+                .map_or(self.namespace, String::as_str),
+        };
+        self.codec
+            .seal_encoded(namespace, encoded)
+            .map(Some)
+            .map_err(PayloadError::Seal)
+    }
+
+    fn failure_before(&mut self, failure: &[u8]) -> Result<Option<Vec<u8>>, PayloadError> {
+        fold_failure(failure)
+    }
+
+    fn unknown_field(&mut self, type_name: &str, _number: u32) {
+        self.done.unknown_fields.push(type_name.to_owned());
+    }
+
+    fn unknown_any(&mut self, _type_url: &str) {
+        self.done.unknown_anys += 1;
+    }
+}
+
+/// What a request names, besides its own namespace, that it acts on.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Named {
+    /// A namespace, as a child workflow's or an external signal's.
+    Namespace(String),
+    /// A Nexus endpoint, whose target namespace an operation acts on.
+    NexusEndpoint(String),
+}
+
+/// Every namespace and Nexus endpoint that `message` (a `carrier`) acts on besides its own.
+pub(crate) fn named(message: &[u8], carrier: Carrier) -> Result<BTreeSet<Named>, TransformError> {
+    struct Collect(BTreeSet<Named>);
+    impl Visitor for Collect {
+        type Error = PayloadError;
+        fn payload(&mut self, _: &[u8], _: Scope<'_>) -> Result<Option<Vec<u8>>, PayloadError> {
+            Ok(None)
+        }
+        fn scope(&mut self, scope: Scope<'_>) {
+            match scope {
+                Scope::Call => false,
+                Scope::Namespace(name) => self.0.insert(Named::Namespace(name.to_owned())),
+                Scope::NexusEndpoint(name) => self.0.insert(Named::NexusEndpoint(name.to_owned())),
+            };
+        }
+    }
+    let mut collect = Collect(BTreeSet::new());
+    SCHEMA.rewrite(message, carrier, &mut collect)?;
+    Ok(collect.0)
+}
+
+/// Decrypts every payload of `message` (a `carrier`) sealed for `namespace` or for one of
+/// `readable`. One that does not open goes on sealed and is counted, so the rest of the answer
+/// stays readable; the namespaces of those sealed for others are listed.
 pub(crate) fn open(
     message: &[u8],
     carrier: Carrier,
     codec: &Codec,
     namespace: &str,
+    readable: &BTreeSet<String>,
 ) -> Result<Transformed, TransformError> {
     // An encrypted payload carries this encoding verbatim in its metadata: an answer without
     // it has nothing to open.
     if memchr::memmem::find(message, plinth_codec::metadata::ENCRYPTED).is_none() {
         return Ok(Transformed::default());
     }
-    let (mut payload_bytes, mut undecryptable) = (0, 0);
-    let message = SCHEMA.rewrite(message, carrier, &mut |encoded: &[u8]| {
-        if !PayloadView::of(encoded)?.is_encrypted() {
+    let mut opener = Opener {
+        codec,
+        namespace,
+        readable,
+        done: Transformed::default(),
+    };
+    let message = SCHEMA.rewrite(message, carrier, &mut opener)?;
+    Ok(Transformed {
+        message,
+        ..opener.done
+    })
+}
+
+struct Opener<'a> {
+    codec: &'a Codec,
+    namespace: &'a str,
+    readable: &'a BTreeSet<String>,
+    done: Transformed,
+}
+
+impl Visitor for Opener<'_> {
+    type Error = PayloadError;
+
+    fn payload(&mut self, encoded: &[u8], _: Scope<'_>) -> Result<Option<Vec<u8>>, PayloadError> {
+        let view = PayloadView::of(encoded)?;
+        if !view.is_encrypted() {
             return Ok(None);
         }
-        match codec.open_encoded(namespace, &Payload::decode(encoded)?) {
+        // The samples' format names no namespace: it opens for the call's.
+        let sealed_for = match view.namespace.map(std::str::from_utf8) {
+            Some(Ok(other)) if other != self.namespace => {
+                if !self.readable.contains(other) {
+                    self.done.foreign.insert(other.to_owned());
+                    self.done.undecryptable += 1;
+                    return Ok(None);
+                }
+                other
+            }
+            _ => self.namespace,
+        };
+        match self
+            .codec
+            .open_encoded(sealed_for, &Payload::decode(encoded)?)
+        {
             Ok(plain) => {
-                payload_bytes += PayloadView::of(&plain)?.data_len;
+                self.done.payload_bytes += PayloadView::of(&plain)?.data.len() as u64;
                 Ok(Some(plain))
             }
             // History may hold payloads sealed under a key this proxy no longer has.
             Err(error) => {
-                tracing::warn!(namespace, %error, "payload left encrypted");
-                undecryptable += 1;
+                tracing::warn!(namespace = sealed_for, %error, "payload left encrypted");
+                self.done.undecryptable += 1;
                 Ok(None)
             }
         }
-    })?;
-    Ok(Transformed {
-        message,
-        payload_bytes,
-        undecryptable,
-    })
+    }
+
+    fn failure_after(&mut self, failure: &[u8]) -> Result<Option<Vec<u8>>, PayloadError> {
+        restore_failure(failure)
+    }
+
+    fn unknown_field(&mut self, type_name: &str, _number: u32) {
+        self.done.unknown_fields.push(type_name.to_owned());
+    }
+
+    fn unknown_any(&mut self, _type_url: &str) {
+        self.done.unknown_anys += 1;
+    }
+}
+
+/// The text fields of a failure, and whether it has encoded attributes.
+struct FailureText<'a> {
+    message: &'a [u8],
+    stack_trace: &'a [u8],
+    encoded_attributes: Option<&'a [u8]>,
+}
+
+impl<'a> FailureText<'a> {
+    fn of(failure: &'a [u8]) -> Result<Self, PayloadError> {
+        let mut text = FailureText {
+            message: b"",
+            stack_trace: b"",
+            encoded_attributes: None,
+        };
+        for field in wire::fields(failure) {
+            let field = field?;
+            match (field.number, field.wire_type) {
+                (FAILURE_MESSAGE, 2) => text.message = field.value,
+                (FAILURE_STACK_TRACE, 2) => text.stack_trace = field.value,
+                (FAILURE_ENCODED_ATTRIBUTES, 2) => text.encoded_attributes = Some(field.value),
+                _ => {}
+            }
+        }
+        Ok(text)
+    }
+
+    /// `failure` without its text fields, then `message`, `stack_trace` and `attributes`
+    /// where they are not empty.
+    fn replaced(
+        failure: &[u8],
+        message: &[u8],
+        stack_trace: &[u8],
+        attributes: Option<&[u8]>,
+    ) -> Result<Vec<u8>, PayloadError> {
+        let mut out = Vec::with_capacity(failure.len() + 64);
+        for field in wire::fields(failure) {
+            let field = field?;
+            if !matches!(
+                field.number,
+                FAILURE_MESSAGE | FAILURE_STACK_TRACE | FAILURE_ENCODED_ATTRIBUTES
+            ) {
+                out.extend_from_slice(field.encoded);
+            }
+        }
+        for (number, value) in [
+            (FAILURE_MESSAGE, Some(message)),
+            (FAILURE_STACK_TRACE, Some(stack_trace)),
+            (FAILURE_ENCODED_ATTRIBUTES, attributes),
+        ] {
+            if let Some(value) = value.filter(|value| !value.is_empty()) {
+                prost::encoding::bytes::encode(number, &value.to_vec(), &mut out);
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Moves a failure's message and stack trace into its encoded attributes, as an SDK that
+/// encodes common attributes does, so that sealing reaches them. A failure that already has
+/// encoded attributes keeps them, and may then carry no other text.
+fn fold_failure(failure: &[u8]) -> Result<Option<Vec<u8>>, PayloadError> {
+    let text = FailureText::of(failure)?;
+    if text.message.is_empty() && text.stack_trace.is_empty() {
+        return Ok(None);
+    }
+    if text.encoded_attributes.is_some() {
+        return if text.message == ENCODED_FAILURE && text.stack_trace.is_empty() {
+            Ok(None)
+        } else {
+            Err(PayloadError::Failure(
+                "a failure with encoded attributes carries a message other than \
+                 \"Encoded failure\" or a stack trace, which would be stored in plaintext",
+            ))
+        };
+    }
+    let utf8 = |bytes| {
+        std::str::from_utf8(bytes)
+            .map_err(|_| PayloadError::Failure("message or stack trace is not UTF-8"))
+    };
+    let data = serde_json::to_vec(&serde_json::json!({
+        "message": utf8(text.message)?,
+        "stack_trace": utf8(text.stack_trace)?,
+    }))
+    .expect("a JSON object of strings serializes");
+    let attributes = Payload {
+        metadata: [(
+            plinth_codec::metadata::ENCODING.to_owned(),
+            JSON_PLAIN.to_vec(),
+        )]
+        .into(),
+        data,
+        ..Default::default()
+    }
+    .encode_to_vec();
+    FailureText::replaced(failure, ENCODED_FAILURE, b"", Some(&attributes)).map(Some)
+}
+
+/// The reverse of [`fold_failure`], for a failure whose encoded attributes are (now) the
+/// plaintext JSON object of its message and stack trace and nothing else.
+fn restore_failure(failure: &[u8]) -> Result<Option<Vec<u8>>, PayloadError> {
+    let text = FailureText::of(failure)?;
+    let Some(attributes) = text.encoded_attributes else {
+        return Ok(None);
+    };
+    let view = PayloadView::of(attributes)?;
+    if text.message != ENCODED_FAILURE || view.encoding != Some(JSON_PLAIN) {
+        return Ok(None);
+    }
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Attributes {
+        message: String,
+        #[serde(default)]
+        stack_trace: String,
+    }
+    let Ok(restored) = serde_json::from_slice::<Attributes>(view.data) else {
+        return Ok(None);
+    };
+    FailureText::replaced(
+        failure,
+        restored.message.as_bytes(),
+        restored.stack_trace.as_bytes(),
+        None,
+    )
+    .map(Some)
 }
 
 /// What sealing and opening need to know of a serialized payload, read without decoding it. As
@@ -105,22 +374,25 @@ pub(crate) fn open(
 struct PayloadView<'a> {
     /// The `encoding` metadata value.
     encoding: Option<&'a [u8]>,
-    data_len: u64,
+    /// The `encryption-namespace` metadata value.
+    namespace: Option<&'a [u8]>,
+    data: &'a [u8],
 }
 
 impl<'a> PayloadView<'a> {
     fn of(encoded: &'a [u8]) -> Result<Self, PayloadError> {
         let mut view = PayloadView {
             encoding: None,
-            data_len: 0,
+            namespace: None,
+            data: b"",
         };
-        for field in crate::wire::fields(encoded) {
+        for field in wire::fields(encoded) {
             let field = field?;
             match (field.number, field.wire_type) {
                 // A metadata entry: 1 key, 2 value.
                 (1, 2) => {
                     let (mut key, mut value) = (&[][..], &[][..]);
-                    for part in crate::wire::fields(field.value) {
+                    for part in wire::fields(field.value) {
                         let part = part?;
                         match (part.number, part.wire_type) {
                             (1, 2) => key = part.value,
@@ -130,9 +402,11 @@ impl<'a> PayloadView<'a> {
                     }
                     if key == plinth_codec::metadata::ENCODING.as_bytes() {
                         view.encoding = Some(value);
+                    } else if key == plinth_codec::metadata::NAMESPACE.as_bytes() {
+                        view.namespace = Some(value);
                     }
                 }
-                (2, 2) => view.data_len = field.value.len() as u64,
+                (2, 2) => view.data = field.value,
                 _ => {}
             }
         }
@@ -274,7 +548,7 @@ mod tests {
     fn requests_are_sealed_but_search_attributes_stay_plain_and_open_to_the_same_bytes() {
         let codec = codec();
         let bytes = start_request().encode_to_vec();
-        let sealed = seal(&bytes, start(), &codec, "orders").unwrap();
+        let sealed = seal(&bytes, start(), &codec, "orders", &HashMap::new()).unwrap();
         assert_eq!(sealed.payload_bytes, 11);
         let sealed_bytes = sealed.message.unwrap();
         let message = StartWorkflowExecutionRequest::decode(&sealed_bytes[..]).unwrap();
@@ -287,7 +561,7 @@ mod tests {
         let attribute = &message.search_attributes.as_ref().unwrap().indexed_fields["CustomerId"];
         assert_eq!(attribute.data, b"\"c-42\"");
 
-        let opened = open(&sealed_bytes, start(), &codec, "orders").unwrap();
+        let opened = open(&sealed_bytes, start(), &codec, "orders", &BTreeSet::new()).unwrap();
         assert_eq!(opened.payload_bytes, 11);
         assert_eq!(
             opened.message.unwrap(),
@@ -297,11 +571,27 @@ mod tests {
     }
 
     #[test]
-    fn payloads_already_encrypted_are_not_sealed_again() {
+    fn payloads_a_client_encrypted_are_sealed_again_and_come_back_as_sent() {
         let codec = codec();
-        let sealed = seal(&start_request().encode_to_vec(), start(), &codec, "orders").unwrap();
-        let again = seal(&sealed.message.unwrap(), start(), &codec, "orders").unwrap();
-        assert_eq!(again, Transformed::default());
+        let once = seal(
+            &start_request().encode_to_vec(),
+            start(),
+            &codec,
+            "orders",
+            &HashMap::new(),
+        )
+        .unwrap()
+        .message
+        .unwrap();
+        let twice = seal(&once, start(), &codec, "orders", &HashMap::new()).unwrap();
+        let twice = twice.message.expect("sealed again");
+        assert_ne!(twice, once);
+        let opened = open(&twice, start(), &codec, "orders", &BTreeSet::new()).unwrap();
+        assert_eq!(
+            opened.message.unwrap(),
+            once,
+            "opened once: as the client sent it"
+        );
     }
 
     #[test]
@@ -309,7 +599,14 @@ mod tests {
         let codec = codec();
         let mut request = start_request();
         request.input = None;
-        let unchanged = seal(&request.encode_to_vec(), start(), &codec, "orders").unwrap();
+        let unchanged = seal(
+            &request.encode_to_vec(),
+            start(),
+            &codec,
+            "orders",
+            &HashMap::new(),
+        )
+        .unwrap();
         assert_eq!(
             unchanged.message, None,
             "only a search attribute: forwarded as is"
@@ -320,7 +617,14 @@ mod tests {
                 .is_none()
         );
 
-        let plain = open(&start_request().encode_to_vec(), start(), &codec, "orders").unwrap();
+        let plain = open(
+            &start_request().encode_to_vec(),
+            start(),
+            &codec,
+            "orders",
+            &BTreeSet::new(),
+        )
+        .unwrap();
         assert_eq!(
             plain,
             Transformed::default(),
@@ -333,7 +637,7 @@ mod tests {
         let codec = codec();
         // Field 5, input: Payloads whose field 1, a payload, holds a cut-off data field.
         let bytes = [0x2a, 5, 0x0a, 3, 0x12, 5, b'x'];
-        let error = seal(&bytes, start(), &codec, "orders").unwrap_err();
+        let error = seal(&bytes, start(), &codec, "orders", &HashMap::new()).unwrap_err();
         assert!(
             error.to_string().starts_with("malformed payload"),
             "{error}"
@@ -362,7 +666,7 @@ mod tests {
         ]
         .concat();
 
-        let sealed = seal(&bytes, start(), &codec, "orders")
+        let sealed = seal(&bytes, start(), &codec, "orders", &HashMap::new())
             .unwrap()
             .message
             .unwrap();
@@ -373,16 +677,284 @@ mod tests {
         );
         let message = StartWorkflowExecutionRequest::decode(&sealed[..]).unwrap();
         assert!(is_encrypted(&message.input.unwrap().payloads[0]));
-        let opened = open(&sealed, start(), &codec, "orders").unwrap();
+        let opened = open(&sealed, start(), &codec, "orders", &BTreeSet::new()).unwrap();
         assert_eq!(opened.message.unwrap(), bytes, "inside the payload too");
     }
 
     #[test]
-    fn a_payload_sealed_for_another_namespace_goes_back_sealed() {
+    fn a_payload_sealed_for_another_namespace_opens_only_when_that_namespace_is_readable() {
         let codec = codec();
-        let sealed = seal(&start_request().encode_to_vec(), start(), &codec, "orders").unwrap();
-        let opened = open(&sealed.message.unwrap(), start(), &codec, "billing").unwrap();
-        assert_eq!(opened.undecryptable, 1);
-        assert_eq!(opened.message, None);
+        let sealed = seal(
+            &start_request().encode_to_vec(),
+            start(),
+            &codec,
+            "orders",
+            &HashMap::new(),
+        )
+        .unwrap()
+        .message
+        .unwrap();
+        let closed = open(&sealed, start(), &codec, "billing", &BTreeSet::new()).unwrap();
+        assert_eq!(closed.undecryptable, 1);
+        assert_eq!(closed.message, None);
+        assert_eq!(closed.foreign, BTreeSet::from(["orders".to_owned()]));
+        let readable = BTreeSet::from(["orders".to_owned()]);
+        let opened = open(&sealed, start(), &codec, "billing", &readable).unwrap();
+        assert_eq!(opened.undecryptable, 0);
+        assert_eq!(opened.message.unwrap(), start_request().encode_to_vec());
+    }
+
+    /// A protocol message whose body is a `type_name` encoded as `value`.
+    fn protocol(
+        type_name: &str,
+        value: Vec<u8>,
+    ) -> temporalio_common::protos::temporal::api::protocol::v1::Message {
+        let mut message = temporalio_common::protos::temporal::api::protocol::v1::Message {
+            body: Some(Default::default()),
+            ..Default::default()
+        };
+        let body = message.body.as_mut().unwrap();
+        body.type_url = format!("type.googleapis.com/{type_name}");
+        body.value = value;
+        message
+    }
+
+    #[test]
+    fn update_requests_and_responses_inside_protocol_messages_are_sealed_and_opened() {
+        use temporalio_common::protos::temporal::api::update::v1::{
+            Input, Outcome, Request, Response, outcome,
+        };
+        use temporalio_common::protos::temporal::api::workflowservice::v1::{
+            PollWorkflowTaskQueueResponse, RespondWorkflowTaskCompletedRequest,
+        };
+        let codec = codec();
+        let answer = Response {
+            outcome: Some(Outcome {
+                value: Some(outcome::Value::Success(Payloads {
+                    payloads: vec![plain("\"secret answer\"")],
+                })),
+            }),
+            ..Default::default()
+        };
+        let completed = RespondWorkflowTaskCompletedRequest {
+            namespace: "orders".into(),
+            messages: vec![protocol(
+                "temporal.api.update.v1.Response",
+                answer.encode_to_vec(),
+            )],
+            ..Default::default()
+        };
+        let carrier = SCHEMA
+            .carrier("temporal.api.workflowservice.v1.RespondWorkflowTaskCompletedRequest")
+            .unwrap();
+        let sealed = seal(
+            &completed.encode_to_vec(),
+            carrier,
+            &codec,
+            "orders",
+            &HashMap::new(),
+        )
+        .unwrap()
+        .message
+        .expect("the update's result is sealed");
+        assert!(memchr::memmem::find(&sealed, b"secret answer").is_none());
+
+        let request = Request {
+            input: Some(Input {
+                name: "rename".into(),
+                args: Some(Payloads {
+                    payloads: vec![plain("\"secret argument\"")],
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let sealed_request = seal(
+            &request.encode_to_vec(),
+            SCHEMA.reached("temporal.api.update.v1.Request").unwrap(),
+            &codec,
+            "orders",
+            &HashMap::new(),
+        )
+        .unwrap()
+        .message
+        .unwrap();
+        let poll = PollWorkflowTaskQueueResponse {
+            messages: vec![protocol("temporal.api.update.v1.Request", sealed_request)],
+            ..Default::default()
+        };
+        let carrier = SCHEMA
+            .carrier("temporal.api.workflowservice.v1.PollWorkflowTaskQueueResponse")
+            .unwrap();
+        let opened = open(
+            &poll.encode_to_vec(),
+            carrier,
+            &codec,
+            "orders",
+            &BTreeSet::new(),
+        )
+        .unwrap();
+        let opened = PollWorkflowTaskQueueResponse::decode(&opened.message.unwrap()[..]).unwrap();
+        let body = opened.messages[0].body.as_ref().unwrap();
+        assert_eq!(Request::decode(&body.value[..]).unwrap(), request);
+    }
+
+    #[test]
+    fn an_any_of_a_type_plinth_does_not_know_is_counted() {
+        use temporalio_common::protos::temporal::api::workflowservice::v1::RespondWorkflowTaskCompletedRequest;
+        let codec = codec();
+        let completed = RespondWorkflowTaskCompletedRequest {
+            namespace: "orders".into(),
+            messages: vec![protocol("temporal.api.future.v9.Thing", b"opaque".to_vec())],
+            ..Default::default()
+        };
+        let carrier = SCHEMA
+            .carrier("temporal.api.workflowservice.v1.RespondWorkflowTaskCompletedRequest")
+            .unwrap();
+        let sealed = seal(
+            &completed.encode_to_vec(),
+            carrier,
+            &codec,
+            "orders",
+            &HashMap::new(),
+        )
+        .unwrap();
+        assert_eq!(sealed.unknown_anys, 1);
+        assert_eq!(sealed.message, None);
+    }
+
+    #[test]
+    fn failure_text_is_sealed_in_encoded_attributes_and_restored_on_the_way_out() {
+        use temporalio_common::protos::temporal::api::failure::v1::Failure;
+        use temporalio_common::protos::temporal::api::workflowservice::v1::RespondActivityTaskFailedRequest;
+        let codec = codec();
+        let failure = Failure {
+            message: "card 4111 declined".into(),
+            stack_trace: "at charge (secret.py:12)".into(),
+            source: "PythonSDK".into(),
+            cause: Some(Box::new(Failure {
+                message: "inner 4111".into(),
+                ..Default::default()
+            })),
+            ..Default::default()
+        };
+        let request = RespondActivityTaskFailedRequest {
+            namespace: "orders".into(),
+            failure: Some(failure.clone()),
+            ..Default::default()
+        };
+        let carrier = SCHEMA
+            .carrier("temporal.api.workflowservice.v1.RespondActivityTaskFailedRequest")
+            .unwrap();
+        let sealed = seal(
+            &request.encode_to_vec(),
+            carrier,
+            &codec,
+            "orders",
+            &HashMap::new(),
+        )
+        .unwrap()
+        .message
+        .unwrap();
+        assert!(
+            memchr::memmem::find(&sealed, b"4111").is_none(),
+            "no text left in plaintext"
+        );
+        let stored = RespondActivityTaskFailedRequest::decode(&sealed[..])
+            .unwrap()
+            .failure
+            .unwrap();
+        assert_eq!(stored.message, "Encoded failure");
+        assert_eq!(stored.stack_trace, "");
+        assert_eq!(stored.source, "PythonSDK");
+        assert!(is_encrypted(stored.encoded_attributes.as_ref().unwrap()));
+
+        let opened = open(&sealed, carrier, &codec, "orders", &BTreeSet::new()).unwrap();
+        let opened =
+            RespondActivityTaskFailedRequest::decode(&opened.message.unwrap()[..]).unwrap();
+        assert_eq!(opened.failure.unwrap(), failure);
+    }
+
+    #[test]
+    fn a_failure_with_encoded_attributes_and_plaintext_text_is_refused() {
+        use temporalio_common::protos::temporal::api::failure::v1::Failure;
+        use temporalio_common::protos::temporal::api::workflowservice::v1::RespondActivityTaskFailedRequest;
+        let codec = codec();
+        let carrier = SCHEMA
+            .carrier("temporal.api.workflowservice.v1.RespondActivityTaskFailedRequest")
+            .unwrap();
+        let request = |message: &str| RespondActivityTaskFailedRequest {
+            namespace: "orders".into(),
+            failure: Some(Failure {
+                message: message.into(),
+                encoded_attributes: Some(plain("{}")),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let error = seal(
+            &request("secret").encode_to_vec(),
+            carrier,
+            &codec,
+            "orders",
+            &HashMap::new(),
+        )
+        .unwrap_err();
+        assert!(error.to_string().starts_with("failure: "), "{error}");
+        // As an SDK that encodes common attributes sends it: the attributes are sealed.
+        let sealed = seal(
+            &request("Encoded failure").encode_to_vec(),
+            carrier,
+            &codec,
+            "orders",
+            &HashMap::new(),
+        )
+        .unwrap();
+        assert!(sealed.message.is_some());
+    }
+
+    #[test]
+    fn a_command_for_another_namespace_is_sealed_for_that_namespace() {
+        use temporalio_common::protos::temporal::api::command::v1::{
+            Command, SignalExternalWorkflowExecutionCommandAttributes, command,
+        };
+        use temporalio_common::protos::temporal::api::workflowservice::v1::RespondWorkflowTaskCompletedRequest;
+        let codec = codec();
+        #[allow(deprecated)]
+        let signal = SignalExternalWorkflowExecutionCommandAttributes {
+            namespace: "billing".into(),
+            input: Some(Payloads {
+                payloads: vec![plain("\"for billing\"")],
+            }),
+            ..Default::default()
+        };
+        let request = RespondWorkflowTaskCompletedRequest {
+            namespace: "orders".into(),
+            commands: vec![Command {
+                attributes: Some(
+                    command::Attributes::SignalExternalWorkflowExecutionCommandAttributes(signal),
+                ),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let carrier = SCHEMA
+            .carrier("temporal.api.workflowservice.v1.RespondWorkflowTaskCompletedRequest")
+            .unwrap();
+        assert!(SCHEMA.acts_elsewhere(carrier));
+        let sealed = seal(
+            &request.encode_to_vec(),
+            carrier,
+            &codec,
+            "orders",
+            &HashMap::new(),
+        )
+        .unwrap()
+        .message
+        .unwrap();
+        let as_orders = open(&sealed, carrier, &codec, "orders", &BTreeSet::new()).unwrap();
+        assert_eq!(as_orders.foreign, BTreeSet::from(["billing".to_owned()]));
+        let as_billing = open(&sealed, carrier, &codec, "billing", &BTreeSet::new()).unwrap();
+        assert_eq!(as_billing.message.unwrap(), request.encode_to_vec());
     }
 }

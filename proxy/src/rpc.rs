@@ -320,15 +320,21 @@ mod tests {
 
     /// Every path of message fields from `root` to a payload field, as field numbers, with no
     /// type more than twice on it (so a failure's cause is walked into).
-    fn payload_paths(messages: &HashMap<String, Vec<(u32, String)>>, root: &str) -> Vec<Vec<u32>> {
+    fn payload_paths(
+        messages: &HashMap<String, Vec<crate::schema::FieldInfo>>,
+        root: &str,
+    ) -> Vec<Vec<u32>> {
         fn walk<'m>(
-            messages: &'m HashMap<String, Vec<(u32, String)>>,
+            messages: &'m HashMap<String, Vec<crate::schema::FieldInfo>>,
             name: &str,
             path: &mut Vec<u32>,
             on_path: &mut HashMap<&'m str, usize>,
             paths: &mut Vec<Vec<u32>>,
         ) {
-            for (number, held) in messages.get(name).into_iter().flatten() {
+            for field in messages.get(name).into_iter().flatten() {
+                let (number, Some(held)) = (&field.number, &field.message) else {
+                    continue;
+                };
                 path.push(*number);
                 if held == "temporal.api.common.v1.Payload" {
                     paths.push(path.clone());
@@ -392,6 +398,65 @@ mod tests {
             mismatches.is_empty(),
             "{checked} paths, {} differ: {mismatches:#?}",
             mismatches.len()
+        );
+    }
+
+    /// Payloads reachable only through an `Any` (an update inside a protocol message, a
+    /// failure inside an error's details) are found too: the schema enters an `Any` of every
+    /// type of Temporal's protos that carries a payload, so a new one is entered without a
+    /// change here.
+    #[test]
+    fn the_schema_enters_an_any_of_every_type_that_carries_payloads() {
+        use crate::wire::length_delimited;
+        let messages = crate::schema::message_fields(&descriptor_set());
+        let carrier = SCHEMA
+            .carrier("temporal.api.workflowservice.v1.PollWorkflowTaskQueueResponse")
+            .unwrap();
+        let (mut checked, mut missed) = (0, Vec::new());
+        for type_name in messages.keys() {
+            let Some(path) = payload_paths(&messages, type_name).into_iter().next() else {
+                continue;
+            };
+            let value = path
+                .iter()
+                .rev()
+                .fold(length_delimited(2, b"marker"), |inner, number| {
+                    length_delimited(*number, &inner)
+                });
+            let any = [
+                length_delimited(1, format!("type.googleapis.com/{type_name}").as_bytes()),
+                length_delimited(2, &value),
+            ]
+            .concat();
+            // PollWorkflowTaskQueueResponse.messages (15), protocol Message.body (5).
+            let poll = length_delimited(15, &length_delimited(5, &any));
+            let count = |message: &[u8], carrier| {
+                let mut found = 0;
+                SCHEMA
+                    .rewrite(message, carrier, &mut |_: &[u8]| {
+                        found += 1;
+                        Ok::<_, ()>(None)
+                    })
+                    .expect("the message walks");
+                found
+            };
+            // As many as in the type itself, where search attributes hold none.
+            let direct = SCHEMA
+                .reached(type_name)
+                .map_or(0, |inner| count(&value, inner));
+            if count(&poll, carrier) != direct {
+                missed.push(type_name.clone());
+            }
+            checked += usize::from(direct == 1);
+        }
+        assert!(
+            checked > 100,
+            "only {checked} types carry payloads: the walk is broken"
+        );
+        assert!(missed.is_empty(), "not entered through an Any: {missed:#?}");
+        assert!(
+            SCHEMA.carrier(crate::schema::STATUS).is_some(),
+            "error details are entered"
         );
     }
 
