@@ -395,6 +395,42 @@ fn sdks_and_the_cli_work_through_the_proxy_and_temporal_stores_only_ciphertext()
     stack.kill_worker();
 }
 
+/// Updates (accepted and rejected by a validator), update-with-start, a failing query, and
+/// activity and workflow failures work for an unmodified Python SDK through the proxy; the
+/// client sees every text as it was, and Temporal's database holds none of it.
+#[test]
+fn updates_and_failures_work_through_the_proxy_and_are_stored_encrypted() {
+    let server = DevServer::shared();
+    let mut stack =
+        PlinthStack::start_with(server, PLINTH.as_ref(), "10m", "3s").expect("start the stack");
+    let ns = provision(&stack, "features");
+    let alice = stack.profile(PAYMENTS_MEMBER, &ns).unwrap();
+    let marker = format!("feature-{}", std::process::id());
+    let run = Command::new("python3")
+        .arg(interop("features.py"))
+        .arg(&alice)
+        .args(["team", "features", &marker])
+        .output()
+        .expect("run the Python features");
+    assert!(run.status.success(), "{}", text(&run));
+    let seen: serde_json::Value = serde_json::from_slice(&run.stdout).expect("one JSON object");
+    let expected = serde_json::json!({
+        "update": format!("renamed to {marker}-update"),
+        "rejected": format!("refused forbidden {marker}-reject"),
+        "query": format!("query failed for {marker}-update"),
+        "result": format!("finished as {marker}-update"),
+        "update_with_start": format!("renamed to {marker}-uws"),
+        "update_with_start_result": format!("finished as {marker}-uws"),
+        "failure": format!("workflow failed after boom {marker}-failure"),
+    });
+    assert_eq!(seen, expected);
+    assert!(
+        !database_contains(server, &marker),
+        "{marker} is in Temporal's database in plaintext"
+    );
+    stack.kill_worker();
+}
+
 /// Upstream mTLS: the proxy reaches Temporal through a TLS front demanding its client
 /// certificate, picks up a rotated certificate without dropping a long poll, and rides out
 /// Temporal going away and coming back.
