@@ -431,6 +431,197 @@ fn updates_and_failures_work_through_the_proxy_and_are_stored_encrypted() {
     stack.kill_worker();
 }
 
+/// Write on one namespace does not act on another: with cross-namespace commands enabled on
+/// the dev server, a workflow task whose command signals a workflow in another namespace is
+/// refused unless the worker may write there; allowed, the signal arrives in plaintext for
+/// that namespace's readers and Temporal stores it sealed.
+#[test]
+fn a_command_acting_on_another_namespace_needs_write_there() {
+    use temporalio_common::protos::temporal::api::command::v1::{
+        Command, SignalExternalWorkflowExecutionCommandAttributes, command,
+    };
+    use temporalio_common::protos::temporal::api::common::v1::{
+        Payload, Payloads, WorkflowExecution, WorkflowType,
+    };
+    use temporalio_common::protos::temporal::api::enums::v1::CommandType;
+    use temporalio_common::protos::temporal::api::history::v1::history_event::Attributes;
+    use temporalio_common::protos::temporal::api::taskqueue::v1::TaskQueue;
+    use temporalio_common::protos::temporal::api::workflowservice::v1::workflow_service_client::WorkflowServiceClient;
+    use temporalio_common::protos::temporal::api::workflowservice::v1::{
+        GetWorkflowExecutionHistoryRequest, PollWorkflowTaskQueueRequest,
+        RespondWorkflowTaskCompletedRequest, StartWorkflowExecutionRequest,
+    };
+    type Client = WorkflowServiceClient<tonic::transport::Channel>;
+
+    let server = DevServer::shared();
+    let stack =
+        PlinthStack::start_with(server, PLINTH.as_ref(), "10m", "3s").expect("start the stack");
+    let a = provision(&stack, "xns-a");
+    let b = provision(&stack, "xns-b");
+    ok(stack.plinth_as(
+        PAYMENTS_MEMBER,
+        &[
+            "policy",
+            "add-rule",
+            &format!("TEMPORAL-ns-{a}"),
+            "--user",
+            OUTSIDER,
+        ],
+    ));
+    wait_for("mallory may write a", || {
+        stdout(&stack.plinth_as(ADMIN, &["get", "access", &a]))
+            .contains(&format!("user:{OUTSIDER}"))
+    });
+    let marker = format!("signal-{}", std::process::id());
+    let start = |ns: &str, id: &str, queue: &str| StartWorkflowExecutionRequest {
+        namespace: ns.to_owned(),
+        workflow_id: id.to_owned(),
+        workflow_type: Some(WorkflowType {
+            name: "Anything".into(),
+        }),
+        task_queue: Some(TaskQueue {
+            name: queue.to_owned(),
+            ..Default::default()
+        }),
+        request_id: id.to_owned(),
+        ..Default::default()
+    };
+    // Starts a workflow in `a`, takes its first task and completes it with a signal to the
+    // workflow `target` of `b`.
+    let signal_from = |who: &'static str| {
+        let (a, b, marker) = (a.clone(), b.clone(), marker.clone());
+        move |mut client: Client| async move {
+            let queue = format!("xns-{who}");
+            client
+                .start_workflow_execution(start(&a, &format!("source-{who}"), &queue))
+                .await?;
+            let mut poll = tonic::Request::new(PollWorkflowTaskQueueRequest {
+                namespace: a.clone(),
+                task_queue: Some(TaskQueue {
+                    name: queue,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            });
+            poll.set_timeout(Duration::from_secs(30));
+            let task = client.poll_workflow_task_queue(poll).await?.into_inner();
+            #[allow(deprecated)]
+            let signal = SignalExternalWorkflowExecutionCommandAttributes {
+                namespace: b,
+                execution: Some(WorkflowExecution {
+                    workflow_id: "target".into(),
+                    ..Default::default()
+                }),
+                signal_name: "poke".into(),
+                input: Some(Payloads {
+                    payloads: vec![Payload {
+                        metadata: [("encoding".to_owned(), b"json/plain".to_vec())].into(),
+                        data: format!("\"{marker}-{who}\"").into_bytes(),
+                        ..Default::default()
+                    }],
+                }),
+                ..Default::default()
+            };
+            client
+                .respond_workflow_task_completed(RespondWorkflowTaskCompletedRequest {
+                    namespace: a,
+                    task_token: task.task_token,
+                    commands: vec![Command {
+                        command_type: CommandType::SignalExternalWorkflowExecution as i32,
+                        attributes: Some(
+                            command::Attributes::SignalExternalWorkflowExecutionCommandAttributes(
+                                signal,
+                            ),
+                        ),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                })
+                .await
+                .map(|_| ())
+        }
+    };
+    let signals_in_b = |client: Client| {
+        let b = b.clone();
+        async move {
+            let history = client
+                .clone()
+                .get_workflow_execution_history(GetWorkflowExecutionHistoryRequest {
+                    namespace: b,
+                    execution: Some(WorkflowExecution {
+                        workflow_id: "target".into(),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                })
+                .await
+                .expect("read b's history")
+                .into_inner();
+            history
+                .history
+                .unwrap_or_default()
+                .events
+                .into_iter()
+                .filter_map(|event| match event.attributes {
+                    Some(Attributes::WorkflowExecutionSignaledEventAttributes(signal)) => {
+                        Some(String::from_utf8_lossy(&signal.input?.payloads[0].data).into_owned())
+                    }
+                    _ => None,
+                })
+                .collect::<Vec<_>>()
+        }
+    };
+
+    let alice = stack.profile(PAYMENTS_MEMBER, &a).unwrap();
+    let mallory = stack.profile(OUTSIDER, &a).unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let alice = WorkflowServiceClient::new(channel_of(&alice).await);
+        let mallory = WorkflowServiceClient::new(channel_of(&mallory).await);
+        alice
+            .clone()
+            .start_workflow_execution(start(&b, "target", "nobody"))
+            .await
+            .expect("start the target in b");
+
+        let refused = signal_from("mallory")(mallory)
+            .await
+            .expect_err("write on a alone does not reach b");
+        assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
+        assert!(refused.message().contains(&b), "names b: {refused:?}");
+
+        signal_from("alice")(alice.clone())
+            .await
+            .expect("write on both: the signal goes");
+        let mut seen = Vec::new();
+        for _ in 0..100 {
+            seen = signals_in_b(alice.clone()).await;
+            if !seen.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        assert_eq!(
+            seen,
+            vec![format!("\"{marker}-alice\"")],
+            "only alice's, opened for b"
+        );
+    });
+    assert!(
+        !database_contains(server, &marker),
+        "{marker} is in Temporal's database in plaintext"
+    );
+    assert!(
+        metric(
+            &stack,
+            &format!("plinth_proxy_denials_total{{namespace=\"{b}\"")
+        ) >= 1.0
+    );
+}
+
 /// Upstream mTLS: the proxy reaches Temporal through a TLS front demanding its client
 /// certificate, picks up a rotated certificate without dropping a long poll, and rides out
 /// Temporal going away and coming back.

@@ -132,6 +132,12 @@ impl DevServer {
         let mut child = Command::new("sh")
             .args(["-c", script, "temporal-watchdog"])
             .args(["server", "start-dev", "--headless", "--log-level", "warn"])
+            // Refused by default since server 1.30.1; allowed here, the proxy's check is what
+            // keeps a worker of one namespace from acting on another.
+            .args([
+                "--dynamic-config-value",
+                "system.enableCrossNamespaceCommands=true",
+            ])
             .arg("--db-filename")
             .arg(dir.join("temporal.db"))
             .args(["--ip", "127.0.0.1"])
