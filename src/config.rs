@@ -270,6 +270,24 @@ pub struct ProxyConfig {
     /// Name the upstreams' certificates are checked against (default: the endpoint's host).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub upstream_server_name: Option<String>,
+    /// What to do with an RPC missing from the proxy's reviewed table.
+    pub unknown_rpcs: UnknownRpcs,
+    /// The largest request message, before and after decompression; larger ones are refused
+    /// with RESOURCE_EXHAUSTED before they are read whole.
+    pub max_message_bytes: usize,
+    /// Calls one client connection may have open at once (each long poll holds one).
+    pub max_streams_per_connection: u32,
+}
+
+/// What the proxy does with an RPC it does not know.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UnknownRpcs {
+    /// Refused with UNIMPLEMENTED: it can be neither authorized nor encrypted.
+    #[default]
+    Refuse,
+    /// Forwarded as a write, its payloads unencrypted.
+    Forward,
 }
 
 impl Default for ProxyConfig {
@@ -288,6 +306,10 @@ impl Default for ProxyConfig {
             upstream_cert: None,
             upstream_key: None,
             upstream_server_name: None,
+            unknown_rpcs: UnknownRpcs::Refuse,
+            max_message_bytes: plinth_proxy::DoorSettings::default().max_message_bytes,
+            max_streams_per_connection: plinth_proxy::DoorSettings::default()
+                .max_streams_per_connection,
         }
     }
 }

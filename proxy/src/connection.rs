@@ -24,8 +24,6 @@ use crate::forward::FrontDoor;
 use crate::keepalive::keep_alive;
 use crate::platform::PlatformApi;
 
-/// Streams one client connection may have open: each long poll holds one.
-const MAX_STREAMS: u32 = 16_384;
 /// A client that connects must start HTTP/2 within this.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// A client that stops answering pings is dropped, and its long polls with it.
@@ -54,7 +52,7 @@ pub(crate) async fn serve(
 ) {
     let caller = stream.caller().clone();
     let handshake = h2::server::Builder::new()
-        .max_concurrent_streams(MAX_STREAMS)
+        .max_concurrent_streams(services.door.settings.max_streams_per_connection)
         .initial_window_size(STREAM_WINDOW)
         .initial_connection_window_size(CONNECTION_WINDOW)
         .handshake::<_, Bytes>(stream);

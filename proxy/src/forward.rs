@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use http_body::Frame;
-use http_body_util::{BodyExt as _, Limited, StreamBody};
+use http_body_util::{BodyExt as _, StreamBody};
 use plinth_codec::Codec;
 use plinth_codec::server::{AccessCheck, Need};
 use plinth_identity::Identity;
@@ -19,7 +19,7 @@ use tonic::codegen::http::{self, HeaderMap, HeaderValue, StatusCode, header};
 use tonic::{Code, Status, body::Body};
 
 use crate::admins::Admins;
-use crate::frame::{FrameError, HEADER_BYTES, MAX_MESSAGE_BYTES, frame, unframe};
+use crate::frame::{FrameError, HEADER_BYTES, MAX_RESPONSE_BYTES, declared_length, frame, unframe};
 use crate::metrics::ProxyMetrics;
 use crate::nexus::{NexusEndpoints, Target};
 use crate::payloads::{self, Named, Transformed};
@@ -47,6 +47,33 @@ pub struct FrontDoor {
     pub metrics: Arc<ProxyMetrics>,
     /// Where Nexus endpoints send operations.
     pub nexus: NexusEndpoints,
+    /// What the front door accepts.
+    pub settings: DoorSettings,
+}
+
+/// What the front door accepts from clients.
+#[derive(Debug, Clone)]
+pub struct DoorSettings {
+    /// Forward RPCs missing from the reviewed table (as writes, their payloads unencrypted)
+    /// instead of refusing them with `UNIMPLEMENTED`.
+    pub forward_unknown_rpcs: bool,
+    /// The largest request message, before and after decompression.
+    pub max_message_bytes: usize,
+    /// Calls one client connection may have open at once: each long poll holds one.
+    pub max_streams_per_connection: u32,
+}
+
+impl Default for DoorSettings {
+    fn default() -> Self {
+        Self {
+            forward_unknown_rpcs: false,
+            // What Temporal's frontend accepts: gRPC-Go's default receive limit, which it does
+            // not raise (measured on the dev server: 4,300,000 bytes are refused with "larger
+            // than max 4194304").
+            max_message_bytes: 4 << 20,
+            max_streams_per_connection: 1024,
+        }
+    }
 }
 
 /// Who a call is from, and where it goes.
@@ -110,7 +137,19 @@ impl FrontDoor {
             namespace: String::new(),
             result: Err(status),
         };
-        let message = match read_message(method, &headers, body).await {
+        // Who calls, and whether the RPC is understood, before a byte of the body is read.
+        if let Err(status) = crate::platform::caller(&extensions) {
+            return unnamed(status);
+        }
+        if rpc.is_none() && !self.settings.forward_unknown_rpcs {
+            tracing::warn!(path, "RPC unknown to this proxy: refused");
+            return unnamed(Status::unimplemented(format!(
+                "{path}: this proxy does not know this RPC, so it can neither authorize it nor \
+                 encrypt its payloads ([proxy] unknown_rpcs = \"forward\" passes it on as a write)"
+            )));
+        }
+        let max = self.settings.max_message_bytes;
+        let message = match read_message(method, &headers, body, max).await {
             Ok(message) => message,
             Err(status) => return unnamed(status),
         };
@@ -265,12 +304,19 @@ impl FrontDoor {
     /// sealed for that `identity` may read (a child's result in its parent's history).
     async fn open(
         &self,
-        message: &[u8],
+        message: Bytes,
         carrier: crate::schema::Carrier,
         identity: &Identity,
         namespace: &str,
     ) -> Result<Transformed, payloads::TransformError> {
-        let first = payloads::open(message, carrier, &self.codec, namespace, &BTreeSet::new())?;
+        let first = {
+            let (codec, message, namespace) =
+                (self.codec.clone(), message.clone(), namespace.to_owned());
+            off_thread(message.len(), move || {
+                payloads::open(&message, carrier, &codec, &namespace, &BTreeSet::new())
+            })
+            .await?
+        };
         if first.foreign.is_empty() {
             return Ok(first);
         }
@@ -283,7 +329,7 @@ impl FrontDoor {
         if readable.is_empty() {
             return Ok(first);
         }
-        let opened = first.message.as_deref().unwrap_or(message);
+        let opened = first.message.as_deref().unwrap_or(&message);
         let second = payloads::open(opened, carrier, &self.codec, namespace, &readable)?;
         Ok(Transformed {
             message: second.message.or(first.message),
@@ -305,7 +351,7 @@ impl FrontDoor {
         let Ok(status) = DETAILS_BASE64.decode(details.as_bytes()) else {
             return;
         };
-        match self.open(&status, carrier, identity, namespace).await {
+        match self.open(status.into(), carrier, identity, namespace).await {
             Ok(opened) => {
                 self.metrics
                     .decrypted(opened.payload_bytes, opened.undecryptable);
@@ -337,7 +383,7 @@ impl FrontDoor {
     async fn exchange(
         &self,
         uri: &http::Uri,
-        mut headers: HeaderMap,
+        headers: HeaderMap,
         rpc: Option<&'static Rpc>,
         admitted: &Admitted,
         namespace: &str,
@@ -362,9 +408,18 @@ impl FrontDoor {
             } else {
                 HashMap::new()
             };
-            let sealed =
-                payloads::seal(&message.message, carrier, &self.codec, namespace, &targets)
-                    .map_err(|e| Status::invalid_argument(format!("{method}: {e}")))?;
+            let sealed = {
+                let (codec, plain, namespace) = (
+                    self.codec.clone(),
+                    message.message.clone(),
+                    namespace.to_owned(),
+                );
+                off_thread(plain.len(), move || {
+                    payloads::seal(&plain, carrier, &codec, &namespace, &targets)
+                })
+                .await
+            }
+            .map_err(|e| Status::invalid_argument(format!("{method}: {e}")))?;
             self.metrics.encrypted(sealed.payload_bytes);
             self.metrics.unknown(&sealed);
             if let Some(message) = sealed.message {
@@ -375,10 +430,7 @@ impl FrontDoor {
             .upstreams
             .client(endpoint)
             .map_err(|e| Status::unavailable(e.to_string()))?;
-        // The body goes on uncompressed whatever the client sent, and comes back uncompressed.
-        headers.remove("grpc-encoding");
-        headers.remove("grpc-accept-encoding");
-        headers.remove(header::CONTENT_LENGTH);
+        let headers = upstream_headers(&headers, namespace);
         let Reply {
             head: mut parts,
             mut body,
@@ -415,11 +467,15 @@ impl FrontDoor {
                     rpc.response_type
                 ))
             };
-            let unframed =
-                unframe(&body, parts.headers.get("grpc-encoding")).map_err(|e| bad(&e))?;
+            let unframed = unframe(
+                &body,
+                parts.headers.get("grpc-encoding"),
+                MAX_RESPONSE_BYTES,
+            )
+            .map_err(|e| bad(&e))?;
             if let Some((message, compressed)) = unframed {
                 let opened = self
-                    .open(&message, carrier, identity, namespace)
+                    .open(message.clone(), carrier, identity, namespace)
                     .await
                     .map_err(|e| bad(&e))?;
                 self.metrics
@@ -455,6 +511,39 @@ impl FrontDoor {
     }
 }
 
+/// Request headers that go upstream. Every other one stays here: `authorization` and the like
+/// are for the proxy, `caller-type` would change how Temporal treats the call, and
+/// `grpc-encoding` no longer applies (the body goes on uncompressed, and comes back so).
+const FORWARDED_HEADERS: [&str; 10] = [
+    "content-type",
+    "te",
+    "grpc-timeout",
+    "user-agent",
+    "client-name",
+    "client-version",
+    "supported-server-versions",
+    "traceparent",
+    "tracestate",
+    "grpc-trace-bin",
+];
+
+/// The headers of a call to an upstream: the client's that are allowed, and the namespace the
+/// call was authorized for.
+fn upstream_headers(client: &HeaderMap, namespace: &str) -> HeaderMap {
+    let mut headers = HeaderMap::with_capacity(FORWARDED_HEADERS.len() + 1);
+    for name in FORWARDED_HEADERS {
+        for value in client.get_all(name) {
+            headers.append(name, value.clone());
+        }
+    }
+    if let Ok(namespace) = HeaderValue::from_str(namespace)
+        && !namespace.is_empty()
+    {
+        headers.insert("temporal-namespace", namespace);
+    }
+    headers
+}
+
 /// gRPC's binary error details: a `google.rpc.Status`.
 const DETAILS: &str = "grpc-status-details-bin";
 /// gRPC writes binary headers in base64 without padding and reads them either way.
@@ -472,32 +561,68 @@ struct Message {
     body: Bytes,
 }
 
-/// Reads a unary call's message; SDKs (Go's, so the CLI's) compress theirs with gzip.
-async fn read_message<B>(method: &str, headers: &HeaderMap, body: B) -> Result<Message, Status>
+/// Messages larger than this are decompressed, sealed and opened off the serving thread, so a
+/// large one does not hold up other calls.
+const OFFLOAD_BYTES: usize = 64 << 10;
+
+/// Runs `work` on the blocking pool when `size` is large, else here.
+async fn off_thread<T: Send + 'static>(
+    size: usize,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    if size <= OFFLOAD_BYTES {
+        return work();
+    }
+    tokio::task::spawn_blocking(work)
+        .await
+        .expect("payload work does not panic")
+}
+
+/// Reads a unary call's message of at most `max` bytes, before and after decompression; SDKs
+/// (Go's, so the CLI's) compress theirs with gzip. A body whose frame declares more is refused
+/// as soon as its first five bytes arrive, before the rest is read.
+async fn read_message<B>(
+    method: &str,
+    headers: &HeaderMap,
+    body: B,
+    max: usize,
+) -> Result<Message, Status>
 where
     B: http_body::Body<Data = Bytes>,
     B::Error: Into<tonic::codegen::StdError>,
 {
-    let body = Limited::new(body, HEADER_BYTES + MAX_MESSAGE_BYTES)
-        .collect()
-        .await
-        .map_err(|e| {
-            if e.is::<http_body_util::LengthLimitError>() {
-                Status::resource_exhausted(format!("{method}: {}", FrameError::TooLarge))
-            } else {
-                Status::cancelled(format!("{method}: the request was not received whole: {e}"))
-            }
-        })?
-        .to_bytes();
     let refuse = |e: FrameError| {
         let message = format!("{method}: {e}");
         match e {
-            FrameError::TooLarge => Status::resource_exhausted(message),
+            FrameError::TooLarge(_) => Status::resource_exhausted(message),
             FrameError::Encoding(_) => Status::unimplemented(message),
             _ => Status::invalid_argument(message),
         }
     };
-    match unframe(&body, headers.get("grpc-encoding")).map_err(refuse)? {
+    let mut body = std::pin::pin!(body);
+    let mut received = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| {
+            let e: tonic::codegen::StdError = e.into();
+            Status::cancelled(format!("{method}: the request was not received whole: {e}"))
+        })?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        received.extend_from_slice(&data);
+        if received.len() >= HEADER_BYTES && declared_length(&received) > max
+            || received.len() > HEADER_BYTES + max
+        {
+            return Err(refuse(FrameError::TooLarge(max)));
+        }
+    }
+    let body = received.freeze();
+    let encoding = headers.get("grpc-encoding").cloned();
+    let unframed = {
+        let body = body.clone();
+        off_thread(body.len(), move || unframe(&body, encoding.as_ref(), max)).await
+    };
+    match unframed.map_err(refuse)? {
         Some((message, false)) => Ok(Message { message, body }),
         Some((message, true)) => Ok(Message {
             body: frame(&message),
@@ -530,5 +655,50 @@ fn namespace_of(
             );
             Ok(conventional_namespace(message).unwrap_or_default())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A body whose first frame declares `declared` bytes and that then never ends, as a slow
+    /// client's would.
+    fn never_ending(declared: u32) -> impl http_body::Body<Data = Bytes, Error = Infallible> {
+        let mut head = vec![0];
+        head.extend_from_slice(&declared.to_be_bytes());
+        let first = futures::stream::iter([Ok::<_, Infallible>(Frame::data(Bytes::from(head)))]);
+        StreamBody::new(futures::StreamExt::chain(first, futures::stream::pending()))
+    }
+
+    #[tokio::test]
+    async fn a_message_declared_over_the_limit_is_refused_before_its_body_arrives() {
+        let refused = read_message("Start", &HeaderMap::new(), never_ending(5 << 20), 4 << 20)
+            .await
+            .err()
+            .expect("refused on its first five bytes");
+        assert_eq!(refused.code(), Code::ResourceExhausted);
+        assert_eq!(
+            refused.message(),
+            "Start: the message exceeds 4194304 bytes"
+        );
+    }
+
+    #[test]
+    fn only_allowed_headers_go_upstream_with_the_authorized_namespace() {
+        let mut client = HeaderMap::new();
+        client.insert("content-type", HeaderValue::from_static("application/grpc"));
+        client.insert("authorization", HeaderValue::from_static("Bearer secret"));
+        client.insert("caller-type", HeaderValue::from_static("operator"));
+        client.insert(
+            "temporal-namespace",
+            HeaderValue::from_static("someone-else"),
+        );
+        client.insert("client-name", HeaderValue::from_static("temporal-python"));
+        let upstream = upstream_headers(&client, "orders");
+        let mut names: Vec<&str> = upstream.keys().map(|name| name.as_str()).collect();
+        names.sort_unstable();
+        assert_eq!(names, ["client-name", "content-type", "temporal-namespace"]);
+        assert_eq!(upstream["temporal-namespace"], "orders");
     }
 }

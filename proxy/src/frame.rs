@@ -5,8 +5,9 @@ use std::io::Read as _;
 use bytes::{BufMut as _, Bytes, BytesMut};
 use tonic::codegen::http::HeaderValue;
 
-/// Temporal's own limit on a gRPC message; histories can be large.
-pub(crate) const MAX_MESSAGE_BYTES: usize = 128 * 1024 * 1024;
+/// The largest answer read from an upstream: the limit Temporal's own clients receive up to,
+/// since history pages can be large.
+pub(crate) const MAX_RESPONSE_BYTES: usize = 128 * 1024 * 1024;
 
 /// The compressed flag and the message length.
 pub(crate) const HEADER_BYTES: usize = 5;
@@ -20,9 +21,9 @@ pub(crate) enum FrameError {
     /// Bytes after the message: a unary call carries exactly one.
     #[error("the body holds more than one message")]
     Trailing,
-    /// Over `MAX_MESSAGE_BYTES`, before or after decompression.
-    #[error("the message exceeds {MAX_MESSAGE_BYTES} bytes")]
-    TooLarge,
+    /// Over the limit, before or after decompression.
+    #[error("the message exceeds {0} bytes")]
+    TooLarge(usize),
     /// The message is compressed with something other than gzip.
     #[error("the message is compressed with {0:?}; this proxy accepts gzip")]
     Encoding(String),
@@ -33,9 +34,11 @@ pub(crate) enum FrameError {
 
 /// The message framed in `body`, decompressed if its `grpc-encoding` is gzip; `Ok(None)` for
 /// an empty body (an error answer carries no message). The boolean says it was compressed.
+/// A message over `max` bytes, before or after decompression, is refused.
 pub(crate) fn unframe(
     body: &Bytes,
     encoding: Option<&HeaderValue>,
+    max: usize,
 ) -> Result<Option<(Bytes, bool)>, FrameError> {
     if body.is_empty() {
         return Ok(None);
@@ -43,9 +46,9 @@ pub(crate) fn unframe(
     let header = body
         .get(..HEADER_BYTES)
         .ok_or(FrameError::Truncated(body.len()))?;
-    let length = u32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize;
-    if length > MAX_MESSAGE_BYTES {
-        return Err(FrameError::TooLarge);
+    let length = declared_length(header);
+    if length > max {
+        return Err(FrameError::TooLarge(max));
     }
     let end = HEADER_BYTES + length;
     match body.len().cmp(&end) {
@@ -58,7 +61,7 @@ pub(crate) fn unframe(
         return Ok(Some((message, false)));
     }
     match encoding.map(HeaderValue::as_bytes) {
-        Some(b"gzip") => Ok(Some((gunzip(&message)?, true))),
+        Some(b"gzip") => Ok(Some((gunzip(&message, max)?, true))),
         other => Err(FrameError::Encoding(
             other.map_or("nothing".into(), |name| {
                 String::from_utf8_lossy(name).into_owned()
@@ -67,14 +70,20 @@ pub(crate) fn unframe(
     }
 }
 
-fn gunzip(compressed: &[u8]) -> Result<Bytes, FrameError> {
+/// The length a frame header declares.
+pub(crate) fn declared_length(header: &[u8]) -> usize {
+    u32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize
+}
+
+/// Stops reading at one byte over `max`, so a small bomb never grows past the limit.
+fn gunzip(compressed: &[u8], max: usize) -> Result<Bytes, FrameError> {
     let mut message = Vec::new();
     flate2::read::GzDecoder::new(compressed)
-        .take(MAX_MESSAGE_BYTES as u64 + 1)
+        .take(max as u64 + 1)
         .read_to_end(&mut message)
         .map_err(|e| FrameError::Gzip(e.to_string()))?;
-    if message.len() > MAX_MESSAGE_BYTES {
-        return Err(FrameError::TooLarge);
+    if message.len() > max {
+        return Err(FrameError::TooLarge(max));
     }
     Ok(message.into())
 }
@@ -83,7 +92,7 @@ fn gunzip(compressed: &[u8]) -> Result<Bytes, FrameError> {
 pub(crate) fn frame(message: &[u8]) -> Bytes {
     let mut body = BytesMut::with_capacity(HEADER_BYTES + message.len());
     body.put_u8(0);
-    body.put_u32(u32::try_from(message.len()).expect("messages are at most MAX_MESSAGE_BYTES"));
+    body.put_u32(u32::try_from(message.len()).expect("messages are under 4 GiB"));
     body.put_slice(message);
     body.freeze()
 }
@@ -98,10 +107,10 @@ mod tests {
         let body = frame(b"hello");
         assert_eq!(&body[..HEADER_BYTES], &[0, 0, 0, 0, 5]);
         assert_eq!(
-            unframe(&body, None).unwrap(),
+            unframe(&body, None, 1024).unwrap(),
             Some((Bytes::from_static(b"hello"), false))
         );
-        assert_eq!(unframe(&Bytes::new(), None).unwrap(), None);
+        assert_eq!(unframe(&Bytes::new(), None, 1024).unwrap(), None);
     }
 
     #[test]
@@ -114,13 +123,28 @@ mod tests {
         let body = Bytes::from(body);
         let gzip_header = HeaderValue::from_static("gzip");
         assert_eq!(
-            unframe(&body, Some(&gzip_header)).unwrap(),
+            unframe(&body, Some(&gzip_header), 1024).unwrap(),
             Some((Bytes::from_static(b"hello"), true))
         );
-        let error = unframe(&body, Some(&HeaderValue::from_static("zstd"))).unwrap_err();
+        let error = unframe(&body, Some(&HeaderValue::from_static("zstd")), 1024).unwrap_err();
         assert_eq!(
             error.to_string(),
             "the message is compressed with \"zstd\"; this proxy accepts gzip"
+        );
+    }
+
+    /// A gzip bomb: 4 MiB of zeros compress to about 4 KiB.
+    #[test]
+    fn a_message_that_decompresses_past_the_limit_is_refused_at_the_limit() {
+        let mut gzip = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        gzip.write_all(&vec![0; 4 << 20]).unwrap();
+        let mut body = frame(&gzip.finish().unwrap()).to_vec();
+        assert!(body.len() < 8 << 10, "{} bytes", body.len());
+        body[0] = 1;
+        let gzip_header = HeaderValue::from_static("gzip");
+        assert_eq!(
+            unframe(&Bytes::from(body), Some(&gzip_header), 1 << 20),
+            Err(FrameError::TooLarge(1 << 20))
         );
     }
 
@@ -128,16 +152,16 @@ mod tests {
     fn bodies_that_are_not_one_message_are_refused() {
         let body = frame(b"hello");
         assert_eq!(
-            unframe(&body.slice(..7), None),
+            unframe(&body.slice(..7), None, 1024),
             Err(FrameError::Truncated(7))
         );
         assert_eq!(
-            unframe(&body.slice(..3), None),
+            unframe(&body.slice(..3), None, 1024),
             Err(FrameError::Truncated(3))
         );
         let twice = Bytes::from([body.to_vec(), body.to_vec()].concat());
-        assert_eq!(unframe(&twice, None), Err(FrameError::Trailing));
+        assert_eq!(unframe(&twice, None, 1024), Err(FrameError::Trailing));
         let huge = Bytes::from_static(&[0, 0xff, 0xff, 0xff, 0xff]);
-        assert_eq!(unframe(&huge, None), Err(FrameError::TooLarge));
+        assert_eq!(unframe(&huge, None, 1024), Err(FrameError::TooLarge(1024)));
     }
 }

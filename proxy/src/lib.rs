@@ -34,7 +34,7 @@ use connection::Services;
 
 pub use access::{ACCESS_TTL, AccessLists};
 pub use admins::Admins;
-pub use forward::FrontDoor;
+pub use forward::{DoorSettings, FrontDoor};
 pub use metrics::ProxyMetrics;
 pub use nexus::NexusEndpoints;
 pub use platform::PlatformApi;

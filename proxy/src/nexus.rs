@@ -13,7 +13,7 @@ use temporalio_common::protos::temporal::api::operatorservice::v1::{
 use tonic::Status;
 use tonic::codegen::http::{HeaderMap, HeaderValue, uri::PathAndQuery};
 
-use crate::frame::{frame, unframe};
+use crate::frame::{MAX_RESPONSE_BYTES, frame, unframe};
 use crate::upstream::Upstream;
 
 const LIST: &str = "/temporal.api.operatorservice.v1.OperatorService/ListNexusEndpoints";
@@ -89,10 +89,14 @@ async fn lookup(upstream: &Upstream, name: &str) -> Result<Target, Status> {
     if status != Some(tonic::Code::Ok) {
         return Err(unavailable(format!("the registry answered {status:?}")));
     }
-    let message = unframe(&reply.body, reply.head.headers.get("grpc-encoding"))
-        .map_err(|e| unavailable(e.to_string()))?
-        .map(|(message, _)| message)
-        .unwrap_or_default();
+    let message = unframe(
+        &reply.body,
+        reply.head.headers.get("grpc-encoding"),
+        MAX_RESPONSE_BYTES,
+    )
+    .map_err(|e| unavailable(e.to_string()))?
+    .map(|(message, _)| message)
+    .unwrap_or_default();
     let listed =
         ListNexusEndpointsResponse::decode(message).map_err(|e| unavailable(e.to_string()))?;
     let spec = listed
