@@ -392,28 +392,27 @@ impl FrontDoor {
         let Admitted { identity, endpoint } = admitted;
         let method = method_name(uri.path());
         let mut body = message.body;
+        let mut plain = message.message;
+        if let Some(field) = rpc.and_then(|rpc| rpc.identity_field) {
+            let stamped = crate::wire::replace_field(&plain, field, |claimed| {
+                recorded_identity(identity, claimed)
+            })
+            .map_err(|e| Status::invalid_argument(format!("{method}: malformed request: {e}")))?;
+            plain = Bytes::from(stamped);
+            body = frame(&plain);
+        }
         if let Some(carrier) = rpc.and_then(|rpc| rpc.request_payloads)
             && !namespace.is_empty()
         {
             let targets = if SCHEMA.acts_elsewhere(carrier) {
-                self.admit_elsewhere(
-                    &message.message,
-                    carrier,
-                    identity,
-                    namespace,
-                    endpoint,
-                    method,
-                )
-                .await?
+                self.admit_elsewhere(&plain, carrier, identity, namespace, endpoint, method)
+                    .await?
             } else {
                 HashMap::new()
             };
             let sealed = {
-                let (codec, plain, namespace) = (
-                    self.codec.clone(),
-                    message.message.clone(),
-                    namespace.to_owned(),
-                );
+                let (codec, plain, namespace) =
+                    (self.codec.clone(), plain.clone(), namespace.to_owned());
                 off_thread(plain.len(), move || {
                     payloads::seal(&plain, carrier, &codec, &namespace, &targets)
                 })
@@ -508,6 +507,16 @@ impl FrontDoor {
             code,
             response: http::Response::from_parts(parts, body),
         })
+    }
+}
+
+/// The identity Temporal records for a call: the certified caller first, then what the client
+/// called itself, so history shows who did it and no client can claim to be someone else.
+fn recorded_identity(caller: &Identity, claimed: &[u8]) -> Vec<u8> {
+    let claimed = String::from_utf8_lossy(claimed);
+    match claimed.trim() {
+        "" => caller.to_string().into_bytes(),
+        claimed => format!("{caller} {claimed}").into_bytes(),
     }
 }
 

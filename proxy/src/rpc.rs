@@ -53,6 +53,8 @@ pub struct Rpc {
     pub(crate) request_payloads: Option<Carrier>,
     /// Where a response's payloads are; `None` when the response type has none.
     pub(crate) response_payloads: Option<Carrier>,
+    /// The request's `identity` field, which Temporal records as who made the call.
+    pub(crate) identity_field: Option<u32>,
 }
 
 macro_rules! namespace_field {
@@ -101,6 +103,7 @@ macro_rules! rpc_table {
                     namespace_field: namespace_field!($class, $package::v1::$request),
                     request_payloads: SCHEMA.carrier(request_type),
                     response_payloads: SCHEMA.carrier(response_type),
+                    identity_field: SCHEMA.identity_field(request_type),
                 }
             },)*)*]
         }

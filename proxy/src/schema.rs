@@ -111,6 +111,8 @@ pub(crate) struct Schema {
     /// By carrier: whether it has a field naming a namespace or endpoint it acts on.
     scoping: Vec<bool>,
     failure: Option<Carrier>,
+    /// Every message type with a top-level string field `identity`: the field's number.
+    identity_fields: HashMap<String, u32>,
 }
 
 /// The schema of the protos this proxy was built with.
@@ -276,7 +278,17 @@ impl Schema {
                     .any(|field| scope_of(name, field).is_some())
             })
             .collect();
+        let identity_fields = messages
+            .iter()
+            .filter_map(|(name, fields)| {
+                let field = fields
+                    .iter()
+                    .find(|field| field.string && field.name == "identity")?;
+                Some((name.clone(), field.number))
+            })
+            .collect();
         Ok(Schema {
+            identity_fields,
             scoping,
             fields,
             root: names.iter().map(|name| data.contains(name)).collect(),
@@ -301,6 +313,11 @@ impl Schema {
     #[cfg(test)]
     pub(crate) fn reached(&self, type_name: &str) -> Option<Carrier> {
         self.by_name.get(type_name).copied()
+    }
+
+    /// The number of `type_name`'s `identity` field, which Temporal records as who made a call.
+    pub(crate) fn identity_field(&self, type_name: &str) -> Option<u32> {
+        self.identity_fields.get(type_name).copied()
     }
 
     /// Whether a message of type `carrier` can name, below its top level, a namespace or Nexus

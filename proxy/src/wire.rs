@@ -67,6 +67,32 @@ fn next_field(bytes: &[u8]) -> Result<Field<'_>, MalformedField> {
     })
 }
 
+/// `message` with its top-level field `number` replaced by one length-delimited field holding
+/// what `value` makes of the last value it held (empty when it had none).
+pub(crate) fn replace_field(
+    message: &[u8],
+    number: u32,
+    value: impl FnOnce(&[u8]) -> Vec<u8>,
+) -> Result<Vec<u8>, MalformedField> {
+    let mut out = Vec::with_capacity(message.len() + 64);
+    let mut held: &[u8] = &[];
+    for field in fields(message) {
+        let field = field?;
+        if field.number == number {
+            if field.wire_type == 2 {
+                held = field.value;
+            }
+        } else {
+            out.extend_from_slice(field.encoded);
+        }
+    }
+    let value = value(held);
+    prost::encoding::encode_key(number, prost::encoding::WireType::LengthDelimited, &mut out);
+    prost::encoding::encode_varint(value.len() as u64, &mut out);
+    out.extend_from_slice(&value);
+    Ok(out)
+}
+
 /// A length-delimited field `number` holding `value`, encoded.
 #[cfg(test)]
 pub(crate) fn length_delimited(number: u32, value: &[u8]) -> Vec<u8> {
@@ -107,6 +133,30 @@ mod tests {
         );
         let rejoined: Vec<u8> = fields.iter().flat_map(|f| f.encoded.to_vec()).collect();
         assert_eq!(rejoined, bytes);
+    }
+
+    #[test]
+    fn a_replaced_field_comes_last_once_made_from_its_last_value() {
+        let message = [
+            length_delimited(2, b"first"),
+            length_delimited(1, b"ns"),
+            length_delimited(2, b"second"),
+        ]
+        .concat();
+        let replaced = replace_field(&message, 2, |held| [b"user:a ", held].concat()).unwrap();
+        assert_eq!(
+            replaced,
+            [
+                length_delimited(1, b"ns"),
+                length_delimited(2, b"user:a second")
+            ]
+            .concat()
+        );
+        let added = replace_field(&length_delimited(1, b"ns"), 2, |held| held.to_vec()).unwrap();
+        assert_eq!(
+            added,
+            [length_delimited(1, b"ns"), length_delimited(2, b"")].concat()
+        );
     }
 
     #[test]
