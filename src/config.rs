@@ -277,6 +277,10 @@ pub struct ProxyConfig {
     pub max_message_bytes: usize,
     /// Calls one client connection may have open at once (each long poll holds one).
     pub max_streams_per_connection: u32,
+    /// Request bytes the proxy holds at most while it reads, decompresses and seals them.
+    pub max_buffered_bytes: usize,
+    /// The same, for one client connection.
+    pub max_buffered_bytes_per_connection: usize,
 }
 
 /// What the proxy does with an RPC it does not know.
@@ -310,6 +314,9 @@ impl Default for ProxyConfig {
             max_message_bytes: plinth_proxy::DoorSettings::default().max_message_bytes,
             max_streams_per_connection: plinth_proxy::DoorSettings::default()
                 .max_streams_per_connection,
+            max_buffered_bytes: plinth_proxy::DoorSettings::default().max_buffered_bytes,
+            max_buffered_bytes_per_connection: plinth_proxy::DoorSettings::default()
+                .max_buffered_bytes_per_connection,
         }
     }
 }

@@ -4,7 +4,8 @@ use anyhow::Context;
 use plinth_activities::ControlPlane;
 use plinth_identity::ClientVerifier;
 use plinth_proxy::{
-    AccessLists, DoorSettings, FrontDoor, PlatformApi, ProxyMetrics, Routes, UpstreamTls, Upstreams,
+    AccessLists, Budgets, DoorSettings, FrontDoor, PlatformApi, ProxyMetrics, Routes, UpstreamTls,
+    Upstreams,
 };
 use temporalio_client::{Client, ClientOptions};
 use tokio::net::TcpListener;
@@ -88,7 +89,13 @@ pub async fn run(config: &Config, home: &Home, args: &ProxyArgs) -> anyhow::Resu
             forward_unknown_rpcs: proxy.unknown_rpcs == crate::config::UnknownRpcs::Forward,
             max_message_bytes: proxy.max_message_bytes,
             max_streams_per_connection: proxy.max_streams_per_connection,
+            max_buffered_bytes: proxy.max_buffered_bytes,
+            max_buffered_bytes_per_connection: proxy.max_buffered_bytes_per_connection,
         },
+        budgets: Budgets::new(
+            proxy.max_buffered_bytes,
+            proxy.max_buffered_bytes_per_connection,
+        ),
     });
     let (tls, verifier) = server_tls(config, home, true, b"h2")?;
     let (listener, _) = bind(args.listen.as_ref(), &proxy.listen, "[proxy] listen").await?;

@@ -23,6 +23,7 @@ use tonic::server::NamedService as _;
 use crate::forward::FrontDoor;
 use crate::keepalive::keep_alive;
 use crate::platform::PlatformApi;
+use crate::request::ConnectionBudget;
 
 /// A client that connects must start HTTP/2 within this.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -51,8 +52,13 @@ pub(crate) async fn serve(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let caller = stream.caller().clone();
+    let budget = services.door.budgets.connection();
+    let max_streams = services.door.settings.max_streams_per_connection;
+    // Counted once each time the connection reaches its stream limit: h2 itself refuses the
+    // streams past it.
+    let mut at_limit = false;
     let handshake = h2::server::Builder::new()
-        .max_concurrent_streams(services.door.settings.max_streams_per_connection)
+        .max_concurrent_streams(max_streams)
         .initial_window_size(STREAM_WINDOW)
         .initial_connection_window_size(CONNECTION_WINDOW)
         .handshake::<_, Bytes>(stream);
@@ -82,7 +88,13 @@ pub(crate) async fn serve(
         tokio::select! {
             accepted = connection.accept() => match accepted {
                 Some(Ok((request, respond))) => {
-                    calls.push(call(services.clone(), caller.clone(), request, respond));
+                    calls.push(call(services.clone(), caller.clone(), budget.clone(), request, respond));
+                    let full = calls.len() >= max_streams as usize;
+                    if full && !at_limit {
+                        services.door.metrics.limited("streams");
+                        tracing::warn!(max_streams, "a client connection reached its stream limit");
+                    }
+                    at_limit = full;
                 }
                 Some(Err(e)) => {
                     tracing::debug!(error = %e, "client connection failed");
@@ -131,11 +143,13 @@ impl Route {
 async fn call(
     mut services: Services,
     caller: Caller,
+    budget: ConnectionBudget,
     request: http::Request<h2::RecvStream>,
     mut respond: SendResponse<Bytes>,
 ) {
     let (mut parts, body) = request.into_parts();
     parts.extensions.insert(caller);
+    parts.extensions.insert(budget);
     let request = http::Request::from_parts(parts, RecvBody(body));
     let answer = async {
         match Route::of(request.uri().path()) {

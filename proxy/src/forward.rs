@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use http_body::Frame;
-use http_body_util::{BodyExt as _, StreamBody};
+use http_body_util::StreamBody;
 use plinth_codec::Codec;
 use plinth_codec::server::{AccessCheck, Need};
 use plinth_identity::Identity;
@@ -19,10 +19,11 @@ use tonic::codegen::http::{self, HeaderMap, HeaderValue, StatusCode, header};
 use tonic::{Code, Status, body::Body};
 
 use crate::admins::Admins;
-use crate::frame::{FrameError, HEADER_BYTES, MAX_RESPONSE_BYTES, declared_length, frame, unframe};
+use crate::frame::{MAX_RESPONSE_BYTES, frame, unframe};
 use crate::metrics::ProxyMetrics;
 use crate::nexus::{NexusEndpoints, Target};
 use crate::payloads::{self, Named, Transformed};
+use crate::request::{Budgets, ConnectionBudget, Message, RequestBody};
 use crate::routes::Routes;
 use crate::rpc::{Class, Rpc, conventional_namespace};
 use crate::schema::{SCHEMA, STATUS};
@@ -49,6 +50,8 @@ pub struct FrontDoor {
     pub nexus: NexusEndpoints,
     /// What the front door accepts.
     pub settings: DoorSettings,
+    /// Request bytes it may hold while reading them: see [`DoorSettings`].
+    pub budgets: Budgets,
 }
 
 /// What the front door accepts from clients.
@@ -61,6 +64,11 @@ pub struct DoorSettings {
     pub max_message_bytes: usize,
     /// Calls one client connection may have open at once: each long poll holds one.
     pub max_streams_per_connection: u32,
+    /// Request bytes all connections' calls may hold at once while they are read, decompressed
+    /// and sealed (a compressed one counts as what it may decompress to).
+    pub max_buffered_bytes: usize,
+    /// The same, for one connection's calls.
+    pub max_buffered_bytes_per_connection: usize,
 }
 
 impl Default for DoorSettings {
@@ -72,6 +80,8 @@ impl Default for DoorSettings {
             // than max 4194304").
             max_message_bytes: 4 << 20,
             max_streams_per_connection: 1024,
+            max_buffered_bytes: 256 << 20,
+            max_buffered_bytes_per_connection: 32 << 20,
         }
     }
 }
@@ -148,8 +158,32 @@ impl FrontDoor {
                  encrypt its payloads ([proxy] unknown_rpcs = \"forward\" passes it on as a write)"
             )));
         }
-        let max = self.settings.max_message_bytes;
-        let message = match read_message(method, &headers, body, max).await {
+        let encoding = crate::request::encoding(&headers);
+        let mut body =
+            RequestBody::new(method, body, self.settings.max_message_bytes, &self.metrics);
+        if let Err(status) = body
+            .head(&self.budgets, extensions.get::<ConnectionBudget>())
+            .await
+        {
+            return unnamed(status);
+        }
+        // Where its first bytes name the namespace, the caller's access to it is checked
+        // before the rest is read.
+        let early = match rpc {
+            Some(rpc) => match body.peek_namespace(rpc, encoding).await {
+                Ok(early) => early,
+                Err(status) => return unnamed(status),
+            },
+            None => None,
+        };
+        let admitted_early = match &early {
+            Some(namespace) => match self.admit(method, class, namespace, &extensions).await {
+                Ok(admitted) => Some(admitted),
+                Err(status) => return self.refused(namespace.clone(), status),
+            },
+            None => None,
+        };
+        let message = match body.finish(encoding).await {
             Ok(message) => message,
             Err(status) => return unnamed(status),
         };
@@ -157,21 +191,34 @@ impl FrontDoor {
             Ok(namespace) => namespace,
             Err(status) => return unnamed(status),
         };
-        let admitted = match self.admit(method, class, &namespace, &extensions).await {
-            Ok(admitted) => admitted,
-            Err(status) => {
-                // Names clients made up stay out of the metrics' label values.
-                let known = status.code() == Code::PermissionDenied;
-                return Outcome {
-                    namespace: if known { namespace } else { String::new() },
-                    result: Err(status),
-                };
+        let admitted = match (admitted_early, early) {
+            (Some(admitted), Some(early)) if early == namespace => admitted,
+            // The last occurrence counts, as upstream: a request naming one namespace first
+            // and another later is refused.
+            (Some(_), Some(early)) => {
+                return unnamed(Status::invalid_argument(format!(
+                    "{method}: the request names namespace {early:?} and then {namespace:?}"
+                )));
             }
+            _ => match self.admit(method, class, &namespace, &extensions).await {
+                Ok(admitted) => admitted,
+                Err(status) => return self.refused(namespace, status),
+            },
         };
         let result = self
             .exchange(&uri, headers, rpc, &admitted, &namespace, message)
             .await;
         Outcome { namespace, result }
+    }
+
+    /// The outcome of a call refused by `admit`.
+    fn refused(&self, namespace: String, status: Status) -> Outcome {
+        // Names clients made up stay out of the metrics' label values.
+        let known = status.code() == Code::PermissionDenied;
+        Outcome {
+            namespace: if known { namespace } else { String::new() },
+            result: Err(status),
+        }
     }
 
     /// Authorizes the call and finds its upstream.
@@ -277,6 +324,13 @@ impl FrontDoor {
             }
         }
         for other in namespaces.iter().filter(|other| *other != namespace) {
+            // Names a client made up are not looked up, cached or counted.
+            if !self.served(other).await? {
+                return Err(Status::not_found(format!(
+                    "{method} acts on namespace {other:?}, which is not served here: no Ready \
+                     Plinth namespace has that name"
+                )));
+            }
             let allowed = self
                 .access
                 .allows(other, identity, Need::Write)
@@ -322,6 +376,9 @@ impl FrontDoor {
         }
         let mut readable = BTreeSet::new();
         for other in &first.foreign {
+            if !matches!(self.served(other).await, Ok(true)) {
+                continue;
+            }
             if let Ok(true) = self.access.allows(other, identity, Need::Read).await {
                 readable.insert(other.clone());
             }
@@ -329,13 +386,22 @@ impl FrontDoor {
         if readable.is_empty() {
             return Ok(first);
         }
-        let opened = first.message.as_deref().unwrap_or(&message);
-        let second = payloads::open(opened, carrier, &self.codec, namespace, &readable)?;
-        Ok(Transformed {
-            message: second.message.or(first.message),
-            payload_bytes: first.payload_bytes + second.payload_bytes,
-            ..second
+        // Again from the answer as it came, so that only its own payloads are opened, never
+        // one that the first pass found inside another.
+        let (codec, namespace) = (self.codec.clone(), namespace.to_owned());
+        off_thread(message.len(), move || {
+            payloads::open(&message, carrier, &codec, &namespace, &readable)
         })
+        .await
+    }
+
+    /// Whether `namespace` is a Ready Plinth namespace this proxy routes.
+    async fn served(&self, namespace: &str) -> Result<bool, Status> {
+        self.routes
+            .endpoint(namespace)
+            .await
+            .map(|endpoint| endpoint.is_some())
+            .map_err(|e| Status::unavailable(format!("cannot read the namespace table: {e}")))
     }
 
     /// Opens the payloads in an error's details (a failed query's failure, say).
@@ -411,10 +477,14 @@ impl FrontDoor {
                 HashMap::new()
             };
             let sealed = {
-                let (codec, plain, namespace) =
-                    (self.codec.clone(), plain.clone(), namespace.to_owned());
+                let (codec, plain, namespace, caller) = (
+                    self.codec.clone(),
+                    plain.clone(),
+                    namespace.to_owned(),
+                    identity.clone(),
+                );
                 off_thread(plain.len(), move || {
-                    payloads::seal(&plain, carrier, &codec, &namespace, &targets)
+                    payloads::seal(&plain, carrier, &codec, &namespace, &targets, Some(&caller))
                 })
                 .await
             }
@@ -429,13 +499,20 @@ impl FrontDoor {
             .upstreams
             .client(endpoint)
             .map_err(|e| Status::unavailable(e.to_string()))?;
+        // The path alone, without a query: it is what was authorized.
+        let path: http::uri::PathAndQuery = uri
+            .path()
+            .parse()
+            .map_err(|e| Status::invalid_argument(format!("{method}: bad path: {e}")))?;
+        // Read and sealed: what it held of the budgets goes back.
+        drop(message.reserved);
         let headers = upstream_headers(&headers, namespace);
         let Reply {
             head: mut parts,
             mut body,
             mut trailers,
         } = upstream
-            .call(uri.path_and_query(), headers, body)
+            .call(Some(&path), headers, body)
             .await
             .map_err(|e| Status::unavailable(e.to_string()))?;
         let unavailable = |why: String| Status::unavailable(format!("upstream {endpoint}: {why}"));
@@ -512,7 +589,7 @@ impl FrontDoor {
 
 /// The identity Temporal records for a call: the certified caller first, then what the client
 /// called itself, so history shows who did it and no client can claim to be someone else.
-fn recorded_identity(caller: &Identity, claimed: &[u8]) -> Vec<u8> {
+pub(crate) fn recorded_identity(caller: &Identity, claimed: &[u8]) -> Vec<u8> {
     let claimed = String::from_utf8_lossy(claimed);
     match claimed.trim() {
         "" => caller.to_string().into_bytes(),
@@ -523,8 +600,7 @@ fn recorded_identity(caller: &Identity, claimed: &[u8]) -> Vec<u8> {
 /// Request headers that go upstream. Every other one stays here: `authorization` and the like
 /// are for the proxy, `caller-type` would change how Temporal treats the call, and
 /// `grpc-encoding` no longer applies (the body goes on uncompressed, and comes back so).
-const FORWARDED_HEADERS: [&str; 10] = [
-    "content-type",
+const FORWARDED_HEADERS: [&str; 9] = [
     "te",
     "grpc-timeout",
     "user-agent",
@@ -539,7 +615,12 @@ const FORWARDED_HEADERS: [&str; 10] = [
 /// The headers of a call to an upstream: the client's that are allowed, and the namespace the
 /// call was authorized for.
 fn upstream_headers(client: &HeaderMap, namespace: &str) -> HeaderMap {
-    let mut headers = HeaderMap::with_capacity(FORWARDED_HEADERS.len() + 1);
+    let mut headers = HeaderMap::with_capacity(FORWARDED_HEADERS.len() + 2);
+    // The body is protobuf, as the proxy read it, whatever the client said.
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/grpc"),
+    );
     for name in FORWARDED_HEADERS {
         for value in client.get_all(name) {
             headers.append(name, value.clone());
@@ -562,20 +643,12 @@ const DETAILS_BASE64: base64::engine::GeneralPurpose = base64::engine::GeneralPu
         .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
 );
 
-/// A request's one message, and the body it came in.
-struct Message {
-    /// Uncompressed.
-    message: Bytes,
-    /// As it goes upstream: the original body when it was uncompressed.
-    body: Bytes,
-}
-
 /// Messages larger than this are decompressed, sealed and opened off the serving thread, so a
 /// large one does not hold up other calls.
 const OFFLOAD_BYTES: usize = 64 << 10;
 
 /// Runs `work` on the blocking pool when `size` is large, else here.
-async fn off_thread<T: Send + 'static>(
+pub(crate) async fn off_thread<T: Send + 'static>(
     size: usize,
     work: impl FnOnce() -> T + Send + 'static,
 ) -> T {
@@ -585,60 +658,6 @@ async fn off_thread<T: Send + 'static>(
     tokio::task::spawn_blocking(work)
         .await
         .expect("payload work does not panic")
-}
-
-/// Reads a unary call's message of at most `max` bytes, before and after decompression; SDKs
-/// (Go's, so the CLI's) compress theirs with gzip. A body whose frame declares more is refused
-/// as soon as its first five bytes arrive, before the rest is read.
-async fn read_message<B>(
-    method: &str,
-    headers: &HeaderMap,
-    body: B,
-    max: usize,
-) -> Result<Message, Status>
-where
-    B: http_body::Body<Data = Bytes>,
-    B::Error: Into<tonic::codegen::StdError>,
-{
-    let refuse = |e: FrameError| {
-        let message = format!("{method}: {e}");
-        match e {
-            FrameError::TooLarge(_) => Status::resource_exhausted(message),
-            FrameError::Encoding(_) => Status::unimplemented(message),
-            _ => Status::invalid_argument(message),
-        }
-    };
-    let mut body = std::pin::pin!(body);
-    let mut received = bytes::BytesMut::new();
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| {
-            let e: tonic::codegen::StdError = e.into();
-            Status::cancelled(format!("{method}: the request was not received whole: {e}"))
-        })?;
-        let Ok(data) = frame.into_data() else {
-            continue;
-        };
-        received.extend_from_slice(&data);
-        if received.len() >= HEADER_BYTES && declared_length(&received) > max
-            || received.len() > HEADER_BYTES + max
-        {
-            return Err(refuse(FrameError::TooLarge(max)));
-        }
-    }
-    let body = received.freeze();
-    let encoding = headers.get("grpc-encoding").cloned();
-    let unframed = {
-        let body = body.clone();
-        off_thread(body.len(), move || unframe(&body, encoding.as_ref(), max)).await
-    };
-    match unframed.map_err(refuse)? {
-        Some((message, false)) => Ok(Message { message, body }),
-        Some((message, true)) => Ok(Message {
-            body: frame(&message),
-            message,
-        }),
-        None => Err(refuse(FrameError::Truncated(0))),
-    }
 }
 
 /// `StartWorkflowExecution` of `/temporal.api.workflowservice.v1.WorkflowService/StartWorkflowExecution`.
@@ -671,32 +690,13 @@ fn namespace_of(
 mod tests {
     use super::*;
 
-    /// A body whose first frame declares `declared` bytes and that then never ends, as a slow
-    /// client's would.
-    fn never_ending(declared: u32) -> impl http_body::Body<Data = Bytes, Error = Infallible> {
-        let mut head = vec![0];
-        head.extend_from_slice(&declared.to_be_bytes());
-        let first = futures::stream::iter([Ok::<_, Infallible>(Frame::data(Bytes::from(head)))]);
-        StreamBody::new(futures::StreamExt::chain(first, futures::stream::pending()))
-    }
-
-    #[tokio::test]
-    async fn a_message_declared_over_the_limit_is_refused_before_its_body_arrives() {
-        let refused = read_message("Start", &HeaderMap::new(), never_ending(5 << 20), 4 << 20)
-            .await
-            .err()
-            .expect("refused on its first five bytes");
-        assert_eq!(refused.code(), Code::ResourceExhausted);
-        assert_eq!(
-            refused.message(),
-            "Start: the message exceeds 4194304 bytes"
-        );
-    }
-
     #[test]
     fn only_allowed_headers_go_upstream_with_the_authorized_namespace() {
         let mut client = HeaderMap::new();
-        client.insert("content-type", HeaderValue::from_static("application/grpc"));
+        client.insert(
+            "content-type",
+            HeaderValue::from_static("application/grpc+json"),
+        );
         client.insert("authorization", HeaderValue::from_static("Bearer secret"));
         client.insert("caller-type", HeaderValue::from_static("operator"));
         client.insert(
@@ -708,6 +708,7 @@ mod tests {
         let mut names: Vec<&str> = upstream.keys().map(|name| name.as_str()).collect();
         names.sort_unstable();
         assert_eq!(names, ["client-name", "content-type", "temporal-namespace"]);
+        assert_eq!(upstream["content-type"], "application/grpc");
         assert_eq!(upstream["temporal-namespace"], "orders");
     }
 }

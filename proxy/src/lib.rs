@@ -12,6 +12,7 @@ mod metrics;
 mod nexus;
 mod payloads;
 mod platform;
+mod request;
 mod routes;
 mod rpc;
 mod schema;
@@ -38,6 +39,7 @@ pub use forward::{DoorSettings, FrontDoor};
 pub use metrics::ProxyMetrics;
 pub use nexus::NexusEndpoints;
 pub use platform::PlatformApi;
+pub use request::Budgets;
 pub use routes::Routes;
 pub use upstream::{Reply, Upstream, UpstreamError, UpstreamTls, Upstreams};
 

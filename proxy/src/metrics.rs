@@ -14,6 +14,7 @@ pub struct ProxyMetrics {
     undecryptable: Counter,
     unknown_fields: Counter,
     unknown_anys: Counter,
+    limited: Counter,
 }
 
 impl Default for ProxyMetrics {
@@ -51,6 +52,13 @@ impl Default for ProxyMetrics {
                  what they hold goes on unencrypted.",
                 &["message"],
             ),
+            limited: Counter::new(
+                "plinth_proxy_limited_total",
+                "Requests and connections refused at a limit, by limit: message_size, \
+                 connection_bytes, total_bytes, streams (a connection reached its stream limit), \
+                 handshakes.",
+                &["limit"],
+            ),
             unknown_anys: Counter::new(
                 "plinth_proxy_unknown_any_total",
                 "google.protobuf.Any values of types Plinth's protos lack: what they hold goes \
@@ -59,6 +67,9 @@ impl Default for ProxyMetrics {
             ),
         };
         metrics.unknown_anys.add(&[], 0.0);
+        for limit in LIMITS {
+            metrics.limited.add(&[limit], 0.0);
+        }
         for direction in ["encrypt", "decrypt"] {
             metrics.payload_bytes.add(&[direction], 0.0);
         }
@@ -91,6 +102,11 @@ impl ProxyMetrics {
         }
     }
 
+    /// Counts one refusal at `limit`, one of [`LIMITS`].
+    pub(crate) fn limited(&self, limit: &'static str) {
+        self.limited.inc(&[limit]);
+    }
+
     /// Counts what sealing or opening met that Plinth's protos do not describe.
     pub(crate) fn unknown(&self, transformed: &crate::payloads::Transformed) {
         for message in &transformed.unknown_fields {
@@ -111,9 +127,19 @@ impl ProxyMetrics {
             &self.undecryptable,
             &self.unknown_fields,
             &self.unknown_anys,
+            &self.limited,
         ])
     }
 }
+
+/// The limits the proxy counts refusals at.
+pub(crate) const LIMITS: [&str; 5] = [
+    "message_size",
+    "connection_bytes",
+    "total_bytes",
+    "streams",
+    "handshakes",
+];
 
 fn code_name(code: tonic::Code) -> &'static str {
     use tonic::Code::*;

@@ -6,6 +6,7 @@
 use std::collections::{BTreeSet, HashMap};
 
 use plinth_codec::{Codec, Payload};
+use plinth_identity::Identity;
 use prost::Message;
 
 use crate::schema::{Carrier, RewriteError, SCHEMA, Scope, Visitor};
@@ -68,11 +69,13 @@ pub(crate) fn seal(
     codec: &Codec,
     namespace: &str,
     targets: &HashMap<String, String>,
+    caller: Option<&Identity>,
 ) -> Result<Transformed, TransformError> {
     let mut sealer = Sealer {
         codec,
         namespace,
         targets,
+        caller,
         done: Transformed::default(),
     };
     let message = SCHEMA.rewrite(message, carrier, &mut sealer)?;
@@ -86,6 +89,8 @@ struct Sealer<'a> {
     codec: &'a Codec,
     namespace: &'a str,
     targets: &'a HashMap<String, String>,
+    /// Stamped on every identity inside the request.
+    caller: Option<&'a Identity>,
     done: Transformed,
 }
 
@@ -116,6 +121,11 @@ impl Visitor for Sealer<'_> {
 
     fn failure_before(&mut self, failure: &[u8]) -> Result<Option<Vec<u8>>, PayloadError> {
         fold_failure(failure)
+    }
+
+    fn identity(&mut self, claimed: &[u8]) -> Option<Vec<u8>> {
+        self.caller
+            .map(|caller| crate::forward::recorded_identity(caller, claimed))
     }
 
     fn unknown_field(&mut self, type_name: &str, _number: u32) {
@@ -548,7 +558,7 @@ mod tests {
     fn requests_are_sealed_but_search_attributes_stay_plain_and_open_to_the_same_bytes() {
         let codec = codec();
         let bytes = start_request().encode_to_vec();
-        let sealed = seal(&bytes, start(), &codec, "orders", &HashMap::new()).unwrap();
+        let sealed = seal(&bytes, start(), &codec, "orders", &HashMap::new(), None).unwrap();
         assert_eq!(sealed.payload_bytes, 11);
         let sealed_bytes = sealed.message.unwrap();
         let message = StartWorkflowExecutionRequest::decode(&sealed_bytes[..]).unwrap();
@@ -579,11 +589,12 @@ mod tests {
             &codec,
             "orders",
             &HashMap::new(),
+            None,
         )
         .unwrap()
         .message
         .unwrap();
-        let twice = seal(&once, start(), &codec, "orders", &HashMap::new()).unwrap();
+        let twice = seal(&once, start(), &codec, "orders", &HashMap::new(), None).unwrap();
         let twice = twice.message.expect("sealed again");
         assert_ne!(twice, once);
         let opened = open(&twice, start(), &codec, "orders", &BTreeSet::new()).unwrap();
@@ -605,6 +616,7 @@ mod tests {
             &codec,
             "orders",
             &HashMap::new(),
+            None,
         )
         .unwrap();
         assert_eq!(
@@ -637,7 +649,7 @@ mod tests {
         let codec = codec();
         // Field 5, input: Payloads whose field 1, a payload, holds a cut-off data field.
         let bytes = [0x2a, 5, 0x0a, 3, 0x12, 5, b'x'];
-        let error = seal(&bytes, start(), &codec, "orders", &HashMap::new()).unwrap_err();
+        let error = seal(&bytes, start(), &codec, "orders", &HashMap::new(), None).unwrap_err();
         assert!(
             error.to_string().starts_with("malformed payload"),
             "{error}"
@@ -666,7 +678,7 @@ mod tests {
         ]
         .concat();
 
-        let sealed = seal(&bytes, start(), &codec, "orders", &HashMap::new())
+        let sealed = seal(&bytes, start(), &codec, "orders", &HashMap::new(), None)
             .unwrap()
             .message
             .unwrap();
@@ -690,6 +702,7 @@ mod tests {
             &codec,
             "orders",
             &HashMap::new(),
+            None,
         )
         .unwrap()
         .message
@@ -753,6 +766,7 @@ mod tests {
             &codec,
             "orders",
             &HashMap::new(),
+            None,
         )
         .unwrap()
         .message
@@ -775,6 +789,7 @@ mod tests {
             &codec,
             "orders",
             &HashMap::new(),
+            None,
         )
         .unwrap()
         .message
@@ -817,6 +832,7 @@ mod tests {
             &codec,
             "orders",
             &HashMap::new(),
+            None,
         )
         .unwrap();
         assert_eq!(sealed.unknown_anys, 1);
@@ -852,6 +868,7 @@ mod tests {
             &codec,
             "orders",
             &HashMap::new(),
+            None,
         )
         .unwrap()
         .message
@@ -898,6 +915,7 @@ mod tests {
             &codec,
             "orders",
             &HashMap::new(),
+            None,
         )
         .unwrap_err();
         assert!(error.to_string().starts_with("failure: "), "{error}");
@@ -908,9 +926,81 @@ mod tests {
             &codec,
             "orders",
             &HashMap::new(),
+            None,
         )
         .unwrap();
         assert!(sealed.message.is_some());
+    }
+
+    /// A standalone Nexus operation's endpoint acts elsewhere wherever it stands in the request,
+    /// before or after the request's own namespace.
+    #[test]
+    fn a_top_level_nexus_endpoint_is_named_in_any_field_order() {
+        let carrier = SCHEMA
+            .carrier("temporal.api.workflowservice.v1.StartNexusOperationExecutionRequest")
+            .unwrap();
+        assert!(SCHEMA.acts_elsewhere(carrier));
+        // 5 endpoint, 1 namespace: out of order, and the namespace given twice.
+        let request = [
+            length_delimited(1, b"orders"),
+            length_delimited(5, b"to-billing"),
+            length_delimited(1, b"orders"),
+        ]
+        .concat();
+        assert_eq!(
+            named(&request, carrier).unwrap(),
+            BTreeSet::from([Named::NexusEndpoint("to-billing".into())])
+        );
+    }
+
+    #[test]
+    fn identities_inside_a_request_carry_the_certified_caller_first() {
+        use temporalio_common::protos::temporal::api::update::v1::{Input, Meta, Request};
+        use temporalio_common::protos::temporal::api::workflowservice::v1::UpdateWorkflowExecutionRequest;
+        let codec = codec();
+        let request = UpdateWorkflowExecutionRequest {
+            namespace: "orders".into(),
+            request: Some(Request {
+                meta: Some(Meta {
+                    update_id: "u1".into(),
+                    identity: "user:admin@example.com".into(),
+                }),
+                input: Some(Input {
+                    name: "rename".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let carrier = SCHEMA
+            .carrier("temporal.api.workflowservice.v1.UpdateWorkflowExecutionRequest")
+            .unwrap();
+        let alice = Identity::User {
+            email: "alice@example.com".into(),
+        };
+        let sealed = seal(
+            &request.encode_to_vec(),
+            carrier,
+            &codec,
+            "orders",
+            &HashMap::new(),
+            Some(&alice),
+        )
+        .unwrap()
+        .message
+        .unwrap();
+        let meta = UpdateWorkflowExecutionRequest::decode(&sealed[..])
+            .unwrap()
+            .request
+            .unwrap()
+            .meta
+            .unwrap();
+        assert_eq!(
+            meta.identity,
+            "user:alice@example.com user:admin@example.com"
+        );
+        assert_eq!(meta.update_id, "u1");
     }
 
     #[test]
@@ -948,6 +1038,7 @@ mod tests {
             &codec,
             "orders",
             &HashMap::new(),
+            None,
         )
         .unwrap()
         .message

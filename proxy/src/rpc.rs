@@ -147,6 +147,22 @@ impl Rpc {
         BY_PATH.get(path)
     }
 
+    /// The namespace named within `prefix`, the start of an encoded request, when its field is
+    /// whole there (as far as the prefix goes, its last occurrence); empty for `Open` and
+    /// `Admin` RPCs.
+    pub(crate) fn namespace_in_prefix(&self, prefix: &[u8]) -> Option<String> {
+        let Some(number) = self.namespace_field else {
+            return Some(String::new());
+        };
+        let mut found = None;
+        for field in crate::wire::fields(prefix).map_while(Result::ok) {
+            if field.number == number && field.wire_type == 2 {
+                found = Some(std::str::from_utf8(field.value).ok()?.to_owned());
+            }
+        }
+        found
+    }
+
     /// The namespace an encoded request names, read without decoding the rest of it; empty for
     /// `Open` and `Admin` RPCs.
     pub(crate) fn namespace(&self, request: &[u8]) -> Result<String, MalformedRequest> {

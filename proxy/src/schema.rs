@@ -38,6 +38,13 @@ const NEXUS_ENDPOINT_FIELDS: [(&str, &str); 2] = [
         "endpoint",
     ),
 ];
+/// Packages whose messages' `identity` field is recorded by Temporal as who made a call: the
+/// proxy stamps the certified caller on it wherever it is in a request.
+const IDENTITY_PACKAGES: [&str; 3] = [
+    "temporal.api.workflowservice.v1",
+    "temporal.api.update.v1",
+    "temporal.api.batch.v1",
+];
 /// Deeper than any real message, as prost's own decoding limit; a deeper one is refused.
 const MAX_DEPTH: usize = 100;
 
@@ -56,6 +63,8 @@ enum Holds {
     Namespace,
     /// A string naming a Nexus endpoint whose target the enclosing message acts on.
     NexusEndpoint,
+    /// A string Temporal records as who made the call.
+    Identity,
     /// Known to the protos, and nothing the walk looks into.
     Nothing,
 }
@@ -85,6 +94,10 @@ pub(crate) trait Visitor {
     /// A failure, after its fields were walked; `Some` replaces it.
     fn failure_after(&mut self, _failure: &[u8]) -> Result<Option<Vec<u8>>, Self::Error> {
         Ok(None)
+    }
+    /// An `identity` field below the top level, as the client sent it; `Some` replaces it.
+    fn identity(&mut self, _claimed: &[u8]) -> Option<Vec<u8>> {
+        None
     }
     /// A namespace or Nexus endpoint that a message below the top level acts on.
     fn scope(&mut self, _scope: Scope<'_>) {}
@@ -177,17 +190,26 @@ pub(crate) fn message_fields(set: &FileDescriptorSet) -> HashMap<String, Vec<Fie
     messages
 }
 
+fn in_packages(type_name: &str, packages: &[&str]) -> bool {
+    packages.iter().any(|package| {
+        type_name
+            .strip_prefix(package)
+            .is_some_and(|rest| rest.starts_with('.'))
+    })
+}
+
+/// Whether `field` of `type_name` is an identity Temporal records.
+fn is_identity(type_name: &str, field: &FieldInfo) -> bool {
+    field.string && field.name == "identity" && in_packages(type_name, &IDENTITY_PACKAGES)
+}
+
 /// What a field names that a message acts on, if anything.
 fn scope_of(type_name: &str, field: &FieldInfo) -> Option<Holds> {
     if NEXUS_ENDPOINT_FIELDS.contains(&(type_name, field.name.as_str())) {
         return Some(Holds::NexusEndpoint);
     }
-    let acting = ACTING_PACKAGES.iter().any(|package| {
-        type_name
-            .strip_prefix(package)
-            .is_some_and(|rest| rest.starts_with('.'))
-    });
-    (acting && field.string && field.name == "namespace").then_some(Holds::Namespace)
+    (in_packages(type_name, &ACTING_PACKAGES) && field.string && field.name == "namespace")
+        .then_some(Holds::Namespace)
 }
 
 /// The least fixed point of types that have a field `direct` says yes to, or a field of a type
@@ -226,7 +248,7 @@ impl Schema {
         let holds_data =
             |field: &FieldInfo| matches!(field.message.as_deref(), Some(PAYLOAD | ANY));
         let carriers = closure(&messages, |name, field| {
-            holds_data(field) || scope_of(name, field).is_some()
+            holds_data(field) || scope_of(name, field).is_some() || is_identity(name, field)
         });
         let data = closure(&messages, |_, field| holds_data(field));
         let scoped = closure(&messages, |name, field| scope_of(name, field).is_some());
@@ -243,6 +265,7 @@ impl Schema {
             Some(other) => by_name
                 .get(other)
                 .map_or(Holds::Nothing, |c| Holds::Carrier(*c)),
+            None if is_identity(name, field) => Holds::Identity,
             None => scope_of(name, field).unwrap_or(Holds::Nothing),
         };
         let fields = names
@@ -378,9 +401,8 @@ impl Schema {
         scope: Scope<'_>,
         depth: usize,
     ) -> Result<Option<Vec<u8>>, RewriteError<V::Error>> {
-        let scope = match self.own_scope(message, carrier)? {
-            // The top level's own namespace is the call's.
-            Some(Scope::Namespace(_)) if depth == 0 => scope,
+        // The top level's own namespace is the call's.
+        let scope = match self.own_scope(message, carrier, depth > 0)? {
             Some(own) => {
                 visitor.scope(own);
                 own
@@ -405,39 +427,47 @@ impl Schema {
                     self.rewrite_at(field.value, inner, visitor, scope, depth + 1)
                 }
                 Holds::Any => self.rewrite_any(field.value, visitor, scope, depth + 1),
-                Holds::Namespace | Holds::NexusEndpoint | Holds::Nothing => Ok(None),
+                // The top level's is stamped with the call's whole message.
+                Holds::Identity if depth > 0 => Ok(visitor.identity(field.value)),
+                Holds::Identity | Holds::Namespace | Holds::NexusEndpoint | Holds::Nothing => {
+                    Ok(None)
+                }
             }
         })
     }
 
-    /// The namespace or endpoint `message` names for itself, if any; as in every decoder, a
-    /// field given twice counts as its last occurrence.
+    /// The namespace (when `namespace` is asked for) or Nexus endpoint `message` names for
+    /// itself, if any. As in every decoder, a field given twice counts as its last occurrence;
+    /// a message naming both is refused, whatever their order.
     fn own_scope<'m, E>(
         &self,
         message: &'m [u8],
         carrier: Carrier,
+        namespace: bool,
     ) -> Result<Option<Scope<'m>>, RewriteError<E>> {
         if !self.scoping[carrier.0] {
             return Ok(None);
         }
-        let mut own = None;
+        let (mut named, mut endpoint) = (None, None);
         for field in wire::fields(message) {
             let field = field?;
-            let kind = match self.holds(carrier, field.number) {
-                Some(kind @ (Holds::Namespace | Holds::NexusEndpoint)) if field.wire_type == 2 => {
-                    kind
-                }
+            let slot = match self.holds(carrier, field.number) {
+                Some(Holds::Namespace) if namespace && field.wire_type == 2 => &mut named,
+                Some(Holds::NexusEndpoint) if field.wire_type == 2 => &mut endpoint,
                 _ => continue,
             };
             let name = std::str::from_utf8(field.value)
                 .map_err(|_| MalformedField("a namespace or endpoint is not UTF-8"))?;
-            own = match (kind, name.is_empty()) {
-                (_, true) => None,
-                (Holds::Namespace, false) => Some(Scope::Namespace(name)),
-                (_, false) => Some(Scope::NexusEndpoint(name)),
-            };
+            *slot = Some(name).filter(|name| !name.is_empty());
         }
-        Ok(own)
+        match (named, endpoint) {
+            (Some(_), Some(_)) => {
+                Err(MalformedField("names both a namespace and a Nexus endpoint").into())
+            }
+            (Some(name), None) => Ok(Some(Scope::Namespace(name))),
+            (None, Some(name)) => Ok(Some(Scope::NexusEndpoint(name))),
+            (None, None) => Ok(None),
+        }
     }
 
     /// An `Any`: its value is walked when its type URL names one of Temporal's carriers.

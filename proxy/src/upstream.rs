@@ -17,6 +17,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tonic::codegen::http::{self, HeaderMap, Method, Uri, uri::PathAndQuery};
 
+use crate::frame::{HEADER_BYTES, MAX_RESPONSE_BYTES};
 use crate::keepalive::keep_alive;
 
 /// How the proxy reaches upstreams over TLS.
@@ -292,10 +293,17 @@ impl Upstream {
             stream.send_data(body, true).map_err(|e| self.broken(e))?;
         }
         let (head, mut received) = response.await.map_err(|e| self.broken(e))?.into_parts();
-        let mut chunks = Vec::new();
+        let (mut chunks, mut length) = (Vec::new(), 0);
         while let Some(chunk) = received.data().await {
             let chunk = chunk.map_err(|e| self.broken(e))?;
             let _ = received.flow_control().release_capacity(chunk.len());
+            length += chunk.len();
+            if length > HEADER_BYTES + MAX_RESPONSE_BYTES {
+                return Err(UpstreamError::Call {
+                    endpoint: self.endpoint.clone(),
+                    reason: format!("answered more than {MAX_RESPONSE_BYTES} bytes"),
+                });
+            }
             chunks.push(chunk);
         }
         let trailers = received.trailers().await.map_err(|e| self.broken(e))?;
