@@ -281,6 +281,13 @@ pub struct ProxyConfig {
     pub max_buffered_bytes: usize,
     /// The same, for one client connection.
     pub max_buffered_bytes_per_connection: usize,
+    /// TLS handshakes under way at once; a connection past it is dropped.
+    pub max_handshakes: usize,
+    /// The same, from one IP address.
+    pub max_handshakes_per_peer: usize,
+    /// A TLS handshake not finished within this is dropped.
+    #[serde(with = "humantime_serde")]
+    pub handshake_timeout: Duration,
 }
 
 /// What the proxy does with an RPC it does not know.
@@ -317,6 +324,9 @@ impl Default for ProxyConfig {
             max_buffered_bytes: plinth_proxy::DoorSettings::default().max_buffered_bytes,
             max_buffered_bytes_per_connection: plinth_proxy::DoorSettings::default()
                 .max_buffered_bytes_per_connection,
+            max_handshakes: plinth_proxy::DoorSettings::default().max_handshakes,
+            max_handshakes_per_peer: plinth_proxy::DoorSettings::default().max_handshakes_per_peer,
+            handshake_timeout: plinth_proxy::DoorSettings::default().handshake_timeout,
         }
     }
 }

@@ -91,6 +91,9 @@ pub async fn run(config: &Config, home: &Home, args: &ProxyArgs) -> anyhow::Resu
             max_streams_per_connection: proxy.max_streams_per_connection,
             max_buffered_bytes: proxy.max_buffered_bytes,
             max_buffered_bytes_per_connection: proxy.max_buffered_bytes_per_connection,
+            max_handshakes: proxy.max_handshakes,
+            max_handshakes_per_peer: proxy.max_handshakes_per_peer,
+            handshake_timeout: proxy.handshake_timeout,
         },
         budgets: Budgets::new(
             proxy.max_buffered_bytes,

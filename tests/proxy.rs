@@ -632,6 +632,177 @@ fn a_command_acting_on_another_namespace_needs_write_there() {
     );
 }
 
+/// The proxy's peak resident memory, from /proc.
+fn peak_rss_mib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status
+        .lines()
+        .find(|line| line.starts_with("VmHWM:"))
+        .expect("VmHWM in /proc status");
+    let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    kib / 1024
+}
+
+/// A start whose input is `size` bytes of zeros, as a gzip bomb carries.
+fn zeros_start(
+    ns: &str,
+    size: usize,
+) -> temporalio_common::protos::temporal::api::workflowservice::v1::StartWorkflowExecutionRequest {
+    use temporalio_common::protos::temporal::api::common::v1::{Payload, Payloads, WorkflowType};
+    use temporalio_common::protos::temporal::api::taskqueue::v1::TaskQueue;
+    temporalio_common::protos::temporal::api::workflowservice::v1::StartWorkflowExecutionRequest {
+        namespace: ns.to_owned(),
+        workflow_id: "bomb".into(),
+        workflow_type: Some(WorkflowType {
+            name: "Bomb".into(),
+        }),
+        task_queue: Some(TaskQueue {
+            name: "bombs".into(),
+            ..Default::default()
+        }),
+        input: Some(Payloads {
+            payloads: vec![Payload {
+                data: vec![0; size],
+                ..Default::default()
+            }],
+        }),
+        request_id: "bomb".into(),
+        ..Default::default()
+    }
+}
+
+/// Gzip bombs (8 MiB of zeros in a few KiB each, four at once) are refused with
+/// RESOURCE_EXHAUSTED once decompression reaches `[proxy] max_message_bytes`; the proxy's memory
+/// stays small, the refusals are counted, and other calls are answered.
+#[test]
+fn a_gzip_bomb_is_refused_at_the_message_limit_while_other_calls_are_answered() {
+    use temporalio_common::protos::temporal::api::workflowservice::v1::workflow_service_client::WorkflowServiceClient;
+    let server = DevServer::shared();
+    let stack =
+        PlinthStack::start_with(server, PLINTH.as_ref(), "10m", "3s").expect("start the stack");
+    let ns = provision(&stack, "bombs");
+    let alice = stack.profile(PAYMENTS_MEMBER, &ns).unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let client = WorkflowServiceClient::new(channel_of(&alice).await)
+            .send_compressed(tonic::codec::CompressionEncoding::Gzip);
+        let bombs = (0..4).map(|_| {
+            let mut client = client.clone();
+            let bomb = zeros_start(&ns, 8 << 20);
+            async move { client.start_workflow_execution(bomb).await }
+        });
+        for answer in futures::future::join_all(bombs).await {
+            let refused = answer.expect_err("a bomb is refused");
+            assert_eq!(
+                refused.code(),
+                tonic::Code::ResourceExhausted,
+                "{refused:?}"
+            );
+            assert!(
+                refused.message().contains("exceeds 4194304 bytes"),
+                "{refused:?}"
+            );
+        }
+    });
+    assert_eq!(list_once(&alice), "ok", "another call is answered");
+    assert!(metric(&stack, "plinth_proxy_limited_total{limit=\"message_size\"}") >= 4.0);
+    let peak = peak_rss_mib(stack.proxy_pid());
+    assert!(peak < 200, "the proxy peaked at {peak} MiB");
+}
+
+/// A client that holds its connection's stream limit busy with long polls gets no more at
+/// once; the limit is counted, and another client's calls are answered.
+#[test]
+fn a_stream_flood_stops_at_the_connection_limit_while_other_clients_are_served() {
+    use temporalio_common::protos::temporal::api::taskqueue::v1::TaskQueue;
+    use temporalio_common::protos::temporal::api::workflowservice::v1::PollActivityTaskQueueRequest;
+    use temporalio_common::protos::temporal::api::workflowservice::v1::workflow_service_client::WorkflowServiceClient;
+    let server = DevServer::shared();
+    let stack = PlinthStack::start_configured(
+        server,
+        PLINTH.as_ref(),
+        "10m",
+        "3s",
+        "max_streams_per_connection = 4",
+        "",
+    )
+    .expect("start the stack");
+    let ns = provision(&stack, "streams");
+    let alice = stack.profile(PAYMENTS_MEMBER, &ns).unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let flood = runtime.block_on(async {
+        let client = WorkflowServiceClient::new(channel_of(&alice).await);
+        (0..12)
+            .map(|_| {
+                let mut client = client.clone();
+                let mut poll = tonic::Request::new(PollActivityTaskQueueRequest {
+                    namespace: ns.clone(),
+                    task_queue: Some(TaskQueue {
+                        name: "nobody".into(),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                });
+                poll.set_timeout(Duration::from_secs(60));
+                tokio::spawn(async move { client.poll_activity_task_queue(poll).await })
+            })
+            .collect::<Vec<_>>()
+    });
+    wait_for("the connection to reach its stream limit", || {
+        metric(&stack, "plinth_proxy_limited_total{limit=\"streams\"}") >= 1.0
+    });
+    assert_eq!(list_once(&alice), "ok", "another connection is served");
+    for poll in flood {
+        poll.abort();
+    }
+}
+
+/// Connections that never start their TLS handshake, from one address, hold at most
+/// `[proxy] max_handshakes_per_peer` places; the rest are dropped and counted, and a client from
+/// another address is served at once.
+#[test]
+fn a_slow_handshake_flood_is_held_to_its_share_while_other_clients_are_served() {
+    let server = DevServer::shared();
+    let stack = PlinthStack::start_configured(
+        server,
+        PLINTH.as_ref(),
+        "10m",
+        "3s",
+        "max_handshakes_per_peer = 8\nhandshake_timeout = \"5m\"",
+        "",
+    )
+    .expect("start the stack");
+    let ns = provision(&stack, "handshakes");
+    let alice = stack.profile(PAYMENTS_MEMBER, &ns).unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let proxy: std::net::SocketAddr = stack.proxy_address.parse().unwrap();
+    let silent = runtime.block_on(async {
+        let mut silent = Vec::new();
+        for _ in 0..50 {
+            let socket = tokio::net::TcpSocket::new_v4().unwrap();
+            socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+            silent.push(socket.connect(proxy).await.expect("connect"));
+        }
+        silent
+    });
+    wait_for("handshakes past the share to be dropped", || {
+        metric(&stack, "plinth_proxy_limited_total{limit=\"handshakes\"}") >= 40.0
+    });
+    // With a five-minute handshake timeout, only the limit lets this through now.
+    assert_eq!(list_once(&alice), "ok", "a client from 127.0.0.1 is served");
+    drop(silent);
+}
+
 /// Upstream mTLS: the proxy reaches Temporal through a TLS front demanding its client
 /// certificate, picks up a rotated certificate without dropping a long poll, and rides out
 /// Temporal going away and coming back.

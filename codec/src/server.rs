@@ -416,7 +416,12 @@ pub async fn serve(
                 .await
         }
         Some((config, verifier)) => {
-            let connections = plinth_identity::incoming(listener, config, verifier);
+            let connections = plinth_identity::incoming(
+                listener,
+                config,
+                verifier,
+                plinth_identity::HandshakeLimits::default(),
+            );
             axum::serve(TlsListener { connections }, app)
                 .with_graceful_shutdown(shutdown)
                 .await

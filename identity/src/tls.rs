@@ -1,8 +1,10 @@
 //! The mTLS listener: every connection that completes a handshake carries the caller it proved.
 
+use std::collections::HashMap;
 use std::io;
+use std::net::IpAddr;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -17,7 +19,84 @@ use tokio_rustls::server::TlsStream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::server::Connected;
 
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How many TLS handshakes a listener runs at once, and for how long each may take: a client
+/// that connects and sends nothing holds a place only until its time is up, and one address
+/// cannot hold more than its share.
+#[derive(Clone)]
+pub struct HandshakeLimits {
+    /// Handshakes under way at once, from all clients.
+    pub max_concurrent: usize,
+    /// Handshakes under way at once from one IP address.
+    pub max_per_peer: usize,
+    /// A handshake not finished within this is dropped.
+    pub timeout: Duration,
+    /// Called for each connection dropped at a limit (for a counter).
+    pub on_refused: Arc<dyn Fn() + Send + Sync>,
+}
+
+impl Default for HandshakeLimits {
+    fn default() -> Self {
+        Self {
+            max_concurrent: 1024,
+            max_per_peer: 64,
+            timeout: Duration::from_secs(10),
+            on_refused: Arc::new(|| {}),
+        }
+    }
+}
+
+impl std::fmt::Debug for HandshakeLimits {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HandshakeLimits")
+            .field("max_concurrent", &self.max_concurrent)
+            .field("max_per_peer", &self.max_per_peer)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Handshakes under way, by peer address; a place is given back when its guard drops.
+#[derive(Default)]
+struct InFlight(Mutex<HashMap<IpAddr, usize>>);
+
+struct Place {
+    in_flight: Arc<InFlight>,
+    peer: IpAddr,
+    _global: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        let mut peers = self.in_flight.0.lock().expect("handshakes lock");
+        if let Some(count) = peers.get_mut(&self.peer) {
+            *count -= 1;
+            if *count == 0 {
+                peers.remove(&self.peer);
+            }
+        }
+    }
+}
+
+/// A place for one more handshake from `peer`, unless a limit is reached.
+fn take_place(
+    in_flight: &Arc<InFlight>,
+    global: &Arc<tokio::sync::Semaphore>,
+    peer: IpAddr,
+    max_per_peer: usize,
+) -> Option<Place> {
+    let permit = global.clone().try_acquire_owned().ok()?;
+    let mut peers = in_flight.0.lock().expect("handshakes lock");
+    let count = peers.entry(peer).or_default();
+    if *count >= max_per_peer {
+        return None;
+    }
+    *count += 1;
+    Some(Place {
+        in_flight: in_flight.clone(),
+        peer,
+        _global: permit,
+    })
+}
 
 /// Why the TLS listener cannot be configured.
 #[derive(Debug, thiserror::Error)]
@@ -131,9 +210,12 @@ pub fn incoming(
     listener: TcpListener,
     config: Arc<rustls::ServerConfig>,
     verifier: ClientVerifier,
+    limits: HandshakeLimits,
 ) -> ReceiverStream<io::Result<AuthenticatedStream>> {
     let (sender, receiver) = tokio::sync::mpsc::channel(64);
     let acceptor = TlsAcceptor::from(config);
+    let in_flight = Arc::new(InFlight::default());
+    let global = Arc::new(tokio::sync::Semaphore::new(limits.max_concurrent));
     tokio::spawn(async move {
         loop {
             let (tcp, peer) = match listener.accept().await {
@@ -146,15 +228,23 @@ pub fn incoming(
             if sender.is_closed() {
                 return;
             }
+            let Some(place) = take_place(&in_flight, &global, peer.ip(), limits.max_per_peer)
+            else {
+                (limits.on_refused)();
+                tracing::debug!(%peer, "connection dropped: too many TLS handshakes under way");
+                continue;
+            };
             // gRPC writes small frames and waits for answers: Nagle's algorithm would hold
             // them back behind delayed ACKs.
             if let Err(e) = tcp.set_nodelay(true) {
                 tracing::warn!(%peer, error = %e, "TCP_NODELAY not set");
             }
             let (acceptor, sender, verifier) = (acceptor.clone(), sender.clone(), verifier.clone());
+            let timeout = limits.timeout;
             tokio::spawn(async move {
-                let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await
-                {
+                let handshake = tokio::time::timeout(timeout, acceptor.accept(tcp)).await;
+                drop(place);
+                let tls = match handshake {
                     Ok(Ok(tls)) => tls,
                     Ok(Err(e)) => {
                         tracing::warn!(%peer, error = %e, "TLS handshake refused");

@@ -69,6 +69,13 @@ pub struct DoorSettings {
     pub max_buffered_bytes: usize,
     /// The same, for one connection's calls.
     pub max_buffered_bytes_per_connection: usize,
+    /// TLS handshakes under way at once, from all clients and from one IP address; a
+    /// connection past either is dropped.
+    pub max_handshakes: usize,
+    /// See `max_handshakes`.
+    pub max_handshakes_per_peer: usize,
+    /// A TLS handshake not finished within this is dropped.
+    pub handshake_timeout: std::time::Duration,
 }
 
 impl Default for DoorSettings {
@@ -82,6 +89,9 @@ impl Default for DoorSettings {
             max_streams_per_connection: 1024,
             max_buffered_bytes: 256 << 20,
             max_buffered_bytes_per_connection: 32 << 20,
+            max_handshakes: 1024,
+            max_handshakes_per_peer: 64,
+            handshake_timeout: std::time::Duration::from_secs(10),
         }
     }
 }

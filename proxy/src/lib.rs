@@ -68,7 +68,15 @@ pub async fn serve(
     };
     let (stop, stopping) = watch::channel(false);
     let mut connections = JoinSet::new();
-    let mut incoming = plinth_identity::incoming(listener, tls, verifier);
+    let settings = &services.door.settings;
+    let metrics = services.door.metrics.clone();
+    let limits = plinth_identity::HandshakeLimits {
+        max_concurrent: settings.max_handshakes,
+        max_per_peer: settings.max_handshakes_per_peer,
+        timeout: settings.handshake_timeout,
+        on_refused: Arc::new(move || metrics.limited("handshakes")),
+    };
+    let mut incoming = plinth_identity::incoming(listener, tls, verifier, limits);
     tokio::pin!(shutdown);
     loop {
         tokio::select! {

@@ -288,6 +288,11 @@ impl PlinthStack {
         self.command().args(args).output().expect("run plinth")
     }
 
+    /// The proxy's process id.
+    pub fn proxy_pid(&self) -> u32 {
+        self.proxy.id()
+    }
+
     /// Kills the worker process at once, as a crash would.
     pub fn kill_worker(&mut self) {
         if let Some(mut worker) = self.worker.take() {
