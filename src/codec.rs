@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use plinth_codec::server::CodecServer;
-use plinth_codec::tokens::{JwksSource, TokenVerifier};
+use plinth_codec::tokens::{JwksSource, TokenPolicy, TokenVerifier};
 use plinth_codec::{Codec, KeyRing, KeyState, WatchedKeyRing};
 
 use crate::config::Config;
@@ -122,8 +122,17 @@ pub async fn run(config: &Config, home: &Home, args: &CodecArgs) -> anyhow::Resu
         Some(source) => Some(
             TokenVerifier::new(
                 JwksSource::parse(source),
-                codec_config.jwt_issuer.clone(),
-                codec_config.jwt_audience.clone(),
+                TokenPolicy {
+                    issuer: codec_config.jwt_issuer.clone().context(
+                        "[codec] jwt_issuer is required when [codec] jwks is set: tokens from \
+                         any issuer the keys sign for would be accepted",
+                    )?,
+                    audience: codec_config.jwt_audience.clone().context(
+                        "[codec] jwt_audience is required when [codec] jwks is set: tokens \
+                         issued for any other application would be accepted",
+                    )?,
+                    identity_claim: codec_config.jwt_identity_claim.clone(),
+                },
             )
             .await
             .context("[codec] jwks")?,

@@ -361,6 +361,9 @@ pub struct CodecConfig {
     /// Required `aud` of bearer tokens.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub jwt_audience: Option<String>,
+    /// The claim of a bearer token holding the caller's e-mail address; `email` must come
+    /// with `email_verified: true`.
+    pub jwt_identity_claim: String,
 }
 
 impl Default for CodecConfig {
@@ -381,6 +384,7 @@ impl Default for CodecConfig {
             jwks: None,
             jwt_issuer: None,
             jwt_audience: None,
+            jwt_identity_claim: "email".into(),
         }
     }
 }

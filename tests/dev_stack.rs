@@ -367,4 +367,24 @@ fn web_ui_shows_input_sent_through_the_proxy_decrypted_by_the_codec_server() {
     assert!(shown_text.contains(&marker), "the page shows: {shown_text}");
     let codec_log = std::fs::read_to_string(home.path().join("logs/codec.log")).unwrap();
     assert!(codec_log.contains("decode") && codec_log.contains("fancy-test"));
+
+    // A page from another site whose name resolves to 127.0.0.1 (DNS rebinding) is refused.
+    let rebound = Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST"])
+        .args([
+            "-H",
+            "Host: rebind.example",
+            "-H",
+            "Content-Type: application/json",
+        ])
+        .args([
+            "-H",
+            "X-Namespace: fancy-test",
+            "--data",
+            "{\"payloads\":[]}",
+        ])
+        .arg(format!("{codec}/decode"))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&rebound.stdout), "403");
 }

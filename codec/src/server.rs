@@ -342,11 +342,36 @@ async fn authenticate(
     }
     let loopback = peer.is_some_and(|p| p.address.ip().is_loopback());
     if server.dev_mode && loopback {
+        // A page from elsewhere whose name resolves to 127.0.0.1 (DNS rebinding) would send
+        // its own host name.
+        if !loopback_host(headers) {
+            return Err(error(
+                StatusCode::FORBIDDEN,
+                "dev mode answers requests for localhost or a loopback address only; the Host \
+                 header names another (DNS rebinding?)",
+            ));
+        }
         return Ok(Principal::Dev);
     }
     Err(unauthorized(
         "authenticate with a client certificate or an Authorization: Bearer token",
     ))
+}
+
+/// Whether the `Host` header names this machine's loopback: `localhost` or a loopback address,
+/// with any port.
+fn loopback_host(headers: &HeaderMap) -> bool {
+    let Some(host) = headers.get(header::HOST).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 fn unauthorized(message: impl Into<String>) -> Response {
@@ -496,5 +521,37 @@ impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, Plai
 impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TlsListener>> for Peer {
     fn connect_info(stream: axum::serve::IncomingStream<'_, TlsListener>) -> Self {
         stream.remote_addr().clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_loopback_host_names_are_loopback() {
+        let host = |value: &'static str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::HOST, HeaderValue::from_static(value));
+            loopback_host(&headers)
+        };
+        for loopback in [
+            "localhost:7280",
+            "LOCALHOST",
+            "127.0.0.1:7280",
+            "127.1.2.3",
+            "[::1]:7280",
+        ] {
+            assert!(host(loopback), "{loopback}");
+        }
+        for other in [
+            "rebind.example:7280",
+            "localhost.example",
+            "10.0.0.1:7280",
+            "[::2]:7280",
+        ] {
+            assert!(!host(other), "{other}");
+        }
+        assert!(!loopback_host(&HeaderMap::new()), "no Host at all");
     }
 }

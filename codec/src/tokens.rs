@@ -1,5 +1,5 @@
 //! Bearer tokens: JWTs verified against a JWKS (file or URL), with issuer, audience and
-//! expiry checked.
+//! expiry required and checked, the caller named by one configured claim.
 
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -9,7 +9,6 @@ use http_body_util::{BodyExt, Empty};
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{DecodingKey, Validation, decode, decode_header};
 use plinth_identity::Identity;
-use serde::Deserialize;
 
 /// How often an unknown key id may make the verifier fetch the JWKS again.
 const REFETCH_AFTER: Duration = Duration::from_secs(60);
@@ -48,40 +47,41 @@ pub enum TokenError {
     /// The token is not a well-formed, correctly signed, current JWT for this audience.
     #[error("bearer token refused: {0}")]
     Invalid(String),
-    /// The token names no e-mail address usable as an identity.
-    #[error("bearer token names no user: it needs an e-mail in `email` or `sub`")]
-    NoIdentity,
+    /// The configured claim holds no e-mail address usable as an identity.
+    #[error("bearer token names no user: its `{0}` claim holds no e-mail address")]
+    NoIdentity(String),
+    /// The identity is an e-mail address the identity provider has not verified.
+    #[error("bearer token names an e-mail address that is not verified (`email_verified`)")]
+    UnverifiedEmail,
 }
 
-#[derive(Debug, Deserialize)]
-struct Claims {
-    #[serde(default)]
-    email: Option<String>,
-    #[serde(default)]
-    sub: Option<String>,
+/// What a token must say to be accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenPolicy {
+    /// Required `iss`.
+    pub issuer: String,
+    /// Required in `aud`.
+    pub audience: String,
+    /// The claim holding the caller's e-mail address. When it is `email`, the token must also
+    /// say `email_verified: true`.
+    pub identity_claim: String,
 }
 
 /// Verifies bearer tokens.
 #[derive(Debug)]
 pub struct TokenVerifier {
     source: JwksSource,
-    issuer: Option<String>,
-    audience: Option<String>,
+    policy: TokenPolicy,
     keys: Mutex<(JwkSet, Instant)>,
 }
 
 impl TokenVerifier {
-    /// Loads the JWKS now; tokens must come from `issuer` for `audience` when those are set.
-    pub async fn new(
-        source: JwksSource,
-        issuer: Option<String>,
-        audience: Option<String>,
-    ) -> Result<Self, TokenError> {
+    /// Loads the JWKS now.
+    pub async fn new(source: JwksSource, policy: TokenPolicy) -> Result<Self, TokenError> {
         let keys = fetch(&source).await?;
         Ok(Self {
             source,
-            issuer,
-            audience,
+            policy,
             keys: Mutex::new((keys, Instant::now())),
         })
     }
@@ -103,24 +103,30 @@ impl TokenVerifier {
         let jwk = jwk.ok_or_else(|| TokenError::Invalid(format!("unknown key id {kid:?}")))?;
         let key = DecodingKey::from_jwk(&jwk).map_err(|e| TokenError::Invalid(e.to_string()))?;
         let mut validation = Validation::new(header.alg);
-        validation.set_required_spec_claims(&["exp"]);
-        match &self.issuer {
-            Some(issuer) => validation.set_issuer(&[issuer]),
-            None => validation.iss = None,
-        }
-        match &self.audience {
-            Some(audience) => validation.set_audience(&[audience]),
-            None => validation.validate_aud = false,
-        }
-        let claims = decode::<Claims>(token, &key, &validation)
+        validation.set_required_spec_claims(&["exp", "iss", "aud"]);
+        validation.set_issuer(&[&self.policy.issuer]);
+        validation.set_audience(&[&self.policy.audience]);
+        let claims = decode::<serde_json::Map<String, serde_json::Value>>(token, &key, &validation)
             .map_err(|e| TokenError::Invalid(e.to_string()))?
             .claims;
-        claims
-            .email
-            .into_iter()
-            .chain(claims.sub)
-            .find_map(|candidate| Identity::user(&candidate).ok())
-            .ok_or(TokenError::NoIdentity)
+        let claim = &self.policy.identity_claim;
+        let identity = claims
+            .get(claim)
+            .and_then(serde_json::Value::as_str)
+            .and_then(|value| Identity::user(value).ok())
+            .ok_or_else(|| TokenError::NoIdentity(claim.clone()))?;
+        // Some identity providers send the flag as a string.
+        let verified = matches!(
+            claims.get("email_verified"),
+            Some(serde_json::Value::Bool(true))
+        ) || claims
+            .get("email_verified")
+            .and_then(serde_json::Value::as_str)
+            == Some("true");
+        if claim == "email" && !verified {
+            return Err(TokenError::UnverifiedEmail);
+        }
+        Ok(identity)
     }
 }
 
@@ -260,14 +266,10 @@ mod tests {
     async fn tokens_from_a_jwks_url_are_checked_for_issuer_audience_and_expiry() {
         let (jwks, key) = jwks();
         let url = serve_once(jwks).await;
-        let verifier = TokenVerifier::new(
-            JwksSource::parse(&url),
-            Some("https://idp".into()),
-            Some("ui".into()),
-        )
-        .await
-        .unwrap();
-        let claims = |iss: &str, aud: &str, exp: u64| serde_json::json!({"email": "Alice@Example.com", "iss": iss, "aud": aud, "exp": exp});
+        let verifier = TokenVerifier::new(JwksSource::parse(&url), policy("email"))
+            .await
+            .unwrap();
+        let claims = |iss: &str, aud: &str, exp: u64| serde_json::json!({"email": "Alice@Example.com", "email_verified": true, "iss": iss, "aud": aud, "exp": exp});
         let good = token(&key, claims("https://idp", "ui", now() + 60));
         assert_eq!(
             verifier.verify(&good).await.unwrap(),
@@ -284,5 +286,65 @@ mod tests {
         let last = if good.ends_with('A') { 'B' } else { 'A' };
         let forged = format!("{}{last}", &good[..good.len() - 1]);
         assert!(verifier.verify(&forged).await.is_err(), "signature checked");
+        let no_issuer = serde_json::json!({"email": "alice@example.com", "email_verified": true, "aud": "ui", "exp": now() + 60});
+        let err = verifier.verify(&token(&key, no_issuer)).await.unwrap_err();
+        assert!(
+            matches!(err, TokenError::Invalid(_)),
+            "issuer required: {err}"
+        );
+    }
+
+    fn policy(claim: &str) -> TokenPolicy {
+        TokenPolicy {
+            issuer: "https://idp".into(),
+            audience: "ui".into(),
+            identity_claim: claim.into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn an_unverified_email_is_refused_and_another_claim_can_name_the_caller() {
+        let (jwks, key) = jwks();
+        let url = serve_once(jwks).await;
+        let claims = |extra: serde_json::Value| {
+            let mut claims = serde_json::json!({"email": "alice@example.com", "iss": "https://idp", "aud": "ui", "exp": now() + 60});
+            claims
+                .as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            token(&key, claims)
+        };
+        let by_email = TokenVerifier::new(JwksSource::parse(&url), policy("email"))
+            .await
+            .unwrap();
+        for unverified in [
+            serde_json::json!({}),
+            serde_json::json!({"email_verified": false}),
+        ] {
+            let err = by_email.verify(&claims(unverified)).await.unwrap_err();
+            assert!(matches!(err, TokenError::UnverifiedEmail), "{err}");
+        }
+        let verified = by_email
+            .verify(&claims(serde_json::json!({"email_verified": "true"})))
+            .await
+            .unwrap();
+        assert_eq!(verified, Identity::user("alice@example.com").unwrap());
+
+        let by_upn = TokenVerifier::new(JwksSource::parse(&url), policy("upn"))
+            .await
+            .unwrap();
+        let named = by_upn
+            .verify(&claims(serde_json::json!({"upn": "bob@example.com"})))
+            .await
+            .unwrap();
+        assert_eq!(named, Identity::user("bob@example.com").unwrap());
+        let err = by_upn
+            .verify(&claims(serde_json::json!({})))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "bearer token names no user: its `upn` claim holds no e-mail address"
+        );
     }
 }

@@ -251,6 +251,7 @@ impl PlinthStack {
             .as_secs() as i64;
         let claims = serde_json::json!({
             "email": email,
+            "email_verified": true,
             "iss": TOKEN_ISSUER,
             "aud": audience,
             "exp": now + expires_in,
