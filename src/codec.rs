@@ -7,7 +7,7 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use plinth_codec::server::CodecServer;
 use plinth_codec::tokens::{JwksSource, TokenPolicy, TokenVerifier};
-use plinth_codec::{Codec, KeyRing, KeyState, WatchedKeyRing};
+use plinth_codec::{Codec, KeyPurpose, KeyRing, KeyState, WatchedKeyRing};
 
 use crate::config::Config;
 use crate::home::Home;
@@ -45,6 +45,10 @@ pub enum KeysCommand {
         /// File holding the key: 32 raw bytes, or their base64.
         #[arg(long)]
         from: PathBuf,
+        /// A namespace whose payloads in the Temporal samples' format the key opens (repeat
+        /// for more); it opens nothing else.
+        #[arg(long = "namespace", required = true)]
+        namespaces: Vec<String>,
     },
 }
 
@@ -77,19 +81,35 @@ pub fn keys(config: &Config, home: &Home, command: &KeysCommand) -> anyhow::Resu
             let ring = KeyRing::load(&path)?;
             println!("{:<32} {:<22} STATE", "ID", "CREATED");
             for key in ring.list() {
-                let state = match key.state {
-                    KeyState::Active => "active",
-                    KeyState::DecryptOnly => "decrypt-only",
+                let state = match (key.state, &key.purpose) {
+                    (KeyState::Active, _) => "active".to_owned(),
+                    (KeyState::DecryptOnly, KeyPurpose::Kek) => "decrypt-only".to_owned(),
+                    (KeyState::DecryptOnly, KeyPurpose::Samples { namespaces }) => {
+                        format!(
+                            "decrypt-only, samples format, for {}",
+                            namespaces.join(", ")
+                        )
+                    }
                 };
                 println!("{:<32} {:<22} {state}", key.id, key.created);
             }
         }
-        KeysCommand::Import { id, from } => {
+        KeysCommand::Import {
+            id,
+            from,
+            namespaces,
+        } => {
             let mut ring = KeyRing::load(&path)?;
             let bytes = std::fs::read(from).with_context(|| from.display().to_string())?;
-            ring.import(id, &bytes)
+            let purpose = KeyPurpose::Samples {
+                namespaces: namespaces.clone(),
+            };
+            ring.import(id, &bytes, purpose)
                 .with_context(|| format!("--from {}", from.display()))?;
-            println!("imported {id} (decrypt-only)");
+            println!(
+                "imported {id} (decrypt-only, samples format, for {})",
+                namespaces.join(", ")
+            );
         }
     }
     Ok(ExitCode::SUCCESS)

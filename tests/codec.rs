@@ -298,6 +298,8 @@ fn codec_server_authenticates_authorizes_and_round_trips() {
         "samples-key",
         "--from",
         key_file.to_str().unwrap(),
+        "--namespace",
+        &ns,
     ]));
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/samples_encrypt.py");
     let python = ok(Command::new("python3")

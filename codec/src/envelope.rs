@@ -185,7 +185,7 @@ impl Codec {
         };
         let key_id = text(metadata::KEY_ID)?;
         let Some(wrapped) = payload.metadata.get(metadata::DATA_KEY) else {
-            return self.open_samples_format(key_id, &payload.data);
+            return self.open_samples_format(namespace, key_id, &payload.data);
         };
         let sealed_for = text(metadata::NAMESPACE)?;
         if sealed_for != namespace {
@@ -216,12 +216,17 @@ impl Codec {
     }
 
     /// The samples' format: `nonce || ciphertext || tag` under key `key_id` itself, no
-    /// associated data.
-    fn open_samples_format(&self, key_id: &str, data: &[u8]) -> Result<Vec<u8>, CodecError> {
+    /// associated data; only a key imported for that format and `namespace` opens it.
+    fn open_samples_format(
+        &self,
+        namespace: &str,
+        key_id: &str,
+        data: &[u8],
+    ) -> Result<Vec<u8>, CodecError> {
         let raw = self
             .keys
             .provider()
-            .direct_key(key_id)
+            .direct_key(key_id, namespace)
             .ok_or_else(|| CodecError::UnknownKey(key_id.to_owned()))?;
         Aead::new(&raw)?.open(data, b"", key_id)
     }

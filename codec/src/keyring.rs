@@ -21,10 +21,11 @@ pub trait KekProvider: Send + Sync + std::fmt::Debug {
     fn wrap(&self, kek_id: &str, dek: &[u8], aad: &[u8]) -> Result<Vec<u8>, CodecError>;
     /// Opens a data key wrapped by [`KekProvider::wrap`].
     fn unwrap(&self, kek_id: &str, wrapped: &[u8], aad: &[u8]) -> Result<Vec<u8>, CodecError>;
-    /// The raw key `id`, for payloads in the Temporal samples' format, which encrypt with the
-    /// key itself. Providers that never release key material have none.
-    fn direct_key(&self, id: &str) -> Option<[u8; KEY_BYTES]> {
-        let _ = id;
+    /// The raw key `id`, for payloads of `namespace` in the Temporal samples' format, which
+    /// encrypt with the key itself: only a key imported for that format and that namespace,
+    /// never a key encryption key. Providers that never release key material have none.
+    fn direct_key(&self, id: &str, namespace: &str) -> Option<[u8; KEY_BYTES]> {
+        let _ = (id, namespace);
         None
     }
 }
@@ -39,6 +40,21 @@ pub enum KeyState {
     DecryptOnly,
 }
 
+/// What a key may do. A key is only ever used one way.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "kind")]
+pub enum KeyPurpose {
+    /// Wraps and unwraps data keys.
+    #[default]
+    Kek,
+    /// Opens payloads in the Temporal samples' format, which encrypt with the key itself,
+    /// for these namespaces only.
+    Samples {
+        /// The namespaces whose payloads it may open.
+        namespaces: Vec<String>,
+    },
+}
+
 /// A key as `plinth keys list` shows it (never its material).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyInfo {
@@ -48,6 +64,8 @@ pub struct KeyInfo {
     pub created: String,
     /// Active or decrypt-only.
     pub state: KeyState,
+    /// What it may do.
+    pub purpose: KeyPurpose,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -62,6 +80,9 @@ struct StoredKey {
     id: String,
     created: String,
     state: KeyState,
+    /// A key ring written before purposes existed holds key encryption keys only.
+    #[serde(default)]
+    purpose: KeyPurpose,
     /// Base64 of the 32 key bytes.
     material: String,
 }
@@ -107,6 +128,9 @@ pub enum KeyRingError {
     /// The random source failed.
     #[error("no randomness for a new key")]
     Random,
+    /// A samples key imported for no namespace would open nothing.
+    #[error("a samples key needs at least one namespace (--namespace) whose payloads it opens")]
+    NoNamespaces,
 }
 
 /// Key encryption keys in a JSON file of mode 0600: one active, older ones decrypt-only.
@@ -165,9 +189,19 @@ impl KeyRing {
                     id: stored.id,
                     created: stored.created,
                     state: stored.state,
+                    purpose: stored.purpose,
                 },
                 material,
             });
+        }
+        if let Some(key) = keys
+            .iter()
+            .find(|k| k.info.state == KeyState::Active && k.info.purpose != KeyPurpose::Kek)
+        {
+            return Err(invalid(format!(
+                "key {:?} is active but not a key encryption key",
+                key.info.id
+            )));
         }
         let active = keys
             .iter()
@@ -202,9 +236,18 @@ impl KeyRing {
         self.add_new_active()
     }
 
-    /// Adds existing key material (for example the Temporal samples' key) as decrypt-only:
-    /// 32 raw bytes, or their base64.
-    pub fn import(&mut self, id: &str, material: &[u8]) -> Result<(), KeyRingError> {
+    /// Adds existing key material, decrypt-only, for `purpose` (a Temporal samples' key for
+    /// its namespaces, or a key encryption key of an older ring): 32 raw bytes, or their
+    /// base64.
+    pub fn import(
+        &mut self,
+        id: &str,
+        material: &[u8],
+        purpose: KeyPurpose,
+    ) -> Result<(), KeyRingError> {
+        if matches!(&purpose, KeyPurpose::Samples { namespaces } if namespaces.is_empty()) {
+            return Err(KeyRingError::NoNamespaces);
+        }
         let decoded;
         let raw = if material.len() == KEY_BYTES {
             material
@@ -218,7 +261,7 @@ impl KeyRing {
         let material: [u8; KEY_BYTES] = raw
             .try_into()
             .map_err(|_| KeyRingError::KeyLength(raw.len()))?;
-        self.insert(id.to_owned(), KeyState::DecryptOnly, material)
+        self.insert(id.to_owned(), KeyState::DecryptOnly, purpose, material)
     }
 
     /// Every key, oldest first.
@@ -243,7 +286,7 @@ impl KeyRing {
         for key in &mut self.keys {
             key.info.state = KeyState::DecryptOnly;
         }
-        self.insert(id.clone(), KeyState::Active, material)?;
+        self.insert(id.clone(), KeyState::Active, KeyPurpose::Kek, material)?;
         Ok(id)
     }
 
@@ -251,6 +294,7 @@ impl KeyRing {
         &mut self,
         id: String,
         state: KeyState,
+        purpose: KeyPurpose,
         material: [u8; KEY_BYTES],
     ) -> Result<(), KeyRingError> {
         if self.keys.iter().any(|k| k.info.id == id) {
@@ -261,6 +305,7 @@ impl KeyRing {
                 id,
                 created: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
                 state,
+                purpose,
             },
             material,
         });
@@ -281,6 +326,7 @@ impl KeyRing {
                     id: k.info.id.clone(),
                     created: k.info.created.clone(),
                     state: k.info.state,
+                    purpose: k.info.purpose.clone(),
                     material: BASE64.encode(k.material),
                 })
                 .collect(),
@@ -294,8 +340,11 @@ impl KeyRing {
         std::fs::rename(&staged, &self.path).map_err(io)
     }
 
-    fn key(&self, id: &str) -> Option<&Key> {
-        self.keys.iter().find(|k| k.info.id == id)
+    /// The key encryption key `id`; a samples key is never one.
+    fn kek(&self, id: &str) -> Option<&Key> {
+        self.keys
+            .iter()
+            .find(|k| k.info.id == id && k.info.purpose == KeyPurpose::Kek)
     }
 }
 
@@ -310,20 +359,27 @@ impl KekProvider for KeyRing {
 
     fn wrap(&self, kek_id: &str, dek: &[u8], aad: &[u8]) -> Result<Vec<u8>, CodecError> {
         let key = self
-            .key(kek_id)
+            .kek(kek_id)
             .ok_or_else(|| CodecError::UnknownKey(kek_id.to_owned()))?;
         Aead::new(&key.material)?.seal(dek, aad)
     }
 
     fn unwrap(&self, kek_id: &str, wrapped: &[u8], aad: &[u8]) -> Result<Vec<u8>, CodecError> {
         let key = self
-            .key(kek_id)
+            .kek(kek_id)
             .ok_or_else(|| CodecError::UnknownKey(kek_id.to_owned()))?;
         Aead::new(&key.material)?.open(wrapped, aad, kek_id)
     }
 
-    fn direct_key(&self, id: &str) -> Option<[u8; KEY_BYTES]> {
-        self.key(id).map(|k| k.material)
+    fn direct_key(&self, id: &str, namespace: &str) -> Option<[u8; KEY_BYTES]> {
+        self.keys
+            .iter()
+            .find(|k| {
+                k.info.id == id
+                    && matches!(&k.info.purpose, KeyPurpose::Samples { namespaces }
+                        if namespaces.iter().any(|n| n == namespace))
+            })
+            .map(|k| k.material)
     }
 }
 
@@ -414,8 +470,8 @@ impl KekProvider for WatchedKeyRing {
         self.current().unwrap(kek_id, wrapped, aad)
     }
 
-    fn direct_key(&self, id: &str) -> Option<[u8; KEY_BYTES]> {
-        self.current().direct_key(id)
+    fn direct_key(&self, id: &str, namespace: &str) -> Option<[u8; KEY_BYTES]> {
+        self.current().direct_key(id, namespace)
     }
 }
 
@@ -462,14 +518,50 @@ mod tests {
     fn ids_are_never_reused() {
         let dir = tempfile::tempdir().unwrap();
         let (mut ring, _) = KeyRing::init(&dir.path().join("k.json")).unwrap();
-        ring.import("legacy", &[1; 32]).unwrap();
+        ring.import("legacy", &[1; 32], KeyPurpose::Kek).unwrap();
         assert!(matches!(
-            ring.import("legacy", &[2; 32]),
+            ring.import("legacy", &[2; 32], KeyPurpose::Kek),
             Err(KeyRingError::DuplicateId(_))
         ));
         assert!(matches!(
-            ring.import("short", &[2; 5]),
+            ring.import("short", &[2; 5], KeyPurpose::Kek),
             Err(KeyRingError::KeyLength(5))
+        ));
+    }
+
+    #[test]
+    fn a_key_serves_one_purpose_and_a_samples_key_its_namespaces_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k.json");
+        let (mut ring, _) = KeyRing::init(&path).unwrap();
+        let samples = KeyPurpose::Samples {
+            namespaces: vec!["orders".into()],
+        };
+        ring.import("samples", &[3; 32], samples).unwrap();
+        let ring = KeyRing::load(&path).unwrap();
+        assert_eq!(ring.direct_key("samples", "orders"), Some([3; 32]));
+        assert_eq!(
+            ring.direct_key("samples", "billing"),
+            None,
+            "another namespace"
+        );
+        assert!(
+            matches!(
+                ring.wrap("samples", &[0; 32], b""),
+                Err(CodecError::UnknownKey(_))
+            ),
+            "a samples key wraps nothing"
+        );
+        let kek = ring.active_kek().unwrap();
+        assert_eq!(
+            ring.direct_key(&kek, "orders"),
+            None,
+            "a KEK is never a direct key"
+        );
+        let mut ring = ring;
+        assert!(matches!(
+            ring.import("none", &[4; 32], KeyPurpose::Samples { namespaces: vec![] }),
+            Err(KeyRingError::NoNamespaces)
         ));
     }
 }

@@ -21,7 +21,7 @@ pub use envelope::{Codec, CodecSettings, is_encrypted, metadata};
 pub use error::CodecError;
 pub use json::{payloads_from_json, payloads_to_json};
 pub use keyring::{
-    KEY_BYTES, KekProvider, KeyInfo, KeyRing, KeyRingError, KeyState, WatchedKeyRing,
+    KEY_BYTES, KekProvider, KeyInfo, KeyPurpose, KeyRing, KeyRingError, KeyState, WatchedKeyRing,
 };
 
 /// The Temporal payload type the codec reads and writes.
