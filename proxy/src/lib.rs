@@ -7,6 +7,9 @@ mod admins;
 mod connection;
 mod forward;
 mod frame;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod keepalive;
 mod metrics;
 mod nexus;
