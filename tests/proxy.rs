@@ -139,8 +139,14 @@ fn list_once(profile: &Path) -> String {
 
 /// A namespace owned by the payments team: the team writes, erin reads.
 fn provision(stack: &PlinthStack, name: &str) -> String {
+    provision_with(stack, name, "")
+}
+
+/// [`provision`], with `spec` (YAML lines) added to the namespace's spec.
+fn provision_with(stack: &PlinthStack, name: &str, spec: &str) -> String {
     let ns = format!("{name}-{}", std::process::id());
-    let yaml = namespace_yaml(name, &ns, PAYMENTS_TEAM, 3, "  allowDeletion: true\n");
+    let spec = format!("  allowDeletion: true\n{spec}");
+    let yaml = namespace_yaml(name, &ns, PAYMENTS_TEAM, 3, &spec);
     ok(stack.apply_as(PAYMENTS_MEMBER, &yaml, &["--wait"]));
     let writers = format!("TEMPORAL-ns-{ns}");
     let readers = format!("TEMPORAL-ns-{ns}-readers");
@@ -395,21 +401,50 @@ fn sdks_and_the_cli_work_through_the_proxy_and_temporal_stores_only_ciphertext()
     stack.kill_worker();
 }
 
-/// Updates (accepted and rejected by a validator), update-with-start, a failing query, and
-/// activity and workflow failures work for an unmodified Python SDK through the proxy; the
-/// client sees every text as it was, and Temporal's database holds none of it.
+/// An unmodified Python SDK worker and client, configured by `plinth profile`, use every
+/// feature through the proxy: activities with heartbeats, retries and failure details, local
+/// activities, timers, signals and signal-with-start, queries (one failing), updates (one
+/// rejected by its validator) and update-with-start, a child workflow, continue-as-new,
+/// cancel and terminate, memo and search attributes with list and count, a schedule, and a
+/// Nexus operation served in another namespace. The client sees every text as it was, and
+/// Temporal's database holds none of it.
 #[test]
-fn updates_and_failures_work_through_the_proxy_and_are_stored_encrypted() {
+fn every_sdk_feature_works_through_the_proxy_and_is_stored_encrypted() {
     let server = DevServer::shared();
     let mut stack =
         PlinthStack::start_with(server, PLINTH.as_ref(), "10m", "3s").expect("start the stack");
-    let ns = provision(&stack, "features");
+    let ns = provision_with(
+        &stack,
+        "features",
+        "  searchAttributes:\n    Tag: Keyword\n",
+    );
+    let handler_ns = provision(&stack, "features-nexus");
     let alice = stack.profile(PAYMENTS_MEMBER, &ns).unwrap();
+    let alice_handler = stack.profile(PAYMENTS_MEMBER, &handler_ns).unwrap();
+    // Nexus endpoints are the cluster admin's: made on Temporal directly.
+    let endpoint = format!("plinth-features-{}", std::process::id());
+    ok(temporal(
+        &[
+            "operator",
+            "nexus",
+            "endpoint",
+            "create",
+            "--name",
+            &endpoint,
+            "--target-namespace",
+            &handler_ns,
+            "--target-task-queue",
+            "features",
+        ],
+        &stack.temporal_address,
+    ));
     let marker = format!("feature-{}", std::process::id());
     let run = Command::new("python3")
         .arg(interop("features.py"))
         .arg(&alice)
         .args(["team", "features", &marker])
+        .arg(&alice_handler)
+        .arg(&endpoint)
         .output()
         .expect("run the Python features");
     assert!(run.status.success(), "{}", text(&run));
@@ -422,12 +457,27 @@ fn updates_and_failures_work_through_the_proxy_and_are_stored_encrypted() {
         "update_with_start": format!("renamed to {marker}-uws"),
         "update_with_start_result": format!("finished as {marker}-uws"),
         "failure": format!("workflow failed after boom {marker}-failure"),
+        "everything": [
+            format!("{marker}-everything").to_uppercase(),
+            format!("child got {marker}-everything"),
+            format!("hello {marker}-everything"),
+            "True",
+        ],
+        "signal_with_start": format!("finished as {marker}-sws"),
+        "cancel": "CancelledError",
+        "terminate": "TerminatedError",
+        "listed": true,
+        "memo": format!("{marker}-memo"),
+        "schedule": [format!("{marker}-schedule")],
+        "scheduled": format!("child got {marker}-schedule"),
     });
     assert_eq!(seen, expected);
-    assert!(
-        !database_contains(server, &marker),
-        "{marker} is in Temporal's database in plaintext"
-    );
+    for text in [marker.clone(), marker.to_uppercase()] {
+        assert!(
+            !database_contains(server, &text),
+            "{text} is in Temporal's database in plaintext"
+        );
+    }
     stack.kill_worker();
 }
 

@@ -269,7 +269,7 @@ impl PlinthStack {
             .home
             .path()
             .join("profiles")
-            .join(format!("{user}.toml"));
+            .join(format!("{user}-{namespace}.toml"));
         self.run_ok(&[
             "profile",
             "--namespace",
