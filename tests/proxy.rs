@@ -488,7 +488,8 @@ fn every_sdk_feature_works_through_the_proxy_and_is_stored_encrypted() {
 #[test]
 fn a_command_acting_on_another_namespace_needs_write_there() {
     use temporalio_common::protos::temporal::api::command::v1::{
-        Command, SignalExternalWorkflowExecutionCommandAttributes, command,
+        Command, SignalExternalWorkflowExecutionCommandAttributes,
+        StartChildWorkflowExecutionCommandAttributes, command,
     };
     use temporalio_common::protos::temporal::api::common::v1::{
         Payload, Payloads, WorkflowExecution, WorkflowType,
@@ -557,7 +558,7 @@ fn a_command_acting_on_another_namespace_needs_write_there() {
             let task = client.poll_workflow_task_queue(poll).await?.into_inner();
             #[allow(deprecated)]
             let signal = SignalExternalWorkflowExecutionCommandAttributes {
-                namespace: b,
+                namespace: b.clone(),
                 execution: Some(WorkflowExecution {
                     workflow_id: "target".into(),
                     ..Default::default()
@@ -572,58 +573,94 @@ fn a_command_acting_on_another_namespace_needs_write_there() {
                 }),
                 ..Default::default()
             };
+            #[allow(deprecated)]
+            let child = StartChildWorkflowExecutionCommandAttributes {
+                namespace: b.clone(),
+                workflow_id: format!("child-of-{who}"),
+                workflow_type: Some(WorkflowType {
+                    name: "Anything".into(),
+                }),
+                task_queue: Some(TaskQueue {
+                    name: "nobody".into(),
+                    ..Default::default()
+                }),
+                input: Some(Payloads {
+                    payloads: vec![Payload {
+                        metadata: [("encoding".to_owned(), b"json/plain".to_vec())].into(),
+                        data: format!("\"{marker}-child-{who}\"").into_bytes(),
+                        ..Default::default()
+                    }],
+                }),
+                ..Default::default()
+            };
             client
                 .respond_workflow_task_completed(RespondWorkflowTaskCompletedRequest {
                     namespace: a,
                     task_token: task.task_token,
-                    commands: vec![Command {
-                        command_type: CommandType::SignalExternalWorkflowExecution as i32,
-                        attributes: Some(
-                            command::Attributes::SignalExternalWorkflowExecutionCommandAttributes(
-                                signal,
+                    commands: vec![
+                        Command {
+                            command_type: CommandType::SignalExternalWorkflowExecution as i32,
+                            attributes: Some(
+                                command::Attributes::SignalExternalWorkflowExecutionCommandAttributes(
+                                    signal,
+                                ),
                             ),
-                        ),
-                        ..Default::default()
-                    }],
+                            ..Default::default()
+                        },
+                        Command {
+                            command_type: CommandType::StartChildWorkflowExecution as i32,
+                            attributes: Some(
+                                command::Attributes::StartChildWorkflowExecutionCommandAttributes(
+                                    child,
+                                ),
+                            ),
+                            ..Default::default()
+                        },
+                    ],
                     ..Default::default()
                 })
                 .await
                 .map(|_| ())
         }
     };
-    let signals_in_b = |client: Client| {
-        let b = b.clone();
-        async move {
-            let history = client
-                .clone()
-                .get_workflow_execution_history(GetWorkflowExecutionHistoryRequest {
-                    namespace: b,
-                    execution: Some(WorkflowExecution {
-                        workflow_id: "target".into(),
-                        ..Default::default()
-                    }),
+    // What a workflow's history holds, as a reader sees it through the proxy: who started it,
+    // its input, the signals it got and the children it started, by kind.
+    let history_of = |client: Client, ns: String, id: &'static str| async move {
+        let history = client
+            .clone()
+            .get_workflow_execution_history(GetWorkflowExecutionHistoryRequest {
+                namespace: ns,
+                execution: Some(WorkflowExecution {
+                    workflow_id: id.to_owned(),
                     ..Default::default()
-                })
-                .await
-                .expect("read b's history")
-                .into_inner();
-            history
-                .history
-                .unwrap_or_default()
-                .events
-                .into_iter()
-                .filter_map(|event| match event.attributes {
-                    Some(Attributes::WorkflowExecutionSignaledEventAttributes(signal)) => {
-                        Some(String::from_utf8_lossy(&signal.input?.payloads[0].data).into_owned())
-                    }
-                    // Temporal records the certified caller first, whatever the client claims.
-                    Some(Attributes::WorkflowExecutionStartedEventAttributes(started)) => {
-                        Some(started.identity)
-                    }
-                    _ => None,
-                })
-                .collect::<Vec<_>>()
-        }
+                }),
+                ..Default::default()
+            })
+            .await
+            .map(|history| history.into_inner().history.unwrap_or_default().events)
+            .unwrap_or_default();
+        let text = |input: Option<Payloads>| {
+            input.map_or(String::new(), |input| {
+                String::from_utf8_lossy(&input.payloads[0].data).into_owned()
+            })
+        };
+        history
+            .into_iter()
+            .filter_map(|event| match event.attributes? {
+                Attributes::WorkflowExecutionStartedEventAttributes(started) => Some(vec![
+                    ("identity", started.identity),
+                    ("input", text(started.input)),
+                ]),
+                Attributes::WorkflowExecutionSignaledEventAttributes(signal) => {
+                    Some(vec![("signal", text(signal.input))])
+                }
+                Attributes::StartChildWorkflowExecutionInitiatedEventAttributes(child) => {
+                    Some(vec![("child", text(child.input))])
+                }
+                _ => None,
+            })
+            .flatten()
+            .collect::<Vec<(&str, String)>>()
     };
 
     let alice = stack.profile(PAYMENTS_MEMBER, &a).unwrap();
@@ -653,21 +690,45 @@ fn a_command_acting_on_another_namespace_needs_write_there() {
         signal_from("alice")(alice.clone())
             .await
             .expect("write on both: the signal goes");
-        let mut seen = Vec::new();
+        let mut target = Vec::new();
         for _ in 0..100 {
-            seen = signals_in_b(alice.clone()).await;
-            if seen.len() > 1 {
+            target = history_of(alice.clone(), b.clone(), "target").await;
+            if target.iter().any(|(kind, _)| *kind == "signal") {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         assert_eq!(
-            seen,
+            target,
             vec![
-                format!("user:{PAYMENTS_MEMBER} claims to be user:admin@example.com"),
-                format!("\"{marker}-alice\""),
+                (
+                    "identity",
+                    format!("user:{PAYMENTS_MEMBER} claims to be user:admin@example.com")
+                ),
+                ("input", String::new()),
+                ("signal", format!("\"{marker}-alice\"")),
             ],
             "started by alice as certified; only alice's signal, opened for b"
+        );
+        // The child runs in b, its input sealed for b; the parent's record of it in a opens
+        // for alice, who may read b.
+        let mut child = Vec::new();
+        for _ in 0..100 {
+            child = history_of(alice.clone(), b.clone(), "child-of-alice").await;
+            if !child.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let input = format!("\"{marker}-child-alice\"");
+        assert!(child.contains(&("input", input.clone())), "{child:?}");
+        let parent = history_of(alice.clone(), a.clone(), "source-alice").await;
+        assert!(parent.contains(&("child", input)), "{parent:?}");
+        assert!(
+            history_of(alice.clone(), b.clone(), "child-of-mallory")
+                .await
+                .is_empty(),
+            "mallory's child was never started"
         );
     });
     assert!(
