@@ -439,7 +439,8 @@ fn every_sdk_feature_works_through_the_proxy_and_is_stored_encrypted() {
         &stack.temporal_address,
     ));
     let marker = format!("feature-{}", std::process::id());
-    let run = Command::new("python3")
+    let run = Command::new("timeout")
+        .args(["300", "python3"])
         .arg(interop("features.py"))
         .arg(&alice)
         .args(["team", "features", &marker])
@@ -448,7 +449,9 @@ fn every_sdk_feature_works_through_the_proxy_and_is_stored_encrypted() {
         .output()
         .expect("run the Python features");
     assert!(run.status.success(), "{}", text(&run));
-    let seen: serde_json::Value = serde_json::from_slice(&run.stdout).expect("one JSON object");
+    // The last line: the SDK's core logs to standard output too.
+    let seen: serde_json::Value = serde_json::from_str(stdout(&run).lines().last().unwrap_or(""))
+        .unwrap_or_else(|e| panic!("one JSON object ({e}): {}", text(&run)));
     let expected = serde_json::json!({
         "update": format!("renamed to {marker}-update"),
         "rejected": format!("refused forbidden {marker}-reject"),
@@ -463,6 +466,7 @@ fn every_sdk_feature_works_through_the_proxy_and_is_stored_encrypted() {
             format!("hello {marker}-everything"),
             "True",
         ],
+        "nexus_failure": format!("refused {marker}-nexus-failure"),
         "signal_with_start": format!("finished as {marker}-sws"),
         "cancel": "CancelledError",
         "terminate": "TerminatedError",

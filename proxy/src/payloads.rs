@@ -123,6 +123,21 @@ impl Visitor for Sealer<'_> {
         fold_failure(failure)
     }
 
+    fn nexus_failure(&mut self, failure: &[u8]) -> Result<(), PayloadError> {
+        // 1 message, 3 details, 4 stack trace: what they hold would be stored in plaintext.
+        for field in wire::fields(failure) {
+            let field = field?;
+            if matches!(field.number, 1 | 3 | 4) && !field.value.is_empty() {
+                return Err(PayloadError::Failure(
+                    "a Nexus failure in the older form (temporal.api.nexus.v1.Failure) carries \
+                     text or details the proxy cannot encrypt; send a \
+                     temporal.api.failure.v1.Failure instead (the failure field)",
+                ));
+            }
+        }
+        Ok(())
+    }
+
     fn identity(&mut self, claimed: &[u8]) -> Option<Vec<u8>> {
         self.caller
             .map(|caller| crate::forward::recorded_identity(caller, claimed))
@@ -1001,6 +1016,51 @@ mod tests {
             "user:alice@example.com user:admin@example.com"
         );
         assert_eq!(meta.update_id, "u1");
+    }
+
+    #[test]
+    fn a_nexus_failure_in_the_older_form_with_text_is_refused() {
+        use temporalio_common::protos::temporal::api::nexus::v1::{Failure, HandlerError};
+        use temporalio_common::protos::temporal::api::workflowservice::v1::RespondNexusTaskFailedRequest;
+        let codec = codec();
+        let carrier = SCHEMA
+            .carrier("temporal.api.workflowservice.v1.RespondNexusTaskFailedRequest")
+            .unwrap();
+        #[allow(deprecated)]
+        let request = |message: &str| RespondNexusTaskFailedRequest {
+            namespace: "orders".into(),
+            error: Some(HandlerError {
+                error_type: "INTERNAL".into(),
+                failure: Some(Failure {
+                    message: message.into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let error = seal(
+            &request("card 4111").encode_to_vec(),
+            carrier,
+            &codec,
+            "orders",
+            &HashMap::new(),
+            None,
+        )
+        .unwrap_err();
+        assert!(
+            error.to_string().contains("temporal.api.nexus.v1.Failure"),
+            "{error}"
+        );
+        seal(
+            &request("").encode_to_vec(),
+            carrier,
+            &codec,
+            "orders",
+            &HashMap::new(),
+            None,
+        )
+        .expect("no text: nothing to store in plaintext");
     }
 
     #[test]

@@ -22,6 +22,9 @@ const SEARCH_ATTRIBUTES: &str = "temporal.api.common.v1.SearchAttributes";
 pub(crate) const ANY: &str = "google.protobuf.Any";
 /// Its text is folded into its encoded attributes on the way in.
 pub(crate) const FAILURE: &str = "temporal.api.failure.v1.Failure";
+/// A Nexus handler's failure in the older form: free text and JSON details (which SDKs fill
+/// with a serialized Temporal failure, payloads and all) that cannot be sealed in place.
+pub(crate) const NEXUS_FAILURE: &str = "temporal.api.nexus.v1.Failure";
 /// gRPC's error status, whose details name Temporal's failure types.
 pub(crate) const STATUS: &str = "google.rpc.Status";
 /// Packages whose messages' `namespace` field names the namespace a command or a nested
@@ -95,6 +98,11 @@ pub(crate) trait Visitor {
     fn failure_after(&mut self, _failure: &[u8]) -> Result<Option<Vec<u8>>, Self::Error> {
         Ok(None)
     }
+    /// A Nexus failure in its older form (message, stack trace, JSON details); an error
+    /// refuses the message.
+    fn nexus_failure(&mut self, _failure: &[u8]) -> Result<(), Self::Error> {
+        Ok(())
+    }
     /// An `identity` field below the top level, as the client sent it; `Some` replaces it.
     fn identity(&mut self, _claimed: &[u8]) -> Option<Vec<u8>> {
         None
@@ -124,6 +132,7 @@ pub(crate) struct Schema {
     /// By carrier: whether it has a field naming a namespace or endpoint it acts on.
     scoping: Vec<bool>,
     failure: Option<Carrier>,
+    nexus_failure: Option<Carrier>,
     /// Every message type with a top-level string field `identity`: the field's number.
     identity_fields: HashMap<String, u32>,
 }
@@ -248,7 +257,10 @@ impl Schema {
         let holds_data =
             |field: &FieldInfo| matches!(field.message.as_deref(), Some(PAYLOAD | ANY));
         let carriers = closure(&messages, |name, field| {
-            holds_data(field) || scope_of(name, field).is_some() || is_identity(name, field)
+            holds_data(field)
+                || scope_of(name, field).is_some()
+                || is_identity(name, field)
+                || field.message.as_deref() == Some(NEXUS_FAILURE)
         });
         let data = closure(&messages, |_, field| holds_data(field));
         let scoped = closure(&messages, |name, field| scope_of(name, field).is_some());
@@ -318,6 +330,7 @@ impl Schema {
             nested_scopes,
             names: names.iter().map(|name| (*name).to_owned()).collect(),
             failure: by_name.get(FAILURE).copied(),
+            nexus_failure: by_name.get(NEXUS_FAILURE).copied(),
             by_name,
             known: messages.into_keys().collect(),
         })
@@ -378,6 +391,11 @@ impl Schema {
     ) -> Result<Option<Vec<u8>>, RewriteError<V::Error>> {
         if depth > MAX_DEPTH {
             return Err(RewriteError::TooDeep);
+        }
+        if Some(carrier) == self.nexus_failure {
+            visitor
+                .nexus_failure(message)
+                .map_err(RewriteError::Payload)?;
         }
         if Some(carrier) != self.failure {
             return self.walk(message, carrier, visitor, scope, depth);

@@ -42,6 +42,7 @@ from temporalio.envconfig import ClientConfigProfile
 from temporalio.exceptions import (
     ActivityError,
     ApplicationError,
+    NexusOperationError,
     CancelledError,
     TerminatedError,
 )
@@ -68,6 +69,7 @@ TAG = SearchAttributeKey.for_keyword("Tag")
 @nexusrpc.service
 class Greeting:
     greet: nexusrpc.Operation[str, str]
+    refuse: nexusrpc.Operation[str, str]
 
 
 @nexusrpc.handler.service_handler(service=Greeting)
@@ -75,6 +77,10 @@ class GreetingHandler:
     @nexusrpc.handler.sync_operation
     async def greet(self, ctx: nexusrpc.handler.StartOperationContext, name: str) -> str:
         return f"hello {name}"
+
+    @nexusrpc.handler.sync_operation
+    async def refuse(self, ctx: nexusrpc.handler.StartOperationContext, name: str) -> str:
+        raise ApplicationError(f"refused {name}", non_retryable=True)
 
 
 @workflow.defn
@@ -101,6 +107,25 @@ class Everything:
         nexus = workflow.create_nexus_client(service=Greeting, endpoint=endpoint)
         greeting = await nexus.execute_operation(Greeting.greet, text)
         return [local, child, greeting, str(workflow.info().continued_run_id is not None)]
+
+
+@workflow.defn
+class NexusFails:
+    @workflow.run
+    async def run(self, text: str, endpoint: str) -> str:
+        nexus = workflow.create_nexus_client(service=Greeting, endpoint=endpoint)
+        try:
+            await nexus.execute_operation(
+                Greeting.refuse, text, schedule_to_close_timeout=timedelta(seconds=30)
+            )
+            return "completed"
+        except NexusOperationError as e:
+            # The handler's error is at the end of the chain (Nexus's HandlerError has no
+            # `cause`, only Python's own).
+            error: BaseException = e
+            while (inner := getattr(error, "cause", None) or error.__cause__) is not None:
+                error = inner
+            return getattr(error, "message", str(error))
 
 
 @workflow.defn
@@ -203,6 +228,13 @@ async def scenarios(client: Client, task_queue: str, marker: str, endpoint: str)
         task_queue=task_queue,
     )
 
+    out["nexus_failure"] = await client.execute_workflow(
+        NexusFails.run,
+        args=[f"{marker}-nexus-failure", endpoint],
+        id=f"nexus-fails-{run}",
+        task_queue=task_queue,
+    )
+
     signalled = await client.start_workflow(
         Counter.run,
         f"{marker}-sws-start",
@@ -289,7 +321,7 @@ async def main() -> None:
     async with Worker(
         client,
         task_queue=task_queue,
-        workflows=[Counter, Failing, Child, Everything],
+        workflows=[Counter, Failing, Child, Everything, NexusFails],
         activities=[explode, shout],
     ), Worker(other, task_queue=task_queue, nexus_service_handlers=[GreetingHandler()]):
         print(json.dumps(await scenarios(client, task_queue, marker, endpoint)), flush=True)
