@@ -288,6 +288,9 @@ pub struct ProxyConfig {
     /// A TLS handshake not finished within this is dropped.
     #[serde(with = "humantime_serde")]
     pub handshake_timeout: Duration,
+    /// A request whose body has not arrived whole within this is refused.
+    #[serde(with = "humantime_serde")]
+    pub request_body_timeout: Duration,
 }
 
 /// What the proxy does with an RPC it does not know.
@@ -327,6 +330,7 @@ impl Default for ProxyConfig {
             max_handshakes: plinth_proxy::DoorSettings::default().max_handshakes,
             max_handshakes_per_peer: plinth_proxy::DoorSettings::default().max_handshakes_per_peer,
             handshake_timeout: plinth_proxy::DoorSettings::default().handshake_timeout,
+            request_body_timeout: plinth_proxy::DoorSettings::default().request_body_timeout,
         }
     }
 }

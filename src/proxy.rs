@@ -94,6 +94,7 @@ pub async fn run(config: &Config, home: &Home, args: &ProxyArgs) -> anyhow::Resu
             max_handshakes: proxy.max_handshakes,
             max_handshakes_per_peer: proxy.max_handshakes_per_peer,
             handshake_timeout: proxy.handshake_timeout,
+            request_body_timeout: proxy.request_body_timeout,
         },
         budgets: Budgets::new(
             proxy.max_buffered_bytes,

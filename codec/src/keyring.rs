@@ -80,9 +80,10 @@ struct StoredKey {
     id: String,
     created: String,
     state: KeyState,
-    /// A key ring written before purposes existed holds key encryption keys only.
-    #[serde(default)]
-    purpose: KeyPurpose,
+    /// Absent in a key ring written before purposes existed: read as a key encryption key,
+    /// with a warning for decrypt-only keys, which may be imported samples keys.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    purpose: Option<KeyPurpose>,
     /// Base64 of the 32 key bytes.
     material: String,
 }
@@ -184,12 +185,23 @@ impl KeyRing {
             let material: [u8; KEY_BYTES] = bytes
                 .try_into()
                 .map_err(|_| invalid(format!("keys[{i}].material: not {KEY_BYTES} bytes")))?;
+            let purpose = stored.purpose.unwrap_or_else(|| {
+                if stored.state == KeyState::DecryptOnly {
+                    tracing::warn!(
+                        key = stored.id,
+                        "key ring entry has no purpose: taken as a key encryption key; if it \
+                         is a Temporal samples key, import it again with plinth keys import \
+                         --namespace"
+                    );
+                }
+                KeyPurpose::Kek
+            });
             keys.push(Key {
                 info: KeyInfo {
                     id: stored.id,
                     created: stored.created,
                     state: stored.state,
-                    purpose: stored.purpose,
+                    purpose,
                 },
                 material,
             });
@@ -326,7 +338,7 @@ impl KeyRing {
                     id: k.info.id.clone(),
                     created: k.info.created.clone(),
                     state: k.info.state,
-                    purpose: k.info.purpose.clone(),
+                    purpose: Some(k.info.purpose.clone()),
                     material: BASE64.encode(k.material),
                 })
                 .collect(),

@@ -77,6 +77,18 @@ impl Drop for Place {
     }
 }
 
+/// The address a peer's handshakes are counted under: an IPv6 peer by its /64, which one
+/// host usually holds whole.
+fn peer_key(peer: IpAddr) -> IpAddr {
+    match peer {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6((u128::from(v6) & !u128::from(u64::MAX)).into()),
+        },
+        v4 => v4,
+    }
+}
+
 /// A place for one more handshake from `peer`, unless a limit is reached.
 fn take_place(
     in_flight: &Arc<InFlight>,
@@ -86,11 +98,11 @@ fn take_place(
 ) -> Option<Place> {
     let permit = global.clone().try_acquire_owned().ok()?;
     let mut peers = in_flight.0.lock().expect("handshakes lock");
-    let count = peers.entry(peer).or_default();
-    if *count >= max_per_peer {
+    let count = peers.get(&peer).copied().unwrap_or(0);
+    if count >= max_per_peer {
         return None;
     }
-    *count += 1;
+    peers.insert(peer, count + 1);
     Some(Place {
         in_flight: in_flight.clone(),
         peer,
@@ -228,8 +240,12 @@ pub fn incoming(
             if sender.is_closed() {
                 return;
             }
-            let Some(place) = take_place(&in_flight, &global, peer.ip(), limits.max_per_peer)
-            else {
+            let Some(place) = take_place(
+                &in_flight,
+                &global,
+                peer_key(peer.ip()),
+                limits.max_per_peer,
+            ) else {
                 (limits.on_refused)();
                 tracing::debug!(%peer, "connection dropped: too many TLS handshakes under way");
                 continue;
@@ -278,4 +294,18 @@ fn caller_of(tls: &TlsStream<TcpStream>, verifier: &ClientVerifier) -> Caller {
         None => Err("no client certificate".to_owned()),
     };
     Caller(identity)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn handshakes_are_counted_by_ipv4_address_and_ipv6_slash_64() {
+        let key = |text: &str| peer_key(text.parse().unwrap());
+        assert_eq!(key("192.0.2.7"), key("::ffff:192.0.2.7"));
+        assert_ne!(key("192.0.2.7"), key("192.0.2.8"));
+        assert_eq!(key("2001:db8:1:2::1"), key("2001:db8:1:2:ffff::9"));
+        assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
+    }
 }

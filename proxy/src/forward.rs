@@ -76,6 +76,9 @@ pub struct DoorSettings {
     pub max_handshakes_per_peer: usize,
     /// A TLS handshake not finished within this is dropped.
     pub handshake_timeout: std::time::Duration,
+    /// A request whose body has not arrived whole within this is refused, and gives back what
+    /// it reserved of the budgets.
+    pub request_body_timeout: std::time::Duration,
 }
 
 impl Default for DoorSettings {
@@ -92,6 +95,7 @@ impl Default for DoorSettings {
             max_handshakes: 1024,
             max_handshakes_per_peer: 64,
             handshake_timeout: std::time::Duration::from_secs(10),
+            request_body_timeout: std::time::Duration::from_secs(10),
         }
     }
 }
@@ -169,8 +173,13 @@ impl FrontDoor {
             )));
         }
         let encoding = crate::request::encoding(&headers);
-        let mut body =
-            RequestBody::new(method, body, self.settings.max_message_bytes, &self.metrics);
+        let mut body = RequestBody::new(
+            method,
+            body,
+            self.settings.max_message_bytes,
+            self.settings.request_body_timeout,
+            &self.metrics,
+        );
         if let Err(status) = body
             .head(&self.budgets, extensions.get::<ConnectionBudget>())
             .await
@@ -493,7 +502,9 @@ impl FrontDoor {
                     namespace.to_owned(),
                     identity.clone(),
                 );
+                let held = message.reserved.clone();
                 off_thread(plain.len(), move || {
+                    let _held = held;
                     payloads::seal(&plain, carrier, &codec, &namespace, &targets, Some(&caller))
                 })
                 .await

@@ -55,8 +55,8 @@ impl Default for ProxyMetrics {
             limited: Counter::new(
                 "plinth_proxy_limited_total",
                 "Requests and connections refused at a limit, by limit: message_size, \
-                 connection_bytes, total_bytes, streams (a connection reached its stream limit), \
-                 handshakes.",
+                 body_time, connection_bytes, total_bytes, streams (a connection reached its \
+                 stream limit), handshakes.",
                 &["limit"],
             ),
             unknown_anys: Counter::new(
@@ -133,8 +133,9 @@ impl ProxyMetrics {
 }
 
 /// The limits the proxy counts refusals at.
-pub(crate) const LIMITS: [&str; 5] = [
+pub(crate) const LIMITS: [&str; 6] = [
     "message_size",
+    "body_time",
     "connection_bytes",
     "total_bytes",
     "streams",

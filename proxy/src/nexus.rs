@@ -29,6 +29,8 @@ pub(crate) enum Target {
     Namespace(String),
     /// A URL outside Temporal: no namespace stores what it is sent.
     External,
+    /// No endpoint has the name (kept too, so made-up names do not each cost a lookup).
+    Unregistered,
 }
 
 /// Endpoint targets by (upstream, endpoint name).
@@ -46,18 +48,31 @@ impl NexusEndpoints {
         name: &str,
     ) -> Result<Target, Status> {
         let key = (upstream_name.to_owned(), name.to_owned());
-        if let Some((at, target)) = self.known.lock().expect("nexus lock").get(&key)
-            && at.elapsed() < FRESH_FOR
-        {
-            return Ok(target.clone());
+        let cached = self
+            .known
+            .lock()
+            .expect("nexus lock")
+            .get(&key)
+            .filter(|(at, _)| at.elapsed() < FRESH_FOR)
+            .map(|(_, target)| target.clone());
+        let target = match cached {
+            Some(target) => target,
+            None => {
+                let target = lookup(upstream, name).await?;
+                let mut known = self.known.lock().expect("nexus lock");
+                if known.len() >= MAX_ENTRIES {
+                    known.clear();
+                }
+                known.insert(key, (Instant::now(), target.clone()));
+                target
+            }
+        };
+        match target {
+            Target::Unregistered => Err(Status::failed_precondition(format!(
+                "Nexus endpoint {name:?} is not registered"
+            ))),
+            target => Ok(target),
         }
-        let target = lookup(upstream, name).await?;
-        let mut known = self.known.lock().expect("nexus lock");
-        if known.len() >= MAX_ENTRIES {
-            known.clear();
-        }
-        known.insert(key, (Instant::now(), target.clone()));
-        Ok(target)
     }
 }
 
@@ -99,14 +114,14 @@ async fn lookup(upstream: &Upstream, name: &str) -> Result<Target, Status> {
     .unwrap_or_default();
     let listed =
         ListNexusEndpointsResponse::decode(message).map_err(|e| unavailable(e.to_string()))?;
-    let spec = listed
+    let Some(spec) = listed
         .endpoints
         .into_iter()
         .filter_map(|endpoint| endpoint.spec)
         .find(|spec| spec.name == name)
-        .ok_or_else(|| {
-            Status::failed_precondition(format!("Nexus endpoint {name:?} is not registered"))
-        })?;
+    else {
+        return Ok(Target::Unregistered);
+    };
     match spec.target.and_then(|target| target.variant) {
         Some(endpoint_target::Variant::Worker(worker)) => Ok(Target::Namespace(worker.namespace)),
         Some(endpoint_target::Variant::External(_)) => Ok(Target::External),

@@ -124,10 +124,11 @@ impl Visitor for Sealer<'_> {
     }
 
     fn nexus_failure(&mut self, failure: &[u8]) -> Result<(), PayloadError> {
-        // 1 message, 3 details, 4 stack trace: what they hold would be stored in plaintext.
+        // 1 message, 2 metadata, 3 details, 4 stack trace: what they hold would be stored in
+        // plaintext.
         for field in wire::fields(failure) {
             let field = field?;
-            if matches!(field.number, 1 | 3 | 4) && !field.value.is_empty() {
+            if matches!(field.number, 1..=4) && !field.value.is_empty() {
                 return Err(PayloadError::Failure(
                     "a Nexus failure in the older form (temporal.api.nexus.v1.Failure) carries \
                      text or details the proxy cannot encrypt; send a \

@@ -68,9 +68,12 @@ pub(crate) struct Message {
     pub reserved: Reserved,
 }
 
-/// Budget held by a request being read, given back when dropped.
+/// Budget held by a request being read, given back when the last clone drops: work on the
+/// blocking pool holds a clone, so a client that resets its call does not get the budget back
+/// while its message is still being decompressed or sealed.
+#[derive(Clone)]
 pub(crate) struct Reserved {
-    _permits: Vec<OwnedSemaphorePermit>,
+    _permits: Arc<Vec<OwnedSemaphorePermit>>,
 }
 
 /// A request body being read.
@@ -81,6 +84,8 @@ pub(crate) struct RequestBody<'a, B> {
     received: BytesMut,
     ended: bool,
     max: usize,
+    /// When the whole body must have arrived: a slow client holds its reservation no longer.
+    deadline: tokio::time::Instant,
     reserved: Option<Reserved>,
 }
 
@@ -90,8 +95,17 @@ where
     B::Error: Into<tonic::codegen::StdError>,
 {
     /// A body of at most `max` bytes, before and after decompression, of a call to `method`.
-    pub(crate) fn new(method: &'a str, body: B, max: usize, metrics: &'a ProxyMetrics) -> Self {
+    /// A body of at most `max` bytes, before and after decompression, of a call to `method`,
+    /// to arrive whole within `timeout`.
+    pub(crate) fn new(
+        method: &'a str,
+        body: B,
+        max: usize,
+        timeout: std::time::Duration,
+        metrics: &'a ProxyMetrics,
+    ) -> Self {
         Self {
+            deadline: tokio::time::Instant::now() + timeout,
             method,
             metrics,
             body: Box::pin(body),
@@ -118,7 +132,7 @@ where
     /// limit as soon as its header is here.
     async fn read_until(&mut self, until: usize) -> Result<(), Status> {
         while !self.ended && self.received.len() < until {
-            let Some(frame) = self.body.frame().await else {
+            let Some(frame) = self.next_frame().await? else {
                 self.ended = true;
                 break;
             };
@@ -132,13 +146,34 @@ where
             if let Ok(data) = frame.into_data() {
                 self.received.extend_from_slice(&data);
             }
-            if self.received.len() >= HEADER_BYTES && declared_length(&self.received) > self.max
-                || self.received.len() > HEADER_BYTES + self.max
-            {
+            if self.received.len() < HEADER_BYTES {
+                continue;
+            }
+            // Nothing past what the header declared, and so reserved, is held.
+            let declared = declared_length(&self.received);
+            if declared > self.max {
                 return Err(self.refuse(FrameError::TooLarge(self.max)));
+            }
+            if self.received.len() > HEADER_BYTES + declared {
+                return Err(self.refuse(FrameError::Trailing));
             }
         }
         Ok(())
+    }
+
+    /// The next frame of the body, unless its time is up.
+    async fn next_frame(
+        &mut self,
+    ) -> Result<Option<Result<http_body::Frame<Bytes>, B::Error>>, Status> {
+        tokio::time::timeout_at(self.deadline, self.body.frame())
+            .await
+            .map_err(|_| {
+                self.metrics.limited("body_time");
+                Status::deadline_exceeded(format!(
+                    "{}: the request did not arrive whole within [proxy] request_body_timeout",
+                    self.method
+                ))
+            })
     }
 
     /// Reads the frame header, and reserves from `budgets` and `connection` what the whole
@@ -182,7 +217,9 @@ where
                 }
             }
         }
-        self.reserved = Some(Reserved { _permits: permits });
+        self.reserved = Some(Reserved {
+            _permits: Arc::new(permits),
+        });
         Ok(())
     }
 
@@ -224,14 +261,23 @@ where
     ) -> Result<Message, Status> {
         self.read_until(usize::MAX).await?;
         let body = std::mem::take(&mut self.received).freeze();
+        let reserved = self.reserved.take().unwrap_or(Reserved {
+            _permits: Arc::new(Vec::new()),
+        });
+        // A compressed message is as much work as what it may grow to.
+        let work = match body.first() {
+            Some(0) | None => body.len(),
+            Some(_) => body.len().saturating_mul(DEFLATE_RATIO).min(self.max),
+        };
         let unframed = {
             let (body, encoding, max) = (body.clone(), encoding.cloned(), self.max);
-            crate::forward::off_thread(body.len(), move || unframe(&body, encoding.as_ref(), max))
-                .await
+            let held = reserved.clone();
+            crate::forward::off_thread(work, move || {
+                let _held = held;
+                unframe(&body, encoding.as_ref(), max)
+            })
+            .await
         };
-        let reserved = self.reserved.take().unwrap_or(Reserved {
-            _permits: Vec::new(),
-        });
         match unframed.map_err(|e| self.refuse(e))? {
             Some((message, false)) => Ok(Message {
                 message,
@@ -285,6 +331,7 @@ mod tests {
             "Start",
             never_ending(header(false, 5 << 20)),
             4 << 20,
+            std::time::Duration::from_secs(60),
             &metrics,
         );
         let refused = body
@@ -304,6 +351,48 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn bytes_past_the_declared_length_are_refused_as_they_arrive() {
+        let metrics = ProxyMetrics::default();
+        let budgets = Budgets::new(1 << 30, 1 << 30);
+        let body = [header(false, 10), vec![0; 2_000]].concat();
+        let mut body = RequestBody::new(
+            "Start",
+            never_ending(body),
+            4 << 20,
+            std::time::Duration::from_secs(60),
+            &metrics,
+        );
+        body.head(&budgets, None).await.unwrap();
+        let refused = body.peek_namespace(start_rpc(), None).await.unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+        assert!(
+            refused.message().contains("more than one message"),
+            "{refused:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_body_that_does_not_arrive_in_time_is_refused_and_counted() {
+        let metrics = ProxyMetrics::default();
+        let budgets = Budgets::new(1 << 30, 1 << 30);
+        let mut body = RequestBody::new(
+            "Start",
+            never_ending(header(false, 100)),
+            4 << 20,
+            std::time::Duration::from_millis(50),
+            &metrics,
+        );
+        body.head(&budgets, None).await.unwrap();
+        let refused = body.finish(None).await.err().expect("never whole");
+        assert_eq!(refused.code(), tonic::Code::DeadlineExceeded);
+        assert!(
+            metrics
+                .render()
+                .contains("plinth_proxy_limited_total{limit=\"body_time\"} 1")
+        );
+    }
+
+    #[tokio::test]
     async fn a_connection_over_its_budget_is_refused_and_counted_while_another_goes_on() {
         let metrics = ProxyMetrics::default();
         let budgets = Budgets::new(64 << 20, 3 << 20);
@@ -312,6 +401,7 @@ mod tests {
             "Start",
             never_ending(header(false, 2 << 20)),
             4 << 20,
+            std::time::Duration::from_secs(60),
             &metrics,
         );
         first.head(&budgets, Some(&greedy)).await.unwrap();
@@ -319,6 +409,7 @@ mod tests {
             "Start",
             never_ending(header(false, 2 << 20)),
             4 << 20,
+            std::time::Duration::from_secs(60),
             &metrics,
         );
         let refused = second
@@ -335,6 +426,7 @@ mod tests {
             "Start",
             never_ending(header(false, 2 << 20)),
             4 << 20,
+            std::time::Duration::from_secs(60),
             &metrics,
         );
         third
@@ -353,8 +445,13 @@ mod tests {
         let metrics = ProxyMetrics::default();
         // 100 compressed bytes may grow to 103,200: more than a 64 KiB budget holds.
         let budgets = Budgets::new(64 << 10, 64 << 10);
-        let mut body =
-            RequestBody::new("Start", never_ending(header(true, 100)), 4 << 20, &metrics);
+        let mut body = RequestBody::new(
+            "Start",
+            never_ending(header(true, 100)),
+            4 << 20,
+            std::time::Duration::from_secs(60),
+            &metrics,
+        );
         let refused = body.head(&budgets, None).await.unwrap_err();
         assert!(
             refused.message().contains("[proxy] max_buffered_bytes"),
@@ -381,7 +478,13 @@ mod tests {
             request[..1_100].to_vec(),
         ]
         .concat();
-        let mut body = RequestBody::new("Start", never_ending(plain), 4 << 20, &metrics);
+        let mut body = RequestBody::new(
+            "Start",
+            never_ending(plain),
+            4 << 20,
+            std::time::Duration::from_secs(60),
+            &metrics,
+        );
         body.head(&budgets, None).await.unwrap();
         let peeked = body.peek_namespace(start_rpc(), None).await.unwrap();
         assert_eq!(peeked, Some("orders".into()));
@@ -394,7 +497,13 @@ mod tests {
             compressed[..1_100].to_vec(),
         ]
         .concat();
-        let mut body = RequestBody::new("Start", never_ending(framed), 4 << 20, &metrics);
+        let mut body = RequestBody::new(
+            "Start",
+            never_ending(framed),
+            4 << 20,
+            std::time::Duration::from_secs(60),
+            &metrics,
+        );
         body.head(&budgets, None).await.unwrap();
         let gzip_header = HeaderValue::from_static("gzip");
         let peeked = body
