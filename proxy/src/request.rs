@@ -362,8 +362,7 @@ mod tests {
             std::time::Duration::from_secs(60),
             &metrics,
         );
-        body.head(&budgets, None).await.unwrap();
-        let refused = body.peek_namespace(start_rpc(), None).await.unwrap_err();
+        let refused = body.head(&budgets, None).await.unwrap_err();
         assert_eq!(refused.code(), tonic::Code::InvalidArgument);
         assert!(
             refused.message().contains("more than one message"),
