@@ -536,6 +536,22 @@ mod tests {
 
     const START: &str = "temporal.api.workflowservice.v1.StartWorkflowExecutionRequest";
 
+    /// `message`, a `carrier`, sealed for namespace `orders`.
+    fn seal_for_orders(
+        codec: &Codec,
+        message: &[u8],
+        carrier: Carrier,
+    ) -> Result<Transformed, TransformError> {
+        seal(message, carrier, codec, "orders", &HashMap::new(), None)
+    }
+
+    /// The carrier of workflowservice message `name`.
+    fn request_carrier(name: &str) -> Carrier {
+        SCHEMA
+            .carrier(&format!("temporal.api.workflowservice.v1.{name}"))
+            .unwrap()
+    }
+
     fn codec() -> Codec {
         let dir = tempfile::tempdir().unwrap();
         let (ring, _) = plinth_codec::KeyRing::init(&dir.path().join("ring.json")).unwrap();
@@ -574,7 +590,7 @@ mod tests {
     fn requests_are_sealed_but_search_attributes_stay_plain_and_open_to_the_same_bytes() {
         let codec = codec();
         let bytes = start_request().encode_to_vec();
-        let sealed = seal(&bytes, start(), &codec, "orders", &HashMap::new(), None).unwrap();
+        let sealed = seal_for_orders(&codec, &bytes, start()).unwrap();
         assert_eq!(sealed.payload_bytes, 11);
         let sealed_bytes = sealed.message.unwrap();
         let message = StartWorkflowExecutionRequest::decode(&sealed_bytes[..]).unwrap();
@@ -599,18 +615,11 @@ mod tests {
     #[test]
     fn payloads_a_client_encrypted_are_sealed_again_and_come_back_as_sent() {
         let codec = codec();
-        let once = seal(
-            &start_request().encode_to_vec(),
-            start(),
-            &codec,
-            "orders",
-            &HashMap::new(),
-            None,
-        )
-        .unwrap()
-        .message
-        .unwrap();
-        let twice = seal(&once, start(), &codec, "orders", &HashMap::new(), None).unwrap();
+        let once = seal_for_orders(&codec, &start_request().encode_to_vec(), start())
+            .unwrap()
+            .message
+            .unwrap();
+        let twice = seal_for_orders(&codec, &once, start()).unwrap();
         let twice = twice.message.expect("sealed again");
         assert_ne!(twice, once);
         let opened = open(&twice, start(), &codec, "orders", &BTreeSet::new()).unwrap();
@@ -626,15 +635,7 @@ mod tests {
         let codec = codec();
         let mut request = start_request();
         request.input = None;
-        let unchanged = seal(
-            &request.encode_to_vec(),
-            start(),
-            &codec,
-            "orders",
-            &HashMap::new(),
-            None,
-        )
-        .unwrap();
+        let unchanged = seal_for_orders(&codec, &request.encode_to_vec(), start()).unwrap();
         assert_eq!(
             unchanged.message, None,
             "only a search attribute: forwarded as is"
@@ -665,7 +666,7 @@ mod tests {
         let codec = codec();
         // Field 5, input: Payloads whose field 1, a payload, holds a cut-off data field.
         let bytes = [0x2a, 5, 0x0a, 3, 0x12, 5, b'x'];
-        let error = seal(&bytes, start(), &codec, "orders", &HashMap::new(), None).unwrap_err();
+        let error = seal_for_orders(&codec, &bytes, start()).unwrap_err();
         assert!(
             error.to_string().starts_with("malformed payload"),
             "{error}"
@@ -694,7 +695,7 @@ mod tests {
         ]
         .concat();
 
-        let sealed = seal(&bytes, start(), &codec, "orders", &HashMap::new(), None)
+        let sealed = seal_for_orders(&codec, &bytes, start())
             .unwrap()
             .message
             .unwrap();
@@ -712,17 +713,10 @@ mod tests {
     #[test]
     fn a_payload_sealed_for_another_namespace_opens_only_when_that_namespace_is_readable() {
         let codec = codec();
-        let sealed = seal(
-            &start_request().encode_to_vec(),
-            start(),
-            &codec,
-            "orders",
-            &HashMap::new(),
-            None,
-        )
-        .unwrap()
-        .message
-        .unwrap();
+        let sealed = seal_for_orders(&codec, &start_request().encode_to_vec(), start())
+            .unwrap()
+            .message
+            .unwrap();
         let closed = open(&sealed, start(), &codec, "billing", &BTreeSet::new()).unwrap();
         assert_eq!(closed.undecryptable, 1);
         assert_eq!(closed.message, None);
@@ -773,20 +767,11 @@ mod tests {
             )],
             ..Default::default()
         };
-        let carrier = SCHEMA
-            .carrier("temporal.api.workflowservice.v1.RespondWorkflowTaskCompletedRequest")
-            .unwrap();
-        let sealed = seal(
-            &completed.encode_to_vec(),
-            carrier,
-            &codec,
-            "orders",
-            &HashMap::new(),
-            None,
-        )
-        .unwrap()
-        .message
-        .expect("the update's result is sealed");
+        let carrier = request_carrier("RespondWorkflowTaskCompletedRequest");
+        let sealed = seal_for_orders(&codec, &completed.encode_to_vec(), carrier)
+            .unwrap()
+            .message
+            .expect("the update's result is sealed");
         assert!(memchr::memmem::find(&sealed, b"secret answer").is_none());
 
         let request = Request {
@@ -814,9 +799,7 @@ mod tests {
             messages: vec![protocol("temporal.api.update.v1.Request", sealed_request)],
             ..Default::default()
         };
-        let carrier = SCHEMA
-            .carrier("temporal.api.workflowservice.v1.PollWorkflowTaskQueueResponse")
-            .unwrap();
+        let carrier = request_carrier("PollWorkflowTaskQueueResponse");
         let opened = open(
             &poll.encode_to_vec(),
             carrier,
@@ -839,18 +822,8 @@ mod tests {
             messages: vec![protocol("temporal.api.future.v9.Thing", b"opaque".to_vec())],
             ..Default::default()
         };
-        let carrier = SCHEMA
-            .carrier("temporal.api.workflowservice.v1.RespondWorkflowTaskCompletedRequest")
-            .unwrap();
-        let sealed = seal(
-            &completed.encode_to_vec(),
-            carrier,
-            &codec,
-            "orders",
-            &HashMap::new(),
-            None,
-        )
-        .unwrap();
+        let carrier = request_carrier("RespondWorkflowTaskCompletedRequest");
+        let sealed = seal_for_orders(&codec, &completed.encode_to_vec(), carrier).unwrap();
         assert_eq!(sealed.unknown_anys, 1);
         assert_eq!(sealed.message, None);
     }
@@ -875,20 +848,11 @@ mod tests {
             failure: Some(failure.clone()),
             ..Default::default()
         };
-        let carrier = SCHEMA
-            .carrier("temporal.api.workflowservice.v1.RespondActivityTaskFailedRequest")
+        let carrier = request_carrier("RespondActivityTaskFailedRequest");
+        let sealed = seal_for_orders(&codec, &request.encode_to_vec(), carrier)
+            .unwrap()
+            .message
             .unwrap();
-        let sealed = seal(
-            &request.encode_to_vec(),
-            carrier,
-            &codec,
-            "orders",
-            &HashMap::new(),
-            None,
-        )
-        .unwrap()
-        .message
-        .unwrap();
         assert!(
             memchr::memmem::find(&sealed, b"4111").is_none(),
             "no text left in plaintext"
@@ -913,9 +877,7 @@ mod tests {
         use temporalio_common::protos::temporal::api::failure::v1::Failure;
         use temporalio_common::protos::temporal::api::workflowservice::v1::RespondActivityTaskFailedRequest;
         let codec = codec();
-        let carrier = SCHEMA
-            .carrier("temporal.api.workflowservice.v1.RespondActivityTaskFailedRequest")
-            .unwrap();
+        let carrier = request_carrier("RespondActivityTaskFailedRequest");
         let request = |message: &str| RespondActivityTaskFailedRequest {
             namespace: "orders".into(),
             failure: Some(Failure {
@@ -925,26 +887,12 @@ mod tests {
             }),
             ..Default::default()
         };
-        let error = seal(
-            &request("secret").encode_to_vec(),
-            carrier,
-            &codec,
-            "orders",
-            &HashMap::new(),
-            None,
-        )
-        .unwrap_err();
+        let error =
+            seal_for_orders(&codec, &request("secret").encode_to_vec(), carrier).unwrap_err();
         assert!(error.to_string().starts_with("failure: "), "{error}");
         // As an SDK that encodes common attributes sends it: the attributes are sealed.
-        let sealed = seal(
-            &request("Encoded failure").encode_to_vec(),
-            carrier,
-            &codec,
-            "orders",
-            &HashMap::new(),
-            None,
-        )
-        .unwrap();
+        let sealed =
+            seal_for_orders(&codec, &request("Encoded failure").encode_to_vec(), carrier).unwrap();
         assert!(sealed.message.is_some());
     }
 
@@ -952,9 +900,7 @@ mod tests {
     /// before or after the request's own namespace.
     #[test]
     fn a_top_level_nexus_endpoint_is_named_in_any_field_order() {
-        let carrier = SCHEMA
-            .carrier("temporal.api.workflowservice.v1.StartNexusOperationExecutionRequest")
-            .unwrap();
+        let carrier = request_carrier("StartNexusOperationExecutionRequest");
         assert!(SCHEMA.acts_elsewhere(carrier));
         // 5 endpoint, 1 namespace: out of order, and the namespace given twice.
         let request = [
@@ -989,9 +935,7 @@ mod tests {
             }),
             ..Default::default()
         };
-        let carrier = SCHEMA
-            .carrier("temporal.api.workflowservice.v1.UpdateWorkflowExecutionRequest")
-            .unwrap();
+        let carrier = request_carrier("UpdateWorkflowExecutionRequest");
         let alice = Identity::User {
             email: "alice@example.com".into(),
         };
@@ -1024,9 +968,7 @@ mod tests {
         use temporalio_common::protos::temporal::api::nexus::v1::{Failure, HandlerError};
         use temporalio_common::protos::temporal::api::workflowservice::v1::RespondNexusTaskFailedRequest;
         let codec = codec();
-        let carrier = SCHEMA
-            .carrier("temporal.api.workflowservice.v1.RespondNexusTaskFailedRequest")
-            .unwrap();
+        let carrier = request_carrier("RespondNexusTaskFailedRequest");
         #[allow(deprecated)]
         let request = |message: &str| RespondNexusTaskFailedRequest {
             namespace: "orders".into(),
@@ -1040,28 +982,14 @@ mod tests {
             }),
             ..Default::default()
         };
-        let error = seal(
-            &request("card 4111").encode_to_vec(),
-            carrier,
-            &codec,
-            "orders",
-            &HashMap::new(),
-            None,
-        )
-        .unwrap_err();
+        let error =
+            seal_for_orders(&codec, &request("card 4111").encode_to_vec(), carrier).unwrap_err();
         assert!(
             error.to_string().contains("temporal.api.nexus.v1.Failure"),
             "{error}"
         );
-        seal(
-            &request("").encode_to_vec(),
-            carrier,
-            &codec,
-            "orders",
-            &HashMap::new(),
-            None,
-        )
-        .expect("no text: nothing to store in plaintext");
+        seal_for_orders(&codec, &request("").encode_to_vec(), carrier)
+            .expect("no text: nothing to store in plaintext");
     }
 
     #[test]
@@ -1089,21 +1017,12 @@ mod tests {
             }],
             ..Default::default()
         };
-        let carrier = SCHEMA
-            .carrier("temporal.api.workflowservice.v1.RespondWorkflowTaskCompletedRequest")
-            .unwrap();
+        let carrier = request_carrier("RespondWorkflowTaskCompletedRequest");
         assert!(SCHEMA.acts_elsewhere(carrier));
-        let sealed = seal(
-            &request.encode_to_vec(),
-            carrier,
-            &codec,
-            "orders",
-            &HashMap::new(),
-            None,
-        )
-        .unwrap()
-        .message
-        .unwrap();
+        let sealed = seal_for_orders(&codec, &request.encode_to_vec(), carrier)
+            .unwrap()
+            .message
+            .unwrap();
         let as_orders = open(&sealed, carrier, &codec, "orders", &BTreeSet::new()).unwrap();
         assert_eq!(as_orders.foreign, BTreeSet::from(["billing".to_owned()]));
         let as_billing = open(&sealed, carrier, &codec, "billing", &BTreeSet::new()).unwrap();
