@@ -828,6 +828,23 @@ fn a_gzip_bomb_is_refused_at_the_message_limit_while_other_calls_are_answered() 
     assert!(peak < 200, "the proxy peaked at {peak} MiB");
 }
 
+/// A stack whose proxy has `limits` (TOML lines of `[proxy]`), with a namespace `name` the
+/// payments team writes, and alice's profile for it.
+fn limited_stack(limits: &str, name: &str) -> (PlinthStack, String, PathBuf) {
+    let stack = PlinthStack::start_configured(
+        DevServer::shared(),
+        PLINTH.as_ref(),
+        "10m",
+        "3s",
+        limits,
+        "",
+    )
+    .expect("start the stack");
+    let ns = provision(&stack, name);
+    let alice = stack.profile(PAYMENTS_MEMBER, &ns).unwrap();
+    (stack, ns, alice)
+}
+
 /// A client that holds its connection's stream limit busy with long polls gets no more at
 /// once; the limit is counted, and another client's calls are answered.
 #[test]
@@ -835,18 +852,7 @@ fn a_stream_flood_stops_at_the_connection_limit_while_other_clients_are_served()
     use temporalio_common::protos::temporal::api::taskqueue::v1::TaskQueue;
     use temporalio_common::protos::temporal::api::workflowservice::v1::PollActivityTaskQueueRequest;
     use temporalio_common::protos::temporal::api::workflowservice::v1::workflow_service_client::WorkflowServiceClient;
-    let server = DevServer::shared();
-    let stack = PlinthStack::start_configured(
-        server,
-        PLINTH.as_ref(),
-        "10m",
-        "3s",
-        "max_streams_per_connection = 4",
-        "",
-    )
-    .expect("start the stack");
-    let ns = provision(&stack, "streams");
-    let alice = stack.profile(PAYMENTS_MEMBER, &ns).unwrap();
+    let (stack, ns, alice) = limited_stack("max_streams_per_connection = 4", "streams");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -884,18 +890,10 @@ fn a_stream_flood_stops_at_the_connection_limit_while_other_clients_are_served()
 /// another address is served at once.
 #[test]
 fn a_slow_handshake_flood_is_held_to_its_share_while_other_clients_are_served() {
-    let server = DevServer::shared();
-    let stack = PlinthStack::start_configured(
-        server,
-        PLINTH.as_ref(),
-        "10m",
-        "3s",
+    let (stack, _, alice) = limited_stack(
         "max_handshakes_per_peer = 8\nhandshake_timeout = \"5m\"",
-        "",
-    )
-    .expect("start the stack");
-    let ns = provision(&stack, "handshakes");
-    let alice = stack.profile(PAYMENTS_MEMBER, &ns).unwrap();
+        "handshakes",
+    );
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
