@@ -306,6 +306,7 @@ pub enum UnknownRpcs {
 
 impl Default for ProxyConfig {
     fn default() -> Self {
+        let door = plinth_proxy::DoorSettings::default();
         Self {
             listen: "127.0.0.1:7443".into(),
             cert: None,
@@ -321,16 +322,31 @@ impl Default for ProxyConfig {
             upstream_key: None,
             upstream_server_name: None,
             unknown_rpcs: UnknownRpcs::Refuse,
-            max_message_bytes: plinth_proxy::DoorSettings::default().max_message_bytes,
-            max_streams_per_connection: plinth_proxy::DoorSettings::default()
-                .max_streams_per_connection,
-            max_buffered_bytes: plinth_proxy::DoorSettings::default().max_buffered_bytes,
-            max_buffered_bytes_per_connection: plinth_proxy::DoorSettings::default()
-                .max_buffered_bytes_per_connection,
-            max_handshakes: plinth_proxy::DoorSettings::default().max_handshakes,
-            max_handshakes_per_peer: plinth_proxy::DoorSettings::default().max_handshakes_per_peer,
-            handshake_timeout: plinth_proxy::DoorSettings::default().handshake_timeout,
-            request_body_timeout: plinth_proxy::DoorSettings::default().request_body_timeout,
+            max_message_bytes: door.max_message_bytes,
+            max_streams_per_connection: door.max_streams_per_connection,
+            max_buffered_bytes: door.max_buffered_bytes,
+            max_buffered_bytes_per_connection: door.max_buffered_bytes_per_connection,
+            max_handshakes: door.max_handshakes,
+            max_handshakes_per_peer: door.max_handshakes_per_peer,
+            handshake_timeout: door.handshake_timeout,
+            request_body_timeout: door.request_body_timeout,
+        }
+    }
+}
+
+impl ProxyConfig {
+    /// What the front door accepts, as configured.
+    pub fn door_settings(&self) -> plinth_proxy::DoorSettings {
+        plinth_proxy::DoorSettings {
+            forward_unknown_rpcs: self.unknown_rpcs == UnknownRpcs::Forward,
+            max_message_bytes: self.max_message_bytes,
+            max_streams_per_connection: self.max_streams_per_connection,
+            max_buffered_bytes: self.max_buffered_bytes,
+            max_buffered_bytes_per_connection: self.max_buffered_bytes_per_connection,
+            max_handshakes: self.max_handshakes,
+            max_handshakes_per_peer: self.max_handshakes_per_peer,
+            handshake_timeout: self.handshake_timeout,
+            request_body_timeout: self.request_body_timeout,
         }
     }
 }

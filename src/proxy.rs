@@ -4,8 +4,7 @@ use anyhow::Context;
 use plinth_activities::ControlPlane;
 use plinth_identity::ClientVerifier;
 use plinth_proxy::{
-    AccessLists, Budgets, DoorSettings, FrontDoor, PlatformApi, ProxyMetrics, Routes, UpstreamTls,
-    Upstreams,
+    AccessLists, Budgets, FrontDoor, PlatformApi, ProxyMetrics, Routes, UpstreamTls, Upstreams,
 };
 use temporalio_client::{Client, ClientOptions};
 use tokio::net::TcpListener;
@@ -85,21 +84,11 @@ pub async fn run(config: &Config, home: &Home, args: &ProxyArgs) -> anyhow::Resu
         default_upstream: proxy.upstream.clone().unwrap_or(address),
         metrics: std::sync::Arc::new(ProxyMetrics::default()),
         nexus: Default::default(),
-        settings: DoorSettings {
-            forward_unknown_rpcs: proxy.unknown_rpcs == crate::config::UnknownRpcs::Forward,
-            max_message_bytes: proxy.max_message_bytes,
-            max_streams_per_connection: proxy.max_streams_per_connection,
-            max_buffered_bytes: proxy.max_buffered_bytes,
-            max_buffered_bytes_per_connection: proxy.max_buffered_bytes_per_connection,
-            max_handshakes: proxy.max_handshakes,
-            max_handshakes_per_peer: proxy.max_handshakes_per_peer,
-            handshake_timeout: proxy.handshake_timeout,
-            request_body_timeout: proxy.request_body_timeout,
-        },
         budgets: Budgets::new(
             proxy.max_buffered_bytes,
             proxy.max_buffered_bytes_per_connection,
         ),
+        settings: proxy.door_settings(),
     });
     let (tls, verifier) = server_tls(config, home, true, b"h2")?;
     let (listener, _) = bind(args.listen.as_ref(), &proxy.listen, "[proxy] listen").await?;

@@ -172,7 +172,7 @@ impl FrontDoor {
                  encrypt its payloads ([proxy] unknown_rpcs = \"forward\" passes it on as a write)"
             )));
         }
-        let encoding = crate::request::encoding(&headers);
+        let encoding = headers.get("grpc-encoding");
         let mut body = RequestBody::new(
             method,
             body,
@@ -275,23 +275,12 @@ impl FrontDoor {
                 "{method}: the request names no namespace"
             )));
         }
-        let endpoint = self
-            .routes
-            .endpoint(namespace)
-            .await
-            .map_err(|e| Status::unavailable(format!("cannot read the namespace table: {e}")))?
-            .ok_or_else(|| {
-                Status::not_found(format!(
-                    "namespace {namespace:?} is not served here: no Ready Plinth namespace has that name"
-                ))
-            })?;
-        let allowed = self
-            .access
-            .allows(namespace, &identity, need)
-            .await
-            .map_err(|e| {
-                Status::unavailable(format!("cannot read the access list of {namespace:?}: {e}"))
-            })?;
+        let endpoint = self.route(namespace).await?.ok_or_else(|| {
+            Status::not_found(format!(
+                "namespace {namespace:?} is not served here: no Ready Plinth namespace has that name"
+            ))
+        })?;
+        let allowed = self.allows(namespace, &identity, need).await?;
         if !allowed {
             return Err(self.deny(
                 &identity,
@@ -329,10 +318,7 @@ impl FrontDoor {
                     namespaces.insert(other);
                 }
                 Named::NexusEndpoint(name) => {
-                    let upstream = self
-                        .upstreams
-                        .client(endpoint)
-                        .map_err(|e| Status::unavailable(e.to_string()))?;
+                    let upstream = self.upstream(endpoint)?;
                     if let Target::Namespace(other) =
                         self.nexus.target(&upstream, endpoint, &name).await?
                     {
@@ -344,20 +330,13 @@ impl FrontDoor {
         }
         for other in namespaces.iter().filter(|other| *other != namespace) {
             // Names a client made up are not looked up, cached or counted.
-            if !self.served(other).await? {
+            if self.route(other).await?.is_none() {
                 return Err(Status::not_found(format!(
                     "{method} acts on namespace {other:?}, which is not served here: no Ready \
                      Plinth namespace has that name"
                 )));
             }
-            let allowed = self
-                .access
-                .allows(other, identity, Need::Write)
-                .await
-                .map_err(|e| {
-                    Status::unavailable(format!("cannot read the access list of {other:?}: {e}"))
-                })?;
-            if !allowed {
+            if !self.allows(other, identity, Need::Write).await? {
                 return Err(self.deny(
                     identity,
                     method,
@@ -395,10 +374,10 @@ impl FrontDoor {
         }
         let mut readable = BTreeSet::new();
         for other in &first.foreign {
-            if !matches!(self.served(other).await, Ok(true)) {
-                continue;
-            }
-            if let Ok(true) = self.access.allows(other, identity, Need::Read).await {
+            // A namespace that cannot be checked stays closed.
+            if matches!(self.route(other).await, Ok(Some(_)))
+                && matches!(self.allows(other, identity, Need::Read).await, Ok(true))
+            {
                 readable.insert(other.clone());
             }
         }
@@ -414,13 +393,34 @@ impl FrontDoor {
         .await
     }
 
-    /// Whether `namespace` is a Ready Plinth namespace this proxy routes.
-    async fn served(&self, namespace: &str) -> Result<bool, Status> {
+    /// The upstream of `namespace`, when it is a Ready Plinth namespace this proxy routes.
+    async fn route(&self, namespace: &str) -> Result<Option<String>, Status> {
         self.routes
             .endpoint(namespace)
             .await
-            .map(|endpoint| endpoint.is_some())
             .map_err(|e| Status::unavailable(format!("cannot read the namespace table: {e}")))
+    }
+
+    /// Whether `identity` has `need` on `namespace`.
+    async fn allows(
+        &self,
+        namespace: &str,
+        identity: &Identity,
+        need: Need,
+    ) -> Result<bool, Status> {
+        self.access
+            .allows(namespace, identity, need)
+            .await
+            .map_err(|e| {
+                Status::unavailable(format!("cannot read the access list of {namespace:?}: {e}"))
+            })
+    }
+
+    /// The client of upstream `endpoint`.
+    fn upstream(&self, endpoint: &str) -> Result<Arc<crate::upstream::Upstream>, Status> {
+        self.upstreams
+            .client(endpoint)
+            .map_err(|e| Status::unavailable(e.to_string()))
     }
 
     /// Opens the payloads in an error's details (a failed query's failure, say).
@@ -516,10 +516,7 @@ impl FrontDoor {
                 body = frame(&message);
             }
         }
-        let upstream = self
-            .upstreams
-            .client(endpoint)
-            .map_err(|e| Status::unavailable(e.to_string()))?;
+        let upstream = self.upstream(endpoint)?;
         // The path alone, without a query: it is what was authorized.
         let path: http::uri::PathAndQuery = uri
             .path()

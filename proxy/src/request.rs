@@ -11,7 +11,7 @@ use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt as _;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::Status;
-use tonic::codegen::http::{HeaderMap, HeaderValue};
+use tonic::codegen::http::HeaderValue;
 
 use crate::frame::{FrameError, HEADER_BYTES, declared_length, frame, unframe};
 use crate::metrics::ProxyMetrics;
@@ -294,11 +294,6 @@ where
     }
 }
 
-/// The request headers' `grpc-encoding`.
-pub(crate) fn encoding(headers: &HeaderMap) -> Option<&HeaderValue> {
-    headers.get("grpc-encoding")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -319,6 +314,21 @@ mod tests {
         head
     }
 
+    /// A call to `Start` of at most 4 MiB whose body is `body`, with a minute to arrive.
+    fn start_body<B>(body: B, metrics: &ProxyMetrics) -> RequestBody<'_, B>
+    where
+        B: http_body::Body<Data = Bytes>,
+        B::Error: Into<tonic::codegen::StdError>,
+    {
+        RequestBody::new(
+            "Start",
+            body,
+            4 << 20,
+            std::time::Duration::from_secs(60),
+            metrics,
+        )
+    }
+
     fn start_rpc() -> &'static Rpc {
         Rpc::at("/temporal.api.workflowservice.v1.WorkflowService/StartWorkflowExecution").unwrap()
     }
@@ -327,13 +337,7 @@ mod tests {
     async fn a_message_declared_over_the_limit_is_refused_before_its_body_arrives() {
         let metrics = ProxyMetrics::default();
         let budgets = Budgets::new(1 << 30, 1 << 30);
-        let mut body = RequestBody::new(
-            "Start",
-            never_ending(header(false, 5 << 20)),
-            4 << 20,
-            std::time::Duration::from_secs(60),
-            &metrics,
-        );
+        let mut body = start_body(never_ending(header(false, 5 << 20)), &metrics);
         let refused = body
             .head(&budgets, None)
             .await
@@ -354,14 +358,8 @@ mod tests {
     async fn bytes_past_the_declared_length_are_refused_as_they_arrive() {
         let metrics = ProxyMetrics::default();
         let budgets = Budgets::new(1 << 30, 1 << 30);
-        let body = [header(false, 10), vec![0; 2_000]].concat();
-        let mut body = RequestBody::new(
-            "Start",
-            never_ending(body),
-            4 << 20,
-            std::time::Duration::from_secs(60),
-            &metrics,
-        );
+        let bytes = [header(false, 10), vec![0; 2_000]].concat();
+        let mut body = start_body(never_ending(bytes), &metrics);
         let refused = body.head(&budgets, None).await.unwrap_err();
         assert_eq!(refused.code(), tonic::Code::InvalidArgument);
         assert!(
@@ -396,21 +394,9 @@ mod tests {
         let metrics = ProxyMetrics::default();
         let budgets = Budgets::new(64 << 20, 3 << 20);
         let (greedy, other) = (budgets.connection(), budgets.connection());
-        let mut first = RequestBody::new(
-            "Start",
-            never_ending(header(false, 2 << 20)),
-            4 << 20,
-            std::time::Duration::from_secs(60),
-            &metrics,
-        );
+        let mut first = start_body(never_ending(header(false, 2 << 20)), &metrics);
         first.head(&budgets, Some(&greedy)).await.unwrap();
-        let mut second = RequestBody::new(
-            "Start",
-            never_ending(header(false, 2 << 20)),
-            4 << 20,
-            std::time::Duration::from_secs(60),
-            &metrics,
-        );
+        let mut second = start_body(never_ending(header(false, 2 << 20)), &metrics);
         let refused = second
             .head(&budgets, Some(&greedy))
             .await
@@ -421,13 +407,7 @@ mod tests {
                 .message()
                 .contains("max_buffered_bytes_per_connection")
         );
-        let mut third = RequestBody::new(
-            "Start",
-            never_ending(header(false, 2 << 20)),
-            4 << 20,
-            std::time::Duration::from_secs(60),
-            &metrics,
-        );
+        let mut third = start_body(never_ending(header(false, 2 << 20)), &metrics);
         third
             .head(&budgets, Some(&other))
             .await
@@ -444,13 +424,7 @@ mod tests {
         let metrics = ProxyMetrics::default();
         // 100 compressed bytes may grow to 103,200: more than a 64 KiB budget holds.
         let budgets = Budgets::new(64 << 10, 64 << 10);
-        let mut body = RequestBody::new(
-            "Start",
-            never_ending(header(true, 100)),
-            4 << 20,
-            std::time::Duration::from_secs(60),
-            &metrics,
-        );
+        let mut body = start_body(never_ending(header(true, 100)), &metrics);
         let refused = body.head(&budgets, None).await.unwrap_err();
         assert!(
             refused.message().contains("[proxy] max_buffered_bytes"),
@@ -477,13 +451,7 @@ mod tests {
             request[..1_100].to_vec(),
         ]
         .concat();
-        let mut body = RequestBody::new(
-            "Start",
-            never_ending(plain),
-            4 << 20,
-            std::time::Duration::from_secs(60),
-            &metrics,
-        );
+        let mut body = start_body(never_ending(plain), &metrics);
         body.head(&budgets, None).await.unwrap();
         let peeked = body.peek_namespace(start_rpc(), None).await.unwrap();
         assert_eq!(peeked, Some("orders".into()));
@@ -496,13 +464,7 @@ mod tests {
             compressed[..1_100].to_vec(),
         ]
         .concat();
-        let mut body = RequestBody::new(
-            "Start",
-            never_ending(framed),
-            4 << 20,
-            std::time::Duration::from_secs(60),
-            &metrics,
-        );
+        let mut body = start_body(never_ending(framed), &metrics);
         body.head(&budgets, None).await.unwrap();
         let gzip_header = HeaderValue::from_static("gzip");
         let peeked = body
