@@ -507,6 +507,14 @@ fn a_command_acting_on_another_namespace_needs_write_there() {
         RespondWorkflowTaskCompletedRequest, StartWorkflowExecutionRequest,
     };
     type Client = WorkflowServiceClient<tonic::transport::Channel>;
+    // One JSON string, as an SDK encodes it.
+    let json_string = |text: &str| Payloads {
+        payloads: vec![Payload {
+            metadata: [("encoding".to_owned(), b"json/plain".to_vec())].into(),
+            data: format!("\"{text}\"").into_bytes(),
+            ..Default::default()
+        }],
+    };
 
     let server = DevServer::shared();
     let stack =
@@ -568,13 +576,7 @@ fn a_command_acting_on_another_namespace_needs_write_there() {
                     ..Default::default()
                 }),
                 signal_name: "poke".into(),
-                input: Some(Payloads {
-                    payloads: vec![Payload {
-                        metadata: [("encoding".to_owned(), b"json/plain".to_vec())].into(),
-                        data: format!("\"{marker}-{who}\"").into_bytes(),
-                        ..Default::default()
-                    }],
-                }),
+                input: Some(json_string(&format!("{marker}-{who}"))),
                 ..Default::default()
             };
             #[allow(deprecated)]
@@ -588,13 +590,7 @@ fn a_command_acting_on_another_namespace_needs_write_there() {
                     name: "nobody".into(),
                     ..Default::default()
                 }),
-                input: Some(Payloads {
-                    payloads: vec![Payload {
-                        metadata: [("encoding".to_owned(), b"json/plain".to_vec())].into(),
-                        data: format!("\"{marker}-child-{who}\"").into_bytes(),
-                        ..Default::default()
-                    }],
-                }),
+                input: Some(json_string(&format!("{marker}-child-{who}"))),
                 ..Default::default()
             };
             client
