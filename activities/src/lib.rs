@@ -7,6 +7,8 @@ mod access_activities;
 mod backend;
 mod control;
 pub mod directory;
+#[cfg(any(test, feature = "memory"))]
+pub mod memory;
 mod metrics_activities;
 mod namespaces;
 mod self_hosted;

@@ -35,8 +35,16 @@ struct Family<V> {
     name: &'static str,
     help: &'static str,
     labels: &'static [&'static str],
+    values: Mutex<Values<V>>,
+}
+
+/// A family's series, and room to build a key in, so that counting an existing series
+/// allocates nothing (the proxy counts several per call).
+#[derive(Debug)]
+struct Values<V> {
     /// Label values joined by [`SEPARATOR`], to the value.
-    values: Mutex<BTreeMap<String, V>>,
+    series: BTreeMap<String, V>,
+    key: String,
 }
 
 impl<V: Default> Family<V> {
@@ -45,7 +53,10 @@ impl<V: Default> Family<V> {
             name,
             help,
             labels,
-            values: Mutex::new(BTreeMap::new()),
+            values: Mutex::new(Values {
+                series: BTreeMap::new(),
+                key: String::new(),
+            }),
         }
     }
 
@@ -56,20 +67,19 @@ impl<V: Default> Family<V> {
             "{}: label count",
             self.name
         );
-        let mut key = String::with_capacity(values.iter().map(|v| v.len() + 1).sum());
+        let mut guard = self.values.lock().expect("metrics lock");
+        let Values { series, key } = &mut *guard;
+        key.clear();
         for (i, value) in values.iter().enumerate() {
             if i > 0 {
                 key.push(SEPARATOR);
             }
             key.extend(value.chars().filter(|c| *c != SEPARATOR));
         }
-        change(
-            self.values
-                .lock()
-                .expect("metrics lock")
-                .entry(key)
-                .or_default(),
-        );
+        match series.get_mut(key.as_str()) {
+            Some(value) => change(value),
+            None => change(series.entry(key.clone()).or_default()),
+        }
     }
 
     fn header(&self, out: &mut String, kind: &str) {
@@ -98,7 +108,7 @@ impl<V: Default> Family<V> {
 impl Family<f64> {
     fn render(&self, out: &mut String, kind: &str) {
         self.header(out, kind);
-        for (key, value) in self.values.lock().expect("metrics lock").iter() {
+        for (key, value) in self.values.lock().expect("metrics lock").series.iter() {
             let _ = writeln!(out, "{}{} {value}", self.name, self.label_text(key, None));
         }
     }
@@ -213,7 +223,7 @@ impl Metric for Histogram {
         let family = &self.family;
         let name = family.name;
         family.header(out, "histogram");
-        for (key, buckets) in family.values.lock().expect("metrics lock").iter() {
+        for (key, buckets) in family.values.lock().expect("metrics lock").series.iter() {
             for (bound, count) in self.bounds.iter().zip(&buckets.counts) {
                 let labels = family.label_text(key, Some(&bound.to_string()));
                 let _ = writeln!(out, "{name}_bucket{labels} {count}");

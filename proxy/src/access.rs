@@ -19,8 +19,17 @@ type AccessList = BTreeMap<String, AccessLevel>;
 #[derive(Debug)]
 pub struct AccessLists {
     backend: Arc<dyn NamespaceBackend>,
-    /// Per namespace: when it was read, and the list.
-    cache: Mutex<HashMap<String, (Instant, Arc<AccessList>)>>,
+    cache: Mutex<HashMap<String, Cached>>,
+}
+
+/// One namespace's list, and the lock its reads take.
+#[derive(Debug, Default)]
+struct Cached {
+    /// When it was read, and the list.
+    read: Option<(Instant, Arc<AccessList>)>,
+    /// Held while the list is read, so that the calls that find it stale together wait for
+    /// one read instead of each making its own.
+    reading: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl AccessLists {
@@ -33,27 +42,47 @@ impl AccessLists {
     }
 
     async fn list(&self, namespace: &str) -> Result<Arc<AccessList>, String> {
-        let cached = self
-            .cache
-            .lock()
-            .expect("access cache lock")
-            .get(namespace)
-            .filter(|(read, _)| read.elapsed() < ACCESS_TTL)
-            .map(|(_, list)| list.clone());
-        if let Some(list) = cached {
-            return Ok(list);
-        }
+        let reading = match self.fresh(namespace) {
+            Ok(list) => return Ok(list),
+            Err(reading) => reading,
+        };
+        let _reading = reading.lock().await;
+        let reading = match self.fresh(namespace) {
+            Ok(list) => return Ok(list),
+            Err(reading) => reading,
+        };
         let list = match self.backend.list_access(namespace).await {
             Ok(list) => Arc::new(list),
             // An unknown namespace grants nothing.
             Err(BackendError::Rejected(_)) => Arc::default(),
             Err(e) => return Err(e.to_string()),
         };
-        self.cache
-            .lock()
-            .expect("access cache lock")
-            .insert(namespace.to_owned(), (Instant::now(), list.clone()));
+        self.cache.lock().expect("access cache lock").insert(
+            namespace.to_owned(),
+            Cached {
+                read: Some((Instant::now(), list.clone())),
+                reading,
+            },
+        );
         Ok(list)
+    }
+
+    /// The list of `namespace` if it is fresh, else the lock to read it under.
+    fn fresh(&self, namespace: &str) -> Result<Arc<AccessList>, Arc<tokio::sync::Mutex<()>>> {
+        let mut cache = self.cache.lock().expect("access cache lock");
+        if let Some(Cached {
+            read: Some((read, list)),
+            ..
+        }) = cache.get(namespace)
+            && read.elapsed() < ACCESS_TTL
+        {
+            return Ok(list.clone());
+        }
+        Err(cache
+            .entry(namespace.to_owned())
+            .or_default()
+            .reading
+            .clone())
     }
 }
 
@@ -71,5 +100,41 @@ impl AccessCheck for AccessLists {
             Need::Read => held.is_some(),
             Need::Write => held.is_some_and(|level| level >= AccessLevel::Write),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use plinth_activities::memory::MemoryBackend;
+    use plinth_proto::v1::NamespaceSpec;
+
+    #[tokio::test]
+    async fn calls_that_find_a_list_stale_together_read_it_once() {
+        let backend = Arc::new(MemoryBackend::default());
+        let spec = NamespaceSpec {
+            name: "orders".into(),
+            ..Default::default()
+        };
+        backend.register(&spec).await.unwrap();
+        backend
+            .grant("orders", "user:alice@example.com", AccessLevel::Write)
+            .await
+            .unwrap();
+        let lists = AccessLists::new(backend.clone());
+        let alice = Identity::User {
+            email: "alice@example.com".into(),
+        };
+
+        let checks = (0..64).map(|_| lists.allows("orders", &alice, Need::Write));
+        let answers = futures::future::join_all(checks).await;
+
+        assert!(answers.into_iter().all(|answer| answer == Ok(true)));
+        let reads = backend
+            .calls()
+            .iter()
+            .filter(|call| *call == "list_access orders")
+            .count();
+        assert_eq!(reads, 1);
     }
 }

@@ -15,7 +15,7 @@ use http_body_util::StreamBody;
 use plinth_codec::Codec;
 use plinth_codec::server::{AccessCheck, Need};
 use plinth_identity::Identity;
-use tonic::codegen::http::{self, HeaderMap, HeaderValue, StatusCode, header};
+use tonic::codegen::http::{self, HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use tonic::{Code, Status, body::Body};
 
 use crate::admins::Admins;
@@ -172,7 +172,7 @@ impl FrontDoor {
                  encrypt its payloads ([proxy] unknown_rpcs = \"forward\" passes it on as a write)"
             )));
         }
-        let encoding = headers.get("grpc-encoding");
+        let encoding = headers.get(&GRPC_ENCODING);
         let mut body = RequestBody::new(
             method,
             body,
@@ -426,7 +426,7 @@ impl FrontDoor {
     /// Opens the payloads in an error's details (a failed query's failure, say).
     async fn open_details(&self, headers: &mut HeaderMap, identity: &Identity, namespace: &str) {
         use base64::Engine as _;
-        let Some(details) = headers.get(DETAILS) else {
+        let Some(details) = headers.get(&DETAILS) else {
             return;
         };
         let Some(carrier) = SCHEMA.carrier(STATUS) else {
@@ -518,10 +518,13 @@ impl FrontDoor {
         }
         let upstream = self.upstream(endpoint)?;
         // The path alone, without a query: it is what was authorized.
-        let path: http::uri::PathAndQuery = uri
-            .path()
-            .parse()
-            .map_err(|e| Status::invalid_argument(format!("{method}: bad path: {e}")))?;
+        let path = match uri.path_and_query() {
+            Some(path) if path.query().is_none() => path.clone(),
+            _ => uri
+                .path()
+                .parse()
+                .map_err(|e| Status::invalid_argument(format!("{method}: bad path: {e}")))?,
+        };
         // Read and sealed: what it held of the budgets goes back.
         drop(message.reserved);
         let headers = upstream_headers(&headers, namespace);
@@ -544,7 +547,7 @@ impl FrontDoor {
         let code = trailers
             .as_ref()
             .unwrap_or(&parts.headers)
-            .get("grpc-status")
+            .get(&GRPC_STATUS)
             .map(|code| Code::from_bytes(code.as_bytes()))
             .ok_or_else(|| unavailable("answered without a grpc-status".into()))?;
         if code != Code::Ok && !namespace.is_empty() {
@@ -561,12 +564,8 @@ impl FrontDoor {
                     rpc.response_type
                 ))
             };
-            let unframed = unframe(
-                &body,
-                parts.headers.get("grpc-encoding"),
-                MAX_RESPONSE_BYTES,
-            )
-            .map_err(|e| bad(&e))?;
+            let unframed = unframe(&body, parts.headers.get(&GRPC_ENCODING), MAX_RESPONSE_BYTES)
+                .map_err(|e| bad(&e))?;
             if let Some((message, compressed)) = unframed {
                 let opened = self
                     .open(message.clone(), carrier, identity, namespace)
@@ -578,13 +577,13 @@ impl FrontDoor {
                 if opened.message.is_some() || compressed {
                     body = frame(opened.message.as_deref().unwrap_or(&message));
                 }
-                parts.headers.remove("grpc-encoding");
+                parts.headers.remove(&GRPC_ENCODING);
                 parts.headers.remove(header::CONTENT_LENGTH);
             }
         }
         parts
             .headers
-            .insert("grpc-accept-encoding", HeaderValue::from_static("gzip"));
+            .insert(GRPC_ACCEPT_ENCODING, HeaderValue::from_static("gzip"));
         // A trailers-only answer (every error) stays one HEADERS frame: Go's clients read the
         // status nowhere else.
         let body = if body.is_empty() && trailers.is_none() {
@@ -639,21 +638,30 @@ fn upstream_headers(client: &HeaderMap, namespace: &str) -> HeaderMap {
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/grpc"),
     );
-    for name in FORWARDED_HEADERS {
-        for value in client.get_all(name) {
-            headers.append(name, value.clone());
+    // One pass over what the client sent: a lookup by name for each allowed header would
+    // parse and hash every name, which costs more than the rest of this call's headers.
+    for (name, value) in client {
+        if FORWARDED_HEADERS.contains(&name.as_str()) {
+            headers.append(name.clone(), value.clone());
         }
     }
     if let Ok(namespace) = HeaderValue::from_str(namespace)
         && !namespace.is_empty()
     {
-        headers.insert("temporal-namespace", namespace);
+        headers.insert(TEMPORAL_NAMESPACE, namespace);
     }
     headers
 }
 
+/// The header Temporal's frontend reads a call's namespace from.
+const TEMPORAL_NAMESPACE: HeaderName = HeaderName::from_static("temporal-namespace");
+
 /// gRPC's binary error details: a `google.rpc.Status`.
-const DETAILS: &str = "grpc-status-details-bin";
+const DETAILS: HeaderName = HeaderName::from_static("grpc-status-details-bin");
+/// Headers read or set on every call, named once rather than parsed from text each time.
+const GRPC_ENCODING: HeaderName = HeaderName::from_static("grpc-encoding");
+const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
+const GRPC_ACCEPT_ENCODING: HeaderName = HeaderName::from_static("grpc-accept-encoding");
 /// gRPC writes binary headers in base64 without padding and reads them either way.
 const DETAILS_BASE64: base64::engine::GeneralPurpose = base64::engine::GeneralPurpose::new(
     &base64::alphabet::STANDARD,

@@ -94,7 +94,6 @@ where
     B: http_body::Body<Data = Bytes>,
     B::Error: Into<tonic::codegen::StdError>,
 {
-    /// A body of at most `max` bytes, before and after decompression, of a call to `method`.
     /// A body of at most `max` bytes, before and after decompression, of a call to `method`,
     /// to arrive whole within `timeout`.
     pub(crate) fn new(

@@ -1,0 +1,161 @@
+//! A backend held in memory, for tests of what runs against [`NamespaceBackend`]: it keeps
+//! namespaces and access lists as a real backend does, records every call made to it, and
+//! lets other tasks run during each call, as a call over the network does.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use plinth_proto::v1::NamespaceSpec;
+
+use crate::{AccessLevel, BackendError, NamespaceBackend, ObservedNamespace};
+
+/// Namespaces and their access lists in memory.
+#[derive(Debug, Default)]
+pub struct MemoryBackend {
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    namespaces: BTreeMap<String, Stored>,
+    /// Each call, as `method namespace`.
+    calls: Vec<String>,
+}
+
+#[derive(Debug, Default)]
+struct Stored {
+    observed: ObservedNamespace,
+    access: BTreeMap<String, AccessLevel>,
+}
+
+impl MemoryBackend {
+    /// Every call made so far, as `method namespace`, in order.
+    pub fn calls(&self) -> Vec<String> {
+        self.state().calls.clone()
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().expect("memory backend lock")
+    }
+
+    /// Records the call, and runs `f` on namespace `name`, which must exist.
+    fn on<T>(
+        &self,
+        method: &str,
+        name: &str,
+        f: impl FnOnce(&mut Stored) -> T,
+    ) -> Result<T, BackendError> {
+        let mut state = self.state();
+        state.calls.push(format!("{method} {name}"));
+        state
+            .namespaces
+            .get_mut(name)
+            .map(f)
+            .ok_or_else(|| BackendError::Rejected(format!("namespace {name:?} does not exist")))
+    }
+}
+
+#[async_trait::async_trait]
+impl NamespaceBackend for MemoryBackend {
+    async fn describe(&self, name: &str) -> Result<Option<ObservedNamespace>, BackendError> {
+        tokio::task::yield_now().await;
+        match self.on("describe", name, |stored| stored.observed.clone()) {
+            Ok(observed) => Ok(Some(observed)),
+            Err(BackendError::Rejected(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn register(&self, spec: &NamespaceSpec) -> Result<(), BackendError> {
+        tokio::task::yield_now().await;
+        let mut state = self.state();
+        state.calls.push(format!("register {}", spec.name));
+        state
+            .namespaces
+            .entry(spec.name.clone())
+            .or_insert_with(|| Stored {
+                observed: ObservedNamespace {
+                    retention_days: spec.retention_days,
+                    description: spec.description.clone(),
+                    owner_email: spec.owner.clone(),
+                    search_attributes: BTreeMap::new(),
+                },
+                access: BTreeMap::new(),
+            });
+        Ok(())
+    }
+
+    async fn update(&self, spec: &NamespaceSpec) -> Result<(), BackendError> {
+        tokio::task::yield_now().await;
+        self.on("update", &spec.name, |stored| {
+            stored.observed.retention_days = spec.retention_days;
+            stored.observed.description = spec.description.clone();
+            stored.observed.owner_email = spec.owner.clone();
+        })
+    }
+
+    async fn add_search_attributes(
+        &self,
+        name: &str,
+        attributes: &BTreeMap<String, String>,
+    ) -> Result<(), BackendError> {
+        tokio::task::yield_now().await;
+        self.on("add_search_attributes", name, |stored| {
+            for (attribute, kind) in attributes {
+                stored
+                    .observed
+                    .search_attributes
+                    .entry(attribute.clone())
+                    .or_insert_with(|| kind.clone());
+            }
+        })
+    }
+
+    async fn delete(&self, name: &str) -> Result<(), BackendError> {
+        tokio::task::yield_now().await;
+        let mut state = self.state();
+        state.calls.push(format!("delete {name}"));
+        state.namespaces.remove(name);
+        Ok(())
+    }
+
+    fn endpoint(&self, _name: &str) -> String {
+        "memory".to_owned()
+    }
+
+    async fn list_access(&self, name: &str) -> Result<BTreeMap<String, AccessLevel>, BackendError> {
+        tokio::task::yield_now().await;
+        self.on("list_access", name, |stored| stored.access.clone())
+    }
+
+    async fn grant(
+        &self,
+        name: &str,
+        identity: &str,
+        level: AccessLevel,
+    ) -> Result<(), BackendError> {
+        tokio::task::yield_now().await;
+        self.on("grant", name, |stored| {
+            stored.access.insert(identity.to_owned(), level);
+        })
+    }
+
+    async fn change_access(
+        &self,
+        name: &str,
+        identity: &str,
+        level: AccessLevel,
+    ) -> Result<(), BackendError> {
+        tokio::task::yield_now().await;
+        self.on("change_access", name, |stored| {
+            stored.access.insert(identity.to_owned(), level);
+        })
+    }
+
+    async fn revoke(&self, name: &str, identity: &str) -> Result<(), BackendError> {
+        tokio::task::yield_now().await;
+        self.on("revoke", name, |stored| {
+            stored.access.remove(identity);
+        })
+    }
+}
