@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use plinth_metrics::exposition::{Format, parse};
-use plinth_test_harness::cli::wait_for;
-use plinth_test_harness::{Prometheus, StubAnswer, serve_http, unix_now};
+use plinth_test_support::wait_for;
+use plinth_test_support::{Prometheus, StubAnswer, serve_http, unix_now};
 
 /// Serves whatever body it is given, in its format, to every GET.
 struct BodyServer {

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use plinth_metrics::{Label, RemoteWrite, Sample, SendSettings, TimeSeries};
-use plinth_test_harness::{Prometheus, free_port, unix_now};
+use plinth_test_support::{Prometheus, free_port, unix_now};
 
 fn series(name: &str, labels: &[(&str, &str)], value: f64, timestamp: i64) -> TimeSeries {
     let mut labels: Vec<Label> = labels

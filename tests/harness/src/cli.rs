@@ -1,7 +1,8 @@
 //! Reading what `plinth` and `temporal` commands printed, and waiting for the control plane.
 
 use std::process::{Command, Output};
-use std::time::{Duration, Instant};
+
+pub use plinth_test_support::wait_for;
 
 /// Exit status, stdout and stderr, for assertion messages.
 pub fn text(output: &Output) -> String {
@@ -37,16 +38,6 @@ pub fn stderr(output: &Output) -> String {
 pub fn ok(output: Output) -> Output {
     assert!(output.status.success(), "{}", text(&output));
     output
-}
-
-/// Polls `check` until it holds; fails the test after 90 s, naming `what`.
-#[track_caller]
-pub fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(90);
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(300));
-    }
 }
 
 /// A Namespace resource in the seed's shape; `extra_spec` is appended to the spec.

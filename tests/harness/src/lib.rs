@@ -7,7 +7,7 @@
 
 use std::io::Write as _;
 use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -16,18 +16,15 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 pub mod cli;
-mod http_stub;
-mod prometheus;
 mod stack;
-mod tls_relay;
 
-pub use http_stub::{StubAnswer, StubRequest, serve_http};
-pub use prometheus::Prometheus;
+pub use plinth_test_support::{
+    Prometheus, StubAnswer, StubRequest, TlsRelay, free_port, serve_http, unix_now,
+};
 pub use stack::{
     ADMIN, CODEC_MAX_BODY, DIRECTORY, OUTSIDER, PAYMENTS_MEMBER, PAYMENTS_TEAM, PlinthStack,
     SEARCH_TEAM, TOKEN_AUDIENCE, UI_ORIGIN,
 };
-pub use tls_relay::TlsRelay;
 
 use anyhow::{Context, bail};
 use plinth_activities::SelfHosted;
@@ -37,39 +34,6 @@ use plinth_worker::{PlatformSettings, PlinthWorker, WorkerSettings};
 use temporalio_client::{Connection, ConnectionOptions};
 
 const READY_TIMEOUT: Duration = Duration::from_secs(90);
-
-/// Ports [`free_port`] hands out lie below the kernel's ephemeral range (32768 and up on
-/// Linux), so an outgoing connection can never take one between being handed out and bound.
-const HANDED_OUT_PORTS: std::ops::Range<u32> = 10_000..32_000;
-
-/// A port nothing listens on right now, from [`HANDED_OUT_PORTS`]. Each process walks the
-/// range from its own starting point, so concurrent test processes rarely meet.
-pub fn free_port() -> u16 {
-    static NEXT: OnceLock<AtomicU32> = OnceLock::new();
-    let span = HANDED_OUT_PORTS.end - HANDED_OUT_PORTS.start;
-    let next = NEXT.get_or_init(|| {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |since| since.subsec_nanos());
-        AtomicU32::new(std::process::id().wrapping_mul(7919) ^ nanos)
-    });
-    for _ in 0..span {
-        let port = HANDED_OUT_PORTS.start + next.fetch_add(1, Ordering::Relaxed) % span;
-        let port = u16::try_from(port).expect("the range is below 65536");
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no free port in {HANDED_OUT_PORTS:?}");
-}
-
-/// Now, in seconds since the Unix epoch.
-pub fn unix_now() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("the clock is after 1970")
-        .as_secs_f64()
-}
 
 /// The `temporal` CLI: `$PLINTH_TEMPORAL_BIN`, else `temporal` from `PATH`.
 pub fn temporal_bin() -> PathBuf {
