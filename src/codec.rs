@@ -10,9 +10,9 @@ use plinth_codec::tokens::{JwksSource, TokenPolicy, TokenVerifier};
 use plinth_codec::{Codec, KeyPurpose, KeyRing, KeyState, WatchedKeyRing};
 
 use crate::config::Config;
+use crate::connect::ConnectArgs;
 use crate::home::Home;
 use crate::signals::shutdown_signal;
-use crate::worker::ConnectArgs;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct CodecArgs {
@@ -135,7 +135,7 @@ pub async fn run(config: &Config, home: &Home, args: &CodecArgs) -> anyhow::Resu
     let codec_config = &config.codec;
     let codec = load(config, home)?;
     let (options, address, _) = args.temporal.resolve(&config.temporal)?;
-    let connection = plinth_worker::connect(options).await?;
+    let connection = plinth_control::connect(options).await?;
     // Only the access lists are read here: no directory, no validation rules.
     let backend = crate::platform::backend(config, &connection, &address)?;
     let tokens = match &codec_config.jwks {
@@ -167,7 +167,7 @@ pub async fn run(config: &Config, home: &Home, args: &CodecArgs) -> anyhow::Resu
     }
     let server = Arc::new(CodecServer {
         codec,
-        access: Arc::new(plinth_proxy::AccessLists::new(backend)),
+        access: Arc::new(plinth_control::AccessLists::new(backend)),
         tokens,
         allowed_origins: if args.allow_origins.is_empty() {
             codec_config.allowed_origins.clone()

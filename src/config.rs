@@ -90,8 +90,8 @@ impl Default for TemporalConfig {
     fn default() -> Self {
         Self {
             address: "127.0.0.1:7233".into(),
-            namespace: plinth_worker::DEFAULT_NAMESPACE.into(),
-            task_queue: plinth_worker::DEFAULT_TASK_QUEUE.into(),
+            namespace: plinth_control::DEFAULT_NAMESPACE.into(),
+            task_queue: plinth_control::DEFAULT_TASK_QUEUE.into(),
             tls: None,
         }
     }

@@ -11,8 +11,8 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
+use plinth_control::ControlSettings;
 use plinth_identity::Identity;
-use plinth_worker::WorkerSettings;
 use serde::Serialize;
 use tokio::process::{Child, Command};
 
@@ -287,7 +287,7 @@ pub async fn run(
     plinth_codec::KeyRing::init(&keyring)?;
 
     let grpc_address = format!("{}:{}", dev.ip, dev.grpc_port);
-    let settings = WorkerSettings {
+    let settings = ControlSettings {
         namespace: config.temporal.namespace.clone(),
         task_queue: config.temporal.task_queue.clone(),
     };
@@ -466,7 +466,7 @@ fn plinth_command(
     global: &[OsString],
     subcommand: &[&str],
     address: &str,
-    settings: &WorkerSettings,
+    settings: &ControlSettings,
 ) -> anyhow::Result<Command> {
     let mut command =
         Command::new(std::env::current_exe().context("cannot find the plinth binary")?);
@@ -528,7 +528,7 @@ async fn connect_when_ready(address: &str) -> anyhow::Result<temporalio_client::
             temporalio_client::ConnectionOptions::new(url.parse::<temporalio_client::Url>()?)
                 .connect_timeout(Duration::from_secs(2))
                 .build();
-        match plinth_worker::connect(options).await {
+        match plinth_control::connect(options).await {
             Ok(connection) => return Ok(connection),
             Err(e) if tokio::time::Instant::now() > deadline => {
                 bail!("Temporal did not answer at {address} within {START_TIMEOUT:?}: {e}")

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use plinth_activities::{
+use plinth_control::{
     AccessChange, AccessLevel, BackendError, NamespaceBackend, ObservedNamespace,
 };
 use plinth_proto::v1::NamespaceSpec;

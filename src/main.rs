@@ -4,6 +4,7 @@ mod bench;
 mod client;
 mod codec;
 mod config;
+mod connect;
 mod dev;
 mod fault;
 mod home;

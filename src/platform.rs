@@ -3,9 +3,9 @@
 use std::sync::Arc;
 
 use anyhow::Context;
-use plinth_activities::directory::{Directory, WatchedDirectory};
-use plinth_activities::{NamespaceBackend, SelfHosted};
-use plinth_worker::PlatformSettings;
+use plinth_control::PlatformSettings;
+use plinth_control::directory::{Directory, WatchedDirectory};
+use plinth_control::{NamespaceBackend, SelfHosted};
 use temporalio_client::Connection;
 
 use crate::config::Config;

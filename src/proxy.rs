@@ -1,18 +1,17 @@
 //! `plinth proxy`: the mTLS front door serving the platform API and Temporal's services.
 
 use anyhow::Context;
-use plinth_activities::ControlPlane;
+use plinth_api::PlatformApi;
+use plinth_control::{AccessLists, ControlPlane};
 use plinth_identity::ClientVerifier;
-use plinth_proxy::{
-    AccessLists, Budgets, FrontDoor, PlatformApi, ProxyMetrics, Routes, UpstreamTls, Upstreams,
-};
+use plinth_proxy::{Budgets, FrontDoor, ProxyMetrics, Routes, UpstreamTls, Upstreams};
 use temporalio_client::{Client, ClientOptions};
 use tokio::net::TcpListener;
 
 use crate::config::Config;
+use crate::connect::ConnectArgs;
 use crate::home::Home;
 use crate::signals::shutdown_signal;
-use crate::worker::ConnectArgs;
 
 /// Where to listen, and the control plane to talk to.
 #[derive(Debug, Clone, clap::Args)]
@@ -52,9 +51,9 @@ pub fn server_tls(
 /// Serves until SIGINT or SIGTERM.
 pub async fn run(config: &Config, home: &Home, args: &ProxyArgs) -> anyhow::Result<()> {
     let (options, address, settings) = args.temporal.resolve(&config.temporal)?;
-    let connection = plinth_worker::connect(options).await?;
+    let connection = plinth_control::connect(options).await?;
     // Worker and proxy start independently: either may be first to prepare the control plane.
-    plinth_worker::ensure_namespace(&connection, &settings.namespace).await?;
+    plinth_control::ensure_namespace(&connection, &settings.namespace).await?;
     let platform = crate::platform::settings(config, home, &connection, &address)?;
     let client = Client::new(
         connection,
@@ -105,7 +104,7 @@ pub async fn run(config: &Config, home: &Home, args: &ProxyArgs) -> anyhow::Resu
         listener,
         tls,
         verifier,
-        api,
+        plinth_proto::v1::platform_service_server::PlatformServiceServer::new(api),
         door,
         proxy.refresh_interval,
         shutdown_signal(),

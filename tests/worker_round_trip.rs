@@ -5,15 +5,15 @@ use std::time::Duration;
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
+use plinth_control::ControlSettings;
 use plinth_test_harness::{DevServer, WorkerThread, temporal_bin};
-use plinth_worker::WorkerSettings;
 
 const PLINTH: &str = env!("CARGO_BIN_EXE_plinth");
 
 #[tokio::test(flavor = "multi_thread")]
 async fn canary_runs_through_the_in_process_worker() {
     let server = DevServer::shared();
-    let settings = WorkerSettings {
+    let settings = ControlSettings {
         namespace: server.create_namespace("canary").await,
         task_queue: "plinth".into(),
     };
@@ -37,7 +37,7 @@ async fn canary_runs_through_the_in_process_worker() {
 #[tokio::test(flavor = "multi_thread")]
 async fn worker_creates_its_namespace_when_missing() {
     let server = DevServer::shared();
-    let settings = WorkerSettings {
+    let settings = ControlSettings {
         namespace: format!("fresh-{}", std::process::id()),
         task_queue: "plinth".into(),
     };

@@ -13,10 +13,10 @@ use temporalio_common::error::ApplicationFailure;
 use temporalio_macros::activities;
 use temporalio_sdk::activities::{ActivityContext, ActivityError};
 
-use crate::access::{effective_access, plan_access, validate_rule};
-use crate::backend::{BackendError, NamespaceBackend};
-use crate::control::{ControlPlane, PolicySeeding};
-use crate::directory::Directory;
+use plinth_control::access::{effective_access, plan_access, validate_rule};
+use plinth_control::directory::Directory;
+use plinth_control::{BackendError, NamespaceBackend};
+use plinth_control::{ControlPlane, PolicySeeding};
 
 /// The activities of policies and access runs.
 #[derive(Debug, Clone)]

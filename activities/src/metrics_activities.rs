@@ -14,8 +14,8 @@ use temporalio_common::error::ApplicationFailure;
 use temporalio_macros::activities;
 use temporalio_sdk::activities::{ActivityContext, ActivityError};
 
-use crate::control::ControlPlane;
 use crate::telemetry::{self, Scrape, ScrapeOutcome};
+use plinth_control::ControlPlane;
 
 /// How often a waiting scrape run tells Temporal it is alive (well inside the workflow's
 /// heartbeat timeout).
@@ -230,7 +230,7 @@ impl MetricsActivities {
     /// and the Temporal namespaces of those that are Ready, sorted.
     async fn managed(
         &self,
-    ) -> Result<(HashMap<String, Managed>, Vec<String>), crate::BackendError> {
+    ) -> Result<(HashMap<String, Managed>, Vec<String>), plinth_control::BackendError> {
         let resources = self
             .control
             .running_resources::<Namespace>(plinth_proto::KIND_NAMESPACE)

@@ -5,15 +5,15 @@ use std::time::Duration;
 use plinth_proto::v1::{Namespace, NamespaceSpec};
 use plinth_proto::{ValidationRules, validate_namespace};
 use plinth_workflows::contracts::{
-    DeleteNamespace, LoadPlatformSettings, PlatformSettings, ReconcileNamespace, ReconcileReport,
+    DeleteNamespace, LoadPlatformSettings, ReconcileNamespace, ReconcileReport, ResyncSettings,
     ValidateNamespace, ValidationReport,
 };
 use temporalio_macros::activities;
 use temporalio_sdk::activities::{ActivityContext, ActivityError};
 
 use crate::access_activities::failure;
-use crate::backend::{NamespaceBackend, missing_search_attributes};
-use crate::directory::Directory;
+use plinth_control::directory::Directory;
+use plinth_control::{NamespaceBackend, missing_search_attributes};
 
 /// The activities of `ProvisionNamespace`.
 #[derive(Debug, Clone)]
@@ -48,8 +48,8 @@ impl NamespaceActivities {
     pub async fn load_platform_settings(
         self: Arc<Self>,
         _ctx: ActivityContext,
-    ) -> Result<PlatformSettings, ActivityError> {
-        Ok(PlatformSettings {
+    ) -> Result<ResyncSettings, ActivityError> {
+        Ok(ResyncSettings {
             resync_interval_secs: self.resync_interval.as_secs().max(1),
         })
     }
@@ -135,5 +135,94 @@ impl NamespaceActivities {
             changes,
             endpoint: backend.endpoint(&spec.name),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use plinth_control::directory::FileDirectory;
+    use plinth_control::memory::MemoryBackend;
+
+    fn spec() -> NamespaceSpec {
+        NamespaceSpec {
+            name: "orders".into(),
+            owner: "payments".into(),
+            retention_days: 7,
+            description: "orders".into(),
+            search_attributes: [("CustomerId".to_owned(), "Keyword".to_owned())].into(),
+            ..Default::default()
+        }
+    }
+
+    fn activities(backend: &Arc<MemoryBackend>) -> NamespaceActivities {
+        let directory = FileDirectory::parse("users: []\ngroups: []\n").unwrap();
+        NamespaceActivities::new(
+            backend.clone(),
+            Arc::new(directory),
+            ValidationRules::default(),
+            Duration::from_secs(300),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_missing_namespace_is_registered_with_its_search_attributes() {
+        let backend = Arc::new(MemoryBackend::default());
+        let report = activities(&backend).reconcile(&spec()).await.unwrap();
+        assert!(report.created);
+        assert_eq!(
+            backend.writes(),
+            ["register orders", "add_search_attributes orders"]
+        );
+        let observed = backend.describe("orders").await.unwrap().unwrap();
+        assert_eq!(observed.retention_days, 7);
+        assert_eq!(observed.search_attributes["CustomerId"], "Keyword");
+    }
+
+    #[tokio::test]
+    async fn a_second_run_writes_nothing() {
+        let backend = Arc::new(MemoryBackend::default());
+        let activities = activities(&backend);
+        activities.reconcile(&spec()).await.unwrap();
+        let writes = backend.writes().len();
+        let report = activities.reconcile(&spec()).await.unwrap();
+        assert!(!report.created);
+        assert!(report.changes.is_empty(), "{:?}", report.changes);
+        assert_eq!(backend.writes().len(), writes);
+    }
+
+    #[tokio::test]
+    async fn drift_is_repaired_and_reported() {
+        let backend = Arc::new(MemoryBackend::default());
+        let activities = activities(&backend);
+        activities.reconcile(&spec()).await.unwrap();
+        let drifted = NamespaceSpec {
+            retention_days: 3,
+            ..spec()
+        };
+        backend.update(&drifted).await.unwrap();
+        let report = activities.reconcile(&spec()).await.unwrap();
+        assert_eq!(report.changes, ["retention 3d → 7d"]);
+        let observed = backend.describe("orders").await.unwrap().unwrap();
+        assert_eq!(observed.retention_days, 7);
+    }
+
+    #[tokio::test]
+    async fn a_run_that_failed_between_two_writes_is_finished_by_the_next() {
+        let backend = Arc::new(MemoryBackend::default());
+        let activities = activities(&backend);
+        backend.fail_next("add_search_attributes");
+        assert!(activities.reconcile(&spec()).await.is_err());
+        let report = activities.reconcile(&spec()).await.unwrap();
+        assert!(!report.created, "registered once, by the first run");
+        assert_eq!(report.changes, ["search attribute CustomerId added"]);
+        let registers = backend
+            .writes()
+            .iter()
+            .filter(|w| w.starts_with("register"))
+            .count();
+        assert_eq!(registers, 1);
+        let observed = backend.describe("orders").await.unwrap().unwrap();
+        assert_eq!(observed.search_attributes["CustomerId"], "Keyword");
     }
 }

@@ -10,6 +10,7 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use plinth_control::{AccessCheck, Need};
 use plinth_identity::{AuthenticatedStream, Caller, Identity};
 use plinth_metrics::{Counter, DURATION_BUCKETS, Format, Histogram, exposition};
 use tokio::net::TcpListener;
@@ -22,37 +23,6 @@ use crate::tokens::TokenVerifier;
 
 /// The headers the Web UI sends (REFERENCE.md, samples-go codec-server).
 const ALLOWED_HEADERS: &str = "Authorization,Authorization-Extras,Content-Type,X-Namespace";
-
-/// What a caller needs on the namespace.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Need {
-    /// Decode: reading the namespace's data.
-    Read,
-    /// Encode: writing into the namespace.
-    Write,
-}
-
-impl Need {
-    /// "read" or "write".
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Read => "read",
-            Self::Write => "write",
-        }
-    }
-}
-
-/// Who may read or write a namespace; the effective access lists of the access issue.
-#[async_trait::async_trait]
-pub trait AccessCheck: Send + Sync + std::fmt::Debug {
-    /// Whether `identity` has `need` on `namespace`; `Err` when that cannot be known now.
-    async fn allows(
-        &self,
-        namespace: &str,
-        identity: &Identity,
-        need: Need,
-    ) -> Result<bool, String>;
-}
 
 /// Where a request came from: the socket peer, and the client certificate's caller on TLS.
 #[derive(Debug, Clone)]

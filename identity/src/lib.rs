@@ -13,7 +13,9 @@ mod verify;
 
 pub use authority::{CertificateAuthority, IssuedCertificate, PkiError, write_private};
 pub use identity::{Identity, IdentityError, TrustDomain, identity_from_certificate};
-pub use tls::{AuthenticatedStream, Caller, HandshakeLimits, TlsError, incoming, server_config};
+pub use tls::{
+    AuthenticatedStream, Caller, HandshakeLimits, TlsError, caller, incoming, server_config,
+};
 pub use verify::ClientVerifier;
 
 /// Re-exported so callers name certificates with the same types the TLS stack uses.

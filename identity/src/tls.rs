@@ -125,6 +125,18 @@ pub enum TlsError {
 #[derive(Clone, Debug)]
 pub struct Caller(pub Result<Identity, String>);
 
+/// The identity a request's connection certified, from the request's extensions; without one,
+/// `UNAUTHENTICATED` saying why.
+pub fn caller(extensions: &tonic::codegen::http::Extensions) -> Result<Identity, tonic::Status> {
+    match extensions.get::<Caller>() {
+        Some(Caller(Ok(identity))) => Ok(identity.clone()),
+        Some(Caller(Err(reason))) => Err(tonic::Status::unauthenticated(reason.clone())),
+        None => Err(tonic::Status::unauthenticated(
+            "a client certificate is required",
+        )),
+    }
+}
+
 /// A server configuration verifying client certificates with `verifier`: required, or
 /// optional when callers may authenticate otherwise. `alpn` lists the protocols offered.
 pub fn server_config(

@@ -12,17 +12,14 @@ use futures::stream::FuturesUnordered;
 use h2::server::SendResponse;
 use http_body::{Body as _, Frame};
 use plinth_identity::{AuthenticatedStream, Caller};
-use plinth_proto::v1::platform_service_server::PlatformServiceServer;
 use tokio::sync::watch;
 use tonic::Status;
 use tonic::body::Body;
-use tonic::codegen::Service as _;
-use tonic::codegen::http;
-use tonic::server::NamedService as _;
+use tonic::codegen::{Service, http};
+use tonic::server::NamedService;
 
 use crate::forward::FrontDoor;
 use crate::keepalive::keep_alive;
-use crate::platform::PlatformApi;
 use crate::request::ConnectionBudget;
 
 /// A client that connects must start HTTP/2 within this.
@@ -37,18 +34,48 @@ const CONNECTION_WINDOW: u32 = 1 << 20;
 const WORKFLOW_SERVICE: &str = "temporal.api.workflowservice.v1.WorkflowService";
 const OPERATOR_SERVICE: &str = "temporal.api.operatorservice.v1.OperatorService";
 
+/// A gRPC service answered in the proxy itself, beside the forwarded ones, at the paths its
+/// name starts: the platform API, which the binary mounts.
+pub trait LocalService:
+    Service<
+        http::Request<Body>,
+        Response = http::Response<Body>,
+        Error = std::convert::Infallible,
+        Future: Send,
+    > + NamedService
+    + Clone
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<S> LocalService for S where
+    S: Service<
+            http::Request<Body>,
+            Response = http::Response<Body>,
+            Error = std::convert::Infallible,
+            Future: Send,
+        > + NamedService
+        + Clone
+        + Send
+        + Sync
+        + 'static
+{
+}
+
 /// What every connection serves.
 #[derive(Clone)]
-pub(crate) struct Services {
+pub(crate) struct Services<L> {
     pub door: Arc<FrontDoor>,
-    pub platform: PlatformServiceServer<PlatformApi>,
+    pub local: L,
 }
 
 /// Serves `stream` until the client closes it, or, once `shutdown` turns true, until its calls
 /// in flight have finished.
-pub(crate) async fn serve(
+pub(crate) async fn serve<L: LocalService>(
     stream: AuthenticatedStream,
-    services: Services,
+    services: Services<L>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let caller = stream.caller().clone();
@@ -119,29 +146,29 @@ pub(crate) async fn serve(
 enum Route {
     /// Temporal's `WorkflowService` or `OperatorService`: forwarded.
     Temporal,
-    /// `PlatformService`: answered here.
-    Platform,
+    /// The local service: answered here.
+    Local,
     /// Anything else.
     Nowhere,
 }
 
 impl Route {
-    fn of(path: &str) -> Route {
+    fn of(path: &str, local: &str) -> Route {
         let service = path
             .strip_prefix('/')
             .and_then(|path| path.split_once('/'))
             .map(|(service, _)| service);
         match service {
             Some(WORKFLOW_SERVICE | OPERATOR_SERVICE) => Route::Temporal,
-            Some(PlatformServiceServer::<PlatformApi>::NAME) => Route::Platform,
+            Some(service) if service == local => Route::Local,
             _ => Route::Nowhere,
         }
     }
 }
 
 /// Answers one call, or drops it (which resets it upstream) when the client resets it.
-async fn call(
-    mut services: Services,
+async fn call<L: LocalService>(
+    mut services: Services<L>,
     caller: Caller,
     budget: ConnectionBudget,
     request: http::Request<h2::RecvStream>,
@@ -152,9 +179,9 @@ async fn call(
     parts.extensions.insert(budget);
     let request = http::Request::from_parts(parts, RecvBody(body));
     let answer = async {
-        match Route::of(request.uri().path()) {
+        match Route::of(request.uri().path(), L::NAME) {
             Route::Temporal => services.door.call(request).await,
-            Route::Platform => match services.platform.call(request).await {
+            Route::Local => match services.local.call(request.map(Body::new)).await {
                 Ok(response) => response,
                 Err(never) => match never {},
             },

@@ -13,12 +13,11 @@ use bytes::Bytes;
 use http_body::Frame;
 use http_body_util::StreamBody;
 use plinth_codec::Codec;
-use plinth_codec::server::{AccessCheck, Need};
+use plinth_control::{AccessCheck, Admins, Need};
 use plinth_identity::Identity;
 use tonic::codegen::http::{self, HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use tonic::{Code, Status, body::Body};
 
-use crate::admins::Admins;
 use crate::frame::{MAX_RESPONSE_BYTES, frame, unframe};
 use crate::metrics::ProxyMetrics;
 use crate::nexus::{NexusEndpoints, Target};
@@ -162,7 +161,7 @@ impl FrontDoor {
             result: Err(status),
         };
         // Who calls, and whether the RPC is understood, before a byte of the body is read.
-        if let Err(status) = crate::platform::caller(&extensions) {
+        if let Err(status) = plinth_identity::caller(&extensions) {
             return unnamed(status);
         }
         if rpc.is_none() && !self.settings.forward_unknown_rpcs {
@@ -248,7 +247,7 @@ impl FrontDoor {
         namespace: &str,
         extensions: &http::Extensions,
     ) -> Result<Admitted, Status> {
-        let identity = crate::platform::caller(extensions)?;
+        let identity = plinth_identity::caller(extensions)?;
         let anywhere = |identity| Admitted {
             identity,
             endpoint: self.default_upstream.clone(),

@@ -1,9 +1,8 @@
-//! The front door: one mTLS listener that names every caller by its certificate, serves the
-//! platform API, and forwards Temporal's own services to each namespace's upstream with
-//! authorization and payload encryption on the way.
+//! The front door, Plinth's data plane: one mTLS listener that names every caller by its
+//! certificate and forwards Temporal's own services to each namespace's upstream with
+//! authorization and payload encryption on the way. A service answered locally (the platform
+//! API) is mounted beside them by whoever starts it.
 
-mod access;
-mod admins;
 mod connection;
 mod forward;
 mod frame;
@@ -14,7 +13,6 @@ mod keepalive;
 mod metrics;
 mod nexus;
 mod payloads;
-mod platform;
 mod request;
 mod routes;
 mod rpc;
@@ -28,7 +26,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use plinth_identity::ClientVerifier;
-use plinth_proto::v1::platform_service_server::PlatformServiceServer;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -36,12 +33,10 @@ use tokio_stream::StreamExt as _;
 
 use connection::Services;
 
-pub use access::{ACCESS_TTL, AccessLists};
-pub use admins::Admins;
+pub use connection::LocalService;
 pub use forward::{DoorSettings, FrontDoor};
 pub use metrics::ProxyMetrics;
 pub use nexus::NexusEndpoints;
-pub use platform::PlatformApi;
 pub use request::Budgets;
 pub use routes::Routes;
 pub use upstream::{Reply, Upstream, UpstreamError, UpstreamTls, Upstreams};
@@ -49,14 +44,14 @@ pub use upstream::{Reply, Upstream, UpstreamError, UpstreamTls, Upstreams};
 /// How often the client certificate files are checked for a new certificate.
 const CERTIFICATE_CHECK: Duration = Duration::from_secs(1);
 
-/// Serves the platform API and Temporal's services on `listener` over mTLS until `shutdown`
-/// resolves, then lets calls in flight finish; keeps the namespace table (every `refresh`) and
-/// the upstream certificate fresh.
-pub async fn serve(
+/// Serves Temporal's services and `local` on `listener` over mTLS until `shutdown` resolves,
+/// then lets calls in flight finish; keeps the namespace table (every `refresh`) and the
+/// upstream certificate fresh.
+pub async fn serve<L: LocalService>(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
     verifier: ClientVerifier,
-    api: PlatformApi,
+    local: L,
     door: Arc<FrontDoor>,
     refresh: Duration,
     shutdown: impl std::future::Future<Output = ()>,
@@ -65,10 +60,7 @@ pub async fn serve(
     let address: Option<SocketAddr> = listener.local_addr().ok();
     tracing::info!(?address, "proxy listening (mTLS)");
     let upkeep = tokio::spawn(keep_fresh(door.clone(), refresh));
-    let services = Services {
-        door,
-        platform: PlatformServiceServer::new(api),
-    };
+    let services = Services { door, local };
     let (stop, stopping) = watch::channel(false);
     let mut connections = JoinSet::new();
     let settings = &services.door.settings;

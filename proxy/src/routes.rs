@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use plinth_activities::{BackendError, ControlPlane};
+use plinth_control::{BackendError, ControlPlane};
 use plinth_proto::phase;
 use plinth_proto::v1::Namespace;
 

@@ -6,10 +6,9 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use plinth_activities::directory::{Directory, FileDirectory};
-use plinth_activities::{
-    AccessChange, ControlPlane, NamespaceBackend, SelfHosted, reconcile_access,
-};
+use plinth_activities::reconcile_access;
+use plinth_control::directory::{Directory, FileDirectory};
+use plinth_control::{AccessChange, ControlPlane, NamespaceBackend, SelfHosted};
 use plinth_proto::policy::{readers_policy_name, seeded_policies, writers_policy_name};
 use plinth_proto::v1::{AccessSummary, NamespaceSpec, Rule};
 use temporalio_client::{Client, ClientOptions};
@@ -218,7 +217,7 @@ fn directory_yaml(args: &AccessBenchArgs, admins: &str, departed: usize) -> Stri
 async fn for_each<F, Fut>(names: &[String], concurrency: usize, work: F) -> anyhow::Result<Cycle>
 where
     F: Fn(usize, String) -> Fut,
-    Fut: Future<Output = Result<AccessSummary, plinth_activities::BackendError>> + Send + 'static,
+    Fut: Future<Output = Result<AccessSummary, plinth_control::BackendError>> + Send + 'static,
 {
     let cpu_before = cpu_time()?;
     let started = Instant::now();

@@ -61,7 +61,7 @@ fn dev_pid(dev: &serde_json::Value, role: &str) -> anyhow::Result<u64> {
 /// A plain connection to the dev server.
 async fn connect(temporal: &str) -> anyhow::Result<Connection> {
     let url: temporalio_client::Url = format!("http://{temporal}").parse()?;
-    Ok(plinth_worker::connect(temporalio_client::ConnectionOptions::new(url).build()).await?)
+    Ok(plinth_control::connect(temporalio_client::ConnectionOptions::new(url).build()).await?)
 }
 
 /// What concurrent callers measured.

@@ -4,65 +4,23 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use plinth_activities::directory::Directory;
 use plinth_activities::{
-    AccessActivities, BackendError, ControlPlane, MetricsActivities, NamespaceActivities,
-    NamespaceBackend, ScrapeTargetSettings, SelfHosted, WorkerActivities,
+    AccessActivities, MetricsActivities, NamespaceActivities, ScrapeTargetSettings,
+    WorkerActivities,
+};
+use plinth_control::directory::Directory;
+use plinth_control::{
+    BackendError, ControlPlane, ControlSettings, PlatformSettings, TemporalError, ensure_namespace,
 };
 use plinth_metrics::{DropRule, LatestSamples, RemoteWrite};
-use plinth_proto::ValidationRules;
-use plinth_proto::v1::NamespaceSpec;
 use plinth_workflows::contracts::WorkerInfo;
 use plinth_workflows::{
-    Canary, KIND_ATTRIBUTE, OWNER_ATTRIBUTE, PHASE_ATTRIBUTE, PolicyWorkflow, ProvisionNamespace,
-    ScrapeMetricsWorkflow, ScrapeTarget, UsersWorkflow,
+    Canary, PolicyWorkflow, ProvisionNamespace, ScrapeMetricsWorkflow, ScrapeTarget, UsersWorkflow,
 };
 use temporalio_client::NamespacedClient;
-use temporalio_client::{Client, ClientOptions, Connection, ConnectionOptions};
+use temporalio_client::{Client, ClientOptions, Connection};
 use temporalio_sdk::runtime::RuntimeOptions;
 use temporalio_sdk::{Runtime, Worker, WorkerOptions};
-
-/// The control-plane namespace Plinth's own workflows run in, unless configured otherwise.
-pub const DEFAULT_NAMESPACE: &str = "plinth-system";
-/// The task queue Plinth's worker polls, unless configured otherwise.
-pub const DEFAULT_TASK_QUEUE: &str = "plinth";
-/// Retention of closed control-plane workflows in a namespace the worker creates, days.
-pub const CONTROL_NAMESPACE_RETENTION_DAYS: i32 = 7;
-
-/// What the worker polls.
-#[derive(Clone, Debug)]
-pub struct WorkerSettings {
-    /// Namespace to poll (created when missing).
-    pub namespace: String,
-    /// Task queue to poll.
-    pub task_queue: String,
-}
-
-impl Default for WorkerSettings {
-    fn default() -> Self {
-        Self {
-            namespace: DEFAULT_NAMESPACE.to_owned(),
-            task_queue: DEFAULT_TASK_QUEUE.to_owned(),
-        }
-    }
-}
-
-/// Installation-wide rules of the namespace workflows.
-#[derive(Clone, Debug)]
-pub struct PlatformSettings {
-    /// People and groups, for owner checks.
-    pub directory: Arc<dyn Directory>,
-    /// What a valid resource looks like.
-    pub rules: ValidationRules,
-    /// How often each namespace is checked for drift.
-    pub resync_interval: Duration,
-    /// Where managed namespaces live.
-    pub backend: Arc<dyn NamespaceBackend>,
-    /// Group whose members administer every namespace and never lose access.
-    pub admin_group: String,
-    /// How often each namespace's access is recomputed.
-    pub access_interval: Duration,
-}
 
 /// Metrics scraping: the targets by name, where their samples go, and what is left out.
 #[derive(Clone, Debug, Default)]
@@ -83,22 +41,9 @@ pub struct MetricsSettings {
 /// Why the worker could not start or stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
-    /// Temporal could not be reached or refused the connection.
-    #[error("cannot connect to Temporal at {target}: {source}")]
-    Connect {
-        /// The address dialled.
-        target: String,
-        /// The client's error.
-        source: temporalio_client::errors::ClientConnectError,
-    },
-    /// Describing, registering or preparing the control-plane namespace failed.
-    #[error("namespace {namespace:?}: {source}")]
-    Namespace {
-        /// The namespace involved.
-        namespace: String,
-        /// The backend's error.
-        source: BackendError,
-    },
+    /// Connecting to Temporal or preparing the control-plane namespace failed.
+    #[error(transparent)]
+    Temporal(#[from] TemporalError),
     /// A target's scraping workflow could not be started.
     #[error("metrics target {target:?}: {source}")]
     Scraping {
@@ -113,51 +58,6 @@ pub enum WorkerError {
     /// The worker stopped with an error while running.
     #[error("worker stopped: {0}")]
     Run(#[from] temporalio_sdk::error::WorkerRunError),
-}
-
-/// Connects to Temporal (the SDK checks the server answers `GetSystemInfo`). Without an explicit
-/// identity the connection is named `pid@host`, as other SDKs do.
-pub async fn connect(mut options: ConnectionOptions) -> Result<Connection, WorkerError> {
-    if options.identity.is_empty() {
-        let host = gethostname::gethostname();
-        options.identity = format!("{}@{}", std::process::id(), host.to_string_lossy());
-    }
-    let target = options.target.to_string();
-    Connection::connect(options)
-        .await
-        .map_err(|source| WorkerError::Connect { target, source })
-}
-
-/// Registers `namespace` unless it exists and adds the control-plane search attributes.
-/// Returns true when this call created the namespace.
-pub async fn ensure_namespace(
-    connection: &Connection,
-    namespace: &str,
-) -> Result<bool, WorkerError> {
-    let err = |source| WorkerError::Namespace {
-        namespace: namespace.to_owned(),
-        source,
-    };
-    let backend = SelfHosted::new(connection.clone(), String::new());
-    let exists = backend.describe(namespace).await.map_err(err)?.is_some();
-    if !exists {
-        let spec = NamespaceSpec {
-            name: namespace.to_owned(),
-            description: "Plinth control plane".to_owned(),
-            retention_days: CONTROL_NAMESPACE_RETENTION_DAYS,
-            ..Default::default()
-        };
-        backend.register(&spec).await.map_err(err)?;
-    }
-    let attributes = [KIND_ATTRIBUTE, OWNER_ATTRIBUTE, PHASE_ATTRIBUTE]
-        .iter()
-        .map(|key| (key.name().to_owned(), "Keyword".to_owned()))
-        .collect();
-    backend
-        .add_search_attributes(namespace, &attributes)
-        .await
-        .map_err(err)?;
-    Ok(!exists)
 }
 
 /// A configured Plinth worker. [`PlinthWorker::run`] is not `Send`: drive it on a `LocalSet`
@@ -183,7 +83,7 @@ impl PlinthWorker {
     /// target is being scraped. Must be called inside a Tokio runtime.
     pub async fn start(
         connection: Connection,
-        settings: &WorkerSettings,
+        settings: &ControlSettings,
         platform: PlatformSettings,
         metrics: MetricsSettings,
     ) -> Result<Self, WorkerError> {
@@ -329,7 +229,7 @@ pub enum CanaryError {
 /// It completes only once a worker polls that task queue; bound it with a timeout.
 pub async fn run_canary(
     connection: Connection,
-    settings: &WorkerSettings,
+    settings: &ControlSettings,
     workflow_id: &str,
     token: &str,
 ) -> Result<plinth_workflows::contracts::CanaryReport, CanaryError> {

@@ -40,9 +40,10 @@ impl ActivityDefinition for DescribeWorker {
     }
 }
 
-/// Installation-wide settings the namespace workflows follow.
+/// What the namespace workflows read of the platform settings (`plinth_control::PlatformSettings`)
+/// at the start of every run.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PlatformSettings {
+pub struct ResyncSettings {
     /// How often a namespace is re-checked for drift made behind Plinth's back.
     pub resync_interval_secs: u64,
 }
@@ -53,7 +54,7 @@ pub struct LoadPlatformSettings;
 
 impl ActivityDefinition for LoadPlatformSettings {
     type Input = ();
-    type Output = PlatformSettings;
+    type Output = ResyncSettings;
 
     fn name(&self) -> &str {
         "LoadPlatformSettings"

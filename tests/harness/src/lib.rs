@@ -27,10 +27,12 @@ pub use stack::{
 };
 
 use anyhow::{Context, bail};
-use plinth_activities::SelfHosted;
-use plinth_activities::directory::FileDirectory;
+use plinth_control::ControlSettings;
+use plinth_control::PlatformSettings;
+use plinth_control::SelfHosted;
+use plinth_control::directory::FileDirectory;
 use plinth_proto::ValidationRules;
-use plinth_worker::{PlatformSettings, PlinthWorker, WorkerSettings};
+use plinth_worker::PlinthWorker;
 use temporalio_client::{Connection, ConnectionOptions};
 
 const READY_TIMEOUT: Duration = Duration::from_secs(90);
@@ -189,7 +191,7 @@ impl DevServer {
             .build()?;
         loop {
             if runtime
-                .block_on(plinth_worker::connect(self.connection_options()))
+                .block_on(plinth_control::connect(self.connection_options()))
                 .is_ok()
             {
                 return Ok(());
@@ -229,7 +231,7 @@ impl DevServer {
 
     /// A new connection, for the calling test's runtime.
     pub async fn connect(&self) -> Connection {
-        plinth_worker::connect(self.connection_options())
+        plinth_control::connect(self.connection_options())
             .await
             .expect("connect to the Temporal dev server")
     }
@@ -239,7 +241,7 @@ impl DevServer {
         let n = self.namespaces.fetch_add(1, Ordering::Relaxed);
         let name = format!("{purpose}-{}-{n}", std::process::id());
         let connection = self.connect().await;
-        plinth_worker::ensure_namespace(&connection, &name)
+        plinth_control::ensure_namespace(&connection, &name)
             .await
             .expect("register a test namespace");
         name
@@ -266,7 +268,7 @@ pub struct WorkerThread {
 impl WorkerThread {
     /// Starts a worker polling `settings` on `server`, with an empty directory and default
     /// validation rules.
-    pub fn start(server: &DevServer, settings: WorkerSettings) -> WorkerThread {
+    pub fn start(server: &DevServer, settings: ControlSettings) -> WorkerThread {
         let options = server.connection_options();
         let endpoint = server.address();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -276,7 +278,7 @@ impl WorkerThread {
                 .enable_all()
                 .build()?;
             runtime.block_on(async move {
-                let connection = plinth_worker::connect(options).await?;
+                let connection = plinth_control::connect(options).await?;
                 let platform = PlatformSettings {
                     directory: Arc::new(FileDirectory::default()),
                     rules: ValidationRules::default(),

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use plinth_activities::directory::{Directory, DirectoryError};
+use crate::directory::{Directory, DirectoryError};
 use plinth_identity::Identity;
 
 /// The directory and the platform admin group.

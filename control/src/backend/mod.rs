@@ -1,11 +1,18 @@
-//! Where namespaces live. One implementation per real system: [`crate::SelfHosted`] talks to a
-//! Temporal cluster's own APIs; a Temporal Cloud backend is a later addition.
+//! Where namespaces live. One implementation per real system, each in its own module:
+//! [`SelfHosted`] talks to a Temporal cluster's own APIs; [`memory::MemoryBackend`] keeps them
+//! in memory for tests.
 
 use std::collections::BTreeMap;
 
 use plinth_proto::policy::access;
 use plinth_proto::v1::NamespaceSpec;
 use serde::{Deserialize, Serialize};
+
+#[cfg(any(test, feature = "memory"))]
+pub mod memory;
+mod self_hosted;
+
+pub use self_hosted::SelfHosted;
 
 /// A namespace as the backend reports it.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

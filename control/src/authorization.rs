@@ -1,12 +1,43 @@
-//! Who may read or write a namespace, as the access runs last wrote it to the backend.
+//! The authorization questions the data plane asks: may this identity read or write this
+//! namespace, answered from the access lists the access runs last wrote to the backend.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use plinth_activities::{AccessLevel, BackendError, NamespaceBackend};
-use plinth_codec::server::{AccessCheck, Need};
+use crate::backend::{AccessLevel, BackendError, NamespaceBackend};
 use plinth_identity::Identity;
+
+/// What a caller needs on the namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Need {
+    /// Decode: reading the namespace's data.
+    Read,
+    /// Encode: writing into the namespace.
+    Write,
+}
+
+impl Need {
+    /// "read" or "write".
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Read => "read",
+            Self::Write => "write",
+        }
+    }
+}
+
+/// Who may read or write a namespace; as the access runs made it.
+#[async_trait::async_trait]
+pub trait AccessCheck: Send + Sync + std::fmt::Debug {
+    /// Whether `identity` has `need` on `namespace`; `Err` when that cannot be known now.
+    async fn allows(
+        &self,
+        namespace: &str,
+        identity: &Identity,
+        need: Need,
+    ) -> Result<bool, String>;
+}
 
 /// How long an access list read from the backend is trusted: a revocation reaches callers
 /// within this of the access run that made it.
@@ -106,7 +137,7 @@ impl AccessCheck for AccessLists {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use plinth_activities::memory::MemoryBackend;
+    use crate::backend::memory::MemoryBackend;
     use plinth_proto::v1::NamespaceSpec;
 
     #[tokio::test]

@@ -4,10 +4,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use plinth_activities::access::validate_rule;
-use plinth_activities::directory::Directory;
-use plinth_activities::{BackendError, ControlPlane, NamespaceBackend};
-use plinth_identity::Identity;
+use plinth_control::access::validate_rule;
+use plinth_control::directory::Directory;
+use plinth_control::{Admins, BackendError, ControlPlane, NamespaceBackend};
+use plinth_identity::{Identity, caller};
 use plinth_proto::v1::platform_service_server::PlatformService;
 use plinth_proto::v1::{
     AccessGrant, AccessList, ApplyMetricsTargetRequest, ApplyMetricsTargetResponse,
@@ -36,10 +36,6 @@ use temporalio_common::HasWorkflowDefinition;
 use temporalio_common::search_attributes::SearchAttributes;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
-
-use plinth_identity::Caller;
-
-use crate::admins::Admins;
 
 /// Each poll is a query (a workflow task on a worker): often enough for a person watching,
 /// rare enough for hundreds of watches at once.
@@ -202,14 +198,6 @@ fn backend_status(error: BackendError) -> Status {
     match error {
         BackendError::Rejected(message) => Status::not_found(message),
         BackendError::Unavailable(message) => Status::unavailable(message),
-    }
-}
-
-pub(crate) fn caller(extensions: &tonic::Extensions) -> Result<Identity, Status> {
-    match extensions.get::<Caller>() {
-        Some(Caller(Ok(identity))) => Ok(identity.clone()),
-        Some(Caller(Err(reason))) => Err(Status::unauthenticated(reason.clone())),
-        None => Err(Status::unauthenticated("a client certificate is required")),
     }
 }
 

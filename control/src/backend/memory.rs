@@ -1,6 +1,7 @@
 //! A backend held in memory, for tests of what runs against [`NamespaceBackend`]: it keeps
 //! namespaces and access lists as a real backend does, records every call made to it, and
-//! lets other tasks run during each call, as a call over the network does.
+//! lets other tasks run during each call, as a call over the network does; a test can make a
+//! chosen call fail, as a crash or an outage there would.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -20,6 +21,8 @@ struct State {
     namespaces: BTreeMap<String, Stored>,
     /// Each call, as `method namespace`.
     calls: Vec<String>,
+    /// Methods whose next call fails, as a crash or an outage there would.
+    failing: Vec<&'static str>,
 }
 
 #[derive(Debug, Default)]
@@ -34,6 +37,41 @@ impl MemoryBackend {
         self.state().calls.clone()
     }
 
+    /// Makes the next call of `method` fail as unavailable, changing nothing.
+    pub fn fail_next(&self, method: &'static str) {
+        self.state().failing.push(method);
+    }
+
+    /// The calls that changed something, as `method namespace`.
+    pub fn writes(&self) -> Vec<String> {
+        const READS: [&str; 2] = ["describe", "list_access"];
+        self.calls()
+            .into_iter()
+            .filter(|call| {
+                !READS
+                    .iter()
+                    .any(|read| call.starts_with(&format!("{read} ")))
+            })
+            .collect()
+    }
+
+    /// Records a call of `method` on `name`; fails it when [`Self::fail_next`] asked.
+    fn record(
+        &self,
+        method: &'static str,
+        name: &str,
+    ) -> Result<std::sync::MutexGuard<'_, State>, BackendError> {
+        let mut state = self.state();
+        state.calls.push(format!("{method} {name}"));
+        if let Some(at) = state.failing.iter().position(|failing| *failing == method) {
+            state.failing.remove(at);
+            return Err(BackendError::Unavailable(format!(
+                "{method}: injected fault"
+            )));
+        }
+        Ok(state)
+    }
+
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().expect("memory backend lock")
     }
@@ -41,13 +79,11 @@ impl MemoryBackend {
     /// Records the call, and runs `f` on namespace `name`, which must exist.
     fn on<T>(
         &self,
-        method: &str,
+        method: &'static str,
         name: &str,
         f: impl FnOnce(&mut Stored) -> T,
     ) -> Result<T, BackendError> {
-        let mut state = self.state();
-        state.calls.push(format!("{method} {name}"));
-        state
+        self.record(method, name)?
             .namespaces
             .get_mut(name)
             .map(f)
@@ -68,9 +104,7 @@ impl NamespaceBackend for MemoryBackend {
 
     async fn register(&self, spec: &NamespaceSpec) -> Result<(), BackendError> {
         tokio::task::yield_now().await;
-        let mut state = self.state();
-        state.calls.push(format!("register {}", spec.name));
-        state
+        self.record("register", &spec.name)?
             .namespaces
             .entry(spec.name.clone())
             .or_insert_with(|| Stored {
@@ -113,9 +147,7 @@ impl NamespaceBackend for MemoryBackend {
 
     async fn delete(&self, name: &str) -> Result<(), BackendError> {
         tokio::task::yield_now().await;
-        let mut state = self.state();
-        state.calls.push(format!("delete {name}"));
-        state.namespaces.remove(name);
+        self.record("delete", name)?.namespaces.remove(name);
         Ok(())
     }
 

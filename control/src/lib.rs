@@ -1,0 +1,49 @@
+//! The platform's domain: where namespaces live (the backend trait and one module per
+//! backend), people and groups (the directory), who gets which access (access planning), who
+//! may do what (authorization), Plinth's own records in the control plane, and reaching
+//! Temporal. Workflows, activities, the worker, the platform API and the data plane all build
+//! on it; it depends on none of them but the workflow definitions it starts.
+
+pub mod access;
+mod admins;
+mod authorization;
+mod backend;
+pub mod directory;
+mod plane;
+mod temporal;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use plinth_proto::ValidationRules;
+
+pub use admins::Admins;
+pub use authorization::{ACCESS_TTL, AccessCheck, AccessLists, Need};
+#[cfg(any(test, feature = "memory"))]
+pub use backend::memory;
+pub use backend::{
+    AccessChange, AccessLevel, BackendError, NamespaceBackend, ObservedNamespace, SelfHosted,
+    missing_search_attributes,
+};
+pub use plane::{ControlPlane, PolicySeeding};
+pub use temporal::{
+    CONTROL_NAMESPACE_RETENTION_DAYS, ControlSettings, DEFAULT_NAMESPACE, DEFAULT_TASK_QUEUE,
+    TemporalError, connect, ensure_namespace,
+};
+
+/// Installation-wide rules of the namespace workflows.
+#[derive(Clone, Debug)]
+pub struct PlatformSettings {
+    /// People and groups, for owner checks.
+    pub directory: Arc<dyn directory::Directory>,
+    /// What a valid resource looks like.
+    pub rules: ValidationRules,
+    /// How often each namespace is checked for drift.
+    pub resync_interval: Duration,
+    /// Where managed namespaces live.
+    pub backend: Arc<dyn NamespaceBackend>,
+    /// Group whose members administer every namespace and never lose access.
+    pub admin_group: String,
+    /// How often each namespace's access is recomputed.
+    pub access_interval: Duration,
+}

@@ -1,0 +1,134 @@
+//! Every workflow type's recorded histories, taken from real runs on a Temporal dev server and
+//! kept in `tests/histories/`, replay against today's workflow code: a change that would break
+//! workflows already running (a command added, removed or reordered) fails here first.
+//!
+//! To record them again: run `plinth dev`, exercise each workflow (apply a namespace, add a
+//! policy rule, apply and delete a namespace and a metrics target), list [`RECORDED`]'s ids,
+//! and run `cargo test -p plinth-workflows --test replay -- --ignored record`
+//! (`PLINTH_RECORD_FROM` names the Temporal address when it is not `127.0.0.1:7233`). The files
+//! are in the SDK's history JSON, which `temporal workflow show -o json` does not write.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use plinth_workflows::{
+    Canary, PolicyWorkflow, ProvisionNamespace, ScrapeMetricsWorkflow, UsersWorkflow,
+};
+use temporalio_client::{
+    Client, ClientOptions, ConnectionOptions, UntypedWorkflow, WorkflowFetchHistoryOptions,
+    WorkflowHistory,
+};
+use temporalio_sdk::workflow_replayer::{WorkflowReplayer, WorkflowReplayerOptions};
+
+/// The workflow types the worker registers, each of which must have a recorded history.
+const WORKFLOW_TYPES: [&str; 5] = [
+    "Canary",
+    "PolicyWorkflow",
+    "ProvisionNamespace",
+    "ScrapeMetricsWorkflow",
+    "UsersWorkflow",
+];
+
+/// Each recorded history's file and the workflow it was taken from, in `plinth-system`.
+const RECORDED: [(&str, &str); 6] = [
+    ("canary.json", "plinth-dev-canary"),
+    (
+        "policy-with-added-rule.json",
+        "policy/TEMPORAL-ns-fancy-test",
+    ),
+    ("provision-then-delete.json", "namespace/short-lived"),
+    ("provision-running.json", "namespace/my-fancy-namespace"),
+    ("scrape-then-delete.json", "metrics/proxy"),
+    (
+        "access-run.json",
+        "users/short-lived-test-2026-12-03T12:45:25Z",
+    ),
+];
+
+fn histories_dir() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/histories")
+}
+
+/// The recorded histories: file name, workflow type, and the history.
+fn recorded() -> Vec<(String, String, WorkflowHistory)> {
+    let dir = histories_dir();
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .expect("tests/histories")
+        .map(|entry| entry.expect("a directory entry").path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "json"))
+        .collect();
+    files.sort();
+    files
+        .into_iter()
+        .map(|path| {
+            let bytes = std::fs::read(&path).expect("a recorded history");
+            let json: serde_json::Value = serde_json::from_slice(&bytes).expect("JSON");
+            let kind = json["events"][0]["attributes"]["WorkflowExecutionStartedEventAttributes"]
+                ["workflow_type"]["name"]
+                .as_str()
+                .expect("the history starts with WorkflowExecutionStarted")
+                .to_owned();
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            let history = WorkflowHistory::from_json(&bytes).expect("a history in Temporal's JSON");
+            (name, kind, history)
+        })
+        .collect()
+}
+
+#[test]
+fn every_workflow_type_has_a_recorded_history() {
+    let recorded: BTreeSet<String> = recorded().into_iter().map(|(_, kind, _)| kind).collect();
+    let registered: BTreeSet<String> = WORKFLOW_TYPES.iter().map(|t| t.to_string()).collect();
+    assert_eq!(recorded, registered);
+}
+
+#[tokio::test]
+async fn recorded_histories_replay_without_nondeterminism() {
+    let options = WorkflowReplayerOptions::new()
+        .register_workflow::<Canary>()
+        .and_then(|o| o.register_workflow::<PolicyWorkflow>())
+        .and_then(|o| o.register_workflow::<ProvisionNamespace>())
+        .and_then(|o| o.register_workflow::<ScrapeMetricsWorkflow>())
+        .and_then(|o| o.register_workflow::<UsersWorkflow>())
+        .expect("workflows register")
+        .build();
+    let replayer = WorkflowReplayer::new(options).expect("a replayer");
+    let (names, histories): (Vec<String>, Vec<WorkflowHistory>) = recorded()
+        .into_iter()
+        .map(|(name, _, history)| (name, history))
+        .unzip();
+    let results = replayer
+        .replay_workflows(histories)
+        .await
+        .expect("the replay runs");
+    let failures: Vec<String> = names
+        .iter()
+        .zip(&results)
+        .filter_map(|(name, result)| Some(format!("{name}: {}", result.replay_failure.as_ref()?)))
+        .collect();
+    assert!(failures.is_empty(), "{failures:#?}");
+    assert_eq!(results.len(), names.len());
+}
+
+#[tokio::test]
+#[ignore = "records the histories again from a running `plinth dev`"]
+async fn record() {
+    let address = std::env::var("PLINTH_RECORD_FROM").unwrap_or("127.0.0.1:7233".into());
+    let url: temporalio_client::Url = format!("http://{address}")
+        .parse()
+        .expect("a Temporal address");
+    let connection = temporalio_client::Connection::connect(ConnectionOptions::new(url).build())
+        .await
+        .expect("connect to Temporal");
+    let client =
+        Client::new(connection, ClientOptions::new("plinth-system").build()).expect("a client");
+    for (file, workflow_id) in RECORDED {
+        let json = client
+            .get_workflow_handle::<UntypedWorkflow>(workflow_id)
+            .fetch_history(WorkflowFetchHistoryOptions::default())
+            .to_json()
+            .await
+            .expect("the workflow's history");
+        std::fs::write(histories_dir().join(file), json).expect("write the history");
+    }
+}
