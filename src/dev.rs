@@ -192,7 +192,6 @@ impl Supervised {
         }
     }
 
-    /// The error for an unexpected exit, with the end of the child's log.
     /// Waits until the child accepts connections on `address`; its crash is an error.
     async fn until_listening(&mut self, address: &str) -> anyhow::Result<()> {
         tokio::select! {
@@ -201,6 +200,7 @@ impl Supervised {
         }
     }
 
+    /// The error for an unexpected exit, with the end of the child's log.
     fn crashed(&self, status: std::io::Result<std::process::ExitStatus>) -> anyhow::Error {
         let status = status.map_or_else(|e| e.to_string(), |s| s.to_string());
         let tail = std::fs::read_to_string(&self.log)
@@ -262,49 +262,111 @@ pub async fn run(
         }
     };
     args.apply(&mut config.dev);
+    let plan = prepare(&config, &home)?;
+    let (mut stack, worker_identity) =
+        start(&plan, &home, &config.dev, &temporal_bin, global).await?;
+    let info = report(&plan, &home, &config, &stack, worker_identity);
+    write_dev_json(&home.dev_json(), &info)?;
+    println!("{}", banner(&info));
+    let outcome = supervise(&mut stack).await;
+    let _ = std::fs::remove_file(home.dev_json());
+    match outcome {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(crash) => {
+            eprintln!("plinth dev: {crash:#}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+/// What the stack is started with: its addresses, and the files it needs.
+struct Plan {
+    grpc_address: String,
+    proxy_address: String,
+    proxy_metrics_address: String,
+    worker_metrics_address: String,
+    codec_address: String,
+    settings: ControlSettings,
+    directory: PathBuf,
+    keyring: PathBuf,
+    user_cert: CertFiles,
+}
+
+/// Checks nothing else holds the home or the ports, and writes what the stack needs before it
+/// starts: the CA and the dev user's certificate, a sample directory, the key ring.
+fn prepare(config: &Config, home: &Home) -> anyhow::Result<Plan> {
     let dev = &config.dev;
-    refuse_second_instance(&home)?;
+    refuse_second_instance(home)?;
     check_ports_free(dev)?;
     std::fs::create_dir_all(home.logs_dir())
         .with_context(|| home.logs_dir().display().to_string())?;
-
-    pki::init(&home, &config.pki)?;
+    pki::init(home, &config.pki)?;
     let user = Identity::user(&dev.user).context("[dev] user")?;
-    let user_cert = pki::ensure_client(&home, &config.pki, &user)?;
+    let user_cert = pki::ensure_client(home, &config.pki, &user)?;
     let directory = match &config.platform.directory {
         Some(path) => path.clone(),
-        None => write_sample_directory(&home, &dev.user, &config.platform.admin_group)?,
+        None => write_sample_directory(home, &dev.user, &config.platform.admin_group)?,
     };
-    let proxy_address = format!("{}:{}", dev.ip, dev.proxy_port);
-    let proxy_metrics_address = format!("{}:{}", dev.ip, dev.proxy_metrics_port);
-    let worker_metrics_address = format!("{}:{}", dev.ip, dev.worker_metrics_port);
-    let codec_address = format!("{}:{}", dev.ip, dev.codec_port);
     let keyring = config
         .codec
         .keyring
         .clone()
         .unwrap_or_else(|| home.keyring());
     plinth_codec::KeyRing::init(&keyring)?;
+    let at = |port: u16| format!("{}:{port}", dev.ip);
+    Ok(Plan {
+        grpc_address: at(dev.grpc_port),
+        proxy_address: at(dev.proxy_port),
+        proxy_metrics_address: at(dev.proxy_metrics_port),
+        worker_metrics_address: at(dev.worker_metrics_port),
+        codec_address: at(dev.codec_port),
+        settings: ControlSettings {
+            namespace: config.temporal.namespace.clone(),
+            task_queue: config.temporal.task_queue.clone(),
+        },
+        directory,
+        keyring,
+        user_cert,
+    })
+}
 
-    let grpc_address = format!("{}:{}", dev.ip, dev.grpc_port);
-    let settings = ControlSettings {
-        namespace: config.temporal.namespace.clone(),
-        task_queue: config.temporal.task_queue.clone(),
-    };
+/// The children, in the order they start.
+struct Stack {
+    temporal: Supervised,
+    worker: Supervised,
+    proxy: Supervised,
+    codec: Supervised,
+}
 
+/// Starts Temporal, then the worker (proven by a Canary workflow), the proxy and the codec
+/// server, each once the one before it answers; a child that dies on the way is an error.
+/// Returns the children and the worker's identity.
+async fn start(
+    plan: &Plan,
+    home: &Home,
+    dev: &DevConfig,
+    temporal_bin: &Path,
+    global: &[OsString],
+) -> anyhow::Result<(Stack, String)> {
+    let Plan {
+        grpc_address,
+        settings,
+        ..
+    } = plan;
+    let log = |name: &str| home.logs_dir().join(format!("{name}.log"));
     let mut temporal = Supervised::spawn(
         "Temporal dev server",
         temporal_command(
-            &temporal_bin,
-            &home,
+            temporal_bin,
+            home,
             dev,
             &settings.namespace,
-            &format!("http://{codec_address}"),
+            &format!("http://{}", plan.codec_address),
         ),
-        home.logs_dir().join("temporal.log"),
+        log("temporal"),
     )?;
     let connection = tokio::select! {
-        connection = connect_when_ready(&grpc_address) => connection?,
+        connection = connect_when_ready(grpc_address) => connection?,
         status = temporal.child.wait() => return Err(temporal.crashed(status)),
     };
 
@@ -312,16 +374,16 @@ pub async fn run(
         "Plinth worker",
         plinth_command(
             global,
-            &["worker", "--metrics-listen", &worker_metrics_address],
-            &grpc_address,
-            &settings,
+            &["worker", "--metrics-listen", &plan.worker_metrics_address],
+            grpc_address,
+            settings,
         )?,
-        home.logs_dir().join("worker.log"),
+        log("worker"),
     )?;
     let canary = tokio::select! {
         report = tokio::time::timeout(
             START_TIMEOUT,
-            plinth_worker::run_canary(connection, &settings, "plinth-dev-canary", "plinth dev"),
+            plinth_worker::run_canary(connection, settings, "plinth-dev-canary", "plinth dev"),
         ) => report
             .context("the worker did not answer the Canary workflow in time")?
             .context("Canary workflow")?,
@@ -336,16 +398,16 @@ pub async fn run(
             &[
                 "proxy",
                 "--listen",
-                &proxy_address,
+                &plan.proxy_address,
                 "--metrics-listen",
-                &proxy_metrics_address,
+                &plan.proxy_metrics_address,
             ],
-            &grpc_address,
-            &settings,
+            grpc_address,
+            settings,
         )?,
-        home.logs_dir().join("proxy.log"),
+        log("proxy"),
     )?;
-    proxy.until_listening(&proxy_address).await?;
+    proxy.until_listening(&plan.proxy_address).await?;
 
     let mut codec = Supervised::spawn(
         "Plinth codec server",
@@ -355,59 +417,84 @@ pub async fn run(
                 "codec",
                 "--dev",
                 "--listen",
-                &codec_address,
+                &plan.codec_address,
                 "--allow-origin",
                 &format!("http://{}:{}", dev.ip, dev.ui_port),
             ],
-            &grpc_address,
-            &settings,
+            grpc_address,
+            settings,
         )?,
-        home.logs_dir().join("codec.log"),
+        log("codec"),
     )?;
-    codec.until_listening(&codec_address).await?;
+    codec.until_listening(&plan.codec_address).await?;
+    let stack = Stack {
+        temporal,
+        worker,
+        proxy,
+        codec,
+    };
+    Ok((stack, canary.worker.identity))
+}
 
-    let info = DevInfo {
+/// What `dev.json` and the banner say: every address, file and process of the stack.
+fn report(
+    plan: &Plan,
+    home: &Home,
+    config: &Config,
+    stack: &Stack,
+    worker_identity: String,
+) -> DevInfo {
+    let dev = &config.dev;
+    let children = [
+        ("temporal", &stack.temporal),
+        ("worker", &stack.worker),
+        ("proxy", &stack.proxy),
+        ("codec", &stack.codec),
+    ];
+    DevInfo {
         home: home.root().to_owned(),
         temporal: TemporalInfo {
-            grpc_address: grpc_address.clone(),
-            namespace: settings.namespace.clone(),
+            grpc_address: plan.grpc_address.clone(),
+            namespace: plan.settings.namespace.clone(),
             ui_url: format!("http://{}:{}", dev.ip, dev.ui_port),
             http_address: format!("{}:{}", dev.ip, dev.http_port),
             metrics_url: format!("http://{}:{}/metrics", dev.ip, dev.metrics_port),
             database: home.temporal_db(),
         },
         worker: WorkerInfo {
-            task_queue: settings.task_queue.clone(),
-            identity: canary.worker.identity,
-            metrics_url: format!("http://{worker_metrics_address}/metrics"),
+            task_queue: plan.settings.task_queue.clone(),
+            identity: worker_identity,
+            metrics_url: format!("http://{}/metrics", plan.worker_metrics_address),
         },
         proxy: ProxyInfo {
-            address: proxy_address.clone(),
-            metrics_url: format!("http://{proxy_metrics_address}/metrics"),
+            address: plan.proxy_address.clone(),
+            metrics_url: format!("http://{}/metrics", plan.proxy_metrics_address),
         },
         codec: CodecInfo {
-            url: format!("http://{codec_address}"),
-            keyring,
+            url: format!("http://{}", plan.codec_address),
+            keyring: plan.keyring.clone(),
         },
-        directory,
-        identity: identity_info(&dev.user, &config.pki.trust_domain, user_cert),
-        pids: BTreeMap::from([
-            ("plinth", std::process::id()),
-            ("temporal", temporal.pid),
-            ("worker", worker.pid),
-            ("proxy", proxy.pid),
-            ("codec", codec.pid),
-        ]),
-        logs: BTreeMap::from([
-            ("temporal", temporal.log.clone()),
-            ("worker", worker.log.clone()),
-            ("proxy", proxy.log.clone()),
-            ("codec", codec.log.clone()),
-        ]),
-    };
-    write_dev_json(&home.dev_json(), &info)?;
-    println!("{}", banner(&info));
+        directory: plan.directory.clone(),
+        identity: identity_info(&dev.user, &config.pki.trust_domain, plan.user_cert.clone()),
+        pids: std::iter::once(("plinth", std::process::id()))
+            .chain(children.iter().map(|(name, child)| (*name, child.pid)))
+            .collect(),
+        logs: children
+            .iter()
+            .map(|(name, child)| (*name, child.log.clone()))
+            .collect(),
+    }
+}
 
+/// Waits for Ctrl-C, SIGTERM or a child's death, then stops the children in reverse order;
+/// returns the crash, if one ended it.
+async fn supervise(stack: &mut Stack) -> anyhow::Result<()> {
+    let Stack {
+        temporal,
+        worker,
+        proxy,
+        codec,
+    } = stack;
     let outcome = tokio::select! {
         _ = shutdown_signal() => Ok(()),
         status = codec.child.wait() => Err(codec.crashed(status)),
@@ -420,14 +507,7 @@ pub async fn run(
     proxy.stop().await;
     worker.stop().await;
     temporal.stop().await;
-    let _ = std::fs::remove_file(home.dev_json());
-    match outcome {
-        Ok(()) => Ok(ExitCode::SUCCESS),
-        Err(crash) => {
-            eprintln!("plinth dev: {crash:#}");
-            Ok(ExitCode::FAILURE)
-        }
-    }
+    outcome
 }
 
 fn temporal_command(

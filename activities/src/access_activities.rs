@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use plinth_identity::Identity;
 use plinth_proto::policy::{readers_policy_name, seeded_policies, writers_policy_name};
-use plinth_proto::v1::{AccessSummary, Rule};
+use plinth_proto::v1::{AccessSummary, Policy, Rule};
 use plinth_workflows::contracts::{
     AccessSeed, AccessSetup, ReconcileAccess, RemoveAccessSchedule, RuleCheck, SeedAccess,
     TriggerAccessRun, ValidateRule,
@@ -141,9 +141,8 @@ impl AccessActivities {
     }
 }
 
-/// One access run of Temporal namespace `namespace`: reads its two policies, resolves them
-/// through `directory`, and applies only the difference to `backend`. Members of
-/// `admin_group` keep whatever access they hold.
+/// One access run of Temporal namespace `namespace`: reads its two policies and applies them
+/// with [`apply_policies`].
 pub async fn reconcile_access(
     namespace: &str,
     control: &ControlPlane,
@@ -158,7 +157,19 @@ pub async fn reconcile_access(
     ] {
         policies.extend(control.policy(&name).await?);
     }
-    let desired = effective_access(&policies, directory);
+    apply_policies(namespace, &policies, backend, directory, admin_group).await
+}
+
+/// Resolves `policies` through `directory` and applies only the difference to `backend`'s
+/// access list of `namespace`. Members of `admin_group` keep whatever access they hold.
+pub async fn apply_policies(
+    namespace: &str,
+    policies: &[Policy],
+    backend: &dyn NamespaceBackend,
+    directory: &dyn Directory,
+    admin_group: &str,
+) -> Result<AccessSummary, BackendError> {
+    let desired = effective_access(policies, directory);
     let current = backend.list_access(namespace).await?;
     let admins: BTreeSet<String> = directory
         .active_members(admin_group)
@@ -179,5 +190,101 @@ pub(crate) fn failure(error: BackendError) -> ActivityError {
             ActivityError::application(ApplicationFailure::non_retryable(error))
         }
         BackendError::Unavailable(_) => ActivityError::application(ApplicationFailure::new(error)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use plinth_control::AccessLevel;
+    use plinth_control::directory::FileDirectory;
+    use plinth_control::memory::MemoryBackend;
+    use plinth_proto::v1::NamespaceSpec;
+
+    const DIRECTORY: &str = "
+users:
+  - email: dev@example.com
+  - email: alice@example.com
+  - email: bob@example.com
+groups:
+  - name: admins
+    members: [dev@example.com]
+  - name: payments
+    members: [alice@example.com, bob@example.com]
+";
+
+    /// Namespace `orders`, whose writers' policy names the payments group.
+    async fn setup() -> (Arc<MemoryBackend>, FileDirectory, Vec<Policy>) {
+        let backend = Arc::new(MemoryBackend::default());
+        let spec = NamespaceSpec {
+            name: "orders".into(),
+            ..Default::default()
+        };
+        backend.register(&spec).await.unwrap();
+        let [mut writers, readers] = seeded_policies("orders", "admins", "payments");
+        writers.rules.push(Rule {
+            group: "payments".into(),
+            ..Default::default()
+        });
+        let directory = FileDirectory::parse(DIRECTORY).unwrap();
+        (backend, directory, vec![writers, readers])
+    }
+
+    async fn run(
+        backend: &MemoryBackend,
+        directory: &FileDirectory,
+        policies: &[Policy],
+    ) -> Result<AccessSummary, BackendError> {
+        apply_policies("orders", policies, backend, directory, "admins").await
+    }
+
+    fn writers() -> BTreeMap<String, AccessLevel> {
+        ["user:alice@example.com", "user:bob@example.com"]
+            .map(|identity| (identity.to_owned(), AccessLevel::Write))
+            .into()
+    }
+
+    #[tokio::test]
+    async fn an_access_run_grants_what_the_policies_give() {
+        let (backend, directory, policies) = setup().await;
+        let summary = run(&backend, &directory, &policies).await.unwrap();
+        assert_eq!((summary.granted, summary.backend_writes), (2, 2));
+        assert_eq!(backend.list_access("orders").await.unwrap(), writers());
+    }
+
+    #[tokio::test]
+    async fn a_second_access_run_writes_nothing() {
+        let (backend, directory, policies) = setup().await;
+        run(&backend, &directory, &policies).await.unwrap();
+        let writes = backend.writes().len();
+        let summary = run(&backend, &directory, &policies).await.unwrap();
+        assert_eq!((summary.unchanged, summary.backend_writes), (2, 0));
+        assert_eq!(backend.writes().len(), writes);
+    }
+
+    #[tokio::test]
+    async fn access_granted_behind_plinths_back_is_revoked() {
+        let (backend, directory, policies) = setup().await;
+        run(&backend, &directory, &policies).await.unwrap();
+        backend
+            .grant("orders", "user:mallory@example.com", AccessLevel::Write)
+            .await
+            .unwrap();
+        let summary = run(&backend, &directory, &policies).await.unwrap();
+        assert_eq!(summary.revoked, 1);
+        assert_eq!(backend.list_access("orders").await.unwrap(), writers());
+    }
+
+    #[tokio::test]
+    async fn an_access_run_that_failed_between_two_grants_is_finished_by_the_next() {
+        let (backend, directory, policies) = setup().await;
+        backend.fail_after("grant", 1);
+        assert!(run(&backend, &directory, &policies).await.is_err());
+        assert_eq!(backend.list_access("orders").await.unwrap().len(), 1);
+        let summary = run(&backend, &directory, &policies).await.unwrap();
+        assert_eq!((summary.granted, summary.unchanged), (1, 1));
+        assert_eq!(backend.list_access("orders").await.unwrap(), writers());
     }
 }

@@ -211,7 +211,7 @@ mod tests {
     async fn a_run_that_failed_between_two_writes_is_finished_by_the_next() {
         let backend = Arc::new(MemoryBackend::default());
         let activities = activities(&backend);
-        backend.fail_next("add_search_attributes");
+        backend.fail_after("add_search_attributes", 0);
         assert!(activities.reconcile(&spec()).await.is_err());
         let report = activities.reconcile(&spec()).await.unwrap();
         assert!(!report.created, "registered once, by the first run");

@@ -36,7 +36,7 @@ pub trait AccessCheck: Send + Sync + std::fmt::Debug {
         namespace: &str,
         identity: &Identity,
         need: Need,
-    ) -> Result<bool, String>;
+    ) -> Result<bool, BackendError>;
 }
 
 /// How long an access list read from the backend is trusted: a revocation reaches callers
@@ -72,7 +72,7 @@ impl AccessLists {
         }
     }
 
-    async fn list(&self, namespace: &str) -> Result<Arc<AccessList>, String> {
+    async fn list(&self, namespace: &str) -> Result<Arc<AccessList>, BackendError> {
         let reading = match self.fresh(namespace) {
             Ok(list) => return Ok(list),
             Err(reading) => reading,
@@ -86,7 +86,7 @@ impl AccessLists {
             Ok(list) => Arc::new(list),
             // An unknown namespace grants nothing.
             Err(BackendError::Rejected(_)) => Arc::default(),
-            Err(e) => return Err(e.to_string()),
+            Err(e) => return Err(e),
         };
         self.cache.lock().expect("access cache lock").insert(
             namespace.to_owned(),
@@ -124,7 +124,7 @@ impl AccessCheck for AccessLists {
         namespace: &str,
         identity: &Identity,
         need: Need,
-    ) -> Result<bool, String> {
+    ) -> Result<bool, BackendError> {
         let list = self.list(namespace).await?;
         let held = list.get(&identity.to_string()).copied();
         Ok(match need {
@@ -160,7 +160,7 @@ mod tests {
         let checks = (0..64).map(|_| lists.allows("orders", &alice, Need::Write));
         let answers = futures::future::join_all(checks).await;
 
-        assert!(answers.into_iter().all(|answer| answer == Ok(true)));
+        assert!(answers.into_iter().all(|answer| matches!(answer, Ok(true))));
         let reads = backend
             .calls()
             .iter()

@@ -21,8 +21,9 @@ struct State {
     namespaces: BTreeMap<String, Stored>,
     /// Each call, as `method namespace`.
     calls: Vec<String>,
-    /// Methods whose next call fails, as a crash or an outage there would.
-    failing: Vec<&'static str>,
+    /// Calls to fail, as a crash or an outage there would: the method, and how many of its
+    /// calls succeed first.
+    failing: Vec<(&'static str, usize)>,
 }
 
 #[derive(Debug, Default)]
@@ -37,9 +38,10 @@ impl MemoryBackend {
         self.state().calls.clone()
     }
 
-    /// Makes the next call of `method` fail as unavailable, changing nothing.
-    pub fn fail_next(&self, method: &'static str) {
-        self.state().failing.push(method);
+    /// Makes a call of `method` fail as unavailable, changing nothing, once `succeeding` more
+    /// of its calls have succeeded.
+    pub fn fail_after(&self, method: &'static str, succeeding: usize) {
+        self.state().failing.push((method, succeeding));
     }
 
     /// The calls that changed something, as `method namespace`.
@@ -55,7 +57,7 @@ impl MemoryBackend {
             .collect()
     }
 
-    /// Records a call of `method` on `name`; fails it when [`Self::fail_next`] asked.
+    /// Records a call of `method` on `name`; fails it when [`Self::fail_after`] asked.
     fn record(
         &self,
         method: &'static str,
@@ -63,11 +65,18 @@ impl MemoryBackend {
     ) -> Result<std::sync::MutexGuard<'_, State>, BackendError> {
         let mut state = self.state();
         state.calls.push(format!("{method} {name}"));
-        if let Some(at) = state.failing.iter().position(|failing| *failing == method) {
-            state.failing.remove(at);
-            return Err(BackendError::Unavailable(format!(
-                "{method}: injected fault"
-            )));
+        if let Some(at) = state
+            .failing
+            .iter()
+            .position(|(failing, _)| *failing == method)
+        {
+            if state.failing[at].1 == 0 {
+                state.failing.remove(at);
+                return Err(BackendError::Unavailable(format!(
+                    "{method}: injected fault"
+                )));
+            }
+            state.failing[at].1 -= 1;
         }
         Ok(state)
     }
