@@ -1,5 +1,6 @@
-//! The authorization questions the data plane asks: may this identity read or write this
-//! namespace, answered from the access lists the access runs last wrote to the backend.
+//! The authorization questions the proxy and the codec server ask: may this identity read or
+//! write this namespace, answered from the access lists the access runs last wrote to the
+//! backend.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -11,9 +12,9 @@ use plinth_identity::Identity;
 /// What a caller needs on the namespace.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Need {
-    /// Decode: reading the namespace's data.
+    /// Reading the namespace's data: read RPCs, decoding payloads.
     Read,
-    /// Encode: writing into the namespace.
+    /// Writing into the namespace: write RPCs, encoding payloads.
     Write,
 }
 
@@ -46,6 +47,12 @@ pub const ACCESS_TTL: Duration = Duration::from_secs(5);
 /// Identity (`user:<email>`) to access level.
 type AccessList = BTreeMap<String, AccessLevel>;
 
+/// A read of an access list that has not answered within this has failed.
+const READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// Past this many namespaces, entries that are stale and not being read are dropped, so that
+/// names made up by callers (the codec server asks about any) do not pile up.
+const PRUNE_ABOVE: usize = 4096;
+
 /// The effective access lists, read at most every [`ACCESS_TTL`] per namespace.
 #[derive(Debug)]
 pub struct AccessLists {
@@ -56,11 +63,23 @@ pub struct AccessLists {
 /// One namespace's list, and the lock its reads take.
 #[derive(Debug, Default)]
 struct Cached {
-    /// When it was read, and the list.
+    /// When the read that gave it started, and the list.
     read: Option<(Instant, Arc<AccessList>)>,
-    /// Held while the list is read, so that the calls that find it stale together wait for
-    /// one read instead of each making its own.
+    /// When the last failed read ended, and why it failed: calls that asked before then share
+    /// the failure.
+    failed: Option<(Instant, String)>,
+    /// Held while the list is read: the calls that find it stale together wait for one read
+    /// and share its outcome, a failure included, instead of each making its own.
     reading: Arc<tokio::sync::Mutex<()>>,
+}
+
+/// What a call finds in the cache.
+enum Found {
+    List(Arc<AccessList>),
+    /// A read that ended after the call asked failed.
+    Failed(String),
+    /// Nothing fresh: read it under this lock.
+    Stale(Arc<tokio::sync::Mutex<()>>),
 }
 
 impl AccessLists {
@@ -73,47 +92,74 @@ impl AccessLists {
     }
 
     async fn list(&self, namespace: &str) -> Result<Arc<AccessList>, BackendError> {
-        let reading = match self.fresh(namespace) {
-            Ok(list) => return Ok(list),
-            Err(reading) => reading,
+        let asked = Instant::now();
+        let reading = match self.find(namespace, asked) {
+            Found::List(list) => return Ok(list),
+            Found::Failed(why) => return Err(BackendError::Unavailable(why)),
+            Found::Stale(reading) => reading,
         };
         let _reading = reading.lock().await;
-        let reading = match self.fresh(namespace) {
-            Ok(list) => return Ok(list),
-            Err(reading) => reading,
-        };
-        let list = match self.backend.list_access(namespace).await {
-            Ok(list) => Arc::new(list),
+        match self.find(namespace, asked) {
+            Found::List(list) => return Ok(list),
+            Found::Failed(why) => return Err(BackendError::Unavailable(why)),
+            Found::Stale(_) => {}
+        }
+        // Stamped before the read: a revocation written during it is seen within the TTL.
+        let started = Instant::now();
+        let read = tokio::time::timeout(READ_TIMEOUT, self.backend.list_access(namespace))
+            .await
+            .unwrap_or_else(|_| {
+                Err(BackendError::Unavailable(format!(
+                    "no answer within {READ_TIMEOUT:?}"
+                )))
+            });
+        let outcome = match read {
+            Ok(list) => Ok(Arc::new(list)),
             // An unknown namespace grants nothing.
-            Err(BackendError::Rejected(_)) => Arc::default(),
-            Err(e) => return Err(e),
+            Err(BackendError::Rejected(_)) => Ok(Arc::default()),
+            Err(e) => Err(e),
         };
-        self.cache.lock().expect("access cache lock").insert(
-            namespace.to_owned(),
-            Cached {
-                read: Some((Instant::now(), list.clone())),
-                reading,
-            },
-        );
-        Ok(list)
+        let mut cache = self.cache.lock().expect("access cache lock");
+        if cache.len() > PRUNE_ABOVE {
+            cache.retain(|_, cached| {
+                Arc::strong_count(&cached.reading) > 1
+                    || cached
+                        .read
+                        .as_ref()
+                        .is_some_and(|(read, _)| read.elapsed() < ACCESS_TTL)
+            });
+        }
+        let cached = cache.entry(namespace.to_owned()).or_default();
+        match outcome {
+            Ok(list) => {
+                cached.read = Some((started, list.clone()));
+                Ok(list)
+            }
+            Err(e) => {
+                cached.failed = Some((Instant::now(), e.to_string()));
+                Err(e)
+            }
+        }
     }
 
-    /// The list of `namespace` if it is fresh, else the lock to read it under.
-    fn fresh(&self, namespace: &str) -> Result<Arc<AccessList>, Arc<tokio::sync::Mutex<()>>> {
+    fn find(&self, namespace: &str, asked: Instant) -> Found {
         let mut cache = self.cache.lock().expect("access cache lock");
-        if let Some(Cached {
-            read: Some((read, list)),
-            ..
-        }) = cache.get(namespace)
+        // The name is copied only the first time it is asked about.
+        if !cache.contains_key(namespace) {
+            cache.insert(namespace.to_owned(), Cached::default());
+        }
+        let cached = &cache[namespace];
+        if let Some((read, list)) = &cached.read
             && read.elapsed() < ACCESS_TTL
         {
-            return Ok(list.clone());
+            return Found::List(list.clone());
         }
-        Err(cache
-            .entry(namespace.to_owned())
-            .or_default()
-            .reading
-            .clone())
+        if let Some((failed, why)) = &cached.failed
+            && *failed >= asked
+        {
+            return Found::Failed(why.clone());
+        }
+        Found::Stale(cached.reading.clone())
     }
 }
 
@@ -140,8 +186,8 @@ mod tests {
     use crate::backend::memory::MemoryBackend;
     use plinth_proto::v1::NamespaceSpec;
 
-    #[tokio::test]
-    async fn calls_that_find_a_list_stale_together_read_it_once() {
+    /// A backend where alice may write `orders`.
+    async fn orders() -> Arc<MemoryBackend> {
         let backend = Arc::new(MemoryBackend::default());
         let spec = NamespaceSpec {
             name: "orders".into(),
@@ -152,20 +198,56 @@ mod tests {
             .grant("orders", "user:alice@example.com", AccessLevel::Write)
             .await
             .unwrap();
-        let lists = AccessLists::new(backend.clone());
-        let alice = Identity::User {
+        backend
+    }
+
+    fn alice() -> Identity {
+        Identity::User {
             email: "alice@example.com".into(),
-        };
+        }
+    }
+
+    fn reads(backend: &MemoryBackend) -> usize {
+        backend
+            .calls()
+            .iter()
+            .filter(|call| *call == "list_access orders")
+            .count()
+    }
+
+    #[tokio::test]
+    async fn calls_that_find_a_list_stale_together_read_it_once() {
+        let backend = orders().await;
+        let lists = AccessLists::new(backend.clone());
+        let alice = alice();
 
         let checks = (0..64).map(|_| lists.allows("orders", &alice, Need::Write));
         let answers = futures::future::join_all(checks).await;
 
         assert!(answers.into_iter().all(|answer| matches!(answer, Ok(true))));
-        let reads = backend
-            .calls()
-            .iter()
-            .filter(|call| *call == "list_access orders")
-            .count();
-        assert_eq!(reads, 1);
+        assert_eq!(reads(&backend), 1);
+    }
+
+    #[tokio::test]
+    async fn calls_waiting_on_a_read_that_fails_share_its_failure_and_later_ones_read_again() {
+        let backend = orders().await;
+        backend.fail_after("list_access", 0);
+        let lists = AccessLists::new(backend.clone());
+        let alice = alice();
+
+        let checks = (0..64).map(|_| lists.allows("orders", &alice, Need::Write));
+        let answers = futures::future::join_all(checks).await;
+
+        assert!(
+            answers
+                .iter()
+                .all(|answer| matches!(answer, Err(BackendError::Unavailable(_))))
+        );
+        assert_eq!(reads(&backend), 1);
+        assert!(matches!(
+            lists.allows("orders", &alice, Need::Write).await,
+            Ok(true)
+        ));
+        assert_eq!(reads(&backend), 2);
     }
 }

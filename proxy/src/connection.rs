@@ -181,10 +181,17 @@ async fn call<L: LocalService>(
     let answer = async {
         match Route::of(request.uri().path(), L::NAME) {
             Route::Temporal => services.door.call(request).await,
-            Route::Local => match services.local.call(request.map(Body::new)).await {
-                Ok(response) => response,
-                Err(never) => match never {},
-            },
+            Route::Local => {
+                let local = &mut services.local;
+                let ready = std::future::poll_fn(|cx| local.poll_ready(cx)).await;
+                match ready {
+                    Ok(()) => match local.call(request.map(Body::new)).await {
+                        Ok(response) => response,
+                        Err(never) => match never {},
+                    },
+                    Err(never) => match never {},
+                }
+            }
             Route::Nowhere => {
                 Status::unimplemented(format!("{}: no such service here", request.uri().path()))
                     .into_http()
@@ -264,5 +271,44 @@ impl http_body::Body for RecvBody {
 
     fn is_end_stream(&self) -> bool {
         self.0.is_end_stream()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LOCAL: &str = "plinth.v1.PlatformService";
+
+    fn route(path: &str) -> &'static str {
+        match Route::of(path, LOCAL) {
+            Route::Temporal => "temporal",
+            Route::Local => "local",
+            Route::Nowhere => "nowhere",
+        }
+    }
+
+    #[test]
+    fn a_path_reaches_a_service_only_by_its_exact_name() {
+        assert_eq!(
+            route(&format!("/{WORKFLOW_SERVICE}/StartWorkflowExecution")),
+            "temporal"
+        );
+        assert_eq!(
+            route(&format!("/{OPERATOR_SERVICE}/ListSearchAttributes")),
+            "temporal"
+        );
+        assert_eq!(route(&format!("/{LOCAL}/ApplyNamespace")), "local");
+        for elsewhere in [
+            "/temporal.api.workflowservice.v1.workflowservice/StartWorkflowExecution",
+            "//ApplyNamespace",
+            &format!("/{LOCAL}"),
+            &format!("{LOCAL}/ApplyNamespace"),
+            "/plinth.v1.PlatformServiceX/ApplyNamespace",
+            "/",
+            "",
+        ] {
+            assert_eq!(route(elsewhere), "nowhere", "{elsewhere}");
+        }
     }
 }

@@ -729,10 +729,22 @@ mod tests {
             HeaderValue::from_static("someone-else"),
         );
         client.insert("client-name", HeaderValue::from_static("temporal-python"));
+        client.append("caller-type", HeaderValue::from_static("background"));
+        client.append("traceparent", HeaderValue::from_static("00-a-b-01"));
+        client.append("traceparent", HeaderValue::from_static("00-c-d-01"));
         let upstream = upstream_headers(&client, "orders");
         let mut names: Vec<&str> = upstream.keys().map(|name| name.as_str()).collect();
         names.sort_unstable();
-        assert_eq!(names, ["client-name", "content-type", "temporal-namespace"]);
+        assert_eq!(
+            names,
+            [
+                "client-name",
+                "content-type",
+                "temporal-namespace",
+                "traceparent"
+            ]
+        );
+        assert_eq!(upstream.get_all("traceparent").iter().count(), 2);
         assert_eq!(upstream["content-type"], "application/grpc");
         assert_eq!(upstream["temporal-namespace"], "orders");
     }

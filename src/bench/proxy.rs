@@ -211,7 +211,7 @@ async fn retried<F: Future<Output = Result<(), tonic::Status>>>(
 
 /// How long the first start through the proxy waits for write access: a rule added just
 /// before reaches the proxy after its access run and the proxy's
-/// [`ACCESS_TTL`](plinth_proxy::ACCESS_TTL).
+/// [`ACCESS_TTL`](plinth_control::ACCESS_TTL).
 const ACCESS_WAIT: Duration = Duration::from_secs(60);
 
 /// The first start on `path`, which waits out an access run still granting the dev user.
