@@ -14,9 +14,7 @@ use plinth_control::{
 };
 use plinth_metrics::{DropRule, LatestSamples, RemoteWrite};
 use plinth_workflows::contracts::WorkerInfo;
-use plinth_workflows::{
-    Canary, PolicyWorkflow, ProvisionNamespace, ScrapeMetricsWorkflow, ScrapeTarget, UsersWorkflow,
-};
+use plinth_workflows::{Canary, ScrapeTarget, register_workflows};
 use temporalio_client::NamespacedClient;
 use temporalio_client::{Client, ClientOptions, Connection};
 use temporalio_sdk::runtime::RuntimeOptions;
@@ -134,16 +132,7 @@ impl PlinthWorker {
             metrics.drop,
             control.clone(),
         );
-        let options = WorkerOptions::new(settings.task_queue.clone())
-            .register_workflow::<Canary>()
-            .map_err(|e| setup(&e))?
-            .register_workflow::<ProvisionNamespace>()
-            .map_err(|e| setup(&e))?
-            .register_workflow::<PolicyWorkflow>()
-            .map_err(|e| setup(&e))?
-            .register_workflow::<UsersWorkflow>()
-            .map_err(|e| setup(&e))?
-            .register_workflow::<ScrapeMetricsWorkflow>()
+        let options = register_workflows!(WorkerOptions::new(settings.task_queue.clone()))
             .map_err(|e| setup(&e))?
             .register_activities(WorkerActivities::new(info))
             .register_activities(namespaces)

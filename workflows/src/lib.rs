@@ -22,3 +22,18 @@ pub use scrape_metrics::{
     scrape_workflow_id,
 };
 pub use users::{UsersWorkflow, access_schedule_id};
+
+/// Registers every Plinth workflow type on `$options`, a worker's or a workflow replayer's
+/// options builder; gives the builder, or the SDK's registration error. The worker and the
+/// replay test both register through this list, so neither can miss a type.
+#[macro_export]
+macro_rules! register_workflows {
+    ($options:expr) => {
+        $options
+            .register_workflow::<$crate::Canary>()
+            .and_then(|options| options.register_workflow::<$crate::ProvisionNamespace>())
+            .and_then(|options| options.register_workflow::<$crate::PolicyWorkflow>())
+            .and_then(|options| options.register_workflow::<$crate::UsersWorkflow>())
+            .and_then(|options| options.register_workflow::<$crate::ScrapeMetricsWorkflow>())
+    };
+}

@@ -11,23 +11,12 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use plinth_workflows::{
-    Canary, PolicyWorkflow, ProvisionNamespace, ScrapeMetricsWorkflow, UsersWorkflow,
-};
+use plinth_workflows::register_workflows;
 use temporalio_client::{
     Client, ClientOptions, ConnectionOptions, UntypedWorkflow, WorkflowFetchHistoryOptions,
     WorkflowHistory,
 };
 use temporalio_sdk::workflow_replayer::{WorkflowReplayer, WorkflowReplayerOptions};
-
-/// The workflow types the worker registers, each of which must have a recorded history.
-const WORKFLOW_TYPES: [&str; 5] = [
-    "Canary",
-    "PolicyWorkflow",
-    "ProvisionNamespace",
-    "ScrapeMetricsWorkflow",
-    "UsersWorkflow",
-];
 
 /// Each recorded history's file and the workflow it was taken from, in `plinth-system`.
 const RECORDED: [(&str, &str); 6] = [
@@ -75,24 +64,27 @@ fn recorded() -> Vec<(String, String, WorkflowHistory)> {
         .collect()
 }
 
+/// Every workflow type the worker registers, through the same list.
+fn options() -> WorkflowReplayerOptions {
+    register_workflows!(WorkflowReplayerOptions::new())
+        .expect("workflows register")
+        .build()
+}
+
 #[test]
 fn every_workflow_type_has_a_recorded_history() {
     let recorded: BTreeSet<String> = recorded().into_iter().map(|(_, kind, _)| kind).collect();
-    let registered: BTreeSet<String> = WORKFLOW_TYPES.iter().map(|t| t.to_string()).collect();
+    let registered: BTreeSet<String> = options()
+        .workflows()
+        .workflow_definitions()
+        .map(|definition| definition.workflow_type.clone())
+        .collect();
     assert_eq!(recorded, registered);
 }
 
 #[tokio::test]
 async fn recorded_histories_replay_without_nondeterminism() {
-    let options = WorkflowReplayerOptions::new()
-        .register_workflow::<Canary>()
-        .and_then(|o| o.register_workflow::<PolicyWorkflow>())
-        .and_then(|o| o.register_workflow::<ProvisionNamespace>())
-        .and_then(|o| o.register_workflow::<ScrapeMetricsWorkflow>())
-        .and_then(|o| o.register_workflow::<UsersWorkflow>())
-        .expect("workflows register")
-        .build();
-    let replayer = WorkflowReplayer::new(options).expect("a replayer");
+    let replayer = WorkflowReplayer::new(options()).expect("a replayer");
     let (names, histories): (Vec<String>, Vec<WorkflowHistory>) = recorded()
         .into_iter()
         .map(|(name, _, history)| (name, history))

@@ -81,6 +81,19 @@ impl MemoryBackend {
         Ok(state)
     }
 
+    /// Gives `identity` `level` on namespace `name`.
+    fn set(
+        &self,
+        method: &'static str,
+        name: &str,
+        identity: &str,
+        level: AccessLevel,
+    ) -> Result<(), BackendError> {
+        self.on(method, name, |stored| {
+            stored.access.insert(identity.to_owned(), level);
+        })
+    }
+
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().expect("memory backend lock")
     }
@@ -176,9 +189,7 @@ impl NamespaceBackend for MemoryBackend {
         level: AccessLevel,
     ) -> Result<(), BackendError> {
         tokio::task::yield_now().await;
-        self.on("grant", name, |stored| {
-            stored.access.insert(identity.to_owned(), level);
-        })
+        self.set("grant", name, identity, level)
     }
 
     async fn change_access(
@@ -188,9 +199,7 @@ impl NamespaceBackend for MemoryBackend {
         level: AccessLevel,
     ) -> Result<(), BackendError> {
         tokio::task::yield_now().await;
-        self.on("change_access", name, |stored| {
-            stored.access.insert(identity.to_owned(), level);
-        })
+        self.set("change_access", name, identity, level)
     }
 
     async fn revoke(&self, name: &str, identity: &str) -> Result<(), BackendError> {
