@@ -5,8 +5,9 @@ use std::time::Duration;
 
 use plinth_proto::v1::{AccessSummary, MetricsTarget, Policy};
 use plinth_workflows::{
-    KIND_ATTRIBUTE, OWNER_ATTRIBUTE, PolicyWorkflow, RESOURCE_MEMO, ScrapeMetricsWorkflow,
-    ScrapeTarget, UsersWorkflow, access_schedule_id, policy_workflow_id, scrape_workflow_id,
+    AccessRunWorkflow, KIND_ATTRIBUTE, OWNER_ATTRIBUTE, PolicyWorkflow, RESOURCE_MEMO,
+    ScrapeMetricsWorkflow, ScrapeTarget, access_schedule_id, policy_workflow_id,
+    scrape_workflow_id,
 };
 use serde::de::DeserializeOwned;
 use temporalio_client::errors::WorkflowInteractionError;
@@ -243,7 +244,7 @@ impl ControlPlane {
             }
             Err(ScheduleError::Rpc(status)) if status.code() == Code::NotFound => {
                 let action = ScheduleAction::start_workflow(
-                    UsersWorkflow::run,
+                    AccessRunWorkflow::run,
                     namespace.to_owned(),
                     self.task_queue.clone(),
                     id.clone(),
@@ -307,7 +308,7 @@ impl ControlPlane {
         let mut ids = Vec::new();
         while let Some(schedule) = schedules.next().await {
             let schedule = schedule.map_err(schedule_error)?;
-            if schedule.workflow_type() == Some(UsersWorkflow::run.name()) {
+            if schedule.workflow_type() == Some(AccessRunWorkflow::run.name()) {
                 ids.push(schedule.schedule_id().to_owned());
             }
         }
@@ -344,7 +345,7 @@ impl ControlPlane {
             }
             let handle = self
                 .client
-                .get_workflow_handle::<UsersWorkflow>(action.workflow_id);
+                .get_workflow_handle::<AccessRunWorkflow>(action.workflow_id);
             // A failed run, or one whose history retention removed, has no summary: go back.
             if let Ok(summary) = handle.get_result(WorkflowGetResultOptions::default()).await {
                 return Ok(Some(summary));

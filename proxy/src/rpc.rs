@@ -1,5 +1,5 @@
 //! What the proxy knows about each Temporal RPC: its access class, where its namespace is, and
-//! whether its messages carry payloads. Built from the table in `rpcs.rs`.
+//! whether its messages carry payloads. Built from the table in `rpc_table.rs`.
 
 use std::collections::HashMap;
 use std::sync::LazyLock;
@@ -121,7 +121,7 @@ macro_rules! rpc_table {
     };
 }
 
-include!("rpcs.rs");
+include!("rpc_table.rs");
 
 /// gRPC path (`/temporal.api.workflowservice.v1.WorkflowService/StartWorkflowExecution`) to RPC.
 static BY_PATH: LazyLock<HashMap<String, Rpc>> =
@@ -266,12 +266,12 @@ mod tests {
         let missing: Vec<_> = sdk.difference(&table).collect();
         assert!(
             missing.is_empty(),
-            "RPCs missing from rpcs.rs: {missing:#?}"
+            "RPCs missing from rpc_table.rs: {missing:#?}"
         );
         let stale: Vec<_> = table.difference(&sdk).collect();
         assert!(
             stale.is_empty(),
-            "rpcs.rs lists RPCs the SDK lacks: {stale:#?}"
+            "rpc_table.rs lists RPCs the SDK lacks: {stale:#?}"
         );
     }
 

@@ -17,20 +17,21 @@ pub fn access_schedule_id(namespace: &str) -> String {
 /// result: no memo upsert, which would cost one more Temporal action per namespace per run.
 #[workflow]
 #[derive(Debug)]
-pub struct UsersWorkflow {
+pub struct AccessRunWorkflow {
     namespace: String,
 }
 
 #[workflow_methods]
-impl UsersWorkflow {
+impl AccessRunWorkflow {
     /// `namespace` is the Temporal namespace.
     #[init]
     pub fn new(_ctx: &WorkflowContextView, namespace: String) -> Self {
         Self { namespace }
     }
 
-    /// Reconciles access once.
-    #[run]
+    /// Reconciles access once. Registered under its first name, which the schedules and the
+    /// histories of running deployments carry.
+    #[run(name = "UsersWorkflow")]
     pub async fn run(ctx: &mut WorkflowContext<Self>) -> WorkflowResult<AccessSummary> {
         let namespace = ctx.state(|s| s.namespace.clone());
         // Each retry re-derives the difference from what the backend holds then.
