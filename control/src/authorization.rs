@@ -73,15 +73,6 @@ struct Cached {
     reading: Arc<tokio::sync::Mutex<()>>,
 }
 
-/// What a call finds in the cache.
-enum Found {
-    List(Arc<AccessList>),
-    /// A read that ended after the call asked failed.
-    Failed(String),
-    /// Nothing fresh: read it under this lock.
-    Stale(Arc<tokio::sync::Mutex<()>>),
-}
-
 impl AccessLists {
     /// Lists read from `backend`.
     pub fn new(backend: Arc<dyn NamespaceBackend>) -> Self {
@@ -94,15 +85,12 @@ impl AccessLists {
     async fn list(&self, namespace: &str) -> Result<Arc<AccessList>, BackendError> {
         let asked = Instant::now();
         let reading = match self.find(namespace, asked) {
-            Found::List(list) => return Ok(list),
-            Found::Failed(why) => return Err(BackendError::Unavailable(why)),
-            Found::Stale(reading) => reading,
+            Ok(answer) => return answer,
+            Err(reading) => reading,
         };
         let _reading = reading.lock().await;
-        match self.find(namespace, asked) {
-            Found::List(list) => return Ok(list),
-            Found::Failed(why) => return Err(BackendError::Unavailable(why)),
-            Found::Stale(_) => {}
+        if let Ok(answer) = self.find(namespace, asked) {
+            return answer;
         }
         // Stamped before the read: a revocation written during it is seen within the TTL.
         let started = Instant::now();
@@ -142,7 +130,13 @@ impl AccessLists {
         }
     }
 
-    fn find(&self, namespace: &str, asked: Instant) -> Found {
+    /// The answer for `namespace` to a call that asked at `asked`: its list while fresh, or the
+    /// failure of a read that ended since; else the lock to read it under.
+    fn find(
+        &self,
+        namespace: &str,
+        asked: Instant,
+    ) -> Result<Result<Arc<AccessList>, BackendError>, Arc<tokio::sync::Mutex<()>>> {
         let mut cache = self.cache.lock().expect("access cache lock");
         // The name is copied only the first time it is asked about.
         if !cache.contains_key(namespace) {
@@ -152,14 +146,14 @@ impl AccessLists {
         if let Some((read, list)) = &cached.read
             && read.elapsed() < ACCESS_TTL
         {
-            return Found::List(list.clone());
+            return Ok(Ok(list.clone()));
         }
         if let Some((failed, why)) = &cached.failed
             && *failed >= asked
         {
-            return Found::Failed(why.clone());
+            return Ok(Err(BackendError::Unavailable(why.clone())));
         }
-        Found::Stale(cached.reading.clone())
+        Err(cached.reading.clone())
     }
 }
 

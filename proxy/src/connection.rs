@@ -183,14 +183,9 @@ async fn call<L: LocalService>(
             Route::Temporal => services.door.call(request).await,
             Route::Local => {
                 let local = &mut services.local;
-                let ready = std::future::poll_fn(|cx| local.poll_ready(cx)).await;
-                match ready {
-                    Ok(()) => match local.call(request.map(Body::new)).await {
-                        Ok(response) => response,
-                        Err(never) => match never {},
-                    },
-                    Err(never) => match never {},
-                }
+                let Ok(()) = std::future::poll_fn(|cx| local.poll_ready(cx)).await;
+                let Ok(response) = local.call(request.map(Body::new)).await;
+                response
             }
             Route::Nowhere => {
                 Status::unimplemented(format!("{}: no such service here", request.uri().path()))

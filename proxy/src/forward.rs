@@ -18,7 +18,7 @@ use plinth_identity::Identity;
 use tonic::codegen::http::{self, HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use tonic::{Code, Status, body::Body};
 
-use crate::frame::{MAX_RESPONSE_BYTES, frame, unframe};
+use crate::frame::{GRPC_ENCODING, MAX_RESPONSE_BYTES, frame, unframe};
 use crate::metrics::ProxyMetrics;
 use crate::nexus::{NexusEndpoints, Target};
 use crate::payloads::{self, Named, Transformed};
@@ -527,28 +527,26 @@ impl FrontDoor {
         // Read and sealed: what it held of the budgets goes back.
         drop(message.reserved);
         let headers = upstream_headers(&headers, namespace);
-        let Reply {
-            head: mut parts,
-            mut body,
-            mut trailers,
-        } = upstream
+        let reply = upstream
             .call(Some(&path), headers, body)
             .await
             .map_err(|e| Status::unavailable(e.to_string()))?;
         let unavailable = |why: String| Status::unavailable(format!("upstream {endpoint}: {why}"));
-        if parts.status != StatusCode::OK {
+        if reply.head.status != StatusCode::OK {
             return Err(unavailable(format!(
                 "answered HTTP {} instead of a gRPC response",
-                parts.status
+                reply.head.status
             )));
         }
         // The code alone: the message and details go on to the client as they came.
-        let code = trailers
-            .as_ref()
-            .unwrap_or(&parts.headers)
-            .get(&GRPC_STATUS)
-            .map(|code| Code::from_bytes(code.as_bytes()))
+        let code = reply
+            .code()
             .ok_or_else(|| unavailable("answered without a grpc-status".into()))?;
+        let Reply {
+            head: mut parts,
+            mut body,
+            mut trailers,
+        } = reply;
         if code != Code::Ok && !namespace.is_empty() {
             let headers = trailers.as_mut().unwrap_or(&mut parts.headers);
             self.open_details(headers, identity, namespace).await;
@@ -657,9 +655,7 @@ const TEMPORAL_NAMESPACE: HeaderName = HeaderName::from_static("temporal-namespa
 
 /// gRPC's binary error details: a `google.rpc.Status`.
 const DETAILS: HeaderName = HeaderName::from_static("grpc-status-details-bin");
-/// Headers read or set on every call, named once rather than parsed from text each time.
-const GRPC_ENCODING: HeaderName = HeaderName::from_static("grpc-encoding");
-const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
+/// Set on every answer.
 const GRPC_ACCEPT_ENCODING: HeaderName = HeaderName::from_static("grpc-accept-encoding");
 /// gRPC writes binary headers in base64 without padding and reads them either way.
 const DETAILS_BASE64: base64::engine::GeneralPurpose = base64::engine::GeneralPurpose::new(

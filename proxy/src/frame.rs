@@ -3,11 +3,15 @@
 use std::io::Read as _;
 
 use bytes::{BufMut as _, Bytes, BytesMut};
-use tonic::codegen::http::HeaderValue;
+use tonic::codegen::http::{HeaderName, HeaderValue};
 
 /// The largest answer read from an upstream: the limit Temporal's own clients receive up to,
 /// since history pages can be large.
 pub(crate) const MAX_RESPONSE_BYTES: usize = 128 * 1024 * 1024;
+
+/// gRPC's headers read on every call, named once rather than parsed from text each time.
+pub(crate) const GRPC_ENCODING: HeaderName = HeaderName::from_static("grpc-encoding");
+pub(crate) const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
 
 /// The compressed flag and the message length.
 pub(crate) const HEADER_BYTES: usize = 5;

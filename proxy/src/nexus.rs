@@ -13,7 +13,7 @@ use temporalio_common::protos::temporal::api::operatorservice::v1::{
 use tonic::Status;
 use tonic::codegen::http::{HeaderMap, HeaderValue, uri::PathAndQuery};
 
-use crate::frame::{MAX_RESPONSE_BYTES, frame, unframe};
+use crate::frame::{GRPC_ENCODING, MAX_RESPONSE_BYTES, frame, unframe};
 use crate::upstream::Upstream;
 
 const LIST: &str = "/temporal.api.operatorservice.v1.OperatorService/ListNexusEndpoints";
@@ -95,18 +95,13 @@ async fn lookup(upstream: &Upstream, name: &str) -> Result<Target, Status> {
         )
         .await
         .map_err(|e| unavailable(e.to_string()))?;
-    let status = reply
-        .trailers
-        .as_ref()
-        .unwrap_or(&reply.head.headers)
-        .get("grpc-status")
-        .map(|code| tonic::Code::from_bytes(code.as_bytes()));
+    let status = reply.code();
     if status != Some(tonic::Code::Ok) {
         return Err(unavailable(format!("the registry answered {status:?}")));
     }
     let message = unframe(
         &reply.body,
-        reply.head.headers.get("grpc-encoding"),
+        reply.head.headers.get(&GRPC_ENCODING),
         MAX_RESPONSE_BYTES,
     )
     .map_err(|e| unavailable(e.to_string()))?

@@ -17,7 +17,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tonic::codegen::http::{self, HeaderMap, Method, Uri, uri::PathAndQuery};
 
-use crate::frame::{HEADER_BYTES, MAX_RESPONSE_BYTES};
+use crate::frame::{GRPC_STATUS, HEADER_BYTES, MAX_RESPONSE_BYTES};
 use crate::keepalive::keep_alive;
 
 /// How the proxy reaches upstreams over TLS.
@@ -77,6 +77,17 @@ pub struct Reply {
     pub body: Bytes,
     /// `grpc-status` and the rest, unless the answer was trailers-only.
     pub trailers: Option<HeaderMap>,
+}
+
+impl Reply {
+    /// The gRPC status code, from the trailers or a trailers-only answer's headers.
+    pub fn code(&self) -> Option<tonic::Code> {
+        self.trailers
+            .as_ref()
+            .unwrap_or(&self.head.headers)
+            .get(&GRPC_STATUS)
+            .map(|code| tonic::Code::from_bytes(code.as_bytes()))
+    }
 }
 
 /// The client of one upstream endpoint: one HTTP/2 connection shared by all calls, made on

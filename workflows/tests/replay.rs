@@ -16,6 +16,8 @@ use temporalio_client::{
     Client, ClientOptions, ConnectionOptions, UntypedWorkflow, WorkflowFetchHistoryOptions,
     WorkflowHistory,
 };
+use temporalio_common::protos::temporal::api::history::v1::History;
+use temporalio_common::protos::temporal::api::history::v1::history_event::Attributes;
 use temporalio_sdk::workflow_replayer::{WorkflowReplayer, WorkflowReplayerOptions};
 
 /// Each recorded history's file and the workflow it was taken from, in `plinth-system`.
@@ -51,14 +53,21 @@ fn recorded() -> Vec<(String, String, WorkflowHistory)> {
         .into_iter()
         .map(|path| {
             let bytes = std::fs::read(&path).expect("a recorded history");
-            let json: serde_json::Value = serde_json::from_slice(&bytes).expect("JSON");
-            let kind = json["events"][0]["attributes"]["WorkflowExecutionStartedEventAttributes"]
-                ["workflow_type"]["name"]
-                .as_str()
-                .expect("the history starts with WorkflowExecutionStarted")
-                .to_owned();
+            let history: History =
+                serde_json::from_slice(&bytes).expect("a history in the SDK's JSON");
+            let kind = match history
+                .events
+                .first()
+                .and_then(|event| event.attributes.as_ref())
+            {
+                Some(Attributes::WorkflowExecutionStartedEventAttributes(started)) => {
+                    started.workflow_type.as_ref().map(|t| t.name.clone())
+                }
+                _ => None,
+            }
+            .expect("the history starts with WorkflowExecutionStarted");
             let name = path.file_name().unwrap().to_string_lossy().into_owned();
-            let history = WorkflowHistory::from_json(&bytes).expect("a history in Temporal's JSON");
+            let history = WorkflowHistory::from(history);
             (name, kind, history)
         })
         .collect()

@@ -50,9 +50,8 @@ impl MemoryBackend {
         self.calls()
             .into_iter()
             .filter(|call| {
-                !READS
-                    .iter()
-                    .any(|read| call.starts_with(&format!("{read} ")))
+                call.split_once(' ')
+                    .is_none_or(|(method, _)| !READS.contains(&method))
             })
             .collect()
     }
