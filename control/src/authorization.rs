@@ -49,15 +49,15 @@ type AccessList = BTreeMap<String, AccessLevel>;
 
 /// A read of an access list that has not answered within this has failed.
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
-/// Past this many namespaces, entries that are stale and not being read are dropped, so that
-/// names made up by callers (the codec server asks about any) do not pile up.
+/// Past this many namespaces, only the entries being read stay, so that names made up by
+/// callers (the codec server asks about any) cannot pile up, and clearing is rare.
 const PRUNE_ABOVE: usize = 4096;
 
 /// The effective access lists, read at most every [`ACCESS_TTL`] per namespace.
 #[derive(Debug)]
 pub struct AccessLists {
     backend: Arc<dyn NamespaceBackend>,
-    cache: Mutex<HashMap<String, Cached>>,
+    cache: Arc<Mutex<HashMap<String, Cached>>>,
 }
 
 /// One namespace's list, and the lock its reads take.
@@ -78,7 +78,7 @@ impl AccessLists {
     pub fn new(backend: Arc<dyn NamespaceBackend>) -> Self {
         Self {
             backend,
-            cache: Mutex::default(),
+            cache: Arc::default(),
         }
     }
 
@@ -88,13 +88,34 @@ impl AccessLists {
             Ok(answer) => return answer,
             Err(reading) => reading,
         };
-        let _reading = reading.lock().await;
+        let reading = reading.lock_owned().await;
         if let Ok(answer) = self.find(namespace, asked) {
             return answer;
         }
+        // The read runs on its own task, holding the lock: a caller that goes away does not
+        // end it, and the calls waiting behind it get its outcome.
+        let (backend, cache, namespace) = (
+            self.backend.clone(),
+            self.cache.clone(),
+            namespace.to_owned(),
+        );
+        tokio::spawn(async move {
+            let _reading = reading;
+            Self::read(backend.as_ref(), &cache, &namespace).await
+        })
+        .await
+        .unwrap_or_else(|e| Err(BackendError::Unavailable(format!("access list read: {e}"))))
+    }
+
+    /// Reads the list of `namespace` from `backend` into `cache`.
+    async fn read(
+        backend: &dyn NamespaceBackend,
+        cache: &Mutex<HashMap<String, Cached>>,
+        namespace: &str,
+    ) -> Result<Arc<AccessList>, BackendError> {
         // Stamped before the read: a revocation written during it is seen within the TTL.
         let started = Instant::now();
-        let read = tokio::time::timeout(READ_TIMEOUT, self.backend.list_access(namespace))
+        let read = tokio::time::timeout(READ_TIMEOUT, backend.list_access(namespace))
             .await
             .unwrap_or_else(|_| {
                 Err(BackendError::Unavailable(format!(
@@ -107,15 +128,9 @@ impl AccessLists {
             Err(BackendError::Rejected(_)) => Ok(Arc::default()),
             Err(e) => Err(e),
         };
-        let mut cache = self.cache.lock().expect("access cache lock");
+        let mut cache = cache.lock().expect("access cache lock");
         if cache.len() > PRUNE_ABOVE {
-            cache.retain(|_, cached| {
-                Arc::strong_count(&cached.reading) > 1
-                    || cached
-                        .read
-                        .as_ref()
-                        .is_some_and(|(read, _)| read.elapsed() < ACCESS_TTL)
-            });
+            cache.retain(|_, cached| Arc::strong_count(&cached.reading) > 1);
         }
         let cached = cache.entry(namespace.to_owned()).or_default();
         match outcome {
@@ -243,5 +258,34 @@ mod tests {
             Ok(true)
         ));
         assert_eq!(reads(&backend), 2);
+    }
+
+    #[tokio::test]
+    async fn names_callers_make_up_do_not_pile_up() {
+        let lists = AccessLists::new(Arc::new(MemoryBackend::default()));
+        for i in 0..2 * PRUNE_ABOVE {
+            let made_up = format!("made-up-{i}");
+            let answer = lists.allows(&made_up, &alice(), Need::Read).await;
+            assert!(matches!(answer, Ok(false)));
+        }
+        assert!(lists.cache.lock().unwrap().len() <= PRUNE_ABOVE + 1);
+    }
+
+    #[tokio::test]
+    async fn a_caller_that_goes_away_does_not_end_the_read_others_wait_for() {
+        let backend = orders().await;
+        backend.slow_down(Duration::from_millis(300));
+        let lists = Arc::new(AccessLists::new(backend.clone()));
+        let check = || {
+            let lists = lists.clone();
+            tokio::spawn(async move { lists.allows("orders", &alice(), Need::Write).await })
+        };
+        let first = check();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let second = check();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        first.abort();
+        assert!(matches!(second.await.unwrap(), Ok(true)));
+        assert_eq!(reads(&backend), 1);
     }
 }

@@ -14,6 +14,8 @@ use crate::{AccessLevel, BackendError, NamespaceBackend, ObservedNamespace};
 #[derive(Debug, Default)]
 pub struct MemoryBackend {
     state: Mutex<State>,
+    /// How long each call takes; none is a turn of the scheduler.
+    latency: Mutex<Option<std::time::Duration>>,
 }
 
 #[derive(Debug, Default)]
@@ -36,6 +38,20 @@ impl MemoryBackend {
     /// Every call made so far, as `method namespace`, in order.
     pub fn calls(&self) -> Vec<String> {
         self.state().calls.clone()
+    }
+
+    /// Makes every later call take `latency`, as a slow backend's would.
+    pub fn slow_down(&self, latency: std::time::Duration) {
+        *self.latency.lock().expect("memory backend lock") = Some(latency);
+    }
+
+    /// Lets other tasks run, for as long as a call takes.
+    async fn turn(&self) {
+        let latency = *self.latency.lock().expect("memory backend lock");
+        match latency {
+            Some(latency) => tokio::time::sleep(latency).await,
+            None => tokio::task::yield_now().await,
+        }
     }
 
     /// Makes a call of `method` fail as unavailable, changing nothing, once `succeeding` more
@@ -115,7 +131,7 @@ impl MemoryBackend {
 #[async_trait::async_trait]
 impl NamespaceBackend for MemoryBackend {
     async fn describe(&self, name: &str) -> Result<Option<ObservedNamespace>, BackendError> {
-        tokio::task::yield_now().await;
+        self.turn().await;
         match self.on("describe", name, |stored| stored.observed.clone()) {
             Ok(observed) => Ok(Some(observed)),
             Err(BackendError::Rejected(_)) => Ok(None),
@@ -124,7 +140,7 @@ impl NamespaceBackend for MemoryBackend {
     }
 
     async fn register(&self, spec: &NamespaceSpec) -> Result<(), BackendError> {
-        tokio::task::yield_now().await;
+        self.turn().await;
         self.record("register", &spec.name)?
             .namespaces
             .entry(spec.name.clone())
@@ -141,7 +157,7 @@ impl NamespaceBackend for MemoryBackend {
     }
 
     async fn update(&self, spec: &NamespaceSpec) -> Result<(), BackendError> {
-        tokio::task::yield_now().await;
+        self.turn().await;
         self.on("update", &spec.name, |stored| {
             stored.observed.retention_days = spec.retention_days;
             stored.observed.description = spec.description.clone();
@@ -154,7 +170,7 @@ impl NamespaceBackend for MemoryBackend {
         name: &str,
         attributes: &BTreeMap<String, String>,
     ) -> Result<(), BackendError> {
-        tokio::task::yield_now().await;
+        self.turn().await;
         self.on("add_search_attributes", name, |stored| {
             for (attribute, kind) in attributes {
                 stored
@@ -167,7 +183,7 @@ impl NamespaceBackend for MemoryBackend {
     }
 
     async fn delete(&self, name: &str) -> Result<(), BackendError> {
-        tokio::task::yield_now().await;
+        self.turn().await;
         self.record("delete", name)?.namespaces.remove(name);
         Ok(())
     }
@@ -177,7 +193,7 @@ impl NamespaceBackend for MemoryBackend {
     }
 
     async fn list_access(&self, name: &str) -> Result<BTreeMap<String, AccessLevel>, BackendError> {
-        tokio::task::yield_now().await;
+        self.turn().await;
         self.on("list_access", name, |stored| stored.access.clone())
     }
 
@@ -187,7 +203,7 @@ impl NamespaceBackend for MemoryBackend {
         identity: &str,
         level: AccessLevel,
     ) -> Result<(), BackendError> {
-        tokio::task::yield_now().await;
+        self.turn().await;
         self.set("grant", name, identity, level)
     }
 
@@ -197,12 +213,12 @@ impl NamespaceBackend for MemoryBackend {
         identity: &str,
         level: AccessLevel,
     ) -> Result<(), BackendError> {
-        tokio::task::yield_now().await;
+        self.turn().await;
         self.set("change_access", name, identity, level)
     }
 
     async fn revoke(&self, name: &str, identity: &str) -> Result<(), BackendError> {
-        tokio::task::yield_now().await;
+        self.turn().await;
         self.on("revoke", name, |stored| {
             stored.access.remove(identity);
         })
