@@ -73,7 +73,7 @@ pub fn keys(config: &Config, home: &Home, command: &KeysCommand) -> anyhow::Resu
             );
         }
         KeysCommand::Rotate => {
-            let mut ring = KeyRing::load(&path)?;
+            let mut ring = KeyRing::load_for_change(&path)?;
             let id = ring.rotate()?;
             println!("active key is now {id}; older keys stay for decryption");
         }
@@ -99,7 +99,7 @@ pub fn keys(config: &Config, home: &Home, command: &KeysCommand) -> anyhow::Resu
             from,
             namespaces,
         } => {
-            let mut ring = KeyRing::load(&path)?;
+            let mut ring = KeyRing::load_for_change(&path)?;
             let bytes = std::fs::read(from).with_context(|| from.display().to_string())?;
             let purpose = KeyPurpose::Samples {
                 namespaces: namespaces.clone(),

@@ -1,6 +1,11 @@
 //! Access end to end: seeded policies, rule edits through `plinth policy`, the `users/<ns>`
 //! schedule and its runs, and the directory following the company, through real `plinth
-//! worker` and `plinth proxy` processes on a real Temporal dev server.
+//! worker` and `plinth proxy` processes on a real Temporal dev server. The tests share one
+//! stack, each changing only namespaces of its own; those that rewrite the directory, which
+//! every namespace of a stack reads, start a stack of their own.
+
+use std::process::Output;
+use std::sync::OnceLock;
 
 use plinth_test_harness::cli::{namespace_yaml, ok, stderr, stdout, temporal, text, wait_for};
 use plinth_test_harness::{
@@ -14,6 +19,98 @@ const PLINTH: &str = env!("CARGO_BIN_EXE_plinth");
 fn stack() -> PlinthStack {
     PlinthStack::start_with(DevServer::shared(), PLINTH.as_ref(), "10m", "4s")
         .expect("start the stack")
+}
+
+/// The stack the tests share, a payments namespace nobody changes and one of another team.
+struct Fixture {
+    stack: PlinthStack,
+    seeded: Namespace,
+    search: Namespace,
+}
+
+fn fixture() -> &'static Fixture {
+    static FIXTURE: OnceLock<Fixture> = OnceLock::new();
+    FIXTURE.get_or_init(|| {
+        let stack = stack().shared().unwrap();
+        let seeded = Namespace::provision(&stack, PAYMENTS_MEMBER, "acc", PAYMENTS_TEAM);
+        let search = Namespace::provision(&stack, ADMIN, "acc-search", SEARCH_TEAM);
+        Fixture {
+            stack,
+            seeded,
+            search,
+        }
+    })
+}
+
+/// A Namespace resource, its Temporal namespace and the policies of its writers and readers.
+struct Namespace {
+    name: &'static str,
+    temporal: String,
+    writers: String,
+    readers: String,
+}
+
+impl Namespace {
+    /// Provisions `name` for `owner` as `user`, with 7 days' retention.
+    fn provision(stack: &PlinthStack, user: &str, name: &'static str, owner: &str) -> Namespace {
+        let temporal = format!("{name}-{}", std::process::id());
+        let namespace = Namespace {
+            name,
+            writers: format!("TEMPORAL-ns-{temporal}"),
+            readers: format!("TEMPORAL-ns-{temporal}-readers"),
+            temporal,
+        };
+        namespace.apply(stack, user, owner, 7);
+        namespace
+    }
+
+    /// Applies the resource as `user` and waits until it is provisioned.
+    fn apply(&self, stack: &PlinthStack, user: &str, owner: &str, retention: u32) {
+        let yaml = namespace_yaml(
+            self.name,
+            &self.temporal,
+            owner,
+            retention,
+            "  allowDeletion: true\n",
+        );
+        ok(stack.apply_as(user, &yaml, &["--wait"]));
+    }
+}
+
+/// An editor's rules: the payments team (with its nested on-call group) writes, a user reads.
+/// Returns what adding the first printed.
+fn add_rules(stack: &PlinthStack, namespace: &Namespace) -> Output {
+    let added = ok(stack.plinth_as(
+        PAYMENTS_MEMBER,
+        &[
+            "policy",
+            "add-rule",
+            &namespace.writers,
+            "--group",
+            PAYMENTS_TEAM,
+        ],
+    ));
+    ok(stack.plinth_as(
+        PAYMENTS_MEMBER,
+        &[
+            "policy",
+            "add-rule",
+            &namespace.readers,
+            "--user",
+            "Mallory@Example.com",
+        ],
+    ));
+    added
+}
+
+/// The access [`add_rules`] grants under the stack's first directory.
+fn team_access() -> Vec<(String, String)> {
+    grants(&[
+        ("user:alice@example.com", "write"),
+        ("user:bob@example.com", "write"),
+        ("user:frank@example.com", "write"),
+        ("user:mallory@example.com", "read"),
+    ])
 }
 
 fn get_json(stack: &PlinthStack, args: &[&str]) -> Value {
@@ -75,78 +172,77 @@ fn next_run(stack: &PlinthStack, namespace: &str, previous: &Value) -> Value {
     run
 }
 
-#[test]
-fn policies_drive_access_and_access_follows_the_directory() {
-    let stack = stack();
-    let ns = format!("acc-{}", std::process::id());
-    let writers = format!("TEMPORAL-ns-{ns}");
-    let readers = format!("TEMPORAL-ns-{ns}-readers");
-    let yaml = namespace_yaml("acc", &ns, PAYMENTS_TEAM, 7, "  allowDeletion: true\n");
-    ok(stack.apply_as(PAYMENTS_MEMBER, &yaml, &["--wait"]));
+/// Waits until the namespace has `expected` and a finished run found all of it in place, and
+/// returns that run: runs of a namespace go one at a time, so none that granted is left to
+/// report after it.
+fn settled(stack: &PlinthStack, namespace: &str, expected: &[(String, String)]) -> Value {
+    let mut run = Value::Null;
+    wait_for("a run that found the access in place", || {
+        let (now, last) = access(stack, namespace);
+        run = last;
+        now == expected && count(&run, "unchanged") == expected.len() as i64
+    });
+    run
+}
 
-    // 1. Seeded: owned by the admin group, edited by the owner group, no rules.
-    for (name, level) in [(&writers, "write"), (&readers, "read")] {
-        let policy = get_json(&stack, &["policy", name]);
+#[test]
+fn a_new_namespace_has_policies_owned_by_the_admins_and_edited_by_its_owner_group() {
+    let Fixture { stack, seeded, .. } = fixture();
+    for (name, level) in [(&seeded.writers, "write"), (&seeded.readers, "read")] {
+        let policy = get_json(stack, &["policy", name]);
         assert_eq!(policy["owner"], "temporal-dev", "{policy}");
         assert_eq!(policy["editors"], serde_json::json!([PAYMENTS_TEAM]));
         assert_eq!(policy["access"], level);
-        assert_eq!(policy["namespace"], ns.as_str());
+        assert_eq!(policy["namespace"], seeded.temporal.as_str());
         assert!(rules(&policy).is_empty(), "{policy}");
     }
-    // 6. The schedule exists with the namespace.
-    assert!(
-        schedules(&stack).contains(&format!("users/{ns}")),
-        "{}",
-        schedules(&stack)
-    );
+}
 
-    // 2. An editor's rules: the group (with its nested on-call group) writes, a user reads.
-    let added = ok(stack.plinth_as(
-        PAYMENTS_MEMBER,
-        &["policy", "add-rule", &writers, "--group", PAYMENTS_TEAM],
-    ));
+#[test]
+fn an_editors_rules_grant_write_to_the_group_with_its_nested_group_and_read_to_the_user() {
+    let Fixture { stack, .. } = fixture();
+    let namespace = Namespace::provision(stack, PAYMENTS_MEMBER, "acc-rules", PAYMENTS_TEAM);
+    let added = add_rules(stack, &namespace);
     assert!(stdout(&added).contains("added to"), "{}", text(&added));
-    ok(stack.plinth_as(
-        PAYMENTS_MEMBER,
-        &[
-            "policy",
-            "add-rule",
-            &readers,
-            "--user",
-            "Mallory@Example.com",
-        ],
-    ));
-    let expected = grants(&[
-        ("user:alice@example.com", "write"),
-        ("user:bob@example.com", "write"),
-        ("user:frank@example.com", "write"),
-        ("user:mallory@example.com", "read"),
-    ]);
     wait_for("access from the new rules", || {
-        access(&stack, &ns).0 == expected
+        access(stack, &namespace.temporal).0 == team_access()
     });
-    let table = stdout(&ok(stack.plinth_as(OUTSIDER, &["get", "access", &ns])));
+    let table = stdout(&ok(
+        stack.plinth_as(OUTSIDER, &["get", "access", &namespace.temporal])
+    ));
     assert!(
         table.contains("user:bob@example.com") && table.contains("last run"),
         "{table}"
     );
+}
 
-    // 1. Re-provisioning (a changed spec) leaves the editors' rules alone.
-    let changed = namespace_yaml("acc", &ns, PAYMENTS_TEAM, 8, "  allowDeletion: true\n");
-    ok(stack.apply_as(PAYMENTS_MEMBER, &changed, &["--wait"]));
-    let resource = get_json(&stack, &["namespace", "acc"]);
+#[test]
+fn reprovisioning_a_namespace_leaves_the_editors_rules_alone() {
+    let Fixture { stack, .. } = fixture();
+    let namespace = Namespace::provision(stack, PAYMENTS_MEMBER, "acc-respec", PAYMENTS_TEAM);
+    add_rules(stack, &namespace);
+    namespace.apply(stack, PAYMENTS_MEMBER, PAYMENTS_TEAM, 8);
+    let resource = get_json(stack, &["namespace", namespace.name]);
     let update = &resource["status"]["events"][0];
     assert_eq!(update["message"], "retention 7d → 8d", "{resource}");
-    assert_eq!(rules(&get_json(&stack, &["policy", &writers])).len(), 1);
     assert_eq!(
-        rules(&get_json(&stack, &["policy", &readers]))[0]["user"],
+        rules(&get_json(stack, &["policy", &namespace.writers])).len(),
+        1
+    );
+    assert_eq!(
+        rules(&get_json(stack, &["policy", &namespace.readers]))[0]["user"],
         "mallory@example.com"
     );
+}
 
-    // 4. Only editors and admins change rules, and only of their own namespaces.
+#[test]
+fn only_editors_and_admins_change_rules_and_only_of_their_own_namespaces() {
+    // Attempts go to the other team's namespace, so a wrongly allowed one changes nothing
+    // another test reads.
+    let Fixture { stack, search, .. } = fixture();
     let denied = stack.plinth_as(
         OUTSIDER,
-        &["policy", "add-rule", &writers, "--user", OUTSIDER],
+        &["policy", "add-rule", &search.writers, "--user", OUTSIDER],
     );
     assert!(!denied.status.success());
     assert!(
@@ -154,26 +250,87 @@ fn policies_drive_access_and_access_follows_the_directory() {
         "{}",
         text(&denied)
     );
-    let other = format!("acc-search-{}", std::process::id());
-    let search = namespace_yaml("acc-search", &other, SEARCH_TEAM, 7, "");
-    ok(stack.apply_as(ADMIN, &search, &["--wait"]));
     let foreign = stack.plinth_as(
         PAYMENTS_MEMBER,
         &[
             "policy",
             "add-rule",
-            &format!("TEMPORAL-ns-{other}"),
+            &search.writers,
             "--group",
             PAYMENTS_TEAM,
         ],
     );
     assert!(!foreign.status.success());
     assert!(stderr(&foreign).contains("may not"), "{}", text(&foreign));
-    let bad = stack.plinth_as(ADMIN, &["policy", "add-rule", &writers, "--group", "nope"]);
-    assert!(stderr(&bad).contains("rule.group"), "{}", text(&bad));
+}
 
-    // 3. Bob leaves the company and Frank leaves the group: both lose access on the next run.
-    let before = access(&stack, &ns).1;
+#[test]
+fn a_rule_naming_a_group_not_in_the_directory_is_refused() {
+    let Fixture { stack, search, .. } = fixture();
+    let bad = stack.plinth_as(
+        ADMIN,
+        &["policy", "add-rule", &search.writers, "--group", "nope"],
+    );
+    assert!(stderr(&bad).contains("rule.group"), "{}", text(&bad));
+}
+
+#[test]
+fn removing_a_rule_the_policy_does_not_have_is_refused_by_name() {
+    let Fixture { stack, seeded, .. } = fixture();
+    let absent = stack.plinth_as(
+        PAYMENTS_MEMBER,
+        &["policy", "remove-rule", &seeded.readers, "--user", OUTSIDER],
+    );
+    assert!(
+        stderr(&absent).contains("has no rule user:mallory@example.com"),
+        "{}",
+        text(&absent)
+    );
+}
+
+#[test]
+fn the_editors_follow_a_namespace_to_its_new_owner_group_and_the_rules_stay() {
+    let Fixture { stack, .. } = fixture();
+    let namespace = Namespace::provision(stack, PAYMENTS_MEMBER, "acc-moved", PAYMENTS_TEAM);
+    add_rules(stack, &namespace);
+    namespace.apply(stack, ADMIN, SEARCH_TEAM, 7);
+    let policy = get_json(stack, &["policy", &namespace.writers]);
+    assert_eq!(
+        policy["editors"],
+        serde_json::json!([SEARCH_TEAM]),
+        "{policy}"
+    );
+    assert_eq!(rules(&policy).len(), 1, "{policy}");
+    let former = stack.plinth_as(
+        PAYMENTS_MEMBER,
+        &["policy", "add-rule", &namespace.writers, "--app", "billing"],
+    );
+    assert!(stderr(&former).contains("may not"), "{}", text(&former));
+}
+
+#[test]
+fn a_namespaces_access_schedule_is_created_and_deleted_with_it() {
+    let Fixture { stack, search, .. } = fixture();
+    let namespace = Namespace::provision(stack, PAYMENTS_MEMBER, "acc-gone", PAYMENTS_TEAM);
+    let schedule = format!("users/{}", namespace.temporal);
+    let listed = schedules(stack);
+    assert!(listed.contains(&schedule), "{listed}");
+    ok(stack.plinth_as(ADMIN, &["delete", "namespace", namespace.name, "--wait"]));
+    let listed = schedules(stack);
+    assert!(!listed.contains(&schedule), "{listed}");
+    assert!(
+        listed.contains(&format!("users/{}", search.temporal)),
+        "{listed}"
+    );
+}
+
+#[test]
+fn people_who_leave_the_company_or_a_group_lose_access_on_the_next_run() {
+    let stack = stack();
+    let namespace = Namespace::provision(&stack, PAYMENTS_MEMBER, "acc-leavers", PAYMENTS_TEAM);
+    let ns = &namespace.temporal;
+    add_rules(&stack, &namespace);
+    let before = settled(&stack, ns, &team_access());
     let moved = DIRECTORY
         .replace(
             "  - email: bob@example.com\n",
@@ -189,7 +346,7 @@ fn policies_drive_access_and_access_follows_the_directory() {
     // be followed by another before it is read: every run seen after `before` is kept.
     let mut runs: Vec<Value> = Vec::new();
     wait_for("bob and frank to lose access", || {
-        let (now, run) = access(&stack, &ns);
+        let (now, run) = access(&stack, ns);
         if !run.is_null() && run["workflowId"] != before["workflowId"] && runs.last() != Some(&run)
         {
             runs.push(run);
@@ -200,7 +357,7 @@ fn policies_drive_access_and_access_follows_the_directory() {
     // finishing: then the next run is it (or, if it was superseded unseen, a quiet one).
     let mut last = runs.last().cloned().unwrap_or(before);
     if !runs.iter().any(|run| count(run, "revoked") > 0) {
-        last = next_run(&stack, &ns, &last);
+        last = next_run(&stack, ns, &last);
         runs.push(last.clone());
     }
     let revoked: i64 = runs.iter().map(|run| count(run, "revoked")).sum();
@@ -208,11 +365,18 @@ fn policies_drive_access_and_access_follows_the_directory() {
     for run in &runs {
         assert_eq!(count(run, "granted") + count(run, "changed"), 0, "{run}");
     }
-    let quiet = next_run(&stack, &ns, &last);
+    let quiet = next_run(&stack, ns, &last);
     assert_eq!(count(&quiet, "backendWrites"), 0, "{quiet}");
     assert_eq!(count(&quiet, "unchanged"), 2, "{quiet}");
+}
 
-    // 5. A malformed directory is refused by name and changes nobody's access.
+#[test]
+fn a_malformed_directory_is_refused_by_name_and_the_last_good_one_stays_in_force() {
+    let stack = stack();
+    let namespace = Namespace::provision(&stack, PAYMENTS_MEMBER, "acc-malformed", PAYMENTS_TEAM);
+    let ns = &namespace.temporal;
+    add_rules(&stack, &namespace);
+    let before = settled(&stack, ns, &team_access());
     stack
         .write_directory("users: [this is not: a directory")
         .unwrap();
@@ -224,58 +388,39 @@ fn policies_drive_access_and_access_follows_the_directory() {
         "{}",
         text(&reload)
     );
+    // Who is an admin still comes from the last good directory.
     let refused = stack.plinth_as(PAYMENTS_MEMBER, &["directory", "reload"]);
     assert!(
         stderr(&refused).contains("may not reload"),
         "{}",
         text(&refused)
     );
-    let after = next_run(&stack, &ns, &quiet);
-    let after = next_run(&stack, &ns, &after);
+    let after = next_run(&stack, ns, &before);
+    let after = next_run(&stack, ns, &after);
     assert_eq!(count(&after, "backendWrites"), 0, "{after}");
-    assert_eq!(access(&stack, &ns).0, remaining);
+    assert_eq!(access(&stack, ns).0, team_access());
     assert!(
         stack.log("worker").contains("previous one stays in force"),
         "the worker reports the bad file"
     );
 
-    // Removing a rule takes effect at once too, under the last good directory.
+    // Removing a rule takes effect at once too, with the groups of the last good directory.
     ok(stack.plinth_as(
         PAYMENTS_MEMBER,
-        &["policy", "remove-rule", &readers, "--user", OUTSIDER],
+        &[
+            "policy",
+            "remove-rule",
+            &namespace.readers,
+            "--user",
+            OUTSIDER,
+        ],
     ));
     wait_for("mallory's read access to go", || {
-        access(&stack, &ns).0 == grants(&[("user:alice@example.com", "write")])
+        access(&stack, ns).0
+            == grants(&[
+                ("user:alice@example.com", "write"),
+                ("user:bob@example.com", "write"),
+                ("user:frank@example.com", "write"),
+            ])
     });
-    let absent = stack.plinth_as(
-        PAYMENTS_MEMBER,
-        &["policy", "remove-rule", &readers, "--user", OUTSIDER],
-    );
-    assert!(
-        stderr(&absent).contains("has no rule user:mallory@example.com"),
-        "{}",
-        text(&absent)
-    );
-
-    // The editors follow the namespace to a new owner group; the rules stay.
-    let moved = namespace_yaml("acc", &ns, SEARCH_TEAM, 8, "  allowDeletion: true\n");
-    ok(stack.apply_as(ADMIN, &moved, &["--wait"]));
-    let policy = get_json(&stack, &["policy", &writers]);
-    assert_eq!(
-        policy["editors"],
-        serde_json::json!([SEARCH_TEAM]),
-        "{policy}"
-    );
-    assert_eq!(rules(&policy).len(), 1, "{policy}");
-    let former = stack.plinth_as(
-        PAYMENTS_MEMBER,
-        &["policy", "add-rule", &writers, "--app", "billing"],
-    );
-    assert!(stderr(&former).contains("may not"), "{}", text(&former));
-
-    // 6. Deleting the namespace deletes its schedule.
-    ok(stack.plinth_as(ADMIN, &["delete", "namespace", "acc", "--wait"]));
-    let listed = schedules(&stack);
-    assert!(!listed.contains(&format!("users/{ns}")), "{listed}");
-    assert!(listed.contains(&format!("users/{other}")), "{listed}");
 }

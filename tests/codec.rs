@@ -1,9 +1,11 @@
 //! The codec server end to end: a real `plinth codec` over HTTPS with the stack's access lists,
 //! called with `curl` (client certificates and bearer tokens), the Temporal samples' Python
-//! codec for interoperability, and `plinth keys rotate` under a running server.
+//! codec for interoperability, and `plinth keys rotate` under a running server. The tests share
+//! one stack and namespace, where alice may write and mallory may read.
 
 use std::path::Path;
 use std::process::Command;
+use std::sync::OnceLock;
 
 use plinth_test_harness::cli::{namespace_yaml, ok, text, wait_for};
 use plinth_test_harness::{
@@ -15,6 +17,7 @@ use serde_json::Value;
 const PLINTH: &str = env!("CARGO_BIN_EXE_plinth");
 
 /// One HTTP exchange: status, lower-cased response headers, body.
+#[derive(Debug)]
 struct Reply {
     status: u16,
     headers: String,
@@ -101,40 +104,78 @@ fn access(stack: &PlinthStack, namespace: &str) -> Value {
     serde_json::from_slice(&output.stdout).unwrap()
 }
 
-#[test]
-fn codec_server_authenticates_authorizes_and_round_trips() {
-    let mut stack =
-        PlinthStack::start_with(DevServer::shared(), PLINTH.as_ref(), "10m", "5m").unwrap();
-    let ns = format!("codec-{}", std::process::id());
-    let yaml = namespace_yaml("codec", &ns, PAYMENTS_TEAM, 7, "");
-    ok(stack.apply_as(PAYMENTS_MEMBER, &yaml, &["--wait"]));
-    let readers = format!("TEMPORAL-ns-{ns}-readers");
-    let writers = format!("TEMPORAL-ns-{ns}");
-    ok(stack.plinth_as(
-        PAYMENTS_MEMBER,
-        &["policy", "add-rule", &writers, "--user", PAYMENTS_MEMBER],
-    ));
-    ok(stack.plinth_as(
-        PAYMENTS_MEMBER,
-        &["policy", "add-rule", &readers, "--user", OUTSIDER],
-    ));
-    wait_for("the access run", || {
-        access(&stack, &ns)["grants"].as_array().map_or(0, Vec::len) == 2
-    });
-    stack.start_codec().unwrap();
-    let encode = format!("/{ns}/encode");
-    let decode = format!("/{ns}/decode");
-    let marker = "codec-marker-4711";
+/// The stack the tests share, its namespace, and a payload the writer sealed there.
+struct Fixture {
+    stack: PlinthStack,
+    ns: String,
+    sealed: Reply,
+}
 
-    // 401 without credentials; an expired or foreign-audience token is no better.
-    let anonymous = call(&stack, "POST", &decode, &plain_payloads(marker), &[]);
+const MARKER: &str = "codec-marker-4711";
+
+fn fixture() -> &'static Fixture {
+    static FIXTURE: OnceLock<Fixture> = OnceLock::new();
+    FIXTURE.get_or_init(|| {
+        let mut stack = PlinthStack::start_with(DevServer::shared(), PLINTH.as_ref(), "10m", "5m")
+            .and_then(PlinthStack::shared)
+            .unwrap();
+        let ns = format!("codec-{}", std::process::id());
+        let yaml = namespace_yaml("codec", &ns, PAYMENTS_TEAM, 7, "");
+        ok(stack.apply_as(PAYMENTS_MEMBER, &yaml, &["--wait"]));
+        let readers = format!("TEMPORAL-ns-{ns}-readers");
+        let writers = format!("TEMPORAL-ns-{ns}");
+        ok(stack.plinth_as(
+            PAYMENTS_MEMBER,
+            &["policy", "add-rule", &writers, "--user", PAYMENTS_MEMBER],
+        ));
+        ok(stack.plinth_as(
+            PAYMENTS_MEMBER,
+            &["policy", "add-rule", &readers, "--user", OUTSIDER],
+        ));
+        wait_for("the access run", || {
+            access(&stack, &ns)["grants"].as_array().map_or(0, Vec::len) == 2
+        });
+        stack.start_codec().unwrap();
+        let encode = format!("/{ns}/encode");
+        let sealed = call(
+            &stack,
+            "POST",
+            &encode,
+            &plain_payloads(MARKER),
+            &args(&writer(&stack)),
+        );
+        Fixture { stack, ns, sealed }
+    })
+}
+
+/// curl arguments that present the writer's client certificate.
+fn writer(stack: &PlinthStack) -> Vec<String> {
+    let (cert, key, _) = stack.credentials(PAYMENTS_MEMBER);
+    let path = |p: &Path| p.to_str().unwrap().to_owned();
+    vec!["--cert".into(), path(&cert), "--key".into(), path(&key)]
+}
+
+/// The header that presents the reader's bearer token.
+fn reader(stack: &PlinthStack) -> String {
+    bearer(stack, OUTSIDER)
+}
+
+fn args(list: &[String]) -> Vec<&str> {
+    list.iter().map(String::as_str).collect()
+}
+
+#[test]
+fn a_request_without_a_valid_token_is_unauthorized() {
+    let Fixture { stack, ns, .. } = fixture();
+    let decode = format!("/{ns}/decode");
+    let anonymous = call(stack, "POST", &decode, &plain_payloads(MARKER), &[]);
     assert_eq!(anonymous.status, 401, "{}", anonymous.body);
     let expired = format!(
         "Authorization: Bearer {}",
         stack.token(OUTSIDER, TOKEN_AUDIENCE, -120)
     );
     assert_eq!(
-        call(&stack, "POST", &decode, "{}", &["-H", &expired]).status,
+        call(stack, "POST", &decode, "{}", &["-H", &expired]).status,
         401
     );
     let foreign = format!(
@@ -142,28 +183,26 @@ fn codec_server_authenticates_authorizes_and_round_trips() {
         stack.token(OUTSIDER, "other-app", 600)
     );
     assert_eq!(
-        call(&stack, "POST", &decode, "{}", &["-H", &foreign]).status,
+        call(stack, "POST", &decode, "{}", &["-H", &foreign]).status,
         401
     );
+}
 
-    // A writer encodes with its client certificate.
-    let (cert, key, _) = stack.credentials(PAYMENTS_MEMBER);
-    let cert_args = [
-        "--cert",
-        cert.to_str().unwrap(),
-        "--key",
-        key.to_str().unwrap(),
-    ];
-    let sealed = call(&stack, "POST", &encode, &plain_payloads(marker), &cert_args);
+#[test]
+fn a_writer_encodes_with_its_client_certificate() {
+    let Fixture { sealed, .. } = fixture();
     assert_eq!(sealed.status, 200, "{}", sealed.body);
-    assert_eq!(metadata(&sealed, "encoding"), "binary/encrypted");
-    assert!(!sealed.body.contains(marker));
+    assert_eq!(metadata(sealed, "encoding"), "binary/encrypted");
+    assert!(!sealed.body.contains(MARKER));
+}
 
-    // A reader decodes (namespace from X-Namespace this time), but may not encode.
-    let reader = bearer(&stack, OUTSIDER);
+#[test]
+fn a_reader_decodes_naming_the_namespace_in_a_header() {
+    let Fixture { stack, ns, sealed } = fixture();
     let header_ns = format!("X-Namespace: {ns}");
+    let reader = reader(stack);
     let opened = call(
-        &stack,
+        stack,
         "POST",
         "/decode",
         &sealed.body,
@@ -172,29 +211,64 @@ fn codec_server_authenticates_authorizes_and_round_trips() {
     assert_eq!(opened.status, 200, "{}", opened.body);
     assert_eq!(
         opened.json(),
-        serde_json::from_str::<Value>(&plain_payloads(marker)).unwrap()
+        serde_json::from_str::<Value>(&plain_payloads(MARKER)).unwrap()
     );
+    assert!(stack.log("codec").contains("decode"), "audited");
+    assert!(!stack.log("codec").contains(MARKER), "content never logged");
+}
+
+#[test]
+fn a_reader_may_not_encode() {
+    let Fixture { stack, ns, .. } = fixture();
+    let encode = format!("/{ns}/encode");
     let refused = call(
-        &stack,
+        stack,
         "POST",
         &encode,
-        &plain_payloads(marker),
-        &["-H", &reader],
+        &plain_payloads(MARKER),
+        &["-H", &reader(stack)],
     );
     assert_eq!(refused.status, 403, "{}", refused.body);
     assert!(refused.body.contains("no write access"), "{}", refused.body);
-    assert!(stack.log("codec").contains("decode"), "audited");
-    assert!(!stack.log("codec").contains(marker), "content never logged");
+}
 
-    // 403 for someone with no access to the namespace.
-    let stranger = bearer(&stack, "erin@example.com");
+#[test]
+fn a_caller_without_access_to_the_namespace_is_forbidden() {
+    let Fixture { stack, ns, sealed } = fixture();
+    let stranger = bearer(stack, "erin@example.com");
+    let decode = format!("/{ns}/decode");
     assert_eq!(
-        call(&stack, "POST", &decode, &sealed.body, &["-H", &stranger]).status,
+        call(stack, "POST", &decode, &sealed.body, &["-H", &stranger]).status,
         403
     );
+    let moved = call(
+        stack,
+        "POST",
+        "/elsewhere/decode",
+        &sealed.body,
+        &args(&writer(stack)),
+    );
+    assert_eq!(moved.status, 403, "no access to the other namespace");
+}
 
-    // The server counts what it answered and refused, naming no namespace.
-    let metrics = call(&stack, "GET", "/metrics", "", &[]);
+#[test]
+fn the_server_counts_what_it_answered_and_refused_naming_no_namespace() {
+    let Fixture { stack, ns, sealed } = fixture();
+    let decode = format!("/{ns}/decode");
+    let encode = format!("/{ns}/encode");
+    let stranger = bearer(stack, "erin@example.com");
+    let reader = reader(stack);
+    call(stack, "POST", &decode, &sealed.body, &["-H", &reader]);
+    call(stack, "POST", &decode, &sealed.body, &["-H", &stranger]);
+    call(
+        stack,
+        "POST",
+        &encode,
+        &plain_payloads(MARKER),
+        &["-H", &reader],
+    );
+
+    let metrics = call(stack, "GET", "/metrics", "", &[]);
     assert_eq!(metrics.status, 200);
     let count = |series: &str| -> f64 {
         metrics
@@ -210,45 +284,48 @@ fn codec_server_authenticates_authorizes_and_round_trips() {
     assert!(count("plinth_codec_denials_total{access=\"read\"}") >= 1.0);
     assert!(count("plinth_codec_payloads_total{op=\"decode\"}") >= 1.0);
     assert!(
-        !metrics.body.contains(&ns),
+        !metrics.body.contains(ns.as_str()),
         "no namespace label: {}",
         metrics.body
     );
+}
 
-    // 400 malformed, 413 oversize, 404 unknown path, 405 not POST.
-    let malformed = call(&stack, "POST", &decode, "{not json", &["-H", &reader]);
+#[test]
+fn malformed_oversize_unknown_and_non_post_requests_get_400_413_404_and_405() {
+    let Fixture { stack, ns, .. } = fixture();
+    let decode = format!("/{ns}/decode");
+    let encode = format!("/{ns}/encode");
+    let reader = reader(stack);
+    let malformed = call(stack, "POST", &decode, "{not json", &["-H", &reader]);
     assert_eq!(malformed.status, 400);
     assert!(
         malformed.body.contains("not proto3 JSON Payloads"),
         "{}",
         malformed.body
     );
-    let moved = call(
-        &stack,
-        "POST",
-        "/elsewhere/decode",
-        &sealed.body,
-        &cert_args,
-    );
-    assert_eq!(moved.status, 403, "no access to the other namespace");
     let oversize = plain_payloads(&"x".repeat(CODEC_MAX_BODY));
     assert_eq!(
-        call(&stack, "POST", &encode, &oversize, &cert_args).status,
+        call(stack, "POST", &encode, &oversize, &args(&writer(stack))).status,
         413
     );
     assert_eq!(
-        call(&stack, "POST", "/nowhere", "{}", &["-H", &reader]).status,
+        call(stack, "POST", "/nowhere", "{}", &["-H", &reader]).status,
         404
     );
     assert_eq!(
-        call(&stack, "GET", &decode, "", &["-H", &reader]).status,
+        call(stack, "GET", &decode, "", &["-H", &reader]).status,
         405
     );
+}
 
-    // CORS only for the configured origin; preflights answered.
+#[test]
+fn cors_answers_only_the_configured_origin_and_preflights() {
+    let Fixture { stack, ns, sealed } = fixture();
+    let decode = format!("/{ns}/decode");
     let allowed = format!("Origin: {UI_ORIGIN}");
+    let reader = reader(stack);
     let cors = call(
-        &stack,
+        stack,
         "POST",
         &decode,
         &sealed.body,
@@ -263,7 +340,7 @@ fn codec_server_authenticates_authorizes_and_round_trips() {
             .contains("access-control-allow-credentials: true")
     );
     let evil = call(
-        &stack,
+        stack,
         "POST",
         &decode,
         &sealed.body,
@@ -275,7 +352,7 @@ fn codec_server_authenticates_authorizes_and_round_trips() {
         evil.headers
     );
     let preflight = call(
-        &stack,
+        stack,
         "OPTIONS",
         &decode,
         "",
@@ -287,8 +364,13 @@ fn codec_server_authenticates_authorizes_and_round_trips() {
         "{}",
         preflight.headers
     );
+}
 
-    // Interop: the Temporal samples' Python codec, with its key imported decrypt-only.
+#[test]
+fn payloads_of_the_samples_python_codec_open_with_its_key_imported() {
+    let Fixture { stack, ns, .. } = fixture();
+    let decode = format!("/{ns}/decode");
+    let reader = reader(stack);
     let key_file = stack.home().join("samples.key");
     std::fs::write(&key_file, [42u8; 32]).unwrap();
     ok(stack.plinth(&[
@@ -299,7 +381,7 @@ fn codec_server_authenticates_authorizes_and_round_trips() {
         "--from",
         key_file.to_str().unwrap(),
         "--namespace",
-        &ns,
+        ns,
     ]));
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/samples_encrypt.py");
     let python = ok(Command::new("python3")
@@ -309,18 +391,24 @@ fn codec_server_authenticates_authorizes_and_round_trips() {
         .output()
         .unwrap());
     let samples_body = String::from_utf8(python.stdout).unwrap();
-    let mut from_samples = call(&stack, "POST", &decode, &samples_body, &["-H", &reader]);
+    let mut from_samples = call(stack, "POST", &decode, &samples_body, &["-H", &reader]);
     wait_for("the imported key to be in force", || {
-        from_samples = call(&stack, "POST", &decode, &samples_body, &["-H", &reader]);
+        from_samples = call(stack, "POST", &decode, &samples_body, &["-H", &reader]);
         from_samples.status == 200
     });
     assert_eq!(
         from_samples.json(),
         serde_json::from_str::<Value>(&plain_payloads("samples-marker")).unwrap()
     );
+}
 
-    // Rotation under the running server: new payloads name the new key, old ones still open.
-    let before = metadata(&sealed, "encryption-key-id");
+#[test]
+fn after_a_rotation_new_payloads_name_the_new_key_and_old_ones_still_open() {
+    let Fixture { stack, ns, sealed } = fixture();
+    let decode = format!("/{ns}/decode");
+    let encode = format!("/{ns}/encode");
+    let writer = writer(stack);
+    let before = metadata(sealed, "encryption-key-id");
     let rotated = ok(stack.plinth(&["keys", "rotate"]));
     let new_key = String::from_utf8_lossy(&rotated.stdout)
         .split_whitespace()
@@ -329,13 +417,24 @@ fn codec_server_authenticates_authorizes_and_round_trips() {
         .trim_end_matches(';')
         .to_owned();
     assert!(new_key.starts_with("kek-"), "{}", text(&rotated));
-    let mut fresh = call(&stack, "POST", &encode, &plain_payloads(marker), &cert_args);
     wait_for("the new key to seal", || {
-        fresh = call(&stack, "POST", &encode, &plain_payloads(marker), &cert_args);
+        let fresh = call(
+            stack,
+            "POST",
+            &encode,
+            &plain_payloads(MARKER),
+            &args(&writer),
+        );
         metadata(&fresh, "encryption-key-id") == new_key
     });
     assert_ne!(before, new_key);
-    let old = call(&stack, "POST", &decode, &sealed.body, &["-H", &reader]);
+    let old = call(
+        stack,
+        "POST",
+        &decode,
+        &sealed.body,
+        &["-H", &reader(stack)],
+    );
     assert_eq!(old.status, 200, "{}", old.body);
     let listed = String::from_utf8_lossy(&ok(stack.plinth(&["keys", "list"])).stdout).into_owned();
     assert!(

@@ -1,13 +1,14 @@
 //! Metrics scraping end to end: a real `plinth worker` runs the `ScrapeMetrics` workflows
 //! against the Temporal dev server's own `/metrics` (a target in its configuration) and a
 //! Temporal Cloud-format OpenMetrics test double (a `MetricsTarget` resource applied with
-//! `plinth apply`), and a real Prometheus receives the samples by remote write.
+//! `plinth apply`), and a real Prometheus receives the samples by remote write. Most tests
+//! share one stack; those that kill its worker, or need one without resources, start their own.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use plinth_test_harness::cli::{namespace_yaml, ok, temporal, wait_for};
@@ -258,77 +259,39 @@ fn metric_names(expr: &str) -> Vec<String> {
     names
 }
 
-#[test]
-fn the_scrape_workflows_send_dev_server_and_cloud_metrics_to_prometheus_and_survive_faults() {
+/// The dev server's count of `StartWorkflowExecution` calls in `ledger`, as target `dev` sent it.
+const LEDGER_STARTS: &str = r#"service_requests{plinth_target="dev",plinth_namespace="ledger",operation="StartWorkflowExecution"}"#;
+
+/// What the `cloud` target stored for `ledger`.
+const CLOUD_SUCCESSES: &str = r#"temporal_cloud_v1_workflow_success_count{plinth_target="cloud",plinth_namespace="ledger"}[10m]"#;
+
+/// A stack whose worker scrapes the dev server as the configured target `dev`, drops Cloud's
+/// action limit, and sends the samples to `prometheus` when there is one.
+fn start_stack(prometheus: Option<&Prometheus>) -> anyhow::Result<PlinthStack> {
     let server = DevServer::shared();
-    let prometheus = Prometheus::start().unwrap();
-    let temporal_namespace = format!("ledger-{}", std::process::id());
-    let cloud = CloudMetricsTestDouble::start(&temporal_namespace);
-    let home = tempfile::tempdir().unwrap();
-    let key_file = home.path().join("cloud-api-key");
-    std::fs::write(&key_file, format!("{API_KEY}\n")).unwrap();
+    let remote_write = prometheus.map_or_else(String::new, |prometheus| {
+        format!("remote_write_url = \"{}\"\n", prometheus.remote_write_url())
+    });
     let metrics = format!(
-        "[metrics]\ninterval = \"{INTERVAL_SECS}s\"\nscrape_timeout = \"5s\"\n\
-         remote_write_url = \"{}\"\n\n\
+        "[metrics]\ninterval = \"{INTERVAL_SECS}s\"\nscrape_timeout = \"5s\"\n{remote_write}\n\
          [[metrics.targets]]\nname = \"dev\"\nurl = \"{}\"\n\n\
          [[metrics.drop]]\nmetric = \"temporal_cloud_v1_action_limit\"\n",
-        prometheus.remote_write_url(),
         server.metrics_url(),
     );
-    let mut stack =
-        PlinthStack::start_configured(server, PLINTH.as_ref(), "10m", "5m", "", &metrics)
-            .expect("start the stack");
-    let yaml = namespace_yaml("ledger", &temporal_namespace, PAYMENTS_TEAM, 3, "");
-    ok(stack.apply_as(PAYMENTS_MEMBER, &yaml, &["--wait"]));
+    PlinthStack::start_configured(server, PLINTH.as_ref(), "10m", "5m", "", &metrics)
+}
 
-    // The Cloud endpoint is a MetricsTarget resource. It names the worker's key file, so only
-    // platform admins may apply it; a bad field is named; neither changes anything.
-    let target_yaml = |interval: u64, token_file: &str| {
-        format!(
-            "apiVersion: temporal.plinth.dev/v1beta1\nkind: MetricsTarget\n\
-             metadata:\n  name: cloud\nspec:\n  url: {}\n  temporalCloud: true\n\
-             \x20 tokenFile: {token_file}\n  intervalSeconds: {interval}\n",
-            cloud.url
-        )
-    };
-    let key_path = key_file.to_str().unwrap();
-    let denied = stack.apply_as(PAYMENTS_MEMBER, &target_yaml(INTERVAL_SECS, key_path), &[]);
-    assert!(!denied.status.success());
-    assert!(
-        stderr(&denied).contains("may not apply metrics target \"cloud\""),
-        "{}",
-        stderr(&denied)
-    );
-    let invalid = stack.apply_as(ADMIN, &target_yaml(INTERVAL_SECS, "cloud-api-key"), &[]);
-    assert!(
-        stderr(&invalid).contains("spec.tokenFile: must be an absolute path"),
-        "{}",
-        stderr(&invalid)
-    );
-    let none = ok(stack.plinth_as(ADMIN, &["get", "metricstargets", "-o", "json"]));
-    assert_eq!(stdout(&none).trim(), "[]");
-    let created = ok(stack.apply_as(ADMIN, &target_yaml(INTERVAL_SECS, key_path), &[]));
-    assert_eq!(stdout(&created).trim(), "metricstarget/cloud created");
-    let again = ok(stack.apply_as(ADMIN, &target_yaml(INTERVAL_SECS, key_path), &[]));
-    assert_eq!(stdout(&again).trim(), "metricstarget/cloud unchanged");
-    // Configured targets and resources share names: the configured one keeps its own.
-    let taken = stack.apply_as(
-        ADMIN,
-        &target_yaml(INTERVAL_SECS, key_path).replace("name: cloud", "name: dev"),
-        &[],
-    );
-    assert!(
-        stderr(&taken).contains("\"dev\" is declared in the worker's configuration"),
-        "{}",
-        stderr(&taken)
-    );
-    // Traffic in the namespace, so the dev server reports series naming it.
+/// Makes `stack` manage `ledger` as `temporal_namespace`, and starts a workflow there so the
+/// dev server reports series naming it.
+fn manage_ledger(stack: &PlinthStack, temporal_namespace: &str) {
+    let yaml = namespace_yaml("ledger", temporal_namespace, PAYMENTS_TEAM, 3, "");
+    ok(stack.apply_as(PAYMENTS_MEMBER, &yaml, &["--wait"]));
     ok(temporal(
         &[
             "workflow",
             "start",
             "--namespace",
-            &temporal_namespace,
+            temporal_namespace,
             "--type",
             "Ledger",
             "--task-queue",
@@ -336,15 +299,113 @@ fn the_scrape_workflows_send_dev_server_and_cloud_metrics_to_prometheus_and_surv
             "--workflow-id",
             "ledger-1",
         ],
-        &server.address(),
+        &stack.temporal_address,
     ));
+}
 
-    // 1. The dev server's metrics reach Prometheus, labelled with the Plinth namespace.
-    let query = r#"service_requests{plinth_target="dev",plinth_namespace="ledger",operation="StartWorkflowExecution"}"#;
-    wait_for("dev server metrics in Prometheus", || {
-        !prometheus.query(query).unwrap().is_empty()
+/// Writes the Cloud API key into the stack's home and returns the file, for `tokenFile`.
+fn write_api_key(stack: &PlinthStack) -> PathBuf {
+    let path = stack.home().join("cloud-api-key");
+    std::fs::write(&path, format!("{API_KEY}\n")).unwrap();
+    path
+}
+
+/// A `MetricsTarget` resource for the Cloud endpoint at `url`, with its API key in `token_file`.
+fn target_yaml(name: &str, url: &str, interval: u64, token_file: &str) -> String {
+    format!(
+        "apiVersion: temporal.plinth.dev/v1beta1\nkind: MetricsTarget\n\
+         metadata:\n  name: {name}\nspec:\n  url: {url}\n  temporalCloud: true\n\
+         \x20 tokenFile: {token_file}\n  intervalSeconds: {interval}\n"
+    )
+}
+
+/// `plinth apply` as an admin of the target `name` for `cloud`, with the API key in `key_file`.
+fn apply_target(
+    stack: &PlinthStack,
+    name: &str,
+    cloud: &CloudMetricsTestDouble,
+    interval: u64,
+    key_file: &Path,
+) -> Output {
+    let yaml = target_yaml(name, &cloud.url, interval, key_file.to_str().unwrap());
+    stack.apply_as(ADMIN, &yaml, &[])
+}
+
+/// Waits until `promql` finds series in `prometheus`, and returns them.
+#[track_caller]
+fn wait_for_series(prometheus: &Prometheus, what: &str, promql: &str) -> Vec<serde_json::Value> {
+    let mut series = Vec::new();
+    wait_for(what, || {
+        series = prometheus.query(promql).unwrap();
+        !series.is_empty()
     });
-    let series = prometheus.query(query).unwrap();
+    series
+}
+
+/// Waits until the worker's own `series` (name and labels, as exposed) is at least `at_least`.
+#[track_caller]
+fn wait_for_count(stack: &PlinthStack, series: &str, at_least: f64) {
+    wait_for(&format!("{series} to reach {at_least}"), || {
+        worker_metrics(stack)
+            .lines()
+            .find_map(|line| line.strip_prefix(series)?.trim().parse::<f64>().ok())
+            .is_some_and(|value| value >= at_least)
+    });
+}
+
+/// The stack most tests share: it manages `ledger` and scrapes the dev server (`dev`) and a
+/// Cloud test double (`cloud`, a resource) into `prometheus`. A test that needs a target of
+/// its own adds one under another name with a double of its own; none applies a namespace,
+/// since every Cloud scrape asks for all the Ready ones.
+struct Fixture {
+    stack: PlinthStack,
+    prometheus: Prometheus,
+    cloud: CloudMetricsTestDouble,
+    temporal_namespace: String,
+    key_file: PathBuf,
+}
+
+fn fixture() -> &'static Fixture {
+    static FIXTURE: OnceLock<Fixture> = OnceLock::new();
+    FIXTURE.get_or_init(|| {
+        let prometheus = Prometheus::start().unwrap();
+        let mut stack = start_stack(Some(&prometheus))
+            .and_then(PlinthStack::shared)
+            .unwrap();
+        stack.start_codec().unwrap();
+        let temporal_namespace = format!("ledger-{}", std::process::id());
+        manage_ledger(&stack, &temporal_namespace);
+        let cloud = CloudMetricsTestDouble::start(&temporal_namespace);
+        let key_file = write_api_key(&stack);
+        ok(apply_target(
+            &stack,
+            "cloud",
+            &cloud,
+            INTERVAL_SECS,
+            &key_file,
+        ));
+        Fixture {
+            stack,
+            prometheus,
+            cloud,
+            temporal_namespace,
+            key_file,
+        }
+    })
+}
+
+#[test]
+fn dev_server_metrics_reach_prometheus_labelled_with_the_plinth_namespace_and_owner() {
+    let Fixture {
+        prometheus,
+        temporal_namespace,
+        ..
+    } = fixture();
+    let series = wait_for_series(
+        prometheus,
+        "dev server metrics in Prometheus",
+        LEDGER_STARTS,
+    );
     assert_eq!(
         series[0]["metric"]["plinth_owner"], PAYMENTS_TEAM,
         "{series:?}"
@@ -354,13 +415,14 @@ fn the_scrape_workflows_send_dev_server_and_cloud_metrics_to_prometheus_and_surv
         series[0]["metric"]["namespace"],
         temporal_namespace.replace('-', "_").as_str()
     );
+}
 
-    // 2. Cloud-format samples keep their timestamps, two minutes old; drop rules apply.
-    let cloud_query = r#"temporal_cloud_v1_workflow_success_count{plinth_target="cloud",plinth_namespace="ledger"}[10m]"#;
-    wait_for("cloud metrics in Prometheus", || {
-        !prometheus.query(cloud_query).unwrap().is_empty()
-    });
-    let stored = prometheus.query(cloud_query).unwrap();
+#[test]
+fn cloud_samples_reach_prometheus_with_their_own_timestamps_two_minutes_old() {
+    let Fixture {
+        prometheus, cloud, ..
+    } = fixture();
+    let stored = wait_for_series(prometheus, "cloud metrics in Prometheus", CLOUD_SUCCESSES);
     assert_eq!(
         stored[0]["metric"]["plinth_owner"], PAYMENTS_TEAM,
         "{stored:?}"
@@ -370,11 +432,34 @@ fn the_scrape_workflows_send_dev_server_and_cloud_metrics_to_prometheus_and_surv
         cloud.sample_time as f64
     );
     assert_eq!(stored[0]["values"][0][1], "17");
+}
+
+#[test]
+fn a_drop_rule_keeps_matching_series_out_of_prometheus_and_counts_them_filtered() {
+    let Fixture {
+        stack, prometheus, ..
+    } = fixture();
+    wait_for_series(prometheus, "cloud metrics in Prometheus", CLOUD_SUCCESSES);
     let dropped = prometheus
         .query("temporal_cloud_v1_action_limit[10m]")
         .unwrap();
     assert!(dropped.is_empty(), "a drop rule matched it: {dropped:?}");
-    // Each scrape asked Temporal Cloud for the Ready namespace Plinth manages, and only that.
+    wait_for_count(
+        stack,
+        "plinth_scrape_samples_total{target=\"cloud\",fate=\"filtered\"}",
+        1.0,
+    );
+}
+
+#[test]
+fn each_cloud_scrape_asks_only_for_the_ready_namespaces_plinth_manages() {
+    let Fixture {
+        prometheus,
+        cloud,
+        temporal_namespace,
+        ..
+    } = fixture();
+    wait_for_series(prometheus, "cloud metrics in Prometheus", CLOUD_SUCCESSES);
     let filters = cloud.filters();
     assert!(
         filters
@@ -388,84 +473,68 @@ fn the_scrape_workflows_send_dev_server_and_cloud_metrics_to_prometheus_and_surv
         ))
         .unwrap();
     assert!(unmanaged.is_empty(), "{unmanaged:?}");
-    let listed = stdout(&ok(stack.plinth_as(ADMIN, &["get", "metricstargets"])));
-    assert!(
-        listed.lines().any(|line| line.starts_with("cloud ")
-            && line.contains(&cloud.url)
-            && line.contains("Scraping")),
-        "{listed}"
-    );
-    // The same samples, re-exported for a Prometheus that scrapes instead of receiving.
-    let export = format!("http://{}/export", stack.worker_metrics_address);
-    let openmetrics = curl(&["-H", "Accept: application/openmetrics-text"], &export);
-    assert!(openmetrics.ends_with("# EOF\n"));
-    assert!(
-        openmetrics.lines().any(|line| line
-            .starts_with("temporal_cloud_v1_workflow_success_count{")
-            && line.contains("plinth_namespace=\"ledger\"")
-            && line.ends_with(&format!(" 17 {}.000", cloud.sample_time))),
-        "{openmetrics}"
-    );
-    let scraper = Prometheus::start_scraping(&export).unwrap();
-    let exported_query =
-        r#"temporal_cloud_v1_workflow_success_count{job="export",plinth_namespace="ledger"}[10m]"#;
-    wait_for("the export scraped by Prometheus", || {
-        !scraper.query(exported_query).unwrap().is_empty()
+}
+
+#[test]
+fn plinth_get_lists_the_cloud_target_as_scraping_its_url() {
+    let Fixture { stack, cloud, .. } = fixture();
+    // Listing reads Temporal's visibility, which follows the apply.
+    wait_for("the target listed as scraping", || {
+        let listed = stdout(&ok(stack.plinth_as(ADMIN, &["get", "metricstargets"])));
+        listed.lines().any(|line| {
+            line.starts_with("cloud ") && line.contains(&cloud.url) && line.contains("Scraping")
+        })
     });
-    let scraped = scraper.query(exported_query).unwrap();
+}
+
+#[test]
+fn the_last_cloud_samples_are_re_exported_with_their_timestamps_for_a_scraping_prometheus() {
+    let Fixture { stack, cloud, .. } = fixture();
+    let export = format!("http://{}/export", stack.worker_metrics_address);
+    let mut openmetrics = String::new();
+    wait_for("the cloud samples in the export", || {
+        openmetrics = curl(&["-H", "Accept: application/openmetrics-text"], &export);
+        openmetrics.lines().any(|line| {
+            line.starts_with("temporal_cloud_v1_workflow_success_count{")
+                && line.contains("plinth_target=\"cloud\"")
+                && line.contains("plinth_namespace=\"ledger\"")
+                && line.ends_with(&format!(" 17 {}.000", cloud.sample_time))
+        })
+    });
+    assert!(openmetrics.ends_with("# EOF\n"), "{openmetrics}");
+    let scraper = Prometheus::start_scraping(&export).unwrap();
+    // Found only if the export kept the `plinth_target` label.
+    let scraped = wait_for_series(
+        &scraper,
+        "the export scraped by Prometheus",
+        r#"temporal_cloud_v1_workflow_success_count{job="export",plinth_target="cloud",plinth_namespace="ledger"}[10m]"#,
+    );
     assert_eq!(
         scraped[0]["values"][0][0].as_f64().unwrap(),
         cloud.sample_time as f64
     );
-    assert_eq!(scraped[0]["metric"]["plinth_target"], "cloud");
-    drop(scraper);
+}
 
+#[test]
+fn the_worker_logs_an_incomplete_cloud_answer_but_never_the_api_key() {
+    let Fixture { stack, .. } = fixture();
     wait_for("the incomplete answer reported", || {
-        stack.log("worker").contains("completeness=limited")
+        stack.log("worker").lines().any(|line| {
+            line.contains("completeness=limited")
+                && line.split_whitespace().any(|word| word == "target=cloud")
+        })
     });
     assert!(
         !stack.log("worker").contains(API_KEY),
         "the API key is never logged"
     );
+}
 
-    // A 429 puts the next scrape off by its Retry-After.
-    cloud.serve(SERVE_429);
-    let limited = cloud.wait_for_requests(1);
-    cloud.serve(SERVE_METRICS);
-    let next = cloud.wait_for_requests(1);
-    assert!(
-        next - limited >= Duration::from_secs(RETRY_AFTER_SECS) - Duration::from_millis(500),
-        "next scrape {:?} after the 429",
-        next - limited
-    );
-
-    // A malformed body is reported and scraping goes on.
-    cloud.serve(SERVE_MALFORMED);
-    cloud.wait_for_requests(1);
-    cloud.serve(SERVE_METRICS);
-    wait_for("the malformed body reported", || {
-        stack
-            .log("worker")
-            .contains("served a malformed body: line 1")
-    });
-    cloud.wait_for_requests(2);
-
-    // The worker's own metrics count what happened.
-    let own = worker_metrics(&stack);
+#[test]
+fn the_worker_counts_its_scrapes_reconciles_and_access_runs() {
+    let Fixture { stack, .. } = fixture();
     for (series, at_least) in [
-        (
-            "plinth_scrapes_total{target=\"cloud\",outcome=\"rate_limited\"}",
-            1.0,
-        ),
-        (
-            "plinth_scrapes_total{target=\"cloud\",outcome=\"failed\"}",
-            1.0,
-        ),
         ("plinth_scrapes_total{target=\"dev\",outcome=\"ok\"}", 1.0),
-        (
-            "plinth_scrape_samples_total{target=\"cloud\",fate=\"filtered\"}",
-            1.0,
-        ),
         (
             "plinth_scrape_samples_total{target=\"dev\",fate=\"sent\"}",
             100.0,
@@ -473,17 +542,24 @@ fn the_scrape_workflows_send_dev_server_and_cloud_metrics_to_prometheus_and_surv
         ("plinth_reconciles_total{outcome=\"ok\"}", 1.0),
         ("plinth_access_runs_total{outcome=\"ok\"}", 1.0),
     ] {
-        let value = own
-            .lines()
-            .find_map(|line| line.strip_prefix(series)?.trim().parse::<f64>().ok());
-        assert!(
-            value.is_some_and(|v| v >= at_least),
-            "{series} is {value:?}, expected at least {at_least}:\n{own}"
-        );
+        wait_for_count(stack, series, at_least);
     }
-    assert!(own.contains("plinth_scrape_last_success_timestamp_seconds{target=\"dev\"}"));
+    wait_for("a full scrape of dev marked", || {
+        worker_metrics(stack)
+            .contains("plinth_scrape_last_success_timestamp_seconds{target=\"dev\"}")
+    });
+}
 
-    // 4. Every metric the dashboards and alert rules name is one that is exported.
+#[test]
+fn every_metric_the_dashboards_and_alert_rules_query_is_exported() {
+    let Fixture {
+        stack, prometheus, ..
+    } = fixture();
+    wait_for_series(
+        prometheus,
+        "dev server metrics in Prometheus",
+        LEDGER_STARTS,
+    );
     let mut exported: BTreeSet<String> = prometheus
         .query(r#"group by (__name__) ({plinth_target="dev"})"#)
         .unwrap()
@@ -494,7 +570,6 @@ fn the_scrape_workflows_send_dev_server_and_cloud_metrics_to_prometheus_and_surv
         &[],
         &format!("http://{}/metrics", stack.proxy_metrics_address),
     );
-    stack.start_codec().unwrap();
     let codec_port = stack.codec_address.rsplit(':').next().unwrap();
     let ca = stack.home().join("pki/ca.pem");
     let codec = curl(
@@ -506,8 +581,8 @@ fn the_scrape_workflows_send_dev_server_and_cloud_metrics_to_prometheus_and_surv
         ],
         &format!("https://localhost:{codec_port}/metrics"),
     );
-    for exposition in [own.as_str(), proxy.as_str(), codec.as_str()] {
-        exported.extend(declared_names(exposition));
+    for exposition in [worker_metrics(stack), proxy, codec] {
+        exported.extend(declared_names(&exposition));
     }
     exported.extend(documented_names());
     for (file, expr) in observability_queries() {
@@ -518,53 +593,175 @@ fn the_scrape_workflows_send_dev_server_and_cloud_metrics_to_prometheus_and_surv
             );
         }
     }
+}
 
-    // 3. The worker dies mid-run; after it is back, scraping resumes at once.
-    stack.kill_worker();
-    let killed = Instant::now();
-    let last_before = *cloud.requests().last().unwrap();
-    // Longer than the workflow's heartbeat timeout, so the run is retried while it is down.
-    std::thread::sleep(Duration::from_secs(12));
-    // The restarted worker's configuration also names `cloud`: the resource keeps the name.
-    let config = stack.home().join("plinth.toml");
-    let mut text = std::fs::read_to_string(&config).unwrap();
-    text += &format!(
-        "\n[[metrics.targets]]\nname = \"cloud\"\nurl = \"{}\"\n",
-        cloud.url
-    );
-    std::fs::write(&config, text).unwrap();
-    stack.start_worker().unwrap();
-    let back = Instant::now();
-    let resumed = cloud.wait_for_requests(1);
-    let downtime = back - killed;
-    let gap = resumed - last_before;
-    assert!(
-        gap <= downtime + Duration::from_secs(INTERVAL_SECS) * 2 + Duration::from_secs(3),
-        "scraping resumed {gap:?} after the last scrape; the worker was down {downtime:?}"
-    );
-    wait_for("dev server metrics after the restart", || {
-        let now = unix_now();
-        prometheus
-            .query(&format!("timestamp({query})"))
-            .unwrap()
-            .first()
-            .and_then(|s| s["value"][1].as_str()?.parse::<f64>().ok())
-            .is_some_and(|sampled| sampled > now - 5.0)
-    });
+#[test]
+fn applying_a_metrics_target_creates_it_and_applying_it_again_changes_nothing() {
+    let Fixture {
+        stack,
+        temporal_namespace,
+        key_file,
+        ..
+    } = fixture();
+    let cloud = CloudMetricsTestDouble::start(temporal_namespace);
+    let created = ok(apply_target(
+        stack,
+        "reapplied",
+        &cloud,
+        INTERVAL_SECS,
+        key_file,
+    ));
+    assert_eq!(stdout(&created).trim(), "metricstarget/reapplied created");
+    let again = ok(apply_target(
+        stack,
+        "reapplied",
+        &cloud,
+        INTERVAL_SECS,
+        key_file,
+    ));
+    assert_eq!(stdout(&again).trim(), "metricstarget/reapplied unchanged");
+}
 
+#[test]
+fn a_resource_may_not_take_the_name_of_a_target_in_the_worker_configuration() {
+    let Fixture {
+        stack,
+        cloud,
+        key_file,
+        ..
+    } = fixture();
+    let taken = apply_target(stack, "dev", cloud, INTERVAL_SECS, key_file);
     assert!(
+        stderr(&taken).contains("\"dev\" is declared in the worker's configuration"),
+        "{}",
+        stderr(&taken)
+    );
+}
+
+#[test]
+fn a_target_from_a_non_admin_or_with_a_bad_field_is_refused_saying_why_and_changes_nothing() {
+    // A stack of its own: the shared one has targets, and this one must list none.
+    let stack = start_stack(None).expect("start the stack");
+    let cloud = CloudMetricsTestDouble::start("ledger");
+    let key_file = write_api_key(&stack);
+    // The resource names the worker's key file, so only platform admins may apply it.
+    let yaml = target_yaml(
+        "cloud",
+        &cloud.url,
+        INTERVAL_SECS,
+        key_file.to_str().unwrap(),
+    );
+    let denied = stack.apply_as(PAYMENTS_MEMBER, &yaml, &[]);
+    assert!(!denied.status.success());
+    assert!(
+        stderr(&denied).contains("may not apply metrics target \"cloud\""),
+        "{}",
+        stderr(&denied)
+    );
+    let relative = target_yaml("cloud", &cloud.url, INTERVAL_SECS, "cloud-api-key");
+    let invalid = stack.apply_as(ADMIN, &relative, &[]);
+    assert!(
+        stderr(&invalid).contains("spec.tokenFile: must be an absolute path"),
+        "{}",
+        stderr(&invalid)
+    );
+    let none = ok(stack.plinth_as(ADMIN, &["get", "metricstargets", "-o", "json"]));
+    assert_eq!(stdout(&none).trim(), "[]");
+}
+
+#[test]
+fn a_429_puts_the_next_scrape_off_by_its_retry_after() {
+    let Fixture {
+        stack,
+        temporal_namespace,
+        key_file,
+        ..
+    } = fixture();
+    // A target and double of its own, so that no other test meets the 429s.
+    let cloud = CloudMetricsTestDouble::start(temporal_namespace);
+    cloud.serve(SERVE_429);
+    ok(apply_target(
+        stack,
+        "rate-limited",
+        &cloud,
+        INTERVAL_SECS,
+        key_file,
+    ));
+    let limited = cloud.wait_for_requests(1);
+    cloud.serve(SERVE_METRICS);
+    let next = cloud.wait_for_requests(1);
+    assert!(
+        next - limited >= Duration::from_secs(RETRY_AFTER_SECS) - Duration::from_millis(500),
+        "next scrape {:?} after the 429",
+        next - limited
+    );
+    wait_for_count(
+        stack,
+        "plinth_scrapes_total{target=\"rate-limited\",outcome=\"rate_limited\"}",
+        1.0,
+    );
+}
+
+#[test]
+fn a_malformed_body_is_reported_and_scraping_goes_on() {
+    let Fixture {
+        stack,
+        temporal_namespace,
+        key_file,
+        ..
+    } = fixture();
+    // A target and double of its own, so that no other test meets the malformed body.
+    let cloud = CloudMetricsTestDouble::start(temporal_namespace);
+    cloud.serve(SERVE_MALFORMED);
+    ok(apply_target(
+        stack,
+        "malformed",
+        &cloud,
+        INTERVAL_SECS,
+        key_file,
+    ));
+    cloud.wait_for_requests(1);
+    cloud.serve(SERVE_METRICS);
+    wait_for("the malformed body reported", || {
         stack
             .log("worker")
-            .contains("a MetricsTarget resource has this [[metrics.targets]] entry's name"),
-        "the shadowed entry is reported"
+            .contains("served a malformed body: line 1")
+    });
+    cloud.wait_for_requests(2);
+    wait_for_count(
+        stack,
+        "plinth_scrapes_total{target=\"malformed\",outcome=\"failed\"}",
+        1.0,
     );
+}
 
-    // A changed spec takes effect: the run in progress stops and the next uses it.
-    let changed = ok(stack.apply_as(ADMIN, &target_yaml(INTERVAL_SECS + 1, key_path), &[]));
-    assert_eq!(stdout(&changed).trim(), "metricstarget/cloud configured");
+#[test]
+fn a_changed_spec_takes_effect_in_a_new_run_that_starts_with_the_resource_published() {
+    let Fixture {
+        stack,
+        temporal_namespace,
+        key_file,
+        ..
+    } = fixture();
+    let cloud = CloudMetricsTestDouble::start(temporal_namespace);
+    ok(apply_target(
+        stack,
+        "changing",
+        &cloud,
+        INTERVAL_SECS,
+        key_file,
+    ));
+    let changed = ok(apply_target(
+        stack,
+        "changing",
+        &cloud,
+        INTERVAL_SECS + 1,
+        key_file,
+    ));
+    assert_eq!(stdout(&changed).trim(), "metricstarget/changing configured");
     wait_for("generation 2 observed", || {
         let json = stdout(&ok(
-            stack.plinth_as(ADMIN, &["get", "metricstarget", "cloud", "-o", "json"])
+            stack.plinth_as(ADMIN, &["get", "metricstarget", "changing", "-o", "json"])
         ));
         let target: serde_json::Value = serde_json::from_str(&json).unwrap();
         target["metadata"]["generation"] == 2 && target["status"]["observedGeneration"] == 2
@@ -578,11 +775,11 @@ fn the_scrape_workflows_send_dev_server_and_cloud_metrics_to_prometheus_and_surv
             "--namespace",
             &stack.control_namespace,
             "--workflow-id",
-            "metrics/cloud",
+            "metrics/changing",
             "--output",
             "json",
         ],
-        &server.address(),
+        &stack.temporal_address,
     )));
     let history: serde_json::Value = serde_json::from_str(&shown).unwrap();
     let started = &history["events"][0]["workflowExecutionStartedEventAttributes"];
@@ -599,14 +796,31 @@ fn the_scrape_workflows_send_dev_server_and_cloud_metrics_to_prometheus_and_surv
         "{started}"
     );
     cloud.wait_for_requests(1);
+}
 
-    // Deleted, it stops being scraped.
-    let refused = stack.plinth_as(PAYMENTS_MEMBER, &["delete", "metricstarget", "cloud"]);
+#[test]
+fn only_an_admin_may_delete_a_target_and_once_deleted_it_is_no_longer_scraped() {
+    let Fixture {
+        stack,
+        temporal_namespace,
+        key_file,
+        ..
+    } = fixture();
+    let cloud = CloudMetricsTestDouble::start(temporal_namespace);
+    ok(apply_target(
+        stack,
+        "retired",
+        &cloud,
+        INTERVAL_SECS,
+        key_file,
+    ));
+    cloud.wait_for_requests(1);
+    let refused = stack.plinth_as(PAYMENTS_MEMBER, &["delete", "metricstarget", "retired"]);
     assert!(!refused.status.success());
-    ok(stack.plinth_as(ADMIN, &["delete", "metricstarget", "cloud"]));
+    ok(stack.plinth_as(ADMIN, &["delete", "metricstarget", "retired"]));
     wait_for("the target gone", || {
-        let gone = stack.plinth_as(ADMIN, &["get", "metricstarget", "cloud"]);
-        stderr(&gone).contains("metrics target \"cloud\" not found")
+        let gone = stack.plinth_as(ADMIN, &["get", "metricstarget", "retired"]);
+        stderr(&gone).contains("metrics target \"retired\" not found")
     });
     let after_delete = cloud.requests().len();
     std::thread::sleep(Duration::from_secs(INTERVAL_SECS * 3));
@@ -614,6 +828,79 @@ fn the_scrape_workflows_send_dev_server_and_cloud_metrics_to_prometheus_and_surv
         cloud.requests().len(),
         after_delete,
         "scraped after deletion"
+    );
+}
+
+#[test]
+fn once_a_killed_worker_is_back_scraping_resumes_at_once() {
+    // A stack and Prometheus of their own: the worker dies here.
+    let prometheus = Prometheus::start().unwrap();
+    let mut stack = start_stack(Some(&prometheus)).expect("start the stack");
+    let temporal_namespace = format!("ledger-{}-restart", std::process::id());
+    manage_ledger(&stack, &temporal_namespace);
+    let cloud = CloudMetricsTestDouble::start(&temporal_namespace);
+    let key_file = write_api_key(&stack);
+    ok(apply_target(
+        &stack,
+        "cloud",
+        &cloud,
+        INTERVAL_SECS,
+        &key_file,
+    ));
+    cloud.wait_for_requests(1);
+
+    stack.kill_worker();
+    let killed = Instant::now();
+    let last_before = *cloud.requests().last().unwrap();
+    // Longer than the workflow's heartbeat timeout, so the run is retried while it is down.
+    std::thread::sleep(Duration::from_secs(12));
+    stack.start_worker().unwrap();
+    let back = Instant::now();
+    let resumed = cloud.wait_for_requests(1);
+    let downtime = back - killed;
+    let gap = resumed - last_before;
+    assert!(
+        gap <= downtime + Duration::from_secs(INTERVAL_SECS) * 2 + Duration::from_secs(3),
+        "scraping resumed {gap:?} after the last scrape; the worker was down {downtime:?}"
+    );
+    wait_for("dev server metrics after the restart", || {
+        let now = unix_now();
+        prometheus
+            .query(&format!("timestamp({LEDGER_STARTS})"))
+            .unwrap()
+            .first()
+            .and_then(|s| s["value"][1].as_str()?.parse::<f64>().ok())
+            .is_some_and(|sampled| sampled > now - 5.0)
+    });
+}
+
+#[test]
+fn a_configured_target_named_like_a_resource_is_reported_as_shadowed() {
+    // A stack of its own: its worker restarts with another configuration.
+    let mut stack = start_stack(None).expect("start the stack");
+    let cloud = CloudMetricsTestDouble::start("ledger");
+    let key_file = write_api_key(&stack);
+    ok(apply_target(
+        &stack,
+        "cloud",
+        &cloud,
+        INTERVAL_SECS,
+        &key_file,
+    ));
+    stack.kill_worker();
+    let config = stack.home().join("plinth.toml");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text += &format!(
+        "\n[[metrics.targets]]\nname = \"cloud\"\nurl = \"{}\"\n",
+        cloud.url
+    );
+    std::fs::write(&config, text).unwrap();
+    stack.start_worker().unwrap();
+    assert!(
+        stack
+            .log("worker")
+            .contains("a MetricsTarget resource has this [[metrics.targets]] entry's name"),
+        "the shadowed entry is reported"
     );
 }
 

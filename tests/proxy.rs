@@ -4,6 +4,8 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use plinth_test_harness::cli::{namespace_yaml, ok, stderr, stdout, temporal, text, wait_for};
@@ -168,48 +170,99 @@ fn provision_with(stack: &PlinthStack, name: &str, spec: &str) -> String {
     ns
 }
 
-#[test]
-fn sdks_and_the_cli_work_through_the_proxy_and_temporal_stores_only_ciphertext() {
-    let server = DevServer::shared();
-    let mut stack =
-        PlinthStack::start_with(server, PLINTH.as_ref(), "10m", "3s").expect("start the stack");
-    let ns = provision(&stack, "orders");
-    let alice = stack.profile(PAYMENTS_MEMBER, &ns).unwrap();
-    let marker = format!("card-4111-{}", std::process::id());
+/// A shared stack (access runs every 3 s) with the payments team's namespace `orders`, and
+/// alice's profile for it.
+struct Orders {
+    stack: PlinthStack,
+    ns: String,
+    alice: PathBuf,
+}
 
-    // 1. The CLI starts, queries, signals, lists and describes through the proxy; a Python
-    //    worker serves the workflow.
-    let worker = PythonWorker::start(&alice, "parcels");
-    ok(start_parcel(&alice, "parcel-1", &format!("{marker}-cli")));
+fn orders() -> &'static Orders {
+    static FIXTURE: OnceLock<Orders> = OnceLock::new();
+    FIXTURE.get_or_init(|| {
+        let stack = PlinthStack::start_with(DevServer::shared(), PLINTH.as_ref(), "10m", "3s")
+            .and_then(PlinthStack::shared)
+            .expect("start the stack");
+        let ns = provision(&stack, "orders");
+        let alice = stack.profile(PAYMENTS_MEMBER, &ns).unwrap();
+        Orders { stack, ns, alice }
+    })
+}
+
+/// A card number, unique to this test process, for the payload of `sdk`'s workflow.
+fn card_number(sdk: &str) -> String {
+    format!("card-4111-{}-{sdk}", std::process::id())
+}
+
+/// Whether Temporal's database holds `text` in plaintext, asked once a start sent around the
+/// proxy shows up there: so the search does see plaintext, and what came before is written.
+fn stored_in_plaintext(stack: &PlinthStack, ns: &str, text: &str) -> bool {
+    static BYPASSES: AtomicU32 = AtomicU32::new(0);
+    let id = format!("bypass-{}", BYPASSES.fetch_add(1, Ordering::Relaxed));
+    let bypass = format!("{id}-{}", std::process::id());
+    ok(temporal(
+        &[
+            "workflow",
+            "start",
+            "--type",
+            "Parcel",
+            "--task-queue",
+            "nobody",
+            "-w",
+            &id,
+            "--namespace",
+            ns,
+            "--input",
+            &format!("\"{bypass}\""),
+        ],
+        &stack.temporal_address,
+    ));
+    let server = DevServer::shared();
+    wait_for(
+        "plaintext sent around the proxy reaches the database",
+        || database_contains(server, &bypass),
+    );
+    database_contains(server, text)
+}
+
+/// The CLI starts, queries, signals, lists and describes a workflow that a Python SDK worker
+/// serves, each seeing plaintext; Temporal stores it sealed.
+#[test]
+fn the_cli_drives_a_python_sdk_workflow_through_the_proxy_and_temporal_stores_it_sealed() {
+    let Orders { stack, ns, alice } = orders();
+    let _worker = PythonWorker::start(alice, "parcels");
+    let contents = card_number("cli");
+    ok(start_parcel(alice, "parcel-1", &contents));
     let mut query = String::new();
     wait_for("the query answers", || {
         let out = temporal_as(
-            &alice,
+            alice,
             &["workflow", "query", "-w", "parcel-1", "--name", "status"],
         );
         query = stdout(&out);
         out.status.success()
     });
-    assert!(query.contains(&format!("holding {marker}-cli")), "{query}");
+    assert!(query.contains(&format!("holding {contents}")), "{query}");
     ok(temporal_as(
-        &alice,
+        alice,
         &[
             "workflow", "signal", "-w", "parcel-1", "--name", "deliver", "--input", "\"bob\"",
         ],
     ));
     let result = ok(temporal_as(
-        &alice,
+        alice,
         &["workflow", "result", "-w", "parcel-1"],
     ));
     assert!(
-        stdout(&result).contains(&format!("charged {marker}-cli, delivered to bob")),
+        stdout(&result).contains(&format!("charged {contents}, delivered to bob")),
         "{}",
         text(&result)
     );
-    let listed = ok(temporal_as(&alice, &["workflow", "list"]));
+    let listed = ok(temporal_as(alice, &["workflow", "list"]));
     assert!(stdout(&listed).contains("parcel-1"), "{}", text(&listed));
     let described = ok(temporal_as(
-        &alice,
+        alice,
         &["workflow", "describe", "-w", "parcel-1"],
     ));
     assert!(
@@ -217,24 +270,59 @@ fn sdks_and_the_cli_work_through_the_proxy_and_temporal_stores_only_ciphertext()
         "{}",
         text(&described)
     );
-    //    Temporal's own errors reach the CLI with their status and message.
-    let missing = temporal_as(&alice, &["workflow", "describe", "-w", "no-such-parcel"]);
+    assert!(
+        !stored_in_plaintext(stack, ns, &contents),
+        "{contents} is in Temporal's database in plaintext"
+    );
+}
+
+#[test]
+fn temporals_own_errors_reach_the_cli_with_their_status_and_message() {
+    let Orders { alice, .. } = orders();
+    let missing = temporal_as(alice, &["workflow", "describe", "-w", "no-such-parcel"]);
     assert!(!missing.status.success());
     assert!(
         stderr(&missing).contains("workflow not found"),
         "{}",
         text(&missing)
     );
+}
 
-    // 2. The Python SDK client: a workflow with an activity, the result in plaintext.
-    let run = python_run(&alice, "parcels", "checkout-1", &format!("{marker}-py"));
+/// A workflow with an activity: the client gets the result in plaintext, the proxy counts the
+/// bytes it sealed and opened, and Temporal stores them sealed.
+#[test]
+fn the_python_sdk_client_runs_a_workflow_through_the_proxy_and_temporal_stores_it_sealed() {
+    let Orders { stack, ns, alice } = orders();
+    let _worker = PythonWorker::start(alice, "checkouts");
+    let order = card_number("py");
+    let run = python_run(alice, "checkouts", "checkout-1", &order);
     assert!(run.status.success(), "{}", text(&run));
-    assert_eq!(stdout(&run).trim(), format!("charged {marker}-py"));
-    drop(worker);
+    assert_eq!(stdout(&run).trim(), format!("charged {order}"));
+    assert!(
+        metric(
+            stack,
+            "plinth_proxy_payload_bytes_total{direction=\"encrypt\"}"
+        ) > 0.0
+    );
+    assert!(
+        metric(
+            stack,
+            "plinth_proxy_payload_bytes_total{direction=\"decrypt\"}"
+        ) > 0.0
+    );
+    assert!(
+        !stored_in_plaintext(stack, ns, &order),
+        "{order} is in Temporal's database in plaintext"
+    );
+}
 
-    //    The Rust SDK: `plinth worker` runs its canary (a workflow and an activity) from the
-    //    admin's profile, which may also prepare the namespace.
-    let admin = stack.profile(ADMIN, &ns).unwrap();
+/// `plinth worker` runs its canary (a workflow and an activity) from the admin's profile, which
+/// may also prepare the namespace.
+#[test]
+fn the_rust_sdk_worker_runs_its_canary_through_the_proxy_and_temporal_stores_it_sealed() {
+    let Orders { stack, ns, alice } = orders();
+    let token = card_number("rust");
+    let admin = stack.profile(ADMIN, ns).unwrap();
     let rust_home = tempfile::tempdir().unwrap();
     std::fs::write(rust_home.path().join("directory.yaml"), DIRECTORY).unwrap();
     let mut rust_worker = Command::new(PLINTH)
@@ -249,7 +337,7 @@ fn sdks_and_the_cli_work_through_the_proxy_and_temporal_stores_only_ciphertext()
         .spawn()
         .unwrap();
     let canary = temporal_as(
-        &alice,
+        alice,
         &[
             "workflow",
             "execute",
@@ -260,7 +348,7 @@ fn sdks_and_the_cli_work_through_the_proxy_and_temporal_stores_only_ciphertext()
             "-w",
             "canary-1",
             "--input",
-            &format!("\"{marker}-rust\""),
+            &format!("\"{token}\""),
             "--output",
             "json",
         ],
@@ -269,60 +357,23 @@ fn sdks_and_the_cli_work_through_the_proxy_and_temporal_stores_only_ciphertext()
     let _ = rust_worker.wait();
     assert!(canary.status.success(), "{}", text(&canary));
     let report: serde_json::Value = serde_json::from_slice(&canary.stdout).unwrap();
-    assert_eq!(
-        report["result"]["token"],
-        format!("{marker}-rust"),
-        "{report}"
-    );
-
-    //    Temporal's database holds none of it, though it does hold what bypassed the proxy.
-    let bypass = format!("bypass-{}", std::process::id());
-    ok(temporal(
-        &[
-            "workflow",
-            "start",
-            "--type",
-            "Parcel",
-            "--task-queue",
-            "nobody",
-            "-w",
-            "bypass",
-            "--namespace",
-            &ns,
-            "--input",
-            &format!("\"{bypass}\""),
-        ],
-        &stack.temporal_address,
-    ));
-    wait_for(
-        "plaintext sent around the proxy reaches the database",
-        || database_contains(server, &bypass),
-    );
-    for suffix in ["-cli", "-py", "-rust"] {
-        assert!(
-            !database_contains(server, &format!("{marker}{suffix}")),
-            "{marker}{suffix} is in Temporal's database in plaintext"
-        );
-    }
+    assert_eq!(report["result"]["token"], token, "{report}");
     assert!(
-        metric(
-            &stack,
-            "plinth_proxy_payload_bytes_total{direction=\"encrypt\"}"
-        ) > 0.0
+        !stored_in_plaintext(stack, ns, &token),
+        "{token} is in Temporal's database in plaintext"
     );
-    assert!(
-        metric(
-            &stack,
-            "plinth_proxy_payload_bytes_total{direction=\"decrypt\"}"
-        ) > 0.0
-    );
+}
 
-    // 3. A reader lists and describes but cannot start or signal; an outsider can do neither.
-    let erin = stack.profile(READER, &ns).unwrap();
+/// The proxy refuses, naming the namespace, and counts each refusal.
+#[test]
+fn a_reader_may_read_but_not_write_and_an_outsider_may_do_neither() {
+    let Orders { stack, ns, alice } = orders();
+    ok(start_parcel(alice, "for-erin", "for a reader"));
+    let erin = stack.profile(READER, ns).unwrap();
     ok(temporal_as(&erin, &["workflow", "list"]));
     ok(temporal_as(
         &erin,
-        &["workflow", "describe", "-w", "parcel-1"],
+        &["workflow", "describe", "-w", "for-erin"],
     ));
     let start = start_parcel(&erin, "by-erin", "from a reader");
     assert!(denied(&start), "{}", text(&start));
@@ -333,31 +384,35 @@ fn sdks_and_the_cli_work_through_the_proxy_and_temporal_stores_only_ciphertext()
     );
     let signal = temporal_as(
         &erin,
-        &["workflow", "signal", "-w", "bypass", "--name", "deliver"],
+        &["workflow", "signal", "-w", "for-erin", "--name", "deliver"],
     );
     assert!(denied(&signal), "{}", text(&signal));
-    let mallory = stack.profile(OUTSIDER, &ns).unwrap();
+    let mallory = stack.profile(OUTSIDER, ns).unwrap();
     for out in [
         temporal_as(&mallory, &["workflow", "list"]),
         start_parcel(&mallory, "m", "from an outsider"),
     ] {
         assert!(denied(&out), "{}", text(&out));
         assert!(
-            stderr(&out).contains(&ns),
+            stderr(&out).contains(ns.as_str()),
             "names the namespace: {}",
             text(&out)
         );
     }
     assert!(
         metric(
-            &stack,
+            stack,
             &format!("plinth_proxy_denials_total{{namespace=\"{ns}\"")
         ) >= 4.0
     );
-    //    An unknown namespace is NOT_FOUND, not a hang or a denial.
+}
+
+#[test]
+fn an_unknown_namespace_is_not_found_rather_than_a_hang_or_a_denial() {
+    let Orders { alice, .. } = orders();
     let unknown = Command::new(temporal_bin())
         .args(["workflow", "list", "--config-file"])
-        .arg(&alice)
+        .arg(alice)
         .args(["--profile", "team", "--namespace", "no-such-namespace"])
         .output()
         .unwrap();
@@ -366,8 +421,15 @@ fn sdks_and_the_cli_work_through_the_proxy_and_temporal_stores_only_ciphertext()
         "{}",
         text(&unknown)
     );
+}
 
-    //    A departed user loses access after the next access run.
+/// The directory changes under the stack, so it has a stack of its own.
+#[test]
+fn a_departed_user_loses_access_after_the_next_access_run() {
+    let stack = PlinthStack::start_with(DevServer::shared(), PLINTH.as_ref(), "10m", "3s")
+        .expect("start the stack");
+    let ns = provision(&stack, "departures");
+    let alice = stack.profile(PAYMENTS_MEMBER, &ns).unwrap();
     let frank = stack.profile(LEAVER, &ns).unwrap();
     ok(temporal_as(&frank, &["workflow", "list"]));
     stack
@@ -380,8 +442,11 @@ fn sdks_and_the_cli_work_through_the_proxy_and_temporal_stores_only_ciphertext()
         denied(&temporal_as(&frank, &["workflow", "list"]))
     });
     ok(temporal_as(&alice, &["workflow", "list"]));
+}
 
-    //    Health, and a deleted namespace stops being served.
+#[test]
+fn the_proxy_reports_itself_healthy_and_ready() {
+    let Orders { stack, .. } = orders();
     let health = |path: &str| {
         let out = Command::new("curl")
             .args([
@@ -394,11 +459,19 @@ fn sdks_and_the_cli_work_through_the_proxy_and_temporal_stores_only_ciphertext()
     };
     assert_eq!(health("/healthz").trim(), "ok");
     assert_eq!(health("/readyz").trim(), "ready");
-    ok(stack.plinth_as(ADMIN, &["delete", "namespace", "orders", "--wait"]));
+}
+
+/// Deletes a namespace of its own: the shared one must stay.
+#[test]
+fn a_deleted_namespace_stops_being_served() {
+    let Orders { stack, .. } = orders();
+    let ns = provision(stack, "retired");
+    let alice = stack.profile(PAYMENTS_MEMBER, &ns).unwrap();
+    ok(temporal_as(&alice, &["workflow", "list"]));
+    ok(stack.plinth_as(ADMIN, &["delete", "namespace", "retired", "--wait"]));
     wait_for("the deleted namespace to be unknown", || {
         stderr(&temporal_as(&alice, &["workflow", "list"])).contains("not served here")
     });
-    stack.kill_worker();
 }
 
 /// An unmodified Python SDK worker and client, configured by `plinth profile`, use every
@@ -485,58 +558,41 @@ fn every_sdk_feature_works_through_the_proxy_and_is_stored_encrypted() {
     stack.kill_worker();
 }
 
-/// Write on one namespace does not act on another: with cross-namespace commands enabled on
-/// the dev server, a workflow task whose command signals a workflow in another namespace is
-/// refused unless the worker may write there; allowed, the signal arrives in plaintext for
-/// that namespace's readers and Temporal stores it sealed.
-#[test]
-fn a_command_acting_on_another_namespace_needs_write_there() {
-    use temporalio_common::protos::temporal::api::command::v1::{
-        Command, SignalExternalWorkflowExecutionCommandAttributes,
-        StartChildWorkflowExecutionCommandAttributes, command,
-    };
-    use temporalio_common::protos::temporal::api::common::v1::{
-        Payload, Payloads, WorkflowExecution, WorkflowType,
-    };
-    use temporalio_common::protos::temporal::api::enums::v1::CommandType;
-    use temporalio_common::protos::temporal::api::history::v1::history_event::Attributes;
-    use temporalio_common::protos::temporal::api::taskqueue::v1::TaskQueue;
-    use temporalio_common::protos::temporal::api::workflowservice::v1::workflow_service_client::WorkflowServiceClient;
-    use temporalio_common::protos::temporal::api::workflowservice::v1::{
-        GetWorkflowExecutionHistoryRequest, PollWorkflowTaskQueueRequest,
-        RespondWorkflowTaskCompletedRequest, StartWorkflowExecutionRequest,
-    };
-    type Client = WorkflowServiceClient<tonic::transport::Channel>;
-    // One JSON string, as an SDK encodes it.
-    let json_string = |text: &str| Payloads {
+type WorkflowClient = temporalio_common::protos::temporal::api::workflowservice::v1::workflow_service_client::WorkflowServiceClient<tonic::transport::Channel>;
+
+/// What a workflow's history holds, as a reader sees it through the proxy: who started it, its
+/// input, the signals it got and the children it started, by kind.
+type History = Vec<(&'static str, String)>;
+
+fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(future)
+}
+
+/// One JSON string, as an SDK encodes it.
+fn json_string(text: &str) -> temporalio_common::protos::temporal::api::common::v1::Payloads {
+    use temporalio_common::protos::temporal::api::common::v1::{Payload, Payloads};
+    Payloads {
         payloads: vec![Payload {
             metadata: [("encoding".to_owned(), b"json/plain".to_vec())].into(),
             data: format!("\"{text}\"").into_bytes(),
             ..Default::default()
         }],
-    };
+    }
+}
 
-    let server = DevServer::shared();
-    let stack =
-        PlinthStack::start_with(server, PLINTH.as_ref(), "10m", "3s").expect("start the stack");
-    let a = provision(&stack, "xns-a");
-    let b = provision(&stack, "xns-b");
-    ok(stack.plinth_as(
-        PAYMENTS_MEMBER,
-        &[
-            "policy",
-            "add-rule",
-            &format!("TEMPORAL-ns-{a}"),
-            "--user",
-            OUTSIDER,
-        ],
-    ));
-    wait_for("mallory may write a", || {
-        stdout(&stack.plinth_as(ADMIN, &["get", "access", &a]))
-            .contains(&format!("user:{OUTSIDER}"))
-    });
-    let marker = format!("signal-{}", std::process::id());
-    let start = |ns: &str, id: &str, queue: &str| StartWorkflowExecutionRequest {
+/// A start of `id`, of a type no worker serves, in `ns` on task queue `queue`.
+fn start_anything(
+    ns: &str,
+    id: &str,
+    queue: &str,
+) -> temporalio_common::protos::temporal::api::workflowservice::v1::StartWorkflowExecutionRequest {
+    use temporalio_common::protos::temporal::api::common::v1::WorkflowType;
+    use temporalio_common::protos::temporal::api::taskqueue::v1::TaskQueue;
+    temporalio_common::protos::temporal::api::workflowservice::v1::StartWorkflowExecutionRequest {
         namespace: ns.to_owned(),
         workflow_id: id.to_owned(),
         workflow_type: Some(WorkflowType {
@@ -548,198 +604,331 @@ fn a_command_acting_on_another_namespace_needs_write_there() {
         }),
         request_id: id.to_owned(),
         ..Default::default()
+    }
+}
+
+/// Starts `source-{who}` in `a`, takes its first task and completes it with a signal to the
+/// workflow `target` of `b` and a child `child-of-{who}` in `b`; their inputs are
+/// `{marker}-{who}` and `{marker}-child-{who}`.
+async fn command_across(
+    mut client: WorkflowClient,
+    a: &str,
+    b: &str,
+    marker: &str,
+    who: &str,
+) -> Result<(), tonic::Status> {
+    use temporalio_common::protos::temporal::api::command::v1::{
+        Command, SignalExternalWorkflowExecutionCommandAttributes,
+        StartChildWorkflowExecutionCommandAttributes, command,
     };
-    // Starts a workflow in `a`, takes its first task and completes it with a signal to the
-    // workflow `target` of `b`.
-    let signal_from = |who: &'static str| {
-        let (a, b, marker) = (a.clone(), b.clone(), marker.clone());
-        move |mut client: Client| async move {
-            let queue = format!("xns-{who}");
+    use temporalio_common::protos::temporal::api::common::v1::{WorkflowExecution, WorkflowType};
+    use temporalio_common::protos::temporal::api::enums::v1::CommandType;
+    use temporalio_common::protos::temporal::api::taskqueue::v1::TaskQueue;
+    use temporalio_common::protos::temporal::api::workflowservice::v1::{
+        PollWorkflowTaskQueueRequest, RespondWorkflowTaskCompletedRequest,
+    };
+    let queue = format!("xns-{who}");
+    client
+        .start_workflow_execution(start_anything(a, &format!("source-{who}"), &queue))
+        .await?;
+    let mut poll = tonic::Request::new(PollWorkflowTaskQueueRequest {
+        namespace: a.to_owned(),
+        task_queue: Some(TaskQueue {
+            name: queue,
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    poll.set_timeout(Duration::from_secs(30));
+    let task = client.poll_workflow_task_queue(poll).await?.into_inner();
+    #[allow(deprecated)]
+    let signal = SignalExternalWorkflowExecutionCommandAttributes {
+        namespace: b.to_owned(),
+        execution: Some(WorkflowExecution {
+            workflow_id: "target".into(),
+            ..Default::default()
+        }),
+        signal_name: "poke".into(),
+        input: Some(json_string(&format!("{marker}-{who}"))),
+        ..Default::default()
+    };
+    #[allow(deprecated)]
+    let child = StartChildWorkflowExecutionCommandAttributes {
+        namespace: b.to_owned(),
+        workflow_id: format!("child-of-{who}"),
+        workflow_type: Some(WorkflowType {
+            name: "Anything".into(),
+        }),
+        task_queue: Some(TaskQueue {
+            name: "nobody".into(),
+            ..Default::default()
+        }),
+        input: Some(json_string(&format!("{marker}-child-{who}"))),
+        ..Default::default()
+    };
+    client
+        .respond_workflow_task_completed(RespondWorkflowTaskCompletedRequest {
+            namespace: a.to_owned(),
+            task_token: task.task_token,
+            commands: vec![
+                Command {
+                    command_type: CommandType::SignalExternalWorkflowExecution as i32,
+                    attributes: Some(
+                        command::Attributes::SignalExternalWorkflowExecutionCommandAttributes(
+                            signal,
+                        ),
+                    ),
+                    ..Default::default()
+                },
+                Command {
+                    command_type: CommandType::StartChildWorkflowExecution as i32,
+                    attributes: Some(
+                        command::Attributes::StartChildWorkflowExecutionCommandAttributes(child),
+                    ),
+                    ..Default::default()
+                },
+            ],
+            ..Default::default()
+        })
+        .await
+        .map(|_| ())
+}
+
+/// The history of workflow `id` in `ns`, empty if there is none.
+async fn history_of(client: &WorkflowClient, ns: &str, id: &str) -> History {
+    use temporalio_common::protos::temporal::api::common::v1::{Payloads, WorkflowExecution};
+    use temporalio_common::protos::temporal::api::history::v1::history_event::Attributes;
+    use temporalio_common::protos::temporal::api::workflowservice::v1::GetWorkflowExecutionHistoryRequest;
+    let history = client
+        .clone()
+        .get_workflow_execution_history(GetWorkflowExecutionHistoryRequest {
+            namespace: ns.to_owned(),
+            execution: Some(WorkflowExecution {
+                workflow_id: id.to_owned(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .map(|history| history.into_inner().history.unwrap_or_default().events)
+        .unwrap_or_default();
+    let text = |input: Option<Payloads>| {
+        input.map_or(String::new(), |input| {
+            String::from_utf8_lossy(&input.payloads[0].data).into_owned()
+        })
+    };
+    history
+        .into_iter()
+        .filter_map(|event| match event.attributes? {
+            Attributes::WorkflowExecutionStartedEventAttributes(started) => Some(vec![
+                ("identity", started.identity),
+                ("input", text(started.input)),
+            ]),
+            Attributes::WorkflowExecutionSignaledEventAttributes(signal) => {
+                Some(vec![("signal", text(signal.input))])
+            }
+            Attributes::StartChildWorkflowExecutionInitiatedEventAttributes(child) => {
+                Some(vec![("child", text(child.input))])
+            }
+            _ => None,
+        })
+        .flatten()
+        .collect()
+}
+
+/// [`history_of`] once `done` holds of it, or as it is after 20 seconds.
+async fn history_when(
+    client: &WorkflowClient,
+    ns: &str,
+    id: &str,
+    done: impl Fn(&History) -> bool,
+) -> History {
+    let mut history = Vec::new();
+    for _ in 0..100 {
+        history = history_of(client, ns, id).await;
+        if done(&history) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    history
+}
+
+/// Two namespaces of the payments team, with cross-namespace commands enabled on the dev
+/// server: mallory may write `a` alone. Alice has started `target` in `b` and completed a
+/// workflow task in `a` with [`command_across`]; what came of it is here as alice reads it.
+struct TwoNamespaces {
+    stack: PlinthStack,
+    a: String,
+    b: String,
+    alice: PathBuf,
+    marker: String,
+    target: History,
+    child: History,
+    parent: History,
+}
+
+fn two_namespaces() -> &'static TwoNamespaces {
+    static FIXTURE: OnceLock<TwoNamespaces> = OnceLock::new();
+    FIXTURE.get_or_init(|| {
+        use temporalio_common::protos::temporal::api::workflowservice::v1::StartWorkflowExecutionRequest;
+        let stack = PlinthStack::start_with(DevServer::shared(), PLINTH.as_ref(), "10m", "3s")
+            .and_then(PlinthStack::shared)
+            .expect("start the stack");
+        let a = provision(&stack, "xns-a");
+        let b = provision(&stack, "xns-b");
+        ok(stack.plinth_as(
+            PAYMENTS_MEMBER,
+            &[
+                "policy",
+                "add-rule",
+                &format!("TEMPORAL-ns-{a}"),
+                "--user",
+                OUTSIDER,
+            ],
+        ));
+        wait_for("mallory may write a", || {
+            stdout(&stack.plinth_as(ADMIN, &["get", "access", &a]))
+                .contains(&format!("user:{OUTSIDER}"))
+        });
+        let alice = stack.profile(PAYMENTS_MEMBER, &a).unwrap();
+        let marker = format!("signal-{}", std::process::id());
+        let (target, child, parent) = block_on(async {
+            let client = WorkflowClient::new(channel_of(&alice).await);
             client
-                .start_workflow_execution(start(&a, &format!("source-{who}"), &queue))
-                .await?;
-            let mut poll = tonic::Request::new(PollWorkflowTaskQueueRequest {
-                namespace: a.clone(),
-                task_queue: Some(TaskQueue {
-                    name: queue,
-                    ..Default::default()
-                }),
-                ..Default::default()
-            });
-            poll.set_timeout(Duration::from_secs(30));
-            let task = client.poll_workflow_task_queue(poll).await?.into_inner();
-            #[allow(deprecated)]
-            let signal = SignalExternalWorkflowExecutionCommandAttributes {
-                namespace: b.clone(),
-                execution: Some(WorkflowExecution {
-                    workflow_id: "target".into(),
-                    ..Default::default()
-                }),
-                signal_name: "poke".into(),
-                input: Some(json_string(&format!("{marker}-{who}"))),
-                ..Default::default()
-            };
-            #[allow(deprecated)]
-            let child = StartChildWorkflowExecutionCommandAttributes {
-                namespace: b.clone(),
-                workflow_id: format!("child-of-{who}"),
-                workflow_type: Some(WorkflowType {
-                    name: "Anything".into(),
-                }),
-                task_queue: Some(TaskQueue {
-                    name: "nobody".into(),
-                    ..Default::default()
-                }),
-                input: Some(json_string(&format!("{marker}-child-{who}"))),
-                ..Default::default()
-            };
-            client
-                .respond_workflow_task_completed(RespondWorkflowTaskCompletedRequest {
-                    namespace: a,
-                    task_token: task.task_token,
-                    commands: vec![
-                        Command {
-                            command_type: CommandType::SignalExternalWorkflowExecution as i32,
-                            attributes: Some(
-                                command::Attributes::SignalExternalWorkflowExecutionCommandAttributes(
-                                    signal,
-                                ),
-                            ),
-                            ..Default::default()
-                        },
-                        Command {
-                            command_type: CommandType::StartChildWorkflowExecution as i32,
-                            attributes: Some(
-                                command::Attributes::StartChildWorkflowExecutionCommandAttributes(
-                                    child,
-                                ),
-                            ),
-                            ..Default::default()
-                        },
-                    ],
-                    ..Default::default()
+                .clone()
+                .start_workflow_execution(StartWorkflowExecutionRequest {
+                    identity: "claims to be user:admin@example.com".into(),
+                    ..start_anything(&b, "target", "nobody")
                 })
                 .await
-                .map(|_| ())
+                .expect("start the target in b");
+            command_across(client.clone(), &a, &b, &marker, "alice")
+                .await
+                .expect("write on both: the commands go");
+            let target = history_when(&client, &b, "target", |history| {
+                history.iter().any(|(kind, _)| *kind == "signal")
+            })
+            .await;
+            let child = history_when(&client, &b, "child-of-alice", |history| {
+                !history.is_empty()
+            })
+            .await;
+            let parent = history_of(&client, &a, "source-alice").await;
+            (target, child, parent)
+        });
+        TwoNamespaces {
+            stack,
+            a,
+            b,
+            alice,
+            marker,
+            target,
+            child,
+            parent,
         }
-    };
-    // What a workflow's history holds, as a reader sees it through the proxy: who started it,
-    // its input, the signals it got and the children it started, by kind.
-    let history_of = |client: Client, ns: String, id: &'static str| async move {
-        let history = client
-            .clone()
-            .get_workflow_execution_history(GetWorkflowExecutionHistoryRequest {
-                namespace: ns,
-                execution: Some(WorkflowExecution {
-                    workflow_id: id.to_owned(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            })
-            .await
-            .map(|history| history.into_inner().history.unwrap_or_default().events)
-            .unwrap_or_default();
-        let text = |input: Option<Payloads>| {
-            input.map_or(String::new(), |input| {
-                String::from_utf8_lossy(&input.payloads[0].data).into_owned()
-            })
-        };
-        history
-            .into_iter()
-            .filter_map(|event| match event.attributes? {
-                Attributes::WorkflowExecutionStartedEventAttributes(started) => Some(vec![
-                    ("identity", started.identity),
-                    ("input", text(started.input)),
-                ]),
-                Attributes::WorkflowExecutionSignaledEventAttributes(signal) => {
-                    Some(vec![("signal", text(signal.input))])
-                }
-                Attributes::StartChildWorkflowExecutionInitiatedEventAttributes(child) => {
-                    Some(vec![("child", text(child.input))])
-                }
-                _ => None,
-            })
-            .flatten()
-            .collect::<Vec<(&str, String)>>()
-    };
+    })
+}
 
-    let alice = stack.profile(PAYMENTS_MEMBER, &a).unwrap();
-    let mallory = stack.profile(OUTSIDER, &a).unwrap();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
-        let alice = WorkflowServiceClient::new(channel_of(&alice).await);
-        let mallory = WorkflowServiceClient::new(channel_of(&mallory).await);
-        alice
-            .clone()
-            .start_workflow_execution(StartWorkflowExecutionRequest {
-                identity: "claims to be user:admin@example.com".into(),
-                ..start(&b, "target", "nobody")
-            })
-            .await
-            .expect("start the target in b");
-
-        let refused = signal_from("mallory")(mallory)
+/// Write on one namespace does not act on another: the whole task completion is refused, so
+/// neither of its commands takes effect.
+#[test]
+fn a_command_acting_on_another_namespace_is_refused_without_write_there() {
+    let TwoNamespaces {
+        stack,
+        a,
+        b,
+        alice,
+        marker,
+        ..
+    } = two_namespaces();
+    let mallory = stack.profile(OUTSIDER, a).unwrap();
+    block_on(async {
+        let alice = WorkflowClient::new(channel_of(alice).await);
+        let mallory = WorkflowClient::new(channel_of(&mallory).await);
+        let refused = command_across(mallory, a, b, marker, "mallory")
             .await
             .expect_err("write on a alone does not reach b");
         assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
-        assert!(refused.message().contains(&b), "names b: {refused:?}");
-
-        signal_from("alice")(alice.clone())
-            .await
-            .expect("write on both: the signal goes");
-        let mut target = Vec::new();
-        for _ in 0..100 {
-            target = history_of(alice.clone(), b.clone(), "target").await;
-            if target.iter().any(|(kind, _)| *kind == "signal") {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        assert_eq!(
-            target,
-            vec![
-                (
-                    "identity",
-                    format!("user:{PAYMENTS_MEMBER} claims to be user:admin@example.com")
-                ),
-                ("input", String::new()),
-                ("signal", format!("\"{marker}-alice\"")),
-            ],
-            "started by alice as certified; only alice's signal, opened for b"
-        );
-        // The child runs in b, its input sealed for b; the parent's record of it in a opens
-        // for alice, who may read b.
-        let mut child = Vec::new();
-        for _ in 0..100 {
-            child = history_of(alice.clone(), b.clone(), "child-of-alice").await;
-            if !child.is_empty() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        let input = format!("\"{marker}-child-alice\"");
-        assert!(child.contains(&("input", input.clone())), "{child:?}");
-        let parent = history_of(alice.clone(), a.clone(), "source-alice").await;
-        assert!(parent.contains(&("child", input)), "{parent:?}");
         assert!(
-            history_of(alice.clone(), b.clone(), "child-of-mallory")
-                .await
-                .is_empty(),
+            refused.message().contains(b.as_str()),
+            "names b: {refused:?}"
+        );
+        let target = history_of(&alice, b, "target").await;
+        assert!(
+            !target.contains(&("signal", format!("\"{marker}-mallory\""))),
+            "mallory's signal never arrived: {target:?}"
+        );
+        assert!(
+            history_of(&alice, b, "child-of-mallory").await.is_empty(),
             "mallory's child was never started"
         );
     });
     assert!(
-        !database_contains(server, &marker),
-        "{marker} is in Temporal's database in plaintext"
-    );
-    assert!(
         metric(
-            &stack,
+            stack,
             &format!("plinth_proxy_denials_total{{namespace=\"{b}\"")
         ) >= 1.0
+    );
+}
+
+#[test]
+fn a_signal_to_another_namespace_arrives_opened_for_its_readers() {
+    let TwoNamespaces { marker, target, .. } = two_namespaces();
+    let signals: Vec<&str> = target
+        .iter()
+        .filter(|(kind, _)| *kind == "signal")
+        .map(|(_, input)| input.as_str())
+        .collect();
+    assert_eq!(
+        signals,
+        [format!("\"{marker}-alice\"")],
+        "only alice's signal, opened for b"
+    );
+}
+
+/// Its input is sealed for `b`; the parent's record of it in `a` opens for alice, who may read
+/// `b`.
+#[test]
+fn a_child_started_in_another_namespace_gets_its_input_there_and_its_parent_records_it() {
+    let TwoNamespaces {
+        marker,
+        child,
+        parent,
+        ..
+    } = two_namespaces();
+    let input = format!("\"{marker}-child-alice\"");
+    assert!(child.contains(&("input", input.clone())), "{child:?}");
+    assert!(parent.contains(&("child", input)), "{parent:?}");
+}
+
+#[test]
+fn a_start_records_the_certified_caller_ahead_of_the_identity_it_claims() {
+    let TwoNamespaces { target, .. } = two_namespaces();
+    let started: History = target
+        .iter()
+        .filter(|(kind, _)| *kind != "signal")
+        .cloned()
+        .collect();
+    assert_eq!(
+        started,
+        vec![
+            (
+                "identity",
+                format!("user:{PAYMENTS_MEMBER} claims to be user:admin@example.com")
+            ),
+            ("input", String::new()),
+        ],
+        "started by alice as certified"
+    );
+}
+
+#[test]
+fn temporal_stores_what_crosses_namespaces_sealed() {
+    let TwoNamespaces { marker, .. } = two_namespaces();
+    assert!(
+        !database_contains(DevServer::shared(), marker),
+        "{marker} is in Temporal's database in plaintext"
     );
 }
 

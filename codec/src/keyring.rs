@@ -138,6 +138,8 @@ pub enum KeyRingError {
 pub struct KeyRing {
     path: PathBuf,
     keys: Vec<Key>,
+    /// Held by a ring that may change: an exclusive lock on the file's `.lock` sibling.
+    _change_lock: Option<std::fs::File>,
 }
 
 impl std::fmt::Debug for KeyRing {
@@ -227,23 +229,40 @@ impl KeyRing {
         Ok(Self {
             path: path.to_owned(),
             keys,
+            _change_lock: None,
         })
     }
 
-    /// Loads `path`, or creates it with one new active key. True when it was created.
+    /// Loads `path` to change it, holding its change lock until the ring is dropped: two
+    /// `plinth keys` commands at once apply one after the other, neither losing the other's key.
+    pub fn load_for_change(path: &Path) -> Result<Self, KeyRingError> {
+        let lock = change_lock(path)?;
+        let mut ring = Self::load(path)?;
+        ring._change_lock = Some(lock);
+        Ok(ring)
+    }
+
+    /// Loads `path` to change it (see [`Self::load_for_change`]), or creates it with one new
+    /// active key. True when it was created.
     pub fn init(path: &Path) -> Result<(Self, bool), KeyRingError> {
+        let lock = change_lock(path)?;
         if path.exists() {
-            return Ok((Self::load(path)?, false));
+            let mut ring = Self::load(path)?;
+            ring._change_lock = Some(lock);
+            return Ok((ring, false));
         }
         let mut ring = Self {
             path: path.to_owned(),
             keys: Vec::new(),
+            _change_lock: Some(lock),
         };
         ring.add_new_active()?;
         Ok((ring, true))
     }
 
     /// Makes a new key active; the previous one becomes decrypt-only. Returns the new id.
+    /// Changes are saved at once; take the ring from [`Self::init`] or
+    /// [`Self::load_for_change`].
     pub fn rotate(&mut self) -> Result<String, KeyRingError> {
         self.add_new_active()
     }
@@ -344,9 +363,6 @@ impl KeyRing {
                 .collect(),
         };
         let text = serde_json::to_string_pretty(&file).expect("key ring serializes");
-        if let Some(dir) = self.path.parent() {
-            std::fs::create_dir_all(dir).map_err(io)?;
-        }
         let staged = self.path.with_extension("tmp");
         write_owner_only(&staged, text.as_bytes()).map_err(io)?;
         std::fs::rename(&staged, &self.path).map_err(io)
@@ -393,6 +409,27 @@ impl KekProvider for KeyRing {
             })
             .map(|k| k.material)
     }
+}
+
+/// Waits for the exclusive lock on `path`'s `.lock` sibling, which every change holds.
+fn change_lock(path: &Path) -> Result<std::fs::File, KeyRingError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let io = |source| KeyRingError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(io)?;
+    }
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path.with_extension("lock"))
+        .map_err(io)?;
+    file.lock().map_err(io)?;
+    Ok(file)
 }
 
 fn owner_only_mode(path: &Path) -> std::io::Result<u32> {
@@ -513,6 +550,25 @@ mod tests {
             !format!("{reloaded:?}").contains(material),
             "Debug shows no key"
         );
+    }
+
+    #[test]
+    fn changes_made_at_once_all_land() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keyring.json");
+        drop(KeyRing::init(&path).unwrap());
+        std::thread::scope(|scope| {
+            for i in 0..8u8 {
+                let path = &path;
+                scope.spawn(move || {
+                    let mut ring = KeyRing::load_for_change(path).unwrap();
+                    ring.import(&format!("imported-{i}"), &[i; 32], KeyPurpose::Kek)
+                        .unwrap();
+                });
+            }
+        });
+        let ring = KeyRing::load(&path).unwrap();
+        assert_eq!(ring.list().len(), 9, "{ring:?}");
     }
 
     #[test]

@@ -3,11 +3,13 @@
 
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+
+use plinth_test_support::{Guarded, Janitor};
 
 use crate::{DevServer, free_port};
 
@@ -61,9 +63,11 @@ const TOKEN_KEY_ID: &str = "plinth-test";
 pub struct PlinthStack {
     plinth: PathBuf,
     home: tempfile::TempDir,
-    worker: Option<Child>,
-    proxy: Child,
-    codec: Option<Child>,
+    worker: Option<Guarded>,
+    proxy: Option<Guarded>,
+    codec: Option<Guarded>,
+    /// Removes the home of a stack shared through a static when the test process ends.
+    janitor: Option<Janitor>,
     /// PKCS#8 of the key that signs the stack's bearer tokens (its JWKS is in the home).
     token_key: Vec<u8>,
     /// `host:port` of the codec server.
@@ -133,8 +137,9 @@ impl PlinthStack {
         let mut stack = PlinthStack {
             plinth: plinth.to_owned(),
             worker: None,
-            proxy: Command::new("true").spawn()?,
+            proxy: None,
             codec: None,
+            janitor: None,
             token_key,
             codec_address,
             control_namespace,
@@ -160,8 +165,16 @@ impl PlinthStack {
         stack.start_worker()?;
         let mut proxy = stack.spawn("proxy")?;
         stack.wait_for_listener(&mut proxy, "proxy", &stack.proxy_address)?;
-        stack.proxy = proxy;
+        stack.proxy = Some(proxy);
         Ok(stack)
+    }
+
+    /// Makes this stack a fixture that a test binary's tests share through a static, which is
+    /// never dropped: its processes stop when the test process ends, however it ends, and its
+    /// home is removed then.
+    pub fn shared(mut self) -> anyhow::Result<PlinthStack> {
+        self.janitor = Some(Janitor::remove_at_exit(self.home.path())?);
+        Ok(self)
     }
 
     /// Replaces the directory file at once (write and rename), as a directory sync would.
@@ -182,25 +195,17 @@ impl PlinthStack {
         self.home.path().join("users").join(user)
     }
 
-    fn spawn(&self, role: &str) -> anyhow::Result<Child> {
+    fn spawn(&self, role: &str) -> anyhow::Result<Guarded> {
         self.spawn_with(role, &[])
     }
 
-    fn spawn_with(&self, role: &str, env: &[(&str, &str)]) -> anyhow::Result<Child> {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.home.path().join(format!("{role}.log")))?;
-        Command::new(&self.plinth)
-            .arg("--home")
-            .arg(self.home.path())
+    fn spawn_with(&self, role: &str, env: &[(&str, &str)]) -> anyhow::Result<Guarded> {
+        let mut command = self.command();
+        command
             .arg(role)
             .env_remove("TEMPORAL_ADDRESS")
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
+            .envs(env.iter().copied());
+        Guarded::spawn(&command, &self.home.path().join(format!("{role}.log")))
             .with_context(|| format!("start plinth {role}"))
     }
 
@@ -291,21 +296,18 @@ impl PlinthStack {
 
     /// The proxy's process id.
     pub fn proxy_pid(&self) -> u32 {
-        self.proxy.id()
+        self.proxy.as_ref().map_or(0, Guarded::id)
     }
 
     /// Kills the worker process at once, as a crash would.
     pub fn kill_worker(&mut self) {
-        if let Some(mut worker) = self.worker.take() {
-            let _ = worker.kill();
-            let _ = worker.wait();
-        }
+        self.worker.take();
     }
 
     /// Waits until `child` (the `role` process) listens on `address`.
     fn wait_for_listener(
         &self,
-        child: &mut Child,
+        child: &mut Guarded,
         role: &str,
         address: &str,
     ) -> anyhow::Result<()> {
@@ -406,13 +408,9 @@ fn write_jwks(path: &Path) -> anyhow::Result<Vec<u8>> {
 
 impl Drop for PlinthStack {
     fn drop(&mut self) {
-        if let Some(mut codec) = self.codec.take() {
-            let _ = codec.kill();
-            let _ = codec.wait();
-        }
-        self.kill_worker();
-        let _ = self.proxy.kill();
-        let _ = self.proxy.wait();
+        self.codec.take();
+        self.worker.take();
+        self.proxy.take();
         // A failed test's logs and configuration stay for whoever investigates.
         if std::thread::panicking() {
             self.home.disable_cleanup(true);

@@ -1,5 +1,5 @@
 //! Test helpers that need no Temporal: free ports, an HTTP stub, a real Prometheus, a TLS
-//! relay. Crates whose tests need only these depend on this crate, not on the harness that
+//! relay, and processes and directories cleaned up when the test process ends. Crates whose tests need only these depend on this crate, not on the harness that
 //! starts Temporal and links the SDK.
 
 use std::net::TcpListener;
@@ -7,10 +7,12 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+mod guarded;
 mod http_stub;
 mod prometheus;
 mod tls_relay;
 
+pub use guarded::{Guarded, Janitor};
 pub use http_stub::{StubAnswer, StubRequest, serve_http};
 pub use prometheus::Prometheus;
 pub use tls_relay::TlsRelay;

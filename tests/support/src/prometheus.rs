@@ -1,20 +1,22 @@
 //! A real Prometheus (Debian's package) on a free port with the remote-write receiver on,
-//! storing in a temporary directory; stopped and removed when dropped.
+//! storing in a temporary directory; stopped and removed when dropped, or when the test process
+//! ends for one shared through a static.
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
-use crate::free_port;
+use crate::{Guarded, Janitor, free_port};
 
 /// A running `prometheus`.
 #[derive(Debug)]
 pub struct Prometheus {
-    child: Child,
+    _process: Guarded,
     address: String,
     dir: tempfile::TempDir,
+    _janitor: Janitor,
 }
 
 impl Prometheus {
@@ -42,8 +44,8 @@ impl Prometheus {
         let config = dir.path().join("prometheus.yml");
         std::fs::write(&config, config_text)?;
         let address = format!("127.0.0.1:{}", free_port());
-        let log = std::fs::File::create(dir.path().join("prometheus.log"))?;
-        let child = Command::new("prometheus")
+        let mut command = Command::new("prometheus");
+        command
             .arg(format!("--config.file={}", config.display()))
             .arg(format!(
                 "--storage.tsdb.path={}",
@@ -51,15 +53,13 @@ impl Prometheus {
             ))
             .arg(format!("--web.listen-address={address}"))
             .arg("--web.enable-remote-write-receiver")
-            .arg("--log.level=warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
+            .arg("--log.level=warn");
+        let process = Guarded::spawn(&command, &dir.path().join("prometheus.log"))
             .context("start prometheus (Debian package `prometheus`; scripts/test installs it)")?;
         let prometheus = Prometheus {
-            child,
+            _process: process,
             address,
+            _janitor: Janitor::remove_at_exit(dir.path())?,
             dir,
         };
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -114,12 +114,5 @@ impl Prometheus {
             bail!("GET {path}: curl exited {}", output.status);
         }
         Ok(String::from_utf8(output.stdout)?)
-    }
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
