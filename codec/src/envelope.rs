@@ -56,6 +56,35 @@ pub struct Codec {
     compress_above: usize,
 }
 
+/// What opening a sealed payload reads of it: its encryption metadata and its data.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SealedParts<'a> {
+    /// [`metadata::KEY_ID`].
+    pub key_id: Option<&'a [u8]>,
+    /// [`metadata::DATA_KEY`]: absent in the Temporal samples' format.
+    pub data_key: Option<&'a [u8]>,
+    /// [`metadata::NAMESPACE`].
+    pub namespace: Option<&'a [u8]>,
+    /// [`metadata::COMPRESSION`].
+    pub compression: Option<&'a [u8]>,
+    /// The ciphertext.
+    pub data: &'a [u8],
+}
+
+impl<'a> SealedParts<'a> {
+    /// The parts of a decoded payload.
+    pub fn of(payload: &'a Payload) -> Self {
+        let get = |key: &str| payload.metadata.get(key).map(Vec::as_slice);
+        SealedParts {
+            key_id: get(metadata::KEY_ID),
+            data_key: get(metadata::DATA_KEY),
+            namespace: get(metadata::NAMESPACE),
+            compression: get(metadata::COMPRESSION),
+            data: &payload.data,
+        }
+    }
+}
+
 impl Codec {
     /// A codec whose data keys are wrapped by `provider`.
     pub fn new(provider: Arc<dyn KekProvider>, settings: CodecSettings) -> Self {
@@ -175,26 +204,34 @@ impl Codec {
     /// Opens one payload that [`is_encrypted`] says is encrypted into the serialized `Payload`
     /// that was sealed.
     pub fn open_encoded(&self, namespace: &str, payload: &Payload) -> Result<Vec<u8>, CodecError> {
-        let text = |key: &str| -> Result<&str, CodecError> {
-            let value = payload
-                .metadata
-                .get(key)
-                .ok_or_else(|| CodecError::Malformed(format!("metadata {key} is missing")))?;
+        self.open_parts(namespace, SealedParts::of(payload))
+    }
+
+    /// [`Codec::open_encoded`] of a payload read in place (the proxy reads payloads off the
+    /// wire without decoding them).
+    pub fn open_parts(
+        &self,
+        namespace: &str,
+        sealed: SealedParts<'_>,
+    ) -> Result<Vec<u8>, CodecError> {
+        fn text<'v>(key: &str, value: Option<&'v [u8]>) -> Result<&'v str, CodecError> {
+            let value =
+                value.ok_or_else(|| CodecError::Malformed(format!("metadata {key} is missing")))?;
             std::str::from_utf8(value)
                 .map_err(|_| CodecError::Malformed(format!("metadata {key} is not text")))
+        }
+        let key_id = text(metadata::KEY_ID, sealed.key_id)?;
+        let Some(wrapped) = sealed.data_key else {
+            return self.open_samples_format(namespace, key_id, sealed.data);
         };
-        let key_id = text(metadata::KEY_ID)?;
-        let Some(wrapped) = payload.metadata.get(metadata::DATA_KEY) else {
-            return self.open_samples_format(namespace, key_id, &payload.data);
-        };
-        let sealed_for = text(metadata::NAMESPACE)?;
+        let sealed_for = text(metadata::NAMESPACE, sealed.namespace)?;
         if sealed_for != namespace {
             return Err(CodecError::WrongNamespace {
                 expected: namespace.to_owned(),
                 found: sealed_for.to_owned(),
             });
         }
-        let compressed = match payload.metadata.get(metadata::COMPRESSION) {
+        let compressed = match sealed.compression {
             None => false,
             Some(value) if value == metadata::SNAPPY => true,
             Some(_) => {
@@ -206,7 +243,7 @@ impl Codec {
         };
         let key = self.keys.for_opening(namespace, key_id, wrapped)?;
         let aad = payload_aad(namespace, key_id, wrapped, compressed);
-        let plaintext = key.open(&payload.data, &aad, key_id)?;
+        let plaintext = key.open(sealed.data, &aad, key_id)?;
         if !compressed {
             return Ok(plaintext);
         }
@@ -404,10 +441,11 @@ mod tests {
     fn rotation_seals_with_the_new_key_and_opens_the_old() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("keyring.json");
-        let (ring, _) = KeyRing::init(&path).unwrap();
+        drop(KeyRing::init(&path).unwrap());
+        let ring = KeyRing::load(&path).unwrap();
         let before = Codec::new(Arc::new(ring), CodecSettings::default());
         let old = before.encode_payload("payments", payload(b"old")).unwrap();
-        let (mut ring, _) = KeyRing::init(&path).unwrap();
+        let mut ring = KeyRing::load_for_change(&path).unwrap();
         let new_id = ring.rotate().unwrap();
         let after = Codec::new(Arc::new(ring), CodecSettings::default());
         let new = after.encode_payload("payments", payload(b"new")).unwrap();

@@ -129,6 +129,23 @@ pub enum KeyRingError {
     /// The random source failed.
     #[error("no randomness for a new key")]
     Random,
+    /// The lock that changes hold could not be taken.
+    #[error("key ring lock {path}: {source}")]
+    Lock {
+        /// The lock file.
+        path: PathBuf,
+        /// What the operating system said.
+        source: std::io::Error,
+    },
+    /// Another change held the lock for all of [`LOCK_WAIT`].
+    #[error(
+        "another plinth keys command has been changing the key ring for {LOCK_WAIT:?} (lock \
+         {0}); try again once it has finished"
+    )]
+    Busy(PathBuf),
+    /// A change to a ring loaded to be read.
+    #[error("key ring {0} was loaded to be read; a change needs KeyRing::load_for_change")]
+    ReadOnly(PathBuf),
     /// A samples key imported for no namespace would open nothing.
     #[error("a samples key needs at least one namespace (--namespace) whose payloads it opens")]
     NoNamespaces,
@@ -138,8 +155,8 @@ pub enum KeyRingError {
 pub struct KeyRing {
     path: PathBuf,
     keys: Vec<Key>,
-    /// Held by a ring that may change: an exclusive lock on the file's `.lock` sibling.
-    _change_lock: Option<std::fs::File>,
+    /// Held by a ring that may change: an exclusive lock on `<file>.lock`.
+    change_lock: Option<std::fs::File>,
 }
 
 impl std::fmt::Debug for KeyRing {
@@ -229,7 +246,7 @@ impl KeyRing {
         Ok(Self {
             path: path.to_owned(),
             keys,
-            _change_lock: None,
+            change_lock: None,
         })
     }
 
@@ -238,7 +255,7 @@ impl KeyRing {
     pub fn load_for_change(path: &Path) -> Result<Self, KeyRingError> {
         let lock = change_lock(path)?;
         let mut ring = Self::load(path)?;
-        ring._change_lock = Some(lock);
+        ring.change_lock = Some(lock);
         Ok(ring)
     }
 
@@ -248,22 +265,22 @@ impl KeyRing {
         let lock = change_lock(path)?;
         if path.exists() {
             let mut ring = Self::load(path)?;
-            ring._change_lock = Some(lock);
+            ring.change_lock = Some(lock);
             return Ok((ring, false));
         }
         let mut ring = Self {
             path: path.to_owned(),
             keys: Vec::new(),
-            _change_lock: Some(lock),
+            change_lock: Some(lock),
         };
         ring.add_new_active()?;
         Ok((ring, true))
     }
 
     /// Makes a new key active; the previous one becomes decrypt-only. Returns the new id.
-    /// Changes are saved at once; take the ring from [`Self::init`] or
-    /// [`Self::load_for_change`].
+    /// Changes are saved at once, to a ring from [`Self::init`] or [`Self::load_for_change`].
     pub fn rotate(&mut self) -> Result<String, KeyRingError> {
+        self.changeable()?;
         self.add_new_active()
     }
 
@@ -292,7 +309,15 @@ impl KeyRing {
         let material: [u8; KEY_BYTES] = raw
             .try_into()
             .map_err(|_| KeyRingError::KeyLength(raw.len()))?;
+        self.changeable()?;
         self.insert(id.to_owned(), KeyState::DecryptOnly, purpose, material)
+    }
+
+    fn changeable(&self) -> Result<(), KeyRingError> {
+        match self.change_lock {
+            Some(_) => Ok(()),
+            None => Err(KeyRingError::ReadOnly(self.path.clone())),
+        }
     }
 
     /// Every key, oldest first.
@@ -411,25 +436,41 @@ impl KekProvider for KeyRing {
     }
 }
 
-/// Waits for the exclusive lock on `path`'s `.lock` sibling, which every change holds.
+/// How long a change waits for another one to finish.
+pub const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Takes the exclusive lock on `<path>.lock` that every change holds, waiting up to
+/// [`LOCK_WAIT`] for another process's change, or this process's own, to finish.
 fn change_lock(path: &Path) -> Result<std::fs::File, KeyRingError> {
     use std::os::unix::fs::OpenOptionsExt;
-    let io = |source| KeyRingError::Io {
-        path: path.to_owned(),
+    let mut lock_path = path.as_os_str().to_owned();
+    lock_path.push(".lock");
+    let lock_path = PathBuf::from(lock_path);
+    let failed = |source| KeyRingError::Lock {
+        path: lock_path.clone(),
         source,
     };
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(io)?;
+        std::fs::create_dir_all(dir).map_err(failed)?;
     }
     let file = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(false)
         .mode(0o600)
-        .open(path.with_extension("lock"))
-        .map_err(io)?;
-    file.lock().map_err(io)?;
-    Ok(file)
+        .open(&lock_path)
+        .map_err(failed)?;
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(file),
+            Err(std::fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            Err(std::fs::TryLockError::WouldBlock) => return Err(KeyRingError::Busy(lock_path)),
+            Err(std::fs::TryLockError::Error(source)) => return Err(failed(source)),
+        }
+    }
 }
 
 fn owner_only_mode(path: &Path) -> std::io::Result<u32> {
@@ -569,6 +610,33 @@ mod tests {
         });
         let ring = KeyRing::load(&path).unwrap();
         assert_eq!(ring.list().len(), 9, "{ring:?}");
+    }
+
+    #[test]
+    fn a_ring_loaded_to_be_read_refuses_changes_and_stays_as_it_was() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keyring.json");
+        drop(KeyRing::init(&path).unwrap());
+        let before = std::fs::read(&path).unwrap();
+        let mut ring = KeyRing::load(&path).unwrap();
+        assert!(matches!(ring.rotate(), Err(KeyRingError::ReadOnly(_))));
+        assert!(matches!(
+            ring.import("late", &[5; 32], KeyPurpose::Kek),
+            Err(KeyRingError::ReadOnly(_))
+        ));
+        assert_eq!(std::fs::read(&path).unwrap(), before);
+    }
+
+    #[test]
+    fn a_change_waits_for_one_under_way_and_gives_up_saying_why() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keyring.json");
+        let (held, _) = KeyRing::init(&path).unwrap();
+        let err = KeyRing::load_for_change(&path).unwrap_err();
+        assert!(matches!(err, KeyRingError::Busy(_)), "{err}");
+        assert!(err.to_string().contains("keyring.json.lock"), "{err}");
+        drop(held);
+        KeyRing::load_for_change(&path).unwrap();
     }
 
     #[test]

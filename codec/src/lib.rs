@@ -17,7 +17,7 @@ pub mod tokens;
 
 pub use aead::{Aead, SEAL_OVERHEAD};
 pub use data_keys::DataKeyPolicy;
-pub use envelope::{Codec, CodecSettings, is_encrypted, metadata};
+pub use envelope::{Codec, CodecSettings, SealedParts, is_encrypted, metadata};
 pub use error::CodecError;
 pub use json::{payloads_from_json, payloads_to_json};
 pub use keyring::{

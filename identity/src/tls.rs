@@ -125,12 +125,20 @@ pub enum TlsError {
 #[derive(Clone, Debug)]
 pub struct Caller(pub Result<Identity, String>);
 
+impl Caller {
+    /// The identity the connection certified; without one, `UNAUTHENTICATED` saying why.
+    pub fn identity(&self) -> Result<&Identity, tonic::Status> {
+        self.0
+            .as_ref()
+            .map_err(|reason| tonic::Status::unauthenticated(reason.clone()))
+    }
+}
+
 /// The identity a request's connection certified, from the request's extensions; without one,
 /// `UNAUTHENTICATED` saying why.
 pub fn caller(extensions: &tonic::codegen::http::Extensions) -> Result<Identity, tonic::Status> {
     match extensions.get::<Caller>() {
-        Some(Caller(Ok(identity))) => Ok(identity.clone()),
-        Some(Caller(Err(reason))) => Err(tonic::Status::unauthenticated(reason.clone())),
+        Some(caller) => caller.identity().cloned(),
         None => Err(tonic::Status::unauthenticated(
             "a client certificate is required",
         )),

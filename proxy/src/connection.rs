@@ -78,7 +78,7 @@ pub(crate) async fn serve<L: LocalService>(
     services: Services<L>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let caller = stream.caller().clone();
+    let caller = Arc::new(stream.caller().clone());
     let budget = services.door.budgets.connection();
     let max_streams = services.door.settings.max_streams_per_connection;
     // Counted once each time the connection reaches its stream limit: h2 itself refuses the
@@ -169,22 +169,22 @@ impl Route {
 /// Answers one call, or drops it (which resets it upstream) when the client resets it.
 async fn call<L: LocalService>(
     mut services: Services<L>,
-    caller: Caller,
+    caller: Arc<Caller>,
     budget: ConnectionBudget,
     request: http::Request<h2::RecvStream>,
     mut respond: SendResponse<Bytes>,
 ) {
-    let (mut parts, body) = request.into_parts();
-    parts.extensions.insert(caller);
-    parts.extensions.insert(budget);
+    let (parts, body) = request.into_parts();
     let request = http::Request::from_parts(parts, RecvBody(body));
     let answer = async {
         match Route::of(request.uri().path(), L::NAME) {
-            Route::Temporal => services.door.call(request).await,
+            Route::Temporal => services.door.call(request, &caller, &budget).await,
             Route::Local => {
+                let mut request = request.map(Body::new);
+                request.extensions_mut().insert(Caller::clone(&caller));
                 let local = &mut services.local;
                 let Ok(()) = std::future::poll_fn(|cx| local.poll_ready(cx)).await;
-                let Ok(response) = local.call(request.map(Body::new)).await;
+                let Ok(response) = local.call(request).await;
                 response
             }
             Route::Nowhere => {

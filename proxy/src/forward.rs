@@ -14,7 +14,7 @@ use http_body::Frame;
 use http_body_util::StreamBody;
 use plinth_codec::Codec;
 use plinth_control::{AccessCheck, Admins, Need};
-use plinth_identity::Identity;
+use plinth_identity::{Caller, Identity};
 use tonic::codegen::http::{self, HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use tonic::{Code, Status, body::Body};
 
@@ -119,7 +119,13 @@ struct Answer {
 }
 
 impl FrontDoor {
-    pub(crate) async fn call<B>(&self, request: http::Request<B>) -> http::Response<Body>
+    /// Forwards one call of `caller`'s connection, which spends `budget`.
+    pub(crate) async fn call<B>(
+        &self,
+        request: http::Request<B>,
+        caller: &Caller,
+        budget: &ConnectionBudget,
+    ) -> http::Response<Body>
     where
         B: http_body::Body<Data = Bytes>,
         B::Error: Into<tonic::codegen::StdError>,
@@ -127,7 +133,7 @@ impl FrontDoor {
         let started = Instant::now();
         let rpc = Rpc::at(request.uri().path());
         let class = rpc.map_or(Class::Write, |rpc| rpc.class);
-        let outcome = self.forward(rpc, class, request).await;
+        let outcome = self.forward(rpc, class, request, caller, budget).await;
         let (code, response) = match outcome.result {
             Ok(answer) => (answer.code, answer.response),
             Err(status) => (status.code(), status.into_http()),
@@ -142,18 +148,15 @@ impl FrontDoor {
         rpc: Option<&'static Rpc>,
         class: Class,
         request: http::Request<B>,
+        caller: &Caller,
+        budget: &ConnectionBudget,
     ) -> Outcome
     where
         B: http_body::Body<Data = Bytes>,
         B::Error: Into<tonic::codegen::StdError>,
     {
         let (parts, body) = request.into_parts();
-        let http::request::Parts {
-            uri,
-            headers,
-            extensions,
-            ..
-        } = parts;
+        let http::request::Parts { uri, headers, .. } = parts;
         let path = uri.path();
         let method = method_name(path);
         let unnamed = |status| Outcome {
@@ -161,9 +164,10 @@ impl FrontDoor {
             result: Err(status),
         };
         // Who calls, and whether the RPC is understood, before a byte of the body is read.
-        if let Err(status) = plinth_identity::caller(&extensions) {
-            return unnamed(status);
-        }
+        let identity = match caller.identity() {
+            Ok(identity) => identity,
+            Err(status) => return unnamed(status),
+        };
         if rpc.is_none() && !self.settings.forward_unknown_rpcs {
             tracing::warn!(path, "RPC unknown to this proxy: refused");
             return unnamed(Status::unimplemented(format!(
@@ -179,10 +183,7 @@ impl FrontDoor {
             self.settings.request_body_timeout,
             &self.metrics,
         );
-        if let Err(status) = body
-            .head(&self.budgets, extensions.get::<ConnectionBudget>())
-            .await
-        {
+        if let Err(status) = body.head(&self.budgets, Some(budget)).await {
             return unnamed(status);
         }
         // Where its first bytes name the namespace, the caller's access to it is checked
@@ -195,7 +196,7 @@ impl FrontDoor {
             None => None,
         };
         let admitted_early = match &early {
-            Some(namespace) => match self.admit(method, class, namespace, &extensions).await {
+            Some(namespace) => match self.admit(method, class, namespace, identity).await {
                 Ok(admitted) => Some(admitted),
                 Err(status) => return self.refused(namespace.clone(), status),
             },
@@ -218,7 +219,7 @@ impl FrontDoor {
                     "{method}: the request names namespace {early:?} and then {namespace:?}"
                 )));
             }
-            _ => match self.admit(method, class, &namespace, &extensions).await {
+            _ => match self.admit(method, class, &namespace, identity).await {
                 Ok(admitted) => admitted,
                 Err(status) => return self.refused(namespace, status),
             },
@@ -245,16 +246,15 @@ impl FrontDoor {
         method: &str,
         class: Class,
         namespace: &str,
-        extensions: &http::Extensions,
+        identity: &Identity,
     ) -> Result<Admitted, Status> {
-        let identity = plinth_identity::caller(extensions)?;
-        let anywhere = |identity| Admitted {
-            identity,
+        let anywhere = |identity: &Identity| Admitted {
+            identity: identity.clone(),
             endpoint: self.default_upstream.clone(),
         };
         let need = match class {
             Class::Open => return Ok(anywhere(identity)),
-            Class::Admin if self.admins.include(&identity) => {
+            Class::Admin if self.admins.include(identity) => {
                 tracing::info!(%identity, method, decision = "allow", "admin RPC");
                 return Ok(anywhere(identity));
             }
@@ -264,7 +264,7 @@ impl FrontDoor {
                      registration, which needs membership of {:?}",
                     self.admins.group()
                 );
-                return Err(self.deny(&identity, method, namespace, "admin", message));
+                return Err(self.deny(identity, method, namespace, "admin", message));
             }
             Class::Read => Need::Read,
             Class::Write => Need::Write,
@@ -279,10 +279,10 @@ impl FrontDoor {
                 "namespace {namespace:?} is not served here: no Ready Plinth namespace has that name"
             ))
         })?;
-        let allowed = self.allows(namespace, &identity, need).await?;
+        let allowed = self.allows(namespace, identity, need).await?;
         if !allowed {
             return Err(self.deny(
-                &identity,
+                identity,
                 method,
                 namespace,
                 need.as_str(),
@@ -292,7 +292,10 @@ impl FrontDoor {
                 ),
             ));
         }
-        Ok(Admitted { identity, endpoint })
+        Ok(Admitted {
+            identity: identity.clone(),
+            endpoint,
+        })
     }
 
     /// Authorizes write on every namespace a request acts on besides its own (child workflows,

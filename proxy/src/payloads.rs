@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use plinth_codec::{Codec, Payload};
+use plinth_codec::{Codec, Payload, SealedParts};
 use plinth_identity::Identity;
 use prost::Message;
 
@@ -46,9 +46,6 @@ pub(crate) enum PayloadError {
     /// A field that holds a payload is not a protobuf message.
     #[error("malformed payload: {0}")]
     Malformed(#[from] wire::MalformedField),
-    /// An encrypted payload does not decode.
-    #[error("malformed payload: {0}")]
-    Undecodable(#[from] prost::DecodeError),
     /// A payload could not be encrypted.
     #[error("cannot encrypt a payload: {0}")]
     Seal(plinth_codec::CodecError),
@@ -227,7 +224,7 @@ impl Visitor for Opener<'_> {
             return Ok(None);
         }
         // The samples' format names no namespace: it opens for the call's.
-        let sealed_for = match view.namespace.map(std::str::from_utf8) {
+        let sealed_for = match view.encryption.namespace.map(std::str::from_utf8) {
             Some(Ok(other)) if other != self.namespace => {
                 if !self.readable.contains(other) {
                     self.done.foreign.insert(other.to_owned());
@@ -238,10 +235,7 @@ impl Visitor for Opener<'_> {
             }
             _ => self.namespace,
         };
-        match self
-            .codec
-            .open_encoded(sealed_for, &Payload::decode(encoded)?)
-        {
+        match self.codec.open_parts(sealed_for, view.sealed()) {
             Ok(plain) => {
                 self.done.payload_bytes += PayloadView::of(&plain)?.data.len() as u64;
                 Ok(Some(plain))
@@ -400,17 +394,18 @@ fn restore_failure(failure: &[u8]) -> Result<Option<Vec<u8>>, PayloadError> {
 struct PayloadView<'a> {
     /// The `encoding` metadata value.
     encoding: Option<&'a [u8]>,
-    /// The `encryption-namespace` metadata value.
-    namespace: Option<&'a [u8]>,
     data: &'a [u8],
+    /// The metadata opening it needs, when it is sealed.
+    encryption: SealedParts<'a>,
 }
 
 impl<'a> PayloadView<'a> {
     fn of(encoded: &'a [u8]) -> Result<Self, PayloadError> {
+        use plinth_codec::metadata;
         let mut view = PayloadView {
             encoding: None,
-            namespace: None,
             data: b"",
+            encryption: SealedParts::default(),
         };
         for field in wire::fields(encoded) {
             let field = field?;
@@ -426,11 +421,16 @@ impl<'a> PayloadView<'a> {
                             _ => {}
                         }
                     }
-                    if key == plinth_codec::metadata::ENCODING.as_bytes() {
-                        view.encoding = Some(value);
-                    } else if key == plinth_codec::metadata::NAMESPACE.as_bytes() {
-                        view.namespace = Some(value);
-                    }
+                    // As in a decoded map, the last entry of a key counts.
+                    let slot = match std::str::from_utf8(key) {
+                        Ok(metadata::ENCODING) => &mut view.encoding,
+                        Ok(metadata::NAMESPACE) => &mut view.encryption.namespace,
+                        Ok(metadata::KEY_ID) => &mut view.encryption.key_id,
+                        Ok(metadata::DATA_KEY) => &mut view.encryption.data_key,
+                        Ok(metadata::COMPRESSION) => &mut view.encryption.compression,
+                        _ => continue,
+                    };
+                    *slot = Some(value);
                 }
                 (2, 2) => view.data = field.value,
                 _ => {}
@@ -442,6 +442,14 @@ impl<'a> PayloadView<'a> {
     /// As [`plinth_codec::is_encrypted`] tells of the decoded payload.
     fn is_encrypted(&self) -> bool {
         self.encoding == Some(plinth_codec::metadata::ENCRYPTED)
+    }
+
+    /// What [`Codec::open_parts`] opens.
+    fn sealed(&self) -> SealedParts<'a> {
+        SealedParts {
+            data: self.data,
+            ..self.encryption
+        }
     }
 }
 
@@ -584,6 +592,28 @@ mod tests {
             }),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn a_payload_read_in_place_gives_what_decoding_it_gives() {
+        use plinth_codec::metadata;
+        let codec = codec();
+        let sealed = codec.encode_payload("orders", plain("\"x\"")).unwrap();
+        let mut bytes = sealed.encode_to_vec();
+        let view = PayloadView::of(&bytes).unwrap();
+        assert!(view.is_encrypted());
+        assert_eq!(view.sealed(), SealedParts::of(&sealed));
+        // A key given twice counts by its last entry, as in a decoded map.
+        let again = Payload {
+            metadata: [(metadata::NAMESPACE.to_owned(), b"payments".to_vec())].into(),
+            ..Default::default()
+        };
+        bytes.extend(again.encode_to_vec());
+        let decoded = Payload::decode(&bytes[..]).unwrap();
+        let view = PayloadView::of(&bytes).unwrap();
+        assert_eq!(view.sealed(), SealedParts::of(&decoded));
+        assert_eq!(view.sealed().namespace, Some(&b"payments"[..]));
+        assert!(codec.open_parts("payments", view.sealed()).is_err());
     }
 
     #[test]

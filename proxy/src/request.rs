@@ -50,7 +50,7 @@ impl Budgets {
     }
 }
 
-/// One connection's budget, carried in its requests' extensions.
+/// One connection's budget, which each of its calls spends.
 #[derive(Debug, Clone)]
 pub(crate) struct ConnectionBudget(Arc<Semaphore>);
 
