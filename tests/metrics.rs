@@ -669,24 +669,25 @@ fn a_target_from_a_non_admin_or_with_a_bad_field_is_refused_saying_why_and_chang
     assert_eq!(stdout(&none).trim(), "[]");
 }
 
-#[test]
-fn a_429_puts_the_next_scrape_off_by_its_retry_after() {
+/// A Cloud target named `name` of the calling test's own on the shared stack, with a double
+/// of its own serving `mode` at first: what it is served reaches no other test.
+fn own_target(name: &str, mode: u8) -> CloudMetricsTestDouble {
     let Fixture {
         stack,
         temporal_namespace,
         key_file,
         ..
     } = fixture();
-    // A target and double of its own, so that no other test meets the 429s.
     let cloud = CloudMetricsTestDouble::start(temporal_namespace);
-    cloud.serve(SERVE_429);
-    ok(apply_target(
-        stack,
-        "rate-limited",
-        &cloud,
-        INTERVAL_SECS,
-        key_file,
-    ));
+    cloud.serve(mode);
+    ok(apply_target(stack, name, &cloud, INTERVAL_SECS, key_file));
+    cloud
+}
+
+#[test]
+fn a_429_puts_the_next_scrape_off_by_its_retry_after() {
+    let Fixture { stack, .. } = fixture();
+    let cloud = own_target("rate-limited", SERVE_429);
     let limited = cloud.wait_for_requests(1);
     cloud.serve(SERVE_METRICS);
     let next = cloud.wait_for_requests(1);
@@ -704,22 +705,8 @@ fn a_429_puts_the_next_scrape_off_by_its_retry_after() {
 
 #[test]
 fn a_malformed_body_is_reported_and_scraping_goes_on() {
-    let Fixture {
-        stack,
-        temporal_namespace,
-        key_file,
-        ..
-    } = fixture();
-    // A target and double of its own, so that no other test meets the malformed body.
-    let cloud = CloudMetricsTestDouble::start(temporal_namespace);
-    cloud.serve(SERVE_MALFORMED);
-    ok(apply_target(
-        stack,
-        "malformed",
-        &cloud,
-        INTERVAL_SECS,
-        key_file,
-    ));
+    let Fixture { stack, .. } = fixture();
+    let cloud = own_target("malformed", SERVE_MALFORMED);
     cloud.wait_for_requests(1);
     cloud.serve(SERVE_METRICS);
     wait_for("the malformed body reported", || {
@@ -738,19 +725,9 @@ fn a_malformed_body_is_reported_and_scraping_goes_on() {
 #[test]
 fn a_changed_spec_takes_effect_in_a_new_run_that_starts_with_the_resource_published() {
     let Fixture {
-        stack,
-        temporal_namespace,
-        key_file,
-        ..
+        stack, key_file, ..
     } = fixture();
-    let cloud = CloudMetricsTestDouble::start(temporal_namespace);
-    ok(apply_target(
-        stack,
-        "changing",
-        &cloud,
-        INTERVAL_SECS,
-        key_file,
-    ));
+    let cloud = own_target("changing", SERVE_METRICS);
     let changed = ok(apply_target(
         stack,
         "changing",
@@ -800,20 +777,8 @@ fn a_changed_spec_takes_effect_in_a_new_run_that_starts_with_the_resource_publis
 
 #[test]
 fn only_an_admin_may_delete_a_target_and_once_deleted_it_is_no_longer_scraped() {
-    let Fixture {
-        stack,
-        temporal_namespace,
-        key_file,
-        ..
-    } = fixture();
-    let cloud = CloudMetricsTestDouble::start(temporal_namespace);
-    ok(apply_target(
-        stack,
-        "retired",
-        &cloud,
-        INTERVAL_SECS,
-        key_file,
-    ));
+    let Fixture { stack, .. } = fixture();
+    let cloud = own_target("retired", SERVE_METRICS);
     cloud.wait_for_requests(1);
     let refused = stack.plinth_as(PAYMENTS_MEMBER, &["delete", "metricstarget", "retired"]);
     assert!(!refused.status.success());
