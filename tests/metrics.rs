@@ -365,15 +365,12 @@ struct Fixture {
     key_file: PathBuf,
 }
 
-fn fixture() -> &'static Fixture {
-    static FIXTURE: OnceLock<Fixture> = OnceLock::new();
-    FIXTURE.get_or_init(|| {
+impl Fixture {
+    /// A stack sending to a Prometheus of its own, managing `ledger` as `temporal_namespace`,
+    /// with the resource `cloud` scraping a Cloud test double.
+    fn start(temporal_namespace: String) -> Fixture {
         let prometheus = Prometheus::start().unwrap();
-        let mut stack = start_stack(Some(&prometheus))
-            .and_then(PlinthStack::shared)
-            .unwrap();
-        stack.start_codec().unwrap();
-        let temporal_namespace = format!("ledger-{}", std::process::id());
+        let stack = start_stack(Some(&prometheus)).expect("start the stack");
         manage_ledger(&stack, &temporal_namespace);
         let cloud = CloudMetricsTestDouble::start(&temporal_namespace);
         let key_file = write_api_key(&stack);
@@ -391,6 +388,17 @@ fn fixture() -> &'static Fixture {
             temporal_namespace,
             key_file,
         }
+    }
+}
+
+/// The fixture most tests share, with the codec server started too.
+fn fixture() -> &'static Fixture {
+    static FIXTURE: OnceLock<Fixture> = OnceLock::new();
+    FIXTURE.get_or_init(|| {
+        let fixture = Fixture::start(format!("ledger-{}", std::process::id()));
+        let mut stack = fixture.stack.shared().unwrap();
+        stack.start_codec().unwrap();
+        Fixture { stack, ..fixture }
     })
 }
 
@@ -798,20 +806,13 @@ fn only_an_admin_may_delete_a_target_and_once_deleted_it_is_no_longer_scraped() 
 
 #[test]
 fn once_a_killed_worker_is_back_scraping_resumes_at_once() {
-    // A stack and Prometheus of their own: the worker dies here.
-    let prometheus = Prometheus::start().unwrap();
-    let mut stack = start_stack(Some(&prometheus)).expect("start the stack");
-    let temporal_namespace = format!("ledger-{}-restart", std::process::id());
-    manage_ledger(&stack, &temporal_namespace);
-    let cloud = CloudMetricsTestDouble::start(&temporal_namespace);
-    let key_file = write_api_key(&stack);
-    ok(apply_target(
-        &stack,
-        "cloud",
-        &cloud,
-        INTERVAL_SECS,
-        &key_file,
-    ));
+    // A fixture of its own: the worker dies here.
+    let Fixture {
+        mut stack,
+        prometheus,
+        cloud,
+        ..
+    } = Fixture::start(format!("ledger-{}-restart", std::process::id()));
     cloud.wait_for_requests(1);
 
     stack.kill_worker();
