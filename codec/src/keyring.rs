@@ -254,9 +254,10 @@ impl KeyRing {
     /// `plinth keys` commands at once apply one after the other, neither losing the other's key.
     pub fn load_for_change(path: &Path) -> Result<Self, KeyRingError> {
         let lock = change_lock(path)?;
-        let mut ring = Self::load(path)?;
-        ring.change_lock = Some(lock);
-        Ok(ring)
+        Ok(Self {
+            change_lock: Some(lock),
+            ..Self::load(path)?
+        })
     }
 
     /// Loads `path` to change it (see [`Self::load_for_change`]), or creates it with one new
@@ -264,8 +265,10 @@ impl KeyRing {
     pub fn init(path: &Path) -> Result<(Self, bool), KeyRingError> {
         let lock = change_lock(path)?;
         if path.exists() {
-            let mut ring = Self::load(path)?;
-            ring.change_lock = Some(lock);
+            let ring = Self {
+                change_lock: Some(lock),
+                ..Self::load(path)?
+            };
             return Ok((ring, false));
         }
         let mut ring = Self {

@@ -248,15 +248,15 @@ impl FrontDoor {
         namespace: &str,
         identity: &Identity,
     ) -> Result<Admitted, Status> {
-        let anywhere = |identity: &Identity| Admitted {
+        let admitted = |endpoint| Admitted {
             identity: identity.clone(),
-            endpoint: self.default_upstream.clone(),
+            endpoint,
         };
         let need = match class {
-            Class::Open => return Ok(anywhere(identity)),
+            Class::Open => return Ok(admitted(self.default_upstream.clone())),
             Class::Admin if self.admins.include(identity) => {
                 tracing::info!(%identity, method, decision = "allow", "admin RPC");
-                return Ok(anywhere(identity));
+                return Ok(admitted(self.default_upstream.clone()));
             }
             Class::Admin => {
                 let message = format!(
@@ -292,10 +292,7 @@ impl FrontDoor {
                 ),
             ));
         }
-        Ok(Admitted {
-            identity: identity.clone(),
-            endpoint,
-        })
+        Ok(admitted(endpoint))
     }
 
     /// Authorizes write on every namespace a request acts on besides its own (child workflows,

@@ -99,7 +99,7 @@ impl Visitor for Sealer<'_> {
         encoded: &[u8],
         scope: Scope<'_>,
     ) -> Result<Option<Vec<u8>>, PayloadError> {
-        self.done.payload_bytes += PayloadView::of(encoded)?.data.len() as u64;
+        self.done.payload_bytes += PayloadView::of(encoded)?.parts.data.len() as u64;
         let namespace = match scope {
             Scope::Call => self.namespace,
             Scope::Namespace(namespace) => namespace,
@@ -224,7 +224,7 @@ impl Visitor for Opener<'_> {
             return Ok(None);
         }
         // The samples' format names no namespace: it opens for the call's.
-        let sealed_for = match view.encryption.namespace.map(std::str::from_utf8) {
+        let sealed_for = match view.parts.namespace.map(std::str::from_utf8) {
             Some(Ok(other)) if other != self.namespace => {
                 if !self.readable.contains(other) {
                     self.done.foreign.insert(other.to_owned());
@@ -235,9 +235,9 @@ impl Visitor for Opener<'_> {
             }
             _ => self.namespace,
         };
-        match self.codec.open_parts(sealed_for, view.sealed()) {
+        match self.codec.open_parts(sealed_for, view.parts) {
             Ok(plain) => {
-                self.done.payload_bytes += PayloadView::of(&plain)?.data.len() as u64;
+                self.done.payload_bytes += PayloadView::of(&plain)?.parts.data.len() as u64;
                 Ok(Some(plain))
             }
             // History may hold payloads sealed under a key this proxy no longer has.
@@ -377,7 +377,7 @@ fn restore_failure(failure: &[u8]) -> Result<Option<Vec<u8>>, PayloadError> {
         #[serde(default)]
         stack_trace: String,
     }
-    let Ok(restored) = serde_json::from_slice::<Attributes>(view.data) else {
+    let Ok(restored) = serde_json::from_slice::<Attributes>(view.parts.data) else {
         return Ok(None);
     };
     FailureText::replaced(
@@ -394,9 +394,8 @@ fn restore_failure(failure: &[u8]) -> Result<Option<Vec<u8>>, PayloadError> {
 struct PayloadView<'a> {
     /// The `encoding` metadata value.
     encoding: Option<&'a [u8]>,
-    data: &'a [u8],
-    /// The metadata opening it needs, when it is sealed.
-    encryption: SealedParts<'a>,
+    /// Its data, and the metadata opening it needs when it is sealed.
+    parts: SealedParts<'a>,
 }
 
 impl<'a> PayloadView<'a> {
@@ -404,8 +403,7 @@ impl<'a> PayloadView<'a> {
         use plinth_codec::metadata;
         let mut view = PayloadView {
             encoding: None,
-            data: b"",
-            encryption: SealedParts::default(),
+            parts: SealedParts::default(),
         };
         for field in wire::fields(encoded) {
             let field = field?;
@@ -424,15 +422,15 @@ impl<'a> PayloadView<'a> {
                     // As in a decoded map, the last entry of a key counts.
                     let slot = match std::str::from_utf8(key) {
                         Ok(metadata::ENCODING) => &mut view.encoding,
-                        Ok(metadata::NAMESPACE) => &mut view.encryption.namespace,
-                        Ok(metadata::KEY_ID) => &mut view.encryption.key_id,
-                        Ok(metadata::DATA_KEY) => &mut view.encryption.data_key,
-                        Ok(metadata::COMPRESSION) => &mut view.encryption.compression,
+                        Ok(metadata::NAMESPACE) => &mut view.parts.namespace,
+                        Ok(metadata::KEY_ID) => &mut view.parts.key_id,
+                        Ok(metadata::DATA_KEY) => &mut view.parts.data_key,
+                        Ok(metadata::COMPRESSION) => &mut view.parts.compression,
                         _ => continue,
                     };
                     *slot = Some(value);
                 }
-                (2, 2) => view.data = field.value,
+                (2, 2) => view.parts.data = field.value,
                 _ => {}
             }
         }
@@ -442,14 +440,6 @@ impl<'a> PayloadView<'a> {
     /// As [`plinth_codec::is_encrypted`] tells of the decoded payload.
     fn is_encrypted(&self) -> bool {
         self.encoding == Some(plinth_codec::metadata::ENCRYPTED)
-    }
-
-    /// What [`Codec::open_parts`] opens.
-    fn sealed(&self) -> SealedParts<'a> {
-        SealedParts {
-            data: self.data,
-            ..self.encryption
-        }
     }
 }
 
@@ -602,7 +592,7 @@ mod tests {
         let mut bytes = sealed.encode_to_vec();
         let view = PayloadView::of(&bytes).unwrap();
         assert!(view.is_encrypted());
-        assert_eq!(view.sealed(), SealedParts::of(&sealed));
+        assert_eq!(view.parts, SealedParts::of(&sealed));
         // A key given twice counts by its last entry, as in a decoded map.
         let again = Payload {
             metadata: [(metadata::NAMESPACE.to_owned(), b"payments".to_vec())].into(),
@@ -611,9 +601,9 @@ mod tests {
         bytes.extend(again.encode_to_vec());
         let decoded = Payload::decode(&bytes[..]).unwrap();
         let view = PayloadView::of(&bytes).unwrap();
-        assert_eq!(view.sealed(), SealedParts::of(&decoded));
-        assert_eq!(view.sealed().namespace, Some(&b"payments"[..]));
-        assert!(codec.open_parts("payments", view.sealed()).is_err());
+        assert_eq!(view.parts, SealedParts::of(&decoded));
+        assert_eq!(view.parts.namespace, Some(&b"payments"[..]));
+        assert!(codec.open_parts("payments", view.parts).is_err());
     }
 
     #[test]
