@@ -393,7 +393,13 @@ impl KeyRing {
         let text = serde_json::to_string_pretty(&file).expect("key ring serializes");
         let staged = self.path.with_extension("tmp");
         write_owner_only(&staged, text.as_bytes()).map_err(io)?;
-        std::fs::rename(&staged, &self.path).map_err(io)
+        std::fs::rename(&staged, &self.path).map_err(io)?;
+        // The rename is durable only once the directory is: a crash must not bring back a
+        // ring without the key the servers have begun sealing with.
+        let dir = self.path.parent().filter(|dir| !dir.as_os_str().is_empty());
+        std::fs::File::open(dir.unwrap_or(Path::new(".")))
+            .and_then(|dir| dir.sync_all())
+            .map_err(io)
     }
 
     /// The key encryption key `id`; a samples key is never one.

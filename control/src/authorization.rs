@@ -52,6 +52,17 @@ const READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// Past this many namespaces, only the entries being read stay, so that names made up by
 /// callers (the codec server asks about any) cannot pile up, and clearing is rare.
 const PRUNE_ABOVE: usize = 4096;
+/// Longer than any namespace name Temporal accepts.
+const MAX_NAME_BYTES: usize = 255;
+
+/// Whether `namespace` could name a namespace at all: names callers make up otherwise (the
+/// codec server asks about any) would be kept and read, however long.
+fn could_be_namespace(namespace: &str) -> bool {
+    (1..=MAX_NAME_BYTES).contains(&namespace.len())
+        && namespace
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
+}
 
 /// The effective access lists, read at most every [`ACCESS_TTL`] per namespace.
 #[derive(Debug)]
@@ -63,8 +74,8 @@ pub struct AccessLists {
 /// One namespace's list, and the lock its reads take.
 #[derive(Debug, Default)]
 struct Cached {
-    /// When the read that gave it started, and the list.
-    read: Option<(Instant, Arc<AccessList>)>,
+    /// When the read that gave it started and when it ended, and the list.
+    read: Option<(Instant, Instant, Arc<AccessList>)>,
     /// When the last failed read ended, and why it failed: calls that asked before then share
     /// the failure.
     failed: Option<(Instant, String)>,
@@ -83,6 +94,9 @@ impl AccessLists {
     }
 
     async fn list(&self, namespace: &str) -> Result<Arc<AccessList>, BackendError> {
+        if !could_be_namespace(namespace) {
+            return Ok(Arc::default());
+        }
         let asked = Instant::now();
         let reading = match self.find(namespace, asked) {
             Ok(answer) => return answer,
@@ -135,7 +149,7 @@ impl AccessLists {
         let cached = cache.entry(namespace.to_owned()).or_default();
         match outcome {
             Ok(list) => {
-                cached.read = Some((started, list.clone()));
+                cached.read = Some((started, Instant::now(), list.clone()));
                 Ok(list)
             }
             Err(e) => {
@@ -145,8 +159,9 @@ impl AccessLists {
         }
     }
 
-    /// The answer for `namespace` to a call that asked at `asked`: its list while fresh, or the
-    /// failure of a read that ended since; else the lock to read it under.
+    /// The answer for `namespace` to a call that asked at `asked`: its list while fresh, or
+    /// the outcome of a read that ended since, success or failure; else the lock to read it
+    /// under.
     fn find(
         &self,
         namespace: &str,
@@ -158,8 +173,8 @@ impl AccessLists {
             cache.insert(namespace.to_owned(), Cached::default());
         }
         let cached = &cache[namespace];
-        if let Some((read, list)) = &cached.read
-            && read.elapsed() < ACCESS_TTL
+        if let Some((started, ended, list)) = &cached.read
+            && (started.elapsed() < ACCESS_TTL || *ended >= asked)
         {
             return Ok(Ok(list.clone()));
         }
@@ -269,6 +284,50 @@ mod tests {
             assert!(matches!(answer, Ok(false)));
         }
         assert!(lists.cache.lock().unwrap().len() <= PRUNE_ABOVE + 1);
+    }
+
+    #[tokio::test]
+    async fn a_name_no_namespace_can_have_grants_nothing_and_is_neither_read_nor_kept() {
+        let backend = orders().await;
+        let lists = AccessLists::new(backend.clone());
+        for name in [
+            "x".repeat(300_000),
+            "orders/../orders".into(),
+            String::new(),
+        ] {
+            let answer = lists.allows(&name, &alice(), Need::Read).await;
+            assert!(matches!(answer, Ok(false)));
+        }
+        let reads = backend.calls();
+        assert!(
+            !reads.iter().any(|call| call.starts_with("list_access")),
+            "{reads:?}"
+        );
+        assert!(lists.cache.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_call_that_waited_on_a_read_takes_its_list_though_the_read_outlasted_the_ttl() {
+        let lists = AccessLists::new(Arc::new(MemoryBackend::default()));
+        let asked = Instant::now();
+        let started = asked.checked_sub(ACCESS_TTL * 2).unwrap_or(asked);
+        let list = Arc::new(AccessList::from([(
+            "user:alice@example.com".to_owned(),
+            AccessLevel::Write,
+        )]));
+        lists.cache.lock().unwrap().insert(
+            "orders".into(),
+            Cached {
+                read: Some((started, Instant::now(), list.clone())),
+                ..Cached::default()
+            },
+        );
+        assert!(matches!(lists.find("orders", asked), Ok(Ok(found)) if found == list));
+        let later = Instant::now() + Duration::from_millis(1);
+        assert!(
+            lists.find("orders", later).is_err(),
+            "a later call reads again"
+        );
     }
 
     #[tokio::test]
