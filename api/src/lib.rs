@@ -5,6 +5,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use plinth_control::access::validate_rule;
+use plinth_control::contract::{
+    KIND_ATTRIBUTE, OWNER_ATTRIBUTE, PHASE_ATTRIBUTE, ScrapeTarget, namespace_name_of,
+    policy_workflow_id, scrape_target_of, scrape_workflow_id, workflow_id,
+};
 use plinth_control::directory::Directory;
 use plinth_control::{Admins, BackendError, ControlPlane, NamespaceBackend};
 use plinth_identity::{Identity, caller};
@@ -22,11 +26,7 @@ use plinth_proto::v1::{
 use plinth_proto::{
     ValidationRules, check_update, outcome, phase, validate_metrics_target, validate_namespace,
 };
-use plinth_workflows::{
-    KIND_ATTRIBUTE, OWNER_ATTRIBUTE, PHASE_ATTRIBUTE, PolicyWorkflow, ProvisionNamespace,
-    ScrapeMetricsWorkflow, ScrapeTarget, namespace_name_of, policy_workflow_id, scrape_target_of,
-    scrape_workflow_id, workflow_id,
-};
+use plinth_workflows::{PolicyWorkflow, ProvisionNamespace, ScrapeMetricsWorkflow};
 use temporalio_client::errors::{WorkflowUpdateError, WorkflowUpdateWithStartError};
 use temporalio_client::{
     Client, WorkflowExecuteUpdateOptions, WorkflowIdConflictPolicy, WorkflowIdReusePolicy,

@@ -2,12 +2,13 @@
 //! backend), people and groups (the directory), who gets which access (access planning), who
 //! may do what (authorization), Plinth's own records in the control plane, and reaching
 //! Temporal. Workflows, activities, the worker, the platform API and the data plane all build
-//! on it; it depends on none of them but the workflow definitions it starts.
+//! on it; it depends on none of them, and starts workflows by the names in [`contract`].
 
 pub mod access;
 mod admins;
 mod authorization;
 mod backend;
+pub mod contract;
 pub mod directory;
 mod plane;
 mod temporal;

@@ -4,11 +4,6 @@
 use std::time::Duration;
 
 use plinth_proto::v1::{AccessSummary, MetricsTarget, Policy};
-use plinth_workflows::{
-    AccessRunWorkflow, KIND_ATTRIBUTE, OWNER_ATTRIBUTE, PolicyWorkflow, RESOURCE_MEMO,
-    ScrapeMetricsWorkflow, ScrapeTarget, access_schedule_id, policy_workflow_id,
-    scrape_workflow_id,
-};
 use serde::de::DeserializeOwned;
 use temporalio_client::errors::WorkflowInteractionError;
 use temporalio_client::schedules::{
@@ -28,6 +23,10 @@ use temporalio_common::{MemoValues, UntypedWorkflow, WorkflowDefinition};
 use tokio_stream::StreamExt;
 
 use crate::backend::BackendError;
+use crate::contract::{
+    AccessRunStart, KIND_ATTRIBUTE, OWNER_ATTRIBUTE, PolicyStart, RESOURCE_MEMO, ScrapeStart,
+    ScrapeTarget, SetPolicyEditors, access_schedule_id, policy_workflow_id, scrape_workflow_id,
+};
 
 /// What [`ControlPlane::ensure_policy`] did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -147,9 +146,9 @@ impl ControlPlane {
             }
             Some((_, true)) => {
                 self.client
-                    .get_workflow_handle::<PolicyWorkflow>(policy_workflow_id(&seed.name))
+                    .get_workflow_handle::<PolicyStart>(policy_workflow_id(&seed.name))
                     .execute_update(
-                        PolicyWorkflow::set_editors,
+                        SetPolicyEditors,
                         seed.editors,
                         WorkflowExecuteUpdateOptions::default(),
                     )
@@ -178,7 +177,7 @@ impl ControlPlane {
                 .memo(memo)
                 .build();
         self.client
-            .start_workflow(PolicyWorkflow::run, policy, options)
+            .start_workflow(PolicyStart, policy, options)
             .await
             .map_err(|e| BackendError::Unavailable(format!("start policy workflow: {e}")))?;
         Ok(PolicySeeding::Created)
@@ -195,7 +194,7 @@ impl ControlPlane {
             .id_conflict_policy(WorkflowIdConflictPolicy::UseExisting)
             .build();
         self.client
-            .start_workflow(ScrapeMetricsWorkflow::run, target, options)
+            .start_workflow(ScrapeStart, target, options)
             .await
             .map_err(|e| BackendError::Unavailable(format!("start workflow {id}: {e}")))?;
         Ok(true)
@@ -244,7 +243,7 @@ impl ControlPlane {
             }
             Err(ScheduleError::Rpc(status)) if status.code() == Code::NotFound => {
                 let action = ScheduleAction::start_workflow(
-                    AccessRunWorkflow::run,
+                    AccessRunStart,
                     namespace.to_owned(),
                     self.task_queue.clone(),
                     id.clone(),
@@ -308,7 +307,7 @@ impl ControlPlane {
         let mut ids = Vec::new();
         while let Some(schedule) = schedules.next().await {
             let schedule = schedule.map_err(schedule_error)?;
-            if schedule.workflow_type() == Some(AccessRunWorkflow::run.name()) {
+            if schedule.workflow_type() == Some(AccessRunStart.name()) {
                 ids.push(schedule.schedule_id().to_owned());
             }
         }
@@ -345,7 +344,7 @@ impl ControlPlane {
             }
             let handle = self
                 .client
-                .get_workflow_handle::<AccessRunWorkflow>(action.workflow_id);
+                .get_workflow_handle::<AccessRunStart>(action.workflow_id);
             // A failed run, or one whose history retention removed, has no summary: go back.
             if let Ok(summary) = handle.get_result(WorkflowGetResultOptions::default()).await {
                 return Ok(Some(summary));

@@ -4,9 +4,9 @@
 use temporalio_client::{Connection, ConnectionOptions};
 
 use plinth_proto::v1::NamespaceSpec;
-use plinth_workflows::{KIND_ATTRIBUTE, OWNER_ATTRIBUTE, PHASE_ATTRIBUTE};
 
 use crate::backend::{BackendError, NamespaceBackend as _, SelfHosted};
+use crate::contract::{KIND_ATTRIBUTE, OWNER_ATTRIBUTE, PHASE_ATTRIBUTE};
 
 /// The control-plane namespace Plinth's own workflows run in, unless configured otherwise.
 pub const DEFAULT_NAMESPACE: &str = "plinth-system";

@@ -8,13 +8,14 @@ use plinth_activities::{
     AccessActivities, MetricsActivities, NamespaceActivities, ScrapeTargetSettings,
     WorkerActivities,
 };
+use plinth_control::contract::ScrapeTarget;
 use plinth_control::directory::Directory;
 use plinth_control::{
     BackendError, ControlPlane, ControlSettings, PlatformSettings, TemporalError, ensure_namespace,
 };
 use plinth_metrics::{DropRule, LatestSamples, RemoteWrite};
 use plinth_workflows::contracts::WorkerInfo;
-use plinth_workflows::{Canary, ScrapeTarget, register_workflows};
+use plinth_workflows::{Canary, register_workflows};
 use temporalio_client::NamespacedClient;
 use temporalio_client::{Client, ClientOptions, Connection};
 use temporalio_sdk::runtime::RuntimeOptions;

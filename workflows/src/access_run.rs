@@ -6,12 +6,6 @@ use temporalio_sdk::{ActivityOptions, WorkflowContext, WorkflowContextView, Work
 
 use crate::contracts::ReconcileAccess;
 
-/// Schedule id of the access runs of Temporal namespace `namespace`; the workflows it starts
-/// are `users/<namespace>-<time>`.
-pub fn access_schedule_id(namespace: &str) -> String {
-    format!("users/{namespace}")
-}
-
 /// One access run of a namespace, started by its `users/<namespace>` schedule: resolves the
 /// policies into the effective access list and applies the difference. The summary is the
 /// result: no memo upsert, which would cost one more Temporal action per namespace per run.

@@ -11,17 +11,11 @@ mod policy;
 mod provision_namespace;
 mod scrape_metrics;
 
-pub use access_run::{AccessRunWorkflow, access_schedule_id};
+pub use access_run::AccessRunWorkflow;
 pub use canary::Canary;
-pub use policy::{PolicyWorkflow, RuleChange, policy_workflow_id};
-pub use provision_namespace::{
-    ApplyResult, KIND_ATTRIBUTE, OWNER_ATTRIBUTE, PHASE_ATTRIBUTE, ProvisionNamespace,
-    RESOURCE_MEMO, namespace_name_of, workflow_id,
-};
-pub use scrape_metrics::{
-    MetricsTargetApplied, SCRAPES_PER_RUN, ScrapeMetricsWorkflow, ScrapeTarget, scrape_target_of,
-    scrape_workflow_id,
-};
+pub use policy::{PolicyWorkflow, RuleChange};
+pub use provision_namespace::{ApplyResult, ProvisionNamespace};
+pub use scrape_metrics::{MetricsTargetApplied, SCRAPES_PER_RUN, ScrapeMetricsWorkflow};
 
 /// Registers every Plinth workflow type on `$options`, a worker's or a workflow replayer's
 /// options builder; gives the builder, or the SDK's registration error. The worker and the
@@ -36,4 +30,43 @@ macro_rules! register_workflows {
             .and_then(|options| options.register_workflow::<$crate::AccessRunWorkflow>())
             .and_then(|options| options.register_workflow::<$crate::ScrapeMetricsWorkflow>())
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use plinth_control::contract::{AccessRunStart, PolicyStart, ScrapeStart, SetPolicyEditors};
+    use temporalio_common::{UpdateDefinition, WorkflowDefinition};
+
+    use super::*;
+
+    /// `ours` is started as `theirs` says: same name, same input (checked by the compiler).
+    fn starts_as<W, C>(ours: W, theirs: C)
+    where
+        W: WorkflowDefinition,
+        C: WorkflowDefinition<Input = W::Input>,
+    {
+        assert_eq!(ours.name(), theirs.name());
+    }
+
+    #[test]
+    fn the_workflows_answer_to_the_names_and_inputs_the_control_plane_starts() {
+        starts_as(PolicyWorkflow::run, PolicyStart);
+        starts_as(AccessRunWorkflow::run, AccessRunStart);
+        starts_as(ScrapeMetricsWorkflow::run, ScrapeStart);
+        // The control plane reads an access run's summary: the compiler holds the type.
+        fn ends_with<W: WorkflowDefinition, C: WorkflowDefinition<Output = W::Output>>(_: W, _: C) {
+        }
+        ends_with(AccessRunWorkflow::run, AccessRunStart);
+    }
+
+    #[test]
+    fn policy_editors_are_set_by_the_update_the_control_plane_sends() {
+        fn takes_as<U: UpdateDefinition, C: UpdateDefinition<Input = U::Input>>(
+            ours: U,
+            theirs: C,
+        ) {
+            assert_eq!(ours.name(), theirs.name());
+        }
+        takes_as(PolicyWorkflow::set_editors, SetPolicyEditors);
+    }
 }

@@ -1,5 +1,6 @@
 use std::time::Duration;
 
+use plinth_control::contract::{KIND_ATTRIBUTE, OWNER_ATTRIBUTE, RESOURCE_MEMO};
 use plinth_proto::v1::{Policy, Rule};
 use serde::{Deserialize, Serialize};
 use temporalio_macros::{workflow, workflow_methods};
@@ -7,14 +8,7 @@ use temporalio_sdk::{ActivityOptions, WorkflowContext, WorkflowContextView, Work
 
 use crate::contracts::{TriggerAccessRun, ValidateRule};
 use crate::handover::hand_over_when_long;
-use crate::provision_namespace::{
-    KIND_ATTRIBUTE, OWNER_ATTRIBUTE, RESOURCE_MEMO, UpdateError, local_activity,
-};
-
-/// Workflow id of the policy named `name`.
-pub fn policy_workflow_id(name: &str) -> String {
-    format!("policy/{name}")
-}
+use crate::provision_namespace::{UpdateError, local_activity};
 
 /// What a rule update answers.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

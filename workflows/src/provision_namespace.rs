@@ -1,9 +1,9 @@
 use std::time::{Duration, SystemTime};
 
+use plinth_control::contract::{KIND_ATTRIBUTE, OWNER_ATTRIBUTE, PHASE_ATTRIBUTE, RESOURCE_MEMO};
 use plinth_proto::v1::{Condition, Event, Namespace, NamespaceStatus};
 use plinth_proto::{FieldError, check_update, outcome, phase};
 use serde::{Deserialize, Serialize};
-use temporalio_common::search_attributes::SearchAttributeKey;
 use temporalio_macros::{workflow, workflow_methods};
 use temporalio_sdk::{
     ActivityOptions, LocalActivityOptions, SyncWorkflowContext, WorkflowContext,
@@ -15,28 +15,6 @@ use crate::contracts::{
     RemoveAccessSchedule, SeedAccess, ValidateNamespace,
 };
 use crate::handover::{hand_over_when_long, wait_for_handlers};
-
-/// Workflow id of the resource named `name`.
-pub fn workflow_id(name: &str) -> String {
-    format!("{NAMESPACE_ID_PREFIX}{name}")
-}
-
-/// The resource a [`workflow_id`] belongs to.
-pub fn namespace_name_of(workflow_id: &str) -> Option<&str> {
-    workflow_id.strip_prefix(NAMESPACE_ID_PREFIX)
-}
-
-const NAMESPACE_ID_PREFIX: &str = "namespace/";
-
-/// `PlinthKind`: what resource a control-plane workflow manages.
-pub const KIND_ATTRIBUTE: SearchAttributeKey<String> = SearchAttributeKey::keyword("PlinthKind");
-/// `PlinthOwner`: the owner group.
-pub const OWNER_ATTRIBUTE: SearchAttributeKey<String> = SearchAttributeKey::keyword("PlinthOwner");
-/// `PlinthPhase`: the resource's phase.
-pub const PHASE_ATTRIBUTE: SearchAttributeKey<String> = SearchAttributeKey::keyword("PlinthPhase");
-/// Memo key holding the whole resource, so reads need no query (and no worker): describe or
-/// list the workflow and read it.
-pub const RESOURCE_MEMO: &str = "resource";
 
 const MAX_EVENTS: usize = 10;
 

@@ -1,5 +1,6 @@
 use std::time::Duration;
 
+use plinth_control::contract::{KIND_ATTRIBUTE, PHASE_ATTRIBUTE, RESOURCE_MEMO, ScrapeTarget};
 use plinth_proto::v1::{MetricsTarget, MetricsTargetStatus};
 use plinth_proto::{FieldError, outcome, phase, validate_metrics_target};
 use serde::{Deserialize, Serialize};
@@ -11,48 +12,13 @@ use temporalio_sdk::{
 
 use crate::contracts::{ScrapeMetrics, ScrapeRun, ScrapeSummary};
 use crate::handover::{hand_over, wait_for_handlers};
-use crate::provision_namespace::{KIND_ATTRIBUTE, PHASE_ATTRIBUTE, RESOURCE_MEMO, UpdateError};
+use crate::provision_namespace::UpdateError;
 
 /// Scrapes per run: an hour of history per run at the default interval.
 pub const SCRAPES_PER_RUN: u32 = 60;
 
 /// A scrape run that stops heartbeating (its worker died) is retried after this.
 const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Workflow id of a target's scraping.
-pub fn scrape_workflow_id(target: &str) -> String {
-    format!("{SCRAPE_ID_PREFIX}{target}")
-}
-
-/// The target a [`scrape_workflow_id`] belongs to.
-pub fn scrape_target_of(workflow_id: &str) -> Option<&str> {
-    workflow_id.strip_prefix(SCRAPE_ID_PREFIX)
-}
-
-const SCRAPE_ID_PREFIX: &str = "metrics/";
-
-/// A target to scrape and how often.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct ScrapeTarget {
-    /// `[[metrics.targets]] name`, or the resource's `metadata.name`.
-    pub name: String,
-    /// Seconds between scrapes.
-    pub interval_secs: u64,
-    /// The `MetricsTarget` resource; `None` for a target in the worker's configuration.
-    #[serde(default)]
-    pub resource: Option<MetricsTarget>,
-}
-
-impl ScrapeTarget {
-    /// The target a `MetricsTarget` resource describes.
-    pub fn from_resource(resource: MetricsTarget) -> Self {
-        Self {
-            name: resource.name().to_owned(),
-            interval_secs: resource.spec_or_default().interval_secs(),
-            resource: Some(resource),
-        }
-    }
-}
 
 /// What an `apply` of a metrics target answers.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -1,0 +1,126 @@
+//! How Plinth's records in the control-plane namespace are named and started: workflow ids,
+//! search attributes, the memo key, and the workflow types and updates this crate starts or
+//! calls by name. `plinth-workflows` implements them; its tests hold its types to these
+//! names and inputs, and its replay tests hold the names to recorded histories.
+
+use plinth_proto::v1::{AccessSummary, MetricsTarget, Policy};
+use serde::{Deserialize, Serialize};
+use temporalio_common::data_converters::RawValue;
+use temporalio_common::search_attributes::SearchAttributeKey;
+use temporalio_common::{HasWorkflowDefinition, UpdateDefinition, WorkflowDefinition};
+
+/// `PlinthKind`: what resource a control-plane workflow manages.
+pub const KIND_ATTRIBUTE: SearchAttributeKey<String> = SearchAttributeKey::keyword("PlinthKind");
+/// `PlinthOwner`: the owner group.
+pub const OWNER_ATTRIBUTE: SearchAttributeKey<String> = SearchAttributeKey::keyword("PlinthOwner");
+/// `PlinthPhase`: the resource's phase.
+pub const PHASE_ATTRIBUTE: SearchAttributeKey<String> = SearchAttributeKey::keyword("PlinthPhase");
+/// Memo key holding the whole resource, so reads need no query (and no worker): describe or
+/// list the workflow and read it.
+pub const RESOURCE_MEMO: &str = "resource";
+
+const NAMESPACE_ID_PREFIX: &str = "namespace/";
+const SCRAPE_ID_PREFIX: &str = "metrics/";
+
+/// Workflow id of the namespace resource named `name`.
+pub fn workflow_id(name: &str) -> String {
+    format!("{NAMESPACE_ID_PREFIX}{name}")
+}
+
+/// The namespace resource a [`workflow_id`] belongs to.
+pub fn namespace_name_of(workflow_id: &str) -> Option<&str> {
+    workflow_id.strip_prefix(NAMESPACE_ID_PREFIX)
+}
+
+/// Workflow id of the policy named `name`.
+pub fn policy_workflow_id(name: &str) -> String {
+    format!("policy/{name}")
+}
+
+/// Schedule id of the access runs of Temporal namespace `namespace`; the workflows it starts
+/// are `users/<namespace>-<time>`.
+pub fn access_schedule_id(namespace: &str) -> String {
+    format!("users/{namespace}")
+}
+
+/// Workflow id of a target's scraping.
+pub fn scrape_workflow_id(target: &str) -> String {
+    format!("{SCRAPE_ID_PREFIX}{target}")
+}
+
+/// The target a [`scrape_workflow_id`] belongs to.
+pub fn scrape_target_of(workflow_id: &str) -> Option<&str> {
+    workflow_id.strip_prefix(SCRAPE_ID_PREFIX)
+}
+
+/// A target to scrape and how often.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ScrapeTarget {
+    /// `[[metrics.targets]] name`, or the resource's `metadata.name`.
+    pub name: String,
+    /// Seconds between scrapes.
+    pub interval_secs: u64,
+    /// The `MetricsTarget` resource; `None` for a target in the worker's configuration.
+    #[serde(default)]
+    pub resource: Option<MetricsTarget>,
+}
+
+impl ScrapeTarget {
+    /// The target a `MetricsTarget` resource describes.
+    pub fn from_resource(resource: MetricsTarget) -> Self {
+        Self {
+            name: resource.name().to_owned(),
+            interval_secs: resource.spec_or_default().interval_secs(),
+            resource: Some(resource),
+        }
+    }
+}
+
+/// Declares a workflow type by name: a start of it takes `$input` and ends with `$output`.
+macro_rules! workflow_type {
+    ($(#[$doc:meta])* $marker:ident = $name:literal, $input:ty => $output:ty) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, Debug)]
+        pub struct $marker;
+
+        impl WorkflowDefinition for $marker {
+            type Input = $input;
+            type Output = $output;
+            fn name(&self) -> &str {
+                $name
+            }
+        }
+
+        impl HasWorkflowDefinition for $marker {
+            type Run = Self;
+        }
+    };
+}
+
+workflow_type!(
+    /// `PolicyWorkflow`, one policy for its whole life, started with the policy.
+    PolicyStart = "PolicyWorkflow", Policy => Policy
+);
+workflow_type!(
+    /// `UsersWorkflow`, one access run of the namespace it is started with. Still its
+    /// first name, which the schedules and histories of running deployments carry.
+    AccessRunStart = "UsersWorkflow", String => AccessSummary
+);
+workflow_type!(
+    /// `ScrapeMetricsWorkflow`, one target's scraping. Its summary is never read here.
+    ScrapeStart = "ScrapeMetricsWorkflow", ScrapeTarget => RawValue
+);
+
+/// The `set_editors` update of a policy: replaces its editor groups. Its answer is never
+/// read here.
+#[derive(Clone, Copy, Debug)]
+pub struct SetPolicyEditors;
+
+impl UpdateDefinition for SetPolicyEditors {
+    type Workflow = PolicyStart;
+    type Input = Vec<String>;
+    type Output = RawValue;
+    fn name(&self) -> &str {
+        "set_editors"
+    }
+}
