@@ -253,7 +253,11 @@ impl KeyRing {
     /// Loads `path` to change it, holding its change lock until the ring is dropped: two
     /// `plinth keys` commands at once apply one after the other, neither losing the other's key.
     pub fn load_for_change(path: &Path) -> Result<Self, KeyRingError> {
-        let lock = change_lock(path)?;
+        Self::load_holding(path, change_lock(path)?)
+    }
+
+    /// Loads `path`, whose change lock `lock` is held.
+    fn load_holding(path: &Path, lock: std::fs::File) -> Result<Self, KeyRingError> {
         Ok(Self {
             change_lock: Some(lock),
             ..Self::load(path)?
@@ -265,11 +269,7 @@ impl KeyRing {
     pub fn init(path: &Path) -> Result<(Self, bool), KeyRingError> {
         let lock = change_lock(path)?;
         if path.exists() {
-            let ring = Self {
-                change_lock: Some(lock),
-                ..Self::load(path)?
-            };
-            return Ok((ring, false));
+            return Ok((Self::load_holding(path, lock)?, false));
         }
         let mut ring = Self {
             path: path.to_owned(),

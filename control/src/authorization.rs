@@ -49,11 +49,14 @@ type AccessList = BTreeMap<String, AccessLevel>;
 
 /// A read of an access list that has not answered within this has failed.
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
+// A call that waited on a read takes its list however long it took: the read must not
+// outlast the TTL, or a revocation would reach that call later than promised.
+const _: () = assert!(READ_TIMEOUT.as_nanos() <= ACCESS_TTL.as_nanos());
 /// Past this many namespaces, only the entries being read stay, so that names made up by
 /// callers (the codec server asks about any) cannot pile up, and clearing is rare.
 const PRUNE_ABOVE: usize = 4096;
-/// Longer than any namespace name Temporal accepts.
-const MAX_NAME_BYTES: usize = 255;
+/// Temporal's default `limit.maxIDLength`, which namespace names are held to.
+const MAX_NAME_BYTES: usize = 1000;
 
 /// Whether `namespace` could name a namespace at all: names callers make up otherwise (the
 /// codec server asks about any) would be kept and read, however long.
