@@ -137,7 +137,7 @@ pub async fn run(config: &Config, home: &Home, args: &CodecArgs) -> anyhow::Resu
     let (options, address, _) = args.temporal.resolve(&config.temporal)?;
     let connection = plinth_control::connect(options).await?;
     // Only the access lists are read here: no directory, no validation rules.
-    let backend = crate::platform::backend(config, &connection, &address)?;
+    let backend = crate::platform::backend(config, home, &connection, &address)?;
     let tokens = match &codec_config.jwks {
         Some(source) => Some(
             TokenVerifier::new(

@@ -26,6 +26,8 @@ pub struct Config {
     pub dev: DevConfig,
     /// Namespace resources: who administers, what is valid, how often drift is checked.
     pub platform: PlatformConfig,
+    /// Where managed namespaces live: the platform's own Temporal, or Temporal Cloud.
+    pub backend: BackendConfig,
     /// `plinth proxy`: the mTLS front door.
     pub proxy: ProxyConfig,
     /// Payload encryption and `plinth codec`, the codec server the Web UI decrypts through.
@@ -178,6 +180,61 @@ impl Default for DevConfig {
             codec_port: 7280,
             user: "dev@example.com".into(),
             dynamic_config: Vec::new(),
+        }
+    }
+}
+
+/// Which system holds managed namespaces.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BackendKind {
+    /// The Temporal of `[temporal]` (or `[platform] namespace_endpoint`).
+    #[default]
+    SelfHosted,
+    /// Temporal Cloud, through its Ops API.
+    Cloud,
+}
+
+/// `[backend]`: where managed namespaces live.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BackendConfig {
+    pub kind: BackendKind,
+    /// Cloud: the Ops API.
+    pub endpoint: String,
+    /// Cloud: the account id (namespaces are `<name>.<account>`).
+    pub account: String,
+    /// Cloud: a file holding the API key, re-read when it changes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api_key_file: Option<PathBuf>,
+    /// Cloud: an environment variable holding the API key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api_key_env: Option<String>,
+    /// Cloud: PEM CA bundle namespaces accept client certificates from (default: Plinth's CA).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub accepted_client_ca: Option<PathBuf>,
+    /// Cloud: namespaces also accept API keys.
+    pub api_key_auth: bool,
+    /// Cloud: the codec server (https) Cloud's Web UI decrypts through.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub codec_endpoint: Option<String>,
+    /// Cloud: how long one operation may run before the call is retried.
+    #[serde(with = "humantime_serde")]
+    pub operation_timeout: Duration,
+}
+
+impl Default for BackendConfig {
+    fn default() -> Self {
+        Self {
+            kind: BackendKind::SelfHosted,
+            endpoint: "https://saas-api.tmprl.cloud:443".into(),
+            account: String::new(),
+            api_key_file: None,
+            api_key_env: None,
+            accepted_client_ca: None,
+            api_key_auth: false,
+            codec_endpoint: None,
+            operation_timeout: Duration::from_secs(600),
         }
     }
 }
@@ -623,6 +680,10 @@ impl Config {
         let some_path = || Some(PathBuf::new());
         all.platform.directory = some_path();
         all.platform.namespace_endpoint = Some(String::new());
+        all.backend.api_key_file = some_path();
+        all.backend.api_key_env = Some(String::new());
+        all.backend.accepted_client_ca = some_path();
+        all.backend.codec_endpoint = Some(String::new());
         all.proxy.cert = some_path();
         all.proxy.key = some_path();
         all.proxy.client_ca = some_path();

@@ -96,7 +96,7 @@ impl NamespaceBackend for PauseAfterRegister {
         self.inner.apply_access(name, changes).await
     }
 
-    fn endpoint(&self, name: &str) -> String {
-        self.inner.endpoint(name)
+    async fn endpoint(&self, name: &str) -> Result<String, BackendError> {
+        self.inner.endpoint(name).await
     }
 }

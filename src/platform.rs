@@ -5,10 +5,10 @@ use std::sync::Arc;
 use anyhow::Context;
 use plinth_control::PlatformSettings;
 use plinth_control::directory::{Directory, WatchedDirectory};
-use plinth_control::{NamespaceBackend, SelfHosted};
+use plinth_control::{ApiKeySource, Cloud, CloudSettings, NamespaceBackend, SelfHosted};
 use temporalio_client::Connection;
 
-use crate::config::Config;
+use crate::config::{BackendKind, Config};
 use crate::home::Home;
 
 /// How often the directory file is checked for changes.
@@ -37,26 +37,32 @@ pub fn settings(
         directory: load_directory(config, home)?,
         rules: config.platform.rules(),
         resync_interval: config.platform.resync_interval,
-        backend: backend(config, connection, temporal_address)?,
+        backend: backend(config, home, connection, temporal_address)?,
         admin_group: config.platform.admin_group.clone(),
         access_interval: config.platform.access_interval,
     })
 }
 
-/// Where managed namespaces live: the Temporal of `connection`, reached by clients at
-/// `[platform] namespace_endpoint`, else at `temporal_address`.
+/// Where managed namespaces live, as `[backend] kind` says: the Temporal of `connection`
+/// (reached by clients at `[platform] namespace_endpoint`, else at `temporal_address`), or
+/// Temporal Cloud.
 pub fn backend(
     config: &Config,
+    home: &Home,
     connection: &Connection,
     temporal_address: &str,
 ) -> anyhow::Result<Arc<dyn NamespaceBackend>> {
-    let endpoint = config
-        .platform
-        .namespace_endpoint
-        .clone()
-        .unwrap_or_else(|| temporal_address.to_owned());
-    let mut backend: Arc<dyn NamespaceBackend> =
-        Arc::new(SelfHosted::new(connection.clone(), endpoint));
+    let mut backend: Arc<dyn NamespaceBackend> = match config.backend.kind {
+        BackendKind::SelfHosted => {
+            let endpoint = config
+                .platform
+                .namespace_endpoint
+                .clone()
+                .unwrap_or_else(|| temporal_address.to_owned());
+            Arc::new(SelfHosted::new(connection.clone(), endpoint))
+        }
+        BackendKind::Cloud => Arc::new(cloud(config, home)?),
+    };
     if let Some(pause) = crate::fault::pause_after_register()? {
         tracing::warn!(
             ?pause,
@@ -65,4 +71,50 @@ pub fn backend(
         backend = Arc::new(crate::fault::PauseAfterRegister::new(backend, pause));
     }
     Ok(backend)
+}
+
+/// The Temporal Cloud account `[backend]` configures.
+pub fn cloud(config: &Config, home: &Home) -> anyhow::Result<Cloud> {
+    let backend = &config.backend;
+    anyhow::ensure!(
+        !backend.account.is_empty(),
+        "[backend] account: required when kind = \"cloud\" (the Temporal Cloud account id)"
+    );
+    let api_key = match (&backend.api_key_file, &backend.api_key_env) {
+        (Some(path), None) => ApiKeySource::File(path.clone()),
+        (None, Some(name)) => ApiKeySource::Env(name.clone()),
+        (None, None) => anyhow::bail!(
+            "[backend] api_key_file or api_key_env: Temporal Cloud needs an API key; set one"
+        ),
+        (Some(_), Some(_)) => {
+            anyhow::bail!("[backend] api_key_file and api_key_env are both set: keep one")
+        }
+    };
+    let ca_path = backend
+        .accepted_client_ca
+        .clone()
+        .unwrap_or_else(|| home.ca_cert());
+    let accepted_client_ca = std::fs::read(&ca_path).with_context(|| {
+        format!(
+            "[backend] accepted_client_ca: cannot read {} (the CA namespaces accept client \
+             certificates from)",
+            ca_path.display()
+        )
+    })?;
+    if let Some(endpoint) = &backend.codec_endpoint {
+        anyhow::ensure!(
+            endpoint.starts_with("https://"),
+            "[backend] codec_endpoint: {endpoint:?} must be an https URL: Temporal Cloud's Web UI \
+             only calls codec servers over HTTPS"
+        );
+    }
+    Ok(Cloud::new(CloudSettings {
+        endpoint: backend.endpoint.clone(),
+        account: backend.account.clone(),
+        api_key,
+        accepted_client_ca,
+        api_key_auth: backend.api_key_auth,
+        codec_endpoint: backend.codec_endpoint.clone(),
+        operation_timeout: backend.operation_timeout,
+    })?)
 }

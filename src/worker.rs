@@ -1,5 +1,6 @@
 //! `plinth worker`: the control-plane worker against any Temporal.
 
+use anyhow::Context;
 use plinth_worker::PlinthWorker;
 
 use crate::config::Config;
@@ -30,6 +31,14 @@ pub async fn run(config: &Config, home: &Home, args: &WorkerArgs) -> anyhow::Res
     let app = crate::metrics::worker_app(metrics.latest.clone());
     tokio::spawn(async move { axum::serve(listener, app).await });
     tracing::info!(address = %metrics_address, "worker metrics listening (HTTP)");
+    if config.backend.kind == crate::config::BackendKind::Cloud {
+        // A missing or refused API key stops the worker here, not in every reconcile.
+        let identity = crate::platform::cloud(config, home)?
+            .identity()
+            .await
+            .context("Temporal Cloud refused the worker's API key ([backend] api_key_file / api_key_env)")?;
+        tracing::info!(%identity, account = %config.backend.account, "Temporal Cloud backend");
+    }
     let target = options.target.to_string();
     let connection = plinth_control::connect(options).await?;
     let platform = crate::platform::settings(config, home, &connection, &address)?;

@@ -114,19 +114,20 @@ impl AccessActivities {
     #[activity(definition = ReconcileAccess)]
     pub async fn reconcile_access(
         self: Arc<Self>,
-        _ctx: ActivityContext,
+        ctx: ActivityContext,
         namespace: String,
     ) -> Result<AccessSummary, ActivityError> {
-        let summary = reconcile_access(
+        let run = reconcile_access(
             &namespace,
             &self.control,
             self.backend.as_ref(),
             self.directory.as_ref(),
             &self.admin_group,
-        )
-        .await
-        .inspect_err(|_| crate::telemetry::access_run(None))
-        .map_err(failure)?;
+        );
+        let summary = crate::heartbeat::with_heartbeat(ctx, run)
+            .await
+            .inspect_err(|_| crate::telemetry::access_run(None))
+            .map_err(failure)?;
         crate::telemetry::access_run(Some((summary.granted, summary.changed, summary.revoked)));
         tracing::info!(
             namespace,

@@ -3,6 +3,7 @@
 //! metrics scraping, and the worker describing itself.
 
 mod access_activities;
+mod heartbeat;
 mod metrics_activities;
 mod namespaces;
 pub mod telemetry;

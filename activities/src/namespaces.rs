@@ -74,11 +74,11 @@ impl NamespaceActivities {
     #[activity(definition = ReconcileNamespace)]
     pub async fn reconcile_namespace(
         self: Arc<Self>,
-        _ctx: ActivityContext,
+        ctx: ActivityContext,
         spec: NamespaceSpec,
     ) -> Result<ReconcileReport, ActivityError> {
         let started = std::time::Instant::now();
-        let result = self.reconcile(&spec).await;
+        let result = crate::heartbeat::with_heartbeat(ctx, self.reconcile(&spec)).await;
         crate::telemetry::reconciled(result.is_ok(), started.elapsed());
         result
     }
@@ -87,10 +87,12 @@ impl NamespaceActivities {
     #[activity(definition = DeleteNamespace)]
     pub async fn delete_namespace(
         self: Arc<Self>,
-        _ctx: ActivityContext,
+        ctx: ActivityContext,
         name: String,
     ) -> Result<(), ActivityError> {
-        self.backend.delete(&name).await.map_err(failure)
+        crate::heartbeat::with_heartbeat(ctx, self.backend.delete(&name))
+            .await
+            .map_err(failure)
     }
 }
 
@@ -133,7 +135,7 @@ impl NamespaceActivities {
         Ok(ReconcileReport {
             created,
             changes,
-            endpoint: backend.endpoint(&spec.name),
+            endpoint: backend.endpoint(&spec.name).await.map_err(failure)?,
         })
     }
 }

@@ -23,8 +23,8 @@ pub use authorization::{ACCESS_TTL, AccessCheck, AccessLists, Need};
 #[cfg(any(test, feature = "memory"))]
 pub use backend::memory;
 pub use backend::{
-    AccessChange, AccessLevel, BackendError, NamespaceBackend, ObservedNamespace, SelfHosted,
-    missing_search_attributes,
+    AccessChange, AccessLevel, ApiKeySource, BackendError, Cloud, CloudSettings, NamespaceBackend,
+    ObservedNamespace, SelfHosted, missing_search_attributes, progress,
 };
 pub use plane::{ControlPlane, PolicySeeding};
 pub use temporal::{

@@ -13,6 +13,11 @@ use plinth_proto::v1::Namespace;
 /// An unknown namespace triggers a refresh at most this often, so a stream of calls naming
 /// one cannot flood the control plane.
 const MISS_REFRESH: Duration = Duration::from_secs(1);
+/// A refresh that has not answered within this has failed; calls naming new namespaces wait
+/// on it.
+const LOAD_TIMEOUT: Duration = Duration::from_secs(5);
+/// At most this many namespaces still being provisioned are read directly on a miss.
+const MAX_UNSETTLED_READS: usize = 16;
 
 /// Temporal namespace name to upstream endpoint.
 #[derive(Debug)]
@@ -21,6 +26,9 @@ pub struct Routes {
     /// Sends every namespace here instead of the endpoint its status names.
     upstream_override: Option<String>,
     table: RwLock<Arc<HashMap<String, String>>>,
+    /// Workflow ids of namespaces the last refresh listed without a route: visibility can lag
+    /// a status that is already Ready.
+    unsettled: std::sync::Mutex<Vec<String>>,
     /// When the last refresh started; serializes refreshes.
     refreshed: tokio::sync::Mutex<Option<Instant>>,
     loaded: AtomicBool,
@@ -33,6 +41,7 @@ impl Routes {
             control,
             upstream_override,
             table: RwLock::default(),
+            unsettled: std::sync::Mutex::default(),
             refreshed: tokio::sync::Mutex::new(None),
             loaded: AtomicBool::new(false),
         }
@@ -44,6 +53,8 @@ impl Routes {
     }
 
     /// The upstream of `namespace`, refreshing once (at most every second) when it is unknown.
+    /// A namespace still being provisioned in that listing is read directly, so one that
+    /// became Ready a moment ago is served though visibility does not show it yet.
     pub async fn endpoint(&self, namespace: &str) -> Result<Option<String>, BackendError> {
         if let Some(endpoint) = self.lookup(namespace) {
             return Ok(Some(endpoint));
@@ -51,8 +62,31 @@ impl Routes {
         let mut refreshed = self.refreshed.lock().await;
         if refreshed.is_none_or(|at| at.elapsed() >= MISS_REFRESH) {
             self.load(&mut refreshed).await?;
+            if self.lookup(namespace).is_none() {
+                self.settle().await?;
+            }
         }
         Ok(self.lookup(namespace))
+    }
+
+    /// Reads the namespaces the last listing showed unprovisioned from their workflows, and
+    /// routes those that are.
+    async fn settle(&self) -> Result<(), BackendError> {
+        let ids = std::mem::take(&mut *self.unsettled.lock().expect("unsettled lock"));
+        let mut found = Vec::new();
+        for id in ids.into_iter().take(MAX_UNSETTLED_READS) {
+            let read = self.control.running::<Namespace>(id);
+            if let Some(route) = with_timeout(read).await?.and_then(|r| self.route(r)) {
+                found.push(route);
+            }
+        }
+        if !found.is_empty() {
+            let mut table = self.table.write().expect("routes lock");
+            let mut updated = HashMap::clone(&table);
+            updated.extend(found);
+            *table = Arc::new(updated);
+        }
+        Ok(())
     }
 
     fn lookup(&self, namespace: &str) -> Option<String> {
@@ -71,14 +105,25 @@ impl Routes {
 
     async fn load(&self, refreshed: &mut Option<Instant>) -> Result<HashSet<String>, BackendError> {
         *refreshed = Some(Instant::now());
-        let resources = self
+        let listing = self
             .control
-            .running_resources::<Namespace>(plinth_proto::KIND_NAMESPACE)
-            .await?;
-        let table: HashMap<String, String> = resources
-            .into_iter()
-            .filter_map(|(_, resource)| self.route(resource?))
-            .collect();
+            .running_resources::<Namespace>(plinth_proto::KIND_NAMESPACE);
+        let mut table = HashMap::new();
+        let mut unsettled = Vec::new();
+        for (id, resource) in with_timeout(listing).await? {
+            let leaving = resource
+                .as_ref()
+                .and_then(|r| r.status.as_ref())
+                .is_some_and(|s| [phase::DELETING, phase::DELETED].contains(&s.phase.as_str()));
+            match resource.and_then(|r| self.route(r)) {
+                Some((name, endpoint)) => {
+                    table.insert(name, endpoint);
+                }
+                None if !leaving => unsettled.push(id),
+                None => {}
+            }
+        }
+        *self.unsettled.lock().expect("unsettled lock") = unsettled;
         let endpoints = table.values().cloned().collect();
         *self.table.write().expect("routes lock") = Arc::new(table);
         self.loaded.store(true, Ordering::Relaxed);
@@ -98,4 +143,12 @@ impl Routes {
         let endpoint = self.upstream_override.clone().unwrap_or(status.endpoint);
         Some((spec.name, endpoint))
     }
+}
+
+async fn with_timeout<T>(
+    read: impl std::future::Future<Output = Result<T, BackendError>>,
+) -> Result<T, BackendError> {
+    tokio::time::timeout(LOAD_TIMEOUT, read)
+        .await
+        .map_err(|_| BackendError::Unavailable("control plane: no answer in time".into()))?
 }

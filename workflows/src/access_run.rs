@@ -28,8 +28,11 @@ impl AccessRunWorkflow {
     #[run(name = "UsersWorkflow")]
     pub async fn run(ctx: &mut WorkflowContext<Self>) -> WorkflowResult<AccessSummary> {
         let namespace = ctx.state(|s| s.namespace.clone());
-        // Each retry re-derives the difference from what the backend holds then.
-        let options = ActivityOptions::start_to_close_timeout(Duration::from_secs(120));
+        // Each retry re-derives the difference from what the backend holds then. Backends
+        // whose writes are long operations heartbeat while they wait.
+        let options = ActivityOptions::with_start_to_close_timeout(Duration::from_secs(15 * 60))
+            .heartbeat_timeout(Duration::from_secs(30))
+            .build();
         let mut summary = ctx
             .execute_activity(ReconcileAccess, namespace, options)
             .await?;

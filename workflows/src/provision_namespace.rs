@@ -427,8 +427,12 @@ pub(crate) fn local_activity() -> LocalActivityOptions {
 
 /// Backend calls: retried with Temporal's default backoff until they succeed or are refused;
 /// a worker that dies mid-call is noticed after the timeout and the call runs again.
+/// Backend calls that wait on long operations (Temporal Cloud's) heartbeat while they do;
+/// one whose worker died is retried after the heartbeat timeout and resumes what it waited on.
 fn backend_activity() -> ActivityOptions {
-    ActivityOptions::start_to_close_timeout(Duration::from_secs(20))
+    ActivityOptions::with_start_to_close_timeout(Duration::from_secs(15 * 60))
+        .heartbeat_timeout(Duration::from_secs(30))
+        .build()
 }
 
 #[cfg(test)]

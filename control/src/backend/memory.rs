@@ -147,9 +147,9 @@ impl NamespaceBackend for MemoryBackend {
             .or_insert_with(|| Stored {
                 observed: ObservedNamespace {
                     retention_days: spec.retention_days,
-                    description: spec.description.clone(),
-                    owner_email: spec.owner.clone(),
-                    search_attributes: BTreeMap::new(),
+                    description: Some(spec.description.clone()),
+                    owner_email: Some(spec.owner.clone()),
+                    ..Default::default()
                 },
                 access: BTreeMap::new(),
             });
@@ -160,8 +160,8 @@ impl NamespaceBackend for MemoryBackend {
         self.turn().await;
         self.on("update", &spec.name, |stored| {
             stored.observed.retention_days = spec.retention_days;
-            stored.observed.description = spec.description.clone();
-            stored.observed.owner_email = spec.owner.clone();
+            stored.observed.description = Some(spec.description.clone());
+            stored.observed.owner_email = Some(spec.owner.clone());
         })
     }
 
@@ -188,8 +188,8 @@ impl NamespaceBackend for MemoryBackend {
         Ok(())
     }
 
-    fn endpoint(&self, _name: &str) -> String {
-        "memory".to_owned()
+    async fn endpoint(&self, _name: &str) -> Result<String, BackendError> {
+        Ok("memory".to_owned())
     }
 
     async fn list_access(&self, name: &str) -> Result<BTreeMap<String, AccessLevel>, BackendError> {

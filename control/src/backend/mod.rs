@@ -1,6 +1,6 @@
 //! Where namespaces live. One implementation per real system, each in its own module:
-//! [`SelfHosted`] talks to a Temporal cluster's own APIs; [`memory::MemoryBackend`] keeps them
-//! in memory for tests.
+//! [`SelfHosted`] talks to a Temporal cluster's own APIs, [`Cloud`] to Temporal Cloud's Ops
+//! API; [`memory::MemoryBackend`] keeps them in memory for tests.
 
 use std::collections::BTreeMap;
 
@@ -8,10 +8,13 @@ use plinth_proto::policy::access;
 use plinth_proto::v1::NamespaceSpec;
 use serde::{Deserialize, Serialize};
 
+mod cloud;
 #[cfg(any(test, feature = "memory"))]
 pub mod memory;
+pub mod progress;
 mod self_hosted;
 
+pub use cloud::{ApiKeySource, Cloud, CloudSettings};
 pub use self_hosted::SelfHosted;
 
 /// A namespace as the backend reports it.
@@ -19,12 +22,18 @@ pub use self_hosted::SelfHosted;
 pub struct ObservedNamespace {
     /// Retention of closed workflows, whole days.
     pub retention_days: i32,
-    /// Free-text description.
-    pub description: String,
-    /// Owner e-mail (Plinth writes the owner group).
-    pub owner_email: String,
+    /// Free-text description; `None` where the backend keeps none.
+    pub description: Option<String>,
+    /// Owner e-mail (Plinth writes the owner group); `None` where the backend keeps none.
+    pub owner_email: Option<String>,
     /// Custom search attributes, name to type.
     pub search_attributes: BTreeMap<String, String>,
+    /// Whether the backend refuses to delete the namespace; `None` where it has no such
+    /// protection.
+    pub delete_protection: Option<bool>,
+    /// Settings the platform's configuration decides (not the spec) that differ from it,
+    /// each as `what observed → desired`.
+    pub platform_drift: Vec<String>,
 }
 
 impl ObservedNamespace {
@@ -40,17 +49,35 @@ impl ObservedNamespace {
                 self.retention_days, spec.retention_days
             ));
         }
-        if self.description != spec.description {
+        if let Some(description) = &self.description
+            && *description != spec.description
+        {
             changes.push(format!(
-                "description {:?} → {:?}",
-                self.description, spec.description
+                "description {description:?} → {:?}",
+                spec.description
             ));
         }
-        if self.owner_email != spec.owner {
-            changes.push(format!("owner {:?} → {:?}", self.owner_email, spec.owner));
+        if let Some(owner) = &self.owner_email
+            && *owner != spec.owner
+        {
+            changes.push(format!("owner {owner:?} → {:?}", spec.owner));
         }
+        if let Some(protected) = self.delete_protection
+            && protected == spec.allow_deletion
+        {
+            changes.push(format!(
+                "delete protection {} → {}",
+                on_off(protected),
+                on_off(!spec.allow_deletion)
+            ));
+        }
+        changes.extend(self.platform_drift.iter().cloned());
         changes
     }
+}
+
+fn on_off(on: bool) -> &'static str {
+    if on { "on" } else { "off" }
 }
 
 /// Search attributes the spec names that `existing` lacks.
@@ -124,7 +151,8 @@ pub trait NamespaceBackend: Send + Sync + std::fmt::Debug {
     /// The namespace, or `None` when it does not exist.
     async fn describe(&self, name: &str) -> Result<Option<ObservedNamespace>, BackendError>;
     /// Creates the namespace (retention, description, owner); a namespace that already exists
-    /// is left as it is. Returns once the namespace is usable.
+    /// is left as it is. Returns once the namespace is usable. Long waits report to
+    /// [`progress`].
     async fn register(&self, spec: &NamespaceSpec) -> Result<(), BackendError>;
     /// Sets retention, description and owner to the spec's.
     async fn update(&self, spec: &NamespaceSpec) -> Result<(), BackendError>;
@@ -137,7 +165,7 @@ pub trait NamespaceBackend: Send + Sync + std::fmt::Debug {
     /// Deletes the namespace; one already gone is fine.
     async fn delete(&self, name: &str) -> Result<(), BackendError>;
     /// Where clients reach the namespace.
-    fn endpoint(&self, name: &str) -> String;
+    async fn endpoint(&self, name: &str) -> Result<String, BackendError>;
 
     /// Who may use namespace `name`, and how. An unknown namespace is `Rejected`.
     async fn list_access(&self, name: &str) -> Result<BTreeMap<String, AccessLevel>, BackendError>;

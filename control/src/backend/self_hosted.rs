@@ -186,9 +186,11 @@ impl NamespaceBackend for SelfHosted {
             .map_or(0, |d| d.seconds);
         Ok(Some(ObservedNamespace {
             retention_days: i32::try_from(retention / DAY as i64).unwrap_or(i32::MAX),
-            description: info.description,
-            owner_email: info.owner_email,
+            description: Some(info.description),
+            owner_email: Some(info.owner_email),
             search_attributes: self.search_attributes(name).await?,
+            delete_protection: None,
+            platform_drift: Vec::new(),
         }))
     }
 
@@ -289,8 +291,8 @@ impl NamespaceBackend for SelfHosted {
         }
     }
 
-    fn endpoint(&self, _name: &str) -> String {
-        self.endpoint.clone()
+    async fn endpoint(&self, _name: &str) -> Result<String, BackendError> {
+        Ok(self.endpoint.clone())
     }
 
     async fn list_access(&self, name: &str) -> Result<BTreeMap<String, AccessLevel>, BackendError> {

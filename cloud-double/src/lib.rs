@@ -1,0 +1,269 @@
+//! A stand-in for Temporal Cloud's Ops API, which cannot be reached from here: a real gRPC
+//! server of `temporal.api.cloud.cloudservice.v1.CloudService`, generated from the same protos
+//! the client in `temporalio-client` speaks. It keeps state and holds callers to the public
+//! contract: API key and version header on every call, Cloud's validation, `resource_version`
+//! on every update, mutations as asynchronous operations that finish after a number of polls,
+//! idempotent `async_operation_id`s, and a rate limit that answers `RESOURCE_EXHAUSTED` with a
+//! retry delay. Tests steer it through [`Double`]: fail the next operation, restart, change
+//! things behind the caller's back, count calls.
+
+mod service;
+mod state;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use temporalio_common::protos::temporal::api::cloud::identity::v1::{
+    ServiceAccount, ServiceAccountSpec, User,
+};
+use temporalio_common::protos::temporal::api::cloud::namespace::v1::Namespace;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub use state::RetryInfo;
+
+/// The API version the vendored protos describe; callers must name one.
+pub const API_VERSION_HEADER: &str = "temporal-cloud-api-version";
+
+/// How the double behaves.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// The account id: namespaces are named `<name>.<account>`.
+    pub account: String,
+    /// API keys accepted as `Authorization: Bearer <key>`.
+    pub api_keys: Vec<String>,
+    /// `GetAsyncOperation` calls an operation stays in progress for before it finishes.
+    pub polls_to_complete: u32,
+    /// Calls allowed at once before the rate limit answers `RESOURCE_EXHAUSTED`.
+    pub burst: u32,
+    /// Calls per second the limit refills.
+    pub calls_per_second: u32,
+    /// The delay the rate limit asks callers to wait.
+    pub retry_delay: Duration,
+    /// The mTLS gRPC address every namespace reports as its endpoint.
+    pub grpc_address: String,
+    /// Region ids `GetRegions` lists, such as `aws-us-east-1`.
+    pub regions: Vec<String>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            account: "plinth-dev".into(),
+            api_keys: Vec::new(),
+            polls_to_complete: 2,
+            burst: 50,
+            calls_per_second: 50,
+            retry_delay: Duration::from_millis(200),
+            grpc_address: "127.0.0.1:7233".into(),
+            regions: [
+                "aws-us-east-1",
+                "aws-us-west-2",
+                "aws-eu-west-1",
+                "gcp-us-central1",
+            ]
+            .map(String::from)
+            .to_vec(),
+        }
+    }
+}
+
+/// Why the double could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum DoubleError {
+    /// The listening address could not be bound.
+    #[error("cloud double: cannot listen on {address}: {source}")]
+    Listen {
+        /// The address.
+        address: String,
+        /// The operating system's error.
+        source: std::io::Error,
+    },
+}
+
+/// A running double; dropping it stops the server.
+#[derive(Debug)]
+pub struct Double {
+    address: SocketAddr,
+    state: Arc<Mutex<state::State>>,
+    server: Mutex<Option<Server>>,
+}
+
+#[derive(Debug)]
+struct Server {
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<()>,
+}
+
+impl Double {
+    /// Starts the double on `address` (port 0 picks a free one).
+    pub async fn start(address: &str, settings: Settings) -> Result<Self, DoubleError> {
+        let listener = bind(address).await?;
+        let address = listener
+            .local_addr()
+            .map_err(|source| DoubleError::Listen {
+                address: address.to_owned(),
+                source,
+            })?;
+        let state = Arc::new(Mutex::new(state::State::new(settings)));
+        let server = serve(listener, state.clone());
+        Ok(Self {
+            address,
+            state,
+            server: Mutex::new(Some(server)),
+        })
+    }
+
+    /// Where the double listens (plaintext HTTP/2).
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// The account's id.
+    pub fn account(&self) -> String {
+        self.with(|state| state.settings.account.clone())
+    }
+
+    /// Stops serving for `down`, keeping every resource and operation, then serves again on
+    /// the same address: callers in between see the connection refused.
+    pub async fn restart(&self, down: Duration) -> Result<(), DoubleError> {
+        let server = self
+            .server
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(server) = server {
+            let _ = server.stop.send(());
+            server.task.abort();
+            let _ = server.task.await;
+        }
+        tokio::time::sleep(down).await;
+        let listener = bind(&self.address.to_string()).await?;
+        *self.server.lock().unwrap_or_else(PoisonError::into_inner) =
+            Some(serve(listener, self.state.clone()));
+        Ok(())
+    }
+
+    /// The next operation any mutation starts fails with `reason`.
+    pub fn fail_next_operation(&self, reason: &str) {
+        self.with(|state| state.fail_next = Some(reason.to_owned()));
+    }
+
+    /// Sets how many polls operations take from now on, running ones included.
+    pub fn set_polls_to_complete(&self, polls: u32) {
+        self.with(|state| state.set_polls_to_complete(polls));
+    }
+
+    /// The namespace `<name>.<account>`, as `GetNamespace` would answer.
+    pub fn namespace(&self, name: &str) -> Option<Namespace> {
+        self.with(|state| state.namespace(name).cloned())
+    }
+
+    /// Changes a namespace the way someone in Cloud's console would: no operation, a new
+    /// resource version.
+    pub fn edit_namespace(&self, name: &str, edit: impl FnOnce(&mut Namespace)) -> bool {
+        self.with(|state| state.edit_namespace(name, edit))
+    }
+
+    /// Removes a namespace at once, as if deleted outside Plinth.
+    pub fn remove_namespace(&self, name: &str) -> bool {
+        self.with(|state| state.remove_namespace(name))
+    }
+
+    /// Adds an active user with no access; returns its id.
+    pub fn add_user(&self, email: &str) -> String {
+        self.with(|state| state.add_user(email))
+    }
+
+    /// The user with `email`.
+    pub fn user(&self, email: &str) -> Option<User> {
+        self.with(|state| state.user_by_email(email).cloned())
+    }
+
+    /// Removes the user with `email`, as if deleted outside Plinth.
+    pub fn remove_user(&self, email: &str) -> bool {
+        self.with(|state| state.remove_user(email))
+    }
+
+    /// Adds a service account named `name` with no access; returns its id.
+    pub fn add_service_account(&self, name: &str) -> String {
+        self.with(|state| {
+            state.add_service_account(ServiceAccountSpec {
+                name: name.to_owned(),
+                ..Default::default()
+            })
+        })
+    }
+
+    /// The service account named `name`.
+    pub fn service_account(&self, name: &str) -> Option<ServiceAccount> {
+        self.with(|state| state.service_account_by_name(name).cloned())
+    }
+
+    /// Calls answered so far, by method name, rate-limited and refused ones included.
+    pub fn calls(&self) -> BTreeMap<String, u64> {
+        self.with(|state| state.calls.clone())
+    }
+
+    /// Calls refused by the rate limit so far.
+    pub fn throttled(&self) -> u64 {
+        self.with(|state| state.throttled)
+    }
+
+    /// Makes `edit` land on a namespace between the caller's read and its next update, as
+    /// another writer's would: the update then carries a stale `resource_version`.
+    pub fn interfere_with_next_update(&self, edit: impl FnOnce(&mut Namespace) + Send + 'static) {
+        self.with(|state| state.interference = Some(Box::new(edit)));
+    }
+
+    /// Mutations accepted so far (each started an operation).
+    pub fn mutations(&self) -> u64 {
+        self.with(|state| state.mutations)
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut state::State) -> T) -> T {
+        f(&mut self.state.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+}
+
+impl Drop for Double {
+    fn drop(&mut self) {
+        if let Some(server) = self
+            .server
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        {
+            server.task.abort();
+        }
+    }
+}
+
+async fn bind(address: &str) -> Result<TcpListener, DoubleError> {
+    TcpListener::bind(address)
+        .await
+        .map_err(|source| DoubleError::Listen {
+            address: address.to_owned(),
+            source,
+        })
+}
+
+fn serve(listener: TcpListener, state: Arc<Mutex<state::State>>) -> Server {
+    let (stop, stopped) = oneshot::channel::<()>();
+    let service = service::server(state);
+    let task = tokio::spawn(async move {
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        let result = tonic::transport::Server::builder()
+            .serve_with_incoming_shutdown(service, incoming, async {
+                let _ = stopped.await;
+            })
+            .await;
+        if let Err(error) = result {
+            tracing::warn!(%error, "cloud double stopped");
+        }
+    });
+    Server { stop, task }
+}

@@ -1,0 +1,423 @@
+//! The gRPC face of the double: Cloud's API key and version header on every call, then the
+//! state's rules. Methods the double does not model answer `UNIMPLEMENTED`.
+
+use std::sync::{Arc, Mutex, PoisonError};
+
+use temporalio_common::protos::temporal::api::cloud::cloudservice::v1::*;
+use temporalio_common::protos::temporal::api::cloud::identity::v1::{
+    AccountAccess, NamespaceAccess, ServiceAccount, ServiceAccountNamespaceAssignment,
+    ServiceAccountSpec, UserNamespaceAssignment, account_access,
+};
+use temporalio_common::protos::temporal::api::cloud::region::v1::{Region, region};
+use tonic::{Request, Response, Status};
+
+use crate::API_VERSION_HEADER;
+use crate::state::State;
+
+mod generated {
+    #![allow(missing_docs, clippy::all)]
+    tonic::include_proto!("temporal.api.cloud.cloudservice.v1");
+}
+
+use generated::cloud_service_server::{CloudService, CloudServiceServer};
+
+type Shared = Arc<Mutex<State>>;
+
+/// The service with its credentials check in front.
+pub(crate) fn server(
+    state: Shared,
+) -> tonic::service::interceptor::InterceptedService<
+    CloudServiceServer<Double>,
+    impl tonic::service::Interceptor + Clone,
+> {
+    let keys = lock(&state).settings.api_keys.clone();
+    CloudServiceServer::with_interceptor(Double { state }, move |request: Request<()>| {
+        credentials(&keys, &request)?;
+        Ok(request)
+    })
+}
+
+/// Cloud's checks of who calls: a bearer API key it knows, and an API version.
+fn credentials(keys: &[String], request: &Request<()>) -> Result<(), Status> {
+    let metadata = request.metadata();
+    let token = metadata
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(|| {
+            Status::unauthenticated("missing API key: send Authorization: Bearer <key>")
+        })?;
+    if !keys.iter().any(|key| key == token) {
+        return Err(Status::unauthenticated("invalid API key"));
+    }
+    if metadata
+        .get(API_VERSION_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .is_none_or(str::is_empty)
+    {
+        return Err(Status::invalid_argument(format!(
+            "missing {API_VERSION_HEADER} header"
+        )));
+    }
+    Ok(())
+}
+
+fn lock(state: &Shared) -> std::sync::MutexGuard<'_, State> {
+    state.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Double {
+    state: Shared,
+}
+
+impl Double {
+    /// Counts the call, applies the rate limit, and runs `f` on the state.
+    fn call<T>(
+        &self,
+        method: &str,
+        f: impl FnOnce(&mut State) -> Result<T, Status>,
+    ) -> Result<Response<T>, Status> {
+        let mut state = lock(&self.state);
+        state.admit(method)?;
+        f(&mut state).map(Response::new)
+    }
+}
+
+#[tonic::async_trait]
+impl CloudService for Double {
+    async fn get_current_identity(
+        &self,
+        _request: Request<GetCurrentIdentityRequest>,
+    ) -> Result<Response<GetCurrentIdentityResponse>, Status> {
+        self.call("GetCurrentIdentity", |_| {
+            let account = ServiceAccount {
+                id: "sa-plinth".into(),
+                spec: Some(ServiceAccountSpec {
+                    name: "plinth".into(),
+                    access: Some(
+                        temporalio_common::protos::temporal::api::cloud::identity::v1::Access {
+                            account_access: Some(AccountAccess {
+                                role: account_access::Role::Admin as i32,
+                                ..Default::default()
+                            }),
+                            ..Default::default()
+                        },
+                    ),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            };
+            Ok(GetCurrentIdentityResponse {
+                principal: Some(get_current_identity_response::Principal::ServiceAccount(
+                    account,
+                )),
+                principal_api_key: None,
+            })
+        })
+    }
+
+    async fn get_regions(
+        &self,
+        _request: Request<GetRegionsRequest>,
+    ) -> Result<Response<GetRegionsResponse>, Status> {
+        self.call("GetRegions", |state| {
+            let regions = state
+                .settings
+                .regions
+                .iter()
+                .map(|id| {
+                    let (provider, region) = id.split_once('-').unwrap_or(("aws", id));
+                    Region {
+                        id: id.clone(),
+                        cloud_provider: match provider {
+                            "gcp" => region::CloudProvider::Gcp,
+                            _ => region::CloudProvider::Aws,
+                        } as i32,
+                        cloud_provider_region: region.to_owned(),
+                        location: region.to_owned(),
+                        ..Default::default()
+                    }
+                })
+                .collect();
+            Ok(GetRegionsResponse { regions })
+        })
+    }
+
+    async fn get_async_operation(
+        &self,
+        request: Request<GetAsyncOperationRequest>,
+    ) -> Result<Response<GetAsyncOperationResponse>, Status> {
+        let id = request.into_inner().async_operation_id;
+        self.call("GetAsyncOperation", |state| {
+            Ok(GetAsyncOperationResponse {
+                async_operation: Some(state.poll(&id)?),
+            })
+        })
+    }
+
+    async fn create_namespace(
+        &self,
+        request: Request<CreateNamespaceRequest>,
+    ) -> Result<Response<CreateNamespaceResponse>, Status> {
+        let request = request.into_inner();
+        self.call("CreateNamespace", |state| {
+            let spec = request
+                .spec
+                .ok_or_else(|| Status::invalid_argument("spec: required"))?;
+            let (namespace, operation) =
+                state.create_namespace(spec, &request.async_operation_id)?;
+            Ok(CreateNamespaceResponse {
+                namespace,
+                async_operation: Some(operation),
+            })
+        })
+    }
+
+    async fn get_namespace(
+        &self,
+        request: Request<GetNamespaceRequest>,
+    ) -> Result<Response<GetNamespaceResponse>, Status> {
+        let name = request.into_inner().namespace;
+        self.call("GetNamespace", |state| {
+            let namespace = state
+                .namespace_by_id(&name)
+                .cloned()
+                .ok_or_else(|| Status::not_found(format!("namespace {name:?} not found")))?;
+            Ok(GetNamespaceResponse {
+                namespace: Some(namespace),
+            })
+        })
+    }
+
+    async fn get_namespaces(
+        &self,
+        _request: Request<GetNamespacesRequest>,
+    ) -> Result<Response<GetNamespacesResponse>, Status> {
+        self.call("GetNamespaces", |state| {
+            Ok(GetNamespacesResponse {
+                namespaces: state.namespaces(),
+                next_page_token: String::new(),
+            })
+        })
+    }
+
+    async fn update_namespace(
+        &self,
+        request: Request<UpdateNamespaceRequest>,
+    ) -> Result<Response<UpdateNamespaceResponse>, Status> {
+        let request = request.into_inner();
+        self.call("UpdateNamespace", |state| {
+            let spec = request
+                .spec
+                .ok_or_else(|| Status::invalid_argument("spec: required"))?;
+            let operation = state.update_namespace(
+                &request.namespace,
+                spec,
+                &request.resource_version,
+                &request.async_operation_id,
+            )?;
+            Ok(UpdateNamespaceResponse {
+                async_operation: Some(operation),
+            })
+        })
+    }
+
+    async fn delete_namespace(
+        &self,
+        request: Request<DeleteNamespaceRequest>,
+    ) -> Result<Response<DeleteNamespaceResponse>, Status> {
+        let request = request.into_inner();
+        self.call("DeleteNamespace", |state| {
+            let operation = state.delete_namespace(
+                &request.namespace,
+                &request.resource_version,
+                &request.async_operation_id,
+            )?;
+            Ok(DeleteNamespaceResponse {
+                async_operation: Some(operation),
+            })
+        })
+    }
+
+    async fn get_users(
+        &self,
+        request: Request<GetUsersRequest>,
+    ) -> Result<Response<GetUsersResponse>, Status> {
+        let request = request.into_inner();
+        self.call("GetUsers", |state| {
+            let (users, next_page_token) = state.users_page(
+                &request.email,
+                &request.namespace,
+                request.page_size,
+                &request.page_token,
+            )?;
+            Ok(GetUsersResponse {
+                users,
+                next_page_token,
+            })
+        })
+    }
+
+    async fn get_user(
+        &self,
+        request: Request<GetUserRequest>,
+    ) -> Result<Response<GetUserResponse>, Status> {
+        let id = request.into_inner().user_id;
+        self.call("GetUser", |state| {
+            let user = state
+                .user(&id)
+                .cloned()
+                .ok_or_else(|| Status::not_found(format!("user {id:?} not found")))?;
+            Ok(GetUserResponse { user: Some(user) })
+        })
+    }
+
+    async fn create_user(
+        &self,
+        request: Request<CreateUserRequest>,
+    ) -> Result<Response<CreateUserResponse>, Status> {
+        let request = request.into_inner();
+        self.call("CreateUser", |state| {
+            let spec = request
+                .spec
+                .ok_or_else(|| Status::invalid_argument("spec: required"))?;
+            let (user_id, operation) = state.create_user(spec, &request.async_operation_id)?;
+            Ok(CreateUserResponse {
+                user_id,
+                async_operation: Some(operation),
+            })
+        })
+    }
+
+    async fn set_user_namespace_access(
+        &self,
+        request: Request<SetUserNamespaceAccessRequest>,
+    ) -> Result<Response<SetUserNamespaceAccessResponse>, Status> {
+        let request = request.into_inner();
+        self.call("SetUserNamespaceAccess", |state| {
+            let operation = state.set_user_access(
+                &request.namespace,
+                &request.user_id,
+                request.access,
+                &request.resource_version,
+                &request.async_operation_id,
+            )?;
+            Ok(SetUserNamespaceAccessResponse {
+                async_operation: Some(operation),
+            })
+        })
+    }
+
+    async fn get_user_namespace_assignments(
+        &self,
+        request: Request<GetUserNamespaceAssignmentsRequest>,
+    ) -> Result<Response<GetUserNamespaceAssignmentsResponse>, Status> {
+        let request = request.into_inner();
+        self.call("GetUserNamespaceAssignments", |state| {
+            let all: Vec<UserNamespaceAssignment> = state
+                .user_assignments(&request.namespace)?
+                .into_iter()
+                .map(
+                    |(id, email, permission, resource_version)| UserNamespaceAssignment {
+                        id,
+                        email,
+                        namespace_access: Some(NamespaceAccess {
+                            permission,
+                            ..Default::default()
+                        }),
+                        inherited_access: false,
+                        resource_version,
+                    },
+                )
+                .collect();
+            let (users, next_page_token) =
+                crate::state::page_of(all, request.page_size, &request.page_token)?;
+            Ok(GetUserNamespaceAssignmentsResponse {
+                users,
+                next_page_token,
+            })
+        })
+    }
+
+    async fn get_service_accounts(
+        &self,
+        request: Request<GetServiceAccountsRequest>,
+    ) -> Result<Response<GetServiceAccountsResponse>, Status> {
+        let request = request.into_inner();
+        self.call("GetServiceAccounts", |state| {
+            let (service_account, next_page_token) =
+                state.service_accounts_page(request.page_size, &request.page_token)?;
+            Ok(GetServiceAccountsResponse {
+                service_account,
+                next_page_token,
+            })
+        })
+    }
+
+    async fn get_service_account(
+        &self,
+        request: Request<GetServiceAccountRequest>,
+    ) -> Result<Response<GetServiceAccountResponse>, Status> {
+        let id = request.into_inner().service_account_id;
+        self.call("GetServiceAccount", |state| {
+            let service_account = state
+                .service_account(&id)
+                .cloned()
+                .ok_or_else(|| Status::not_found(format!("service account {id:?} not found")))?;
+            Ok(GetServiceAccountResponse {
+                service_account: Some(service_account),
+            })
+        })
+    }
+
+    async fn set_service_account_namespace_access(
+        &self,
+        request: Request<SetServiceAccountNamespaceAccessRequest>,
+    ) -> Result<Response<SetServiceAccountNamespaceAccessResponse>, Status> {
+        let request = request.into_inner();
+        self.call("SetServiceAccountNamespaceAccess", |state| {
+            let operation = state.set_service_account_access(
+                &request.namespace,
+                &request.service_account_id,
+                request.access,
+                &request.resource_version,
+                &request.async_operation_id,
+            )?;
+            Ok(SetServiceAccountNamespaceAccessResponse {
+                async_operation: Some(operation),
+            })
+        })
+    }
+
+    async fn get_service_account_namespace_assignments(
+        &self,
+        request: Request<GetServiceAccountNamespaceAssignmentsRequest>,
+    ) -> Result<Response<GetServiceAccountNamespaceAssignmentsResponse>, Status> {
+        let request = request.into_inner();
+        self.call("GetServiceAccountNamespaceAssignments", |state| {
+            let all: Vec<ServiceAccountNamespaceAssignment> = state
+                .service_account_assignments(&request.namespace)?
+                .into_iter()
+                .map(
+                    |(id, name, permission, resource_version)| ServiceAccountNamespaceAssignment {
+                        id,
+                        name,
+                        namespace_access: Some(NamespaceAccess {
+                            permission,
+                            ..Default::default()
+                        }),
+                        inherited_access: false,
+                        resource_version,
+                    },
+                )
+                .collect();
+            let (service_accounts, next_page_token) =
+                crate::state::page_of(all, request.page_size, &request.page_token)?;
+            Ok(GetServiceAccountNamespaceAssignmentsResponse {
+                service_accounts,
+                next_page_token,
+            })
+        })
+    }
+}

@@ -1,0 +1,1022 @@
+//! What the double remembers, and Cloud's rules for changing it. Every mutation is checked
+//! first and refused whole (nothing changes), then applied at once with the resource in a
+//! transitional state under a new operation, which finishes after a number of polls.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant, SystemTime};
+
+use temporalio_common::protos::temporal::api::cloud::identity::v1::{
+    NamespaceAccess, ServiceAccount, ServiceAccountSpec, User, UserSpec, namespace_access,
+};
+use temporalio_common::protos::temporal::api::cloud::namespace::v1::{
+    Endpoints, Namespace, NamespaceSpec,
+};
+use temporalio_common::protos::temporal::api::cloud::operation::v1::{
+    AsyncOperation, async_operation,
+};
+use temporalio_common::protos::temporal::api::cloud::resource::v1::ResourceState;
+use tonic::{Code, Status};
+
+use crate::Settings;
+
+/// `google.rpc.RetryInfo`: how long a client should wait before retrying, carried in the
+/// details of a `RESOURCE_EXHAUSTED` status.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct RetryInfo {
+    /// The wait.
+    #[prost(message, optional, tag = "1")]
+    pub retry_delay: Option<prost_wkt_types::Duration>,
+}
+
+/// The type URL `RetryInfo` travels under in `google.rpc.Status.details`.
+pub const RETRY_INFO_TYPE: &str = "type.googleapis.com/google.rpc.RetryInfo";
+
+/// Cloud's page size when none is asked for, and the most it serves.
+const DEFAULT_PAGE: usize = 100;
+const MAX_PAGE: usize = 1000;
+
+pub(crate) struct State {
+    pub(crate) settings: Settings,
+    /// By full name, `<name>.<account>`.
+    namespaces: BTreeMap<String, Namespace>,
+    /// By id.
+    users: BTreeMap<String, User>,
+    service_accounts: BTreeMap<String, ServiceAccount>,
+    operations: HashMap<String, Operation>,
+    next_id: u64,
+    version: u64,
+    pub(crate) fail_next: Option<String>,
+    pub(crate) calls: BTreeMap<String, u64>,
+    pub(crate) throttled: u64,
+    pub(crate) mutations: u64,
+    /// Applied to a namespace just before the next update of it is checked, as another
+    /// writer's change that lands between the caller's read and write.
+    pub(crate) interference: Option<Box<dyn FnOnce(&mut Namespace) + Send>>,
+    tokens: f64,
+    refilled: Instant,
+}
+
+impl std::fmt::Debug for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("State")
+            .field("namespaces", &self.namespaces.len())
+            .field("users", &self.users.len())
+            .field("operations", &self.operations.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// An operation and what finishing it does.
+#[derive(Debug)]
+struct Operation {
+    operation: AsyncOperation,
+    polls_left: u32,
+    /// Set when the operation is to fail: the reason.
+    failure: Option<String>,
+    target: Target,
+    /// The resource before the mutation, restored when the operation fails.
+    before: Option<Before>,
+}
+
+#[derive(Debug, Clone)]
+enum Target {
+    Namespace(String),
+    User(String),
+    ServiceAccount(String),
+}
+
+#[derive(Debug)]
+enum Before {
+    Namespace(Box<Namespace>),
+    User(Box<User>),
+    ServiceAccount(Box<ServiceAccount>),
+}
+
+/// What a mutation is called in `AsyncOperation.operation_type`, and the state its resource
+/// takes while it runs.
+#[derive(Clone, Copy)]
+enum Kind {
+    Create,
+    Update,
+    Delete,
+}
+
+impl State {
+    pub(crate) fn new(settings: Settings) -> Self {
+        Self {
+            tokens: f64::from(settings.burst),
+            settings,
+            namespaces: BTreeMap::new(),
+            users: BTreeMap::new(),
+            service_accounts: BTreeMap::new(),
+            operations: HashMap::new(),
+            next_id: 1,
+            version: 1,
+            fail_next: None,
+            calls: BTreeMap::new(),
+            throttled: 0,
+            mutations: 0,
+            interference: None,
+            refilled: Instant::now(),
+        }
+    }
+
+    /// Counts the call and takes a token; `RESOURCE_EXHAUSTED` with a retry delay when none
+    /// is left.
+    pub(crate) fn admit(&mut self, method: &str) -> Result<(), Status> {
+        *self.calls.entry(method.to_owned()).or_default() += 1;
+        let now = Instant::now();
+        let refill = now.duration_since(self.refilled).as_secs_f64()
+            * f64::from(self.settings.calls_per_second);
+        self.tokens = (self.tokens + refill).min(f64::from(self.settings.burst));
+        self.refilled = now;
+        if self.tokens < 1.0 {
+            self.throttled += 1;
+            return Err(exhausted(self.settings.retry_delay));
+        }
+        self.tokens -= 1.0;
+        Ok(())
+    }
+
+    pub(crate) fn set_polls_to_complete(&mut self, polls: u32) {
+        self.settings.polls_to_complete = polls;
+        for operation in self.operations.values_mut() {
+            operation.polls_left = operation.polls_left.min(polls.max(1));
+        }
+    }
+
+    fn full_name(&self, name: &str) -> String {
+        format!("{name}.{}", self.settings.account)
+    }
+
+    /// The namespace `name` names, short (`orders`) or full (`orders.<account>`).
+    pub(crate) fn namespace(&self, name: &str) -> Option<&Namespace> {
+        self.namespace_key(name).map(|key| &self.namespaces[&key])
+    }
+
+    /// As the API reads names: only the full name.
+    pub(crate) fn namespace_by_id(&self, id: &str) -> Option<&Namespace> {
+        self.namespaces.get(id)
+    }
+
+    pub(crate) fn namespaces(&self) -> Vec<Namespace> {
+        self.namespaces.values().cloned().collect()
+    }
+
+    pub(crate) fn edit_namespace(&mut self, name: &str, edit: impl FnOnce(&mut Namespace)) -> bool {
+        let version = self.next_version();
+        let key = self.namespace_key(name);
+        match key.and_then(|key| self.namespaces.get_mut(&key)) {
+            Some(namespace) => {
+                edit(namespace);
+                namespace.resource_version = version;
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub(crate) fn remove_namespace(&mut self, name: &str) -> bool {
+        let Some(key) = self.namespace_key(name) else {
+            return false;
+        };
+        self.namespaces.remove(&key);
+        for user in self.users.values_mut() {
+            if let Some(access) = user.spec.as_mut().and_then(|s| s.access.as_mut()) {
+                access.namespace_accesses.remove(&key);
+            }
+        }
+        for account in self.service_accounts.values_mut() {
+            if let Some(access) = account.spec.as_mut().and_then(|s| s.access.as_mut()) {
+                access.namespace_accesses.remove(&key);
+            }
+        }
+        true
+    }
+
+    fn namespace_key(&self, name: &str) -> Option<String> {
+        let full = self.full_name(name);
+        [name.to_owned(), full]
+            .into_iter()
+            .find(|key| self.namespaces.contains_key(key))
+    }
+
+    pub(crate) fn add_user(&mut self, email: &str) -> String {
+        let id = self.next("u");
+        let user = User {
+            id: id.clone(),
+            resource_version: self.next_version(),
+            spec: Some(UserSpec {
+                email: email.to_owned(),
+                access: Some(Default::default()),
+            }),
+            state: ResourceState::Active as i32,
+            created_time: Some(SystemTime::now().into()),
+            ..Default::default()
+        };
+        self.users.insert(id.clone(), user);
+        id
+    }
+
+    pub(crate) fn user_by_email(&self, email: &str) -> Option<&User> {
+        self.users.values().find(|u| {
+            u.spec
+                .as_ref()
+                .is_some_and(|s| s.email.eq_ignore_ascii_case(email))
+        })
+    }
+
+    pub(crate) fn user(&self, id: &str) -> Option<&User> {
+        self.users.get(id)
+    }
+
+    pub(crate) fn remove_user(&mut self, email: &str) -> bool {
+        let id = self.user_by_email(email).map(|u| u.id.clone());
+        id.is_some_and(|id| self.users.remove(&id).is_some())
+    }
+
+    pub(crate) fn add_service_account(&mut self, spec: ServiceAccountSpec) -> String {
+        let id = self.next("sa");
+        let account = ServiceAccount {
+            id: id.clone(),
+            resource_version: self.next_version(),
+            spec: Some(ServiceAccountSpec {
+                access: Some(spec.access.unwrap_or_default()),
+                ..spec
+            }),
+            state: ResourceState::Active as i32,
+            created_time: Some(SystemTime::now().into()),
+            ..Default::default()
+        };
+        self.service_accounts.insert(id.clone(), account);
+        id
+    }
+
+    pub(crate) fn service_account_by_name(&self, name: &str) -> Option<&ServiceAccount> {
+        self.service_accounts
+            .values()
+            .find(|a| a.spec.as_ref().is_some_and(|s| s.name == name))
+    }
+
+    pub(crate) fn service_account(&self, id: &str) -> Option<&ServiceAccount> {
+        self.service_accounts.get(id)
+    }
+
+    /// Users matching the optional filters, a page at a time.
+    pub(crate) fn users_page(
+        &self,
+        email: &str,
+        namespace: &str,
+        page_size: i32,
+        token: &str,
+    ) -> Result<(Vec<User>, String), Status> {
+        let matching: Vec<User> = self
+            .users
+            .values()
+            .filter(|u| {
+                let spec = u.spec.clone().unwrap_or_default();
+                (email.is_empty() || spec.email.eq_ignore_ascii_case(email))
+                    && (namespace.is_empty()
+                        || access_of(spec.access.as_ref(), namespace).is_some())
+            })
+            .cloned()
+            .collect();
+        page_of(matching, page_size, token)
+    }
+
+    pub(crate) fn service_accounts_page(
+        &self,
+        page_size: i32,
+        token: &str,
+    ) -> Result<(Vec<ServiceAccount>, String), Status> {
+        page_of(
+            self.service_accounts.values().cloned().collect(),
+            page_size,
+            token,
+        )
+    }
+
+    /// Everyone with access to `namespace`, as (id, name or e-mail, permission, version).
+    pub(crate) fn user_assignments(
+        &self,
+        namespace: &str,
+    ) -> Result<Vec<(String, String, i32, String)>, Status> {
+        let key = self.existing_namespace(namespace)?;
+        Ok(self
+            .users
+            .values()
+            .filter_map(|u| {
+                let spec = u.spec.as_ref()?;
+                let access = access_of(spec.access.as_ref(), &key)?;
+                Some((
+                    u.id.clone(),
+                    spec.email.clone(),
+                    access,
+                    u.resource_version.clone(),
+                ))
+            })
+            .collect())
+    }
+
+    pub(crate) fn service_account_assignments(
+        &self,
+        namespace: &str,
+    ) -> Result<Vec<(String, String, i32, String)>, Status> {
+        let key = self.existing_namespace(namespace)?;
+        Ok(self
+            .service_accounts
+            .values()
+            .filter_map(|a| {
+                let spec = a.spec.as_ref()?;
+                let access = access_of(spec.access.as_ref(), &key)?;
+                Some((
+                    a.id.clone(),
+                    spec.name.clone(),
+                    access,
+                    a.resource_version.clone(),
+                ))
+            })
+            .collect())
+    }
+
+    /// The API names namespaces by full name only.
+    fn existing_namespace(&self, namespace: &str) -> Result<String, Status> {
+        if self.namespaces.contains_key(namespace) {
+            Ok(namespace.to_owned())
+        } else {
+            Err(not_found("namespace", namespace))
+        }
+    }
+
+    /// `GetAsyncOperation`: each poll brings the operation closer to its end.
+    pub(crate) fn poll(&mut self, id: &str) -> Result<AsyncOperation, Status> {
+        let operation = self
+            .operations
+            .get_mut(id)
+            .ok_or_else(|| not_found("async operation", id))?;
+        if is_finished(&operation.operation) {
+            return Ok(operation.operation.clone());
+        }
+        operation.polls_left = operation.polls_left.saturating_sub(1);
+        if operation.polls_left > 0 {
+            operation.operation.state = async_operation::State::InProgress as i32;
+            return Ok(operation.operation.clone());
+        }
+        let id = id.to_owned();
+        self.finish(&id);
+        Ok(self.operations[&id].operation.clone())
+    }
+
+    fn finish(&mut self, id: &str) {
+        let version = self.next_version();
+        let operation = self.operations.get_mut(id).expect("operation exists");
+        operation.operation.finished_time = Some(SystemTime::now().into());
+        let failed = operation.failure.clone();
+        let kind = operation.operation.operation_type.clone();
+        let target = operation.target.clone();
+        let before = operation.before.take();
+        operation.operation.state = if failed.is_some() {
+            async_operation::State::Failed as i32
+        } else {
+            async_operation::State::Fulfilled as i32
+        };
+        operation.operation.failure_reason = failed.clone().unwrap_or_default();
+        let deleting = kind.starts_with("Delete");
+        let end_state = match (&failed, kind.starts_with("Create"), deleting) {
+            (None, _, _) => ResourceState::Active,
+            (Some(_), true, _) => ResourceState::ActivationFailed,
+            (Some(_), _, true) => ResourceState::DeleteFailed,
+            (Some(_), _, _) => ResourceState::UpdateFailed,
+        };
+        match target {
+            Target::Namespace(key) => {
+                if failed.is_none() && deleting {
+                    self.remove_namespace(&key);
+                    return;
+                }
+                if let (Some(Before::Namespace(before)), Some(_)) = (before, &failed)
+                    && !kind.starts_with("Create")
+                {
+                    self.namespaces.insert(key.clone(), *before);
+                }
+                if let Some(namespace) = self.namespaces.get_mut(&key) {
+                    namespace.state = end_state as i32;
+                    namespace.resource_version = version;
+                }
+            }
+            Target::User(id) => {
+                if let (Some(Before::User(before)), Some(_)) = (before, &failed) {
+                    self.users.insert(id.clone(), *before);
+                }
+                if let Some(user) = self.users.get_mut(&id) {
+                    user.state = end_state as i32;
+                    user.resource_version = version;
+                }
+            }
+            Target::ServiceAccount(id) => {
+                if let (Some(Before::ServiceAccount(before)), Some(_)) = (before, &failed) {
+                    self.service_accounts.insert(id.clone(), *before);
+                }
+                if let Some(account) = self.service_accounts.get_mut(&id) {
+                    account.state = end_state as i32;
+                    account.resource_version = version;
+                }
+            }
+        }
+    }
+
+    /// A repeated `async_operation_id` answers with the operation it started; nothing runs
+    /// twice.
+    fn replayed(&self, requested: &str, kind: &str) -> Result<Option<AsyncOperation>, Status> {
+        match self.operations.get(requested) {
+            None => Ok(None),
+            Some(op) if op.operation.operation_type == kind => Ok(Some(op.operation.clone())),
+            Some(op) => Err(Status::already_exists(format!(
+                "async_operation_id {requested:?} already names a {} operation",
+                op.operation.operation_type
+            ))),
+        }
+    }
+
+    fn start_operation(
+        &mut self,
+        requested: &str,
+        kind: &str,
+        target: Target,
+        before: Option<Before>,
+    ) -> AsyncOperation {
+        let id = if requested.is_empty() {
+            self.next("op")
+        } else {
+            requested.to_owned()
+        };
+        let operation = AsyncOperation {
+            id: id.clone(),
+            state: async_operation::State::Pending as i32,
+            check_duration: Some(prost_wkt_types::Duration {
+                seconds: 0,
+                nanos: 100_000_000,
+            }),
+            operation_type: kind.to_owned(),
+            started_time: Some(SystemTime::now().into()),
+            ..Default::default()
+        };
+        self.mutations += 1;
+        self.operations.insert(
+            id,
+            Operation {
+                operation: operation.clone(),
+                polls_left: self.settings.polls_to_complete.max(1),
+                failure: self.fail_next.take(),
+                target,
+                before,
+            },
+        );
+        operation
+    }
+
+    pub(crate) fn create_namespace(
+        &mut self,
+        spec: NamespaceSpec,
+        requested: &str,
+    ) -> Result<(String, AsyncOperation), Status> {
+        const KIND: &str = "CreateNamespace";
+        let full = self.full_name(&spec.name);
+        if let Some(operation) = self.replayed(requested, KIND)? {
+            return Ok((full, operation));
+        }
+        self.validate_spec(&spec, None)?;
+        if self.namespaces.contains_key(&full) {
+            return Err(Status::already_exists(format!(
+                "namespace {full:?} already exists"
+            )));
+        }
+        let operation =
+            self.start_operation(requested, KIND, Target::Namespace(full.clone()), None);
+        let address = self.settings.grpc_address.clone();
+        let namespace = Namespace {
+            namespace: full.clone(),
+            resource_version: self.next_version(),
+            spec: Some(spec),
+            state: transitional(Kind::Create) as i32,
+            async_operation_id: operation.id.clone(),
+            endpoints: Some(Endpoints {
+                web_address: format!("https://cloud.temporal.io/namespaces/{full}"),
+                mtls_grpc_address: address.clone(),
+                grpc_address: address,
+            }),
+            created_time: Some(SystemTime::now().into()),
+            ..Default::default()
+        };
+        self.namespaces.insert(full.clone(), namespace);
+        Ok((full, operation))
+    }
+
+    pub(crate) fn update_namespace(
+        &mut self,
+        name: &str,
+        spec: NamespaceSpec,
+        resource_version: &str,
+        requested: &str,
+    ) -> Result<AsyncOperation, Status> {
+        const KIND: &str = "UpdateNamespace";
+        if let Some(operation) = self.replayed(requested, KIND)? {
+            return Ok(operation);
+        }
+        let key = self.existing_namespace(name)?;
+        if let Some(edit) = self.interference.take() {
+            self.edit_namespace(&key, edit);
+        }
+        let current = self.namespaces[&key].clone();
+        check_version("namespace", &current.resource_version, resource_version)?;
+        check_idle("namespace", &key, current.state)?;
+        self.validate_spec(&spec, current.spec.as_ref())?;
+        let before = Before::Namespace(Box::new(current));
+        let operation = self.start_operation(
+            requested,
+            KIND,
+            Target::Namespace(key.clone()),
+            Some(before),
+        );
+        let version = self.next_version();
+        let namespace = self.namespaces.get_mut(&key).expect("checked above");
+        namespace.spec = Some(spec);
+        namespace.state = transitional(Kind::Update) as i32;
+        namespace.async_operation_id = operation.id.clone();
+        namespace.resource_version = version;
+        Ok(operation)
+    }
+
+    pub(crate) fn delete_namespace(
+        &mut self,
+        name: &str,
+        resource_version: &str,
+        requested: &str,
+    ) -> Result<AsyncOperation, Status> {
+        const KIND: &str = "DeleteNamespace";
+        if let Some(operation) = self.replayed(requested, KIND)? {
+            return Ok(operation);
+        }
+        let key = self.existing_namespace(name)?;
+        let current = self.namespaces[&key].clone();
+        check_version("namespace", &current.resource_version, resource_version)?;
+        check_idle("namespace", &key, current.state)?;
+        let protected = current
+            .spec
+            .as_ref()
+            .and_then(|s| s.lifecycle.as_ref())
+            .is_some_and(|l| l.enable_delete_protection);
+        if protected {
+            return Err(Status::failed_precondition(format!(
+                "namespace {key:?} has delete protection enabled: disable it first"
+            )));
+        }
+        let before = Before::Namespace(Box::new(current));
+        let operation = self.start_operation(
+            requested,
+            KIND,
+            Target::Namespace(key.clone()),
+            Some(before),
+        );
+        let version = self.next_version();
+        let namespace = self.namespaces.get_mut(&key).expect("checked above");
+        namespace.state = transitional(Kind::Delete) as i32;
+        namespace.async_operation_id = operation.id.clone();
+        namespace.resource_version = version;
+        Ok(operation)
+    }
+
+    pub(crate) fn create_user(
+        &mut self,
+        spec: UserSpec,
+        requested: &str,
+    ) -> Result<(String, AsyncOperation), Status> {
+        const KIND: &str = "CreateUser";
+        if let Some(operation) = self.replayed(requested, KIND)? {
+            let id = match &self.operations[&operation.id].target {
+                Target::User(id) => id.clone(),
+                _ => String::new(),
+            };
+            return Ok((id, operation));
+        }
+        if !valid_email(&spec.email) {
+            return Err(Status::invalid_argument(format!(
+                "spec.email: {:?} is not an e-mail address",
+                spec.email
+            )));
+        }
+        if self.user_by_email(&spec.email).is_some() {
+            return Err(Status::already_exists(format!(
+                "a user with e-mail {:?} already exists",
+                spec.email
+            )));
+        }
+        for namespace in spec.access.iter().flat_map(|a| a.namespace_accesses.keys()) {
+            self.existing_namespace(namespace)?;
+        }
+        let id = self.next("u");
+        let operation = self.start_operation(requested, KIND, Target::User(id.clone()), None);
+        let user = User {
+            id: id.clone(),
+            resource_version: self.next_version(),
+            spec: Some(UserSpec {
+                access: Some(spec.access.unwrap_or_default()),
+                ..spec
+            }),
+            state: transitional(Kind::Create) as i32,
+            async_operation_id: operation.id.clone(),
+            invitation: Some(Default::default()),
+            created_time: Some(SystemTime::now().into()),
+            ..Default::default()
+        };
+        self.users.insert(id.clone(), user);
+        Ok((id, operation))
+    }
+
+    /// `SetUserNamespaceAccess`: an access without a permission removes the namespace from
+    /// the user's access.
+    pub(crate) fn set_user_access(
+        &mut self,
+        namespace: &str,
+        user_id: &str,
+        access: Option<NamespaceAccess>,
+        resource_version: &str,
+        requested: &str,
+    ) -> Result<AsyncOperation, Status> {
+        const KIND: &str = "SetUserNamespaceAccess";
+        if let Some(operation) = self.replayed(requested, KIND)? {
+            return Ok(operation);
+        }
+        let key = self.existing_namespace(namespace)?;
+        let permission = checked_permission(access)?;
+        let current = self
+            .users
+            .get(user_id)
+            .cloned()
+            .ok_or_else(|| not_found("user", user_id))?;
+        check_version("user", &current.resource_version, resource_version)?;
+        let before = Before::User(Box::new(current));
+        let operation = self.start_operation(
+            requested,
+            KIND,
+            Target::User(user_id.to_owned()),
+            Some(before),
+        );
+        let version = self.next_version();
+        let user = self.users.get_mut(user_id).expect("checked above");
+        let accesses = &mut user
+            .spec
+            .get_or_insert_with(Default::default)
+            .access
+            .get_or_insert_with(Default::default)
+            .namespace_accesses;
+        set_permission(accesses, key, permission);
+        user.state = transitional(Kind::Update) as i32;
+        user.async_operation_id = operation.id.clone();
+        user.resource_version = version;
+        Ok(operation)
+    }
+
+    pub(crate) fn set_service_account_access(
+        &mut self,
+        namespace: &str,
+        account_id: &str,
+        access: Option<NamespaceAccess>,
+        resource_version: &str,
+        requested: &str,
+    ) -> Result<AsyncOperation, Status> {
+        const KIND: &str = "SetServiceAccountNamespaceAccess";
+        if let Some(operation) = self.replayed(requested, KIND)? {
+            return Ok(operation);
+        }
+        let key = self.existing_namespace(namespace)?;
+        let permission = checked_permission(access)?;
+        let current = self
+            .service_accounts
+            .get(account_id)
+            .cloned()
+            .ok_or_else(|| not_found("service account", account_id))?;
+        check_version(
+            "service account",
+            &current.resource_version,
+            resource_version,
+        )?;
+        let before = Before::ServiceAccount(Box::new(current));
+        let target = Target::ServiceAccount(account_id.to_owned());
+        let operation = self.start_operation(requested, KIND, target, Some(before));
+        let version = self.next_version();
+        let account = self
+            .service_accounts
+            .get_mut(account_id)
+            .expect("checked above");
+        let accesses = &mut account
+            .spec
+            .get_or_insert_with(Default::default)
+            .access
+            .get_or_insert_with(Default::default)
+            .namespace_accesses;
+        set_permission(accesses, key, permission);
+        account.state = transitional(Kind::Update) as i32;
+        account.async_operation_id = operation.id.clone();
+        account.resource_version = version;
+        Ok(operation)
+    }
+
+    /// Cloud's rules for a namespace spec; `current` is the spec being updated.
+    fn validate_spec(
+        &self,
+        spec: &NamespaceSpec,
+        current: Option<&NamespaceSpec>,
+    ) -> Result<(), Status> {
+        let invalid = |field: &str, why: String| {
+            Err(Status::invalid_argument(format!("spec.{field}: {why}")))
+        };
+        if let Some(current) = current
+            && current.name != spec.name
+        {
+            return invalid(
+                "name",
+                format!(
+                    "is immutable ({:?} cannot become {:?})",
+                    current.name, spec.name
+                ),
+            );
+        }
+        if !valid_namespace_name(&spec.name) {
+            return invalid(
+                "name",
+                format!(
+                    "{:?} must be 2-39 characters of lowercase letters, digits and hyphens, starting with a letter and ending with a letter or digit",
+                    spec.name
+                ),
+            );
+        }
+        if !(1..=90).contains(&spec.retention_days) {
+            return invalid(
+                "retention_days",
+                format!("{} is not between 1 and 90", spec.retention_days),
+            );
+        }
+        #[allow(deprecated)]
+        let regions: Vec<&String> = spec
+            .replicas
+            .iter()
+            .map(|r| &r.region)
+            .chain(spec.regions.iter())
+            .collect();
+        if regions.is_empty() {
+            return invalid("replicas", "at least one region is required".into());
+        }
+        for region in regions {
+            if !self.settings.regions.contains(region) {
+                return invalid(
+                    "replicas.region",
+                    format!(
+                        "{region:?} is not a region GetRegions lists ({})",
+                        self.settings.regions.join(", ")
+                    ),
+                );
+            }
+        }
+        let mtls = spec.mtls_auth.as_ref().is_some_and(|m| m.enabled);
+        let api_key = spec.api_key_auth.as_ref().is_some_and(|a| a.enabled);
+        if !mtls && !api_key {
+            return invalid("mtls_auth", "enable mTLS or API key authentication".into());
+        }
+        if let Some(mtls_auth) = spec.mtls_auth.as_ref().filter(|m| m.enabled) {
+            check_ca_bundle(&mtls_auth.accepted_client_ca)
+                .or_else(|why| invalid("mtls_auth.accepted_client_ca", why))?;
+        }
+        if let Some(codec) = &spec.codec_server
+            && !codec.endpoint.is_empty()
+            && !codec.endpoint.starts_with("https://")
+        {
+            return invalid(
+                "codec_server.endpoint",
+                format!("{:?} must be an https URL", codec.endpoint),
+            );
+        }
+        for (name, kind) in &spec.search_attributes {
+            if *kind == 0 {
+                return invalid("search_attributes", format!("{name:?} has no type"));
+            }
+        }
+        if let Some(current) = current {
+            for (name, kind) in &current.search_attributes {
+                match spec.search_attributes.get(name) {
+                    None => {
+                        return invalid("search_attributes", format!("{name:?} cannot be removed"));
+                    }
+                    Some(new) if new != kind => {
+                        return invalid(
+                            "search_attributes",
+                            format!("{name:?} cannot change type"),
+                        );
+                    }
+                    Some(_) => {}
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn next(&mut self, prefix: &str) -> String {
+        self.next_id += 1;
+        format!("{prefix}-{}", self.next_id)
+    }
+
+    fn next_version(&mut self) -> String {
+        self.version += 1;
+        format!("v{}", self.version)
+    }
+}
+
+fn transitional(kind: Kind) -> ResourceState {
+    match kind {
+        Kind::Create => ResourceState::Activating,
+        Kind::Update => ResourceState::Updating,
+        Kind::Delete => ResourceState::Deleting,
+    }
+}
+
+fn is_finished(operation: &AsyncOperation) -> bool {
+    ![
+        async_operation::State::Pending as i32,
+        async_operation::State::InProgress as i32,
+    ]
+    .contains(&operation.state)
+}
+
+fn check_version(what: &str, current: &str, sent: &str) -> Result<(), Status> {
+    if sent != current {
+        return Err(Status::new(
+            Code::Aborted,
+            format!(
+                "{what} resource_version {sent:?} is not the current {current:?}: read it again"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn check_idle(what: &str, key: &str, state: i32) -> Result<(), Status> {
+    let busy = [
+        ResourceState::Activating,
+        ResourceState::Updating,
+        ResourceState::Deleting,
+    ]
+    .map(|s| s as i32);
+    if busy.contains(&state) {
+        return Err(Status::failed_precondition(format!(
+            "{what} {key:?} has an operation in progress"
+        )));
+    }
+    Ok(())
+}
+
+fn checked_permission(access: Option<NamespaceAccess>) -> Result<i32, Status> {
+    let permission = access.map_or(0, |a| a.permission);
+    if namespace_access::Permission::try_from(permission).is_err() {
+        return Err(Status::invalid_argument(format!(
+            "access.permission: {permission} is not a permission"
+        )));
+    }
+    Ok(permission)
+}
+
+fn set_permission(
+    accesses: &mut HashMap<String, NamespaceAccess>,
+    namespace: String,
+    permission: i32,
+) {
+    if permission == namespace_access::Permission::Unspecified as i32 {
+        accesses.remove(&namespace);
+    } else {
+        accesses.insert(
+            namespace,
+            NamespaceAccess {
+                permission,
+                ..Default::default()
+            },
+        );
+    }
+}
+
+fn access_of(
+    access: Option<&temporalio_common::protos::temporal::api::cloud::identity::v1::Access>,
+    namespace: &str,
+) -> Option<i32> {
+    access?
+        .namespace_accesses
+        .get(namespace)
+        .map(|a| a.permission)
+}
+
+/// One page of `items` and the token of the next (empty after the last).
+pub(crate) fn page_of<T>(
+    items: Vec<T>,
+    page_size: i32,
+    token: &str,
+) -> Result<(Vec<T>, String), Status> {
+    let size = match usize::try_from(page_size) {
+        Ok(0) => DEFAULT_PAGE,
+        Ok(size) if size <= MAX_PAGE => size,
+        _ => {
+            return Err(Status::invalid_argument(format!(
+                "page_size: {page_size} is not between 0 and {MAX_PAGE}"
+            )));
+        }
+    };
+    let start = if token.is_empty() {
+        0
+    } else {
+        token
+            .parse::<usize>()
+            .map_err(|_| Status::invalid_argument("page_token: not a token this API issued"))?
+    };
+    let end = start.saturating_add(size).min(items.len());
+    let next = if end < items.len() {
+        end.to_string()
+    } else {
+        String::new()
+    };
+    Ok((
+        items
+            .into_iter()
+            .skip(start)
+            .take(end.saturating_sub(start))
+            .collect(),
+        next,
+    ))
+}
+
+/// Cloud's namespace names: 2-39 characters, lowercase letters, digits and hyphens, a letter
+/// first and no hyphen last.
+fn valid_namespace_name(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    (2..=39).contains(&bytes.len())
+        && bytes[0].is_ascii_lowercase()
+        && bytes[bytes.len() - 1] != b'-'
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+}
+
+fn valid_email(email: &str) -> bool {
+    email.split_once('@').is_some_and(|(local, domain)| {
+        !local.is_empty() && domain.contains('.') && !email.contains(char::is_whitespace)
+    })
+}
+
+/// One or more PEM certificates, each a CA.
+fn check_ca_bundle(pem: &[u8]) -> Result<(), String> {
+    let mut count = 0;
+    for block in x509_parser::pem::Pem::iter_from_buffer(pem) {
+        let block = block.map_err(|e| format!("not PEM: {e}"))?;
+        if block.label != "CERTIFICATE" {
+            return Err(format!(
+                "holds a {:?} block, not only certificates",
+                block.label
+            ));
+        }
+        let certificate = block
+            .parse_x509()
+            .map_err(|e| format!("a certificate does not parse: {e}"))?;
+        if !certificate.is_ca() {
+            return Err(format!("{} is not a CA certificate", certificate.subject()));
+        }
+        count += 1;
+    }
+    if count == 0 {
+        return Err("no PEM certificate".into());
+    }
+    Ok(())
+}
+
+fn not_found(what: &str, name: &str) -> Status {
+    Status::not_found(format!("{what} {name:?} not found"))
+}
+
+/// `RESOURCE_EXHAUSTED` with a `google.rpc.RetryInfo` detail.
+fn exhausted(delay: Duration) -> Status {
+    use prost::Message;
+    let info = RetryInfo {
+        retry_delay: Some(prost_wkt_types::Duration {
+            seconds: i64::try_from(delay.as_secs()).unwrap_or(i64::MAX),
+            nanos: i32::try_from(delay.subsec_nanos()).unwrap_or(0),
+        }),
+    };
+    let status = temporalio_common::protos::google::rpc::Status {
+        code: Code::ResourceExhausted as i32,
+        message: "rate limit exceeded".into(),
+        details: vec![prost_wkt_types::Any {
+            type_url: RETRY_INFO_TYPE.into(),
+            value: info.encode_to_vec(),
+        }],
+    };
+    Status::with_details(
+        Code::ResourceExhausted,
+        "rate limit exceeded",
+        status.encode_to_vec().into(),
+    )
+}

@@ -1,0 +1,939 @@
+//! Temporal Cloud through its Ops API (`temporal.api.cloud.cloudservice.v1`). A Plinth
+//! namespace `orders` is Cloud's `orders.<account>`. Every mutation is an asynchronous
+//! operation, waited on with its id recorded ([`super::progress`]), sent with the
+//! `resource_version` it was planned from and an operation id derived from that plan, so a
+//! retry after a crash neither repeats it nor overwrites a change made meanwhile: a conflict
+//! re-reads and plans again.
+
+mod ops;
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use plinth_proto::v1::NamespaceSpec;
+use temporalio_client::tonic::{Code, Status};
+use temporalio_common::protos::temporal::api::cloud::cloudservice::v1::{
+    CreateNamespaceRequest, DeleteNamespaceRequest, GetCurrentIdentityRequest, GetNamespaceRequest,
+    GetRegionsRequest, GetServiceAccountNamespaceAssignmentsRequest, GetServiceAccountsRequest,
+    GetUserNamespaceAssignmentsRequest, GetUserRequest, GetUsersRequest,
+    SetServiceAccountNamespaceAccessRequest, SetUserNamespaceAccessRequest, UpdateNamespaceRequest,
+    get_current_identity_response::Principal,
+};
+use temporalio_common::protos::temporal::api::cloud::identity::v1::{
+    NamespaceAccess, namespace_access::Permission,
+};
+use temporalio_common::protos::temporal::api::cloud::namespace::v1::{
+    ApiKeyAuthSpec, CodecServerSpec, LifecycleSpec, MtlsAuthSpec, Namespace,
+    NamespaceSpec as CloudSpec, ReplicaSpec, namespace_spec::SearchAttributeType,
+};
+use temporalio_common::protos::temporal::api::cloud::operation::v1::AsyncOperation;
+use temporalio_common::protos::temporal::api::cloud::resource::v1::ResourceState;
+
+use crate::backend::{
+    AccessChange, AccessLevel, BackendError, NamespaceBackend, ObservedNamespace, progress,
+};
+pub use ops::ApiKeySource;
+use ops::Ops;
+
+/// How many times a mutation is planned again after losing a `resource_version` race.
+const CONFLICT_RETRIES: usize = 5;
+/// The most Cloud serves in one page.
+const PAGE_SIZE: i32 = 1000;
+
+/// A Temporal Cloud account, as `[backend] kind = "cloud"` configures it.
+#[derive(Clone, Debug)]
+pub struct CloudSettings {
+    /// The Ops API, `https://saas-api.tmprl.cloud:443` on real Cloud.
+    pub endpoint: String,
+    /// The account id: namespaces are named `<name>.<account>`.
+    pub account: String,
+    /// Where the API key is read from.
+    pub api_key: ApiKeySource,
+    /// PEM CA bundle namespaces accept client certificates from.
+    pub accepted_client_ca: Vec<u8>,
+    /// Whether namespaces also accept API keys.
+    pub api_key_auth: bool,
+    /// The codec server Cloud's Web UI decrypts through (`https://…`), if any.
+    pub codec_endpoint: Option<String>,
+    /// How long one operation may run before the call gives up (and is retried).
+    pub operation_timeout: Duration,
+}
+
+/// Namespaces and access on Temporal Cloud.
+#[derive(Debug)]
+pub struct Cloud {
+    ops: Ops,
+    settings: CloudSettings,
+    /// Region ids `GetRegions` listed, read once.
+    regions: tokio::sync::OnceCell<Vec<String>>,
+}
+
+impl Cloud {
+    /// A backend for the account `settings` names; connects on first use.
+    pub fn new(settings: CloudSettings) -> Result<Self, BackendError> {
+        Ok(Self {
+            ops: Ops::new(&settings.endpoint, settings.api_key.clone())?,
+            settings,
+            regions: tokio::sync::OnceCell::new(),
+        })
+    }
+
+    /// Who the API key belongs to (`GetCurrentIdentity`); a missing or refused key is
+    /// `Rejected` with what to fix.
+    pub async fn identity(&self) -> Result<String, BackendError> {
+        let response = self
+            .ops
+            .call("GetCurrentIdentity", |mut client| async move {
+                client
+                    .get_current_identity(GetCurrentIdentityRequest {})
+                    .await
+            })
+            .await?
+            .into_inner();
+        Ok(match response.principal {
+            Some(Principal::User(user)) => {
+                format!("user {}", user.spec.map(|s| s.email).unwrap_or(user.id))
+            }
+            Some(Principal::ServiceAccount(account)) => {
+                format!(
+                    "service account {}",
+                    account.spec.map(|s| s.name).unwrap_or(account.id)
+                )
+            }
+            None => "an unnamed principal".into(),
+        })
+    }
+
+    /// Cloud's name of Plinth namespace `name`.
+    pub fn full_name(&self, name: &str) -> String {
+        format!("{name}.{}", self.settings.account)
+    }
+
+    async fn get(&self, name: &str) -> Result<Option<Namespace>, BackendError> {
+        let request = GetNamespaceRequest {
+            namespace: self.full_name(name),
+        };
+        let result = self
+            .ops
+            .call_status("GetNamespace", &mut |mut client| {
+                let request = request.clone();
+                async move { client.get_namespace(request).await }
+            })
+            .await?;
+        match result {
+            Ok(response) => Ok(response
+                .into_inner()
+                .namespace
+                .filter(|n| n.state != ResourceState::Deleted as i32)),
+            Err(status) if status.code() == Code::NotFound => Ok(None),
+            Err(status) => Err(ops::classify("GetNamespace", status)),
+        }
+    }
+
+    /// The namespace once no operation runs on it (finishing what a previous attempt, or
+    /// anyone, started); `None` when it does not exist.
+    async fn settled(&self, name: &str) -> Result<Option<Namespace>, BackendError> {
+        if let Some(operation) = progress::resumed() {
+            self.wait_for(&operation).await?;
+        }
+        loop {
+            let Some(namespace) = self.get(name).await? else {
+                return Ok(None);
+            };
+            let state = ResourceState::try_from(namespace.state).unwrap_or_default();
+            match state {
+                ResourceState::Activating | ResourceState::Updating | ResourceState::Deleting
+                    if !namespace.async_operation_id.is_empty() =>
+                {
+                    self.wait_for(&namespace.async_operation_id).await?;
+                }
+                ResourceState::ActivationFailed
+                | ResourceState::Suspended
+                | ResourceState::Expired => {
+                    return Err(BackendError::Rejected(format!(
+                        "Temporal Cloud reports namespace {} as {}",
+                        namespace.namespace,
+                        state_name(state)
+                    )));
+                }
+                _ => return Ok(Some(namespace)),
+            }
+        }
+    }
+
+    /// Waits for operation `id`, one that may be gone or have failed already: what matters
+    /// after it is the state it left, which the caller reads next.
+    async fn wait_for(&self, id: &str) -> Result<(), BackendError> {
+        let request = temporalio_common::protos::temporal::api::cloud::cloudservice::v1::GetAsyncOperationRequest {
+            async_operation_id: id.to_owned(),
+        };
+        let result = self
+            .ops
+            .call_status("GetAsyncOperation", &mut |mut client| {
+                let request = request.clone();
+                async move { client.get_async_operation(request).await }
+            })
+            .await?;
+        let operation = match result {
+            Ok(response) => response.into_inner().async_operation,
+            Err(status) if status.code() == Code::NotFound => None,
+            Err(status) => return Err(ops::classify("GetAsyncOperation", status)),
+        };
+        match operation {
+            Some(operation) => match self
+                .ops
+                .wait(operation, self.settings.operation_timeout)
+                .await
+            {
+                Err(BackendError::Rejected(reason)) => {
+                    tracing::warn!(%reason, "an earlier Temporal Cloud operation failed");
+                    Ok(())
+                }
+                other => other,
+            },
+            None => Ok(()),
+        }
+    }
+
+    /// Brings namespace `name` to what `plan` makes of its current spec: reads it, plans,
+    /// and sends the update with the version it planned from; a lost race plans again.
+    async fn mutate(
+        &self,
+        name: &str,
+        plan: impl Fn(&CloudSpec) -> Result<CloudSpec, BackendError>,
+    ) -> Result<(), BackendError> {
+        for _ in 0..CONFLICT_RETRIES {
+            let namespace = self.settled(name).await?.ok_or_else(|| {
+                BackendError::Rejected(format!(
+                    "Temporal Cloud has no namespace {}",
+                    self.full_name(name)
+                ))
+            })?;
+            let current = namespace.spec.clone().unwrap_or_default();
+            let desired = plan(&current)?;
+            if desired == current {
+                return Ok(());
+            }
+            let request = UpdateNamespaceRequest {
+                namespace: namespace.namespace.clone(),
+                async_operation_id: operation_id(
+                    "update",
+                    &namespace.namespace,
+                    &namespace.resource_version,
+                ),
+                spec: Some(desired),
+                resource_version: namespace.resource_version.clone(),
+            };
+            let result = self
+                .ops
+                .call_status("UpdateNamespace", &mut |mut client| {
+                    let request = request.clone();
+                    async move { client.update_namespace(request).await }
+                })
+                .await?;
+            match result {
+                Ok(response) => return self.finish(response.into_inner().async_operation).await,
+                Err(status) if lost_race(&status) => continue,
+                Err(status) => return Err(ops::classify("UpdateNamespace", status)),
+            }
+        }
+        Err(BackendError::Unavailable(format!(
+            "namespace {} kept changing under Plinth's update ({CONFLICT_RETRIES} tries)",
+            self.full_name(name)
+        )))
+    }
+
+    async fn finish(&self, operation: Option<AsyncOperation>) -> Result<(), BackendError> {
+        match operation {
+            Some(operation) => {
+                self.ops
+                    .wait(operation, self.settings.operation_timeout)
+                    .await
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// The spec a new namespace is created with.
+    async fn create_spec(&self, spec: &NamespaceSpec) -> Result<CloudSpec, BackendError> {
+        let available = self.regions().await?;
+        let mut replicas = Vec::new();
+        for region in &spec.regions {
+            let id = available
+                .iter()
+                .find(|id| *id == region || id.ends_with(&format!("-{region}")))
+                .ok_or_else(|| {
+                    BackendError::Rejected(format!(
+                        "spec.regions: {region:?} is not a Temporal Cloud region (available: {})",
+                        available.join(", ")
+                    ))
+                })?;
+            replicas.push(ReplicaSpec { region: id.clone() });
+        }
+        if replicas.is_empty() {
+            return Err(BackendError::Rejected(
+                "spec.regions: Temporal Cloud needs a region".into(),
+            ));
+        }
+        let base = CloudSpec {
+            name: spec.name.clone(),
+            replicas,
+            ..Default::default()
+        };
+        self.desired(&base, spec)
+    }
+
+    /// `current` with everything Plinth decides set from `spec` and the configuration, and
+    /// everything else (certificate filters, connectivity, capacity…) left as it is.
+    fn desired(
+        &self,
+        current: &CloudSpec,
+        spec: &NamespaceSpec,
+    ) -> Result<CloudSpec, BackendError> {
+        let mut desired = self.platform_settings(current);
+        desired.retention_days = spec.retention_days;
+        desired.lifecycle = Some(LifecycleSpec {
+            enable_delete_protection: !spec.allow_deletion,
+        });
+        desired.search_attributes =
+            merged_attributes(&current.search_attributes, &spec.search_attributes)?;
+        Ok(desired)
+    }
+
+    /// `current` with the settings the configuration decides: accepted CA, API key auth, the
+    /// codec server.
+    fn platform_settings(&self, current: &CloudSpec) -> CloudSpec {
+        let mut desired = current.clone();
+        let filters = current
+            .mtls_auth
+            .as_ref()
+            .map(|m| m.certificate_filters.clone())
+            .unwrap_or_default();
+        desired.mtls_auth = Some(MtlsAuthSpec {
+            accepted_client_ca: self.settings.accepted_client_ca.clone(),
+            certificate_filters: filters,
+            enabled: true,
+            ..Default::default()
+        });
+        desired.api_key_auth = Some(ApiKeyAuthSpec {
+            enabled: self.settings.api_key_auth,
+        });
+        desired.codec_server =
+            self.settings
+                .codec_endpoint
+                .as_ref()
+                .map(|endpoint| CodecServerSpec {
+                    endpoint: endpoint.clone(),
+                    pass_access_token: true,
+                    ..Default::default()
+                });
+        desired
+    }
+
+    async fn regions(&self) -> Result<&Vec<String>, BackendError> {
+        self.regions
+            .get_or_try_init(|| async {
+                let response = self
+                    .ops
+                    .call("GetRegions", |mut client| async move {
+                        client.get_regions(GetRegionsRequest {}).await
+                    })
+                    .await?
+                    .into_inner();
+                Ok(response.regions.into_iter().map(|r| r.id).collect())
+            })
+            .await
+    }
+
+    /// Everyone with access to `name`: people as `user:<email>` and service accounts as
+    /// `app:<name>`, with their ids and versions.
+    async fn assignments(&self, name: &str) -> Result<BTreeMap<String, Assignee>, BackendError> {
+        let namespace = self.full_name(name);
+        let mut found = BTreeMap::new();
+        let mut token = String::new();
+        loop {
+            let request = GetUserNamespaceAssignmentsRequest {
+                namespace: namespace.clone(),
+                page_size: PAGE_SIZE,
+                page_token: token.clone(),
+            };
+            let page = self
+                .ops
+                .call("GetUserNamespaceAssignments", |mut client| {
+                    let request = request.clone();
+                    async move { client.get_user_namespace_assignments(request).await }
+                })
+                .await?
+                .into_inner();
+            for user in page.users.into_iter().filter(|u| !u.inherited_access) {
+                let permission = user.namespace_access.map_or(0, |a| a.permission);
+                found.insert(
+                    format!("user:{}", user.email.to_lowercase()),
+                    Assignee {
+                        kind: Kind::User,
+                        id: user.id,
+                        version: user.resource_version,
+                        permission,
+                    },
+                );
+            }
+            token = page.next_page_token;
+            if token.is_empty() {
+                break;
+            }
+        }
+        loop {
+            let request = GetServiceAccountNamespaceAssignmentsRequest {
+                namespace: namespace.clone(),
+                page_size: PAGE_SIZE,
+                page_token: token.clone(),
+            };
+            let page = self
+                .ops
+                .call("GetServiceAccountNamespaceAssignments", |mut client| {
+                    let request = request.clone();
+                    async move {
+                        client
+                            .get_service_account_namespace_assignments(request)
+                            .await
+                    }
+                })
+                .await?
+                .into_inner();
+            for account in page
+                .service_accounts
+                .into_iter()
+                .filter(|a| !a.inherited_access)
+            {
+                let permission = account.namespace_access.map_or(0, |a| a.permission);
+                found.insert(
+                    format!("app:{}", account.name),
+                    Assignee {
+                        kind: Kind::ServiceAccount,
+                        id: account.id,
+                        version: account.resource_version,
+                        permission,
+                    },
+                );
+            }
+            token = page.next_page_token;
+            if token.is_empty() {
+                break;
+            }
+        }
+        Ok(found)
+    }
+
+    /// The Cloud principal `identity` names, when it has no access to the namespace yet.
+    async fn find(
+        &self,
+        identity: &str,
+        accounts: &mut Option<HashMap<String, Assignee>>,
+    ) -> Result<Assignee, BackendError> {
+        if let Some(email) = identity.strip_prefix("user:") {
+            let request = GetUsersRequest {
+                email: email.to_owned(),
+                ..Default::default()
+            };
+            let users = self
+                .ops
+                .call("GetUsers", |mut client| {
+                    let request = request.clone();
+                    async move { client.get_users(request).await }
+                })
+                .await?
+                .into_inner()
+                .users;
+            let user = users.into_iter().next().ok_or_else(|| {
+                BackendError::Rejected(format!(
+                    "{email} is not a user of the Temporal Cloud account {}",
+                    self.settings.account
+                ))
+            })?;
+            return Ok(Assignee {
+                kind: Kind::User,
+                id: user.id,
+                version: user.resource_version,
+                permission: 0,
+            });
+        }
+        let name = identity.strip_prefix("app:").unwrap_or(identity);
+        if accounts.is_none() {
+            *accounts = Some(self.service_accounts().await?);
+        }
+        accounts
+            .as_ref()
+            .and_then(|a| a.get(name).cloned())
+            .ok_or_else(|| {
+                BackendError::Rejected(format!(
+                    "app {name} has no service account in the Temporal Cloud account {}",
+                    self.settings.account
+                ))
+            })
+    }
+
+    async fn service_accounts(&self) -> Result<HashMap<String, Assignee>, BackendError> {
+        let mut found = HashMap::new();
+        let mut token = String::new();
+        loop {
+            let request = GetServiceAccountsRequest {
+                page_size: PAGE_SIZE,
+                page_token: token.clone(),
+            };
+            let page = self
+                .ops
+                .call("GetServiceAccounts", |mut client| {
+                    let request = request.clone();
+                    async move { client.get_service_accounts(request).await }
+                })
+                .await?
+                .into_inner();
+            for account in page.service_account {
+                let name = account.spec.map(|s| s.name).unwrap_or_default();
+                found.insert(
+                    name,
+                    Assignee {
+                        kind: Kind::ServiceAccount,
+                        id: account.id,
+                        version: account.resource_version,
+                        permission: 0,
+                    },
+                );
+            }
+            token = page.next_page_token;
+            if token.is_empty() {
+                return Ok(found);
+            }
+        }
+    }
+
+    /// Sets `who`'s permission on namespace `name` (unspecified: none), re-reading its
+    /// version after a lost race.
+    async fn set_access(
+        &self,
+        name: &str,
+        mut who: Assignee,
+        permission: Permission,
+    ) -> Result<(), BackendError> {
+        let namespace = self.full_name(name);
+        for _ in 0..CONFLICT_RETRIES {
+            let access = Some(NamespaceAccess {
+                permission: permission as i32,
+                ..Default::default()
+            });
+            let operation_id = operation_id(
+                &format!("access-{}", permission.as_str_name()),
+                &format!("{namespace}/{}", who.id),
+                &who.version,
+            );
+            let result = match who.kind {
+                Kind::User => {
+                    let request = SetUserNamespaceAccessRequest {
+                        namespace: namespace.clone(),
+                        user_id: who.id.clone(),
+                        access,
+                        resource_version: who.version.clone(),
+                        async_operation_id: operation_id,
+                    };
+                    self.ops
+                        .call_status("SetUserNamespaceAccess", &mut |mut client| {
+                            let request = request.clone();
+                            async move { client.set_user_namespace_access(request).await }
+                        })
+                        .await?
+                        .map(|r| r.into_inner().async_operation)
+                }
+                Kind::ServiceAccount => {
+                    let request = SetServiceAccountNamespaceAccessRequest {
+                        namespace: namespace.clone(),
+                        service_account_id: who.id.clone(),
+                        access,
+                        resource_version: who.version.clone(),
+                        async_operation_id: operation_id,
+                    };
+                    self.ops
+                        .call_status("SetServiceAccountNamespaceAccess", &mut |mut client| {
+                            let request = request.clone();
+                            async move { client.set_service_account_namespace_access(request).await }
+                        })
+                        .await?
+                        .map(|r| r.into_inner().async_operation)
+                }
+            };
+            match result {
+                Ok(operation) => return self.finish(operation).await,
+                Err(status) if lost_race(&status) => who.version = self.version_of(&who).await?,
+                Err(status) => return Err(ops::classify("SetNamespaceAccess", status)),
+            }
+        }
+        Err(BackendError::Unavailable(format!(
+            "{} kept changing under Plinth's access update ({CONFLICT_RETRIES} tries)",
+            who.id
+        )))
+    }
+
+    async fn version_of(&self, who: &Assignee) -> Result<String, BackendError> {
+        match who.kind {
+            Kind::User => {
+                let request = GetUserRequest {
+                    user_id: who.id.clone(),
+                };
+                let user = self
+                    .ops
+                    .call("GetUser", |mut client| {
+                        let request = request.clone();
+                        async move { client.get_user(request).await }
+                    })
+                    .await?
+                    .into_inner()
+                    .user
+                    .unwrap_or_default();
+                if !user.async_operation_id.is_empty() {
+                    self.wait_for(&user.async_operation_id).await?;
+                }
+                Ok(user.resource_version)
+            }
+            Kind::ServiceAccount => {
+                let request = temporalio_common::protos::temporal::api::cloud::cloudservice::v1::GetServiceAccountRequest {
+                    service_account_id: who.id.clone(),
+                };
+                let account = self
+                    .ops
+                    .call("GetServiceAccount", |mut client| {
+                        let request = request.clone();
+                        async move { client.get_service_account(request).await }
+                    })
+                    .await?
+                    .into_inner()
+                    .service_account
+                    .unwrap_or_default();
+                Ok(account.resource_version)
+            }
+        }
+    }
+}
+
+/// A user or service account and what it holds on one namespace.
+#[derive(Clone, Debug)]
+struct Assignee {
+    kind: Kind,
+    id: String,
+    version: String,
+    permission: i32,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Kind {
+    User,
+    ServiceAccount,
+}
+
+/// Another writer changed the resource since it was read, or an operation still runs on it.
+fn lost_race(status: &Status) -> bool {
+    matches!(status.code(), Code::Aborted | Code::FailedPrecondition)
+}
+
+/// The same plan from the same version gets the same id, which Cloud runs once.
+fn operation_id(action: &str, resource: &str, version: &str) -> String {
+    // FNV-1a: stable across builds, unlike std's hasher.
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in format!("{action}\0{resource}\0{version}").bytes() {
+        hash = (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("plinth-{}-{hash:016x}", action.to_lowercase())
+}
+
+fn state_name(state: ResourceState) -> String {
+    state
+        .as_str_name()
+        .trim_start_matches("RESOURCE_STATE_")
+        .to_lowercase()
+        .replace('_', " ")
+}
+
+const TYPES: &[(SearchAttributeType, &str)] = &[
+    (SearchAttributeType::Text, "Text"),
+    (SearchAttributeType::Keyword, "Keyword"),
+    (SearchAttributeType::Int, "Int"),
+    (SearchAttributeType::Double, "Double"),
+    (SearchAttributeType::Bool, "Bool"),
+    (SearchAttributeType::Datetime, "Datetime"),
+    (SearchAttributeType::KeywordList, "KeywordList"),
+];
+
+fn type_name(value: i32) -> &'static str {
+    TYPES
+        .iter()
+        .find(|(t, _)| *t as i32 == value)
+        .map_or("Unspecified", |(_, name)| name)
+}
+
+/// `current` plus what `wanted` (name to type name) lacks; Cloud cannot remove attributes.
+fn merged_attributes<'a>(
+    current: &HashMap<String, i32>,
+    wanted: impl IntoIterator<Item = (&'a String, &'a String)>,
+) -> Result<HashMap<String, i32>, BackendError> {
+    let mut merged = current.clone();
+    for (name, kind) in wanted {
+        let value = TYPES
+            .iter()
+            .find(|(_, n)| n == kind)
+            .map(|(t, _)| *t as i32)
+            .ok_or_else(|| {
+                BackendError::Rejected(format!("unknown search attribute type {kind}"))
+            })?;
+        merged.entry(name.clone()).or_insert(value);
+    }
+    Ok(merged)
+}
+
+fn level_of(permission: i32) -> Option<AccessLevel> {
+    match Permission::try_from(permission).ok()? {
+        Permission::Read => Some(AccessLevel::Read),
+        Permission::Write => Some(AccessLevel::Write),
+        Permission::Admin => Some(AccessLevel::Admin),
+        Permission::Unspecified => None,
+    }
+}
+
+fn permission_of(level: AccessLevel) -> Permission {
+    match level {
+        AccessLevel::Read => Permission::Read,
+        AccessLevel::Write => Permission::Write,
+        AccessLevel::Admin => Permission::Admin,
+    }
+}
+
+#[async_trait::async_trait]
+impl NamespaceBackend for Cloud {
+    async fn describe(&self, name: &str) -> Result<Option<ObservedNamespace>, BackendError> {
+        let Some(namespace) = self.settled(name).await? else {
+            return Ok(None);
+        };
+        let spec = namespace.spec.unwrap_or_default();
+        let configured = self.platform_settings(&spec);
+        let mut platform_drift = Vec::new();
+        if configured.mtls_auth != spec.mtls_auth {
+            platform_drift.push("accepted client CA → Plinth's".to_owned());
+        }
+        if configured.api_key_auth != spec.api_key_auth {
+            platform_drift.push(format!(
+                "API key auth → {}",
+                if self.settings.api_key_auth {
+                    "on"
+                } else {
+                    "off"
+                }
+            ));
+        }
+        if configured.codec_server != spec.codec_server {
+            platform_drift.push(format!(
+                "codec server {:?} → {:?}",
+                spec.codec_server.map(|c| c.endpoint).unwrap_or_default(),
+                self.settings.codec_endpoint.clone().unwrap_or_default()
+            ));
+        }
+        Ok(Some(ObservedNamespace {
+            retention_days: spec.retention_days,
+            description: None,
+            owner_email: None,
+            search_attributes: spec
+                .search_attributes
+                .iter()
+                .map(|(name, kind)| (name.clone(), type_name(*kind).to_owned()))
+                .collect(),
+            delete_protection: Some(spec.lifecycle.is_some_and(|l| l.enable_delete_protection)),
+            platform_drift,
+        }))
+    }
+
+    async fn register(&self, spec: &NamespaceSpec) -> Result<(), BackendError> {
+        if self.settled(&spec.name).await?.is_some() {
+            return Ok(());
+        }
+        let request = CreateNamespaceRequest {
+            spec: Some(self.create_spec(spec).await?),
+            async_operation_id: operation_id("create", &self.full_name(&spec.name), ""),
+            ..Default::default()
+        };
+        let result = self
+            .ops
+            .call_status("CreateNamespace", &mut |mut client| {
+                let request = request.clone();
+                async move { client.create_namespace(request).await }
+            })
+            .await?;
+        match result {
+            Ok(response) => self.finish(response.into_inner().async_operation).await,
+            // Someone else's create, or our own from before a crash: wait for it to settle.
+            Err(status) if status.code() == Code::AlreadyExists => {
+                self.settled(&spec.name).await.map(drop)
+            }
+            Err(status) => Err(ops::classify("CreateNamespace", status)),
+        }
+    }
+
+    async fn update(&self, spec: &NamespaceSpec) -> Result<(), BackendError> {
+        self.mutate(&spec.name, |current| self.desired(current, spec))
+            .await
+    }
+
+    async fn add_search_attributes(
+        &self,
+        name: &str,
+        attributes: &BTreeMap<String, String>,
+    ) -> Result<(), BackendError> {
+        self.mutate(name, |current| {
+            let mut desired = current.clone();
+            desired.search_attributes = merged_attributes(&current.search_attributes, attributes)?;
+            Ok(desired)
+        })
+        .await
+    }
+
+    async fn delete(&self, name: &str) -> Result<(), BackendError> {
+        // Plinth deletes only what the spec allows to; Cloud's protection follows the spec,
+        // and is lifted first should the delete outrun the reconcile that lifts it.
+        self.mutate(name, |current| {
+            let mut desired = current.clone();
+            desired.lifecycle = Some(LifecycleSpec {
+                enable_delete_protection: false,
+            });
+            Ok(desired)
+        })
+        .await
+        .or_else(|e| match e {
+            BackendError::Rejected(m) if m.contains("has no namespace") => Ok(()),
+            e => Err(e),
+        })?;
+        for _ in 0..CONFLICT_RETRIES {
+            let Some(namespace) = self.settled(name).await? else {
+                return Ok(());
+            };
+            let request = DeleteNamespaceRequest {
+                namespace: namespace.namespace.clone(),
+                resource_version: namespace.resource_version.clone(),
+                async_operation_id: operation_id(
+                    "delete",
+                    &namespace.namespace,
+                    &namespace.resource_version,
+                ),
+            };
+            let result = self
+                .ops
+                .call_status("DeleteNamespace", &mut |mut client| {
+                    let request = request.clone();
+                    async move { client.delete_namespace(request).await }
+                })
+                .await?;
+            match result {
+                Ok(response) => return self.finish(response.into_inner().async_operation).await,
+                Err(status) if status.code() == Code::NotFound => return Ok(()),
+                Err(status) if lost_race(&status) => continue,
+                Err(status) => return Err(ops::classify("DeleteNamespace", status)),
+            }
+        }
+        Err(BackendError::Unavailable(format!(
+            "namespace {} kept changing under Plinth's delete",
+            self.full_name(name)
+        )))
+    }
+
+    async fn endpoint(&self, name: &str) -> Result<String, BackendError> {
+        let namespace = self.get(name).await?.ok_or_else(|| {
+            BackendError::Rejected(format!(
+                "Temporal Cloud has no namespace {}",
+                self.full_name(name)
+            ))
+        })?;
+        let endpoints = namespace.endpoints.unwrap_or_default();
+        Ok(if endpoints.mtls_grpc_address.is_empty() {
+            endpoints.grpc_address
+        } else {
+            endpoints.mtls_grpc_address
+        })
+    }
+
+    async fn list_access(&self, name: &str) -> Result<BTreeMap<String, AccessLevel>, BackendError> {
+        Ok(self
+            .assignments(name)
+            .await?
+            .into_iter()
+            .filter_map(|(identity, who)| Some((identity, level_of(who.permission)?)))
+            .collect())
+    }
+
+    async fn grant(
+        &self,
+        name: &str,
+        identity: &str,
+        level: AccessLevel,
+    ) -> Result<(), BackendError> {
+        self.apply_access(name, &[AccessChange::Grant(identity.to_owned(), level)])
+            .await
+            .map(drop)
+    }
+
+    async fn change_access(
+        &self,
+        name: &str,
+        identity: &str,
+        level: AccessLevel,
+    ) -> Result<(), BackendError> {
+        self.apply_access(name, &[AccessChange::Change(identity.to_owned(), level)])
+            .await
+            .map(drop)
+    }
+
+    async fn revoke(&self, name: &str, identity: &str) -> Result<(), BackendError> {
+        self.apply_access(name, &[AccessChange::Revoke(identity.to_owned())])
+            .await
+            .map(drop)
+    }
+
+    /// One read of who has access, then one write per change: people not in the account are
+    /// reported together after the others are applied.
+    async fn apply_access(
+        &self,
+        name: &str,
+        changes: &[AccessChange],
+    ) -> Result<u32, BackendError> {
+        if changes.is_empty() {
+            return Ok(0);
+        }
+        let current = self.assignments(name).await?;
+        let mut accounts = None;
+        let mut writes = 0u32;
+        let mut missing = Vec::new();
+        for change in changes {
+            let (identity, permission) = match change {
+                AccessChange::Grant(identity, level) | AccessChange::Change(identity, level) => {
+                    (identity, permission_of(*level))
+                }
+                AccessChange::Revoke(identity) => (identity, Permission::Unspecified),
+            };
+            let who = match current.get(identity) {
+                Some(who) if who.permission == permission as i32 => continue,
+                Some(who) => who.clone(),
+                None if permission == Permission::Unspecified => continue,
+                None => match self.find(identity, &mut accounts).await {
+                    Ok(who) => who,
+                    Err(BackendError::Rejected(why)) => {
+                        missing.push(why);
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                },
+            };
+            self.set_access(name, who, permission).await?;
+            writes += 1;
+        }
+        if !missing.is_empty() {
+            return Err(BackendError::Rejected(missing.join("; ")));
+        }
+        Ok(writes)
+    }
+}
+
+#[cfg(test)]
+mod tests;
