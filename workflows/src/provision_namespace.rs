@@ -6,8 +6,8 @@ use plinth_proto::{FieldError, check_update, outcome, phase};
 use serde::{Deserialize, Serialize};
 use temporalio_macros::{workflow, workflow_methods};
 use temporalio_sdk::{
-    ActivityOptions, LocalActivityOptions, SyncWorkflowContext, WorkflowContext,
-    WorkflowContextView, WorkflowResult,
+    ActivityExecutionError, ActivityOptions, LocalActivityOptions, SyncWorkflowContext,
+    WorkflowContext, WorkflowContextView, WorkflowResult,
 };
 
 use crate::contracts::{
@@ -322,10 +322,22 @@ async fn reconcile(ctx: &mut WorkflowContext<ProvisionNamespace>, drift_check: b
         s.dirty = s.resource.generation() != generation;
         match result {
             Ok(report) => s.reconciled(generation, report, drift_check, &now),
-            Err(e) => s.set_failed(&now, "ReconcileFailed", &e.to_string()),
+            Err(e) => s.set_failed(&now, "ReconcileFailed", &failure_reason(&e)),
         }
     });
     publish(ctx);
+}
+
+/// What made an activity fail: the innermost cause, which Temporal wraps in "Activity task
+/// failed".
+fn failure_reason(error: &ActivityExecutionError) -> String {
+    let mut message = error.to_string();
+    let mut failure = error.failure();
+    while let Some(f) = failure {
+        message.clone_from(&f.message);
+        failure = f.cause.as_deref();
+    }
+    message
 }
 
 async fn delete(ctx: &mut WorkflowContext<ProvisionNamespace>) -> WorkflowResult<Namespace> {

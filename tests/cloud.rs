@@ -1,0 +1,211 @@
+//! The Temporal Cloud backend end to end: real `plinth worker` and `plinth proxy` processes
+//! with `[backend] kind = "cloud"`, against the Ops API test double (a real gRPC server from
+//! Cloud's public protos: Temporal Cloud cannot be reached from here). The control plane runs
+//! on a real Temporal dev server.
+
+use std::time::Duration;
+
+use plinth_cloud_double::{Double, Settings};
+use plinth_test_harness::cli::{namespace_yaml, ok, stdout, text, wait_for};
+use plinth_test_harness::{ADMIN, DevServer, PAYMENTS_MEMBER, PAYMENTS_TEAM, PlinthStack};
+use temporalio_common::protos::temporal::api::cloud::resource::v1::ResourceState;
+
+const PLINTH: &str = env!("CARGO_BIN_EXE_plinth");
+const KEY: &str = "plinth-test-cloud-key";
+
+/// The double, served by a runtime of its own for the test's lifetime.
+struct Cloud {
+    double: Double,
+    _runtime: tokio::runtime::Runtime,
+    dir: tempfile::TempDir,
+}
+
+impl Cloud {
+    fn start(settings: Settings) -> Cloud {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let double = runtime
+            .block_on(Double::start(
+                "127.0.0.1:0",
+                Settings {
+                    api_keys: vec![KEY.into()],
+                    ..settings
+                },
+            ))
+            .unwrap();
+        Cloud {
+            double,
+            _runtime: runtime,
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    /// `[backend]` for this account, with `key` in the API key file.
+    fn backend_section(&self, key: &str) -> String {
+        let key_file = self.dir.path().join("api-key");
+        std::fs::write(&key_file, key).unwrap();
+        format!(
+            "[backend]\nkind = \"cloud\"\nendpoint = \"http://{}\"\naccount = \"{}\"\n\
+             api_key_file = \"{}\"\noperation_timeout = \"2m\"\n",
+            self.double.address(),
+            self.double.account(),
+            key_file.display()
+        )
+    }
+
+    fn stack(&self, resync: &str) -> anyhow::Result<PlinthStack> {
+        PlinthStack::start_configured(
+            DevServer::shared(),
+            PLINTH.as_ref(),
+            resync,
+            "5m",
+            "",
+            &self.backend_section(KEY),
+        )
+    }
+}
+
+fn get_json(stack: &PlinthStack, name: &str) -> serde_json::Value {
+    let output = stack.plinth_as(ADMIN, &["get", "namespace", name, "-o", "json"]);
+    serde_json::from_slice(&output.stdout).unwrap_or_default()
+}
+
+fn phase(stack: &PlinthStack, name: &str) -> String {
+    get_json(stack, name)["status"]["phase"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[test]
+fn a_namespace_applied_on_cloud_is_created_there_with_plinths_ca_and_its_endpoint() {
+    let cloud = Cloud::start(Settings::default());
+    let stack = cloud.stack("10m").unwrap();
+    let yaml = namespace_yaml("ledger", "ledger", PAYMENTS_TEAM, 14, "");
+    let applied = ok(stack.apply_as(PAYMENTS_MEMBER, &yaml, &["--wait"]));
+    assert!(
+        stdout(&applied).contains("namespace/ledger Ready"),
+        "{}",
+        text(&applied)
+    );
+
+    let namespace = cloud.double.namespace("ledger").expect("created in Cloud");
+    assert_eq!(namespace.state, ResourceState::Active as i32);
+    let spec = namespace.spec.unwrap();
+    assert_eq!(spec.retention_days, 14);
+    assert_eq!(spec.replicas[0].region, "aws-us-east-1");
+    let ca = std::fs::read(stack.home().join("pki/ca.pem")).unwrap();
+    assert_eq!(spec.mtls_auth.unwrap().accepted_client_ca, ca);
+    let status = &get_json(&stack, "ledger")["status"];
+    assert_eq!(status["endpoint"], Settings::default().grpc_address);
+    assert!(
+        !stack.log("worker").contains(KEY),
+        "the API key is never logged"
+    );
+}
+
+#[test]
+fn a_worker_whose_api_key_cloud_refuses_does_not_start() {
+    let cloud = Cloud::start(Settings::default());
+    let error = PlinthStack::start_configured(
+        DevServer::shared(),
+        PLINTH.as_ref(),
+        "10m",
+        "5m",
+        "",
+        &cloud.backend_section("a-revoked-key"),
+    )
+    .err()
+    .expect("the worker refuses to start")
+    .to_string();
+    assert!(
+        error.contains("Temporal Cloud refused the worker's API key")
+            && error.contains("Unauthenticated"),
+        "{error}"
+    );
+    assert!(!error.contains("a-revoked-key"), "the key is never shown");
+}
+
+#[test]
+fn a_failed_cloud_operation_is_reported_on_the_namespace_status() {
+    let cloud = Cloud::start(Settings::default());
+    let stack = cloud.stack("10m").unwrap();
+    cloud
+        .double
+        .fail_next_operation("namespace limit reached for the account");
+    let yaml = namespace_yaml("capped", "capped", PAYMENTS_TEAM, 7, "");
+    ok(stack.apply_as(PAYMENTS_MEMBER, &yaml, &[]));
+    wait_for("the failure on the status", || {
+        phase(&stack, "capped") == "Failed"
+    });
+    let message = get_json(&stack, "capped")["status"]["message"].to_string();
+    assert!(
+        message.contains("namespace limit reached for the account"),
+        "{message}"
+    );
+}
+
+#[test]
+fn drift_made_in_cloud_is_repaired_on_the_next_resync() {
+    let cloud = Cloud::start(Settings::default());
+    let stack = cloud.stack("2s").unwrap();
+    let yaml = namespace_yaml("steady", "steady", PAYMENTS_TEAM, 30, "");
+    ok(stack.apply_as(PAYMENTS_MEMBER, &yaml, &["--wait"]));
+    cloud.double.edit_namespace("steady", |namespace| {
+        namespace.spec.as_mut().unwrap().retention_days = 3;
+    });
+    wait_for("the drift repaired", || {
+        get_json(&stack, "steady")["status"]["driftRepairs"].as_i64() >= Some(1)
+    });
+    let spec = cloud.double.namespace("steady").unwrap().spec.unwrap();
+    assert_eq!(spec.retention_days, 30);
+}
+
+#[test]
+fn a_worker_killed_mid_operation_finishes_it_after_restart_without_a_second_create() {
+    let cloud = Cloud::start(Settings {
+        polls_to_complete: 100_000,
+        ..Settings::default()
+    });
+    let mut stack = cloud.stack("10m").unwrap();
+    let yaml = namespace_yaml("patient", "patient", PAYMENTS_TEAM, 7, "");
+    ok(stack.apply_as(PAYMENTS_MEMBER, &yaml, &[]));
+    wait_for("the create under way", || {
+        cloud.double.namespace("patient").is_some()
+    });
+    stack.kill_worker();
+    cloud.double.set_polls_to_complete(1);
+    stack.start_worker().unwrap();
+    // The retry comes after the heartbeat timeout of the attempt that died.
+    wait_for("the namespace Ready", || {
+        phase(&stack, "patient") == "Ready"
+    });
+    assert_eq!(cloud.double.calls()["CreateNamespace"], 1);
+}
+
+#[test]
+fn calls_the_ops_api_rate_limits_are_retried_and_never_fail_the_reconcile() {
+    let cloud = Cloud::start(Settings {
+        burst: 2,
+        calls_per_second: 4,
+        retry_delay: Duration::from_millis(300),
+        ..Settings::default()
+    });
+    let stack = cloud.stack("10m").unwrap();
+    for name in ["burst-a", "burst-b", "burst-c"] {
+        ok(stack.apply_as(
+            PAYMENTS_MEMBER,
+            &namespace_yaml(name, name, PAYMENTS_TEAM, 7, ""),
+            &[],
+        ));
+    }
+    for name in ["burst-a", "burst-b", "burst-c"] {
+        wait_for("Ready", || phase(&stack, name) == "Ready");
+        let events = get_json(&stack, name)["status"]["events"].to_string();
+        assert!(!events.contains("ReconcileFailed"), "{events}");
+    }
+    assert!(cloud.double.throttled() > 0, "the burst was exceeded");
+}
