@@ -118,8 +118,7 @@ fn a_worker_whose_api_key_cloud_refuses_does_not_start() {
         "",
         &cloud.backend_section("a-revoked-key"),
     )
-    .err()
-    .expect("the worker refuses to start")
+    .expect_err("the worker refuses to start")
     .to_string();
     assert!(
         error.contains("Temporal Cloud refused the worker's API key")

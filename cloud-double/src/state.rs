@@ -31,6 +31,9 @@ pub struct RetryInfo {
 /// The type URL `RetryInfo` travels under in `google.rpc.Status.details`.
 pub const RETRY_INFO_TYPE: &str = "type.googleapis.com/google.rpc.RetryInfo";
 
+/// A change made to a namespace from outside the API.
+pub(crate) type Edit = Box<dyn FnOnce(&mut Namespace) + Send>;
+
 /// Cloud's page size when none is asked for, and the most it serves.
 const DEFAULT_PAGE: usize = 100;
 const MAX_PAGE: usize = 1000;
@@ -51,7 +54,7 @@ pub(crate) struct State {
     pub(crate) mutations: u64,
     /// Applied to a namespace just before the next update of it is checked, as another
     /// writer's change that lands between the caller's read and write.
-    pub(crate) interference: Option<Box<dyn FnOnce(&mut Namespace) + Send>>,
+    pub(crate) interference: Option<Edit>,
     tokens: f64,
     refilled: Instant,
 }

@@ -77,7 +77,7 @@ impl ApiKey {
                 })?;
                 Arc::from(value.trim())
             }
-            ApiKeySource::File(path) => self.from_file(path)?,
+            ApiKeySource::File(path) => self.read_file(path)?,
         };
         if key.is_empty() {
             return Err(BackendError::Rejected(format!(
@@ -88,7 +88,7 @@ impl ApiKey {
         Ok(key)
     }
 
-    fn from_file(&self, path: &PathBuf) -> Result<Arc<str>, BackendError> {
+    fn read_file(&self, path: &PathBuf) -> Result<Arc<str>, BackendError> {
         let unreadable = |e: std::io::Error| {
             BackendError::Rejected(format!(
                 "[backend] api_key_file: cannot read {}: {e}",
