@@ -221,6 +221,13 @@ pub struct BackendConfig {
     /// Cloud: how long one operation may run before the call is retried.
     #[serde(with = "humantime_serde")]
     pub operation_timeout: Duration,
+    /// Cloud: lifetime of the client certificates `plinth proxy` issues itself from Plinth's
+    /// CA to reach namespaces; each is renewed at two thirds of it.
+    #[serde(with = "humantime_serde")]
+    pub certificate_lifetime: Duration,
+    /// Cloud: CA bundle of the namespaces' endpoints (default: the system's roots).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upstream_ca: Option<PathBuf>,
 }
 
 impl Default for BackendConfig {
@@ -235,6 +242,8 @@ impl Default for BackendConfig {
             api_key_auth: false,
             codec_endpoint: None,
             operation_timeout: Duration::from_secs(600),
+            certificate_lifetime: Duration::from_secs(3600),
+            upstream_ca: None,
         }
     }
 }
@@ -684,6 +693,7 @@ impl Config {
         all.backend.api_key_env = Some(String::new());
         all.backend.accepted_client_ca = some_path();
         all.backend.codec_endpoint = Some(String::new());
+        all.backend.upstream_ca = some_path();
         all.proxy.cert = some_path();
         all.proxy.key = some_path();
         all.proxy.client_ca = some_path();

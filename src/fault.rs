@@ -99,4 +99,8 @@ impl NamespaceBackend for PauseAfterRegister {
     async fn endpoint(&self, name: &str) -> Result<String, BackendError> {
         self.inner.endpoint(name).await
     }
+
+    fn temporal_name(&self, name: &str) -> String {
+        self.inner.temporal_name(name)
+    }
 }

@@ -4,7 +4,10 @@ use anyhow::Context;
 use plinth_api::PlatformApi;
 use plinth_control::{AccessLists, ControlPlane};
 use plinth_identity::ClientVerifier;
-use plinth_proxy::{Budgets, FrontDoor, ProxyMetrics, Routes, UpstreamTls, Upstreams};
+use plinth_identity::{CertificateAuthority, Identity, TrustDomain};
+use plinth_proxy::{
+    Budgets, ClientIdentity, FrontDoor, ProxyMetrics, Routes, SelfIssued, UpstreamTls, Upstreams,
+};
 use temporalio_client::{Client, ClientOptions};
 use tokio::net::TcpListener;
 
@@ -72,6 +75,7 @@ pub async fn run(config: &Config, home: &Home, args: &ProxyArgs) -> anyhow::Resu
         platform.admin_group,
     );
     let proxy = &config.proxy;
+    let default_upstream = proxy.upstream.clone().unwrap_or(address);
     let door = std::sync::Arc::new(FrontDoor {
         codec: crate::codec::load(config, home)?,
         access: std::sync::Arc::new(AccessLists::new(platform.backend)),
@@ -80,10 +84,8 @@ pub async fn run(config: &Config, home: &Home, args: &ProxyArgs) -> anyhow::Resu
             ControlPlane::new(client, settings.task_queue),
             proxy.upstream.clone(),
         )),
-        upstreams: std::sync::Arc::new(
-            Upstreams::new(upstream_tls(proxy)?).context("[proxy] upstream")?,
-        ),
-        default_upstream: proxy.upstream.clone().unwrap_or(address),
+        upstreams: std::sync::Arc::new(upstreams(config, home, &default_upstream)?),
+        default_upstream,
         metrics: std::sync::Arc::new(ProxyMetrics::default()),
         nexus: Default::default(),
         budgets: Budgets::new(
@@ -132,10 +134,57 @@ pub async fn bind(
     Ok((listener, address))
 }
 
+/// Clients of the platform's Temporal (`own`) as `[proxy] upstream_*` configures them and,
+/// on Temporal Cloud, of its namespaces with a certificate the proxy issues itself.
+fn upstreams(config: &Config, home: &Home, own: &str) -> anyhow::Result<Upstreams> {
+    let upstreams = Upstreams::new(upstream_tls(&config.proxy)?).context("[proxy] upstream")?;
+    if config.backend.kind != crate::config::BackendKind::Cloud {
+        return Ok(upstreams);
+    }
+    let backend = &config.backend;
+    anyhow::ensure!(
+        backend.certificate_lifetime >= MIN_CERTIFICATE_LIFETIME,
+        "[backend] certificate_lifetime: {} is shorter than {}s, too short to renew in time",
+        humantime::format_duration(backend.certificate_lifetime),
+        MIN_CERTIFICATE_LIFETIME.as_secs()
+    );
+    let authority = CertificateAuthority::load(&home.pki_dir()).with_context(|| {
+        format!(
+            "[backend] kind = \"cloud\": the proxy issues its client certificates from Plinth's \
+             CA in {}",
+            home.pki_dir().display()
+        )
+    })?;
+    let trust_domain: TrustDomain = config
+        .pki
+        .trust_domain
+        .parse()
+        .context("[pki] trust_domain")?;
+    let issued = SelfIssued {
+        authority,
+        identity: Identity::app(PROXY_APP).expect("a valid app name"),
+        trust_domain,
+        lifetime: backend.certificate_lifetime,
+    };
+    let tls = UpstreamTls {
+        ca: backend.upstream_ca.clone(),
+        client: Some(ClientIdentity::Issued(std::sync::Arc::new(issued))),
+        server_name: None,
+    };
+    upstreams
+        .with_managed(own.to_owned(), tls)
+        .context("[backend] Temporal Cloud namespaces")
+}
+
+/// The identity of the certificates the proxy issues itself.
+const PROXY_APP: &str = "plinth-proxy";
+/// Renewal at two thirds of a certificate's life, checked every second, needs this much.
+const MIN_CERTIFICATE_LIFETIME: std::time::Duration = std::time::Duration::from_secs(6);
+
 /// `[proxy] upstream_*` as TLS settings; `None` for plaintext upstreams.
 fn upstream_tls(proxy: &crate::config::ProxyConfig) -> anyhow::Result<Option<UpstreamTls>> {
     let client = match (&proxy.upstream_cert, &proxy.upstream_key) {
-        (Some(cert), Some(key)) => Some((cert.clone(), key.clone())),
+        (Some(cert), Some(key)) => Some(ClientIdentity::Files(cert.clone(), key.clone())),
         (None, None) => None,
         (Some(_), None) => anyhow::bail!("[proxy] upstream_cert is set but upstream_key is not"),
         (None, Some(_)) => anyhow::bail!("[proxy] upstream_key is set but upstream_cert is not"),

@@ -3,11 +3,16 @@
 //! Cloud's public protos: Temporal Cloud cannot be reached from here). The control plane runs
 //! on a real Temporal dev server.
 
-use std::time::Duration;
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
 
 use plinth_cloud_double::{Double, Settings};
 use plinth_test_harness::cli::{namespace_yaml, ok, stdout, text, wait_for};
-use plinth_test_harness::{ADMIN, DevServer, PAYMENTS_MEMBER, PAYMENTS_TEAM, PlinthStack};
+use plinth_test_harness::{
+    ADMIN, DevServer, PAYMENTS_MEMBER, PAYMENTS_TEAM, PlinthStack, TlsRelay, temporal_bin,
+};
+use temporalio_common::protos::temporal::api::cloud::identity::v1::namespace_access::Permission;
 use temporalio_common::protos::temporal::api::cloud::resource::v1::ResourceState;
 
 const PLINTH: &str = env!("CARGO_BIN_EXE_plinth");
@@ -207,4 +212,120 @@ fn calls_the_ops_api_rate_limits_are_retried_and_never_fail_the_reconcile() {
         assert!(!events.contains("ReconcileFailed"), "{events}");
     }
     assert!(cloud.double.throttled() > 0, "the burst was exceeded");
+}
+
+/// `temporal` with a profile from `plinth profile`.
+fn temporal_as(profile: &Path, args: &[&str]) -> Output {
+    Command::new(temporal_bin())
+        .args(args)
+        .arg("--config-file")
+        .arg(profile)
+        .args(["--profile", "team"])
+        .output()
+        .expect("run the temporal CLI")
+}
+
+#[test]
+fn calls_reach_a_cloud_namespace_over_mtls_with_certificates_the_proxy_issues_and_renews() {
+    let server = DevServer::shared();
+    // Cloud's endpoint: the dev server behind TLS that demands a client certificate.
+    let endpoint = TlsRelay::start(server.address()).unwrap();
+    let cloud = Cloud::start(Settings {
+        temporal: Some(format!("http://{}", server.address())),
+        grpc_address: endpoint.address.clone(),
+        ..Settings::default()
+    });
+    cloud.double.add_user(PAYMENTS_MEMBER);
+    let endpoint_ca = cloud.dir.path().join("endpoint-ca.pem");
+    endpoint.write_ca(&endpoint_ca).unwrap();
+    let backend = format!(
+        "{}upstream_ca = \"{}\"\ncertificate_lifetime = \"9s\"\n",
+        cloud.backend_section(KEY),
+        endpoint_ca.display()
+    );
+    let stack =
+        PlinthStack::start_configured(server, PLINTH.as_ref(), "10m", "3s", "", &backend).unwrap();
+    let plinth_ca = std::fs::read_to_string(stack.home().join("pki/ca.pem")).unwrap();
+    // The namespace accepts Plinth's CA, as its accepted_client_ca says.
+    endpoint.trust_clients_of(&plinth_ca).unwrap();
+
+    let yaml = namespace_yaml("vault", "vault", PAYMENTS_TEAM, 7, "");
+    ok(stack.apply_as(PAYMENTS_MEMBER, &yaml, &["--wait"]));
+    let status = get_json(&stack, "vault")["status"].clone();
+    let full_name = format!("vault.{}", cloud.double.account());
+    assert_eq!(status["temporalNamespace"], full_name.as_str());
+    assert_eq!(status["endpoint"], endpoint.address.as_str());
+    ok(stack.plinth_as(
+        PAYMENTS_MEMBER,
+        &[
+            "policy",
+            "add-rule",
+            "TEMPORAL-ns-vault",
+            "--group",
+            PAYMENTS_TEAM,
+        ],
+    ));
+    wait_for("write access in Cloud", || {
+        cloud.double.user(PAYMENTS_MEMBER).is_some_and(|user| {
+            let access = user.spec.unwrap().access.unwrap();
+            access
+                .namespace_accesses
+                .get(&full_name)
+                .map(|a| a.permission)
+                == Some(Permission::Write as i32)
+        })
+    });
+
+    let profile = stack.profile(PAYMENTS_MEMBER, &full_name).unwrap();
+    let until = Instant::now() + Duration::from_secs(14);
+    let mut started = 0;
+    while Instant::now() < until {
+        let id = format!("vault-{started}");
+        let out = temporal_as(
+            &profile,
+            &[
+                "workflow",
+                "start",
+                "--type",
+                "Vault",
+                "--task-queue",
+                "vault",
+                "--workflow-id",
+                &id,
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "call {started}: {}\n{}",
+            text(&out),
+            stack.log("proxy")
+        );
+        started += 1;
+        std::thread::sleep(Duration::from_millis(700));
+    }
+    let presented = endpoint.presented();
+    let mut distinct = presented.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert!(
+        distinct.len() >= 2,
+        "renewed within {started} calls: {} certificates",
+        distinct.len()
+    );
+    for der in &distinct {
+        let (_, cert) = x509_parser::parse_x509_certificate(der).unwrap();
+        let validity = cert.validity();
+        let life = validity.not_after.timestamp() - validity.not_before.timestamp();
+        // Valid from five minutes back (clock skew) to the lifetime ahead.
+        assert!(life <= 300 + 9, "short-lived: {life}s");
+        assert_eq!(
+            cert.subject_alternative_name()
+                .unwrap()
+                .unwrap()
+                .value
+                .general_names
+                .len(),
+            1
+        );
+    }
 }

@@ -136,6 +136,7 @@ impl NamespaceActivities {
             created,
             changes,
             endpoint: backend.endpoint(&spec.name).await.map_err(failure)?,
+            temporal_namespace: backend.temporal_name(&spec.name),
         })
     }
 }

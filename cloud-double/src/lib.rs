@@ -7,6 +7,7 @@
 //! retry delay. Tests steer it through [`Double`]: fail the next operation, restart, change
 //! things behind the caller's back, count calls.
 
+mod backing;
 mod service;
 mod state;
 
@@ -47,6 +48,9 @@ pub struct Settings {
     pub grpc_address: String,
     /// Region ids `GetRegions` lists, such as `aws-us-east-1`.
     pub regions: Vec<String>,
+    /// A Temporal frontend (`http://host:port`) on which each namespace is registered as its
+    /// creation completes, so that its data path works; real Cloud runs its own.
+    pub temporal: Option<String>,
 }
 
 impl Default for Settings {
@@ -67,6 +71,7 @@ impl Default for Settings {
             ]
             .map(String::from)
             .to_vec(),
+            temporal: None,
         }
     }
 }

@@ -149,11 +149,28 @@ impl CloudService for Double {
         request: Request<GetAsyncOperationRequest>,
     ) -> Result<Response<GetAsyncOperationResponse>, Status> {
         let id = request.into_inner().async_operation_id;
-        self.call("GetAsyncOperation", |state| {
-            Ok(GetAsyncOperationResponse {
-                async_operation: Some(state.poll(&id)?),
-            })
-        })
+        let (response, to_serve, temporal) = {
+            let mut state = lock(&self.state);
+            state.admit("GetAsyncOperation")?;
+            let operation = state.poll(&id)?;
+            (
+                operation,
+                state.to_serve(&id),
+                state.settings.temporal.clone(),
+            )
+        };
+        // A namespace is usable when its creation reports fulfilled: registered first.
+        if let (Some((name, retention)), Some(temporal)) = (to_serve, temporal) {
+            crate::backing::register(&temporal, &name, retention)
+                .await
+                .map_err(|e| {
+                    Status::unavailable(format!("cloud double: {name} on {temporal}: {e}"))
+                })?;
+            lock(&self.state).served(name);
+        }
+        Ok(Response::new(GetAsyncOperationResponse {
+            async_operation: Some(response),
+        }))
     }
 
     async fn create_namespace(

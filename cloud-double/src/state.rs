@@ -55,6 +55,8 @@ pub(crate) struct State {
     /// Applied to a namespace just before the next update of it is checked, as another
     /// writer's change that lands between the caller's read and write.
     pub(crate) interference: Option<Edit>,
+    /// Namespaces registered on the backing Temporal ([`Settings::temporal`]).
+    served: std::collections::HashSet<String>,
     tokens: f64,
     refilled: Instant,
 }
@@ -120,6 +122,7 @@ impl State {
             throttled: 0,
             mutations: 0,
             interference: None,
+            served: std::collections::HashSet::new(),
             refilled: Instant::now(),
         }
     }
@@ -368,6 +371,28 @@ impl State {
         let id = id.to_owned();
         self.finish(&id);
         Ok(self.operations[&id].operation.clone())
+    }
+
+    /// The namespace (full name, retention days) operation `id` created, once it is
+    /// fulfilled and until [`State::served`] records it on the backing Temporal.
+    pub(crate) fn to_serve(&self, id: &str) -> Option<(String, i32)> {
+        let operation = self.operations.get(id)?;
+        let Target::Namespace(key) = &operation.target else {
+            return None;
+        };
+        let fulfilled = operation.operation.state == async_operation::State::Fulfilled as i32;
+        if !fulfilled
+            || operation.operation.operation_type != "CreateNamespace"
+            || self.served.contains(key)
+        {
+            return None;
+        }
+        let retention = self.namespaces.get(key)?.spec.as_ref()?.retention_days;
+        Some((key.clone(), retention))
+    }
+
+    pub(crate) fn served(&mut self, name: String) {
+        self.served.insert(name);
     }
 
     fn finish(&mut self, id: &str) {

@@ -60,9 +60,15 @@ impl v1::Namespace {
     pub fn summary(&self) -> v1::NamespaceSummary {
         let spec = self.spec_or_default();
         let phase = self.status.as_ref().map(|s| s.phase.clone());
+        let temporal_name = self
+            .status
+            .as_ref()
+            .map(|s| s.temporal_namespace.clone())
+            .filter(|name| !name.is_empty())
+            .unwrap_or(spec.name);
         v1::NamespaceSummary {
             name: self.name().to_owned(),
-            temporal_name: spec.name,
+            temporal_name,
             owner: spec.owner,
             phase: phase.unwrap_or_else(|| phase::PENDING.into()),
             retention_days: spec.retention_days,

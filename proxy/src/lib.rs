@@ -39,7 +39,9 @@ pub use metrics::ProxyMetrics;
 pub use nexus::NexusEndpoints;
 pub use request::Budgets;
 pub use routes::Routes;
-pub use upstream::{Reply, Upstream, UpstreamError, UpstreamTls, Upstreams};
+pub use upstream::{
+    ClientIdentity, Reply, SelfIssued, Upstream, UpstreamError, UpstreamTls, Upstreams,
+};
 
 /// How often the client certificate files are checked for a new certificate.
 const CERTIFICATE_CHECK: Duration = Duration::from_secs(1);

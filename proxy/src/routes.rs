@@ -141,7 +141,12 @@ impl Routes {
             return None;
         }
         let endpoint = self.upstream_override.clone().unwrap_or(status.endpoint);
-        Some((spec.name, endpoint))
+        let name = if status.temporal_namespace.is_empty() {
+            spec.name
+        } else {
+            status.temporal_namespace
+        };
+        Some((name, endpoint))
     }
 }
 

@@ -25,10 +25,41 @@ use crate::keepalive::keep_alive;
 pub struct UpstreamTls {
     /// CA bundle the upstream's certificate chains to; system roots when `None`.
     pub ca: Option<PathBuf>,
-    /// The proxy's client certificate and key (mTLS), re-read when either file changes.
-    pub client: Option<(PathBuf, PathBuf)>,
+    /// The proxy's client certificate (mTLS), if it presents one.
+    pub client: Option<ClientIdentity>,
     /// Name to verify the upstream's certificate against, when not the endpoint's host.
     pub server_name: Option<String>,
+}
+
+/// Where the proxy's client certificate comes from.
+#[derive(Debug, Clone)]
+pub enum ClientIdentity {
+    /// Certificate and key files, re-read when either changes.
+    Files(PathBuf, PathBuf),
+    /// A certificate the proxy issues itself, its key never on disk, renewed at two thirds
+    /// of its life.
+    Issued(Arc<SelfIssued>),
+}
+
+/// What the proxy issues its own certificates with.
+pub struct SelfIssued {
+    /// The CA that signs them (the upstream trusts it).
+    pub authority: plinth_identity::CertificateAuthority,
+    /// Whom they name.
+    pub identity: plinth_identity::Identity,
+    /// The trust domain of the identity's SPIFFE ID.
+    pub trust_domain: plinth_identity::TrustDomain,
+    /// How long each is valid.
+    pub lifetime: Duration,
+}
+
+impl std::fmt::Debug for SelfIssued {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SelfIssued")
+            .field("identity", &self.identity)
+            .field("lifetime", &self.lifetime)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Why an upstream client cannot be made.
@@ -118,12 +149,24 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Transport for T {}
 /// One client per upstream endpoint.
 #[derive(Debug)]
 pub struct Upstreams {
-    tls: Option<UpstreamTls>,
-    /// The TLS settings clients are built with now; replaced when the certificate changes.
-    client_tls: RwLock<Option<Arc<rustls::ClientConfig>>>,
-    /// Modification times of the client certificate and key the current settings were read at.
-    client_files: Mutex<Option<(SystemTime, SystemTime)>>,
+    /// TLS to the platform's own Temporal (and self-hosted namespaces); plaintext when `None`.
+    tls: Option<Tls>,
+    /// TLS to the namespaces of another backend (Temporal Cloud): every endpoint but the
+    /// platform's own, which is named here.
+    managed: Option<(String, Tls)>,
     clients: RwLock<HashMap<String, Arc<Upstream>>>,
+}
+
+/// One set of TLS settings, and the client configuration made from them now.
+#[derive(Debug)]
+struct Tls {
+    settings: UpstreamTls,
+    /// Replaced when the client certificate changes.
+    config: RwLock<Arc<rustls::ClientConfig>>,
+    /// Modification times of the client certificate and key the configuration was read at.
+    client_files: Mutex<Option<(SystemTime, SystemTime)>>,
+    /// When the current self-issued certificate was issued.
+    issued_at: Mutex<Option<Instant>>,
 }
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -137,14 +180,18 @@ const CONNECTION_WINDOW: u32 = 5 << 20;
 impl Upstreams {
     /// Upstreams reached in plaintext (`tls: None`) or over TLS; reads the certificate now.
     pub fn new(tls: Option<UpstreamTls>) -> Result<Self, UpstreamError> {
-        let upstreams = Self {
-            tls,
-            client_tls: RwLock::new(None),
-            client_files: Mutex::new(None),
+        Ok(Self {
+            tls: tls.map(Tls::load).transpose()?,
+            managed: None,
             clients: RwLock::default(),
-        };
-        upstreams.reload_tls()?;
-        Ok(upstreams)
+        })
+    }
+
+    /// Reaches every endpoint but `own` (the platform's Temporal) with `tls`: the namespaces
+    /// of a backend with an access of its own, such as Temporal Cloud.
+    pub fn with_managed(mut self, own: String, tls: UpstreamTls) -> Result<Self, UpstreamError> {
+        self.managed = Some((own, Tls::load(tls)?));
+        Ok(self)
     }
 
     /// The client of `endpoint` (`host:port`), made on first use; it connects on its first call.
@@ -178,24 +225,95 @@ impl Upstreams {
         dropped
     }
 
-    /// Re-reads the client certificate if its files changed. New calls then go over new
-    /// connections made with it; calls in flight finish on the connections they started on.
-    /// Returns whether it changed.
+    /// Re-reads a client certificate whose files changed, or issues a new one at two thirds
+    /// of the current one's life. New calls then go over new connections made with it; calls
+    /// in flight finish on the connections they started on. Returns whether one changed.
     pub fn reload_if_changed(&self) -> Result<bool, UpstreamError> {
-        let Some((cert, key)) = self.tls.as_ref().and_then(|tls| tls.client.as_ref()) else {
-            return Ok(false);
-        };
-        let now = (modified(cert)?, modified(key)?);
-        if *self.client_files.lock().expect("files lock") == Some(now) {
-            return Ok(false);
+        let mut changed = false;
+        for tls in self
+            .tls
+            .iter()
+            .chain(self.managed.iter().map(|(_, tls)| tls))
+        {
+            changed |= tls.reload_if_changed()?;
         }
-        self.reload_tls()?;
-        self.clients.write().expect("clients lock").clear();
+        if changed {
+            self.clients.write().expect("clients lock").clear();
+        }
+        Ok(changed)
+    }
+
+    fn upstream(&self, endpoint: &str) -> Result<Upstream, UpstreamError> {
+        let invalid = |reason: String| UpstreamError::Endpoint {
+            endpoint: endpoint.to_owned(),
+            reason,
+        };
+        let tls = match &self.managed {
+            Some((own, tls)) if own != endpoint => Some(tls),
+            _ => self.tls.as_ref(),
+        };
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let origin: Uri = format!("{scheme}://{endpoint}")
+            .parse()
+            .map_err(|e: http::uri::InvalidUri| invalid(e.to_string()))?;
+        let tls = match tls {
+            None => None,
+            Some(tls) => {
+                let name = match tls.settings.server_name.clone() {
+                    Some(name) => name,
+                    None => origin.host().unwrap_or_default().to_owned(),
+                };
+                let name = ServerName::try_from(name).map_err(|e| invalid(e.to_string()))?;
+                Some((tls.config.read().expect("tls lock").clone(), name))
+            }
+        };
+        Ok(Upstream {
+            endpoint: endpoint.to_owned(),
+            origin: origin.into_parts(),
+            tls,
+            connection: Mutex::new(None),
+            connecting: tokio::sync::Mutex::new(None),
+        })
+    }
+}
+
+impl Tls {
+    fn load(settings: UpstreamTls) -> Result<Self, UpstreamError> {
+        let built = Self::build(&settings)?;
+        Ok(Self {
+            settings,
+            config: RwLock::new(built.config),
+            client_files: Mutex::new(built.files),
+            issued_at: Mutex::new(built.issued_at),
+        })
+    }
+
+    fn reload_if_changed(&self) -> Result<bool, UpstreamError> {
+        match &self.settings.client {
+            None => return Ok(false),
+            Some(ClientIdentity::Files(cert, key)) => {
+                let now = (modified(cert)?, modified(key)?);
+                if *self.client_files.lock().expect("files lock") == Some(now) {
+                    return Ok(false);
+                }
+            }
+            Some(ClientIdentity::Issued(issuer)) => {
+                let renew_after = issuer.lifetime * 2 / 3;
+                let issued_at = *self.issued_at.lock().expect("issued lock");
+                if issued_at.is_some_and(|at| at.elapsed() < renew_after) {
+                    return Ok(false);
+                }
+            }
+        }
+        let built = Self::build(&self.settings)?;
+        *self.config.write().expect("tls lock") = built.config;
+        *self.client_files.lock().expect("files lock") = built.files;
+        *self.issued_at.lock().expect("issued lock") = built.issued_at;
         Ok(true)
     }
 
-    fn reload_tls(&self) -> Result<(), UpstreamError> {
-        let Some(tls) = &self.tls else { return Ok(()) };
+    /// The client configuration, with the file stamps or issue time of its certificate.
+    fn build(tls: &UpstreamTls) -> Result<Built, UpstreamError> {
         let mut roots = rustls::RootCertStore::empty();
         match &tls.ca {
             Some(ca) => {
@@ -216,53 +334,40 @@ impl Upstreams {
         .with_safe_default_protocol_versions()
         .map_err(|e| file_error(Path::new("(TLS settings)"), e.to_string()))?
         .with_root_certificates(roots);
-        let mut config = match &tls.client {
-            Some((cert, key)) => {
+        let (mut config, files, issued) = match &tls.client {
+            Some(ClientIdentity::Files(cert, key)) => {
                 // Timestamps first: a write after this read is seen on the next check.
                 let stamps = (modified(cert)?, modified(key)?);
                 let (chain, private_key) = read_identity(cert, key)?;
                 let config = builder
                     .with_client_auth_cert(chain, private_key)
                     .map_err(|e| file_error(key, format!("does not match the certificate: {e}")))?;
-                *self.client_files.lock().expect("files lock") = Some(stamps);
-                config
+                (config, Some(stamps), None)
             }
-            None => builder.with_no_client_auth(),
+            Some(ClientIdentity::Issued(issuer)) => {
+                let issued_at = Instant::now();
+                let (chain, private_key) = issue(issuer)?;
+                let config = builder
+                    .with_client_auth_cert(chain, private_key)
+                    .map_err(|e| issue_error(e.to_string()))?;
+                (config, None, Some(issued_at))
+            }
+            None => (builder.with_no_client_auth(), None, None),
         };
         config.alpn_protocols = vec![b"h2".to_vec()];
-        *self.client_tls.write().expect("tls lock") = Some(Arc::new(config));
-        Ok(())
-    }
-
-    fn upstream(&self, endpoint: &str) -> Result<Upstream, UpstreamError> {
-        let invalid = |reason: String| UpstreamError::Endpoint {
-            endpoint: endpoint.to_owned(),
-            reason,
-        };
-        let config = self.client_tls.read().expect("tls lock").clone();
-        let scheme = if config.is_some() { "https" } else { "http" };
-        let origin: Uri = format!("{scheme}://{endpoint}")
-            .parse()
-            .map_err(|e: http::uri::InvalidUri| invalid(e.to_string()))?;
-        let tls = match config {
-            None => None,
-            Some(config) => {
-                let name = match self.tls.as_ref().and_then(|tls| tls.server_name.clone()) {
-                    Some(name) => name,
-                    None => origin.host().unwrap_or_default().to_owned(),
-                };
-                let name = ServerName::try_from(name).map_err(|e| invalid(e.to_string()))?;
-                Some((config, name))
-            }
-        };
-        Ok(Upstream {
-            endpoint: endpoint.to_owned(),
-            origin: origin.into_parts(),
-            tls,
-            connection: Mutex::new(None),
-            connecting: tokio::sync::Mutex::new(None),
+        Ok(Built {
+            config: Arc::new(config),
+            files,
+            issued_at: issued,
         })
     }
+}
+
+/// A client configuration and where its certificate came from.
+struct Built {
+    config: Arc<rustls::ClientConfig>,
+    files: Option<(SystemTime, SystemTime)>,
+    issued_at: Option<Instant>,
 }
 
 impl Upstream {
@@ -453,6 +558,26 @@ fn modified(path: &PathBuf) -> Result<SystemTime, UpstreamError> {
 }
 
 /// A half-written pair is refused here, so the previous one stays in use.
+/// A new certificate and key from `issuer`.
+fn issue(
+    issuer: &SelfIssued,
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), UpstreamError> {
+    let issued = issuer
+        .authority
+        .issue_client(&issuer.identity, &issuer.trust_domain, issuer.lifetime)
+        .map_err(|e| issue_error(e.to_string()))?;
+    let chain = CertificateDer::pem_slice_iter(issued.cert_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| issue_error(e.to_string()))?;
+    let key = PrivateKeyDer::from_pem_slice(issued.key_pem.as_bytes())
+        .map_err(|e| issue_error(e.to_string()))?;
+    Ok((chain, key))
+}
+
+fn issue_error(reason: String) -> UpstreamError {
+    file_error(Path::new("(self-issued upstream certificate)"), reason)
+}
+
 fn read_identity(
     cert: &PathBuf,
     key: &PathBuf,

@@ -91,6 +91,9 @@ pub struct ReconcileReport {
     pub changes: Vec<String>,
     /// Where clients reach the namespace.
     pub endpoint: String,
+    /// The namespace's name on the data path (empty in reports recorded before it existed).
+    #[serde(default)]
+    pub temporal_namespace: String,
 }
 
 /// Activity `ReconcileNamespace`: brings the backend to the spec, deriving every write from

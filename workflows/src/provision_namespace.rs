@@ -244,7 +244,13 @@ impl ProvisionNamespace {
         drift_check: bool,
         now: &str,
     ) {
+        let temporal_namespace = if report.temporal_namespace.is_empty() {
+            self.resource.spec_or_default().name
+        } else {
+            report.temporal_namespace.clone()
+        };
         let status = self.status_mut();
+        status.temporal_namespace = temporal_namespace;
         // A retry after a crash may find the namespace already registered: the first
         // successful reconcile is the creation all the same.
         let first = status.observed_generation == 0;
@@ -472,7 +478,21 @@ mod tests {
             created: true,
             changes: vec!["registered".into()],
             endpoint: "127.0.0.1:7233".into(),
+            ..Default::default()
         }
+    }
+
+    #[test]
+    fn the_data_path_name_is_the_backends_or_else_the_specs() {
+        let mut state = ProvisionNamespace::from_resource(resource(30));
+        state.reconciled(1, report(), false, "t1");
+        assert_eq!(state.current_status().temporal_namespace, "fancy-test");
+        let cloud = ReconcileReport {
+            temporal_namespace: "fancy-test.acct".into(),
+            ..report()
+        };
+        state.reconciled(1, cloud, true, "t2");
+        assert_eq!(state.current_status().temporal_namespace, "fancy-test.acct");
     }
 
     #[test]
@@ -515,6 +535,7 @@ mod tests {
             created: false,
             changes: vec!["retention 10d → 30d".into()],
             endpoint: "e".into(),
+            ..Default::default()
         };
         state.reconciled(1, drift, true, "t2");
         let status = state.current_status();

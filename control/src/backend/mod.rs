@@ -166,6 +166,10 @@ pub trait NamespaceBackend: Send + Sync + std::fmt::Debug {
     async fn delete(&self, name: &str) -> Result<(), BackendError>;
     /// Where clients reach the namespace.
     async fn endpoint(&self, name: &str) -> Result<String, BackendError>;
+    /// The namespace's name on the data path: what clients send, and Temporal stores.
+    fn temporal_name(&self, name: &str) -> String {
+        name.to_owned()
+    }
 
     /// Who may use namespace `name`, and how. An unknown namespace is `Rejected`.
     async fn list_access(&self, name: &str) -> Result<BTreeMap<String, AccessLevel>, BackendError>;

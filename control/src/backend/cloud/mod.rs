@@ -839,6 +839,10 @@ impl NamespaceBackend for Cloud {
         )))
     }
 
+    fn temporal_name(&self, name: &str) -> String {
+        self.full_name(name)
+    }
+
     async fn endpoint(&self, name: &str) -> Result<String, BackendError> {
         let namespace = self.get(name).await?.ok_or_else(|| {
             BackendError::Rejected(format!(
@@ -854,7 +858,11 @@ impl NamespaceBackend for Cloud {
         })
     }
 
+    /// Accepts the data-path name too (`orders.<account>`): the proxy and the codec server
+    /// ask about the namespace that calls name, as Cloud's Web UI does.
     async fn list_access(&self, name: &str) -> Result<BTreeMap<String, AccessLevel>, BackendError> {
+        let suffix = format!(".{}", self.settings.account);
+        let name = name.strip_suffix(&suffix).unwrap_or(name);
         Ok(self
             .assignments(name)
             .await?
