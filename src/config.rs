@@ -215,6 +215,9 @@ pub struct BackendConfig {
     pub accepted_client_ca: Option<PathBuf>,
     /// Cloud: namespaces also accept API keys.
     pub api_key_auth: bool,
+    /// Cloud: invite people policies grant access who are not in the account yet (otherwise
+    /// the access run reports them).
+    pub invite_users: bool,
     /// Cloud: the codec server (https) Cloud's Web UI decrypts through.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub codec_endpoint: Option<String>,
@@ -240,6 +243,7 @@ impl Default for BackendConfig {
             api_key_env: None,
             accepted_client_ca: None,
             api_key_auth: false,
+            invite_users: false,
             codec_endpoint: None,
             operation_timeout: Duration::from_secs(600),
             certificate_lifetime: Duration::from_secs(3600),

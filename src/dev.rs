@@ -62,6 +62,21 @@ pub struct DevArgs {
     /// Local user to issue a client certificate for.
     #[arg(long)]
     user: Option<String>,
+    /// Where namespaces are provisioned: the dev server itself, or the Temporal Cloud Ops API
+    /// test double (a stand-in for Cloud, run in this process; workflows still run on the dev
+    /// server).
+    #[arg(long, value_enum, default_value_t = DevBackend::SelfHosted)]
+    backend: DevBackend,
+}
+
+/// `plinth dev --backend`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum DevBackend {
+    /// Namespaces on the dev server.
+    #[default]
+    SelfHosted,
+    /// Namespaces through the Cloud Ops API test double.
+    CloudDouble,
 }
 
 impl DevArgs {
@@ -77,6 +92,7 @@ impl DevArgs {
             worker_metrics_port,
             codec_port,
             user,
+            backend: _,
         } = self.clone();
         dev.ip = ip.unwrap_or(dev.ip.clone());
         dev.grpc_port = grpc_port.unwrap_or(dev.grpc_port);
@@ -101,6 +117,8 @@ struct DevInfo {
     codec: CodecInfo,
     directory: PathBuf,
     identity: IdentityInfo,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cloud: Option<CloudInfo>,
     pids: BTreeMap<&'static str, u32>,
     logs: BTreeMap<&'static str, PathBuf>,
 }
@@ -132,6 +150,15 @@ struct ProxyInfo {
 struct CodecInfo {
     url: String,
     keyring: PathBuf,
+}
+
+/// The Cloud Ops API test double `plinth dev --backend cloud-double` runs.
+#[derive(Debug, Serialize)]
+struct CloudInfo {
+    ops_api: String,
+    account: String,
+    api_key_file: PathBuf,
+    namespace_endpoint: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -263,8 +290,15 @@ pub async fn run(
     };
     args.apply(&mut config.dev);
     let plan = prepare(&config, &home)?;
-    let (mut stack, worker_identity) =
-        start(&plan, &home, &config.dev, &temporal_bin, global).await?;
+    let (mut stack, worker_identity) = start(
+        &plan,
+        &home,
+        &config.dev,
+        &temporal_bin,
+        global,
+        args.backend,
+    )
+    .await?;
     let info = report(&plan, &home, &config, &stack, worker_identity);
     write_dev_json(&home.dev_json(), &info)?;
     println!("{}", banner(&info));
@@ -332,6 +366,8 @@ fn prepare(config: &Config, home: &Home) -> anyhow::Result<Plan> {
 
 /// The children, in the order they start.
 struct Stack {
+    /// The Cloud double and the environment that points the children at it.
+    cloud: Option<CloudDouble>,
     temporal: Supervised,
     worker: Supervised,
     proxy: Supervised,
@@ -347,6 +383,7 @@ async fn start(
     dev: &DevConfig,
     temporal_bin: &Path,
     global: &[OsString],
+    backend: DevBackend,
 ) -> anyhow::Result<(Stack, String)> {
     let Plan {
         grpc_address,
@@ -369,15 +406,21 @@ async fn start(
         connection = connect_when_ready(grpc_address) => connection?,
         status = temporal.child.wait() => return Err(temporal.crashed(status)),
     };
+    let cloud = match backend {
+        DevBackend::SelfHosted => None,
+        DevBackend::CloudDouble => Some(CloudDouble::start(home, dev, grpc_address).await?),
+    };
+    let plinth_command = |subcommand: &[&str]| {
+        let mut command = plinth_command(global, subcommand, grpc_address, settings)?;
+        if let Some(cloud) = &cloud {
+            command.envs(cloud.env.iter().map(|(k, v)| (k, v)));
+        }
+        anyhow::Ok(command)
+    };
 
     let mut worker = Supervised::spawn(
         "Plinth worker",
-        plinth_command(
-            global,
-            &["worker", "--metrics-listen", &plan.worker_metrics_address],
-            grpc_address,
-            settings,
-        )?,
+        plinth_command(&["worker", "--metrics-listen", &plan.worker_metrics_address])?,
         log("worker"),
     )?;
     let canary = tokio::select! {
@@ -393,41 +436,32 @@ async fn start(
 
     let mut proxy = Supervised::spawn(
         "Plinth proxy",
-        plinth_command(
-            global,
-            &[
-                "proxy",
-                "--listen",
-                &plan.proxy_address,
-                "--metrics-listen",
-                &plan.proxy_metrics_address,
-            ],
-            grpc_address,
-            settings,
-        )?,
+        plinth_command(&[
+            "proxy",
+            "--listen",
+            &plan.proxy_address,
+            "--metrics-listen",
+            &plan.proxy_metrics_address,
+        ])?,
         log("proxy"),
     )?;
     proxy.until_listening(&plan.proxy_address).await?;
 
     let mut codec = Supervised::spawn(
         "Plinth codec server",
-        plinth_command(
-            global,
-            &[
-                "codec",
-                "--dev",
-                "--listen",
-                &plan.codec_address,
-                "--allow-origin",
-                &format!("http://{}:{}", dev.ip, dev.ui_port),
-            ],
-            grpc_address,
-            settings,
-        )?,
+        plinth_command(&[
+            "codec",
+            "--dev",
+            "--listen",
+            &plan.codec_address,
+            "--allow-origin",
+            &format!("http://{}:{}", dev.ip, dev.ui_port),
+        ])?,
         log("codec"),
     )?;
     codec.until_listening(&plan.codec_address).await?;
     let stack = Stack {
+        cloud,
         temporal,
         worker,
         proxy,
@@ -476,6 +510,12 @@ fn report(
         },
         directory: plan.directory.clone(),
         identity: identity_info(&dev.user, &config.pki.trust_domain, plan.user_cert.clone()),
+        cloud: stack.cloud.as_ref().map(|cloud| CloudInfo {
+            ops_api: format!("http://{}", cloud.double.address()),
+            account: cloud.double.account(),
+            api_key_file: cloud.api_key_file.clone(),
+            namespace_endpoint: cloud.double.grpc_address(),
+        }),
         pids: std::iter::once(("plinth", std::process::id()))
             .chain(children.iter().map(|(name, child)| (*name, child.pid)))
             .collect(),
@@ -494,6 +534,7 @@ async fn supervise(stack: &mut Stack) -> anyhow::Result<()> {
         worker,
         proxy,
         codec,
+        ..
     } = stack;
     let outcome = tokio::select! {
         _ = shutdown_signal() => Ok(()),
@@ -508,6 +549,71 @@ async fn supervise(stack: &mut Stack) -> anyhow::Result<()> {
     worker.stop().await;
     temporal.stop().await;
     outcome
+}
+
+/// The Temporal Cloud Ops API test double, a stand-in for Cloud in this process: namespaces
+/// it creates are registered on the dev server and reached through its mTLS endpoint, with a
+/// server certificate from Plinth's CA.
+struct CloudDouble {
+    double: plinth_cloud_double::Double,
+    api_key_file: PathBuf,
+    /// `PLINTH_BACKEND_*` settings that point `plinth worker`, `proxy` and `codec` at it.
+    env: Vec<(String, String)>,
+}
+
+impl CloudDouble {
+    async fn start(home: &Home, dev: &DevConfig, temporal: &str) -> anyhow::Result<Self> {
+        let authority = plinth_identity::CertificateAuthority::load(&home.pki_dir())?;
+        let endpoint =
+            authority.issue_server(std::slice::from_ref(&dev.ip), CLOUD_ENDPOINT_CERT_TTL)?;
+        let api_key = random_key()?;
+        let dir = home.root().join("cloud-double");
+        std::fs::create_dir_all(&dir).with_context(|| dir.display().to_string())?;
+        let api_key_file = dir.join("api-key");
+        plinth_identity::write_private(&api_key_file, api_key.as_bytes())?;
+        let double = plinth_cloud_double::Double::start(
+            &format!("{}:0", dev.ip),
+            plinth_cloud_double::Settings {
+                api_keys: vec![api_key],
+                temporal: Some(format!("http://{temporal}")),
+                endpoint: Some(plinth_cloud_double::EndpointIdentity {
+                    cert_pem: endpoint.cert_pem.clone(),
+                    key_pem: endpoint.key_pem.clone(),
+                }),
+                ..Default::default()
+            },
+        )
+        .await?;
+        let env = [
+            ("KIND", "cloud".to_owned()),
+            ("ENDPOINT", format!("http://{}", double.address())),
+            ("ACCOUNT", double.account()),
+            ("API_KEY_FILE", api_key_file.display().to_string()),
+            ("UPSTREAM_CA", home.ca_cert().display().to_string()),
+            ("INVITE_USERS", "true".to_owned()),
+        ]
+        .into_iter()
+        .map(|(key, value)| (format!("PLINTH_BACKEND_{key}"), value))
+        .collect();
+        Ok(Self {
+            double,
+            api_key_file,
+            env,
+        })
+    }
+}
+
+/// The double's endpoint certificate outlives any dev session.
+const CLOUD_ENDPOINT_CERT_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// 32 random bytes, hex: the double's API key for this run.
+fn random_key() -> anyhow::Result<String> {
+    use std::io::Read;
+    let mut bytes = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .context("read /dev/urandom")?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 fn temporal_command(
@@ -696,6 +802,7 @@ fn banner(info: &DevInfo) -> String {
          \x20 Codec server   {codec}  (DEV MODE: unauthenticated from this machine)\n\
          \x20 Worker         {worker}, task queue {tq}  (metrics {worker_metrics})\n\
          \x20 You are        {user}  (certificate {cert})\n\
+         {cloud}\
          \x20 Data dir       {home}  (dev.json, logs/)\n\
          \x20 Dashboards     observability/dashboards/*.json (Grafana: Import); alerts observability/alerts.yml\n\
          \x20                (Prometheus rule_files); scrape the metrics URLs above, see observability/README.md\n\n\
@@ -719,5 +826,9 @@ fn banner(info: &DevInfo) -> String {
         user = info.identity.user,
         cert = info.identity.cert.display(),
         home = info.home.display(),
+        cloud = info.cloud.as_ref().map_or(String::new(), |c| format!(
+            "\x20 Cloud (double) {}  account {}, a stand-in for Temporal Cloud's Ops API; namespaces at {}\n",
+            c.ops_api, c.account, c.namespace_endpoint
+        )),
     )
 }

@@ -116,5 +116,6 @@ pub fn cloud(config: &Config, home: &Home) -> anyhow::Result<Cloud> {
         api_key_auth: backend.api_key_auth,
         codec_endpoint: backend.codec_endpoint.clone(),
         operation_timeout: backend.operation_timeout,
+        invite_users: backend.invite_users,
     })?)
 }

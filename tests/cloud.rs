@@ -7,10 +7,11 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use plinth_cloud_double::{Double, Settings};
+use plinth_cloud_double::{Double, EndpointIdentity, Settings};
+use plinth_identity::CertificateAuthority;
 use plinth_test_harness::cli::{namespace_yaml, ok, stdout, text, wait_for};
 use plinth_test_harness::{
-    ADMIN, DevServer, PAYMENTS_MEMBER, PAYMENTS_TEAM, PlinthStack, TlsRelay, temporal_bin,
+    ADMIN, DevServer, PAYMENTS_MEMBER, PAYMENTS_TEAM, PlinthStack, temporal_bin,
 };
 use temporalio_common::protos::temporal::api::cloud::identity::v1::namespace_access::Permission;
 use temporalio_common::protos::temporal::api::cloud::resource::v1::ResourceState;
@@ -228,33 +229,37 @@ fn temporal_as(profile: &Path, args: &[&str]) -> Output {
 #[test]
 fn calls_reach_a_cloud_namespace_over_mtls_with_certificates_the_proxy_issues_and_renews() {
     let server = DevServer::shared();
-    // Cloud's endpoint: the dev server behind TLS that demands a client certificate.
-    let endpoint = TlsRelay::start(server.address()).unwrap();
+    // Cloud's endpoint: the dev server behind TLS that demands a client certificate from a
+    // CA the namespace accepts.
+    let endpoint_ca = CertificateAuthority::generate("endpoint test CA").unwrap();
+    let endpoint_cert = endpoint_ca
+        .issue_server(&["127.0.0.1".into()], Duration::from_secs(3600))
+        .unwrap();
     let cloud = Cloud::start(Settings {
         temporal: Some(format!("http://{}", server.address())),
-        grpc_address: endpoint.address.clone(),
+        endpoint: Some(EndpointIdentity {
+            cert_pem: endpoint_cert.cert_pem.clone(),
+            key_pem: endpoint_cert.key_pem.clone(),
+        }),
         ..Settings::default()
     });
     cloud.double.add_user(PAYMENTS_MEMBER);
-    let endpoint_ca = cloud.dir.path().join("endpoint-ca.pem");
-    endpoint.write_ca(&endpoint_ca).unwrap();
+    let endpoint_ca_file = cloud.dir.path().join("endpoint-ca.pem");
+    std::fs::write(&endpoint_ca_file, endpoint_ca.cert_pem()).unwrap();
     let backend = format!(
         "{}upstream_ca = \"{}\"\ncertificate_lifetime = \"9s\"\n",
         cloud.backend_section(KEY),
-        endpoint_ca.display()
+        endpoint_ca_file.display()
     );
     let stack =
         PlinthStack::start_configured(server, PLINTH.as_ref(), "10m", "3s", "", &backend).unwrap();
-    let plinth_ca = std::fs::read_to_string(stack.home().join("pki/ca.pem")).unwrap();
-    // The namespace accepts Plinth's CA, as its accepted_client_ca says.
-    endpoint.trust_clients_of(&plinth_ca).unwrap();
 
     let yaml = namespace_yaml("vault", "vault", PAYMENTS_TEAM, 7, "");
     ok(stack.apply_as(PAYMENTS_MEMBER, &yaml, &["--wait"]));
     let status = get_json(&stack, "vault")["status"].clone();
     let full_name = format!("vault.{}", cloud.double.account());
     assert_eq!(status["temporalNamespace"], full_name.as_str());
-    assert_eq!(status["endpoint"], endpoint.address.as_str());
+    assert_eq!(status["endpoint"], cloud.double.grpc_address().as_str());
     ok(stack.plinth_as(
         PAYMENTS_MEMBER,
         &[
@@ -303,7 +308,7 @@ fn calls_reach_a_cloud_namespace_over_mtls_with_certificates_the_proxy_issues_an
         started += 1;
         std::thread::sleep(Duration::from_millis(700));
     }
-    let presented = endpoint.presented();
+    let presented = cloud.double.presented();
     let mut distinct = presented.clone();
     distinct.sort();
     distinct.dedup();

@@ -21,6 +21,11 @@ struct DevProcess {
 
 impl DevProcess {
     fn start(home: &Path, ports: [u16; 8]) -> DevProcess {
+        Self::start_with(home, ports, &[])
+    }
+
+    /// [`DevProcess::start`] with extra `plinth dev` arguments.
+    fn start_with(home: &Path, ports: [u16; 8], args: &[&str]) -> DevProcess {
         let [
             grpc,
             ui,
@@ -38,6 +43,7 @@ impl DevProcess {
             .args(["--proxy-port", &proxy, "--codec-port", &codec])
             .args(["--proxy-metrics-port", &proxy_metrics])
             .args(["--worker-metrics-port", &worker_metrics])
+            .args(args)
             .env("PLINTH_HOME", home)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -211,6 +217,85 @@ fn dev_serves_stops_cleanly_and_keeps_state_across_restarts() {
     );
     let stopped = again.signal_and_wait(Signal::SIGTERM);
     assert!(stopped.status.success(), "{}", text(&stopped));
+}
+
+/// `plinth` with dev's home: its certificate, its proxy.
+fn plinth_in(home: &Path, args: &[&str]) -> Output {
+    Command::new(PLINTH)
+        .args(args)
+        .env("PLINTH_HOME", home)
+        .output()
+        .expect("run plinth")
+}
+
+#[test]
+fn dev_on_the_cloud_double_provisions_through_the_ops_api_and_serves_the_namespace() {
+    let home = tempfile::tempdir().unwrap();
+    let ports = [(); 8].map(|()| free_port());
+    let dev = DevProcess::start_with(home.path(), ports, &["--backend", "cloud-double"]);
+    let info = dev.info();
+    let account = info["cloud"]["account"]
+        .as_str()
+        .expect("the double in dev.json");
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/namespace.yaml");
+    let applied = plinth_in(home.path(), &["apply", "-f", example, "--wait"]);
+    assert!(applied.status.success(), "{}", text(&applied));
+    let full_name = format!("fancy-test.{account}");
+    let listed = plinth_in(home.path(), &["get", "namespaces"]);
+    assert!(
+        String::from_utf8_lossy(&listed.stdout).contains(&full_name),
+        "{}",
+        text(&listed)
+    );
+    let user = info["identity"]["user"].as_str().unwrap();
+    let rule = plinth_in(
+        home.path(),
+        &[
+            "policy",
+            "add-rule",
+            "TEMPORAL-ns-fancy-test",
+            "--user",
+            user,
+        ],
+    );
+    assert!(rule.status.success(), "{}", text(&rule));
+    let profile = home.path().join("fancy.toml");
+    let written = plinth_in(
+        home.path(),
+        &[
+            "profile",
+            "--namespace",
+            &full_name,
+            "--name",
+            "fancy",
+            "--out",
+            profile.to_str().unwrap(),
+        ],
+    );
+    assert!(written.status.success(), "{}", text(&written));
+    // The access run invites the dev user to the account with write; then calls pass.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let started = Command::new(plinth_test_harness::temporal_bin())
+            .args([
+                "workflow",
+                "start",
+                "--type",
+                "Hello",
+                "--task-queue",
+                "hello",
+            ])
+            .args(["--workflow-id", "through-the-double", "--config-file"])
+            .arg(&profile)
+            .args(["--profile", "fancy"])
+            .output()
+            .unwrap();
+        if started.status.success() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{}", text(&started));
+        std::thread::sleep(Duration::from_secs(1));
+    }
 }
 
 #[test]

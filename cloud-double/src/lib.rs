@@ -8,6 +8,7 @@
 //! things behind the caller's back, count calls.
 
 mod backing;
+mod endpoint;
 mod service;
 mod state;
 
@@ -24,6 +25,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+pub use endpoint::EndpointIdentity;
 pub use state::RetryInfo;
 
 /// The API version the vendored protos describe; callers must name one.
@@ -44,13 +46,18 @@ pub struct Settings {
     pub calls_per_second: u32,
     /// The delay the rate limit asks callers to wait.
     pub retry_delay: Duration,
-    /// The mTLS gRPC address every namespace reports as its endpoint.
+    /// The mTLS gRPC address every namespace reports as its endpoint; the double's own
+    /// endpoint's when it serves one.
     pub grpc_address: String,
     /// Region ids `GetRegions` lists, such as `aws-us-east-1`.
     pub regions: Vec<String>,
     /// A Temporal frontend (`http://host:port`) on which each namespace is registered as its
     /// creation completes, so that its data path works; real Cloud runs its own.
     pub temporal: Option<String>,
+    /// Serve the namespaces' endpoint with this certificate: TLS in front of `temporal`
+    /// (which it then requires) that accepts only client certificates from a CA some
+    /// namespace accepts.
+    pub endpoint: Option<EndpointIdentity>,
 }
 
 impl Default for Settings {
@@ -72,6 +79,7 @@ impl Default for Settings {
             .map(String::from)
             .to_vec(),
             temporal: None,
+            endpoint: None,
         }
     }
 }
@@ -79,6 +87,9 @@ impl Default for Settings {
 /// Why the double could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum DoubleError {
+    /// `endpoint` is set without the `temporal` it would lead to.
+    #[error("cloud double: an endpoint needs the Temporal it leads to (Settings::temporal)")]
+    EndpointWithoutTemporal,
     /// The listening address could not be bound.
     #[error("cloud double: cannot listen on {address}: {source}")]
     Listen {
@@ -95,6 +106,8 @@ pub struct Double {
     address: SocketAddr,
     state: Arc<Mutex<state::State>>,
     server: Mutex<Option<Server>>,
+    endpoint: Option<JoinHandle<()>>,
+    presented: Arc<Mutex<Vec<Vec<u8>>>>,
 }
 
 #[derive(Debug)]
@@ -105,21 +118,63 @@ struct Server {
 
 impl Double {
     /// Starts the double on `address` (port 0 picks a free one).
-    pub async fn start(address: &str, settings: Settings) -> Result<Self, DoubleError> {
+    pub async fn start(address: &str, mut settings: Settings) -> Result<Self, DoubleError> {
         let listener = bind(address).await?;
-        let address = listener
-            .local_addr()
-            .map_err(|source| DoubleError::Listen {
+        let local = |listener: &TcpListener| {
+            listener.local_addr().map_err(|source| DoubleError::Listen {
                 address: address.to_owned(),
                 source,
-            })?;
+            })
+        };
+        let bound = local(&listener)?;
+        let endpoint = match settings.endpoint.clone() {
+            None => None,
+            Some(identity) => {
+                let temporal = settings
+                    .temporal
+                    .as_ref()
+                    .ok_or(DoubleError::EndpointWithoutTemporal)?;
+                let temporal = temporal
+                    .strip_prefix("http://")
+                    .unwrap_or(temporal)
+                    .to_owned();
+                let listener = bind(&format!("{}:0", bound.ip())).await?;
+                settings.grpc_address = local(&listener)?.to_string();
+                Some((listener, identity, temporal))
+            }
+        };
         let state = Arc::new(Mutex::new(state::State::new(settings)));
+        let presented = Arc::new(Mutex::new(Vec::new()));
+        let endpoint = endpoint.map(|(listener, identity, temporal)| {
+            endpoint::serve(
+                listener,
+                identity,
+                temporal,
+                state.clone(),
+                presented.clone(),
+            )
+        });
         let server = serve(listener, state.clone());
         Ok(Self {
-            address,
+            address: bound,
             state,
             server: Mutex::new(Some(server)),
+            endpoint,
+            presented,
         })
+    }
+
+    /// The address namespaces report as their endpoint.
+    pub fn grpc_address(&self) -> String {
+        self.with(|state| state.settings.grpc_address.clone())
+    }
+
+    /// The client certificate (DER) of each connection the endpoint accepted, in order.
+    pub fn presented(&self) -> Vec<Vec<u8>> {
+        self.presented
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// Where the double listens (plaintext HTTP/2).
@@ -243,6 +298,9 @@ impl Drop for Double {
             .take()
         {
             server.task.abort();
+        }
+        if let Some(endpoint) = self.endpoint.take() {
+            endpoint.abort();
         }
     }
 }

@@ -391,6 +391,17 @@ impl State {
         Some((key.clone(), retention))
     }
 
+    /// The client CAs (PEM) of namespaces that are up and accept mTLS.
+    pub(crate) fn accepted_client_cas(&self) -> Vec<Vec<u8>> {
+        self.namespaces
+            .values()
+            .filter(|n| n.state != ResourceState::Deleting as i32)
+            .filter_map(|n| n.spec.as_ref()?.mtls_auth.as_ref())
+            .filter(|m| m.enabled)
+            .map(|m| m.accepted_client_ca.clone())
+            .collect()
+    }
+
     pub(crate) fn served(&mut self, name: String) {
         self.served.insert(name);
     }

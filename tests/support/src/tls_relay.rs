@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio::net::{TcpListener, TcpStream};
 
 /// A running relay; stops when dropped.
@@ -17,16 +17,12 @@ pub struct TlsRelay {
     pub address: String,
     ca_cert_pem: String,
     ca: (CertificateParams, KeyPair),
-    /// The relay's server certificate and key.
-    identity: (CertificateDer<'static>, PrivatePkcs8KeyDer<'static>),
-    /// The settings new connections are accepted with.
-    accepting: Arc<Mutex<Arc<rustls::ServerConfig>>>,
     presented: Arc<Mutex<Vec<Vec<u8>>>>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 impl TlsRelay {
-    /// Relays to `target` (plaintext `host:port`), for clients with a certificate of its own CA.
+    /// Relays to `target` (plaintext `host:port`).
     pub fn start(target: String) -> anyhow::Result<TlsRelay> {
         let ca_key = KeyPair::generate()?;
         let mut ca_params = CertificateParams::new(Vec::new())?;
@@ -42,21 +38,33 @@ impl TlsRelay {
         let issuer = Issuer::from_params(&ca_params, &ca_key);
 
         let server_key = KeyPair::generate()?;
-        let server_cert = CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()])?
-            .signed_by(&server_key, &issuer)?;
-        let identity = (
-            server_cert.der().clone(),
-            PrivatePkcs8KeyDer::from(server_key.serialize_der()),
-        );
-        let config = server_config(&identity, &[ca_cert.der().clone()])?;
-        let accepting = Arc::new(Mutex::new(config));
+        let server_cert =
+            CertificateParams::new(vec!["localhost".into()])?.signed_by(&server_key, &issuer)?;
+
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(ca_cert.der().clone())?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            Arc::new(roots),
+            provider.clone(),
+        )
+        .build()?;
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(
+                vec![server_cert.der().clone()],
+                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(server_key.serialize_der())),
+            )?;
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+
         let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
         listener.set_nonblocking(true)?;
         let address = listener.local_addr()?.to_string();
         let presented = Arc::new(Mutex::new(Vec::new()));
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let seen = presented.clone();
-        let accepting_now = accepting.clone();
         std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -69,9 +77,8 @@ impl TlsRelay {
                         let Ok((client, _)) = listener.accept().await else {
                             continue;
                         };
-                        let config = accepting_now.lock().unwrap().clone();
-                        let acceptor = tokio_rustls::TlsAcceptor::from(config);
-                        let (seen, target) = (seen.clone(), target.clone());
+                        let (acceptor, seen, target) =
+                            (acceptor.clone(), seen.clone(), target.clone());
                         tokio::spawn(async move {
                             let Ok(mut tls) = acceptor.accept(client).await else {
                                 return;
@@ -98,21 +105,9 @@ impl TlsRelay {
             address,
             ca_cert_pem: ca_cert.pem(),
             ca: (ca_params, ca_key),
-            identity,
-            accepting,
             presented,
             stop: Some(stop),
         })
-    }
-
-    /// From now on, accepts clients with a certificate from `client_ca` (PEM) instead, as an
-    /// endpoint configured to trust another CA does.
-    pub fn trust_clients_of(&self, client_ca: &str) -> anyhow::Result<()> {
-        use rustls::pki_types::{CertificateDer, pem::PemObject};
-        let roots =
-            CertificateDer::pem_slice_iter(client_ca.as_bytes()).collect::<Result<Vec<_>, _>>()?;
-        *self.accepting.lock().unwrap() = server_config(&self.identity, &roots)?;
-        Ok(())
     }
 
     /// Writes the CA clients must trust.
@@ -140,32 +135,6 @@ impl TlsRelay {
     pub fn presented(&self) -> Vec<Vec<u8>> {
         self.presented.lock().unwrap().clone()
     }
-}
-
-/// Server settings with `identity`, demanding a client certificate that chains to `roots`.
-fn server_config(
-    identity: &(CertificateDer<'static>, PrivatePkcs8KeyDer<'static>),
-    roots: &[CertificateDer<'static>],
-) -> anyhow::Result<Arc<rustls::ServerConfig>> {
-    let mut store = rustls::RootCertStore::empty();
-    for root in roots {
-        store.add(root.clone())?;
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-        Arc::new(store),
-        provider.clone(),
-    )
-    .build()?;
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_client_cert_verifier(verifier)
-        .with_single_cert(
-            vec![identity.0.clone()],
-            PrivateKeyDer::Pkcs8(identity.1.clone_key()),
-        )?;
-    config.alpn_protocols = vec![b"h2".to_vec()];
-    Ok(Arc::new(config))
 }
 
 impl Drop for TlsRelay {

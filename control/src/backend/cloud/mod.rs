@@ -13,14 +13,14 @@ use std::time::Duration;
 use plinth_proto::v1::NamespaceSpec;
 use temporalio_client::tonic::{Code, Status};
 use temporalio_common::protos::temporal::api::cloud::cloudservice::v1::{
-    CreateNamespaceRequest, DeleteNamespaceRequest, GetCurrentIdentityRequest, GetNamespaceRequest,
-    GetRegionsRequest, GetServiceAccountNamespaceAssignmentsRequest, GetServiceAccountsRequest,
-    GetUserNamespaceAssignmentsRequest, GetUserRequest, GetUsersRequest,
+    CreateNamespaceRequest, CreateUserRequest, DeleteNamespaceRequest, GetCurrentIdentityRequest,
+    GetNamespaceRequest, GetRegionsRequest, GetServiceAccountNamespaceAssignmentsRequest,
+    GetServiceAccountsRequest, GetUserNamespaceAssignmentsRequest, GetUserRequest, GetUsersRequest,
     SetServiceAccountNamespaceAccessRequest, SetUserNamespaceAccessRequest, UpdateNamespaceRequest,
     get_current_identity_response::Principal,
 };
 use temporalio_common::protos::temporal::api::cloud::identity::v1::{
-    NamespaceAccess, namespace_access::Permission,
+    Access, NamespaceAccess, UserSpec, namespace_access::Permission,
 };
 use temporalio_common::protos::temporal::api::cloud::namespace::v1::{
     ApiKeyAuthSpec, CodecServerSpec, LifecycleSpec, MtlsAuthSpec, Namespace,
@@ -57,6 +57,9 @@ pub struct CloudSettings {
     pub codec_endpoint: Option<String>,
     /// How long one operation may run before the call gives up (and is retried).
     pub operation_timeout: Duration,
+    /// Invite people a policy grants access who are not users of the account yet (Cloud
+    /// e-mails them); otherwise they are reported.
+    pub invite_users: bool,
 }
 
 /// Namespaces and access on Temporal Cloud.
@@ -572,6 +575,45 @@ impl Cloud {
         )))
     }
 
+    /// Invites `email` to the account with `permission` on namespace `name`: one mutation.
+    async fn invite(
+        &self,
+        name: &str,
+        email: &str,
+        permission: Permission,
+    ) -> Result<(), BackendError> {
+        let namespace = self.full_name(name);
+        let access = Access {
+            namespace_accesses: [(
+                namespace.clone(),
+                NamespaceAccess {
+                    permission: permission as i32,
+                    ..Default::default()
+                },
+            )]
+            .into(),
+            ..Default::default()
+        };
+        let request = CreateUserRequest {
+            spec: Some(UserSpec {
+                email: email.to_owned(),
+                access: Some(access),
+            }),
+            async_operation_id: operation_id("invite", &format!("{namespace}/{email}"), ""),
+        };
+        let result = self
+            .ops
+            .call_status("CreateUser", &mut |mut client| {
+                let request = request.clone();
+                async move { client.create_user(request).await }
+            })
+            .await?;
+        match result {
+            Ok(response) => self.finish(response.into_inner().async_operation).await,
+            Err(status) => Err(ops::classify("CreateUser", status)),
+        }
+    }
+
     async fn version_of(&self, who: &Assignee) -> Result<String, BackendError> {
         match who.kind {
             Kind::User => {
@@ -926,6 +968,14 @@ impl NamespaceBackend for Cloud {
                 None if permission == Permission::Unspecified => continue,
                 None => match self.find(identity, &mut accounts).await {
                     Ok(who) => who,
+                    Err(BackendError::Rejected(_))
+                        if self.settings.invite_users && identity.starts_with("user:") =>
+                    {
+                        self.invite(name, identity.trim_start_matches("user:"), permission)
+                            .await?;
+                        writes += 1;
+                        continue;
+                    }
                     Err(BackendError::Rejected(why)) => {
                         missing.push(why);
                         continue;

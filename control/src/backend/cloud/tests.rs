@@ -41,6 +41,7 @@ async fn fixture(mut settings: Settings) -> Fixture {
         api_key_auth: false,
         codec_endpoint: Some("https://codec.example.com".into()),
         operation_timeout: Duration::from_secs(30),
+        invite_users: false,
     })
     .unwrap();
     Fixture {
@@ -327,4 +328,23 @@ async fn a_key_cloud_does_not_know_is_refused_at_the_identity_check() {
         "{error}"
     );
     assert!(!error.to_string().contains(KEY), "the key is never shown");
+}
+
+#[tokio::test]
+async fn a_person_not_in_the_account_is_invited_with_access_when_configured() {
+    let mut f = fixture(Settings::default()).await;
+    f.backend.settings.invite_users = true;
+    f.backend.register(&spec()).await.unwrap();
+    let grant = [AccessChange::Grant(
+        "user:carol@example.com".into(),
+        AccessLevel::Write,
+    )];
+    assert_eq!(f.backend.apply_access("orders", &grant).await.unwrap(), 1);
+    let carol = f.double.user("carol@example.com").expect("invited");
+    assert!(carol.invitation.is_some());
+    let access = f.backend.list_access("orders").await.unwrap();
+    assert_eq!(
+        access.get("user:carol@example.com"),
+        Some(&AccessLevel::Write)
+    );
 }
