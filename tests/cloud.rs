@@ -170,6 +170,25 @@ fn drift_made_in_cloud_is_repaired_on_the_next_resync() {
 }
 
 #[test]
+fn a_namespace_deleted_in_cloud_behind_plinths_back_is_created_again() {
+    let cloud = Cloud::start(Settings::default());
+    let stack = cloud.stack("2s").unwrap();
+    let yaml = namespace_yaml("phoenix", "phoenix", PAYMENTS_TEAM, 5, "");
+    ok(stack.apply_as(PAYMENTS_MEMBER, &yaml, &["--wait"]));
+    assert!(cloud.double.remove_namespace("phoenix"));
+    wait_for("the namespace back in Cloud", || {
+        cloud
+            .double
+            .namespace("phoenix")
+            .is_some_and(|n| n.state == ResourceState::Active as i32)
+    });
+    assert_eq!(cloud.double.calls()["CreateNamespace"], 2);
+    wait_for("the repair on the status", || {
+        get_json(&stack, "phoenix")["status"]["driftRepairs"].as_i64() >= Some(1)
+    });
+}
+
+#[test]
 fn a_worker_killed_mid_operation_finishes_it_after_restart_without_a_second_create() {
     let cloud = Cloud::start(Settings {
         polls_to_complete: 100_000,

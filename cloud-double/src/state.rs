@@ -1059,3 +1059,239 @@ fn exhausted(delay: Duration) -> Status {
         status.encode_to_vec().into(),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use temporalio_common::protos::temporal::api::cloud::namespace::v1::{
+        CodecServerSpec, MtlsAuthSpec, ReplicaSpec,
+    };
+
+    use super::*;
+
+    /// A self-signed CA certificate, PEM, made for these tests.
+    const CA: &str = include_str!("../testdata/ca.pem");
+
+    fn state() -> State {
+        State::new(Settings::default())
+    }
+
+    fn spec(name: &str) -> NamespaceSpec {
+        NamespaceSpec {
+            name: name.into(),
+            retention_days: 7,
+            replicas: vec![ReplicaSpec {
+                region: "aws-us-east-1".into(),
+            }],
+            mtls_auth: Some(MtlsAuthSpec {
+                accepted_client_ca: CA.as_bytes().to_vec(),
+                enabled: true,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn refused(result: Result<(String, AsyncOperation), Status>) -> Status {
+        result.expect_err("refused")
+    }
+
+    /// Creates `name` and polls its operation to the end; returns the full name.
+    fn created(state: &mut State, name: &str) -> String {
+        let (full, operation) = state.create_namespace(spec(name), "").unwrap();
+        while !is_finished(&state.poll(&operation.id).unwrap()) {}
+        full
+    }
+
+    #[test]
+    fn names_cloud_cannot_hold_are_refused_naming_the_field() {
+        let mut state = state();
+        for name in [
+            "a",
+            "Orders",
+            "9lives",
+            "ends-",
+            "under_score",
+            &"x".repeat(40),
+        ] {
+            let status = refused(state.create_namespace(spec(name), ""));
+            assert_eq!(status.code(), Code::InvalidArgument, "{name}");
+            assert!(
+                status.message().starts_with("spec.name"),
+                "{}",
+                status.message()
+            );
+        }
+        assert_eq!(state.mutations, 0);
+    }
+
+    #[test]
+    fn retention_outside_one_to_ninety_days_is_refused() {
+        let mut state = state();
+        for days in [0, 91] {
+            let status = refused(state.create_namespace(
+                NamespaceSpec {
+                    retention_days: days,
+                    ..spec("orders")
+                },
+                "",
+            ));
+            assert!(
+                status.message().starts_with("spec.retention_days"),
+                "{}",
+                status.message()
+            );
+        }
+    }
+
+    #[test]
+    fn a_region_get_regions_does_not_list_is_refused() {
+        let mut state = state();
+        let status = refused(state.create_namespace(
+            NamespaceSpec {
+                replicas: vec![ReplicaSpec {
+                    region: "us-east-1".into(),
+                }],
+                ..spec("orders")
+            },
+            "",
+        ));
+        assert!(
+            status.message().contains("GetRegions"),
+            "{}",
+            status.message()
+        );
+    }
+
+    #[test]
+    fn an_accepted_ca_that_is_not_pem_ca_certificates_is_refused() {
+        let mut state = state();
+        for bundle in [b"not pem".to_vec(), Vec::new()] {
+            let mut spec = spec("orders");
+            spec.mtls_auth.as_mut().unwrap().accepted_client_ca = bundle;
+            let status = refused(state.create_namespace(spec, ""));
+            assert!(
+                status
+                    .message()
+                    .starts_with("spec.mtls_auth.accepted_client_ca"),
+                "{}",
+                status.message()
+            );
+        }
+    }
+
+    #[test]
+    fn a_codec_server_must_be_https() {
+        let mut state = state();
+        let spec = NamespaceSpec {
+            codec_server: Some(CodecServerSpec {
+                endpoint: "http://codec.example.com".into(),
+                ..Default::default()
+            }),
+            ..spec("orders")
+        };
+        let status = refused(state.create_namespace(spec, ""));
+        assert!(status.message().starts_with("spec.codec_server.endpoint"));
+    }
+
+    #[test]
+    fn an_update_from_a_stale_version_is_aborted_and_changes_nothing() {
+        let mut state = state();
+        let full = created(&mut state, "orders");
+        let stale = state
+            .namespace_by_id(&full)
+            .unwrap()
+            .resource_version
+            .clone();
+        state.edit_namespace(&full, |n| n.spec.as_mut().unwrap().retention_days = 3);
+        let longer = NamespaceSpec {
+            retention_days: 30,
+            ..spec("orders")
+        };
+        let status = state
+            .update_namespace(&full, longer, &stale, "")
+            .unwrap_err();
+        assert_eq!(status.code(), Code::Aborted);
+        assert_eq!(
+            state
+                .namespace_by_id(&full)
+                .unwrap()
+                .spec
+                .as_ref()
+                .unwrap()
+                .retention_days,
+            3
+        );
+    }
+
+    #[test]
+    fn a_namespace_with_an_operation_running_takes_no_other() {
+        let mut state = state();
+        let (full, _) = state.create_namespace(spec("orders"), "").unwrap();
+        let version = state
+            .namespace_by_id(&full)
+            .unwrap()
+            .resource_version
+            .clone();
+        let status = state
+            .update_namespace(&full, spec("orders"), &version, "")
+            .unwrap_err();
+        assert_eq!(status.code(), Code::FailedPrecondition);
+    }
+
+    #[test]
+    fn a_repeated_operation_id_answers_with_the_first_operation_and_runs_once() {
+        let mut state = state();
+        let (_, first) = state
+            .create_namespace(spec("orders"), "op-plinth-1")
+            .unwrap();
+        let (_, again) = state
+            .create_namespace(spec("orders"), "op-plinth-1")
+            .unwrap();
+        assert_eq!(first.id, again.id);
+        assert_eq!(state.mutations, 1);
+    }
+
+    #[test]
+    fn a_failed_update_leaves_the_namespace_as_it_was() {
+        let mut state = state();
+        let full = created(&mut state, "orders");
+        let version = state
+            .namespace_by_id(&full)
+            .unwrap()
+            .resource_version
+            .clone();
+        state.fail_next = Some("capacity".into());
+        let longer = NamespaceSpec {
+            retention_days: 30,
+            ..spec("orders")
+        };
+        let operation = state.update_namespace(&full, longer, &version, "").unwrap();
+        let mut polled = state.poll(&operation.id).unwrap();
+        while !is_finished(&polled) {
+            polled = state.poll(&operation.id).unwrap();
+        }
+        assert_eq!(polled.state, async_operation::State::Failed as i32);
+        assert_eq!(polled.failure_reason, "capacity");
+        let namespace = state.namespace_by_id(&full).unwrap();
+        assert_eq!(namespace.spec.as_ref().unwrap().retention_days, 7);
+        assert_eq!(namespace.state, ResourceState::UpdateFailed as i32);
+    }
+
+    #[test]
+    fn the_rate_limit_refuses_past_the_burst_with_a_retry_delay() {
+        let mut state = State::new(Settings {
+            burst: 2,
+            calls_per_second: 1,
+            ..Settings::default()
+        });
+        assert!(state.admit("GetNamespace").is_ok());
+        assert!(state.admit("GetNamespace").is_ok());
+        let status = state.admit("GetNamespace").unwrap_err();
+        assert_eq!(status.code(), Code::ResourceExhausted);
+        use prost::Message;
+        let details =
+            temporalio_common::protos::google::rpc::Status::decode(status.details()).unwrap();
+        assert_eq!(details.details[0].type_url, RETRY_INFO_TYPE);
+        assert_eq!(state.throttled, 1);
+    }
+}

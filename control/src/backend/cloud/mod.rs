@@ -599,7 +599,7 @@ impl Cloud {
                 email: email.to_owned(),
                 access: Some(access),
             }),
-            async_operation_id: operation_id("invite", &format!("{namespace}/{email}"), ""),
+            async_operation_id: operation_id("invite", &format!("{namespace}/{email}"), &attempt()),
         };
         let result = self
             .ops
@@ -610,6 +610,11 @@ impl Cloud {
             .await?;
         match result {
             Ok(response) => self.finish(response.into_inner().async_operation).await,
+            // Invited meanwhile (or by an attempt that died): give the user the access.
+            Err(status) if status.code() == Code::AlreadyExists => {
+                let who = self.find(&format!("user:{email}"), &mut None).await?;
+                self.set_access(name, who, permission).await
+            }
             Err(status) => Err(ops::classify("CreateUser", status)),
         }
     }
@@ -673,6 +678,16 @@ enum Kind {
 /// Another writer changed the resource since it was read, or an operation still runs on it.
 fn lost_race(status: &Status) -> bool {
     matches!(status.code(), Code::Aborted | Code::FailedPrecondition)
+}
+
+/// What tells creations apart: a resource has no version before it exists, and one deleted
+/// and created again must not be taken for its earlier creation. A second create of the same
+/// name is refused as existing, so a retry cannot create twice.
+fn attempt() -> String {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos())
+        .to_string()
 }
 
 /// The same plan from the same version gets the same id, which Cloud runs once.
@@ -795,7 +810,7 @@ impl NamespaceBackend for Cloud {
         }
         let request = CreateNamespaceRequest {
             spec: Some(self.create_spec(spec).await?),
-            async_operation_id: operation_id("create", &self.full_name(&spec.name), ""),
+            async_operation_id: operation_id("create", &self.full_name(&spec.name), &attempt()),
             ..Default::default()
         };
         let result = self
