@@ -44,6 +44,8 @@ pub(crate) struct State {
     namespaces: BTreeMap<String, Namespace>,
     /// By id.
     users: BTreeMap<String, User>,
+    /// Lowercased e-mail to user id.
+    emails: HashMap<String, String>,
     service_accounts: BTreeMap<String, ServiceAccount>,
     operations: HashMap<String, Operation>,
     next_id: u64,
@@ -113,6 +115,7 @@ impl State {
             settings,
             namespaces: BTreeMap::new(),
             users: BTreeMap::new(),
+            emails: HashMap::new(),
             service_accounts: BTreeMap::new(),
             operations: HashMap::new(),
             next_id: 1,
@@ -220,16 +223,13 @@ impl State {
             created_time: Some(SystemTime::now().into()),
             ..Default::default()
         };
+        self.emails.insert(email.to_lowercase(), id.clone());
         self.users.insert(id.clone(), user);
         id
     }
 
     pub(crate) fn user_by_email(&self, email: &str) -> Option<&User> {
-        self.users.values().find(|u| {
-            u.spec
-                .as_ref()
-                .is_some_and(|s| s.email.eq_ignore_ascii_case(email))
-        })
+        self.users.get(self.emails.get(&email.to_lowercase())?)
     }
 
     pub(crate) fn user(&self, id: &str) -> Option<&User> {
@@ -238,6 +238,7 @@ impl State {
 
     pub(crate) fn remove_user(&mut self, email: &str) -> bool {
         let id = self.user_by_email(email).map(|u| u.id.clone());
+        self.emails.remove(&email.to_lowercase());
         id.is_some_and(|id| self.users.remove(&id).is_some())
     }
 
@@ -653,6 +654,7 @@ impl State {
         for namespace in spec.access.iter().flat_map(|a| a.namespace_accesses.keys()) {
             self.existing_namespace(namespace)?;
         }
+        let email = spec.email.to_lowercase();
         let id = self.next("u");
         let operation = self.start_operation(requested, KIND, Target::User(id.clone()), None);
         let user = User {
@@ -668,6 +670,7 @@ impl State {
             created_time: Some(SystemTime::now().into()),
             ..Default::default()
         };
+        self.emails.insert(email, id.clone());
         self.users.insert(id.clone(), user);
         Ok((id, operation))
     }

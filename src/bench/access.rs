@@ -7,8 +7,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use plinth_activities::reconcile_access;
+use plinth_cloud_double::{Double, Settings as DoubleSettings};
 use plinth_control::directory::{Directory, FileDirectory};
-use plinth_control::{AccessChange, ControlPlane, NamespaceBackend, SelfHosted};
+use plinth_control::{
+    AccessChange, ApiKeySource, Cloud, CloudSettings, ControlPlane, NamespaceBackend, SelfHosted,
+};
 use plinth_proto::policy::{readers_policy_name, seeded_policies, writers_policy_name};
 use plinth_proto::v1::{AccessSummary, NamespaceSpec, Rule};
 use temporalio_client::{Client, ClientOptions};
@@ -35,6 +38,19 @@ pub struct AccessBenchArgs {
     /// Namespaces reconciled at once.
     #[arg(long, default_value_t = 16)]
     concurrency: usize,
+    /// Where the namespaces and their access live: the dev server, or the Temporal Cloud Ops
+    /// API test double (a stand-in for Cloud in this process, its calls counted).
+    #[arg(long, value_enum, default_value_t = AccessBackend::SelfHosted)]
+    backend: AccessBackend,
+}
+
+/// `plinth bench access --backend`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AccessBackend {
+    /// The `plinth dev` Temporal.
+    SelfHosted,
+    /// The Ops API test double.
+    CloudDouble,
 }
 
 /// What one pass over every namespace cost.
@@ -42,6 +58,8 @@ struct Cycle {
     wall: Duration,
     cpu: Duration,
     total: AccessSummary,
+    /// Ops API calls and mutations it made, on the Cloud double.
+    ops: Option<(u64, u64)>,
 }
 
 /// Runs against the `plinth dev` of `$PLINTH_HOME`; use a fresh home: it leaves its
@@ -53,8 +71,22 @@ pub async fn access(
 ) -> anyhow::Result<ExitCode> {
     let dev = DevStack::read(home)?;
     let connection = super::connect(&dev.temporal).await?;
-    let backend: Arc<dyn NamespaceBackend> =
-        Arc::new(SelfHosted::new(connection.clone(), dev.temporal.clone()));
+    let key_dir = tempfile::tempdir()?;
+    let (backend, double): (Arc<dyn NamespaceBackend>, _) = match args.backend {
+        AccessBackend::SelfHosted => (
+            Arc::new(SelfHosted::new(connection.clone(), dev.temporal.clone())),
+            None,
+        ),
+        AccessBackend::CloudDouble => {
+            let (cloud, double) = cloud_double(args, key_dir.path()).await?;
+            (Arc::new(cloud), Some(Arc::new(double)))
+        }
+    };
+    let counted = |double: &Option<Arc<Double>>| {
+        double
+            .as_ref()
+            .map(|d| (d.calls().values().sum::<u64>(), d.mutations()))
+    };
     let client = Client::new(
         connection,
         ClientOptions::new(config.temporal.namespace.clone()).build(),
@@ -72,44 +104,56 @@ pub async fn access(
     let parse = parse_started.elapsed();
 
     eprintln!("setup: {} namespaces and their policies", names.len());
-    for_each(&names, args.concurrency, |i, name| {
-        let (backend, control, admins) = (backend.clone(), control.clone(), admins.clone());
-        let groups = args.groups;
-        async move {
-            if backend.describe(&name).await?.is_none() {
-                let spec = NamespaceSpec {
-                    name: name.clone(),
-                    retention_days: 1,
-                    ..Default::default()
-                };
-                backend.register(&spec).await?;
+    for_each(
+        &names,
+        args.concurrency,
+        || counted(&double),
+        |i, name| {
+            let (backend, control, admins) = (backend.clone(), control.clone(), admins.clone());
+            let groups = args.groups;
+            async move {
+                if backend.describe(&name).await?.is_none() {
+                    let spec = NamespaceSpec {
+                        name: name.clone(),
+                        retention_days: 1,
+                        regions: vec!["us-east-1".into()],
+                        ..Default::default()
+                    };
+                    backend.register(&spec).await?;
+                }
+                let [mut writers, mut readers] = seeded_policies(&name, &admins, "bench-owners");
+                writers.rules = vec![group_rule(i % groups), group_rule((i + 1) % groups)];
+                readers.rules = vec![group_rule((i + 2) % groups)];
+                for policy in [writers, readers] {
+                    control.ensure_policy(policy).await?;
+                }
+                // A full cycle starts from nobody having access.
+                let held = backend.list_access(&name).await?;
+                let revoke: Vec<AccessChange> =
+                    held.into_keys().map(AccessChange::Revoke).collect();
+                backend.apply_access(&name, &revoke).await?;
+                Ok(AccessSummary::default())
             }
-            let [mut writers, mut readers] = seeded_policies(&name, &admins, "bench-owners");
-            writers.rules = vec![group_rule(i % groups), group_rule((i + 1) % groups)];
-            readers.rules = vec![group_rule((i + 2) % groups)];
-            for policy in [writers, readers] {
-                control.ensure_policy(policy).await?;
-            }
-            // A full cycle starts from nobody having access.
-            let held = backend.list_access(&name).await?;
-            let revoke: Vec<AccessChange> = held.into_keys().map(AccessChange::Revoke).collect();
-            backend.apply_access(&name, &revoke).await?;
-            Ok(AccessSummary::default())
-        }
-    })
+        },
+    )
     .await?;
 
     eprintln!("reads only");
-    let reads = for_each(&names, args.concurrency, |_, name| {
-        let (backend, control) = (backend.clone(), control.clone());
-        async move {
-            for policy in [writers_policy_name(&name), readers_policy_name(&name)] {
-                control.policy(&policy).await?;
+    let reads = for_each(
+        &names,
+        args.concurrency,
+        || counted(&double),
+        |_, name| {
+            let (backend, control) = (backend.clone(), control.clone());
+            async move {
+                for policy in [writers_policy_name(&name), readers_policy_name(&name)] {
+                    control.policy(&policy).await?;
+                }
+                backend.list_access(&name).await?;
+                Ok(AccessSummary::default())
             }
-            backend.list_access(&name).await?;
-            Ok(AccessSummary::default())
-        }
-    })
+        },
+    )
     .await?;
     let run = |directory: Arc<dyn Directory>| {
         let (backend, control, admins) = (backend.clone(), control.clone(), admins.clone());
@@ -129,24 +173,50 @@ pub async fn access(
         }
     };
     eprintln!("full cycle");
-    let full = for_each(&names, args.concurrency, run(directory.clone())).await?;
+    let full = for_each(
+        &names,
+        args.concurrency,
+        || counted(&double),
+        run(directory.clone()),
+    )
+    .await?;
     eprintln!("no-change cycle");
-    let quiet = for_each(&names, args.concurrency, run(directory.clone())).await?;
+    let quiet = for_each(
+        &names,
+        args.concurrency,
+        || counted(&double),
+        run(directory.clone()),
+    )
+    .await?;
     let departed: Arc<dyn Directory> = Arc::new(
         FileDirectory::parse(&directory_yaml(args, &admins, args.departures))
             .map_err(anyhow::Error::msg)?,
     );
     eprintln!("cycle after {} departures", args.departures);
-    let some = for_each(&names, args.concurrency, run(departed)).await?;
+    let some = for_each(&names, args.concurrency, || counted(&double), run(departed)).await?;
 
     let n = names.len();
+    let on = match args.backend {
+        AccessBackend::SelfHosted => dev.temporal.clone(),
+        AccessBackend::CloudDouble => "the Temporal Cloud Ops API double".to_owned(),
+    };
     println!(
-        "{n} namespaces, {} people in {} groups, {} at once, on {}\n",
-        args.users, args.groups, args.concurrency, dev.temporal
+        "{n} namespaces, {} people in {} groups, {} at once, on {on}\n",
+        args.users, args.groups, args.concurrency
     );
     println!(
-        "{:<26} {:>8} {:>8} {:>8} {:>7} {:>10} {:>10} {:>11} {:>9}",
-        "", "granted", "revoked", "writes", "total", "wall", "CPU", "CPU per ns", "vs reads"
+        "{:<26} {:>8} {:>8} {:>8} {:>7} {:>10} {:>10} {:>11} {:>9} {:>10} {:>10}",
+        "",
+        "granted",
+        "revoked",
+        "writes",
+        "total",
+        "wall",
+        "CPU",
+        "CPU per ns",
+        "vs reads",
+        "Ops calls",
+        "mutations"
     );
     for (label, cycle) in [
         ("reads only (baseline)", &reads),
@@ -155,8 +225,13 @@ pub async fn access(
         ("after departures", &some),
     ] {
         let t = &cycle.total;
+        let (calls, mutations) = cycle
+            .ops
+            .map_or(("-".to_owned(), "-".to_owned()), |(c, m)| {
+                (c.to_string(), m.to_string())
+            });
         println!(
-            "{:<26} {:>8} {:>8} {:>8} {:>7} {:>10} {:>10} {:>11} {:>9}",
+            "{:<26} {:>8} {:>8} {:>8} {:>7} {:>10} {:>10} {:>11} {:>9} {:>10} {:>10}",
             label,
             t.granted,
             t.revoked,
@@ -166,6 +241,8 @@ pub async fn access(
             ms(cycle.cpu),
             format!("{:.2} ms", cycle.cpu.as_secs_f64() * 1e3 / n as f64),
             ratio(cycle.cpu, reads.cpu),
+            calls,
+            mutations,
         );
     }
     println!("\ndirectory parse: {} ms", parse.as_millis());
@@ -175,6 +252,44 @@ pub async fn access(
         memory_of(dev.worker_pid)?.0
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// The Cloud backend against an Ops API double in this process that knows every person of
+/// the bench's directory, finishes operations at the first poll and does not rate-limit.
+async fn cloud_double(
+    args: &AccessBenchArgs,
+    dir: &std::path::Path,
+) -> anyhow::Result<(Cloud, Double)> {
+    let key = "bench-cloud-key";
+    let double = Double::start(
+        "127.0.0.1:0",
+        DoubleSettings {
+            api_keys: vec![key.into()],
+            polls_to_complete: 1,
+            burst: u32::MAX,
+            calls_per_second: u32::MAX,
+            ..Default::default()
+        },
+    )
+    .await?;
+    double.add_user("dev@example.com");
+    for i in 0..args.users {
+        double.add_user(&format!("user-{i}@bench.example"));
+    }
+    let key_file = dir.join("api-key");
+    std::fs::write(&key_file, key)?;
+    let ca = plinth_identity::CertificateAuthority::generate("bench CA")?;
+    let cloud = Cloud::new(CloudSettings {
+        endpoint: format!("http://{}", double.address()),
+        account: double.account(),
+        api_key: ApiKeySource::File(key_file),
+        accepted_client_ca: ca.cert_pem().as_bytes().to_vec(),
+        api_key_auth: false,
+        codec_endpoint: None,
+        operation_timeout: Duration::from_secs(60),
+        invite_users: false,
+    })?;
+    Ok((cloud, double))
 }
 
 fn group_rule(index: usize) -> Rule {
@@ -214,11 +329,17 @@ fn directory_yaml(args: &AccessBenchArgs, admins: &str, departed: usize) -> Stri
 
 /// Runs `work` for every name, `concurrency` at once; returns the wall time, this
 /// process's CPU time and the summed summaries.
-async fn for_each<F, Fut>(names: &[String], concurrency: usize, work: F) -> anyhow::Result<Cycle>
+async fn for_each<F, Fut>(
+    names: &[String],
+    concurrency: usize,
+    counted: impl Fn() -> Option<(u64, u64)>,
+    work: F,
+) -> anyhow::Result<Cycle>
 where
     F: Fn(usize, String) -> Fut,
     Fut: Future<Output = Result<AccessSummary, plinth_control::BackendError>> + Send + 'static,
 {
+    let ops_before = counted();
     let cpu_before = cpu_time()?;
     let started = Instant::now();
     let mut tasks = JoinSet::new();
@@ -241,10 +362,14 @@ where
     while let Some(done) = tasks.join_next().await {
         add(done??);
     }
+    let ops = counted()
+        .zip(ops_before)
+        .map(|(after, before)| (after.0 - before.0, after.1 - before.1));
     Ok(Cycle {
         wall: started.elapsed(),
         cpu: cpu_time()? - cpu_before,
         total,
+        ops,
     })
 }
 

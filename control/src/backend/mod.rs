@@ -76,6 +76,14 @@ impl ObservedNamespace {
     }
 }
 
+/// A fraction in [0, 1) that differs between callers and calls, to spread retries.
+pub(crate) fn jitter() -> f64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    f64::from(nanos % 1000) / 1000.0
+}
+
 fn on_off(on: bool) -> &'static str {
     if on { "on" } else { "off" }
 }

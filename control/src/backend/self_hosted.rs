@@ -18,7 +18,7 @@ use temporalio_common::protos::temporal::api::workflowservice::v1::{
 };
 
 use crate::backend::{
-    AccessChange, AccessLevel, BackendError, NamespaceBackend, ObservedNamespace,
+    AccessChange, AccessLevel, BackendError, NamespaceBackend, ObservedNamespace, jitter,
 };
 
 const DAY: u64 = 24 * 3600;
@@ -396,14 +396,6 @@ where
             result => return result,
         }
     }
-}
-
-/// A fraction in [0, 1) that differs between callers and calls.
-fn jitter() -> f64 {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    f64::from(nanos % 1000) / 1000.0
 }
 
 fn retention(spec: &NamespaceSpec) -> Duration {

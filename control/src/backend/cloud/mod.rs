@@ -8,7 +8,10 @@
 mod ops;
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::Duration;
+
+use futures::StreamExt;
 
 use plinth_proto::v1::NamespaceSpec;
 use temporalio_client::tonic::{Code, Status};
@@ -30,13 +33,17 @@ use temporalio_common::protos::temporal::api::cloud::operation::v1::AsyncOperati
 use temporalio_common::protos::temporal::api::cloud::resource::v1::ResourceState;
 
 use crate::backend::{
-    AccessChange, AccessLevel, BackendError, NamespaceBackend, ObservedNamespace, progress,
+    AccessChange, AccessLevel, BackendError, NamespaceBackend, ObservedNamespace, jitter, progress,
 };
 pub use ops::ApiKeySource;
 use ops::Ops;
 
 /// How many times a mutation is planned again after losing a `resource_version` race.
 const CONFLICT_RETRIES: usize = 5;
+/// Access writes of one run in flight at once: each is an operation that takes a while.
+const ACCESS_WRITES_AT_ONCE: usize = 8;
+/// Past this many principals, the turns nobody holds are forgotten.
+const PRUNE_TURNS_ABOVE: usize = 1024;
 /// The most Cloud serves in one page.
 const PAGE_SIZE: i32 = 1000;
 
@@ -69,6 +76,10 @@ pub struct Cloud {
     settings: CloudSettings,
     /// Region ids `GetRegions` listed, read once.
     regions: tokio::sync::OnceCell<Vec<String>>,
+    /// One access write at a time per user or service account in this process: access runs
+    /// of different namespaces change the same people, and each write needs the version the
+    /// one before it left.
+    principal_turns: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl Cloud {
@@ -78,6 +89,7 @@ impl Cloud {
             ops: Ops::new(&settings.endpoint, settings.api_key.clone())?,
             settings,
             regions: tokio::sync::OnceCell::new(),
+            principal_turns: std::sync::Mutex::default(),
         })
     }
 
@@ -427,11 +439,12 @@ impl Cloud {
         Ok(found)
     }
 
-    /// The Cloud principal `identity` names, when it has no access to the namespace yet.
+    /// The Cloud principal `identity` names, when it has no access to the namespace yet:
+    /// people are looked up by e-mail, apps among the account's service `accounts`.
     async fn find(
         &self,
         identity: &str,
-        accounts: &mut Option<HashMap<String, Assignee>>,
+        accounts: &HashMap<String, Assignee>,
     ) -> Result<Assignee, BackendError> {
         if let Some(email) = identity.strip_prefix("user:") {
             let request = GetUsersRequest {
@@ -461,18 +474,12 @@ impl Cloud {
             });
         }
         let name = identity.strip_prefix("app:").unwrap_or(identity);
-        if accounts.is_none() {
-            *accounts = Some(self.service_accounts().await?);
-        }
-        accounts
-            .as_ref()
-            .and_then(|a| a.get(name).cloned())
-            .ok_or_else(|| {
-                BackendError::Rejected(format!(
-                    "app {name} has no service account in the Temporal Cloud account {}",
-                    self.settings.account
-                ))
-            })
+        accounts.get(name).cloned().ok_or_else(|| {
+            BackendError::Rejected(format!(
+                "app {name} has no service account in the Temporal Cloud account {}",
+                self.settings.account
+            ))
+        })
     }
 
     async fn service_accounts(&self) -> Result<HashMap<String, Assignee>, BackendError> {
@@ -519,6 +526,7 @@ impl Cloud {
         permission: Permission,
     ) -> Result<(), BackendError> {
         let namespace = self.full_name(name);
+        let _turn = self.turn_of(&who.id).await;
         for _ in 0..CONFLICT_RETRIES {
             let access = Some(NamespaceAccess {
                 permission: permission as i32,
@@ -565,7 +573,11 @@ impl Cloud {
             };
             match result {
                 Ok(operation) => return self.finish(operation).await,
-                Err(status) if lost_race(&status) => who.version = self.version_of(&who).await?,
+                Err(status) if lost_race(&status) => {
+                    // Runs of other namespaces change the same person: spread the retries.
+                    tokio::time::sleep(Duration::from_millis(50).mul_f64(0.2 + jitter())).await;
+                    who.version = self.version_of(&who).await?;
+                }
                 Err(status) => return Err(ops::classify("SetNamespaceAccess", status)),
             }
         }
@@ -612,11 +624,27 @@ impl Cloud {
             Ok(response) => self.finish(response.into_inner().async_operation).await,
             // Invited meanwhile (or by an attempt that died): give the user the access.
             Err(status) if status.code() == Code::AlreadyExists => {
-                let who = self.find(&format!("user:{email}"), &mut None).await?;
+                let who = self.find(&format!("user:{email}"), &HashMap::new()).await?;
                 self.set_access(name, who, permission).await
             }
             Err(status) => Err(ops::classify("CreateUser", status)),
         }
+    }
+
+    /// Waits for the turn of principal `id` to be written; the map keeps only principals
+    /// someone is writing or waiting for, once it grows.
+    async fn turn_of(&self, id: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let turn = {
+            let mut turns = self
+                .principal_turns
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if turns.len() > PRUNE_TURNS_ABOVE {
+                turns.retain(|_, turn| Arc::strong_count(turn) > 1);
+            }
+            turns.entry(id.to_owned()).or_default().clone()
+        };
+        turn.lock_owned().await
     }
 
     async fn version_of(&self, who: &Assignee) -> Result<String, BackendError> {
@@ -956,8 +984,8 @@ impl NamespaceBackend for Cloud {
             .map(drop)
     }
 
-    /// One read of who has access, then one write per change: people not in the account are
-    /// reported together after the others are applied.
+    /// One read of who has access, then one write per change, a few at once; people not in
+    /// the account are reported together after the others are applied.
     async fn apply_access(
         &self,
         name: &str,
@@ -967,44 +995,89 @@ impl NamespaceBackend for Cloud {
             return Ok(0);
         }
         let current = self.assignments(name).await?;
-        let mut accounts = None;
+        let unknown_app =
+            |identity: &String| identity.starts_with("app:") && !current.contains_key(identity);
+        let accounts = if changes.iter().any(|c| match c {
+            AccessChange::Grant(identity, _) | AccessChange::Change(identity, _) => {
+                unknown_app(identity)
+            }
+            AccessChange::Revoke(_) => false,
+        }) {
+            self.service_accounts().await?
+        } else {
+            HashMap::new()
+        };
+        type Work<'a> = std::pin::Pin<
+            Box<dyn std::future::Future<Output = Result<Applied, BackendError>> + Send + 'a>,
+        >;
+        let work: Vec<Work<'_>> = changes
+            .iter()
+            .map(|change| -> Work<'_> {
+                Box::pin(self.apply_change(name, change, &current, &accounts))
+            })
+            .collect();
+        let outcomes: Vec<Result<Applied, BackendError>> = futures::stream::iter(work)
+            .buffer_unordered(ACCESS_WRITES_AT_ONCE)
+            .collect()
+            .await;
         let mut writes = 0u32;
         let mut missing = Vec::new();
-        for change in changes {
-            let (identity, permission) = match change {
-                AccessChange::Grant(identity, level) | AccessChange::Change(identity, level) => {
-                    (identity, permission_of(*level))
-                }
-                AccessChange::Revoke(identity) => (identity, Permission::Unspecified),
-            };
-            let who = match current.get(identity) {
-                Some(who) if who.permission == permission as i32 => continue,
-                Some(who) => who.clone(),
-                None if permission == Permission::Unspecified => continue,
-                None => match self.find(identity, &mut accounts).await {
-                    Ok(who) => who,
-                    Err(BackendError::Rejected(_))
-                        if self.settings.invite_users && identity.starts_with("user:") =>
-                    {
-                        self.invite(name, identity.trim_start_matches("user:"), permission)
-                            .await?;
-                        writes += 1;
-                        continue;
-                    }
-                    Err(BackendError::Rejected(why)) => {
-                        missing.push(why);
-                        continue;
-                    }
-                    Err(e) => return Err(e),
-                },
-            };
-            self.set_access(name, who, permission).await?;
-            writes += 1;
+        for outcome in outcomes {
+            match outcome? {
+                Applied::Wrote => writes += 1,
+                Applied::Nothing => {}
+                Applied::Missing(why) => missing.push(why),
+            }
         }
         if !missing.is_empty() {
+            missing.sort();
             return Err(BackendError::Rejected(missing.join("; ")));
         }
         Ok(writes)
+    }
+}
+
+/// What one access change came to.
+enum Applied {
+    Wrote,
+    Nothing,
+    /// The principal is not in the account: why.
+    Missing(String),
+}
+
+impl Cloud {
+    async fn apply_change(
+        &self,
+        name: &str,
+        change: &AccessChange,
+        current: &BTreeMap<String, Assignee>,
+        accounts: &HashMap<String, Assignee>,
+    ) -> Result<Applied, BackendError> {
+        let (identity, permission) = match change {
+            AccessChange::Grant(identity, level) | AccessChange::Change(identity, level) => {
+                (identity, permission_of(*level))
+            }
+            AccessChange::Revoke(identity) => (identity, Permission::Unspecified),
+        };
+        let who = match current.get(identity) {
+            Some(who) if who.permission == permission as i32 => return Ok(Applied::Nothing),
+            Some(who) => who.clone(),
+            None if permission == Permission::Unspecified => return Ok(Applied::Nothing),
+            None => match self.find(identity, accounts).await {
+                Ok(who) => who,
+                Err(BackendError::Rejected(_))
+                    if self.settings.invite_users && identity.starts_with("user:") =>
+                {
+                    self.invite(name, identity.trim_start_matches("user:"), permission)
+                        .await?;
+                    return Ok(Applied::Wrote);
+                }
+                Err(BackendError::Rejected(why)) => return Ok(Applied::Missing(why)),
+                Err(e) => return Err(e),
+            },
+        };
+        self.set_access(name, who, permission).await?;
+        Ok(Applied::Wrote)
     }
 }
 
