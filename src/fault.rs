@@ -66,28 +66,6 @@ impl NamespaceBackend for PauseAfterRegister {
         self.inner.list_access(name).await
     }
 
-    async fn grant(
-        &self,
-        name: &str,
-        identity: &str,
-        level: AccessLevel,
-    ) -> Result<(), BackendError> {
-        self.inner.grant(name, identity, level).await
-    }
-
-    async fn change_access(
-        &self,
-        name: &str,
-        identity: &str,
-        level: AccessLevel,
-    ) -> Result<(), BackendError> {
-        self.inner.change_access(name, identity, level).await
-    }
-
-    async fn revoke(&self, name: &str, identity: &str) -> Result<(), BackendError> {
-        self.inner.revoke(name, identity).await
-    }
-
     async fn apply_access(
         &self,
         name: &str,

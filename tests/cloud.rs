@@ -3,16 +3,12 @@
 //! Cloud's public protos: Temporal Cloud cannot be reached from here). The control plane runs
 //! on a real Temporal dev server.
 
-use std::path::Path;
-use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use plinth_cloud_double::{Double, EndpointIdentity, Settings};
 use plinth_identity::CertificateAuthority;
-use plinth_test_harness::cli::{namespace_yaml, ok, stdout, text, wait_for};
-use plinth_test_harness::{
-    ADMIN, DevServer, PAYMENTS_MEMBER, PAYMENTS_TEAM, PlinthStack, temporal_bin,
-};
+use plinth_test_harness::cli::{namespace_yaml, ok, stdout, temporal_as, text, wait_for};
+use plinth_test_harness::{ADMIN, DevServer, PAYMENTS_MEMBER, PAYMENTS_TEAM, PlinthStack};
 use temporalio_common::protos::temporal::api::cloud::identity::v1::namespace_access::Permission;
 use temporalio_common::protos::temporal::api::cloud::resource::v1::ResourceState;
 
@@ -232,17 +228,6 @@ fn calls_the_ops_api_rate_limits_are_retried_and_never_fail_the_reconcile() {
         assert!(!events.contains("ReconcileFailed"), "{events}");
     }
     assert!(cloud.double.throttled() > 0, "the burst was exceeded");
-}
-
-/// `temporal` with a profile from `plinth profile`.
-fn temporal_as(profile: &Path, args: &[&str]) -> Output {
-    Command::new(temporal_bin())
-        .args(args)
-        .arg("--config-file")
-        .arg(profile)
-        .args(["--profile", "team"])
-        .output()
-        .expect("run the temporal CLI")
 }
 
 #[test]

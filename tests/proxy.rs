@@ -8,7 +8,9 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use plinth_test_harness::cli::{namespace_yaml, ok, stderr, stdout, temporal, text, wait_for};
+use plinth_test_harness::cli::{
+    namespace_yaml, ok, stderr, stdout, temporal, temporal_as, text, wait_for,
+};
 use plinth_test_harness::{
     ADMIN, DIRECTORY, DevServer, OUTSIDER, PAYMENTS_MEMBER, PAYMENTS_TEAM, PlinthStack, TlsRelay,
     temporal_bin,
@@ -17,17 +19,6 @@ use plinth_test_harness::{
 const PLINTH: &str = env!("CARGO_BIN_EXE_plinth");
 const READER: &str = "erin@example.com";
 const LEAVER: &str = "frank@example.com";
-
-/// `temporal` with a profile from `plinth profile`.
-fn temporal_as(profile: &Path, args: &[&str]) -> Output {
-    Command::new(temporal_bin())
-        .args(args)
-        .arg("--config-file")
-        .arg(profile)
-        .args(["--profile", "team"])
-        .output()
-        .expect("run the temporal CLI")
-}
 
 /// `temporal workflow start` of the Python worker's `Parcel` on task queue `parcels`.
 fn start_parcel(profile: &Path, workflow_id: &str, contents: &str) -> Output {

@@ -199,9 +199,9 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use plinth_control::AccessLevel;
     use plinth_control::directory::FileDirectory;
     use plinth_control::memory::MemoryBackend;
+    use plinth_control::{AccessChange, AccessLevel};
     use plinth_proto::v1::NamespaceSpec;
 
     const DIRECTORY: &str = "
@@ -270,7 +270,13 @@ groups:
         let (backend, directory, policies) = setup().await;
         run(&backend, &directory, &policies).await.unwrap();
         backend
-            .grant("orders", "user:mallory@example.com", AccessLevel::Write)
+            .apply_access(
+                "orders",
+                &[AccessChange::Grant(
+                    "user:mallory@example.com".into(),
+                    AccessLevel::Write,
+                )],
+            )
             .await
             .unwrap();
         let summary = run(&backend, &directory, &policies).await.unwrap();

@@ -5,14 +5,14 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use temporalio_common::protos::temporal::api::cloud::cloudservice::v1::*;
 use temporalio_common::protos::temporal::api::cloud::identity::v1::{
-    AccountAccess, NamespaceAccess, ServiceAccount, ServiceAccountNamespaceAssignment,
-    ServiceAccountSpec, UserNamespaceAssignment, account_access,
+    AccountAccess, ServiceAccount, ServiceAccountNamespaceAssignment, ServiceAccountSpec,
+    UserNamespaceAssignment, account_access,
 };
 use temporalio_common::protos::temporal::api::cloud::region::v1::{Region, region};
 use tonic::{Request, Response, Status};
 
 use crate::API_VERSION_HEADER;
-use crate::state::State;
+use crate::state::{Principals, State};
 
 mod generated {
     #![allow(missing_docs, clippy::all)]
@@ -333,20 +333,15 @@ impl CloudService for Double {
         let request = request.into_inner();
         self.call("GetUserNamespaceAssignments", |state| {
             let all: Vec<UserNamespaceAssignment> = state
-                .user_assignments(&request.namespace)?
+                .assignments(&request.namespace, Principals::Users)?
                 .into_iter()
-                .map(
-                    |(id, email, permission, resource_version)| UserNamespaceAssignment {
-                        id,
-                        email,
-                        namespace_access: Some(NamespaceAccess {
-                            permission,
-                            ..Default::default()
-                        }),
-                        inherited_access: false,
-                        resource_version,
-                    },
-                )
+                .map(|a| UserNamespaceAssignment {
+                    id: a.id,
+                    email: a.name,
+                    namespace_access: Some(a.access),
+                    inherited_access: false,
+                    resource_version: a.resource_version,
+                })
                 .collect();
             let (users, next_page_token) =
                 crate::state::page_of(all, request.page_size, &request.page_token)?;
@@ -414,20 +409,15 @@ impl CloudService for Double {
         let request = request.into_inner();
         self.call("GetServiceAccountNamespaceAssignments", |state| {
             let all: Vec<ServiceAccountNamespaceAssignment> = state
-                .service_account_assignments(&request.namespace)?
+                .assignments(&request.namespace, Principals::ServiceAccounts)?
                 .into_iter()
-                .map(
-                    |(id, name, permission, resource_version)| ServiceAccountNamespaceAssignment {
-                        id,
-                        name,
-                        namespace_access: Some(NamespaceAccess {
-                            permission,
-                            ..Default::default()
-                        }),
-                        inherited_access: false,
-                        resource_version,
-                    },
-                )
+                .map(|a| ServiceAccountNamespaceAssignment {
+                    id: a.id,
+                    name: a.name,
+                    namespace_access: Some(a.access),
+                    inherited_access: false,
+                    resource_version: a.resource_version,
+                })
                 .collect();
             let (service_accounts, next_page_token) =
                 crate::state::page_of(all, request.page_size, &request.page_token)?;

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant, SystemTime};
 
 use temporalio_common::protos::temporal::api::cloud::identity::v1::{
-    NamespaceAccess, ServiceAccount, ServiceAccountSpec, User, UserSpec, namespace_access,
+    Access, NamespaceAccess, ServiceAccount, ServiceAccountSpec, User, UserSpec, namespace_access,
 };
 use temporalio_common::protos::temporal::api::cloud::namespace::v1::{
     Endpoints, Namespace, NamespaceSpec,
@@ -30,6 +30,21 @@ pub struct RetryInfo {
 
 /// The type URL `RetryInfo` travels under in `google.rpc.Status.details`.
 pub const RETRY_INFO_TYPE: &str = "type.googleapis.com/google.rpc.RetryInfo";
+
+/// Whose namespace assignments are asked for.
+#[derive(Clone, Copy)]
+pub(crate) enum Principals {
+    Users,
+    ServiceAccounts,
+}
+
+/// One principal's access to a namespace: id, e-mail or name, access, version.
+pub(crate) struct Assignment {
+    pub(crate) id: String,
+    pub(crate) name: String,
+    pub(crate) access: NamespaceAccess,
+    pub(crate) resource_version: String,
+}
 
 /// A change made to a namespace from outside the API.
 pub(crate) type Edit = Box<dyn FnOnce(&mut Namespace) + Send>;
@@ -303,45 +318,48 @@ impl State {
         )
     }
 
-    /// Everyone with access to `namespace`, as (id, name or e-mail, permission, version).
-    pub(crate) fn user_assignments(
+    /// The users or service accounts with access to `namespace`.
+    pub(crate) fn assignments(
         &self,
         namespace: &str,
-    ) -> Result<Vec<(String, String, i32, String)>, Status> {
+        principals: Principals,
+    ) -> Result<Vec<Assignment>, Status> {
         let key = self.existing_namespace(namespace)?;
-        Ok(self
-            .users
-            .values()
-            .filter_map(|u| {
-                let spec = u.spec.as_ref()?;
-                let access = access_of(spec.access.as_ref(), &key)?;
-                Some((
-                    u.id.clone(),
-                    spec.email.clone(),
-                    access,
-                    u.resource_version.clone(),
-                ))
-            })
-            .collect())
-    }
-
-    pub(crate) fn service_account_assignments(
-        &self,
-        namespace: &str,
-    ) -> Result<Vec<(String, String, i32, String)>, Status> {
-        let key = self.existing_namespace(namespace)?;
-        Ok(self
-            .service_accounts
-            .values()
-            .filter_map(|a| {
-                let spec = a.spec.as_ref()?;
-                let access = access_of(spec.access.as_ref(), &key)?;
-                Some((
-                    a.id.clone(),
-                    spec.name.clone(),
-                    access,
-                    a.resource_version.clone(),
-                ))
+        let all: Vec<(&String, &String, Option<&Access>, &String)> = match principals {
+            Principals::Users => self
+                .users
+                .values()
+                .filter_map(|u| {
+                    let spec = u.spec.as_ref()?;
+                    Some((
+                        &u.id,
+                        &spec.email,
+                        spec.access.as_ref(),
+                        &u.resource_version,
+                    ))
+                })
+                .collect(),
+            Principals::ServiceAccounts => self
+                .service_accounts
+                .values()
+                .filter_map(|a| {
+                    let spec = a.spec.as_ref()?;
+                    Some((&a.id, &spec.name, spec.access.as_ref(), &a.resource_version))
+                })
+                .collect(),
+        };
+        Ok(all
+            .into_iter()
+            .filter_map(|(id, name, access, version)| {
+                Some(Assignment {
+                    id: id.clone(),
+                    name: name.clone(),
+                    access: NamespaceAccess {
+                        permission: access_of(access, &key)?,
+                        ..Default::default()
+                    },
+                    resource_version: version.clone(),
+                })
             })
             .collect())
     }
@@ -944,10 +962,7 @@ fn set_permission(
     }
 }
 
-fn access_of(
-    access: Option<&temporalio_common::protos::temporal::api::cloud::identity::v1::Access>,
-    namespace: &str,
-) -> Option<i32> {
+fn access_of(access: Option<&Access>, namespace: &str) -> Option<i32> {
     access?
         .namespace_accesses
         .get(namespace)

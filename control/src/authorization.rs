@@ -210,6 +210,7 @@ impl AccessCheck for AccessLists {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::AccessChange;
     use crate::backend::memory::MemoryBackend;
     use plinth_proto::v1::NamespaceSpec;
 
@@ -222,7 +223,13 @@ mod tests {
         };
         backend.register(&spec).await.unwrap();
         backend
-            .grant("orders", "user:alice@example.com", AccessLevel::Write)
+            .apply_access(
+                "orders",
+                &[AccessChange::Grant(
+                    "user:alice@example.com".into(),
+                    AccessLevel::Write,
+                )],
+            )
             .await
             .unwrap();
         backend

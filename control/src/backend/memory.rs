@@ -8,7 +8,7 @@ use std::sync::Mutex;
 
 use plinth_proto::v1::NamespaceSpec;
 
-use crate::{AccessLevel, BackendError, NamespaceBackend, ObservedNamespace};
+use crate::{AccessChange, AccessLevel, BackendError, NamespaceBackend, ObservedNamespace};
 
 /// Namespaces and their access lists in memory.
 #[derive(Debug, Default)]
@@ -197,30 +197,26 @@ impl NamespaceBackend for MemoryBackend {
         self.on("list_access", name, |stored| stored.access.clone())
     }
 
-    async fn grant(
+    /// One write per change, recorded as `grant`, `change_access` or `revoke`.
+    async fn apply_access(
         &self,
         name: &str,
-        identity: &str,
-        level: AccessLevel,
-    ) -> Result<(), BackendError> {
-        self.turn().await;
-        self.set("grant", name, identity, level)
-    }
-
-    async fn change_access(
-        &self,
-        name: &str,
-        identity: &str,
-        level: AccessLevel,
-    ) -> Result<(), BackendError> {
-        self.turn().await;
-        self.set("change_access", name, identity, level)
-    }
-
-    async fn revoke(&self, name: &str, identity: &str) -> Result<(), BackendError> {
-        self.turn().await;
-        self.on("revoke", name, |stored| {
-            stored.access.remove(identity);
-        })
+        changes: &[AccessChange],
+    ) -> Result<u32, BackendError> {
+        for change in changes {
+            self.turn().await;
+            match change {
+                AccessChange::Grant(identity, level) => {
+                    self.set("grant", name, identity, *level)?
+                }
+                AccessChange::Change(identity, level) => {
+                    self.set("change_access", name, identity, *level)?
+                }
+                AccessChange::Revoke(identity) => self.on("revoke", name, |stored| {
+                    stored.access.remove(identity);
+                })?,
+            }
+        }
+        Ok(u32::try_from(changes.len()).unwrap_or(u32::MAX))
     }
 }

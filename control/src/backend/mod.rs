@@ -76,6 +76,36 @@ impl ObservedNamespace {
     }
 }
 
+/// Search attribute types by the number both Temporal's `IndexedValueType` and Cloud's
+/// `SearchAttributeType` give them (1 to 7).
+const SEARCH_ATTRIBUTE_TYPES: [&str; 7] = [
+    "Text",
+    "Keyword",
+    "Int",
+    "Double",
+    "Bool",
+    "Datetime",
+    "KeywordList",
+];
+
+/// The name of search attribute type `value`.
+pub(crate) fn attribute_type_name(value: i32) -> &'static str {
+    usize::try_from(value - 1)
+        .ok()
+        .and_then(|i| SEARCH_ATTRIBUTE_TYPES.get(i))
+        .copied()
+        .unwrap_or("Unspecified")
+}
+
+/// The number of search attribute type `name`; an unknown name is `Rejected`.
+pub(crate) fn attribute_type_value(name: &str) -> Result<i32, BackendError> {
+    SEARCH_ATTRIBUTE_TYPES
+        .iter()
+        .position(|n| *n == name)
+        .map(|i| i as i32 + 1)
+        .ok_or_else(|| BackendError::Rejected(format!("unknown search attribute type {name}")))
+}
+
 /// A fraction in [0, 1) that differs between callers and calls, to spread retries.
 pub(crate) fn jitter() -> f64 {
     let nanos = std::time::SystemTime::now()
@@ -181,39 +211,8 @@ pub trait NamespaceBackend: Send + Sync + std::fmt::Debug {
 
     /// Who may use namespace `name`, and how. An unknown namespace is `Rejected`.
     async fn list_access(&self, name: &str) -> Result<BTreeMap<String, AccessLevel>, BackendError>;
-    /// Gives `identity`, which has no access, `level` on namespace `name`.
-    async fn grant(
-        &self,
-        name: &str,
-        identity: &str,
-        level: AccessLevel,
-    ) -> Result<(), BackendError>;
-    /// Moves `identity` to `level` on namespace `name`.
-    async fn change_access(
-        &self,
-        name: &str,
-        identity: &str,
-        level: AccessLevel,
-    ) -> Result<(), BackendError>;
-    /// Takes away `identity`'s access to namespace `name`.
-    async fn revoke(&self, name: &str, identity: &str) -> Result<(), BackendError>;
-
-    /// Applies `changes` to namespace `name`; returns how many backend writes that took.
-    /// One call per change unless a backend can batch them.
-    async fn apply_access(
-        &self,
-        name: &str,
-        changes: &[AccessChange],
-    ) -> Result<u32, BackendError> {
-        for change in changes {
-            match change {
-                AccessChange::Grant(identity, level) => self.grant(name, identity, *level).await?,
-                AccessChange::Change(identity, level) => {
-                    self.change_access(name, identity, *level).await?
-                }
-                AccessChange::Revoke(identity) => self.revoke(name, identity).await?,
-            }
-        }
-        Ok(u32::try_from(changes.len()).unwrap_or(u32::MAX))
-    }
+    /// Applies `changes` to namespace `name` (each identity at most once); returns how many
+    /// backend writes that took.
+    async fn apply_access(&self, name: &str, changes: &[AccessChange])
+    -> Result<u32, BackendError>;
 }

@@ -5,7 +5,6 @@ use std::time::Duration;
 use plinth_proto::v1::NamespaceSpec;
 use temporalio_client::Connection;
 use temporalio_client::tonic::{Code, Request, Status};
-use temporalio_common::protos::temporal::api::enums::v1::IndexedValueType;
 use temporalio_common::protos::temporal::api::namespace::v1::{
     NamespaceConfig, UpdateNamespaceInfo,
 };
@@ -18,7 +17,8 @@ use temporalio_common::protos::temporal::api::workflowservice::v1::{
 };
 
 use crate::backend::{
-    AccessChange, AccessLevel, BackendError, NamespaceBackend, ObservedNamespace, jitter,
+    AccessChange, AccessLevel, BackendError, NamespaceBackend, ObservedNamespace,
+    attribute_type_name, attribute_type_value, jitter,
 };
 
 const DAY: u64 = 24 * 3600;
@@ -102,7 +102,7 @@ impl SelfHosted {
         Ok(response
             .custom_attributes
             .into_iter()
-            .map(|(name, kind)| (name, type_name(kind).to_owned()))
+            .map(|(name, kind)| (name, attribute_type_name(kind).to_owned()))
             .collect())
     }
 
@@ -249,10 +249,7 @@ impl NamespaceBackend for SelfHosted {
         let mut missing = HashMap::new();
         for (attribute, kind) in attributes {
             if !existing.contains_key(attribute) {
-                let kind = type_value(kind).ok_or_else(|| {
-                    BackendError::Rejected(format!("unknown search attribute type {kind}"))
-                })?;
-                missing.insert(attribute.clone(), kind as i32);
+                missing.insert(attribute.clone(), attribute_type_value(kind)?);
             }
         }
         if missing.is_empty() {
@@ -308,34 +305,6 @@ impl NamespaceBackend for SelfHosted {
                 Some((identity, AccessLevel::parse(&value)?))
             })
             .collect())
-    }
-
-    async fn grant(
-        &self,
-        name: &str,
-        identity: &str,
-        level: AccessLevel,
-    ) -> Result<(), BackendError> {
-        self.apply_access(name, &[AccessChange::Grant(identity.to_owned(), level)])
-            .await
-            .map(drop)
-    }
-
-    async fn change_access(
-        &self,
-        name: &str,
-        identity: &str,
-        level: AccessLevel,
-    ) -> Result<(), BackendError> {
-        self.apply_access(name, &[AccessChange::Change(identity.to_owned(), level)])
-            .await
-            .map(drop)
-    }
-
-    async fn revoke(&self, name: &str, identity: &str) -> Result<(), BackendError> {
-        self.apply_access(name, &[AccessChange::Revoke(identity.to_owned())])
-            .await
-            .map(drop)
     }
 
     /// One namespace update carries every change.
@@ -416,25 +385,4 @@ fn classify(status: Status) -> BackendError {
         | Code::NotFound => BackendError::Unavailable(message),
         _ => BackendError::Rejected(message),
     }
-}
-
-const TYPES: &[(IndexedValueType, &str)] = &[
-    (IndexedValueType::Text, "Text"),
-    (IndexedValueType::Keyword, "Keyword"),
-    (IndexedValueType::Int, "Int"),
-    (IndexedValueType::Double, "Double"),
-    (IndexedValueType::Bool, "Bool"),
-    (IndexedValueType::Datetime, "Datetime"),
-    (IndexedValueType::KeywordList, "KeywordList"),
-];
-
-fn type_name(value: i32) -> &'static str {
-    TYPES
-        .iter()
-        .find(|(t, _)| *t as i32 == value)
-        .map_or("Unspecified", |(_, name)| name)
-}
-
-fn type_value(name: &str) -> Option<IndexedValueType> {
-    TYPES.iter().find(|(_, n)| *n == name).map(|(t, _)| *t)
 }

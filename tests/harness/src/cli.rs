@@ -23,6 +23,18 @@ pub fn temporal(args: &[&str], address: &str) -> Output {
         .expect("run the temporal CLI")
 }
 
+/// Runs the `temporal` CLI with `args` and the profile `team` of `profile`, a file
+/// `PlinthStack::profile` wrote.
+pub fn temporal_as(profile: &std::path::Path, args: &[&str]) -> Output {
+    Command::new(crate::temporal_bin())
+        .args(args)
+        .arg("--config-file")
+        .arg(profile)
+        .args(["--profile", "team"])
+        .output()
+        .expect("run the temporal CLI")
+}
+
 /// Standard output as text.
 pub fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()

@@ -27,13 +27,14 @@ use temporalio_common::protos::temporal::api::cloud::identity::v1::{
 };
 use temporalio_common::protos::temporal::api::cloud::namespace::v1::{
     ApiKeyAuthSpec, CodecServerSpec, LifecycleSpec, MtlsAuthSpec, Namespace,
-    NamespaceSpec as CloudSpec, ReplicaSpec, namespace_spec::SearchAttributeType,
+    NamespaceSpec as CloudSpec, ReplicaSpec,
 };
 use temporalio_common::protos::temporal::api::cloud::operation::v1::AsyncOperation;
 use temporalio_common::protos::temporal::api::cloud::resource::v1::ResourceState;
 
 use crate::backend::{
-    AccessChange, AccessLevel, BackendError, NamespaceBackend, ObservedNamespace, jitter, progress,
+    AccessChange, AccessLevel, BackendError, NamespaceBackend, ObservedNamespace,
+    attribute_type_name, attribute_type_value, jitter, progress,
 };
 pub use ops::ApiKeySource;
 use ops::Ops;
@@ -736,23 +737,6 @@ fn state_name(state: ResourceState) -> String {
         .replace('_', " ")
 }
 
-const TYPES: &[(SearchAttributeType, &str)] = &[
-    (SearchAttributeType::Text, "Text"),
-    (SearchAttributeType::Keyword, "Keyword"),
-    (SearchAttributeType::Int, "Int"),
-    (SearchAttributeType::Double, "Double"),
-    (SearchAttributeType::Bool, "Bool"),
-    (SearchAttributeType::Datetime, "Datetime"),
-    (SearchAttributeType::KeywordList, "KeywordList"),
-];
-
-fn type_name(value: i32) -> &'static str {
-    TYPES
-        .iter()
-        .find(|(t, _)| *t as i32 == value)
-        .map_or("Unspecified", |(_, name)| name)
-}
-
 /// `current` plus what `wanted` (name to type name) lacks; Cloud cannot remove attributes.
 fn merged_attributes<'a>(
     current: &HashMap<String, i32>,
@@ -760,14 +744,9 @@ fn merged_attributes<'a>(
 ) -> Result<HashMap<String, i32>, BackendError> {
     let mut merged = current.clone();
     for (name, kind) in wanted {
-        let value = TYPES
-            .iter()
-            .find(|(_, n)| n == kind)
-            .map(|(t, _)| *t as i32)
-            .ok_or_else(|| {
-                BackendError::Rejected(format!("unknown search attribute type {kind}"))
-            })?;
-        merged.entry(name.clone()).or_insert(value);
+        merged
+            .entry(name.clone())
+            .or_insert(attribute_type_value(kind)?);
     }
     Ok(merged)
 }
@@ -825,7 +804,7 @@ impl NamespaceBackend for Cloud {
             search_attributes: spec
                 .search_attributes
                 .iter()
-                .map(|(name, kind)| (name.clone(), type_name(*kind).to_owned()))
+                .map(|(name, kind)| (name.clone(), attribute_type_name(*kind).to_owned()))
                 .collect(),
             delete_protection: Some(spec.lifecycle.is_some_and(|l| l.enable_delete_protection)),
             platform_drift,
@@ -954,34 +933,6 @@ impl NamespaceBackend for Cloud {
             .into_iter()
             .filter_map(|(identity, who)| Some((identity, level_of(who.permission)?)))
             .collect())
-    }
-
-    async fn grant(
-        &self,
-        name: &str,
-        identity: &str,
-        level: AccessLevel,
-    ) -> Result<(), BackendError> {
-        self.apply_access(name, &[AccessChange::Grant(identity.to_owned(), level)])
-            .await
-            .map(drop)
-    }
-
-    async fn change_access(
-        &self,
-        name: &str,
-        identity: &str,
-        level: AccessLevel,
-    ) -> Result<(), BackendError> {
-        self.apply_access(name, &[AccessChange::Change(identity.to_owned(), level)])
-            .await
-            .map(drop)
-    }
-
-    async fn revoke(&self, name: &str, identity: &str) -> Result<(), BackendError> {
-        self.apply_access(name, &[AccessChange::Revoke(identity.to_owned())])
-            .await
-            .map(drop)
     }
 
     /// One read of who has access, then one write per change, a few at once; people not in

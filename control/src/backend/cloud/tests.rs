@@ -7,6 +7,7 @@ use std::time::Duration;
 use plinth_cloud_double::{Double, Settings};
 use plinth_identity::CertificateAuthority;
 use temporalio_common::protos::temporal::api::cloud::namespace::v1::CertificateFilterSpec;
+use temporalio_common::protos::temporal::api::cloud::namespace::v1::namespace_spec::SearchAttributeType;
 
 use super::*;
 use crate::backend::progress::Progress;
