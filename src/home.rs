@@ -34,6 +34,11 @@ impl Home {
         self.root.join("pki")
     }
 
+    /// The CA of the proxy's own client certificates to Temporal Cloud namespaces.
+    pub fn upstream_pki_dir(&self) -> PathBuf {
+        self.pki_dir().join("upstream")
+    }
+
     pub fn ca_cert(&self) -> PathBuf {
         plinth_identity::CertificateAuthority::cert_path(&self.pki_dir())
     }

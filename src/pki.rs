@@ -45,6 +45,10 @@ pub fn trust_domain(config: &PkiConfig) -> anyhow::Result<TrustDomain> {
 pub fn init(home: &Home, config: &PkiConfig) -> anyhow::Result<InitReport> {
     let (ca, ca_created) =
         CertificateAuthority::load_or_create(&home.pki_dir(), "Plinth local CA")?;
+    // The proxy's own certificates to Temporal Cloud come from a CA of their own, which the
+    // front door never trusts and Cloud namespaces trust alone: a person's certificate does
+    // not open a namespace around the proxy, and the proxy never holds the people's CA key.
+    CertificateAuthority::load_or_create(&home.upstream_pki_dir(), "Plinth upstream CA")?;
     let server_issued = ca_created || needs_renewal(&home.server_cert());
     if server_issued {
         ca.issue_server(&config.server_names, config.server_cert_ttl)?

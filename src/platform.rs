@@ -6,6 +6,7 @@ use anyhow::Context;
 use plinth_control::PlatformSettings;
 use plinth_control::directory::{Directory, WatchedDirectory};
 use plinth_control::{ApiKeySource, Cloud, CloudSettings, NamespaceBackend, SelfHosted};
+use plinth_identity::CertificateAuthority;
 use temporalio_client::Connection;
 
 use crate::config::{BackendKind, Config};
@@ -73,6 +74,20 @@ pub fn backend(
     Ok(backend)
 }
 
+/// Whether two PEM bundles hold a certificate in common.
+fn shares_a_certificate(a: &[u8], b: &[u8]) -> bool {
+    use plinth_identity::pki_types::CertificateDer;
+    use plinth_identity::pki_types::pem::PemObject;
+    let certificates = |pem: &[u8]| -> Vec<Vec<u8>> {
+        CertificateDer::pem_slice_iter(pem)
+            .flatten()
+            .map(|c| c.to_vec())
+            .collect()
+    };
+    let theirs = certificates(b);
+    certificates(a).iter().any(|c| theirs.contains(c))
+}
+
 /// The Temporal Cloud account `[backend]` configures.
 pub fn cloud(config: &Config, home: &Home) -> anyhow::Result<Cloud> {
     let backend = &config.backend;
@@ -93,14 +108,29 @@ pub fn cloud(config: &Config, home: &Home) -> anyhow::Result<Cloud> {
     let ca_path = backend
         .accepted_client_ca
         .clone()
-        .unwrap_or_else(|| home.ca_cert());
+        .unwrap_or_else(|| CertificateAuthority::cert_path(&home.upstream_pki_dir()));
     let accepted_client_ca = std::fs::read(&ca_path).with_context(|| {
         format!(
             "[backend] accepted_client_ca: cannot read {} (the CA namespaces accept client \
-             certificates from)",
+             certificates from; `plinth pki init` makes Plinth's upstream CA)",
             ca_path.display()
         )
     })?;
+    let front_door_ca = config
+        .proxy
+        .client_ca
+        .clone()
+        .unwrap_or_else(|| home.ca_cert());
+    if std::fs::read(&front_door_ca)
+        .is_ok_and(|front| shares_a_certificate(&front, &accepted_client_ca))
+    {
+        anyhow::bail!(
+            "[backend] accepted_client_ca: {} holds a CA the proxy accepts callers from ({}): \
+             anyone with a caller's certificate could reach Cloud namespaces around the proxy",
+            ca_path.display(),
+            front_door_ca.display()
+        );
+    }
     if let Some(endpoint) = &backend.codec_endpoint {
         anyhow::ensure!(
             endpoint.starts_with("https://"),

@@ -148,11 +148,11 @@ fn upstreams(config: &Config, home: &Home, own: &str) -> anyhow::Result<Upstream
         humantime::format_duration(backend.certificate_lifetime),
         MIN_CERTIFICATE_LIFETIME.as_secs()
     );
-    let authority = CertificateAuthority::load(&home.pki_dir()).with_context(|| {
+    let authority = CertificateAuthority::load(&home.upstream_pki_dir()).with_context(|| {
         format!(
             "[backend] kind = \"cloud\": the proxy issues its client certificates from Plinth's \
-             CA in {}",
-            home.pki_dir().display()
+             upstream CA in {} (`plinth pki init` makes it)",
+            home.upstream_pki_dir().display()
         )
     })?;
     let trust_domain: TrustDomain = config

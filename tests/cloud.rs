@@ -99,8 +99,14 @@ fn a_namespace_applied_on_cloud_is_created_there_with_plinths_ca_and_its_endpoin
     let spec = namespace.spec.unwrap();
     assert_eq!(spec.retention_days, 14);
     assert_eq!(spec.replicas[0].region, "aws-us-east-1");
-    let ca = std::fs::read(stack.home().join("pki/ca.pem")).unwrap();
-    assert_eq!(spec.mtls_auth.unwrap().accepted_client_ca, ca);
+    // Only the proxy's own CA: a caller's certificate does not open the namespace directly.
+    let accepted = spec.mtls_auth.unwrap().accepted_client_ca;
+    let upstream_ca = std::fs::read(stack.home().join("pki/upstream/ca.pem")).unwrap();
+    assert_eq!(accepted, upstream_ca);
+    assert_ne!(
+        accepted,
+        std::fs::read(stack.home().join("pki/ca.pem")).unwrap()
+    );
     let status = &get_json(&stack, "ledger")["status"];
     assert_eq!(status["endpoint"], Settings::default().grpc_address);
     assert!(

@@ -442,3 +442,19 @@ fn temporal_cli_can_start_provisioning_directly() {
     let temporal = temporal_namespace(&stack, "from-cli-ns").unwrap();
     assert_eq!(retention_of(&temporal), "1209600s");
 }
+
+#[test]
+fn a_second_resource_for_the_same_temporal_namespace_is_refused() {
+    let stack = stack("10m");
+    let first = resource("owned", "owned-ns", 7, "");
+    ok(stack.apply_as(PAYMENTS_MEMBER, &first, &["--wait"]));
+    let second = resource("takeover", "owned-ns", 7, "  allowDeletion: true\n");
+    let refused = stack.apply_as(ADMIN, &second, &[]);
+    assert!(!refused.status.success());
+    assert!(
+        stderr(&refused).contains("belongs to namespace/owned"),
+        "{}",
+        text(&refused)
+    );
+    assert!(get_json(&stack, "takeover").is_none(), "nothing created");
+}

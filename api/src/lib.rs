@@ -96,6 +96,19 @@ impl PlatformApi {
             .map_err(backend_status)
     }
 
+    /// The Namespace resource, if any, whose spec names Temporal namespace `temporal_name`.
+    async fn holder_of(&self, temporal_name: &str) -> Result<Option<String>, Status> {
+        let resources = self
+            .control
+            .running_resources::<Namespace>(plinth_proto::KIND_NAMESPACE)
+            .await
+            .map_err(backend_status)?;
+        Ok(resources.into_iter().find_map(|(_, resource)| {
+            let resource = resource?;
+            (resource.spec_or_default().name == temporal_name).then(|| resource.name().to_owned())
+        }))
+    }
+
     /// The metrics target resource `name`, while its workflow runs.
     async fn current_target(&self, name: &str) -> Result<Option<MetricsTarget>, Status> {
         self.control
@@ -277,6 +290,13 @@ impl PlatformService for PlatformApi {
             }
             check_update(&current_spec, &spec)
                 .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        } else if let Some(other) = self.holder_of(&spec.name).await? {
+            // Another resource would reach the same Temporal namespace, its policies and its
+            // deletion: refused, whoever asks.
+            return Err(Status::already_exists(format!(
+                "spec.name: Temporal namespace {:?} belongs to namespace/{other}",
+                spec.name
+            )));
         }
         allowed(&identity, "apply", &namespace_resource(&name));
         if dry_run {

@@ -32,7 +32,7 @@ pub use state::RetryInfo;
 pub const API_VERSION_HEADER: &str = "temporal-cloud-api-version";
 
 /// How the double behaves.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Settings {
     /// The account id: namespaces are named `<name>.<account>`.
     pub account: String,
@@ -58,6 +58,16 @@ pub struct Settings {
     /// (which it then requires) that accepts only client certificates from a CA some
     /// namespace accepts.
     pub endpoint: Option<EndpointIdentity>,
+}
+
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Settings")
+            .field("account", &self.account)
+            .field("api_keys", &self.api_keys.len())
+            .field("grpc_address", &self.grpc_address)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for Settings {

@@ -183,7 +183,7 @@ impl CloudService for Double {
                 .spec
                 .ok_or_else(|| Status::invalid_argument("spec: required"))?;
             let (namespace, operation) =
-                state.create_namespace(spec, &request.async_operation_id)?;
+                state.create_namespace(spec, request.tags, &request.async_operation_id)?;
             Ok(CreateNamespaceResponse {
                 namespace,
                 async_operation: Some(operation),

@@ -536,6 +536,7 @@ impl State {
     pub(crate) fn create_namespace(
         &mut self,
         spec: NamespaceSpec,
+        tags: HashMap<String, String>,
         requested: &str,
     ) -> Result<(String, AsyncOperation), Status> {
         const KIND: &str = "CreateNamespace";
@@ -564,6 +565,7 @@ impl State {
                 grpc_address: address,
             }),
             created_time: Some(SystemTime::now().into()),
+            tags,
             ..Default::default()
         };
         self.namespaces.insert(full.clone(), namespace);
@@ -1109,13 +1111,21 @@ mod tests {
         }
     }
 
+    fn create(
+        state: &mut State,
+        spec: NamespaceSpec,
+        requested: &str,
+    ) -> Result<(String, AsyncOperation), Status> {
+        state.create_namespace(spec, HashMap::new(), requested)
+    }
+
     fn refused(result: Result<(String, AsyncOperation), Status>) -> Status {
         result.expect_err("refused")
     }
 
     /// Creates `name` and polls its operation to the end; returns the full name.
     fn created(state: &mut State, name: &str) -> String {
-        let (full, operation) = state.create_namespace(spec(name), "").unwrap();
+        let (full, operation) = create(state, spec(name), "").unwrap();
         while !is_finished(&state.poll(&operation.id).unwrap()) {}
         full
     }
@@ -1131,7 +1141,7 @@ mod tests {
             "under_score",
             &"x".repeat(40),
         ] {
-            let status = refused(state.create_namespace(spec(name), ""));
+            let status = refused(create(&mut state, spec(name), ""));
             assert_eq!(status.code(), Code::InvalidArgument, "{name}");
             assert!(
                 status.message().starts_with("spec.name"),
@@ -1146,7 +1156,8 @@ mod tests {
     fn retention_outside_one_to_ninety_days_is_refused() {
         let mut state = state();
         for days in [0, 91] {
-            let status = refused(state.create_namespace(
+            let status = refused(create(
+                &mut state,
                 NamespaceSpec {
                     retention_days: days,
                     ..spec("orders")
@@ -1164,7 +1175,8 @@ mod tests {
     #[test]
     fn a_region_get_regions_does_not_list_is_refused() {
         let mut state = state();
-        let status = refused(state.create_namespace(
+        let status = refused(create(
+            &mut state,
             NamespaceSpec {
                 replicas: vec![ReplicaSpec {
                     region: "us-east-1".into(),
@@ -1186,7 +1198,7 @@ mod tests {
         for bundle in [b"not pem".to_vec(), Vec::new()] {
             let mut spec = spec("orders");
             spec.mtls_auth.as_mut().unwrap().accepted_client_ca = bundle;
-            let status = refused(state.create_namespace(spec, ""));
+            let status = refused(create(&mut state, spec, ""));
             assert!(
                 status
                     .message()
@@ -1207,7 +1219,7 @@ mod tests {
             }),
             ..spec("orders")
         };
-        let status = refused(state.create_namespace(spec, ""));
+        let status = refused(create(&mut state, spec, ""));
         assert!(status.message().starts_with("spec.codec_server.endpoint"));
     }
 
@@ -1244,7 +1256,7 @@ mod tests {
     #[test]
     fn a_namespace_with_an_operation_running_takes_no_other() {
         let mut state = state();
-        let (full, _) = state.create_namespace(spec("orders"), "").unwrap();
+        let (full, _) = create(&mut state, spec("orders"), "").unwrap();
         let version = state
             .namespace_by_id(&full)
             .unwrap()
@@ -1259,12 +1271,8 @@ mod tests {
     #[test]
     fn a_repeated_operation_id_answers_with_the_first_operation_and_runs_once() {
         let mut state = state();
-        let (_, first) = state
-            .create_namespace(spec("orders"), "op-plinth-1")
-            .unwrap();
-        let (_, again) = state
-            .create_namespace(spec("orders"), "op-plinth-1")
-            .unwrap();
+        let (_, first) = create(&mut state, spec("orders"), "op-plinth-1").unwrap();
+        let (_, again) = create(&mut state, spec("orders"), "op-plinth-1").unwrap();
         assert_eq!(first.id, again.id);
         assert_eq!(state.mutations, 1);
     }

@@ -165,8 +165,9 @@ struct Tls {
     config: RwLock<Arc<rustls::ClientConfig>>,
     /// Modification times of the client certificate and key the configuration was read at.
     client_files: Mutex<Option<(SystemTime, SystemTime)>>,
-    /// When the current self-issued certificate was issued.
-    issued_at: Mutex<Option<Instant>>,
+    /// When the current self-issued certificate was issued: wall-clock time, as its
+    /// validity is, so a machine that was suspended renews on waking.
+    issued_at: Mutex<Option<SystemTime>>,
 }
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -229,18 +230,26 @@ impl Upstreams {
     /// of the current one's life. New calls then go over new connections made with it; calls
     /// in flight finish on the connections they started on. Returns whether one changed.
     pub fn reload_if_changed(&self) -> Result<bool, UpstreamError> {
+        // Each set on its own: a broken file for one must not stop the other's renewal.
         let mut changed = false;
+        let mut failed = None;
         for tls in self
             .tls
             .iter()
             .chain(self.managed.iter().map(|(_, tls)| tls))
         {
-            changed |= tls.reload_if_changed()?;
+            match tls.reload_if_changed() {
+                Ok(renewed) => changed |= renewed,
+                Err(e) => failed = Some(e),
+            }
         }
         if changed {
             self.clients.write().expect("clients lock").clear();
         }
-        Ok(changed)
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(changed),
+        }
     }
 
     fn upstream(&self, endpoint: &str) -> Result<Upstream, UpstreamError> {
@@ -300,7 +309,7 @@ impl Tls {
             Some(ClientIdentity::Issued(issuer)) => {
                 let renew_after = issuer.lifetime * 2 / 3;
                 let issued_at = *self.issued_at.lock().expect("issued lock");
-                if issued_at.is_some_and(|at| at.elapsed() < renew_after) {
+                if issued_at.is_some_and(|at| at.elapsed().is_ok_and(|age| age < renew_after)) {
                     return Ok(false);
                 }
             }
@@ -345,7 +354,7 @@ impl Tls {
                 (config, Some(stamps), None)
             }
             Some(ClientIdentity::Issued(issuer)) => {
-                let issued_at = Instant::now();
+                let issued_at = SystemTime::now();
                 let (chain, private_key) = issue(issuer)?;
                 let config = builder
                     .with_client_auth_cert(chain, private_key)
@@ -367,7 +376,7 @@ impl Tls {
 struct Built {
     config: Arc<rustls::ClientConfig>,
     files: Option<(SystemTime, SystemTime)>,
-    issued_at: Option<Instant>,
+    issued_at: Option<SystemTime>,
 }
 
 impl Upstream {
@@ -557,7 +566,6 @@ fn modified(path: &PathBuf) -> Result<SystemTime, UpstreamError> {
         .map_err(|e| file_error(path, e.to_string()))
 }
 
-/// A half-written pair is refused here, so the previous one stays in use.
 /// A new certificate and key from `issuer`.
 fn issue(
     issuer: &SelfIssued,
@@ -578,6 +586,7 @@ fn issue_error(reason: String) -> UpstreamError {
     file_error(Path::new("(self-issued upstream certificate)"), reason)
 }
 
+/// A half-written pair is refused here, so the previous one stays in use.
 fn read_identity(
     cert: &PathBuf,
     key: &PathBuf,

@@ -39,12 +39,19 @@ use crate::backend::{
 pub use ops::ApiKeySource;
 use ops::Ops;
 
+/// The tag Plinth puts on the namespaces it creates: it changes and deletes no others.
+const MANAGED_TAG: &str = "managed-by";
+const MANAGER: &str = "plinth";
+/// Reads of a namespace that is still changing before a call gives up (and is retried).
+const SETTLE_ROUNDS: usize = 60;
 /// How many times a mutation is planned again after losing a `resource_version` race.
 const CONFLICT_RETRIES: usize = 5;
 /// Access writes of one run in flight at once: each is an operation that takes a while.
 const ACCESS_WRITES_AT_ONCE: usize = 8;
 /// Past this many principals, the turns nobody holds are forgotten.
 const PRUNE_TURNS_ABOVE: usize = 1024;
+/// Pages of one listing at most: 1,000 × 1,000 principals.
+const MAX_PAGES: usize = 1000;
 /// The most Cloud serves in one page.
 const PAGE_SIZE: i32 = 1000;
 
@@ -152,29 +159,52 @@ impl Cloud {
         if let Some(operation) = progress::resumed() {
             self.wait_for(&operation).await?;
         }
-        loop {
+        for round in 0..SETTLE_ROUNDS {
+            if round > 0 {
+                // The operation ended but the namespace has not caught up yet.
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
             let Some(namespace) = self.get(name).await? else {
                 return Ok(None);
             };
-            let state = ResourceState::try_from(namespace.state).unwrap_or_default();
-            match state {
-                ResourceState::Activating | ResourceState::Updating | ResourceState::Deleting
-                    if !namespace.async_operation_id.is_empty() =>
-                {
-                    self.wait_for(&namespace.async_operation_id).await?;
+            if namespace.tags.get(MANAGED_TAG).map(String::as_str) != Some(MANAGER) {
+                return Err(BackendError::Rejected(format!(
+                    "Temporal Cloud namespace {} was not created by Plinth (no tag \
+                     {MANAGED_TAG}={MANAGER}): Plinth takes over no namespace it did not create",
+                    namespace.namespace
+                )));
+            }
+            match ResourceState::try_from(namespace.state) {
+                // A failed update leaves the namespace usable; the next update may succeed.
+                Ok(ResourceState::Active | ResourceState::UpdateFailed) => {
+                    return Ok(Some(namespace));
                 }
-                ResourceState::ActivationFailed
-                | ResourceState::Suspended
-                | ResourceState::Expired => {
+                Ok(
+                    ResourceState::Activating | ResourceState::Updating | ResourceState::Deleting,
+                ) => {
+                    if !namespace.async_operation_id.is_empty() {
+                        self.wait_for(&namespace.async_operation_id).await?;
+                    }
+                }
+                Ok(state) => {
                     return Err(BackendError::Rejected(format!(
                         "Temporal Cloud reports namespace {} as {}",
                         namespace.namespace,
                         state_name(state)
                     )));
                 }
-                _ => return Ok(Some(namespace)),
+                Err(_) => {
+                    return Err(BackendError::Rejected(format!(
+                        "Temporal Cloud reports namespace {} in state {}, which Plinth does not know",
+                        namespace.namespace, namespace.state
+                    )));
+                }
             }
         }
+        Err(BackendError::Unavailable(format!(
+            "Temporal Cloud namespace {} is still changing after {SETTLE_ROUNDS} rounds",
+            self.full_name(name)
+        )))
     }
 
     /// Waits for operation `id`, one that may be gone or have failed already: what matters
@@ -232,10 +262,12 @@ impl Cloud {
             }
             let request = UpdateNamespaceRequest {
                 namespace: namespace.namespace.clone(),
+                // The plan is in the id: a retry of a failed update with a corrected spec is
+                // a new operation, not the failed one answered again.
                 async_operation_id: operation_id(
                     "update",
                     &namespace.namespace,
-                    &namespace.resource_version,
+                    &format!("{}\0{}", namespace.resource_version, fingerprint(&desired)),
                 ),
                 spec: Some(desired),
                 resource_version: namespace.resource_version.clone(),
@@ -367,6 +399,7 @@ impl Cloud {
         let namespace = self.full_name(name);
         let mut found = BTreeMap::new();
         let mut token = String::new();
+        let mut pages = Pages::default();
         loop {
             let request = GetUserNamespaceAssignmentsRequest {
                 namespace: namespace.clone(),
@@ -384,7 +417,7 @@ impl Cloud {
             for user in page.users.into_iter().filter(|u| !u.inherited_access) {
                 let permission = user.namespace_access.map_or(0, |a| a.permission);
                 found.insert(
-                    format!("user:{}", user.email.to_lowercase()),
+                    format!("user:{}", user.email.to_ascii_lowercase()),
                     Assignee {
                         kind: Kind::User,
                         id: user.id,
@@ -393,11 +426,13 @@ impl Cloud {
                     },
                 );
             }
-            token = page.next_page_token;
-            if token.is_empty() {
-                break;
+            match pages.next("GetUserNamespaceAssignments", page.next_page_token)? {
+                Some(next) => token = next,
+                None => break,
             }
         }
+        let mut pages = Pages::default();
+        token = String::new();
         loop {
             let request = GetServiceAccountNamespaceAssignmentsRequest {
                 namespace: namespace.clone(),
@@ -432,9 +467,12 @@ impl Cloud {
                     },
                 );
             }
-            token = page.next_page_token;
-            if token.is_empty() {
-                break;
+            match pages.next(
+                "GetServiceAccountNamespaceAssignments",
+                page.next_page_token,
+            )? {
+                Some(next) => token = next,
+                None => break,
             }
         }
         Ok(found)
@@ -486,6 +524,7 @@ impl Cloud {
     async fn service_accounts(&self) -> Result<HashMap<String, Assignee>, BackendError> {
         let mut found = HashMap::new();
         let mut token = String::new();
+        let mut pages = Pages::default();
         loop {
             let request = GetServiceAccountsRequest {
                 page_size: PAGE_SIZE,
@@ -511,9 +550,9 @@ impl Cloud {
                     },
                 );
             }
-            token = page.next_page_token;
-            if token.is_empty() {
-                return Ok(found);
+            match pages.next("GetServiceAccounts", page.next_page_token)? {
+                Some(next) => token = next,
+                None => return Ok(found),
             }
         }
     }
@@ -689,6 +728,29 @@ impl Cloud {
     }
 }
 
+/// The page tokens of one listing: one repeated, or more pages than any account has, means
+/// the listing would not end.
+#[derive(Default)]
+struct Pages {
+    seen: std::collections::HashSet<String>,
+}
+
+impl Pages {
+    /// The token of the next page, or `None` after the last.
+    fn next(&mut self, method: &str, token: String) -> Result<Option<String>, BackendError> {
+        if token.is_empty() {
+            return Ok(None);
+        }
+        if self.seen.len() >= MAX_PAGES || !self.seen.insert(token.clone()) {
+            return Err(BackendError::Unavailable(format!(
+                "Temporal Cloud {method}: the listing does not end (a page token repeated, or \
+                 over {MAX_PAGES} pages)"
+            )));
+        }
+        Ok(Some(token))
+    }
+}
+
 /// A user or service account and what it holds on one namespace.
 #[derive(Clone, Debug)]
 struct Assignee {
@@ -707,6 +769,25 @@ enum Kind {
 /// Another writer changed the resource since it was read, or an operation still runs on it.
 fn lost_race(status: &Status) -> bool {
     matches!(status.code(), Code::Aborted | Code::FailedPrecondition)
+}
+
+/// Cloud's namespace names: 2-39 lowercase letters, digits and hyphens, a letter first.
+fn could_be_cloud_namespace(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    (2..=39).contains(&bytes.len())
+        && bytes[0].is_ascii_lowercase()
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+}
+
+/// `spec` in a form equal specs share (its maps in order).
+fn fingerprint(spec: &CloudSpec) -> String {
+    let mut rest = spec.clone();
+    let attributes: BTreeMap<String, i32> = rest.search_attributes.drain().collect();
+    #[allow(deprecated)]
+    let legacy: BTreeMap<String, String> = rest.custom_search_attributes.drain().collect();
+    format!("{rest:?}{attributes:?}{legacy:?}")
 }
 
 /// What tells creations apart: a resource has no version before it exists, and one deleted
@@ -817,8 +898,8 @@ impl NamespaceBackend for Cloud {
         }
         let request = CreateNamespaceRequest {
             spec: Some(self.create_spec(spec).await?),
+            tags: [(MANAGED_TAG.to_owned(), MANAGER.to_owned())].into(),
             async_operation_id: operation_id("create", &self.full_name(&spec.name), &attempt()),
-            ..Default::default()
         };
         let result = self
             .ops
@@ -927,6 +1008,12 @@ impl NamespaceBackend for Cloud {
     async fn list_access(&self, name: &str) -> Result<BTreeMap<String, AccessLevel>, BackendError> {
         let suffix = format!(".{}", self.settings.account);
         let name = name.strip_suffix(&suffix).unwrap_or(name);
+        // Names Cloud cannot hold cost no Ops API call: callers make names up.
+        if !could_be_cloud_namespace(name) {
+            return Err(BackendError::Rejected(format!(
+                "{name:?} cannot name a Temporal Cloud namespace"
+            )));
+        }
         Ok(self
             .assignments(name)
             .await?

@@ -349,3 +349,20 @@ async fn a_person_not_in_the_account_is_invited_with_access_when_configured() {
         Some(&AccessLevel::Write)
     );
 }
+
+#[tokio::test]
+async fn a_namespace_plinth_did_not_create_is_neither_changed_nor_deleted() {
+    let f = fixture(Settings::default()).await;
+    f.backend.register(&spec()).await.unwrap();
+    f.double
+        .edit_namespace("orders", |namespace| namespace.tags.clear());
+    let longer = NamespaceSpec {
+        retention_days: 30,
+        ..spec()
+    };
+    let error = f.backend.update(&longer).await.unwrap_err().to_string();
+    assert!(error.contains("was not created by Plinth"), "{error}");
+    assert!(f.backend.delete("orders").await.is_err());
+    let namespace = f.double.namespace("orders").expect("still there");
+    assert_eq!(namespace.spec.unwrap().retention_days, 7);
+}
