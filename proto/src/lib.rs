@@ -11,7 +11,8 @@ mod validation;
 
 pub use documents::{DocumentError, Resource, parse_documents};
 pub use validation::{
-    FieldError, ValidationRules, check_update, validate_metrics_target, validate_namespace,
+    FieldError, SEARCH_ATTRIBUTE_TYPES, ValidationRules, check_update, validate_metrics_target,
+    validate_namespace,
 };
 
 /// Generated `plinth.v1` messages and service.

@@ -24,7 +24,9 @@ const CLOUD_REGIONS: &[&str] = &[
     "asia-south1",
 ];
 
-const SEARCH_ATTRIBUTE_TYPES: &[&str] = &[
+/// Search attribute types, in the order of their numbers in Temporal's `IndexedValueType`
+/// and Cloud's `SearchAttributeType` (1 to 7).
+pub const SEARCH_ATTRIBUTE_TYPES: [&str; 7] = [
     "Text",
     "Keyword",
     "Int",

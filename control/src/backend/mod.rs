@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use plinth_proto::SEARCH_ATTRIBUTE_TYPES;
 use plinth_proto::policy::access;
 use plinth_proto::v1::NamespaceSpec;
 use serde::{Deserialize, Serialize};
@@ -75,18 +76,6 @@ impl ObservedNamespace {
         changes
     }
 }
-
-/// Search attribute types by the number both Temporal's `IndexedValueType` and Cloud's
-/// `SearchAttributeType` give them (1 to 7).
-const SEARCH_ATTRIBUTE_TYPES: [&str; 7] = [
-    "Text",
-    "Keyword",
-    "Int",
-    "Double",
-    "Bool",
-    "Datetime",
-    "KeywordList",
-];
 
 /// The name of search attribute type `value`.
 pub(crate) fn attribute_type_name(value: i32) -> &'static str {
