@@ -18,8 +18,9 @@ use temporalio_client::tonic::{Code, Status};
 use temporalio_common::protos::temporal::api::cloud::cloudservice::v1::{
     CreateNamespaceRequest, CreateUserRequest, DeleteNamespaceRequest, GetCurrentIdentityRequest,
     GetNamespaceRequest, GetRegionsRequest, GetServiceAccountNamespaceAssignmentsRequest,
-    GetServiceAccountsRequest, GetUserNamespaceAssignmentsRequest, GetUserRequest, GetUsersRequest,
-    SetServiceAccountNamespaceAccessRequest, SetUserNamespaceAccessRequest, UpdateNamespaceRequest,
+    GetServiceAccountRequest, GetServiceAccountsRequest, GetUserNamespaceAssignmentsRequest,
+    GetUserRequest, GetUsersRequest, SetServiceAccountNamespaceAccessRequest,
+    SetUserNamespaceAccessRequest, UpdateNamespaceRequest,
     get_current_identity_response::Principal,
 };
 use temporalio_common::protos::temporal::api::cloud::identity::v1::{
@@ -210,22 +211,7 @@ impl Cloud {
     /// Waits for operation `id`, one that may be gone or have failed already: what matters
     /// after it is the state it left, which the caller reads next.
     async fn wait_for(&self, id: &str) -> Result<(), BackendError> {
-        let request = temporalio_common::protos::temporal::api::cloud::cloudservice::v1::GetAsyncOperationRequest {
-            async_operation_id: id.to_owned(),
-        };
-        let result = self
-            .ops
-            .call_status("GetAsyncOperation", &mut |mut client| {
-                let request = request.clone();
-                async move { client.get_async_operation(request).await }
-            })
-            .await?;
-        let operation = match result {
-            Ok(response) => response.into_inner().async_operation,
-            Err(status) if status.code() == Code::NotFound => None,
-            Err(status) => return Err(ops::classify("GetAsyncOperation", status)),
-        };
-        match operation {
+        match self.ops.operation(id).await? {
             Some(operation) => match self
                 .ops
                 .wait(operation, self.settings.operation_timeout)
@@ -709,7 +695,7 @@ impl Cloud {
                 Ok(user.resource_version)
             }
             Kind::ServiceAccount => {
-                let request = temporalio_common::protos::temporal::api::cloud::cloudservice::v1::GetServiceAccountRequest {
+                let request = GetServiceAccountRequest {
                     service_account_id: who.id.clone(),
                 };
                 let account = self

@@ -275,22 +275,27 @@ impl Ops {
                 .unwrap_or(Duration::from_secs(1))
                 .clamp(Duration::from_millis(50), MAX_DELAY);
             tokio::time::sleep(pause).await;
-            let request = GetAsyncOperationRequest {
-                async_operation_id: id.clone(),
-            };
-            operation = self
-                .call("GetAsyncOperation", |mut client| {
-                    let request = request.clone();
-                    async move { client.get_async_operation(request).await }
-                })
-                .await?
-                .into_inner()
-                .async_operation
-                .ok_or_else(|| {
-                    BackendError::Unavailable(format!(
-                        "Temporal Cloud operation {id}: empty answer"
-                    ))
-                })?;
+            operation = self.operation(&id).await?.ok_or_else(|| {
+                BackendError::Unavailable(format!("Temporal Cloud operation {id}: not found"))
+            })?;
+        }
+    }
+
+    /// Operation `id` as Cloud reports it now; `None` when Cloud knows no such operation.
+    pub(super) async fn operation(&self, id: &str) -> Result<Option<AsyncOperation>, BackendError> {
+        let request = GetAsyncOperationRequest {
+            async_operation_id: id.to_owned(),
+        };
+        let result = self
+            .call_status("GetAsyncOperation", &mut |mut client| {
+                let request = request.clone();
+                async move { client.get_async_operation(request).await }
+            })
+            .await?;
+        match result {
+            Ok(response) => Ok(response.into_inner().async_operation),
+            Err(status) if status.code() == Code::NotFound => Ok(None),
+            Err(status) => Err(classify("GetAsyncOperation", status)),
         }
     }
 }
