@@ -210,7 +210,8 @@ pub struct BackendConfig {
     /// Cloud: an environment variable holding the API key.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub api_key_env: Option<String>,
-    /// Cloud: PEM CA bundle namespaces accept client certificates from (default: Plinth's CA).
+    /// Cloud: PEM CA bundle namespaces accept client certificates from (default: Plinth's
+    /// upstream CA, whose certificates only the proxy holds).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub accepted_client_ca: Option<PathBuf>,
     /// Cloud: namespaces also accept API keys.
@@ -225,7 +226,7 @@ pub struct BackendConfig {
     #[serde(with = "humantime_serde")]
     pub operation_timeout: Duration,
     /// Cloud: lifetime of the client certificates `plinth proxy` issues itself from Plinth's
-    /// CA to reach namespaces; each is renewed at two thirds of it.
+    /// upstream CA to reach namespaces; each is renewed at two thirds of it.
     #[serde(with = "humantime_serde")]
     pub certificate_lifetime: Duration,
     /// Cloud: CA bundle of the namespaces' endpoints (default: the system's roots).

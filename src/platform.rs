@@ -121,9 +121,15 @@ pub fn cloud(config: &Config, home: &Home) -> anyhow::Result<Cloud> {
         .client_ca
         .clone()
         .unwrap_or_else(|| home.ca_cert());
-    if std::fs::read(&front_door_ca)
-        .is_ok_and(|front| shares_a_certificate(&front, &accepted_client_ca))
-    {
+    // Fails closed: a CA that cannot be compared is not known to differ.
+    let front_door = std::fs::read(&front_door_ca).with_context(|| {
+        format!(
+            "[proxy] client_ca: cannot read {} to check that Cloud namespaces do not accept \
+             the callers' CA",
+            front_door_ca.display()
+        )
+    })?;
+    if shares_a_certificate(&front_door, &accepted_client_ca) {
         anyhow::bail!(
             "[backend] accepted_client_ca: {} holds a CA the proxy accepts callers from ({}): \
              anyone with a caller's certificate could reach Cloud namespaces around the proxy",
@@ -148,4 +154,60 @@ pub fn cloud(config: &Config, home: &Home) -> anyhow::Result<Cloud> {
         operation_timeout: backend.operation_timeout,
         invite_users: backend.invite_users,
     })?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::BackendKind;
+
+    /// A Cloud configuration whose namespaces accept `accepted` and whose proxy accepts
+    /// callers from `front_door`.
+    fn cloud_config(dir: &std::path::Path, accepted: &str, front_door: Option<&str>) -> Config {
+        let mut config = Config::default();
+        config.backend.kind = BackendKind::Cloud;
+        config.backend.account = "acct".into();
+        config.backend.api_key_env = Some("PLINTH_TEST_CLOUD_KEY".into());
+        config.backend.accepted_client_ca = Some(dir.join(accepted));
+        config.proxy.client_ca = front_door.map(|name| dir.join(name));
+        config
+    }
+
+    fn ca(dir: &std::path::Path, name: &str) {
+        let authority = CertificateAuthority::generate(name).unwrap();
+        std::fs::write(dir.join(name), authority.cert_pem()).unwrap();
+    }
+
+    #[test]
+    fn namespaces_may_not_accept_the_ca_callers_come_from() {
+        let dir = tempfile::tempdir().unwrap();
+        ca(dir.path(), "people.pem");
+        let config = cloud_config(dir.path(), "people.pem", Some("people.pem"));
+        let error = cloud(&config, &Home::new(dir.path().into())).unwrap_err();
+        assert!(
+            format!("{error:#}").contains("around the proxy"),
+            "{error:#}"
+        );
+    }
+
+    #[test]
+    fn a_callers_ca_that_cannot_be_read_is_not_taken_to_differ() {
+        let dir = tempfile::tempdir().unwrap();
+        ca(dir.path(), "upstream.pem");
+        let config = cloud_config(dir.path(), "upstream.pem", Some("missing.pem"));
+        let error = cloud(&config, &Home::new(dir.path().into())).unwrap_err();
+        assert!(
+            format!("{error:#}").contains("[proxy] client_ca"),
+            "{error:#}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_separate_upstream_ca_is_accepted() {
+        let dir = tempfile::tempdir().unwrap();
+        ca(dir.path(), "upstream.pem");
+        ca(dir.path(), "people.pem");
+        let config = cloud_config(dir.path(), "upstream.pem", Some("people.pem"));
+        cloud(&config, &Home::new(dir.path().into())).unwrap();
+    }
 }

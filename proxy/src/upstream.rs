@@ -309,7 +309,9 @@ impl Tls {
             Some(ClientIdentity::Issued(issuer)) => {
                 let renew_after = issuer.lifetime * 2 / 3;
                 let issued_at = *self.issued_at.lock().expect("issued lock");
-                if issued_at.is_some_and(|at| at.elapsed().is_ok_and(|age| age < renew_after)) {
+                // A clock set back (issued "in the future") is not a reason to renew.
+                let fresh = |at: SystemTime| at.elapsed().map_or(true, |age| age < renew_after);
+                if issued_at.is_some_and(fresh) {
                     return Ok(false);
                 }
             }
@@ -607,6 +609,32 @@ mod tests {
     use super::*;
     use std::sync::atomic::AtomicUsize;
     use tokio::sync::Notify;
+
+    fn self_issued(lifetime: Duration) -> UpstreamTls {
+        UpstreamTls {
+            ca: None,
+            client: Some(ClientIdentity::Issued(Arc::new(SelfIssued {
+                authority: plinth_identity::CertificateAuthority::generate("test upstream CA")
+                    .unwrap(),
+                identity: plinth_identity::Identity::app("plinth-proxy").unwrap(),
+                trust_domain: "plinth.local".parse().unwrap(),
+                lifetime,
+            }))),
+            server_name: None,
+        }
+    }
+
+    #[test]
+    fn a_self_issued_certificate_is_renewed_at_two_thirds_of_its_life_only() {
+        let tls = Tls::load(self_issued(Duration::from_secs(3600))).unwrap();
+        assert!(!tls.reload_if_changed().unwrap(), "fresh");
+        let old = SystemTime::now() - Duration::from_secs(2401);
+        *tls.issued_at.lock().unwrap() = Some(old);
+        assert!(tls.reload_if_changed().unwrap(), "past two thirds");
+        // A clock set back makes the certificate look issued in the future: no churn.
+        *tls.issued_at.lock().unwrap() = Some(SystemTime::now() + Duration::from_secs(3600));
+        assert!(!tls.reload_if_changed().unwrap());
+    }
 
     /// An HTTP/2 server that holds `/hold` until `release` and answers everything else at
     /// once; it tells its first connection to go away as soon as that connection's first call

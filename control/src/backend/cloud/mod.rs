@@ -1018,6 +1018,13 @@ impl NamespaceBackend for Cloud {
         if changes.is_empty() {
             return Ok(0);
         }
+        // Access to a namespace Plinth did not create is not Plinth's to change.
+        self.settled(name).await?.ok_or_else(|| {
+            BackendError::Rejected(format!(
+                "Temporal Cloud has no namespace {}",
+                self.full_name(name)
+            ))
+        })?;
         let current = self.assignments(name).await?;
         let unknown_app =
             |identity: &String| identity.starts_with("app:") && !current.contains_key(identity);

@@ -366,3 +366,23 @@ async fn a_namespace_plinth_did_not_create_is_neither_changed_nor_deleted() {
     let namespace = f.double.namespace("orders").expect("still there");
     assert_eq!(namespace.spec.unwrap().retention_days, 7);
 }
+
+#[tokio::test]
+async fn access_to_a_namespace_plinth_did_not_create_is_not_changed() {
+    let f = fixture(Settings::default()).await;
+    f.backend.register(&spec()).await.unwrap();
+    f.double.add_user("alice@example.com");
+    f.double
+        .edit_namespace("orders", |namespace| namespace.tags.clear());
+    let mutations = f.double.mutations();
+    let grant = [AccessChange::Grant(
+        "user:alice@example.com".into(),
+        AccessLevel::Write,
+    )];
+    let error = f.backend.apply_access("orders", &grant).await.unwrap_err();
+    assert!(
+        error.to_string().contains("was not created by Plinth"),
+        "{error}"
+    );
+    assert_eq!(f.double.mutations(), mutations);
+}
