@@ -7,6 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 
 /// Prefix of environment overrides.
@@ -232,6 +233,70 @@ pub struct BackendConfig {
     /// Cloud: CA bundle of the namespaces' endpoints (default: the system's roots).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub upstream_ca: Option<PathBuf>,
+    /// Cloud: how `plinth proxy` reaches namespaces.
+    pub upstream_auth: UpstreamAuthKind,
+    /// Cloud, `upstream_auth = "api-key"`: the service account the proxy's key belongs to;
+    /// Plinth gives it write on every namespace it manages.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upstream_service_account: Option<String>,
+    /// Cloud, `upstream_auth = "api-key"`: a file holding the proxy's key, re-read when it
+    /// changes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upstream_api_key_file: Option<PathBuf>,
+    /// Cloud, `upstream_auth = "api-key"`: an environment variable holding the proxy's key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upstream_api_key_env: Option<String>,
+}
+
+/// How `plinth proxy` authenticates to Temporal Cloud namespaces.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum UpstreamAuthKind {
+    /// Client certificates the proxy issues itself from Plinth's upstream CA.
+    #[default]
+    Mtls,
+    /// An API key of `upstream_service_account`.
+    ApiKey,
+}
+
+impl BackendConfig {
+    /// Where the key named by `<setting>_file` or `<setting>_env` comes from; `setting`
+    /// names both in errors.
+    fn key_source(
+        setting: &str,
+        file: &Option<PathBuf>,
+        env: &Option<String>,
+    ) -> anyhow::Result<plinth_identity::ApiKeySource> {
+        use plinth_identity::ApiKeySource;
+        match (file, env) {
+            (Some(path), None) => Ok(ApiKeySource::File(path.clone())),
+            (None, Some(name)) => Ok(ApiKeySource::Env(name.clone())),
+            (None, None) => {
+                anyhow::bail!("[backend] {setting}_file or {setting}_env: required; set one")
+            }
+            (Some(_), Some(_)) => {
+                anyhow::bail!("[backend] {setting}_file and {setting}_env are both set: keep one")
+            }
+        }
+    }
+
+    /// The Ops API key's source.
+    pub fn api_key(&self) -> anyhow::Result<plinth_identity::ApiKeySource> {
+        Self::key_source("api_key", &self.api_key_file, &self.api_key_env)
+            .context("Temporal Cloud needs an API key for its Ops API")
+    }
+
+    /// The proxy's key to namespaces, with `upstream_auth = "api-key"`.
+    pub fn upstream_api_key(&self) -> anyhow::Result<plinth_identity::ApiKeySource> {
+        Self::key_source(
+            "upstream_api_key",
+            &self.upstream_api_key_file,
+            &self.upstream_api_key_env,
+        )
+        .context(
+            "[backend] upstream_auth = \"api-key\": the proxy reaches namespaces with an API key",
+        )
+    }
 }
 
 impl Default for BackendConfig {
@@ -249,6 +314,10 @@ impl Default for BackendConfig {
             operation_timeout: Duration::from_secs(600),
             certificate_lifetime: Duration::from_secs(3600),
             upstream_ca: None,
+            upstream_auth: UpstreamAuthKind::Mtls,
+            upstream_service_account: None,
+            upstream_api_key_file: None,
+            upstream_api_key_env: None,
         }
     }
 }
@@ -699,6 +768,9 @@ impl Config {
         all.backend.accepted_client_ca = some_path();
         all.backend.codec_endpoint = Some(String::new());
         all.backend.upstream_ca = some_path();
+        all.backend.upstream_service_account = Some(String::new());
+        all.backend.upstream_api_key_file = some_path();
+        all.backend.upstream_api_key_env = Some(String::new());
         all.proxy.cert = some_path();
         all.proxy.key = some_path();
         all.proxy.client_ca = some_path();

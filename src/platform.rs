@@ -5,11 +5,11 @@ use std::sync::Arc;
 use anyhow::Context;
 use plinth_control::PlatformSettings;
 use plinth_control::directory::{Directory, WatchedDirectory};
-use plinth_control::{ApiKeySource, Cloud, CloudSettings, NamespaceBackend, SelfHosted};
+use plinth_control::{Cloud, CloudSettings, NamespaceBackend, SelfHosted, UpstreamAuth};
 use plinth_identity::CertificateAuthority;
 use temporalio_client::Connection;
 
-use crate::config::{BackendKind, Config};
+use crate::config::{BackendKind, Config, UpstreamAuthKind};
 use crate::home::Home;
 
 /// How often the directory file is checked for changes.
@@ -95,14 +95,24 @@ pub fn cloud(config: &Config, home: &Home) -> anyhow::Result<Cloud> {
         !backend.account.is_empty(),
         "[backend] account: required when kind = \"cloud\" (the Temporal Cloud account id)"
     );
-    let api_key = match (&backend.api_key_file, &backend.api_key_env) {
-        (Some(path), None) => ApiKeySource::File(path.clone()),
-        (None, Some(name)) => ApiKeySource::Env(name.clone()),
-        (None, None) => anyhow::bail!(
-            "[backend] api_key_file or api_key_env: Temporal Cloud needs an API key; set one"
-        ),
-        (Some(_), Some(_)) => {
-            anyhow::bail!("[backend] api_key_file and api_key_env are both set: keep one")
+    let api_key = backend.api_key()?;
+    let upstream = match backend.upstream_auth {
+        UpstreamAuthKind::Mtls => UpstreamAuth::Mtls,
+        UpstreamAuthKind::ApiKey => {
+            anyhow::ensure!(
+                backend.api_key_auth,
+                "[backend] upstream_auth = \"api-key\" needs api_key_auth = true: the proxy's key \
+                 only opens namespaces that accept API keys"
+            );
+            let service_account = backend
+                .upstream_service_account
+                .clone()
+                .filter(|name| !name.trim().is_empty())
+                .context(
+                    "[backend] upstream_service_account: required with upstream_auth = \"api-key\" \
+                     (the service account the proxy's key belongs to)",
+                )?;
+            UpstreamAuth::ApiKey { service_account }
         }
     };
     let ca_path = backend
@@ -153,6 +163,7 @@ pub fn cloud(config: &Config, home: &Home) -> anyhow::Result<Cloud> {
         codec_endpoint: backend.codec_endpoint.clone(),
         operation_timeout: backend.operation_timeout,
         invite_users: backend.invite_users,
+        upstream,
     })?)
 }
 
@@ -209,5 +220,22 @@ mod tests {
         ca(dir.path(), "people.pem");
         let config = cloud_config(dir.path(), "upstream.pem", Some("people.pem"));
         cloud(&config, &Home::new(dir.path().into())).unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_api_key_upstream_needs_namespaces_that_take_keys_and_the_keys_owner() {
+        let dir = tempfile::tempdir().unwrap();
+        ca(dir.path(), "upstream.pem");
+        ca(dir.path(), "people.pem");
+        let mut config = cloud_config(dir.path(), "upstream.pem", Some("people.pem"));
+        config.backend.upstream_auth = UpstreamAuthKind::ApiKey;
+        let home = Home::new(dir.path().into());
+        let error = format!("{:#}", cloud(&config, &home).unwrap_err());
+        assert!(error.contains("api_key_auth = true"), "{error}");
+        config.backend.api_key_auth = true;
+        let error = format!("{:#}", cloud(&config, &home).unwrap_err());
+        assert!(error.contains("upstream_service_account"), "{error}");
+        config.backend.upstream_service_account = Some("plinth-proxy".into());
+        cloud(&config, &home).unwrap();
     }
 }

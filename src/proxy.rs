@@ -4,14 +4,14 @@ use anyhow::Context;
 use plinth_api::PlatformApi;
 use plinth_control::{AccessLists, ControlPlane};
 use plinth_identity::ClientVerifier;
-use plinth_identity::{CertificateAuthority, Identity, TrustDomain};
+use plinth_identity::{ApiKey, CertificateAuthority, Identity, TrustDomain};
 use plinth_proxy::{
     Budgets, ClientIdentity, FrontDoor, ProxyMetrics, Routes, SelfIssued, UpstreamTls, Upstreams,
 };
 use temporalio_client::{Client, ClientOptions};
 use tokio::net::TcpListener;
 
-use crate::config::Config;
+use crate::config::{Config, UpstreamAuthKind};
 use crate::connect::ConnectArgs;
 use crate::home::Home;
 use crate::signals::shutdown_signal;
@@ -135,12 +135,40 @@ pub async fn bind(
 }
 
 /// Clients of the platform's Temporal (`own`) as `[proxy] upstream_*` configures them and,
-/// on Temporal Cloud, of its namespaces with a certificate the proxy issues itself.
+/// on Temporal Cloud, of its namespaces with a certificate the proxy issues itself or the
+/// API key `[backend] upstream_auth` names.
 fn upstreams(config: &Config, home: &Home, own: &str) -> anyhow::Result<Upstreams> {
     let upstreams = Upstreams::new(upstream_tls(&config.proxy)?).context("[proxy] upstream")?;
     if config.backend.kind != crate::config::BackendKind::Cloud {
         return Ok(upstreams);
     }
+    let backend = &config.backend;
+    let tls = match backend.upstream_auth {
+        UpstreamAuthKind::Mtls => UpstreamTls {
+            ca: backend.upstream_ca.clone(),
+            client: Some(ClientIdentity::Issued(std::sync::Arc::new(self_issued(
+                config, home,
+            )?))),
+            server_name: None,
+            api_key: None,
+        },
+        UpstreamAuthKind::ApiKey => UpstreamTls {
+            ca: backend.upstream_ca.clone(),
+            client: None,
+            server_name: None,
+            api_key: Some(std::sync::Arc::new(ApiKey::new(
+                "[backend] upstream_api_key",
+                backend.upstream_api_key()?,
+            ))),
+        },
+    };
+    upstreams
+        .with_managed(own.to_owned(), tls)
+        .context("[backend] Temporal Cloud namespaces")
+}
+
+/// What the proxy issues its client certificates to Cloud namespaces with.
+fn self_issued(config: &Config, home: &Home) -> anyhow::Result<SelfIssued> {
     let backend = &config.backend;
     anyhow::ensure!(
         backend.certificate_lifetime >= MIN_CERTIFICATE_LIFETIME,
@@ -160,20 +188,12 @@ fn upstreams(config: &Config, home: &Home, own: &str) -> anyhow::Result<Upstream
         .trust_domain
         .parse()
         .context("[pki] trust_domain")?;
-    let issued = SelfIssued {
+    Ok(SelfIssued {
         authority,
         identity: Identity::app(PROXY_APP).expect("a valid app name"),
         trust_domain,
         lifetime: backend.certificate_lifetime,
-    };
-    let tls = UpstreamTls {
-        ca: backend.upstream_ca.clone(),
-        client: Some(ClientIdentity::Issued(std::sync::Arc::new(issued))),
-        server_name: None,
-    };
-    upstreams
-        .with_managed(own.to_owned(), tls)
-        .context("[backend] Temporal Cloud namespaces")
+    })
 }
 
 /// The identity of the certificates the proxy issues itself.
@@ -194,5 +214,6 @@ fn upstream_tls(proxy: &crate::config::ProxyConfig) -> anyhow::Result<Option<Ups
         ca: proxy.upstream_ca.clone(),
         client,
         server_name: proxy.upstream_server_name.clone(),
+        api_key: None,
     }))
 }

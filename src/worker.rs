@@ -33,10 +33,12 @@ pub async fn run(config: &Config, home: &Home, args: &WorkerArgs) -> anyhow::Res
     tracing::info!(address = %metrics_address, "worker metrics listening (HTTP)");
     if config.backend.kind == crate::config::BackendKind::Cloud {
         // A missing or refused API key stops the worker here, not in every reconcile.
-        let identity = crate::platform::cloud(config, home)?
-            .identity()
-            .await
-            .context("Temporal Cloud refused the worker's API key ([backend] api_key_file / api_key_env)")?;
+        let cloud = crate::platform::cloud(config, home)?;
+        let identity = cloud.identity().await.context(
+            "Temporal Cloud refused the worker's API key ([backend] api_key_file / api_key_env)",
+        )?;
+        // So is a proxy service account the account lacks.
+        cloud.check_upstream().await?;
         tracing::info!(%identity, account = %config.backend.account, "Temporal Cloud backend");
     }
     let target = options.target.to_string();

@@ -236,11 +236,9 @@ fn calls_the_ops_api_rate_limits_are_retried_and_never_fail_the_reconcile() {
     assert!(cloud.double.throttled() > 0, "the burst was exceeded");
 }
 
-#[test]
-fn calls_reach_a_cloud_namespace_over_mtls_with_certificates_the_proxy_issues_and_renews() {
-    let server = DevServer::shared();
-    // Cloud's endpoint: the dev server behind TLS that demands a client certificate from a
-    // CA the namespace accepts.
+/// A double whose namespaces' endpoints lead to `server`, as Cloud's do: TLS with a
+/// certificate from a CA of their own; with the file holding that CA.
+fn cloud_in_front_of(server: &DevServer) -> (Cloud, std::path::PathBuf) {
     let endpoint_ca = CertificateAuthority::generate("endpoint test CA").unwrap();
     let endpoint_cert = endpoint_ca
         .issue_server(&["127.0.0.1".into()], Duration::from_secs(3600))
@@ -253,29 +251,26 @@ fn calls_reach_a_cloud_namespace_over_mtls_with_certificates_the_proxy_issues_an
         }),
         ..Settings::default()
     });
-    cloud.double.add_user(PAYMENTS_MEMBER);
     let endpoint_ca_file = cloud.dir.path().join("endpoint-ca.pem");
     std::fs::write(&endpoint_ca_file, endpoint_ca.cert_pem()).unwrap();
-    let backend = format!(
-        "{}upstream_ca = \"{}\"\ncertificate_lifetime = \"9s\"\n",
-        cloud.backend_section(KEY),
-        endpoint_ca_file.display()
-    );
-    let stack =
-        PlinthStack::start_configured(server, PLINTH.as_ref(), "10m", "3s", "", &backend).unwrap();
+    (cloud, endpoint_ca_file)
+}
 
-    let yaml = namespace_yaml("vault", "vault", PAYMENTS_TEAM, 7, "");
+/// Applies namespace `name` as the payments team, grants the team write through a policy
+/// rule, waits for the grant to reach Cloud; returns the namespace's status.
+fn namespace_the_team_writes(stack: &PlinthStack, cloud: &Cloud, name: &str) -> serde_json::Value {
+    cloud.double.add_user(PAYMENTS_MEMBER);
+    let yaml = namespace_yaml(name, name, PAYMENTS_TEAM, 7, "");
     ok(stack.apply_as(PAYMENTS_MEMBER, &yaml, &["--wait"]));
-    let status = get_json(&stack, "vault")["status"].clone();
-    let full_name = format!("vault.{}", cloud.double.account());
+    let status = get_json(stack, name)["status"].clone();
+    let full_name = format!("{name}.{}", cloud.double.account());
     assert_eq!(status["temporalNamespace"], full_name.as_str());
-    assert_eq!(status["endpoint"], cloud.double.grpc_address().as_str());
     ok(stack.plinth_as(
         PAYMENTS_MEMBER,
         &[
             "policy",
             "add-rule",
-            "TEMPORAL-ns-vault",
+            &format!("TEMPORAL-ns-{name}"),
             "--group",
             PAYMENTS_TEAM,
         ],
@@ -290,25 +285,46 @@ fn calls_reach_a_cloud_namespace_over_mtls_with_certificates_the_proxy_issues_an
                 == Some(Permission::Write as i32)
         })
     });
+    status
+}
+
+/// `temporal workflow start` of workflow `id` through the proxy with `profile`.
+fn start_workflow(profile: &std::path::Path, id: &str) -> std::process::Output {
+    temporal_as(
+        profile,
+        &[
+            "workflow",
+            "start",
+            "--type",
+            "Vault",
+            "--task-queue",
+            "vault",
+            "--workflow-id",
+            id,
+        ],
+    )
+}
+
+#[test]
+fn calls_reach_a_cloud_namespace_over_mtls_with_certificates_the_proxy_issues_and_renews() {
+    let server = DevServer::shared();
+    let (cloud, endpoint_ca_file) = cloud_in_front_of(server);
+    let backend = format!(
+        "{}upstream_ca = \"{}\"\ncertificate_lifetime = \"9s\"\n",
+        cloud.backend_section(KEY),
+        endpoint_ca_file.display()
+    );
+    let stack =
+        PlinthStack::start_configured(server, PLINTH.as_ref(), "10m", "3s", "", &backend).unwrap();
+    let status = namespace_the_team_writes(&stack, &cloud, "vault");
+    assert_eq!(status["endpoint"], cloud.double.grpc_address().as_str());
+    let full_name = format!("vault.{}", cloud.double.account());
 
     let profile = stack.profile(PAYMENTS_MEMBER, &full_name).unwrap();
     let until = Instant::now() + Duration::from_secs(14);
     let mut started = 0;
     while Instant::now() < until {
-        let id = format!("vault-{started}");
-        let out = temporal_as(
-            &profile,
-            &[
-                "workflow",
-                "start",
-                "--type",
-                "Vault",
-                "--task-queue",
-                "vault",
-                "--workflow-id",
-                &id,
-            ],
-        );
+        let out = start_workflow(&profile, &format!("vault-{started}"));
         assert!(
             out.status.success(),
             "call {started}: {}\n{}",
@@ -341,6 +357,68 @@ fn calls_reach_a_cloud_namespace_over_mtls_with_certificates_the_proxy_issues_an
                 .general_names
                 .len(),
             1
+        );
+    }
+}
+
+#[test]
+fn calls_reach_a_cloud_namespace_with_the_proxys_api_key_and_a_rotated_key_takes_over() {
+    let server = DevServer::shared();
+    let (cloud, endpoint_ca_file) = cloud_in_front_of(server);
+    let account = cloud.double.add_service_account("plinth-proxy");
+    let first = cloud.double.create_api_key(&account);
+    let key_file = cloud.dir.path().join("proxy-key");
+    std::fs::write(&key_file, &first).unwrap();
+    let backend = format!(
+        "{}upstream_ca = \"{}\"\napi_key_auth = true\nupstream_auth = \"api-key\"\n\
+         upstream_service_account = \"plinth-proxy\"\nupstream_api_key_file = \"{}\"\n",
+        cloud.backend_section(KEY),
+        endpoint_ca_file.display(),
+        key_file.display()
+    );
+    let stack =
+        PlinthStack::start_configured(server, PLINTH.as_ref(), "10m", "3s", "", &backend).unwrap();
+    let status = namespace_the_team_writes(&stack, &cloud, "keyed");
+    assert_eq!(status["endpoint"], cloud.double.api_key_address().as_str());
+    let full_name = format!("keyed.{}", cloud.double.account());
+    let proxy_access = cloud.double.service_account("plinth-proxy").unwrap();
+    assert_eq!(
+        proxy_access
+            .spec
+            .unwrap()
+            .access
+            .unwrap()
+            .namespace_accesses[&full_name]
+            .permission,
+        Permission::Write as i32,
+        "Plinth gave the proxy's service account write"
+    );
+
+    let profile = stack.profile(PAYMENTS_MEMBER, &full_name).unwrap();
+    let out = start_workflow(&profile, "keyed-1");
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        text(&out),
+        stack.log("proxy")
+    );
+
+    // Rotation: the new key in the file, the old one revoked in Cloud.
+    let second = cloud.double.create_api_key(&account);
+    std::fs::write(&key_file, &second).unwrap();
+    assert!(cloud.double.delete_api_key(&first));
+    let mut attempt = 0;
+    wait_for("a call with the rotated key", || {
+        attempt += 1;
+        start_workflow(&profile, &format!("keyed-rotated-{attempt}"))
+            .status
+            .success()
+    });
+    for role in ["proxy", "worker"] {
+        let log = stack.log(role);
+        assert!(
+            !log.contains(&first) && !log.contains(&second),
+            "{role} logged a key"
         );
     }
 }

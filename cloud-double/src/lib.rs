@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use temporalio_common::protos::temporal::api::cloud::identity::v1::{
-    ServiceAccount, ServiceAccountSpec, User,
+    ServiceAccount, ServiceAccountSpec, User, namespace_access::Permission,
 };
 use temporalio_common::protos::temporal::api::cloud::namespace::v1::Namespace;
 use tokio::net::TcpListener;
@@ -46,17 +46,21 @@ pub struct Settings {
     pub calls_per_second: u32,
     /// The delay the rate limit asks callers to wait.
     pub retry_delay: Duration,
-    /// The mTLS gRPC address every namespace reports as its endpoint; the double's own
-    /// endpoint's when it serves one.
+    /// The mTLS gRPC address namespaces that accept client certificates report; the
+    /// double's own mTLS endpoint's when it serves one.
     pub grpc_address: String,
+    /// The gRPC address namespaces that accept API keys report; the double's own API-key
+    /// endpoint's when it serves one.
+    pub api_key_address: String,
     /// Region ids `GetRegions` lists, such as `aws-us-east-1`.
     pub regions: Vec<String>,
     /// A Temporal frontend (`http://host:port`) on which each namespace is registered as its
     /// creation completes, so that its data path works; real Cloud runs its own.
     pub temporal: Option<String>,
-    /// Serve the namespaces' endpoint with this certificate: TLS in front of `temporal`
-    /// (which it then requires) that accepts only client certificates from a CA some
-    /// namespace accepts.
+    /// Serve the namespaces' endpoints with this certificate, in front of `temporal` (which
+    /// it then requires): over mTLS, accepting only client certificates from a CA some
+    /// namespace accepts, and over TLS with an API key, accepting only calls a key's owner
+    /// may make on the namespace they name.
     pub endpoint: Option<EndpointIdentity>,
 }
 
@@ -66,6 +70,7 @@ impl std::fmt::Debug for Settings {
             .field("account", &self.account)
             .field("api_keys", &self.api_keys.len())
             .field("grpc_address", &self.grpc_address)
+            .field("api_key_address", &self.api_key_address)
             .finish_non_exhaustive()
     }
 }
@@ -80,6 +85,7 @@ impl Default for Settings {
             calls_per_second: 50,
             retry_delay: Duration::from_millis(200),
             grpc_address: "127.0.0.1:7233".into(),
+            api_key_address: "127.0.0.1:7234".into(),
             regions: [
                 "aws-us-east-1",
                 "aws-us-west-2",
@@ -116,7 +122,7 @@ pub struct Double {
     address: SocketAddr,
     state: Arc<Mutex<state::State>>,
     server: Mutex<Option<Server>>,
-    endpoint: Option<JoinHandle<()>>,
+    endpoint: Option<[JoinHandle<()>; 2]>,
     presented: Arc<Mutex<Vec<Vec<u8>>>>,
 }
 
@@ -148,21 +154,26 @@ impl Double {
                     .strip_prefix("http://")
                     .unwrap_or(temporal)
                     .to_owned();
-                let listener = bind(&format!("{}:0", bound.ip())).await?;
-                settings.grpc_address = local(&listener)?.to_string();
-                Some((listener, identity, temporal))
+                let mtls = bind(&format!("{}:0", bound.ip())).await?;
+                settings.grpc_address = local(&mtls)?.to_string();
+                let api_keys = bind(&format!("{}:0", bound.ip())).await?;
+                settings.api_key_address = local(&api_keys)?.to_string();
+                Some((mtls, api_keys, identity, temporal))
             }
         };
         let state = Arc::new(Mutex::new(state::State::new(settings)));
         let presented = Arc::new(Mutex::new(Vec::new()));
-        let endpoint = endpoint.map(|(listener, identity, temporal)| {
-            endpoint::serve(
-                listener,
-                identity,
-                temporal,
-                state.clone(),
-                presented.clone(),
-            )
+        let endpoint = endpoint.map(|(mtls, api_keys, identity, temporal)| {
+            [
+                endpoint::serve(
+                    mtls,
+                    identity.clone(),
+                    temporal.clone(),
+                    state.clone(),
+                    presented.clone(),
+                ),
+                endpoint::serve_api_keys(api_keys, identity, temporal, state.clone()),
+            ]
         });
         let server = serve(listener, state.clone());
         Ok(Self {
@@ -177,6 +188,28 @@ impl Double {
     /// The address namespaces report as their endpoint.
     pub fn grpc_address(&self) -> String {
         self.with(|state| state.settings.grpc_address.clone())
+    }
+
+    /// The address namespaces that accept API keys report.
+    pub fn api_key_address(&self) -> String {
+        self.with(|state| state.settings.api_key_address.clone())
+    }
+
+    /// A new API key of the user or service account `owner` (an id) for the namespaces'
+    /// endpoint, as Cloud's `CreateApiKey` hands out once.
+    pub fn create_api_key(&self, owner: &str) -> String {
+        self.with(|state| state.create_api_key(owner))
+    }
+
+    /// Revokes API key `key`; whether it existed.
+    pub fn delete_api_key(&self, key: &str) -> bool {
+        self.with(|state| state.delete_api_key(key))
+    }
+
+    /// Gives the service account `id` `permission` on namespace `<name>.<account>` at once,
+    /// as someone in Cloud's console would.
+    pub fn set_service_account_permission(&self, id: &str, name: &str, permission: Permission) {
+        self.with(|state| state.set_service_account_permission(id, name, permission));
     }
 
     /// The client certificate (DER) of each connection the endpoint accepted, in order.
@@ -309,7 +342,7 @@ impl Drop for Double {
         {
             server.task.abort();
         }
-        if let Some(endpoint) = self.endpoint.take() {
+        for endpoint in self.endpoint.iter().flatten() {
             endpoint.abort();
         }
     }

@@ -49,6 +49,9 @@ pub(crate) struct Assignment {
 /// A change made to a namespace from outside the API.
 pub(crate) type Edit = Box<dyn FnOnce(&mut Namespace) + Send>;
 
+/// Methods a read permission allows through the API-key endpoint, by name prefix.
+const READING_METHODS: [&str; 6] = ["Describe", "Get", "List", "Count", "Scan", "Query"];
+
 /// Cloud's page size when none is asked for, and the most it serves.
 const DEFAULT_PAGE: usize = 100;
 const MAX_PAGE: usize = 1000;
@@ -62,6 +65,8 @@ pub(crate) struct State {
     /// Lowercased e-mail to user id.
     emails: HashMap<String, String>,
     service_accounts: BTreeMap<String, ServiceAccount>,
+    /// API keys for the namespaces' endpoint, to the user or service account owning each.
+    api_keys: HashMap<String, String>,
     operations: HashMap<String, Operation>,
     next_id: u64,
     version: u64,
@@ -132,6 +137,7 @@ impl State {
             users: BTreeMap::new(),
             emails: HashMap::new(),
             service_accounts: BTreeMap::new(),
+            api_keys: HashMap::new(),
             operations: HashMap::new(),
             next_id: 1,
             version: 1,
@@ -421,6 +427,109 @@ impl State {
             .collect()
     }
 
+    /// Where namespace `full` is reached: an address per way of authenticating it accepts.
+    fn endpoints(&self, full: &str, spec: &NamespaceSpec) -> Endpoints {
+        let mtls = spec.mtls_auth.as_ref().is_some_and(|m| m.enabled);
+        let api_key = spec.api_key_auth.as_ref().is_some_and(|a| a.enabled);
+        Endpoints {
+            web_address: format!("https://cloud.temporal.io/namespaces/{full}"),
+            mtls_grpc_address: if mtls {
+                self.settings.grpc_address.clone()
+            } else {
+                String::new()
+            },
+            grpc_address: if api_key {
+                self.settings.api_key_address.clone()
+            } else {
+                String::new()
+            },
+        }
+    }
+
+    /// Sets a service account's permission on namespace `name` outside the API: no
+    /// operation, a new resource version.
+    pub(crate) fn set_service_account_permission(
+        &mut self,
+        id: &str,
+        name: &str,
+        permission: namespace_access::Permission,
+    ) {
+        let key = self.full_name(name);
+        let version = self.next_version();
+        if let Some(account) = self.service_accounts.get_mut(id) {
+            set_permission(
+                &mut account.spec.get_or_insert_with(Default::default).access,
+                key,
+                permission as i32,
+            );
+            account.resource_version = version;
+        }
+    }
+
+    /// A new API key of user or service account `owner`, for the namespaces' endpoint.
+    pub(crate) fn create_api_key(&mut self, owner: &str) -> String {
+        let token = format!("{}-{}", self.next("key"), self.next_version());
+        self.api_keys.insert(token.clone(), owner.to_owned());
+        token
+    }
+
+    pub(crate) fn delete_api_key(&mut self, key: &str) -> bool {
+        self.api_keys.remove(key).is_some()
+    }
+
+    /// Whether a call to `method` (`/package.Service/Method`) carrying `authorization` on
+    /// the API-key endpoint is let through to namespace `namespace` (its
+    /// `temporal-namespace` header), as Cloud decides: a known key, a namespace that accepts
+    /// API keys, and the key owner's access to it (write, or read for reading methods).
+    pub(crate) fn admit_api_key(
+        &self,
+        authorization: Option<&str>,
+        namespace: Option<&str>,
+        method: &str,
+    ) -> Result<(), Status> {
+        let owner = authorization
+            .and_then(|value| value.strip_prefix("Bearer "))
+            .and_then(|token| self.api_keys.get(token))
+            .ok_or_else(|| Status::unauthenticated("Request unauthorized: unknown API key"))?;
+        let namespace = namespace.filter(|n| !n.is_empty()).ok_or_else(|| {
+            Status::permission_denied("API key calls name their namespace (temporal-namespace)")
+        })?;
+        let accepts_keys = self
+            .namespaces
+            .get(namespace)
+            .and_then(|n| n.spec.as_ref()?.api_key_auth.as_ref())
+            .is_some_and(|a| a.enabled);
+        if !accepts_keys {
+            return Err(Status::permission_denied(format!(
+                "namespace {namespace:?} does not accept API keys"
+            )));
+        }
+        let access = self
+            .users
+            .get(owner)
+            .and_then(|u| u.spec.as_ref()?.access.as_ref())
+            .or_else(|| {
+                self.service_accounts
+                    .get(owner)
+                    .and_then(|a| a.spec.as_ref()?.access.as_ref())
+            })
+            .and_then(|a| a.namespace_accesses.get(namespace))
+            .map_or(0, |a| a.permission);
+        let reading = method
+            .rsplit('/')
+            .next()
+            .is_some_and(|m| READING_METHODS.iter().any(|p| m.starts_with(p)));
+        let enough = access == namespace_access::Permission::Admin as i32
+            || access == namespace_access::Permission::Write as i32
+            || (reading && access == namespace_access::Permission::Read as i32);
+        if !enough {
+            return Err(Status::permission_denied(format!(
+                "the API key's owner may not call {method} on {namespace:?}"
+            )));
+        }
+        Ok(())
+    }
+
     pub(crate) fn served(&mut self, name: String) {
         self.served.insert(name);
     }
@@ -552,18 +661,14 @@ impl State {
         }
         let operation =
             self.start_operation(requested, KIND, Target::Namespace(full.clone()), None);
-        let address = self.settings.grpc_address.clone();
+        let endpoints = self.endpoints(&full, &spec);
         let namespace = Namespace {
             namespace: full.clone(),
             resource_version: self.next_version(),
             spec: Some(spec),
             state: transitional(Kind::Create) as i32,
             async_operation_id: operation.id.clone(),
-            endpoints: Some(Endpoints {
-                web_address: format!("https://cloud.temporal.io/namespaces/{full}"),
-                mtls_grpc_address: address.clone(),
-                grpc_address: address,
-            }),
+            endpoints: Some(endpoints),
             created_time: Some(SystemTime::now().into()),
             tags,
             ..Default::default()
@@ -599,7 +704,9 @@ impl State {
             Some(before),
         );
         let version = self.next_version();
+        let endpoints = self.endpoints(&key, &spec);
         let namespace = self.namespaces.get_mut(&key).expect("checked above");
+        namespace.endpoints = Some(endpoints);
         namespace.spec = Some(spec);
         namespace.state = transitional(Kind::Update) as i32;
         namespace.async_operation_id = operation.id.clone();
@@ -726,13 +833,11 @@ impl State {
         );
         let version = self.next_version();
         let user = self.users.get_mut(user_id).expect("checked above");
-        let accesses = &mut user
-            .spec
-            .get_or_insert_with(Default::default)
-            .access
-            .get_or_insert_with(Default::default)
-            .namespace_accesses;
-        set_permission(accesses, key, permission);
+        set_permission(
+            &mut user.spec.get_or_insert_with(Default::default).access,
+            key,
+            permission,
+        );
         user.state = transitional(Kind::Update) as i32;
         user.async_operation_id = operation.id.clone();
         user.resource_version = version;
@@ -771,13 +876,11 @@ impl State {
             .service_accounts
             .get_mut(account_id)
             .expect("checked above");
-        let accesses = &mut account
-            .spec
-            .get_or_insert_with(Default::default)
-            .access
-            .get_or_insert_with(Default::default)
-            .namespace_accesses;
-        set_permission(accesses, key, permission);
+        set_permission(
+            &mut account.spec.get_or_insert_with(Default::default).access,
+            key,
+            permission,
+        );
         account.state = transitional(Kind::Update) as i32;
         account.async_operation_id = operation.id.clone();
         account.resource_version = version;
@@ -946,11 +1049,10 @@ fn checked_permission(access: Option<NamespaceAccess>) -> Result<i32, Status> {
     Ok(permission)
 }
 
-fn set_permission(
-    accesses: &mut HashMap<String, NamespaceAccess>,
-    namespace: String,
-    permission: i32,
-) {
+fn set_permission(access: &mut Option<Access>, namespace: String, permission: i32) {
+    let accesses = &mut access
+        .get_or_insert_with(Default::default)
+        .namespace_accesses;
     if permission == namespace_access::Permission::Unspecified as i32 {
         accesses.remove(&namespace);
     } else {
@@ -1319,5 +1421,80 @@ mod tests {
             temporalio_common::protos::google::rpc::Status::decode(status.details()).unwrap();
         assert_eq!(details.details[0].type_url, RETRY_INFO_TYPE);
         assert_eq!(state.throttled, 1);
+    }
+
+    #[test]
+    fn the_api_key_endpoint_admits_only_what_the_keys_owner_may_do_on_the_named_namespace() {
+        use temporalio_common::protos::temporal::api::cloud::namespace::v1::ApiKeyAuthSpec;
+        let mut state = state();
+        let keyed = NamespaceSpec {
+            api_key_auth: Some(ApiKeyAuthSpec { enabled: true }),
+            ..spec("keyed")
+        };
+        let (keyed, _) = create(&mut state, keyed, "").unwrap();
+        let (certs_only, _) = create(&mut state, spec("certs"), "").unwrap();
+        assert!(
+            state.namespaces[&certs_only]
+                .endpoints
+                .as_ref()
+                .unwrap()
+                .grpc_address
+                .is_empty(),
+            "no API-key endpoint without API-key auth"
+        );
+        let account = state.add_service_account(ServiceAccountSpec {
+            name: "proxy".into(),
+            ..Default::default()
+        });
+        let key = format!("Bearer {}", state.create_api_key(&account));
+        const START: &str =
+            "/temporal.api.workflowservice.v1.WorkflowService/StartWorkflowExecution";
+        const DESCRIBE: &str =
+            "/temporal.api.workflowservice.v1.WorkflowService/DescribeWorkflowExecution";
+        let admit = |state: &State, key: &str, namespace: &str, method: &str| {
+            state
+                .admit_api_key(Some(key), Some(namespace), method)
+                .map_err(|s| s.code())
+        };
+
+        assert_eq!(
+            admit(&state, "Bearer made-up", &keyed, START),
+            Err(Code::Unauthenticated)
+        );
+        assert_eq!(
+            admit(&state, &key, &keyed, START),
+            Err(Code::PermissionDenied),
+            "no access"
+        );
+        state.set_service_account_permission(&account, "keyed", namespace_access::Permission::Read);
+        assert_eq!(admit(&state, &key, &keyed, DESCRIBE), Ok(()));
+        assert_eq!(
+            admit(&state, &key, &keyed, START),
+            Err(Code::PermissionDenied),
+            "read only"
+        );
+        state.set_service_account_permission(
+            &account,
+            "keyed",
+            namespace_access::Permission::Write,
+        );
+        assert_eq!(admit(&state, &key, &keyed, START), Ok(()));
+        state.set_service_account_permission(
+            &account,
+            "certs",
+            namespace_access::Permission::Write,
+        );
+        assert_eq!(
+            admit(&state, &key, &certs_only, START),
+            Err(Code::PermissionDenied),
+            "the namespace accepts no API keys"
+        );
+        assert_eq!(
+            state
+                .admit_api_key(Some(&key), None, START)
+                .map_err(|s| s.code()),
+            Err(Code::PermissionDenied),
+            "no namespace named"
+        );
     }
 }

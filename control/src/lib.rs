@@ -24,7 +24,7 @@ pub use authorization::{ACCESS_TTL, AccessCheck, AccessLists, Need};
 pub use backend::memory;
 pub use backend::{
     AccessChange, AccessLevel, ApiKeySource, BackendError, Cloud, CloudSettings, NamespaceBackend,
-    ObservedNamespace, SelfHosted, missing_search_attributes, progress,
+    ObservedNamespace, SelfHosted, UpstreamAuth, missing_search_attributes, progress,
 };
 pub use plane::{ControlPlane, PolicySeeding};
 pub use temporal::{

@@ -4,13 +4,16 @@
 //! (`spiffe://<trust-domain>/user/<email>` or `/app/<name>`), or failing that one e-mail SAN.
 //! [`ClientVerifier`] checks a presented chain against the CA and turns it into an
 //! [`Identity`]; [`CertificateAuthority`] is the local CA that `plinth pki` and `plinth dev`
-//! use to issue such certificates.
+//! use to issue such certificates. [`ApiKey`] reads the bearer keys Plinth presents where
+//! certificates are not used.
 
+mod api_key;
 mod authority;
 mod identity;
 mod tls;
 mod verify;
 
+pub use api_key::{ApiKey, ApiKeyError, ApiKeySource};
 pub use authority::{CertificateAuthority, IssuedCertificate, PkiError, write_private};
 pub use identity::{Identity, IdentityError, TrustDomain, identity_from_certificate};
 pub use tls::{

@@ -95,7 +95,7 @@ pub async fn serve<L: LocalService>(
 }
 
 /// Refreshes the namespace table and drops clients nothing routes to; reloads the upstream
-/// certificate when its files change. Failures keep the previous state and are logged once.
+/// certificate and API key when their files change. Failures keep the previous state and are logged once.
 async fn keep_fresh(door: Arc<FrontDoor>, refresh: Duration) {
     let mut routes_failing = false;
     let mut certificate_failing = false;
@@ -106,12 +106,12 @@ async fn keep_fresh(door: Arc<FrontDoor>, refresh: Duration) {
         match door.upstreams.reload_if_changed() {
             Ok(true) => {
                 certificate_failing = false;
-                tracing::info!("upstream client certificate reloaded; new calls use it");
+                tracing::info!("upstream credentials reloaded; new calls use them");
             }
             Ok(false) => certificate_failing = false,
             Err(e) if !certificate_failing => {
                 certificate_failing = true;
-                tracing::error!(error = %e, "upstream client certificate not reloaded; the previous one stays in use");
+                tracing::error!(error = %e, "upstream credentials not reloaded; the previous ones stay in use");
             }
             Err(_) => {}
         }

@@ -1,5 +1,5 @@
 //! Clients of the Temporal frontends namespaces live on: one HTTP/2 connection per endpoint,
-//! with the proxy's own client certificate, re-read from disk when it changes. A call goes
+//! with the proxy's own client certificate or API key, re-read from disk when it changes. A call goes
 //! onto the connection from the calling task (h2, no dispatch queue or body task in between),
 //! so its headers and message leave in one write.
 
@@ -15,7 +15,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
-use tonic::codegen::http::{self, HeaderMap, Method, Uri, uri::PathAndQuery};
+use tonic::codegen::http::{self, HeaderMap, HeaderValue, Method, Uri, uri::PathAndQuery};
 
 use crate::frame::{GRPC_STATUS, HEADER_BYTES, MAX_RESPONSE_BYTES};
 use crate::keepalive::keep_alive;
@@ -29,6 +29,8 @@ pub struct UpstreamTls {
     pub client: Option<ClientIdentity>,
     /// Name to verify the upstream's certificate against, when not the endpoint's host.
     pub server_name: Option<String>,
+    /// An API key every call carries as `authorization: Bearer …`.
+    pub api_key: Option<Arc<plinth_identity::ApiKey>>,
 }
 
 /// Where the proxy's client certificate comes from.
@@ -89,6 +91,9 @@ pub enum UpstreamError {
         /// Why.
         reason: String,
     },
+    /// The API key cannot be read.
+    #[error(transparent)]
+    ApiKey(#[from] plinth_identity::ApiKeyError),
     /// The connection or the call's stream broke before the answer was whole.
     #[error("upstream {endpoint}: {reason}")]
     Call {
@@ -130,6 +135,8 @@ pub struct Upstream {
     origin: http::uri::Parts,
     /// The TLS settings and the name the upstream's certificate is checked against.
     tls: Option<(Arc<rustls::ClientConfig>, ServerName<'static>)>,
+    /// `Bearer <API key>`, when calls carry one.
+    authorization: Option<HeaderValue>,
     connection: Mutex<Option<Connection>>,
     /// Serializes connecting; the time and reason of the last failed attempt.
     connecting: tokio::sync::Mutex<Option<(Instant, String)>>,
@@ -168,6 +175,8 @@ struct Tls {
     /// When the current self-issued certificate was issued: wall-clock time, as its
     /// validity is, so a machine that was suspended renews on waking.
     issued_at: Mutex<Option<SystemTime>>,
+    /// `Bearer <API key>` as last read.
+    bearer: Mutex<Option<HeaderValue>>,
 }
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -226,9 +235,10 @@ impl Upstreams {
         dropped
     }
 
-    /// Re-reads a client certificate whose files changed, or issues a new one at two thirds
-    /// of the current one's life. New calls then go over new connections made with it; calls
-    /// in flight finish on the connections they started on. Returns whether one changed.
+    /// Re-reads a client certificate or API key whose files changed, or issues a new
+    /// certificate at two thirds of the current one's life. New calls then go over new
+    /// connections made with them; calls in flight finish on the connections they started
+    /// on. Returns whether any changed.
     pub fn reload_if_changed(&self) -> Result<bool, UpstreamError> {
         // Each set on its own: a broken file for one must not stop the other's renewal.
         let mut changed = false;
@@ -265,6 +275,7 @@ impl Upstreams {
         let origin: Uri = format!("{scheme}://{endpoint}")
             .parse()
             .map_err(|e: http::uri::InvalidUri| invalid(e.to_string()))?;
+        let authorization = tls.and_then(|tls| tls.bearer.lock().expect("bearer lock").clone());
         let tls = match tls {
             None => None,
             Some(tls) => {
@@ -280,6 +291,7 @@ impl Upstreams {
             endpoint: endpoint.to_owned(),
             origin: origin.into_parts(),
             tls,
+            authorization,
             connection: Mutex::new(None),
             connecting: tokio::sync::Mutex::new(None),
         })
@@ -289,15 +301,33 @@ impl Upstreams {
 impl Tls {
     fn load(settings: UpstreamTls) -> Result<Self, UpstreamError> {
         let built = Self::build(&settings)?;
+        let bearer = Mutex::new(bearer(&settings)?);
         Ok(Self {
             settings,
             config: RwLock::new(built.config),
             client_files: Mutex::new(built.files),
             issued_at: Mutex::new(built.issued_at),
+            bearer,
         })
     }
 
     fn reload_if_changed(&self) -> Result<bool, UpstreamError> {
+        let key = self.reload_key_if_changed();
+        let certificate = self.reload_certificate_if_changed();
+        Ok(key? | certificate?)
+    }
+
+    fn reload_key_if_changed(&self) -> Result<bool, UpstreamError> {
+        let now = bearer(&self.settings)?;
+        let mut bearer = self.bearer.lock().expect("bearer lock");
+        if *bearer == now {
+            return Ok(false);
+        }
+        *bearer = now;
+        Ok(true)
+    }
+
+    fn reload_certificate_if_changed(&self) -> Result<bool, UpstreamError> {
         match &self.settings.client {
             None => return Ok(false),
             Some(ClientIdentity::Files(cert, key)) => {
@@ -374,6 +404,20 @@ impl Tls {
     }
 }
 
+/// The `authorization` value of `tls`'s API key, hidden from `Debug`.
+fn bearer(tls: &UpstreamTls) -> Result<Option<HeaderValue>, UpstreamError> {
+    let Some(key) = &tls.api_key else {
+        return Ok(None);
+    };
+    // `bearer()` holds visible ASCII only, which every header value can.
+    let mut value = HeaderValue::try_from(key.bearer()?).map_err(|e| UpstreamError::File {
+        path: PathBuf::from("(upstream API key)"),
+        reason: e.to_string(),
+    })?;
+    value.set_sensitive(true);
+    Ok(Some(value))
+}
+
 /// A client configuration and where its certificate came from.
 struct Built {
     config: Arc<rustls::ClientConfig>,
@@ -398,6 +442,11 @@ impl Upstream {
         *request.method_mut() = Method::POST;
         *request.uri_mut() = Uri::from_parts(uri).map_err(|e| self.broken(e))?;
         *request.headers_mut() = headers;
+        if let Some(authorization) = &self.authorization {
+            request
+                .headers_mut()
+                .insert(http::header::AUTHORIZATION, authorization.clone());
+        }
         let connection = self.connection().await?;
         let mut sender = match connection.sender.ready().await {
             Ok(sender) => sender,
@@ -621,6 +670,7 @@ mod tests {
                 lifetime,
             }))),
             server_name: None,
+            api_key: None,
         }
     }
 
@@ -634,6 +684,55 @@ mod tests {
         // A clock set back makes the certificate look issued in the future: no churn.
         *tls.issued_at.lock().unwrap() = Some(SystemTime::now() + Duration::from_secs(3600));
         assert!(!tls.reload_if_changed().unwrap());
+    }
+
+    #[test]
+    fn only_managed_upstreams_carry_the_api_key_and_a_rotated_key_replaces_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let key_file = dir.path().join("key");
+        std::fs::write(&key_file, "first\n").unwrap();
+        let key = plinth_identity::ApiKey::new(
+            "[backend] upstream_api_key",
+            plinth_identity::ApiKeySource::File(key_file.clone()),
+        );
+        let tls = UpstreamTls {
+            api_key: Some(Arc::new(key)),
+            ..UpstreamTls::default()
+        };
+        let upstreams = Upstreams::new(None)
+            .unwrap()
+            .with_managed("own:7233".into(), tls)
+            .unwrap();
+        let carried = |endpoint: &str| {
+            upstreams
+                .client(endpoint)
+                .unwrap()
+                .authorization
+                .as_ref()
+                .map(|v| v.to_str().unwrap().to_owned())
+        };
+        assert_eq!(
+            carried("ns.acct.tmprl.cloud:7233").as_deref(),
+            Some("Bearer first")
+        );
+        assert_eq!(
+            carried("own:7233"),
+            None,
+            "the platform's Temporal gets no key"
+        );
+        assert!(!upstreams.reload_if_changed().unwrap(), "unchanged");
+
+        std::fs::write(&key_file, "second-key\n").unwrap();
+        assert!(upstreams.reload_if_changed().unwrap());
+        assert_eq!(
+            carried("ns.acct.tmprl.cloud:7233").as_deref(),
+            Some("Bearer second-key")
+        );
+        let shown = format!(
+            "{:?}",
+            upstreams.client("ns.acct.tmprl.cloud:7233").unwrap()
+        );
+        assert!(!shown.contains("second-key"), "{shown}");
     }
 
     /// An HTTP/2 server that holds `/hold` until `release` and answers everything else at

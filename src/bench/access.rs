@@ -11,6 +11,7 @@ use plinth_cloud_double::{Double, Settings as DoubleSettings};
 use plinth_control::directory::{Directory, FileDirectory};
 use plinth_control::{
     AccessChange, ApiKeySource, Cloud, CloudSettings, ControlPlane, NamespaceBackend, SelfHosted,
+    UpstreamAuth,
 };
 use plinth_proto::policy::{readers_policy_name, seeded_policies, writers_policy_name};
 use plinth_proto::v1::{AccessSummary, NamespaceSpec, Rule};
@@ -288,6 +289,7 @@ async fn cloud_double(
         codec_endpoint: None,
         operation_timeout: Duration::from_secs(60),
         invite_users: false,
+        upstream: UpstreamAuth::Mtls,
     })?;
     Ok((cloud, double))
 }

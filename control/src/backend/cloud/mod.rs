@@ -24,7 +24,7 @@ use temporalio_common::protos::temporal::api::cloud::cloudservice::v1::{
     get_current_identity_response::Principal,
 };
 use temporalio_common::protos::temporal::api::cloud::identity::v1::{
-    Access, NamespaceAccess, UserSpec, namespace_access::Permission,
+    Access, NamespaceAccess, ServiceAccount, UserSpec, namespace_access::Permission,
 };
 use temporalio_common::protos::temporal::api::cloud::namespace::v1::{
     ApiKeyAuthSpec, CodecServerSpec, LifecycleSpec, MtlsAuthSpec, Namespace,
@@ -37,8 +37,8 @@ use crate::backend::{
     AccessChange, AccessLevel, BackendError, NamespaceBackend, ObservedNamespace,
     attribute_type_name, attribute_type_value, jitter, progress,
 };
-pub use ops::ApiKeySource;
 use ops::Ops;
+pub use plinth_identity::ApiKeySource;
 
 /// The tag Plinth puts on the namespaces it creates: it changes and deletes no others.
 const MANAGED_TAG: &str = "managed-by";
@@ -76,6 +76,21 @@ pub struct CloudSettings {
     /// Invite people a policy grants access who are not users of the account yet (Cloud
     /// e-mails them); otherwise they are reported.
     pub invite_users: bool,
+    /// How `plinth proxy` reaches the namespaces.
+    pub upstream: UpstreamAuth,
+}
+
+/// How `plinth proxy` reaches Cloud namespaces, which decides the endpoint Plinth records.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum UpstreamAuth {
+    /// mTLS, with certificates from Plinth's upstream CA: the namespaces' mTLS endpoint.
+    Mtls,
+    /// An API key of this service account: the namespaces' API-key endpoint. Plinth gives
+    /// the account write on every namespace it manages and keeps it out of access runs.
+    ApiKey {
+        /// The service account's name.
+        service_account: String,
+    },
 }
 
 /// Namespaces and access on Temporal Cloud.
@@ -85,6 +100,8 @@ pub struct Cloud {
     settings: CloudSettings,
     /// Region ids `GetRegions` listed, read once.
     regions: tokio::sync::OnceCell<Vec<String>>,
+    /// The id of the proxy's service account ([`UpstreamAuth::ApiKey`]), once found.
+    proxy_account: std::sync::Mutex<Option<String>>,
     /// One access write at a time per user or service account in this process: access runs
     /// of different namespaces change the same people, and each write needs the version the
     /// one before it left.
@@ -98,6 +115,7 @@ impl Cloud {
             ops: Ops::new(&settings.endpoint, settings.api_key.clone())?,
             settings,
             regions: tokio::sync::OnceCell::new(),
+            proxy_account: std::sync::Mutex::default(),
             principal_turns: std::sync::Mutex::default(),
         })
     }
@@ -126,6 +144,12 @@ impl Cloud {
             }
             None => "an unnamed principal".into(),
         })
+    }
+
+    /// Whether the proxy can be given access: the service account its API key belongs to
+    /// exists ([`UpstreamAuth::ApiKey`]).
+    pub async fn check_upstream(&self) -> Result<(), BackendError> {
+        self.proxy_access("").await.map(drop)
     }
 
     /// Cloud's name of Plinth namespace `name`.
@@ -694,22 +718,11 @@ impl Cloud {
                 }
                 Ok(user.resource_version)
             }
-            Kind::ServiceAccount => {
-                let request = GetServiceAccountRequest {
-                    service_account_id: who.id.clone(),
-                };
-                let account = self
-                    .ops
-                    .call("GetServiceAccount", |mut client| {
-                        let request = request.clone();
-                        async move { client.get_service_account(request).await }
-                    })
-                    .await?
-                    .into_inner()
-                    .service_account
-                    .unwrap_or_default();
-                Ok(account.resource_version)
-            }
+            Kind::ServiceAccount => Ok(self
+                .service_account(&who.id)
+                .await?
+                .unwrap_or_default()
+                .resource_version),
         }
     }
 }
@@ -864,6 +877,14 @@ impl NamespaceBackend for Cloud {
                 self.settings.codec_endpoint.clone().unwrap_or_default()
             ));
         }
+        if let Some(proxy) = self.proxy_access(name).await?
+            && !proxy_can_write(proxy.permission)
+        {
+            platform_drift.push(format!(
+                "write for {}, the proxy's service account",
+                self.proxy_account_name().unwrap_or_default()
+            ));
+        }
         Ok(Some(ObservedNamespace {
             retention_days: spec.retention_days,
             description: None,
@@ -879,34 +900,16 @@ impl NamespaceBackend for Cloud {
     }
 
     async fn register(&self, spec: &NamespaceSpec) -> Result<(), BackendError> {
-        if self.settled(&spec.name).await?.is_some() {
-            return Ok(());
+        if self.settled(&spec.name).await?.is_none() {
+            self.create(spec).await?;
         }
-        let request = CreateNamespaceRequest {
-            spec: Some(self.create_spec(spec).await?),
-            tags: [(MANAGED_TAG.to_owned(), MANAGER.to_owned())].into(),
-            async_operation_id: operation_id("create", &self.full_name(&spec.name), &attempt()),
-        };
-        let result = self
-            .ops
-            .call_status("CreateNamespace", &mut |mut client| {
-                let request = request.clone();
-                async move { client.create_namespace(request).await }
-            })
-            .await?;
-        match result {
-            Ok(response) => self.finish(response.into_inner().async_operation).await,
-            // Someone else's create, or our own from before a crash: wait for it to settle.
-            Err(status) if status.code() == Code::AlreadyExists => {
-                self.settled(&spec.name).await.map(drop)
-            }
-            Err(status) => Err(ops::classify("CreateNamespace", status)),
-        }
+        self.ensure_proxy_access(&spec.name).await
     }
 
     async fn update(&self, spec: &NamespaceSpec) -> Result<(), BackendError> {
         self.mutate(&spec.name, |current| self.desired(current, spec))
-            .await
+            .await?;
+        self.ensure_proxy_access(&spec.name).await
     }
 
     async fn add_search_attributes(
@@ -982,11 +985,17 @@ impl NamespaceBackend for Cloud {
             ))
         })?;
         let endpoints = namespace.endpoints.unwrap_or_default();
-        Ok(if endpoints.mtls_grpc_address.is_empty() {
-            endpoints.grpc_address
-        } else {
-            endpoints.mtls_grpc_address
-        })
+        let (address, kind) = match self.settings.upstream {
+            UpstreamAuth::Mtls => (endpoints.mtls_grpc_address, "mTLS"),
+            UpstreamAuth::ApiKey { .. } => (endpoints.grpc_address, "API key"),
+        };
+        if address.is_empty() {
+            return Err(BackendError::Rejected(format!(
+                "Temporal Cloud namespace {} has no {kind} endpoint, which the proxy reaches it on",
+                self.full_name(name)
+            )));
+        }
+        Ok(address)
     }
 
     /// Accepts the data-path name too (`orders.<account>`): the proxy and the codec server
@@ -1000,10 +1009,12 @@ impl NamespaceBackend for Cloud {
                 "{name:?} cannot name a Temporal Cloud namespace"
             )));
         }
+        let proxy = self.proxy_account_name().map(|name| format!("app:{name}"));
         Ok(self
             .assignments(name)
             .await?
             .into_iter()
+            .filter(|(identity, _)| Some(identity) != proxy.as_ref())
             .filter_map(|(identity, who)| Some((identity, level_of(who.permission)?)))
             .collect())
     }
@@ -1068,6 +1079,131 @@ impl NamespaceBackend for Cloud {
     }
 }
 
+impl Cloud {
+    /// Service account `id`; `None` when Cloud has none.
+    async fn service_account(&self, id: &str) -> Result<Option<ServiceAccount>, BackendError> {
+        let request = GetServiceAccountRequest {
+            service_account_id: id.to_owned(),
+        };
+        let result = self
+            .ops
+            .call_status("GetServiceAccount", &mut |mut client| {
+                let request = request.clone();
+                async move { client.get_service_account(request).await }
+            })
+            .await?;
+        match result {
+            Ok(response) => Ok(response.into_inner().service_account),
+            Err(status) if status.code() == Code::NotFound => Ok(None),
+            Err(status) => Err(ops::classify("GetServiceAccount", status)),
+        }
+    }
+
+    /// Creates namespace `spec` and waits for the operation.
+    async fn create(&self, spec: &NamespaceSpec) -> Result<(), BackendError> {
+        let request = CreateNamespaceRequest {
+            spec: Some(self.create_spec(spec).await?),
+            tags: [(MANAGED_TAG.to_owned(), MANAGER.to_owned())].into(),
+            async_operation_id: operation_id("create", &self.full_name(&spec.name), &attempt()),
+        };
+        let result = self
+            .ops
+            .call_status("CreateNamespace", &mut |mut client| {
+                let request = request.clone();
+                async move { client.create_namespace(request).await }
+            })
+            .await?;
+        match result {
+            Ok(response) => self.finish(response.into_inner().async_operation).await,
+            // Someone else's create, or our own from before a crash: wait for it to settle.
+            Err(status) if status.code() == Code::AlreadyExists => {
+                self.settled(&spec.name).await.map(drop)
+            }
+            Err(status) => Err(ops::classify("CreateNamespace", status)),
+        }
+    }
+
+    /// The name of the service account the proxy's API key belongs to, if it uses one.
+    fn proxy_account_name(&self) -> Option<&str> {
+        match &self.settings.upstream {
+            UpstreamAuth::ApiKey { service_account } => Some(service_account),
+            UpstreamAuth::Mtls => None,
+        }
+    }
+
+    /// The proxy's service account, with its permission on namespace `name`; `None` when
+    /// the proxy uses no API key. Its id is looked up by name once, and again should the
+    /// account be re-created.
+    async fn proxy_access(&self, name: &str) -> Result<Option<Assignee>, BackendError> {
+        let Some(account_name) = self.proxy_account_name() else {
+            return Ok(None);
+        };
+        let cached = || {
+            self.proxy_account
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone()
+        };
+        for _ in 0..2 {
+            let id =
+                match cached() {
+                    Some(id) => id,
+                    None => {
+                        let accounts = self.service_accounts().await?;
+                        let id = accounts.get(account_name).map(|a| a.id.clone()).ok_or_else(|| {
+                        BackendError::Rejected(format!(
+                            "[backend] upstream_service_account: the Temporal Cloud account {} \
+                             has no service account named {account_name}",
+                            self.settings.account
+                        ))
+                    })?;
+                        *self
+                            .proxy_account
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(id.clone());
+                        id
+                    }
+                };
+            let Some(account) = self.service_account(&id).await? else {
+                *self
+                    .proxy_account
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+                continue;
+            };
+            let permission = account
+                .spec
+                .and_then(|s| s.access)
+                .and_then(|a| a.namespace_accesses.get(&self.full_name(name)).cloned())
+                .map_or(0, |a| a.permission);
+            return Ok(Some(Assignee {
+                kind: Kind::ServiceAccount,
+                id: account.id,
+                version: account.resource_version,
+                permission,
+            }));
+        }
+        Err(BackendError::Unavailable(format!(
+            "service account {account_name} was re-created while Plinth read it"
+        )))
+    }
+
+    /// Gives the proxy's service account write on namespace `name` when it has less.
+    async fn ensure_proxy_access(&self, name: &str) -> Result<(), BackendError> {
+        match self.proxy_access(name).await? {
+            Some(who) if !proxy_can_write(who.permission) => {
+                self.set_access(name, who, Permission::Write).await
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Whether `permission` lets the proxy make every call a caller it admits may make.
+fn proxy_can_write(permission: i32) -> bool {
+    permission == Permission::Write as i32 || permission == Permission::Admin as i32
+}
+
 /// What one access change came to.
 enum Applied {
     Wrote,
@@ -1090,6 +1226,14 @@ impl Cloud {
             }
             AccessChange::Revoke(identity) => (identity, Permission::Unspecified),
         };
+        if let Some(proxy) = self.proxy_account_name()
+            && identity.strip_prefix("app:") == Some(proxy)
+        {
+            return Ok(Applied::Missing(format!(
+                "{identity} is the service account the proxy reaches Temporal Cloud with: \
+                 Plinth keeps its access itself"
+            )));
+        }
         let who = match current.get(identity) {
             Some(who) if who.permission == permission as i32 => return Ok(Applied::Nothing),
             Some(who) => who.clone(),

@@ -2,9 +2,9 @@
 //! headers every call carries, retries of rate limits and outages, and waiting on the
 //! asynchronous operations every mutation starts.
 
-use std::path::PathBuf;
-use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
+
+use plinth_identity::{ApiKey, ApiKeySource};
 
 use temporalio_client::tonic::metadata::MetadataValue;
 use temporalio_client::tonic::service::interceptor::InterceptedService;
@@ -27,100 +27,6 @@ const RETRY_PATIENCE: Duration = Duration::from_secs(60);
 const MAX_DELAY: Duration = Duration::from_secs(5);
 /// A call with no answer by then has failed.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Where the API key comes from. The key itself is read at each use, so a rotated key takes
-/// effect without a restart.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ApiKeySource {
-    /// A file holding the key (surrounding whitespace ignored).
-    File(PathBuf),
-    /// An environment variable holding the key.
-    Env(String),
-}
-
-/// The key as last read from a file, with what identified that version of the file.
-struct CachedKey {
-    modified: Option<SystemTime>,
-    len: u64,
-    key: Arc<str>,
-}
-
-/// Reads the API key, from its file only when the file changed.
-pub(super) struct ApiKey {
-    source: ApiKeySource,
-    cached: Mutex<Option<CachedKey>>,
-}
-
-impl std::fmt::Debug for ApiKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ApiKey")
-            .field("source", &self.source)
-            .finish_non_exhaustive()
-    }
-}
-
-impl ApiKey {
-    fn new(source: ApiKeySource) -> Self {
-        Self {
-            source,
-            cached: Mutex::new(None),
-        }
-    }
-
-    fn current(&self) -> Result<Arc<str>, BackendError> {
-        let key = match &self.source {
-            ApiKeySource::Env(name) => {
-                let value = std::env::var(name).map_err(|_| {
-                    BackendError::Rejected(format!(
-                        "[backend] api_key_env: environment variable {name} (the Temporal Cloud API key) is not set"
-                    ))
-                })?;
-                Arc::from(value.trim())
-            }
-            ApiKeySource::File(path) => self.read_file(path)?,
-        };
-        if key.is_empty() {
-            return Err(BackendError::Rejected(format!(
-                "the Temporal Cloud API key ({}) is empty",
-                self.describe()
-            )));
-        }
-        Ok(key)
-    }
-
-    fn read_file(&self, path: &PathBuf) -> Result<Arc<str>, BackendError> {
-        let unreadable = |e: std::io::Error| {
-            BackendError::Rejected(format!(
-                "[backend] api_key_file: cannot read {}: {e}",
-                path.display()
-            ))
-        };
-        let metadata = std::fs::metadata(path).map_err(unreadable)?;
-        let modified = metadata.modified().ok();
-        let mut cached = self.cached.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(c) = cached.as_ref()
-            && c.modified == modified
-            && c.len == metadata.len()
-        {
-            return Ok(c.key.clone());
-        }
-        let text = std::fs::read_to_string(path).map_err(unreadable)?;
-        let key: Arc<str> = Arc::from(text.trim());
-        *cached = Some(CachedKey {
-            modified,
-            len: metadata.len(),
-            key: key.clone(),
-        });
-        Ok(key)
-    }
-
-    fn describe(&self) -> String {
-        match &self.source {
-            ApiKeySource::File(path) => format!("file {}", path.display()),
-            ApiKeySource::Env(name) => format!("environment variable {name}"),
-        }
-    }
-}
 
 /// Adds the API key and version to every call.
 #[derive(Clone)]
@@ -163,17 +69,17 @@ impl Ops {
         }
         Ok(Self {
             channel: builder.connect_lazy(),
-            key: ApiKey::new(key),
+            key: ApiKey::new("[backend] api_key", key),
         })
     }
 
     fn client(&self) -> Result<Client, BackendError> {
-        let key = self.key.current()?;
-        let mut authorization = MetadataValue::try_from(format!("Bearer {key}")).map_err(|_| {
-            BackendError::Rejected(format!(
-                "the Temporal Cloud API key ({}) holds characters a header cannot carry",
-                self.key.describe()
-            ))
+        let rejected = |e: plinth_identity::ApiKeyError| {
+            BackendError::Rejected(format!("the Temporal Cloud API key: {e}"))
+        };
+        let bearer = self.key.bearer().map_err(rejected)?;
+        let mut authorization = MetadataValue::try_from(bearer).map_err(|_| {
+            BackendError::Rejected("the Temporal Cloud API key: not a token".into())
         })?;
         authorization.set_sensitive(true);
         Ok(CloudServiceClient::with_interceptor(
@@ -340,24 +246,6 @@ pub(super) fn classify(method: &str, status: Status) -> BackendError {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_key_file_is_read_again_once_it_changes() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("key");
-        std::fs::write(&path, "first-key\n").unwrap();
-        let key = ApiKey::new(ApiKeySource::File(path.clone()));
-        assert_eq!(&*key.current().unwrap(), "first-key");
-        std::fs::write(&path, "second-key-longer\n").unwrap();
-        assert_eq!(&*key.current().unwrap(), "second-key-longer");
-    }
-
-    #[test]
-    fn a_missing_key_names_its_source_and_not_a_value() {
-        let key = ApiKey::new(ApiKeySource::Env("PLINTH_TEST_UNSET_CLOUD_KEY".into()));
-        let error = key.current().unwrap_err().to_string();
-        assert!(error.contains("PLINTH_TEST_UNSET_CLOUD_KEY"), "{error}");
-    }
 
     #[test]
     fn a_retry_delay_is_read_from_the_status_details() {

@@ -21,7 +21,41 @@ struct Fixture {
     _dir: tempfile::TempDir,
 }
 
-async fn fixture(mut settings: Settings) -> Fixture {
+async fn fixture(settings: Settings) -> Fixture {
+    fixture_with(settings, UpstreamAuth::Mtls).await
+}
+
+/// The proxy's service account when it reaches namespaces with an API key.
+const PROXY_ACCOUNT: &str = "plinth-proxy";
+
+/// A backend whose proxy reaches namespaces with a key of [`PROXY_ACCOUNT`], which exists.
+async fn api_key_fixture() -> Fixture {
+    let f = fixture_with(
+        Settings::default(),
+        UpstreamAuth::ApiKey {
+            service_account: PROXY_ACCOUNT.into(),
+        },
+    )
+    .await;
+    f.double.add_service_account(PROXY_ACCOUNT);
+    f
+}
+
+/// The permission the proxy's service account holds on `orders`.
+fn proxy_permission(f: &Fixture) -> i32 {
+    let account = f.double.service_account(PROXY_ACCOUNT).unwrap();
+    let full = f.backend.full_name("orders");
+    account
+        .spec
+        .unwrap()
+        .access
+        .unwrap()
+        .namespace_accesses
+        .get(&full)
+        .map_or(0, |a| a.permission)
+}
+
+async fn fixture_with(mut settings: Settings, upstream: UpstreamAuth) -> Fixture {
     if settings.api_keys.is_empty() {
         settings.api_keys = vec![KEY.into()];
     }
@@ -39,10 +73,11 @@ async fn fixture(mut settings: Settings) -> Fixture {
         account: double.account(),
         api_key: ApiKeySource::File(key_file),
         accepted_client_ca: ca.clone(),
-        api_key_auth: false,
+        api_key_auth: upstream != UpstreamAuth::Mtls,
         codec_endpoint: Some("https://codec.example.com".into()),
         operation_timeout: Duration::from_secs(30),
         invite_users: false,
+        upstream,
     })
     .unwrap();
     Fixture {
@@ -107,6 +142,70 @@ async fn a_namespace_is_created_with_the_platform_settings_once_its_operation_en
     assert_eq!(
         f.backend.endpoint("orders").await.unwrap(),
         Settings::default().grpc_address
+    );
+}
+
+#[tokio::test]
+async fn with_an_api_key_upstream_the_proxys_account_gets_write_and_the_api_key_endpoint_is_recorded()
+ {
+    let f = api_key_fixture().await;
+    f.backend.register(&spec()).await.unwrap();
+    assert_eq!(proxy_permission(&f), Permission::Write as i32);
+    assert_eq!(
+        f.backend.endpoint("orders").await.unwrap(),
+        Settings::default().api_key_address
+    );
+}
+
+#[tokio::test]
+async fn access_runs_neither_see_nor_change_the_proxys_service_account() {
+    let f = api_key_fixture().await;
+    f.backend.register(&spec()).await.unwrap();
+    let access = f.backend.list_access("orders").await.unwrap();
+    assert!(!access.contains_key("app:plinth-proxy"), "{access:?}");
+    let error = f
+        .backend
+        .apply_access(
+            "orders",
+            &[AccessChange::Grant(
+                "app:plinth-proxy".into(),
+                AccessLevel::Read,
+            )],
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("Plinth keeps its access itself"), "{error}");
+    assert_eq!(proxy_permission(&f), Permission::Write as i32);
+}
+
+#[tokio::test]
+async fn the_proxys_access_taken_away_in_cloud_is_drift_that_an_update_repairs() {
+    let f = api_key_fixture().await;
+    f.backend.register(&spec()).await.unwrap();
+    let id = f.double.service_account(PROXY_ACCOUNT).unwrap().id;
+    f.double
+        .set_service_account_permission(&id, "orders", Permission::Unspecified);
+    let observed = f.backend.describe("orders").await.unwrap().unwrap();
+    let drift = observed.setting_differences(&spec());
+    assert!(drift.iter().any(|d| d.contains(PROXY_ACCOUNT)), "{drift:?}");
+    f.backend.update(&spec()).await.unwrap();
+    assert_eq!(proxy_permission(&f), Permission::Write as i32);
+}
+
+#[tokio::test]
+async fn a_missing_proxy_service_account_is_named_in_the_refusal() {
+    let f = fixture_with(
+        Settings::default(),
+        UpstreamAuth::ApiKey {
+            service_account: "nobody".into(),
+        },
+    )
+    .await;
+    let error = f.backend.register(&spec()).await.unwrap_err().to_string();
+    assert!(
+        error.contains("upstream_service_account") && error.contains("nobody"),
+        "{error}"
     );
 }
 

@@ -1,0 +1,197 @@
+//! API keys Plinth presents as bearer tokens (to Temporal Cloud's Ops API and namespaces),
+//! read from a file or an environment variable. A file is read again whenever it changes, so
+//! a rotated key takes effect without a restart. No error or `Debug` output shows a key.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::SystemTime;
+
+/// Where an API key comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ApiKeySource {
+    /// A file holding the key (surrounding whitespace ignored).
+    File(PathBuf),
+    /// An environment variable holding the key.
+    Env(String),
+}
+
+/// Why no usable key could be read. Each names the setting to fix (`setting` is its prefix,
+/// such as `[backend] api_key`), never the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiKeyError {
+    /// The environment variable is not set.
+    #[error("{setting}_env: environment variable {name} is not set")]
+    NotSet {
+        /// The setting's prefix.
+        setting: &'static str,
+        /// The variable.
+        name: String,
+    },
+    /// The file cannot be read.
+    #[error("{setting}_file: cannot read {}: {source}", path.display())]
+    Unreadable {
+        /// The setting's prefix.
+        setting: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The operating system's error.
+        source: std::io::Error,
+    },
+    /// The file or variable holds nothing but whitespace.
+    #[error("{setting} ({from}) is empty")]
+    Empty {
+        /// The setting's prefix.
+        setting: &'static str,
+        /// The file or variable, described.
+        from: String,
+    },
+    /// The key holds characters an HTTP header cannot carry.
+    #[error("{setting} ({from}) holds characters a header cannot carry")]
+    NotAToken {
+        /// The setting's prefix.
+        setting: &'static str,
+        /// The file or variable, described.
+        from: String,
+    },
+}
+
+/// The key as last read from a file, with what identified that version of the file.
+struct CachedKey {
+    modified: Option<SystemTime>,
+    len: u64,
+    key: Arc<str>,
+}
+
+/// Reads an API key, from its file only when the file changed.
+pub struct ApiKey {
+    setting: &'static str,
+    source: ApiKeySource,
+    cached: Mutex<Option<CachedKey>>,
+}
+
+impl std::fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiKey")
+            .field("setting", &self.setting)
+            .field("source", &self.source)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ApiKey {
+    /// The key `source` holds; errors name `setting` (`[backend] api_key`: the file is
+    /// `[backend] api_key_file`).
+    pub fn new(setting: &'static str, source: ApiKeySource) -> Self {
+        Self {
+            setting,
+            source,
+            cached: Mutex::new(None),
+        }
+    }
+
+    /// The key now.
+    pub fn current(&self) -> Result<Arc<str>, ApiKeyError> {
+        let key = match &self.source {
+            ApiKeySource::Env(name) => {
+                let value = std::env::var(name).map_err(|_| ApiKeyError::NotSet {
+                    setting: self.setting,
+                    name: name.clone(),
+                })?;
+                Arc::from(value.trim())
+            }
+            ApiKeySource::File(path) => self.read_file(path)?,
+        };
+        if key.is_empty() {
+            return Err(ApiKeyError::Empty {
+                setting: self.setting,
+                from: self.describe(),
+            });
+        }
+        Ok(key)
+    }
+
+    /// `Bearer <key>`, the `authorization` header's value: visible ASCII only, so any HTTP
+    /// library takes it.
+    pub fn bearer(&self) -> Result<String, ApiKeyError> {
+        let key = self.current()?;
+        if !key.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(ApiKeyError::NotAToken {
+                setting: self.setting,
+                from: self.describe(),
+            });
+        }
+        Ok(format!("Bearer {key}"))
+    }
+
+    fn read_file(&self, path: &PathBuf) -> Result<Arc<str>, ApiKeyError> {
+        let unreadable = |source| ApiKeyError::Unreadable {
+            setting: self.setting,
+            path: path.clone(),
+            source,
+        };
+        let metadata = std::fs::metadata(path).map_err(unreadable)?;
+        let modified = metadata.modified().ok();
+        let mut cached = self.cached.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(c) = cached.as_ref()
+            && c.modified == modified
+            && c.len == metadata.len()
+        {
+            return Ok(c.key.clone());
+        }
+        let text = std::fs::read_to_string(path).map_err(unreadable)?;
+        let key: Arc<str> = Arc::from(text.trim());
+        *cached = Some(CachedKey {
+            modified,
+            len: metadata.len(),
+            key: key.clone(),
+        });
+        Ok(key)
+    }
+
+    fn describe(&self) -> String {
+        match &self.source {
+            ApiKeySource::File(path) => format!("file {}", path.display()),
+            ApiKeySource::Env(name) => format!("environment variable {name}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_file_is_read_again_once_it_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("key");
+        std::fs::write(&path, "first-key\n").unwrap();
+        let key = ApiKey::new("[backend] api_key", ApiKeySource::File(path.clone()));
+        assert_eq!(&*key.current().unwrap(), "first-key");
+        std::fs::write(&path, "second-key-longer\n").unwrap();
+        assert_eq!(key.bearer().unwrap(), "Bearer second-key-longer");
+    }
+
+    #[test]
+    fn a_missing_key_names_its_setting_and_source() {
+        let key = ApiKey::new(
+            "[backend] upstream_api_key",
+            ApiKeySource::Env("PLINTH_TEST_UNSET_CLOUD_KEY".into()),
+        );
+        let error = key.current().unwrap_err().to_string();
+        assert_eq!(
+            error,
+            "[backend] upstream_api_key_env: environment variable PLINTH_TEST_UNSET_CLOUD_KEY is not set"
+        );
+    }
+
+    #[test]
+    fn a_key_a_header_cannot_carry_is_refused_without_showing_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("key");
+        std::fs::write(&path, "s3cr3t value").unwrap();
+        let key = ApiKey::new("[backend] api_key", ApiKeySource::File(path));
+        let error = key.bearer().unwrap_err().to_string();
+        assert!(error.contains("cannot carry"), "{error}");
+        assert!(!error.contains("s3cr3t"), "{error}");
+    }
+}
