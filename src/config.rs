@@ -269,6 +269,9 @@ impl BackendConfig {
     ) -> anyhow::Result<plinth_identity::ApiKeySource> {
         use plinth_identity::ApiKeySource;
         match (file, env) {
+            (None, Some(name)) if name.trim().is_empty() => {
+                anyhow::bail!("[backend] {setting}_env: empty; name the environment variable")
+            }
             (Some(path), None) => Ok(ApiKeySource::File(path.clone())),
             (None, Some(name)) => Ok(ApiKeySource::Env(name.clone())),
             (None, None) => {

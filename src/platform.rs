@@ -97,8 +97,35 @@ pub fn cloud(config: &Config, home: &Home) -> anyhow::Result<Cloud> {
     );
     let api_key = backend.api_key()?;
     let upstream = match backend.upstream_auth {
-        UpstreamAuthKind::Mtls => UpstreamAuth::Mtls,
+        UpstreamAuthKind::Mtls => {
+            let unused = [
+                (
+                    "upstream_service_account",
+                    backend.upstream_service_account.is_some(),
+                ),
+                (
+                    "upstream_api_key_file",
+                    backend.upstream_api_key_file.is_some(),
+                ),
+                (
+                    "upstream_api_key_env",
+                    backend.upstream_api_key_env.is_some(),
+                ),
+            ];
+            if let Some((key, _)) = unused.iter().find(|(_, set)| *set) {
+                anyhow::bail!(
+                    "[backend] {key}: only used with upstream_auth = \"api-key\"; the proxy \
+                     reaches namespaces over mTLS (upstream_auth = \"mtls\")"
+                );
+            }
+            UpstreamAuth::Mtls
+        }
         UpstreamAuthKind::ApiKey => {
+            anyhow::ensure!(
+                backend.accepted_client_ca.is_none(),
+                "[backend] accepted_client_ca: not used with upstream_auth = \"api-key\", where \
+                 namespaces accept no client certificate"
+            );
             anyhow::ensure!(
                 backend.api_key_auth,
                 "[backend] upstream_auth = \"api-key\" needs api_key_auth = true: the proxy's key \
@@ -115,6 +142,35 @@ pub fn cloud(config: &Config, home: &Home) -> anyhow::Result<Cloud> {
             UpstreamAuth::ApiKey { service_account }
         }
     };
+    let accepted_client_ca = match upstream {
+        UpstreamAuth::Mtls => accepted_client_ca(config, home)?,
+        // Namespaces then accept no client certificate.
+        UpstreamAuth::ApiKey { .. } => Vec::new(),
+    };
+    if let Some(endpoint) = &backend.codec_endpoint {
+        anyhow::ensure!(
+            endpoint.starts_with("https://"),
+            "[backend] codec_endpoint: {endpoint:?} must be an https URL: Temporal Cloud's Web UI \
+             only calls codec servers over HTTPS"
+        );
+    }
+    Ok(Cloud::new(CloudSettings {
+        endpoint: backend.endpoint.clone(),
+        account: backend.account.clone(),
+        api_key,
+        accepted_client_ca,
+        api_key_auth: backend.api_key_auth,
+        codec_endpoint: backend.codec_endpoint.clone(),
+        operation_timeout: backend.operation_timeout,
+        invite_users: backend.invite_users,
+        upstream,
+    })?)
+}
+
+/// The CA bundle Cloud namespaces accept client certificates from: never one the proxy
+/// accepts callers from.
+fn accepted_client_ca(config: &Config, home: &Home) -> anyhow::Result<Vec<u8>> {
+    let backend = &config.backend;
     let ca_path = backend
         .accepted_client_ca
         .clone()
@@ -147,24 +203,7 @@ pub fn cloud(config: &Config, home: &Home) -> anyhow::Result<Cloud> {
             front_door_ca.display()
         );
     }
-    if let Some(endpoint) = &backend.codec_endpoint {
-        anyhow::ensure!(
-            endpoint.starts_with("https://"),
-            "[backend] codec_endpoint: {endpoint:?} must be an https URL: Temporal Cloud's Web UI \
-             only calls codec servers over HTTPS"
-        );
-    }
-    Ok(Cloud::new(CloudSettings {
-        endpoint: backend.endpoint.clone(),
-        account: backend.account.clone(),
-        api_key,
-        accepted_client_ca,
-        api_key_auth: backend.api_key_auth,
-        codec_endpoint: backend.codec_endpoint.clone(),
-        operation_timeout: backend.operation_timeout,
-        invite_users: backend.invite_users,
-        upstream,
-    })?)
+    Ok(accepted_client_ca)
 }
 
 #[cfg(test)]
@@ -229,6 +268,8 @@ mod tests {
         ca(dir.path(), "people.pem");
         let mut config = cloud_config(dir.path(), "upstream.pem", Some("people.pem"));
         config.backend.upstream_auth = UpstreamAuthKind::ApiKey;
+        // Namespaces accept no client certificate then: no CA to name.
+        config.backend.accepted_client_ca = None;
         let home = Home::new(dir.path().into());
         let error = format!("{:#}", cloud(&config, &home).unwrap_err());
         assert!(error.contains("api_key_auth = true"), "{error}");
@@ -237,5 +278,22 @@ mod tests {
         assert!(error.contains("upstream_service_account"), "{error}");
         config.backend.upstream_service_account = Some("plinth-proxy".into());
         cloud(&config, &home).unwrap();
+    }
+
+    #[test]
+    fn api_key_settings_without_an_api_key_upstream_are_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        ca(dir.path(), "upstream.pem");
+        ca(dir.path(), "people.pem");
+        let mut config = cloud_config(dir.path(), "upstream.pem", Some("people.pem"));
+        config.backend.upstream_api_key_env = Some("PROXY_KEY".into());
+        let error = format!(
+            "{:#}",
+            cloud(&config, &Home::new(dir.path().into())).unwrap_err()
+        );
+        assert!(
+            error.contains("[backend] upstream_api_key_env: only used with"),
+            "{error}"
+        );
     }
 }

@@ -74,6 +74,7 @@ pub async fn run(config: &Config, home: &Home, args: &ProxyArgs) -> anyhow::Resu
         platform.rules,
         platform.admin_group,
     );
+    check_upstream_key(config).await?;
     let proxy = &config.proxy;
     let default_upstream = proxy.upstream.clone().unwrap_or(address);
     let door = std::sync::Arc::new(FrontDoor {
@@ -165,6 +166,36 @@ fn upstreams(config: &Config, home: &Home, own: &str) -> anyhow::Result<Upstream
     upstreams
         .with_managed(own.to_owned(), tls)
         .context("[backend] Temporal Cloud namespaces")
+}
+
+/// Refuses a proxy API key that is not `[backend] upstream_service_account`'s, or whose
+/// owner reaches namespaces beyond those Plinth gives it (such as the Ops API's key).
+async fn check_upstream_key(config: &Config) -> anyhow::Result<()> {
+    let backend = &config.backend;
+    if backend.kind != crate::config::BackendKind::Cloud
+        || backend.upstream_auth != UpstreamAuthKind::ApiKey
+    {
+        return Ok(());
+    }
+    let expected = backend
+        .upstream_service_account
+        .as_deref()
+        .unwrap_or_default();
+    let owner = plinth_control::key_owner(&backend.endpoint, backend.upstream_api_key()?)
+        .await
+        .context("[backend] upstream_api_key: Temporal Cloud would not say whose key it is")?;
+    anyhow::ensure!(
+        owner.service_account.as_deref() == Some(expected),
+        "[backend] upstream_api_key: the key belongs to {owner}, not to service account \
+         {expected} (upstream_service_account), which Plinth gives access to namespaces"
+    );
+    anyhow::ensure!(
+        !owner.reaches_beyond_its_namespaces(),
+        "[backend] upstream_api_key: {owner} has account role {:?}, which reaches namespaces \
+         Plinth did not give it; give the proxy a service account with the read role",
+        owner.account_role
+    );
+    Ok(())
 }
 
 /// What the proxy issues its client certificates to Cloud namespaces with.

@@ -40,6 +40,12 @@ pub async fn run(config: &Config, home: &Home, args: &WorkerArgs) -> anyhow::Res
         // So is a proxy service account the account lacks.
         cloud.check_upstream().await?;
         tracing::info!(%identity, account = %config.backend.account, "Temporal Cloud backend");
+        if config.backend.api_key_auth {
+            tracing::warn!(
+                "[backend] api_key_auth: namespaces accept API keys, so anyone Cloud gives access to \
+                 a namespace can make a key and call it without the proxy (unencrypted, unchecked)"
+            );
+        }
     }
     let target = options.target.to_string();
     let connection = plinth_control::connect(options).await?;

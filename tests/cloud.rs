@@ -70,6 +70,20 @@ impl Cloud {
     }
 }
 
+/// Why a stack with `[backend]` section `backend` did not start.
+fn refused_start(backend: &str) -> String {
+    let error = PlinthStack::start_configured(
+        DevServer::shared(),
+        PLINTH.as_ref(),
+        "10m",
+        "5m",
+        "",
+        backend,
+    )
+    .expect_err("the stack does not start");
+    format!("{error:#}")
+}
+
 fn get_json(stack: &PlinthStack, name: &str) -> serde_json::Value {
     let output = stack.plinth_as(ADMIN, &["get", "namespace", name, "-o", "json"]);
     serde_json::from_slice(&output.stdout).unwrap_or_default()
@@ -118,16 +132,7 @@ fn a_namespace_applied_on_cloud_is_created_there_with_plinths_ca_and_its_endpoin
 #[test]
 fn a_worker_whose_api_key_cloud_refuses_does_not_start() {
     let cloud = Cloud::start(Settings::default());
-    let error = PlinthStack::start_configured(
-        DevServer::shared(),
-        PLINTH.as_ref(),
-        "10m",
-        "5m",
-        "",
-        &cloud.backend_section("a-revoked-key"),
-    )
-    .expect_err("the worker refuses to start")
-    .to_string();
+    let error = refused_start(&cloud.backend_section("a-revoked-key"));
     assert!(
         error.contains("Temporal Cloud refused the worker's API key")
             && error.contains("Unauthenticated"),
@@ -380,6 +385,15 @@ fn calls_reach_a_cloud_namespace_with_the_proxys_api_key_and_a_rotated_key_takes
         PlinthStack::start_configured(server, PLINTH.as_ref(), "10m", "3s", "", &backend).unwrap();
     let status = namespace_the_team_writes(&stack, &cloud, "keyed");
     assert_eq!(status["endpoint"], cloud.double.api_key_address().as_str());
+    let mtls = cloud
+        .double
+        .namespace("keyed")
+        .unwrap()
+        .spec
+        .unwrap()
+        .mtls_auth
+        .unwrap();
+    assert!(!mtls.enabled, "no client certificate opens the namespace");
     let full_name = format!("keyed.{}", cloud.double.account());
     let proxy_access = cloud.double.service_account("plinth-proxy").unwrap();
     assert_eq!(
@@ -421,4 +435,25 @@ fn calls_reach_a_cloud_namespace_with_the_proxys_api_key_and_a_rotated_key_takes
             "{role} logged a key"
         );
     }
+}
+
+#[test]
+fn the_proxy_refuses_an_upstream_key_that_is_not_its_service_accounts() {
+    let cloud = Cloud::start(Settings::default());
+    cloud.double.add_service_account("plinth-proxy");
+    // The Ops API's own key: an account admin's, which reaches every namespace.
+    let key_file = cloud.dir.path().join("proxy-key");
+    std::fs::write(&key_file, KEY).unwrap();
+    let backend = format!(
+        "{}api_key_auth = true\nupstream_auth = \"api-key\"\n\
+         upstream_service_account = \"plinth-proxy\"\nupstream_api_key_file = \"{}\"\n",
+        cloud.backend_section(KEY),
+        key_file.display()
+    );
+    let error = refused_start(&backend);
+    assert!(
+        error.contains("[backend] upstream_api_key: the key belongs to service account plinth,"),
+        "{error}"
+    );
+    assert!(!error.contains(KEY), "the key is not shown");
 }

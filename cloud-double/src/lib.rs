@@ -201,6 +201,11 @@ impl Double {
         self.with(|state| state.create_api_key(owner))
     }
 
+    /// Renames service account `id` at once, as someone in Cloud's console would.
+    pub fn rename_service_account(&self, id: &str, name: &str) {
+        self.with(|state| state.rename_service_account(id, name));
+    }
+
     /// Revokes API key `key`; whether it existed.
     pub fn delete_api_key(&self, key: &str) -> bool {
         self.with(|state| state.delete_api_key(key))

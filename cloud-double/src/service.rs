@@ -30,24 +30,32 @@ pub(crate) fn server(
     CloudServiceServer<Double>,
     impl tonic::service::Interceptor + Clone,
 > {
-    let keys = lock(&state).settings.api_keys.clone();
+    let shared = state.clone();
     CloudServiceServer::with_interceptor(Double { state }, move |request: Request<()>| {
-        credentials(&keys, &request)?;
+        credentials(&lock(&shared), &request)?;
         Ok(request)
     })
 }
 
-/// Cloud's checks of who calls: a bearer API key it knows, and an API version.
-fn credentials(keys: &[String], request: &Request<()>) -> Result<(), Status> {
-    let metadata = request.metadata();
-    let token = metadata
+/// The bearer key a call carries.
+fn bearer<T>(request: &Request<T>) -> Option<&str> {
+    request
+        .metadata()
         .get("authorization")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .ok_or_else(|| {
-            Status::unauthenticated("missing API key: send Authorization: Bearer <key>")
-        })?;
-    if !keys.iter().any(|key| key == token) {
+}
+
+/// Cloud's checks of who calls: a bearer API key it knows (the account's, or one a user or
+/// service account owns), and an API version.
+fn credentials(state: &State, request: &Request<()>) -> Result<(), Status> {
+    let metadata = request.metadata();
+    let token = bearer(request).ok_or_else(|| {
+        Status::unauthenticated("missing API key: send Authorization: Bearer <key>")
+    })?;
+    if !state.settings.api_keys.iter().any(|key| key == token)
+        && state.api_key_owner(token).is_none()
+    {
         return Err(Status::unauthenticated("invalid API key"));
     }
     if metadata
@@ -88,9 +96,17 @@ impl Double {
 impl CloudService for Double {
     async fn get_current_identity(
         &self,
-        _request: Request<GetCurrentIdentityRequest>,
+        request: Request<GetCurrentIdentityRequest>,
     ) -> Result<Response<GetCurrentIdentityResponse>, Status> {
-        self.call("GetCurrentIdentity", |_| {
+        let token = bearer(&request).unwrap_or_default().to_owned();
+        self.call("GetCurrentIdentity", |state| {
+            if let Some(principal) = state.api_key_owner(&token) {
+                return Ok(GetCurrentIdentityResponse {
+                    principal: Some(principal),
+                    principal_api_key: None,
+                });
+            }
+            // The account's own keys are an admin service account's.
             let account = ServiceAccount {
                 id: "sa-plinth".into(),
                 spec: Some(ServiceAccountSpec {

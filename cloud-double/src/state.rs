@@ -19,6 +19,8 @@ use tonic::{Code, Status};
 
 use crate::Settings;
 
+use temporalio_common::protos::temporal::api::cloud::cloudservice::v1::get_current_identity_response::Principal;
+
 /// `google.rpc.RetryInfo`: how long a client should wait before retrying, carried in the
 /// details of a `RESOURCE_EXHAUSTED` status.
 #[derive(Clone, PartialEq, prost::Message)]
@@ -466,11 +468,32 @@ impl State {
         }
     }
 
+    pub(crate) fn rename_service_account(&mut self, id: &str, name: &str) {
+        let version = self.next_version();
+        if let Some(account) = self.service_accounts.get_mut(id) {
+            account.spec.get_or_insert_with(Default::default).name = name.to_owned();
+            account.resource_version = version;
+        }
+    }
+
     /// A new API key of user or service account `owner`, for the namespaces' endpoint.
     pub(crate) fn create_api_key(&mut self, owner: &str) -> String {
         let token = format!("{}-{}", self.next("key"), self.next_version());
         self.api_keys.insert(token.clone(), owner.to_owned());
         token
+    }
+
+    /// The user or service account that owns API key `key`, as `GetCurrentIdentity` names it.
+    pub(crate) fn api_key_owner(&self, key: &str) -> Option<Principal> {
+        let owner = self.api_keys.get(key)?;
+        self.users
+            .get(owner)
+            .map(|user| Principal::User(user.clone()))
+            .or_else(|| {
+                self.service_accounts
+                    .get(owner)
+                    .map(|account| Principal::ServiceAccount(account.clone()))
+            })
     }
 
     pub(crate) fn delete_api_key(&mut self, key: &str) -> bool {

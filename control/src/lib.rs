@@ -23,8 +23,9 @@ pub use authorization::{ACCESS_TTL, AccessCheck, AccessLists, Need};
 #[cfg(any(test, feature = "memory"))]
 pub use backend::memory;
 pub use backend::{
-    AccessChange, AccessLevel, ApiKeySource, BackendError, Cloud, CloudSettings, NamespaceBackend,
-    ObservedNamespace, SelfHosted, UpstreamAuth, missing_search_attributes, progress,
+    AccessChange, AccessLevel, ApiKeySource, BackendError, Cloud, CloudPrincipal, CloudSettings,
+    NamespaceBackend, ObservedNamespace, SelfHosted, UpstreamAuth, key_owner,
+    missing_search_attributes, progress,
 };
 pub use plane::{ControlPlane, PolicySeeding};
 pub use temporal::{

@@ -37,6 +37,14 @@ pub enum ApiKeyError {
         /// The operating system's error.
         source: std::io::Error,
     },
+    /// The file holds more than any key.
+    #[error("{setting}_file: {} is larger than {MAX_FILE_BYTES} bytes; it holds no API key", path.display())]
+    TooLarge {
+        /// The setting's prefix.
+        setting: &'static str,
+        /// The file.
+        path: PathBuf,
+    },
     /// The file or variable holds nothing but whitespace.
     #[error("{setting} ({from}) is empty")]
     Empty {
@@ -55,10 +63,16 @@ pub enum ApiKeyError {
     },
 }
 
+/// The longest key file read: keys are tens of bytes, and the file is read on a timer.
+const MAX_FILE_BYTES: u64 = 16 * 1024;
+
+/// What tells one version of a key file from another: a rewrite changes the modification or
+/// change time, a rename over it the inode, even within one tick of the clock.
+type Stamp = (Option<SystemTime>, u64, u64, i64, i64);
+
 /// The key as last read from a file, with what identified that version of the file.
 struct CachedKey {
-    modified: Option<SystemTime>,
-    len: u64,
+    stamp: Stamp,
     key: Arc<str>,
 }
 
@@ -129,20 +143,35 @@ impl ApiKey {
             path: path.clone(),
             source,
         };
+        use std::io::Read;
+        use std::os::unix::fs::MetadataExt;
         let metadata = std::fs::metadata(path).map_err(unreadable)?;
-        let modified = metadata.modified().ok();
+        let stamp = (
+            metadata.modified().ok(),
+            metadata.len(),
+            metadata.ino(),
+            metadata.ctime(),
+            metadata.ctime_nsec(),
+        );
         let mut cached = self.cached.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(c) = cached.as_ref()
-            && c.modified == modified
-            && c.len == metadata.len()
+            && c.stamp == stamp
         {
             return Ok(c.key.clone());
         }
-        let text = std::fs::read_to_string(path).map_err(unreadable)?;
+        let mut text = String::new();
+        std::fs::File::open(path)
+            .and_then(|file| file.take(MAX_FILE_BYTES + 1).read_to_string(&mut text))
+            .map_err(unreadable)?;
+        if text.len() as u64 > MAX_FILE_BYTES {
+            return Err(ApiKeyError::TooLarge {
+                setting: self.setting,
+                path: path.clone(),
+            });
+        }
         let key: Arc<str> = Arc::from(text.trim());
         *cached = Some(CachedKey {
-            modified,
-            len: metadata.len(),
+            stamp,
             key: key.clone(),
         });
         Ok(key)
@@ -167,8 +196,19 @@ mod tests {
         std::fs::write(&path, "first-key\n").unwrap();
         let key = ApiKey::new("[backend] api_key", ApiKeySource::File(path.clone()));
         assert_eq!(&*key.current().unwrap(), "first-key");
-        std::fs::write(&path, "second-key-longer\n").unwrap();
-        assert_eq!(key.bearer().unwrap(), "Bearer second-key-longer");
+        // The same length, within the same second: still a new key.
+        std::fs::write(&path, "other-key\n").unwrap();
+        assert_eq!(key.bearer().unwrap(), "Bearer other-key");
+    }
+
+    #[test]
+    fn a_file_larger_than_any_key_is_refused_unread() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("key");
+        std::fs::write(&path, vec![b'k'; MAX_FILE_BYTES as usize + 1]).unwrap();
+        let key = ApiKey::new("[backend] api_key", ApiKeySource::File(path));
+        let error = key.current().unwrap_err().to_string();
+        assert!(error.contains("larger than"), "{error}");
     }
 
     #[test]

@@ -18,6 +18,52 @@ const MISS_REFRESH: Duration = Duration::from_secs(1);
 const LOAD_TIMEOUT: Duration = Duration::from_secs(5);
 /// At most this many namespaces still being provisioned are read directly on a miss.
 const MAX_UNSETTLED_READS: usize = 16;
+/// Reads of the resource an unknown name may belong to, per [`MISS_REFRESH`].
+const DIRECT_READS: u32 = 16;
+
+/// The workflow ids of the namespace resources a Temporal namespace name can belong to: its
+/// own, and, for a Cloud name (`orders.<account>`), the part before the account. None for a
+/// name no resource can have.
+fn resource_ids(temporal_name: &str) -> Vec<String> {
+    let plausible = !temporal_name.is_empty()
+        && temporal_name.len() <= 255
+        && temporal_name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+    if !plausible {
+        return Vec::new();
+    }
+    let mut ids = vec![plinth_control::contract::workflow_id(temporal_name)];
+    if let Some((name, _account)) = temporal_name.split_once('.') {
+        ids.push(plinth_control::contract::workflow_id(name));
+    }
+    ids
+}
+
+/// A number of uses that refills every [`MISS_REFRESH`].
+#[derive(Debug)]
+struct Budget {
+    left: std::sync::Mutex<(u32, Instant)>,
+}
+
+impl Budget {
+    fn new() -> Self {
+        Self {
+            left: std::sync::Mutex::new((DIRECT_READS, Instant::now())),
+        }
+    }
+
+    /// Whether one use is left in this window.
+    fn take(&self) -> bool {
+        let mut left = self.left.lock().expect("budget lock");
+        if left.1.elapsed() >= MISS_REFRESH {
+            *left = (DIRECT_READS, Instant::now());
+        }
+        let some = left.0 > 0;
+        left.0 = left.0.saturating_sub(1);
+        some
+    }
+}
 
 /// Temporal namespace name to upstream endpoint.
 #[derive(Debug)]
@@ -29,6 +75,8 @@ pub struct Routes {
     /// Workflow ids of namespaces the last refresh listed without a route: visibility can lag
     /// a status that is already Ready.
     unsettled: std::sync::Mutex<Vec<String>>,
+    /// Direct reads of the resource an unknown name belongs to, left this second.
+    direct_reads: Budget,
     /// When the last refresh started; serializes refreshes.
     refreshed: tokio::sync::Mutex<Option<Instant>>,
     loaded: AtomicBool,
@@ -42,6 +90,7 @@ impl Routes {
             upstream_override,
             table: RwLock::default(),
             unsettled: std::sync::Mutex::default(),
+            direct_reads: Budget::new(),
             refreshed: tokio::sync::Mutex::new(None),
             loaded: AtomicBool::new(false),
         }
@@ -53,28 +102,39 @@ impl Routes {
     }
 
     /// The upstream of `namespace`, refreshing once (at most every second) when it is unknown.
-    /// A namespace still being provisioned in that listing is read directly, so one that
-    /// became Ready a moment ago is served though visibility does not show it yet.
+    /// A namespace still being provisioned in that listing, and the one asked for, are read
+    /// directly, so one that became Ready a moment ago is served though visibility does not
+    /// show it yet, even right after another refresh.
     pub async fn endpoint(&self, namespace: &str) -> Result<Option<String>, BackendError> {
         if let Some(endpoint) = self.lookup(namespace) {
             return Ok(Some(endpoint));
         }
         let mut refreshed = self.refreshed.lock().await;
+        if self.lookup(namespace).is_some() {
+            return Ok(self.lookup(namespace));
+        }
         if refreshed.is_none_or(|at| at.elapsed() >= MISS_REFRESH) {
             self.load(&mut refreshed).await?;
-            if self.lookup(namespace).is_none() {
-                self.settle().await?;
-            }
+        }
+        if self.lookup(namespace).is_none() {
+            self.settle(namespace).await?;
         }
         Ok(self.lookup(namespace))
     }
 
-    /// Reads the namespaces the last listing showed unprovisioned from their workflows, and
-    /// routes those that are.
-    async fn settle(&self) -> Result<(), BackendError> {
-        let ids = std::mem::take(&mut *self.unsettled.lock().expect("unsettled lock"));
+    /// Reads from their workflows the namespaces the last listing showed unprovisioned, and
+    /// the resource `asked` may name (within a budget per second: callers make names up),
+    /// and routes those that are provisioned.
+    async fn settle(&self, asked: &str) -> Result<(), BackendError> {
+        let mut ids = std::mem::take(&mut *self.unsettled.lock().expect("unsettled lock"));
+        ids.truncate(MAX_UNSETTLED_READS);
+        for id in resource_ids(asked) {
+            if !ids.contains(&id) && self.direct_reads.take() {
+                ids.push(id);
+            }
+        }
         let mut found = Vec::new();
-        for id in ids.into_iter().take(MAX_UNSETTLED_READS) {
+        for id in ids {
             let read = self.control.running::<Namespace>(id);
             if let Some(route) = with_timeout(read).await?.and_then(|r| self.route(r)) {
                 found.push(route);
@@ -156,4 +216,28 @@ async fn with_timeout<T>(
     tokio::time::timeout(LOAD_TIMEOUT, read)
         .await
         .map_err(|_| BackendError::Unavailable("control plane: no answer in time".into()))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unknown_name_is_looked_up_as_its_own_resource_and_as_a_cloud_name() {
+        assert_eq!(resource_ids("orders"), ["namespace/orders"]);
+        assert_eq!(
+            resource_ids("orders.acct"),
+            ["namespace/orders.acct", "namespace/orders"]
+        );
+        assert!(resource_ids("").is_empty());
+        assert!(resource_ids("a/b").is_empty(), "no id of another kind");
+        assert!(resource_ids(&"x".repeat(256)).is_empty());
+    }
+
+    #[test]
+    fn direct_reads_stop_when_the_budget_of_the_second_is_spent() {
+        let budget = Budget::new();
+        let granted = (0..DIRECT_READS + 5).filter(|_| budget.take()).count();
+        assert_eq!(granted, DIRECT_READS as usize);
+    }
 }

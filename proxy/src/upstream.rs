@@ -409,11 +409,8 @@ fn bearer(tls: &UpstreamTls) -> Result<Option<HeaderValue>, UpstreamError> {
     let Some(key) = &tls.api_key else {
         return Ok(None);
     };
-    // `bearer()` holds visible ASCII only, which every header value can.
-    let mut value = HeaderValue::try_from(key.bearer()?).map_err(|e| UpstreamError::File {
-        path: PathBuf::from("(upstream API key)"),
-        reason: e.to_string(),
-    })?;
+    let mut value =
+        HeaderValue::try_from(key.bearer()?).expect("bearer() holds visible ASCII only");
     value.set_sensitive(true);
     Ok(Some(value))
 }

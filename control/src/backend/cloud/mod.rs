@@ -24,7 +24,8 @@ use temporalio_common::protos::temporal::api::cloud::cloudservice::v1::{
     get_current_identity_response::Principal,
 };
 use temporalio_common::protos::temporal::api::cloud::identity::v1::{
-    Access, NamespaceAccess, ServiceAccount, UserSpec, namespace_access::Permission,
+    Access, NamespaceAccess, ServiceAccount, UserSpec, account_access::Role,
+    namespace_access::Permission,
 };
 use temporalio_common::protos::temporal::api::cloud::namespace::v1::{
     ApiKeyAuthSpec, CodecServerSpec, LifecycleSpec, MtlsAuthSpec, Namespace,
@@ -65,7 +66,7 @@ pub struct CloudSettings {
     pub account: String,
     /// Where the API key is read from.
     pub api_key: ApiKeySource,
-    /// PEM CA bundle namespaces accept client certificates from.
+    /// PEM CA bundle namespaces accept client certificates from ([`UpstreamAuth::Mtls`]).
     pub accepted_client_ca: Vec<u8>,
     /// Whether namespaces also accept API keys.
     pub api_key_auth: bool,
@@ -78,6 +79,81 @@ pub struct CloudSettings {
     pub invite_users: bool,
     /// How `plinth proxy` reaches the namespaces.
     pub upstream: UpstreamAuth,
+}
+
+/// Whom an API key belongs to, as `GetCurrentIdentity` says.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CloudPrincipal {
+    /// `user <email>` or `service account <name>`.
+    pub description: String,
+    /// The service account's name, when a service account owns the key.
+    pub service_account: Option<String>,
+    /// Its role on the whole account.
+    pub account_role: Role,
+}
+
+impl CloudPrincipal {
+    /// Whether the account role reaches namespaces the principal was not given: owner and
+    /// admin reach every one, a developer those it creates.
+    pub fn reaches_beyond_its_namespaces(&self) -> bool {
+        matches!(
+            self.account_role,
+            Role::Owner | Role::Admin | Role::Developer
+        )
+    }
+}
+
+impl std::fmt::Display for CloudPrincipal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.description)
+    }
+}
+
+/// Who the key `ops` calls with belongs to.
+async fn principal_of(ops: &Ops) -> Result<CloudPrincipal, BackendError> {
+    let response = ops
+        .call("GetCurrentIdentity", |mut client| async move {
+            client
+                .get_current_identity(GetCurrentIdentityRequest {})
+                .await
+        })
+        .await?
+        .into_inner();
+    let role = |access: Option<Access>| {
+        access
+            .and_then(|a| a.account_access)
+            .and_then(|a| Role::try_from(a.role).ok())
+            .unwrap_or(Role::Unspecified)
+    };
+    Ok(match response.principal {
+        Some(Principal::User(user)) => {
+            let spec = user.spec.unwrap_or_default();
+            CloudPrincipal {
+                description: format!("user {}", spec.email),
+                service_account: None,
+                account_role: role(spec.access),
+            }
+        }
+        Some(Principal::ServiceAccount(account)) => {
+            let spec = account.spec.unwrap_or_default();
+            CloudPrincipal {
+                description: format!("service account {}", spec.name),
+                service_account: Some(spec.name),
+                account_role: role(spec.access),
+            }
+        }
+        None => CloudPrincipal {
+            description: "an unnamed principal".into(),
+            service_account: None,
+            account_role: Role::Unspecified,
+        },
+    })
+}
+
+/// Who `key` belongs to, asked of the Ops API at `endpoint`: how `plinth proxy` checks the
+/// key it reaches namespaces with.
+pub async fn key_owner(endpoint: &str, key: ApiKeySource) -> Result<CloudPrincipal, BackendError> {
+    principal_of(&Ops::new(endpoint, key)?).await
 }
 
 /// How `plinth proxy` reaches Cloud namespaces, which decides the endpoint Plinth records.
@@ -122,34 +198,14 @@ impl Cloud {
 
     /// Who the API key belongs to (`GetCurrentIdentity`); a missing or refused key is
     /// `Rejected` with what to fix.
-    pub async fn identity(&self) -> Result<String, BackendError> {
-        let response = self
-            .ops
-            .call("GetCurrentIdentity", |mut client| async move {
-                client
-                    .get_current_identity(GetCurrentIdentityRequest {})
-                    .await
-            })
-            .await?
-            .into_inner();
-        Ok(match response.principal {
-            Some(Principal::User(user)) => {
-                format!("user {}", user.spec.map(|s| s.email).unwrap_or(user.id))
-            }
-            Some(Principal::ServiceAccount(account)) => {
-                format!(
-                    "service account {}",
-                    account.spec.map(|s| s.name).unwrap_or(account.id)
-                )
-            }
-            None => "an unnamed principal".into(),
-        })
+    pub async fn identity(&self) -> Result<CloudPrincipal, BackendError> {
+        principal_of(&self.ops).await
     }
 
     /// Whether the proxy can be given access: the service account its API key belongs to
     /// exists ([`UpstreamAuth::ApiKey`]).
     pub async fn check_upstream(&self) -> Result<(), BackendError> {
-        self.proxy_access("").await.map(drop)
+        self.proxy_identity().await.map(drop)
     }
 
     /// Cloud's name of Plinth namespace `name`.
@@ -367,10 +423,16 @@ impl Cloud {
             .as_ref()
             .map(|m| m.certificate_filters.clone())
             .unwrap_or_default();
+        // A proxy that uses an API key leaves no client certificate any use: none is accepted.
+        let mtls = self.settings.upstream == UpstreamAuth::Mtls;
         desired.mtls_auth = Some(MtlsAuthSpec {
-            accepted_client_ca: self.settings.accepted_client_ca.clone(),
+            accepted_client_ca: if mtls {
+                self.settings.accepted_client_ca.clone()
+            } else {
+                Vec::new()
+            },
             certificate_filters: filters,
-            enabled: true,
+            enabled: mtls,
             ..Default::default()
         });
         desired.api_key_auth = Some(ApiKeyAuthSpec {
@@ -493,7 +555,7 @@ impl Cloud {
     async fn find(
         &self,
         identity: &str,
-        accounts: &HashMap<String, Assignee>,
+        accounts: &ServiceAccounts,
     ) -> Result<Assignee, BackendError> {
         if let Some(email) = identity.strip_prefix("user:") {
             let request = GetUsersRequest {
@@ -523,16 +585,14 @@ impl Cloud {
             });
         }
         let name = identity.strip_prefix("app:").unwrap_or(identity);
-        accounts.get(name).cloned().ok_or_else(|| {
-            BackendError::Rejected(format!(
-                "app {name} has no service account in the Temporal Cloud account {}",
-                self.settings.account
-            ))
-        })
+        accounts
+            .named(name, &self.settings.account)
+            .cloned()
+            .map_err(|why| BackendError::Rejected(format!("app {name}: {why}")))
     }
 
-    async fn service_accounts(&self) -> Result<HashMap<String, Assignee>, BackendError> {
-        let mut found = HashMap::new();
+    async fn service_accounts(&self) -> Result<ServiceAccounts, BackendError> {
+        let mut found = ServiceAccounts::default();
         let mut token = String::new();
         let mut pages = Pages::default();
         loop {
@@ -550,15 +610,15 @@ impl Cloud {
                 .into_inner();
             for account in page.service_account {
                 let name = account.spec.map(|s| s.name).unwrap_or_default();
-                found.insert(
-                    name,
-                    Assignee {
-                        kind: Kind::ServiceAccount,
-                        id: account.id,
-                        version: account.resource_version,
-                        permission: 0,
-                    },
-                );
+                let assignee = Assignee {
+                    kind: Kind::ServiceAccount,
+                    id: account.id,
+                    version: account.resource_version,
+                    permission: 0,
+                };
+                if found.by_name.insert(name.clone(), assignee).is_some() {
+                    found.ambiguous.insert(name);
+                }
             }
             match pages.next("GetServiceAccounts", page.next_page_token)? {
                 Some(next) => token = next,
@@ -674,7 +734,9 @@ impl Cloud {
             Ok(response) => self.finish(response.into_inner().async_operation).await,
             // Invited meanwhile (or by an attempt that died): give the user the access.
             Err(status) if status.code() == Code::AlreadyExists => {
-                let who = self.find(&format!("user:{email}"), &HashMap::new()).await?;
+                let who = self
+                    .find(&format!("user:{email}"), &ServiceAccounts::default())
+                    .await?;
                 self.set_access(name, who, permission).await
             }
             Err(status) => Err(ops::classify("CreateUser", status)),
@@ -724,6 +786,28 @@ impl Cloud {
                 .unwrap_or_default()
                 .resource_version),
         }
+    }
+}
+
+/// The account's service accounts by name, and the names more than one bears.
+#[derive(Default)]
+struct ServiceAccounts {
+    by_name: HashMap<String, Assignee>,
+    ambiguous: std::collections::HashSet<String>,
+}
+
+impl ServiceAccounts {
+    /// The one service account named `name` in `account`; why there is none to take.
+    fn named(&self, name: &str, account: &str) -> Result<&Assignee, String> {
+        if self.ambiguous.contains(name) {
+            return Err(format!(
+                "the Temporal Cloud account {account} has several service accounts named {name}: \
+                 Plinth cannot tell which is meant"
+            ));
+        }
+        self.by_name.get(name).ok_or_else(|| {
+            format!("the Temporal Cloud account {account} has no service account named {name}")
+        })
     }
 }
 
@@ -858,7 +942,10 @@ impl NamespaceBackend for Cloud {
         let configured = self.platform_settings(&spec);
         let mut platform_drift = Vec::new();
         if configured.mtls_auth != spec.mtls_auth {
-            platform_drift.push("accepted client CA → Plinth's".to_owned());
+            platform_drift.push(match self.settings.upstream {
+                UpstreamAuth::Mtls => "accepted client CA → Plinth's".to_owned(),
+                UpstreamAuth::ApiKey { .. } => "client certificates → refused".to_owned(),
+            });
         }
         if configured.api_key_auth != spec.api_key_auth {
             platform_drift.push(format!(
@@ -900,6 +987,8 @@ impl NamespaceBackend for Cloud {
     }
 
     async fn register(&self, spec: &NamespaceSpec) -> Result<(), BackendError> {
+        // A namespace the proxy could not be given access to is not worth creating.
+        self.check_upstream().await?;
         if self.settled(&spec.name).await?.is_none() {
             self.create(spec).await?;
         }
@@ -1009,12 +1098,12 @@ impl NamespaceBackend for Cloud {
                 "{name:?} cannot name a Temporal Cloud namespace"
             )));
         }
-        let proxy = self.proxy_account_name().map(|name| format!("app:{name}"));
+        let proxy = self.proxy_identity().await?;
         Ok(self
             .assignments(name)
             .await?
             .into_iter()
-            .filter(|(identity, _)| Some(identity) != proxy.as_ref())
+            .filter(|(identity, who)| !is_proxy(proxy.as_ref(), identity, &who.id))
             .filter_map(|(identity, who)| Some((identity, level_of(who.permission)?)))
             .collect())
     }
@@ -1036,6 +1125,7 @@ impl NamespaceBackend for Cloud {
                 self.full_name(name)
             ))
         })?;
+        let proxy = self.proxy_identity().await?;
         let current = self.assignments(name).await?;
         let unknown_app =
             |identity: &String| identity.starts_with("app:") && !current.contains_key(identity);
@@ -1047,7 +1137,7 @@ impl NamespaceBackend for Cloud {
         }) {
             self.service_accounts().await?
         } else {
-            HashMap::new()
+            ServiceAccounts::default()
         };
         type Work<'a> = std::pin::Pin<
             Box<dyn std::future::Future<Output = Result<Applied, BackendError>> + Send + 'a>,
@@ -1055,7 +1145,7 @@ impl NamespaceBackend for Cloud {
         let work: Vec<Work<'_>> = changes
             .iter()
             .map(|change| -> Work<'_> {
-                Box::pin(self.apply_change(name, change, &current, &accounts))
+                Box::pin(self.apply_change(name, change, &current, &accounts, proxy.as_ref()))
             })
             .collect();
         let outcomes: Vec<Result<Applied, BackendError>> = futures::stream::iter(work)
@@ -1131,45 +1221,71 @@ impl Cloud {
         }
     }
 
+    fn cached_proxy_account(&self) -> Option<String> {
+        self.proxy_account
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    fn remember_proxy_account(&self, id: Option<String>) {
+        *self
+            .proxy_account
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = id;
+    }
+
+    /// The id of the one service account named `name`, looked up once.
+    async fn proxy_account_id(&self, name: &str) -> Result<String, BackendError> {
+        if let Some(id) = self.cached_proxy_account() {
+            return Ok(id);
+        }
+        let accounts = self.service_accounts().await?;
+        let id = accounts
+            .named(name, &self.settings.account)
+            .map_err(|why| {
+                BackendError::Rejected(format!("[backend] upstream_service_account: {why}"))
+            })?
+            .id
+            .clone();
+        self.remember_proxy_account(Some(id.clone()));
+        Ok(id)
+    }
+
+    /// How access runs know the proxy's service account: `app:<name>`, and its id (which a
+    /// rename keeps); `None` when the proxy uses no API key.
+    async fn proxy_identity(&self) -> Result<Option<(String, String)>, BackendError> {
+        match self.proxy_account_name() {
+            None => Ok(None),
+            Some(name) => Ok(Some((
+                format!("app:{name}"),
+                self.proxy_account_id(name).await?,
+            ))),
+        }
+    }
+
     /// The proxy's service account, with its permission on namespace `name`; `None` when
-    /// the proxy uses no API key. Its id is looked up by name once, and again should the
-    /// account be re-created.
+    /// the proxy uses no API key. An account that was deleted or renamed since its id was
+    /// looked up is looked up by name again: the name may now be another account's.
     async fn proxy_access(&self, name: &str) -> Result<Option<Assignee>, BackendError> {
         let Some(account_name) = self.proxy_account_name() else {
             return Ok(None);
         };
-        let cached = || {
-            self.proxy_account
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .clone()
-        };
         for _ in 0..2 {
-            let id =
-                match cached() {
-                    Some(id) => id,
-                    None => {
-                        let accounts = self.service_accounts().await?;
-                        let id = accounts.get(account_name).map(|a| a.id.clone()).ok_or_else(|| {
-                        BackendError::Rejected(format!(
-                            "[backend] upstream_service_account: the Temporal Cloud account {} \
-                             has no service account named {account_name}",
-                            self.settings.account
-                        ))
-                    })?;
-                        *self
-                            .proxy_account
-                            .lock()
-                            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(id.clone());
-                        id
-                    }
-                };
-            let Some(account) = self.service_account(&id).await? else {
-                *self
-                    .proxy_account
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
-                continue;
+            let id = self.proxy_account_id(account_name).await?;
+            let account = match self.service_account(&id).await? {
+                Some(account)
+                    if account
+                        .spec
+                        .as_ref()
+                        .is_some_and(|s| s.name == account_name) =>
+                {
+                    account
+                }
+                _ => {
+                    self.remember_proxy_account(None);
+                    continue;
+                }
             };
             let permission = account
                 .spec
@@ -1184,7 +1300,7 @@ impl Cloud {
             }));
         }
         Err(BackendError::Unavailable(format!(
-            "service account {account_name} was re-created while Plinth read it"
+            "service account {account_name} changed while Plinth read it"
         )))
     }
 
@@ -1197,6 +1313,12 @@ impl Cloud {
             _ => Ok(()),
         }
     }
+}
+
+/// Whether the principal `identity` (Cloud id `id`) is the proxy's service account, known
+/// by `proxy`'s label and id: by either, so a renamed account stays the proxy's.
+fn is_proxy(proxy: Option<&(String, String)>, identity: &str, id: &str) -> bool {
+    proxy.is_some_and(|(label, proxy_id)| identity == label || id == proxy_id)
 }
 
 /// Whether `permission` lets the proxy make every call a caller it admits may make.
@@ -1218,7 +1340,8 @@ impl Cloud {
         name: &str,
         change: &AccessChange,
         current: &BTreeMap<String, Assignee>,
-        accounts: &HashMap<String, Assignee>,
+        accounts: &ServiceAccounts,
+        proxy: Option<&(String, String)>,
     ) -> Result<Applied, BackendError> {
         let (identity, permission) = match change {
             AccessChange::Grant(identity, level) | AccessChange::Change(identity, level) => {
@@ -1226,9 +1349,8 @@ impl Cloud {
             }
             AccessChange::Revoke(identity) => (identity, Permission::Unspecified),
         };
-        if let Some(proxy) = self.proxy_account_name()
-            && identity.strip_prefix("app:") == Some(proxy)
-        {
+        let id = current.get(identity).map_or("", |who| who.id.as_str());
+        if is_proxy(proxy, identity, id) {
             return Ok(Applied::Missing(format!(
                 "{identity} is the service account the proxy reaches Temporal Cloud with: \
                  Plinth keeps its access itself"

@@ -78,9 +78,8 @@ impl Ops {
             BackendError::Rejected(format!("the Temporal Cloud API key: {e}"))
         };
         let bearer = self.key.bearer().map_err(rejected)?;
-        let mut authorization = MetadataValue::try_from(bearer).map_err(|_| {
-            BackendError::Rejected("the Temporal Cloud API key: not a token".into())
-        })?;
+        let mut authorization =
+            MetadataValue::try_from(bearer).expect("bearer() holds visible ASCII only");
         authorization.set_sensitive(true);
         Ok(CloudServiceClient::with_interceptor(
             self.channel.clone(),

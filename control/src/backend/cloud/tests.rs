@@ -151,6 +151,18 @@ async fn with_an_api_key_upstream_the_proxys_account_gets_write_and_the_api_key_
     let f = api_key_fixture().await;
     f.backend.register(&spec()).await.unwrap();
     assert_eq!(proxy_permission(&f), Permission::Write as i32);
+    let mtls = f
+        .double
+        .namespace("orders")
+        .unwrap()
+        .spec
+        .unwrap()
+        .mtls_auth
+        .unwrap();
+    assert!(
+        !mtls.enabled && mtls.accepted_client_ca.is_empty(),
+        "no client certificate opens it"
+    );
     assert_eq!(
         f.backend.endpoint("orders").await.unwrap(),
         Settings::default().api_key_address
@@ -194,6 +206,47 @@ async fn the_proxys_access_taken_away_in_cloud_is_drift_that_an_update_repairs()
 }
 
 #[tokio::test]
+async fn a_renamed_proxy_account_stays_hidden_from_access_runs_and_is_not_given_access_again() {
+    let f = api_key_fixture().await;
+    f.backend.register(&spec()).await.unwrap();
+    let id = f.double.service_account(PROXY_ACCOUNT).unwrap().id;
+    f.double.rename_service_account(&id, "billing");
+    let access = f.backend.list_access("orders").await.unwrap();
+    assert!(!access.contains_key("app:billing"), "{access:?}");
+    f.double
+        .set_service_account_permission(&id, "orders", Permission::Unspecified);
+    let error = f.backend.update(&spec()).await.unwrap_err().to_string();
+    assert!(
+        error.contains("no service account named plinth-proxy"),
+        "{error}"
+    );
+    assert_eq!(
+        f.double
+            .service_account("billing")
+            .unwrap()
+            .spec
+            .unwrap()
+            .access
+            .unwrap()
+            .namespace_accesses
+            .len(),
+        0,
+        "no access for the account that was the proxy's"
+    );
+}
+
+#[tokio::test]
+async fn a_proxy_account_name_two_accounts_bear_is_refused() {
+    let f = api_key_fixture().await;
+    f.double.add_service_account(PROXY_ACCOUNT);
+    let error = f.backend.check_upstream().await.unwrap_err().to_string();
+    assert!(
+        error.contains("several service accounts named plinth-proxy"),
+        "{error}"
+    );
+}
+
+#[tokio::test]
 async fn a_missing_proxy_service_account_is_named_in_the_refusal() {
     let f = fixture_with(
         Settings::default(),
@@ -207,6 +260,7 @@ async fn a_missing_proxy_service_account_is_named_in_the_refusal() {
         error.contains("upstream_service_account") && error.contains("nobody"),
         "{error}"
     );
+    assert!(f.double.namespace("orders").is_none(), "nothing created");
 }
 
 #[tokio::test]
