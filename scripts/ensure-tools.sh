@@ -57,3 +57,8 @@ ensure_chromium() {
 ensure_prometheus() {
   ensure_debian_package prometheus prometheus
 }
+
+# Debian's SoftHSM2: the PKCS#11 token the key provider tests keep their keys in.
+ensure_softhsm() {
+  ensure_debian_package softhsm2-util softhsm2
+}

@@ -7,9 +7,13 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use plinth_codec::server::CodecServer;
 use plinth_codec::tokens::{JwksSource, TokenPolicy, TokenVerifier};
-use plinth_codec::{Codec, KeyPurpose, KeyRing, KeyState, WatchedKeyRing};
+use plinth_codec::{
+    Codec, KekProvider, KeyPurpose, KeyRing, KeyState, Pkcs11Provider, Pkcs11Settings,
+    WatchedKeyRing,
+};
+use plinth_identity::Secret;
 
-use crate::config::Config;
+use crate::config::{Config, KeyProviderKind};
 use crate::connect::ConnectArgs;
 use crate::home::Home;
 use crate::signals::shutdown_signal;
@@ -52,7 +56,7 @@ pub enum KeysCommand {
     },
 }
 
-fn keyring_path(config: &Config, home: &Home) -> PathBuf {
+pub fn keyring_path(config: &Config, home: &Home) -> PathBuf {
     config
         .codec
         .keyring
@@ -60,40 +64,102 @@ fn keyring_path(config: &Config, home: &Home) -> PathBuf {
         .unwrap_or_else(|| home.keyring())
 }
 
+/// Logs in to the token `[keys]` names.
+fn pkcs11(config: &Config) -> anyhow::Result<Pkcs11Provider> {
+    let keys = &config.keys;
+    let pin = Secret::new("[keys] pkcs11_pin", keys.pkcs11_pin()?).current()?;
+    Pkcs11Provider::open(&Pkcs11Settings {
+        module: keys.pkcs11_module.clone(),
+        token: keys.pkcs11_token.clone(),
+        pin: pin.to_string(),
+    })
+    .context("[keys] provider = \"pkcs11\"")
+}
+
+/// Makes the first key of the provider `[keys]` names, unless it has one; returns the
+/// active key's id and whether it was made now.
+pub fn init_keys(config: &Config, home: &Home) -> anyhow::Result<(String, bool)> {
+    match config.keys.provider {
+        KeyProviderKind::File => {
+            let (ring, created) = KeyRing::init(&keyring_path(config, home))?;
+            Ok((active(&ring), created))
+        }
+        KeyProviderKind::Pkcs11 => init_token(&pkcs11(config)?),
+    }
+}
+
+/// The token's active key, made now if it has none.
+fn init_token(token: &Pkcs11Provider) -> anyhow::Result<(String, bool)> {
+    match token.active_kek() {
+        Ok(id) => Ok((id, false)),
+        Err(_) => Ok((token.generate()?, true)),
+    }
+}
+
+/// `plinth keys init`: says whether the first key was made now, and where.
+fn print_init(config: &Config, home: &Home, (id, created): (String, bool)) {
+    let verb = if created { "created" } else { "kept" };
+    let place = match config.keys.provider {
+        KeyProviderKind::File => format!("key ring {}", keyring_path(config, home).display()),
+        KeyProviderKind::Pkcs11 => format!("token {}", config.keys.pkcs11_token),
+    };
+    println!("{verb} {place} (active key {id})");
+}
+
+/// `plinth keys` on the key provider `[keys]` names.
 pub fn keys(config: &Config, home: &Home, command: &KeysCommand) -> anyhow::Result<ExitCode> {
+    match config.keys.provider {
+        KeyProviderKind::File => file_keys(config, home, command),
+        KeyProviderKind::Pkcs11 => token_keys(config, home, command),
+    }
+}
+
+/// `plinth keys` on a PKCS#11 token: keys are made inside it and never leave.
+fn token_keys(config: &Config, home: &Home, command: &KeysCommand) -> anyhow::Result<ExitCode> {
+    let token = pkcs11(config)?;
+    match command {
+        KeysCommand::Init => print_init(config, home, init_token(&token)?),
+        KeysCommand::Rotate => {
+            let id = token.generate()?;
+            println!("active key is now {id}; older keys stay for decryption");
+        }
+        KeysCommand::List => print_keys(&token.list()?),
+        KeysCommand::Import { .. } => bail!(
+            "plinth keys import: a PKCS#11 token's keys are made inside it and never leave; \
+             import is for [keys] provider = \"file\""
+        ),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Every key's id, creation time and state.
+fn print_keys(keys: &[plinth_codec::KeyInfo]) {
+    println!("{:<32} {:<22} STATE", "ID", "CREATED");
+    for key in keys {
+        let state = match (key.state, &key.purpose) {
+            (KeyState::Active, _) => "active".to_owned(),
+            (KeyState::DecryptOnly, KeyPurpose::Kek) => "decrypt-only".to_owned(),
+            (KeyState::DecryptOnly, KeyPurpose::Samples { namespaces }) => {
+                format!(
+                    "decrypt-only, samples format, for {}",
+                    namespaces.join(", ")
+                )
+            }
+        };
+        println!("{:<32} {:<22} {state}", key.id, key.created);
+    }
+}
+
+fn file_keys(config: &Config, home: &Home, command: &KeysCommand) -> anyhow::Result<ExitCode> {
     let path = keyring_path(config, home);
     match command {
-        KeysCommand::Init => {
-            let (ring, created) = KeyRing::init(&path)?;
-            let verb = if created { "created" } else { "kept" };
-            println!(
-                "{verb} key ring {} (active key {})",
-                path.display(),
-                active(&ring)
-            );
-        }
+        KeysCommand::Init => print_init(config, home, init_keys(config, home)?),
         KeysCommand::Rotate => {
             let mut ring = KeyRing::load_for_change(&path)?;
             let id = ring.rotate()?;
             println!("active key is now {id}; older keys stay for decryption");
         }
-        KeysCommand::List => {
-            let ring = KeyRing::load(&path)?;
-            println!("{:<32} {:<22} STATE", "ID", "CREATED");
-            for key in ring.list() {
-                let state = match (key.state, &key.purpose) {
-                    (KeyState::Active, _) => "active".to_owned(),
-                    (KeyState::DecryptOnly, KeyPurpose::Kek) => "decrypt-only".to_owned(),
-                    (KeyState::DecryptOnly, KeyPurpose::Samples { namespaces }) => {
-                        format!(
-                            "decrypt-only, samples format, for {}",
-                            namespaces.join(", ")
-                        )
-                    }
-                };
-                println!("{:<32} {:<22} {state}", key.id, key.created);
-            }
-        }
+        KeysCommand::List => print_keys(&KeyRing::load(&path)?.list()),
         KeysCommand::Import {
             id,
             from,
@@ -116,18 +182,23 @@ pub fn keys(config: &Config, home: &Home, command: &KeysCommand) -> anyhow::Resu
 }
 
 fn active(ring: &KeyRing) -> String {
-    use plinth_codec::KekProvider;
     ring.active_kek().unwrap_or_default()
 }
 
-/// The codec of `[codec]`, over the key ring it names, watched for rotations.
+/// The codec of `[codec]`, over the keys of the provider `[keys]` names, followed through
+/// rotations.
 pub fn load(config: &Config, home: &Home) -> anyhow::Result<Arc<Codec>> {
-    let path = keyring_path(config, home);
-    if !path.exists() {
-        bail!("no key ring at {}: run `plinth keys init`", path.display());
-    }
-    let ring = Arc::new(WatchedKeyRing::load(&path)?);
-    Ok(Arc::new(Codec::new(ring, config.codec.settings())))
+    let provider: Arc<dyn KekProvider> = match config.keys.provider {
+        KeyProviderKind::File => {
+            let path = keyring_path(config, home);
+            if !path.exists() {
+                bail!("no key ring at {}: run `plinth keys init`", path.display());
+            }
+            Arc::new(WatchedKeyRing::load(&path)?)
+        }
+        KeyProviderKind::Pkcs11 => Arc::new(pkcs11(config)?),
+    };
+    Ok(Arc::new(Codec::new(provider, config.codec.settings())))
 }
 
 /// Serves until SIGINT or SIGTERM.

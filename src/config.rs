@@ -33,6 +33,8 @@ pub struct Config {
     pub proxy: ProxyConfig,
     /// Payload encryption and `plinth codec`, the codec server the Web UI decrypts through.
     pub codec: CodecConfig,
+    /// Where the key encryption keys live.
+    pub keys: KeysConfig,
     /// How `plinth apply/get/describe/delete` reach the platform API.
     pub client: ClientConfig,
     /// `plinth worker`'s own endpoints.
@@ -248,6 +250,59 @@ pub struct BackendConfig {
     pub upstream_api_key_env: Option<String>,
 }
 
+/// `[keys]`: where the key encryption keys live.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KeysConfig {
+    /// `file` (`[codec] keyring`) or `pkcs11` (a hardware security module).
+    pub provider: KeyProviderKind,
+    /// pkcs11: the module (library) that speaks to the HSM.
+    pub pkcs11_module: PathBuf,
+    /// pkcs11: the label of the token holding Plinth's keys.
+    pub pkcs11_token: String,
+    /// pkcs11: a file holding the token's user PIN.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pkcs11_pin_file: Option<PathBuf>,
+    /// pkcs11: an environment variable holding the PIN.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pkcs11_pin_env: Option<String>,
+}
+
+impl Default for KeysConfig {
+    fn default() -> Self {
+        Self {
+            provider: KeyProviderKind::File,
+            pkcs11_module: PathBuf::from(plinth_codec::SOFTHSM_MODULE),
+            pkcs11_token: "plinth".into(),
+            pkcs11_pin_file: None,
+            pkcs11_pin_env: None,
+        }
+    }
+}
+
+impl KeysConfig {
+    /// The token's PIN's source.
+    pub fn pkcs11_pin(&self) -> anyhow::Result<plinth_identity::SecretSource> {
+        secret_source(
+            "[keys] pkcs11_pin",
+            &self.pkcs11_pin_file,
+            &self.pkcs11_pin_env,
+        )
+        .context("[keys] provider = \"pkcs11\" logs in to the token with its user PIN")
+    }
+}
+
+/// Which provider holds the key encryption keys.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum KeyProviderKind {
+    /// A key ring file (mode 0600) every proxy and codec server reads.
+    #[default]
+    File,
+    /// A hardware security module through PKCS#11: keys never leave it.
+    Pkcs11,
+}
+
 /// How `plinth proxy` authenticates to Temporal Cloud namespaces.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -256,43 +311,41 @@ pub enum UpstreamAuthKind {
     #[default]
     Mtls,
     /// An API key of `upstream_service_account`.
-    ApiKey,
+    Secret,
+}
+
+/// Where the secret `<setting>_file` or `<setting>_env` names comes from; `setting` (such as
+/// `[backend] api_key`) names both in errors.
+fn secret_source(
+    setting: &str,
+    file: &Option<PathBuf>,
+    env: &Option<String>,
+) -> anyhow::Result<plinth_identity::SecretSource> {
+    use plinth_identity::SecretSource;
+    match (file, env) {
+        (None, Some(name)) if name.trim().is_empty() => {
+            anyhow::bail!("{setting}_env: empty; name the environment variable")
+        }
+        (Some(path), None) => Ok(SecretSource::File(path.clone())),
+        (None, Some(name)) => Ok(SecretSource::Env(name.clone())),
+        (None, None) => anyhow::bail!("{setting}_file or {setting}_env: required; set one"),
+        (Some(_), Some(_)) => {
+            anyhow::bail!("{setting}_file and {setting}_env are both set: keep one")
+        }
+    }
 }
 
 impl BackendConfig {
-    /// Where the key named by `<setting>_file` or `<setting>_env` comes from; `setting`
-    /// names both in errors.
-    fn key_source(
-        setting: &str,
-        file: &Option<PathBuf>,
-        env: &Option<String>,
-    ) -> anyhow::Result<plinth_identity::ApiKeySource> {
-        use plinth_identity::ApiKeySource;
-        match (file, env) {
-            (None, Some(name)) if name.trim().is_empty() => {
-                anyhow::bail!("[backend] {setting}_env: empty; name the environment variable")
-            }
-            (Some(path), None) => Ok(ApiKeySource::File(path.clone())),
-            (None, Some(name)) => Ok(ApiKeySource::Env(name.clone())),
-            (None, None) => {
-                anyhow::bail!("[backend] {setting}_file or {setting}_env: required; set one")
-            }
-            (Some(_), Some(_)) => {
-                anyhow::bail!("[backend] {setting}_file and {setting}_env are both set: keep one")
-            }
-        }
-    }
-
     /// The Ops API key's source.
-    pub fn api_key(&self) -> anyhow::Result<plinth_identity::ApiKeySource> {
-        Self::key_source("api_key", &self.api_key_file, &self.api_key_env)
+    pub fn api_key(&self) -> anyhow::Result<plinth_identity::SecretSource> {
+        secret_source("[backend] api_key", &self.api_key_file, &self.api_key_env)
             .context("Temporal Cloud needs an API key for its Ops API")
     }
 
     /// The proxy's key to namespaces, with `upstream_auth = "api-key"`.
-    pub fn upstream_api_key(&self) -> anyhow::Result<plinth_identity::ApiKeySource> {
-        Self::key_source(
-            "upstream_api_key",
+    pub fn upstream_api_key(&self) -> anyhow::Result<plinth_identity::SecretSource> {
+        secret_source(
+            "[backend] upstream_api_key",
             &self.upstream_api_key_file,
             &self.upstream_api_key_env,
         )
@@ -783,6 +836,8 @@ impl Config {
         all.proxy.upstream_key = some_path();
         all.proxy.upstream_server_name = Some(String::new());
         all.codec.keyring = some_path();
+        all.keys.pkcs11_pin_file = some_path();
+        all.keys.pkcs11_pin_env = Some(String::new());
         all.codec.jwks = Some(String::new());
         all.codec.jwt_issuer = Some(String::new());
         all.codec.jwt_audience = Some(String::new());

@@ -341,12 +341,8 @@ fn prepare(config: &Config, home: &Home) -> anyhow::Result<Plan> {
         Some(path) => path.clone(),
         None => write_sample_directory(home, &dev.user, &config.platform.admin_group)?,
     };
-    let keyring = config
-        .codec
-        .keyring
-        .clone()
-        .unwrap_or_else(|| home.keyring());
-    plinth_codec::KeyRing::init(&keyring)?;
+    crate::codec::init_keys(config, home)?;
+    let keyring = crate::codec::keyring_path(config, home);
     let at = |port: u16| format!("{}:{port}", dev.ip);
     Ok(Plan {
         grpc_address: at(dev.grpc_port),

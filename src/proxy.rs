@@ -4,7 +4,7 @@ use anyhow::Context;
 use plinth_api::PlatformApi;
 use plinth_control::{AccessLists, ControlPlane};
 use plinth_identity::ClientVerifier;
-use plinth_identity::{ApiKey, CertificateAuthority, Identity, TrustDomain};
+use plinth_identity::{CertificateAuthority, Identity, Secret, TrustDomain};
 use plinth_proxy::{
     Budgets, ClientIdentity, FrontDoor, ProxyMetrics, Routes, SelfIssued, UpstreamTls, Upstreams,
 };
@@ -153,11 +153,11 @@ fn upstreams(config: &Config, home: &Home, own: &str) -> anyhow::Result<Upstream
             server_name: None,
             api_key: None,
         },
-        UpstreamAuthKind::ApiKey => UpstreamTls {
+        UpstreamAuthKind::Secret => UpstreamTls {
             ca: backend.upstream_ca.clone(),
             client: None,
             server_name: None,
-            api_key: Some(std::sync::Arc::new(ApiKey::new(
+            api_key: Some(std::sync::Arc::new(Secret::new(
                 "[backend] upstream_api_key",
                 backend.upstream_api_key()?,
             ))),
@@ -173,7 +173,7 @@ fn upstreams(config: &Config, home: &Home, own: &str) -> anyhow::Result<Upstream
 async fn check_upstream_key(config: &Config) -> anyhow::Result<()> {
     let backend = &config.backend;
     if backend.kind != crate::config::BackendKind::Cloud
-        || backend.upstream_auth != UpstreamAuthKind::ApiKey
+        || backend.upstream_auth != UpstreamAuthKind::Secret
     {
         return Ok(());
     }

@@ -31,6 +31,16 @@ pub enum CodecError {
     /// The key ring holds no active key to wrap new data keys with.
     #[error("no active key encryption key: run `plinth keys init`")]
     NoActiveKey,
+    /// The key provider (a KMS or an HSM) could not be used: nothing was sealed or opened.
+    #[error("key provider {provider}, key {key}: {reason}")]
+    Provider {
+        /// Which provider.
+        provider: &'static str,
+        /// The key asked for.
+        key: String,
+        /// What failed.
+        reason: String,
+    },
     /// The system random source or the cipher failed.
     #[error("cryptographic failure: {0}")]
     Crypto(&'static str),

@@ -329,19 +329,11 @@ impl KeyRing {
     }
 
     fn add_new_active(&mut self) -> Result<String, KeyRingError> {
-        let random = SystemRandom::new();
         let mut material = [0u8; KEY_BYTES];
-        random
+        SystemRandom::new()
             .fill(&mut material)
             .map_err(|_| KeyRingError::Random)?;
-        let mut suffix = [0u8; 3];
-        random.fill(&mut suffix).map_err(|_| KeyRingError::Random)?;
-        let stamp = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
-        let compact: String = stamp.chars().filter(char::is_ascii_digit).collect();
-        let id = format!(
-            "kek-{compact}-{:02x}{:02x}{:02x}",
-            suffix[0], suffix[1], suffix[2]
-        );
+        let id = new_key_id()?;
         for key in &mut self.keys {
             key.info.state = KeyState::DecryptOnly;
         }
@@ -443,6 +435,20 @@ impl KekProvider for KeyRing {
             })
             .map(|k| k.material)
     }
+}
+
+/// A new key id, `kek-<UTC time>-<random>`: ids sort by creation time.
+pub(crate) fn new_key_id() -> Result<String, KeyRingError> {
+    let mut suffix = [0u8; 3];
+    SystemRandom::new()
+        .fill(&mut suffix)
+        .map_err(|_| KeyRingError::Random)?;
+    let stamp = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
+    let compact: String = stamp.chars().filter(char::is_ascii_digit).collect();
+    Ok(format!(
+        "kek-{compact}-{:02x}{:02x}{:02x}",
+        suffix[0], suffix[1], suffix[2]
+    ))
 }
 
 /// How long a change waits for another one to finish.

@@ -2,7 +2,8 @@
 //!
 //! Each namespace encrypts with its own random 256-bit data key, rotated by age and use count;
 //! data keys travel with each payload wrapped by a key encryption key (KEK) from a
-//! [`KekProvider`] (the file [`KeyRing`] here, a cloud KMS elsewhere). Payloads are sealed with
+//! [`KekProvider`]: the file [`KeyRing`], or a hardware security module through PKCS#11
+//! ([`Pkcs11Provider`]), whose keys never leave it. Payloads are sealed with
 //! AES-256-GCM under a random 96-bit nonce, with the namespace and key id as associated data.
 //! The Temporal samples' plain format (one key, no data key) is read too.
 
@@ -10,6 +11,7 @@ mod aead;
 mod data_keys;
 mod envelope;
 mod error;
+mod hsm;
 mod json;
 mod keyring;
 pub mod server;
@@ -19,6 +21,7 @@ pub use aead::{Aead, SEAL_OVERHEAD};
 pub use data_keys::DataKeyPolicy;
 pub use envelope::{Codec, CodecSettings, SealedParts, is_encrypted, metadata};
 pub use error::CodecError;
+pub use hsm::{HsmError, Pkcs11Provider, Pkcs11Settings, RELIST_AFTER, SOFTHSM_MODULE};
 pub use json::{payloads_from_json, payloads_to_json};
 pub use keyring::{
     KEY_BYTES, KekProvider, KeyInfo, KeyPurpose, KeyRing, KeyRingError, KeyState, WatchedKeyRing,

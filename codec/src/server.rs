@@ -17,9 +17,9 @@ use tokio::net::TcpListener;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 
-use crate::Codec;
 use crate::json::{payloads_from_json, payloads_to_json};
 use crate::tokens::TokenVerifier;
+use crate::{Codec, CodecError};
 
 /// The headers the Web UI sends (REFERENCE.md, samples-go codec-server).
 const ALLOWED_HEADERS: &str = "Authorization,Authorization-Extras,Content-Type,X-Namespace";
@@ -275,6 +275,9 @@ async fn respond(
             }
             let body = payloads_to_json(&payloads);
             ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+        }
+        Err(e @ CodecError::Provider { .. }) => {
+            error(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
         }
         Err(e) => error(StatusCode::BAD_REQUEST, e.to_string()),
     }

@@ -23,8 +23,8 @@ pub use authorization::{ACCESS_TTL, AccessCheck, AccessLists, Need};
 #[cfg(any(test, feature = "memory"))]
 pub use backend::memory;
 pub use backend::{
-    AccessChange, AccessLevel, ApiKeySource, BackendError, Cloud, CloudPrincipal, CloudSettings,
-    NamespaceBackend, ObservedNamespace, SelfHosted, UpstreamAuth, key_owner,
+    AccessChange, AccessLevel, BackendError, Cloud, CloudPrincipal, CloudSettings,
+    NamespaceBackend, ObservedNamespace, SecretSource, SelfHosted, UpstreamAuth, key_owner,
     missing_search_attributes, progress,
 };
 pub use plane::{ControlPlane, PolicySeeding};

@@ -4,18 +4,18 @@
 //! (`spiffe://<trust-domain>/user/<email>` or `/app/<name>`), or failing that one e-mail SAN.
 //! [`ClientVerifier`] checks a presented chain against the CA and turns it into an
 //! [`Identity`]; [`CertificateAuthority`] is the local CA that `plinth pki` and `plinth dev`
-//! use to issue such certificates. [`ApiKey`] reads the bearer keys Plinth presents where
-//! certificates are not used.
+//! use to issue such certificates. [`Secret`] reads the API keys and PINs Plinth presents
+//! where certificates are not used.
 
-mod api_key;
 mod authority;
 mod identity;
+mod secret;
 mod tls;
 mod verify;
 
-pub use api_key::{ApiKey, ApiKeyError, ApiKeySource};
 pub use authority::{CertificateAuthority, IssuedCertificate, PkiError, write_private};
 pub use identity::{Identity, IdentityError, TrustDomain, identity_from_certificate};
+pub use secret::{Secret, SecretError, SecretSource};
 pub use tls::{
     AuthenticatedStream, Caller, HandshakeLimits, TlsError, caller, incoming, server_config,
 };

@@ -508,7 +508,13 @@ impl FrontDoor {
                 })
                 .await
             }
-            .map_err(|e| Status::invalid_argument(format!("{method}: {e}")))?;
+            .map_err(|e| {
+                if payloads::provider_down(&e) {
+                    Status::unavailable(format!("{method}: {e}"))
+                } else {
+                    Status::invalid_argument(format!("{method}: {e}"))
+                }
+            })?;
             self.metrics.encrypted(sealed.payload_bytes);
             self.metrics.unknown(&sealed);
             if let Some(message) = sealed.message {
@@ -567,7 +573,13 @@ impl FrontDoor {
                 let opened = self
                     .open(message.clone(), carrier, identity, namespace)
                     .await
-                    .map_err(|e| bad(&e))?;
+                    .map_err(|e| {
+                        if payloads::provider_down(&e) {
+                            Status::unavailable(format!("{method}: {e}"))
+                        } else {
+                            bad(&e)
+                        }
+                    })?;
                 self.metrics
                     .decrypted(opened.payload_bytes, opened.undecryptable);
                 self.metrics.unknown(&opened);

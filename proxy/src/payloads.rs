@@ -52,6 +52,24 @@ pub(crate) enum PayloadError {
     /// A failure whose text cannot be sealed.
     #[error("failure: {0}")]
     Failure(&'static str),
+    /// The key provider could not be used: nothing was sealed or opened.
+    #[error("{0}")]
+    Provider(plinth_codec::CodecError),
+}
+
+impl PayloadError {
+    /// The error of sealing a payload: a provider outage is one of its own.
+    fn sealing(error: plinth_codec::CodecError) -> Self {
+        match error {
+            plinth_codec::CodecError::Provider { .. } => Self::Provider(error),
+            error => Self::Seal(error),
+        }
+    }
+}
+
+/// Whether a message's payloads failed for a key provider outage, which the caller may retry.
+pub(crate) fn provider_down(error: &TransformError) -> bool {
+    matches!(error, RewriteError::Payload(PayloadError::Provider(_)))
 }
 
 /// Why a message's payloads could not be sealed or opened.
@@ -113,7 +131,7 @@ impl Visitor for Sealer<'_> {
         self.codec
             .seal_encoded(namespace, encoded)
             .map(Some)
-            .map_err(PayloadError::Seal)
+            .map_err(PayloadError::sealing)
     }
 
     fn failure_before(&mut self, failure: &[u8]) -> Result<Option<Vec<u8>>, PayloadError> {
@@ -239,6 +257,10 @@ impl Visitor for Opener<'_> {
             Ok(plain) => {
                 self.done.payload_bytes += PayloadView::of(&plain)?.parts.data.len() as u64;
                 Ok(Some(plain))
+            }
+            // Left encrypted, a payload would reach a worker that cannot read it.
+            Err(error @ plinth_codec::CodecError::Provider { .. }) => {
+                Err(PayloadError::Provider(error))
             }
             // History may hold payloads sealed under a key this proxy no longer has.
             Err(error) => {

@@ -30,7 +30,7 @@ pub struct UpstreamTls {
     /// Name to verify the upstream's certificate against, when not the endpoint's host.
     pub server_name: Option<String>,
     /// An API key every call carries as `authorization: Bearer …`.
-    pub api_key: Option<Arc<plinth_identity::ApiKey>>,
+    pub api_key: Option<Arc<plinth_identity::Secret>>,
 }
 
 /// Where the proxy's client certificate comes from.
@@ -93,7 +93,7 @@ pub enum UpstreamError {
     },
     /// The API key cannot be read.
     #[error(transparent)]
-    ApiKey(#[from] plinth_identity::ApiKeyError),
+    Secret(#[from] plinth_identity::SecretError),
     /// The connection or the call's stream broke before the answer was whole.
     #[error("upstream {endpoint}: {reason}")]
     Call {
@@ -688,9 +688,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let key_file = dir.path().join("key");
         std::fs::write(&key_file, "first\n").unwrap();
-        let key = plinth_identity::ApiKey::new(
+        let key = plinth_identity::Secret::new(
             "[backend] upstream_api_key",
-            plinth_identity::ApiKeySource::File(key_file.clone()),
+            plinth_identity::SecretSource::File(key_file.clone()),
         );
         let tls = UpstreamTls {
             api_key: Some(Arc::new(key)),

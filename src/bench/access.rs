@@ -10,7 +10,7 @@ use plinth_activities::reconcile_access;
 use plinth_cloud_double::{Double, Settings as DoubleSettings};
 use plinth_control::directory::{Directory, FileDirectory};
 use plinth_control::{
-    AccessChange, ApiKeySource, Cloud, CloudSettings, ControlPlane, NamespaceBackend, SelfHosted,
+    AccessChange, Cloud, CloudSettings, ControlPlane, NamespaceBackend, SecretSource, SelfHosted,
     UpstreamAuth,
 };
 use plinth_proto::policy::{readers_policy_name, seeded_policies, writers_policy_name};
@@ -283,7 +283,7 @@ async fn cloud_double(
     let cloud = Cloud::new(CloudSettings {
         endpoint: format!("http://{}", double.address()),
         account: double.account(),
-        api_key: ApiKeySource::File(key_file),
+        api_key: SecretSource::File(key_file),
         accepted_client_ca: ca.cert_pem().as_bytes().to_vec(),
         api_key_auth: false,
         codec_endpoint: None,

@@ -15,7 +15,7 @@ pub mod memory;
 pub mod progress;
 mod self_hosted;
 
-pub use cloud::{ApiKeySource, Cloud, CloudPrincipal, CloudSettings, UpstreamAuth, key_owner};
+pub use cloud::{Cloud, CloudPrincipal, CloudSettings, SecretSource, UpstreamAuth, key_owner};
 pub use self_hosted::SelfHosted;
 
 /// A namespace as the backend reports it.

@@ -19,7 +19,7 @@ pub mod cli;
 mod stack;
 
 pub use plinth_test_support::{
-    Prometheus, StubAnswer, StubRequest, TlsRelay, free_port, serve_http, unix_now,
+    Prometheus, SoftHsm, StubAnswer, StubRequest, TlsRelay, free_port, serve_http, unix_now,
 };
 pub use stack::{
     ADMIN, CODEC_MAX_BODY, DIRECTORY, OUTSIDER, PAYMENTS_MEMBER, PAYMENTS_TEAM, PlinthStack,

@@ -82,6 +82,8 @@ pub struct PlinthStack {
     pub worker_metrics_address: String,
     /// `host:port` of Temporal.
     pub temporal_address: String,
+    /// Environment every `plinth` process of the stack gets.
+    env: Vec<(String, String)>,
 }
 
 impl PlinthStack {
@@ -109,6 +111,27 @@ impl PlinthStack {
         access: &str,
         proxy_settings: &str,
         sections: &str,
+    ) -> anyhow::Result<PlinthStack> {
+        Self::start_in(
+            server,
+            plinth,
+            resync,
+            access,
+            proxy_settings,
+            sections,
+            &[],
+        )
+    }
+
+    /// [`Self::start_configured`], every `plinth` process with `env` added.
+    pub fn start_in(
+        server: &DevServer,
+        plinth: &Path,
+        resync: &str,
+        access: &str,
+        proxy_settings: &str,
+        sections: &str,
+        env: &[(&str, &str)],
     ) -> anyhow::Result<PlinthStack> {
         static STACKS: AtomicU32 = AtomicU32::new(0);
         let n = STACKS.fetch_add(1, Ordering::Relaxed);
@@ -148,6 +171,10 @@ impl PlinthStack {
             worker_metrics_address,
             temporal_address: server.address(),
             home,
+            env: env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
         };
         stack.run_ok(&["pki", "init"])?;
         stack.run_ok(&["keys", "init"])?;
@@ -342,7 +369,10 @@ impl PlinthStack {
 
     fn command(&self) -> Command {
         let mut command = Command::new(&self.plinth);
-        command.arg("--home").arg(self.home.path());
+        command
+            .arg("--home")
+            .arg(self.home.path())
+            .envs(self.env.iter().map(|(k, v)| (k, v)));
         command
     }
 

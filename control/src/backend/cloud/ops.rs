@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use plinth_identity::{ApiKey, ApiKeySource};
+use plinth_identity::{Secret, SecretSource};
 
 use temporalio_client::tonic::metadata::MetadataValue;
 use temporalio_client::tonic::service::interceptor::InterceptedService;
@@ -49,12 +49,12 @@ pub(super) type Client = CloudServiceClient<InterceptedService<Channel, Credenti
 #[derive(Debug)]
 pub(super) struct Ops {
     channel: Channel,
-    key: ApiKey,
+    key: Secret,
 }
 
 impl Ops {
     /// Connects lazily to `endpoint` (`https://…`, or `http://…` for a local stand-in).
-    pub(super) fn new(endpoint: &str, key: ApiKeySource) -> Result<Self, BackendError> {
+    pub(super) fn new(endpoint: &str, key: SecretSource) -> Result<Self, BackendError> {
         let invalid = |e: &dyn std::fmt::Display| {
             BackendError::Rejected(format!("[backend] endpoint {endpoint:?}: {e}"))
         };
@@ -69,12 +69,12 @@ impl Ops {
         }
         Ok(Self {
             channel: builder.connect_lazy(),
-            key: ApiKey::new("[backend] api_key", key),
+            key: Secret::new("[backend] api_key", key),
         })
     }
 
     fn client(&self) -> Result<Client, BackendError> {
-        let rejected = |e: plinth_identity::ApiKeyError| {
+        let rejected = |e: plinth_identity::SecretError| {
             BackendError::Rejected(format!("the Temporal Cloud API key: {e}"))
         };
         let bearer = self.key.bearer().map_err(rejected)?;

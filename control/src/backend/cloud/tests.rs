@@ -32,7 +32,7 @@ const PROXY_ACCOUNT: &str = "plinth-proxy";
 async fn api_key_fixture() -> Fixture {
     let f = fixture_with(
         Settings::default(),
-        UpstreamAuth::ApiKey {
+        UpstreamAuth::Secret {
             service_account: PROXY_ACCOUNT.into(),
         },
     )
@@ -71,7 +71,7 @@ async fn fixture_with(mut settings: Settings, upstream: UpstreamAuth) -> Fixture
     let backend = Cloud::new(CloudSettings {
         endpoint: format!("http://{}", double.address()),
         account: double.account(),
-        api_key: ApiKeySource::File(key_file),
+        api_key: SecretSource::File(key_file),
         accepted_client_ca: ca.clone(),
         api_key_auth: upstream != UpstreamAuth::Mtls,
         codec_endpoint: Some("https://codec.example.com".into()),
@@ -250,7 +250,7 @@ async fn a_proxy_account_name_two_accounts_bear_is_refused() {
 async fn a_missing_proxy_service_account_is_named_in_the_refusal() {
     let f = fixture_with(
         Settings::default(),
-        UpstreamAuth::ApiKey {
+        UpstreamAuth::Secret {
             service_account: "nobody".into(),
         },
     )

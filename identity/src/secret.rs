@@ -1,15 +1,16 @@
-//! API keys Plinth presents as bearer tokens (to Temporal Cloud's Ops API and namespaces),
-//! read from a file or an environment variable. A file is read again whenever it changes, so
-//! a rotated key takes effect without a restart. No error or `Debug` output shows a key.
+//! Secrets Plinth presents (API keys as bearer tokens to Temporal Cloud, the PIN of a
+//! hardware security module), read from a file or an environment variable. A file is read
+//! again whenever it changes, so a rotated secret takes effect without a restart. No error
+//! or `Debug` output shows one.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::SystemTime;
 
-/// Where an API key comes from.
+/// Where a secret comes from.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ApiKeySource {
-    /// A file holding the key (surrounding whitespace ignored).
+pub enum SecretSource {
+    /// A file holding the secret (surrounding whitespace ignored).
     File(PathBuf),
     /// An environment variable holding the key.
     Env(String),
@@ -18,7 +19,7 @@ pub enum ApiKeySource {
 /// Why no usable key could be read. Each names the setting to fix (`setting` is its prefix,
 /// such as `[backend] api_key`), never the key.
 #[derive(Debug, thiserror::Error)]
-pub enum ApiKeyError {
+pub enum SecretError {
     /// The environment variable is not set.
     #[error("{setting}_env: environment variable {name} is not set")]
     NotSet {
@@ -76,26 +77,26 @@ struct CachedKey {
     key: Arc<str>,
 }
 
-/// Reads an API key, from its file only when the file changed.
-pub struct ApiKey {
+/// Reads a secret, from its file only when the file changed.
+pub struct Secret {
     setting: &'static str,
-    source: ApiKeySource,
+    source: SecretSource,
     cached: Mutex<Option<CachedKey>>,
 }
 
-impl std::fmt::Debug for ApiKey {
+impl std::fmt::Debug for Secret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ApiKey")
+        f.debug_struct("Secret")
             .field("setting", &self.setting)
             .field("source", &self.source)
             .finish_non_exhaustive()
     }
 }
 
-impl ApiKey {
+impl Secret {
     /// The key `source` holds; errors name `setting` (`[backend] api_key`: the file is
     /// `[backend] api_key_file`).
-    pub fn new(setting: &'static str, source: ApiKeySource) -> Self {
+    pub fn new(setting: &'static str, source: SecretSource) -> Self {
         Self {
             setting,
             source,
@@ -104,19 +105,19 @@ impl ApiKey {
     }
 
     /// The key now.
-    pub fn current(&self) -> Result<Arc<str>, ApiKeyError> {
+    pub fn current(&self) -> Result<Arc<str>, SecretError> {
         let key = match &self.source {
-            ApiKeySource::Env(name) => {
-                let value = std::env::var(name).map_err(|_| ApiKeyError::NotSet {
+            SecretSource::Env(name) => {
+                let value = std::env::var(name).map_err(|_| SecretError::NotSet {
                     setting: self.setting,
                     name: name.clone(),
                 })?;
                 Arc::from(value.trim())
             }
-            ApiKeySource::File(path) => self.read_file(path)?,
+            SecretSource::File(path) => self.read_file(path)?,
         };
         if key.is_empty() {
-            return Err(ApiKeyError::Empty {
+            return Err(SecretError::Empty {
                 setting: self.setting,
                 from: self.describe(),
             });
@@ -126,10 +127,10 @@ impl ApiKey {
 
     /// `Bearer <key>`, the `authorization` header's value: visible ASCII only, so any HTTP
     /// library takes it.
-    pub fn bearer(&self) -> Result<String, ApiKeyError> {
+    pub fn bearer(&self) -> Result<String, SecretError> {
         let key = self.current()?;
         if !key.bytes().all(|b| b.is_ascii_graphic()) {
-            return Err(ApiKeyError::NotAToken {
+            return Err(SecretError::NotAToken {
                 setting: self.setting,
                 from: self.describe(),
             });
@@ -137,8 +138,8 @@ impl ApiKey {
         Ok(format!("Bearer {key}"))
     }
 
-    fn read_file(&self, path: &PathBuf) -> Result<Arc<str>, ApiKeyError> {
-        let unreadable = |source| ApiKeyError::Unreadable {
+    fn read_file(&self, path: &PathBuf) -> Result<Arc<str>, SecretError> {
+        let unreadable = |source| SecretError::Unreadable {
             setting: self.setting,
             path: path.clone(),
             source,
@@ -164,7 +165,7 @@ impl ApiKey {
             .and_then(|file| file.take(MAX_FILE_BYTES + 1).read_to_string(&mut text))
             .map_err(unreadable)?;
         if text.len() as u64 > MAX_FILE_BYTES {
-            return Err(ApiKeyError::TooLarge {
+            return Err(SecretError::TooLarge {
                 setting: self.setting,
                 path: path.clone(),
             });
@@ -179,8 +180,8 @@ impl ApiKey {
 
     fn describe(&self) -> String {
         match &self.source {
-            ApiKeySource::File(path) => format!("file {}", path.display()),
-            ApiKeySource::Env(name) => format!("environment variable {name}"),
+            SecretSource::File(path) => format!("file {}", path.display()),
+            SecretSource::Env(name) => format!("environment variable {name}"),
         }
     }
 }
@@ -194,7 +195,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("key");
         std::fs::write(&path, "first-key\n").unwrap();
-        let key = ApiKey::new("[backend] api_key", ApiKeySource::File(path.clone()));
+        let key = Secret::new("[backend] api_key", SecretSource::File(path.clone()));
         assert_eq!(&*key.current().unwrap(), "first-key");
         // The same length, within the same second: still a new key.
         std::fs::write(&path, "other-key\n").unwrap();
@@ -206,16 +207,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("key");
         std::fs::write(&path, vec![b'k'; MAX_FILE_BYTES as usize + 1]).unwrap();
-        let key = ApiKey::new("[backend] api_key", ApiKeySource::File(path));
+        let key = Secret::new("[backend] api_key", SecretSource::File(path));
         let error = key.current().unwrap_err().to_string();
         assert!(error.contains("larger than"), "{error}");
     }
 
     #[test]
     fn a_missing_key_names_its_setting_and_source() {
-        let key = ApiKey::new(
+        let key = Secret::new(
             "[backend] upstream_api_key",
-            ApiKeySource::Env("PLINTH_TEST_UNSET_CLOUD_KEY".into()),
+            SecretSource::Env("PLINTH_TEST_UNSET_CLOUD_KEY".into()),
         );
         let error = key.current().unwrap_err().to_string();
         assert_eq!(
@@ -229,7 +230,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("key");
         std::fs::write(&path, "s3cr3t value").unwrap();
-        let key = ApiKey::new("[backend] api_key", ApiKeySource::File(path));
+        let key = Secret::new("[backend] api_key", SecretSource::File(path));
         let error = key.bearer().unwrap_err().to_string();
         assert!(error.contains("cannot carry"), "{error}");
         assert!(!error.contains("s3cr3t"), "{error}");
