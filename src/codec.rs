@@ -92,7 +92,8 @@ pub fn init_keys(config: &Config, home: &Home) -> anyhow::Result<(String, bool)>
 fn init_token(token: &Pkcs11Provider) -> anyhow::Result<(String, bool)> {
     match token.active_kek() {
         Ok(id) => Ok((id, false)),
-        Err(_) => Ok((token.generate()?, true)),
+        Err(plinth_codec::CodecError::NoActiveKey) => Ok((token.generate()?, true)),
+        Err(e) => Err(e.into()),
     }
 }
 

@@ -311,7 +311,7 @@ pub enum UpstreamAuthKind {
     #[default]
     Mtls,
     /// An API key of `upstream_service_account`.
-    Secret,
+    ApiKey,
 }
 
 /// Where the secret `<setting>_file` or `<setting>_env` names comes from; `setting` (such as

@@ -120,7 +120,7 @@ pub fn cloud(config: &Config, home: &Home) -> anyhow::Result<Cloud> {
             }
             UpstreamAuth::Mtls
         }
-        UpstreamAuthKind::Secret => {
+        UpstreamAuthKind::ApiKey => {
             anyhow::ensure!(
                 backend.accepted_client_ca.is_none(),
                 "[backend] accepted_client_ca: not used with upstream_auth = \"api-key\", where \
@@ -139,13 +139,13 @@ pub fn cloud(config: &Config, home: &Home) -> anyhow::Result<Cloud> {
                     "[backend] upstream_service_account: required with upstream_auth = \"api-key\" \
                      (the service account the proxy's key belongs to)",
                 )?;
-            UpstreamAuth::Secret { service_account }
+            UpstreamAuth::ApiKey { service_account }
         }
     };
     let accepted_client_ca = match upstream {
         UpstreamAuth::Mtls => accepted_client_ca(config, home)?,
         // Namespaces then accept no client certificate.
-        UpstreamAuth::Secret { .. } => Vec::new(),
+        UpstreamAuth::ApiKey { .. } => Vec::new(),
     };
     if let Some(endpoint) = &backend.codec_endpoint {
         anyhow::ensure!(
@@ -267,7 +267,7 @@ mod tests {
         ca(dir.path(), "upstream.pem");
         ca(dir.path(), "people.pem");
         let mut config = cloud_config(dir.path(), "upstream.pem", Some("people.pem"));
-        config.backend.upstream_auth = UpstreamAuthKind::Secret;
+        config.backend.upstream_auth = UpstreamAuthKind::ApiKey;
         // Namespaces accept no client certificate then: no CA to name.
         config.backend.accepted_client_ca = None;
         let home = Home::new(dir.path().into());

@@ -153,7 +153,7 @@ fn upstreams(config: &Config, home: &Home, own: &str) -> anyhow::Result<Upstream
             server_name: None,
             api_key: None,
         },
-        UpstreamAuthKind::Secret => UpstreamTls {
+        UpstreamAuthKind::ApiKey => UpstreamTls {
             ca: backend.upstream_ca.clone(),
             client: None,
             server_name: None,
@@ -173,7 +173,7 @@ fn upstreams(config: &Config, home: &Home, own: &str) -> anyhow::Result<Upstream
 async fn check_upstream_key(config: &Config) -> anyhow::Result<()> {
     let backend = &config.backend;
     if backend.kind != crate::config::BackendKind::Cloud
-        || backend.upstream_auth != UpstreamAuthKind::Secret
+        || backend.upstream_auth != UpstreamAuthKind::ApiKey
     {
         return Ok(());
     }

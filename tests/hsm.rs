@@ -21,7 +21,9 @@ struct Fixture {
 fn fixture() -> &'static Fixture {
     static FIXTURE: OnceLock<Fixture> = OnceLock::new();
     FIXTURE.get_or_init(|| {
-        let hsm = SoftHsm::new("plinth-test").unwrap();
+        let hsm = SoftHsm::new("plinth-test")
+            .and_then(SoftHsm::shared)
+            .unwrap();
         let keys = format!(
             "[keys]\nprovider = \"pkcs11\"\npkcs11_token = \"{}\"\npkcs11_pin_file = \"{}\"\n",
             hsm.label,

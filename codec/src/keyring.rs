@@ -333,7 +333,7 @@ impl KeyRing {
         SystemRandom::new()
             .fill(&mut material)
             .map_err(|_| KeyRingError::Random)?;
-        let id = new_key_id()?;
+        let id = new_key_id(None)?;
         for key in &mut self.keys {
             key.info.state = KeyState::DecryptOnly;
         }
@@ -437,17 +437,43 @@ impl KekProvider for KeyRing {
     }
 }
 
-/// A new key id, `kek-<UTC time>-<random>`: ids sort by creation time.
-pub(crate) fn new_key_id() -> Result<String, KeyRingError> {
+/// A new key id, `kek-<UTC time>-<random>`. Ids sort by creation time, and a new one sorts
+/// after `after` (the newest so far), even made in the same second or on a clock behind.
+pub(crate) fn new_key_id(after: Option<&str>) -> Result<String, KeyRingError> {
     let mut suffix = [0u8; 3];
     SystemRandom::new()
         .fill(&mut suffix)
         .map_err(|_| KeyRingError::Random)?;
-    let stamp = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
+    let mut at = SystemTime::now();
+    if let Some(newest) = after
+        .and_then(created_of)
+        .and_then(|t| humantime::parse_rfc3339(&t).ok())
+    {
+        at = at.max(newest + std::time::Duration::from_secs(1));
+    }
+    let stamp = humantime::format_rfc3339_seconds(at).to_string();
     let compact: String = stamp.chars().filter(char::is_ascii_digit).collect();
     Ok(format!(
         "kek-{compact}-{:02x}{:02x}{:02x}",
         suffix[0], suffix[1], suffix[2]
+    ))
+}
+
+/// The creation time (RFC 3339) a key id [`new_key_id`] made carries.
+pub(crate) fn created_of(id: &str) -> Option<String> {
+    let digits = id.strip_prefix("kek-")?.get(..14)?;
+    if !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let d = |range: std::ops::Range<usize>| &digits[range];
+    Some(format!(
+        "{}-{}-{}T{}:{}:{}Z",
+        d(0..4),
+        d(4..6),
+        d(6..8),
+        d(8..10),
+        d(10..12),
+        d(12..14)
     ))
 }
 

@@ -21,7 +21,7 @@ pub use aead::{Aead, SEAL_OVERHEAD};
 pub use data_keys::DataKeyPolicy;
 pub use envelope::{Codec, CodecSettings, SealedParts, is_encrypted, metadata};
 pub use error::CodecError;
-pub use hsm::{HsmError, Pkcs11Provider, Pkcs11Settings, RELIST_AFTER, SOFTHSM_MODULE};
+pub use hsm::{HsmError, Pkcs11Provider, Pkcs11Settings, SOFTHSM_MODULE};
 pub use json::{payloads_from_json, payloads_to_json};
 pub use keyring::{
     KEY_BYTES, KekProvider, KeyInfo, KeyPurpose, KeyRing, KeyRingError, KeyState, WatchedKeyRing,

@@ -423,17 +423,22 @@ impl FrontDoor {
     }
 
     /// Opens the payloads in an error's details (a failed query's failure, say).
-    async fn open_details(&self, headers: &mut HeaderMap, identity: &Identity, namespace: &str) {
+    async fn open_details(
+        &self,
+        headers: &mut HeaderMap,
+        identity: &Identity,
+        namespace: &str,
+    ) -> Result<(), Status> {
         use base64::Engine as _;
         let Some(details) = headers.get(&DETAILS) else {
-            return;
+            return Ok(());
         };
         let Some(carrier) = SCHEMA.carrier(STATUS) else {
-            return;
+            return Ok(());
         };
         // Malformed details go on as they came: the client's decoder reports them.
         let Ok(status) = DETAILS_BASE64.decode(details.as_bytes()) else {
-            return;
+            return Ok(());
         };
         match self.open(status.into(), carrier, identity, namespace).await {
             Ok(opened) => {
@@ -446,8 +451,13 @@ impl FrontDoor {
                     }
                 }
             }
+            // Left sealed, the details would reach a client that cannot read them.
+            Err(error) if payloads::provider_down(&error) => {
+                return Err(Status::unavailable(format!("error details: {error}")));
+            }
             Err(error) => tracing::warn!(namespace, %error, "error details left as they came"),
         }
+        Ok(())
     }
 
     fn deny(
@@ -555,7 +565,7 @@ impl FrontDoor {
         } = reply;
         if code != Code::Ok && !namespace.is_empty() {
             let headers = trailers.as_mut().unwrap_or(&mut parts.headers);
-            self.open_details(headers, identity, namespace).await;
+            self.open_details(headers, identity, namespace).await?;
         }
         if let Some((rpc, carrier)) = rpc
             .and_then(|rpc| Some((rpc, rpc.response_payloads?)))

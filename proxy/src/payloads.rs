@@ -582,6 +582,46 @@ mod tests {
         SCHEMA.carrier(START).unwrap()
     }
 
+    /// A key provider that cannot be reached.
+    #[derive(Debug)]
+    struct Down;
+
+    impl Down {
+        fn error() -> plinth_codec::CodecError {
+            plinth_codec::CodecError::Provider {
+                provider: "test",
+                key: "kek-test".into(),
+                reason: "unreachable".into(),
+            }
+        }
+    }
+
+    impl plinth_codec::KekProvider for Down {
+        fn active_kek(&self) -> Result<String, plinth_codec::CodecError> {
+            Ok("kek-test".into())
+        }
+        fn wrap(&self, _: &str, _: &[u8], _: &[u8]) -> Result<Vec<u8>, plinth_codec::CodecError> {
+            Err(Self::error())
+        }
+        fn unwrap(&self, _: &str, _: &[u8], _: &[u8]) -> Result<Vec<u8>, plinth_codec::CodecError> {
+            Err(Self::error())
+        }
+    }
+
+    #[test]
+    fn a_provider_outage_fails_sealing_and_opening_as_an_outage() {
+        let down = Codec::new(Arc::new(Down), Default::default());
+        let bytes = start_request().encode_to_vec();
+        let sealing = seal_for_orders(&down, &bytes, start()).unwrap_err();
+        assert!(provider_down(&sealing), "{sealing}");
+        let sealed = seal_for_orders(&codec(), &bytes, start())
+            .unwrap()
+            .message
+            .unwrap();
+        let opening = open(&sealed, start(), &down, "orders", &BTreeSet::new()).unwrap_err();
+        assert!(provider_down(&opening), "{opening}");
+    }
+
     fn plain(data: &str) -> Payload {
         Payload {
             metadata: [("encoding".to_owned(), b"json/plain".to_vec())].into(),

@@ -93,7 +93,7 @@ pub enum UpstreamError {
     },
     /// The API key cannot be read.
     #[error(transparent)]
-    Secret(#[from] plinth_identity::SecretError),
+    ApiKey(#[from] plinth_identity::SecretError),
     /// The connection or the call's stream broke before the answer was whole.
     #[error("upstream {endpoint}: {reason}")]
     Call {

@@ -5,10 +5,12 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-/// An initialised token; its files go when it is dropped.
+/// An initialised token; its files go when it is dropped, or, once [`SoftHsm::shared`], when
+/// the test process ends.
 #[derive(Debug)]
 pub struct SoftHsm {
     dir: tempfile::TempDir,
+    janitor: Option<crate::Janitor>,
     /// The token's label.
     pub label: String,
     /// Its user PIN.
@@ -24,6 +26,7 @@ impl SoftHsm {
             label: label.to_owned(),
             pin: "4711-0815".into(),
             dir,
+            janitor: None,
         };
         std::fs::write(
             hsm.conf(),
@@ -43,6 +46,13 @@ impl SoftHsm {
             String::from_utf8_lossy(&output.stderr)
         );
         Ok(hsm)
+    }
+
+    /// Makes this token a fixture that a test binary's tests share through a static, which is
+    /// never dropped: its files are removed when the test process ends.
+    pub fn shared(mut self) -> anyhow::Result<Self> {
+        self.janitor = Some(crate::Janitor::remove_at_exit(self.dir.path())?);
+        Ok(self)
     }
 
     /// The configuration file SoftHSM reads.

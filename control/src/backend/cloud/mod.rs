@@ -163,7 +163,7 @@ pub enum UpstreamAuth {
     Mtls,
     /// An API key of this service account: the namespaces' API-key endpoint. Plinth gives
     /// the account write on every namespace it manages and keeps it out of access runs.
-    Secret {
+    ApiKey {
         /// The service account's name.
         service_account: String,
     },
@@ -176,7 +176,7 @@ pub struct Cloud {
     settings: CloudSettings,
     /// Region ids `GetRegions` listed, read once.
     regions: tokio::sync::OnceCell<Vec<String>>,
-    /// The id of the proxy's service account ([`UpstreamAuth::Secret`]), once found.
+    /// The id of the proxy's service account ([`UpstreamAuth::ApiKey`]), once found.
     proxy_account: std::sync::Mutex<Option<String>>,
     /// One access write at a time per user or service account in this process: access runs
     /// of different namespaces change the same people, and each write needs the version the
@@ -203,7 +203,7 @@ impl Cloud {
     }
 
     /// Whether the proxy can be given access: the service account its API key belongs to
-    /// exists ([`UpstreamAuth::Secret`]).
+    /// exists ([`UpstreamAuth::ApiKey`]).
     pub async fn check_upstream(&self) -> Result<(), BackendError> {
         self.proxy_identity().await.map(drop)
     }
@@ -944,7 +944,7 @@ impl NamespaceBackend for Cloud {
         if configured.mtls_auth != spec.mtls_auth {
             platform_drift.push(match self.settings.upstream {
                 UpstreamAuth::Mtls => "accepted client CA → Plinth's".to_owned(),
-                UpstreamAuth::Secret { .. } => "client certificates → refused".to_owned(),
+                UpstreamAuth::ApiKey { .. } => "client certificates → refused".to_owned(),
             });
         }
         if configured.api_key_auth != spec.api_key_auth {
@@ -1076,7 +1076,7 @@ impl NamespaceBackend for Cloud {
         let endpoints = namespace.endpoints.unwrap_or_default();
         let (address, kind) = match self.settings.upstream {
             UpstreamAuth::Mtls => (endpoints.mtls_grpc_address, "mTLS"),
-            UpstreamAuth::Secret { .. } => (endpoints.grpc_address, "API key"),
+            UpstreamAuth::ApiKey { .. } => (endpoints.grpc_address, "API key"),
         };
         if address.is_empty() {
             return Err(BackendError::Rejected(format!(
@@ -1216,7 +1216,7 @@ impl Cloud {
     /// The name of the service account the proxy's API key belongs to, if it uses one.
     fn proxy_account_name(&self) -> Option<&str> {
         match &self.settings.upstream {
-            UpstreamAuth::Secret { service_account } => Some(service_account),
+            UpstreamAuth::ApiKey { service_account } => Some(service_account),
             UpstreamAuth::Mtls => None,
         }
     }

@@ -32,7 +32,7 @@ const PROXY_ACCOUNT: &str = "plinth-proxy";
 async fn api_key_fixture() -> Fixture {
     let f = fixture_with(
         Settings::default(),
-        UpstreamAuth::Secret {
+        UpstreamAuth::ApiKey {
             service_account: PROXY_ACCOUNT.into(),
         },
     )
@@ -250,7 +250,7 @@ async fn a_proxy_account_name_two_accounts_bear_is_refused() {
 async fn a_missing_proxy_service_account_is_named_in_the_refusal() {
     let f = fixture_with(
         Settings::default(),
-        UpstreamAuth::Secret {
+        UpstreamAuth::ApiKey {
             service_account: "nobody".into(),
         },
     )
