@@ -65,7 +65,7 @@ pub fn keyring_path(config: &Config, home: &Home) -> PathBuf {
 }
 
 /// Logs in to the token `[keys]` names.
-fn pkcs11(config: &Config) -> anyhow::Result<Pkcs11Provider> {
+pub fn pkcs11(config: &Config) -> anyhow::Result<Pkcs11Provider> {
     let keys = &config.keys;
     let pin = Secret::new("[keys] pkcs11_pin", keys.pkcs11_pin()?).current()?;
     Pkcs11Provider::open(&Pkcs11Settings {

@@ -566,6 +566,9 @@ pub struct CodecConfig {
     pub data_key_max_age: Duration,
     /// ... or after sealing this many payloads.
     pub data_key_max_uses: u64,
+    /// An unwrapped data key is kept this long for opening, then unwrapped again.
+    #[serde(with = "humantime_serde")]
+    pub data_key_cache_lifetime: Duration,
     /// Payloads larger than this many bytes are compressed before sealing.
     pub compress_above: usize,
     /// JWKS file or http(s) URL that bearer tokens are verified against (default: no tokens).
@@ -596,6 +599,7 @@ impl Default for CodecConfig {
             keyring: None,
             data_key_max_age: data_keys.max_age,
             data_key_max_uses: data_keys.max_uses,
+            data_key_cache_lifetime: data_keys.cache_lifetime,
             compress_above: plinth_codec::CodecSettings::default().compress_above,
             jwks: None,
             jwt_issuer: None,
@@ -611,6 +615,7 @@ impl CodecConfig {
             data_keys: plinth_codec::DataKeyPolicy {
                 max_age: self.data_key_max_age,
                 max_uses: self.data_key_max_uses,
+                cache_lifetime: self.data_key_cache_lifetime,
             },
             compress_above: self.compress_above,
         }

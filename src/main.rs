@@ -218,7 +218,7 @@ async fn run(
             bench::namespaces(&config, &home, &args).await
         }
         Command::Bench(BenchCommand::Access(args)) => bench::access(&config, &home, &args).await,
-        Command::Bench(BenchCommand::Codec(args)) => bench::codec(&home, &args).await,
+        Command::Bench(BenchCommand::Codec(args)) => bench::codec(&config, &home, &args).await,
         Command::Bench(BenchCommand::Proxy(args)) => bench::proxy(&home, &args).await,
         Command::Bench(BenchCommand::Metrics(args)) => bench::metrics(&args).await,
         Command::Profile(args) => profile::write(&config, &home, &args),

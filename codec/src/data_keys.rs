@@ -18,6 +18,10 @@ pub struct DataKeyPolicy {
     /// Payloads one data key may seal: random 96-bit nonces allow 2^32 per key (NIST SP
     /// 800-38D), and this stays far below.
     pub max_uses: u64,
+    /// How long an unwrapped data key is kept for opening; then the provider unwraps it
+    /// again. It bounds how long a key the provider revoked still opens here, and how long
+    /// opening rides out a provider outage.
+    pub cache_lifetime: Duration,
 }
 
 impl Default for DataKeyPolicy {
@@ -25,6 +29,7 @@ impl Default for DataKeyPolicy {
         Self {
             max_age: Duration::from_secs(24 * 3600),
             max_uses: 1 << 24,
+            cache_lifetime: Duration::from_secs(3600),
         }
     }
 }
@@ -44,9 +49,12 @@ pub(crate) struct SealingKey {
     uses: AtomicU64,
 }
 
-/// Unwrapped data keys (with the KEK that wrapped each) by wrapped form, and their insertion
-/// order for eviction. Keyed by the wrapped bytes alone so that a lookup allocates nothing.
-type UnwrappedKeys = (HashMap<Vec<u8>, (String, Arc<Aead>)>, VecDeque<Vec<u8>>);
+/// An unwrapped data key, the KEK that wrapped it, and when it was unwrapped.
+type Unwrapped = (String, Arc<Aead>, Instant);
+
+/// Unwrapped data keys by wrapped form, and their insertion order for eviction. Keyed by the
+/// wrapped bytes alone so that a lookup allocates nothing.
+type UnwrappedKeys = (HashMap<Vec<u8>, Unwrapped>, VecDeque<Vec<u8>>);
 
 /// Per-namespace data keys and a bounded cache of unwrapped ones.
 pub(crate) struct DataKeys {
@@ -124,8 +132,9 @@ impl DataKeys {
         kek_id: &str,
         wrapped: &[u8],
     ) -> Result<Arc<Aead>, CodecError> {
-        if let Some((kek, key)) = self.unwrapped.lock().expect("cache lock").0.get(wrapped)
+        if let Some((kek, key, at)) = self.unwrapped.lock().expect("cache lock").0.get(wrapped)
             && kek == kek_id
+            && at.elapsed() < self.policy.cache_lifetime
         {
             return Ok(key.clone());
         }
@@ -139,7 +148,7 @@ impl DataKeys {
         {
             cache.0.remove(&oldest);
         }
-        let entry = (kek_id.to_owned(), key.clone());
+        let entry = (kek_id.to_owned(), key.clone(), Instant::now());
         if cache.0.insert(wrapped.to_vec(), entry).is_none() {
             cache.1.push_back(wrapped.to_vec());
         }

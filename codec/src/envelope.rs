@@ -322,12 +322,111 @@ mod tests {
     use std::collections::{HashMap, HashSet};
 
     use super::*;
-    use crate::KeyRing;
+    use crate::{CountingProvider, KeyRing};
 
     fn codec(dir: &std::path::Path, settings: CodecSettings) -> (Codec, Arc<KeyRing>) {
         let (ring, _) = KeyRing::init(&dir.join("keyring.json")).unwrap();
         let ring = Arc::new(ring);
         (Codec::new(ring.clone(), settings), ring)
+    }
+
+    /// A counted key ring that can be taken down, as a KMS or HSM outage would.
+    #[derive(Debug)]
+    struct Flaky {
+        ring: CountingProvider,
+        down: std::sync::atomic::AtomicBool,
+    }
+
+    impl Flaky {
+        fn new(dir: &std::path::Path) -> Arc<Self> {
+            let (ring, _) = KeyRing::init(&dir.join("keyring.json")).unwrap();
+            Arc::new(Self {
+                ring: CountingProvider::new(Arc::new(ring)),
+                down: Default::default(),
+            })
+        }
+
+        fn set_down(&self, down: bool) {
+            self.down.store(down, std::sync::atomic::Ordering::Relaxed);
+        }
+
+        fn up(&self) -> Result<(), CodecError> {
+            if self.down.load(std::sync::atomic::Ordering::Relaxed) {
+                return Err(CodecError::Provider {
+                    provider: "test",
+                    key: "any".into(),
+                    reason: "down".into(),
+                });
+            }
+            Ok(())
+        }
+    }
+
+    impl KekProvider for Flaky {
+        fn active_kek(&self) -> Result<String, CodecError> {
+            self.ring.active_kek()
+        }
+        fn wrap(&self, kek_id: &str, dek: &[u8], aad: &[u8]) -> Result<Vec<u8>, CodecError> {
+            self.up()?;
+            self.ring.wrap(kek_id, dek, aad)
+        }
+        fn unwrap(&self, kek_id: &str, wrapped: &[u8], aad: &[u8]) -> Result<Vec<u8>, CodecError> {
+            self.up()?;
+            self.ring.unwrap(kek_id, wrapped, aad)
+        }
+    }
+
+    #[test]
+    fn the_provider_is_called_once_per_data_key_not_per_payload() {
+        let dir = tempfile::tempdir().unwrap();
+        let provider = Flaky::new(dir.path());
+        let sealer = Codec::new(provider.clone(), CodecSettings::default());
+        let opener = Codec::new(provider.clone(), CodecSettings::default());
+        for namespace in ["payments", "orders"] {
+            let sealed = sealer
+                .encode(namespace, (0..500).map(|i| payload(&[i as u8])).collect())
+                .unwrap();
+            opener.decode(namespace, sealed).unwrap();
+        }
+        assert_eq!(
+            provider.ring.calls(),
+            (2, 2),
+            "one wrap and one unwrap per namespace"
+        );
+    }
+
+    #[test]
+    fn while_the_provider_is_down_cached_keys_serve_and_a_new_data_key_fails_closed() {
+        let dir = tempfile::tempdir().unwrap();
+        let provider = Flaky::new(dir.path());
+        let codec = Codec::new(provider.clone(), CodecSettings::default());
+        let sealed = codec.encode("payments", vec![payload(b"1")]).unwrap();
+        codec.decode("payments", sealed.clone()).unwrap();
+        provider.set_down(true);
+        assert_eq!(codec.decode("payments", sealed).unwrap(), [payload(b"1")]);
+        codec.encode("payments", vec![payload(b"2")]).unwrap();
+        let refused = codec.encode("orders", vec![payload(b"3")]).unwrap_err();
+        assert!(matches!(refused, CodecError::Provider { .. }), "{refused}");
+    }
+
+    #[test]
+    fn an_unwrapped_key_past_its_cache_lifetime_is_unwrapped_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let provider = Flaky::new(dir.path());
+        let settings = CodecSettings {
+            data_keys: DataKeyPolicy {
+                cache_lifetime: std::time::Duration::ZERO,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let sealer = Codec::new(provider.clone(), CodecSettings::default());
+        let opener = Codec::new(provider.clone(), settings);
+        let sealed = sealer.encode("payments", vec![payload(b"1")]).unwrap();
+        for _ in 0..3 {
+            opener.decode("payments", sealed.clone()).unwrap();
+        }
+        assert_eq!(provider.ring.calls().1, 3);
     }
 
     fn payload(data: &[u8]) -> Payload {

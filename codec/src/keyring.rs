@@ -30,6 +30,54 @@ pub trait KekProvider: Send + Sync + std::fmt::Debug {
     }
 }
 
+/// A provider that counts the wraps and unwraps it passes on: how benchmarks and tests see
+/// that providers are called per data key, not per payload.
+#[derive(Debug)]
+pub struct CountingProvider {
+    inner: Arc<dyn KekProvider>,
+    wraps: std::sync::atomic::AtomicU64,
+    unwraps: std::sync::atomic::AtomicU64,
+}
+
+impl CountingProvider {
+    /// Counts the calls to `inner`.
+    pub fn new(inner: Arc<dyn KekProvider>) -> Self {
+        Self {
+            inner,
+            wraps: Default::default(),
+            unwraps: Default::default(),
+        }
+    }
+
+    /// Wraps and unwraps so far.
+    pub fn calls(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (self.wraps.load(Relaxed), self.unwraps.load(Relaxed))
+    }
+}
+
+impl KekProvider for CountingProvider {
+    fn active_kek(&self) -> Result<String, CodecError> {
+        self.inner.active_kek()
+    }
+
+    fn wrap(&self, kek_id: &str, dek: &[u8], aad: &[u8]) -> Result<Vec<u8>, CodecError> {
+        self.wraps
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.inner.wrap(kek_id, dek, aad)
+    }
+
+    fn unwrap(&self, kek_id: &str, wrapped: &[u8], aad: &[u8]) -> Result<Vec<u8>, CodecError> {
+        self.unwraps
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.inner.unwrap(kek_id, wrapped, aad)
+    }
+
+    fn direct_key(&self, id: &str, namespace: &str) -> Option<[u8; KEY_BYTES]> {
+        self.inner.direct_key(id, namespace)
+    }
+}
+
 /// Whether a key wraps new data keys.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]

@@ -24,7 +24,8 @@ pub use error::CodecError;
 pub use hsm::{HsmError, Pkcs11Provider, Pkcs11Settings, SOFTHSM_MODULE};
 pub use json::{payloads_from_json, payloads_to_json};
 pub use keyring::{
-    KEY_BYTES, KekProvider, KeyInfo, KeyPurpose, KeyRing, KeyRingError, KeyState, WatchedKeyRing,
+    CountingProvider, KEY_BYTES, KekProvider, KeyInfo, KeyPurpose, KeyRing, KeyRingError, KeyState,
+    WatchedKeyRing,
 };
 
 /// The Temporal payload type the codec reads and writes.

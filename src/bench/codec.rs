@@ -1,6 +1,6 @@
 //! `plinth bench codec`: AES-256-GCM seal and open next to `openssl speed` on this machine,
-//! the whole payload envelope, and `/decode` of the running `plinth dev` codec server against
-//! an empty request on the same server.
+//! the whole payload envelope, key provider calls per payload and their cost, and `/decode`
+//! of the running `plinth dev` codec server against an empty request on the same server.
 
 use std::collections::HashMap;
 use std::process::{Command, ExitCode};
@@ -10,9 +10,12 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
-use plinth_codec::{Aead, Codec, CodecSettings, KeyRing, Payload, payloads_to_json};
+use plinth_codec::{
+    Aead, Codec, CodecSettings, CountingProvider, KekProvider, KeyRing, Payload, payloads_to_json,
+};
 use tokio::task::JoinSet;
 
+use crate::config::{Config, KeyProviderKind};
 use crate::home::Home;
 
 #[derive(Debug, clap::Args)]
@@ -23,11 +26,95 @@ pub struct CodecBenchArgs {
     /// Concurrent connections to the codec server.
     #[arg(long, default_value_t = 4)]
     connections: usize,
+    /// Only the key provider table (no cipher table, no running `plinth dev` needed).
+    #[arg(long)]
+    providers_only: bool,
+}
+
+/// Payloads of the provider table, over this many namespaces.
+const PROVIDER_PAYLOADS: usize = 10_000;
+const PROVIDER_NAMESPACES: usize = 10;
+/// Timed wraps and unwraps per provider.
+const PROVIDER_SAMPLES: usize = 200;
+
+/// Provider calls per 10,000 payloads (sealed by one codec, opened by another with a cold
+/// cache, as after a restart) and what one call costs, for the file ring and the PKCS#11
+/// token when `[keys]` names one. The file ring is the baseline.
+fn providers(config: &Config) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (ring, _) = KeyRing::init(&dir.path().join("keyring.json"))?;
+    let mut providers: Vec<(&str, Arc<dyn KekProvider>)> = vec![("file", Arc::new(ring))];
+    if config.keys.provider == KeyProviderKind::Pkcs11 {
+        providers.push(("pkcs11", Arc::new(crate::codec::pkcs11(config)?)));
+    }
+    println!(
+        "\nkey providers: {PROVIDER_PAYLOADS} payloads over {PROVIDER_NAMESPACES} namespaces, \
+         {PROVIDER_SAMPLES} timed calls each\n"
+    );
+    println!(
+        "{:<8} {:>16} {:>12} {:>12} {:>22}",
+        "provider", "calls/10k", "wrap p50", "unwrap p50", "added p50/call vs file"
+    );
+    let mut baseline = None;
+    for (name, provider) in providers {
+        let counted = Arc::new(CountingProvider::new(provider.clone()));
+        let sealer = Codec::new(counted.clone(), CodecSettings::default());
+        let opener = Codec::new(counted.clone(), CodecSettings::default());
+        for n in 0..PROVIDER_NAMESPACES {
+            let namespace = format!("bench-{n}");
+            let payloads = (0..PROVIDER_PAYLOADS / PROVIDER_NAMESPACES)
+                .map(|i| Payload {
+                    data: i.to_le_bytes().to_vec(),
+                    ..Default::default()
+                })
+                .collect();
+            let sealed = sealer.encode(&namespace, payloads)?;
+            opener.decode(&namespace, sealed)?;
+        }
+        let (wraps, unwraps) = counted.calls();
+        let kek = provider.active_kek()?;
+        let (mut wrap, mut unwrap) = (Vec::new(), Vec::new());
+        for _ in 0..PROVIDER_SAMPLES {
+            let started = Instant::now();
+            let wrapped = provider.wrap(&kek, &[7; plinth_codec::KEY_BYTES], b"bench")?;
+            wrap.push(started.elapsed());
+            let started = Instant::now();
+            provider.unwrap(&kek, &wrapped, b"bench")?;
+            unwrap.push(started.elapsed());
+        }
+        wrap.sort();
+        unwrap.sort();
+        let (wrap, unwrap) = (super::percentile(&wrap, 50), super::percentile(&unwrap, 50));
+        let per_call = (wrap + unwrap) / 2;
+        let baseline = *baseline.get_or_insert(per_call);
+        println!(
+            "{:<8} {:>16} {:>12} {:>12} {:>22}",
+            name,
+            format!("{} ({wraps} + {unwraps})", wraps + unwraps),
+            micros(wrap),
+            micros(unwrap),
+            format!("+{}", micros(per_call.saturating_sub(baseline))),
+        );
+    }
+    println!("\n(calls: wraps + unwraps; payloads reuse their namespace's data key)");
+    Ok(())
+}
+
+fn micros(d: Duration) -> String {
+    format!("{:.1} µs", d.as_secs_f64() * 1e6)
 }
 
 const SIZES: [usize; 2] = [1024, 16 * 1024];
 
-pub async fn codec(home: &Home, args: &CodecBenchArgs) -> anyhow::Result<ExitCode> {
+pub async fn codec(
+    config: &Config,
+    home: &Home,
+    args: &CodecBenchArgs,
+) -> anyhow::Result<ExitCode> {
+    if args.providers_only {
+        providers(config)?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let window = Duration::from_secs(args.seconds);
     println!("AES-256-GCM, one core, {} s per cell\n", args.seconds);
     println!(
@@ -67,6 +154,7 @@ pub async fn codec(home: &Home, args: &CodecBenchArgs) -> anyhow::Result<ExitCod
         );
     }
     println!("\n(envelope = seal and open of one Payload, so it does twice the work per byte)");
+    providers(config)?;
 
     let url = super::dev_text(&super::running_dev(home)?, "codec", "url")?;
     let address = url.trim_start_matches("http://").to_owned();
