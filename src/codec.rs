@@ -8,8 +8,8 @@ use anyhow::{Context, bail};
 use plinth_codec::server::CodecServer;
 use plinth_codec::tokens::{JwksSource, TokenPolicy, TokenVerifier};
 use plinth_codec::{
-    Codec, KekProvider, KeyPurpose, KeyRing, KeyState, Pkcs11Provider, Pkcs11Settings,
-    WatchedKeyRing,
+    Codec, KekProvider, KeyPurpose, KeyRing, KeyRingNamespaceKeys, KeyState, NamespaceKeys,
+    Pkcs11Provider, Pkcs11Settings, WatchedKeyRing,
 };
 use plinth_identity::Secret;
 
@@ -38,7 +38,12 @@ pub enum KeysCommand {
     /// Create the key ring with one active key (kept if present).
     Init,
     /// Make a new key active; older keys stay, decrypt-only.
-    Rotate,
+    Rotate {
+        /// Rotate this namespace's own key ([keys] per_namespace) instead of the
+        /// installation's.
+        #[arg(long)]
+        namespace: Option<String>,
+    },
     /// Show every key's id, creation time and state (never the key).
     List,
     /// Add an existing 32-byte key as decrypt-only (e.g. the Temporal samples' key).
@@ -107,6 +112,20 @@ fn print_init(config: &Config, home: &Home, (id, created): (String, bool)) {
     println!("{verb} {place} (active key {id})");
 }
 
+/// What makes namespaces' own keys in the worker, when `[keys] per_namespace` asks for them.
+pub fn namespace_keys(
+    config: &Config,
+    home: &Home,
+) -> anyhow::Result<Option<Arc<dyn NamespaceKeys>>> {
+    if !config.keys.per_namespace {
+        return Ok(None);
+    }
+    Ok(Some(match config.keys.provider {
+        KeyProviderKind::File => Arc::new(KeyRingNamespaceKeys(keyring_path(config, home))),
+        KeyProviderKind::Pkcs11 => Arc::new(pkcs11(config)?),
+    }))
+}
+
 /// `plinth keys` on the key provider `[keys]` names.
 pub fn keys(config: &Config, home: &Home, command: &KeysCommand) -> anyhow::Result<ExitCode> {
     match config.keys.provider {
@@ -120,9 +139,9 @@ fn token_keys(config: &Config, home: &Home, command: &KeysCommand) -> anyhow::Re
     let token = pkcs11(config)?;
     match command {
         KeysCommand::Init => print_init(config, home, init_token(&token)?),
-        KeysCommand::Rotate => {
-            let id = token.generate()?;
-            println!("active key is now {id}; older keys stay for decryption");
+        KeysCommand::Rotate { namespace } => {
+            let id = token.generate_for(namespace.as_deref())?;
+            say_rotated(&id, namespace.as_deref());
         }
         KeysCommand::List => print_keys(&token.list()?),
         KeysCommand::Import { .. } => bail!(
@@ -133,9 +152,18 @@ fn token_keys(config: &Config, home: &Home, command: &KeysCommand) -> anyhow::Re
     Ok(ExitCode::SUCCESS)
 }
 
-/// Every key's id, creation time and state.
+fn say_rotated(id: &str, namespace: Option<&str>) {
+    match namespace {
+        Some(namespace) => println!(
+            "active key of namespace {namespace} is now {id}; its older keys stay for decryption"
+        ),
+        None => println!("active key is now {id}; older keys stay for decryption"),
+    }
+}
+
+/// Every key's id, creation time, namespace (`-`: the installation's) and state.
 fn print_keys(keys: &[plinth_codec::KeyInfo]) {
-    println!("{:<32} {:<22} STATE", "ID", "CREATED");
+    println!("{:<32} {:<22} {:<24} STATE", "ID", "CREATED", "NAMESPACE");
     for key in keys {
         let state = match (key.state, &key.purpose) {
             (KeyState::Active, _) => "active".to_owned(),
@@ -147,7 +175,8 @@ fn print_keys(keys: &[plinth_codec::KeyInfo]) {
                 )
             }
         };
-        println!("{:<32} {:<22} {state}", key.id, key.created);
+        let namespace = key.namespace.as_deref().unwrap_or("-");
+        println!("{:<32} {:<22} {namespace:<24} {state}", key.id, key.created);
     }
 }
 
@@ -155,10 +184,13 @@ fn file_keys(config: &Config, home: &Home, command: &KeysCommand) -> anyhow::Res
     let path = keyring_path(config, home);
     match command {
         KeysCommand::Init => print_init(config, home, init_keys(config, home)?),
-        KeysCommand::Rotate => {
+        KeysCommand::Rotate { namespace } => {
             let mut ring = KeyRing::load_for_change(&path)?;
-            let id = ring.rotate()?;
-            println!("active key is now {id}; older keys stay for decryption");
+            let id = match namespace {
+                Some(namespace) => ring.rotate_namespace(namespace)?,
+                None => ring.rotate()?,
+            };
+            say_rotated(&id, namespace.as_deref());
         }
         KeysCommand::List => print_keys(&KeyRing::load(&path)?.list()),
         KeysCommand::Import {
@@ -199,7 +231,10 @@ pub fn load(config: &Config, home: &Home) -> anyhow::Result<Arc<Codec>> {
         }
         KeyProviderKind::Pkcs11 => Arc::new(pkcs11(config)?),
     };
-    Ok(Arc::new(Codec::new(provider, config.codec.settings())))
+    Ok(Arc::new(Codec::new(
+        provider,
+        config.codec.settings(&config.keys),
+    )))
 }
 
 /// Serves until SIGINT or SIGTERM.

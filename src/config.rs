@@ -266,6 +266,9 @@ pub struct KeysConfig {
     /// pkcs11: an environment variable holding the PIN.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pkcs11_pin_env: Option<String>,
+    /// Each namespace gets a key encryption key of its own as it is provisioned, recorded
+    /// in its status; its data keys are wrapped by that key alone.
+    pub per_namespace: bool,
 }
 
 impl Default for KeysConfig {
@@ -276,6 +279,7 @@ impl Default for KeysConfig {
             pkcs11_token: "plinth".into(),
             pkcs11_pin_file: None,
             pkcs11_pin_env: None,
+            per_namespace: false,
         }
     }
 }
@@ -610,12 +614,14 @@ impl Default for CodecConfig {
 }
 
 impl CodecConfig {
-    pub fn settings(&self) -> plinth_codec::CodecSettings {
+    /// The codec's settings, with `[keys]` deciding whose key wraps a namespace's data keys.
+    pub fn settings(&self, keys: &KeysConfig) -> plinth_codec::CodecSettings {
         plinth_codec::CodecSettings {
             data_keys: plinth_codec::DataKeyPolicy {
                 max_age: self.data_key_max_age,
                 max_uses: self.data_key_max_uses,
                 cache_lifetime: self.data_key_cache_lifetime,
+                per_namespace: keys.per_namespace,
             },
             compress_above: self.compress_above,
         }

@@ -12,8 +12,10 @@ use temporalio_macros::activities;
 use temporalio_sdk::activities::{ActivityContext, ActivityError};
 
 use crate::access_activities::failure;
+use plinth_codec::{CodecError, NamespaceKeys};
 use plinth_control::directory::Directory;
 use plinth_control::{NamespaceBackend, missing_search_attributes};
+use temporalio_common::error::ApplicationFailure;
 
 /// The activities of `ProvisionNamespace`.
 #[derive(Debug, Clone)]
@@ -22,6 +24,8 @@ pub struct NamespaceActivities {
     directory: Arc<dyn Directory>,
     rules: ValidationRules,
     resync_interval: Duration,
+    /// Makes each namespace's own key encryption key, when namespaces have their own.
+    keys: Option<Arc<dyn NamespaceKeys>>,
 }
 
 impl NamespaceActivities {
@@ -37,7 +41,14 @@ impl NamespaceActivities {
             directory,
             rules,
             resync_interval,
+            keys: None,
         }
+    }
+
+    /// Gives each namespace a key encryption key of its own from `keys` as it is reconciled.
+    pub fn with_namespace_keys(mut self, keys: Arc<dyn NamespaceKeys>) -> Self {
+        self.keys = Some(keys);
+        self
     }
 }
 
@@ -100,6 +111,12 @@ impl NamespaceActivities {
     /// Registers or updates the namespace until it matches `spec`.
     async fn reconcile(&self, spec: &NamespaceSpec) -> Result<ReconcileReport, ActivityError> {
         let backend = &self.backend;
+        let temporal_namespace = backend.temporal_name(&spec.name);
+        // Before the namespace exists: nothing is sealed for it without its key.
+        let encryption_key = match &self.keys {
+            Some(keys) => keys.ensure(&temporal_namespace).map_err(key_failure)?,
+            None => String::new(),
+        };
         let observed = backend.describe(&spec.name).await.map_err(failure)?;
         let created = observed.is_none();
         let (settings, existing_attributes) = match observed {
@@ -136,8 +153,17 @@ impl NamespaceActivities {
             created,
             changes,
             endpoint: backend.endpoint(&spec.name).await.map_err(failure)?,
-            temporal_namespace: backend.temporal_name(&spec.name),
+            temporal_namespace,
+            encryption_key,
         })
+    }
+}
+
+/// A key provider's outage is retried; anything else it says is final.
+fn key_failure(error: CodecError) -> ActivityError {
+    match error {
+        CodecError::Provider { .. } => ActivityError::application(ApplicationFailure::new(error)),
+        error => ActivityError::application(ApplicationFailure::non_retryable(error)),
     }
 }
 

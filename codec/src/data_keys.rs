@@ -22,6 +22,8 @@ pub struct DataKeyPolicy {
     /// again. It bounds how long a key the provider revoked still opens here, and how long
     /// opening rides out a provider outage.
     pub cache_lifetime: Duration,
+    /// Each namespace's data keys are wrapped by a KEK of its own, not the installation's.
+    pub per_namespace: bool,
 }
 
 impl Default for DataKeyPolicy {
@@ -30,6 +32,7 @@ impl Default for DataKeyPolicy {
             max_age: Duration::from_secs(24 * 3600),
             max_uses: 1 << 24,
             cache_lifetime: Duration::from_secs(3600),
+            per_namespace: false,
         }
     }
 }
@@ -93,9 +96,14 @@ impl DataKeys {
     }
 
     /// The namespace's data key for one more payload; a new one when the current is too old,
-    /// used up, or wrapped by a KEK that is no longer active.
+    /// used up, or wrapped by a KEK that is no longer active (the installation's, or the
+    /// namespace's own).
     pub(crate) fn for_sealing(&self, namespace: &str) -> Result<Arc<SealingKey>, CodecError> {
-        let active = self.provider.active_kek()?;
+        let active = if self.policy.per_namespace {
+            self.provider.namespace_kek(namespace)?
+        } else {
+            self.provider.active_kek()?
+        };
         let mut current = self.current.lock().expect("data key lock");
         if let Some(entry) = current.get(namespace)
             && entry.kek_id == active

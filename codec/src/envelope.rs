@@ -377,6 +377,29 @@ mod tests {
     }
 
     #[test]
+    fn with_keys_per_namespace_a_namespace_seals_under_its_own_key_or_not_at_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keyring.json");
+        let (mut ring, _) = KeyRing::init(&path).unwrap();
+        let (orders, _) = ring.ensure_namespace("orders").unwrap();
+        let settings = CodecSettings {
+            data_keys: DataKeyPolicy {
+                per_namespace: true,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let codec = Codec::new(Arc::new(KeyRing::load(&path).unwrap()), settings);
+        let sealed = codec.encode("orders", vec![payload(b"1")]).unwrap();
+        assert_eq!(sealed[0].metadata[metadata::KEY_ID], orders.as_bytes());
+        let refused = codec.encode("payments", vec![payload(b"2")]).unwrap_err();
+        assert!(
+            matches!(refused, CodecError::NoNamespaceKey(_)),
+            "{refused}"
+        );
+    }
+
+    #[test]
     fn the_provider_is_called_once_per_data_key_not_per_payload() {
         let dir = tempfile::tempdir().unwrap();
         let provider = Flaky::new(dir.path());

@@ -31,6 +31,12 @@ pub enum CodecError {
     /// The key ring holds no active key to wrap new data keys with.
     #[error("no active key encryption key: run `plinth keys init`")]
     NoActiveKey,
+    /// Namespaces have keys of their own (`[keys] per_namespace`) and this one has none yet.
+    #[error(
+        "namespace {0:?} has no key encryption key of its own yet: it is made as the namespace \
+         is provisioned"
+    )]
+    NoNamespaceKey(String),
     /// The key provider (a KMS or an HSM) could not be used: nothing was sealed or opened.
     #[error("key provider {provider}, key {key}: {reason}")]
     Provider {

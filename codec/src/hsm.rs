@@ -22,7 +22,7 @@ use cryptoki::slot::Slot;
 use cryptoki::types::AuthPin;
 
 use crate::keyring::{created_of, new_key_id};
-use crate::{CodecError, KEY_BYTES, KekProvider, KeyInfo, KeyPurpose, KeyState};
+use crate::{CodecError, KEY_BYTES, KekProvider, KeyInfo, KeyPurpose, KeyState, NamespaceKeys};
 
 /// How long a listing of the token's keys is trusted before it is read again.
 const RELIST_AFTER: Duration = Duration::from_secs(1);
@@ -91,10 +91,42 @@ pub enum HsmError {
     },
 }
 
-/// The token's Plinth keys as last listed: key id (label) to object handle, oldest first.
+/// The token's Plinth keys as last listed: key id (label) to the namespace whose own key it
+/// is (`None`: the installation's) and its object handle, oldest first.
 struct Listing {
-    keys: BTreeMap<String, ObjectHandle>,
+    keys: BTreeMap<String, (Option<String>, ObjectHandle)>,
     at: Instant,
+}
+
+impl Listing {
+    /// The newest key of `scope`: its active one.
+    fn active(&self, scope: Option<&str>) -> Option<&String> {
+        self.keys
+            .iter()
+            .rev()
+            .find(|(_, (namespace, _))| namespace.as_deref() == scope)
+            .map(|(id, _)| id)
+    }
+}
+
+/// `CKA_ID` of a key of `scope`: [`PLINTH_KEY_ID`], then `:<namespace>` for a namespace's.
+fn object_id(scope: Option<&str>) -> Vec<u8> {
+    let mut id = PLINTH_KEY_ID.to_vec();
+    if let Some(namespace) = scope {
+        id.push(b':');
+        id.extend_from_slice(namespace.as_bytes());
+    }
+    id
+}
+
+/// The scope an object's `CKA_ID` names; `None` when it is not one of Plinth's keys.
+fn scope_of(object_id: &[u8]) -> Option<Option<String>> {
+    let rest = object_id.strip_prefix(PLINTH_KEY_ID)?;
+    match rest {
+        [] => Some(None),
+        [b':', namespace @ ..] => String::from_utf8(namespace.to_vec()).ok().map(Some),
+        _ => None,
+    }
 }
 
 /// KEKs in a PKCS#11 token.
@@ -160,8 +192,14 @@ impl Pkcs11Provider {
         Ok(provider)
     }
 
-    /// Generates a new key in the token, which becomes the active one; returns its id.
+    /// Generates a new key of the installation in the token, which becomes the active one;
+    /// returns its id.
     pub fn generate(&self) -> Result<String, HsmError> {
+        self.generate_for(None)
+    }
+
+    /// Generates a new key of `scope` (a namespace's own, or the installation's).
+    pub fn generate_for(&self, scope: Option<&str>) -> Result<String, HsmError> {
         let newest = self.relist()?.keys.keys().next_back().cloned();
         let id = new_key_id(newest.as_deref()).map_err(|_| HsmError::Token {
             token: self.settings.token.clone(),
@@ -177,7 +215,7 @@ impl Pkcs11Provider {
             Attribute::Decrypt(true),
             Attribute::ValueLen((KEY_BYTES as u64).into()),
             Attribute::Label(id.clone().into_bytes()),
-            Attribute::Id(PLINTH_KEY_ID.to_vec()),
+            Attribute::Id(object_id(scope)),
         ];
         self.with_session("generate a key", |session| {
             session.generate_key(&Mechanism::AesKeyGen, &template)
@@ -186,22 +224,22 @@ impl Pkcs11Provider {
         Ok(id)
     }
 
-    /// Every Plinth key in the token, oldest first; the newest is active.
+    /// Every Plinth key in the token, oldest first; the newest of each scope is active.
     pub fn list(&self) -> Result<Vec<KeyInfo>, HsmError> {
         let listing = self.relist()?;
-        let newest = listing.keys.keys().next_back();
         Ok(listing
             .keys
-            .keys()
-            .map(|id| KeyInfo {
+            .iter()
+            .map(|(id, (namespace, _))| KeyInfo {
                 id: id.clone(),
                 created: created_of(id).unwrap_or_default(),
-                state: if Some(id) == newest {
+                state: if listing.active(namespace.as_deref()) == Some(id) {
                     KeyState::Active
                 } else {
                     KeyState::DecryptOnly
                 },
                 purpose: KeyPurpose::Kek,
+                namespace: namespace.clone(),
             })
             .collect())
     }
@@ -235,17 +273,21 @@ impl Pkcs11Provider {
         let template = [
             Attribute::Class(ObjectClass::SECRET_KEY),
             Attribute::KeyType(KeyType::AES),
-            Attribute::Id(PLINTH_KEY_ID.to_vec()),
         ];
         let keys = self.with_session("list keys", |session| {
             let mut keys = BTreeMap::new();
             for handle in session.find_objects(&template)? {
-                for attribute in session.get_attributes(handle, &[AttributeType::Label])? {
-                    if let Attribute::Label(label) = attribute
-                        && let Ok(label) = String::from_utf8(label)
-                    {
-                        keys.insert(label, handle);
+                let (mut label, mut scope) = (None, None);
+                let wanted = [AttributeType::Label, AttributeType::Id];
+                for attribute in session.get_attributes(handle, &wanted)? {
+                    match attribute {
+                        Attribute::Label(bytes) => label = String::from_utf8(bytes).ok(),
+                        Attribute::Id(bytes) => scope = scope_of(&bytes),
+                        _ => {}
                     }
+                }
+                if let (Some(label), Some(scope)) = (label, scope) {
+                    keys.insert(label, (scope, handle));
                 }
             }
             Ok(keys)
@@ -291,7 +333,7 @@ impl Pkcs11Provider {
             .keys
             .get(id)
         {
-            return Ok(*handle);
+            return Ok(handle.1);
         }
         match self
             .listing(RELIST_ON_MISS_AFTER)
@@ -299,8 +341,19 @@ impl Pkcs11Provider {
             .keys
             .get(id)
         {
-            Some(handle) => Ok(*handle),
+            Some((_, handle)) => Ok(*handle),
             None => Err(CodecError::UnknownKey(id.to_owned())),
+        }
+    }
+}
+
+impl NamespaceKeys for Pkcs11Provider {
+    fn ensure(&self, namespace: &str) -> Result<String, CodecError> {
+        match self.namespace_kek(namespace) {
+            Err(CodecError::NoNamespaceKey(_)) => self
+                .generate_for(Some(namespace))
+                .map_err(|e| provider_error(&format!("(namespace {namespace})"), e)),
+            found => found,
         }
     }
 }
@@ -346,11 +399,17 @@ impl KekProvider for Pkcs11Provider {
     fn active_kek(&self) -> Result<String, CodecError> {
         self.listing(RELIST_AFTER)
             .map_err(|e| provider_error("(active)", e))?
-            .keys
-            .keys()
-            .next_back()
+            .active(None)
             .cloned()
             .ok_or(CodecError::NoActiveKey)
+    }
+
+    fn namespace_kek(&self, namespace: &str) -> Result<String, CodecError> {
+        self.listing(RELIST_AFTER)
+            .map_err(|e| provider_error(&format!("(namespace {namespace})"), e))?
+            .active(Some(namespace))
+            .cloned()
+            .ok_or_else(|| CodecError::NoNamespaceKey(namespace.to_owned()))
     }
 
     fn wrap(&self, kek_id: &str, dek: &[u8], aad: &[u8]) -> Result<Vec<u8>, CodecError> {
@@ -504,12 +563,42 @@ mod tests {
     }
 
     #[test]
+    fn a_namespaces_own_key_is_made_once_beside_the_installations() {
+        let Some(token) = own_token("a_namespaces_own_key_is_made_once_beside_the_installations")
+        else {
+            return;
+        };
+        let installation = token.generate().unwrap();
+        let orders = token.ensure("orders").unwrap();
+        assert_eq!(token.ensure("orders").unwrap(), orders, "made once");
+        assert_eq!(token.namespace_kek("orders").unwrap(), orders);
+        assert_eq!(
+            token.active_kek().unwrap(),
+            installation,
+            "still the installation's"
+        );
+        let scopes: Vec<_> = token
+            .list()
+            .unwrap()
+            .into_iter()
+            .map(|k| (k.namespace, k.state))
+            .collect();
+        assert_eq!(
+            scopes,
+            [
+                (None, KeyState::Active),
+                (Some("orders".into()), KeyState::Active)
+            ]
+        );
+    }
+
+    #[test]
     fn the_token_never_gives_out_a_keys_value() {
         let Some(token) = own_token("the_token_never_gives_out_a_keys_value") else {
             return;
         };
         let id = token.generate().unwrap();
-        let handle = token.relist().unwrap().keys[&id];
+        let handle = token.relist().unwrap().keys[&id].1;
         let session = token.session.lock().unwrap();
         let read = session.get_attributes(handle, &[AttributeType::Value]);
         assert!(

@@ -21,6 +21,10 @@ pub trait KekProvider: Send + Sync + std::fmt::Debug {
     fn wrap(&self, kek_id: &str, dek: &[u8], aad: &[u8]) -> Result<Vec<u8>, CodecError>;
     /// Opens a data key wrapped by [`KekProvider::wrap`].
     fn unwrap(&self, kek_id: &str, wrapped: &[u8], aad: &[u8]) -> Result<Vec<u8>, CodecError>;
+    /// The id of namespace `namespace`'s own active KEK (`[keys] per_namespace`).
+    fn namespace_kek(&self, namespace: &str) -> Result<String, CodecError> {
+        Err(CodecError::NoNamespaceKey(namespace.to_owned()))
+    }
     /// The raw key `id`, for payloads of `namespace` in the Temporal samples' format, which
     /// encrypt with the key itself: only a key imported for that format and that namespace,
     /// never a key encryption key. Providers that never release key material have none.
@@ -73,8 +77,45 @@ impl KekProvider for CountingProvider {
         self.inner.unwrap(kek_id, wrapped, aad)
     }
 
+    fn namespace_kek(&self, namespace: &str) -> Result<String, CodecError> {
+        self.inner.namespace_kek(namespace)
+    }
+
     fn direct_key(&self, id: &str, namespace: &str) -> Option<[u8; KEY_BYTES]> {
         self.inner.direct_key(id, namespace)
+    }
+}
+
+/// Makes and finds namespaces' own key encryption keys (`[keys] per_namespace`): what the
+/// control plane does as it provisions a namespace.
+pub trait NamespaceKeys: Send + Sync + std::fmt::Debug {
+    /// The id of `namespace`'s own active KEK, made now when it has none.
+    fn ensure(&self, namespace: &str) -> Result<String, CodecError>;
+}
+
+/// The namespaces' own keys in the key ring file at a path.
+#[derive(Debug)]
+pub struct KeyRingNamespaceKeys(pub PathBuf);
+
+impl NamespaceKeys for KeyRingNamespaceKeys {
+    fn ensure(&self, namespace: &str) -> Result<String, CodecError> {
+        // Read first: the change lock is taken only to make a key.
+        let ring = KeyRing::load(&self.0).map_err(|e| ring_error(namespace, e))?;
+        if let Ok(id) = ring.namespace_kek(namespace) {
+            return Ok(id);
+        }
+        KeyRing::load_for_change(&self.0)
+            .and_then(|mut ring| ring.ensure_namespace(namespace))
+            .map(|(id, _)| id)
+            .map_err(|e| ring_error(namespace, e))
+    }
+}
+
+fn ring_error(namespace: &str, e: KeyRingError) -> CodecError {
+    CodecError::Provider {
+        provider: "file",
+        key: format!("(namespace {namespace})"),
+        reason: e.to_string(),
     }
 }
 
@@ -114,6 +155,8 @@ pub struct KeyInfo {
     pub state: KeyState,
     /// What it may do.
     pub purpose: KeyPurpose,
+    /// The namespace whose own key it is; `None` for the installation's.
+    pub namespace: Option<String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -132,6 +175,9 @@ struct StoredKey {
     /// with a warning for decrypt-only keys, which may be imported samples keys.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     purpose: Option<KeyPurpose>,
+    /// The namespace whose own key it is; absent for the installation's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    namespace: Option<String>,
     /// Base64 of the 32 key bytes.
     material: String,
 }
@@ -269,6 +315,7 @@ impl KeyRing {
                     created: stored.created,
                     state: stored.state,
                     purpose,
+                    namespace: stored.namespace,
                 },
                 material,
             });
@@ -282,14 +329,24 @@ impl KeyRing {
                 key.info.id
             )));
         }
-        let active = keys
-            .iter()
-            .filter(|k| k.info.state == KeyState::Active)
-            .count();
-        if active != 1 {
+        let active = |scope: &Option<String>| {
+            keys.iter()
+                .filter(|k| k.info.state == KeyState::Active && &k.info.namespace == scope)
+                .count()
+        };
+        let installation = active(&None);
+        if installation != 1 {
             return Err(invalid(format!(
-                "{active} active keys; exactly one is needed"
+                "{installation} active keys of the installation; exactly one is needed"
             )));
+        }
+        for key in &keys {
+            if key.info.namespace.is_some() && active(&key.info.namespace) > 1 {
+                return Err(invalid(format!(
+                    "namespace {:?} has more than one active key",
+                    key.info.namespace.as_deref().unwrap_or_default()
+                )));
+            }
         }
         Ok(Self {
             path: path.to_owned(),
@@ -324,7 +381,7 @@ impl KeyRing {
             keys: Vec::new(),
             change_lock: Some(lock),
         };
-        ring.add_new_active()?;
+        ring.add_new_active(None)?;
         Ok((ring, true))
     }
 
@@ -332,7 +389,22 @@ impl KeyRing {
     /// Changes are saved at once, to a ring from [`Self::init`] or [`Self::load_for_change`].
     pub fn rotate(&mut self) -> Result<String, KeyRingError> {
         self.changeable()?;
-        self.add_new_active()
+        self.add_new_active(None)
+    }
+
+    /// [`Self::rotate`] for namespace `namespace`'s own key.
+    pub fn rotate_namespace(&mut self, namespace: &str) -> Result<String, KeyRingError> {
+        self.changeable()?;
+        self.add_new_active(Some(namespace))
+    }
+
+    /// Namespace `namespace`'s own active key, made now when it has none; whether it was.
+    pub fn ensure_namespace(&mut self, namespace: &str) -> Result<(String, bool), KeyRingError> {
+        if let Ok(id) = self.namespace_kek(namespace) {
+            return Ok((id, false));
+        }
+        self.changeable()?;
+        Ok((self.add_new_active(Some(namespace))?, true))
     }
 
     /// Adds existing key material, decrypt-only, for `purpose` (a Temporal samples' key for
@@ -361,7 +433,13 @@ impl KeyRing {
             .try_into()
             .map_err(|_| KeyRingError::KeyLength(raw.len()))?;
         self.changeable()?;
-        self.insert(id.to_owned(), KeyState::DecryptOnly, purpose, material)
+        self.insert(
+            id.to_owned(),
+            KeyState::DecryptOnly,
+            purpose,
+            None,
+            material,
+        )
     }
 
     fn changeable(&self) -> Result<(), KeyRingError> {
@@ -376,16 +454,27 @@ impl KeyRing {
         self.keys.iter().map(|k| k.info.clone()).collect()
     }
 
-    fn add_new_active(&mut self) -> Result<String, KeyRingError> {
+    /// A new active key for `namespace` (the installation's when `None`); the scope's
+    /// previous one becomes decrypt-only.
+    fn add_new_active(&mut self, namespace: Option<&str>) -> Result<String, KeyRingError> {
         let mut material = [0u8; KEY_BYTES];
         SystemRandom::new()
             .fill(&mut material)
             .map_err(|_| KeyRingError::Random)?;
         let id = new_key_id(None)?;
         for key in &mut self.keys {
-            key.info.state = KeyState::DecryptOnly;
+            if key.info.namespace.as_deref() == namespace {
+                key.info.state = KeyState::DecryptOnly;
+            }
         }
-        self.insert(id.clone(), KeyState::Active, KeyPurpose::Kek, material)?;
+        let scope = namespace.map(str::to_owned);
+        self.insert(
+            id.clone(),
+            KeyState::Active,
+            KeyPurpose::Kek,
+            scope,
+            material,
+        )?;
         Ok(id)
     }
 
@@ -394,6 +483,7 @@ impl KeyRing {
         id: String,
         state: KeyState,
         purpose: KeyPurpose,
+        namespace: Option<String>,
         material: [u8; KEY_BYTES],
     ) -> Result<(), KeyRingError> {
         if self.keys.iter().any(|k| k.info.id == id) {
@@ -405,6 +495,7 @@ impl KeyRing {
                 created: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
                 state,
                 purpose,
+                namespace,
             },
             material,
         });
@@ -426,6 +517,7 @@ impl KeyRing {
                     created: k.info.created.clone(),
                     state: k.info.state,
                     purpose: Some(k.info.purpose.clone()),
+                    namespace: k.info.namespace.clone(),
                     material: BASE64.encode(k.material),
                 })
                 .collect(),
@@ -454,9 +546,19 @@ impl KekProvider for KeyRing {
     fn active_kek(&self) -> Result<String, CodecError> {
         self.keys
             .iter()
-            .find(|k| k.info.state == KeyState::Active)
+            .find(|k| k.info.state == KeyState::Active && k.info.namespace.is_none())
             .map(|k| k.info.id.clone())
             .ok_or(CodecError::NoActiveKey)
+    }
+
+    fn namespace_kek(&self, namespace: &str) -> Result<String, CodecError> {
+        self.keys
+            .iter()
+            .find(|k| {
+                k.info.state == KeyState::Active && k.info.namespace.as_deref() == Some(namespace)
+            })
+            .map(|k| k.info.id.clone())
+            .ok_or_else(|| CodecError::NoNamespaceKey(namespace.to_owned()))
     }
 
     fn wrap(&self, kek_id: &str, dek: &[u8], aad: &[u8]) -> Result<Vec<u8>, CodecError> {
@@ -641,6 +743,10 @@ impl KekProvider for WatchedKeyRing {
         self.current().active_kek()
     }
 
+    fn namespace_kek(&self, namespace: &str) -> Result<String, CodecError> {
+        self.current().namespace_kek(namespace)
+    }
+
     fn wrap(&self, kek_id: &str, dek: &[u8], aad: &[u8]) -> Result<Vec<u8>, CodecError> {
         self.current().wrap(kek_id, dek, aad)
     }
@@ -657,6 +763,37 @@ impl KekProvider for WatchedKeyRing {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_namespaces_own_key_is_made_once_and_rotates_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keyring.json");
+        let (mut ring, _) = KeyRing::init(&path).unwrap();
+        let installation = ring.active_kek().unwrap();
+        let (orders, made) = ring.ensure_namespace("orders").unwrap();
+        assert!(made);
+        assert_eq!(
+            ring.ensure_namespace("orders").unwrap(),
+            (orders.clone(), false)
+        );
+        let rotated = ring.rotate_namespace("orders").unwrap();
+        let reloaded = KeyRing::load(&path).unwrap();
+        assert_eq!(reloaded.namespace_kek("orders").unwrap(), rotated);
+        assert_eq!(reloaded.active_kek().unwrap(), installation, "untouched");
+        let old = reloaded
+            .list()
+            .into_iter()
+            .find(|k| k.id == orders)
+            .unwrap();
+        assert_eq!(
+            (old.state, old.namespace.as_deref()),
+            (KeyState::DecryptOnly, Some("orders"))
+        );
+        assert!(matches!(
+            reloaded.namespace_kek("payments"),
+            Err(CodecError::NoNamespaceKey(_))
+        ));
+    }
 
     #[test]
     fn rotation_keeps_old_keys_for_decryption() {

@@ -24,8 +24,8 @@ pub use error::CodecError;
 pub use hsm::{HsmError, Pkcs11Provider, Pkcs11Settings, SOFTHSM_MODULE};
 pub use json::{payloads_from_json, payloads_to_json};
 pub use keyring::{
-    CountingProvider, KEY_BYTES, KekProvider, KeyInfo, KeyPurpose, KeyRing, KeyRingError, KeyState,
-    WatchedKeyRing,
+    CountingProvider, KEY_BYTES, KekProvider, KeyInfo, KeyPurpose, KeyRing, KeyRingError,
+    KeyRingNamespaceKeys, KeyState, NamespaceKeys, WatchedKeyRing,
 };
 
 /// The Temporal payload type the codec reads and writes.

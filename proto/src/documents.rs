@@ -1,8 +1,10 @@
 use crate::v1::{MetricsTarget, Namespace};
 use crate::{API_VERSION, KIND_METRICS_TARGET, KIND_NAMESPACE};
 
-/// One document of a file `plinth apply` reads.
+/// One document of a file `plinth apply` reads. A file holds a few: the size of the larger
+/// variant costs nothing worth a box.
 #[derive(Debug, Clone, PartialEq)]
+#[allow(clippy::large_enum_variant)]
 pub enum Resource {
     /// kind: Namespace.
     Namespace(Namespace),

@@ -85,6 +85,7 @@ impl PlinthWorker {
         settings: &ControlSettings,
         platform: PlatformSettings,
         metrics: MetricsSettings,
+        namespace_keys: Option<Arc<dyn plinth_codec::NamespaceKeys>>,
     ) -> Result<Self, WorkerError> {
         ensure_namespace(&connection, &settings.namespace).await?;
         let setup = |e: &dyn std::fmt::Display| WorkerError::Setup(e.to_string());
@@ -110,12 +111,15 @@ impl PlinthWorker {
             platform.access_interval,
         );
         let directory = platform.directory.clone();
-        let namespaces = NamespaceActivities::new(
+        let mut namespaces = NamespaceActivities::new(
             platform.backend,
             platform.directory,
             platform.rules,
             platform.resync_interval,
         );
+        if let Some(keys) = namespace_keys {
+            namespaces = namespaces.with_namespace_keys(keys);
+        }
         let targets: Vec<ScrapeTarget> = metrics
             .targets
             .iter()

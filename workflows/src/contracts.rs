@@ -94,6 +94,9 @@ pub struct ReconcileReport {
     /// The namespace's name on the data path (empty in reports recorded before it existed).
     #[serde(default)]
     pub temporal_namespace: String,
+    /// The namespace's own key encryption key, when namespaces have their own.
+    #[serde(default)]
+    pub encryption_key: String,
 }
 
 /// Activity `ReconcileNamespace`: brings the backend to the spec, deriving every write from

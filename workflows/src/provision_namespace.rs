@@ -251,6 +251,9 @@ impl ProvisionNamespace {
         };
         let status = self.status_mut();
         status.temporal_namespace = temporal_namespace;
+        if !report.encryption_key.is_empty() {
+            status.encryption_key = report.encryption_key.clone();
+        }
         // A retry after a crash may find the namespace already registered: the first
         // successful reconcile is the creation all the same.
         let first = status.observed_generation == 0;

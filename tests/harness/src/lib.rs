@@ -288,7 +288,7 @@ impl WorkerThread {
                     access_interval: Duration::from_secs(300),
                 };
                 let mut worker =
-                    PlinthWorker::start(connection, &settings, platform, Default::default())
+                    PlinthWorker::start(connection, &settings, platform, Default::default(), None)
                         .await?;
                 let shutdown = worker.shutdown_handle();
                 tokio::spawn(async move {
