@@ -121,7 +121,12 @@ pub fn namespace_keys(
         return Ok(None);
     }
     Ok(Some(match config.keys.provider {
-        KeyProviderKind::File => Arc::new(KeyRingNamespaceKeys(keyring_path(config, home))),
+        KeyProviderKind::File => {
+            // A ring the worker cannot read stops it here, not in every reconcile.
+            let path = keyring_path(config, home);
+            KeyRing::load(&path).context("[keys] per_namespace: the worker makes keys in it")?;
+            Arc::new(KeyRingNamespaceKeys(path))
+        }
         KeyProviderKind::Pkcs11 => Arc::new(pkcs11(config)?),
     }))
 }
@@ -140,7 +145,10 @@ fn token_keys(config: &Config, home: &Home, command: &KeysCommand) -> anyhow::Re
     match command {
         KeysCommand::Init => print_init(config, home, init_token(&token)?),
         KeysCommand::Rotate { namespace } => {
-            let id = token.generate_for(namespace.as_deref())?;
+            let id = match namespace {
+                Some(namespace) => token.rotate_namespace(namespace)?,
+                None => token.generate()?,
+            };
             say_rotated(&id, namespace.as_deref());
         }
         KeysCommand::List => print_keys(&token.list()?),

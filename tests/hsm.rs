@@ -4,8 +4,8 @@
 
 use std::sync::OnceLock;
 
-use plinth_test_harness::cli::{namespace_yaml, ok, stdout, temporal, temporal_as, text, wait_for};
-use plinth_test_harness::{DevServer, PAYMENTS_MEMBER, PAYMENTS_TEAM, PlinthStack, SoftHsm};
+use plinth_test_harness::cli::{ok, stdout, temporal, temporal_as, text, wait_for};
+use plinth_test_harness::{DevServer, PAYMENTS_MEMBER, PlinthStack, SoftHsm};
 
 const PLINTH: &str = env!("CARGO_BIN_EXE_plinth");
 
@@ -42,22 +42,7 @@ fn fixture() -> &'static Fixture {
         .and_then(PlinthStack::shared)
         .unwrap();
         let ns = format!("vaulted-{}", std::process::id());
-        let yaml = namespace_yaml("vaulted", &ns, PAYMENTS_TEAM, 3, "");
-        ok(stack.apply_as(PAYMENTS_MEMBER, &yaml, &["--wait"]));
-        ok(stack.plinth_as(
-            PAYMENTS_MEMBER,
-            &[
-                "policy",
-                "add-rule",
-                &format!("TEMPORAL-ns-{ns}"),
-                "--group",
-                PAYMENTS_TEAM,
-            ],
-        ));
-        wait_for("write access", || {
-            stdout(&stack.plinth_as(PAYMENTS_MEMBER, &["get", "access", &ns]))
-                .contains(&format!("user:{PAYMENTS_MEMBER}"))
-        });
+        stack.provision_for_team("vaulted", &ns).unwrap();
         let profile = stack.profile(PAYMENTS_MEMBER, &ns).unwrap();
         Fixture {
             _hsm: hsm,

@@ -3,31 +3,15 @@
 //! provisions the namespace and records it in the status; the proxy seals the namespace's
 //! payloads under that key alone. Payloads are read back around the proxy.
 
-use plinth_test_harness::cli::{namespace_yaml, ok, stdout, temporal, temporal_as, text, wait_for};
-use plinth_test_harness::{ADMIN, DevServer, PAYMENTS_MEMBER, PAYMENTS_TEAM, PlinthStack};
+use plinth_test_harness::cli::{ok, stdout, temporal, temporal_as, text, wait_for};
+use plinth_test_harness::{ADMIN, DevServer, PAYMENTS_MEMBER, PlinthStack};
 
 const PLINTH: &str = env!("CARGO_BIN_EXE_plinth");
 
-/// Applies namespace `name` for the payments team, lets the team write it, and returns its
-/// Temporal name and status.
+/// Provisions namespace `name` for the payments team; returns its Temporal name and status.
 fn provision(stack: &PlinthStack, name: &str) -> (String, serde_json::Value) {
     let ns = format!("{name}-{}", std::process::id());
-    let yaml = namespace_yaml(name, &ns, PAYMENTS_TEAM, 3, "");
-    ok(stack.apply_as(PAYMENTS_MEMBER, &yaml, &["--wait"]));
-    ok(stack.plinth_as(
-        PAYMENTS_MEMBER,
-        &[
-            "policy",
-            "add-rule",
-            &format!("TEMPORAL-ns-{ns}"),
-            "--group",
-            PAYMENTS_TEAM,
-        ],
-    ));
-    wait_for("write access", || {
-        stdout(&stack.plinth_as(PAYMENTS_MEMBER, &["get", "access", &ns]))
-            .contains(&format!("user:{PAYMENTS_MEMBER}"))
-    });
+    stack.provision_for_team(name, &ns).unwrap();
     let got = ok(stack.plinth_as(ADMIN, &["get", "namespace", name, "-o", "json"]));
     let resource: serde_json::Value = serde_json::from_slice(&got.stdout).unwrap();
     (ns, resource["status"].clone())

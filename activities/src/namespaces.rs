@@ -114,7 +114,20 @@ impl NamespaceActivities {
         let temporal_namespace = backend.temporal_name(&spec.name);
         // Before the namespace exists: nothing is sealed for it without its key.
         let encryption_key = match &self.keys {
-            Some(keys) => keys.ensure(&temporal_namespace).map_err(key_failure)?,
+            Some(keys) => {
+                // Files and tokens block: off the runtime, so the heartbeat goes on.
+                let (keys, namespace) = (keys.clone(), temporal_namespace.clone());
+                tokio::task::spawn_blocking(move || keys.ensure(&namespace))
+                    .await
+                    .map_err(|e| {
+                        key_failure(CodecError::Provider {
+                            provider: "namespace keys",
+                            key: temporal_namespace.clone(),
+                            reason: e.to_string(),
+                        })
+                    })?
+                    .map_err(key_failure)?
+            }
             None => String::new(),
         };
         let observed = backend.describe(&spec.name).await.map_err(failure)?;
@@ -159,12 +172,9 @@ impl NamespaceActivities {
     }
 }
 
-/// A key provider's outage is retried; anything else it says is final.
+/// Making a namespace's key fails only while its provider cannot be used: retried.
 fn key_failure(error: CodecError) -> ActivityError {
-    match error {
-        CodecError::Provider { .. } => ActivityError::application(ApplicationFailure::new(error)),
-        error => ActivityError::application(ApplicationFailure::non_retryable(error)),
-    }
+    ActivityError::application(ApplicationFailure::new(error))
 }
 
 #[cfg(test)]

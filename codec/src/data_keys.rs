@@ -140,6 +140,15 @@ impl DataKeys {
         kek_id: &str,
         wrapped: &[u8],
     ) -> Result<Arc<Aead>, CodecError> {
+        // Another namespace's own key opens nothing of this one, whoever wrapped with it.
+        if let Some(owner) = self.provider.kek_namespace(kek_id)?
+            && owner != namespace
+        {
+            return Err(CodecError::WrongNamespace {
+                expected: namespace.to_owned(),
+                found: owner,
+            });
+        }
         if let Some((kek, key, at)) = self.unwrapped.lock().expect("cache lock").0.get(wrapped)
             && kek == kek_id
             && at.elapsed() < self.policy.cache_lifetime
@@ -161,5 +170,28 @@ impl DataKeys {
             cache.1.push_back(wrapped.to_vec());
         }
         Ok(key)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::KeyRing;
+
+    #[test]
+    fn a_data_key_wrapped_with_another_namespaces_own_key_does_not_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut ring, _) = KeyRing::init(&dir.path().join("keyring.json")).unwrap();
+        let (orders, _) = ring.ensure_namespace("orders").unwrap();
+        // Whoever holds orders' key wraps a data key for payments with it.
+        let forged = ring
+            .wrap(&orders, &[7; KEY_BYTES], &wrap_aad("payments", &orders))
+            .unwrap();
+        let keys = DataKeys::new(Arc::new(ring), DataKeyPolicy::default());
+        let refused = keys.for_opening("payments", &orders, &forged).unwrap_err();
+        assert!(
+            matches!(refused, CodecError::WrongNamespace { .. }),
+            "{refused}"
+        );
     }
 }

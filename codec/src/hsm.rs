@@ -79,6 +79,12 @@ pub enum HsmError {
         "PKCS#11 token {0:?}: its user PIN is locked or one wrong try from it; Plinth will not log in"
     )]
     PinAtRisk(String),
+    /// A namespace to rotate has no key of its own in the token.
+    #[error(
+        "namespace {0:?} has no key of its own to rotate: name it as payloads do (its Temporal \
+         namespace, `<name>.<account>` on Temporal Cloud), once it is provisioned"
+    )]
+    NoSuchNamespace(String),
     /// Logging in, or an operation on the token, failed.
     #[error("PKCS#11 token {token:?}: {operation}: {reason}")]
     Token {
@@ -141,6 +147,8 @@ pub struct Pkcs11Provider {
     listing: RwLock<Arc<Listing>>,
     /// Held by the one thread listing the token again.
     relisting: Mutex<()>,
+    /// Held while a namespace's key is looked for and made.
+    making: Mutex<()>,
 }
 
 impl std::fmt::Debug for Pkcs11Provider {
@@ -187,6 +195,7 @@ impl Pkcs11Provider {
                 at: Instant::now(),
             })),
             relisting: Mutex::new(()),
+            making: Mutex::new(()),
         };
         provider.relist()?;
         Ok(provider)
@@ -198,8 +207,17 @@ impl Pkcs11Provider {
         self.generate_for(None)
     }
 
+    /// [`Self::generate`] for namespace `namespace`'s own key, which it must have: a key for
+    /// a name nothing seals for would protect nothing.
+    pub fn rotate_namespace(&self, namespace: &str) -> Result<String, HsmError> {
+        if self.relist()?.active(Some(namespace)).is_none() {
+            return Err(HsmError::NoSuchNamespace(namespace.to_owned()));
+        }
+        self.generate_for(Some(namespace))
+    }
+
     /// Generates a new key of `scope` (a namespace's own, or the installation's).
-    pub fn generate_for(&self, scope: Option<&str>) -> Result<String, HsmError> {
+    fn generate_for(&self, scope: Option<&str>) -> Result<String, HsmError> {
         let newest = self.relist()?.keys.keys().next_back().cloned();
         let id = new_key_id(newest.as_deref()).map_err(|_| HsmError::Token {
             token: self.settings.token.clone(),
@@ -348,13 +366,20 @@ impl Pkcs11Provider {
 }
 
 impl NamespaceKeys for Pkcs11Provider {
+    /// Made at most once by this process; should another make one at the same time, both
+    /// report the newest, the one that seals.
     fn ensure(&self, namespace: &str) -> Result<String, CodecError> {
-        match self.namespace_kek(namespace) {
-            Err(CodecError::NoNamespaceKey(_)) => self
-                .generate_for(Some(namespace))
-                .map_err(|e| provider_error(&format!("(namespace {namespace})"), e)),
-            found => found,
+        let failed = |e| provider_error(&format!("(namespace {namespace})"), e);
+        let _making = self.making.lock().expect("making lock");
+        if let Some(id) = self.relist().map_err(failed)?.active(Some(namespace)) {
+            return Ok(id.clone());
         }
+        self.generate_for(Some(namespace)).map_err(failed)?;
+        self.relist()
+            .map_err(failed)?
+            .active(Some(namespace))
+            .cloned()
+            .ok_or_else(|| CodecError::NoNamespaceKey(namespace.to_owned()))
     }
 }
 
@@ -402,6 +427,15 @@ impl KekProvider for Pkcs11Provider {
             .active(None)
             .cloned()
             .ok_or(CodecError::NoActiveKey)
+    }
+
+    fn kek_namespace(&self, kek_id: &str) -> Result<Option<String>, CodecError> {
+        Ok(self
+            .listing(RELIST_AFTER)
+            .map_err(|e| provider_error(kek_id, e))?
+            .keys
+            .get(kek_id)
+            .and_then(|(namespace, _)| namespace.clone()))
     }
 
     fn namespace_kek(&self, namespace: &str) -> Result<String, CodecError> {

@@ -25,6 +25,12 @@ pub trait KekProvider: Send + Sync + std::fmt::Debug {
     fn namespace_kek(&self, namespace: &str) -> Result<String, CodecError> {
         Err(CodecError::NoNamespaceKey(namespace.to_owned()))
     }
+    /// The namespace whose own key KEK `kek_id` is; `None` for the installation's, or a key
+    /// this provider does not know.
+    fn kek_namespace(&self, kek_id: &str) -> Result<Option<String>, CodecError> {
+        let _ = kek_id;
+        Ok(None)
+    }
     /// The raw key `id`, for payloads of `namespace` in the Temporal samples' format, which
     /// encrypt with the key itself: only a key imported for that format and that namespace,
     /// never a key encryption key. Providers that never release key material have none.
@@ -79,6 +85,10 @@ impl KekProvider for CountingProvider {
 
     fn namespace_kek(&self, namespace: &str) -> Result<String, CodecError> {
         self.inner.namespace_kek(namespace)
+    }
+
+    fn kek_namespace(&self, kek_id: &str) -> Result<Option<String>, CodecError> {
+        self.inner.kek_namespace(kek_id)
     }
 
     fn direct_key(&self, id: &str, namespace: &str) -> Option<[u8; KEY_BYTES]> {
@@ -240,6 +250,12 @@ pub enum KeyRingError {
     /// A change to a ring loaded to be read.
     #[error("key ring {0} was loaded to be read; a change needs KeyRing::load_for_change")]
     ReadOnly(PathBuf),
+    /// A namespace to rotate has no key of its own.
+    #[error(
+        "namespace {0:?} has no key of its own to rotate: name it as payloads do (its Temporal \
+         namespace, `<name>.<account>` on Temporal Cloud), once it is provisioned"
+    )]
+    NoSuchNamespace(String),
     /// A samples key imported for no namespace would open nothing.
     #[error("a samples key needs at least one namespace (--namespace) whose payloads it opens")]
     NoNamespaces,
@@ -392,9 +408,13 @@ impl KeyRing {
         self.add_new_active(None)
     }
 
-    /// [`Self::rotate`] for namespace `namespace`'s own key.
+    /// [`Self::rotate`] for namespace `namespace`'s own key, which it must have: a key for a
+    /// name nothing seals for would protect nothing.
     pub fn rotate_namespace(&mut self, namespace: &str) -> Result<String, KeyRingError> {
         self.changeable()?;
+        if self.namespace_kek(namespace).is_err() {
+            return Err(KeyRingError::NoSuchNamespace(namespace.to_owned()));
+        }
         self.add_new_active(Some(namespace))
     }
 
@@ -559,6 +579,10 @@ impl KekProvider for KeyRing {
             })
             .map(|k| k.info.id.clone())
             .ok_or_else(|| CodecError::NoNamespaceKey(namespace.to_owned()))
+    }
+
+    fn kek_namespace(&self, kek_id: &str) -> Result<Option<String>, CodecError> {
+        Ok(self.kek(kek_id).and_then(|k| k.info.namespace.clone()))
     }
 
     fn wrap(&self, kek_id: &str, dek: &[u8], aad: &[u8]) -> Result<Vec<u8>, CodecError> {
@@ -747,6 +771,10 @@ impl KekProvider for WatchedKeyRing {
         self.current().namespace_kek(namespace)
     }
 
+    fn kek_namespace(&self, kek_id: &str) -> Result<Option<String>, CodecError> {
+        self.current().kek_namespace(kek_id)
+    }
+
     fn wrap(&self, kek_id: &str, dek: &[u8], aad: &[u8]) -> Result<Vec<u8>, CodecError> {
         self.current().wrap(kek_id, dek, aad)
     }
@@ -776,6 +804,10 @@ mod tests {
             ring.ensure_namespace("orders").unwrap(),
             (orders.clone(), false)
         );
+        assert!(matches!(
+            ring.rotate_namespace("nowhere"),
+            Err(KeyRingError::NoSuchNamespace(_))
+        ));
         let rotated = ring.rotate_namespace("orders").unwrap();
         let reloaded = KeyRing::load(&path).unwrap();
         assert_eq!(reloaded.namespace_kek("orders").unwrap(), rotated);

@@ -276,7 +276,7 @@ async fn respond(
             let body = payloads_to_json(&payloads);
             ([(header::CONTENT_TYPE, "application/json")], body).into_response()
         }
-        Err(e @ CodecError::Provider { .. }) => {
+        Err(e @ (CodecError::Provider { .. } | CodecError::NoNamespaceKey(_))) => {
             error(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
         }
         Err(e) => error(StatusCode::BAD_REQUEST, e.to_string()),

@@ -52,7 +52,8 @@ pub(crate) enum PayloadError {
     /// A failure whose text cannot be sealed.
     #[error("failure: {0}")]
     Failure(&'static str),
-    /// The key provider could not be used: nothing was sealed or opened.
+    /// The key provider could not be used, or the namespace has no key of its own yet:
+    /// nothing was sealed or opened, and a later try may succeed.
     #[error("{0}")]
     Provider(plinth_codec::CodecError),
 }
@@ -61,7 +62,8 @@ impl PayloadError {
     /// The error of sealing a payload: a provider outage is one of its own.
     fn sealing(error: plinth_codec::CodecError) -> Self {
         match error {
-            plinth_codec::CodecError::Provider { .. } => Self::Provider(error),
+            plinth_codec::CodecError::Provider { .. }
+            | plinth_codec::CodecError::NoNamespaceKey(_) => Self::Provider(error),
             error => Self::Seal(error),
         }
     }

@@ -420,6 +420,25 @@ impl PlinthStack {
     pub fn plinth_as(&self, user: &str, args: &[&str]) -> Output {
         self.plinth_as_with_input(user, args, "")
     }
+
+    /// Applies namespace `name` (Temporal namespace `temporal_name`, retention 3 days) as the
+    /// payments team's, adds the team to its writers, and waits until the access run has
+    /// granted them.
+    pub fn provision_for_team(&self, name: &str, temporal_name: &str) -> anyhow::Result<()> {
+        let yaml = crate::cli::namespace_yaml(name, temporal_name, PAYMENTS_TEAM, 3, "");
+        crate::cli::ok(self.apply_as(PAYMENTS_MEMBER, &yaml, &["--wait"]));
+        let writers = format!("TEMPORAL-ns-{temporal_name}");
+        crate::cli::ok(self.plinth_as(
+            PAYMENTS_MEMBER,
+            &["policy", "add-rule", &writers, "--group", PAYMENTS_TEAM],
+        ));
+        let member = format!("user:{PAYMENTS_MEMBER}");
+        crate::cli::wait_for("write access", || {
+            let out = self.plinth_as(PAYMENTS_MEMBER, &["get", "access", temporal_name]);
+            String::from_utf8_lossy(&out.stdout).contains(&member)
+        });
+        Ok(())
+    }
 }
 
 /// Writes a JWKS with one P-256 key and returns the key's PKCS#8, for signing.
