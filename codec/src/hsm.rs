@@ -21,7 +21,7 @@ use cryptoki::session::{Session, UserType};
 use cryptoki::slot::Slot;
 use cryptoki::types::AuthPin;
 
-use crate::keyring::{created_of, new_key_id};
+use crate::keyring::{NOTHING_TO_ROTATE, created_of, new_key_id};
 use crate::{CodecError, KEY_BYTES, KekProvider, KeyInfo, KeyPurpose, KeyState, NamespaceKeys};
 
 /// How long a listing of the token's keys is trusted before it is read again.
@@ -80,10 +80,7 @@ pub enum HsmError {
     )]
     PinAtRisk(String),
     /// A namespace to rotate has no key of its own in the token.
-    #[error(
-        "namespace {0:?} has no key of its own to rotate: name it as payloads do (its Temporal \
-         namespace, `<name>.<account>` on Temporal Cloud), once it is provisioned"
-    )]
+    #[error("namespace {0:?} {NOTHING_TO_ROTATE}")]
     NoSuchNamespace(String),
     /// Logging in, or an operation on the token, failed.
     #[error("PKCS#11 token {token:?}: {operation}: {reason}")]

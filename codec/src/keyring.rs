@@ -251,10 +251,7 @@ pub enum KeyRingError {
     #[error("key ring {0} was loaded to be read; a change needs KeyRing::load_for_change")]
     ReadOnly(PathBuf),
     /// A namespace to rotate has no key of its own.
-    #[error(
-        "namespace {0:?} has no key of its own to rotate: name it as payloads do (its Temporal \
-         namespace, `<name>.<account>` on Temporal Cloud), once it is provisioned"
-    )]
+    #[error("namespace {0:?} {NOTHING_TO_ROTATE}")]
     NoSuchNamespace(String),
     /// A samples key imported for no namespace would open nothing.
     #[error("a samples key needs at least one namespace (--namespace) whose payloads it opens")]
@@ -650,6 +647,10 @@ pub(crate) fn created_of(id: &str) -> Option<String> {
         d(12..14)
     ))
 }
+
+/// Why a namespace's key cannot be rotated, said by every provider.
+pub(crate) const NOTHING_TO_ROTATE: &str = "has no key of its own to rotate: name it as payloads \
+     do (its Temporal namespace, `<name>.<account>` on Temporal Cloud), once it is provisioned";
 
 /// How long a change waits for another one to finish.
 pub const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
