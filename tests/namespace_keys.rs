@@ -3,7 +3,7 @@
 //! provisions the namespace and records it in the status; the proxy seals the namespace's
 //! payloads under that key alone. Payloads are read back around the proxy.
 
-use plinth_test_harness::cli::{ok, stdout, temporal, temporal_as, text, wait_for};
+use plinth_test_harness::cli::{ok, stdout, temporal_as, text, wait_for};
 use plinth_test_harness::{ADMIN, DevServer, PAYMENTS_MEMBER, PlinthStack};
 
 const PLINTH: &str = env!("CARGO_BIN_EXE_plinth");
@@ -18,9 +18,8 @@ fn provision(stack: &PlinthStack, name: &str) -> (String, serde_json::Value) {
 }
 
 /// Starts workflow `id` in `ns` through the proxy; returns the key id its input was stored
-/// under, read from Temporal directly.
+/// under.
 fn stored_key(stack: &PlinthStack, ns: &str, id: &str) -> String {
-    use base64::Engine;
     let profile = stack.profile(PAYMENTS_MEMBER, ns).unwrap();
     ok(temporal_as(
         &profile,
@@ -37,26 +36,7 @@ fn stored_key(stack: &PlinthStack, ns: &str, id: &str) -> String {
             "\"x\"",
         ],
     ));
-    let shown = ok(temporal(
-        &[
-            "workflow",
-            "show",
-            "-w",
-            id,
-            "--namespace",
-            ns,
-            "-o",
-            "json",
-        ],
-        &stack.temporal_address,
-    ));
-    let history: serde_json::Value = serde_json::from_slice(&shown.stdout).unwrap();
-    let key = &history["events"][0]["workflowExecutionStartedEventAttributes"]["input"]["payloads"]
-        [0]["metadata"]["encryption-key-id"];
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(key.as_str().unwrap_or_default())
-        .unwrap_or_default();
-    String::from_utf8_lossy(&bytes).into_owned()
+    stack.stored_key_id(ns, id)
 }
 
 #[test]

@@ -66,6 +66,8 @@ pub struct PlinthStack {
     worker: Option<Guarded>,
     proxy: Option<Guarded>,
     codec: Option<Guarded>,
+    /// More proxies of the same platform, started by [`PlinthStack::start_another_proxy`].
+    more_proxies: Vec<Guarded>,
     /// Removes the home of a stack shared through a static when the test process ends.
     janitor: Option<Janitor>,
     /// PKCS#8 of the key that signs the stack's bearer tokens (its JWKS is in the home).
@@ -162,6 +164,7 @@ impl PlinthStack {
             worker: None,
             proxy: None,
             codec: None,
+            more_proxies: Vec::new(),
             janitor: None,
             token_key,
             codec_address,
@@ -272,6 +275,49 @@ impl PlinthStack {
         let listening = self.wait_for_listener(&mut codec, "codec", &self.codec_address);
         self.codec = Some(codec);
         listening
+    }
+
+    /// Starts one more proxy of this platform, beside the first, and returns its address.
+    pub fn start_another_proxy(&mut self) -> anyhow::Result<String> {
+        let n = self.more_proxies.len() + 2;
+        let address = format!("127.0.0.1:{}", free_port());
+        let metrics = format!("127.0.0.1:{}", free_port());
+        let mut command = self.command();
+        command
+            .args(["proxy", "--listen", &address, "--metrics-listen", &metrics])
+            .env_remove("TEMPORAL_ADDRESS");
+        let role = format!("proxy{n}");
+        let mut proxy = Guarded::spawn(&command, &self.home.path().join(format!("{role}.log")))
+            .with_context(|| format!("start plinth {role}"))?;
+        self.wait_for_listener(&mut proxy, &role, &address)?;
+        self.more_proxies.push(proxy);
+        Ok(address)
+    }
+
+    /// The key id (`encryption-key-id`) workflow `id`'s input in `namespace` is stored
+    /// under, read from Temporal directly, around the proxy.
+    pub fn stored_key_id(&self, namespace: &str, id: &str) -> String {
+        use base64::Engine;
+        let shown = crate::cli::temporal(
+            &[
+                "workflow",
+                "show",
+                "-w",
+                id,
+                "--namespace",
+                namespace,
+                "-o",
+                "json",
+            ],
+            &self.temporal_address,
+        );
+        let history: serde_json::Value = serde_json::from_slice(&shown.stdout).unwrap_or_default();
+        let key = &history["events"][0]["workflowExecutionStartedEventAttributes"]["input"]["payloads"]
+            [0]["metadata"]["encryption-key-id"];
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(key.as_str().unwrap_or_default())
+            .unwrap_or_default();
+        String::from_utf8_lossy(&bytes).into_owned()
     }
 
     /// A bearer token for `email`, for `audience`, expiring `expires_in` seconds from now
