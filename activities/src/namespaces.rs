@@ -119,13 +119,13 @@ impl NamespaceActivities {
                 let (keys, namespace) = (keys.clone(), temporal_namespace.clone());
                 tokio::task::spawn_blocking(move || keys.ensure(&namespace))
                     .await
-                    .map_err(|e| {
-                        key_failure(CodecError::Provider {
+                    .unwrap_or_else(|e| {
+                        Err(CodecError::Provider {
                             provider: "namespace keys",
                             key: temporal_namespace.clone(),
                             reason: e.to_string(),
                         })
-                    })?
+                    })
                     .map_err(key_failure)?
             }
             None => String::new(),

@@ -52,8 +52,13 @@ pub(crate) struct SealingKey {
     uses: AtomicU64,
 }
 
-/// An unwrapped data key, the KEK that wrapped it, and when it was unwrapped.
-type Unwrapped = (String, Arc<Aead>, Instant);
+/// An unwrapped data key, as what it was unwrapped for: a hit must match all of it.
+struct Unwrapped {
+    key: Arc<Aead>,
+    kek_id: String,
+    namespace: String,
+    at: Instant,
+}
 
 /// Unwrapped data keys by wrapped form, and their insertion order for eviction. Keyed by the
 /// wrapped bytes alone so that a lookup allocates nothing.
@@ -140,7 +145,15 @@ impl DataKeys {
         kek_id: &str,
         wrapped: &[u8],
     ) -> Result<Arc<Aead>, CodecError> {
-        // Another namespace's own key opens nothing of this one, whoever wrapped with it.
+        if let Some(hit) = self.unwrapped.lock().expect("cache lock").0.get(wrapped)
+            && hit.kek_id == kek_id
+            && hit.namespace == namespace
+            && hit.at.elapsed() < self.policy.cache_lifetime
+        {
+            return Ok(hit.key.clone());
+        }
+        // Another namespace's own key opens nothing of this one, whoever wrapped with it. A
+        // key's namespace never changes, so a hit above was checked when it was unwrapped.
         if let Some(owner) = self.provider.kek_namespace(kek_id)?
             && owner != namespace
         {
@@ -148,12 +161,6 @@ impl DataKeys {
                 expected: namespace.to_owned(),
                 found: owner,
             });
-        }
-        if let Some((kek, key, at)) = self.unwrapped.lock().expect("cache lock").0.get(wrapped)
-            && kek == kek_id
-            && at.elapsed() < self.policy.cache_lifetime
-        {
-            return Ok(key.clone());
         }
         let raw = self
             .provider
@@ -165,7 +172,12 @@ impl DataKeys {
         {
             cache.0.remove(&oldest);
         }
-        let entry = (kek_id.to_owned(), key.clone(), Instant::now());
+        let entry = Unwrapped {
+            key: key.clone(),
+            kek_id: kek_id.to_owned(),
+            namespace: namespace.to_owned(),
+            at: Instant::now(),
+        };
         if cache.0.insert(wrapped.to_vec(), entry).is_none() {
             cache.1.push_back(wrapped.to_vec());
         }

@@ -7,7 +7,7 @@
 //! makes a new one; every proxy and codec server lists the token's keys again within
 //! [`RELIST_AFTER`], on one thread while the others go on with the listing they have.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -98,17 +98,39 @@ pub enum HsmError {
 /// is (`None`: the installation's) and its object handle, oldest first.
 struct Listing {
     keys: BTreeMap<String, (Option<String>, ObjectHandle)>,
+    /// The newest key of the installation and of each namespace, the active ones: found
+    /// once per listing, asked for by every payload sealed.
+    installation: Option<String>,
+    namespaces: HashMap<String, String>,
     at: Instant,
 }
 
 impl Listing {
-    /// The newest key of `scope`: its active one.
+    fn new(keys: BTreeMap<String, (Option<String>, ObjectHandle)>) -> Self {
+        // Ids sort by creation: the last of each scope wins.
+        let (mut installation, mut namespaces) = (None, HashMap::new());
+        for (id, (scope, _)) in &keys {
+            match scope {
+                None => installation = Some(id.clone()),
+                Some(namespace) => {
+                    namespaces.insert(namespace.clone(), id.clone());
+                }
+            }
+        }
+        Self {
+            keys,
+            installation,
+            namespaces,
+            at: Instant::now(),
+        }
+    }
+
+    /// The active key of `scope`.
     fn active(&self, scope: Option<&str>) -> Option<&String> {
-        self.keys
-            .iter()
-            .rev()
-            .find(|(_, (namespace, _))| namespace.as_deref() == scope)
-            .map(|(id, _)| id)
+        match scope {
+            None => self.installation.as_ref(),
+            Some(namespace) => self.namespaces.get(namespace),
+        }
     }
 }
 
@@ -187,10 +209,7 @@ impl Pkcs11Provider {
             context,
             slot,
             session: Mutex::new(session),
-            listing: RwLock::new(Arc::new(Listing {
-                keys: BTreeMap::new(),
-                at: Instant::now(),
-            })),
+            listing: RwLock::new(Arc::new(Listing::new(BTreeMap::new()))),
             relisting: Mutex::new(()),
             making: Mutex::new(()),
         };
@@ -307,10 +326,7 @@ impl Pkcs11Provider {
             }
             Ok(keys)
         })?;
-        let listing = Arc::new(Listing {
-            keys,
-            at: Instant::now(),
-        });
+        let listing = Arc::new(Listing::new(keys));
         *self.listing.write().expect("listing lock") = listing.clone();
         Ok(listing)
     }

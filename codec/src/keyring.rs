@@ -1,3 +1,4 @@
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -342,24 +343,20 @@ impl KeyRing {
                 key.info.id
             )));
         }
-        let active = |scope: &Option<String>| {
-            keys.iter()
-                .filter(|k| k.info.state == KeyState::Active && &k.info.namespace == scope)
-                .count()
-        };
-        let installation = active(&None);
+        let mut active: HashMap<Option<&str>, usize> = HashMap::new();
+        for key in keys.iter().filter(|k| k.info.state == KeyState::Active) {
+            *active.entry(key.info.namespace.as_deref()).or_default() += 1;
+        }
+        let installation = active.get(&None).copied().unwrap_or_default();
         if installation != 1 {
             return Err(invalid(format!(
                 "{installation} active keys of the installation; exactly one is needed"
             )));
         }
-        for key in &keys {
-            if key.info.namespace.is_some() && active(&key.info.namespace) > 1 {
-                return Err(invalid(format!(
-                    "namespace {:?} has more than one active key",
-                    key.info.namespace.as_deref().unwrap_or_default()
-                )));
-            }
+        if let Some((Some(namespace), _)) = active.iter().find(|(_, n)| **n > 1) {
+            return Err(invalid(format!(
+                "namespace {namespace:?} has more than one active key"
+            )));
         }
         Ok(Self {
             path: path.to_owned(),
@@ -826,6 +823,29 @@ mod tests {
             reloaded.namespace_kek("payments"),
             Err(CodecError::NoNamespaceKey(_))
         ));
+    }
+
+    #[test]
+    fn a_ring_with_two_active_keys_of_one_namespace_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keyring.json");
+        let (mut ring, _) = KeyRing::init(&path).unwrap();
+        ring.ensure_namespace("orders").unwrap();
+        ring.rotate_namespace("orders").unwrap();
+        drop(ring);
+        let mut file: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        for key in file["keys"].as_array_mut().unwrap() {
+            if key["namespace"] == "orders" {
+                key["state"] = "active".into();
+            }
+        }
+        write_owner_only(&path, file.to_string().as_bytes()).unwrap();
+        let error = KeyRing::load(&path).unwrap_err().to_string();
+        assert!(
+            error.contains("\"orders\" has more than one active key"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -110,8 +110,9 @@ impl Routes {
             return Ok(Some(endpoint));
         }
         let mut refreshed = self.refreshed.lock().await;
-        if self.lookup(namespace).is_some() {
-            return Ok(self.lookup(namespace));
+        // Another call may have found it while this one waited.
+        if let Some(endpoint) = self.lookup(namespace) {
+            return Ok(Some(endpoint));
         }
         if refreshed.is_none_or(|at| at.elapsed() >= MISS_REFRESH) {
             self.load(&mut refreshed).await?;

@@ -217,21 +217,16 @@ impl Cloud {
         let request = GetNamespaceRequest {
             namespace: self.full_name(name),
         };
-        let result = self
+        let response = self
             .ops
-            .call_status("GetNamespace", &mut |mut client| {
+            .found("GetNamespace", &mut |mut client| {
                 let request = request.clone();
                 async move { client.get_namespace(request).await }
             })
             .await?;
-        match result {
-            Ok(response) => Ok(response
-                .into_inner()
-                .namespace
-                .filter(|n| n.state != ResourceState::Deleted as i32)),
-            Err(status) if status.code() == Code::NotFound => Ok(None),
-            Err(status) => Err(ops::classify("GetNamespace", status)),
-        }
+        Ok(response
+            .and_then(|r| r.namespace)
+            .filter(|n| n.state != ResourceState::Deleted as i32))
     }
 
     /// The namespace once no operation runs on it (finishing what a previous attempt, or
@@ -1175,18 +1170,14 @@ impl Cloud {
         let request = GetServiceAccountRequest {
             service_account_id: id.to_owned(),
         };
-        let result = self
+        let response = self
             .ops
-            .call_status("GetServiceAccount", &mut |mut client| {
+            .found("GetServiceAccount", &mut |mut client| {
                 let request = request.clone();
                 async move { client.get_service_account(request).await }
             })
             .await?;
-        match result {
-            Ok(response) => Ok(response.into_inner().service_account),
-            Err(status) if status.code() == Code::NotFound => Ok(None),
-            Err(status) => Err(ops::classify("GetServiceAccount", status)),
-        }
+        Ok(response.and_then(|r| r.service_account))
     }
 
     /// Creates namespace `spec` and waits for the operation.

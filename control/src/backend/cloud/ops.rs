@@ -191,16 +191,29 @@ impl Ops {
         let request = GetAsyncOperationRequest {
             async_operation_id: id.to_owned(),
         };
-        let result = self
-            .call_status("GetAsyncOperation", &mut |mut client| {
+        let response = self
+            .found("GetAsyncOperation", &mut |mut client| {
                 let request = request.clone();
                 async move { client.get_async_operation(request).await }
             })
             .await?;
-        match result {
-            Ok(response) => Ok(response.into_inner().async_operation),
+        Ok(response.and_then(|r| r.async_operation))
+    }
+
+    /// Like [`Ops::call`] for a read of one resource: `None` when Cloud has no such resource.
+    pub(super) async fn found<T, F, Fut>(
+        &self,
+        method: &str,
+        f: &mut F,
+    ) -> Result<Option<T>, BackendError>
+    where
+        F: FnMut(Client) -> Fut,
+        Fut: std::future::Future<Output = Result<temporalio_client::tonic::Response<T>, Status>>,
+    {
+        match self.call_status(method, f).await? {
+            Ok(response) => Ok(Some(response.into_inner())),
             Err(status) if status.code() == Code::NotFound => Ok(None),
-            Err(status) => Err(classify("GetAsyncOperation", status)),
+            Err(status) => Err(classify(method, status)),
         }
     }
 }
