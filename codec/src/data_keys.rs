@@ -52,9 +52,11 @@ pub(crate) struct SealingKey {
     uses: AtomicU64,
 }
 
-/// An unwrapped data key, as what it was unwrapped for: a hit must match all of it.
+/// A wrapped data key once unwrapped, as what it was unwrapped for: a hit must match all of
+/// it. `key` is `None` when the wrapped key was altered: payloads that repeat a forged key
+/// cost the provider one refusal, not one each.
 struct Unwrapped {
-    key: Arc<Aead>,
+    key: Option<Arc<Aead>>,
     kek_id: String,
     namespace: String,
     at: Instant,
@@ -109,14 +111,15 @@ impl DataKeys {
         } else {
             self.provider.active_kek()?
         };
-        let mut current = self.current.lock().expect("data key lock");
-        if let Some(entry) = current.get(namespace)
+        if let Some(entry) = self.current.lock().expect("data key lock").get(namespace)
             && entry.kek_id == active
             && entry.created.elapsed() < self.policy.max_age
             && entry.uses.fetch_add(1, Ordering::Relaxed) < self.policy.max_uses
         {
             return Ok(entry.clone());
         }
+        // Wrapped without the lock: a provider that hangs holds up this namespace's new data
+        // key alone. First payloads of one namespace at once may each wrap one; the last stays.
         let mut raw = [0u8; KEY_BYTES];
         SystemRandom::new()
             .fill(&mut raw)
@@ -133,7 +136,10 @@ impl DataKeys {
             created: Instant::now(),
             uses: AtomicU64::new(1),
         });
-        current.insert(namespace.to_owned(), key.clone());
+        self.current
+            .lock()
+            .expect("data key lock")
+            .insert(namespace.to_owned(), key.clone());
         Ok(key)
     }
 
@@ -150,7 +156,9 @@ impl DataKeys {
             && hit.namespace == namespace
             && hit.at.elapsed() < self.policy.cache_lifetime
         {
-            return Ok(hit.key.clone());
+            return hit.key.clone().ok_or_else(|| CodecError::Tampered {
+                key_id: kek_id.to_owned(),
+            });
         }
         // Another namespace's own key opens nothing of this one, whoever wrapped with it. A
         // key's namespace never changes, so a hit above was checked when it was unwrapped.
@@ -162,10 +170,15 @@ impl DataKeys {
                 found: owner,
             });
         }
-        let raw = self
+        let key = match self
             .provider
-            .unwrap(kek_id, wrapped, &wrap_aad(namespace, kek_id))?;
-        let key = Arc::new(Aead::new(&raw)?);
+            .unwrap(kek_id, wrapped, &wrap_aad(namespace, kek_id))
+        {
+            Ok(raw) => Some(Arc::new(Aead::new(&raw)?)),
+            // Only a definite refusal is kept: an unknown key may yet arrive, an outage pass.
+            Err(CodecError::Tampered { .. }) => None,
+            Err(e) => return Err(e),
+        };
         let mut cache = self.unwrapped.lock().expect("cache lock");
         if cache.0.len() >= UNWRAPPED_CAPACITY
             && let Some(oldest) = cache.1.pop_front()
@@ -181,7 +194,9 @@ impl DataKeys {
         if cache.0.insert(wrapped.to_vec(), entry).is_none() {
             cache.1.push_back(wrapped.to_vec());
         }
-        Ok(key)
+        key.ok_or_else(|| CodecError::Tampered {
+            key_id: kek_id.to_owned(),
+        })
     }
 }
 
@@ -189,6 +204,73 @@ impl DataKeys {
 mod tests {
     use super::*;
     use crate::KeyRing;
+
+    #[test]
+    fn a_forged_data_key_repeated_costs_the_provider_one_refusal() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ring, _) = KeyRing::init(&dir.path().join("keyring.json")).unwrap();
+        let kek = ring.active_kek().unwrap();
+        let counted = Arc::new(crate::CountingProvider::new(Arc::new(ring)));
+        let keys = DataKeys::new(counted.clone(), DataKeyPolicy::default());
+        let forged = [0x5a; 60];
+        for _ in 0..1000 {
+            let refused = keys.for_opening("orders", &kek, &forged).unwrap_err();
+            assert!(matches!(refused, CodecError::Tampered { .. }), "{refused}");
+        }
+        assert_eq!(counted.calls().1, 1, "one unwrap");
+    }
+
+    /// A provider whose wraps for `orders` wait until released, as a hung HSM would.
+    #[derive(Debug)]
+    struct Hanging {
+        ring: KeyRing,
+        release: std::sync::Mutex<std::sync::mpsc::Receiver<()>>,
+    }
+
+    impl KekProvider for Hanging {
+        fn active_kek(&self) -> Result<String, CodecError> {
+            self.ring.active_kek()
+        }
+        fn wrap(&self, kek_id: &str, dek: &[u8], aad: &[u8]) -> Result<Vec<u8>, CodecError> {
+            if aad == wrap_aad("orders", kek_id) {
+                let _ = self.release.lock().unwrap().recv();
+            }
+            self.ring.wrap(kek_id, dek, aad)
+        }
+        fn unwrap(&self, kek_id: &str, wrapped: &[u8], aad: &[u8]) -> Result<Vec<u8>, CodecError> {
+            self.ring.unwrap(kek_id, wrapped, aad)
+        }
+    }
+
+    #[test]
+    fn a_wrap_that_hangs_for_one_namespace_holds_up_no_other() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ring, _) = KeyRing::init(&dir.path().join("keyring.json")).unwrap();
+        let (release, released) = std::sync::mpsc::channel();
+        let keys = Arc::new(DataKeys::new(
+            Arc::new(Hanging {
+                ring,
+                release: std::sync::Mutex::new(released),
+            }),
+            DataKeyPolicy::default(),
+        ));
+        keys.for_sealing("payments").unwrap();
+        let hung = {
+            let keys = keys.clone();
+            std::thread::spawn(move || keys.for_sealing("orders").map(drop))
+        };
+        // Deadlock detection, not timing: payments' key is cached and needs no provider.
+        let (done, finished) = std::sync::mpsc::channel();
+        let sealer = keys.clone();
+        std::thread::spawn(move || done.send(sealer.for_sealing("payments").map(drop)));
+        let sealed = finished.recv_timeout(std::time::Duration::from_secs(30));
+        release.send(()).unwrap();
+        assert!(
+            matches!(sealed, Ok(Ok(()))),
+            "payments waited on orders' wrap"
+        );
+        hung.join().unwrap().unwrap();
+    }
 
     #[test]
     fn a_data_key_wrapped_with_another_namespaces_own_key_does_not_open() {

@@ -304,9 +304,14 @@ impl Pkcs11Provider {
     }
 
     fn list_token(&self) -> Result<Arc<Listing>, HsmError> {
+        // Only keys as Plinth makes them: a key someone else planted in the token with a
+        // Plinth id, but whose value can be read, never wraps a data key.
         let template = [
             Attribute::Class(ObjectClass::SECRET_KEY),
             Attribute::KeyType(KeyType::AES),
+            Attribute::Token(true),
+            Attribute::Sensitive(true),
+            Attribute::Extractable(false),
         ];
         let keys = self.with_session("list keys", |session| {
             let mut keys = BTreeMap::new();
@@ -320,7 +325,9 @@ impl Pkcs11Provider {
                         _ => {}
                     }
                 }
-                if let (Some(label), Some(scope)) = (label, scope) {
+                if let (Some(label), Some(scope)) = (label, scope)
+                    && created_of(&label).is_some()
+                {
                     keys.insert(label, (scope, handle));
                 }
             }
@@ -508,10 +515,10 @@ impl KekProvider for Pkcs11Provider {
     }
 }
 
-/// Whether the token still answers on `session`.
+/// Whether the token still answers on `session` (asked without needing its random source,
+/// which not every token has).
 fn healthy(session: &Session) -> bool {
-    let mut byte = [0u8; 1];
-    session.generate_random_slice(&mut byte).is_ok()
+    session.get_session_info().is_ok()
 }
 
 #[cfg(test)]
@@ -637,6 +644,33 @@ mod tests {
                 (Some("orders".into()), KeyState::Active)
             ]
         );
+    }
+
+    #[test]
+    fn a_key_planted_with_a_plinth_id_but_a_readable_value_is_never_used() {
+        let Some(token) =
+            own_token("a_key_planted_with_a_plinth_id_but_a_readable_value_is_never_used")
+        else {
+            return;
+        };
+        let ours = token.generate().unwrap();
+        let planted = [
+            Attribute::Token(true),
+            Attribute::Sensitive(false),
+            Attribute::Extractable(true),
+            Attribute::Encrypt(true),
+            Attribute::Decrypt(true),
+            Attribute::ValueLen((KEY_BYTES as u64).into()),
+            Attribute::Label(b"kek-99991231235959-000000".to_vec()),
+            Attribute::Id(PLINTH_KEY_ID.to_vec()),
+        ];
+        token
+            .with_session("plant a key", |session| {
+                session.generate_key(&Mechanism::AesKeyGen, &planted)
+            })
+            .unwrap();
+        assert_eq!(token.list().unwrap().len(), 1, "listed afresh");
+        assert_eq!(token.active_kek().unwrap(), ours);
     }
 
     #[test]
