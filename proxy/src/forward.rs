@@ -274,7 +274,7 @@ impl FrontDoor {
                 "{method}: the request names no namespace"
             )));
         }
-        let endpoint = self.route(namespace).await?.ok_or_else(|| {
+        let endpoint = self.route(namespace, identity).await?.ok_or_else(|| {
             Status::not_found(format!(
                 "namespace {namespace:?} is not served here: no Ready Plinth namespace has that name"
             ))
@@ -329,7 +329,7 @@ impl FrontDoor {
         }
         for other in namespaces.iter().filter(|other| *other != namespace) {
             // Names a client made up are not looked up, cached or counted.
-            if self.route(other).await?.is_none() {
+            if self.route(other, identity).await?.is_none() {
                 return Err(Status::not_found(format!(
                     "{method} acts on namespace {other:?}, which is not served here: no Ready \
                      Plinth namespace has that name"
@@ -374,7 +374,7 @@ impl FrontDoor {
         let mut readable = BTreeSet::new();
         for other in &first.foreign {
             // A namespace that cannot be checked stays closed.
-            if matches!(self.route(other).await, Ok(Some(_)))
+            if matches!(self.route(other, identity).await, Ok(Some(_)))
                 && matches!(self.allows(other, identity, Need::Read).await, Ok(true))
             {
                 readable.insert(other.clone());
@@ -392,10 +392,11 @@ impl FrontDoor {
         .await
     }
 
-    /// The upstream of `namespace`, when it is a Ready Plinth namespace this proxy routes.
-    async fn route(&self, namespace: &str) -> Result<Option<String>, Status> {
+    /// The upstream of `namespace`, when it is a Ready Plinth namespace this proxy routes;
+    /// looking up a name it does not know counts against `caller`'s share.
+    async fn route(&self, namespace: &str, caller: &Identity) -> Result<Option<String>, Status> {
         self.routes
-            .endpoint(namespace)
+            .endpoint(namespace, caller)
             .await
             .map_err(|e| Status::unavailable(format!("cannot read the namespace table: {e}")))
     }

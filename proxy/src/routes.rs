@@ -7,6 +7,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use plinth_control::{BackendError, ControlPlane};
+use plinth_identity::Identity;
 use plinth_proto::phase;
 use plinth_proto::v1::Namespace;
 
@@ -18,8 +19,10 @@ const MISS_REFRESH: Duration = Duration::from_secs(1);
 const LOAD_TIMEOUT: Duration = Duration::from_secs(5);
 /// At most this many namespaces still being provisioned are read directly on a miss.
 const MAX_UNSETTLED_READS: usize = 16;
-/// Reads of the resource an unknown name may belong to, per [`MISS_REFRESH`].
+/// Reads of the resource an unknown name may belong to, per [`MISS_REFRESH`]: in all, and
+/// for one caller, so one that makes names up cannot spend the others' share.
 const DIRECT_READS: u32 = 16;
+const DIRECT_READS_PER_CALLER: u32 = 4;
 
 /// The workflow ids of the namespace resources a Temporal namespace name can belong to: its
 /// own, and, for a Cloud name (`orders.<account>`), the part before the account. None for a
@@ -40,28 +43,50 @@ fn resource_ids(temporal_name: &str) -> Vec<String> {
     ids
 }
 
-/// A number of uses that refills every [`MISS_REFRESH`].
+/// Direct reads granted in the current [`MISS_REFRESH`] window, in all and by caller.
+#[derive(Debug)]
+struct Window {
+    started: Instant,
+    total: u32,
+    /// At most [`DIRECT_READS`] entries: only callers granted a read are kept.
+    by_caller: HashMap<String, u32>,
+}
+
+/// Direct reads, refilled every [`MISS_REFRESH`].
 #[derive(Debug)]
 struct Budget {
-    left: std::sync::Mutex<(u32, Instant)>,
+    window: std::sync::Mutex<Window>,
 }
 
 impl Budget {
     fn new() -> Self {
         Self {
-            left: std::sync::Mutex::new((DIRECT_READS, Instant::now())),
+            window: std::sync::Mutex::new(Window {
+                started: Instant::now(),
+                total: 0,
+                by_caller: HashMap::new(),
+            }),
         }
     }
 
-    /// Whether one use is left in this window.
-    fn take(&self) -> bool {
-        let mut left = self.left.lock().expect("budget lock");
-        if left.1.elapsed() >= MISS_REFRESH {
-            *left = (DIRECT_READS, Instant::now());
+    /// Whether `caller` may make one more direct read in this window.
+    fn take(&self, caller: &str) -> bool {
+        let mut window = self.window.lock().expect("budget lock");
+        if window.started.elapsed() >= MISS_REFRESH {
+            *window = Window {
+                started: Instant::now(),
+                total: 0,
+                by_caller: HashMap::new(),
+            };
         }
-        let some = left.0 > 0;
-        left.0 = left.0.saturating_sub(1);
-        some
+        if window.total >= DIRECT_READS
+            || window.by_caller.get(caller).copied().unwrap_or_default() >= DIRECT_READS_PER_CALLER
+        {
+            return false;
+        }
+        window.total += 1;
+        *window.by_caller.entry(caller.to_owned()).or_default() += 1;
+        true
     }
 }
 
@@ -104,8 +129,13 @@ impl Routes {
     /// The upstream of `namespace`, refreshing once (at most every second) when it is unknown.
     /// A namespace still being provisioned in that listing, and the one asked for, are read
     /// directly, so one that became Ready a moment ago is served though visibility does not
-    /// show it yet, even right after another refresh.
-    pub async fn endpoint(&self, namespace: &str) -> Result<Option<String>, BackendError> {
+    /// show it yet, even right after another refresh; those direct reads count against
+    /// `caller`'s share.
+    pub async fn endpoint(
+        &self,
+        namespace: &str,
+        caller: &Identity,
+    ) -> Result<Option<String>, BackendError> {
         if let Some(endpoint) = self.lookup(namespace) {
             return Ok(Some(endpoint));
         }
@@ -118,27 +148,28 @@ impl Routes {
             self.load(&mut refreshed).await?;
         }
         if self.lookup(namespace).is_none() {
-            self.settle(namespace).await?;
+            self.settle(namespace, &caller.to_string()).await;
         }
         Ok(self.lookup(namespace))
     }
 
     /// Reads from their workflows the namespaces the last listing showed unprovisioned, and
-    /// the resource `asked` may name (within a budget per second: callers make names up),
-    /// and routes those that are provisioned.
-    async fn settle(&self, asked: &str) -> Result<(), BackendError> {
+    /// the resource `asked` may name (within `caller`'s share: callers make names up), and
+    /// routes those that are provisioned. A read that fails skips only its namespace.
+    async fn settle(&self, asked: &str, caller: &str) {
         let mut ids = std::mem::take(&mut *self.unsettled.lock().expect("unsettled lock"));
         ids.truncate(MAX_UNSETTLED_READS);
         for id in resource_ids(asked) {
-            if !ids.contains(&id) && self.direct_reads.take() {
+            if !ids.contains(&id) && self.direct_reads.take(caller) {
                 ids.push(id);
             }
         }
         let mut found = Vec::new();
         for id in ids {
-            let read = self.control.running::<Namespace>(id);
-            if let Some(route) = with_timeout(read).await?.and_then(|r| self.route(r)) {
-                found.push(route);
+            let read = self.control.running::<Namespace>(id.clone());
+            match with_timeout(read).await {
+                Ok(resource) => found.extend(resource.and_then(|r| self.route(r))),
+                Err(error) => tracing::debug!(id, %error, "namespace not read directly"),
             }
         }
         if !found.is_empty() {
@@ -147,7 +178,6 @@ impl Routes {
             updated.extend(found);
             *table = Arc::new(updated);
         }
-        Ok(())
     }
 
     fn lookup(&self, namespace: &str) -> Option<String> {
@@ -238,7 +268,17 @@ mod tests {
     #[test]
     fn direct_reads_stop_when_the_budget_of_the_second_is_spent() {
         let budget = Budget::new();
-        let granted = (0..DIRECT_READS + 5).filter(|_| budget.take()).count();
+        let granted = (0..DIRECT_READS + 5)
+            .filter(|i| budget.take(&format!("caller-{i}")))
+            .count();
         assert_eq!(granted, DIRECT_READS as usize);
+    }
+
+    #[test]
+    fn a_caller_that_makes_names_up_spends_only_its_own_share() {
+        let budget = Budget::new();
+        let spent = (0..100).filter(|_| budget.take("mallory")).count();
+        assert_eq!(spent, DIRECT_READS_PER_CALLER as usize);
+        assert!(budget.take("alice"), "another caller still reads");
     }
 }
