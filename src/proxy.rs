@@ -6,7 +6,8 @@ use plinth_control::{AccessLists, ControlPlane};
 use plinth_identity::ClientVerifier;
 use plinth_identity::{CertificateAuthority, Identity, Secret, TrustDomain};
 use plinth_proxy::{
-    Budgets, ClientIdentity, FrontDoor, ProxyMetrics, Routes, SelfIssued, UpstreamTls, Upstreams,
+    Budgets, ClientIdentity, FrontDoor, KeyCheck, ProxyMetrics, Routes, SelfIssued, UpstreamTls,
+    Upstreams,
 };
 use temporalio_client::{Client, ClientOptions};
 use tokio::net::TcpListener;
@@ -74,7 +75,9 @@ pub async fn run(config: &Config, home: &Home, args: &ProxyArgs) -> anyhow::Resu
         platform.rules,
         platform.admin_group,
     );
-    check_upstream_key(config).await?;
+    if let Some(check) = ProxyKeyCheck::of(config)? {
+        check.check().await.map_err(anyhow::Error::msg)?;
+    }
     let proxy = &config.proxy;
     let default_upstream = proxy.upstream.clone().unwrap_or(address);
     let door = std::sync::Arc::new(FrontDoor {
@@ -152,6 +155,7 @@ fn upstreams(config: &Config, home: &Home, own: &str) -> anyhow::Result<Upstream
             )?))),
             server_name: None,
             api_key: None,
+            api_key_check: None,
         },
         UpstreamAuthKind::ApiKey => UpstreamTls {
             ca: backend.upstream_ca.clone(),
@@ -161,6 +165,8 @@ fn upstreams(config: &Config, home: &Home, own: &str) -> anyhow::Result<Upstream
                 "[backend] upstream_api_key",
                 backend.upstream_api_key()?,
             ))),
+            api_key_check: ProxyKeyCheck::of(config)?
+                .map(|check| std::sync::Arc::new(check) as std::sync::Arc<dyn KeyCheck>),
         },
     };
     upstreams
@@ -168,34 +174,46 @@ fn upstreams(config: &Config, home: &Home, own: &str) -> anyhow::Result<Upstream
         .context("[backend] Temporal Cloud namespaces")
 }
 
-/// Refuses a proxy API key that is not `[backend] upstream_service_account`'s, or whose
-/// owner reaches namespaces beyond those Plinth gives it (such as the Ops API's key).
-async fn check_upstream_key(config: &Config) -> anyhow::Result<()> {
-    let backend = &config.backend;
-    if backend.kind != crate::config::BackendKind::Cloud
-        || backend.upstream_auth != UpstreamAuthKind::ApiKey
-    {
-        return Ok(());
+/// The check of the API key the proxy reaches Cloud namespaces with, at start and each
+/// time its file changes: the key of `[backend] upstream_service_account` and no broader.
+#[derive(Debug)]
+struct ProxyKeyCheck {
+    ops_endpoint: String,
+    key: plinth_identity::SecretSource,
+    service_account: String,
+}
+
+impl ProxyKeyCheck {
+    /// The check `[backend]` asks for; `None` unless the proxy uses an API key on Cloud.
+    fn of(config: &Config) -> anyhow::Result<Option<Self>> {
+        let backend = &config.backend;
+        if backend.kind != crate::config::BackendKind::Cloud
+            || backend.upstream_auth != UpstreamAuthKind::ApiKey
+        {
+            return Ok(None);
+        }
+        Ok(Some(Self {
+            ops_endpoint: backend.endpoint.clone(),
+            key: backend.upstream_api_key()?,
+            service_account: backend.upstream_service_account.clone().unwrap_or_default(),
+        }))
     }
-    let expected = backend
-        .upstream_service_account
-        .as_deref()
-        .unwrap_or_default();
-    let owner = plinth_control::key_owner(&backend.endpoint, backend.upstream_api_key()?)
-        .await
-        .context("[backend] upstream_api_key: Temporal Cloud would not say whose key it is")?;
-    anyhow::ensure!(
-        owner.service_account.as_deref() == Some(expected),
-        "[backend] upstream_api_key: the key belongs to {owner}, not to service account \
-         {expected} (upstream_service_account), which Plinth gives access to namespaces"
-    );
-    anyhow::ensure!(
-        !owner.reaches_beyond_its_namespaces(),
-        "[backend] upstream_api_key: {owner} has account role {:?}, which reaches namespaces \
-         Plinth did not give it; give the proxy a service account with the read role",
-        owner.account_role
-    );
-    Ok(())
+}
+
+impl KeyCheck for ProxyKeyCheck {
+    fn check(
+        &self,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send + '_>> {
+        Box::pin(async move {
+            plinth_control::check_proxy_key(
+                &self.ops_endpoint,
+                self.key.clone(),
+                &self.service_account,
+            )
+            .await
+            .map_err(|e| e.to_string())
+        })
+    }
 }
 
 /// What the proxy issues its client certificates to Cloud namespaces with.
@@ -246,5 +264,6 @@ fn upstream_tls(proxy: &crate::config::ProxyConfig) -> anyhow::Result<Option<Ups
         client,
         server_name: proxy.upstream_server_name.clone(),
         api_key: None,
+        api_key_check: None,
     }))
 }

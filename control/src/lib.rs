@@ -24,7 +24,7 @@ pub use authorization::{ACCESS_TTL, AccessCheck, AccessLists, Need};
 pub use backend::memory;
 pub use backend::{
     AccessChange, AccessLevel, BackendError, Cloud, CloudPrincipal, CloudSettings,
-    NamespaceBackend, ObservedNamespace, SecretSource, SelfHosted, UpstreamAuth, key_owner,
+    NamespaceBackend, ObservedNamespace, SecretSource, SelfHosted, UpstreamAuth, check_proxy_key,
     missing_search_attributes, progress,
 };
 pub use plane::{ControlPlane, PolicySeeding};

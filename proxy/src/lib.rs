@@ -40,7 +40,7 @@ pub use nexus::NexusEndpoints;
 pub use request::Budgets;
 pub use routes::Routes;
 pub use upstream::{
-    ClientIdentity, Reply, SelfIssued, Upstream, UpstreamError, UpstreamTls, Upstreams,
+    ClientIdentity, KeyCheck, Reply, SelfIssued, Upstream, UpstreamError, UpstreamTls, Upstreams,
 };
 
 /// How often the client certificate files are checked for a new certificate.
@@ -103,7 +103,7 @@ async fn keep_fresh(door: Arc<FrontDoor>, refresh: Duration) {
     let mut ticks = tokio::time::interval(CERTIFICATE_CHECK);
     loop {
         ticks.tick().await;
-        match door.upstreams.reload_if_changed() {
+        match door.upstreams.reload_if_changed().await {
             Ok(true) => {
                 certificate_failing = false;
                 tracing::info!("upstream credentials reloaded; new calls use them");

@@ -31,6 +31,17 @@ pub struct UpstreamTls {
     pub server_name: Option<String>,
     /// An API key every call carries as `authorization: Bearer …`.
     pub api_key: Option<Arc<plinth_identity::Secret>>,
+    /// Vets each new version of the API key before a call carries it.
+    pub api_key_check: Option<Arc<dyn KeyCheck>>,
+}
+
+/// Vets the API key its source holds now, before any call carries it: a key rotated into
+/// the file is held to what the one the proxy started with was.
+pub trait KeyCheck: Send + Sync + std::fmt::Debug {
+    /// `Err` with why the key must not be used.
+    fn check(
+        &self,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send + '_>>;
 }
 
 /// Where the proxy's client certificate comes from.
@@ -94,6 +105,9 @@ pub enum UpstreamError {
     /// The API key cannot be read.
     #[error(transparent)]
     ApiKey(#[from] plinth_identity::SecretError),
+    /// A new API key was refused; the previous one stays in use.
+    #[error("new upstream API key refused, the previous one stays in use: {0}")]
+    KeyRefused(String),
     /// The connection or the call's stream broke before the answer was whole.
     #[error("upstream {endpoint}: {reason}")]
     Call {
@@ -175,8 +189,10 @@ struct Tls {
     /// When the current self-issued certificate was issued: wall-clock time, as its
     /// validity is, so a machine that was suspended renews on waking.
     issued_at: Mutex<Option<SystemTime>>,
-    /// `Bearer <API key>` as last read.
+    /// `Bearer <API key>` in use.
     bearer: Mutex<Option<HeaderValue>>,
+    /// The last key [`UpstreamTls::api_key_check`] refused: not checked again.
+    refused: Mutex<Option<HeaderValue>>,
 }
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -239,7 +255,7 @@ impl Upstreams {
     /// certificate at two thirds of the current one's life. New calls then go over new
     /// connections made with them; calls in flight finish on the connections they started
     /// on. Returns whether any changed.
-    pub fn reload_if_changed(&self) -> Result<bool, UpstreamError> {
+    pub async fn reload_if_changed(&self) -> Result<bool, UpstreamError> {
         // Each set on its own: a broken file for one must not stop the other's renewal.
         let mut changed = false;
         let mut failed = None;
@@ -248,7 +264,7 @@ impl Upstreams {
             .iter()
             .chain(self.managed.iter().map(|(_, tls)| tls))
         {
-            match tls.reload_if_changed() {
+            match tls.reload_if_changed().await {
                 Ok(renewed) => changed |= renewed,
                 Err(e) => failed = Some(e),
             }
@@ -308,22 +324,31 @@ impl Tls {
             client_files: Mutex::new(built.files),
             issued_at: Mutex::new(built.issued_at),
             bearer,
+            refused: Mutex::new(None),
         })
     }
 
-    fn reload_if_changed(&self) -> Result<bool, UpstreamError> {
-        let key = self.reload_key_if_changed();
+    async fn reload_if_changed(&self) -> Result<bool, UpstreamError> {
+        let key = self.reload_key_if_changed().await;
         let certificate = self.reload_certificate_if_changed();
         Ok(key? | certificate?)
     }
 
-    fn reload_key_if_changed(&self) -> Result<bool, UpstreamError> {
+    /// Takes a changed API key once [`UpstreamTls::api_key_check`] passes it.
+    async fn reload_key_if_changed(&self) -> Result<bool, UpstreamError> {
         let now = bearer(&self.settings)?;
-        let mut bearer = self.bearer.lock().expect("bearer lock");
-        if *bearer == now {
+        if *self.bearer.lock().expect("bearer lock") == now
+            || (now.is_some() && *self.refused.lock().expect("refused lock") == now)
+        {
             return Ok(false);
         }
-        *bearer = now;
+        if let (Some(check), Some(_)) = (&self.settings.api_key_check, &now)
+            && let Err(reason) = check.check().await
+        {
+            *self.refused.lock().expect("refused lock") = now;
+            return Err(UpstreamError::KeyRefused(reason));
+        }
+        *self.bearer.lock().expect("bearer lock") = now;
         Ok(true)
     }
 
@@ -668,23 +693,24 @@ mod tests {
             }))),
             server_name: None,
             api_key: None,
+            api_key_check: None,
         }
     }
 
-    #[test]
-    fn a_self_issued_certificate_is_renewed_at_two_thirds_of_its_life_only() {
+    #[tokio::test]
+    async fn a_self_issued_certificate_is_renewed_at_two_thirds_of_its_life_only() {
         let tls = Tls::load(self_issued(Duration::from_secs(3600))).unwrap();
-        assert!(!tls.reload_if_changed().unwrap(), "fresh");
+        assert!(!tls.reload_if_changed().await.unwrap(), "fresh");
         let old = SystemTime::now() - Duration::from_secs(2401);
         *tls.issued_at.lock().unwrap() = Some(old);
-        assert!(tls.reload_if_changed().unwrap(), "past two thirds");
+        assert!(tls.reload_if_changed().await.unwrap(), "past two thirds");
         // A clock set back makes the certificate look issued in the future: no churn.
         *tls.issued_at.lock().unwrap() = Some(SystemTime::now() + Duration::from_secs(3600));
-        assert!(!tls.reload_if_changed().unwrap());
+        assert!(!tls.reload_if_changed().await.unwrap());
     }
 
-    #[test]
-    fn only_managed_upstreams_carry_the_api_key_and_a_rotated_key_replaces_it() {
+    #[tokio::test]
+    async fn only_managed_upstreams_carry_the_api_key_and_a_rotated_key_replaces_it() {
         let dir = tempfile::tempdir().unwrap();
         let key_file = dir.path().join("key");
         std::fs::write(&key_file, "first\n").unwrap();
@@ -717,10 +743,10 @@ mod tests {
             None,
             "the platform's Temporal gets no key"
         );
-        assert!(!upstreams.reload_if_changed().unwrap(), "unchanged");
+        assert!(!upstreams.reload_if_changed().await.unwrap(), "unchanged");
 
         std::fs::write(&key_file, "second-key\n").unwrap();
-        assert!(upstreams.reload_if_changed().unwrap());
+        assert!(upstreams.reload_if_changed().await.unwrap());
         assert_eq!(
             carried("ns.acct.tmprl.cloud:7233").as_deref(),
             Some("Bearer second-key")
@@ -730,6 +756,69 @@ mod tests {
             upstreams.client("ns.acct.tmprl.cloud:7233").unwrap()
         );
         assert!(!shown.contains("second-key"), "{shown}");
+    }
+
+    /// Passes keys while `pass` is set.
+    #[derive(Debug, Default)]
+    struct Vetting {
+        pass: AtomicBool,
+    }
+
+    impl KeyCheck for Vetting {
+        fn check(
+            &self,
+        ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send + '_>>
+        {
+            let pass = self.pass.load(Ordering::SeqCst);
+            Box::pin(async move {
+                if pass {
+                    Ok(())
+                } else {
+                    Err("not the proxy's".into())
+                }
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_rotated_key_the_check_refuses_is_not_used_and_the_previous_one_stays() {
+        let dir = tempfile::tempdir().unwrap();
+        let key_file = dir.path().join("key");
+        std::fs::write(&key_file, "first\n").unwrap();
+        let vetting = Arc::new(Vetting::default());
+        let tls = UpstreamTls {
+            api_key: Some(Arc::new(plinth_identity::Secret::new(
+                "[backend] upstream_api_key",
+                plinth_identity::SecretSource::File(key_file.clone()),
+            ))),
+            api_key_check: Some(vetting.clone()),
+            ..UpstreamTls::default()
+        };
+        let upstreams = Upstreams::new(None)
+            .unwrap()
+            .with_managed("own:7233".into(), tls)
+            .unwrap();
+        let carried = || {
+            upstreams
+                .client("ns.acct.tmprl.cloud:7233")
+                .unwrap()
+                .authorization
+                .as_ref()
+                .map(|v| v.to_str().unwrap().to_owned())
+        };
+        std::fs::write(&key_file, "an-admins-key\n").unwrap();
+        let refused = upstreams.reload_if_changed().await.unwrap_err();
+        assert!(matches!(refused, UpstreamError::KeyRefused(_)), "{refused}");
+        assert_eq!(carried().as_deref(), Some("Bearer first"));
+        assert!(
+            !upstreams.reload_if_changed().await.unwrap(),
+            "refused once"
+        );
+
+        std::fs::write(&key_file, "the-proxys-new-key\n").unwrap();
+        vetting.pass.store(true, Ordering::SeqCst);
+        assert!(upstreams.reload_if_changed().await.unwrap());
+        assert_eq!(carried().as_deref(), Some("Bearer the-proxys-new-key"));
     }
 
     /// An HTTP/2 server that holds `/hold` until `release` and answers everything else at

@@ -15,7 +15,9 @@ pub mod memory;
 pub mod progress;
 mod self_hosted;
 
-pub use cloud::{Cloud, CloudPrincipal, CloudSettings, SecretSource, UpstreamAuth, key_owner};
+pub use cloud::{
+    Cloud, CloudPrincipal, CloudSettings, SecretSource, UpstreamAuth, check_proxy_key,
+};
 pub use self_hosted::SelfHosted;
 
 /// A namespace as the backend reports it.

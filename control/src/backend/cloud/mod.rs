@@ -150,10 +150,34 @@ async fn principal_of(ops: &Ops) -> Result<CloudPrincipal, BackendError> {
     })
 }
 
-/// Who `key` belongs to, asked of the Ops API at `endpoint`: how `plinth proxy` checks the
-/// key it reaches namespaces with.
-pub async fn key_owner(endpoint: &str, key: SecretSource) -> Result<CloudPrincipal, BackendError> {
-    principal_of(&Ops::new(endpoint, key)?).await
+/// Refuses a key for `plinth proxy` to reach namespaces with that is not service account
+/// `expected`'s, or whose owner's account role reaches namespaces beyond those Plinth gives
+/// it (such as the Ops API's own key). Asks the Ops API at `endpoint`.
+pub async fn check_proxy_key(
+    endpoint: &str,
+    key: SecretSource,
+    expected: &str,
+) -> Result<(), BackendError> {
+    let owner = principal_of(&Ops::new(endpoint, key)?).await.map_err(|e| {
+        BackendError::Rejected(format!(
+            "[backend] upstream_api_key: Temporal Cloud would not say whose key it is: {e}"
+        ))
+    })?;
+    if owner.service_account.as_deref() != Some(expected) {
+        return Err(BackendError::Rejected(format!(
+            "[backend] upstream_api_key: the key belongs to {owner}, not to service account \
+             {expected} (upstream_service_account), which Plinth gives access to namespaces"
+        )));
+    }
+    if owner.reaches_beyond_its_namespaces() {
+        return Err(BackendError::Rejected(format!(
+            "[backend] upstream_api_key: {owner} has account role {:?}, which reaches \
+             namespaces Plinth did not give it; give the proxy a service account with the read \
+             role",
+            owner.account_role
+        )));
+    }
+    Ok(())
 }
 
 /// How `plinth proxy` reaches Cloud namespaces, which decides the endpoint Plinth records.
