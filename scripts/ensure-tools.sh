@@ -20,16 +20,17 @@ ensure_temporal() {
   fi
 }
 
-PYTHON_PINS=("cryptography==48.0.0" "temporalio==1.35.0" "websockets==15.0.1")
+PYTHON_PINS=("boto3==1.43.11" "cryptography==48.0.0" "moto[server]==5.2.5" "temporalio==1.35.0" "websockets==15.0.1")
 
 # Python packages the interoperability tests run: the Temporal samples' codec needs
 # `cryptography`, clients need the Temporal Python SDK, and the Web UI test drives Chromium
-# over the DevTools protocol with `websockets`.
+# over the DevTools protocol with `websockets`; `moto` stands in for AWS KMS, and `boto3`
+# cross-checks Plinth's KMS envelopes.
 ensure_python_packages() {
   if python3 -c 'import sys
 from importlib.metadata import version
 pins = [p.split("==") for p in sys.argv[1:]]
-sys.exit(0 if all(version(n) == v for n, v in pins) else 1)' "${PYTHON_PINS[@]}" 2>/dev/null; then
+sys.exit(0 if all(version(n.split("[")[0]) == v for n, v in pins) else 1)' "${PYTHON_PINS[@]}" 2>/dev/null; then
     return
   fi
   echo "installing ${PYTHON_PINS[*]} from PyPI" >&2

@@ -12,6 +12,7 @@ use plinth_codec::{
     Pkcs11Provider, Pkcs11Settings, WatchedKeyRing,
 };
 use plinth_identity::Secret;
+use plinth_kms::{AwsKmsProvider, AwsKmsSettings};
 
 use crate::config::{Config, KeyProviderKind};
 use crate::connect::ConnectArgs;
@@ -81,6 +82,18 @@ pub fn pkcs11(config: &Config) -> anyhow::Result<Pkcs11Provider> {
     .context("[keys] provider = \"pkcs11\"")
 }
 
+/// Sets up AWS KMS as `[keys]` names it.
+pub fn aws_kms(config: &Config) -> anyhow::Result<AwsKmsProvider> {
+    let keys = &config.keys;
+    AwsKmsProvider::open(&AwsKmsSettings {
+        key: keys.aws_kms_key.clone(),
+        region: keys.aws_region.clone(),
+        endpoint: keys.aws_kms_endpoint.clone(),
+        namespace_alias_prefix: keys.aws_kms_namespace_alias_prefix.clone(),
+    })
+    .context("[keys] provider = \"aws-kms\"")
+}
+
 /// Makes the first key of the provider `[keys]` names, unless it has one; returns the
 /// active key's id and whether it was made now.
 pub fn init_keys(config: &Config, home: &Home) -> anyhow::Result<(String, bool)> {
@@ -90,6 +103,7 @@ pub fn init_keys(config: &Config, home: &Home) -> anyhow::Result<(String, bool)>
             Ok((active(&ring), created))
         }
         KeyProviderKind::Pkcs11 => init_token(&pkcs11(config)?),
+        KeyProviderKind::AwsKms => Ok(aws_kms(config)?.init()?),
     }
 }
 
@@ -108,6 +122,7 @@ fn print_init(config: &Config, home: &Home, (id, created): (String, bool)) {
     let place = match config.keys.provider {
         KeyProviderKind::File => format!("key ring {}", keyring_path(config, home).display()),
         KeyProviderKind::Pkcs11 => format!("token {}", config.keys.pkcs11_token),
+        KeyProviderKind::AwsKms => format!("AWS KMS key {}", config.keys.aws_kms_key),
     };
     println!("{verb} {place} (active key {id})");
 }
@@ -128,6 +143,7 @@ pub fn namespace_keys(
             Arc::new(KeyRingNamespaceKeys(path))
         }
         KeyProviderKind::Pkcs11 => Arc::new(pkcs11(config)?),
+        KeyProviderKind::AwsKms => Arc::new(aws_kms(config)?),
     }))
 }
 
@@ -136,8 +152,31 @@ pub fn keys(config: &Config, home: &Home, command: &KeysCommand) -> anyhow::Resu
     match config.keys.provider {
         KeyProviderKind::File => file_keys(config, home, command),
         KeyProviderKind::Pkcs11 => token_keys(config, home, command),
+        KeyProviderKind::AwsKms => kms_keys(config, home, command),
     }
 }
+
+/// `plinth keys` on AWS KMS: keys are made there and never leave.
+fn kms_keys(config: &Config, home: &Home, command: &KeysCommand) -> anyhow::Result<ExitCode> {
+    let kms = aws_kms(config)?;
+    match command {
+        KeysCommand::Init => print_init(config, home, kms.init()?),
+        KeysCommand::Rotate { namespace } => {
+            let id = match namespace {
+                Some(namespace) => kms.rotate_namespace(namespace)?,
+                None => kms.rotate()?,
+            };
+            say_rotated(&id, namespace.as_deref());
+        }
+        KeysCommand::List => print_keys(&kms.list()?),
+        KeysCommand::Import { .. } => bail!(NO_IMPORT),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Why `plinth keys import` is for the file provider alone.
+const NO_IMPORT: &str = "plinth keys import: this provider's keys are made inside it and never \
+     leave; import is for [keys] provider = \"file\"";
 
 /// `plinth keys` on a PKCS#11 token: keys are made inside it and never leave.
 fn token_keys(config: &Config, home: &Home, command: &KeysCommand) -> anyhow::Result<ExitCode> {
@@ -152,10 +191,7 @@ fn token_keys(config: &Config, home: &Home, command: &KeysCommand) -> anyhow::Re
             say_rotated(&id, namespace.as_deref());
         }
         KeysCommand::List => print_keys(&token.list()?),
-        KeysCommand::Import { .. } => bail!(
-            "plinth keys import: a PKCS#11 token's keys are made inside it and never leave; \
-             import is for [keys] provider = \"file\""
-        ),
+        KeysCommand::Import { .. } => bail!(NO_IMPORT),
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -238,6 +274,7 @@ pub fn load(config: &Config, home: &Home) -> anyhow::Result<Arc<Codec>> {
             Arc::new(WatchedKeyRing::load(&path)?)
         }
         KeyProviderKind::Pkcs11 => Arc::new(pkcs11(config)?),
+        KeyProviderKind::AwsKms => Arc::new(aws_kms(config)?),
     };
     Ok(Arc::new(Codec::new(
         provider,

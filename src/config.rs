@@ -254,8 +254,19 @@ pub struct BackendConfig {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct KeysConfig {
-    /// `file` (`[codec] keyring`) or `pkcs11` (a hardware security module).
+    /// `file` (`[codec] keyring`), `pkcs11` (a hardware security module) or `aws-kms`.
     pub provider: KeyProviderKind,
+    /// aws-kms: the installation's key, an alias (`alias/plinth`, which rotation points at
+    /// each new key) or a key ARN.
+    pub aws_kms_key: String,
+    /// aws-kms: the region; the AWS credential chain's (`AWS_REGION`, profile) when unset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub aws_region: Option<String>,
+    /// aws-kms: an endpoint other than the region's, such as a VPC endpoint.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub aws_kms_endpoint: Option<String>,
+    /// aws-kms: aliases of namespaces' own keys start with this.
+    pub aws_kms_namespace_alias_prefix: String,
     /// pkcs11: the module (library) that speaks to the HSM.
     pub pkcs11_module: PathBuf,
     /// pkcs11: the label of the token holding Plinth's keys.
@@ -275,6 +286,10 @@ impl Default for KeysConfig {
     fn default() -> Self {
         Self {
             provider: KeyProviderKind::File,
+            aws_kms_key: "alias/plinth".into(),
+            aws_region: None,
+            aws_kms_endpoint: None,
+            aws_kms_namespace_alias_prefix: "alias/plinth/ns/".into(),
             pkcs11_module: PathBuf::from(plinth_codec::SOFTHSM_MODULE),
             pkcs11_token: "plinth".into(),
             pkcs11_pin_file: None,
@@ -305,6 +320,8 @@ pub enum KeyProviderKind {
     File,
     /// A hardware security module through PKCS#11: keys never leave it.
     Pkcs11,
+    /// AWS KMS: keys never leave it, and every use is in CloudTrail.
+    AwsKms,
 }
 
 /// How `plinth proxy` authenticates to Temporal Cloud namespaces.

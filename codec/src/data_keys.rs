@@ -84,8 +84,19 @@ impl std::fmt::Debug for DataKeys {
 }
 
 /// Associated data of a wrapped data key: it belongs to one namespace and one KEK.
-pub(crate) fn wrap_aad(namespace: &str, kek_id: &str) -> Vec<u8> {
-    format!("plinth/dek/v1\0{namespace}\0{kek_id}").into_bytes()
+pub fn wrap_aad(namespace: &str, kek_id: &str) -> Vec<u8> {
+    format!("{WRAP_AAD_PREFIX}{namespace}\0{kek_id}").into_bytes()
+}
+
+const WRAP_AAD_PREFIX: &str = "plinth/dek/v1\0";
+
+/// The namespace and KEK id a wrapped data key's associated data binds, for providers that
+/// bind them their own way (a KMS encryption context); `None` for anything else.
+pub fn wrap_binding(aad: &[u8]) -> Option<(&str, &str)> {
+    let rest = std::str::from_utf8(aad)
+        .ok()?
+        .strip_prefix(WRAP_AAD_PREFIX)?;
+    rest.split_once('\0')
 }
 
 impl DataKeys {
@@ -204,6 +215,13 @@ impl DataKeys {
 mod tests {
     use super::*;
     use crate::KeyRing;
+
+    #[test]
+    fn a_wrapped_keys_binding_reads_back_as_written() {
+        let aad = wrap_aad("orders.acme", "alias/plinth");
+        assert_eq!(wrap_binding(&aad), Some(("orders.acme", "alias/plinth")));
+        assert_eq!(wrap_binding(b"plinth/dek/v2\0orders\0k"), None);
+    }
 
     #[test]
     fn a_forged_data_key_repeated_costs_the_provider_one_refusal() {

@@ -94,6 +94,12 @@ impl Codec {
         }
     }
 
+    /// Whether its key provider's calls leave the process (a KMS), taking milliseconds: work
+    /// that may call it belongs off a serving thread.
+    pub fn provider_is_remote(&self) -> bool {
+        self.keys.provider().remote()
+    }
+
     /// Seals each payload for `namespace`; payloads already encrypted pass through.
     pub fn encode(
         &self,

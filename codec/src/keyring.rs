@@ -39,6 +39,10 @@ pub trait KekProvider: Send + Sync + std::fmt::Debug {
         let _ = (id, namespace);
         None
     }
+    /// Whether calls go over the network (a KMS) rather than to memory or a local module.
+    fn remote(&self) -> bool {
+        false
+    }
 }
 
 /// A provider that counts the wraps and unwraps it passes on: how benchmarks and tests see
@@ -94,6 +98,10 @@ impl KekProvider for CountingProvider {
 
     fn direct_key(&self, id: &str, namespace: &str) -> Option<[u8; KEY_BYTES]> {
         self.inner.direct_key(id, namespace)
+    }
+
+    fn remote(&self) -> bool {
+        self.inner.remote()
     }
 }
 

@@ -18,7 +18,7 @@ pub mod server;
 pub mod tokens;
 
 pub use aead::{Aead, SEAL_OVERHEAD};
-pub use data_keys::DataKeyPolicy;
+pub use data_keys::{DataKeyPolicy, wrap_aad, wrap_binding};
 pub use envelope::{Codec, CodecSettings, SealedParts, is_encrypted, metadata};
 pub use error::CodecError;
 pub use hsm::{HsmError, Pkcs11Provider, Pkcs11Settings, SOFTHSM_MODULE};

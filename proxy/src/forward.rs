@@ -363,7 +363,7 @@ impl FrontDoor {
         let first = {
             let (codec, message, namespace) =
                 (self.codec.clone(), message.clone(), namespace.to_owned());
-            off_thread(message.len(), move || {
+            off_thread(codec_work(&codec, message.len()), move || {
                 payloads::open(&message, carrier, &codec, &namespace, &BTreeSet::new())
             })
             .await?
@@ -386,7 +386,7 @@ impl FrontDoor {
         // Again from the answer as it came, so that only its own payloads are opened, never
         // one that the first pass found inside another.
         let (codec, namespace) = (self.codec.clone(), namespace.to_owned());
-        off_thread(message.len(), move || {
+        off_thread(codec_work(&codec, message.len()), move || {
             payloads::open(&message, carrier, &codec, &namespace, &readable)
         })
         .await
@@ -513,7 +513,7 @@ impl FrontDoor {
                     identity.clone(),
                 );
                 let held = message.reserved.clone();
-                off_thread(plain.len(), move || {
+                off_thread(codec_work(&codec, plain.len()), move || {
                     let _held = held;
                     payloads::seal(&plain, carrier, &codec, &namespace, &targets, Some(&caller))
                 })
@@ -690,6 +690,16 @@ const DETAILS_BASE64: base64::engine::GeneralPurpose = base64::engine::GeneralPu
 /// Messages larger than this are decompressed, sealed and opened off the serving thread, so a
 /// large one does not hold up other calls.
 const OFFLOAD_BYTES: usize = 64 << 10;
+
+/// The size codec work on `len` bytes counts as: with a remote key provider any of it may
+/// wait milliseconds for a call, so all of it leaves the serving thread.
+fn codec_work(codec: &Codec, len: usize) -> usize {
+    if codec.provider_is_remote() {
+        usize::MAX
+    } else {
+        len
+    }
+}
 
 /// Runs `work` on the blocking pool when `size` is large, else here.
 pub(crate) async fn off_thread<T: Send + 'static>(

@@ -12,6 +12,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use plinth_codec::{
     Aead, Codec, CodecSettings, CountingProvider, KekProvider, KeyRing, Payload, payloads_to_json,
+    wrap_aad,
 };
 use tokio::task::JoinSet;
 
@@ -39,13 +40,19 @@ const PROVIDER_SAMPLES: usize = 200;
 
 /// Provider calls per 10,000 payloads (sealed by one codec, opened by another with a cold
 /// cache, as after a restart) and what one call costs, for the file ring and the PKCS#11
-/// token when `[keys]` names one. The file ring is the baseline.
+/// token or AWS KMS when `[keys]` names one. The file ring is the baseline.
 fn providers(config: &Config) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let (ring, _) = KeyRing::init(&dir.path().join("keyring.json"))?;
     let mut providers: Vec<(&str, Arc<dyn KekProvider>)> = vec![("file", Arc::new(ring))];
-    if config.keys.provider == KeyProviderKind::Pkcs11 {
-        providers.push(("pkcs11", Arc::new(crate::codec::pkcs11(config)?)));
+    match config.keys.provider {
+        KeyProviderKind::File => {}
+        KeyProviderKind::Pkcs11 => {
+            providers.push(("pkcs11", Arc::new(crate::codec::pkcs11(config)?)));
+        }
+        KeyProviderKind::AwsKms => {
+            providers.push(("aws-kms", Arc::new(crate::codec::aws_kms(config)?)));
+        }
     }
     println!(
         "\nkey providers: {PROVIDER_PAYLOADS} payloads over {PROVIDER_NAMESPACES} namespaces, \
@@ -73,13 +80,14 @@ fn providers(config: &Config) -> anyhow::Result<()> {
         }
         let (wraps, unwraps) = counted.calls();
         let kek = provider.active_kek()?;
+        let aad = wrap_aad("bench", &kek);
         let (mut wrap, mut unwrap) = (Vec::new(), Vec::new());
         for _ in 0..PROVIDER_SAMPLES {
             let started = Instant::now();
-            let wrapped = provider.wrap(&kek, &[7; plinth_codec::KEY_BYTES], b"bench")?;
+            let wrapped = provider.wrap(&kek, &[7; plinth_codec::KEY_BYTES], &aad)?;
             wrap.push(started.elapsed());
             let started = Instant::now();
-            provider.unwrap(&kek, &wrapped, b"bench")?;
+            provider.unwrap(&kek, &wrapped, &aad)?;
             unwrap.push(started.elapsed());
         }
         wrap.sort();

@@ -19,7 +19,8 @@ pub mod cli;
 mod stack;
 
 pub use plinth_test_support::{
-    Prometheus, SoftHsm, StubAnswer, StubRequest, TlsRelay, free_port, serve_http, unix_now,
+    KmsStandIn, Prometheus, SoftHsm, StubAnswer, StubRequest, TlsRelay, free_port, serve_http,
+    unix_now,
 };
 pub use stack::{
     ADMIN, CODEC_MAX_BODY, DIRECTORY, OUTSIDER, PAYMENTS_MEMBER, PAYMENTS_TEAM, PlinthStack,

@@ -1,5 +1,5 @@
 //! Test helpers that need no Temporal: free ports, an HTTP stub, a real Prometheus, a TLS
-//! relay, a SoftHSM token, and processes and directories cleaned up when the test process ends. Crates whose tests need only these depend on this crate, not on the harness that
+//! relay, a SoftHSM token, an AWS KMS stand-in, and processes and directories cleaned up when the test process ends. Crates whose tests need only these depend on this crate, not on the harness that
 //! starts Temporal and links the SDK.
 
 use std::net::TcpListener;
@@ -9,12 +9,14 @@ use std::time::{Duration, Instant};
 
 mod guarded;
 mod http_stub;
+mod kms_stand_in;
 mod prometheus;
 mod softhsm;
 mod tls_relay;
 
 pub use guarded::{Guarded, Janitor};
 pub use http_stub::{StubAnswer, StubRequest, serve_http};
+pub use kms_stand_in::{KmsStandIn, boto3_at};
 pub use prometheus::Prometheus;
 pub use softhsm::SoftHsm;
 pub use tls_relay::TlsRelay;

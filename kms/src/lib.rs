@@ -1,0 +1,657 @@
+//! Key encryption keys in AWS KMS: data keys are sealed with `Encrypt` and opened with
+//! `Decrypt` under an encryption context naming their namespace, so no KEK ever reaches
+//! Plinth and every use of one is in CloudTrail with the namespace it was for.
+//!
+//! The installation's KEK is `[keys] aws_kms_key`, a key ARN or an alias; rotation makes a
+//! new KMS key and points the alias at it, and older keys keep opening what they sealed.
+//! A namespace's own KEK is the key its alias (`<prefix><namespace>`) names, tagged with the
+//! namespace. Calls run on the provider's own runtime through the AWS SDK's credential
+//! chain; callers on a Tokio worker give up their thread for the wait.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use aws_sdk_kms::Client;
+use aws_sdk_kms::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_kms::primitives::Blob;
+use aws_sdk_kms::types::{KeyMetadata, KeyState as KmsKeyState, Tag};
+use plinth_codec::{
+    CodecError, KEY_BYTES, KekProvider, KeyInfo, KeyPurpose, KeyState, NamespaceKeys, wrap_binding,
+};
+
+/// How long an alias's target is trusted before KMS is asked again: how soon a rotation is
+/// picked up.
+const ALIAS_TTL: Duration = Duration::from_secs(5);
+/// How long "no such alias" is trusted, so a namespace without a key asks at most once a
+/// second.
+const MISSING_TTL: Duration = Duration::from_secs(1);
+/// Keys and aliases remembered; past this the memory starts over.
+const CACHE_CAPACITY: usize = 4096;
+/// Lookups of keys this process has not seen, a second: payloads name their key, so made-up
+/// names must not turn into unbounded KMS calls.
+const UNKNOWN_KEY_LOOKUPS_PER_SECOND: u32 = 32;
+/// A KMS call that takes longer fails: sealing fails closed, opening serves from the cache.
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// The tag every key Plinth makes carries (`installation` or `namespace`).
+const TAG_KEK: &str = "plinth-kek";
+/// The tag naming the namespace whose own key a key is.
+const TAG_NAMESPACE: &str = "plinth-namespace";
+/// The encryption context's keys: what a wrapped data key is, and its namespace.
+const CONTEXT_PURPOSE: (&str, &str) = ("plinth", "dek/v1");
+const CONTEXT_NAMESPACE: &str = "namespace";
+/// How the provider names itself in errors.
+const PROVIDER: &str = "aws-kms";
+
+/// Where the keys are.
+#[derive(Debug, Clone)]
+pub struct AwsKmsSettings {
+    /// The installation's KEK: a key ARN, or an alias (`alias/plinth`) that rotation points
+    /// at each new key.
+    pub key: String,
+    /// The region; the credential chain's (`AWS_REGION`, profile) when unset.
+    pub region: Option<String>,
+    /// A KMS endpoint other than the region's (a VPC endpoint, or a stand-in in tests).
+    pub endpoint: Option<String>,
+    /// Aliases of namespaces' own keys start with this.
+    pub namespace_alias_prefix: String,
+}
+
+/// Why KMS could not be used; no variant carries key material or credentials.
+#[derive(Debug, thiserror::Error)]
+pub enum KmsError {
+    /// The SDK could not be set up (region, endpoint, runtime).
+    #[error("aws-kms: {0}")]
+    Setup(String),
+    /// A call to KMS failed.
+    #[error("aws-kms {operation} ({key}): {reason}")]
+    Call {
+        /// The KMS operation.
+        operation: &'static str,
+        /// The key or alias it was for.
+        key: String,
+        /// KMS's or the SDK's answer.
+        reason: String,
+    },
+    /// Rotation points an alias at a new key; a key named by ARN has no alias to repoint.
+    #[error(
+        "aws-kms: [keys] aws_kms_key = {0:?} names a key, not an alias: rotation makes a new \
+         key and points an alias at it, so name the alias (alias/...)"
+    )]
+    NotAnAlias(String),
+    /// A namespace to rotate has no key of its own.
+    #[error(
+        "namespace {0:?} has no key of its own to rotate: name it as payloads do (its Temporal \
+         namespace, `<name>.<account>` on Temporal Cloud), once it is provisioned"
+    )]
+    NoSuchNamespace(String),
+    /// The installation's key or alias does not exist.
+    #[error("aws-kms: key {0:?} does not exist: run `plinth keys init`")]
+    NoKey(String),
+}
+
+/// An alias's target as last asked, or that it has none.
+#[derive(Clone)]
+struct Resolved {
+    arn: Option<String>,
+    at: Instant,
+}
+
+/// KEKs in AWS KMS.
+pub struct AwsKmsProvider {
+    settings: AwsKmsSettings,
+    client: Client,
+    /// Dropped in the background: a runtime cannot be dropped on another runtime's thread.
+    runtime: Option<tokio::runtime::Runtime>,
+    /// Alias (or the configured key) to the ARN it names.
+    aliases: RwLock<HashMap<String, Resolved>>,
+    /// Key ARN to the namespace whose own key it is (`None`: the installation's). A key's
+    /// tags are read once: its namespace never changes.
+    owners: RwLock<HashMap<String, Option<String>>>,
+    /// Lookups of unseen keys in the current second.
+    lookups: Mutex<(Instant, u32)>,
+}
+
+impl std::fmt::Debug for AwsKmsProvider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AwsKmsProvider")
+            .field("key", &self.settings.key)
+            .field("region", &self.settings.region)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for AwsKmsProvider {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// Runs `future` on `runtime` from synchronous code, wherever that code runs.
+fn block_on<T: Send>(
+    runtime: &tokio::runtime::Runtime,
+    future: impl Future<Output = T> + Send,
+) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Err(_) => runtime.block_on(future),
+        // The worker's other tasks move elsewhere while this one waits for KMS.
+        Ok(handle) if handle.runtime_flavor() == RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(|| runtime.block_on(future))
+        }
+        Ok(_) => std::thread::scope(|scope| {
+            scope
+                .spawn(|| runtime.block_on(future))
+                .join()
+                .expect("a KMS call does not panic")
+        }),
+    }
+}
+
+impl AwsKmsProvider {
+    /// Sets up the SDK: the credential chain, the region and the endpoint. Nothing is asked
+    /// of KMS yet.
+    pub fn open(settings: &AwsKmsSettings) -> Result<Self, KmsError> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("plinth-kms")
+            .enable_all()
+            .build()
+            .map_err(|e| KmsError::Setup(format!("runtime: {e}")))?;
+        let http = aws_smithy_http_client::Builder::new()
+            .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
+                aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
+            ))
+            .build_https();
+        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .http_client(http)
+            .timeout_config(
+                aws_config::timeout::TimeoutConfig::builder()
+                    .operation_timeout(CALL_TIMEOUT)
+                    .connect_timeout(Duration::from_secs(3))
+                    .build(),
+            );
+        if let Some(region) = &settings.region {
+            loader = loader.region(aws_config::Region::new(region.clone()));
+        }
+        if let Some(endpoint) = &settings.endpoint {
+            loader = loader.endpoint_url(endpoint.clone());
+        }
+        let config = block_on(&runtime, loader.load());
+        if config.region().is_none() {
+            return Err(KmsError::Setup(
+                "no region: set [keys] aws_region or AWS_REGION".into(),
+            ));
+        }
+        Ok(Self {
+            settings: settings.clone(),
+            client: Client::new(&config),
+            runtime: Some(runtime),
+            aliases: RwLock::default(),
+            owners: RwLock::default(),
+            lookups: Mutex::new((Instant::now(), 0)),
+        })
+    }
+
+    fn run<T: Send>(&self, future: impl Future<Output = T> + Send) -> T {
+        block_on(
+            self.runtime.as_ref().expect("the runtime lives until drop"),
+            future,
+        )
+    }
+
+    /// The alias of `namespace`'s own key: characters aliases may not hold are written
+    /// `_xx` (hex), and `_` itself, so two names never share an alias.
+    pub fn namespace_alias(&self, namespace: &str) -> String {
+        let mut alias = self.settings.namespace_alias_prefix.clone();
+        for byte in namespace.bytes() {
+            if byte.is_ascii_alphanumeric() || byte == b'-' {
+                alias.push(byte as char);
+            } else {
+                alias.push_str(&format!("_{byte:02x}"));
+            }
+        }
+        alias
+    }
+
+    /// The installation's key, made (with its alias) when the alias names none yet; returns
+    /// its ARN and whether it was made now.
+    pub fn init(&self) -> Result<(String, bool), KmsError> {
+        let key = self.settings.key.clone();
+        if let Some(meta) = self.describe(&key)? {
+            return Ok((arn_of(&meta), false));
+        }
+        if !is_alias(&key) {
+            return Err(KmsError::NoKey(key));
+        }
+        let arn = self.create_key(None)?;
+        self.call("CreateAlias", &key, |c| {
+            c.create_alias().alias_name(&key).target_key_id(&arn).send()
+        })?;
+        self.forget(&key);
+        Ok((arn, true))
+    }
+
+    /// A new installation key, which the alias then names: the active one from now on.
+    pub fn rotate(&self) -> Result<String, KmsError> {
+        let alias = self.settings.key.clone();
+        if !is_alias(&alias) {
+            return Err(KmsError::NotAnAlias(alias));
+        }
+        if self.describe(&alias)?.is_none() {
+            return Err(KmsError::NoKey(alias));
+        }
+        self.repoint(&alias, None)
+    }
+
+    /// A new key of `namespace`'s own, which must have one.
+    pub fn rotate_namespace(&self, namespace: &str) -> Result<String, KmsError> {
+        let alias = self.namespace_alias(namespace);
+        if self.describe(&alias)?.is_none() {
+            return Err(KmsError::NoSuchNamespace(namespace.to_owned()));
+        }
+        self.repoint(&alias, Some(namespace))
+    }
+
+    fn repoint(&self, alias: &str, namespace: Option<&str>) -> Result<String, KmsError> {
+        let arn = self.create_key(namespace)?;
+        self.call("UpdateAlias", alias, |c| {
+            c.update_alias()
+                .alias_name(alias)
+                .target_key_id(&arn)
+                .send()
+        })?;
+        self.forget(alias);
+        Ok(arn)
+    }
+
+    /// Every key Plinth made (tagged `plinth-kek`), and the installation's key; the ones the
+    /// aliases name are active.
+    pub fn list(&self) -> Result<Vec<KeyInfo>, KmsError> {
+        let mut arns = Vec::new();
+        let mut marker = None;
+        loop {
+            let page = self.call("ListKeys", "*", |c| {
+                c.list_keys().set_marker(marker.clone()).send()
+            })?;
+            arns.extend(
+                page.keys()
+                    .iter()
+                    .filter_map(|k| k.key_arn().map(str::to_owned)),
+            );
+            match page.next_marker() {
+                Some(next) if page.truncated() => marker = Some(next.to_owned()),
+                _ => break,
+            }
+        }
+        let installation = self.describe(&self.settings.key)?.map(|m| arn_of(&m));
+        let mut keys = Vec::new();
+        for arn in arns {
+            let tags = self.tags(&arn)?;
+            let namespace = tags.get(TAG_NAMESPACE).cloned();
+            if !tags.contains_key(TAG_KEK) && installation.as_deref() != Some(arn.as_str()) {
+                continue;
+            }
+            let Some(meta) = self.describe(&arn)? else {
+                continue;
+            };
+            let active = match &namespace {
+                None => installation.as_deref() == Some(arn.as_str()),
+                Some(namespace) => self
+                    .describe(&self.namespace_alias(namespace))?
+                    .is_some_and(|m| arn_of(&m) == arn),
+            };
+            keys.push(KeyInfo {
+                id: arn,
+                created: meta
+                    .creation_date()
+                    .and_then(|d| {
+                        d.fmt(aws_sdk_kms::primitives::DateTimeFormat::DateTime)
+                            .ok()
+                    })
+                    .unwrap_or_default(),
+                state: if active {
+                    KeyState::Active
+                } else {
+                    KeyState::DecryptOnly
+                },
+                purpose: KeyPurpose::Kek,
+                namespace,
+            });
+        }
+        keys.sort_by(|a, b| a.created.cmp(&b.created).then(a.id.cmp(&b.id)));
+        Ok(keys)
+    }
+
+    /// A new symmetric key, tagged as Plinth's (and with its namespace); returns its ARN.
+    fn create_key(&self, namespace: Option<&str>) -> Result<String, KmsError> {
+        let tag = |key: &str, value: &str| {
+            Tag::builder()
+                .tag_key(key)
+                .tag_value(value)
+                .build()
+                .expect("key and value are set")
+        };
+        let mut tags = vec![tag(
+            TAG_KEK,
+            if namespace.is_some() {
+                "namespace"
+            } else {
+                "installation"
+            },
+        )];
+        if let Some(namespace) = namespace {
+            tags.push(tag(TAG_NAMESPACE, namespace));
+        }
+        let description = match namespace {
+            Some(namespace) => format!("Plinth: key encryption key of namespace {namespace}"),
+            None => "Plinth: key encryption key of the installation".to_owned(),
+        };
+        let created = self.call("CreateKey", "(new)", |c| {
+            c.create_key()
+                .description(&description)
+                .set_tags(Some(tags.clone()))
+                .send()
+        })?;
+        let meta = created.key_metadata().ok_or_else(|| KmsError::Call {
+            operation: "CreateKey",
+            key: "(new)".into(),
+            reason: "no key metadata in the answer".into(),
+        })?;
+        let arn = arn_of(meta);
+        self.owners
+            .write()
+            .expect("owners lock")
+            .insert(arn.clone(), namespace.map(str::to_owned));
+        Ok(arn)
+    }
+
+    /// The key `key` (ARN, id or alias) names; `None` when there is none.
+    fn describe(&self, key: &str) -> Result<Option<KeyMetadata>, KmsError> {
+        match self.run(self.client.describe_key().key_id(key).send()) {
+            Ok(answer) => Ok(answer.key_metadata().cloned()),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|e| e.is_not_found_exception()) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(call_error("DescribeKey", key, e)),
+        }
+    }
+
+    fn tags(&self, arn: &str) -> Result<HashMap<String, String>, KmsError> {
+        let answer = self.call("ListResourceTags", arn, |c| {
+            c.list_resource_tags().key_id(arn).send()
+        })?;
+        Ok(answer
+            .tags()
+            .iter()
+            .map(|t| (t.tag_key().to_owned(), t.tag_value().to_owned()))
+            .collect())
+    }
+
+    fn call<T, E, F>(
+        &self,
+        operation: &'static str,
+        key: &str,
+        send: impl FnOnce(&Client) -> F,
+    ) -> Result<T, KmsError>
+    where
+        T: Send,
+        E: std::error::Error + Send + Sync + 'static,
+        F: Future<Output = Result<T, SdkError<E>>> + Send,
+    {
+        self.run(send(&self.client))
+            .map_err(|e| call_error(operation, key, e))
+    }
+
+    /// The ARN `alias` names, asked again when older than [`ALIAS_TTL`].
+    fn resolve(&self, alias: &str) -> Result<Option<String>, KmsError> {
+        if let Some(hit) = self.aliases.read().expect("alias lock").get(alias) {
+            let ttl = if hit.arn.is_some() {
+                ALIAS_TTL
+            } else {
+                MISSING_TTL
+            };
+            if hit.at.elapsed() < ttl {
+                return Ok(hit.arn.clone());
+            }
+        }
+        let meta = self.describe(alias)?;
+        // Only a key that can seal is active: a disabled or doomed one fails closed.
+        let arn = match &meta {
+            Some(meta) if meta.key_state() == Some(&KmsKeyState::Enabled) => Some(arn_of(meta)),
+            Some(meta) => {
+                return Err(KmsError::Call {
+                    operation: "DescribeKey",
+                    key: alias.to_owned(),
+                    reason: format!(
+                        "the key it names is {}",
+                        meta.key_state().map_or("in no state", |s| s.as_str())
+                    ),
+                });
+            }
+            None => None,
+        };
+        let mut aliases = self.aliases.write().expect("alias lock");
+        if aliases.len() >= CACHE_CAPACITY {
+            aliases.clear();
+        }
+        aliases.insert(
+            alias.to_owned(),
+            Resolved {
+                arn: arn.clone(),
+                at: Instant::now(),
+            },
+        );
+        Ok(arn)
+    }
+
+    fn forget(&self, alias: &str) {
+        self.aliases.write().expect("alias lock").remove(alias);
+    }
+
+    /// Takes one of this second's lookups of unseen keys, or says there are none left.
+    fn take_lookup(&self, key: &str) -> Result<(), CodecError> {
+        let mut lookups = self.lookups.lock().expect("lookup lock");
+        if lookups.0.elapsed() >= Duration::from_secs(1) {
+            *lookups = (Instant::now(), 0);
+        }
+        if lookups.1 >= UNKNOWN_KEY_LOOKUPS_PER_SECOND {
+            return Err(provider_error(
+                key,
+                "too many keys not seen before, this second; try again",
+            ));
+        }
+        lookups.1 += 1;
+        Ok(())
+    }
+}
+
+fn is_alias(key: &str) -> bool {
+    key.starts_with("alias/") || key.contains(":alias/")
+}
+
+fn arn_of(meta: &KeyMetadata) -> String {
+    meta.arn().unwrap_or(meta.key_id()).to_owned()
+}
+
+fn call_error<E>(operation: &'static str, key: &str, e: SdkError<E>) -> KmsError
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    KmsError::Call {
+        operation,
+        key: key.to_owned(),
+        reason: DisplayErrorContext(&e).to_string(),
+    }
+}
+
+fn provider_error(key: &str, reason: impl ToString) -> CodecError {
+    CodecError::Provider {
+        provider: PROVIDER,
+        key: key.to_owned(),
+        reason: reason.to_string(),
+    }
+}
+
+fn kms_error(key: &str, e: KmsError) -> CodecError {
+    provider_error(key, e)
+}
+
+/// The encryption context binding a data key to its namespace, from the associated data the
+/// codec gives; KMS binds the key itself.
+fn context(kek_id: &str, aad: &[u8]) -> Result<HashMap<String, String>, CodecError> {
+    let (namespace, bound_kek) =
+        wrap_binding(aad).ok_or(CodecError::Crypto("unrecognised data key binding"))?;
+    if bound_kek != kek_id {
+        return Err(CodecError::Crypto("data key bound to another key"));
+    }
+    Ok(HashMap::from([
+        (CONTEXT_PURPOSE.0.to_owned(), CONTEXT_PURPOSE.1.to_owned()),
+        (CONTEXT_NAMESPACE.to_owned(), namespace.to_owned()),
+    ]))
+}
+
+impl KekProvider for AwsKmsProvider {
+    fn remote(&self) -> bool {
+        true
+    }
+
+    fn active_kek(&self) -> Result<String, CodecError> {
+        let key = &self.settings.key;
+        self.resolve(key)
+            .map_err(|e| kms_error(key, e))?
+            .ok_or(CodecError::NoActiveKey)
+    }
+
+    fn namespace_kek(&self, namespace: &str) -> Result<String, CodecError> {
+        let alias = self.namespace_alias(namespace);
+        self.resolve(&alias)
+            .map_err(|e| kms_error(&alias, e))?
+            .ok_or_else(|| CodecError::NoNamespaceKey(namespace.to_owned()))
+    }
+
+    fn kek_namespace(&self, kek_id: &str) -> Result<Option<String>, CodecError> {
+        if let Some(owner) = self.owners.read().expect("owners lock").get(kek_id) {
+            return Ok(owner.clone());
+        }
+        self.take_lookup(kek_id)?;
+        let owner = match self.tags(kek_id) {
+            Ok(tags) => tags.get(TAG_NAMESPACE).cloned(),
+            // No such key: it opens nothing, which unwrap says.
+            Err(KmsError::Call { reason, .. }) if reason.contains("NotFoundException") => {
+                return Ok(None);
+            }
+            Err(e) => return Err(kms_error(kek_id, e)),
+        };
+        let mut owners = self.owners.write().expect("owners lock");
+        if owners.len() >= CACHE_CAPACITY {
+            owners.clear();
+        }
+        owners.insert(kek_id.to_owned(), owner.clone());
+        Ok(owner)
+    }
+
+    fn wrap(&self, kek_id: &str, dek: &[u8], aad: &[u8]) -> Result<Vec<u8>, CodecError> {
+        let context = context(kek_id, aad)?;
+        let answer = self
+            .call("Encrypt", kek_id, |c| {
+                c.encrypt()
+                    .key_id(kek_id)
+                    .plaintext(Blob::new(dek))
+                    .set_encryption_context(Some(context))
+                    .send()
+            })
+            .map_err(|e| kms_error(kek_id, e))?;
+        answer
+            .ciphertext_blob()
+            .map(|blob| blob.as_ref().to_vec())
+            .ok_or_else(|| provider_error(kek_id, "Encrypt returned no ciphertext"))
+    }
+
+    fn unwrap(&self, kek_id: &str, wrapped: &[u8], aad: &[u8]) -> Result<Vec<u8>, CodecError> {
+        let context = context(kek_id, aad)?;
+        let tampered = || CodecError::Tampered {
+            key_id: kek_id.to_owned(),
+        };
+        let answer = self.run(
+            self.client
+                .decrypt()
+                .key_id(kek_id)
+                .ciphertext_blob(Blob::new(wrapped))
+                .set_encryption_context(Some(context))
+                .send(),
+        );
+        let answer = match answer {
+            Ok(answer) => answer,
+            // KMS's "this ciphertext, context or key does not verify".
+            Err(e)
+                if matches!(
+                    e.code(),
+                    Some("InvalidCiphertextException" | "IncorrectKeyException")
+                ) =>
+            {
+                return Err(tampered());
+            }
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|e| e.is_not_found_exception()) =>
+            {
+                return Err(CodecError::UnknownKey(kek_id.to_owned()));
+            }
+            Err(e) => return Err(kms_error(kek_id, call_error("Decrypt", kek_id, e))),
+        };
+        // KMS opens a ciphertext under the key it names; a key id that differs means the
+        // wrapped key was sealed by another key than the payload says.
+        if answer.key_id().is_some_and(|id| id != kek_id) {
+            return Err(tampered());
+        }
+        match answer.plaintext() {
+            Some(key) if key.as_ref().len() == KEY_BYTES => Ok(key.as_ref().to_vec()),
+            _ => Err(tampered()),
+        }
+    }
+}
+
+impl NamespaceKeys for AwsKmsProvider {
+    /// Should another process make one at the same time, the alias names the first and the
+    /// second key is scheduled for deletion unused.
+    fn ensure(&self, namespace: &str) -> Result<String, CodecError> {
+        let alias = self.namespace_alias(namespace);
+        let failed = |e| kms_error(&alias, e);
+        if let Some(meta) = self.describe(&alias).map_err(failed)? {
+            return Ok(arn_of(&meta));
+        }
+        let arn = self.create_key(Some(namespace)).map_err(failed)?;
+        let made = self.run(
+            self.client
+                .create_alias()
+                .alias_name(&alias)
+                .target_key_id(&arn)
+                .send(),
+        );
+        match made {
+            Ok(_) => {}
+            Err(e) if e.code() == Some("AlreadyExistsException") => {
+                let _ = self.run(
+                    self.client
+                        .schedule_key_deletion()
+                        .key_id(&arn)
+                        .pending_window_in_days(7)
+                        .send(),
+                );
+            }
+            Err(e) => return Err(failed(call_error("CreateAlias", &alias, e))),
+        }
+        self.forget(&alias);
+        self.describe(&alias)
+            .map_err(failed)?
+            .map(|meta| arn_of(&meta))
+            .ok_or_else(|| CodecError::NoNamespaceKey(namespace.to_owned()))
+    }
+}

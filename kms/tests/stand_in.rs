@@ -1,0 +1,211 @@
+//! The AWS KMS provider against a KMS stand-in (`moto` in server mode), with `boto3` as the
+//! independent client: what Plinth wraps, boto3 unwraps, and the reverse.
+
+use std::sync::{Arc, OnceLock};
+
+use base64::Engine;
+use plinth_codec::{
+    Codec, CodecError, CodecSettings, KEY_BYTES, KekProvider, NamespaceKeys, Payload, wrap_aad,
+};
+use plinth_kms::{AwsKmsProvider, AwsKmsSettings};
+use plinth_test_support::{KmsStandIn, boto3_at};
+
+const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+/// Set in the child a test runs in: the stand-in's endpoint.
+const ENDPOINT: &str = "PLINTH_TEST_KMS_ENDPOINT";
+
+fn stand_in() -> &'static KmsStandIn {
+    static KMS: OnceLock<KmsStandIn> = OnceLock::new();
+    KMS.get_or_init(|| KmsStandIn::start().unwrap())
+}
+
+/// The calling test's provider, its installation key under an alias of the test's own. The
+/// SDK's credential chain reads the environment and a test may not set its own: so the test
+/// runs again in a child that has it, and `None` means the child ran it and passed.
+fn provider(test: &str) -> Option<AwsKmsProvider> {
+    if let Ok(endpoint) = std::env::var(ENDPOINT) {
+        let provider = AwsKmsProvider::open(&settings(test, &endpoint)).unwrap();
+        provider.init().unwrap();
+        return Some(provider);
+    }
+    let kms = stand_in();
+    let output = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([test, "--exact", "--nocapture"])
+        .envs(kms.env())
+        .env(ENDPOINT, kms.endpoint())
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && out.contains("1 passed"),
+        "{out}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    None
+}
+
+fn settings(test: &str, endpoint: &str) -> AwsKmsSettings {
+    AwsKmsSettings {
+        key: format!("alias/{test}"),
+        region: None,
+        endpoint: Some(endpoint.to_owned()),
+        namespace_alias_prefix: format!("alias/{test}/ns/"),
+    }
+}
+
+/// Runs a boto3 `script` against the stand-in, from the child.
+fn boto3(script: &str) -> String {
+    boto3_at(&std::env::var(ENDPOINT).unwrap(), script).unwrap()
+}
+
+#[test]
+fn a_data_key_wrapped_by_plinth_opens_in_boto3_and_the_reverse() {
+    let Some(kms) = provider("a_data_key_wrapped_by_plinth_opens_in_boto3_and_the_reverse") else {
+        return;
+    };
+    let kek = kms.active_kek().unwrap();
+    assert!(kek.starts_with("arn:aws:kms:"), "{kek}");
+    let dek = [0x42u8; KEY_BYTES];
+    let wrapped = kms.wrap(&kek, &dek, &wrap_aad("orders", &kek)).unwrap();
+    let opened = boto3(&format!(
+        "out = kms.decrypt(KeyId={kek:?}, CiphertextBlob=base64.b64decode({:?}), \
+         EncryptionContext={{'plinth': 'dek/v1', 'namespace': 'orders'}})\n\
+         print(base64.b64encode(out['Plaintext']).decode())",
+        B64.encode(&wrapped)
+    ));
+    assert_eq!(B64.decode(opened.trim()).unwrap(), dek);
+
+    let from_boto3 = boto3(&format!(
+        "out = kms.encrypt(KeyId={kek:?}, Plaintext=bytes([7] * 32), \
+         EncryptionContext={{'plinth': 'dek/v1', 'namespace': 'orders'}})\n\
+         print(base64.b64encode(out['CiphertextBlob']).decode())"
+    ));
+    let wrapped = B64.decode(from_boto3.trim()).unwrap();
+    assert_eq!(
+        kms.unwrap(&kek, &wrapped, &wrap_aad("orders", &kek))
+            .unwrap(),
+        vec![7u8; KEY_BYTES]
+    );
+}
+
+#[test]
+fn a_wrapped_data_key_opens_for_its_own_namespace_only() {
+    let Some(kms) = provider("a_wrapped_data_key_opens_for_its_own_namespace_only") else {
+        return;
+    };
+    let kek = kms.active_kek().unwrap();
+    let wrapped = kms
+        .wrap(&kek, &[1; KEY_BYTES], &wrap_aad("orders", &kek))
+        .unwrap();
+    let refused = kms
+        .unwrap(&kek, &wrapped, &wrap_aad("payments", &kek))
+        .unwrap_err();
+    assert!(matches!(refused, CodecError::Tampered { .. }), "{refused}");
+    let mut altered = wrapped.clone();
+    *altered.last_mut().unwrap() ^= 1;
+    let refused = kms
+        .unwrap(&kek, &altered, &wrap_aad("orders", &kek))
+        .unwrap_err();
+    assert!(matches!(refused, CodecError::Tampered { .. }), "{refused}");
+}
+
+#[test]
+fn rotation_points_the_alias_at_a_new_key_and_older_keys_still_open() {
+    let Some(kms) = provider("rotation_points_the_alias_at_a_new_key_and_older_keys_still_open")
+    else {
+        return;
+    };
+    let old = kms.active_kek().unwrap();
+    let sealed_before = kms
+        .wrap(&old, &[3; KEY_BYTES], &wrap_aad("orders", &old))
+        .unwrap();
+    let new = kms.rotate().unwrap();
+    assert_ne!(old, new);
+    assert_eq!(
+        kms.active_kek().unwrap(),
+        new,
+        "this process sees it at once"
+    );
+    let listed = kms.list().unwrap();
+    let state = |id: &str| {
+        listed
+            .iter()
+            .find(|k| k.id == id)
+            .map(|k| k.state)
+            .unwrap_or_else(|| panic!("{id} listed: {listed:?}"))
+    };
+    assert_eq!(state(&new), plinth_codec::KeyState::Active);
+    assert_eq!(state(&old), plinth_codec::KeyState::DecryptOnly);
+    assert_eq!(
+        kms.unwrap(&old, &sealed_before, &wrap_aad("orders", &old))
+            .unwrap(),
+        vec![3u8; KEY_BYTES]
+    );
+}
+
+#[test]
+fn a_namespaces_own_key_is_made_once_tagged_with_its_namespace() {
+    let Some(kms) = provider("a_namespaces_own_key_is_made_once_tagged_with_its_namespace") else {
+        return;
+    };
+    let made = kms.ensure("orders.acme").unwrap();
+    assert_eq!(kms.ensure("orders.acme").unwrap(), made, "made once");
+    assert_eq!(kms.namespace_kek("orders.acme").unwrap(), made);
+    assert_eq!(
+        kms.kek_namespace(&made).unwrap().as_deref(),
+        Some("orders.acme")
+    );
+    assert_eq!(kms.kek_namespace(&kms.active_kek().unwrap()).unwrap(), None);
+    let alias = kms.namespace_alias("orders.acme");
+    assert!(alias.ends_with("/ns/orders_2eacme"), "{alias}");
+    // Another reader of the account finds the key by its alias and tag.
+    let seen = boto3(&format!(
+        "meta = kms.describe_key(KeyId={alias:?})['KeyMetadata']\n\
+         tags = kms.list_resource_tags(KeyId=meta['KeyId'])['Tags']\n\
+         print(meta['Arn'], [t['TagValue'] for t in tags if t['TagKey'] == 'plinth-namespace'])"
+    ));
+    assert_eq!(seen.trim(), format!("{made} ['orders.acme']"));
+    let refused = kms.rotate_namespace("unknown").unwrap_err();
+    assert!(
+        refused.to_string().contains("no key of its own"),
+        "{refused}"
+    );
+}
+
+#[test]
+fn when_kms_is_down_sealing_fails_closed_and_opening_serves_from_the_cache() {
+    const TEST: &str = "when_kms_is_down_sealing_fails_closed_and_opening_serves_from_the_cache";
+    if provider(TEST).is_none() {
+        return;
+    }
+    // A KMS of this test's own, to stop.
+    let own = KmsStandIn::start().unwrap();
+    let kms = AwsKmsProvider::open(&settings(TEST, &own.endpoint())).unwrap();
+    kms.init().unwrap();
+    let kek = kms.active_kek().unwrap();
+    let codec = Codec::new(Arc::new(kms), CodecSettings::default());
+    let payload = Payload {
+        data: b"\"kept\"".to_vec(),
+        ..Default::default()
+    };
+    let sealed = codec.encode_payload("orders", payload.clone()).unwrap();
+    let fresh = Codec::new(
+        Arc::new(AwsKmsProvider::open(&settings(TEST, &own.endpoint())).unwrap()),
+        CodecSettings::default(),
+    );
+    assert_eq!(
+        fresh.decode_payload("orders", sealed.clone()).unwrap(),
+        payload
+    );
+    drop(own);
+
+    // Opening goes on from the data key already unwrapped.
+    assert_eq!(fresh.decode_payload("orders", sealed).unwrap(), payload);
+    // A namespace that needs a new data key gets none, and nothing is sealed.
+    let refused = fresh.encode_payload("payments", payload).unwrap_err();
+    let CodecError::Provider { provider, key, .. } = &refused else {
+        panic!("{refused}");
+    };
+    assert_eq!(*provider, "aws-kms");
+    assert!(key == &kek || key == &format!("alias/{TEST}"), "{refused}");
+}

@@ -1,0 +1,100 @@
+//! A stand-in for AWS KMS: `moto` in server mode (PyPI, pinned in scripts/ensure-tools.sh),
+//! which speaks the KMS JSON protocol with SigV4-signed requests as AWS does. It is not AWS:
+//! it keeps keys in memory and, unlike KMS, still decrypts under a disabled key or one
+//! scheduled for deletion. `boto3`, AWS's own SDK for Python, talks to it as the independent
+//! client of cross-checks.
+
+use std::net::TcpStream;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+use crate::{Guarded, free_port};
+
+/// A running moto KMS; stopped when dropped.
+#[derive(Debug)]
+pub struct KmsStandIn {
+    _process: Guarded,
+    _dir: tempfile::TempDir,
+    port: u16,
+}
+
+/// The region and made-up credentials every client of the stand-in uses.
+const REGION: &str = "eu-central-1";
+const ACCESS_KEY: &str = "AKIAPLINTHTEST";
+const SECRET_KEY: &str = "plinth-test-secret";
+
+impl KmsStandIn {
+    /// Starts it on a free port and waits until it accepts connections.
+    pub fn start() -> anyhow::Result<Self> {
+        let dir = tempfile::Builder::new().prefix("kms-stand-in-").tempdir()?;
+        let port = free_port();
+        let mut command = Command::new("python3");
+        command.args([
+            "-m",
+            "moto.server",
+            "-H",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+        ]);
+        let process = Guarded::spawn(&command, &dir.path().join("moto.log"))
+            .context("start moto (PyPI moto[server]; scripts/test installs it)")?;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if Instant::now() > deadline {
+                bail!(
+                    "moto not listening in 60 s: {}",
+                    std::fs::read_to_string(dir.path().join("moto.log")).unwrap_or_default()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(Self {
+            _process: process,
+            _dir: dir,
+            port,
+        })
+    }
+
+    /// `http://127.0.0.1:<port>`, as `[keys] aws_kms_endpoint` takes it.
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// What a process needs to reach it through the AWS credential chain: credentials and
+    /// region from the environment, as on a machine without a profile.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("AWS_ACCESS_KEY_ID", ACCESS_KEY.into()),
+            ("AWS_SECRET_ACCESS_KEY", SECRET_KEY.into()),
+            ("AWS_REGION", REGION.into()),
+            ("AWS_EC2_METADATA_DISABLED", "true".into()),
+        ]
+    }
+
+    /// Runs `script` with `kms`, a boto3 client of this stand-in, in scope; returns what it
+    /// printed.
+    pub fn boto3(&self, script: &str) -> anyhow::Result<String> {
+        boto3_at(&self.endpoint(), script)
+    }
+}
+
+/// Runs `script` with `kms`, a boto3 KMS client of the stand-in at `endpoint`, in scope;
+/// returns what it printed.
+pub fn boto3_at(endpoint: &str, script: &str) -> anyhow::Result<String> {
+    let script = format!(
+        "import base64, json, sys\nimport boto3\nkms = boto3.client('kms', \
+         endpoint_url={endpoint:?}, region_name={REGION:?}, \
+         aws_access_key_id={ACCESS_KEY:?}, aws_secret_access_key={SECRET_KEY:?})\n{script}"
+    );
+    let output = Command::new("python3").args(["-c", &script]).output()?;
+    if !output.status.success() {
+        bail!(
+            "boto3 script failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(String::from_utf8(output.stdout)?)
+}
