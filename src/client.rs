@@ -629,6 +629,7 @@ async fn describe_namespace(api: &mut Api, name: &str) -> anyhow::Result<()> {
     println!("  Retention:          {} days", spec.retention_days);
     println!("  Description:        {}", spec.description);
     println!("  Allow deletion:     {}", spec.allow_deletion);
+    println!("  Shred on delete:    {}", spec.shred_on_delete);
     let mut attributes: Vec<_> = spec.search_attributes.iter().collect();
     attributes.sort();
     for (name, kind) in attributes {

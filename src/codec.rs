@@ -47,6 +47,23 @@ pub enum KeysCommand {
     },
     /// Show every key's id, creation time and state (never the key).
     List,
+    /// Keep the keys of a namespace deleted with spec.shredOnDelete: they are not shredded
+    /// when their time comes (until then only).
+    Restore {
+        /// Its Temporal namespace, as payloads name it.
+        #[arg(long)]
+        namespace: String,
+    },
+    /// Open payloads (the codec server's JSON body, {"payloads": [...]}) with the keys here,
+    /// without a server: for exports and backups. Reads standard input without --file.
+    Decode {
+        /// The Temporal namespace the payloads were sealed for.
+        #[arg(long)]
+        namespace: String,
+        /// A file holding the payloads.
+        #[arg(long)]
+        file: Option<PathBuf>,
+    },
     /// Add an existing 32-byte key as decrypt-only (e.g. the Temporal samples' key).
     Import {
         /// The key id payloads name in `encryption-key-id`.
@@ -149,6 +166,11 @@ pub fn namespace_keys(
 
 /// `plinth keys` on the key provider `[keys]` names.
 pub fn keys(config: &Config, home: &Home, command: &KeysCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        KeysCommand::Restore { namespace } => return restore(config, home, namespace),
+        KeysCommand::Decode { namespace, file } => return decode(config, home, namespace, file),
+        _ => {}
+    }
     match config.keys.provider {
         KeyProviderKind::File => file_keys(config, home, command),
         KeyProviderKind::Pkcs11 => token_keys(config, home, command),
@@ -170,9 +192,13 @@ fn kms_keys(config: &Config, home: &Home, command: &KeysCommand) -> anyhow::Resu
         }
         KeysCommand::List => print_keys(&kms.list()?),
         KeysCommand::Import { .. } => bail!(NO_IMPORT),
+        KeysCommand::Restore { .. } | KeysCommand::Decode { .. } => unreachable!("{ANY_PROVIDER}"),
     }
     Ok(ExitCode::SUCCESS)
 }
+
+/// Why the providers' own commands never see these.
+const ANY_PROVIDER: &str = "plinth keys restore and decode work the same on every provider";
 
 /// Why `plinth keys import` is for the file provider alone.
 const NO_IMPORT: &str = "plinth keys import: this provider's keys are made inside it and never \
@@ -192,7 +218,56 @@ fn token_keys(config: &Config, home: &Home, command: &KeysCommand) -> anyhow::Re
         }
         KeysCommand::List => print_keys(&token.list()?),
         KeysCommand::Import { .. } => bail!(NO_IMPORT),
+        KeysCommand::Restore { .. } | KeysCommand::Decode { .. } => unreachable!("{ANY_PROVIDER}"),
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `plinth keys restore`: takes back the shredding of a deleted namespace's keys.
+fn restore(config: &Config, home: &Home, namespace: &str) -> anyhow::Result<ExitCode> {
+    let Some(keys) = namespace_keys(config, home)? else {
+        bail!(
+            "plinth keys restore: [keys] per_namespace is off, so no namespace has keys of its \
+             own to shred or restore"
+        );
+    };
+    let restored = keys
+        .restore(namespace)
+        .with_context(|| format!("--namespace {namespace}"))?;
+    tracing::info!(target: "plinth::audit", namespace, keys = ?restored, "namespace keys restored");
+    println!(
+        "kept {} key(s) of namespace {namespace}: {}; they will not be shredded",
+        restored.len(),
+        restored.join(", ")
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `plinth keys decode`: opens payloads with the keys here, for exports and backups.
+fn decode(
+    config: &Config,
+    home: &Home,
+    namespace: &str,
+    file: &Option<PathBuf>,
+) -> anyhow::Result<ExitCode> {
+    let text = match file {
+        Some(path) => std::fs::read(path).with_context(|| path.display().to_string())?,
+        None => {
+            let mut text = Vec::new();
+            std::io::Read::read_to_end(&mut std::io::stdin(), &mut text)?;
+            text
+        }
+    };
+    let payloads = plinth_codec::payloads_from_json(&text).map_err(|e| {
+        anyhow::anyhow!("payloads: not proto3 JSON Payloads ({{\"payloads\": [...]}}): {e}")
+    })?;
+    let opened = load(config, home)?
+        .decode(namespace, payloads)
+        .with_context(|| format!("--namespace {namespace}"))?;
+    println!(
+        "{}",
+        String::from_utf8_lossy(&plinth_codec::payloads_to_json(&opened))
+    );
     Ok(ExitCode::SUCCESS)
 }
 
@@ -210,6 +285,13 @@ fn print_keys(keys: &[plinth_codec::KeyInfo]) {
     println!("{:<32} {:<22} {:<24} STATE", "ID", "CREATED", "NAMESPACE");
     for key in keys {
         let state = match (key.state, &key.purpose) {
+            _ if key.shred.is_some() => {
+                let mark = key.shred.as_ref().expect("matched");
+                match &mark.shredded {
+                    Some(at) => format!("shredded at {at} (deleted by {})", mark.by),
+                    None => format!("shred due at {} (deleted by {})", mark.due, mark.by),
+                }
+            }
             (KeyState::Active, _) => "active".to_owned(),
             (KeyState::DecryptOnly, KeyPurpose::Kek) => "decrypt-only".to_owned(),
             (KeyState::DecryptOnly, KeyPurpose::Samples { namespaces }) => {
@@ -254,6 +336,7 @@ fn file_keys(config: &Config, home: &Home, command: &KeysCommand) -> anyhow::Res
                 namespaces.join(", ")
             );
         }
+        KeysCommand::Restore { .. } | KeysCommand::Decode { .. } => unreachable!("{ANY_PROVIDER}"),
     }
     Ok(ExitCode::SUCCESS)
 }

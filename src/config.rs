@@ -280,6 +280,10 @@ pub struct KeysConfig {
     /// Each namespace gets a key encryption key of its own as it is provisioned, recorded
     /// in its status; its data keys are wrapped by that key alone.
     pub per_namespace: bool,
+    /// How long the keys of a namespace deleted with `spec.shredOnDelete` wait before they
+    /// are destroyed: the window in which `plinth keys restore` keeps them.
+    #[serde(with = "humantime_serde")]
+    pub shred_delay: std::time::Duration,
 }
 
 impl Default for KeysConfig {
@@ -295,6 +299,7 @@ impl Default for KeysConfig {
             pkcs11_pin_file: None,
             pkcs11_pin_env: None,
             per_namespace: false,
+            shred_delay: std::time::Duration::from_secs(7 * 24 * 3600),
         }
     }
 }

@@ -50,7 +50,12 @@ pub async fn run(config: &Config, home: &Home, args: &WorkerArgs) -> anyhow::Res
     let target = options.target.to_string();
     let connection = plinth_control::connect(options).await?;
     let platform = crate::platform::settings(config, home, &connection, &address)?;
-    let keys = crate::codec::namespace_keys(config, home)?;
+    let keys = crate::codec::namespace_keys(config, home)?.map(|keys| {
+        plinth_worker::NamespaceKeySettings {
+            keys,
+            shred_delay: config.keys.shred_delay,
+        }
+    });
     let mut worker = PlinthWorker::start(connection, &settings, platform, metrics, keys).await?;
     tokio::spawn(worker.follow_directory(crate::platform::DIRECTORY_POLL));
     let shutdown = worker.shutdown_handle();

@@ -6,13 +6,13 @@ use plinth_proto::v1::{Namespace, NamespaceSpec};
 use plinth_proto::{ValidationRules, validate_namespace};
 use plinth_workflows::contracts::{
     DeleteNamespace, LoadPlatformSettings, ReconcileNamespace, ReconcileReport, ResyncSettings,
-    ValidateNamespace, ValidationReport,
+    ScheduleShred, ShredKeys, ShredPlan, ShredRequest, ValidateNamespace, ValidationReport,
 };
 use temporalio_macros::activities;
 use temporalio_sdk::activities::{ActivityContext, ActivityError};
 
 use crate::access_activities::failure;
-use plinth_codec::{CodecError, NamespaceKeys};
+use plinth_codec::{CodecError, NamespaceKeys, ShredOutcome};
 use plinth_control::directory::Directory;
 use plinth_control::{NamespaceBackend, missing_search_attributes};
 use temporalio_common::error::ApplicationFailure;
@@ -26,6 +26,8 @@ pub struct NamespaceActivities {
     resync_interval: Duration,
     /// Makes each namespace's own key encryption key, when namespaces have their own.
     keys: Option<Arc<dyn NamespaceKeys>>,
+    /// How long a deleted namespace's keys wait before they are shredded.
+    shred_delay: Duration,
 }
 
 impl NamespaceActivities {
@@ -42,13 +44,43 @@ impl NamespaceActivities {
             rules,
             resync_interval,
             keys: None,
+            shred_delay: Duration::ZERO,
         }
     }
 
-    /// Gives each namespace a key encryption key of its own from `keys` as it is reconciled.
-    pub fn with_namespace_keys(mut self, keys: Arc<dyn NamespaceKeys>) -> Self {
+    /// Gives each namespace a key encryption key of its own from `keys` as it is reconciled;
+    /// a namespace deleted with `spec.shredOnDelete` has them destroyed `shred_delay` later.
+    pub fn with_namespace_keys(
+        mut self,
+        keys: Arc<dyn NamespaceKeys>,
+        shred_delay: Duration,
+    ) -> Self {
         self.keys = Some(keys);
+        self.shred_delay = shred_delay;
         self
+    }
+
+    /// Runs `call` on the namespace keys off the runtime (files, tokens and KMS calls block).
+    async fn on_keys<T: Send + 'static>(
+        &self,
+        namespace: &str,
+        call: impl FnOnce(&dyn NamespaceKeys) -> Result<T, CodecError> + Send + 'static,
+    ) -> Result<T, ActivityError> {
+        let Some(keys) = self.keys.clone() else {
+            return Err(ActivityError::application(
+                ApplicationFailure::non_retryable(CodecError::NoNamespaceKey(namespace.to_owned())),
+            ));
+        };
+        tokio::task::spawn_blocking(move || call(keys.as_ref()))
+            .await
+            .unwrap_or_else(|e| {
+                Err(CodecError::Provider {
+                    provider: "namespace keys",
+                    key: namespace.to_owned(),
+                    reason: e.to_string(),
+                })
+            })
+            .map_err(key_failure)
     }
 }
 
@@ -72,13 +104,9 @@ impl NamespaceActivities {
         _ctx: ActivityContext,
         resource: Namespace,
     ) -> Result<ValidationReport, ActivityError> {
-        let directory = self.directory.clone();
-        let error = validate_namespace(&resource, &self.rules, &|group| {
-            directory.group_exists(group)
+        Ok(ValidationReport {
+            error: self.validation_error(&resource),
         })
-        .err()
-        .map(|e| e.to_string());
-        Ok(ValidationReport { error })
     }
 
     /// Brings the namespace to the spec; every write follows from what `describe` observed.
@@ -105,9 +133,94 @@ impl NamespaceActivities {
             .await
             .map_err(failure)
     }
+
+    /// Marks the deleted namespace's own keys for destruction after `[keys] shred_delay`.
+    #[activity(definition = ScheduleShred)]
+    pub async fn schedule_shred(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        request: ShredRequest,
+    ) -> Result<ShredPlan, ActivityError> {
+        let namespace = self.backend.temporal_name(&request.name);
+        let due = std::time::SystemTime::now() + self.shred_delay;
+        let (name, by) = (namespace.clone(), request.by);
+        let schedule = self
+            .on_keys(&namespace, move |keys| keys.schedule_shred(&name, &by, due))
+            .await?;
+        tracing::info!(
+            target: "plinth::audit",
+            namespace,
+            keys = ?schedule.keys,
+            due = schedule.due,
+            "namespace keys scheduled for shredding"
+        );
+        Ok(ShredPlan {
+            wait_secs: seconds_until(&schedule.due),
+            namespace,
+            keys: schedule.keys,
+            due: schedule.due,
+            restored: false,
+        })
+    }
+
+    /// Destroys the deleted namespace's keys whose time has come, unless restored.
+    #[activity(definition = ShredKeys)]
+    pub async fn shred_keys(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        name: String,
+    ) -> Result<ShredPlan, ActivityError> {
+        let namespace = self.backend.temporal_name(&name);
+        let ns = namespace.clone();
+        let outcome = self
+            .on_keys(&namespace, move |keys| keys.shred_due(&ns))
+            .await?;
+        let mut plan = ShredPlan {
+            namespace: namespace.clone(),
+            ..ShredPlan::default()
+        };
+        match outcome {
+            ShredOutcome::Shredded(keys) => {
+                tracing::info!(target: "plinth::audit", namespace, ?keys, "namespace keys shredded");
+                plan.keys = keys;
+            }
+            ShredOutcome::Restored => plan.restored = true,
+            ShredOutcome::NotYet(due) => {
+                plan.wait_secs = seconds_until(&due).max(1);
+                plan.due = due;
+            }
+        }
+        Ok(plan)
+    }
+}
+
+/// Whole seconds from now until `due` (RFC 3339), rounded up; 0 when past or unreadable.
+fn seconds_until(due: &str) -> u64 {
+    humantime::parse_rfc3339(due)
+        .ok()
+        .and_then(|due| due.duration_since(std::time::SystemTime::now()).ok())
+        .map_or(0, |left| {
+            left.as_secs() + u64::from(left.subsec_nanos() > 0)
+        })
 }
 
 impl NamespaceActivities {
+    /// What is wrong with `resource`, as the platform API says it, and what this installation
+    /// cannot do of it.
+    fn validation_error(&self, resource: &Namespace) -> Option<String> {
+        let directory = self.directory.clone();
+        if let Err(e) = validate_namespace(resource, &self.rules, &|group| {
+            directory.group_exists(group)
+        }) {
+            return Some(e.to_string());
+        }
+        (resource.spec_or_default().shred_on_delete && self.keys.is_none()).then(|| {
+            "spec.shredOnDelete: needs [keys] per_namespace = true; with one key for every \
+             namespace, one namespace's key cannot be destroyed alone"
+                .into()
+        })
+    }
+
     /// Registers or updates the namespace until it matches `spec`.
     async fn reconcile(&self, spec: &NamespaceSpec) -> Result<ReconcileReport, ActivityError> {
         let backend = &self.backend;
@@ -192,6 +305,48 @@ mod tests {
             search_attributes: [("CustomerId".to_owned(), "Keyword".to_owned())].into(),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn shredding_on_delete_is_refused_without_keys_of_each_namespaces_own() {
+        let resource = |shred_on_delete| Namespace {
+            api_version: "temporal.plinth.dev/v1beta1".into(),
+            kind: "Namespace".into(),
+            metadata: Some(plinth_proto::v1::ObjectMeta {
+                name: "orders".into(),
+                namespace: "payments".into(),
+                ..Default::default()
+            }),
+            spec: Some(NamespaceSpec {
+                shred_on_delete,
+                regions: vec!["us-east-1".into()],
+                ..spec()
+            }),
+            ..Default::default()
+        };
+        let directory = "users: []\ngroups:\n  - name: payments\n    members: []\n";
+        let activities = || {
+            NamespaceActivities::new(
+                Arc::new(MemoryBackend::default()),
+                Arc::new(FileDirectory::parse(directory).unwrap()),
+                ValidationRules::default(),
+                Duration::from_secs(300),
+            )
+        };
+        let without = activities();
+        assert_eq!(without.validation_error(&resource(false)), None);
+        let refused = without
+            .validation_error(&resource(true))
+            .unwrap_or_default();
+        assert!(refused.starts_with("spec.shredOnDelete:"), "{refused}");
+        let dir = tempfile::tempdir().unwrap();
+        let ring = dir.path().join("keyring.json");
+        plinth_codec::KeyRing::init(&ring).unwrap();
+        let with = activities().with_namespace_keys(
+            Arc::new(plinth_codec::KeyRingNamespaceKeys(ring)),
+            Duration::from_secs(60),
+        );
+        assert_eq!(with.validation_error(&resource(true)), None);
     }
 
     fn activities(backend: &Arc<MemoryBackend>) -> NamespaceActivities {

@@ -391,7 +391,7 @@ impl PlatformService for PlatformApi {
             .get_workflow_handle::<ProvisionNamespace>(workflow_id(&name))
             .execute_update(
                 ProvisionNamespace::delete,
-                (),
+                Some(identity.to_string()),
                 WorkflowExecuteUpdateOptions::default(),
             )
             .await
@@ -661,6 +661,9 @@ impl PlatformService for PlatformApi {
 fn is_settled(resource: &Namespace) -> bool {
     let generation = resource.generation();
     resource.status.as_ref().is_some_and(|s| {
-        (s.phase == phase::READY && s.observed_generation >= generation) || s.phase == phase::FAILED
+        (s.phase == phase::READY && s.observed_generation >= generation)
+            || s.phase == phase::FAILED
+            // Its workflow may stay to shred its keys later.
+            || s.phase == phase::DELETED
     })
 }

@@ -47,6 +47,22 @@ pub enum CodecError {
         /// What failed.
         reason: String,
     },
+    /// The key was destroyed on purpose (its namespace deleted with `spec.shredOnDelete`):
+    /// nothing it protected opens again, anywhere.
+    #[error(
+        "key {key_id:?} of namespace {namespace:?} was shredded at {at} by {by}: what it \
+         protected can no longer be opened"
+    )]
+    Shredded {
+        /// The key the payload names.
+        key_id: String,
+        /// The namespace whose key it was.
+        namespace: String,
+        /// When it was destroyed (RFC 3339).
+        at: String,
+        /// Who deleted the namespace.
+        by: String,
+    },
     /// The system random source or the cipher failed.
     #[error("cryptographic failure: {0}")]
     Crypto(&'static str),

@@ -21,8 +21,15 @@ use cryptoki::session::{Session, UserType};
 use cryptoki::slot::Slot;
 use cryptoki::types::AuthPin;
 
-use crate::keyring::{NOTHING_TO_ROTATE, created_of, new_key_id};
-use crate::{CodecError, KEY_BYTES, KekProvider, KeyInfo, KeyPurpose, KeyState, NamespaceKeys};
+use std::time::SystemTime;
+
+use crate::keyring::{
+    NOTHING_TO_ROTATE, created_of, is_due, new_key_id, nothing_to_restore, rfc3339, shredded,
+};
+use crate::{
+    CodecError, KEY_BYTES, KekProvider, KeyInfo, KeyPurpose, KeyState, NamespaceKeys, ShredMark,
+    ShredOutcome, ShredSchedule,
+};
 
 /// How long a listing of the token's keys is trusted before it is read again.
 const RELIST_AFTER: Duration = Duration::from_secs(1);
@@ -94,10 +101,36 @@ pub enum HsmError {
     },
 }
 
+/// `CKA_APPLICATION` of the data objects that mark a key's destruction, labelled with the
+/// key's id. A shredded key's mark outlives it, saying when and by whom.
+const SHRED_MARK: &str = "plinth-shred";
+
+/// A shred mark's value.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StoredMark {
+    namespace: String,
+    due: String,
+    by: String,
+    #[serde(default)]
+    shredded: Option<String>,
+}
+
+impl StoredMark {
+    fn mark(&self) -> ShredMark {
+        ShredMark {
+            due: self.due.clone(),
+            by: self.by.clone(),
+            shredded: self.shredded.clone(),
+        }
+    }
+}
+
 /// The token's Plinth keys as last listed: key id (label) to the namespace whose own key it
 /// is (`None`: the installation's) and its object handle, oldest first.
 struct Listing {
     keys: BTreeMap<String, (Option<String>, ObjectHandle)>,
+    /// Shred marks by key id, with their objects' handles.
+    marks: HashMap<String, (StoredMark, ObjectHandle)>,
     /// The newest key of the installation and of each namespace, the active ones: found
     /// once per listing, asked for by every payload sealed.
     installation: Option<String>,
@@ -106,7 +139,10 @@ struct Listing {
 }
 
 impl Listing {
-    fn new(keys: BTreeMap<String, (Option<String>, ObjectHandle)>) -> Self {
+    fn new(
+        keys: BTreeMap<String, (Option<String>, ObjectHandle)>,
+        marks: HashMap<String, (StoredMark, ObjectHandle)>,
+    ) -> Self {
         // Ids sort by creation: the last of each scope wins.
         let (mut installation, mut namespaces) = (None, HashMap::new());
         for (id, (scope, _)) in &keys {
@@ -119,6 +155,7 @@ impl Listing {
         }
         Self {
             keys,
+            marks,
             installation,
             namespaces,
             at: Instant::now(),
@@ -209,7 +246,7 @@ impl Pkcs11Provider {
             context,
             slot,
             session: Mutex::new(session),
-            listing: RwLock::new(Arc::new(Listing::new(BTreeMap::new()))),
+            listing: RwLock::new(Arc::new(Listing::new(BTreeMap::new(), HashMap::new()))),
             relisting: Mutex::new(()),
             making: Mutex::new(()),
         };
@@ -258,10 +295,11 @@ impl Pkcs11Provider {
         Ok(id)
     }
 
-    /// Every Plinth key in the token, oldest first; the newest of each scope is active.
+    /// Every Plinth key in the token, and every one shredded, oldest first; the newest of
+    /// each scope is active.
     pub fn list(&self) -> Result<Vec<KeyInfo>, HsmError> {
         let listing = self.relist()?;
-        Ok(listing
+        let mut keys: Vec<KeyInfo> = listing
             .keys
             .iter()
             .map(|(id, (namespace, _))| KeyInfo {
@@ -274,8 +312,50 @@ impl Pkcs11Provider {
                 },
                 purpose: KeyPurpose::Kek,
                 namespace: namespace.clone(),
+                shred: listing.marks.get(id).map(|(m, _)| m.mark()),
             })
-            .collect())
+            .collect();
+        keys.extend(
+            listing
+                .marks
+                .iter()
+                .filter(|(id, _)| !listing.keys.contains_key(*id))
+                .map(|(id, (stored, _))| KeyInfo {
+                    id: id.clone(),
+                    created: created_of(id).unwrap_or_default(),
+                    state: KeyState::DecryptOnly,
+                    purpose: KeyPurpose::Kek,
+                    namespace: Some(stored.namespace.clone()),
+                    shred: Some(stored.mark()),
+                }),
+        );
+        keys.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(keys)
+    }
+
+    /// Writes `stored` as key `id`'s shred mark, replacing one it has.
+    fn write_mark(
+        &self,
+        id: &str,
+        stored: &StoredMark,
+        old: Option<ObjectHandle>,
+    ) -> Result<(), HsmError> {
+        let value = serde_json::to_vec(stored).expect("a mark serializes");
+        let template = [
+            Attribute::Class(ObjectClass::DATA),
+            Attribute::Token(true),
+            Attribute::Private(true),
+            Attribute::Application(SHRED_MARK.as_bytes().to_vec()),
+            Attribute::Label(id.as_bytes().to_vec()),
+            Attribute::Value(value),
+        ];
+        self.with_session("write a shred mark", |session| {
+            session.create_object(&template)?;
+            if let Some(old) = old {
+                session.destroy_object(old)?;
+            }
+            Ok(())
+        })
     }
 
     /// The listing, read again first when it is older than `max_age` and no other thread is
@@ -313,6 +393,31 @@ impl Pkcs11Provider {
             Attribute::Sensitive(true),
             Attribute::Extractable(false),
         ];
+        let marks = self.with_session("list shred marks", |session| {
+            let mut marks = HashMap::new();
+            let template = [
+                Attribute::Class(ObjectClass::DATA),
+                Attribute::Token(true),
+                Attribute::Application(SHRED_MARK.as_bytes().to_vec()),
+            ];
+            for handle in session.find_objects(&template)? {
+                let (mut label, mut value) = (None, None);
+                let wanted = [AttributeType::Label, AttributeType::Value];
+                for attribute in session.get_attributes(handle, &wanted)? {
+                    match attribute {
+                        Attribute::Label(bytes) => label = String::from_utf8(bytes).ok(),
+                        Attribute::Value(bytes) => {
+                            value = serde_json::from_slice::<StoredMark>(&bytes).ok();
+                        }
+                        _ => {}
+                    }
+                }
+                if let (Some(label), Some(value)) = (label, value) {
+                    marks.insert(label, (value, handle));
+                }
+            }
+            Ok(marks)
+        })?;
         let keys = self.with_session("list keys", |session| {
             let mut keys = BTreeMap::new();
             for handle in session.find_objects(&template)? {
@@ -333,7 +438,7 @@ impl Pkcs11Provider {
             }
             Ok(keys)
         })?;
-        let listing = Arc::new(Listing::new(keys));
+        let listing = Arc::new(Listing::new(keys, marks));
         *self.listing.write().expect("listing lock") = listing.clone();
         Ok(listing)
     }
@@ -373,14 +478,20 @@ impl Pkcs11Provider {
         {
             return Ok(handle.1);
         }
-        match self
-            .listing(RELIST_ON_MISS_AFTER)
-            .map_err(unavailable)?
-            .keys
-            .get(id)
-        {
+        let listing = self.listing(RELIST_ON_MISS_AFTER).map_err(unavailable)?;
+        match listing.keys.get(id) {
             Some((_, handle)) => Ok(*handle),
-            None => Err(CodecError::UnknownKey(id.to_owned())),
+            None => Err(match listing.marks.get(id) {
+                Some((stored, _)) => shredded(&KeyInfo {
+                    id: id.to_owned(),
+                    created: String::new(),
+                    state: KeyState::DecryptOnly,
+                    purpose: KeyPurpose::Kek,
+                    namespace: Some(stored.namespace.clone()),
+                    shred: Some(stored.mark()),
+                }),
+                None => CodecError::UnknownKey(id.to_owned()),
+            }),
         }
     }
 }
@@ -400,6 +511,115 @@ impl NamespaceKeys for Pkcs11Provider {
             .active(Some(namespace))
             .cloned()
             .ok_or_else(|| CodecError::NoNamespaceKey(namespace.to_owned()))
+    }
+
+    fn schedule_shred(
+        &self,
+        namespace: &str,
+        by: &str,
+        due: SystemTime,
+    ) -> Result<ShredSchedule, CodecError> {
+        let failed = |e| provider_error(&format!("(namespace {namespace})"), e);
+        let _making = self.making.lock().expect("making lock");
+        let listing = self.relist().map_err(failed)?;
+        let mut schedule = ShredSchedule {
+            keys: Vec::new(),
+            due: rfc3339(due),
+        };
+        for (id, (scope, _)) in &listing.keys {
+            if scope.as_deref() != Some(namespace) {
+                continue;
+            }
+            match listing.marks.get(id) {
+                Some((stored, _)) => schedule.due.clone_from(&stored.due),
+                None => {
+                    let stored = StoredMark {
+                        namespace: namespace.to_owned(),
+                        due: rfc3339(due),
+                        by: by.to_owned(),
+                        shredded: None,
+                    };
+                    self.write_mark(id, &stored, None).map_err(failed)?;
+                }
+            }
+            schedule.keys.push(id.clone());
+        }
+        self.relist().map_err(failed)?;
+        Ok(schedule)
+    }
+
+    /// Destroys the key objects, then records when in their marks: a try that stops between
+    /// the two leaves a mark that the next try completes.
+    fn shred_due(&self, namespace: &str) -> Result<ShredOutcome, CodecError> {
+        let failed = |e| provider_error(&format!("(namespace {namespace})"), e);
+        let _making = self.making.lock().expect("making lock");
+        let listing = self.relist().map_err(failed)?;
+        let now = SystemTime::now();
+        let mut shredded = Vec::new();
+        for (id, (stored, mark_handle)) in &listing.marks {
+            if stored.namespace != namespace {
+                continue;
+            }
+            if stored.shredded.is_none() {
+                if !is_due(&stored.mark(), now) {
+                    return Ok(ShredOutcome::NotYet(stored.due.clone()));
+                }
+                if let Some((_, key)) = listing.keys.get(id) {
+                    self.with_session("destroy a key", |session| session.destroy_object(*key))
+                        .map_err(failed)?;
+                }
+                let done = StoredMark {
+                    shredded: Some(rfc3339(now)),
+                    namespace: stored.namespace.clone(),
+                    due: stored.due.clone(),
+                    by: stored.by.clone(),
+                };
+                self.write_mark(id, &done, Some(*mark_handle))
+                    .map_err(failed)?;
+            }
+            shredded.push(id.clone());
+        }
+        self.relist().map_err(failed)?;
+        shredded.sort();
+        Ok(if shredded.is_empty() {
+            ShredOutcome::Restored
+        } else {
+            ShredOutcome::Shredded(shredded)
+        })
+    }
+
+    fn restore(&self, namespace: &str) -> Result<Vec<String>, CodecError> {
+        let failed = |e| provider_error(&format!("(namespace {namespace})"), e);
+        let _making = self.making.lock().expect("making lock");
+        let listing = self.relist().map_err(failed)?;
+        let (mut restored, mut gone) = (Vec::new(), None);
+        for (id, (stored, handle)) in &listing.marks {
+            if stored.namespace != namespace {
+                continue;
+            }
+            if stored.shredded.is_some() {
+                gone = Some(stored.mark());
+                continue;
+            }
+            self.with_session("remove a shred mark", |session| {
+                session.destroy_object(*handle)
+            })
+            .map_err(failed)?;
+            restored.push(id.clone());
+        }
+        self.relist().map_err(failed)?;
+        if restored.is_empty() {
+            return Err(provider_error(
+                &format!("(namespace {namespace})"),
+                HsmError::Token {
+                    token: self.settings.token.clone(),
+                    operation: "restore",
+                    reason: nothing_to_restore(namespace, gone.as_ref()),
+                },
+            ));
+        }
+        restored.sort();
+        Ok(restored)
     }
 }
 
@@ -450,12 +670,16 @@ impl KekProvider for Pkcs11Provider {
     }
 
     fn kek_namespace(&self, kek_id: &str) -> Result<Option<String>, CodecError> {
-        Ok(self
+        let listing = self
             .listing(RELIST_AFTER)
-            .map_err(|e| provider_error(kek_id, e))?
-            .keys
-            .get(kek_id)
-            .and_then(|(namespace, _)| namespace.clone()))
+            .map_err(|e| provider_error(kek_id, e))?;
+        Ok(match listing.keys.get(kek_id) {
+            Some((namespace, _)) => namespace.clone(),
+            None => listing
+                .marks
+                .get(kek_id)
+                .map(|(stored, _)| stored.namespace.clone()),
+        })
     }
 
     fn namespace_kek(&self, namespace: &str) -> Result<String, CodecError> {
@@ -643,6 +867,47 @@ mod tests {
                 (None, KeyState::Active),
                 (Some("orders".into()), KeyState::Active)
             ]
+        );
+    }
+
+    #[test]
+    fn a_shredded_key_leaves_the_token_and_its_mark_says_when_and_by_whom() {
+        let Some(token) =
+            own_token("a_shredded_key_leaves_the_token_and_its_mark_says_when_and_by_whom")
+        else {
+            return;
+        };
+        token.generate().unwrap();
+        let kek = token.ensure("doomed").unwrap();
+        let aad = crate::wrap_aad("doomed", &kek);
+        let wrapped = token.wrap(&kek, &[5; KEY_BYTES], &aad).unwrap();
+        let later = SystemTime::now() + std::time::Duration::from_secs(3600);
+        let scheduled = token.schedule_shred("doomed", "user:ops", later).unwrap();
+        assert_eq!(scheduled.keys, std::slice::from_ref(&kek));
+        assert!(
+            matches!(token.shred_due("doomed").unwrap(), ShredOutcome::NotYet(_)),
+            "not before it is due"
+        );
+        assert_eq!(token.restore("doomed").unwrap(), std::slice::from_ref(&kek));
+        token
+            .schedule_shred("doomed", "user:ops", SystemTime::now())
+            .unwrap();
+        assert_eq!(
+            token.shred_due("doomed").unwrap(),
+            ShredOutcome::Shredded(vec![kek.clone()])
+        );
+        let refused = token.unwrap(&kek, &wrapped, &aad).unwrap_err();
+        assert!(
+            matches!(&refused, CodecError::Shredded { by, .. } if by == "user:ops"),
+            "{refused}"
+        );
+        let listed = token.list().unwrap();
+        let gone = listed.iter().find(|k| k.id == kek).expect("still listed");
+        assert!(gone.shred.as_ref().is_some_and(|m| m.shredded.is_some()));
+        assert_ne!(
+            token.ensure("doomed").unwrap(),
+            kek,
+            "a new key for the name"
         );
     }
 

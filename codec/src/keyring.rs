@@ -110,6 +110,18 @@ impl KekProvider for CountingProvider {
 pub trait NamespaceKeys: Send + Sync + std::fmt::Debug {
     /// The id of `namespace`'s own active KEK, made now when it has none.
     fn ensure(&self, namespace: &str) -> Result<String, CodecError>;
+    /// Marks `namespace`'s own keys for destruction at `due`, by `by` (who deleted it); a
+    /// key marked already keeps its first mark.
+    fn schedule_shred(
+        &self,
+        namespace: &str,
+        by: &str,
+        due: SystemTime,
+    ) -> Result<ShredSchedule, CodecError>;
+    /// Destroys `namespace`'s keys whose destruction is due.
+    fn shred_due(&self, namespace: &str) -> Result<ShredOutcome, CodecError>;
+    /// Takes back the destruction of `namespace`'s keys not yet destroyed; returns them.
+    fn restore(&self, namespace: &str) -> Result<Vec<String>, CodecError>;
 }
 
 /// The namespaces' own keys in the key ring file at a path.
@@ -126,6 +138,29 @@ impl NamespaceKeys for KeyRingNamespaceKeys {
         KeyRing::load_for_change(&self.0)
             .and_then(|mut ring| ring.ensure_namespace(namespace))
             .map(|(id, _)| id)
+            .map_err(|e| ring_error(namespace, e))
+    }
+
+    fn schedule_shred(
+        &self,
+        namespace: &str,
+        by: &str,
+        due: SystemTime,
+    ) -> Result<ShredSchedule, CodecError> {
+        KeyRing::load_for_change(&self.0)
+            .and_then(|mut ring| ring.schedule_shred(namespace, by, due))
+            .map_err(|e| ring_error(namespace, e))
+    }
+
+    fn shred_due(&self, namespace: &str) -> Result<ShredOutcome, CodecError> {
+        KeyRing::load_for_change(&self.0)
+            .and_then(|mut ring| ring.shred_due(namespace, SystemTime::now()))
+            .map_err(|e| ring_error(namespace, e))
+    }
+
+    fn restore(&self, namespace: &str) -> Result<Vec<String>, CodecError> {
+        KeyRing::load_for_change(&self.0)
+            .and_then(|mut ring| ring.restore(namespace))
             .map_err(|e| ring_error(namespace, e))
     }
 }
@@ -176,6 +211,51 @@ pub struct KeyInfo {
     pub purpose: KeyPurpose,
     /// The namespace whose own key it is; `None` for the installation's.
     pub namespace: Option<String>,
+    /// Its destruction, once its namespace was deleted with `spec.shredOnDelete`.
+    pub shred: Option<ShredMark>,
+}
+
+/// A namespace key on its way to destruction.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShredMark {
+    /// When it is destroyed unless restored first (RFC 3339).
+    pub due: String,
+    /// Who deleted its namespace.
+    pub by: String,
+    /// When it was destroyed (RFC 3339); absent while `plinth keys restore` can keep it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shredded: Option<String>,
+}
+
+/// What scheduling a namespace's keys for destruction marked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShredSchedule {
+    /// The keys marked.
+    pub keys: Vec<String>,
+    /// When they are destroyed (RFC 3339): the first schedule's, should it be asked again.
+    pub due: String,
+}
+
+/// What a due shredding did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ShredOutcome {
+    /// These keys were destroyed (now, or by an earlier try).
+    Shredded(Vec<String>),
+    /// The keys were restored before they were due: nothing was destroyed.
+    Restored,
+    /// Not due until this time (RFC 3339).
+    NotYet(String),
+}
+
+/// The RFC 3339 text of `at`, to the second.
+pub(crate) fn rfc3339(at: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(at).to_string()
+}
+
+/// Whether the mark's due time has come by `now`; a due time that does not parse has.
+pub(crate) fn is_due(mark: &ShredMark, now: SystemTime) -> bool {
+    humantime::parse_rfc3339(&mark.due).map_or(true, |due| due <= now)
 }
 
 #[derive(Serialize, Deserialize)]
@@ -197,13 +277,17 @@ struct StoredKey {
     /// The namespace whose own key it is; absent for the installation's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     namespace: Option<String>,
-    /// Base64 of the 32 key bytes.
+    /// Its destruction, scheduled or done.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    shred: Option<ShredMark>,
+    /// Base64 of the 32 key bytes; empty once shredded.
     material: String,
 }
 
 struct Key {
     info: KeyInfo,
-    material: [u8; KEY_BYTES],
+    /// `None` once shredded: the entry stays to say when and by whom.
+    material: Option<[u8; KEY_BYTES]>,
 }
 
 /// Why the key ring file was refused; no variant ever carries key material.
@@ -265,6 +349,27 @@ pub enum KeyRingError {
     /// A samples key imported for no namespace would open nothing.
     #[error("a samples key needs at least one namespace (--namespace) whose payloads it opens")]
     NoNamespaces,
+    /// `plinth keys restore` found no key of the namespace waiting to be shredded.
+    #[error("{}", nothing_to_restore(namespace, shredded.as_ref()))]
+    NothingToRestore {
+        /// The namespace.
+        namespace: String,
+        /// The mark of a key already destroyed, if one was.
+        shredded: Option<ShredMark>,
+    },
+}
+
+/// Why there is nothing to restore: the keys are gone already, or were never scheduled.
+pub fn nothing_to_restore(namespace: &str, shredded: Option<&ShredMark>) -> String {
+    match shredded {
+        Some(mark) => format!(
+            "namespace {namespace:?}: its keys were shredded at {} (deleted by {}); a shredded \
+             key cannot be restored",
+            mark.shredded.as_deref().unwrap_or(&mark.due),
+            mark.by
+        ),
+        None => format!("namespace {namespace:?} has no keys waiting to be shredded"),
+    }
 }
 
 /// Key encryption keys in a JSON file of mode 0600: one active, older ones decrypt-only.
@@ -314,12 +419,23 @@ impl KeyRing {
                     stored.id
                 )));
             }
-            let bytes = BASE64
-                .decode(&stored.material)
-                .map_err(|_| invalid(format!("keys[{i}].material: not base64")))?;
-            let material: [u8; KEY_BYTES] = bytes
-                .try_into()
-                .map_err(|_| invalid(format!("keys[{i}].material: not {KEY_BYTES} bytes")))?;
+            let shredded = stored.shred.as_ref().is_some_and(|m| m.shredded.is_some());
+            let material =
+                if shredded {
+                    if !stored.material.is_empty() {
+                        return Err(invalid(format!(
+                            "keys[{i}].material: a shredded key keeps none"
+                        )));
+                    }
+                    None
+                } else {
+                    let bytes = BASE64
+                        .decode(&stored.material)
+                        .map_err(|_| invalid(format!("keys[{i}].material: not base64")))?;
+                    Some(bytes.try_into().map_err(|_| {
+                        invalid(format!("keys[{i}].material: not {KEY_BYTES} bytes"))
+                    })?)
+                };
             let purpose = stored.purpose.unwrap_or_else(|| {
                 if stored.state == KeyState::DecryptOnly {
                     tracing::warn!(
@@ -338,6 +454,7 @@ impl KeyRing {
                     state: stored.state,
                     purpose,
                     namespace: stored.namespace,
+                    shred: stored.shred,
                 },
                 material,
             });
@@ -464,6 +581,109 @@ impl KeyRing {
         )
     }
 
+    /// Marks namespace `namespace`'s own keys for destruction at `due`, by `by`. A key
+    /// marked already keeps its first mark, so a retried schedule moves nothing.
+    pub fn schedule_shred(
+        &mut self,
+        namespace: &str,
+        by: &str,
+        due: SystemTime,
+    ) -> Result<ShredSchedule, KeyRingError> {
+        self.changeable()?;
+        let mark = ShredMark {
+            due: rfc3339(due),
+            by: by.to_owned(),
+            shredded: None,
+        };
+        let mut schedule = ShredSchedule {
+            keys: Vec::new(),
+            due: mark.due.clone(),
+        };
+        for key in self.namespace_keys_mut(namespace) {
+            if key.material.is_none() {
+                continue;
+            }
+            let kept = key.info.shred.get_or_insert_with(|| mark.clone());
+            schedule.due.clone_from(&kept.due);
+            schedule.keys.push(key.info.id.clone());
+        }
+        if !schedule.keys.is_empty() {
+            self.save()?;
+        }
+        Ok(schedule)
+    }
+
+    /// Takes back the destruction of `namespace`'s keys that are not yet destroyed; returns
+    /// them.
+    pub fn restore(&mut self, namespace: &str) -> Result<Vec<String>, KeyRingError> {
+        self.changeable()?;
+        let mut restored = Vec::new();
+        let mut shredded = None;
+        for key in self.namespace_keys_mut(namespace) {
+            match &key.info.shred {
+                Some(mark) if mark.shredded.is_some() => shredded = Some(mark.clone()),
+                Some(_) => {
+                    key.info.shred = None;
+                    restored.push(key.info.id.clone());
+                }
+                None => {}
+            }
+        }
+        if restored.is_empty() {
+            return Err(KeyRingError::NothingToRestore {
+                namespace: namespace.to_owned(),
+                shredded,
+            });
+        }
+        self.save()?;
+        Ok(restored)
+    }
+
+    /// Destroys `namespace`'s keys whose destruction is due by `now`: their material leaves
+    /// the file, which is written anew; the entries stay to say when and by whom.
+    pub fn shred_due(
+        &mut self,
+        namespace: &str,
+        now: SystemTime,
+    ) -> Result<ShredOutcome, KeyRingError> {
+        self.changeable()?;
+        let mut shredded = Vec::new();
+        let mut waiting = None;
+        for key in self.namespace_keys_mut(namespace) {
+            let Some(mark) = &mut key.info.shred else {
+                continue;
+            };
+            if mark.shredded.is_none() {
+                if !is_due(mark, now) {
+                    waiting = Some(mark.due.clone());
+                    continue;
+                }
+                mark.shredded = Some(rfc3339(now));
+                key.material = None;
+                key.info.state = KeyState::DecryptOnly;
+            }
+            shredded.push(key.info.id.clone());
+        }
+        if let Some(due) = waiting {
+            self.save()?;
+            return Ok(ShredOutcome::NotYet(due));
+        }
+        if shredded.is_empty() {
+            return Ok(ShredOutcome::Restored);
+        }
+        self.save()?;
+        Ok(ShredOutcome::Shredded(shredded))
+    }
+
+    fn namespace_keys_mut<'a>(
+        &'a mut self,
+        namespace: &'a str,
+    ) -> impl Iterator<Item = &'a mut Key> + 'a {
+        self.keys.iter_mut().filter(move |k| {
+            k.info.purpose == KeyPurpose::Kek && k.info.namespace.as_deref() == Some(namespace)
+        })
+    }
+
     fn changeable(&self) -> Result<(), KeyRingError> {
         match self.change_lock {
             Some(_) => Ok(()),
@@ -518,8 +738,9 @@ impl KeyRing {
                 state,
                 purpose,
                 namespace,
+                shred: None,
             },
-            material,
+            material: Some(material),
         });
         self.save()
     }
@@ -540,7 +761,8 @@ impl KeyRing {
                     state: k.info.state,
                     purpose: Some(k.info.purpose.clone()),
                     namespace: k.info.namespace.clone(),
-                    material: BASE64.encode(k.material),
+                    shred: k.info.shred.clone(),
+                    material: k.material.map(|m| BASE64.encode(m)).unwrap_or_default(),
                 })
                 .collect(),
         };
@@ -556,11 +778,15 @@ impl KeyRing {
             .map_err(io)
     }
 
-    /// The key encryption key `id`; a samples key is never one.
-    fn kek(&self, id: &str) -> Option<&Key> {
-        self.keys
+    /// The material of key encryption key `id` (a samples key is never one); a shredded
+    /// key says when and by whom.
+    fn kek(&self, id: &str) -> Result<&[u8; KEY_BYTES], CodecError> {
+        let key = self
+            .keys
             .iter()
             .find(|k| k.info.id == id && k.info.purpose == KeyPurpose::Kek)
+            .ok_or_else(|| CodecError::UnknownKey(id.to_owned()))?;
+        key.material.as_ref().ok_or_else(|| shredded(&key.info))
     }
 }
 
@@ -584,21 +810,19 @@ impl KekProvider for KeyRing {
     }
 
     fn kek_namespace(&self, kek_id: &str) -> Result<Option<String>, CodecError> {
-        Ok(self.kek(kek_id).and_then(|k| k.info.namespace.clone()))
+        Ok(self
+            .keys
+            .iter()
+            .find(|k| k.info.id == kek_id && k.info.purpose == KeyPurpose::Kek)
+            .and_then(|k| k.info.namespace.clone()))
     }
 
     fn wrap(&self, kek_id: &str, dek: &[u8], aad: &[u8]) -> Result<Vec<u8>, CodecError> {
-        let key = self
-            .kek(kek_id)
-            .ok_or_else(|| CodecError::UnknownKey(kek_id.to_owned()))?;
-        Aead::new(&key.material)?.seal(dek, aad)
+        Aead::new(self.kek(kek_id)?)?.seal(dek, aad)
     }
 
     fn unwrap(&self, kek_id: &str, wrapped: &[u8], aad: &[u8]) -> Result<Vec<u8>, CodecError> {
-        let key = self
-            .kek(kek_id)
-            .ok_or_else(|| CodecError::UnknownKey(kek_id.to_owned()))?;
-        Aead::new(&key.material)?.open(wrapped, aad, kek_id)
+        Aead::new(self.kek(kek_id)?)?.open(wrapped, aad, kek_id)
     }
 
     fn direct_key(&self, id: &str, namespace: &str) -> Option<[u8; KEY_BYTES]> {
@@ -609,7 +833,22 @@ impl KekProvider for KeyRing {
                     && matches!(&k.info.purpose, KeyPurpose::Samples { namespaces }
                         if namespaces.iter().any(|n| n == namespace))
             })
-            .map(|k| k.material)
+            .and_then(|k| k.material)
+    }
+}
+
+/// The error opening with a shredded key gives.
+pub(crate) fn shredded(info: &KeyInfo) -> CodecError {
+    let mark = info.shred.clone().unwrap_or(ShredMark {
+        due: String::new(),
+        by: "unknown".into(),
+        shredded: None,
+    });
+    CodecError::Shredded {
+        key_id: info.id.clone(),
+        namespace: info.namespace.clone().unwrap_or_default(),
+        at: mark.shredded.unwrap_or(mark.due),
+        by: mark.by,
     }
 }
 
@@ -797,6 +1036,71 @@ impl KekProvider for WatchedKeyRing {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_shredded_key_leaves_the_file_and_opening_says_when_and_by_whom() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keyring.json");
+        let (mut ring, _) = KeyRing::init(&path).unwrap();
+        let (kek, _) = ring.ensure_namespace("doomed").unwrap();
+        let aad = crate::wrap_aad("doomed", &kek);
+        let wrapped = ring.wrap(&kek, &[5; KEY_BYTES], &aad).unwrap();
+        let material =
+            serde_json::from_str::<serde_json::Value>(&std::fs::read_to_string(&path).unwrap())
+                .unwrap()["keys"][1]["material"]
+                .as_str()
+                .unwrap()
+                .to_owned();
+        let now = SystemTime::now();
+        ring.schedule_shred("doomed", "user:ops", now).unwrap();
+        assert_eq!(
+            ring.shred_due("doomed", now).unwrap(),
+            ShredOutcome::Shredded(vec![kek.clone()])
+        );
+        drop(ring);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            !text.contains(&material),
+            "the key's material left the file"
+        );
+        let ring = KeyRing::load(&path).unwrap();
+        let refused = ring.unwrap(&kek, &wrapped, &aad).unwrap_err();
+        assert!(
+            matches!(&refused, CodecError::Shredded { by, namespace, .. }
+                if by == "user:ops" && namespace == "doomed"),
+            "{refused}"
+        );
+        let mut ring = KeyRing::load_for_change(&path).unwrap();
+        let refused = ring.restore("doomed").unwrap_err();
+        assert!(
+            refused.to_string().contains("cannot be restored"),
+            "{refused}"
+        );
+        assert_ne!(ring.ensure_namespace("doomed").unwrap().0, kek);
+    }
+
+    #[test]
+    fn a_restored_key_is_not_shredded_when_its_time_comes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keyring.json");
+        let (mut ring, _) = KeyRing::init(&path).unwrap();
+        let (kek, _) = ring.ensure_namespace("kept").unwrap();
+        let now = SystemTime::now();
+        let first = ring.schedule_shred("kept", "user:ops", now).unwrap();
+        let again = ring
+            .schedule_shred(
+                "kept",
+                "user:other",
+                now + std::time::Duration::from_secs(60),
+            )
+            .unwrap();
+        assert_eq!(first, again, "a retried schedule keeps the first mark");
+        assert_eq!(ring.restore("kept").unwrap(), std::slice::from_ref(&kek));
+        assert_eq!(ring.shred_due("kept", now).unwrap(), ShredOutcome::Restored);
+        let aad = crate::wrap_aad("kept", &kek);
+        let wrapped = ring.wrap(&kek, &[1; KEY_BYTES], &aad).unwrap();
+        assert!(ring.unwrap(&kek, &wrapped, &aad).is_ok());
+    }
 
     #[test]
     fn a_namespaces_own_key_is_made_once_and_rotates_alone() {

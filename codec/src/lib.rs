@@ -25,7 +25,8 @@ pub use hsm::{HsmError, Pkcs11Provider, Pkcs11Settings, SOFTHSM_MODULE};
 pub use json::{payloads_from_json, payloads_to_json};
 pub use keyring::{
     CountingProvider, KEY_BYTES, KekProvider, KeyInfo, KeyPurpose, KeyRing, KeyRingError,
-    KeyRingNamespaceKeys, KeyState, NamespaceKeys, WatchedKeyRing,
+    KeyRingNamespaceKeys, KeyState, NamespaceKeys, ShredMark, ShredOutcome, ShredSchedule,
+    WatchedKeyRing, nothing_to_restore,
 };
 
 /// The Temporal payload type the codec reads and writes.

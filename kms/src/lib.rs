@@ -18,8 +18,10 @@ use aws_sdk_kms::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_kms::primitives::Blob;
 use aws_sdk_kms::types::{KeyMetadata, KeyState as KmsKeyState, Tag};
 use plinth_codec::{
-    CodecError, KEY_BYTES, KekProvider, KeyInfo, KeyPurpose, KeyState, NamespaceKeys, wrap_binding,
+    CodecError, KEY_BYTES, KekProvider, KeyInfo, KeyPurpose, KeyState, NamespaceKeys, ShredMark,
+    ShredOutcome, ShredSchedule, wrap_binding,
 };
+use std::time::SystemTime;
 
 /// How long an alias's target is trusted before KMS is asked again: how soon a rotation is
 /// picked up.
@@ -38,6 +40,13 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 const TAG_KEK: &str = "plinth-kek";
 /// The tag naming the namespace whose own key a key is.
 const TAG_NAMESPACE: &str = "plinth-namespace";
+/// Tags of a key scheduled for destruction: when, and who deleted its namespace; and, once
+/// destroyed (disabled and scheduled for deletion in KMS), when.
+const TAG_SHRED_DUE: &str = "plinth-shred-due";
+const TAG_SHRED_BY: &str = "plinth-shred-by";
+const TAG_SHREDDED: &str = "plinth-shredded-at";
+/// KMS's shortest wait before it deletes a key; the key is disabled at once.
+const KMS_DELETION_WINDOW_DAYS: i32 = 7;
 /// The encryption context's keys: what a wrapped data key is, and its namespace.
 const CONTEXT_PURPOSE: (&str, &str) = ("plinth", "dek/v1");
 const CONTEXT_NAMESPACE: &str = "namespace";
@@ -86,10 +95,16 @@ pub enum KmsError {
          namespace, `<name>.<account>` on Temporal Cloud), once it is provisioned"
     )]
     NoSuchNamespace(String),
+    /// `plinth keys restore` found nothing to keep.
+    #[error("{0}")]
+    NothingToRestore(String),
     /// The installation's key or alias does not exist.
     #[error("aws-kms: key {0:?} does not exist: run `plinth keys init`")]
     NoKey(String),
 }
+
+/// A key's tags, by tag key.
+type Tags = HashMap<String, String>;
 
 /// An alias's target as last asked, or that it has none.
 #[derive(Clone)]
@@ -320,10 +335,53 @@ impl AwsKmsProvider {
                 },
                 purpose: KeyPurpose::Kek,
                 namespace,
+                shred: shred_mark(&tags),
             });
         }
         keys.sort_by(|a, b| a.created.cmp(&b.created).then(a.id.cmp(&b.id)));
         Ok(keys)
+    }
+
+    /// Every key of `namespace`'s own (by tag), with its tags.
+    fn namespace_keys(&self, namespace: &str) -> Result<Vec<(String, Tags)>, KmsError> {
+        let mut found = Vec::new();
+        let mut marker = None;
+        loop {
+            let page = self.call("ListKeys", "*", |c| {
+                c.list_keys().set_marker(marker.clone()).send()
+            })?;
+            for arn in page.keys().iter().filter_map(|k| k.key_arn()) {
+                let tags = self.tags(arn)?;
+                if tags.get(TAG_NAMESPACE).map(String::as_str) == Some(namespace) {
+                    found.push((arn.to_owned(), tags));
+                }
+            }
+            match page.next_marker() {
+                Some(next) if page.truncated() => marker = Some(next.to_owned()),
+                _ => break,
+            }
+        }
+        Ok(found)
+    }
+
+    fn tag(&self, arn: &str, tags: &[(&str, &str)]) -> Result<(), KmsError> {
+        let tags: Vec<Tag> = tags
+            .iter()
+            .map(|(key, value)| {
+                Tag::builder()
+                    .tag_key(*key)
+                    .tag_value(*value)
+                    .build()
+                    .expect("key and value are set")
+            })
+            .collect();
+        self.call("TagResource", arn, |c| {
+            c.tag_resource()
+                .key_id(arn)
+                .set_tags(Some(tags.clone()))
+                .send()
+        })
+        .map(drop)
     }
 
     /// A new symmetric key, tagged as Plinth's (and with its namespace); returns its ARN.
@@ -383,7 +441,7 @@ impl AwsKmsProvider {
         }
     }
 
-    fn tags(&self, arn: &str) -> Result<HashMap<String, String>, KmsError> {
+    fn tags(&self, arn: &str) -> Result<Tags, KmsError> {
         let answer = self.call("ListResourceTags", arn, |c| {
             c.list_resource_tags().key_id(arn).send()
         })?;
@@ -470,6 +528,21 @@ impl AwsKmsProvider {
         lookups.1 += 1;
         Ok(())
     }
+}
+
+/// A key's shred mark, from its tags.
+fn shred_mark(tags: &Tags) -> Option<ShredMark> {
+    Some(ShredMark {
+        due: tags.get(TAG_SHRED_DUE)?.clone(),
+        by: tags.get(TAG_SHRED_BY).cloned().unwrap_or_default(),
+        shredded: tags.get(TAG_SHREDDED).cloned(),
+    })
+}
+
+fn rfc3339(at: SystemTime) -> String {
+    aws_sdk_kms::primitives::DateTime::from(at)
+        .fmt(aws_sdk_kms::primitives::DateTimeFormat::DateTime)
+        .unwrap_or_default()
 }
 
 fn is_alias(key: &str) -> bool {
@@ -604,6 +677,24 @@ impl KekProvider for AwsKmsProvider {
             {
                 return Err(CodecError::UnknownKey(kek_id.to_owned()));
             }
+            // A key Plinth shredded says so; another disabled key is an outage to fix.
+            Err(e)
+                if matches!(
+                    e.code(),
+                    Some("DisabledException" | "KMSInvalidStateException")
+                ) =>
+            {
+                let tags = self.tags(kek_id).map_err(|e| kms_error(kek_id, e))?;
+                return Err(match shred_mark(&tags) {
+                    Some(mark) if mark.shredded.is_some() => CodecError::Shredded {
+                        key_id: kek_id.to_owned(),
+                        namespace: tags.get(TAG_NAMESPACE).cloned().unwrap_or_default(),
+                        at: mark.shredded.unwrap_or_default(),
+                        by: mark.by,
+                    },
+                    _ => kms_error(kek_id, call_error("Decrypt", kek_id, e)),
+                });
+            }
             Err(e) => return Err(kms_error(kek_id, call_error("Decrypt", kek_id, e))),
         };
         // KMS opens a ciphertext under the key it names; a key id that differs means the
@@ -653,5 +744,120 @@ impl NamespaceKeys for AwsKmsProvider {
             .map_err(failed)?
             .map(|meta| arn_of(&meta))
             .ok_or_else(|| CodecError::NoNamespaceKey(namespace.to_owned()))
+    }
+
+    fn schedule_shred(
+        &self,
+        namespace: &str,
+        by: &str,
+        due: SystemTime,
+    ) -> Result<ShredSchedule, CodecError> {
+        let failed = |e| kms_error(&format!("(namespace {namespace})"), e);
+        let mut schedule = ShredSchedule {
+            keys: Vec::new(),
+            due: rfc3339(due),
+        };
+        for (arn, tags) in self.namespace_keys(namespace).map_err(failed)? {
+            if tags.contains_key(TAG_SHREDDED) {
+                continue;
+            }
+            match tags.get(TAG_SHRED_DUE) {
+                Some(first) => schedule.due.clone_from(first),
+                None => self
+                    .tag(&arn, &[(TAG_SHRED_DUE, &schedule.due), (TAG_SHRED_BY, by)])
+                    .map_err(failed)?,
+            }
+            schedule.keys.push(arn);
+        }
+        Ok(schedule)
+    }
+
+    /// Tags each due key as shredded, then disables it and has KMS delete it after its
+    /// shortest window; the namespace's alias goes, so a namespace made again gets a new key.
+    fn shred_due(&self, namespace: &str) -> Result<ShredOutcome, CodecError> {
+        let failed = |e| kms_error(&format!("(namespace {namespace})"), e);
+        let now = SystemTime::now();
+        let mut shredded = Vec::new();
+        for (arn, tags) in self.namespace_keys(namespace).map_err(failed)? {
+            let Some(mark) = shred_mark(&tags) else {
+                continue;
+            };
+            if mark.shredded.is_none() {
+                let due = aws_sdk_kms::primitives::DateTime::from_str(
+                    &mark.due,
+                    aws_sdk_kms::primitives::DateTimeFormat::DateTime,
+                )
+                .ok()
+                .and_then(|d| SystemTime::try_from(d).ok());
+                if due.is_some_and(|due| due > now) {
+                    return Ok(ShredOutcome::NotYet(mark.due));
+                }
+                self.tag(&arn, &[(TAG_SHREDDED, &rfc3339(now))])
+                    .map_err(failed)?;
+            }
+            self.call("DisableKey", &arn, |c| c.disable_key().key_id(&arn).send())
+                .map_err(failed)?;
+            let scheduled = self.run(
+                self.client
+                    .schedule_key_deletion()
+                    .key_id(&arn)
+                    .pending_window_in_days(KMS_DELETION_WINDOW_DAYS)
+                    .send(),
+            );
+            match scheduled {
+                // Scheduled by an earlier try.
+                Err(e) if e.code() == Some("KMSInvalidStateException") => {}
+                other => {
+                    other
+                        .map_err(|e| call_error("ScheduleKeyDeletion", &arn, e))
+                        .map_err(failed)?;
+                }
+            }
+            shredded.push(arn);
+        }
+        if shredded.is_empty() {
+            return Ok(ShredOutcome::Restored);
+        }
+        let alias = self.namespace_alias(namespace);
+        let deleted = self.run(self.client.delete_alias().alias_name(&alias).send());
+        match deleted {
+            Err(e)
+                if !e
+                    .as_service_error()
+                    .is_some_and(|e| e.is_not_found_exception()) =>
+            {
+                return Err(failed(call_error("DeleteAlias", &alias, e)));
+            }
+            _ => self.forget(&alias),
+        }
+        Ok(ShredOutcome::Shredded(shredded))
+    }
+
+    fn restore(&self, namespace: &str) -> Result<Vec<String>, CodecError> {
+        let failed = |e| kms_error(&format!("(namespace {namespace})"), e);
+        let (mut restored, mut gone) = (Vec::new(), None);
+        for (arn, tags) in self.namespace_keys(namespace).map_err(failed)? {
+            match shred_mark(&tags) {
+                Some(mark) if mark.shredded.is_some() => gone = Some(mark),
+                Some(_) => {
+                    self.call("UntagResource", &arn, |c| {
+                        c.untag_resource()
+                            .key_id(&arn)
+                            .tag_keys(TAG_SHRED_DUE)
+                            .tag_keys(TAG_SHRED_BY)
+                            .send()
+                    })
+                    .map_err(failed)?;
+                    restored.push(arn);
+                }
+                None => {}
+            }
+        }
+        if restored.is_empty() {
+            return Err(failed(KmsError::NothingToRestore(
+                plinth_codec::nothing_to_restore(namespace, gone.as_ref()),
+            )));
+        }
+        Ok(restored)
     }
 }

@@ -209,3 +209,57 @@ fn when_kms_is_down_sealing_fails_closed_and_opening_serves_from_the_cache() {
     assert_eq!(*provider, "aws-kms");
     assert!(key == &kek || key == &format!("alias/{TEST}"), "{refused}");
 }
+
+#[test]
+fn a_shredded_namespace_key_is_disabled_and_deleted_in_kms_and_says_by_whom() {
+    let Some(kms) =
+        provider("a_shredded_namespace_key_is_disabled_and_deleted_in_kms_and_says_by_whom")
+    else {
+        return;
+    };
+    let kek = kms.ensure("doomed").unwrap();
+    let wrapped = kms
+        .wrap(&kek, &[9; KEY_BYTES], &wrap_aad("doomed", &kek))
+        .unwrap();
+    let now = std::time::SystemTime::now();
+    // Scheduled, then restored: nothing is destroyed.
+    let scheduled = kms
+        .schedule_shred("doomed", "user:ops@example.com", now)
+        .unwrap();
+    assert_eq!(scheduled.keys, std::slice::from_ref(&kek));
+    assert_eq!(kms.restore("doomed").unwrap(), std::slice::from_ref(&kek));
+    assert_eq!(
+        kms.shred_due("doomed").unwrap(),
+        plinth_codec::ShredOutcome::Restored
+    );
+    kms.unwrap(&kek, &wrapped, &wrap_aad("doomed", &kek))
+        .unwrap();
+
+    kms.schedule_shred("doomed", "user:ops@example.com", now)
+        .unwrap();
+    assert_eq!(
+        kms.shred_due("doomed").unwrap(),
+        plinth_codec::ShredOutcome::Shredded(vec![kek.clone()])
+    );
+    let refused = kms
+        .unwrap(&kek, &wrapped, &wrap_aad("doomed", &kek))
+        .unwrap_err();
+    let CodecError::Shredded { namespace, by, .. } = &refused else {
+        panic!("{refused}");
+    };
+    assert_eq!(
+        (namespace.as_str(), by.as_str()),
+        ("doomed", "user:ops@example.com")
+    );
+    let state = boto3(&format!(
+        "print(kms.describe_key(KeyId={kek:?})['KeyMetadata']['KeyState'])"
+    ));
+    assert_eq!(state.trim(), "PendingDeletion");
+    let refused = kms.restore("doomed").unwrap_err();
+    assert!(
+        refused.to_string().contains("cannot be restored"),
+        "{refused}"
+    );
+    // The name made again gets a key of its own, not the shredded one.
+    assert_ne!(kms.ensure("doomed").unwrap(), kek);
+}

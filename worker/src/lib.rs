@@ -21,6 +21,15 @@ use temporalio_client::{Client, ClientOptions, Connection};
 use temporalio_sdk::runtime::RuntimeOptions;
 use temporalio_sdk::{Runtime, Worker, WorkerOptions};
 
+/// Namespaces' own keys (`[keys] per_namespace`).
+#[derive(Clone, Debug)]
+pub struct NamespaceKeySettings {
+    /// Where the keys are made and destroyed.
+    pub keys: Arc<dyn plinth_codec::NamespaceKeys>,
+    /// How long a namespace deleted with `spec.shredOnDelete` keeps its keys.
+    pub shred_delay: Duration,
+}
+
 /// Metrics scraping: the targets by name, where their samples go, and what is left out.
 #[derive(Clone, Debug, Default)]
 pub struct MetricsSettings {
@@ -85,7 +94,7 @@ impl PlinthWorker {
         settings: &ControlSettings,
         platform: PlatformSettings,
         metrics: MetricsSettings,
-        namespace_keys: Option<Arc<dyn plinth_codec::NamespaceKeys>>,
+        namespace_keys: Option<NamespaceKeySettings>,
     ) -> Result<Self, WorkerError> {
         ensure_namespace(&connection, &settings.namespace).await?;
         let setup = |e: &dyn std::fmt::Display| WorkerError::Setup(e.to_string());
@@ -117,8 +126,8 @@ impl PlinthWorker {
             platform.rules,
             platform.resync_interval,
         );
-        if let Some(keys) = namespace_keys {
-            namespaces = namespaces.with_namespace_keys(keys);
+        if let Some(NamespaceKeySettings { keys, shred_delay }) = namespace_keys {
+            namespaces = namespaces.with_namespace_keys(keys, shred_delay);
         }
         let targets: Vec<ScrapeTarget> = metrics
             .targets

@@ -126,6 +126,59 @@ impl ActivityDefinition for DeleteNamespace {
     }
 }
 
+/// Input of `ScheduleShred`: the namespace resource's `spec.name`, and who deleted it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShredRequest {
+    /// `spec.name`.
+    pub name: String,
+    /// Who deleted it, as the platform API identified them.
+    pub by: String,
+}
+
+/// What `ScheduleShred` and `ShredKeys` found: the namespace's keys, when they are destroyed,
+/// and how long until then (0: destroyed, or restored).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShredPlan {
+    /// The Temporal namespace whose keys these are.
+    pub namespace: String,
+    /// The keys marked (or destroyed).
+    pub keys: Vec<String>,
+    /// When they are destroyed (RFC 3339).
+    pub due: String,
+    /// Seconds until then; 0 once done.
+    pub wait_secs: u64,
+    /// `plinth keys restore` took the destruction back.
+    pub restored: bool,
+}
+
+/// Activity `ScheduleShred`: marks a deleted namespace's own keys for destruction after
+/// `[keys] shred_delay`; a mark made already stands.
+#[derive(Clone, Copy, Debug)]
+pub struct ScheduleShred;
+
+impl ActivityDefinition for ScheduleShred {
+    type Input = ShredRequest;
+    type Output = ShredPlan;
+
+    fn name(&self) -> &str {
+        "ScheduleShred"
+    }
+}
+
+/// Activity `ShredKeys`: destroys the keys of the namespace (`spec.name`) whose time has
+/// come, unless restored.
+#[derive(Clone, Copy, Debug)]
+pub struct ShredKeys;
+
+impl ActivityDefinition for ShredKeys {
+    type Input = String;
+    type Output = ShredPlan;
+
+    fn name(&self) -> &str {
+        "ShredKeys"
+    }
+}
+
 /// Input of `SeedAccess`: the Temporal namespace and its owner group.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AccessSeed {

@@ -12,7 +12,7 @@ use temporalio_sdk::{
 
 use crate::contracts::{
     AccessSeed, DeleteNamespace, LoadPlatformSettings, ReconcileNamespace, ReconcileReport,
-    RemoveAccessSchedule, SeedAccess, ValidateNamespace,
+    RemoveAccessSchedule, ScheduleShred, SeedAccess, ShredKeys, ShredRequest, ValidateNamespace,
 };
 use crate::handover::{hand_over_when_long, wait_for_handlers};
 
@@ -44,6 +44,8 @@ pub struct ProvisionNamespace {
     /// The spec the workflow was started with failed validation.
     spec_invalid: bool,
     delete_requested: bool,
+    /// Who asked for the deletion.
+    deleted_by: Option<String>,
     /// What search attributes and memo last showed; unchanged state is not written again.
     published: Option<Namespace>,
 }
@@ -112,11 +114,13 @@ impl ProvisionNamespace {
         Ok(result)
     }
 
-    /// Deletes the namespace, unless the spec keeps deletion protection on.
+    /// Deletes the namespace, unless the spec keeps deletion protection on; `by` is who
+    /// asked, recorded with a key shredding.
     #[update]
     pub fn delete(
         &mut self,
         ctx: &mut SyncWorkflowContext<Self>,
+        by: Option<String>,
     ) -> Result<Namespace, UpdateError> {
         let spec = self.resource.spec_or_default();
         if !spec.allow_deletion {
@@ -127,7 +131,11 @@ impl ProvisionNamespace {
             .into());
         }
         let now = ctx.workflow_time().map(rfc3339).unwrap_or_default();
+        if self.delete_requested {
+            return Ok(self.resource.clone());
+        }
         self.delete_requested = true;
+        self.deleted_by = by;
         self.set_phase(
             phase::DELETING,
             &now,
@@ -157,6 +165,7 @@ impl ProvisionNamespace {
             dirty: true,
             spec_invalid: false,
             delete_requested: false,
+            deleted_by: None,
             published: None,
         }
     }
@@ -355,13 +364,91 @@ async fn delete(ctx: &mut WorkflowContext<ProvisionNamespace>) -> WorkflowResult
     // No access run may start against a namespace on its way out.
     ctx.execute_activity(RemoveAccessSchedule, name.clone(), backend_activity())
         .await?;
-    ctx.execute_activity(DeleteNamespace, name, backend_activity())
+    ctx.execute_activity(DeleteNamespace, name.clone(), backend_activity())
         .await?;
-    let now = now(ctx);
-    ctx.state_mut(|s| s.set_phase(phase::DELETED, &now, "Deleted", "namespace deleted"));
+    if ctx.state(|s| s.resource.spec_or_default().shred_on_delete) {
+        shred_keys(ctx, name).await?;
+    } else {
+        let now = now(ctx);
+        ctx.state_mut(|s| s.set_phase(phase::DELETED, &now, "Deleted", "namespace deleted"));
+    }
     publish(ctx);
     wait_for_handlers(ctx).await?;
     Ok(ctx.state(|s| s.resource.clone()))
+}
+
+/// Marks the deleted namespace's own keys for destruction and says so (phase Deleted: the
+/// namespace is gone), waits out `[keys] shred_delay` (in which `plinth keys restore` takes
+/// it back), then has them destroyed.
+async fn shred_keys(
+    ctx: &mut WorkflowContext<ProvisionNamespace>,
+    name: String,
+) -> WorkflowResult<()> {
+    let by = ctx
+        .state(|s| s.deleted_by.clone())
+        .unwrap_or_else(|| "unknown".into());
+    let mut plan = ctx
+        .execute_activity(
+            ScheduleShred,
+            ShredRequest {
+                name: name.clone(),
+                by,
+            },
+            backend_activity(),
+        )
+        .await?;
+    let scheduled = now(ctx);
+    if plan.keys.is_empty() {
+        ctx.state_mut(|s| {
+            s.set_phase(
+                phase::DELETED,
+                &scheduled,
+                "NothingToShred",
+                "namespace deleted; it had no key of its own to shred",
+            )
+        });
+        return Ok(());
+    }
+    let message = format!(
+        "namespace deleted; its {} key(s) are shredded at {}; until then `plinth keys restore \
+         --namespace {}` keeps them",
+        plan.keys.len(),
+        plan.due,
+        plan.namespace
+    );
+    ctx.state_mut(|s| {
+        s.set_phase(phase::DELETED, &scheduled, "ShredScheduled", &message);
+        s.status_mut().message.clone_from(&message);
+    });
+    publish(ctx);
+    loop {
+        if plan.wait_secs > 0 {
+            ctx.timer(Duration::from_secs(plan.wait_secs)).await;
+        }
+        plan = ctx
+            .execute_activity(ShredKeys, name.clone(), backend_activity())
+            .await?;
+        if plan.wait_secs == 0 {
+            break;
+        }
+    }
+    let now = now(ctx);
+    let (reason, message) = if plan.restored {
+        (
+            "KeysRestored",
+            format!("keys of {} restored; nothing was shredded", plan.namespace),
+        )
+    } else {
+        (
+            "KeysShredded",
+            format!("keys {} shredded", plan.keys.join(", ")),
+        )
+    };
+    ctx.state_mut(|s| {
+        s.status_mut().message.clone_from(&message);
+        record(s.status_mut(), &now, reason, &message);
+    });
+    Ok(())
 }
 
 /// Keeps search attributes and memo in step with the state, so reads are a describe or a

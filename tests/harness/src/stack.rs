@@ -471,7 +471,17 @@ impl PlinthStack {
     /// payments team's, adds the team to its writers, and waits until the access run has
     /// granted them.
     pub fn provision_for_team(&self, name: &str, temporal_name: &str) -> anyhow::Result<()> {
-        let yaml = crate::cli::namespace_yaml(name, temporal_name, PAYMENTS_TEAM, 3, "");
+        self.provision_for_team_with(name, temporal_name, "")
+    }
+
+    /// [`Self::provision_for_team`] with `extra_spec` (indented YAML lines) in the spec.
+    pub fn provision_for_team_with(
+        &self,
+        name: &str,
+        temporal_name: &str,
+        extra_spec: &str,
+    ) -> anyhow::Result<()> {
+        let yaml = crate::cli::namespace_yaml(name, temporal_name, PAYMENTS_TEAM, 3, extra_spec);
         crate::cli::ok(self.apply_as(PAYMENTS_MEMBER, &yaml, &["--wait"]));
         let writers = format!("TEMPORAL-ns-{temporal_name}");
         crate::cli::ok(self.plinth_as(

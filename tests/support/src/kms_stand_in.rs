@@ -1,8 +1,8 @@
 //! A stand-in for AWS KMS: `moto` in server mode (PyPI, pinned in scripts/ensure-tools.sh),
 //! which speaks the KMS JSON protocol with SigV4-signed requests as AWS does. It is not AWS:
-//! it keeps keys in memory and, unlike KMS, still decrypts under a disabled key or one
-//! scheduled for deletion. `boto3`, AWS's own SDK for Python, talks to it as the independent
-//! client of cross-checks.
+//! it keeps keys in memory. Where moto departs from KMS's public contract in what Plinth
+//! relies on, [`FAITHFUL`] brings it back. `boto3`, AWS's own SDK for Python, talks to it as
+//! the independent client of cross-checks.
 
 use std::net::TcpStream;
 use std::process::Command;
@@ -20,6 +20,42 @@ pub struct KmsStandIn {
     port: u16,
 }
 
+/// moto's server, made to keep two rules of KMS's API reference that moto 5.2 does not:
+/// `Encrypt` and `Decrypt` refuse a key that is not enabled (`DisabledException`,
+/// `KMSInvalidStateException`), and key management calls take a key ARN as well as its id.
+const FAITHFUL: &str = r#"
+import sys
+from moto.core.exceptions import JsonRESTError
+from moto.kms.models import KmsBackend
+
+def usable(backend, key_id):
+    key = backend.keys[backend.any_id_to_key_id(key_id)]
+    if key.key_state == "Disabled":
+        raise JsonRESTError("DisabledException", f"{key.arn} is disabled.")
+    if key.key_state != "Enabled":
+        raise JsonRESTError("KMSInvalidStateException", f"{key.arn} is {key.key_state}.")
+
+encrypt, decrypt = KmsBackend.encrypt, KmsBackend.decrypt
+def checked_encrypt(self, key_id, plaintext, encryption_context):
+    usable(self, key_id)
+    return encrypt(self, key_id, plaintext, encryption_context)
+def checked_decrypt(self, ciphertext_blob, encryption_context, key_id=None):
+    plaintext, arn = decrypt(self, ciphertext_blob, encryption_context, key_id)
+    usable(self, arn)
+    return plaintext, arn
+KmsBackend.encrypt, KmsBackend.decrypt = checked_encrypt, checked_decrypt
+
+def by_any_id(method):
+    def call(self, key_id, *args, **kwargs):
+        return method(self, self.any_id_to_key_id(key_id), *args, **kwargs)
+    return call
+for name in ("disable_key", "enable_key", "cancel_key_deletion", "schedule_key_deletion"):
+    setattr(KmsBackend, name, by_any_id(getattr(KmsBackend, name)))
+
+from moto.server import main
+main(sys.argv[1:])
+"#;
+
 /// The region and made-up credentials every client of the stand-in uses.
 const REGION: &str = "eu-central-1";
 const ACCESS_KEY: &str = "AKIAPLINTHTEST";
@@ -31,14 +67,7 @@ impl KmsStandIn {
         let dir = tempfile::Builder::new().prefix("kms-stand-in-").tempdir()?;
         let port = free_port();
         let mut command = Command::new("python3");
-        command.args([
-            "-m",
-            "moto.server",
-            "-H",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-        ]);
+        command.args(["-c", FAITHFUL, "-H", "127.0.0.1", "-p", &port.to_string()]);
         let process = Guarded::spawn(&command, &dir.path().join("moto.log"))
             .context("start moto (PyPI moto[server]; scripts/test installs it)")?;
         let deadline = Instant::now() + Duration::from_secs(60);
