@@ -26,7 +26,7 @@ use plinth_proto::v1::{
 use plinth_proto::{
     ValidationRules, check_update, outcome, phase, validate_metrics_target, validate_namespace,
 };
-use plinth_workflows::{PolicyWorkflow, ProvisionNamespace, ScrapeMetricsWorkflow};
+use plinth_workflows::{Deleter, PolicyWorkflow, ProvisionNamespace, ScrapeMetricsWorkflow};
 use temporalio_client::errors::{WorkflowUpdateError, WorkflowUpdateWithStartError};
 use temporalio_client::{
     Client, WorkflowExecuteUpdateOptions, WorkflowIdConflictPolicy, WorkflowIdReusePolicy,
@@ -391,7 +391,7 @@ impl PlatformService for PlatformApi {
             .get_workflow_handle::<ProvisionNamespace>(workflow_id(&name))
             .execute_update(
                 ProvisionNamespace::delete,
-                Some(identity.to_string()),
+                Deleter(Some(identity.to_string())),
                 WorkflowExecuteUpdateOptions::default(),
             )
             .await

@@ -53,10 +53,10 @@ pub(crate) struct SealingKey {
 }
 
 /// A wrapped data key once unwrapped, as what it was unwrapped for: a hit must match all of
-/// it. `key` is `None` when the wrapped key was altered: payloads that repeat a forged key
-/// cost the provider one refusal, not one each.
+/// it. `key` is the refusal when the provider's answer was final (the wrapped key altered,
+/// its KEK shredded): payloads that repeat it cost the provider one call, not one each.
 struct Unwrapped {
-    key: Option<Arc<Aead>>,
+    key: Result<Arc<Aead>, CodecError>,
     kek_id: String,
     namespace: String,
     at: Instant,
@@ -167,9 +167,7 @@ impl DataKeys {
             && hit.namespace == namespace
             && hit.at.elapsed() < self.policy.cache_lifetime
         {
-            return hit.key.clone().ok_or_else(|| CodecError::Tampered {
-                key_id: kek_id.to_owned(),
-            });
+            return hit.key.clone();
         }
         // Another namespace's own key opens nothing of this one, whoever wrapped with it. A
         // key's namespace never changes, so a hit above was checked when it was unwrapped.
@@ -185,9 +183,9 @@ impl DataKeys {
             .provider
             .unwrap(kek_id, wrapped, &wrap_aad(namespace, kek_id))
         {
-            Ok(raw) => Some(Arc::new(Aead::new(&raw)?)),
-            // Only a definite refusal is kept: an unknown key may yet arrive, an outage pass.
-            Err(CodecError::Tampered { .. }) => None,
+            Ok(raw) => Ok(Arc::new(Aead::new(&raw)?)),
+            // Only a final refusal is kept: an unknown key may yet arrive, an outage pass.
+            Err(e @ (CodecError::Tampered { .. } | CodecError::Shredded { .. })) => Err(e),
             Err(e) => return Err(e),
         };
         let mut cache = self.unwrapped.lock().expect("cache lock");
@@ -205,9 +203,7 @@ impl DataKeys {
         if cache.0.insert(wrapped.to_vec(), entry).is_none() {
             cache.1.push_back(wrapped.to_vec());
         }
-        key.ok_or_else(|| CodecError::Tampered {
-            key_id: kek_id.to_owned(),
-        })
+        key
     }
 }
 

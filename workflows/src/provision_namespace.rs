@@ -4,6 +4,10 @@ use plinth_control::contract::{KIND_ATTRIBUTE, OWNER_ATTRIBUTE, PHASE_ATTRIBUTE,
 use plinth_proto::v1::{Condition, Event, Namespace, NamespaceStatus};
 use plinth_proto::{FieldError, check_update, outcome, phase};
 use serde::{Deserialize, Serialize};
+use temporalio_common::data_converters::{
+    PayloadConversionError, SerializationContext, TemporalDeserializable, TemporalSerializable,
+};
+use temporalio_common::protos::temporal::api::common::v1::Payload;
 use temporalio_macros::{workflow, workflow_methods};
 use temporalio_sdk::{
     ActivityExecutionError, ActivityOptions, LocalActivityOptions, SyncWorkflowContext,
@@ -25,6 +29,38 @@ pub struct ApplyResult {
     pub outcome: String,
     /// The resource after the apply (status as of acceptance).
     pub resource: Namespace,
+}
+
+/// Input of the `delete` update: who asks, as the platform API identified them. Histories
+/// recorded before it existed carry no input at all (the update took `()`), read as nobody
+/// named; so it is (de)serialized by hand, as one JSON payload or none.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Deleter(pub Option<String>);
+
+impl TemporalSerializable for Deleter {
+    fn to_payload(&self, _: &SerializationContext<'_>) -> Result<Payload, PayloadConversionError> {
+        Ok(Payload {
+            metadata: [("encoding".to_owned(), b"json/plain".to_vec())].into(),
+            data: serde_json::to_vec(&self.0)
+                .map_err(|e| PayloadConversionError::EncodingError(e.into()))?,
+            ..Default::default()
+        })
+    }
+}
+
+impl TemporalDeserializable for Deleter {
+    fn from_payloads(
+        _: &SerializationContext<'_>,
+        payloads: Vec<Payload>,
+    ) -> Result<Self, PayloadConversionError> {
+        match payloads.as_slice() {
+            [] => Ok(Self(None)),
+            [payload] => serde_json::from_slice(&payload.data)
+                .map(Self)
+                .map_err(|e| PayloadConversionError::EncodingError(e.into())),
+            _ => Err(PayloadConversionError::WrongEncoding),
+        }
+    }
 }
 
 /// Why an update was refused; the message reaches the caller.
@@ -120,7 +156,7 @@ impl ProvisionNamespace {
     pub fn delete(
         &mut self,
         ctx: &mut SyncWorkflowContext<Self>,
-        by: Option<String>,
+        by: Deleter,
     ) -> Result<Namespace, UpdateError> {
         let spec = self.resource.spec_or_default();
         if !spec.allow_deletion {
@@ -135,7 +171,7 @@ impl ProvisionNamespace {
             return Ok(self.resource.clone());
         }
         self.delete_requested = true;
-        self.deleted_by = by;
+        self.deleted_by = by.0;
         self.set_phase(
             phase::DELETING,
             &now,
