@@ -50,6 +50,12 @@ pub async fn run(config: &Config, home: &Home, args: &WorkerArgs) -> anyhow::Res
     let target = options.target.to_string();
     let connection = plinth_control::connect(options).await?;
     let platform = crate::platform::settings(config, home, &connection, &address)?;
+    if config.keys.shred_delay.is_zero() {
+        anyhow::bail!(
+            "[keys] shred_delay: 0 would leave no time for `plinth keys restore` before a deleted \
+             namespace's keys are destroyed; give it a duration (7d by default)"
+        );
+    }
     let keys = crate::codec::namespace_keys(config, home)?.map(|keys| {
         plinth_worker::NamespaceKeySettings {
             keys,

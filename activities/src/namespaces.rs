@@ -60,9 +60,11 @@ impl NamespaceActivities {
         self
     }
 
-    /// Runs `call` on the namespace keys off the runtime (files, tokens and KMS calls block).
+    /// Runs `call` on the namespace keys off the runtime (files, tokens and KMS calls block),
+    /// heartbeating meanwhile.
     async fn on_keys<T: Send + 'static>(
         &self,
+        ctx: ActivityContext,
         namespace: &str,
         call: impl FnOnce(&dyn NamespaceKeys) -> Result<T, CodecError> + Send + 'static,
     ) -> Result<T, ActivityError> {
@@ -71,16 +73,19 @@ impl NamespaceActivities {
                 ApplicationFailure::non_retryable(CodecError::NoNamespaceKey(namespace.to_owned())),
             ));
         };
-        tokio::task::spawn_blocking(move || call(keys.as_ref()))
-            .await
-            .unwrap_or_else(|e| {
-                Err(CodecError::Provider {
-                    provider: "namespace keys",
-                    key: namespace.to_owned(),
-                    reason: e.to_string(),
+        let work = async move {
+            tokio::task::spawn_blocking(move || call(keys.as_ref()))
+                .await
+                .unwrap_or_else(|e| {
+                    Err(CodecError::Provider {
+                        provider: "namespace keys",
+                        key: namespace.to_owned(),
+                        reason: e.to_string(),
+                    })
                 })
-            })
-            .map_err(key_failure)
+                .map_err(key_failure)
+        };
+        crate::heartbeat::with_heartbeat(ctx, work).await
     }
 }
 
@@ -138,14 +143,16 @@ impl NamespaceActivities {
     #[activity(definition = ScheduleShred)]
     pub async fn schedule_shred(
         self: Arc<Self>,
-        _ctx: ActivityContext,
+        ctx: ActivityContext,
         request: ShredRequest,
     ) -> Result<ShredPlan, ActivityError> {
         let namespace = self.backend.temporal_name(&request.name);
         let due = std::time::SystemTime::now() + self.shred_delay;
         let (name, by) = (namespace.clone(), request.by);
         let schedule = self
-            .on_keys(&namespace, move |keys| keys.schedule_shred(&name, &by, due))
+            .on_keys(ctx, &namespace, move |keys| {
+                keys.schedule_shred(&name, &by, due)
+            })
             .await?;
         tracing::info!(
             target: "plinth::audit",
@@ -167,13 +174,13 @@ impl NamespaceActivities {
     #[activity(definition = ShredKeys)]
     pub async fn shred_keys(
         self: Arc<Self>,
-        _ctx: ActivityContext,
+        ctx: ActivityContext,
         name: String,
     ) -> Result<ShredPlan, ActivityError> {
         let namespace = self.backend.temporal_name(&name);
         let ns = namespace.clone();
         let outcome = self
-            .on_keys(&namespace, move |keys| keys.shred_due(&ns))
+            .on_keys(ctx, &namespace, move |keys| keys.shred_due(&ns))
             .await?;
         let mut plan = ShredPlan {
             namespace: namespace.clone(),

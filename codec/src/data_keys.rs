@@ -162,12 +162,24 @@ impl DataKeys {
         kek_id: &str,
         wrapped: &[u8],
     ) -> Result<Arc<Aead>, CodecError> {
-        if let Some(hit) = self.unwrapped.lock().expect("cache lock").0.get(wrapped)
-            && hit.kek_id == kek_id
-            && hit.namespace == namespace
-            && hit.at.elapsed() < self.policy.cache_lifetime
-        {
-            return hit.key.clone();
+        let hit = self
+            .unwrapped
+            .lock()
+            .expect("cache lock")
+            .0
+            .get(wrapped)
+            .filter(|hit| {
+                hit.kek_id == kek_id
+                    && hit.namespace == namespace
+                    && hit.at.elapsed() < self.policy.cache_lifetime
+            })
+            .map(|hit| hit.key.clone());
+        if let Some(key) = hit {
+            // A key shredded since stops opening at once where the provider can tell.
+            return match self.provider.shredded(kek_id) {
+                Some(refusal) => Err(refusal),
+                None => key,
+            };
         }
         // Another namespace's own key opens nothing of this one, whoever wrapped with it. A
         // key's namespace never changes, so a hit above was checked when it was unwrapped.
@@ -217,6 +229,36 @@ mod tests {
         let aad = wrap_aad("orders.acme", "alias/plinth");
         assert_eq!(wrap_binding(&aad), Some(("orders.acme", "alias/plinth")));
         assert_eq!(wrap_binding(b"plinth/dek/v2\0orders\0k"), None);
+    }
+
+    #[test]
+    fn a_data_key_in_memory_stops_opening_once_its_key_is_shredded() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keyring.json");
+        let (mut ring, _) = KeyRing::init(&path).unwrap();
+        let (kek, _) = ring.ensure_namespace("doomed").unwrap();
+        drop(ring);
+        let watched = Arc::new(crate::WatchedKeyRing::load(&path).unwrap());
+        let keys = DataKeys::new(
+            watched,
+            DataKeyPolicy {
+                per_namespace: true,
+                ..DataKeyPolicy::default()
+            },
+        );
+        let sealing = keys.for_sealing("doomed").unwrap();
+        keys.for_opening("doomed", &kek, &sealing.wrapped).unwrap();
+        let mut ring = KeyRing::load_for_change(&path).unwrap();
+        let now = std::time::SystemTime::now();
+        ring.schedule_shred("doomed", "user:ops", now).unwrap();
+        ring.shred_due("doomed", now).unwrap();
+        drop(ring);
+        plinth_test_support::wait_for("the running ring to see the shredding", || {
+            matches!(
+                keys.for_opening("doomed", &kek, &sealing.wrapped),
+                Err(CodecError::Shredded { .. })
+            )
+        });
     }
 
     #[test]

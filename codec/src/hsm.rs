@@ -24,7 +24,8 @@ use cryptoki::types::AuthPin;
 use std::time::SystemTime;
 
 use crate::keyring::{
-    NOTHING_TO_ROTATE, created_of, is_due, new_key_id, nothing_to_restore, rfc3339, shredded,
+    NOTHING_TO_ROTATE, being_shredded, created_of, is_due, new_key_id, nothing_to_restore, rfc3339,
+    shredded,
 };
 use crate::{
     CodecError, KEY_BYTES, KekProvider, KeyInfo, KeyPurpose, KeyState, NamespaceKeys, ShredMark,
@@ -89,6 +90,9 @@ pub enum HsmError {
     /// A namespace to rotate has no key of its own in the token.
     #[error("namespace {0:?} {NOTHING_TO_ROTATE}")]
     NoSuchNamespace(String),
+    /// A namespace's keys cannot be changed or kept as asked, given their shredding.
+    #[error("{0}")]
+    Shredding(String),
     /// Logging in, or an operation on the token, failed.
     #[error("PKCS#11 token {token:?}: {operation}: {reason}")]
     Token {
@@ -116,6 +120,18 @@ struct StoredMark {
 }
 
 impl StoredMark {
+    /// What opening with key `id`, which this marks, answers once it is gone.
+    fn refusal(&self, id: &str) -> CodecError {
+        shredded(&KeyInfo {
+            id: id.to_owned(),
+            created: String::new(),
+            state: KeyState::DecryptOnly,
+            purpose: KeyPurpose::Kek,
+            namespace: Some(self.namespace.clone()),
+            shred: Some(self.mark()),
+        })
+    }
+
     fn mark(&self) -> ShredMark {
         ShredMark {
             due: self.due.clone(),
@@ -263,8 +279,19 @@ impl Pkcs11Provider {
     /// [`Self::generate`] for namespace `namespace`'s own key, which it must have: a key for
     /// a name nothing seals for would protect nothing.
     pub fn rotate_namespace(&self, namespace: &str) -> Result<String, HsmError> {
-        if self.relist()?.active(Some(namespace)).is_none() {
+        let listing = self.relist()?;
+        if listing.active(Some(namespace)).is_none() {
             return Err(HsmError::NoSuchNamespace(namespace.to_owned()));
+        }
+        if let Some((stored, _)) = listing
+            .marks
+            .values()
+            .find(|(m, _)| m.namespace == namespace)
+        {
+            return Err(HsmError::Shredding(being_shredded(
+                namespace,
+                &stored.mark(),
+            )));
         }
         self.generate_for(Some(namespace))
     }
@@ -398,6 +425,7 @@ impl Pkcs11Provider {
             let template = [
                 Attribute::Class(ObjectClass::DATA),
                 Attribute::Token(true),
+                Attribute::Private(true),
                 Attribute::Application(SHRED_MARK.as_bytes().to_vec()),
             ];
             for handle in session.find_objects(&template)? {
@@ -482,14 +510,7 @@ impl Pkcs11Provider {
         match listing.keys.get(id) {
             Some((_, handle)) => Ok(*handle),
             None => Err(match listing.marks.get(id) {
-                Some((stored, _)) => shredded(&KeyInfo {
-                    id: id.to_owned(),
-                    created: String::new(),
-                    state: KeyState::DecryptOnly,
-                    purpose: KeyPurpose::Kek,
-                    namespace: Some(stored.namespace.clone()),
-                    shred: Some(stored.mark()),
-                }),
+                Some((stored, _)) => stored.refusal(id),
                 None => CodecError::UnknownKey(id.to_owned()),
             }),
         }
@@ -561,13 +582,13 @@ impl NamespaceKeys for Pkcs11Provider {
                 continue;
             }
             if stored.shredded.is_none() {
-                if !is_due(&stored.mark(), now) {
-                    return Ok(ShredOutcome::NotYet(stored.due.clone()));
+                match is_due(&stored.mark(), now) {
+                    Some(true) => {}
+                    Some(false) => return Ok(ShredOutcome::NotYet(stored.due.clone())),
+                    None => return Err(failed(unreadable_due(&self.settings.token, id))),
                 }
-                if let Some((_, key)) = listing.keys.get(id) {
-                    self.with_session("destroy a key", |session| session.destroy_object(*key))
-                        .map_err(failed)?;
-                }
+                // The mark says shredded before the key goes: a restore from now on is
+                // refused, and a try that stops here is finished by the next.
                 let done = StoredMark {
                     shredded: Some(rfc3339(now)),
                     namespace: stored.namespace.clone(),
@@ -575,6 +596,12 @@ impl NamespaceKeys for Pkcs11Provider {
                     by: stored.by.clone(),
                 };
                 self.write_mark(id, &done, Some(*mark_handle))
+                    .map_err(failed)?;
+            }
+            if let Some((scope, key)) = listing.keys.get(id)
+                && scope.as_deref() == Some(namespace)
+            {
+                self.with_session("destroy a key", |session| session.destroy_object(*key))
                     .map_err(failed)?;
             }
             shredded.push(id.clone());
@@ -600,6 +627,14 @@ impl NamespaceKeys for Pkcs11Provider {
             if stored.shredded.is_some() {
                 gone = Some(stored.mark());
                 continue;
+            }
+            // Its time has come: the worker may be shredding it now.
+            if is_due(&stored.mark(), SystemTime::now()) != Some(false) {
+                return Err(failed(HsmError::Shredding(format!(
+                    "namespace {namespace:?}: its keys were due to be shredded at {}; a key \
+                     being shredded cannot be restored",
+                    stored.due
+                ))));
             }
             self.with_session("remove a shred mark", |session| {
                 session.destroy_object(*handle)
@@ -644,6 +679,14 @@ fn login(context: &Pkcs11, slot: Slot, settings: &Pkcs11Settings) -> Result<Sess
     Ok(session)
 }
 
+fn unreadable_due(token: &str, id: &str) -> HsmError {
+    HsmError::Token {
+        token: token.to_owned(),
+        operation: "shred",
+        reason: format!("the shred mark of key {id} has a due time that does not read"),
+    }
+}
+
 fn token_error(token: &str, operation: &'static str, e: Error) -> HsmError {
     HsmError::Token {
         token: token.to_owned(),
@@ -661,6 +704,13 @@ fn provider_error(key: &str, e: HsmError) -> CodecError {
 }
 
 impl KekProvider for Pkcs11Provider {
+    fn shredded(&self, kek_id: &str) -> Option<CodecError> {
+        let listing = self.listing(RELIST_AFTER).ok()?;
+        let (stored, _) = listing.marks.get(kek_id)?;
+        stored.shredded.as_ref()?;
+        Some(stored.refusal(kek_id))
+    }
+
     fn active_kek(&self) -> Result<String, CodecError> {
         self.listing(RELIST_AFTER)
             .map_err(|e| provider_error("(active)", e))?

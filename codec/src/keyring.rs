@@ -43,6 +43,12 @@ pub trait KekProvider: Send + Sync + std::fmt::Debug {
     fn remote(&self) -> bool {
         false
     }
+    /// The refusal for KEK `kek_id` when it is known, cheaply, to be shredded: asked on every
+    /// open served from memory. Providers that cannot tell cheaply say `None`.
+    fn shredded(&self, kek_id: &str) -> Option<CodecError> {
+        let _ = kek_id;
+        None
+    }
 }
 
 /// A provider that counts the wraps and unwraps it passes on: how benchmarks and tests see
@@ -102,6 +108,10 @@ impl KekProvider for CountingProvider {
 
     fn remote(&self) -> bool {
         self.inner.remote()
+    }
+
+    fn shredded(&self, kek_id: &str) -> Option<CodecError> {
+        self.inner.shredded(kek_id)
     }
 }
 
@@ -253,9 +263,25 @@ pub(crate) fn rfc3339(at: SystemTime) -> String {
     humantime::format_rfc3339_seconds(at).to_string()
 }
 
-/// Whether the mark's due time has come by `now`; a due time that does not parse has.
-pub(crate) fn is_due(mark: &ShredMark, now: SystemTime) -> bool {
-    humantime::parse_rfc3339(&mark.due).map_or(true, |due| due <= now)
+/// Whether the mark's due time has come by `now`; `None` when it does not read, which is
+/// never taken for "now".
+pub(crate) fn is_due(mark: &ShredMark, now: SystemTime) -> Option<bool> {
+    humantime::parse_rfc3339(&mark.due)
+        .ok()
+        .map(|due| due <= now)
+}
+
+/// Why a namespace's keys cannot be rotated: their shredding is scheduled or done.
+pub fn being_shredded(namespace: &str, mark: &ShredMark) -> String {
+    format!(
+        "namespace {namespace:?}: its keys are {} (deleted by {}); run `plinth keys restore \
+         --namespace {namespace}` first if it is to live on",
+        match &mark.shredded {
+            Some(at) => format!("shredded since {at}"),
+            None => format!("to be shredded at {}", mark.due),
+        },
+        mark.by
+    )
 }
 
 #[derive(Serialize, Deserialize)]
@@ -349,6 +375,9 @@ pub enum KeyRingError {
     /// A samples key imported for no namespace would open nothing.
     #[error("a samples key needs at least one namespace (--namespace) whose payloads it opens")]
     NoNamespaces,
+    /// A namespace's keys cannot be rotated while their shredding is scheduled.
+    #[error("{0}")]
+    Shredding(String),
     /// `plinth keys restore` found no key of the namespace waiting to be shredded.
     #[error("{}", nothing_to_restore(namespace, shredded.as_ref()))]
     NothingToRestore {
@@ -534,6 +563,14 @@ impl KeyRing {
         if self.namespace_kek(namespace).is_err() {
             return Err(KeyRingError::NoSuchNamespace(namespace.to_owned()));
         }
+        if let Some(mark) = self
+            .keys
+            .iter()
+            .filter(|k| k.info.namespace.as_deref() == Some(namespace))
+            .find_map(|k| k.info.shred.as_ref())
+        {
+            return Err(KeyRingError::Shredding(being_shredded(namespace, mark)));
+        }
         self.add_new_active(Some(namespace))
     }
 
@@ -647,6 +684,7 @@ impl KeyRing {
         now: SystemTime,
     ) -> Result<ShredOutcome, KeyRingError> {
         self.changeable()?;
+        let path = self.path.clone();
         let mut shredded = Vec::new();
         let mut waiting = None;
         for key in self.namespace_keys_mut(namespace) {
@@ -654,9 +692,21 @@ impl KeyRing {
                 continue;
             };
             if mark.shredded.is_none() {
-                if !is_due(mark, now) {
-                    waiting = Some(mark.due.clone());
-                    continue;
+                match is_due(mark, now) {
+                    Some(true) => {}
+                    Some(false) => {
+                        waiting = Some(mark.due.clone());
+                        continue;
+                    }
+                    None => {
+                        return Err(KeyRingError::Invalid {
+                            path,
+                            message: format!(
+                                "key {:?}: shred.due {:?} is not an RFC 3339 time",
+                                key.info.id, mark.due
+                            ),
+                        });
+                    }
                 }
                 mark.shredded = Some(rfc3339(now));
                 key.material = None;
@@ -834,6 +884,12 @@ impl KekProvider for KeyRing {
                         if namespaces.iter().any(|n| n == namespace))
             })
             .and_then(|k| k.material)
+    }
+
+    fn shredded(&self, kek_id: &str) -> Option<CodecError> {
+        self.kek(kek_id)
+            .err()
+            .filter(|e| matches!(e, CodecError::Shredded { .. }))
     }
 }
 
@@ -1030,6 +1086,10 @@ impl KekProvider for WatchedKeyRing {
 
     fn direct_key(&self, id: &str, namespace: &str) -> Option<[u8; KEY_BYTES]> {
         self.current().direct_key(id, namespace)
+    }
+
+    fn shredded(&self, kek_id: &str) -> Option<CodecError> {
+        self.current().shredded(kek_id)
     }
 }
 

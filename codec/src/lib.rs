@@ -26,7 +26,7 @@ pub use json::{payloads_from_json, payloads_to_json};
 pub use keyring::{
     CountingProvider, KEY_BYTES, KekProvider, KeyInfo, KeyPurpose, KeyRing, KeyRingError,
     KeyRingNamespaceKeys, KeyState, NamespaceKeys, ShredMark, ShredOutcome, ShredSchedule,
-    WatchedKeyRing, nothing_to_restore,
+    WatchedKeyRing, being_shredded, nothing_to_restore,
 };
 
 /// The Temporal payload type the codec reads and writes.

@@ -40,6 +40,11 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 const TAG_KEK: &str = "plinth-kek";
 /// The tag naming the namespace whose own key a key is.
 const TAG_NAMESPACE: &str = "plinth-namespace";
+/// The tag naming the installation a key belongs to (its namespace alias prefix), so that
+/// installations sharing an account never touch each other's keys.
+const TAG_INSTALLATION: &str = "plinth-installation";
+/// KMS calls in flight at once, whatever asks for them.
+const MAX_CALLS_IN_FLIGHT: usize = 16;
 /// Tags of a key scheduled for destruction: when, and who deleted its namespace; and, once
 /// destroyed (disabled and scheduled for deletion in KMS), when.
 const TAG_SHRED_DUE: &str = "plinth-shred-due";
@@ -95,9 +100,9 @@ pub enum KmsError {
          namespace, `<name>.<account>` on Temporal Cloud), once it is provisioned"
     )]
     NoSuchNamespace(String),
-    /// `plinth keys restore` found nothing to keep.
+    /// A namespace's keys cannot be changed or kept as asked, given their shredding.
     #[error("{0}")]
-    NothingToRestore(String),
+    Shredding(String),
     /// The installation's key or alias does not exist.
     #[error("aws-kms: key {0:?} does not exist: run `plinth keys init`")]
     NoKey(String),
@@ -105,6 +110,17 @@ pub enum KmsError {
 
 /// A key's tags, by tag key.
 type Tags = HashMap<String, String>;
+
+/// Whose a key is, as its tags (or the configuration) say.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Owner {
+    /// The installation's, wrapping every namespace's data keys.
+    Installation,
+    /// Namespace's own.
+    Namespace(String),
+    /// Not this installation's, or no key at all: never asked to open anything.
+    Foreign,
+}
 
 /// An alias's target as last asked, or that it has none.
 #[derive(Clone)]
@@ -121,9 +137,10 @@ pub struct AwsKmsProvider {
     runtime: Option<tokio::runtime::Runtime>,
     /// Alias (or the configured key) to the ARN it names.
     aliases: RwLock<HashMap<String, Resolved>>,
-    /// Key ARN to the namespace whose own key it is (`None`: the installation's). A key's
-    /// tags are read once: its namespace never changes.
-    owners: RwLock<HashMap<String, Option<String>>>,
+    /// Key ARN to whose key it is. A key's tags are read once: its owner never changes.
+    owners: RwLock<HashMap<String, Owner>>,
+    /// Bounds the KMS calls in flight.
+    in_flight: tokio::sync::Semaphore,
     /// Lookups of unseen keys in the current second.
     lookups: Mutex<(Instant, u32)>,
 }
@@ -207,6 +224,7 @@ impl AwsKmsProvider {
             runtime: Some(runtime),
             aliases: RwLock::default(),
             owners: RwLock::default(),
+            in_flight: tokio::sync::Semaphore::new(MAX_CALLS_IN_FLIGHT),
             lookups: Mutex::new((Instant::now(), 0)),
         })
     }
@@ -214,7 +232,10 @@ impl AwsKmsProvider {
     fn run<T: Send>(&self, future: impl Future<Output = T> + Send) -> T {
         block_on(
             self.runtime.as_ref().expect("the runtime lives until drop"),
-            future,
+            async {
+                let _permit = self.in_flight.acquire().await.expect("never closed");
+                future.await
+            },
         )
     }
 
@@ -268,6 +289,7 @@ impl AwsKmsProvider {
         if self.describe(&alias)?.is_none() {
             return Err(KmsError::NoSuchNamespace(namespace.to_owned()));
         }
+        self.not_being_shredded(namespace)?;
         self.repoint(&alias, Some(namespace))
     }
 
@@ -305,9 +327,11 @@ impl AwsKmsProvider {
         let installation = self.describe(&self.settings.key)?.map(|m| arn_of(&m));
         let mut keys = Vec::new();
         for arn in arns {
-            let tags = self.tags(&arn)?;
+            let Some(tags) = self.own_tags(&arn)? else {
+                continue;
+            };
             let namespace = tags.get(TAG_NAMESPACE).cloned();
-            if !tags.contains_key(TAG_KEK) && installation.as_deref() != Some(arn.as_str()) {
+            if !self.is_ours(&tags) && installation.as_deref() != Some(arn.as_str()) {
                 continue;
             }
             let Some(meta) = self.describe(&arn)? else {
@@ -351,8 +375,13 @@ impl AwsKmsProvider {
                 c.list_keys().set_marker(marker.clone()).send()
             })?;
             for arn in page.keys().iter().filter_map(|k| k.key_arn()) {
-                let tags = self.tags(arn)?;
-                if tags.get(TAG_NAMESPACE).map(String::as_str) == Some(namespace) {
+                let Some(tags) = self.own_tags(arn)? else {
+                    continue;
+                };
+                if self.is_ours(&tags)
+                    && tags.get(TAG_KEK).map(String::as_str) == Some("namespace")
+                    && tags.get(TAG_NAMESPACE).map(String::as_str) == Some(namespace)
+                {
                     found.push((arn.to_owned(), tags));
                 }
             }
@@ -362,6 +391,69 @@ impl AwsKmsProvider {
             }
         }
         Ok(found)
+    }
+
+    /// A key's tags, or `None` when the key is gone or not this principal's to read (another
+    /// team's key in the account).
+    fn own_tags(&self, arn: &str) -> Result<Option<Tags>, KmsError> {
+        match self.run(self.client.list_resource_tags().key_id(arn).send()) {
+            Ok(answer) => Ok(Some(
+                answer
+                    .tags()
+                    .iter()
+                    .map(|t| (t.tag_key().to_owned(), t.tag_value().to_owned()))
+                    .collect(),
+            )),
+            Err(e)
+                if matches!(
+                    e.code(),
+                    Some("NotFoundException" | "AccessDeniedException")
+                ) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(call_error("ListResourceTags", arn, e)),
+        }
+    }
+
+    /// Whether a key's tags make it one this installation made.
+    fn is_ours(&self, tags: &Tags) -> bool {
+        tags.contains_key(TAG_KEK)
+            && tags.get(TAG_INSTALLATION) == Some(&self.settings.namespace_alias_prefix)
+    }
+
+    /// Whose key `arn` is: the installation's by its tags or as the configured key, a
+    /// namespace's by its tags, anything else foreign. Asked of KMS once per key, within
+    /// this second's budget for unseen keys; a key id outside the installation key's
+    /// account and region is foreign without asking.
+    fn owner(&self, arn: &str) -> Result<Owner, CodecError> {
+        if let Some(owner) = self.owners.read().expect("owners lock").get(arn) {
+            return Ok(owner.clone());
+        }
+        let installation = self.active_kek()?;
+        let home = installation.rsplit_once(":key/").map(|(home, _)| home);
+        if home.is_none_or(|home| arn.rsplit_once(":key/").map(|(h, _)| h) != Some(home)) {
+            return Ok(Owner::Foreign);
+        }
+        self.take_lookup(arn)?;
+        let owner = match self.own_tags(arn).map_err(|e| kms_error(arn, e))? {
+            Some(tags) if self.is_ours(&tags) => match tags.get(TAG_NAMESPACE) {
+                Some(namespace) => Owner::Namespace(namespace.clone()),
+                None => Owner::Installation,
+            },
+            Some(_) if arn == installation => Owner::Installation,
+            _ => Owner::Foreign,
+        };
+        self.remember(arn, owner.clone());
+        Ok(owner)
+    }
+
+    fn remember(&self, arn: &str, owner: Owner) {
+        let mut owners = self.owners.write().expect("owners lock");
+        if owners.len() >= CACHE_CAPACITY {
+            owners.clear();
+        }
+        owners.insert(arn.to_owned(), owner);
     }
 
     fn tag(&self, arn: &str, tags: &[(&str, &str)]) -> Result<(), KmsError> {
@@ -401,6 +493,7 @@ impl AwsKmsProvider {
                 "installation"
             },
         )];
+        tags.push(tag(TAG_INSTALLATION, &self.settings.namespace_alias_prefix));
         if let Some(namespace) = namespace {
             tags.push(tag(TAG_NAMESPACE, namespace));
         }
@@ -420,10 +513,8 @@ impl AwsKmsProvider {
             reason: "no key metadata in the answer".into(),
         })?;
         let arn = arn_of(meta);
-        self.owners
-            .write()
-            .expect("owners lock")
-            .insert(arn.clone(), namespace.map(str::to_owned));
+        let owner = namespace.map_or(Owner::Installation, |n| Owner::Namespace(n.to_owned()));
+        self.remember(&arn, owner);
         Ok(arn)
     }
 
@@ -439,17 +530,6 @@ impl AwsKmsProvider {
             }
             Err(e) => Err(call_error("DescribeKey", key, e)),
         }
-    }
-
-    fn tags(&self, arn: &str) -> Result<Tags, KmsError> {
-        let answer = self.call("ListResourceTags", arn, |c| {
-            c.list_resource_tags().key_id(arn).send()
-        })?;
-        Ok(answer
-            .tags()
-            .iter()
-            .map(|t| (t.tag_key().to_owned(), t.tag_value().to_owned()))
-            .collect())
     }
 
     fn call<T, E, F>(
@@ -532,10 +612,27 @@ impl AwsKmsProvider {
 
 /// A key's shred mark, from its tags.
 fn shred_mark(tags: &Tags) -> Option<ShredMark> {
+    let shredded = tags.get(TAG_SHREDDED).cloned();
+    let due = tags.get(TAG_SHRED_DUE).or(shredded.as_ref())?.clone();
     Some(ShredMark {
-        due: tags.get(TAG_SHRED_DUE)?.clone(),
+        due,
         by: tags.get(TAG_SHRED_BY).cloned().unwrap_or_default(),
-        shredded: tags.get(TAG_SHREDDED).cloned(),
+        shredded,
+    })
+}
+
+/// When `mark` is due; a due time that does not read is an error, never "now".
+fn due_of(mark: &ShredMark) -> Result<SystemTime, KmsError> {
+    aws_sdk_kms::primitives::DateTime::from_str(
+        &mark.due,
+        aws_sdk_kms::primitives::DateTimeFormat::DateTime,
+    )
+    .ok()
+    .and_then(|d| SystemTime::try_from(d).ok())
+    .ok_or_else(|| KmsError::Call {
+        operation: "shred",
+        key: mark.due.clone(),
+        reason: "the key's plinth-shred-due tag is not an RFC 3339 time".into(),
     })
 }
 
@@ -610,24 +707,10 @@ impl KekProvider for AwsKmsProvider {
     }
 
     fn kek_namespace(&self, kek_id: &str) -> Result<Option<String>, CodecError> {
-        if let Some(owner) = self.owners.read().expect("owners lock").get(kek_id) {
-            return Ok(owner.clone());
-        }
-        self.take_lookup(kek_id)?;
-        let owner = match self.tags(kek_id) {
-            Ok(tags) => tags.get(TAG_NAMESPACE).cloned(),
-            // No such key: it opens nothing, which unwrap says.
-            Err(KmsError::Call { reason, .. }) if reason.contains("NotFoundException") => {
-                return Ok(None);
-            }
-            Err(e) => return Err(kms_error(kek_id, e)),
-        };
-        let mut owners = self.owners.write().expect("owners lock");
-        if owners.len() >= CACHE_CAPACITY {
-            owners.clear();
-        }
-        owners.insert(kek_id.to_owned(), owner.clone());
-        Ok(owner)
+        Ok(match self.owner(kek_id)? {
+            Owner::Namespace(namespace) => Some(namespace),
+            Owner::Installation | Owner::Foreign => None,
+        })
     }
 
     fn wrap(&self, kek_id: &str, dek: &[u8], aad: &[u8]) -> Result<Vec<u8>, CodecError> {
@@ -649,6 +732,10 @@ impl KekProvider for AwsKmsProvider {
 
     fn unwrap(&self, kek_id: &str, wrapped: &[u8], aad: &[u8]) -> Result<Vec<u8>, CodecError> {
         let context = context(kek_id, aad)?;
+        // A payload may name any key: only this installation's are ever asked to open.
+        if self.owner(kek_id)? == Owner::Foreign {
+            return Err(CodecError::UnknownKey(kek_id.to_owned()));
+        }
         let tampered = || CodecError::Tampered {
             key_id: kek_id.to_owned(),
         };
@@ -684,7 +771,10 @@ impl KekProvider for AwsKmsProvider {
                     Some("DisabledException" | "KMSInvalidStateException")
                 ) =>
             {
-                let tags = self.tags(kek_id).map_err(|e| kms_error(kek_id, e))?;
+                let tags = self
+                    .own_tags(kek_id)
+                    .map_err(|e| kms_error(kek_id, e))?
+                    .unwrap_or_default();
                 return Err(match shred_mark(&tags) {
                     Some(mark) if mark.shredded.is_some() => CodecError::Shredded {
                         key_id: kek_id.to_owned(),
@@ -709,6 +799,46 @@ impl KekProvider for AwsKmsProvider {
     }
 }
 
+impl AwsKmsProvider {
+    /// The key an alias of `namespace` names, when it is enabled and this installation's
+    /// key of that namespace: anything else would seal what its namespace cannot open.
+    fn checked_namespace_key(
+        &self,
+        namespace: &str,
+        meta: &KeyMetadata,
+    ) -> Result<String, CodecError> {
+        let arn = arn_of(meta);
+        if meta.key_state() != Some(&KmsKeyState::Enabled) {
+            return Err(provider_error(
+                &arn,
+                format!(
+                    "the key namespace {namespace}'s alias names is {}",
+                    meta.key_state().map_or("in no state", |s| s.as_str())
+                ),
+            ));
+        }
+        match self.owner(&arn)? {
+            Owner::Namespace(owner) if owner == namespace => Ok(arn),
+            _ => Err(provider_error(
+                &arn,
+                format!("namespace {namespace}'s alias names a key that is not its own"),
+            )),
+        }
+    }
+
+    /// Refuses to change `namespace`'s keys while their shredding is scheduled.
+    fn not_being_shredded(&self, namespace: &str) -> Result<(), KmsError> {
+        for (_, tags) in self.namespace_keys(namespace)? {
+            if let Some(mark) = shred_mark(&tags) {
+                return Err(KmsError::Shredding(plinth_codec::being_shredded(
+                    namespace, &mark,
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
 impl NamespaceKeys for AwsKmsProvider {
     /// Should another process make one at the same time, the alias names the first and the
     /// second key is scheduled for deletion unused.
@@ -716,7 +846,7 @@ impl NamespaceKeys for AwsKmsProvider {
         let alias = self.namespace_alias(namespace);
         let failed = |e| kms_error(&alias, e);
         if let Some(meta) = self.describe(&alias).map_err(failed)? {
-            return Ok(arn_of(&meta));
+            return self.checked_namespace_key(namespace, &meta);
         }
         let arn = self.create_key(Some(namespace)).map_err(failed)?;
         let made = self.run(
@@ -740,10 +870,10 @@ impl NamespaceKeys for AwsKmsProvider {
             Err(e) => return Err(failed(call_error("CreateAlias", &alias, e))),
         }
         self.forget(&alias);
-        self.describe(&alias)
-            .map_err(failed)?
-            .map(|meta| arn_of(&meta))
-            .ok_or_else(|| CodecError::NoNamespaceKey(namespace.to_owned()))
+        match self.describe(&alias).map_err(failed)? {
+            Some(meta) => self.checked_namespace_key(namespace, &meta),
+            None => Err(CodecError::NoNamespaceKey(namespace.to_owned())),
+        }
     }
 
     fn schedule_shred(
@@ -774,48 +904,44 @@ impl NamespaceKeys for AwsKmsProvider {
 
     /// Tags each due key as shredded, then disables it and has KMS delete it after its
     /// shortest window; the namespace's alias goes, so a namespace made again gets a new key.
+    /// Each step is skipped when an earlier try took it.
     fn shred_due(&self, namespace: &str) -> Result<ShredOutcome, CodecError> {
         let failed = |e| kms_error(&format!("(namespace {namespace})"), e);
         let now = SystemTime::now();
+        let keys = self.namespace_keys(namespace).map_err(failed)?;
         let mut shredded = Vec::new();
-        for (arn, tags) in self.namespace_keys(namespace).map_err(failed)? {
-            let Some(mark) = shred_mark(&tags) else {
+        for (arn, tags) in &keys {
+            let Some(mark) = shred_mark(tags) else {
                 continue;
             };
             if mark.shredded.is_none() {
-                let due = aws_sdk_kms::primitives::DateTime::from_str(
-                    &mark.due,
-                    aws_sdk_kms::primitives::DateTimeFormat::DateTime,
-                )
-                .ok()
-                .and_then(|d| SystemTime::try_from(d).ok());
-                if due.is_some_and(|due| due > now) {
+                if due_of(&mark).map_err(failed)? > now {
                     return Ok(ShredOutcome::NotYet(mark.due));
                 }
-                self.tag(&arn, &[(TAG_SHREDDED, &rfc3339(now))])
+                self.tag(arn, &[(TAG_SHREDDED, &rfc3339(now))])
                     .map_err(failed)?;
             }
-            self.call("DisableKey", &arn, |c| c.disable_key().key_id(&arn).send())
-                .map_err(failed)?;
-            let scheduled = self.run(
-                self.client
-                    .schedule_key_deletion()
-                    .key_id(&arn)
-                    .pending_window_in_days(KMS_DELETION_WINDOW_DAYS)
-                    .send(),
-            );
-            match scheduled {
-                // Scheduled by an earlier try.
-                Err(e) if e.code() == Some("KMSInvalidStateException") => {}
-                other => {
-                    other
-                        .map_err(|e| call_error("ScheduleKeyDeletion", &arn, e))
-                        .map_err(failed)?;
-                }
+            let state = self
+                .describe(arn)
+                .map_err(failed)?
+                .and_then(|meta| meta.key_state().cloned());
+            if state == Some(KmsKeyState::Enabled) {
+                self.call("DisableKey", arn, |c| c.disable_key().key_id(arn).send())
+                    .map_err(failed)?;
             }
-            shredded.push(arn);
+            if matches!(state, Some(KmsKeyState::Enabled | KmsKeyState::Disabled)) {
+                self.call("ScheduleKeyDeletion", arn, |c| {
+                    c.schedule_key_deletion()
+                        .key_id(arn)
+                        .pending_window_in_days(KMS_DELETION_WINDOW_DAYS)
+                        .send()
+                })
+                .map_err(failed)?;
+            }
+            shredded.push(arn.clone());
         }
-        if shredded.is_empty() {
+        // Keys that are there but unmarked were restored; no keys at all, KMS deleted them.
+        if shredded.is_empty() && !keys.is_empty() {
             return Ok(ShredOutcome::Restored);
         }
         let alias = self.namespace_alias(namespace);
@@ -836,9 +962,19 @@ impl NamespaceKeys for AwsKmsProvider {
     fn restore(&self, namespace: &str) -> Result<Vec<String>, CodecError> {
         let failed = |e| kms_error(&format!("(namespace {namespace})"), e);
         let (mut restored, mut gone) = (Vec::new(), None);
+        let now = SystemTime::now();
         for (arn, tags) in self.namespace_keys(namespace).map_err(failed)? {
             match shred_mark(&tags) {
                 Some(mark) if mark.shredded.is_some() => gone = Some(mark),
+                // Its time has come: the worker may be shredding it now, so a restore could
+                // not keep the promise it makes.
+                Some(mark) if due_of(&mark).map_err(failed)? <= now => {
+                    return Err(failed(KmsError::Shredding(format!(
+                        "namespace {namespace:?}: its keys were due to be shredded at {}; a \
+                         key being shredded cannot be restored",
+                        mark.due
+                    ))));
+                }
                 Some(_) => {
                     self.call("UntagResource", &arn, |c| {
                         c.untag_resource()
@@ -854,7 +990,7 @@ impl NamespaceKeys for AwsKmsProvider {
             }
         }
         if restored.is_empty() {
-            return Err(failed(KmsError::NothingToRestore(
+            return Err(failed(KmsError::Shredding(
                 plinth_codec::nothing_to_restore(namespace, gone.as_ref()),
             )));
         }

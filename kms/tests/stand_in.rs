@@ -222,9 +222,10 @@ fn a_shredded_namespace_key_is_disabled_and_deleted_in_kms_and_says_by_whom() {
         .wrap(&kek, &[9; KEY_BYTES], &wrap_aad("doomed", &kek))
         .unwrap();
     let now = std::time::SystemTime::now();
-    // Scheduled, then restored: nothing is destroyed.
+    // Scheduled, then restored before it is due: nothing is destroyed.
+    let later = now + std::time::Duration::from_secs(3600);
     let scheduled = kms
-        .schedule_shred("doomed", "user:ops@example.com", now)
+        .schedule_shred("doomed", "user:ops@example.com", later)
         .unwrap();
     assert_eq!(scheduled.keys, std::slice::from_ref(&kek));
     assert_eq!(kms.restore("doomed").unwrap(), std::slice::from_ref(&kek));
@@ -240,6 +241,11 @@ fn a_shredded_namespace_key_is_disabled_and_deleted_in_kms_and_says_by_whom() {
     assert_eq!(
         kms.shred_due("doomed").unwrap(),
         plinth_codec::ShredOutcome::Shredded(vec![kek.clone()])
+    );
+    assert_eq!(
+        kms.shred_due("doomed").unwrap(),
+        plinth_codec::ShredOutcome::Shredded(vec![kek.clone()]),
+        "a retried shred finds it done"
     );
     let refused = kms
         .unwrap(&kek, &wrapped, &wrap_aad("doomed", &kek))
@@ -262,4 +268,65 @@ fn a_shredded_namespace_key_is_disabled_and_deleted_in_kms_and_says_by_whom() {
     );
     // The name made again gets a key of its own, not the shredded one.
     assert_ne!(kms.ensure("doomed").unwrap(), kek);
+}
+
+#[test]
+fn a_shred_not_yet_due_waits_and_can_be_restored_until_then() {
+    let Some(kms) = provider("a_shred_not_yet_due_waits_and_can_be_restored_until_then") else {
+        return;
+    };
+    let kek = kms.ensure("later").unwrap();
+    let due = std::time::SystemTime::now() + std::time::Duration::from_secs(3600);
+    kms.schedule_shred("later", "user:ops", due).unwrap();
+    assert!(matches!(
+        kms.shred_due("later").unwrap(),
+        plinth_codec::ShredOutcome::NotYet(_)
+    ));
+    let refused = kms.rotate_namespace("later").unwrap_err();
+    assert!(
+        refused.to_string().contains("to be shredded at"),
+        "{refused}"
+    );
+    assert_eq!(kms.restore("later").unwrap(), std::slice::from_ref(&kek));
+    kms.rotate_namespace("later").unwrap();
+}
+
+#[test]
+fn installations_sharing_an_account_never_touch_each_others_keys() {
+    const TEST: &str = "installations_sharing_an_account_never_touch_each_others_keys";
+    let Some(ours) = provider(TEST) else {
+        return;
+    };
+    let theirs = AwsKmsProvider::open(&settings(
+        &format!("{TEST}-neighbour"),
+        &std::env::var(ENDPOINT).unwrap(),
+    ))
+    .unwrap();
+    theirs.init().unwrap();
+    let their_key = theirs.ensure("orders").unwrap();
+    let our_key = ours.ensure("orders").unwrap();
+    assert_ne!(our_key, their_key);
+    let now = std::time::SystemTime::now();
+    let scheduled = ours.schedule_shred("orders", "user:ops", now).unwrap();
+    assert_eq!(scheduled.keys, std::slice::from_ref(&our_key));
+    ours.shred_due("orders").unwrap();
+    // Their key of the same name lives on and opens.
+    let aad = wrap_aad("orders", &their_key);
+    let wrapped = theirs.wrap(&their_key, &[4; KEY_BYTES], &aad).unwrap();
+    assert_eq!(
+        theirs.unwrap(&their_key, &wrapped, &aad).unwrap(),
+        vec![4; KEY_BYTES]
+    );
+    assert!(
+        ours.list().unwrap().iter().all(|k| k.id != their_key),
+        "not listed as ours"
+    );
+    // A payload naming their key is not opened here, nor is KMS asked to.
+    let refused = ours.unwrap(&their_key, &wrapped, &aad).unwrap_err();
+    assert!(matches!(refused, CodecError::UnknownKey(_)), "{refused}");
+    let made_up = "arn:aws:kms:eu-central-1:999999999999:key/00000000-0000-0000-0000-000000000000";
+    let refused = ours
+        .unwrap(made_up, &wrapped, &wrap_aad("orders", made_up))
+        .unwrap_err();
+    assert!(matches!(refused, CodecError::UnknownKey(_)), "{refused}");
 }

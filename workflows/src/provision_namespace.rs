@@ -39,6 +39,7 @@ pub struct Deleter(pub Option<String>);
 
 impl TemporalSerializable for Deleter {
     fn to_payload(&self, _: &SerializationContext<'_>) -> Result<Payload, PayloadConversionError> {
+        // JSON even for `None`: no payload at all is what histories before it hold.
         Ok(Payload {
             metadata: [("encoding".to_owned(), b"json/plain".to_vec())].into(),
             data: serde_json::to_vec(&self.0)
@@ -55,6 +56,11 @@ impl TemporalDeserializable for Deleter {
     ) -> Result<Self, PayloadConversionError> {
         match payloads.as_slice() {
             [] => Ok(Self(None)),
+            [payload]
+                if payload.metadata.get("encoding").map(Vec::as_slice) == Some(b"binary/null") =>
+            {
+                Ok(Self(None))
+            }
             [payload] => serde_json::from_slice(&payload.data)
                 .map(Self)
                 .map_err(|e| PayloadConversionError::EncodingError(e.into())),

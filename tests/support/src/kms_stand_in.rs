@@ -20,9 +20,11 @@ pub struct KmsStandIn {
     port: u16,
 }
 
-/// moto's server, made to keep two rules of KMS's API reference that moto 5.2 does not:
+/// moto's server, made to keep three rules of KMS's API reference that moto 5.2 does not:
 /// `Encrypt` and `Decrypt` refuse a key that is not enabled (`DisabledException`,
-/// `KMSInvalidStateException`), and key management calls take a key ARN as well as its id.
+/// `KMSInvalidStateException`), `DisableKey` and `ScheduleKeyDeletion` refuse a key pending
+/// deletion (`KMSInvalidStateException`), and key management calls take a key ARN as well as
+/// its id.
 const FAITHFUL: &str = r#"
 import sys
 from moto.core.exceptions import JsonRESTError
@@ -44,6 +46,19 @@ def checked_decrypt(self, ciphertext_blob, encryption_context, key_id=None):
     usable(self, arn)
     return plaintext, arn
 KmsBackend.encrypt, KmsBackend.decrypt = checked_encrypt, checked_decrypt
+
+disable, schedule = KmsBackend.disable_key, KmsBackend.schedule_key_deletion
+def not_pending(backend, key_id):
+    key = backend.keys[backend.any_id_to_key_id(key_id)]
+    if key.key_state == "PendingDeletion":
+        raise JsonRESTError("KMSInvalidStateException", f"{key.arn} is pending deletion.")
+def checked_disable(self, key_id):
+    not_pending(self, key_id)
+    return disable(self, key_id)
+def checked_schedule(self, key_id, pending_window_in_days):
+    not_pending(self, key_id)
+    return schedule(self, key_id, pending_window_in_days)
+KmsBackend.disable_key, KmsBackend.schedule_key_deletion = checked_disable, checked_schedule
 
 def by_any_id(method):
     def call(self, key_id, *args, **kwargs):
