@@ -7,12 +7,11 @@
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
-use base64::Engine;
-use plinth_test_harness::cli::{ok, stdout, temporal, temporal_as, text, wait_for};
+use plinth_test_harness::cli::{ok, stdout, text, wait_for};
+use plinth_test_harness::sealed::{data, start, stored_payload};
 use plinth_test_harness::{ADMIN, DevServer, PAYMENTS_MEMBER, PlinthStack};
 
 const PLINTH: &str = env!("CARGO_BIN_EXE_plinth");
-const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 /// Long enough to restore in after `plinth delete --wait` returns, short enough to wait out.
 const SHRED_DELAY: &str = "15s";
 
@@ -42,43 +41,9 @@ fn provision_and_export(name: &str, shred: bool) -> PathBuf {
     let extra = format!("  allowDeletion: true\n  shredOnDelete: {shred}\n");
     stack.provision_for_team_with(name, name, &extra).unwrap();
     let profile = stack.profile(PAYMENTS_MEMBER, name).unwrap();
-    ok(temporal_as(
-        &profile,
-        &[
-            "workflow",
-            "start",
-            "--type",
-            "Kept",
-            "--task-queue",
-            "nobody",
-            "-w",
-            "exported",
-            "--input",
-            &format!("\"{name}-secret\""),
-        ],
-    ));
-    let shown = ok(temporal(
-        &[
-            "workflow",
-            "show",
-            "-w",
-            "exported",
-            "--namespace",
-            name,
-            "-o",
-            "json",
-        ],
-        &stack.temporal_address,
-    ));
-    let history: serde_json::Value = serde_json::from_slice(&shown.stdout).unwrap();
-    let payload =
-        &history["events"][0]["workflowExecutionStartedEventAttributes"]["input"]["payloads"][0];
-    assert!(
-        !payload
-            .to_string()
-            .contains(&B64.encode(format!("\"{name}-secret\""))),
-        "stored sealed"
-    );
+    start(&profile, "exported", &format!("{name}-secret"));
+    let payload = stored_payload(stack, name, "exported");
+    assert!(!data(&payload).contains("-secret"), "stored sealed");
     let export = stack.home().join(format!("{name}.export.json"));
     std::fs::write(
         &export,
@@ -102,8 +67,7 @@ fn decode(namespace: &str, export: &std::path::Path) -> Result<String, String> {
         return Err(text(&out));
     }
     let opened: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let data = opened["payloads"][0]["data"].as_str().unwrap_or_default();
-    Ok(String::from_utf8(B64.decode(data).unwrap()).unwrap())
+    Ok(data(&opened["payloads"][0]))
 }
 
 /// `plinth keys list`'s lines for namespace `namespace`'s own keys.

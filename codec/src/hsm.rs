@@ -28,8 +28,8 @@ use crate::keyring::{
     shredded,
 };
 use crate::{
-    CodecError, KEY_BYTES, KekProvider, KeyInfo, KeyPurpose, KeyState, NamespaceKeys, ShredMark,
-    ShredOutcome, ShredSchedule,
+    CodecError, KEY_BYTES, KekProvider, KeyInfo, KeyPurpose, KeyState, NamespaceKeys,
+    RESTORE_MARGIN, ShredMark, ShredOutcome, ShredSchedule,
 };
 
 /// How long a listing of the token's keys is trusted before it is read again.
@@ -279,21 +279,23 @@ impl Pkcs11Provider {
     /// [`Self::generate`] for namespace `namespace`'s own key, which it must have: a key for
     /// a name nothing seals for would protect nothing.
     pub fn rotate_namespace(&self, namespace: &str) -> Result<String, HsmError> {
+        let _making = self.making.lock().expect("making lock");
         let listing = self.relist()?;
         if listing.active(Some(namespace)).is_none() {
             return Err(HsmError::NoSuchNamespace(namespace.to_owned()));
         }
-        if let Some((stored, _)) = listing
-            .marks
-            .values()
-            .find(|(m, _)| m.namespace == namespace)
-        {
+        if let Some(stored) = pending_mark(&listing, namespace) {
             return Err(HsmError::Shredding(being_shredded(
                 namespace,
                 &stored.mark(),
             )));
         }
-        self.generate_for(Some(namespace))
+        let id = self.generate_for(Some(namespace))?;
+        // A shredding another process scheduled while the key was made covers it too.
+        if let Some(stored) = pending_mark(&self.relist()?, namespace) {
+            self.write_mark(&id, stored)?;
+        }
+        Ok(id)
     }
 
     /// Generates a new key of `scope` (a namespace's own, or the installation's).
@@ -360,13 +362,8 @@ impl Pkcs11Provider {
         Ok(keys)
     }
 
-    /// Writes `stored` as key `id`'s shred mark, replacing one it has.
-    fn write_mark(
-        &self,
-        id: &str,
-        stored: &StoredMark,
-        old: Option<ObjectHandle>,
-    ) -> Result<(), HsmError> {
+    /// Writes `stored` as key `id`'s shred mark.
+    fn write_mark(&self, id: &str, stored: &StoredMark) -> Result<(), HsmError> {
         let value = serde_json::to_vec(stored).expect("a mark serializes");
         let template = [
             Attribute::Class(ObjectClass::DATA),
@@ -377,11 +374,7 @@ impl Pkcs11Provider {
             Attribute::Value(value),
         ];
         self.with_session("write a shred mark", |session| {
-            session.create_object(&template)?;
-            if let Some(old) = old {
-                session.destroy_object(old)?;
-            }
-            Ok(())
+            session.create_object(&template).map(drop)
         })
     }
 
@@ -560,7 +553,7 @@ impl NamespaceKeys for Pkcs11Provider {
                         by: by.to_owned(),
                         shredded: None,
                     };
-                    self.write_mark(id, &stored, None).map_err(failed)?;
+                    self.write_mark(id, &stored).map_err(failed)?;
                 }
             }
             schedule.keys.push(id.clone());
@@ -569,14 +562,19 @@ impl NamespaceKeys for Pkcs11Provider {
         Ok(schedule)
     }
 
-    /// Destroys the key objects, then records when in their marks: a try that stops between
-    /// the two leaves a mark that the next try completes.
+    /// Records when in each due key's mark, in place (a mark a restore removed meanwhile
+    /// fails to change, and its key lives), then destroys the key object: a try that stops
+    /// between the two leaves a mark that the next try completes.
     fn shred_due(&self, namespace: &str) -> Result<ShredOutcome, CodecError> {
         let failed = |e| provider_error(&format!("(namespace {namespace})"), e);
         let _making = self.making.lock().expect("making lock");
         let listing = self.relist().map_err(failed)?;
         let now = SystemTime::now();
         let mut shredded = Vec::new();
+        let mut now_shredded = false;
+        let live = listing.keys.iter().any(|(id, (scope, _))| {
+            scope.as_deref() == Some(namespace) && !listing.marks.contains_key(id)
+        });
         for (id, (stored, mark_handle)) in &listing.marks {
             if stored.namespace != namespace {
                 continue;
@@ -587,16 +585,18 @@ impl NamespaceKeys for Pkcs11Provider {
                     Some(false) => return Ok(ShredOutcome::NotYet(stored.due.clone())),
                     None => return Err(failed(unreadable_due(&self.settings.token, id))),
                 }
-                // The mark says shredded before the key goes: a restore from now on is
-                // refused, and a try that stops here is finished by the next.
                 let done = StoredMark {
                     shredded: Some(rfc3339(now)),
                     namespace: stored.namespace.clone(),
                     due: stored.due.clone(),
                     by: stored.by.clone(),
                 };
-                self.write_mark(id, &done, Some(*mark_handle))
-                    .map_err(failed)?;
+                let value = serde_json::to_vec(&done).expect("a mark serializes");
+                self.with_session("mark a key shredded", |session| {
+                    session.update_attributes(*mark_handle, &[Attribute::Value(value.clone())])
+                })
+                .map_err(failed)?;
+                now_shredded = true;
             }
             if let Some((scope, key)) = listing.keys.get(id)
                 && scope.as_deref() == Some(namespace)
@@ -608,7 +608,8 @@ impl NamespaceKeys for Pkcs11Provider {
         }
         self.relist().map_err(failed)?;
         shredded.sort();
-        Ok(if shredded.is_empty() {
+        // Nothing was due and a key lives: the deletion was restored.
+        Ok(if shredded.is_empty() || (live && !now_shredded) {
             ShredOutcome::Restored
         } else {
             ShredOutcome::Shredded(shredded)
@@ -628,8 +629,8 @@ impl NamespaceKeys for Pkcs11Provider {
                 gone = Some(stored.mark());
                 continue;
             }
-            // Its time has come: the worker may be shredding it now.
-            if is_due(&stored.mark(), SystemTime::now()) != Some(false) {
+            // Its time has come, or nearly (clocks differ): the worker may be shredding it.
+            if is_due(&stored.mark(), SystemTime::now() + RESTORE_MARGIN) != Some(false) {
                 return Err(failed(HsmError::Shredding(format!(
                     "namespace {namespace:?}: its keys were due to be shredded at {}; a key \
                      being shredded cannot be restored",
@@ -677,6 +678,15 @@ fn login(context: &Pkcs11, slot: Slot, settings: &Pkcs11Settings) -> Result<Sess
         )
         .map_err(failed("log in"))?;
     Ok(session)
+}
+
+/// A mark of `namespace` whose shredding is scheduled and not yet done.
+fn pending_mark<'a>(listing: &'a Listing, namespace: &str) -> Option<&'a StoredMark> {
+    listing
+        .marks
+        .values()
+        .map(|(stored, _)| stored)
+        .find(|stored| stored.namespace == namespace && stored.shredded.is_none())
 }
 
 fn unreadable_due(token: &str, id: &str) -> HsmError {

@@ -258,6 +258,10 @@ pub enum ShredOutcome {
     NotYet(String),
 }
 
+/// How close to its due time a shredding can no longer be restored: the worker may be at
+/// it already, and clocks differ.
+pub const RESTORE_MARGIN: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+
 /// The RFC 3339 text of `at`, to the second.
 pub(crate) fn rfc3339(at: SystemTime) -> String {
     humantime::format_rfc3339_seconds(at).to_string()
@@ -567,7 +571,7 @@ impl KeyRing {
             .keys
             .iter()
             .filter(|k| k.info.namespace.as_deref() == Some(namespace))
-            .find_map(|k| k.info.shred.as_ref())
+            .find_map(|k| k.info.shred.as_ref().filter(|m| m.shredded.is_none()))
         {
             return Err(KeyRingError::Shredding(being_shredded(namespace, mark)));
         }
@@ -686,9 +690,10 @@ impl KeyRing {
         self.changeable()?;
         let path = self.path.clone();
         let mut shredded = Vec::new();
-        let mut waiting = None;
+        let (mut waiting, mut live, mut now_shredded) = (None, false, false);
         for key in self.namespace_keys_mut(namespace) {
             let Some(mark) = &mut key.info.shred else {
+                live = true;
                 continue;
             };
             if mark.shredded.is_none() {
@@ -711,6 +716,7 @@ impl KeyRing {
                 mark.shredded = Some(rfc3339(now));
                 key.material = None;
                 key.info.state = KeyState::DecryptOnly;
+                now_shredded = true;
             }
             shredded.push(key.info.id.clone());
         }
@@ -718,7 +724,8 @@ impl KeyRing {
             self.save()?;
             return Ok(ShredOutcome::NotYet(due));
         }
-        if shredded.is_empty() {
+        // Nothing was due and a key lives: the deletion was restored.
+        if shredded.is_empty() || (live && !now_shredded) {
             return Ok(ShredOutcome::Restored);
         }
         self.save()?;

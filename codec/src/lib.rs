@@ -25,8 +25,8 @@ pub use hsm::{HsmError, Pkcs11Provider, Pkcs11Settings, SOFTHSM_MODULE};
 pub use json::{payloads_from_json, payloads_to_json};
 pub use keyring::{
     CountingProvider, KEY_BYTES, KekProvider, KeyInfo, KeyPurpose, KeyRing, KeyRingError,
-    KeyRingNamespaceKeys, KeyState, NamespaceKeys, ShredMark, ShredOutcome, ShredSchedule,
-    WatchedKeyRing, being_shredded, nothing_to_restore,
+    KeyRingNamespaceKeys, KeyState, NamespaceKeys, RESTORE_MARGIN, ShredMark, ShredOutcome,
+    ShredSchedule, WatchedKeyRing, being_shredded, nothing_to_restore,
 };
 
 /// The Temporal payload type the codec reads and writes.

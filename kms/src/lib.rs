@@ -40,9 +40,11 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 const TAG_KEK: &str = "plinth-kek";
 /// The tag naming the namespace whose own key a key is.
 const TAG_NAMESPACE: &str = "plinth-namespace";
-/// The tag naming the installation a key belongs to (its namespace alias prefix), so that
+/// The tag naming the installation a key belongs to (its `aws_kms_key`), so that
 /// installations sharing an account never touch each other's keys.
 const TAG_INSTALLATION: &str = "plinth-installation";
+/// A restore is refused this close to the due time: the worker may be shredding already.
+const RESTORE_MARGIN: Duration = plinth_codec::RESTORE_MARGIN;
 /// KMS calls in flight at once, whatever asks for them.
 const MAX_CALLS_IN_FLIGHT: usize = 16;
 /// Tags of a key scheduled for destruction: when, and who deleted its namespace; and, once
@@ -229,11 +231,22 @@ impl AwsKmsProvider {
         })
     }
 
-    fn run<T: Send>(&self, future: impl Future<Output = T> + Send) -> T {
+    /// Runs one KMS call, once one of the [`MAX_CALLS_IN_FLIGHT`] slots is free; waiting
+    /// longer than [`CALL_TIMEOUT`] for a slot fails like a call that timed out.
+    fn run<T: Send, E: Send>(
+        &self,
+        future: impl Future<Output = Result<T, SdkError<E>>> + Send,
+    ) -> Result<T, SdkError<E>> {
         block_on(
             self.runtime.as_ref().expect("the runtime lives until drop"),
             async {
-                let _permit = self.in_flight.acquire().await.expect("never closed");
+                let Ok(permit) = tokio::time::timeout(CALL_TIMEOUT, self.in_flight.acquire()).await
+                else {
+                    return Err(SdkError::timeout_error(
+                        "no free slot for a KMS call: too many calls in flight",
+                    ));
+                };
+                let _permit = permit.expect("never closed");
                 future.await
             },
         )
@@ -290,7 +303,19 @@ impl AwsKmsProvider {
             return Err(KmsError::NoSuchNamespace(namespace.to_owned()));
         }
         self.not_being_shredded(namespace)?;
-        self.repoint(&alias, Some(namespace))
+        let arn = self.repoint(&alias, Some(namespace))?;
+        // A shredding scheduled while the key was made covers it too.
+        let pending = self
+            .namespace_keys(namespace)?
+            .into_iter()
+            .find_map(|(_, tags)| shred_mark(&tags).filter(|m| m.shredded.is_none()));
+        if let Some(mark) = pending {
+            self.tag(
+                &arn,
+                &[(TAG_SHRED_DUE, &mark.due), (TAG_SHRED_BY, &mark.by)],
+            )?;
+        }
+        Ok(arn)
     }
 
     fn repoint(&self, alias: &str, namespace: Option<&str>) -> Result<String, KmsError> {
@@ -418,8 +443,7 @@ impl AwsKmsProvider {
 
     /// Whether a key's tags make it one this installation made.
     fn is_ours(&self, tags: &Tags) -> bool {
-        tags.contains_key(TAG_KEK)
-            && tags.get(TAG_INSTALLATION) == Some(&self.settings.namespace_alias_prefix)
+        tags.contains_key(TAG_KEK) && tags.get(TAG_INSTALLATION) == Some(&self.settings.key)
     }
 
     /// Whose key `arn` is: the installation's by its tags or as the configured key, a
@@ -442,7 +466,10 @@ impl AwsKmsProvider {
                 None => Owner::Installation,
             },
             Some(_) if arn == installation => Owner::Installation,
-            _ => Owner::Foreign,
+            Some(_) => Owner::Foreign,
+            // Not found (yet: KMS is eventually consistent) or not readable: refused now,
+            // asked again next time.
+            None => return Ok(Owner::Foreign),
         };
         self.remember(arn, owner.clone());
         Ok(owner)
@@ -493,7 +520,7 @@ impl AwsKmsProvider {
                 "installation"
             },
         )];
-        tags.push(tag(TAG_INSTALLATION, &self.settings.namespace_alias_prefix));
+        tags.push(tag(TAG_INSTALLATION, &self.settings.key));
         if let Some(namespace) = namespace {
             tags.push(tag(TAG_NAMESPACE, namespace));
         }
@@ -829,7 +856,7 @@ impl AwsKmsProvider {
     /// Refuses to change `namespace`'s keys while their shredding is scheduled.
     fn not_being_shredded(&self, namespace: &str) -> Result<(), KmsError> {
         for (_, tags) in self.namespace_keys(namespace)? {
-            if let Some(mark) = shred_mark(&tags) {
+            if let Some(mark) = shred_mark(&tags).filter(|m| m.shredded.is_none()) {
                 return Err(KmsError::Shredding(plinth_codec::being_shredded(
                     namespace, &mark,
                 )));
@@ -887,7 +914,20 @@ impl NamespaceKeys for AwsKmsProvider {
             keys: Vec::new(),
             due: rfc3339(due),
         };
-        for (arn, tags) in self.namespace_keys(namespace).map_err(failed)? {
+        let keys = self.namespace_keys(namespace).map_err(failed)?;
+        // The key that seals for the namespace must be among those found, or keys this
+        // principal cannot read would live on while the deletion says they are shredded.
+        let alias = self.namespace_alias(namespace);
+        if let Some(current) = self.describe(&alias).map_err(failed)?.map(|m| arn_of(&m))
+            && !keys.iter().any(|(arn, _)| *arn == current)
+        {
+            return Err(failed(KmsError::Shredding(format!(
+                "namespace {namespace:?}: its alias {alias} names {current}, which is not \
+                 readable as this installation's key of the namespace (its tags); nothing was \
+                 scheduled"
+            ))));
+        }
+        for (arn, tags) in keys {
             if tags.contains_key(TAG_SHREDDED) {
                 continue;
             }
@@ -902,73 +942,104 @@ impl NamespaceKeys for AwsKmsProvider {
         Ok(schedule)
     }
 
-    /// Tags each due key as shredded, then disables it and has KMS delete it after its
-    /// shortest window; the namespace's alias goes, so a namespace made again gets a new key.
-    /// Each step is skipped when an earlier try took it.
+    /// Tags each due key as shredded (its due mark read again first, so a restore that
+    /// got there before wins), then disables it and has KMS delete it after its shortest
+    /// window; once no key of the namespace lives, its alias goes, so a namespace made again
+    /// gets a new key. Each step is skipped when an earlier try took it.
     fn shred_due(&self, namespace: &str) -> Result<ShredOutcome, CodecError> {
         let failed = |e| kms_error(&format!("(namespace {namespace})"), e);
         let now = SystemTime::now();
         let keys = self.namespace_keys(namespace).map_err(failed)?;
-        let mut shredded = Vec::new();
+        let alias = self.namespace_alias(namespace);
+        if keys.is_empty() && self.describe(&alias).map_err(failed)?.is_some() {
+            return Err(failed(KmsError::Shredding(format!(
+                "namespace {namespace:?}: no key of it is readable as this installation's, \
+                 yet its alias {alias} still names one; nothing was shredded"
+            ))));
+        }
+        let (mut shredded, mut live, mut now_shredded) = (Vec::new(), false, false);
         for (arn, tags) in &keys {
             let Some(mark) = shred_mark(tags) else {
+                live = true;
                 continue;
             };
             if mark.shredded.is_none() {
                 if due_of(&mark).map_err(failed)? > now {
                     return Ok(ShredOutcome::NotYet(mark.due));
                 }
+                let again = self.own_tags(arn).map_err(failed)?.unwrap_or_default();
+                if shred_mark(&again).is_none() {
+                    live = true;
+                    continue;
+                }
                 self.tag(arn, &[(TAG_SHREDDED, &rfc3339(now))])
                     .map_err(failed)?;
+                now_shredded = true;
             }
             let state = self
                 .describe(arn)
                 .map_err(failed)?
                 .and_then(|meta| meta.key_state().cloned());
-            if state == Some(KmsKeyState::Enabled) {
-                self.call("DisableKey", arn, |c| c.disable_key().key_id(arn).send())
-                    .map_err(failed)?;
-            }
-            if matches!(state, Some(KmsKeyState::Enabled | KmsKeyState::Disabled)) {
-                self.call("ScheduleKeyDeletion", arn, |c| {
-                    c.schedule_key_deletion()
-                        .key_id(arn)
-                        .pending_window_in_days(KMS_DELETION_WINDOW_DAYS)
-                        .send()
-                })
-                .map_err(failed)?;
+            match state {
+                Some(KmsKeyState::Enabled) => {
+                    self.call("DisableKey", arn, |c| c.disable_key().key_id(arn).send())
+                        .map_err(failed)?;
+                    self.schedule_deletion(arn).map_err(failed)?;
+                }
+                Some(KmsKeyState::Disabled) => self.schedule_deletion(arn).map_err(failed)?,
+                // Done by an earlier try, or by KMS itself.
+                Some(KmsKeyState::PendingDeletion) | None => {}
+                Some(other) => {
+                    return Err(failed(KmsError::Shredding(format!(
+                        "key {arn} is {}: not shredded yet; tried again later",
+                        other.as_str()
+                    ))));
+                }
             }
             shredded.push(arn.clone());
         }
-        // Keys that are there but unmarked were restored; no keys at all, KMS deleted them.
-        if shredded.is_empty() && !keys.is_empty() {
+        // Nothing was due and a key lives: the deletion was restored (earlier lives' shredded
+        // keys are no news).
+        if live && !now_shredded {
             return Ok(ShredOutcome::Restored);
         }
-        let alias = self.namespace_alias(namespace);
-        let deleted = self.run(self.client.delete_alias().alias_name(&alias).send());
-        match deleted {
-            Err(e)
-                if !e
-                    .as_service_error()
-                    .is_some_and(|e| e.is_not_found_exception()) =>
-            {
-                return Err(failed(call_error("DeleteAlias", &alias, e)));
+        if !live {
+            let deleted = self.run(self.client.delete_alias().alias_name(&alias).send());
+            match deleted {
+                Err(e)
+                    if !e
+                        .as_service_error()
+                        .is_some_and(|e| e.is_not_found_exception()) =>
+                {
+                    return Err(failed(call_error("DeleteAlias", &alias, e)));
+                }
+                _ => self.forget(&alias),
             }
-            _ => self.forget(&alias),
         }
         Ok(ShredOutcome::Shredded(shredded))
+    }
+
+    fn schedule_deletion(&self, arn: &str) -> Result<(), KmsError> {
+        self.call("ScheduleKeyDeletion", arn, |c| {
+            c.schedule_key_deletion()
+                .key_id(arn)
+                .pending_window_in_days(KMS_DELETION_WINDOW_DAYS)
+                .send()
+        })
+        .map(drop)
     }
 
     fn restore(&self, namespace: &str) -> Result<Vec<String>, CodecError> {
         let failed = |e| kms_error(&format!("(namespace {namespace})"), e);
         let (mut restored, mut gone) = (Vec::new(), None);
+        let keys = self.namespace_keys(namespace).map_err(failed)?;
         let now = SystemTime::now();
-        for (arn, tags) in self.namespace_keys(namespace).map_err(failed)? {
+        for (arn, tags) in keys {
             match shred_mark(&tags) {
                 Some(mark) if mark.shredded.is_some() => gone = Some(mark),
-                // Its time has come: the worker may be shredding it now, so a restore could
-                // not keep the promise it makes.
-                Some(mark) if due_of(&mark).map_err(failed)? <= now => {
+                // Its time has come, or nearly (clocks differ): the worker may be shredding
+                // it now, so a restore could not keep the promise it makes.
+                Some(mark) if due_of(&mark).map_err(failed)? <= now + RESTORE_MARGIN => {
                     return Err(failed(KmsError::Shredding(format!(
                         "namespace {namespace:?}: its keys were due to be shredded at {}; a \
                          key being shredded cannot be restored",

@@ -263,7 +263,9 @@ fn a_shredded_namespace_key_is_disabled_and_deleted_in_kms_and_says_by_whom() {
     assert_eq!(state.trim(), "PendingDeletion");
     let refused = kms.restore("doomed").unwrap_err();
     assert!(
-        refused.to_string().contains("cannot be restored"),
+        refused
+            .to_string()
+            .contains("a shredded key cannot be restored"),
         "{refused}"
     );
     // The name made again gets a key of its own, not the shredded one.
@@ -289,6 +291,16 @@ fn a_shred_not_yet_due_waits_and_can_be_restored_until_then() {
     );
     assert_eq!(kms.restore("later").unwrap(), std::slice::from_ref(&kek));
     kms.rotate_namespace("later").unwrap();
+    // Too near its time, a restore is refused: the worker may be shredding already.
+    let soon = std::time::SystemTime::now() + std::time::Duration::from_secs(60);
+    kms.schedule_shred("later", "user:ops", soon).unwrap();
+    let refused = kms.restore("later").unwrap_err();
+    assert!(
+        refused
+            .to_string()
+            .contains("a key being shredded cannot be restored"),
+        "{refused}"
+    );
 }
 
 #[test]
