@@ -292,7 +292,8 @@ impl Pkcs11Provider {
         }
         let id = self.generate_for(Some(namespace))?;
         // A shredding another process scheduled while the key was made covers it too.
-        if let Some(stored) = pending_mark(&self.relist()?, namespace) {
+        let listing = self.relist()?;
+        if let Some(stored) = pending_mark(&listing, namespace) {
             self.write_mark(&id, stored)?;
         }
         Ok(id)
@@ -362,8 +363,8 @@ impl Pkcs11Provider {
         Ok(keys)
     }
 
-    /// Writes `stored` as key `id`'s shred mark.
-    fn write_mark(&self, id: &str, stored: &StoredMark) -> Result<(), HsmError> {
+    /// Writes `stored` as key `id`'s shred mark; returns its object.
+    fn write_mark(&self, id: &str, stored: &StoredMark) -> Result<ObjectHandle, HsmError> {
         let value = serde_json::to_vec(stored).expect("a mark serializes");
         let template = [
             Attribute::Class(ObjectClass::DATA),
@@ -374,7 +375,7 @@ impl Pkcs11Provider {
             Attribute::Value(value),
         ];
         self.with_session("write a shred mark", |session| {
-            session.create_object(&template).map(drop)
+            session.create_object(&template)
         })
     }
 
@@ -433,7 +434,13 @@ impl Pkcs11Provider {
                         _ => {}
                     }
                 }
-                if let (Some(label), Some(value)) = (label, value) {
+                // A try that stopped between writing a key's shredded mark and removing its
+                // pending one leaves both: the shredded one stands.
+                if let (Some(label), Some(value)) = (label, value)
+                    && marks
+                        .get(&label)
+                        .is_none_or(|(kept, _): &(StoredMark, _)| kept.shredded.is_none())
+                {
                     marks.insert(label, (value, handle));
                 }
             }
@@ -562,9 +569,9 @@ impl NamespaceKeys for Pkcs11Provider {
         Ok(schedule)
     }
 
-    /// Records when in each due key's mark, in place (a mark a restore removed meanwhile
-    /// fails to change, and its key lives), then destroys the key object: a try that stops
-    /// between the two leaves a mark that the next try completes.
+    /// Writes each due key a mark saying when it was shredded and removes its pending one (a
+    /// pending mark a restore removed first leaves the key living), then destroys the key
+    /// object: a try that stops on the way leaves a shredded mark that the next completes.
     fn shred_due(&self, namespace: &str) -> Result<ShredOutcome, CodecError> {
         let failed = |e| provider_error(&format!("(namespace {namespace})"), e);
         let _making = self.making.lock().expect("making lock");
@@ -572,7 +579,7 @@ impl NamespaceKeys for Pkcs11Provider {
         let now = SystemTime::now();
         let mut shredded = Vec::new();
         let mut now_shredded = false;
-        let live = listing.keys.iter().any(|(id, (scope, _))| {
+        let mut live = listing.keys.iter().any(|(id, (scope, _))| {
             scope.as_deref() == Some(namespace) && !listing.marks.contains_key(id)
         });
         for (id, (stored, mark_handle)) in &listing.marks {
@@ -591,11 +598,19 @@ impl NamespaceKeys for Pkcs11Provider {
                     due: stored.due.clone(),
                     by: stored.by.clone(),
                 };
-                let value = serde_json::to_vec(&done).expect("a mark serializes");
-                self.with_session("mark a key shredded", |session| {
-                    session.update_attributes(*mark_handle, &[Attribute::Value(value.clone())])
-                })
-                .map_err(failed)?;
+                let written = self.write_mark(id, &done).map_err(failed)?;
+                let replaced = self.with_session("remove a pending shred mark", |session| {
+                    session.destroy_object(*mark_handle)
+                });
+                if replaced.is_err() {
+                    // A restore got there first: the key lives.
+                    self.with_session("remove a shred mark", |session| {
+                        session.destroy_object(written)
+                    })
+                    .map_err(failed)?;
+                    live = true;
+                    continue;
+                }
                 now_shredded = true;
             }
             if let Some((scope, key)) = listing.keys.get(id)

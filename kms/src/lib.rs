@@ -233,6 +233,10 @@ impl AwsKmsProvider {
 
     /// Runs one KMS call, once one of the [`MAX_CALLS_IN_FLIGHT`] slots is free; waiting
     /// longer than [`CALL_TIMEOUT`] for a slot fails like a call that timed out.
+    #[expect(
+        clippy::result_large_err,
+        reason = "the SDK's own result, passed through unchanged"
+    )]
     fn run<T: Send, E: Send>(
         &self,
         future: impl Future<Output = Result<T, SdkError<E>>> + Send,
@@ -853,6 +857,17 @@ impl AwsKmsProvider {
         }
     }
 
+    /// Has KMS delete `arn` after its shortest window.
+    fn schedule_deletion(&self, arn: &str) -> Result<(), KmsError> {
+        self.call("ScheduleKeyDeletion", arn, |c| {
+            c.schedule_key_deletion()
+                .key_id(arn)
+                .pending_window_in_days(KMS_DELETION_WINDOW_DAYS)
+                .send()
+        })
+        .map(drop)
+    }
+
     /// Refuses to change `namespace`'s keys while their shredding is scheduled.
     fn not_being_shredded(&self, namespace: &str) -> Result<(), KmsError> {
         for (_, tags) in self.namespace_keys(namespace)? {
@@ -1017,16 +1032,6 @@ impl NamespaceKeys for AwsKmsProvider {
             }
         }
         Ok(ShredOutcome::Shredded(shredded))
-    }
-
-    fn schedule_deletion(&self, arn: &str) -> Result<(), KmsError> {
-        self.call("ScheduleKeyDeletion", arn, |c| {
-            c.schedule_key_deletion()
-                .key_id(arn)
-                .pending_window_in_days(KMS_DELETION_WINDOW_DAYS)
-                .send()
-        })
-        .map(drop)
     }
 
     fn restore(&self, namespace: &str) -> Result<Vec<String>, CodecError> {
