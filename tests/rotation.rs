@@ -5,7 +5,8 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use plinth_test_harness::cli::{ok, stdout, temporal_as, text, wait_for};
+use plinth_test_harness::cli::{ok, temporal_as, text, wait_for};
+use plinth_test_harness::sealed::active_key;
 use plinth_test_harness::{DevServer, PAYMENTS_MEMBER, PlinthStack};
 
 const PLINTH: &str = env!("CARGO_BIN_EXE_plinth");
@@ -86,14 +87,4 @@ fn a_key_rotated_under_load_through_two_proxies_is_used_by_both_and_no_call_fail
         calls > calls_at_rotation,
         "calls went on across the rotation"
     );
-}
-
-/// The installation's active key, as `plinth keys list` shows it.
-fn active_key(stack: &PlinthStack) -> String {
-    stdout(&ok(stack.plinth(&["keys", "list"])))
-        .lines()
-        .find(|line| line.ends_with(" active"))
-        .and_then(|line| line.split_whitespace().next())
-        .unwrap_or_default()
-        .to_owned()
 }

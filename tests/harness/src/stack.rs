@@ -297,27 +297,8 @@ impl PlinthStack {
     /// The key id (`encryption-key-id`) workflow `id`'s input in `namespace` is stored
     /// under, read from Temporal directly, around the proxy.
     pub fn stored_key_id(&self, namespace: &str, id: &str) -> String {
-        use base64::Engine;
-        let shown = crate::cli::temporal(
-            &[
-                "workflow",
-                "show",
-                "-w",
-                id,
-                "--namespace",
-                namespace,
-                "-o",
-                "json",
-            ],
-            &self.temporal_address,
-        );
-        let history: serde_json::Value = serde_json::from_slice(&shown.stdout).unwrap_or_default();
-        let key = &history["events"][0]["workflowExecutionStartedEventAttributes"]["input"]["payloads"]
-            [0]["metadata"]["encryption-key-id"];
-        let bytes = base64::engine::general_purpose::STANDARD
-            .decode(key.as_str().unwrap_or_default())
-            .unwrap_or_default();
-        String::from_utf8_lossy(&bytes).into_owned()
+        let payload = crate::sealed::stored_payload(self, namespace, id);
+        crate::sealed::metadata(&payload, "encryption-key-id")
     }
 
     /// A bearer token for `email`, for `audience`, expiring `expires_in` seconds from now
