@@ -842,17 +842,9 @@ mod tests {
         }
         let hsm = plinth_test_support::SoftHsm::new("unit").unwrap();
         let (name, value) = hsm.env();
-        let output = std::process::Command::new(std::env::current_exe().unwrap())
-            .args([&format!("hsm::tests::{test}"), "--exact", "--nocapture"])
-            .env(name, value)
-            .env(PIN, &hsm.pin)
-            .output()
-            .unwrap();
-        let out = String::from_utf8_lossy(&output.stdout);
-        assert!(
-            output.status.success() && out.contains("1 passed"),
-            "{out}{}",
-            String::from_utf8_lossy(&output.stderr)
+        plinth_test_support::rerun_with_env(
+            &format!("hsm::tests::{test}"),
+            [(name, value), (PIN, hsm.pin.clone())],
         );
         None
     }

@@ -29,18 +29,9 @@ fn provider(test: &str) -> Option<AwsKmsProvider> {
         return Some(provider);
     }
     let kms = stand_in();
-    let output = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([test, "--exact", "--nocapture"])
-        .envs(kms.env())
-        .env(ENDPOINT, kms.endpoint())
-        .output()
-        .unwrap();
-    let out = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success() && out.contains("1 passed"),
-        "{out}{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let mut env = kms.env();
+    env.push((ENDPOINT, kms.endpoint()));
+    plinth_test_support::rerun_with_env(test, env);
     None
 }
 

@@ -63,3 +63,26 @@ pub fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(300));
     }
 }
+
+/// Runs test `path` (as the test binary names it) again in a child process of this test
+/// binary with `env`, and fails unless it passes there: for tests whose subject reads its
+/// environment once (a PKCS#11 module, the AWS credential chain), which a test may not set
+/// in its own process.
+#[track_caller]
+pub fn rerun_with_env<K, V>(path: &str, env: impl IntoIterator<Item = (K, V)>)
+where
+    K: AsRef<std::ffi::OsStr>,
+    V: AsRef<std::ffi::OsStr>,
+{
+    let output = std::process::Command::new(std::env::current_exe().expect("test binary"))
+        .args([path, "--exact", "--nocapture"])
+        .envs(env)
+        .output()
+        .expect("run the test binary again");
+    let out = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && out.contains("1 passed"),
+        "{out}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
