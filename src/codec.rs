@@ -119,17 +119,56 @@ pub fn init_keys(config: &Config, home: &Home) -> anyhow::Result<(String, bool)>
             let (ring, created) = KeyRing::init(&keyring_path(config, home))?;
             Ok((active(&ring), created))
         }
-        KeyProviderKind::Pkcs11 => init_token(&pkcs11(config)?),
-        KeyProviderKind::AwsKms => Ok(aws_kms(config)?.init()?),
+        KeyProviderKind::Pkcs11 => pkcs11(config)?.init(),
+        KeyProviderKind::AwsKms => SealedKeys::init(&aws_kms(config)?),
     }
 }
 
-/// The token's active key, made now if it has none.
-fn init_token(token: &Pkcs11Provider) -> anyhow::Result<(String, bool)> {
-    match token.active_kek() {
-        Ok(id) => Ok((id, false)),
-        Err(plinth_codec::CodecError::NoActiveKey) => Ok((token.generate()?, true)),
-        Err(e) => Err(e.into()),
+/// A provider whose keys are made inside it and never leave: a PKCS#11 token, AWS KMS.
+trait SealedKeys {
+    /// The active installation key, made now if there is none; whether it was.
+    fn init(&self) -> anyhow::Result<(String, bool)>;
+    /// A new active key of the installation, or of `namespace`.
+    fn rotate(&self, namespace: Option<&str>) -> anyhow::Result<String>;
+    /// Every key, with its state.
+    fn list(&self) -> anyhow::Result<Vec<plinth_codec::KeyInfo>>;
+}
+
+impl SealedKeys for Pkcs11Provider {
+    fn init(&self) -> anyhow::Result<(String, bool)> {
+        match self.active_kek() {
+            Ok(id) => Ok((id, false)),
+            Err(plinth_codec::CodecError::NoActiveKey) => Ok((self.generate()?, true)),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn rotate(&self, namespace: Option<&str>) -> anyhow::Result<String> {
+        Ok(match namespace {
+            Some(namespace) => self.rotate_namespace(namespace)?,
+            None => self.generate()?,
+        })
+    }
+
+    fn list(&self) -> anyhow::Result<Vec<plinth_codec::KeyInfo>> {
+        Ok(Pkcs11Provider::list(self)?)
+    }
+}
+
+impl SealedKeys for AwsKmsProvider {
+    fn init(&self) -> anyhow::Result<(String, bool)> {
+        Ok(AwsKmsProvider::init(self)?)
+    }
+
+    fn rotate(&self, namespace: Option<&str>) -> anyhow::Result<String> {
+        Ok(match namespace {
+            Some(namespace) => self.rotate_namespace(namespace)?,
+            None => AwsKmsProvider::rotate(self)?,
+        })
+    }
+
+    fn list(&self) -> anyhow::Result<Vec<plinth_codec::KeyInfo>> {
+        Ok(AwsKmsProvider::list(self)?)
     }
 }
 
@@ -173,28 +212,9 @@ pub fn keys(config: &Config, home: &Home, command: &KeysCommand) -> anyhow::Resu
     }
     match config.keys.provider {
         KeyProviderKind::File => file_keys(config, home, command),
-        KeyProviderKind::Pkcs11 => token_keys(config, home, command),
-        KeyProviderKind::AwsKms => kms_keys(config, home, command),
+        KeyProviderKind::Pkcs11 => sealed_keys(config, home, &pkcs11(config)?, command),
+        KeyProviderKind::AwsKms => sealed_keys(config, home, &aws_kms(config)?, command),
     }
-}
-
-/// `plinth keys` on AWS KMS: keys are made there and never leave.
-fn kms_keys(config: &Config, home: &Home, command: &KeysCommand) -> anyhow::Result<ExitCode> {
-    let kms = aws_kms(config)?;
-    match command {
-        KeysCommand::Init => print_init(config, home, kms.init()?),
-        KeysCommand::Rotate { namespace } => {
-            let id = match namespace {
-                Some(namespace) => kms.rotate_namespace(namespace)?,
-                None => kms.rotate()?,
-            };
-            say_rotated(&id, namespace.as_deref());
-        }
-        KeysCommand::List => print_keys(&kms.list()?),
-        KeysCommand::Import { .. } => bail!(NO_IMPORT),
-        KeysCommand::Restore { .. } | KeysCommand::Decode { .. } => unreachable!("{ANY_PROVIDER}"),
-    }
-    Ok(ExitCode::SUCCESS)
 }
 
 /// Why the providers' own commands never see these.
@@ -204,19 +224,20 @@ const ANY_PROVIDER: &str = "plinth keys restore and decode work the same on ever
 const NO_IMPORT: &str = "plinth keys import: this provider's keys are made inside it and never \
      leave; import is for [keys] provider = \"file\"";
 
-/// `plinth keys` on a PKCS#11 token: keys are made inside it and never leave.
-fn token_keys(config: &Config, home: &Home, command: &KeysCommand) -> anyhow::Result<ExitCode> {
-    let token = pkcs11(config)?;
+/// `plinth keys` on a token or KMS: keys are made inside it and never leave.
+fn sealed_keys(
+    config: &Config,
+    home: &Home,
+    keys: &dyn SealedKeys,
+    command: &KeysCommand,
+) -> anyhow::Result<ExitCode> {
     match command {
-        KeysCommand::Init => print_init(config, home, init_token(&token)?),
+        KeysCommand::Init => print_init(config, home, keys.init()?),
         KeysCommand::Rotate { namespace } => {
-            let id = match namespace {
-                Some(namespace) => token.rotate_namespace(namespace)?,
-                None => token.generate()?,
-            };
+            let id = keys.rotate(namespace.as_deref())?;
             say_rotated(&id, namespace.as_deref());
         }
-        KeysCommand::List => print_keys(&token.list()?),
+        KeysCommand::List => print_keys(&keys.list()?),
         KeysCommand::Import { .. } => bail!(NO_IMPORT),
         KeysCommand::Restore { .. } | KeysCommand::Decode { .. } => unreachable!("{ANY_PROVIDER}"),
     }

@@ -24,7 +24,7 @@ use cryptoki::types::AuthPin;
 use std::time::SystemTime;
 
 use crate::keyring::{
-    NOTHING_TO_ROTATE, being_shredded, created_of, is_due, new_key_id, nothing_to_restore, rfc3339,
+    NOTHING_TO_ROTATE, being_shredded, created_of, new_key_id, nothing_to_restore, rfc3339,
     shredded,
 };
 use crate::{
@@ -587,7 +587,7 @@ impl NamespaceKeys for Pkcs11Provider {
                 continue;
             }
             if stored.shredded.is_none() {
-                match is_due(&stored.mark(), now) {
+                match stored.mark().is_due(now) {
                     Some(true) => {}
                     Some(false) => return Ok(ShredOutcome::NotYet(stored.due.clone())),
                     None => return Err(failed(unreadable_due(&self.settings.token, id))),
@@ -645,7 +645,7 @@ impl NamespaceKeys for Pkcs11Provider {
                 continue;
             }
             // Its time has come, or nearly (clocks differ): the worker may be shredding it.
-            if is_due(&stored.mark(), SystemTime::now() + RESTORE_MARGIN) != Some(false) {
+            if stored.mark().is_due(SystemTime::now() + RESTORE_MARGIN) != Some(false) {
                 return Err(failed(HsmError::Shredding(format!(
                     "namespace {namespace:?}: its keys were due to be shredded at {}; a key \
                      being shredded cannot be restored",

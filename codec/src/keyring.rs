@@ -262,17 +262,19 @@ pub enum ShredOutcome {
 /// it already, and clocks differ.
 pub const RESTORE_MARGIN: std::time::Duration = std::time::Duration::from_secs(15 * 60);
 
-/// The RFC 3339 text of `at`, to the second.
-pub(crate) fn rfc3339(at: SystemTime) -> String {
+/// The RFC 3339 text of `at`, to the second, as shred marks hold times.
+pub fn rfc3339(at: SystemTime) -> String {
     humantime::format_rfc3339_seconds(at).to_string()
 }
 
-/// Whether the mark's due time has come by `now`; `None` when it does not read, which is
-/// never taken for "now".
-pub(crate) fn is_due(mark: &ShredMark, now: SystemTime) -> Option<bool> {
-    humantime::parse_rfc3339(&mark.due)
-        .ok()
-        .map(|due| due <= now)
+impl ShredMark {
+    /// Whether its due time has come by `now`; `None` when the time does not read, which is
+    /// never taken for "now".
+    pub fn is_due(&self, now: SystemTime) -> Option<bool> {
+        humantime::parse_rfc3339(&self.due)
+            .ok()
+            .map(|due| due <= now)
+    }
 }
 
 /// Why a namespace's keys cannot be rotated: their shredding is scheduled or done.
@@ -697,7 +699,7 @@ impl KeyRing {
                 continue;
             };
             if mark.shredded.is_none() {
-                match is_due(mark, now) {
+                match mark.is_due(now) {
                     Some(true) => {}
                     Some(false) => {
                         waiting = Some(mark.due.clone());

@@ -26,7 +26,7 @@ pub use json::{payloads_from_json, payloads_to_json};
 pub use keyring::{
     CountingProvider, KEY_BYTES, KekProvider, KeyInfo, KeyPurpose, KeyRing, KeyRingError,
     KeyRingNamespaceKeys, KeyState, NamespaceKeys, RESTORE_MARGIN, ShredMark, ShredOutcome,
-    ShredSchedule, WatchedKeyRing, being_shredded, nothing_to_restore,
+    ShredSchedule, WatchedKeyRing, being_shredded, nothing_to_restore, rfc3339,
 };
 
 /// The Temporal payload type the codec reads and writes.

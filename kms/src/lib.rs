@@ -309,11 +309,7 @@ impl AwsKmsProvider {
         self.not_being_shredded(namespace)?;
         let arn = self.repoint(&alias, Some(namespace))?;
         // A shredding scheduled while the key was made covers it too.
-        let pending = self
-            .namespace_keys(namespace)?
-            .into_iter()
-            .find_map(|(_, tags)| shred_mark(&tags).filter(|m| m.shredded.is_none()));
-        if let Some(mark) = pending {
+        if let Some(mark) = self.pending_mark(namespace)? {
             self.tag(
                 &arn,
                 &[(TAG_SHRED_DUE, &mark.due), (TAG_SHRED_BY, &mark.by)],
@@ -337,28 +333,9 @@ impl AwsKmsProvider {
     /// Every key Plinth made (tagged `plinth-kek`), and the installation's key; the ones the
     /// aliases name are active.
     pub fn list(&self) -> Result<Vec<KeyInfo>, KmsError> {
-        let mut arns = Vec::new();
-        let mut marker = None;
-        loop {
-            let page = self.call("ListKeys", "*", |c| {
-                c.list_keys().set_marker(marker.clone()).send()
-            })?;
-            arns.extend(
-                page.keys()
-                    .iter()
-                    .filter_map(|k| k.key_arn().map(str::to_owned)),
-            );
-            match page.next_marker() {
-                Some(next) if page.truncated() => marker = Some(next.to_owned()),
-                _ => break,
-            }
-        }
         let installation = self.describe(&self.settings.key)?.map(|m| arn_of(&m));
         let mut keys = Vec::new();
-        for arn in arns {
-            let Some(tags) = self.own_tags(&arn)? else {
-                continue;
-            };
+        for (arn, tags) in self.readable_keys()? {
             let namespace = tags.get(TAG_NAMESPACE).cloned();
             if !self.is_ours(&tags) && installation.as_deref() != Some(arn.as_str()) {
                 continue;
@@ -397,21 +374,34 @@ impl AwsKmsProvider {
 
     /// Every key of `namespace`'s own (by tag), with its tags.
     fn namespace_keys(&self, namespace: &str) -> Result<Vec<(String, Tags)>, KmsError> {
-        let mut found = Vec::new();
+        let mut keys = self.readable_keys()?;
+        keys.retain(|(_, tags)| {
+            self.is_ours(tags)
+                && tags.get(TAG_KEK).map(String::as_str) == Some("namespace")
+                && tags.get(TAG_NAMESPACE).map(String::as_str) == Some(namespace)
+        });
+        Ok(keys)
+    }
+
+    /// The namespace's key whose shredding is scheduled and not yet done, if any.
+    fn pending_mark(&self, namespace: &str) -> Result<Option<ShredMark>, KmsError> {
+        Ok(self
+            .namespace_keys(namespace)?
+            .into_iter()
+            .find_map(|(_, tags)| shred_mark(&tags).filter(|m| m.shredded.is_none())))
+    }
+
+    /// Every key of the account whose tags this principal may read, with them.
+    fn readable_keys(&self) -> Result<Vec<(String, Tags)>, KmsError> {
+        let mut keys = Vec::new();
         let mut marker = None;
         loop {
             let page = self.call("ListKeys", "*", |c| {
                 c.list_keys().set_marker(marker.clone()).send()
             })?;
             for arn in page.keys().iter().filter_map(|k| k.key_arn()) {
-                let Some(tags) = self.own_tags(arn)? else {
-                    continue;
-                };
-                if self.is_ours(&tags)
-                    && tags.get(TAG_KEK).map(String::as_str) == Some("namespace")
-                    && tags.get(TAG_NAMESPACE).map(String::as_str) == Some(namespace)
-                {
-                    found.push((arn.to_owned(), tags));
+                if let Some(tags) = self.own_tags(arn)? {
+                    keys.push((arn.to_owned(), tags));
                 }
             }
             match page.next_marker() {
@@ -419,7 +409,7 @@ impl AwsKmsProvider {
                 _ => break,
             }
         }
-        Ok(found)
+        Ok(keys)
     }
 
     /// A key's tags, or `None` when the key is gone or not this principal's to read (another
@@ -464,7 +454,7 @@ impl AwsKmsProvider {
             return Ok(Owner::Foreign);
         }
         self.take_lookup(arn)?;
-        let owner = match self.own_tags(arn).map_err(|e| kms_error(arn, e))? {
+        let owner = match self.own_tags(arn).map_err(|e| provider_error(arn, e))? {
             Some(tags) if self.is_ours(&tags) => match tags.get(TAG_NAMESPACE) {
                 Some(namespace) => Owner::Namespace(namespace.clone()),
                 None => Owner::Installation,
@@ -488,16 +478,7 @@ impl AwsKmsProvider {
     }
 
     fn tag(&self, arn: &str, tags: &[(&str, &str)]) -> Result<(), KmsError> {
-        let tags: Vec<Tag> = tags
-            .iter()
-            .map(|(key, value)| {
-                Tag::builder()
-                    .tag_key(*key)
-                    .tag_value(*value)
-                    .build()
-                    .expect("key and value are set")
-            })
-            .collect();
+        let tags: Vec<Tag> = tags.iter().map(|(key, value)| tag_of(key, value)).collect();
         self.call("TagResource", arn, |c| {
             c.tag_resource()
                 .key_id(arn)
@@ -509,14 +490,7 @@ impl AwsKmsProvider {
 
     /// A new symmetric key, tagged as Plinth's (and with its namespace); returns its ARN.
     fn create_key(&self, namespace: Option<&str>) -> Result<String, KmsError> {
-        let tag = |key: &str, value: &str| {
-            Tag::builder()
-                .tag_key(key)
-                .tag_value(value)
-                .build()
-                .expect("key and value are set")
-        };
-        let mut tags = vec![tag(
+        let mut tags = vec![tag_of(
             TAG_KEK,
             if namespace.is_some() {
                 "namespace"
@@ -524,9 +498,9 @@ impl AwsKmsProvider {
                 "installation"
             },
         )];
-        tags.push(tag(TAG_INSTALLATION, &self.settings.key));
+        tags.push(tag_of(TAG_INSTALLATION, &self.settings.key));
         if let Some(namespace) = namespace {
-            tags.push(tag(TAG_NAMESPACE, namespace));
+            tags.push(tag_of(TAG_NAMESPACE, namespace));
         }
         let description = match namespace {
             Some(namespace) => format!("Plinth: key encryption key of namespace {namespace}"),
@@ -641,6 +615,14 @@ impl AwsKmsProvider {
     }
 }
 
+fn tag_of(key: &str, value: &str) -> Tag {
+    Tag::builder()
+        .tag_key(key)
+        .tag_value(value)
+        .build()
+        .expect("key and value are set")
+}
+
 /// A key's shred mark, from its tags.
 fn shred_mark(tags: &Tags) -> Option<ShredMark> {
     let shredded = tags.get(TAG_SHREDDED).cloned();
@@ -652,25 +634,13 @@ fn shred_mark(tags: &Tags) -> Option<ShredMark> {
     })
 }
 
-/// When `mark` is due; a due time that does not read is an error, never "now".
-fn due_of(mark: &ShredMark) -> Result<SystemTime, KmsError> {
-    aws_sdk_kms::primitives::DateTime::from_str(
-        &mark.due,
-        aws_sdk_kms::primitives::DateTimeFormat::DateTime,
-    )
-    .ok()
-    .and_then(|d| SystemTime::try_from(d).ok())
-    .ok_or_else(|| KmsError::Call {
+/// Whether `mark` is due by `now`; a due time that does not read is an error, never "now".
+fn is_due(mark: &ShredMark, now: SystemTime) -> Result<bool, KmsError> {
+    mark.is_due(now).ok_or_else(|| KmsError::Call {
         operation: "shred",
         key: mark.due.clone(),
         reason: "the key's plinth-shred-due tag is not an RFC 3339 time".into(),
     })
-}
-
-fn rfc3339(at: SystemTime) -> String {
-    aws_sdk_kms::primitives::DateTime::from(at)
-        .fmt(aws_sdk_kms::primitives::DateTimeFormat::DateTime)
-        .unwrap_or_default()
 }
 
 fn is_alias(key: &str) -> bool {
@@ -700,10 +670,6 @@ fn provider_error(key: &str, reason: impl ToString) -> CodecError {
     }
 }
 
-fn kms_error(key: &str, e: KmsError) -> CodecError {
-    provider_error(key, e)
-}
-
 /// The encryption context binding a data key to its namespace, from the associated data the
 /// codec gives; KMS binds the key itself.
 fn context(kek_id: &str, aad: &[u8]) -> Result<HashMap<String, String>, CodecError> {
@@ -726,14 +692,14 @@ impl KekProvider for AwsKmsProvider {
     fn active_kek(&self) -> Result<String, CodecError> {
         let key = &self.settings.key;
         self.resolve(key)
-            .map_err(|e| kms_error(key, e))?
+            .map_err(|e| provider_error(key, e))?
             .ok_or(CodecError::NoActiveKey)
     }
 
     fn namespace_kek(&self, namespace: &str) -> Result<String, CodecError> {
         let alias = self.namespace_alias(namespace);
         self.resolve(&alias)
-            .map_err(|e| kms_error(&alias, e))?
+            .map_err(|e| provider_error(&alias, e))?
             .ok_or_else(|| CodecError::NoNamespaceKey(namespace.to_owned()))
     }
 
@@ -754,7 +720,7 @@ impl KekProvider for AwsKmsProvider {
                     .set_encryption_context(Some(context))
                     .send()
             })
-            .map_err(|e| kms_error(kek_id, e))?;
+            .map_err(|e| provider_error(kek_id, e))?;
         answer
             .ciphertext_blob()
             .map(|blob| blob.as_ref().to_vec())
@@ -804,7 +770,7 @@ impl KekProvider for AwsKmsProvider {
             {
                 let tags = self
                     .own_tags(kek_id)
-                    .map_err(|e| kms_error(kek_id, e))?
+                    .map_err(|e| provider_error(kek_id, e))?
                     .unwrap_or_default();
                 return Err(match shred_mark(&tags) {
                     Some(mark) if mark.shredded.is_some() => CodecError::Shredded {
@@ -813,10 +779,10 @@ impl KekProvider for AwsKmsProvider {
                         at: mark.shredded.unwrap_or_default(),
                         by: mark.by,
                     },
-                    _ => kms_error(kek_id, call_error("Decrypt", kek_id, e)),
+                    _ => provider_error(kek_id, call_error("Decrypt", kek_id, e)),
                 });
             }
-            Err(e) => return Err(kms_error(kek_id, call_error("Decrypt", kek_id, e))),
+            Err(e) => return Err(provider_error(kek_id, call_error("Decrypt", kek_id, e))),
         };
         // KMS opens a ciphertext under the key it names; a key id that differs means the
         // wrapped key was sealed by another key than the payload says.
@@ -870,14 +836,12 @@ impl AwsKmsProvider {
 
     /// Refuses to change `namespace`'s keys while their shredding is scheduled.
     fn not_being_shredded(&self, namespace: &str) -> Result<(), KmsError> {
-        for (_, tags) in self.namespace_keys(namespace)? {
-            if let Some(mark) = shred_mark(&tags).filter(|m| m.shredded.is_none()) {
-                return Err(KmsError::Shredding(plinth_codec::being_shredded(
-                    namespace, &mark,
-                )));
-            }
+        match self.pending_mark(namespace)? {
+            Some(mark) => Err(KmsError::Shredding(plinth_codec::being_shredded(
+                namespace, &mark,
+            ))),
+            None => Ok(()),
         }
-        Ok(())
     }
 }
 
@@ -886,7 +850,7 @@ impl NamespaceKeys for AwsKmsProvider {
     /// second key is scheduled for deletion unused.
     fn ensure(&self, namespace: &str) -> Result<String, CodecError> {
         let alias = self.namespace_alias(namespace);
-        let failed = |e| kms_error(&alias, e);
+        let failed = |e: KmsError| provider_error(&alias, e);
         if let Some(meta) = self.describe(&alias).map_err(failed)? {
             return self.checked_namespace_key(namespace, &meta);
         }
@@ -924,10 +888,10 @@ impl NamespaceKeys for AwsKmsProvider {
         by: &str,
         due: SystemTime,
     ) -> Result<ShredSchedule, CodecError> {
-        let failed = |e| kms_error(&format!("(namespace {namespace})"), e);
+        let failed = |e: KmsError| provider_error(&format!("(namespace {namespace})"), e);
         let mut schedule = ShredSchedule {
             keys: Vec::new(),
-            due: rfc3339(due),
+            due: plinth_codec::rfc3339(due),
         };
         let keys = self.namespace_keys(namespace).map_err(failed)?;
         // The key that seals for the namespace must be among those found, or keys this
@@ -962,7 +926,7 @@ impl NamespaceKeys for AwsKmsProvider {
     /// window; once no key of the namespace lives, its alias goes, so a namespace made again
     /// gets a new key. Each step is skipped when an earlier try took it.
     fn shred_due(&self, namespace: &str) -> Result<ShredOutcome, CodecError> {
-        let failed = |e| kms_error(&format!("(namespace {namespace})"), e);
+        let failed = |e: KmsError| provider_error(&format!("(namespace {namespace})"), e);
         let now = SystemTime::now();
         let keys = self.namespace_keys(namespace).map_err(failed)?;
         let alias = self.namespace_alias(namespace);
@@ -979,7 +943,7 @@ impl NamespaceKeys for AwsKmsProvider {
                 continue;
             };
             if mark.shredded.is_none() {
-                if due_of(&mark).map_err(failed)? > now {
+                if !is_due(&mark, now).map_err(failed)? {
                     return Ok(ShredOutcome::NotYet(mark.due));
                 }
                 let again = self.own_tags(arn).map_err(failed)?.unwrap_or_default();
@@ -987,7 +951,7 @@ impl NamespaceKeys for AwsKmsProvider {
                     live = true;
                     continue;
                 }
-                self.tag(arn, &[(TAG_SHREDDED, &rfc3339(now))])
+                self.tag(arn, &[(TAG_SHREDDED, &plinth_codec::rfc3339(now))])
                     .map_err(failed)?;
                 now_shredded = true;
             }
@@ -1035,7 +999,7 @@ impl NamespaceKeys for AwsKmsProvider {
     }
 
     fn restore(&self, namespace: &str) -> Result<Vec<String>, CodecError> {
-        let failed = |e| kms_error(&format!("(namespace {namespace})"), e);
+        let failed = |e: KmsError| provider_error(&format!("(namespace {namespace})"), e);
         let (mut restored, mut gone) = (Vec::new(), None);
         let keys = self.namespace_keys(namespace).map_err(failed)?;
         let now = SystemTime::now();
@@ -1044,7 +1008,7 @@ impl NamespaceKeys for AwsKmsProvider {
                 Some(mark) if mark.shredded.is_some() => gone = Some(mark),
                 // Its time has come, or nearly (clocks differ): the worker may be shredding
                 // it now, so a restore could not keep the promise it makes.
-                Some(mark) if due_of(&mark).map_err(failed)? <= now + RESTORE_MARGIN => {
+                Some(mark) if is_due(&mark, now + RESTORE_MARGIN).map_err(failed)? => {
                     return Err(failed(KmsError::Shredding(format!(
                         "namespace {namespace:?}: its keys were due to be shredded at {}; a \
                          key being shredded cannot be restored",
