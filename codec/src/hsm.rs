@@ -25,7 +25,6 @@ use std::time::SystemTime;
 
 use crate::keyring::{
     NOTHING_TO_ROTATE, being_shredded, created_of, new_key_id, nothing_to_restore, rfc3339,
-    shredded,
 };
 use crate::{
     CodecError, KEY_BYTES, KekProvider, KeyInfo, KeyPurpose, KeyState, NamespaceKeys,
@@ -122,14 +121,7 @@ struct StoredMark {
 impl StoredMark {
     /// What opening with key `id`, which this marks, answers once it is gone.
     fn refusal(&self, id: &str) -> CodecError {
-        shredded(&KeyInfo {
-            id: id.to_owned(),
-            created: String::new(),
-            state: KeyState::DecryptOnly,
-            purpose: KeyPurpose::Kek,
-            namespace: Some(self.namespace.clone()),
-            shred: Some(self.mark()),
-        })
+        self.mark().refusal(id, &self.namespace)
     }
 
     fn mark(&self) -> ShredMark {

@@ -268,6 +268,17 @@ pub fn rfc3339(at: SystemTime) -> String {
 }
 
 impl ShredMark {
+    /// What opening with key `key_id` of `namespace`, which this marks, answers once it is
+    /// gone.
+    pub fn refusal(&self, key_id: &str, namespace: &str) -> CodecError {
+        CodecError::Shredded {
+            key_id: key_id.to_owned(),
+            namespace: namespace.to_owned(),
+            at: self.shredded.clone().unwrap_or_else(|| self.due.clone()),
+            by: self.by.clone(),
+        }
+    }
+
     /// Whether its due time has come by `now`; `None` when the time does not read, which is
     /// never taken for "now".
     pub fn is_due(&self, now: SystemTime) -> Option<bool> {
@@ -903,17 +914,16 @@ impl KekProvider for KeyRing {
 }
 
 /// The error opening with a shredded key gives.
-pub(crate) fn shredded(info: &KeyInfo) -> CodecError {
-    let mark = info.shred.clone().unwrap_or(ShredMark {
-        due: String::new(),
-        by: "unknown".into(),
-        shredded: None,
-    });
-    CodecError::Shredded {
-        key_id: info.id.clone(),
-        namespace: info.namespace.clone().unwrap_or_default(),
-        at: mark.shredded.unwrap_or(mark.due),
-        by: mark.by,
+fn shredded(info: &KeyInfo) -> CodecError {
+    let namespace = info.namespace.as_deref().unwrap_or_default();
+    match &info.shred {
+        Some(mark) => mark.refusal(&info.id, namespace),
+        None => CodecError::Shredded {
+            key_id: info.id.clone(),
+            namespace: namespace.to_owned(),
+            at: String::new(),
+            by: "unknown".into(),
+        },
     }
 }
 

@@ -773,12 +773,9 @@ impl KekProvider for AwsKmsProvider {
                     .map_err(|e| provider_error(kek_id, e))?
                     .unwrap_or_default();
                 return Err(match shred_mark(&tags) {
-                    Some(mark) if mark.shredded.is_some() => CodecError::Shredded {
-                        key_id: kek_id.to_owned(),
-                        namespace: tags.get(TAG_NAMESPACE).cloned().unwrap_or_default(),
-                        at: mark.shredded.unwrap_or_default(),
-                        by: mark.by,
-                    },
+                    Some(mark) if mark.shredded.is_some() => {
+                        mark.refusal(kek_id, tags.get(TAG_NAMESPACE).map_or("", String::as_str))
+                    }
                     _ => provider_error(kek_id, call_error("Decrypt", kek_id, e)),
                 });
             }
