@@ -106,7 +106,7 @@ pub fn aws_kms(config: &Config) -> anyhow::Result<AwsKmsProvider> {
         key: keys.aws_kms_key.clone(),
         region: keys.aws_region.clone(),
         endpoint: keys.aws_kms_endpoint.clone(),
-        namespace_alias_prefix: keys.aws_kms_namespace_alias_prefix.clone(),
+        namespace_alias_prefix: keys.aws_kms_namespace_alias_prefix(),
     })
     .context("[keys] provider = \"aws-kms\"")
 }

@@ -265,8 +265,10 @@ pub struct KeysConfig {
     /// aws-kms: an endpoint other than the region's, such as a VPC endpoint.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub aws_kms_endpoint: Option<String>,
-    /// aws-kms: aliases of namespaces' own keys start with this.
-    pub aws_kms_namespace_alias_prefix: String,
+    /// aws-kms: aliases of namespaces' own keys start with this; by default
+    /// `<aws_kms_key's alias>/ns/`, so installations with different keys never share one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub aws_kms_namespace_alias_prefix: Option<String>,
     /// pkcs11: the module (library) that speaks to the HSM.
     pub pkcs11_module: PathBuf,
     /// pkcs11: the label of the token holding Plinth's keys.
@@ -293,7 +295,7 @@ impl Default for KeysConfig {
             aws_kms_key: "alias/plinth".into(),
             aws_region: None,
             aws_kms_endpoint: None,
-            aws_kms_namespace_alias_prefix: "alias/plinth/ns/".into(),
+            aws_kms_namespace_alias_prefix: None,
             pkcs11_module: PathBuf::from(plinth_codec::SOFTHSM_MODULE),
             pkcs11_token: "plinth".into(),
             pkcs11_pin_file: None,
@@ -305,6 +307,17 @@ impl Default for KeysConfig {
 }
 
 impl KeysConfig {
+    /// aws-kms: where namespaces' own keys' aliases start.
+    pub fn aws_kms_namespace_alias_prefix(&self) -> String {
+        if let Some(prefix) = &self.aws_kms_namespace_alias_prefix {
+            return prefix.clone();
+        }
+        match self.aws_kms_key.find("alias/") {
+            Some(at) => format!("{}/ns/", self.aws_kms_key[at..].trim_end_matches('/')),
+            None => "alias/plinth/ns/".into(),
+        }
+    }
+
     /// The token's PIN's source.
     pub fn pkcs11_pin(&self) -> anyhow::Result<plinth_identity::SecretSource> {
         secret_source(
@@ -869,6 +882,9 @@ impl Config {
         all.proxy.upstream_key = some_path();
         all.proxy.upstream_server_name = Some(String::new());
         all.codec.keyring = some_path();
+        all.keys.aws_region = Some(String::new());
+        all.keys.aws_kms_endpoint = Some(String::new());
+        all.keys.aws_kms_namespace_alias_prefix = Some(String::new());
         all.keys.pkcs11_pin_file = some_path();
         all.keys.pkcs11_pin_env = Some(String::new());
         all.codec.jwks = Some(String::new());
@@ -923,6 +939,18 @@ mod tests {
     use super::*;
 
     #[test]
+    fn namespace_key_aliases_follow_the_installation_key_unless_set() {
+        let mut keys = KeysConfig::default();
+        assert_eq!(keys.aws_kms_namespace_alias_prefix(), "alias/plinth/ns/");
+        keys.aws_kms_key = "arn:aws:kms:eu-central-1:123456789012:alias/staging".into();
+        assert_eq!(keys.aws_kms_namespace_alias_prefix(), "alias/staging/ns/");
+        keys.aws_kms_key = "arn:aws:kms:eu-central-1:123456789012:key/1234".into();
+        assert_eq!(keys.aws_kms_namespace_alias_prefix(), "alias/plinth/ns/");
+        keys.aws_kms_namespace_alias_prefix = Some("alias/mine/".into());
+        assert_eq!(keys.aws_kms_namespace_alias_prefix(), "alias/mine/");
+    }
+
+    #[test]
     fn example_file_documents_the_defaults() {
         let example = include_str!("../plinth.example.toml");
         let parsed: Config = toml::from_str(example).unwrap();
@@ -965,9 +993,11 @@ mod tests {
                 "PLINTH_PLATFORM_DIRECTORY".to_owned(),
                 "/etc/dir.yaml".to_owned(),
             ),
+            ("PLINTH_KEYS_AWS_REGION".to_owned(), "eu-west-1".to_owned()),
         ];
         let config = Config::load_with_env(None, false, &env).unwrap();
         assert_eq!(config.client.cert, Some(PathBuf::from("/tmp/me.pem")));
+        assert_eq!(config.keys.aws_region.as_deref(), Some("eu-west-1"));
         assert_eq!(
             config.platform.directory,
             Some(PathBuf::from("/etc/dir.yaml"))

@@ -39,6 +39,13 @@ impl Default for DataKeyPolicy {
 
 /// How many unwrapped data keys stay in memory.
 const UNWRAPPED_CAPACITY: usize = 4096;
+/// The longest wrapped data key any provider makes (a KMS ciphertext of a 32-byte key is
+/// under 256 bytes): anything longer is not one, and is neither sent to a provider nor kept.
+const MAX_WRAPPED_BYTES: usize = 1024;
+/// Data keys not in memory that one namespace's payloads may send to the provider a second:
+/// payloads name their own keys, so one namespace's made-up ones must not use up the
+/// provider (its quota, its calls in flight) for every other.
+const MISSES_PER_NAMESPACE_PER_SECOND: u32 = 64;
 
 /// A data key ready to seal, with the wrapped form that travels in each payload.
 pub(crate) struct SealingKey {
@@ -72,6 +79,8 @@ pub(crate) struct DataKeys {
     policy: DataKeyPolicy,
     current: Mutex<HashMap<String, Arc<SealingKey>>>,
     unwrapped: Mutex<UnwrappedKeys>,
+    /// Each namespace's provider calls for data keys not in memory, this second.
+    misses: Mutex<HashMap<String, (Instant, u32)>>,
 }
 
 impl std::fmt::Debug for DataKeys {
@@ -106,7 +115,34 @@ impl DataKeys {
             policy,
             current: Mutex::default(),
             unwrapped: Mutex::default(),
+            misses: Mutex::default(),
         }
+    }
+
+    /// Takes one of `namespace`'s provider calls for this second, or says there are none left.
+    fn take_miss(&self, namespace: &str) -> Result<(), CodecError> {
+        let mut misses = self.misses.lock().expect("miss lock");
+        if misses.len() >= UNWRAPPED_CAPACITY {
+            misses.retain(|_, (at, _)| at.elapsed() < Duration::from_secs(1));
+        }
+        let entry = misses
+            .entry(namespace.to_owned())
+            .or_insert((Instant::now(), 0));
+        if entry.0.elapsed() >= Duration::from_secs(1) {
+            *entry = (Instant::now(), 0);
+        }
+        if entry.1 >= MISSES_PER_NAMESPACE_PER_SECOND {
+            return Err(CodecError::Provider {
+                provider: "codec",
+                key: format!("(namespace {namespace})"),
+                reason: format!(
+                    "more than {MISSES_PER_NAMESPACE_PER_SECOND} data keys not in memory asked \
+                     for this second; try again"
+                ),
+            });
+        }
+        entry.1 += 1;
+        Ok(())
     }
 
     pub(crate) fn provider(&self) -> &dyn KekProvider {
@@ -181,6 +217,12 @@ impl DataKeys {
                 None => key,
             };
         }
+        if wrapped.len() > MAX_WRAPPED_BYTES {
+            return Err(CodecError::Tampered {
+                key_id: kek_id.to_owned(),
+            });
+        }
+        self.take_miss(namespace)?;
         // Another namespace's own key opens nothing of this one, whoever wrapped with it. A
         // key's namespace never changes, so a hit above was checked when it was unwrapped.
         if let Some(owner) = self.provider.kek_namespace(kek_id)?
@@ -259,6 +301,44 @@ mod tests {
                 Err(CodecError::Shredded { .. })
             )
         });
+    }
+
+    #[test]
+    fn an_oversized_wrapped_key_is_refused_without_the_provider_or_the_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ring, _) = KeyRing::init(&dir.path().join("keyring.json")).unwrap();
+        let kek = ring.active_kek().unwrap();
+        let counted = Arc::new(crate::CountingProvider::new(Arc::new(ring)));
+        let keys = DataKeys::new(counted.clone(), DataKeyPolicy::default());
+        let refused = keys
+            .for_opening("orders", &kek, &vec![0x5a; 3 << 20])
+            .unwrap_err();
+        assert!(matches!(refused, CodecError::Tampered { .. }), "{refused}");
+        assert_eq!(counted.calls().1, 0, "no unwrap");
+        assert!(keys.unwrapped.lock().unwrap().0.is_empty(), "nothing kept");
+    }
+
+    #[test]
+    fn one_namespaces_made_up_data_keys_leave_the_others_their_provider_calls() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ring, _) = KeyRing::init(&dir.path().join("keyring.json")).unwrap();
+        let kek = ring.active_kek().unwrap();
+        let counted = Arc::new(crate::CountingProvider::new(Arc::new(ring)));
+        let keys = DataKeys::new(counted.clone(), DataKeyPolicy::default());
+        let sealed = keys.for_sealing("payments").unwrap();
+        let mut limited = None;
+        for n in 0..2 * MISSES_PER_NAMESPACE_PER_SECOND {
+            let forged = [n.to_le_bytes().as_slice(), &[0x5a; 56]].concat();
+            if let Err(e @ CodecError::Provider { .. }) = keys.for_opening("orders", &kek, &forged)
+            {
+                limited = Some(e);
+                break;
+            }
+        }
+        assert!(limited.is_some(), "made-up keys are limited");
+        assert!(counted.calls().1 <= u64::from(MISSES_PER_NAMESPACE_PER_SECOND));
+        keys.for_opening("payments", &sealed.kek_id, &sealed.wrapped)
+            .unwrap();
     }
 
     #[test]

@@ -591,17 +591,29 @@ impl NamespaceKeys for Pkcs11Provider {
                     by: stored.by.clone(),
                 };
                 let written = self.write_mark(id, &done).map_err(failed)?;
-                let replaced = self.with_session("remove a pending shred mark", |session| {
+                let replaced = {
+                    let session = self.session.lock().expect("session lock");
                     session.destroy_object(*mark_handle)
-                });
-                if replaced.is_err() {
-                    // A restore got there first: the key lives.
-                    self.with_session("remove a shred mark", |session| {
-                        session.destroy_object(written)
-                    })
-                    .map_err(failed)?;
-                    live = true;
-                    continue;
+                };
+                match replaced {
+                    Ok(()) => {}
+                    // A restore removed it first: the key lives. Any other failure stops the
+                    // shredding, to be tried again; the shredded mark written stands.
+                    Err(Error::Pkcs11(RvError::ObjectHandleInvalid, _)) => {
+                        self.with_session("remove a shred mark", |session| {
+                            session.destroy_object(written)
+                        })
+                        .map_err(failed)?;
+                        live = true;
+                        continue;
+                    }
+                    Err(e) => {
+                        return Err(failed(token_error(
+                            &self.settings.token,
+                            "remove a pending shred mark",
+                            e,
+                        )));
+                    }
                 }
                 now_shredded = true;
             }

@@ -32,8 +32,9 @@ const MISSING_TTL: Duration = Duration::from_secs(1);
 /// Keys and aliases remembered; past this the memory starts over.
 const CACHE_CAPACITY: usize = 4096;
 /// Lookups of keys this process has not seen, a second: payloads name their key, so made-up
-/// names must not turn into unbounded KMS calls.
-const UNKNOWN_KEY_LOOKUPS_PER_SECOND: u32 = 32;
+/// names must not turn into unbounded KMS calls. The codec lets each namespace ask for at
+/// most a quarter of these, so one namespace's made-up names leave the others theirs.
+const UNKNOWN_KEY_LOOKUPS_PER_SECOND: u32 = 256;
 /// A KMS call that takes longer fails: sealing fails closed, opening serves from the cache.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// The tag every key Plinth makes carries (`installation` or `namespace`).
@@ -105,6 +106,17 @@ pub enum KmsError {
     /// A namespace's keys cannot be changed or kept as asked, given their shredding.
     #[error("{0}")]
     Shredding(String),
+    /// A namespace's alias names a key that is not this installation's key of it.
+    #[error(
+        "aws-kms: namespace {namespace:?}'s alias names {key}, which is not this installation's \
+         key of it (its tags say otherwise)"
+    )]
+    NotItsOwn {
+        /// The namespace.
+        namespace: String,
+        /// The key its alias names.
+        key: String,
+    },
     /// The installation's key or alias does not exist.
     #[error("aws-kms: key {0:?} does not exist: run `plinth keys init`")]
     NoKey(String),
@@ -303,8 +315,19 @@ impl AwsKmsProvider {
     /// A new key of `namespace`'s own, which must have one.
     pub fn rotate_namespace(&self, namespace: &str) -> Result<String, KmsError> {
         let alias = self.namespace_alias(namespace);
-        if self.describe(&alias)?.is_none() {
+        let Some(current) = self.describe(&alias)? else {
             return Err(KmsError::NoSuchNamespace(namespace.to_owned()));
+        };
+        // Repointing another installation's alias would seal its data under this one's key.
+        let current = arn_of(&current);
+        if !self
+            .owner(&current)
+            .is_ok_and(|owner| owner == Owner::Namespace(namespace.to_owned()))
+        {
+            return Err(KmsError::NotItsOwn {
+                namespace: namespace.to_owned(),
+                key: current,
+            });
         }
         self.not_being_shredded(namespace)?;
         let arn = self.repoint(&alias, Some(namespace))?;
@@ -615,6 +638,32 @@ impl AwsKmsProvider {
     }
 }
 
+fn not_its_own(namespace: &str, arn: &str) -> CodecError {
+    provider_error(
+        arn,
+        KmsError::NotItsOwn {
+            namespace: namespace.to_owned(),
+            key: arn.to_owned(),
+        },
+    )
+}
+
+/// `value` as a KMS tag value may hold it (letters, digits, spaces and `_.:/=+-@`, at most
+/// 256 characters): others become `_`.
+fn tag_value(value: &str) -> String {
+    value
+        .chars()
+        .map(|c| {
+            if c.is_alphanumeric() || c.is_whitespace() || "_.:/=+-@".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(256)
+        .collect()
+}
+
 fn tag_of(key: &str, value: &str) -> Tag {
     Tag::builder()
         .tag_key(key)
@@ -696,11 +745,19 @@ impl KekProvider for AwsKmsProvider {
             .ok_or(CodecError::NoActiveKey)
     }
 
+    /// The key the namespace's alias names, when it is this installation's key of that
+    /// namespace: whoever else repoints the alias (another installation with the same prefix,
+    /// anyone allowed `UpdateAlias`) gets no data sealed under their key.
     fn namespace_kek(&self, namespace: &str) -> Result<String, CodecError> {
         let alias = self.namespace_alias(namespace);
-        self.resolve(&alias)
+        let arn = self
+            .resolve(&alias)
             .map_err(|e| provider_error(&alias, e))?
-            .ok_or_else(|| CodecError::NoNamespaceKey(namespace.to_owned()))
+            .ok_or_else(|| CodecError::NoNamespaceKey(namespace.to_owned()))?;
+        match self.owner(&arn)? {
+            Owner::Namespace(owner) if owner == namespace => Ok(arn),
+            _ => Err(not_its_own(namespace, &arn)),
+        }
     }
 
     fn kek_namespace(&self, kek_id: &str) -> Result<Option<String>, CodecError> {
@@ -813,10 +870,7 @@ impl AwsKmsProvider {
         }
         match self.owner(&arn)? {
             Owner::Namespace(owner) if owner == namespace => Ok(arn),
-            _ => Err(provider_error(
-                &arn,
-                format!("namespace {namespace}'s alias names a key that is not its own"),
-            )),
+            _ => Err(not_its_own(namespace, &arn)),
         }
     }
 
@@ -910,7 +964,13 @@ impl NamespaceKeys for AwsKmsProvider {
             match tags.get(TAG_SHRED_DUE) {
                 Some(first) => schedule.due.clone_from(first),
                 None => self
-                    .tag(&arn, &[(TAG_SHRED_DUE, &schedule.due), (TAG_SHRED_BY, by)])
+                    .tag(
+                        &arn,
+                        &[
+                            (TAG_SHRED_DUE, &schedule.due),
+                            (TAG_SHRED_BY, &tag_value(by)),
+                        ],
+                    )
                     .map_err(failed)?,
             }
             schedule.keys.push(arn);
@@ -943,7 +1003,13 @@ impl NamespaceKeys for AwsKmsProvider {
                 if !is_due(&mark, now).map_err(failed)? {
                     return Ok(ShredOutcome::NotYet(mark.due));
                 }
-                let again = self.own_tags(arn).map_err(failed)?.unwrap_or_default();
+                // Gone or unreadable now is not "restored": the shredding stops and is
+                // tried again.
+                let again = self.own_tags(arn).map_err(failed)?.ok_or_else(|| {
+                    failed(KmsError::Shredding(format!(
+                        "key {arn}: its tags can no longer be read; not shredded yet"
+                    )))
+                })?;
                 if shred_mark(&again).is_none() {
                     live = true;
                     continue;

@@ -333,3 +333,64 @@ fn installations_sharing_an_account_never_touch_each_others_keys() {
         .unwrap_err();
     assert!(matches!(refused, CodecError::UnknownKey(_)), "{refused}");
 }
+
+#[test]
+fn a_namespace_alias_naming_a_key_not_its_own_seals_nothing_and_is_not_repointed() {
+    const TEST: &str =
+        "a_namespace_alias_naming_a_key_not_its_own_seals_nothing_and_is_not_repointed";
+    let Some(ours) = provider(TEST) else {
+        return;
+    };
+    let endpoint = std::env::var(ENDPOINT).unwrap();
+    // A second installation given the same alias prefix.
+    let theirs = AwsKmsProvider::open(&AwsKmsSettings {
+        key: format!("alias/{TEST}-neighbour"),
+        ..settings(TEST, &endpoint)
+    })
+    .unwrap();
+    theirs.init().unwrap();
+    let key = ours.ensure("orders").unwrap();
+    let refused = theirs.ensure("orders").unwrap_err();
+    assert!(matches!(refused, CodecError::Provider { .. }), "{refused}");
+    let refused = theirs.rotate_namespace("orders").unwrap_err();
+    assert!(
+        refused.to_string().contains("not this installation's"),
+        "{refused}"
+    );
+    assert_eq!(
+        ours.namespace_kek("orders").unwrap(),
+        key,
+        "the alias was left alone"
+    );
+    // Anyone allowed UpdateAlias points it at a key of their own.
+    let alias = ours.namespace_alias("orders");
+    boto3(&format!(
+        "other = kms.create_key()['KeyMetadata']['Arn']\n\
+         kms.update_alias(AliasName={alias:?}, TargetKeyId=other)"
+    ));
+    let fresh = AwsKmsProvider::open(&settings(TEST, &endpoint)).unwrap();
+    let refused = fresh.namespace_kek("orders").unwrap_err();
+    assert!(
+        matches!(&refused, CodecError::Provider { reason, .. } if reason.contains("not this installation's")),
+        "{refused}"
+    );
+}
+
+#[test]
+fn who_deleted_a_namespace_is_recorded_in_what_a_kms_tag_may_hold() {
+    let Some(kms) = provider("who_deleted_a_namespace_is_recorded_in_what_a_kms_tag_may_hold")
+    else {
+        return;
+    };
+    let kek = kms.ensure("tagged").unwrap();
+    let due = std::time::SystemTime::now() + std::time::Duration::from_secs(3600);
+    kms.schedule_shred("tagged", "user:o'brien!#@example.com", due)
+        .unwrap();
+    let listed = kms.list().unwrap();
+    let mark = listed
+        .iter()
+        .find(|k| k.id == kek)
+        .and_then(|k| k.shred.clone())
+        .expect("marked");
+    assert_eq!(mark.by, "user:o_brien__@example.com");
+}
