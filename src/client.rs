@@ -684,3 +684,105 @@ pub async fn delete(config: &Config, home: &Home, args: &DeleteArgs) -> anyhow::
     }
     Ok(ExitCode::SUCCESS)
 }
+
+/// `plinth audit`: which records of the audit trail.
+#[derive(Debug, clap::Args)]
+pub struct AuditArgs {
+    /// Records since this long ago (e.g. 2h, 7d), or since an RFC 3339 time.
+    #[arg(long, default_value = "24h")]
+    since: String,
+    /// Records before this RFC 3339 time (default: now).
+    #[arg(long)]
+    until: Option<String>,
+    /// Only this actor, e.g. user:alice@example.com (a trailing * matches a prefix).
+    #[arg(long)]
+    actor: Option<String>,
+    /// Only records of this Temporal namespace.
+    #[arg(long)]
+    namespace: Option<String>,
+    /// Only this resource, e.g. policy/TEMPORAL-ns-payments or namespace/* .
+    #[arg(long)]
+    resource: Option<String>,
+    /// Only this action, e.g. policy.rule_added or namespace.* .
+    #[arg(long)]
+    action: Option<String>,
+    /// At most this many records.
+    #[arg(long, default_value_t = 100)]
+    limit: u32,
+    /// table, or json: one record per line, as shipped.
+    #[arg(short = 'o', long, value_enum, default_value_t)]
+    output: Output,
+}
+
+/// `plinth audit`.
+pub async fn audit(config: &Config, home: &Home, args: &AuditArgs) -> anyhow::Result<ExitCode> {
+    let from = match humantime::parse_duration(&args.since) {
+        Ok(ago) => {
+            let from = std::time::SystemTime::now()
+                .checked_sub(ago)
+                .context("--since: too long ago")?;
+            humantime::format_rfc3339_seconds(from).to_string()
+        }
+        Err(_) => args.since.clone(),
+    };
+    let request = plinth_proto::v1::QueryAuditRequest {
+        from,
+        to: args.until.clone().unwrap_or_default(),
+        actor: args.actor.clone().unwrap_or_default(),
+        namespace: args.namespace.clone().unwrap_or_default(),
+        resource: args.resource.clone().unwrap_or_default(),
+        action: args.action.clone().unwrap_or_default(),
+        limit: args.limit,
+    };
+    let mut api = connect(config, home).await?;
+    let answer = api
+        .query_audit(request)
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    let mut records = Vec::new();
+    for line in &answer.records {
+        records.push(serde_json::from_str::<plinth_proto::audit::AuditRecord>(
+            line,
+        )?);
+    }
+    match args.output {
+        Output::Json => {
+            for line in &answer.records {
+                println!("{line}");
+            }
+        }
+        Output::Yaml => println!("{}", serde_yaml::to_string(&records)?.trim_end()),
+        Output::Table => {
+            let rows = records
+                .iter()
+                .map(|r| {
+                    let changes: Vec<&str> = r.changes.iter().map(|c| c.path.as_str()).collect();
+                    vec![
+                        r.time.clone(),
+                        r.actor.clone(),
+                        r.action.clone(),
+                        r.resource.clone(),
+                        r.outcome.clone(),
+                        if r.detail.is_empty() {
+                            changes.join(", ")
+                        } else {
+                            r.detail.clone()
+                        },
+                    ]
+                })
+                .collect();
+            print_rows(
+                &["TIME", "ACTOR", "ACTION", "RESOURCE", "OUTCOME", "DETAIL"],
+                rows,
+            );
+        }
+    }
+    if answer.truncated {
+        eprintln!(
+            "more records match: narrow the range or the filters, or raise --limit (read from {})",
+            answer.destination
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

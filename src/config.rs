@@ -41,6 +41,8 @@ pub struct Config {
     pub worker: WorkerConfig,
     /// Temporal's metrics, scraped by the worker into a time-series database.
     pub metrics: MetricsConfig,
+    /// The audit trail: where it is shipped, and how often.
+    pub audit: AuditConfig,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
@@ -695,6 +697,68 @@ impl Default for WorkerConfig {
         Self {
             metrics_listen: "127.0.0.1:7450".into(),
         }
+    }
+}
+
+/// `[audit]`: where the audit trail is shipped.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuditConfig {
+    /// Time between shipments to each destination.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// Destinations by name (lowercase letters, digits and dashes): object storage URLs,
+    /// `s3://bucket/prefix`, `gs://…`, `az://…` or `file:///…`. None given: `local`, the
+    /// `archive` directory under PLINTH_HOME.
+    pub destinations: std::collections::BTreeMap<String, String>,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_secs(60),
+            destinations: std::collections::BTreeMap::new(),
+        }
+    }
+}
+
+impl AuditConfig {
+    /// The destinations, `local` under `home` when none are given; a name that cannot be a
+    /// workflow id's part or a URL that names no store is refused naming it.
+    pub fn destinations(
+        &self,
+        home: &crate::home::Home,
+    ) -> anyhow::Result<std::collections::BTreeMap<String, plinth_archive::Archive>> {
+        if self.interval.is_zero() {
+            anyhow::bail!("[audit] interval: must be more than 0");
+        }
+        let mut given = self.destinations.clone();
+        if given.is_empty() {
+            let dir = home.archive_dir();
+            given.insert(
+                "local".into(),
+                plinth_archive::directory_url(&dir)
+                    .ok_or_else(|| anyhow::anyhow!("{}: not an absolute path", dir.display()))?,
+            );
+        }
+        let mut destinations = std::collections::BTreeMap::new();
+        for (name, url) in given {
+            let valid = !name.is_empty()
+                && name.len() <= 63
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+            if !valid {
+                anyhow::bail!(
+                    "[audit] destinations: {name:?} is not a name: use 1 to 63 lowercase \
+                     letters, digits and dashes"
+                );
+            }
+            let archive = plinth_archive::Archive::open(&url)
+                .map_err(|e| anyhow::anyhow!("[audit] destinations.{name}: {e}"))?;
+            destinations.insert(name, archive);
+        }
+        Ok(destinations)
     }
 }
 

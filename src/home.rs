@@ -82,6 +82,11 @@ impl Home {
         self.root.join("temporal.db")
     }
 
+    /// Where the audit trail and exported histories go when no destination is configured.
+    pub fn archive_dir(&self) -> PathBuf {
+        self.root.join("archive")
+    }
+
     pub fn logs_dir(&self) -> PathBuf {
         self.root.join("logs")
     }

@@ -79,6 +79,9 @@ enum Command {
     /// Write a temporal.toml profile (proxy address, namespace, certificate) that every
     /// Temporal SDK and the CLI read unchanged.
     Profile(profile::ProfileArgs),
+    /// Who changed what: the audit trail as shipped (admins read all of it, others the
+    /// records of namespaces they may read).
+    Audit(client::AuditArgs),
     /// Benchmarks against the running `plinth dev`, printed as a table.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -203,6 +206,7 @@ async fn run(
         Command::Keys(command) => codec::keys(&config, &home, &command),
         Command::Apply(args) => client::apply(&config, &home, &args).await,
         Command::Get(args) => client::get(&config, &home, &args).await,
+        Command::Audit(args) => client::audit(&config, &home, &args).await,
         Command::Describe(args) => client::describe(&config, &home, &args).await,
         Command::Delete(args) => client::delete(&config, &home, &args).await,
         Command::Policy(PolicyCommand::AddRule(args)) => {

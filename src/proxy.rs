@@ -1,7 +1,7 @@
 //! `plinth proxy`: the mTLS front door serving the platform API and Temporal's services.
 
 use anyhow::Context;
-use plinth_api::PlatformApi;
+use plinth_api::{AuditReader, PlatformApi};
 use plinth_control::{AccessLists, ControlPlane};
 use plinth_identity::ClientVerifier;
 use plinth_identity::{CertificateAuthority, Identity, Secret, TrustDomain};
@@ -67,6 +67,15 @@ pub async fn run(config: &Config, home: &Home, args: &ProxyArgs) -> anyhow::Resu
         ClientOptions::new(settings.namespace.clone()).build(),
     )
     .context("control-plane client")?;
+    let access: std::sync::Arc<dyn plinth_control::AccessCheck> =
+        std::sync::Arc::new(AccessLists::new(platform.backend.clone()));
+    // `plinth audit` reads the first destination by name.
+    let (_, trail) = config
+        .audit
+        .destinations(home)?
+        .into_iter()
+        .next()
+        .context("[audit] destinations: none")?;
     let api = PlatformApi::new(
         client.clone(),
         settings.task_queue.clone(),
@@ -74,7 +83,8 @@ pub async fn run(config: &Config, home: &Home, args: &ProxyArgs) -> anyhow::Resu
         platform.directory,
         platform.rules,
         platform.admin_group,
-    );
+    )
+    .with_audit(AuditReader::new(trail, access.clone()));
     if let Some(check) = ProxyKeyCheck::of(config)? {
         check.check().await.map_err(anyhow::Error::msg)?;
     }
@@ -82,7 +92,7 @@ pub async fn run(config: &Config, home: &Home, args: &ProxyArgs) -> anyhow::Resu
     let default_upstream = proxy.upstream.clone().unwrap_or(address);
     let door = std::sync::Arc::new(FrontDoor {
         codec: crate::codec::load(config, home)?,
-        access: std::sync::Arc::new(AccessLists::new(platform.backend)),
+        access,
         admins: api.admins().clone(),
         routes: std::sync::Arc::new(Routes::new(
             ControlPlane::new(client, settings.task_queue),

@@ -62,7 +62,19 @@ pub async fn run(config: &Config, home: &Home, args: &WorkerArgs) -> anyhow::Res
             shred_delay: config.keys.shred_delay,
         }
     });
-    let mut worker = PlinthWorker::start(connection, &settings, platform, metrics, keys).await?;
+    let audit = plinth_worker::AuditShipping {
+        destinations: config.audit.destinations(home)?.into_iter().collect(),
+        interval: config.audit.interval,
+    };
+    for (name, destination) in &audit.destinations {
+        tracing::info!(
+            destination = name,
+            url = destination.url(),
+            "audit trail shipped"
+        );
+    }
+    let mut worker =
+        PlinthWorker::start(connection, &settings, platform, metrics, keys, audit).await?;
     tokio::spawn(worker.follow_directory(crate::platform::DIRECTORY_POLL));
     let shutdown = worker.shutdown_handle();
     tokio::spawn(async move {

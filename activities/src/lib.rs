@@ -1,8 +1,9 @@
 //! The activities Plinth's workflows call, implemented against the contracts in
 //! `plinth_workflows::contracts` with the domain in `plinth_control`: namespaces, access runs,
-//! metrics scraping, and the worker describing itself.
+//! metrics scraping, shipping the audit trail, and the worker describing itself.
 
 mod access_activities;
+mod audit_activities;
 mod heartbeat;
 mod metrics_activities;
 mod namespaces;
@@ -10,6 +11,7 @@ pub mod telemetry;
 mod worker_info;
 
 pub use access_activities::{AccessActivities, reconcile_access};
+pub use audit_activities::AuditActivities;
 pub use metrics_activities::{MetricsActivities, ScrapeTargetSettings};
 pub use namespaces::NamespaceActivities;
 pub use worker_info::WorkerActivities;

@@ -1,9 +1,12 @@
 //! `plinth.v1.PlatformService`: namespace resources and access policies over the control
-//! plane's workflows.
+//! plane's workflows, and the audit trail.
+
+mod audit;
 
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use audit::AuditReader;
 use plinth_control::access::validate_rule;
 use plinth_control::contract::{
     KIND_ATTRIBUTE, OWNER_ATTRIBUTE, PHASE_ATTRIBUTE, ScrapeTarget, namespace_name_of,
@@ -20,13 +23,13 @@ use plinth_proto::v1::{
     GetNamespaceRequest, GetPolicyRequest, ListMetricsTargetsRequest, ListMetricsTargetsResponse,
     ListNamespacesRequest, ListNamespacesResponse, ListPoliciesRequest, ListPoliciesResponse,
     MetricsTarget, MetricsTargetStatus, Namespace, NamespaceSummary, ObjectMeta, Policy,
-    PolicyRuleRequest, ReloadDirectoryRequest, ReloadDirectoryResponse, Rule,
-    WatchNamespaceRequest,
+    PolicyRuleRequest, QueryAuditRequest, QueryAuditResponse, ReloadDirectoryRequest,
+    ReloadDirectoryResponse, Rule, WatchNamespaceRequest,
 };
 use plinth_proto::{
     ValidationRules, check_update, outcome, phase, validate_metrics_target, validate_namespace,
 };
-use plinth_workflows::{Deleter, PolicyWorkflow, ProvisionNamespace, ScrapeMetricsWorkflow};
+use plinth_workflows::{By, Deleter, PolicyWorkflow, ProvisionNamespace, ScrapeMetricsWorkflow};
 use temporalio_client::errors::{WorkflowUpdateError, WorkflowUpdateWithStartError};
 use temporalio_client::{
     Client, WorkflowExecuteUpdateOptions, WorkflowIdConflictPolicy, WorkflowIdReusePolicy,
@@ -50,6 +53,7 @@ pub struct PlatformApi {
     backend: Arc<dyn NamespaceBackend>,
     admins: Admins,
     rules: ValidationRules,
+    audit: Option<AuditReader>,
 }
 
 impl std::fmt::Debug for PlatformApi {
@@ -79,7 +83,14 @@ impl PlatformApi {
             backend,
             admins: Admins::new(directory, admin_group),
             rules,
+            audit: None,
         }
+    }
+
+    /// Answers `QueryAudit` from `reader`.
+    pub fn with_audit(mut self, reader: AuditReader) -> Self {
+        self.audit = Some(reader);
+        self
     }
 
     /// Who may change what: the admin group and the directory.
@@ -170,7 +181,7 @@ impl PlatformApi {
     where
         U: temporalio_common::UpdateDefinition<
                 Workflow = <PolicyWorkflow as HasWorkflowDefinition>::Run,
-                Input = Rule,
+                Input = By<Rule>,
                 Output = plinth_workflows::RuleChange,
             >,
     {
@@ -199,7 +210,11 @@ impl PlatformApi {
         let change = self
             .client
             .get_workflow_handle::<PolicyWorkflow>(policy_workflow_id(&policy))
-            .execute_update(update, wanted, WorkflowExecuteUpdateOptions::default())
+            .execute_update(
+                update,
+                By::new(wanted, identity.to_string()),
+                WorkflowExecuteUpdateOptions::default(),
+            )
             .await
             .map_err(update_error)?;
         tracing::info!(%identity, policy, changed = change.changed, action, "policy rules");
@@ -322,7 +337,7 @@ impl PlatformService for PlatformApi {
                 ProvisionNamespace::run,
                 desired.clone(),
                 ProvisionNamespace::apply,
-                desired,
+                By::new(desired, identity.to_string()),
                 options,
             )
             .await
@@ -540,6 +555,20 @@ impl PlatformService for PlatformApi {
         Ok(Response::new(ReloadDirectoryResponse {
             access_runs: i32::try_from(access_runs).unwrap_or(i32::MAX),
         }))
+    }
+
+    async fn query_audit(
+        &self,
+        request: Request<QueryAuditRequest>,
+    ) -> Result<Response<QueryAuditResponse>, Status> {
+        let identity = caller(request.extensions())?;
+        let reader = self.audit.as_ref().ok_or_else(|| {
+            Status::unavailable("this proxy reads no audit destination ([audit] destinations)")
+        })?;
+        let answer = reader
+            .query(&self.admins, &identity, request.into_inner())
+            .await?;
+        Ok(Response::new(answer))
     }
 
     async fn apply_metrics_target(

@@ -3,6 +3,7 @@
 //! calls by name. `plinth-workflows` implements them; its tests hold its types to these
 //! names and inputs, and its replay tests hold the names to recorded histories.
 
+use plinth_proto::audit::AuditRecord;
 use plinth_proto::v1::{AccessSummary, MetricsTarget, Policy};
 use serde::{Deserialize, Serialize};
 use temporalio_common::data_converters::RawValue;
@@ -122,5 +123,55 @@ impl UpdateDefinition for SetPolicyEditors {
     type Output = RawValue;
     fn name(&self) -> &str {
         "set_editors"
+    }
+}
+
+/// Workflow id of the audit trail's shipping to destination `name` (`[audit] destinations`).
+pub fn audit_workflow_id(name: &str) -> String {
+    format!("audit/{name}")
+}
+
+/// What an `AuditExport` run starts from: the destination, and what the run before it handed
+/// over.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct AuditExportState {
+    /// The destination's name in `[audit] destinations`.
+    pub destination: String,
+    /// Number of the next batch written there.
+    #[serde(default)]
+    pub next_batch: u64,
+    /// Records accepted and not yet written.
+    #[serde(default)]
+    pub pending: Vec<AuditRecord>,
+    /// Digests of the ids last accepted, oldest first: a record delivered again is kept once.
+    #[serde(default)]
+    pub recent: std::collections::VecDeque<String>,
+}
+
+/// What an `append` answers.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Appended {
+    /// Records taken.
+    pub accepted: usize,
+    /// Records already taken before, left out.
+    pub duplicates: usize,
+}
+
+workflow_type!(
+    /// `AuditExport`, the audit trail's shipping to one destination.
+    AuditExportStart = "AuditExport", AuditExportState => RawValue
+);
+
+/// The `append` update of an `AuditExport`: takes records to ship, or refuses them all while
+/// too many wait, so the sender retries later.
+#[derive(Clone, Copy, Debug)]
+pub struct AppendAudit;
+
+impl UpdateDefinition for AppendAudit {
+    type Workflow = AuditExportStart;
+    type Input = Vec<AuditRecord>;
+    type Output = Appended;
+    fn name(&self) -> &str {
+        "append"
     }
 }

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use plinth_proto::audit::AuditRecord;
 use plinth_proto::v1::{AccessSummary, MetricsTarget, Policy};
 use serde::de::DeserializeOwned;
 use temporalio_client::errors::WorkflowInteractionError;
@@ -14,7 +15,7 @@ use temporalio_client::schedules::{
 use temporalio_client::tonic::Code;
 use temporalio_client::{
     Client, WorkflowDescribeOptions, WorkflowExecuteUpdateOptions, WorkflowGetResultOptions,
-    WorkflowIdConflictPolicy, WorkflowStartOptions,
+    WorkflowIdConflictPolicy, WorkflowStartOptions, WorkflowUpdateWithStartOptions,
 };
 use temporalio_common::protos::temporal::api::common::v1::Memo;
 use temporalio_common::protos::temporal::api::enums::v1::WorkflowExecutionStatus;
@@ -24,8 +25,9 @@ use tokio_stream::StreamExt;
 
 use crate::backend::BackendError;
 use crate::contract::{
-    AccessRunStart, KIND_ATTRIBUTE, OWNER_ATTRIBUTE, PolicyStart, RESOURCE_MEMO, ScrapeStart,
-    ScrapeTarget, SetPolicyEditors, access_schedule_id, policy_workflow_id, scrape_workflow_id,
+    AccessRunStart, AppendAudit, Appended, AuditExportStart, AuditExportState, KIND_ATTRIBUTE,
+    OWNER_ATTRIBUTE, PolicyStart, RESOURCE_MEMO, ScrapeStart, ScrapeTarget, SetPolicyEditors,
+    access_schedule_id, audit_workflow_id, policy_workflow_id, scrape_workflow_id,
 };
 
 /// What [`ControlPlane::ensure_policy`] did.
@@ -198,6 +200,61 @@ impl ControlPlane {
             .await
             .map_err(|e| BackendError::Unavailable(format!("start workflow {id}: {e}")))?;
         Ok(true)
+    }
+
+    /// Starts the audit trail's shipping to destination `name` unless it runs.
+    pub async fn ensure_audit_export(&self, name: &str) -> Result<(), BackendError> {
+        let id = audit_workflow_id(name);
+        let options = WorkflowStartOptions::new(self.task_queue.clone(), id.clone())
+            .id_conflict_policy(WorkflowIdConflictPolicy::UseExisting)
+            .build();
+        let state = AuditExportState {
+            destination: name.to_owned(),
+            ..Default::default()
+        };
+        self.client
+            .start_workflow(AuditExportStart, state, options)
+            .await
+            .map_err(|e| BackendError::Unavailable(format!("start workflow {id}: {e}")))?;
+        Ok(())
+    }
+
+    /// Hands `records` to the audit trail's shipping to destination `name`, starting it if
+    /// need be. Delivering the same records again keeps them once. Refused (`Unavailable`,
+    /// worth retrying) while the destination has too many records waiting.
+    pub async fn append_audit(
+        &self,
+        name: &str,
+        records: Vec<AuditRecord>,
+    ) -> Result<Appended, BackendError> {
+        let id = audit_workflow_id(name);
+        // One delivery of these records is one update: Temporal keeps a repeat of it once.
+        let mut ids = String::new();
+        for record in &records {
+            ids.push_str(&record.id);
+            ids.push('\n');
+        }
+        let options = WorkflowUpdateWithStartOptions::new(
+            self.task_queue.clone(),
+            id.clone(),
+            WorkflowIdConflictPolicy::UseExisting,
+        )
+        .update_id(format!("append-{}", plinth_proto::audit::digest(&ids)))
+        .build();
+        let state = AuditExportState {
+            destination: name.to_owned(),
+            ..Default::default()
+        };
+        self.client
+            .execute_update_with_start_workflow(
+                AuditExportStart,
+                state,
+                AppendAudit,
+                records,
+                options,
+            )
+            .await
+            .map_err(|e| BackendError::Unavailable(format!("audit trail {id}: {e}")))
     }
 
     /// Creates the access schedule of `namespace`, or corrects its interval. True when it

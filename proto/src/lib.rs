@@ -5,6 +5,7 @@
 //! resource's camelCase shape, so the same type is read from YAML, sent over gRPC, and passed to
 //! the `ProvisionNamespace` workflow as JSON.
 
+pub mod audit;
 mod documents;
 pub mod policy;
 mod validation;

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use plinth_activities::{
-    AccessActivities, MetricsActivities, NamespaceActivities, ScrapeTargetSettings,
-    WorkerActivities,
+    AccessActivities, AuditActivities, MetricsActivities, NamespaceActivities,
+    ScrapeTargetSettings, WorkerActivities,
 };
 use plinth_control::contract::ScrapeTarget;
 use plinth_control::directory::Directory;
@@ -46,12 +46,30 @@ pub struct MetricsSettings {
     pub drop: Vec<DropRule>,
 }
 
+/// The audit trail's destinations by name (`[audit] destinations`), and how often each is
+/// written to.
+#[derive(Clone, Debug, Default)]
+pub struct AuditShipping {
+    /// Destinations by name.
+    pub destinations: std::collections::HashMap<String, plinth_archive::Archive>,
+    /// Time between shipments.
+    pub interval: Duration,
+}
+
 /// Why the worker could not start or stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
     /// Connecting to Temporal or preparing the control-plane namespace failed.
     #[error(transparent)]
     Temporal(#[from] TemporalError),
+    /// A destination's audit shipping workflow could not be started.
+    #[error("audit destination {destination:?}: {source}")]
+    Audit {
+        /// The destination's name.
+        destination: String,
+        /// The control plane's error.
+        source: BackendError,
+    },
     /// A target's scraping workflow could not be started.
     #[error("metrics target {target:?}: {source}")]
     Scraping {
@@ -95,6 +113,7 @@ impl PlinthWorker {
         platform: PlatformSettings,
         metrics: MetricsSettings,
         namespace_keys: Option<NamespaceKeySettings>,
+        audit: AuditShipping,
     ) -> Result<Self, WorkerError> {
         ensure_namespace(&connection, &settings.namespace).await?;
         let setup = |e: &dyn std::fmt::Display| WorkerError::Setup(e.to_string());
@@ -146,12 +165,15 @@ impl PlinthWorker {
             metrics.drop,
             control.clone(),
         );
+        let destinations: Vec<String> = audit.destinations.keys().cloned().collect();
+        let shipping = AuditActivities::new(audit.destinations, audit.interval, control.clone());
         let options = register_workflows!(WorkerOptions::new(settings.task_queue.clone()))
             .map_err(|e| setup(&e))?
             .register_activities(WorkerActivities::new(info))
             .register_activities(namespaces)
             .register_activities(access)
             .register_activities(scraping)
+            .register_activities(shipping)
             .build();
         let worker = Worker::new(&runtime, client, options).map_err(|e| setup(&e))?;
         for target in targets {
@@ -167,6 +189,15 @@ impl PlinthWorker {
             if !scraped {
                 tracing::warn!(target = %name, "a MetricsTarget resource has this [[metrics.targets]] entry's name and is scraped instead; rename the entry");
             }
+        }
+        for destination in destinations {
+            control
+                .ensure_audit_export(&destination)
+                .await
+                .map_err(|source| WorkerError::Audit {
+                    destination: destination.clone(),
+                    source,
+                })?;
         }
         Ok(Self {
             worker,

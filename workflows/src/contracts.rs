@@ -319,3 +319,61 @@ impl ActivityDefinition for ScrapeMetrics {
         "ScrapeMetrics"
     }
 }
+
+/// One batch of the audit trail, for destination `destination`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AuditBatch {
+    /// The destination's name in `[audit] destinations`.
+    pub destination: String,
+    /// The batch's number: the same number always writes the same objects.
+    pub batch: u64,
+    /// The records, in the order accepted.
+    pub records: Vec<plinth_proto::audit::AuditRecord>,
+}
+
+/// Activity `ShipAudit`: writes a batch to its destination; answers the keys written.
+#[derive(Clone, Copy, Debug)]
+pub struct ShipAudit;
+
+impl ActivityDefinition for ShipAudit {
+    type Input = AuditBatch;
+    type Output = Vec<String>;
+
+    fn name(&self) -> &str {
+        "ShipAudit"
+    }
+}
+
+/// How often the audit trail is shipped to a destination (`[audit] interval`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditSettings {
+    /// Seconds between shipments.
+    pub interval_secs: u64,
+}
+
+/// Activity `LoadAuditSettings`: the worker's `[audit]` settings for a destination, read at
+/// the start of every run.
+#[derive(Clone, Copy, Debug)]
+pub struct LoadAuditSettings;
+
+impl ActivityDefinition for LoadAuditSettings {
+    type Input = String;
+    type Output = AuditSettings;
+
+    fn name(&self) -> &str {
+        "LoadAuditSettings"
+    }
+}
+
+/// Activity `RecordAudit`: hands records to the audit trail's shipping to every destination.
+#[derive(Clone, Copy, Debug)]
+pub struct RecordAudit;
+
+impl ActivityDefinition for RecordAudit {
+    type Input = Vec<plinth_proto::audit::AuditRecord>;
+    type Output = ();
+
+    fn name(&self) -> &str {
+        "RecordAudit"
+    }
+}

@@ -4,6 +4,8 @@
 //! implementations live in `plinth-activities`, so no backend is linked into workflow code.
 
 mod access_run;
+mod audit;
+mod audit_export;
 mod canary;
 pub mod contracts;
 mod handover;
@@ -12,6 +14,8 @@ mod provision_namespace;
 mod scrape_metrics;
 
 pub use access_run::AccessRunWorkflow;
+pub use audit::By;
+pub use audit_export::{AuditExport, MAX_PENDING_BYTES};
 pub use canary::Canary;
 pub use policy::{PolicyWorkflow, RuleChange};
 pub use provision_namespace::{ApplyResult, Deleter, ProvisionNamespace};
@@ -29,12 +33,15 @@ macro_rules! register_workflows {
             .and_then(|options| options.register_workflow::<$crate::PolicyWorkflow>())
             .and_then(|options| options.register_workflow::<$crate::AccessRunWorkflow>())
             .and_then(|options| options.register_workflow::<$crate::ScrapeMetricsWorkflow>())
+            .and_then(|options| options.register_workflow::<$crate::AuditExport>())
     };
 }
 
 #[cfg(test)]
 mod tests {
-    use plinth_control::contract::{AccessRunStart, PolicyStart, ScrapeStart, SetPolicyEditors};
+    use plinth_control::contract::{
+        AccessRunStart, AppendAudit, AuditExportStart, PolicyStart, ScrapeStart, SetPolicyEditors,
+    };
     use temporalio_common::{UpdateDefinition, WorkflowDefinition};
 
     use super::*;
@@ -53,6 +60,7 @@ mod tests {
         starts_as(PolicyWorkflow::run, PolicyStart);
         starts_as(AccessRunWorkflow::run, AccessRunStart);
         starts_as(ScrapeMetricsWorkflow::run, ScrapeStart);
+        starts_as(AuditExport::run, AuditExportStart);
         // The control plane reads an access run's summary: the compiler holds the type.
         fn ends_with<W: WorkflowDefinition, C: WorkflowDefinition<Output = W::Output>>(_: W, _: C) {
         }
@@ -60,7 +68,7 @@ mod tests {
     }
 
     #[test]
-    fn policy_editors_are_set_by_the_update_the_control_plane_sends() {
+    fn the_updates_answer_to_the_names_and_inputs_the_control_plane_sends() {
         fn takes_as<U: UpdateDefinition, C: UpdateDefinition<Input = U::Input>>(
             ours: U,
             theirs: C,
@@ -68,5 +76,6 @@ mod tests {
             assert_eq!(ours.name(), theirs.name());
         }
         takes_as(PolicyWorkflow::set_editors, SetPolicyEditors);
+        takes_as(AuditExport::append, AppendAudit);
     }
 }

@@ -6,9 +6,10 @@ use serde::{Deserialize, Serialize};
 use temporalio_macros::{workflow, workflow_methods};
 use temporalio_sdk::{ActivityOptions, WorkflowContext, WorkflowContextView, WorkflowResult};
 
+use crate::audit::{self, By};
 use crate::contracts::{TriggerAccessRun, ValidateRule};
 use crate::handover::hand_over_when_long;
-use crate::provision_namespace::{UpdateError, local_activity};
+use crate::provision_namespace::{AUDIT_PATCH, UpdateError, local_activity};
 
 /// What a rule update answers.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -66,26 +67,46 @@ impl PolicyWorkflow {
         }
     }
 
-    /// Adds a rule (validated by the worker, groups against its directory).
+    /// Adds a rule (validated by the worker, groups against its directory), as `adding.by`
+    /// asks; answers once the change is in the audit trail.
     #[update]
     pub async fn add_rule(
         ctx: &mut WorkflowContext<Self>,
-        rule: Rule,
+        adding: By<Rule>,
     ) -> Result<RuleChange, UpdateError> {
+        let By { input: rule, by } = adding;
         let rule = ctx
             .execute_local_activity(ValidateRule, rule, local_activity())
             .await??;
-        Ok(ctx.state_mut(|s| s.add(rule)))
+        let shown = rule.to_string();
+        let before = ctx.state(PolicyWorkflow::rules);
+        let change = ctx.state_mut(|s| s.add(rule));
+        let outcome = if change.changed { "added" } else { "unchanged" };
+        record_rule(ctx, by, "policy.rule_added", outcome, shown, before).await?;
+        Ok(change)
     }
 
-    /// Removes a rule; one the policy does not hold is refused, naming it.
+    /// Removes a rule, as `removing.by` asks; one the policy does not hold is refused, naming
+    /// it. Answers once the change is in the audit trail.
     #[update]
-    pub fn remove_rule(
-        &mut self,
-        _ctx: &mut temporalio_sdk::SyncWorkflowContext<Self>,
-        rule: Rule,
+    pub async fn remove_rule(
+        ctx: &mut WorkflowContext<Self>,
+        removing: By<Rule>,
     ) -> Result<RuleChange, UpdateError> {
-        Ok(self.remove(&rule.canonical())?)
+        let By { input: rule, by } = removing;
+        let rule = rule.canonical();
+        let before = ctx.state(PolicyWorkflow::rules);
+        let change = ctx.state_mut(|s| s.remove(&rule))?;
+        record_rule(
+            ctx,
+            by,
+            "policy.rule_removed",
+            "removed",
+            rule.to_string(),
+            before,
+        )
+        .await?;
+        Ok(change)
     }
 
     /// Replaces the editor groups (Plinth keeps a seeded policy's editors on the namespace's
@@ -111,7 +132,38 @@ impl PolicyWorkflow {
     }
 }
 
+/// Records a change of `rule` in the audit trail, with the rules `before` and after.
+async fn record_rule(
+    ctx: &mut WorkflowContext<PolicyWorkflow>,
+    by: Option<String>,
+    action: &str,
+    outcome: &str,
+    rule: String,
+    before: Vec<String>,
+) -> Result<(), UpdateError> {
+    if !ctx.patched(AUDIT_PATCH) {
+        return Ok(());
+    }
+    let (name, namespace, after) =
+        ctx.state(|s| (s.policy.name.clone(), s.policy.namespace.clone(), s.rules()));
+    let actor = audit::actor(ctx, by.as_deref());
+    let record = audit::new_record(ctx, actor, action, format!("policy/{name}"), outcome)
+        .in_namespace(namespace)
+        .change(
+            Some(serde_json::json!({ "rules": before })),
+            Some(serde_json::json!({ "rules": after })),
+        )
+        .detail(rule);
+    audit::record(ctx, vec![record]).await?;
+    Ok(())
+}
+
 impl PolicyWorkflow {
+    /// The rules, as written in messages.
+    fn rules(&self) -> Vec<String> {
+        self.policy.rules.iter().map(ToString::to_string).collect()
+    }
+
     fn add(&mut self, rule: Rule) -> RuleChange {
         let changed = !self.policy.rules.contains(&rule);
         if changed {

@@ -14,6 +14,7 @@ use temporalio_sdk::{
     WorkflowContext, WorkflowContextView, WorkflowResult,
 };
 
+use crate::audit::{self, By};
 use crate::contracts::{
     AccessSeed, DeleteNamespace, LoadPlatformSettings, ReconcileNamespace, ReconcileReport,
     RemoveAccessSchedule, ScheduleShred, SeedAccess, ShredKeys, ShredRequest, ValidateNamespace,
@@ -21,6 +22,16 @@ use crate::contracts::{
 use crate::handover::{hand_over_when_long, wait_for_handlers};
 
 const MAX_EVENTS: usize = 10;
+
+/// Marks histories whose changes are recorded in the audit trail: those recorded before
+/// replay without the recording.
+pub(crate) const AUDIT_PATCH: &str = "audit-trail";
+
+/// A spec as the audit trail shows it: `{"spec": …}` in the resource's own JSON shape, so
+/// changes are named `spec.retentionDays` and the like.
+fn spec_json(spec: plinth_proto::v1::NamespaceSpec) -> serde_json::Value {
+    serde_json::json!({ "spec": spec })
+}
 
 /// What an `apply` update answers.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -137,13 +148,15 @@ impl ProvisionNamespace {
         }
     }
 
-    /// Creates or changes the resource. Answers once the change is accepted; the run loop
-    /// then reconciles it (watch `status` for Ready).
+    /// Creates or changes the resource, as `applying.by` asks. Answers once the change is
+    /// accepted and in the audit trail; the run loop then reconciles it (watch `status` for
+    /// Ready).
     #[update]
     pub async fn apply(
         ctx: &mut WorkflowContext<Self>,
-        desired: Namespace,
+        applying: By<Namespace>,
     ) -> Result<ApplyResult, UpdateError> {
+        let By { input: desired, by } = applying;
         let report = ctx
             .execute_local_activity(ValidateNamespace, desired.clone(), local_activity())
             .await?;
@@ -151,8 +164,24 @@ impl ProvisionNamespace {
             return Err(error.into());
         }
         let now = now(ctx);
+        let before = ctx.state(|s| s.resource.spec.clone());
         let result = ctx.state_mut(|s| s.accept(desired, &now))?;
         publish(ctx);
+        if ctx.patched(AUDIT_PATCH) {
+            let spec = result.resource.spec_or_default();
+            let before = before.filter(|_| result.outcome != outcome::CREATED);
+            let actor = audit::actor(ctx, by.as_deref());
+            let record = audit::new_record(
+                ctx,
+                actor,
+                "namespace.applied",
+                format!("namespace/{}", result.resource.name()),
+                &result.outcome,
+            )
+            .in_namespace(spec.name.clone())
+            .change(before.map(spec_json), Some(spec_json(spec)));
+            audit::record(ctx, vec![record]).await?;
+        }
         Ok(result)
     }
 
@@ -408,6 +437,20 @@ async fn delete(ctx: &mut WorkflowContext<ProvisionNamespace>) -> WorkflowResult
         .await?;
     ctx.execute_activity(DeleteNamespace, name.clone(), backend_activity())
         .await?;
+    if ctx.patched(AUDIT_PATCH) {
+        let (by, resource, spec) = ctx.state(|s| {
+            (
+                s.deleted_by.clone(),
+                format!("namespace/{}", s.resource.name()),
+                s.resource.spec_or_default(),
+            )
+        });
+        let actor = audit::actor(ctx, by.as_deref());
+        let record = audit::new_record(ctx, actor, "namespace.deleted", resource, "deleted")
+            .in_namespace(name.clone())
+            .change(Some(spec_json(spec)), None);
+        audit::record(ctx, vec![record]).await?;
+    }
     if ctx.state(|s| s.resource.spec_or_default().shred_on_delete) {
         shred_keys(ctx, name).await?;
     } else {
@@ -490,6 +533,18 @@ async fn shred_keys(
         s.status_mut().message.clone_from(&message);
         record(s.status_mut(), &now, reason, &message);
     });
+    if ctx.patched(AUDIT_PATCH) {
+        let (action, result) = if plan.restored {
+            ("keys.restored", "restored")
+        } else {
+            ("keys.shredded", "shredded")
+        };
+        let actor = audit::actor(ctx, None);
+        let record = audit::new_record(ctx, actor, action, format!("keys/{name}"), result)
+            .in_namespace(name)
+            .detail(message);
+        audit::record(ctx, vec![record]).await?;
+    }
     Ok(())
 }
 

@@ -5,7 +5,9 @@
 //! To record them again: run `plinth dev`, exercise each workflow (apply a namespace, add a
 //! policy rule, apply and delete a namespace and a metrics target), list [`RECORDED`]'s ids,
 //! and run `cargo test -p plinth-workflows --test replay -- --ignored record`
-//! (`PLINTH_RECORD_FROM` names the Temporal address when it is not `127.0.0.1:7233`). The files
+//! (`PLINTH_RECORD_FROM` names the Temporal address when it is not `127.0.0.1:7233`;
+//! `PLINTH_RECORD_ONLY` the files to write, comma-separated, when not all: histories of older
+//! code are kept, so later code is still held to them). The files
 //! are in the SDK's history JSON, which `temporal workflow show -o json` does not write.
 
 use std::collections::BTreeSet;
@@ -21,7 +23,7 @@ use temporalio_common::protos::temporal::api::history::v1::history_event::Attrib
 use temporalio_sdk::workflow_replayer::{WorkflowReplayer, WorkflowReplayerOptions};
 
 /// Each recorded history's file and the workflow it was taken from, in `plinth-system`.
-const RECORDED: [(&str, &str); 6] = [
+const RECORDED: [(&str, &str); 10] = [
     ("canary.json", "plinth-dev-canary"),
     (
         "policy-with-added-rule.json",
@@ -33,6 +35,14 @@ const RECORDED: [(&str, &str); 6] = [
     (
         "access-run.json",
         "users/short-lived-test-2026-12-03T12:45:25Z",
+    ),
+    // Since the audit trail: each change recorded.
+    ("audit-export.json", "audit/local"),
+    ("policy-audited.json", "policy/TEMPORAL-ns-fancy-test"),
+    ("provision-audited.json", "namespace/my-fancy-namespace"),
+    (
+        "provision-then-delete-audited.json",
+        "namespace/short-lived",
     ),
 ];
 
@@ -123,7 +133,14 @@ async fn record() {
         .expect("connect to Temporal");
     let client =
         Client::new(connection, ClientOptions::new("plinth-system").build()).expect("a client");
+    let only = std::env::var("PLINTH_RECORD_ONLY").ok();
     for (file, workflow_id) in RECORDED {
+        if only
+            .as_deref()
+            .is_some_and(|only| !only.split(',').any(|name| name == file))
+        {
+            continue;
+        }
         let json = client
             .get_workflow_handle::<UntypedWorkflow>(workflow_id)
             .fetch_history(WorkflowFetchHistoryOptions::default())

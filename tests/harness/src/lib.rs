@@ -289,9 +289,15 @@ impl WorkerThread {
                     admin_group: "temporal-dev".into(),
                     access_interval: Duration::from_secs(300),
                 };
-                let mut worker =
-                    PlinthWorker::start(connection, &settings, platform, Default::default(), None)
-                        .await?;
+                let mut worker = PlinthWorker::start(
+                    connection,
+                    &settings,
+                    platform,
+                    Default::default(),
+                    None,
+                    Default::default(),
+                )
+                .await?;
                 let shutdown = worker.shutdown_handle();
                 tokio::spawn(async move {
                     let _ = stopped.await;

@@ -128,17 +128,9 @@ impl KmsStandIn {
 /// Runs `script` with `kms`, a boto3 KMS client of the stand-in at `endpoint`, in scope;
 /// returns what it printed.
 pub fn boto3_at(endpoint: &str, script: &str) -> anyhow::Result<String> {
-    let script = format!(
-        "import base64, json, sys\nimport boto3\nkms = boto3.client('kms', \
-         endpoint_url={endpoint:?}, region_name={REGION:?}, \
-         aws_access_key_id={ACCESS_KEY:?}, aws_secret_access_key={SECRET_KEY:?})\n{script}"
+    let client = format!(
+        "kms = boto3.client('kms', endpoint_url={endpoint:?}, region_name={REGION:?}, \
+         aws_access_key_id={ACCESS_KEY:?}, aws_secret_access_key={SECRET_KEY:?})"
     );
-    let output = Command::new("python3").args(["-c", &script]).output()?;
-    if !output.status.success() {
-        bail!(
-            "boto3 script failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-    Ok(String::from_utf8(output.stdout)?)
+    crate::run_boto3(&client, script)
 }

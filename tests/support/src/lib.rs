@@ -1,5 +1,5 @@
 //! Test helpers that need no Temporal: free ports, an HTTP stub, a real Prometheus, a TLS
-//! relay, a SoftHSM token, an AWS KMS stand-in, and processes and directories cleaned up when the test process ends. Crates whose tests need only these depend on this crate, not on the harness that
+//! relay, a SoftHSM token, an AWS KMS stand-in, an S3 server, and processes and directories cleaned up when the test process ends. Crates whose tests need only these depend on this crate, not on the harness that
 //! starts Temporal and links the SDK.
 
 use std::net::TcpListener;
@@ -11,6 +11,7 @@ mod guarded;
 mod http_stub;
 mod kms_stand_in;
 mod prometheus;
+mod s3_server;
 mod softhsm;
 mod tls_relay;
 
@@ -18,6 +19,7 @@ pub use guarded::{Guarded, Janitor};
 pub use http_stub::{StubAnswer, StubRequest, serve_http};
 pub use kms_stand_in::{KmsStandIn, boto3_at};
 pub use prometheus::Prometheus;
+pub use s3_server::S3Server;
 pub use softhsm::SoftHsm;
 pub use tls_relay::TlsRelay;
 
@@ -85,4 +87,20 @@ where
         "{out}{}",
         String::from_utf8_lossy(&output.stderr)
     );
+}
+
+/// Runs `script` after `client`, a line making a boto3 client, with base64, json and sys
+/// imported; returns what it printed.
+fn run_boto3(client: &str, script: &str) -> anyhow::Result<String> {
+    let script = format!("import base64, json, sys\nimport boto3\n{client}\n{script}");
+    let output = std::process::Command::new("python3")
+        .args(["-c", &script])
+        .output()?;
+    if !output.status.success() {
+        anyhow::bail!(
+            "boto3 script failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(String::from_utf8(output.stdout)?)
 }

@@ -1,0 +1,103 @@
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use plinth_archive::Archive;
+use plinth_control::ControlPlane;
+use plinth_proto::audit::AuditRecord;
+use plinth_workflows::contracts::{
+    AuditBatch, AuditSettings, LoadAuditSettings, RecordAudit, ShipAudit,
+};
+use temporalio_common::error::ApplicationFailure;
+use temporalio_macros::activities;
+use temporalio_sdk::activities::{ActivityContext, ActivityError};
+
+/// Where the audit trail goes (`[audit] destinations`), and how often.
+#[derive(Debug, Clone)]
+pub struct AuditActivities {
+    destinations: Arc<HashMap<String, Archive>>,
+    interval: Duration,
+    control: ControlPlane,
+}
+
+impl AuditActivities {
+    /// Ships to `destinations` by name, every `interval`; records reach each destination's
+    /// shipping workflow through `control`.
+    pub fn new(
+        destinations: HashMap<String, Archive>,
+        interval: Duration,
+        control: ControlPlane,
+    ) -> Self {
+        Self {
+            destinations: Arc::new(destinations),
+            interval,
+            control,
+        }
+    }
+
+    fn destination(&self, name: &str) -> Result<&Archive, ActivityError> {
+        // Retried: the destination may be configured on a worker that takes the task later.
+        self.destinations.get(name).ok_or_else(|| {
+            ActivityError::application(ApplicationFailure::new(UnknownDestination(name.to_owned())))
+        })
+    }
+}
+
+/// A destination this worker's configuration does not name.
+#[derive(Debug, thiserror::Error)]
+#[error("audit destination {0:?} is not in this worker's [audit] destinations")]
+struct UnknownDestination(String);
+
+#[activities]
+impl AuditActivities {
+    /// The worker's `[audit]` settings.
+    #[activity(definition = LoadAuditSettings)]
+    pub async fn load_audit_settings(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        _destination: String,
+    ) -> Result<AuditSettings, ActivityError> {
+        Ok(AuditSettings {
+            interval_secs: self.interval.as_secs().max(1),
+        })
+    }
+
+    /// Hands records to every destination's shipping; a refusal (too many waiting) or an
+    /// outage is retried by the workflow until every destination took them.
+    #[activity(definition = RecordAudit)]
+    pub async fn record_audit(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        records: Vec<AuditRecord>,
+    ) -> Result<(), ActivityError> {
+        let mut names: Vec<&String> = self.destinations.keys().collect();
+        names.sort();
+        for name in names {
+            self.control
+                .append_audit(name, records.clone())
+                .await
+                .map_err(|e| ActivityError::application(ApplicationFailure::new(e)))?;
+        }
+        Ok(())
+    }
+
+    /// Writes one batch; a failure is retried by the workflow until it succeeds.
+    #[activity(definition = ShipAudit)]
+    pub async fn ship_audit(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        batch: AuditBatch,
+    ) -> Result<Vec<String>, ActivityError> {
+        let archive = self.destination(&batch.destination)?;
+        let keys = plinth_archive::audit::write_batch(archive, batch.batch, &batch.records)
+            .await
+            .map_err(|e| ActivityError::application(ApplicationFailure::new(e)))?;
+        tracing::info!(
+            destination = batch.destination,
+            batch = batch.batch,
+            records = batch.records.len(),
+            "audit batch written"
+        );
+        Ok(keys)
+    }
+}

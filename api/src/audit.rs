@@ -1,0 +1,189 @@
+//! `QueryAudit`: the audit trail as shipped to one destination, filtered, and cut to what the
+//! caller may read.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use plinth_archive::Archive;
+use plinth_archive::audit::Trail;
+use plinth_control::{AccessCheck, Admins, Need};
+use plinth_identity::Identity;
+use plinth_proto::audit::AuditRecord;
+use plinth_proto::v1::{QueryAuditRequest, QueryAuditResponse};
+use tonic::Status;
+
+/// Records one query answers unless it asks for another number.
+const DEFAULT_LIMIT: u32 = 100;
+/// Records one query answers at most.
+const MAX_LIMIT: u32 = 10_000;
+/// The longest range one query reads: a year, and a leap day's slack.
+const MAX_RANGE: Duration = Duration::from_secs(400 * 86_400);
+/// The range of a query that names no start.
+const DEFAULT_RANGE: Duration = Duration::from_secs(86_400);
+
+/// Where the API reads the trail, and who may read which records.
+#[derive(Clone, Debug)]
+pub struct AuditReader {
+    archive: Archive,
+    access: Arc<dyn AccessCheck>,
+}
+
+impl AuditReader {
+    /// Reads `archive`; a record of a namespace is shown to who `access` lets read it.
+    pub fn new(archive: Archive, access: Arc<dyn AccessCheck>) -> Self {
+        Self { archive, access }
+    }
+
+    /// Answers `request` for `identity`: admins see every record, others those of the
+    /// namespaces they may read.
+    pub(crate) async fn query(
+        &self,
+        admins: &Admins,
+        identity: &Identity,
+        request: QueryAuditRequest,
+    ) -> Result<QueryAuditResponse, Status> {
+        let to = time(&request.to, "to")?.unwrap_or_else(SystemTime::now);
+        let from = time(&request.from, "from")?.unwrap_or(to - DEFAULT_RANGE);
+        if from >= to {
+            return Err(Status::invalid_argument("from: must be before to"));
+        }
+        if to.duration_since(from).unwrap_or_default() > MAX_RANGE {
+            return Err(Status::invalid_argument(format!(
+                "from: reads at most {} days at once; narrow the range",
+                MAX_RANGE.as_secs() / 86_400
+            )));
+        }
+        let limit = match request.limit {
+            0 => DEFAULT_LIMIT,
+            n if n > MAX_LIMIT => {
+                return Err(Status::invalid_argument(format!(
+                    "limit: at most {MAX_LIMIT}"
+                )));
+            }
+            n => n,
+        } as usize;
+        let admin = admins.include(identity);
+        let mut readable: HashMap<String, bool> = HashMap::new();
+        let mut records = Vec::new();
+        let mut truncated = false;
+        let unavailable = |e: plinth_archive::ArchiveError| Status::unavailable(e.to_string());
+        let mut trail = Trail::open(&self.archive, from, to)
+            .await
+            .map_err(unavailable)?;
+        'hours: while let Some(hour) = trail.next_hour().await.map_err(unavailable)? {
+            for record in hour {
+                if !matches(&request, &record)
+                    || !self
+                        .may_read(admin, identity, &record, &mut readable)
+                        .await?
+                {
+                    continue;
+                }
+                if records.len() == limit {
+                    truncated = true;
+                    break 'hours;
+                }
+                records.push(
+                    serde_json::to_string(&record).map_err(|e| Status::internal(e.to_string()))?,
+                );
+            }
+        }
+        Ok(QueryAuditResponse {
+            records,
+            truncated,
+            destination: self.archive.url().to_owned(),
+        })
+    }
+
+    /// Whether the caller may read `record`: admins all, others a namespace's records where
+    /// they may read the namespace. Each namespace is checked once per query.
+    async fn may_read(
+        &self,
+        admin: bool,
+        identity: &Identity,
+        record: &AuditRecord,
+        readable: &mut HashMap<String, bool>,
+    ) -> Result<bool, Status> {
+        if admin {
+            return Ok(true);
+        }
+        if record.namespace.is_empty() {
+            return Ok(false);
+        }
+        if let Some(known) = readable.get(&record.namespace) {
+            return Ok(*known);
+        }
+        let allowed = self
+            .access
+            .allows(&record.namespace, identity, Need::Read)
+            .await
+            .map_err(|e| {
+                Status::unavailable(format!(
+                    "cannot read the access list of {:?}: {e}",
+                    record.namespace
+                ))
+            })?;
+        readable.insert(record.namespace.clone(), allowed);
+        Ok(allowed)
+    }
+}
+
+/// `text` as a time, or `None` when empty; else an error naming `field`.
+fn time(text: &str, field: &str) -> Result<Option<SystemTime>, Status> {
+    if text.is_empty() {
+        return Ok(None);
+    }
+    humantime::parse_rfc3339_weak(text).map(Some).map_err(|e| {
+        Status::invalid_argument(format!("{field}: {text:?} is not an RFC 3339 time: {e}"))
+    })
+}
+
+/// Whether `record` passes every filter `request` sets.
+fn matches(request: &QueryAuditRequest, record: &AuditRecord) -> bool {
+    [
+        (&request.actor, &record.actor),
+        (&request.namespace, &record.namespace),
+        (&request.resource, &record.resource),
+        (&request.action, &record.action),
+    ]
+    .into_iter()
+    .all(|(filter, value)| match filter.strip_suffix('*') {
+        _ if filter.is_empty() => true,
+        Some(prefix) => value.starts_with(prefix),
+        None => value == filter,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_filter_matches_its_field_exactly_or_by_prefix_with_a_star() {
+        let record = AuditRecord::new(
+            "1",
+            "2026-12-04T10:00:00Z",
+            "user:alice@example.com",
+            "policy.rule_added",
+            "policy/TEMPORAL-ns-payments",
+            "added",
+        )
+        .in_namespace("payments");
+        let query = |f: fn(&mut QueryAuditRequest)| {
+            let mut request = QueryAuditRequest::default();
+            f(&mut request);
+            matches(&request, &record)
+        };
+        assert!(query(|_| {}));
+        assert!(query(|r| r.action = "policy.*".into()));
+        assert!(query(|r| r.actor = "user:alice@example.com".into()));
+        assert!(!query(|r| r.actor = "user:alice".into()));
+        assert!(!query(|r| r.namespace = "pay".into()));
+        assert!(query(|r| {
+            r.namespace = "payments".into();
+            r.resource = "policy/*".into();
+        }));
+        assert!(!query(|r| r.action = "namespace.*".into()));
+    }
+}

@@ -1,0 +1,289 @@
+//! The audit trail in the archive: batches of records as newline-delimited JSON under
+//! `audit/v1/<YYYY>/<MM>/<DD>/<HH>/<batch>.ndjson`, partitioned by the hour each record happened
+//! in (a batch spanning hours is one object per hour, under the same batch number), so a
+//! query reads only the hours it covers and a record shipped late still lands in its hour.
+
+use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use plinth_proto::audit::AuditRecord;
+
+use crate::{Archive, ArchiveError};
+
+/// Where the trail starts in a destination.
+pub const PREFIX: &str = "audit/v1";
+
+const HOUR: Duration = Duration::from_secs(3600);
+
+/// Writes `records` as batch number `batch`: one object per hour they happened in. The same
+/// batch written again writes the same objects. Returns their keys.
+pub async fn write_batch(
+    archive: &Archive,
+    batch: u64,
+    records: &[AuditRecord],
+) -> Result<Vec<String>, ArchiveError> {
+    let mut by_hour: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    for record in records {
+        record
+            .check()
+            .map_err(|e| archive.malformed(&record.id, e.to_string()))?;
+        let when = record.when().unwrap_or(SystemTime::UNIX_EPOCH);
+        let key = format!("{}/{batch:012}.ndjson", hour_prefix(when));
+        let lines = by_hour.entry(key).or_default();
+        serde_json::to_writer(&mut *lines, record).expect("a record serializes");
+        lines.push(b'\n');
+    }
+    for (key, lines) in &by_hour {
+        archive.put(key, Bytes::from(lines.clone())).await?;
+    }
+    Ok(by_hour.into_keys().collect())
+}
+
+/// The records of one batch object, in the order written.
+pub fn decode(
+    archive: &Archive,
+    key: &str,
+    bytes: &[u8],
+) -> Result<Vec<AuditRecord>, ArchiveError> {
+    let mut records = Vec::new();
+    for (i, line) in bytes.split(|b| *b == b'\n').enumerate() {
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        let record: AuditRecord = serde_json::from_slice(line)
+            .map_err(|e| archive.malformed(key, format!("line {}: {e}", i + 1)))?;
+        record
+            .check()
+            .map_err(|e| archive.malformed(key, format!("line {}: {e}", i + 1)))?;
+        records.push(record);
+    }
+    Ok(records)
+}
+
+/// The trail between two times, read an hour at a time, oldest first: each record once, however
+/// often it was delivered.
+#[derive(Debug)]
+pub struct Trail<'a> {
+    archive: &'a Archive,
+    from: SystemTime,
+    to: SystemTime,
+    /// Each hour still to read, oldest first, with its objects.
+    hours: VecDeque<Vec<String>>,
+    seen: HashSet<String>,
+}
+
+impl<'a> Trail<'a> {
+    /// The records of `archive` that happened in `[from, to)`: lists the months the range
+    /// touches, reads nothing yet.
+    pub async fn open(
+        archive: &'a Archive,
+        from: SystemTime,
+        to: SystemTime,
+    ) -> Result<Self, ArchiveError> {
+        let mut hours: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for month in months(from, to) {
+            for key in archive.list(&month).await? {
+                let Some((hour, _)) = key.rsplit_once('/') else {
+                    continue;
+                };
+                let Some(start) = hour_start(hour) else {
+                    continue;
+                };
+                if start + HOUR > from && start < to {
+                    hours.entry(hour.to_owned()).or_default().push(key);
+                }
+            }
+        }
+        Ok(Self {
+            archive,
+            from,
+            to,
+            hours: hours.into_values().collect(),
+            seen: HashSet::new(),
+        })
+    }
+
+    /// The next hour's records in the range, oldest first; `None` once all are read.
+    pub async fn next_hour(&mut self) -> Result<Option<Vec<AuditRecord>>, ArchiveError> {
+        let Some(keys) = self.hours.pop_front() else {
+            return Ok(None);
+        };
+        let mut records = Vec::new();
+        for key in &keys {
+            if let Some(bytes) = self.archive.get(key).await? {
+                records.extend(decode(self.archive, key, &bytes)?);
+            }
+        }
+        records.sort_by_key(AuditRecord::when);
+        records.retain(|record| {
+            let when = record.when().unwrap_or(SystemTime::UNIX_EPOCH);
+            when >= self.from && when < self.to && self.seen.insert(record.id.clone())
+        });
+        Ok(Some(records))
+    }
+}
+
+/// `audit/v1/YYYY/MM/DD/HH` of `time`, in UTC.
+fn hour_prefix(time: SystemTime) -> String {
+    let stamp = humantime::format_rfc3339_seconds(time).to_string();
+    // 2026-12-04T10:11:12Z
+    format!(
+        "{PREFIX}/{}/{}/{}/{}",
+        &stamp[0..4],
+        &stamp[5..7],
+        &stamp[8..10],
+        &stamp[11..13]
+    )
+}
+
+/// The start of the hour `audit/v1/YYYY/MM/DD/HH` names.
+fn hour_start(prefix: &str) -> Option<SystemTime> {
+    let rest = prefix.strip_prefix(PREFIX)?.strip_prefix('/')?;
+    let parts: Vec<&str> = rest.split('/').collect();
+    let [year, month, day, hour] = parts.as_slice() else {
+        return None;
+    };
+    humantime::parse_rfc3339(&format!("{year}-{month}-{day}T{hour}:00:00Z")).ok()
+}
+
+/// `audit/v1/YYYY/MM` of every month `[from, to)` touches.
+fn months(from: SystemTime, to: SystemTime) -> Vec<String> {
+    let mut months = Vec::new();
+    if from >= to {
+        return months;
+    }
+    let last = to - Duration::from_nanos(1);
+    let mut at = from;
+    loop {
+        let month = hour_prefix(at)[..PREFIX.len() + 8].to_owned();
+        if months.last() != Some(&month) {
+            months.push(month);
+        }
+        if at >= last {
+            return months;
+        }
+        // A day at a time never steps over a month.
+        at = (at + Duration::from_secs(86_400)).min(last);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(time: &str) -> SystemTime {
+        humantime::parse_rfc3339(time).unwrap()
+    }
+
+    fn record(id: &str, time: &str, namespace: &str) -> AuditRecord {
+        AuditRecord::new(
+            id,
+            time,
+            "user:a@example.com",
+            "namespace.applied",
+            "namespace/x",
+            "created",
+        )
+        .in_namespace(namespace)
+    }
+
+    fn archive() -> (tempfile::TempDir, Archive) {
+        let dir = tempfile::tempdir().unwrap();
+        let archive = Archive::open(&format!("file://{}", dir.path().display())).unwrap();
+        (dir, archive)
+    }
+
+    #[tokio::test]
+    async fn a_batch_spanning_hours_is_one_object_per_hour_and_rewrites_the_same() {
+        let (_dir, archive) = archive();
+        let records = [
+            record("1", "2026-12-04T10:59:59Z", "a"),
+            record("2", "2026-12-04T11:00:01Z", "a"),
+        ];
+        let keys = write_batch(&archive, 7, &records).await.unwrap();
+        assert_eq!(
+            keys,
+            [
+                "audit/v1/2026/12/04/10/000000000007.ndjson",
+                "audit/v1/2026/12/04/11/000000000007.ndjson"
+            ]
+        );
+        assert_eq!(write_batch(&archive, 7, &records).await.unwrap(), keys);
+        assert_eq!(archive.list(PREFIX).await.unwrap(), keys);
+    }
+
+    #[tokio::test]
+    async fn reading_a_range_finds_its_records_once_each_in_time_order() {
+        let (_dir, archive) = archive();
+        write_batch(
+            &archive,
+            1,
+            &[
+                record("late", "2026-11-30T23:30:00Z", "a"),
+                record("b", "2026-12-01T00:10:00Z", "b"),
+            ],
+        )
+        .await
+        .unwrap();
+        // Batch 2 repeats record "b": delivered twice, kept once.
+        write_batch(
+            &archive,
+            2,
+            &[
+                record("b", "2026-12-01T00:10:00Z", "b"),
+                record("a", "2026-12-01T00:05:00Z", "a"),
+                record("out", "2026-12-02T00:00:00Z", "a"),
+            ],
+        )
+        .await
+        .unwrap();
+        let mut trail = Trail::open(
+            &archive,
+            at("2026-11-30T23:00:00Z"),
+            at("2026-12-02T00:00:00Z"),
+        )
+        .await
+        .unwrap();
+        let mut hours = Vec::new();
+        while let Some(records) = trail.next_hour().await.unwrap() {
+            hours.push(records.into_iter().map(|r| r.id).collect::<Vec<_>>());
+        }
+        assert_eq!(hours, [vec!["late"], vec!["a", "b"]]);
+    }
+
+    #[tokio::test]
+    async fn a_line_plinth_did_not_write_is_refused_naming_the_object_and_line() {
+        let (_dir, archive) = archive();
+        let good = serde_json::to_string(&record("1", "2026-12-04T10:00:00Z", "a")).unwrap();
+        archive
+            .put(
+                "audit/v1/2026/12/04/10/000000000001.ndjson",
+                Bytes::from(format!("{good}\n{{\"schema\":\"x\"}}\n")),
+            )
+            .await
+            .unwrap();
+        let mut trail = Trail::open(
+            &archive,
+            at("2026-12-04T00:00:00Z"),
+            at("2026-12-05T00:00:00Z"),
+        )
+        .await
+        .unwrap();
+        let e = trail.next_hour().await.unwrap_err().to_string();
+        assert!(e.contains("000000000001.ndjson: line 2"), "{e}");
+    }
+
+    #[test]
+    fn every_month_of_a_range_is_listed_once() {
+        assert_eq!(
+            months(at("2026-11-30T23:00:00Z"), at("2027-01-01T00:00:01Z")),
+            ["audit/v1/2026/11", "audit/v1/2026/12", "audit/v1/2027/01"]
+        );
+        assert_eq!(
+            months(at("2026-12-04T10:00:00Z"), at("2026-12-04T11:00:00Z")),
+            ["audit/v1/2026/12"]
+        );
+        assert!(months(at("2026-12-04T10:00:00Z"), at("2026-12-04T10:00:00Z")).is_empty());
+    }
+}

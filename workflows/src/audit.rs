@@ -1,0 +1,153 @@
+//! How workflows record what they change in the audit trail: each change names who asked
+//! ([`By`]), and its record is handed over by an activity that is retried until the trail has
+//! taken it. A workflow waits for its update handlers before it hands over to a new run, so no
+//! record is left behind.
+
+use std::time::Duration;
+
+use plinth_proto::audit::AuditRecord;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use temporalio_common::data_converters::{
+    PayloadConversionError, SerializationContext, TemporalDeserializable, TemporalSerializable,
+};
+use temporalio_common::protos::temporal::api::common::v1::{Payload, RetryPolicy};
+use temporalio_sdk::{ActivityExecutionError, ActivityOptions, WorkflowContext};
+
+use crate::contracts::RecordAudit;
+
+/// An update's input and who asked for it, as the platform API identified them: one JSON
+/// payload, then the asker as a second when known. Histories and callers that send one
+/// payload (the `temporal` CLI, or the API before it named the asker) read as nobody named.
+#[derive(Clone, Debug, PartialEq)]
+pub struct By<T> {
+    /// What the update asks for.
+    pub input: T,
+    /// Who asks: `user:…` or `app:…`.
+    pub by: Option<String>,
+}
+
+impl<T> By<T> {
+    /// `input`, asked for by `by`.
+    pub fn new(input: T, by: impl Into<String>) -> Self {
+        Self {
+            input,
+            by: Some(by.into()),
+        }
+    }
+}
+
+fn json(value: &impl Serialize) -> Result<Payload, PayloadConversionError> {
+    Ok(Payload {
+        metadata: [("encoding".to_owned(), b"json/plain".to_vec())].into(),
+        data: serde_json::to_vec(value)
+            .map_err(|e| PayloadConversionError::EncodingError(e.into()))?,
+        ..Default::default()
+    })
+}
+
+fn from_json<T: DeserializeOwned>(payload: &Payload) -> Result<T, PayloadConversionError> {
+    serde_json::from_slice(&payload.data)
+        .map_err(|e| PayloadConversionError::EncodingError(e.into()))
+}
+
+impl<T: Serialize> TemporalSerializable for By<T> {
+    fn to_payload(&self, _: &SerializationContext<'_>) -> Result<Payload, PayloadConversionError> {
+        json(&self.input)
+    }
+
+    fn to_payloads(
+        &self,
+        ctx: &SerializationContext<'_>,
+    ) -> Result<Vec<Payload>, PayloadConversionError> {
+        let mut payloads = vec![self.to_payload(ctx)?];
+        if let Some(by) = &self.by {
+            payloads.push(json(by)?);
+        }
+        Ok(payloads)
+    }
+}
+
+impl<T: DeserializeOwned> TemporalDeserializable for By<T> {
+    fn from_payloads(
+        _: &SerializationContext<'_>,
+        payloads: Vec<Payload>,
+    ) -> Result<Self, PayloadConversionError> {
+        match payloads.as_slice() {
+            [input] => Ok(Self {
+                input: from_json(input)?,
+                by: None,
+            }),
+            [input, by] => Ok(Self {
+                input: from_json(input)?,
+                by: from_json(by)?,
+            }),
+            _ => Err(PayloadConversionError::WrongEncoding),
+        }
+    }
+}
+
+/// Who a record names as the actor: the asker, else the workflow itself.
+pub(crate) fn actor<W>(ctx: &WorkflowContext<W>, by: Option<&str>) -> String {
+    match by {
+        Some(by) if !by.is_empty() => by.to_owned(),
+        _ => format!("workflow:{}", ctx.workflow_id()),
+    }
+}
+
+/// A record of `action` on `resource` now, with an id that is the same on every replay.
+pub(crate) fn new_record<W>(
+    ctx: &WorkflowContext<W>,
+    actor: String,
+    action: &str,
+    resource: String,
+    outcome: &str,
+) -> AuditRecord {
+    let id = format!("{}@{}/{}", ctx.workflow_id(), ctx.run_id(), ctx.uuid4());
+    let time = ctx
+        .workflow_time()
+        .map(|t| humantime::format_rfc3339_millis(t).to_string())
+        .unwrap_or_default();
+    AuditRecord::new(id, time, actor, action, resource, outcome)
+}
+
+/// Hands `records` to the audit trail, retrying until it has taken them.
+pub(crate) async fn record<W>(
+    ctx: &mut WorkflowContext<W>,
+    records: Vec<AuditRecord>,
+) -> Result<(), ActivityExecutionError> {
+    if records.is_empty() {
+        return Ok(());
+    }
+    let options = ActivityOptions::with_start_to_close_timeout(Duration::from_secs(30))
+        .retry_policy(RetryPolicy {
+            initial_interval: Some(Duration::from_secs(1).try_into().expect("fits")),
+            backoff_coefficient: 2.0,
+            maximum_interval: Some(Duration::from_secs(60).try_into().expect("fits")),
+            // Until it is taken: a full trail refuses for a while, then takes it.
+            maximum_attempts: 0,
+            non_retryable_error_types: Vec::new(),
+        })
+        .build();
+    ctx.execute_activity(RecordAudit, records, options).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_asker_travels_as_a_second_payload_and_one_payload_reads_as_nobody() {
+        use temporalio_common::data_converters::{PayloadConverter, SerializationContextData};
+        let converter = PayloadConverter::default();
+        let context = || SerializationContext::new(&SerializationContextData::None, &converter);
+        let asked = By::new("x".to_owned(), "user:alice@example.com");
+        let payloads = asked.to_payloads(&context()).unwrap();
+        assert_eq!(payloads.len(), 2);
+        let read = By::<String>::from_payloads(&context(), payloads.clone()).unwrap();
+        assert_eq!(read, asked);
+        let old = By::<String>::from_payloads(&context(), payloads[..1].to_vec()).unwrap();
+        assert_eq!(old.by, None);
+        assert_eq!(old.input, "x");
+    }
+}
