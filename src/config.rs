@@ -711,6 +711,9 @@ pub struct AuditConfig {
     /// `s3://bucket/prefix`, `gs://…`, `az://…` or `file:///…`. None given: `local`, the
     /// `archive` directory under PLINTH_HOME.
     pub destinations: std::collections::BTreeMap<String, String>,
+    /// The destination `plinth audit` reads (default: the first by name).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub read_from: Option<String>,
 }
 
 impl Default for AuditConfig {
@@ -718,6 +721,7 @@ impl Default for AuditConfig {
         Self {
             interval: Duration::from_secs(60),
             destinations: std::collections::BTreeMap::new(),
+            read_from: None,
         }
     }
 }
@@ -759,6 +763,20 @@ impl AuditConfig {
             destinations.insert(name, archive);
         }
         Ok(destinations)
+    }
+
+    /// The destination `plinth audit` reads.
+    pub fn read_from(&self, home: &crate::home::Home) -> anyhow::Result<plinth_archive::Archive> {
+        let mut destinations = self.destinations(home)?;
+        match &self.read_from {
+            Some(name) => destinations.remove(name).ok_or_else(|| {
+                anyhow::anyhow!("[audit] read_from: {name:?} is not in [audit] destinations")
+            }),
+            None => Ok(destinations
+                .into_values()
+                .next()
+                .expect("at least one destination")),
+        }
     }
 }
 
@@ -946,6 +964,7 @@ impl Config {
         all.proxy.upstream_key = some_path();
         all.proxy.upstream_server_name = Some(String::new());
         all.codec.keyring = some_path();
+        all.audit.read_from = Some(String::new());
         all.keys.aws_region = Some(String::new());
         all.keys.aws_kms_endpoint = Some(String::new());
         all.keys.aws_kms_namespace_alias_prefix = Some(String::new());

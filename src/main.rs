@@ -138,6 +138,8 @@ struct IssueArgs {
 }
 
 fn main() -> ExitCode {
+    // Plinth's one TLS crypto: clients that take the process default (object storage's) use it.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     let home = Home::new(cli.home.clone());
     let (config_file, required) = match &cli.config {

@@ -69,13 +69,7 @@ pub async fn run(config: &Config, home: &Home, args: &ProxyArgs) -> anyhow::Resu
     .context("control-plane client")?;
     let access: std::sync::Arc<dyn plinth_control::AccessCheck> =
         std::sync::Arc::new(AccessLists::new(platform.backend.clone()));
-    // `plinth audit` reads the first destination by name.
-    let (_, trail) = config
-        .audit
-        .destinations(home)?
-        .into_iter()
-        .next()
-        .context("[audit] destinations: none")?;
+    let trail = config.audit.read_from(home)?;
     let api = PlatformApi::new(
         client.clone(),
         settings.task_queue.clone(),

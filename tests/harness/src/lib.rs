@@ -20,8 +20,8 @@ pub mod sealed;
 mod stack;
 
 pub use plinth_test_support::{
-    KmsStandIn, Prometheus, SoftHsm, StubAnswer, StubRequest, TlsRelay, free_port, serve_http,
-    unix_now,
+    KmsStandIn, Prometheus, S3Server, SoftHsm, StubAnswer, StubRequest, TlsRelay, free_port,
+    serve_http, unix_now,
 };
 pub use stack::{
     ADMIN, CODEC_MAX_BODY, DIRECTORY, OUTSIDER, PAYMENTS_MEMBER, PAYMENTS_TEAM, PlinthStack,
