@@ -248,3 +248,40 @@ fn a_destination_that_fails_gets_every_record_once_it_is_back() {
     batches.dedup();
     assert_eq!(batches, (0..batches.len() as u64).collect::<Vec<_>>());
 }
+
+#[test]
+fn a_metrics_target_applied_and_deleted_is_recorded_for_admins_only() {
+    let f = fixture();
+    let target = format!("audited-{}", std::process::id());
+    let yaml = format!(
+        "apiVersion: temporal.plinth.dev/v1beta1\nkind: MetricsTarget\n\
+         metadata:\n  name: {target}\nspec:\n  url: http://127.0.0.1:9/metrics\n  \
+         intervalSeconds: 60\n"
+    );
+    ok(f.stack.apply_as(ADMIN, &yaml, &[]));
+    ok(f.stack.plinth_as(ADMIN, &["delete", "metricstarget", &target]));
+    let resource = format!("metrics_target/{target}");
+    let actions = |user: &str| -> Vec<(String, String)> {
+        let out = ok(f.stack.plinth_as(
+            user,
+            &["audit", "--since", "1h", "--resource", &resource, "-o", "json"],
+        ));
+        stdout(&out)
+            .lines()
+            .map(|line| {
+                let record: serde_json::Value = serde_json::from_str(line).unwrap();
+                assert_eq!(record["actor"], format!("user:{ADMIN}"), "{record}");
+                (
+                    record["action"].as_str().unwrap().to_owned(),
+                    record["outcome"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    };
+    let expected = [
+        ("metrics_target.applied".to_owned(), "created".to_owned()),
+        ("metrics_target.deleted".to_owned(), "deleted".to_owned()),
+    ];
+    wait_for("both records in plinth audit", || actions(ADMIN) == expected);
+    assert!(actions(PAYMENTS_MEMBER).is_empty(), "not a namespace's record");
+}

@@ -605,7 +605,7 @@ impl PlatformService for PlatformApi {
                 ScrapeMetricsWorkflow::run,
                 ScrapeTarget::from_resource(desired.clone()),
                 ScrapeMetricsWorkflow::apply,
-                desired,
+                By::new(desired, identity.to_string()),
                 options,
             )
             .await
@@ -676,7 +676,7 @@ impl PlatformService for PlatformApi {
             .get_workflow_handle::<ScrapeMetricsWorkflow>(scrape_workflow_id(&name))
             .execute_update(
                 ScrapeMetricsWorkflow::delete,
-                (),
+                Deleter(Some(identity.to_string())),
                 WorkflowExecuteUpdateOptions::default(),
             )
             .await

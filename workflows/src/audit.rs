@@ -87,6 +87,37 @@ impl<T: DeserializeOwned> TemporalDeserializable for By<T> {
     }
 }
 
+/// Input of a `delete` update: who asks, as the platform API identified them. Histories
+/// recorded before it existed carry no input at all (the update took `()`), read as nobody
+/// named; so it is (de)serialized by hand, as one JSON payload or none.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Deleter(pub Option<String>);
+
+impl TemporalSerializable for Deleter {
+    fn to_payload(&self, _: &SerializationContext<'_>) -> Result<Payload, PayloadConversionError> {
+        // JSON even for `None`: no payload at all is what histories before it hold.
+        json(&self.0)
+    }
+}
+
+impl TemporalDeserializable for Deleter {
+    fn from_payloads(
+        _: &SerializationContext<'_>,
+        payloads: Vec<Payload>,
+    ) -> Result<Self, PayloadConversionError> {
+        match payloads.as_slice() {
+            [] => Ok(Self(None)),
+            [payload]
+                if payload.metadata.get("encoding").map(Vec::as_slice) == Some(b"binary/null") =>
+            {
+                Ok(Self(None))
+            }
+            [payload] => from_json(payload).map(Self),
+            _ => Err(PayloadConversionError::WrongEncoding),
+        }
+    }
+}
+
 /// Who a record names as the actor: the asker, else the workflow itself.
 pub(crate) fn actor<W>(ctx: &WorkflowContext<W>, by: Option<&str>) -> String {
     match by {

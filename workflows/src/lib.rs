@@ -14,11 +14,11 @@ mod provision_namespace;
 mod scrape_metrics;
 
 pub use access_run::AccessRunWorkflow;
-pub use audit::By;
+pub use audit::{By, Deleter};
 pub use audit_export::{AuditExport, MAX_PENDING_BYTES};
 pub use canary::Canary;
 pub use policy::{PolicyWorkflow, RuleChange};
-pub use provision_namespace::{ApplyResult, Deleter, ProvisionNamespace};
+pub use provision_namespace::{ApplyResult, ProvisionNamespace};
 pub use scrape_metrics::{MetricsTargetApplied, SCRAPES_PER_RUN, ScrapeMetricsWorkflow};
 
 /// Registers every Plinth workflow type on `$options`, a worker's or a workflow replayer's

@@ -4,17 +4,13 @@ use plinth_control::contract::{KIND_ATTRIBUTE, OWNER_ATTRIBUTE, PHASE_ATTRIBUTE,
 use plinth_proto::v1::{Condition, Event, Namespace, NamespaceStatus};
 use plinth_proto::{FieldError, check_update, outcome, phase};
 use serde::{Deserialize, Serialize};
-use temporalio_common::data_converters::{
-    PayloadConversionError, SerializationContext, TemporalDeserializable, TemporalSerializable,
-};
-use temporalio_common::protos::temporal::api::common::v1::Payload;
 use temporalio_macros::{workflow, workflow_methods};
 use temporalio_sdk::{
     ActivityExecutionError, ActivityOptions, LocalActivityOptions, SyncWorkflowContext,
     WorkflowContext, WorkflowContextView, WorkflowResult,
 };
 
-use crate::audit::{self, By};
+use crate::audit::{self, By, Deleter};
 use crate::contracts::{
     AccessSeed, DeleteNamespace, LoadPlatformSettings, ReconcileNamespace, ReconcileReport,
     RemoveAccessSchedule, ScheduleShred, SeedAccess, ShredKeys, ShredRequest, ValidateNamespace,
@@ -40,44 +36,6 @@ pub struct ApplyResult {
     pub outcome: String,
     /// The resource after the apply (status as of acceptance).
     pub resource: Namespace,
-}
-
-/// Input of the `delete` update: who asks, as the platform API identified them. Histories
-/// recorded before it existed carry no input at all (the update took `()`), read as nobody
-/// named; so it is (de)serialized by hand, as one JSON payload or none.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Deleter(pub Option<String>);
-
-impl TemporalSerializable for Deleter {
-    fn to_payload(&self, _: &SerializationContext<'_>) -> Result<Payload, PayloadConversionError> {
-        // JSON even for `None`: no payload at all is what histories before it hold.
-        Ok(Payload {
-            metadata: [("encoding".to_owned(), b"json/plain".to_vec())].into(),
-            data: serde_json::to_vec(&self.0)
-                .map_err(|e| PayloadConversionError::EncodingError(e.into()))?,
-            ..Default::default()
-        })
-    }
-}
-
-impl TemporalDeserializable for Deleter {
-    fn from_payloads(
-        _: &SerializationContext<'_>,
-        payloads: Vec<Payload>,
-    ) -> Result<Self, PayloadConversionError> {
-        match payloads.as_slice() {
-            [] => Ok(Self(None)),
-            [payload]
-                if payload.metadata.get("encoding").map(Vec::as_slice) == Some(b"binary/null") =>
-            {
-                Ok(Self(None))
-            }
-            [payload] => serde_json::from_slice(&payload.data)
-                .map(Self)
-                .map_err(|e| PayloadConversionError::EncodingError(e.into())),
-            _ => Err(PayloadConversionError::WrongEncoding),
-        }
-    }
 }
 
 /// Why an update was refused; the message reaches the caller.

@@ -10,9 +10,10 @@ use temporalio_sdk::{
     WorkflowContext, WorkflowContextView, WorkflowResult,
 };
 
+use crate::audit::{self, By, Deleter};
 use crate::contracts::{ScrapeMetrics, ScrapeRun, ScrapeSummary};
 use crate::handover::{hand_over, wait_for_handlers};
-use crate::provision_namespace::UpdateError;
+use crate::provision_namespace::{AUDIT_PATCH, UpdateError};
 
 /// Scrapes per run: an hour of history per run at the default interval.
 pub const SCRAPES_PER_RUN: u32 = 60;
@@ -45,6 +46,8 @@ pub struct ScrapeMetricsWorkflow {
     /// The resource changed: the run in progress stops and the next uses the new spec.
     restart: bool,
     deleted: bool,
+    /// Who asked for the deletion.
+    deleted_by: Option<String>,
 }
 
 #[workflow_methods]
@@ -67,6 +70,7 @@ impl ScrapeMetricsWorkflow {
             fresh,
             restart: false,
             deleted: false,
+            deleted_by: None,
         }
     }
 
@@ -110,19 +114,79 @@ impl ScrapeMetricsWorkflow {
         if ctx.state(|s| s.deleted) {
             ctx.state_mut(|s| s.set_phase(phase::DELETED, "scraping stopped"));
             publish(ctx);
+            if ctx.patched(AUDIT_PATCH) {
+                let (by, name, spec) = ctx.state(|s| {
+                    let resource = s.target.resource.clone().unwrap_or_default();
+                    (s.deleted_by.clone(), s.target.name.clone(), resource.spec_or_default())
+                });
+                let actor = audit::actor(ctx, by.as_deref());
+                let record = audit::new_record(
+                    ctx,
+                    actor,
+                    "metrics_target.deleted",
+                    format!("metrics_target/{name}"),
+                    "deleted",
+                )
+                .change(Some(serde_json::json!({ "spec": spec })), None);
+                audit::record(ctx, vec![record]).await?;
+            }
             wait_for_handlers(ctx).await?;
             return Ok(summary.unwrap_or_default());
         }
         match hand_over(ctx, |s| s.target.clone()).await? {}
     }
 
-    /// Creates or changes the resource; a changed spec takes effect within a heartbeat.
+    /// Creates or changes the resource, as `applying.by` asks; a changed spec takes effect
+    /// within a heartbeat. Answers once the change is in the audit trail.
     #[update]
-    pub fn apply(
+    pub async fn apply(
+        ctx: &mut WorkflowContext<Self>,
+        applying: By<MetricsTarget>,
+    ) -> Result<MetricsTargetApplied, UpdateError> {
+        let By { input: desired, by } = applying;
+        let before = ctx.state(|s| s.target.resource.as_ref().and_then(|r| r.spec.clone()));
+        let applied = ctx.state_mut(|s| s.accept(desired))?;
+        if ctx.patched(AUDIT_PATCH) {
+            let before = before.filter(|_| applied.outcome != outcome::CREATED);
+            let actor = audit::actor(ctx, by.as_deref());
+            let spec = |spec| serde_json::json!({ "spec": spec });
+            let record = audit::new_record(
+                ctx,
+                actor,
+                "metrics_target.applied",
+                format!("metrics_target/{}", applied.resource.name()),
+                &applied.outcome,
+            )
+            .change(before.map(spec), Some(spec(applied.resource.spec_or_default())));
+            audit::record(ctx, vec![record]).await?;
+        }
+        Ok(applied)
+    }
+
+    /// Stops scraping the resource and ends the workflow; `by` is who asks.
+    #[update]
+    pub fn delete(
         &mut self,
         _ctx: &mut SyncWorkflowContext<Self>,
-        desired: MetricsTarget,
-    ) -> Result<MetricsTargetApplied, UpdateError> {
+        by: Deleter,
+    ) -> Result<MetricsTarget, UpdateError> {
+        if self.target.resource.is_none() {
+            return Err(format!(
+                "metrics target {:?} is declared in the worker's configuration: remove it there",
+                self.target.name
+            )
+            .into());
+        }
+        self.deleted = true;
+        self.deleted_by = by.0;
+        self.set_phase(phase::DELETING, "deletion requested");
+        Ok(self.target.resource.clone().unwrap_or_default())
+    }
+}
+
+impl ScrapeMetricsWorkflow {
+    /// Takes a desired resource: decides the outcome, and restarts scraping on a change.
+    fn accept(&mut self, desired: MetricsTarget) -> Result<MetricsTargetApplied, UpdateError> {
         validate_metrics_target(&desired)?;
         let name = self.target.name.clone();
         let Some(resource) = &mut self.target.resource else {
@@ -164,26 +228,6 @@ impl ScrapeMetricsWorkflow {
         })
     }
 
-    /// Stops scraping the resource and ends the workflow.
-    #[update]
-    pub fn delete(
-        &mut self,
-        _ctx: &mut SyncWorkflowContext<Self>,
-    ) -> Result<MetricsTarget, UpdateError> {
-        if self.target.resource.is_none() {
-            return Err(format!(
-                "metrics target {:?} is declared in the worker's configuration: remove it there",
-                self.target.name
-            )
-            .into());
-        }
-        self.deleted = true;
-        self.set_phase(phase::DELETING, "deletion requested");
-        Ok(self.target.resource.clone().unwrap_or_default())
-    }
-}
-
-impl ScrapeMetricsWorkflow {
     fn status_mut(&mut self) -> Option<&mut MetricsTargetStatus> {
         let resource = self.target.resource.as_mut()?;
         Some(resource.status.get_or_insert_default())

@@ -23,7 +23,7 @@ use temporalio_common::protos::temporal::api::history::v1::history_event::Attrib
 use temporalio_sdk::workflow_replayer::{WorkflowReplayer, WorkflowReplayerOptions};
 
 /// Each recorded history's file and the workflow it was taken from, in `plinth-system`.
-const RECORDED: [(&str, &str); 10] = [
+const RECORDED: [(&str, &str); 11] = [
     ("canary.json", "plinth-dev-canary"),
     (
         "policy-with-added-rule.json",
@@ -44,6 +44,7 @@ const RECORDED: [(&str, &str); 10] = [
         "provision-then-delete-audited.json",
         "namespace/short-lived",
     ),
+    ("scrape-then-delete-audited.json", "metrics/cloud"),
 ];
 
 fn histories_dir() -> std::path::PathBuf {
