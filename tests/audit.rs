@@ -259,12 +259,21 @@ fn a_metrics_target_applied_and_deleted_is_recorded_for_admins_only() {
          intervalSeconds: 60\n"
     );
     ok(f.stack.apply_as(ADMIN, &yaml, &[]));
-    ok(f.stack.plinth_as(ADMIN, &["delete", "metricstarget", &target]));
+    ok(f.stack
+        .plinth_as(ADMIN, &["delete", "metricstarget", &target]));
     let resource = format!("metrics_target/{target}");
     let actions = |user: &str| -> Vec<(String, String)> {
         let out = ok(f.stack.plinth_as(
             user,
-            &["audit", "--since", "1h", "--resource", &resource, "-o", "json"],
+            &[
+                "audit",
+                "--since",
+                "1h",
+                "--resource",
+                &resource,
+                "-o",
+                "json",
+            ],
         ));
         stdout(&out)
             .lines()
@@ -282,6 +291,39 @@ fn a_metrics_target_applied_and_deleted_is_recorded_for_admins_only() {
         ("metrics_target.applied".to_owned(), "created".to_owned()),
         ("metrics_target.deleted".to_owned(), "deleted".to_owned()),
     ];
-    wait_for("both records in plinth audit", || actions(ADMIN) == expected);
-    assert!(actions(PAYMENTS_MEMBER).is_empty(), "not a namespace's record");
+    wait_for("both records in plinth audit", || {
+        actions(ADMIN) == expected
+    });
+    assert!(
+        actions(PAYMENTS_MEMBER).is_empty(),
+        "not a namespace's record"
+    );
+}
+
+#[test]
+fn each_identity_an_access_run_grants_is_recorded_with_the_run_as_actor() {
+    let f = fixture();
+    let resource = format!("access/{}", f.ns);
+    let mut granted = Vec::new();
+    wait_for("the payments member's grant in S3", || {
+        let lines = shipped(&f.s3, BUCKET);
+        granted = records_of(&lines, "access.granted", &resource)
+            .into_iter()
+            .cloned()
+            .collect();
+        granted
+            .iter()
+            .any(|r| r["detail"] == format!("user:{PAYMENTS_MEMBER}"))
+    });
+    let member = granted
+        .iter()
+        .find(|r| r["detail"] == format!("user:{PAYMENTS_MEMBER}"))
+        .unwrap();
+    assert_eq!(member["after"], serde_json::json!({"access": "write"}));
+    assert_eq!(member["namespace"], f.ns.as_str());
+    let actor = member["actor"].as_str().unwrap();
+    assert!(
+        actor.starts_with(&format!("workflow:users/{}-", f.ns)),
+        "{actor}"
+    );
 }

@@ -6,8 +6,8 @@ use plinth_identity::Identity;
 use plinth_proto::policy::{readers_policy_name, seeded_policies, writers_policy_name};
 use plinth_proto::v1::{AccessSummary, Policy, Rule};
 use plinth_workflows::contracts::{
-    AccessSeed, AccessSetup, ReconcileAccess, RemoveAccessSchedule, RuleCheck, SeedAccess,
-    TriggerAccessRun, ValidateRule,
+    AccessPlan, AccessSeed, AccessSetup, AccessStep, ApplyAccess, PlanAccess, ReconcileAccess,
+    RemoveAccessSchedule, RuleCheck, SeedAccess, TriggerAccessRun, ValidateRule,
 };
 use temporalio_common::error::ApplicationFailure;
 use temporalio_macros::activities;
@@ -15,7 +15,7 @@ use temporalio_sdk::activities::{ActivityContext, ActivityError};
 
 use plinth_control::access::{effective_access, plan_access, validate_rule};
 use plinth_control::directory::Directory;
-use plinth_control::{BackendError, NamespaceBackend};
+use plinth_control::{AccessChange, AccessLevel, BackendError, NamespaceBackend};
 use plinth_control::{ControlPlane, PolicySeeding};
 
 /// The activities of policies and access runs.
@@ -128,18 +128,81 @@ impl AccessActivities {
             .await
             .inspect_err(|_| crate::telemetry::access_run(None))
             .map_err(failure)?;
-        crate::telemetry::access_run(Some((summary.granted, summary.changed, summary.revoked)));
-        tracing::info!(
-            namespace,
-            granted = summary.granted,
-            changed = summary.changed,
-            revoked = summary.revoked,
-            unchanged = summary.unchanged,
-            backend_writes = summary.backend_writes,
-            "access reconciled"
-        );
+        reconciled(&namespace, &summary);
         Ok(summary)
     }
+
+    /// What an access run of `namespace` changes, changing nothing.
+    #[activity(definition = PlanAccess)]
+    pub async fn plan_access(
+        self: Arc<Self>,
+        ctx: ActivityContext,
+        namespace: String,
+    ) -> Result<AccessPlan, ActivityError> {
+        let plan = async {
+            let policies = policies_of(&namespace, &self.control).await?;
+            plan_policies(
+                &namespace,
+                &policies,
+                self.backend.as_ref(),
+                self.directory.as_ref(),
+                &self.admin_group,
+            )
+            .await
+        };
+        let plan = crate::heartbeat::with_heartbeat(ctx, plan)
+            .await
+            .inspect_err(|_| crate::telemetry::access_run(None))
+            .map_err(failure)?;
+        // A plan of no change is the whole run: no apply follows it.
+        if plan.steps.is_empty() {
+            reconciled(&namespace, &plan.summary);
+        }
+        Ok(plan)
+    }
+
+    /// Makes `plan`'s steps not in effect yet.
+    #[activity(definition = ApplyAccess)]
+    pub async fn apply_access(
+        self: Arc<Self>,
+        ctx: ActivityContext,
+        plan: AccessPlan,
+    ) -> Result<AccessSummary, ActivityError> {
+        let namespace = plan.namespace.clone();
+        let summary =
+            crate::heartbeat::with_heartbeat(ctx, apply_plan(plan, self.backend.as_ref()))
+                .await
+                .inspect_err(|_| crate::telemetry::access_run(None))
+                .map_err(failure)?;
+        reconciled(&namespace, &summary);
+        Ok(summary)
+    }
+}
+
+/// Counts and logs a finished access run.
+fn reconciled(namespace: &str, summary: &AccessSummary) {
+    crate::telemetry::access_run(Some((summary.granted, summary.changed, summary.revoked)));
+    tracing::info!(
+        namespace,
+        granted = summary.granted,
+        changed = summary.changed,
+        revoked = summary.revoked,
+        unchanged = summary.unchanged,
+        backend_writes = summary.backend_writes,
+        "access reconciled"
+    );
+}
+
+/// The two policies of Temporal namespace `namespace`.
+async fn policies_of(namespace: &str, control: &ControlPlane) -> Result<Vec<Policy>, BackendError> {
+    let mut policies = Vec::new();
+    for name in [
+        writers_policy_name(namespace),
+        readers_policy_name(namespace),
+    ] {
+        policies.extend(control.policy(&name).await?);
+    }
+    Ok(policies)
 }
 
 /// One access run of Temporal namespace `namespace`: reads its two policies and applies them
@@ -151,13 +214,7 @@ pub async fn reconcile_access(
     directory: &dyn Directory,
     admin_group: &str,
 ) -> Result<AccessSummary, BackendError> {
-    let mut policies = Vec::new();
-    for name in [
-        writers_policy_name(namespace),
-        readers_policy_name(namespace),
-    ] {
-        policies.extend(control.policy(&name).await?);
-    }
+    let policies = policies_of(namespace, control).await?;
     apply_policies(namespace, &policies, backend, directory, admin_group).await
 }
 
@@ -170,6 +227,18 @@ pub async fn apply_policies(
     directory: &dyn Directory,
     admin_group: &str,
 ) -> Result<AccessSummary, BackendError> {
+    let plan = plan_policies(namespace, policies, backend, directory, admin_group).await?;
+    apply_plan(plan, backend).await
+}
+
+/// What applying `policies` to `namespace` would change, changing nothing.
+async fn plan_policies(
+    namespace: &str,
+    policies: &[Policy],
+    backend: &dyn NamespaceBackend,
+    directory: &dyn Directory,
+    admin_group: &str,
+) -> Result<AccessPlan, BackendError> {
     let desired = effective_access(policies, directory);
     let current = backend.list_access(namespace).await?;
     let admins: BTreeSet<String> = directory
@@ -178,10 +247,64 @@ pub async fn apply_policies(
         .map(|email| Identity::User { email }.to_string())
         .collect();
     let keeps_access = |identity: &str| admins.contains(identity);
-    let (changes, mut summary) = plan_access(&current, &desired, &keeps_access);
-    let writes = backend.apply_access(namespace, &changes).await?;
-    summary.backend_writes = i32::try_from(writes).unwrap_or(i32::MAX);
-    Ok(summary)
+    let (changes, summary) = plan_access(&current, &desired, &keeps_access);
+    let held = |identity: &str| current.get(identity).map(|level| level.as_str().to_owned());
+    let steps = changes
+        .into_iter()
+        .map(|change| match change {
+            AccessChange::Grant(identity, level) | AccessChange::Change(identity, level) => {
+                AccessStep {
+                    before: held(&identity),
+                    after: Some(level.as_str().to_owned()),
+                    identity,
+                }
+            }
+            AccessChange::Revoke(identity) => AccessStep {
+                before: held(&identity),
+                after: None,
+                identity,
+            },
+        })
+        .collect();
+    Ok(AccessPlan {
+        namespace: namespace.to_owned(),
+        steps,
+        summary,
+    })
+}
+
+/// Makes the steps of `plan` not in effect yet; the summary counts the plan, and the
+/// backend's writes.
+async fn apply_plan(
+    plan: AccessPlan,
+    backend: &dyn NamespaceBackend,
+) -> Result<AccessSummary, BackendError> {
+    let current = backend.list_access(&plan.namespace).await?;
+    let mut changes = Vec::new();
+    for step in plan.steps {
+        let held = current.get(&step.identity).map(|level| level.as_str());
+        if held == step.after.as_deref() {
+            continue;
+        }
+        changes.push(match (held, step.after.as_deref()) {
+            (_, None) => AccessChange::Revoke(step.identity),
+            (None, Some(level)) => AccessChange::Grant(step.identity, level_of(level)?),
+            (Some(_), Some(level)) => AccessChange::Change(step.identity, level_of(level)?),
+        });
+    }
+    let writes = backend.apply_access(&plan.namespace, &changes).await?;
+    Ok(AccessSummary {
+        backend_writes: i32::try_from(writes).unwrap_or(i32::MAX),
+        ..plan.summary
+    })
+}
+
+/// The level a plan names.
+fn level_of(name: &str) -> Result<AccessLevel, BackendError> {
+    [AccessLevel::Read, AccessLevel::Write]
+        .into_iter()
+        .find(|level| level.as_str() == name)
+        .ok_or_else(|| BackendError::Rejected(format!("access plan: no level {name:?}")))
 }
 
 /// Refusals fail the activity for good; passing faults are retried by Temporal.
@@ -292,6 +415,38 @@ groups:
         assert_eq!(backend.list_access("orders").await.unwrap().len(), 1);
         let summary = run(&backend, &directory, &policies).await.unwrap();
         assert_eq!((summary.granted, summary.unchanged), (1, 1));
+        assert_eq!(backend.list_access("orders").await.unwrap(), writers());
+    }
+
+    #[tokio::test]
+    async fn a_plan_applied_again_after_failing_halfway_makes_only_what_is_missing() {
+        let (backend, directory, policies) = setup().await;
+        let plan = plan_policies("orders", &policies, backend.as_ref(), &directory, "admins")
+            .await
+            .unwrap();
+        let steps: Vec<(&str, Option<&str>, Option<&str>)> = plan
+            .steps
+            .iter()
+            .map(|s| (s.identity.as_str(), s.before.as_deref(), s.after.as_deref()))
+            .collect();
+        assert_eq!(
+            steps,
+            [
+                ("user:alice@example.com", None, Some("write")),
+                ("user:bob@example.com", None, Some("write")),
+            ]
+        );
+        assert!(
+            backend.list_access("orders").await.unwrap().is_empty(),
+            "a plan changes nothing"
+        );
+        backend.fail_after("grant", 1);
+        assert!(apply_plan(plan.clone(), backend.as_ref()).await.is_err());
+        let writes = backend.writes().len();
+        // The retry of the same plan grants only the one the failure left out.
+        let summary = apply_plan(plan, backend.as_ref()).await.unwrap();
+        assert_eq!(summary.granted, 2, "the summary is the plan's");
+        assert_eq!(backend.writes().len(), writes + 1);
         assert_eq!(backend.list_access("orders").await.unwrap(), writers());
     }
 }

@@ -4,7 +4,9 @@ use plinth_proto::v1::AccessSummary;
 use temporalio_macros::{workflow, workflow_methods};
 use temporalio_sdk::{ActivityOptions, WorkflowContext, WorkflowContextView, WorkflowResult};
 
-use crate::contracts::ReconcileAccess;
+use crate::audit;
+use crate::contracts::{ApplyAccess, PlanAccess, ReconcileAccess};
+use crate::provision_namespace::AUDIT_PATCH;
 
 /// One access run of a namespace, started by its `users/<namespace>` schedule: resolves the
 /// policies into the effective access list and applies the difference. The summary is the
@@ -28,14 +30,54 @@ impl AccessRunWorkflow {
     #[run(name = "UsersWorkflow")]
     pub async fn run(ctx: &mut WorkflowContext<Self>) -> WorkflowResult<AccessSummary> {
         let namespace = ctx.state(|s| s.namespace.clone());
-        // Each retry re-derives the difference from what the backend holds then. Backends
-        // whose writes are long operations heartbeat while they wait.
+        // Backends whose writes are long operations heartbeat while they wait.
         let options = ActivityOptions::with_start_to_close_timeout(Duration::from_secs(15 * 60))
             .heartbeat_timeout(Duration::from_secs(30))
             .build();
-        let mut summary = ctx
-            .execute_activity(ReconcileAccess, namespace, options)
-            .await?;
+        let mut summary = if ctx.patched(AUDIT_PATCH) {
+            // Planned, applied, then recorded: a retried apply finishes the same plan, so
+            // every change it made is recorded however often the worker dies.
+            let plan = ctx
+                .execute_activity(PlanAccess, namespace.clone(), options.clone())
+                .await?;
+            if plan.steps.is_empty() {
+                plan.summary
+            } else {
+                let steps = plan.steps.clone();
+                let summary = ctx.execute_activity(ApplyAccess, plan, options).await?;
+                let actor = audit::actor(ctx, None);
+                let records = steps
+                    .into_iter()
+                    .map(|step| {
+                        let (action, outcome) = match (&step.before, &step.after) {
+                            (None, _) => ("access.granted", "granted"),
+                            (_, None) => ("access.revoked", "revoked"),
+                            _ => ("access.changed", "changed"),
+                        };
+                        let level = |level: &Option<String>| {
+                            level
+                                .as_ref()
+                                .map(|level| serde_json::json!({ "access": level }))
+                        };
+                        audit::new_record(
+                            ctx,
+                            actor.clone(),
+                            action,
+                            format!("access/{namespace}"),
+                            outcome,
+                        )
+                        .in_namespace(namespace.clone())
+                        .change(level(&step.before), level(&step.after))
+                        .detail(step.identity)
+                    })
+                    .collect();
+                audit::record(ctx, records).await?;
+                summary
+            }
+        } else {
+            ctx.execute_activity(ReconcileAccess, namespace, options)
+                .await?
+        };
         summary.workflow_id = ctx.workflow_id().to_owned();
         summary.time = ctx
             .workflow_time()

@@ -142,14 +142,14 @@ pub(crate) fn new_record<W>(
     AuditRecord::new(id, time, actor, action, resource, outcome)
 }
 
+/// Records handed over at once: well inside what the trail takes in one `append`.
+const RECORDS_PER_CALL: usize = 200;
+
 /// Hands `records` to the audit trail, retrying until it has taken them.
 pub(crate) async fn record<W>(
     ctx: &mut WorkflowContext<W>,
     records: Vec<AuditRecord>,
 ) -> Result<(), ActivityExecutionError> {
-    if records.is_empty() {
-        return Ok(());
-    }
     let options = ActivityOptions::with_start_to_close_timeout(Duration::from_secs(30))
         .retry_policy(RetryPolicy {
             initial_interval: Some(Duration::from_secs(1).try_into().expect("fits")),
@@ -160,7 +160,11 @@ pub(crate) async fn record<W>(
             non_retryable_error_types: Vec::new(),
         })
         .build();
-    ctx.execute_activity(RecordAudit, records, options).await
+    for chunk in records.chunks(RECORDS_PER_CALL) {
+        ctx.execute_activity(RecordAudit, chunk.to_vec(), options.clone())
+            .await?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

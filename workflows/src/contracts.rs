@@ -377,3 +377,54 @@ impl ActivityDefinition for RecordAudit {
         "RecordAudit"
     }
 }
+
+/// One change an access run makes to a namespace's access list: an identity's level before
+/// and after (`read`, `write`; none when it had or keeps no access).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessStep {
+    /// `user:…` or `app:…`.
+    pub identity: String,
+    /// The level held before, if any.
+    pub before: Option<String>,
+    /// The level held after, if any.
+    pub after: Option<String>,
+}
+
+/// What an access run of a namespace changes, and its summary.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AccessPlan {
+    /// The Temporal namespace.
+    pub namespace: String,
+    /// Each change, in the order made.
+    pub steps: Vec<AccessStep>,
+    /// Counts of the plan (backend writes zero until applied).
+    pub summary: AccessSummary,
+}
+
+/// Activity `PlanAccess`: resolves the namespace's policies through the directory against
+/// its access list, changing nothing.
+#[derive(Clone, Copy, Debug)]
+pub struct PlanAccess;
+
+impl ActivityDefinition for PlanAccess {
+    type Input = String;
+    type Output = AccessPlan;
+
+    fn name(&self) -> &str {
+        "PlanAccess"
+    }
+}
+
+/// Activity `ApplyAccess`: makes the steps of a plan that are not in effect yet, so a retry
+/// after a partial apply finishes it.
+#[derive(Clone, Copy, Debug)]
+pub struct ApplyAccess;
+
+impl ActivityDefinition for ApplyAccess {
+    type Input = AccessPlan;
+    type Output = AccessSummary;
+
+    fn name(&self) -> &str {
+        "ApplyAccess"
+    }
+}

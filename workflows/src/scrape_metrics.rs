@@ -117,7 +117,11 @@ impl ScrapeMetricsWorkflow {
             if ctx.patched(AUDIT_PATCH) {
                 let (by, name, spec) = ctx.state(|s| {
                     let resource = s.target.resource.clone().unwrap_or_default();
-                    (s.deleted_by.clone(), s.target.name.clone(), resource.spec_or_default())
+                    (
+                        s.deleted_by.clone(),
+                        s.target.name.clone(),
+                        resource.spec_or_default(),
+                    )
                 });
                 let actor = audit::actor(ctx, by.as_deref());
                 let record = audit::new_record(
@@ -157,7 +161,10 @@ impl ScrapeMetricsWorkflow {
                 format!("metrics_target/{}", applied.resource.name()),
                 &applied.outcome,
             )
-            .change(before.map(spec), Some(spec(applied.resource.spec_or_default())));
+            .change(
+                before.map(spec),
+                Some(spec(applied.resource.spec_or_default())),
+            );
             audit::record(ctx, vec![record]).await?;
         }
         Ok(applied)

@@ -23,7 +23,7 @@ use temporalio_common::protos::temporal::api::history::v1::history_event::Attrib
 use temporalio_sdk::workflow_replayer::{WorkflowReplayer, WorkflowReplayerOptions};
 
 /// Each recorded history's file and the workflow it was taken from, in `plinth-system`.
-const RECORDED: [(&str, &str); 11] = [
+const RECORDED: [(&str, &str); 12] = [
     ("canary.json", "plinth-dev-canary"),
     (
         "policy-with-added-rule.json",
@@ -45,6 +45,10 @@ const RECORDED: [(&str, &str); 11] = [
         "namespace/short-lived",
     ),
     ("scrape-then-delete-audited.json", "metrics/cloud"),
+    (
+        "access-run-audited.json",
+        "users/fancy-test-2026-12-04T18:46:21Z",
+    ),
 ];
 
 fn histories_dir() -> std::path::PathBuf {
