@@ -720,7 +720,8 @@ pub async fn audit(config: &Config, home: &Home, args: &AuditArgs) -> anyhow::Re
         Ok(ago) => {
             let from = std::time::SystemTime::now()
                 .checked_sub(ago)
-                .context("--since: too long ago")?;
+                .filter(|from| *from > std::time::SystemTime::UNIX_EPOCH)
+                .context("--since: reaches before 1970, where the trail starts")?;
             humantime::format_rfc3339_seconds(from).to_string()
         }
         Err(_) => args.since.clone(),

@@ -390,8 +390,19 @@ pub fn load(config: &Config, home: &Home) -> anyhow::Result<Arc<Codec>> {
 pub async fn run(config: &Config, home: &Home, args: &CodecArgs) -> anyhow::Result<()> {
     let codec_config = &config.codec;
     let codec = load(config, home)?;
-    let (options, address, _) = args.temporal.resolve(&config.temporal)?;
+    let (options, address, settings) = args.temporal.resolve(&config.temporal)?;
     let connection = plinth_control::connect(options).await?;
+    let client = temporalio_client::Client::new(
+        connection.clone(),
+        temporalio_client::ClientOptions::new(settings.namespace.clone()).build(),
+    )
+    .context("control-plane client")?;
+    let (audit, delivery) = plinth_control::AuditSender::new(
+        plinth_control::ControlPlane::new(client, settings.task_queue.clone()),
+        config.audit.destinations(home)?.into_keys().collect(),
+        "codec",
+    );
+    tokio::spawn(delivery);
     // Only the access lists are read here: no directory, no validation rules.
     let backend = crate::platform::backend(config, home, &connection, &address)?;
     let tokens = match &codec_config.jwks {
@@ -433,6 +444,7 @@ pub async fn run(config: &Config, home: &Home, args: &CodecArgs) -> anyhow::Resu
         max_body_bytes: codec_config.max_body_bytes,
         dev_mode: args.dev,
         metrics: Default::default(),
+        audit: Arc::new(audit),
     });
     let tls = if codec_config.tls && !args.dev {
         Some(crate::proxy::server_tls(config, home, false, b"http/1.1")?)

@@ -459,11 +459,16 @@ impl Default for PlatformConfig {
 }
 
 impl PlatformConfig {
-    pub fn rules(&self) -> plinth_proto::ValidationRules {
+    /// The rules resources are held to, `control_namespace` among the names none may take.
+    pub fn rules(&self, control_namespace: &str) -> plinth_proto::ValidationRules {
         plinth_proto::ValidationRules {
             regions: self.regions.clone(),
             min_retention_days: self.min_retention_days,
             max_retention_days: self.max_retention_days,
+            reserved_names: vec![
+                control_namespace.to_owned(),
+                plinth_proto::TEMPORAL_SYSTEM.to_owned(),
+            ],
         }
     }
 }

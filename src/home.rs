@@ -82,7 +82,7 @@ impl Home {
         self.root.join("temporal.db")
     }
 
-    /// Where the audit trail and exported histories go when no destination is configured.
+    /// Where the audit trail goes when no destination is configured.
     pub fn archive_dir(&self) -> PathBuf {
         self.root.join("archive")
     }

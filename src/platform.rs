@@ -27,16 +27,18 @@ fn load_directory(config: &Config, home: &Home) -> anyhow::Result<Arc<dyn Direct
     Ok(Arc::new(directory))
 }
 
-/// Rules, directory, resync interval and backend for the namespace workflows.
+/// Rules, directory, resync interval and backend for the namespace workflows, whose control
+/// plane lives in `control_namespace`.
 pub fn settings(
     config: &Config,
     home: &Home,
     connection: &Connection,
     temporal_address: &str,
+    control_namespace: &str,
 ) -> anyhow::Result<PlatformSettings> {
     Ok(PlatformSettings {
         directory: load_directory(config, home)?,
-        rules: config.platform.rules(),
+        rules: config.platform.rules(control_namespace),
         resync_interval: config.platform.resync_interval,
         backend: backend(config, home, connection, temporal_address)?,
         admin_group: config.platform.admin_group.clone(),

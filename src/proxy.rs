@@ -61,7 +61,8 @@ pub async fn run(config: &Config, home: &Home, args: &ProxyArgs) -> anyhow::Resu
     let connection = plinth_control::connect(options).await?;
     // Worker and proxy start independently: either may be first to prepare the control plane.
     plinth_control::ensure_namespace(&connection, &settings.namespace).await?;
-    let platform = crate::platform::settings(config, home, &connection, &address)?;
+    let platform =
+        crate::platform::settings(config, home, &connection, &address, &settings.namespace)?;
     let client = Client::new(
         connection,
         ClientOptions::new(settings.namespace.clone()).build(),
@@ -70,6 +71,13 @@ pub async fn run(config: &Config, home: &Home, args: &ProxyArgs) -> anyhow::Resu
     let access: std::sync::Arc<dyn plinth_control::AccessCheck> =
         std::sync::Arc::new(AccessLists::new(platform.backend.clone()));
     let trail = config.audit.read_from(home)?;
+    let destinations = config.audit.destinations(home)?.into_keys().collect();
+    let (audit, delivery) = plinth_control::AuditSender::new(
+        ControlPlane::new(client.clone(), settings.task_queue.clone()),
+        destinations,
+        "proxy",
+    );
+    tokio::spawn(delivery);
     let api = PlatformApi::new(
         client.clone(),
         settings.task_queue.clone(),
@@ -101,6 +109,7 @@ pub async fn run(config: &Config, home: &Home, args: &ProxyArgs) -> anyhow::Resu
             proxy.max_buffered_bytes_per_connection,
         ),
         settings: proxy.door_settings(),
+        audit: std::sync::Arc::new(audit),
     });
     let (tls, verifier) = server_tls(config, home, true, b"h2")?;
     let (listener, _) = bind(args.listen.as_ref(), &proxy.listen, "[proxy] listen").await?;

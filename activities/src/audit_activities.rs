@@ -43,6 +43,11 @@ impl AuditActivities {
     }
 }
 
+/// Destinations that did not take the records, and why.
+#[derive(Debug, thiserror::Error)]
+#[error("audit records not taken by {0}")]
+struct UndeliveredAudit(String);
+
 /// A destination this worker's configuration does not name.
 #[derive(Debug, thiserror::Error)]
 #[error("audit destination {0:?} is not in this worker's [audit] destinations")]
@@ -70,15 +75,22 @@ impl AuditActivities {
         _ctx: ActivityContext,
         records: Vec<AuditRecord>,
     ) -> Result<(), ActivityError> {
+        // Each destination on its own: one refusing holds the others up no longer than a try.
         let mut names: Vec<&String> = self.destinations.keys().collect();
         names.sort();
+        let mut failed = Vec::new();
         for name in names {
-            self.control
-                .append_audit(name, records.clone())
-                .await
-                .map_err(|e| ActivityError::application(ApplicationFailure::new(e)))?;
+            if let Err(e) = self.control.append_audit(name, "", records.clone()).await {
+                failed.push(format!("{name}: {e}"));
+            }
         }
-        Ok(())
+        if failed.is_empty() {
+            return Ok(());
+        }
+        // Retried whole: the destinations that took the records keep them once.
+        Err(ActivityError::application(ApplicationFailure::new(
+            UndeliveredAudit(failed.join("; ")),
+        )))
     }
 
     /// Writes one batch; a failure is retried by the workflow until it succeeds.
@@ -89,9 +101,10 @@ impl AuditActivities {
         batch: AuditBatch,
     ) -> Result<Vec<String>, ActivityError> {
         let archive = self.destination(&batch.destination)?;
-        let keys = plinth_archive::audit::write_batch(archive, batch.batch, &batch.records)
-            .await
-            .map_err(|e| ActivityError::application(ApplicationFailure::new(e)))?;
+        let keys =
+            plinth_archive::audit::write_batch(archive, &batch.stream, batch.batch, &batch.records)
+                .await
+                .map_err(|e| ActivityError::application(ApplicationFailure::new(e)))?;
         tracing::info!(
             destination = batch.destination,
             batch = batch.batch,

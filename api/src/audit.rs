@@ -21,6 +21,10 @@ const MAX_LIMIT: u32 = 10_000;
 const MAX_RANGE: Duration = Duration::from_secs(400 * 86_400);
 /// The range of a query that names no start.
 const DEFAULT_RANGE: Duration = Duration::from_secs(86_400);
+/// Records one query reads at most, matching or not, and the bytes it answers at most: a
+/// query for what its caller may not read cannot make the proxy read a year of the trail.
+const MAX_SCANNED: usize = 200_000;
+const MAX_ANSWER_BYTES: usize = 4 << 20;
 
 /// Where the API reads the trail, and who may read which records.
 #[derive(Clone, Debug)]
@@ -44,7 +48,16 @@ impl AuditReader {
         request: QueryAuditRequest,
     ) -> Result<QueryAuditResponse, Status> {
         let to = time(&request.to, "to")?.unwrap_or_else(SystemTime::now);
-        let from = time(&request.from, "from")?.unwrap_or(to - DEFAULT_RANGE);
+        let from = time(&request.from, "from")?.unwrap_or_else(|| {
+            to.checked_sub(DEFAULT_RANGE)
+                .unwrap_or(SystemTime::UNIX_EPOCH)
+        });
+        // The key layout names no hour before 1970.
+        if from < SystemTime::UNIX_EPOCH + Duration::from_secs(86_400) {
+            return Err(Status::invalid_argument(
+                "from: the trail starts in 1970; give a later time",
+            ));
+        }
         if from >= to {
             return Err(Status::invalid_argument("from: must be before to"));
         }
@@ -67,12 +80,22 @@ impl AuditReader {
         let mut readable: HashMap<String, bool> = HashMap::new();
         let mut records = Vec::new();
         let mut truncated = false;
-        let unavailable = |e: plinth_archive::ArchiveError| Status::unavailable(e.to_string());
+        // The store's own words stay in the proxy's log: they may name credentials' ids.
+        let unavailable = |e: plinth_archive::ArchiveError| {
+            tracing::warn!(error = %e, "audit trail not read");
+            Status::unavailable("the audit trail cannot be read now; the proxy's log says why")
+        };
         let mut trail = Trail::open(&self.archive, from, to)
             .await
             .map_err(unavailable)?;
+        let (mut scanned, mut bytes) = (0, 0);
         'hours: while let Some(hour) = trail.next_hour().await.map_err(unavailable)? {
             for record in hour {
+                scanned += 1;
+                if scanned > MAX_SCANNED {
+                    truncated = true;
+                    break 'hours;
+                }
                 if !matches(&request, &record)
                     || !self
                         .may_read(admin, identity, &record, &mut readable)
@@ -80,13 +103,14 @@ impl AuditReader {
                 {
                     continue;
                 }
-                if records.len() == limit {
+                let line =
+                    serde_json::to_string(&record).map_err(|e| Status::internal(e.to_string()))?;
+                if records.len() == limit || bytes + line.len() > MAX_ANSWER_BYTES {
                     truncated = true;
                     break 'hours;
                 }
-                records.push(
-                    serde_json::to_string(&record).map_err(|e| Status::internal(e.to_string()))?,
-                );
+                bytes += line.len();
+                records.push(line);
             }
         }
         Ok(QueryAuditResponse {

@@ -16,20 +16,27 @@ pub const PREFIX: &str = "audit/v1";
 
 const HOUR: Duration = Duration::from_secs(3600);
 
-/// Writes `records` as batch number `batch`: one object per hour they happened in. The same
-/// batch written again writes the same objects. Returns their keys.
+/// Writes `records` as batch number `batch` of `stream` (empty for changes): one object per
+/// hour they happened in, named `<batch>.ndjson` or `<stream>-<batch>.ndjson`. The same batch
+/// written again writes the same objects. Returns their keys.
 pub async fn write_batch(
     archive: &Archive,
+    stream: &str,
     batch: u64,
     records: &[AuditRecord],
 ) -> Result<Vec<String>, ArchiveError> {
+    let name = if stream.is_empty() {
+        format!("{batch:012}.ndjson")
+    } else {
+        format!("{stream}-{batch:012}.ndjson")
+    };
     let mut by_hour: BTreeMap<String, Vec<u8>> = BTreeMap::new();
     for record in records {
+        let when = record.when().unwrap_or(SystemTime::UNIX_EPOCH);
+        let key = format!("{}/{name}", hour_prefix(when));
         record
             .check()
-            .map_err(|e| archive.malformed(&record.id, e.to_string()))?;
-        let when = record.when().unwrap_or(SystemTime::UNIX_EPOCH);
-        let key = format!("{}/{batch:012}.ndjson", hour_prefix(when));
+            .map_err(|e| archive.malformed(&key, format!("record {:?}: {e}", record.id)))?;
         let lines = by_hour.entry(key).or_default();
         serde_json::to_writer(&mut *lines, record).expect("a record serializes");
         lines.push(b'\n');
@@ -201,7 +208,7 @@ mod tests {
             record("1", "2026-12-04T10:59:59Z", "a"),
             record("2", "2026-12-04T11:00:01Z", "a"),
         ];
-        let keys = write_batch(&archive, 7, &records).await.unwrap();
+        let keys = write_batch(&archive, "", 7, &records).await.unwrap();
         assert_eq!(
             keys,
             [
@@ -209,8 +216,12 @@ mod tests {
                 "audit/v1/2026/12/04/11/000000000007.ndjson"
             ]
         );
-        assert_eq!(write_batch(&archive, 7, &records).await.unwrap(), keys);
+        assert_eq!(write_batch(&archive, "", 7, &records).await.unwrap(), keys);
         assert_eq!(archive.list(PREFIX).await.unwrap(), keys);
+        let data = write_batch(&archive, "data", 7, &records[..1])
+            .await
+            .unwrap();
+        assert_eq!(data, ["audit/v1/2026/12/04/10/data-000000000007.ndjson"]);
     }
 
     #[tokio::test]
@@ -218,6 +229,7 @@ mod tests {
         let (_dir, archive) = archive();
         write_batch(
             &archive,
+            "",
             1,
             &[
                 record("late", "2026-11-30T23:30:00Z", "a"),
@@ -226,9 +238,10 @@ mod tests {
         )
         .await
         .unwrap();
-        // Batch 2 repeats record "b": delivered twice, kept once.
+        // Batch 2, of the data stream, repeats record "b": delivered twice, kept once.
         write_batch(
             &archive,
+            "data",
             2,
             &[
                 record("b", "2026-12-01T00:10:00Z", "b"),
@@ -271,7 +284,10 @@ mod tests {
         .await
         .unwrap();
         let e = trail.next_hour().await.unwrap_err().to_string();
-        assert!(e.contains("000000000001.ndjson: line 2"), "{e}");
+        assert!(
+            e.contains("000000000001.ndjson: not written by Plinth: line 2"),
+            "{e}"
+        );
     }
 
     #[test]

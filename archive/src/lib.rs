@@ -1,5 +1,5 @@
 //! Plinth's archive: what it keeps in object storage beyond Temporal's retention, the audit
-//! trail ([`audit`]) and exported workflow histories. A destination is a URL (`s3://bucket/prefix`,
+//! trail ([`audit`]). A destination is a URL (`s3://bucket/prefix`,
 //! `gs://…`, `az://…`, `file:///…`) opened with the `object_store` crate, credentials coming
 //! from the environment as each store's own tools read them.
 
@@ -36,7 +36,7 @@ pub enum ArchiveError {
         reason: String,
     },
     /// An object holds something Plinth did not write there.
-    #[error("archive {url}: {key}: {reason}")]
+    #[error("archive {url}: {key}: not written by Plinth: {reason}")]
     Malformed {
         /// The destination.
         url: String,
@@ -61,7 +61,8 @@ impl Archive {
     /// instance credentials), GCS `GOOGLE_*` (and `GOOGLE_APPLICATION_CREDENTIALS`), Azure
     /// `AZURE_*`. A `file://` directory is made if missing.
     pub fn open(url: &str) -> Result<Self, ArchiveError> {
-        let parsed = url::Url::parse(url).map_err(|e| destination(url, e.to_string()))?;
+        // An unparsed URL is not shown: credentials in it could not be told apart.
+        let parsed = url::Url::parse(url).map_err(|e| destination("(not a URL)", e.to_string()))?;
         let shown = shown(&parsed);
         if !parsed.username().is_empty() || parsed.password().is_some() {
             return Err(destination(
@@ -270,7 +271,7 @@ mod tests {
         for (url, why) in [
             ("ftp://host/x", "not a store"),
             ("s3://key:secret@bucket/x", "credentials do not belong"),
-            ("not a url", "relative URL"),
+            ("not a url with secret", "(not a URL)"),
         ] {
             let e = Archive::open(url).unwrap_err().to_string();
             assert!(e.contains(why), "{url}: {e}");

@@ -10,9 +10,10 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use plinth_control::{AccessCheck, Need};
+use plinth_control::{AccessCheck, AuditSink, Need};
 use plinth_identity::{AuthenticatedStream, Caller, Identity};
 use plinth_metrics::{Counter, DURATION_BUCKETS, Format, Histogram, exposition};
+use plinth_proto::audit::AuditRecord;
 use tokio::net::TcpListener;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
@@ -50,6 +51,8 @@ pub struct CodecServer {
     pub dev_mode: bool,
     /// What it counts, served at `/metrics`.
     pub metrics: CodecMetrics,
+    /// Where its refusals and decodes are recorded.
+    pub audit: Arc<dyn AuditSink>,
 }
 
 /// The codec server's metrics. No label names a namespace: callers choose those.
@@ -226,6 +229,16 @@ async fn respond(
                 Ok(false) => {
                     tracing::warn!(%identity, namespace, ?need, decision = "deny", "codec authorization");
                     server.metrics.denials.inc(&[need.as_str()]);
+                    server.audit.record(
+                        AuditRecord::now(
+                            identity.to_string(),
+                            "codec.refused",
+                            format!("codec/{}", op.as_str()),
+                            "denied",
+                        )
+                        .in_namespace(namespace.clone())
+                        .detail(format!("needs {} access", need.as_str())),
+                    );
                     return error(
                         StatusCode::FORBIDDEN,
                         format!(
@@ -272,6 +285,11 @@ async fn respond(
             server.metrics.payloads.add(&[op.as_str()], count as f64);
             if op == Op::Decode {
                 tracing::info!(target: "plinth::audit", identity, namespace, payloads = count, "decode");
+                server.audit.record(
+                    AuditRecord::now(identity, "codec.decoded", "codec/decode", "decoded")
+                        .in_namespace(namespace)
+                        .detail(format!("{count} payloads")),
+                );
             }
             let body = payloads_to_json(&payloads);
             ([(header::CONTENT_TYPE, "application/json")], body).into_response()

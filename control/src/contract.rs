@@ -126,9 +126,18 @@ impl UpdateDefinition for SetPolicyEditors {
     }
 }
 
-/// Workflow id of the audit trail's shipping to destination `name` (`[audit] destinations`).
-pub fn audit_workflow_id(name: &str) -> String {
-    format!("audit/{name}")
+/// The audit trail's stream of data-path records (the proxy's refusals, the codec server's
+/// decodes), shipped apart from changes so a flood of them never holds a change up.
+pub const DATA_STREAM: &str = "data";
+
+/// Workflow id of the audit trail's shipping of `stream` (empty: changes) to destination
+/// `name` (`[audit] destinations`).
+pub fn audit_workflow_id(name: &str, stream: &str) -> String {
+    if stream.is_empty() {
+        format!("audit/{name}")
+    } else {
+        format!("audit/{name}/{stream}")
+    }
 }
 
 /// What an `AuditExport` run starts from: the destination, and what the run before it handed
@@ -137,6 +146,9 @@ pub fn audit_workflow_id(name: &str) -> String {
 pub struct AuditExportState {
     /// The destination's name in `[audit] destinations`.
     pub destination: String,
+    /// Which records: empty for changes, or [`DATA_STREAM`].
+    #[serde(default)]
+    pub stream: String,
     /// Number of the next batch written there.
     #[serde(default)]
     pub next_batch: u64,

@@ -6,6 +6,7 @@
 
 pub mod access;
 mod admins;
+mod audit;
 mod authorization;
 mod backend;
 pub mod contract;
@@ -19,6 +20,7 @@ use std::time::Duration;
 use plinth_proto::ValidationRules;
 
 pub use admins::Admins;
+pub use audit::{AuditSender, AuditSink};
 pub use authorization::{ACCESS_TTL, AccessCheck, AccessLists, Need};
 #[cfg(any(test, feature = "memory"))]
 pub use backend::memory;

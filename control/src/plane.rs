@@ -202,14 +202,15 @@ impl ControlPlane {
         Ok(true)
     }
 
-    /// Starts the audit trail's shipping to destination `name` unless it runs.
-    pub async fn ensure_audit_export(&self, name: &str) -> Result<(), BackendError> {
-        let id = audit_workflow_id(name);
+    /// Starts the audit trail's shipping of `stream` to destination `name` unless it runs.
+    pub async fn ensure_audit_export(&self, name: &str, stream: &str) -> Result<(), BackendError> {
+        let id = audit_workflow_id(name, stream);
         let options = WorkflowStartOptions::new(self.task_queue.clone(), id.clone())
             .id_conflict_policy(WorkflowIdConflictPolicy::UseExisting)
             .build();
         let state = AuditExportState {
             destination: name.to_owned(),
+            stream: stream.to_owned(),
             ..Default::default()
         };
         self.client
@@ -219,15 +220,16 @@ impl ControlPlane {
         Ok(())
     }
 
-    /// Hands `records` to the audit trail's shipping to destination `name`, starting it if
-    /// need be. Delivering the same records again keeps them once. Refused (`Unavailable`,
-    /// worth retrying) while the destination has too many records waiting.
+    /// Hands `records` to the audit trail's shipping of `stream` to destination `name`,
+    /// starting it if need be. Delivering the same records again keeps them once. Refused
+    /// (`Unavailable`, worth retrying) while the destination has too many records waiting.
     pub async fn append_audit(
         &self,
         name: &str,
+        stream: &str,
         records: Vec<AuditRecord>,
     ) -> Result<Appended, BackendError> {
-        let id = audit_workflow_id(name);
+        let id = audit_workflow_id(name, stream);
         // One delivery of these records is one update: Temporal keeps a repeat of it once.
         let mut ids = String::new();
         for record in &records {
@@ -243,6 +245,7 @@ impl ControlPlane {
         .build();
         let state = AuditExportState {
             destination: name.to_owned(),
+            stream: stream.to_owned(),
             ..Default::default()
         };
         self.client

@@ -45,6 +45,9 @@ pub struct ValidationRules {
     pub min_retention_days: i32,
     /// Longest retention, days.
     pub max_retention_days: i32,
+    /// Temporal namespaces no resource may name: Plinth's control plane and Temporal's own.
+    /// Owning one would give a team's group access to them through the proxy.
+    pub reserved_names: Vec<String>,
 }
 
 impl Default for ValidationRules {
@@ -53,6 +56,7 @@ impl Default for ValidationRules {
             regions: CLOUD_REGIONS.iter().map(|r| (*r).to_owned()).collect(),
             min_retention_days: 1,
             max_retention_days: 90,
+            reserved_names: vec![TEMPORAL_SYSTEM.to_owned()],
         }
     }
 }
@@ -74,6 +78,9 @@ fn invalid<T>(field: &str, message: impl Into<String>) -> Result<T, FieldError> 
     })
 }
 
+/// Temporal's own namespace.
+pub const TEMPORAL_SYSTEM: &str = "temporal-system";
+
 /// Checks a namespace resource against `rules`; `group_known` answers whether the directory
 /// knows an owner group.
 pub fn validate_namespace(
@@ -89,6 +96,15 @@ pub fn validate_namespace(
         resource.spec.as_ref(),
     )?;
     check_dns_label("spec.name", &spec.name)?;
+    if rules.reserved_names.contains(&spec.name) {
+        return invalid(
+            "spec.name",
+            format!(
+                "{:?} is reserved: it is Plinth's control-plane namespace or Temporal's own",
+                spec.name
+            ),
+        );
+    }
     if spec.owner.is_empty() {
         return invalid("spec.owner", "missing: name the owner group");
     }
@@ -323,6 +339,7 @@ mod tests {
     #[test]
     fn each_bad_field_is_named() {
         assert_eq!(field_of(|s| s.name = "Fancy Test".into()), "spec.name");
+        assert_eq!(field_of(|s| s.name = TEMPORAL_SYSTEM.into()), "spec.name");
         assert_eq!(field_of(|s| s.retention_days = 0), "spec.retentionDays");
         assert_eq!(field_of(|s| s.retention_days = 400), "spec.retentionDays");
         assert_eq!(

@@ -13,8 +13,9 @@ use bytes::Bytes;
 use http_body::Frame;
 use http_body_util::StreamBody;
 use plinth_codec::Codec;
-use plinth_control::{AccessCheck, Admins, Need};
+use plinth_control::{AccessCheck, Admins, AuditSink, Need};
 use plinth_identity::{Caller, Identity};
+use plinth_proto::audit::AuditRecord;
 use tonic::codegen::http::{self, HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use tonic::{Code, Status, body::Body};
 
@@ -51,6 +52,8 @@ pub struct FrontDoor {
     pub settings: DoorSettings,
     /// Request bytes it may hold while reading them: see [`DoorSettings`].
     pub budgets: Budgets,
+    /// Where its refusals are recorded.
+    pub audit: Arc<dyn AuditSink>,
 }
 
 /// What the front door accepts from clients.
@@ -471,6 +474,16 @@ impl FrontDoor {
     ) -> Status {
         tracing::warn!(%identity, method, namespace, missing, decision = "deny", "authorization");
         self.metrics.denial(namespace, missing);
+        self.audit.record(
+            AuditRecord::now(
+                identity.to_string(),
+                "proxy.refused",
+                format!("rpc/{method}"),
+                "denied",
+            )
+            .in_namespace(namespace)
+            .detail(format!("needs {missing} access")),
+        );
         Status::permission_denied(message)
     }
 

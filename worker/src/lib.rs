@@ -8,7 +8,7 @@ use plinth_activities::{
     AccessActivities, AuditActivities, MetricsActivities, NamespaceActivities,
     ScrapeTargetSettings, WorkerActivities,
 };
-use plinth_control::contract::ScrapeTarget;
+use plinth_control::contract::{DATA_STREAM, ScrapeTarget};
 use plinth_control::directory::Directory;
 use plinth_control::{
     BackendError, ControlPlane, ControlSettings, PlatformSettings, TemporalError, ensure_namespace,
@@ -191,13 +191,15 @@ impl PlinthWorker {
             }
         }
         for destination in destinations {
-            control
-                .ensure_audit_export(&destination)
-                .await
-                .map_err(|source| WorkerError::Audit {
-                    destination: destination.clone(),
-                    source,
-                })?;
+            for stream in ["", DATA_STREAM] {
+                control
+                    .ensure_audit_export(&destination, stream)
+                    .await
+                    .map_err(|source| WorkerError::Audit {
+                        destination: destination.clone(),
+                        source,
+                    })?;
+            }
         }
         Ok(Self {
             worker,

@@ -4,9 +4,8 @@ use plinth_proto::v1::AccessSummary;
 use temporalio_macros::{workflow, workflow_methods};
 use temporalio_sdk::{ActivityOptions, WorkflowContext, WorkflowContextView, WorkflowResult};
 
-use crate::audit;
+use crate::audit::{self, AUDIT_PATCH};
 use crate::contracts::{ApplyAccess, PlanAccess, ReconcileAccess};
-use crate::provision_namespace::AUDIT_PATCH;
 
 /// One access run of a namespace, started by its `users/<namespace>` schedule: resolves the
 /// policies into the effective access list and applies the difference. The summary is the

@@ -118,6 +118,25 @@ impl TemporalDeserializable for Deleter {
     }
 }
 
+/// Marks histories whose changes are recorded in the audit trail: those recorded before
+/// replay without the recording.
+pub(crate) const AUDIT_PATCH: &str = "audit-trail";
+
+/// Whether a change asked for by `by` is recorded. An asker is named only by callers since
+/// the audit trail, so a named one is recorded whatever [`AUDIT_PATCH`] answered earlier
+/// in a run that began before it (the SDK keeps a patch's first answer for the whole run).
+pub(crate) fn records<W>(ctx: &WorkflowContext<W>, by: Option<&str>) -> bool {
+    // Asked every time, so the patch's marker is where the histories have it.
+    let patched = ctx.patched(AUDIT_PATCH);
+    by.is_some() || patched
+}
+
+/// A spec as the audit trail shows it: `{"spec": …}` in the resource's own JSON shape, so
+/// changes are named `spec.retentionDays` and the like.
+pub(crate) fn spec_json(spec: impl Serialize) -> serde_json::Value {
+    serde_json::json!({ "spec": spec })
+}
+
 /// Who a record names as the actor: the asker, else the workflow itself.
 pub(crate) fn actor<W>(ctx: &WorkflowContext<W>, by: Option<&str>) -> String {
     match by {

@@ -16,7 +16,7 @@ use crate::provision_namespace::{UpdateError, local_activity};
 /// Bytes of records (as JSON) waiting at most: an `append` past it is refused whole, and its
 /// sender retries. Well under Temporal's 2 MiB payload limit, which the state handed over to
 /// the next run must fit.
-pub const MAX_PENDING_BYTES: usize = 512 << 10;
+pub(crate) const MAX_PENDING_BYTES: usize = 512 << 10;
 /// Records waiting that make a shipment start before the interval is up.
 const SHIP_AT_BYTES: usize = MAX_PENDING_BYTES / 4;
 /// Ids remembered, so a record delivered again is kept once.
@@ -24,8 +24,9 @@ const RECENT_IDS: usize = 4_096;
 /// A failed write is retried at least this often, for as long as it takes.
 const MAX_RETRY_INTERVAL: Duration = Duration::from_secs(60);
 
-/// The audit trail's shipping to one destination, for as long as the installation lives:
-/// workflow id `audit/<destination>`. Records arrive by the `append` update (refused while
+/// The audit trail's shipping of one stream to one destination, for as long as the
+/// installation lives: workflow id `audit/<destination>` for changes, and
+/// `audit/<destination>/data` for the data path's records. Records arrive by the `append` update (refused while
 /// [`MAX_PENDING_BYTES`] wait, so nothing is dropped here) and are written as numbered batches
 /// every `[audit] interval`, or sooner when many wait; a failed write is retried until it
 /// succeeds, and the next batch waits for it, so none is skipped.
@@ -74,6 +75,7 @@ impl AuditExport {
             };
             let batch = ctx.state(|s| AuditBatch {
                 destination: destination.clone(),
+                stream: s.state.stream.clone(),
                 batch: s.state.next_batch,
                 records: s.state.pending.clone(),
             });
@@ -209,7 +211,11 @@ mod tests {
             .collect();
         let refused = export.check(&many).unwrap_err();
         assert!(refused.contains("try again later"), "{refused}");
-        export.take(many[..10].to_vec());
+        // What fits is taken; then what fitted before no longer does.
+        let fits = &many[..many.len() / 2];
+        assert_eq!(export.check(fits), Ok(()));
+        export.take(fits.to_vec());
+        assert!(export.check(fits).is_err());
         let mut bad = record("d");
         bad.actor.clear();
         let refused = export.check(&[record("e"), bad]).unwrap_err();

@@ -325,6 +325,9 @@ impl ActivityDefinition for ScrapeMetrics {
 pub struct AuditBatch {
     /// The destination's name in `[audit] destinations`.
     pub destination: String,
+    /// Which records: empty for changes, or the data stream.
+    #[serde(default)]
+    pub stream: String,
     /// The batch's number: the same number always writes the same objects.
     pub batch: u64,
     /// The records, in the order accepted.

@@ -15,7 +15,7 @@ mod scrape_metrics;
 
 pub use access_run::AccessRunWorkflow;
 pub use audit::{By, Deleter};
-pub use audit_export::{AuditExport, MAX_PENDING_BYTES};
+pub use audit_export::AuditExport;
 pub use canary::Canary;
 pub use policy::{PolicyWorkflow, RuleChange};
 pub use provision_namespace::{ApplyResult, ProvisionNamespace};

@@ -9,7 +9,7 @@ use temporalio_sdk::{ActivityOptions, WorkflowContext, WorkflowContextView, Work
 use crate::audit::{self, By};
 use crate::contracts::{TriggerAccessRun, ValidateRule};
 use crate::handover::hand_over_when_long;
-use crate::provision_namespace::{AUDIT_PATCH, UpdateError, local_activity};
+use crate::provision_namespace::{UpdateError, local_activity};
 
 /// What a rule update answers.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -81,8 +81,10 @@ impl PolicyWorkflow {
         let shown = rule.to_string();
         let before = ctx.state(PolicyWorkflow::rules);
         let change = ctx.state_mut(|s| s.add(rule));
-        let outcome = if change.changed { "added" } else { "unchanged" };
-        record_rule(ctx, by, "policy.rule_added", outcome, shown, before).await?;
+        // A rule the policy already held changes nothing, and is not recorded.
+        if change.changed {
+            record_rule(ctx, by, "policy.rule_added", "added", shown, before).await?;
+        }
         Ok(change)
     }
 
@@ -141,7 +143,7 @@ async fn record_rule(
     rule: String,
     before: Vec<String>,
 ) -> Result<(), UpdateError> {
-    if !ctx.patched(AUDIT_PATCH) {
+    if !audit::records(ctx, by.as_deref()) {
         return Ok(());
     }
     let (name, namespace, after) =

@@ -10,7 +10,7 @@ use temporalio_sdk::{
     WorkflowContext, WorkflowContextView, WorkflowResult,
 };
 
-use crate::audit::{self, By, Deleter};
+use crate::audit::{self, AUDIT_PATCH, By, Deleter, spec_json};
 use crate::contracts::{
     AccessSeed, DeleteNamespace, LoadPlatformSettings, ReconcileNamespace, ReconcileReport,
     RemoveAccessSchedule, ScheduleShred, SeedAccess, ShredKeys, ShredRequest, ValidateNamespace,
@@ -18,16 +18,6 @@ use crate::contracts::{
 use crate::handover::{hand_over_when_long, wait_for_handlers};
 
 const MAX_EVENTS: usize = 10;
-
-/// Marks histories whose changes are recorded in the audit trail: those recorded before
-/// replay without the recording.
-pub(crate) const AUDIT_PATCH: &str = "audit-trail";
-
-/// A spec as the audit trail shows it: `{"spec": …}` in the resource's own JSON shape, so
-/// changes are named `spec.retentionDays` and the like.
-fn spec_json(spec: plinth_proto::v1::NamespaceSpec) -> serde_json::Value {
-    serde_json::json!({ "spec": spec })
-}
 
 /// What an `apply` update answers.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -125,7 +115,9 @@ impl ProvisionNamespace {
         let before = ctx.state(|s| s.resource.spec.clone());
         let result = ctx.state_mut(|s| s.accept(desired, &now))?;
         publish(ctx);
-        if ctx.patched(AUDIT_PATCH) {
+        // An unchanged apply changes nothing, and is not recorded: no one fills the trail
+        // by applying the same spec over and over.
+        if result.outcome != outcome::UNCHANGED && audit::records(ctx, by.as_deref()) {
             let spec = result.resource.spec_or_default();
             let before = before.filter(|_| result.outcome != outcome::CREATED);
             let actor = audit::actor(ctx, by.as_deref());

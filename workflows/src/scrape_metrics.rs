@@ -10,10 +10,10 @@ use temporalio_sdk::{
     WorkflowContext, WorkflowContextView, WorkflowResult,
 };
 
-use crate::audit::{self, By, Deleter};
+use crate::audit::{self, By, Deleter, spec_json};
 use crate::contracts::{ScrapeMetrics, ScrapeRun, ScrapeSummary};
 use crate::handover::{hand_over, wait_for_handlers};
-use crate::provision_namespace::{AUDIT_PATCH, UpdateError};
+use crate::provision_namespace::UpdateError;
 
 /// Scrapes per run: an hour of history per run at the default interval.
 pub const SCRAPES_PER_RUN: u32 = 60;
@@ -114,14 +114,11 @@ impl ScrapeMetricsWorkflow {
         if ctx.state(|s| s.deleted) {
             ctx.state_mut(|s| s.set_phase(phase::DELETED, "scraping stopped"));
             publish(ctx);
-            if ctx.patched(AUDIT_PATCH) {
-                let (by, name, spec) = ctx.state(|s| {
+            let by = ctx.state(|s| s.deleted_by.clone());
+            if audit::records(ctx, by.as_deref()) {
+                let (name, spec) = ctx.state(|s| {
                     let resource = s.target.resource.clone().unwrap_or_default();
-                    (
-                        s.deleted_by.clone(),
-                        s.target.name.clone(),
-                        resource.spec_or_default(),
-                    )
+                    (s.target.name.clone(), resource.spec_or_default())
                 });
                 let actor = audit::actor(ctx, by.as_deref());
                 let record = audit::new_record(
@@ -131,7 +128,7 @@ impl ScrapeMetricsWorkflow {
                     format!("metrics_target/{name}"),
                     "deleted",
                 )
-                .change(Some(serde_json::json!({ "spec": spec })), None);
+                .change(Some(spec_json(spec)), None);
                 audit::record(ctx, vec![record]).await?;
             }
             wait_for_handlers(ctx).await?;
@@ -150,10 +147,9 @@ impl ScrapeMetricsWorkflow {
         let By { input: desired, by } = applying;
         let before = ctx.state(|s| s.target.resource.as_ref().and_then(|r| r.spec.clone()));
         let applied = ctx.state_mut(|s| s.accept(desired))?;
-        if ctx.patched(AUDIT_PATCH) {
+        if applied.outcome != outcome::UNCHANGED && audit::records(ctx, by.as_deref()) {
             let before = before.filter(|_| applied.outcome != outcome::CREATED);
             let actor = audit::actor(ctx, by.as_deref());
-            let spec = |spec| serde_json::json!({ "spec": spec });
             let record = audit::new_record(
                 ctx,
                 actor,
@@ -162,8 +158,8 @@ impl ScrapeMetricsWorkflow {
                 &applied.outcome,
             )
             .change(
-                before.map(spec),
-                Some(spec(applied.resource.spec_or_default())),
+                before.map(spec_json),
+                Some(spec_json(applied.resource.spec_or_default())),
             );
             audit::record(ctx, vec![record]).await?;
         }

@@ -3,7 +3,7 @@
 //! process on its own thread and runtime; Plinth's processes reach it over loopback HTTP.
 //! `boto3`, AWS's own SDK for Python, reads back what Plinth wrote.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder;
@@ -75,11 +75,6 @@ impl S3Server {
     /// `http://127.0.0.1:<port>`.
     pub fn endpoint(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
-    }
-
-    /// Where an object `key` of `bucket` lies on disk.
-    pub fn file(&self, bucket: &str, key: &str) -> PathBuf {
-        self.dir.path().join(bucket).join(key)
     }
 
     /// The directory the buckets are in.

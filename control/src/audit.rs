@@ -1,0 +1,174 @@
+//! Audit records from the data path (the proxy's refusals, the codec server's decodes): held
+//! in a bounded queue and handed to the audit trail's data stream in batches, so a burst of
+//! calls neither waits for the trail nor makes the process grow. What the queue cannot hold is
+//! counted, and the count becomes a record of its own.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use plinth_proto::audit::AuditRecord;
+use tokio::sync::mpsc;
+
+use crate::ControlPlane;
+use crate::contract::DATA_STREAM;
+
+/// Records waiting at most; more are dropped and counted.
+const QUEUE: usize = 10_000;
+/// Records handed to the trail at once.
+const BATCH: usize = 200;
+/// A batch not full by then goes as it is.
+const GATHER: Duration = Duration::from_secs(1);
+/// A refused or failed hand-over is tried again after this, doubling, up to `MAX_RETRY`.
+const FIRST_RETRY: Duration = Duration::from_secs(1);
+const MAX_RETRY: Duration = Duration::from_secs(30);
+
+/// Where the data path puts its records.
+pub trait AuditSink: Send + Sync + std::fmt::Debug {
+    /// Takes `record` for the trail without waiting; one the queue has no room for is
+    /// counted as dropped.
+    fn record(&self, record: AuditRecord);
+}
+
+/// An [`AuditSink`] whose records go to the audit trail's data stream of every destination.
+#[derive(Clone, Debug)]
+pub struct AuditSender {
+    queue: mpsc::Sender<AuditRecord>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl AuditSink for AuditSender {
+    fn record(&self, record: AuditRecord) {
+        if self.queue.try_send(record).is_err() {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl AuditSender {
+    /// A sender for records of `source` (`proxy`, `codec`), to `destinations` through
+    /// `control`, and the delivery that must be spawned for them to leave; it ends when every
+    /// sender is dropped and the queue is delivered.
+    pub fn new(
+        control: ControlPlane,
+        destinations: Vec<String>,
+        source: &'static str,
+    ) -> (Self, impl Future<Output = ()> + Send + 'static) {
+        let (queue, received) = mpsc::channel(QUEUE);
+        let dropped = Arc::new(AtomicU64::new(0));
+        let delivery = deliver(control, destinations, source, received, dropped.clone());
+        (Self { queue, dropped }, delivery)
+    }
+
+    /// Records dropped so far and not yet reported.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+}
+
+/// Gathers batches from `received` and hands each to every destination, retrying until taken.
+async fn deliver(
+    control: ControlPlane,
+    destinations: Vec<String>,
+    source: &'static str,
+    mut received: mpsc::Receiver<AuditRecord>,
+    dropped: Arc<AtomicU64>,
+) {
+    while let Some(batch) = gather(&mut received, &dropped, source).await {
+        for destination in &destinations {
+            let mut wait = FIRST_RETRY;
+            let mut told = false;
+            while let Err(e) = control
+                .append_audit(destination, DATA_STREAM, batch.clone())
+                .await
+            {
+                if !std::mem::replace(&mut told, true) {
+                    tracing::warn!(destination, error = %e, "audit records wait: the trail did not take them");
+                }
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(MAX_RETRY);
+            }
+        }
+    }
+}
+
+/// The next batch: what arrives within [`GATHER`] of its first record, up to [`BATCH`], and a
+/// record of how many were dropped since the last. `None` once no sender is left.
+async fn gather(
+    received: &mut mpsc::Receiver<AuditRecord>,
+    dropped: &AtomicU64,
+    source: &str,
+) -> Option<Vec<AuditRecord>> {
+    let first = received.recv().await?;
+    let mut batch = vec![first];
+    let until = tokio::time::Instant::now() + GATHER;
+    while batch.len() < BATCH {
+        match tokio::time::timeout_at(until, received.recv()).await {
+            Ok(Some(record)) => batch.push(record),
+            Ok(None) | Err(_) => break,
+        }
+    }
+    let lost = dropped.swap(0, Ordering::Relaxed);
+    if lost > 0 {
+        batch.push(
+            AuditRecord::now(
+                format!("plinth:{source}"),
+                "audit.dropped",
+                format!("audit/{source}"),
+                "dropped",
+            )
+            .detail(format!(
+                "{lost} records dropped: more than {QUEUE} waited for the trail"
+            )),
+        );
+    }
+    Some(batch)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(n: usize) -> AuditRecord {
+        AuditRecord::now("user:a", "proxy.refused", format!("rpc/{n}"), "denied")
+    }
+
+    #[tokio::test]
+    async fn a_batch_is_what_arrived_within_a_second_of_its_first_record() {
+        let (queue, mut received) = mpsc::channel(QUEUE);
+        let dropped = AtomicU64::new(0);
+        for n in 0..3 {
+            queue.send(record(n)).await.unwrap();
+        }
+        let batch = gather(&mut received, &dropped, "proxy").await.unwrap();
+        assert_eq!(batch.len(), 3);
+        drop(queue);
+        assert!(gather(&mut received, &dropped, "proxy").await.is_none());
+    }
+
+    #[tokio::test]
+    async fn what_the_queue_cannot_hold_is_counted_and_reported_in_the_next_batch() {
+        let (queue, mut received) = mpsc::channel(2);
+        let sender = AuditSender {
+            queue,
+            dropped: Arc::new(AtomicU64::new(0)),
+        };
+        for n in 0..5 {
+            sender.record(record(n));
+        }
+        assert_eq!(sender.dropped(), 3);
+        let batch = gather(&mut received, &sender.dropped, "proxy")
+            .await
+            .unwrap();
+        assert_eq!(batch.len(), 3, "two records and the count");
+        let report = batch.last().unwrap();
+        assert_eq!(report.action, "audit.dropped");
+        assert!(
+            report.detail.starts_with("3 records dropped"),
+            "{}",
+            report.detail
+        );
+        assert_eq!(report.check(), Ok(()));
+        assert_eq!(sender.dropped(), 0, "reported once");
+    }
+}
