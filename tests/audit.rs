@@ -6,9 +6,7 @@ use std::collections::HashSet;
 use std::sync::OnceLock;
 
 use plinth_test_harness::cli::{ok, stdout, temporal, temporal_as, text, wait_for};
-use plinth_test_harness::{
-    ADMIN, DevServer, OUTSIDER, PAYMENTS_MEMBER, PAYMENTS_TEAM, PlinthStack, S3Server,
-};
+use plinth_test_harness::{ADMIN, OUTSIDER, PAYMENTS_MEMBER, PAYMENTS_TEAM, PlinthStack, S3Server};
 
 const PLINTH: &str = env!("CARGO_BIN_EXE_plinth");
 /// The bucket every change reaches.
@@ -33,19 +31,7 @@ fn fixture() -> &'static Fixture {
             "[audit]\ninterval = \"1s\"\nread_from = \"s3\"\n\
              destinations = {{ s3 = \"s3://{BUCKET}/trail\", late = \"s3://{LATE_BUCKET}/trail\" }}\n"
         );
-        let env = s3.env();
-        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        let stack = PlinthStack::start_in(
-            DevServer::shared(),
-            PLINTH.as_ref(),
-            "10m",
-            "3s",
-            "",
-            &audit,
-            &env,
-        )
-        .and_then(PlinthStack::shared)
-        .unwrap();
+        let stack = PlinthStack::start_shared(PLINTH.as_ref(), &audit, &s3.env()).unwrap();
         let ns = format!("audited-{}", std::process::id());
         stack.provision_for_team("audited", &ns).unwrap();
         Fixture { s3, stack, ns }
@@ -66,6 +52,16 @@ fn shipped(s3: &S3Server, bucket: &str) -> Vec<serde_json::Value> {
         ))
         .unwrap();
     printed
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect()
+}
+
+/// What `plinth audit` shows `user` of the last hour with `filters`, as records.
+fn audit_as(stack: &PlinthStack, user: &str, filters: &[&str]) -> Vec<serde_json::Value> {
+    let mut args = vec!["audit", "--since", "1h", "-o", "json"];
+    args.extend_from_slice(filters);
+    stdout(&ok(stack.plinth_as(user, &args)))
         .lines()
         .map(|line| serde_json::from_str(line).unwrap())
         .collect()
@@ -152,24 +148,7 @@ fn a_spec_change_is_recorded_with_the_fields_that_changed() {
 fn plinth_audit_shows_each_caller_only_what_they_may_read() {
     let f = fixture();
     let resource = "namespace/audited";
-    let query = |user: &str| {
-        let out = ok(f.stack.plinth_as(
-            user,
-            &[
-                "audit",
-                "--since",
-                "1h",
-                "--resource",
-                resource,
-                "-o",
-                "json",
-            ],
-        ));
-        stdout(&out)
-            .lines()
-            .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
-            .collect::<Vec<_>>()
-    };
+    let query = |user: &str| audit_as(&f.stack, user, &["--resource", resource]);
     wait_for("the creation in plinth audit", || !query(ADMIN).is_empty());
     let member = query(PAYMENTS_MEMBER);
     assert!(
@@ -265,22 +244,9 @@ fn a_metrics_target_applied_and_deleted_is_recorded_for_admins_only() {
         .plinth_as(ADMIN, &["delete", "metricstarget", &target]));
     let resource = format!("metrics_target/{target}");
     let actions = |user: &str| -> Vec<(String, String)> {
-        let out = ok(f.stack.plinth_as(
-            user,
-            &[
-                "audit",
-                "--since",
-                "1h",
-                "--resource",
-                &resource,
-                "-o",
-                "json",
-            ],
-        ));
-        stdout(&out)
-            .lines()
-            .map(|line| {
-                let record: serde_json::Value = serde_json::from_str(line).unwrap();
+        audit_as(&f.stack, user, &["--resource", &resource])
+            .into_iter()
+            .map(|record| {
                 assert_eq!(record["actor"], format!("user:{ADMIN}"), "{record}");
                 (
                     record["action"].as_str().unwrap().to_owned(),
@@ -336,25 +302,12 @@ fn a_call_the_proxy_refuses_is_recorded_in_the_data_stream() {
     let mallory = f.stack.profile(OUTSIDER, &f.ns).unwrap();
     let listed = temporal_as(&mallory, &["workflow", "list"]);
     assert!(!listed.status.success(), "{}", text(&listed));
-    let refused = |user: &str| -> Vec<serde_json::Value> {
-        let out = ok(f.stack.plinth_as(
+    let refused = |user: &str| {
+        audit_as(
+            &f.stack,
             user,
-            &[
-                "audit",
-                "--since",
-                "1h",
-                "--action",
-                "proxy.refused",
-                "--namespace",
-                &f.ns,
-                "-o",
-                "json",
-            ],
-        ));
-        stdout(&out)
-            .lines()
-            .map(|line| serde_json::from_str(line).unwrap())
-            .collect()
+            &["--action", "proxy.refused", "--namespace", &f.ns],
+        )
     };
     let mut records = Vec::new();
     wait_for("the refusal in plinth audit", || {

@@ -8,7 +8,7 @@ use plinth_test_harness::cli::{ok, stdout, text};
 use plinth_test_harness::sealed::{
     data, metadata, rotation_reaches_the_running_proxy, shown_input, start, stored_payload,
 };
-use plinth_test_harness::{DevServer, PAYMENTS_MEMBER, PlinthStack, SoftHsm};
+use plinth_test_harness::{PAYMENTS_MEMBER, PlinthStack, SoftHsm};
 
 const PLINTH: &str = env!("CARGO_BIN_EXE_plinth");
 
@@ -32,18 +32,7 @@ fn fixture() -> &'static Fixture {
             hsm.label,
             hsm.pin_file().unwrap().display()
         );
-        let (name, value) = hsm.env();
-        let stack = PlinthStack::start_in(
-            DevServer::shared(),
-            PLINTH.as_ref(),
-            "10m",
-            "3s",
-            "",
-            &keys,
-            &[(name, &value)],
-        )
-        .and_then(PlinthStack::shared)
-        .unwrap();
+        let stack = PlinthStack::start_shared(PLINTH.as_ref(), &keys, &[hsm.env()]).unwrap();
         let ns = format!("vaulted-{}", std::process::id());
         stack.provision_for_team("vaulted", &ns).unwrap();
         let profile = stack.profile(PAYMENTS_MEMBER, &ns).unwrap();

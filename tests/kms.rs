@@ -8,7 +8,7 @@ use std::sync::OnceLock;
 use plinth_test_harness::sealed::{
     data, metadata, rotation_reaches_the_running_proxy, shown_input, start, stored_payload,
 };
-use plinth_test_harness::{DevServer, KmsStandIn, PAYMENTS_MEMBER, PlinthStack};
+use plinth_test_harness::{KmsStandIn, PAYMENTS_MEMBER, PlinthStack};
 
 const PLINTH: &str = env!("CARGO_BIN_EXE_plinth");
 
@@ -30,19 +30,7 @@ fn fixture() -> &'static Fixture {
              aws_kms_endpoint = \"{}\"\n",
             kms.endpoint()
         );
-        let env = kms.env();
-        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        let stack = PlinthStack::start_in(
-            DevServer::shared(),
-            PLINTH.as_ref(),
-            "10m",
-            "3s",
-            "",
-            &keys,
-            &env,
-        )
-        .and_then(PlinthStack::shared)
-        .unwrap();
+        let stack = PlinthStack::start_shared(PLINTH.as_ref(), &keys, &kms.env()).unwrap();
         let ns = format!("kms-{}", std::process::id());
         stack.provision_for_team("kms", &ns).unwrap();
         let profile = stack.profile(PAYMENTS_MEMBER, &ns).unwrap();

@@ -160,6 +160,17 @@ pub struct AuditExportState {
     pub recent: std::collections::VecDeque<String>,
 }
 
+impl AuditExportState {
+    /// Where the shipping of `stream` to destination `name` starts: nothing written yet.
+    pub fn new(name: &str, stream: &str) -> Self {
+        Self {
+            destination: name.to_owned(),
+            stream: stream.to_owned(),
+            ..Default::default()
+        }
+    }
+}
+
 /// What an `append` answers.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Appended {

@@ -208,13 +208,12 @@ impl ControlPlane {
         let options = WorkflowStartOptions::new(self.task_queue.clone(), id.clone())
             .id_conflict_policy(WorkflowIdConflictPolicy::UseExisting)
             .build();
-        let state = AuditExportState {
-            destination: name.to_owned(),
-            stream: stream.to_owned(),
-            ..Default::default()
-        };
         self.client
-            .start_workflow(AuditExportStart, state, options)
+            .start_workflow(
+                AuditExportStart,
+                AuditExportState::new(name, stream),
+                options,
+            )
             .await
             .map_err(|e| BackendError::Unavailable(format!("start workflow {id}: {e}")))?;
         Ok(())
@@ -243,15 +242,10 @@ impl ControlPlane {
         )
         .update_id(format!("append-{}", plinth_proto::audit::digest(&ids)))
         .build();
-        let state = AuditExportState {
-            destination: name.to_owned(),
-            stream: stream.to_owned(),
-            ..Default::default()
-        };
         self.client
             .execute_update_with_start_workflow(
                 AuditExportStart,
-                state,
+                AuditExportState::new(name, stream),
                 AppendAudit,
                 records,
                 options,

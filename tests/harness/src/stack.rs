@@ -199,6 +199,27 @@ impl PlinthStack {
         Ok(stack)
     }
 
+    /// A stack on the shared dev server for a test binary's fixture ([`Self::shared`]), drift
+    /// checks every 10 minutes and access runs every 3 s, with `sections` added to its
+    /// configuration and `env` to every process.
+    pub fn start_shared(
+        plinth: &Path,
+        sections: &str,
+        env: &[(&str, String)],
+    ) -> anyhow::Result<PlinthStack> {
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        Self::start_in(
+            crate::DevServer::shared(),
+            plinth,
+            "10m",
+            "3s",
+            "",
+            sections,
+            &env,
+        )
+        .and_then(PlinthStack::shared)
+    }
+
     /// Makes this stack a fixture that a test binary's tests share through a static, which is
     /// never dropped: its processes stop when the test process ends, however it ends, and its
     /// home is removed then.
