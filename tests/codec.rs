@@ -9,7 +9,7 @@ use std::sync::OnceLock;
 
 use plinth_test_harness::cli::{namespace_yaml, ok, text, wait_for};
 use plinth_test_harness::{
-    CODEC_MAX_BODY, DevServer, OUTSIDER, PAYMENTS_MEMBER, PAYMENTS_TEAM, PlinthStack,
+    ADMIN, CODEC_MAX_BODY, DevServer, OUTSIDER, PAYMENTS_MEMBER, PAYMENTS_TEAM, PlinthStack,
     TOKEN_AUDIENCE, UI_ORIGIN,
 };
 use serde_json::Value;
@@ -215,6 +215,38 @@ fn a_reader_decodes_naming_the_namespace_in_a_header() {
     );
     assert!(stack.log("codec").contains("decode"), "audited");
     assert!(!stack.log("codec").contains(MARKER), "content never logged");
+}
+
+#[test]
+fn a_decode_is_in_the_audit_trail_naming_who_read_which_namespace() {
+    let Fixture { stack, ns, sealed } = fixture();
+    let path = format!("/{ns}/decode");
+    let reader = reader(stack);
+    let opened = call(stack, "POST", &path, &sealed.body, &["-H", &reader]);
+    assert_eq!(opened.status, 200, "{}", opened.body);
+    let who = format!("user:{OUTSIDER}");
+    // Shipped with the data path's records at the next [audit] interval (1 minute).
+    wait_for("the decode in plinth audit", || {
+        let out = ok(stack.plinth_as(
+            ADMIN,
+            &[
+                "audit",
+                "--since",
+                "1h",
+                "--action",
+                "codec.decoded",
+                "--namespace",
+                ns,
+                "--actor",
+                &who,
+                "-o",
+                "json",
+            ],
+        ));
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .any(|line| line.contains("\"detail\":\"1 payloads\""))
+    });
 }
 
 #[test]
