@@ -397,12 +397,11 @@ pub async fn run(config: &Config, home: &Home, args: &CodecArgs) -> anyhow::Resu
         temporalio_client::ClientOptions::new(settings.namespace.clone()).build(),
     )
     .context("control-plane client")?;
-    let (audit, delivery) = plinth_control::AuditSender::new(
+    let audit = crate::proxy::audit_sender(
         plinth_control::ControlPlane::new(client, settings.task_queue.clone()),
-        config.audit.destinations(home)?.into_keys().collect(),
+        &config.audit.destinations(home)?,
         "codec",
     );
-    tokio::spawn(delivery);
     // Only the access lists are read here: no directory, no validation rules.
     let backend = crate::platform::backend(config, home, &connection, &address)?;
     let tokens = match &codec_config.jwks {
@@ -444,7 +443,7 @@ pub async fn run(config: &Config, home: &Home, args: &CodecArgs) -> anyhow::Resu
         max_body_bytes: codec_config.max_body_bytes,
         dev_mode: args.dev,
         metrics: Default::default(),
-        audit: Arc::new(audit),
+        audit,
     });
     let tls = if codec_config.tls && !args.dev {
         Some(crate::proxy::server_tls(config, home, false, b"http/1.1")?)

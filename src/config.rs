@@ -738,9 +738,6 @@ impl AuditConfig {
         &self,
         home: &crate::home::Home,
     ) -> anyhow::Result<std::collections::BTreeMap<String, plinth_archive::Archive>> {
-        if self.interval.is_zero() {
-            anyhow::bail!("[audit] interval: must be more than 0");
-        }
         let mut given = self.destinations.clone();
         if given.is_empty() {
             let dir = home.archive_dir();
@@ -770,17 +767,20 @@ impl AuditConfig {
         Ok(destinations)
     }
 
-    /// The destination `plinth audit` reads.
-    pub fn read_from(&self, home: &crate::home::Home) -> anyhow::Result<plinth_archive::Archive> {
-        let mut destinations = self.destinations(home)?;
+    /// Which of `destinations` (as [`Self::destinations`] opened them) `plinth audit` reads.
+    pub fn read_from(
+        &self,
+        destinations: &std::collections::BTreeMap<String, plinth_archive::Archive>,
+    ) -> anyhow::Result<plinth_archive::Archive> {
         match &self.read_from {
-            Some(name) => destinations.remove(name).ok_or_else(|| {
+            Some(name) => destinations.get(name).cloned().ok_or_else(|| {
                 anyhow::anyhow!("[audit] read_from: {name:?} is not in [audit] destinations")
             }),
-            None => Ok(destinations
-                .into_values()
+            None => destinations
+                .values()
                 .next()
-                .expect("at least one destination")),
+                .cloned()
+                .context("[audit] destinations: none"),
         }
     }
 }

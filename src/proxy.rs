@@ -70,14 +70,13 @@ pub async fn run(config: &Config, home: &Home, args: &ProxyArgs) -> anyhow::Resu
     .context("control-plane client")?;
     let access: std::sync::Arc<dyn plinth_control::AccessCheck> =
         std::sync::Arc::new(AccessLists::new(platform.backend.clone()));
-    let trail = config.audit.read_from(home)?;
-    let destinations = config.audit.destinations(home)?.into_keys().collect();
-    let (audit, delivery) = plinth_control::AuditSender::new(
+    let destinations = config.audit.destinations(home)?;
+    let trail = config.audit.read_from(&destinations)?;
+    let audit = audit_sender(
         ControlPlane::new(client.clone(), settings.task_queue.clone()),
-        destinations,
+        &destinations,
         "proxy",
     );
-    tokio::spawn(delivery);
     let api = PlatformApi::new(
         client.clone(),
         settings.task_queue.clone(),
@@ -109,7 +108,7 @@ pub async fn run(config: &Config, home: &Home, args: &ProxyArgs) -> anyhow::Resu
             proxy.max_buffered_bytes_per_connection,
         ),
         settings: proxy.door_settings(),
-        audit: std::sync::Arc::new(audit),
+        audit,
     });
     let (tls, verifier) = server_tls(config, home, true, b"h2")?;
     let (listener, _) = bind(args.listen.as_ref(), &proxy.listen, "[proxy] listen").await?;
@@ -279,4 +278,17 @@ fn upstream_tls(proxy: &crate::config::ProxyConfig) -> anyhow::Result<Option<Ups
         api_key: None,
         api_key_check: None,
     }))
+}
+
+/// Where the data path of `source` (`proxy`, `codec`) records its refusals and decodes: every
+/// one of `destinations`' data streams, delivered by a task spawned here.
+pub fn audit_sender(
+    control: ControlPlane,
+    destinations: &std::collections::BTreeMap<String, plinth_archive::Archive>,
+    source: &'static str,
+) -> std::sync::Arc<dyn plinth_control::AuditSink> {
+    let names = destinations.keys().cloned().collect();
+    let (sender, delivery) = plinth_control::AuditSender::new(control, names, source);
+    tokio::spawn(delivery);
+    std::sync::Arc::new(sender)
 }

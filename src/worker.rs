@@ -63,6 +63,9 @@ pub async fn run(config: &Config, home: &Home, args: &WorkerArgs) -> anyhow::Res
             shred_delay: config.keys.shred_delay,
         }
     });
+    if config.audit.interval.is_zero() {
+        anyhow::bail!("[audit] interval: must be more than 0");
+    }
     let audit = plinth_worker::AuditShipping {
         destinations: config.audit.destinations(home)?.into_iter().collect(),
         interval: config.audit.interval,

@@ -30,17 +30,26 @@ pub trait AuditSink: Send + Sync + std::fmt::Debug {
     fn record(&self, record: AuditRecord);
 }
 
-/// An [`AuditSink`] whose records go to the audit trail's data stream of every destination.
+/// An [`AuditSink`] whose records go to the audit trail's data stream of every destination,
+/// each through a queue of its own: a destination that takes nothing holds no other up.
 #[derive(Clone, Debug)]
 pub struct AuditSender {
-    queue: mpsc::Sender<AuditRecord>,
+    queues: Vec<Queue>,
+}
+
+/// One destination's records waiting, and how many found no room since the last batch.
+#[derive(Clone, Debug)]
+struct Queue {
+    records: mpsc::Sender<AuditRecord>,
     dropped: Arc<AtomicU64>,
 }
 
 impl AuditSink for AuditSender {
     fn record(&self, record: AuditRecord) {
-        if self.queue.try_send(record).is_err() {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
+        for queue in &self.queues {
+            if queue.records.try_send(record.clone()).is_err() {
+                queue.dropped.fetch_add(1, Ordering::Relaxed);
+            }
         }
     }
 }
@@ -48,46 +57,53 @@ impl AuditSink for AuditSender {
 impl AuditSender {
     /// A sender for records of `source` (`proxy`, `codec`), to `destinations` through
     /// `control`, and the delivery that must be spawned for them to leave; it ends when every
-    /// sender is dropped and the queue is delivered.
+    /// sender is dropped and the queues are delivered.
     pub fn new(
         control: ControlPlane,
         destinations: Vec<String>,
         source: &'static str,
     ) -> (Self, impl Future<Output = ()> + Send + 'static) {
-        let (queue, received) = mpsc::channel(QUEUE);
-        let dropped = Arc::new(AtomicU64::new(0));
-        let delivery = deliver(control, destinations, source, received, dropped.clone());
-        (Self { queue, dropped }, delivery)
-    }
-
-    /// Records dropped so far and not yet reported.
-    pub fn dropped(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
+        let mut queues = Vec::new();
+        let mut deliveries = Vec::new();
+        for destination in destinations {
+            let (records, received) = mpsc::channel(QUEUE);
+            let dropped = Arc::new(AtomicU64::new(0));
+            deliveries.push(deliver(
+                control.clone(),
+                destination,
+                source,
+                received,
+                dropped.clone(),
+            ));
+            queues.push(Queue { records, dropped });
+        }
+        let delivery = async move {
+            futures::future::join_all(deliveries).await;
+        };
+        (Self { queues }, delivery)
     }
 }
 
-/// Gathers batches from `received` and hands each to every destination, retrying until taken.
+/// Gathers batches from `received` and hands each to `destination`, retrying until taken.
 async fn deliver(
     control: ControlPlane,
-    destinations: Vec<String>,
+    destination: String,
     source: &'static str,
     mut received: mpsc::Receiver<AuditRecord>,
     dropped: Arc<AtomicU64>,
 ) {
     while let Some(batch) = gather(&mut received, &dropped, source).await {
-        for destination in &destinations {
-            let mut wait = FIRST_RETRY;
-            let mut told = false;
-            while let Err(e) = control
-                .append_audit(destination, DATA_STREAM, batch.clone())
-                .await
-            {
-                if !std::mem::replace(&mut told, true) {
-                    tracing::warn!(destination, error = %e, "audit records wait: the trail did not take them");
-                }
-                tokio::time::sleep(wait).await;
-                wait = (wait * 2).min(MAX_RETRY);
+        let mut wait = FIRST_RETRY;
+        let mut told = false;
+        while let Err(e) = control
+            .append_audit(&destination, DATA_STREAM, batch.clone())
+            .await
+        {
+            if !std::mem::replace(&mut told, true) {
+                tracing::warn!(destination, error = %e, "audit records wait: the trail did not take them");
             }
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(MAX_RETRY);
         }
     }
 }
@@ -148,18 +164,19 @@ mod tests {
 
     #[tokio::test]
     async fn what_the_queue_cannot_hold_is_counted_and_reported_in_the_next_batch() {
-        let (queue, mut received) = mpsc::channel(2);
+        let (records, mut received) = mpsc::channel(2);
+        let dropped = Arc::new(AtomicU64::new(0));
         let sender = AuditSender {
-            queue,
-            dropped: Arc::new(AtomicU64::new(0)),
+            queues: vec![Queue {
+                records,
+                dropped: dropped.clone(),
+            }],
         };
         for n in 0..5 {
             sender.record(record(n));
         }
-        assert_eq!(sender.dropped(), 3);
-        let batch = gather(&mut received, &sender.dropped, "proxy")
-            .await
-            .unwrap();
+        assert_eq!(dropped.load(Ordering::Relaxed), 3);
+        let batch = gather(&mut received, &dropped, "proxy").await.unwrap();
         assert_eq!(batch.len(), 3, "two records and the count");
         let report = batch.last().unwrap();
         assert_eq!(report.action, "audit.dropped");
@@ -169,6 +186,28 @@ mod tests {
             report.detail
         );
         assert_eq!(report.check(), Ok(()));
-        assert_eq!(sender.dropped(), 0, "reported once");
+        assert_eq!(dropped.load(Ordering::Relaxed), 0, "reported once");
+    }
+
+    #[tokio::test]
+    async fn a_destination_whose_queue_is_full_leaves_the_others_every_record() {
+        let (full, _held) = mpsc::channel(1);
+        let (open, mut received) = mpsc::channel(10);
+        let queue = |records| Queue {
+            records,
+            dropped: Arc::new(AtomicU64::new(0)),
+        };
+        let sender = AuditSender {
+            queues: vec![queue(full), queue(open)],
+        };
+        for n in 0..3 {
+            sender.record(record(n));
+        }
+        assert_eq!(sender.queues[0].dropped.load(Ordering::Relaxed), 2);
+        assert_eq!(sender.queues[1].dropped.load(Ordering::Relaxed), 0);
+        let batch = gather(&mut received, &sender.queues[1].dropped, "proxy")
+            .await
+            .unwrap();
+        assert_eq!(batch.len(), 3);
     }
 }

@@ -164,21 +164,27 @@ pub(crate) fn new_record<W>(
 /// Records handed over at once: well inside what the trail takes in one `append`.
 const RECORDS_PER_CALL: usize = 200;
 
+/// Options of an audit activity that is retried until it succeeds (a full trail or a store
+/// that is down refuses for a while, then takes it), at least once a minute, each try given
+/// `try_for`.
+pub(crate) fn until_done(try_for: Duration) -> ActivityOptions {
+    ActivityOptions::with_start_to_close_timeout(try_for)
+        .retry_policy(RetryPolicy {
+            initial_interval: Some(Duration::from_secs(1).try_into().expect("fits")),
+            backoff_coefficient: 2.0,
+            maximum_interval: Some(Duration::from_secs(60).try_into().expect("fits")),
+            maximum_attempts: 0,
+            non_retryable_error_types: Vec::new(),
+        })
+        .build()
+}
+
 /// Hands `records` to the audit trail, retrying until it has taken them.
 pub(crate) async fn record<W>(
     ctx: &mut WorkflowContext<W>,
     records: Vec<AuditRecord>,
 ) -> Result<(), ActivityExecutionError> {
-    let options = ActivityOptions::with_start_to_close_timeout(Duration::from_secs(30))
-        .retry_policy(RetryPolicy {
-            initial_interval: Some(Duration::from_secs(1).try_into().expect("fits")),
-            backoff_coefficient: 2.0,
-            maximum_interval: Some(Duration::from_secs(60).try_into().expect("fits")),
-            // Until it is taken: a full trail refuses for a while, then takes it.
-            maximum_attempts: 0,
-            non_retryable_error_types: Vec::new(),
-        })
-        .build();
+    let options = until_done(Duration::from_secs(30));
     for chunk in records.chunks(RECORDS_PER_CALL) {
         ctx.execute_activity(RecordAudit, chunk.to_vec(), options.clone())
             .await?;

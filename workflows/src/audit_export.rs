@@ -3,12 +3,10 @@ use std::time::Duration;
 use plinth_control::contract::{Appended, AuditExportState};
 use plinth_proto::audit::{AuditRecord, digest};
 use temporalio_common::data_converters::RawValue;
-use temporalio_common::protos::temporal::api::common::v1::RetryPolicy;
 use temporalio_macros::{workflow, workflow_methods};
-use temporalio_sdk::{
-    ActivityOptions, SyncWorkflowContext, WorkflowContext, WorkflowContextView, WorkflowResult,
-};
+use temporalio_sdk::{SyncWorkflowContext, WorkflowContext, WorkflowContextView, WorkflowResult};
 
+use crate::audit::until_done;
 use crate::contracts::{AuditBatch, LoadAuditSettings, ShipAudit};
 use crate::handover::hand_over_when_long;
 use crate::provision_namespace::{UpdateError, local_activity};
@@ -21,8 +19,6 @@ pub(crate) const MAX_PENDING_BYTES: usize = 512 << 10;
 const SHIP_AT_BYTES: usize = MAX_PENDING_BYTES / 4;
 /// Ids remembered, so a record delivered again is kept once.
 const RECENT_IDS: usize = 4_096;
-/// A failed write is retried at least this often, for as long as it takes.
-const MAX_RETRY_INTERVAL: Duration = Duration::from_secs(60);
 
 /// The audit trail's shipping of one stream to one destination, for as long as the
 /// installation lives: workflow id `audit/<destination>` for changes, and
@@ -58,16 +54,7 @@ impl AuditExport {
             .execute_local_activity(LoadAuditSettings, destination.clone(), local_activity())
             .await?;
         let interval = Duration::from_secs(settings.interval_secs.max(1));
-        let options = ActivityOptions::with_start_to_close_timeout(Duration::from_secs(120))
-            .retry_policy(RetryPolicy {
-                initial_interval: Some(Duration::from_secs(1).try_into().expect("fits")),
-                backoff_coefficient: 2.0,
-                maximum_interval: Some(MAX_RETRY_INTERVAL.try_into().expect("fits")),
-                // Until it succeeds.
-                maximum_attempts: 0,
-                non_retryable_error_types: Vec::new(),
-            })
-            .build();
+        let options = until_done(Duration::from_secs(120));
         loop {
             temporalio_sdk::workflows::select! {
                 _ = ctx.timer(interval) => {},
