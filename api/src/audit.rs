@@ -24,19 +24,29 @@ const DEFAULT_RANGE: Duration = Duration::from_secs(86_400);
 /// Records one query reads at most, matching or not, and the bytes it answers at most: a
 /// query for what its caller may not read cannot make the proxy read a year of the trail.
 const MAX_SCANNED: usize = 200_000;
-const MAX_ANSWER_BYTES: usize = 4 << 20;
+/// Within a client's 4 MiB message limit, with room for the framing of each record.
+const MAX_ANSWER_BYTES: usize = 3 << 20;
+/// Bytes of the trail one query reads at most.
+const MAX_READ_BYTES: u64 = 64 << 20;
+/// Queries answered at once by one proxy; more are refused until one ends.
+const QUERIES_AT_ONCE: usize = 4;
 
 /// Where the API reads the trail, and who may read which records.
 #[derive(Clone, Debug)]
 pub struct AuditReader {
     archive: Archive,
     access: Arc<dyn AccessCheck>,
+    running: Arc<tokio::sync::Semaphore>,
 }
 
 impl AuditReader {
     /// Reads `archive`; a record of a namespace is shown to who `access` lets read it.
     pub fn new(archive: Archive, access: Arc<dyn AccessCheck>) -> Self {
-        Self { archive, access }
+        Self {
+            archive,
+            access,
+            running: Arc::new(tokio::sync::Semaphore::new(QUERIES_AT_ONCE)),
+        }
     }
 
     /// Answers `request` for `identity`: admins see every record, others those of the
@@ -85,7 +95,12 @@ impl AuditReader {
             tracing::warn!(error = %e, "audit trail not read");
             Status::unavailable("the audit trail cannot be read now; the proxy's log says why")
         };
-        let mut trail = Trail::open(&self.archive, from, to)
+        let Ok(_running) = self.running.clone().try_acquire_owned() else {
+            return Err(Status::resource_exhausted(format!(
+                "{QUERIES_AT_ONCE} audit queries are running; try again shortly"
+            )));
+        };
+        let mut trail = Trail::open(&self.archive, from, to, MAX_READ_BYTES)
             .await
             .map_err(unavailable)?;
         let (mut scanned, mut bytes) = (0, 0);
@@ -115,7 +130,7 @@ impl AuditReader {
         }
         Ok(QueryAuditResponse {
             records,
-            truncated,
+            truncated: truncated || trail.exhausted(),
             destination: self.archive.url().to_owned(),
         })
     }

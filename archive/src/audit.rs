@@ -14,6 +14,10 @@ use crate::{Archive, ArchiveError};
 /// Where the trail starts in a destination.
 pub const PREFIX: &str = "audit/v1";
 
+/// The largest object the trail reads: Plinth's batches stay far below it (an exporter holds
+/// 512 KiB at most), so a larger one was not written by Plinth and is refused unread.
+const MAX_OBJECT_BYTES: u64 = 16 << 20;
+
 const HOUR: Duration = Duration::from_secs(3600);
 
 /// Writes `records` as batch number `batch` of `stream` (empty for changes): one object per
@@ -78,15 +82,20 @@ pub struct Trail<'a> {
     /// Each hour still to read, oldest first, with its objects.
     hours: VecDeque<Vec<String>>,
     seen: HashSet<String>,
+    /// Bytes it may still read.
+    budget: u64,
+    /// An hour was left part read when the budget ran out.
+    cut: bool,
 }
 
 impl<'a> Trail<'a> {
-    /// The records of `archive` that happened in `[from, to)`: lists the months the range
-    /// touches, reads nothing yet.
+    /// The records of `archive` that happened in `[from, to)`, reading at most `budget` bytes
+    /// of objects: lists the months the range touches, reads nothing yet.
     pub async fn open(
         archive: &'a Archive,
         from: SystemTime,
         to: SystemTime,
+        budget: u64,
     ) -> Result<Self, ArchiveError> {
         let mut hours: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for month in months(from, to) {
@@ -108,19 +117,36 @@ impl<'a> Trail<'a> {
             to,
             hours: hours.into_values().collect(),
             seen: HashSet::new(),
+            budget,
+            cut: false,
         })
     }
 
+    /// Whether reading stopped at its budget, with records left unread.
+    pub fn exhausted(&self) -> bool {
+        self.budget == 0 && (self.cut || !self.hours.is_empty())
+    }
+
     /// The next hour's records in the range, oldest first; `None` once all are read.
+    /// Reading stops once the budget is spent, within an hour too.
     pub async fn next_hour(&mut self) -> Result<Option<Vec<AuditRecord>>, ArchiveError> {
+        if self.budget == 0 {
+            return Ok(None);
+        }
         let Some(keys) = self.hours.pop_front() else {
             return Ok(None);
         };
         let mut records = Vec::new();
         for key in &keys {
-            if let Some(bytes) = self.archive.get(key).await? {
-                records.extend(decode(self.archive, key, &bytes)?);
+            if self.budget == 0 {
+                self.cut = true;
+                break;
             }
+            let Some(bytes) = self.archive.get_at_most(key, MAX_OBJECT_BYTES).await? else {
+                continue;
+            };
+            self.budget = self.budget.saturating_sub(bytes.len() as u64);
+            records.extend(decode(self.archive, key, &bytes)?);
         }
         records.sort_by_key(AuditRecord::when);
         records.retain(|record| {
@@ -255,6 +281,7 @@ mod tests {
             &archive,
             at("2026-11-30T23:00:00Z"),
             at("2026-12-02T00:00:00Z"),
+            u64::MAX,
         )
         .await
         .unwrap();
@@ -280,6 +307,7 @@ mod tests {
             &archive,
             at("2026-12-04T00:00:00Z"),
             at("2026-12-05T00:00:00Z"),
+            u64::MAX,
         )
         .await
         .unwrap();
@@ -288,6 +316,32 @@ mod tests {
             e.contains("000000000001.ndjson: not written by Plinth: line 2"),
             "{e}"
         );
+    }
+
+    #[tokio::test]
+    async fn reading_stops_once_its_budget_of_bytes_is_spent() {
+        let (_dir, archive) = archive();
+        for batch in 0..3 {
+            let id = batch.to_string();
+            write_batch(
+                &archive,
+                "",
+                batch,
+                &[record(&id, "2026-12-04T10:00:00Z", "a")],
+            )
+            .await
+            .unwrap();
+        }
+        let from = at("2026-12-04T00:00:00Z");
+        let to = at("2026-12-05T00:00:00Z");
+        let mut trail = Trail::open(&archive, from, to, 1).await.unwrap();
+        let read = trail.next_hour().await.unwrap().unwrap();
+        assert_eq!(read.len(), 1, "one object, then the budget is spent");
+        assert!(trail.exhausted());
+        assert!(trail.next_hour().await.unwrap().is_none());
+        let mut whole = Trail::open(&archive, from, to, u64::MAX).await.unwrap();
+        assert_eq!(whole.next_hour().await.unwrap().unwrap().len(), 3);
+        assert!(!whole.exhausted());
     }
 
     #[test]

@@ -165,11 +165,20 @@ impl Archive {
 
     /// The object `key`, or `None` when there is none.
     pub async fn get(&self, key: &str) -> Result<Option<Bytes>, ArchiveError> {
+        self.get_at_most(key, u64::MAX).await
+    }
+
+    /// The object `key`, or `None` when there is none; one larger than `max` bytes is
+    /// refused unread.
+    pub async fn get_at_most(&self, key: &str, max: u64) -> Result<Option<Bytes>, ArchiveError> {
         let got = match self.store.get(&self.path(key)).await {
             Ok(got) => got,
             Err(object_store::Error::NotFound { .. }) => return Ok(None),
             Err(e) => return Err(self.store_error(key, e)),
         };
+        if got.meta.size > max {
+            return Err(self.malformed(key, format!("{} bytes, over {max}", got.meta.size)));
+        }
         got.bytes()
             .await
             .map(Some)

@@ -15,8 +15,10 @@ use crate::contract::DATA_STREAM;
 
 /// Records waiting at most; more are dropped and counted.
 const QUEUE: usize = 10_000;
-/// Records handed to the trail at once.
+/// Records handed to the trail at once, and their bytes (as JSON) at most: well inside what
+/// the trail takes in one `append`, so a batch is never refused for its size.
 const BATCH: usize = 200;
+const BATCH_BYTES: usize = 128 << 10;
 /// A batch not full by then goes as it is.
 const GATHER: Duration = Duration::from_secs(1);
 /// A refused or failed hand-over is tried again after this, doubling, up to `MAX_RETRY`.
@@ -46,6 +48,7 @@ struct Queue {
 
 impl AuditSink for AuditSender {
     fn record(&self, record: AuditRecord) {
+        let record = record.bounded();
         for queue in &self.queues {
             if queue.records.try_send(record.clone()).is_err() {
                 queue.dropped.fetch_add(1, Ordering::Relaxed);
@@ -108,6 +111,10 @@ async fn deliver(
     }
 }
 
+fn json_bytes(record: &AuditRecord) -> usize {
+    serde_json::to_vec(record).map_or(0, |json| json.len())
+}
+
 /// The next batch: what arrives within [`GATHER`] of its first record, up to [`BATCH`], and a
 /// record of how many were dropped since the last. `None` once no sender is left.
 async fn gather(
@@ -116,11 +123,15 @@ async fn gather(
     source: &str,
 ) -> Option<Vec<AuditRecord>> {
     let first = received.recv().await?;
+    let mut bytes = json_bytes(&first);
     let mut batch = vec![first];
     let until = tokio::time::Instant::now() + GATHER;
-    while batch.len() < BATCH {
+    while batch.len() < BATCH && bytes < BATCH_BYTES {
         match tokio::time::timeout_at(until, received.recv()).await {
-            Ok(Some(record)) => batch.push(record),
+            Ok(Some(record)) => {
+                bytes += json_bytes(&record);
+                batch.push(record);
+            }
             Ok(None) | Err(_) => break,
         }
     }
@@ -187,6 +198,28 @@ mod tests {
         );
         assert_eq!(report.check(), Ok(()));
         assert_eq!(dropped.load(Ordering::Relaxed), 0, "reported once");
+    }
+
+    #[tokio::test]
+    async fn records_with_names_a_caller_made_huge_make_batches_the_trail_takes() {
+        let (records, mut received) = mpsc::channel(QUEUE);
+        let dropped = Arc::new(AtomicU64::new(0));
+        let sender = AuditSender {
+            queues: vec![Queue {
+                records,
+                dropped: dropped.clone(),
+            }],
+        };
+        for n in 0..BATCH {
+            sender.record(record(n).in_namespace("x".repeat(300_000)));
+        }
+        let batch = gather(&mut received, &dropped, "codec").await.unwrap();
+        let bytes: usize = batch.iter().map(json_bytes).sum();
+        assert!(
+            bytes <= BATCH_BYTES + 2 * plinth_proto::audit::MAX_FIELD_BYTES,
+            "{bytes}"
+        );
+        assert!(batch.len() > 50, "each one small: {}", batch.len());
     }
 
     #[tokio::test]
