@@ -7,9 +7,6 @@ use temporalio_sdk::{ActivityOptions, WorkflowContext, WorkflowContextView, Work
 use crate::audit::{self, AUDIT_PATCH};
 use crate::contracts::{ApplyAccess, PlanAccess, ReconcileAccess};
 
-/// Plans one access run makes at most when policies or the directory keep changing under it.
-const MAX_PLANS: u32 = 3;
-
 /// One access run of a namespace, started by its `users/<namespace>` schedule: resolves the
 /// policies into the effective access list and applies the difference. The summary is the
 /// result: no memo upsert, which would cost one more Temporal action per namespace per run.
@@ -39,26 +36,14 @@ impl AccessRunWorkflow {
         let mut summary = if ctx.patched(AUDIT_PATCH) {
             // Planned, applied, then recorded: a retried apply finishes the same plan, so
             // every change it made is recorded however often the worker dies.
-            let mut tries = 0;
-            let (steps, summary) = loop {
-                let plan = ctx
-                    .execute_activity(PlanAccess, namespace.clone(), options.clone())
-                    .await?;
-                if plan.steps.is_empty() {
-                    break (Vec::new(), plan.summary);
-                }
+            let plan = ctx
+                .execute_activity(PlanAccess, namespace.clone(), options.clone())
+                .await?;
+            if plan.steps.is_empty() {
+                plan.summary
+            } else {
                 let steps = plan.steps.clone();
-                // A plan the policies or directory outdated is refused: planned again.
-                match ctx
-                    .execute_activity(ApplyAccess, plan, options.clone())
-                    .await
-                {
-                    Ok(summary) => break (steps, summary),
-                    Err(_) if tries < MAX_PLANS - 1 => tries += 1,
-                    Err(e) => return Err(e.into()),
-                }
-            };
-            if !steps.is_empty() {
+                let summary = ctx.execute_activity(ApplyAccess, plan, options).await?;
                 let actor = audit::actor(ctx, None);
                 let records = steps
                     .into_iter()
@@ -86,8 +71,8 @@ impl AccessRunWorkflow {
                     })
                     .collect();
                 audit::record(ctx, records).await?;
+                summary
             }
-            summary
         } else {
             ctx.execute_activity(ReconcileAccess, namespace, options)
                 .await?
