@@ -204,12 +204,16 @@ fn an_editors_rules_grant_write_to_the_group_with_its_nested_group_and_read_to_t
     let namespace = Namespace::provision(stack, PAYMENTS_MEMBER, "acc-rules", PAYMENTS_TEAM);
     let added = add_rules(stack, &namespace);
     assert!(stdout(&added).contains("added to"), "{}", text(&added));
-    wait_for("access from the new rules", || {
-        access(stack, &namespace.temporal).0 == team_access()
+    // A run publishes its summary after its changes: the access may show before "last run".
+    let table = || {
+        stdout(&ok(
+            stack.plinth_as(OUTSIDER, &["get", "access", &namespace.temporal])
+        ))
+    };
+    wait_for("access from the new rules, and its run", || {
+        access(stack, &namespace.temporal).0 == team_access() && table().contains("last run")
     });
-    let table = stdout(&ok(
-        stack.plinth_as(OUTSIDER, &["get", "access", &namespace.temporal])
-    ));
+    let table = table();
     assert!(
         table.contains("user:bob@example.com") && table.contains("last run"),
         "{table}"

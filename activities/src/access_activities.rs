@@ -161,7 +161,7 @@ impl AccessActivities {
         Ok(plan)
     }
 
-    /// Makes `plan`'s steps not in effect yet.
+    /// Makes what the policies give now, for the run that planned `plan`.
     #[activity(definition = ApplyAccess)]
     pub async fn apply_access(
         self: Arc<Self>,
@@ -169,11 +169,25 @@ impl AccessActivities {
         plan: AccessPlan,
     ) -> Result<AccessSummary, ActivityError> {
         let namespace = plan.namespace.clone();
-        let summary =
-            crate::heartbeat::with_heartbeat(ctx, apply_plan(plan, self.backend.as_ref()))
-                .await
-                .inspect_err(|_| crate::telemetry::access_run(None))
-                .map_err(failure)?;
+        // What is applied is planned afresh, as a whole run did before runs were planned
+        // first: a plan made before a change of policy or directory (or by an overlapping
+        // run) must not give back what a later run took away. `plan` names the run's steps.
+        let run = async {
+            let policies = policies_of(&namespace, &self.control).await?;
+            let fresh = plan_policies(
+                &namespace,
+                &policies,
+                self.backend.as_ref(),
+                self.directory.as_ref(),
+                &self.admin_group,
+            )
+            .await?;
+            apply_plan(fresh, self.backend.as_ref()).await
+        };
+        let summary = crate::heartbeat::with_heartbeat(ctx, run)
+            .await
+            .inspect_err(|_| crate::telemetry::access_run(None))
+            .map_err(failure)?;
         reconciled(&namespace, &summary);
         Ok(summary)
     }
