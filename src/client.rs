@@ -91,43 +91,66 @@ pub struct DeleteArgs {
     wait: bool,
 }
 
-/// Connects with the client certificate: `[client]`, else the `[dev]` user's in `$PLINTH_HOME`.
-pub async fn connect(config: &Config, home: &Home) -> anyhow::Result<Api> {
-    let client = &config.client;
-    let (address, server_name) = proxy_endpoint(config, home);
-    let user_dir = Identity::user(&config.dev.user)
-        .map(|user| home.client_dir(&user))
-        .context("[dev] user")?;
-    let cert = client
-        .cert
-        .clone()
-        .unwrap_or_else(|| user_dir.join("cert.pem"));
-    let key = client
-        .key
-        .clone()
-        .unwrap_or_else(|| user_dir.join("key.pem"));
-    let ca = client.ca.clone().unwrap_or_else(|| home.ca_cert());
-    let read = |path: &Path, what: &str| {
-        std::fs::read(path).with_context(|| {
-            format!(
-                "{what} {}: run `plinth dev` or set [client] in plinth.toml",
-                path.display()
-            )
+/// The caller's client certificate, key and the CA its servers are checked against:
+/// `[client]`, else the `[dev]` user's in `$PLINTH_HOME`.
+pub struct ClientCredentials {
+    pub cert: Vec<u8>,
+    pub key: Vec<u8>,
+    pub ca: Vec<u8>,
+}
+
+impl ClientCredentials {
+    pub fn load(config: &Config, home: &Home) -> anyhow::Result<Self> {
+        let client = &config.client;
+        let user_dir = Identity::user(&config.dev.user)
+            .map(|user| home.client_dir(&user))
+            .context("[dev] user")?;
+        let cert = client
+            .cert
+            .clone()
+            .unwrap_or_else(|| user_dir.join("cert.pem"));
+        let key = client
+            .key
+            .clone()
+            .unwrap_or_else(|| user_dir.join("key.pem"));
+        let ca = client.ca.clone().unwrap_or_else(|| home.ca_cert());
+        let read = |path: &Path, what: &str| {
+            std::fs::read(path).with_context(|| {
+                format!(
+                    "{what} {}: run `plinth dev` or set [client] in plinth.toml",
+                    path.display()
+                )
+            })
+        };
+        Ok(Self {
+            cert: read(&cert, "client certificate")?,
+            key: read(&key, "client key")?,
+            ca: read(&ca, "CA")?,
         })
-    };
+    }
+}
+
+/// A channel to the proxy, with the client certificate.
+async fn channel(config: &Config, home: &Home) -> anyhow::Result<Channel> {
+    let (address, server_name) = proxy_endpoint(config, home);
+    let credentials = ClientCredentials::load(config, home)?;
     let tls = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(read(&ca, "CA")?))
+        .ca_certificate(Certificate::from_pem(credentials.ca))
         .identity(tonic::transport::Identity::from_pem(
-            read(&cert, "client certificate")?,
-            read(&key, "client key")?,
+            credentials.cert,
+            credentials.key,
         ))
         .domain_name(server_name);
-    let channel = Channel::from_shared(format!("https://{address}"))?
+    Channel::from_shared(format!("https://{address}"))?
         .tls_config(tls)?
         .connect()
         .await
-        .with_context(|| format!("cannot reach the platform API at {address}"))?;
-    Ok(PlatformServiceClient::new(channel))
+        .with_context(|| format!("cannot reach the platform API at {address}"))
+}
+
+/// Connects to the platform API with the client certificate.
+pub async fn connect(config: &Config, home: &Home) -> anyhow::Result<Api> {
+    Ok(PlatformServiceClient::new(channel(config, home).await?))
 }
 
 /// The proxy address a running `plinth dev` wrote to `dev.json`.
@@ -155,7 +178,7 @@ fn dev_proxy_address(home: &Home) -> Option<String> {
         .map(str::to_owned)
 }
 
-fn status_error(status: tonic::Status) -> anyhow::Error {
+pub fn status_error(status: tonic::Status) -> anyhow::Error {
     anyhow::anyhow!("{}", status.message())
 }
 
@@ -482,7 +505,7 @@ fn policy_rows(policies: &[Policy]) {
     );
 }
 
-fn print_rows(header: &[&str], rows: Vec<Vec<String>>) {
+pub fn print_rows(header: &[&str], rows: Vec<Vec<String>>) {
     let header: Vec<String> = header.iter().map(|h| (*h).to_owned()).collect();
     let mut widths: Vec<usize> = header.iter().map(String::len).collect();
     for row in &rows {
@@ -714,18 +737,23 @@ pub struct AuditArgs {
     output: Output,
 }
 
-/// `plinth audit`.
-pub async fn audit(config: &Config, home: &Home, args: &AuditArgs) -> anyhow::Result<ExitCode> {
-    let from = match humantime::parse_duration(&args.since) {
+/// `--since`: a duration ago (`2h`, `7d`) or an RFC 3339 time, as RFC 3339.
+pub fn since(text: &str) -> anyhow::Result<String> {
+    match humantime::parse_duration(text) {
         Ok(ago) => {
             let from = std::time::SystemTime::now()
                 .checked_sub(ago)
                 .filter(|from| *from > std::time::SystemTime::UNIX_EPOCH)
-                .context("--since: reaches before 1970, where the trail starts")?;
-            humantime::format_rfc3339_seconds(from).to_string()
+                .context("--since: reaches before 1970, where Plinth's archive starts")?;
+            Ok(humantime::format_rfc3339_seconds(from).to_string())
         }
-        Err(_) => args.since.clone(),
-    };
+        Err(_) => Ok(text.to_owned()),
+    }
+}
+
+/// `plinth audit`.
+pub async fn audit(config: &Config, home: &Home, args: &AuditArgs) -> anyhow::Result<ExitCode> {
+    let from = since(&args.since)?;
     let request = plinth_proto::v1::QueryAuditRequest {
         from,
         to: args.until.clone().unwrap_or_default(),

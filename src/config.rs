@@ -43,6 +43,8 @@ pub struct Config {
     pub metrics: MetricsConfig,
     /// The audit trail: where it is shipped, and how often.
     pub audit: AuditConfig,
+    /// Closed workflows' histories of namespaces with `spec.export.enabled`.
+    pub export: ExportConfig,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
@@ -687,6 +689,10 @@ pub struct ClientConfig {
     /// CA bundle of the server certificate (default: $PLINTH_HOME/pki/ca.pem).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ca: Option<PathBuf>,
+    /// The codec server's URL, which `plinth history get` decrypts exported histories with
+    /// (default: the running `plinth dev`'s).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub codec: Option<String>,
 }
 
 /// `[worker]`: the worker's own endpoints.
@@ -782,6 +788,50 @@ impl AuditConfig {
                 .cloned()
                 .context("[audit] destinations: none"),
         }
+    }
+}
+
+/// `[export]`: where closed workflows' histories are exported, and how often.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ExportConfig {
+    /// Time between exports of a namespace.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// How long a closed workflow may take to show in Temporal's visibility: each export
+    /// takes the workflows closed at least this long ago.
+    #[serde(with = "humantime_serde")]
+    pub visibility_lag: Duration,
+    /// Object storage URL (`s3://bucket/prefix`, `gs://…`, `az://…`, `file:///…`); default:
+    /// the `archive` directory under PLINTH_HOME. On Temporal Cloud, the bucket Cloud's
+    /// export sink writes to, which Plinth reads.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub destination: Option<String>,
+}
+
+impl Default for ExportConfig {
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_secs(3600),
+            visibility_lag: Duration::from_secs(60),
+            destination: None,
+        }
+    }
+}
+
+impl ExportConfig {
+    /// The destination, opened; a URL that names no store is refused naming the key.
+    pub fn destination(&self, home: &crate::home::Home) -> anyhow::Result<plinth_archive::Archive> {
+        let url = match &self.destination {
+            Some(url) => url.clone(),
+            None => {
+                let dir = home.archive_dir();
+                plinth_archive::directory_url(&dir)
+                    .ok_or_else(|| anyhow::anyhow!("{}: not an absolute path", dir.display()))?
+            }
+        };
+        plinth_archive::Archive::open(&url)
+            .map_err(|e| anyhow::anyhow!("[export] destination: {e}"))
     }
 }
 
@@ -984,7 +1034,9 @@ impl Config {
             cert: some_path(),
             key: some_path(),
             ca: some_path(),
+            codec: Some(String::new()),
         };
+        all.export.destination = Some(String::new());
         match toml::Value::try_from(all).expect("config serializes") {
             toml::Value::Table(table) => table,
             _ => unreachable!("config serializes to a table"),

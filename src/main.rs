@@ -7,6 +7,7 @@ mod config;
 mod connect;
 mod dev;
 mod fault;
+mod history;
 mod home;
 mod logging;
 mod metrics;
@@ -82,6 +83,9 @@ enum Command {
     /// Who changed what: the audit trail as shipped (admins read all of it, others the
     /// records of namespaces they may read).
     Audit(client::AuditArgs),
+    /// Closed workflows' histories: what the export holds, and one history decrypted.
+    #[command(subcommand)]
+    History(history::HistoryCommand),
     /// Benchmarks against the running `plinth dev`, printed as a table.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -209,6 +213,7 @@ async fn run(
         Command::Apply(args) => client::apply(&config, &home, &args).await,
         Command::Get(args) => client::get(&config, &home, &args).await,
         Command::Audit(args) => client::audit(&config, &home, &args).await,
+        Command::History(command) => history::run(&config, &home, &command).await,
         Command::Describe(args) => client::describe(&config, &home, &args).await,
         Command::Delete(args) => client::delete(&config, &home, &args).await,
         Command::Policy(PolicyCommand::AddRule(args)) => {

@@ -92,7 +92,7 @@ pub fn write(config: &Config, home: &Home, args: &ProfileArgs) -> anyhow::Result
 }
 
 /// The running `plinth dev`'s codec server: local, and open to local callers.
-fn dev_codec(home: &Home) -> Option<String> {
+pub(crate) fn dev_codec(home: &Home) -> Option<String> {
     home.running_dev()?["codec"]["url"]
         .as_str()
         .map(str::to_owned)

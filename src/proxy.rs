@@ -1,7 +1,7 @@
 //! `plinth proxy`: the mTLS front door serving the platform API and Temporal's services.
 
 use anyhow::Context;
-use plinth_api::{AuditReader, PlatformApi};
+use plinth_api::{AuditReader, HistoryReader, PlatformApi};
 use plinth_control::{AccessLists, ControlPlane};
 use plinth_identity::ClientVerifier;
 use plinth_identity::{CertificateAuthority, Identity, Secret, TrustDomain};
@@ -85,7 +85,12 @@ pub async fn run(config: &Config, home: &Home, args: &ProxyArgs) -> anyhow::Resu
         platform.rules,
         platform.admin_group,
     )
-    .with_audit(AuditReader::new(trail, access.clone()));
+    .with_audit(AuditReader::new(trail, access.clone()))
+    .with_histories(HistoryReader::new(
+        config.export.destination(home)?,
+        access.clone(),
+        platform.backend.clone(),
+    ));
     if let Some(check) = ProxyKeyCheck::of(config)? {
         check.check().await.map_err(anyhow::Error::msg)?;
     }

@@ -77,8 +77,19 @@ pub async fn run(config: &Config, home: &Home, args: &WorkerArgs) -> anyhow::Res
             "audit trail shipped"
         );
     }
-    let mut worker =
-        PlinthWorker::start(connection, &settings, platform, metrics, keys, audit).await?;
+    if config.export.interval.is_zero() {
+        anyhow::bail!("[export] interval: must be more than 0");
+    }
+    let export = plinth_worker::HistoryExportSettings {
+        destination: config.export.destination(home)?,
+        interval: config.export.interval,
+        visibility_lag: config.export.visibility_lag,
+    };
+    tracing::info!(url = export.destination.url(), "histories exported");
+    let mut worker = PlinthWorker::start(
+        connection, &settings, platform, metrics, keys, audit, export,
+    )
+    .await?;
     tokio::spawn(worker.follow_directory(crate::platform::DIRECTORY_POLL));
     let shutdown = worker.shutdown_handle();
     tokio::spawn(async move {

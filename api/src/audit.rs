@@ -18,7 +18,7 @@ const DEFAULT_LIMIT: u32 = 100;
 /// Records one query answers at most.
 const MAX_LIMIT: u32 = 10_000;
 /// The longest range one query reads: a year, and a leap day's slack.
-const MAX_RANGE: Duration = Duration::from_secs(400 * 86_400);
+pub(crate) const MAX_RANGE: Duration = Duration::from_secs(400 * 86_400);
 /// The range of a query that names no start.
 const DEFAULT_RANGE: Duration = Duration::from_secs(86_400);
 /// Records one query reads at most, matching or not, and the bytes it answers at most: a
@@ -57,35 +57,8 @@ impl AuditReader {
         identity: &Identity,
         request: QueryAuditRequest,
     ) -> Result<QueryAuditResponse, Status> {
-        let to = time(&request.to, "to")?.unwrap_or_else(SystemTime::now);
-        let from = time(&request.from, "from")?.unwrap_or_else(|| {
-            to.checked_sub(DEFAULT_RANGE)
-                .unwrap_or(SystemTime::UNIX_EPOCH)
-        });
-        // The key layout names no hour before 1970.
-        if from < SystemTime::UNIX_EPOCH + Duration::from_secs(86_400) {
-            return Err(Status::invalid_argument(
-                "from: the trail starts in 1970; give a later time",
-            ));
-        }
-        if from >= to {
-            return Err(Status::invalid_argument("from: must be before to"));
-        }
-        if to.duration_since(from).unwrap_or_default() > MAX_RANGE {
-            return Err(Status::invalid_argument(format!(
-                "from: reads at most {} days at once; narrow the range",
-                MAX_RANGE.as_secs() / 86_400
-            )));
-        }
-        let limit = match request.limit {
-            0 => DEFAULT_LIMIT,
-            n if n > MAX_LIMIT => {
-                return Err(Status::invalid_argument(format!(
-                    "limit: at most {MAX_LIMIT}"
-                )));
-            }
-            n => n,
-        } as usize;
+        let (from, to) = range(&request.from, "from", &request.to, "to")?;
+        let limit = limit(request.limit)?;
         let admin = admins.include(identity);
         let mut readable: HashMap<String, bool> = HashMap::new();
         let mut records = Vec::new();
@@ -165,6 +138,49 @@ impl AuditReader {
             })?;
         readable.insert(record.namespace.clone(), allowed);
         Ok(allowed)
+    }
+}
+
+/// The range `[from, to)` two fields give: `to` now when empty, `from` a day before `to`;
+/// at most [`MAX_RANGE`] long, after 1970 (the key layouts name no hour before).
+pub(crate) fn range(
+    from: &str,
+    from_field: &str,
+    to: &str,
+    to_field: &str,
+) -> Result<(SystemTime, SystemTime), Status> {
+    let to = time(to, to_field)?.unwrap_or_else(SystemTime::now);
+    let from = time(from, from_field)?.unwrap_or_else(|| {
+        to.checked_sub(DEFAULT_RANGE)
+            .unwrap_or(SystemTime::UNIX_EPOCH)
+    });
+    if from < SystemTime::UNIX_EPOCH + Duration::from_secs(86_400) {
+        return Err(Status::invalid_argument(format!(
+            "{from_field}: Plinth's archive starts in 1970; give a later time"
+        )));
+    }
+    if from >= to {
+        return Err(Status::invalid_argument(format!(
+            "{from_field}: must be before {to_field}"
+        )));
+    }
+    if to.duration_since(from).unwrap_or_default() > MAX_RANGE {
+        return Err(Status::invalid_argument(format!(
+            "{from_field}: reads at most {} days at once; narrow the range",
+            MAX_RANGE.as_secs() / 86_400
+        )));
+    }
+    Ok((from, to))
+}
+
+/// The `limit` field: [`DEFAULT_LIMIT`] when 0, at most [`MAX_LIMIT`].
+pub(crate) fn limit(limit: u32) -> Result<usize, Status> {
+    match limit {
+        0 => Ok(DEFAULT_LIMIT as usize),
+        n if n > MAX_LIMIT => Err(Status::invalid_argument(format!(
+            "limit: at most {MAX_LIMIT}"
+        ))),
+        n => Ok(n as usize),
     }
 }
 

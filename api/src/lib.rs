@@ -1,12 +1,14 @@
 //! `plinth.v1.PlatformService`: namespace resources and access policies over the control
-//! plane's workflows, and the audit trail.
+//! plane's workflows, the audit trail and the history export.
 
 mod audit;
+mod history;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 pub use audit::AuditReader;
+pub use history::HistoryReader;
 use plinth_control::access::validate_rule;
 use plinth_control::contract::{
     KIND_ATTRIBUTE, OWNER_ATTRIBUTE, PHASE_ATTRIBUTE, ScrapeTarget, namespace_name_of,
@@ -19,12 +21,13 @@ use plinth_proto::v1::platform_service_server::PlatformService;
 use plinth_proto::v1::{
     AccessGrant, AccessList, ApplyMetricsTargetRequest, ApplyMetricsTargetResponse,
     ApplyNamespaceRequest, ApplyNamespaceResponse, DeleteMetricsTargetRequest,
-    DeleteNamespaceRequest, DeleteNamespaceResponse, GetAccessRequest, GetMetricsTargetRequest,
-    GetNamespaceRequest, GetPolicyRequest, ListMetricsTargetsRequest, ListMetricsTargetsResponse,
-    ListNamespacesRequest, ListNamespacesResponse, ListPoliciesRequest, ListPoliciesResponse,
-    MetricsTarget, MetricsTargetStatus, Namespace, NamespaceSummary, ObjectMeta, Policy,
-    PolicyRuleRequest, QueryAuditRequest, QueryAuditResponse, ReloadDirectoryRequest,
-    ReloadDirectoryResponse, Rule, WatchNamespaceRequest,
+    DeleteNamespaceRequest, DeleteNamespaceResponse, GetAccessRequest, GetHistoryRequest,
+    GetHistoryResponse, GetMetricsTargetRequest, GetNamespaceRequest, GetPolicyRequest,
+    ListHistoriesRequest, ListHistoriesResponse, ListMetricsTargetsRequest,
+    ListMetricsTargetsResponse, ListNamespacesRequest, ListNamespacesResponse, ListPoliciesRequest,
+    ListPoliciesResponse, MetricsTarget, MetricsTargetStatus, Namespace, NamespaceSummary,
+    ObjectMeta, Policy, PolicyRuleRequest, QueryAuditRequest, QueryAuditResponse,
+    ReloadDirectoryRequest, ReloadDirectoryResponse, Rule, WatchNamespaceRequest,
 };
 use plinth_proto::{
     ValidationRules, check_update, outcome, phase, validate_metrics_target, validate_namespace,
@@ -54,6 +57,7 @@ pub struct PlatformApi {
     admins: Admins,
     rules: ValidationRules,
     audit: Option<AuditReader>,
+    histories: Option<HistoryReader>,
 }
 
 impl std::fmt::Debug for PlatformApi {
@@ -84,6 +88,7 @@ impl PlatformApi {
             admins: Admins::new(directory, admin_group),
             rules,
             audit: None,
+            histories: None,
         }
     }
 
@@ -91,6 +96,18 @@ impl PlatformApi {
     pub fn with_audit(mut self, reader: AuditReader) -> Self {
         self.audit = Some(reader);
         self
+    }
+
+    /// Answers `ListHistories` and `GetHistory` from `reader`.
+    pub fn with_histories(mut self, reader: HistoryReader) -> Self {
+        self.histories = Some(reader);
+        self
+    }
+
+    fn histories(&self) -> Result<&HistoryReader, Status> {
+        self.histories
+            .as_ref()
+            .ok_or_else(|| Status::unavailable("this proxy reads no history export ([export])"))
     }
 
     /// Who may change what: the admin group and the directory.
@@ -567,6 +584,30 @@ impl PlatformService for PlatformApi {
         })?;
         let answer = reader
             .query(&self.admins, &identity, request.into_inner())
+            .await?;
+        Ok(Response::new(answer))
+    }
+
+    async fn list_histories(
+        &self,
+        request: Request<ListHistoriesRequest>,
+    ) -> Result<Response<ListHistoriesResponse>, Status> {
+        let identity = caller(request.extensions())?;
+        let answer = self
+            .histories()?
+            .list(&self.admins, &identity, request.into_inner())
+            .await?;
+        Ok(Response::new(answer))
+    }
+
+    async fn get_history(
+        &self,
+        request: Request<GetHistoryRequest>,
+    ) -> Result<Response<GetHistoryResponse>, Status> {
+        let identity = caller(request.extensions())?;
+        let answer = self
+            .histories()?
+            .get(&self.admins, &identity, request.into_inner())
             .await?;
         Ok(Response::new(answer))
     }

@@ -4,12 +4,12 @@
 //! query reads only the hours it covers and a record shipped late still lands in its hour.
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use bytes::Bytes;
 use plinth_proto::audit::AuditRecord;
 
-use crate::{Archive, ArchiveError};
+use crate::{Archive, ArchiveError, hours};
 
 /// Where the trail starts in a destination.
 pub const PREFIX: &str = "audit/v1";
@@ -17,8 +17,6 @@ pub const PREFIX: &str = "audit/v1";
 /// The largest object the trail reads: Plinth's batches stay far below it (an exporter holds
 /// 512 KiB at most), so a larger one was not written by Plinth and is refused unread.
 const MAX_OBJECT_BYTES: u64 = 16 << 20;
-
-const HOUR: Duration = Duration::from_secs(3600);
 
 /// Writes `records` as batch number `batch` of `stream` (empty for changes): one object per
 /// hour they happened in, named `<batch>.ndjson` or `<stream>-<batch>.ndjson`. The same batch
@@ -37,7 +35,7 @@ pub async fn write_batch(
     let mut by_hour: BTreeMap<String, Vec<u8>> = BTreeMap::new();
     for record in records {
         let when = record.when().unwrap_or(SystemTime::UNIX_EPOCH);
-        let key = format!("{}/{name}", hour_prefix(when));
+        let key = format!("{}/{name}", hours::path(PREFIX, when));
         record
             .check()
             .map_err(|e| archive.malformed(&key, format!("record {:?}: {e}", record.id)))?;
@@ -98,15 +96,15 @@ impl<'a> Trail<'a> {
         budget: u64,
     ) -> Result<Self, ArchiveError> {
         let mut hours: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for month in months(from, to) {
+        for month in hours::months(PREFIX, from, to) {
             for key in archive.list(&month).await? {
                 let Some((hour, _)) = key.rsplit_once('/') else {
                     continue;
                 };
-                let Some(start) = hour_start(hour) else {
+                let Some(start) = hours::start(PREFIX, hour) else {
                     continue;
                 };
-                if start + HOUR > from && start < to {
+                if start + hours::HOUR > from && start < to {
                     hours.entry(hour.to_owned()).or_default().push(key);
                 }
             }
@@ -154,50 +152,6 @@ impl<'a> Trail<'a> {
             when >= self.from && when < self.to && self.seen.insert(record.id.clone())
         });
         Ok(Some(records))
-    }
-}
-
-/// `audit/v1/YYYY/MM/DD/HH` of `time`, in UTC.
-fn hour_prefix(time: SystemTime) -> String {
-    let stamp = humantime::format_rfc3339_seconds(time).to_string();
-    // 2026-12-04T10:11:12Z
-    format!(
-        "{PREFIX}/{}/{}/{}/{}",
-        &stamp[0..4],
-        &stamp[5..7],
-        &stamp[8..10],
-        &stamp[11..13]
-    )
-}
-
-/// The start of the hour `audit/v1/YYYY/MM/DD/HH` names.
-fn hour_start(prefix: &str) -> Option<SystemTime> {
-    let rest = prefix.strip_prefix(PREFIX)?.strip_prefix('/')?;
-    let parts: Vec<&str> = rest.split('/').collect();
-    let [year, month, day, hour] = parts.as_slice() else {
-        return None;
-    };
-    humantime::parse_rfc3339(&format!("{year}-{month}-{day}T{hour}:00:00Z")).ok()
-}
-
-/// `audit/v1/YYYY/MM` of every month `[from, to)` touches.
-fn months(from: SystemTime, to: SystemTime) -> Vec<String> {
-    let mut months = Vec::new();
-    if from >= to {
-        return months;
-    }
-    let last = to - Duration::from_nanos(1);
-    let mut at = from;
-    loop {
-        let month = hour_prefix(at)[..PREFIX.len() + 8].to_owned();
-        if months.last() != Some(&month) {
-            months.push(month);
-        }
-        if at >= last {
-            return months;
-        }
-        // A day at a time never steps over a month.
-        at = (at + Duration::from_secs(86_400)).min(last);
     }
 }
 
@@ -347,13 +301,28 @@ mod tests {
     #[test]
     fn every_month_of_a_range_is_listed_once() {
         assert_eq!(
-            months(at("2026-11-30T23:00:00Z"), at("2027-01-01T00:00:01Z")),
+            hours::months(
+                PREFIX,
+                at("2026-11-30T23:00:00Z"),
+                at("2027-01-01T00:00:01Z")
+            ),
             ["audit/v1/2026/11", "audit/v1/2026/12", "audit/v1/2027/01"]
         );
         assert_eq!(
-            months(at("2026-12-04T10:00:00Z"), at("2026-12-04T11:00:00Z")),
+            hours::months(
+                PREFIX,
+                at("2026-12-04T10:00:00Z"),
+                at("2026-12-04T11:00:00Z")
+            ),
             ["audit/v1/2026/12"]
         );
-        assert!(months(at("2026-12-04T10:00:00Z"), at("2026-12-04T10:00:00Z")).is_empty());
+        assert!(
+            hours::months(
+                PREFIX,
+                at("2026-12-04T10:00:00Z"),
+                at("2026-12-04T10:00:00Z")
+            )
+            .is_empty()
+        );
     }
 }

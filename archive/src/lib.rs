@@ -1,11 +1,13 @@
 //! Plinth's archive: what it keeps in object storage beyond Temporal's retention, the audit
-//! trail ([`audit`]). A destination is a URL (`s3://bucket/prefix`,
+//! trail ([`audit`]) and closed workflows' histories ([`history`]). A destination is a URL (`s3://bucket/prefix`,
 //! `gs://…`, `az://…`, `file:///…`) opened with the `object_store` crate, credentials coming
 //! from the environment as each store's own tools read them.
 
 #![forbid(unsafe_code)]
 
 pub mod audit;
+pub mod history;
+mod hours;
 
 use std::sync::Arc;
 

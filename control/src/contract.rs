@@ -198,3 +198,49 @@ impl UpdateDefinition for AppendAudit {
         "append"
     }
 }
+
+/// Workflow id of the history export of the namespace resource `name`.
+pub fn history_export_workflow_id(name: &str) -> String {
+    format!("history-export/{name}")
+}
+
+/// Where a `HistoryExport` run stands: the namespace, how far it exported, and what.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryExportState {
+    /// The namespace resource's name.
+    pub namespace: String,
+    /// The Temporal namespace whose workflows are exported.
+    pub temporal_namespace: String,
+    /// Every workflow that closed before this (unix seconds) is exported; 0 before the first
+    /// export, which takes every closed workflow Temporal still keeps.
+    #[serde(default)]
+    pub exported_through: i64,
+    /// Workflows exported so far (a workflow exported again by a retry counts again).
+    #[serde(default)]
+    pub workflows: u64,
+    /// Objects and bytes written so far.
+    #[serde(default)]
+    pub objects: u64,
+    #[serde(default)]
+    pub bytes: u64,
+}
+
+workflow_type!(
+    /// `HistoryExport`, the export of one namespace's closed workflows, for as long as the
+    /// namespace asks for it.
+    HistoryExportStart = "HistoryExport", HistoryExportState => HistoryExportState
+);
+
+/// The `finish` update of a `HistoryExport`: exports every workflow closed until now, then
+/// ends the export; answers where it stopped.
+#[derive(Clone, Copy, Debug)]
+pub struct FinishHistoryExport;
+
+impl UpdateDefinition for FinishHistoryExport {
+    type Workflow = HistoryExportStart;
+    type Input = ();
+    type Output = HistoryExportState;
+    fn name(&self) -> &str {
+        "finish"
+    }
+}

@@ -6,7 +6,7 @@ use std::time::Duration;
 use plinth_proto::audit::AuditRecord;
 use plinth_proto::v1::{AccessSummary, MetricsTarget, Policy};
 use serde::de::DeserializeOwned;
-use temporalio_client::errors::WorkflowInteractionError;
+use temporalio_client::errors::{WorkflowInteractionError, WorkflowUpdateError};
 use temporalio_client::schedules::{
     CreateScheduleOptions, DeleteScheduleOptions, ListSchedulesOptions, ScheduleAction,
     ScheduleError, ScheduleIntervalSpec, ScheduleOverlapPolicy, ScheduleSpec,
@@ -25,9 +25,10 @@ use tokio_stream::StreamExt;
 
 use crate::backend::BackendError;
 use crate::contract::{
-    AccessRunStart, AppendAudit, Appended, AuditExportStart, AuditExportState, KIND_ATTRIBUTE,
-    OWNER_ATTRIBUTE, PolicyStart, RESOURCE_MEMO, ScrapeStart, ScrapeTarget, SetPolicyEditors,
-    access_schedule_id, audit_workflow_id, policy_workflow_id, scrape_workflow_id,
+    AccessRunStart, AppendAudit, Appended, AuditExportStart, AuditExportState, FinishHistoryExport,
+    HistoryExportStart, HistoryExportState, KIND_ATTRIBUTE, OWNER_ATTRIBUTE, PolicyStart,
+    RESOURCE_MEMO, ScrapeStart, ScrapeTarget, SetPolicyEditors, access_schedule_id,
+    audit_workflow_id, history_export_workflow_id, policy_workflow_id, scrape_workflow_id,
 };
 
 /// What [`ControlPlane::ensure_policy`] did.
@@ -217,6 +218,89 @@ impl ControlPlane {
             .await
             .map_err(|e| BackendError::Unavailable(format!("start workflow {id}: {e}")))?;
         Ok(())
+    }
+
+    /// Starts the history export of namespace resource `name` (Temporal namespace
+    /// `temporal_namespace`) unless it runs. True when it started it.
+    pub async fn ensure_history_export(
+        &self,
+        name: &str,
+        temporal_namespace: &str,
+    ) -> Result<bool, BackendError> {
+        let id = history_export_workflow_id(name);
+        let handle = self
+            .client
+            .get_workflow_handle::<UntypedWorkflow>(id.clone());
+        match handle.describe(WorkflowDescribeOptions::default()).await {
+            Ok(description)
+                if description
+                    .raw_description
+                    .workflow_execution_info
+                    .as_ref()
+                    .is_some_and(|info| info.status == WorkflowExecutionStatus::Running as i32) =>
+            {
+                return Ok(false);
+            }
+            Ok(_) | Err(WorkflowInteractionError::NotFound(_)) => {}
+            Err(e) => return Err(BackendError::Unavailable(format!("control plane: {e}"))),
+        }
+        // A finished export's successor starts where it stopped.
+        let last = self.finished_history_export(&id).await?;
+        let state = HistoryExportState {
+            namespace: name.to_owned(),
+            temporal_namespace: temporal_namespace.to_owned(),
+            ..last.unwrap_or_default()
+        };
+        let options = WorkflowStartOptions::new(self.task_queue.clone(), id.clone())
+            .id_conflict_policy(WorkflowIdConflictPolicy::UseExisting)
+            .build();
+        self.client
+            .start_workflow(HistoryExportStart, state, options)
+            .await
+            .map_err(|e| BackendError::Unavailable(format!("start workflow {id}: {e}")))?;
+        Ok(true)
+    }
+
+    /// What the last, finished, run of history export `id` handed on.
+    async fn finished_history_export(
+        &self,
+        id: &str,
+    ) -> Result<Option<HistoryExportState>, BackendError> {
+        let handle = self
+            .client
+            .get_workflow_handle::<HistoryExportStart>(id.to_owned());
+        match handle.get_result(WorkflowGetResultOptions::default()).await {
+            Ok(state) => Ok(Some(state)),
+            Err(e) => {
+                tracing::debug!(workflow = id, error = %e, "no finished history export to resume");
+                Ok(None)
+            }
+        }
+    }
+
+    /// Ends the history export of namespace resource `name` once every workflow closed until
+    /// now is exported; one not running is fine. Returns where it stopped.
+    pub async fn finish_history_export(
+        &self,
+        name: &str,
+    ) -> Result<Option<HistoryExportState>, BackendError> {
+        let id = history_export_workflow_id(name);
+        let handle = self
+            .client
+            .get_workflow_handle::<HistoryExportStart>(id.clone());
+        match handle
+            .execute_update(
+                FinishHistoryExport,
+                (),
+                WorkflowExecuteUpdateOptions::default(),
+            )
+            .await
+        {
+            Ok(state) => Ok(Some(state)),
+            // Never started, or already finished.
+            Err(WorkflowUpdateError::NotFound(_)) => Ok(None),
+            Err(e) => Err(BackendError::Unavailable(format!("finish {id}: {e}"))),
+        }
     }
 
     /// Hands `records` to the audit trail's shipping of `stream` to destination `name`,

@@ -12,8 +12,8 @@ mod validation;
 
 pub use documents::{DocumentError, Resource, parse_documents};
 pub use validation::{
-    FieldError, SEARCH_ATTRIBUTE_TYPES, TEMPORAL_SYSTEM, ValidationRules, check_update,
-    validate_metrics_target, validate_namespace,
+    FieldError, SEARCH_ATTRIBUTE_TYPES, TEMPORAL_SYSTEM, ValidationRules, check_dns_label,
+    check_update, validate_metrics_target, validate_namespace,
 };
 
 /// Generated `plinth.v1` messages and service.

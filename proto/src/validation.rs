@@ -255,7 +255,9 @@ fn check_envelope<'a, S>(
     spec.map_or_else(|| invalid("spec", "missing"), Ok)
 }
 
-fn check_dns_label(field: &str, value: &str) -> Result<(), FieldError> {
+/// `value` is a DNS label (lowercase letters, digits and dashes, at most 63); else an error
+/// naming `field`.
+pub fn check_dns_label(field: &str, value: &str) -> Result<(), FieldError> {
     if value.is_empty() {
         return invalid(field, "missing");
     }

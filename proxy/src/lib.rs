@@ -34,6 +34,11 @@ use tokio_stream::StreamExt as _;
 use connection::Services;
 
 pub use connection::LocalService;
+
+/// The descriptor set of the Temporal protos this proxy was built with.
+pub fn temporal_descriptors() -> &'static [u8] {
+    schema::DESCRIPTORS
+}
 pub use forward::{DoorSettings, FrontDoor};
 pub use metrics::ProxyMetrics;
 pub use nexus::NexusEndpoints;

@@ -137,13 +137,13 @@ pub(crate) struct Schema {
     identity_fields: HashMap<String, u32>,
 }
 
+/// The descriptor set of the protos this proxy was built with.
+pub(crate) const DESCRIPTORS: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/temporal-descriptors.bin"));
+
 /// The schema of the protos this proxy was built with.
 pub(crate) static SCHEMA: LazyLock<Schema> = LazyLock::new(|| {
-    Schema::from_descriptors(include_bytes!(concat!(
-        env!("OUT_DIR"),
-        "/temporal-descriptors.bin"
-    )))
-    .expect("the descriptor set built into the proxy decodes")
+    Schema::from_descriptors(DESCRIPTORS).expect("the descriptor set built into the proxy decodes")
 });
 
 /// Why a message's payloads could not be rewritten.

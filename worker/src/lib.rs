@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use plinth_activities::{
-    AccessActivities, AuditActivities, MetricsActivities, NamespaceActivities,
+    AccessActivities, AuditActivities, HistoryActivities, MetricsActivities, NamespaceActivities,
     ScrapeTargetSettings, WorkerActivities,
 };
 use plinth_control::contract::{DATA_STREAM, ScrapeTarget};
@@ -54,6 +54,17 @@ pub struct AuditShipping {
     pub destinations: std::collections::HashMap<String, plinth_archive::Archive>,
     /// Time between shipments.
     pub interval: Duration,
+}
+
+/// Where closed workflows' histories are exported (`[export]`), and how often.
+#[derive(Clone, Debug)]
+pub struct HistoryExportSettings {
+    /// The destination.
+    pub destination: plinth_archive::Archive,
+    /// Time between exports of a namespace.
+    pub interval: Duration,
+    /// How long a closed workflow takes to show in visibility.
+    pub visibility_lag: Duration,
 }
 
 /// Why the worker could not start or stopped.
@@ -114,6 +125,7 @@ impl PlinthWorker {
         metrics: MetricsSettings,
         namespace_keys: Option<NamespaceKeySettings>,
         audit: AuditShipping,
+        export: HistoryExportSettings,
     ) -> Result<Self, WorkerError> {
         ensure_namespace(&connection, &settings.namespace).await?;
         let setup = |e: &dyn std::fmt::Display| WorkerError::Setup(e.to_string());
@@ -139,6 +151,13 @@ impl PlinthWorker {
             platform.access_interval,
         );
         let directory = platform.directory.clone();
+        let histories = HistoryActivities::new(
+            platform.backend.clone(),
+            control.clone(),
+            export.destination,
+            export.interval,
+            export.visibility_lag,
+        );
         let mut namespaces = NamespaceActivities::new(
             platform.backend,
             platform.directory,
@@ -174,6 +193,7 @@ impl PlinthWorker {
             .register_activities(access)
             .register_activities(scraping)
             .register_activities(shipping)
+            .register_activities(histories)
             .build();
         let worker = Worker::new(&runtime, client, options).map_err(|e| setup(&e))?;
         for target in targets {

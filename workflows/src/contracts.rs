@@ -431,3 +431,88 @@ impl ActivityDefinition for ApplyAccess {
         "ApplyAccess"
     }
 }
+
+/// Input of `SetHistoryExport`: a namespace and whether its closed workflows are exported.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryExportSetting {
+    /// The namespace resource's name.
+    pub name: String,
+    /// The spec's Temporal namespace name.
+    pub namespace: String,
+    /// `spec.export.enabled`; false also when the namespace is deleted.
+    pub enabled: bool,
+}
+
+/// Activity `SetHistoryExport`: starts the namespace's `HistoryExport` (or, on Temporal Cloud,
+/// configures its export sink) when enabled, and finishes it otherwise; answers what changed
+/// (empty: nothing).
+#[derive(Clone, Copy, Debug)]
+pub struct SetHistoryExport;
+
+impl ActivityDefinition for SetHistoryExport {
+    type Input = HistoryExportSetting;
+    type Output = String;
+
+    fn name(&self) -> &str {
+        "SetHistoryExport"
+    }
+}
+
+/// How often histories are exported (`[export] interval`), and how long after a workflow
+/// closes it is visible to the export (`[export] visibility_lag`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExportSettings {
+    /// Seconds between exports.
+    pub interval_secs: u64,
+    /// Seconds a closed workflow may take to appear in visibility.
+    pub lag_secs: u64,
+}
+
+/// Activity `LoadExportSettings`: the worker's `[export]` settings, read at the start of
+/// every run.
+#[derive(Clone, Copy, Debug)]
+pub struct LoadExportSettings;
+
+impl ActivityDefinition for LoadExportSettings {
+    type Input = ();
+    type Output = ExportSettings;
+
+    fn name(&self) -> &str {
+        "LoadExportSettings"
+    }
+}
+
+/// One export: the workflows of a Temporal namespace that closed in `[from, to)`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExportWindow {
+    /// The Temporal namespace.
+    pub namespace: String,
+    /// Unix seconds.
+    pub from: i64,
+    /// Unix seconds, exclusive.
+    pub to: i64,
+}
+
+/// What an export wrote.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExportReport {
+    /// Workflows exported.
+    pub workflows: u64,
+    /// Objects written, and their bytes.
+    pub objects: u64,
+    pub bytes: u64,
+}
+
+/// Activity `ExportHistories`: writes the histories of a window's closed workflows to
+/// `[export] destination`; a retry resumes from its last page and writes the same objects.
+#[derive(Clone, Copy, Debug)]
+pub struct ExportHistories;
+
+impl ActivityDefinition for ExportHistories {
+    type Input = ExportWindow;
+    type Output = ExportReport;
+
+    fn name(&self) -> &str {
+        "ExportHistories"
+    }
+}

@@ -9,6 +9,7 @@ mod audit_export;
 mod canary;
 pub mod contracts;
 mod handover;
+mod history_export;
 mod policy;
 mod provision_namespace;
 mod scrape_metrics;
@@ -17,6 +18,7 @@ pub use access_run::AccessRunWorkflow;
 pub use audit::{By, Deleter};
 pub use audit_export::AuditExport;
 pub use canary::Canary;
+pub use history_export::HistoryExport;
 pub use policy::{PolicyWorkflow, RuleChange};
 pub use provision_namespace::{ApplyResult, ProvisionNamespace};
 pub use scrape_metrics::{MetricsTargetApplied, SCRAPES_PER_RUN, ScrapeMetricsWorkflow};
@@ -34,13 +36,15 @@ macro_rules! register_workflows {
             .and_then(|options| options.register_workflow::<$crate::AccessRunWorkflow>())
             .and_then(|options| options.register_workflow::<$crate::ScrapeMetricsWorkflow>())
             .and_then(|options| options.register_workflow::<$crate::AuditExport>())
+            .and_then(|options| options.register_workflow::<$crate::HistoryExport>())
     };
 }
 
 #[cfg(test)]
 mod tests {
     use plinth_control::contract::{
-        AccessRunStart, AppendAudit, AuditExportStart, PolicyStart, ScrapeStart, SetPolicyEditors,
+        AccessRunStart, AppendAudit, AuditExportStart, FinishHistoryExport, HistoryExportStart,
+        PolicyStart, ScrapeStart, SetPolicyEditors,
     };
     use temporalio_common::{UpdateDefinition, WorkflowDefinition};
 
@@ -61,10 +65,13 @@ mod tests {
         starts_as(AccessRunWorkflow::run, AccessRunStart);
         starts_as(ScrapeMetricsWorkflow::run, ScrapeStart);
         starts_as(AuditExport::run, AuditExportStart);
-        // The control plane reads an access run's summary: the compiler holds the type.
+        starts_as(HistoryExport::run, HistoryExportStart);
+        // The control plane reads an access run's summary, and where a finished export
+        // stopped: the compiler holds the types.
         fn ends_with<W: WorkflowDefinition, C: WorkflowDefinition<Output = W::Output>>(_: W, _: C) {
         }
         ends_with(AccessRunWorkflow::run, AccessRunStart);
+        ends_with(HistoryExport::run, HistoryExportStart);
     }
 
     #[test]
@@ -77,5 +84,6 @@ mod tests {
         }
         takes_as(PolicyWorkflow::set_editors, SetPolicyEditors);
         takes_as(AuditExport::append, AppendAudit);
+        takes_as(HistoryExport::finish, FinishHistoryExport);
     }
 }

@@ -12,12 +12,20 @@ use temporalio_sdk::{
 
 use crate::audit::{self, AUDIT_PATCH, By, Deleter, spec_json};
 use crate::contracts::{
-    AccessSeed, DeleteNamespace, LoadPlatformSettings, ReconcileNamespace, ReconcileReport,
-    RemoveAccessSchedule, ScheduleShred, SeedAccess, ShredKeys, ShredRequest, ValidateNamespace,
+    AccessSeed, DeleteNamespace, HistoryExportSetting, LoadPlatformSettings, ReconcileNamespace,
+    ReconcileReport, RemoveAccessSchedule, ScheduleShred, SeedAccess, SetHistoryExport, ShredKeys,
+    ShredRequest, ValidateNamespace,
 };
 use crate::handover::{hand_over_when_long, wait_for_handlers};
 
 const MAX_EVENTS: usize = 10;
+/// Namespaces set up their history export as they are reconciled and finish it as they are
+/// deleted.
+const EXPORT_PATCH: &str = "history-export";
+
+fn seed_export(spec: &plinth_proto::v1::NamespaceSpec) -> bool {
+    spec.export.is_some_and(|export| export.enabled)
+}
 
 /// What an `apply` update answers.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -326,6 +334,7 @@ async fn reconcile(ctx: &mut WorkflowContext<ProvisionNamespace>, drift_check: b
         });
         publish(ctx);
     }
+    let seed_name = spec.name.clone();
     let seed = AccessSeed {
         namespace: spec.name.clone(),
         owner: spec.owner.clone(),
@@ -352,6 +361,24 @@ async fn reconcile(ctx: &mut WorkflowContext<ProvisionNamespace>, drift_check: b
                     report.changes.push("access schedule written".into());
                 }
             }
+            Err(e) => result = Err(e),
+        }
+    }
+    // Export follows the namespace too (histories recorded before it replay without).
+    if ctx.patched(EXPORT_PATCH)
+        && let Ok(report) = &mut result
+    {
+        let setting = HistoryExportSetting {
+            name: ctx.state(|s| s.resource.name().to_owned()),
+            enabled: seed_export(&ctx.state(|s| s.resource.spec_or_default())),
+            namespace: seed_name,
+        };
+        match ctx
+            .execute_activity(SetHistoryExport, setting, backend_activity())
+            .await
+        {
+            Ok(change) if !change.is_empty() => report.changes.push(change),
+            Ok(_) => {}
             Err(e) => result = Err(e),
         }
     }
@@ -385,6 +412,16 @@ async fn delete(ctx: &mut WorkflowContext<ProvisionNamespace>) -> WorkflowResult
     // No access run may start against a namespace on its way out.
     ctx.execute_activity(RemoveAccessSchedule, name.clone(), backend_activity())
         .await?;
+    // Every workflow closed until now is exported before the namespace goes.
+    if ctx.patched(EXPORT_PATCH) {
+        let setting = HistoryExportSetting {
+            name: ctx.state(|s| s.resource.name().to_owned()),
+            namespace: name.clone(),
+            enabled: false,
+        };
+        ctx.execute_activity(SetHistoryExport, setting, backend_activity())
+            .await?;
+    }
     ctx.execute_activity(DeleteNamespace, name.clone(), backend_activity())
         .await?;
     if ctx.patched(AUDIT_PATCH) {

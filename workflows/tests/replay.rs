@@ -23,7 +23,7 @@ use temporalio_common::protos::temporal::api::history::v1::history_event::Attrib
 use temporalio_sdk::workflow_replayer::{WorkflowReplayer, WorkflowReplayerOptions};
 
 /// Each recorded history's file and the workflow it was taken from, in `plinth-system`.
-const RECORDED: [(&str, &str); 12] = [
+const RECORDED: [(&str, &str); 14] = [
     ("canary.json", "plinth-dev-canary"),
     (
         "policy-with-added-rule.json",
@@ -49,6 +49,9 @@ const RECORDED: [(&str, &str); 12] = [
         "access-run-audited.json",
         "users/fancy-test-2026-12-04T18:46:21Z",
     ),
+    // Since the history export: exported, then finished by the namespace's deletion.
+    ("history-export.json", "history-export/exported-ns"),
+    ("provision-then-delete-exported.json", "namespace/exported-ns"),
 ];
 
 fn histories_dir() -> std::path::PathBuf {

@@ -6,8 +6,9 @@ use std::collections::BTreeMap;
 
 use plinth_proto::SEARCH_ATTRIBUTE_TYPES;
 use plinth_proto::policy::access;
-use plinth_proto::v1::NamespaceSpec;
+use plinth_proto::v1::{ExportedWorkflow, NamespaceSpec};
 use serde::{Deserialize, Serialize};
+use temporalio_common::protos::temporal::api::history::v1::History;
 
 mod cloud;
 #[cfg(any(test, feature = "memory"))]
@@ -18,7 +19,7 @@ mod self_hosted;
 pub use cloud::{
     Cloud, CloudPrincipal, CloudSettings, SecretSource, UpstreamAuth, check_proxy_key,
 };
-pub use self_hosted::SelfHosted;
+pub use self_hosted::{MAX_HISTORY_BYTES, SelfHosted};
 
 /// A namespace as the backend reports it.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -206,4 +207,47 @@ pub trait NamespaceBackend: Send + Sync + std::fmt::Debug {
     /// backend writes that took.
     async fn apply_access(&self, name: &str, changes: &[AccessChange])
     -> Result<u32, BackendError>;
+
+    /// Makes the backend export namespace `name`'s closed workflows itself when `enabled`
+    /// (Temporal Cloud's export sink). False where Plinth exports them (a `HistoryExport`
+    /// workflow reading [`Self::closed_workflows`]).
+    async fn export_by_backend(&self, _name: &str, _enabled: bool) -> Result<bool, BackendError> {
+        Ok(false)
+    }
+
+    /// A page of the workflows of namespace `name` that closed in `[from, to)` (unix
+    /// seconds), from `page` (empty: the first).
+    async fn closed_workflows(
+        &self,
+        _name: &str,
+        _from: i64,
+        _to: i64,
+        _page: Vec<u8>,
+    ) -> Result<ClosedPage, BackendError> {
+        Err(BackendError::Rejected(
+            "this backend keeps no closed workflows Plinth can read".into(),
+        ))
+    }
+
+    /// The whole history of one run of namespace `name`, or `None` once it is gone (past
+    /// retention, or deleted).
+    async fn history(
+        &self,
+        _name: &str,
+        _workflow_id: &str,
+        _run_id: &str,
+    ) -> Result<Option<History>, BackendError> {
+        Err(BackendError::Rejected(
+            "this backend keeps no histories Plinth can read".into(),
+        ))
+    }
+}
+
+/// One page of closed workflows.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ClosedPage {
+    /// The workflows, `key` and `item` unset.
+    pub workflows: Vec<ExportedWorkflow>,
+    /// Where the next page starts; empty after the last.
+    pub next_page: Vec<u8>,
 }

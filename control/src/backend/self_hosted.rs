@@ -2,22 +2,27 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use plinth_proto::v1::NamespaceSpec;
+use plinth_proto::v1::{ExportedWorkflow, NamespaceSpec};
 use temporalio_client::Connection;
 use temporalio_client::tonic::{Code, Request, Status};
+use temporalio_common::protos::temporal::api::common::v1::WorkflowExecution;
+use temporalio_common::protos::temporal::api::enums::v1::WorkflowExecutionStatus;
+use temporalio_common::protos::temporal::api::history::v1::History;
 use temporalio_common::protos::temporal::api::namespace::v1::{
     NamespaceConfig, UpdateNamespaceInfo,
 };
 use temporalio_common::protos::temporal::api::operatorservice::v1::{
     AddSearchAttributesRequest, DeleteNamespaceRequest, ListSearchAttributesRequest,
 };
+use temporalio_common::protos::temporal::api::workflow::v1::WorkflowExecutionInfo;
 use temporalio_common::protos::temporal::api::workflowservice::v1::{
     CountWorkflowExecutionsRequest, DescribeNamespaceRequest, DescribeNamespaceResponse,
-    RegisterNamespaceRequest, UpdateNamespaceRequest,
+    GetWorkflowExecutionHistoryRequest, ListWorkflowExecutionsRequest, RegisterNamespaceRequest,
+    UpdateNamespaceRequest,
 };
 
 use crate::backend::{
-    AccessChange, AccessLevel, BackendError, NamespaceBackend, ObservedNamespace,
+    AccessChange, AccessLevel, BackendError, ClosedPage, NamespaceBackend, ObservedNamespace,
     attribute_type_name, attribute_type_value, jitter,
 };
 
@@ -319,6 +324,148 @@ impl NamespaceBackend for SelfHosted {
         self.write_access(name, changes.iter().map(access_entry).collect())
             .await?;
         Ok(1)
+    }
+
+    async fn closed_workflows(
+        &self,
+        name: &str,
+        from: i64,
+        to: i64,
+        page: Vec<u8>,
+    ) -> Result<ClosedPage, BackendError> {
+        let request = ListWorkflowExecutionsRequest {
+            namespace: name.to_owned(),
+            page_size: CLOSED_PAGE,
+            next_page_token: page,
+            query: format!(
+                "ExecutionStatus != 'Running' AND CloseTime >= '{}' AND CloseTime < '{}'",
+                rfc3339(from),
+                rfc3339(to)
+            ),
+        };
+        let list = || {
+            let mut service = self.connection.workflow_service();
+            let request = request.clone();
+            async move {
+                service
+                    .list_workflow_executions(Request::new(request))
+                    .await
+            }
+        };
+        let response = retry_throttled(list).await.map_err(classify)?.into_inner();
+        Ok(ClosedPage {
+            workflows: response.executions.iter().map(exported).collect(),
+            next_page: response.next_page_token,
+        })
+    }
+
+    async fn history(
+        &self,
+        name: &str,
+        workflow_id: &str,
+        run_id: &str,
+    ) -> Result<Option<History>, BackendError> {
+        let mut history = History::default();
+        let mut bytes = 0;
+        let mut page = Vec::new();
+        loop {
+            let request = GetWorkflowExecutionHistoryRequest {
+                namespace: name.to_owned(),
+                execution: Some(WorkflowExecution {
+                    workflow_id: workflow_id.to_owned(),
+                    run_id: run_id.to_owned(),
+                }),
+                maximum_page_size: HISTORY_PAGE,
+                next_page_token: page,
+                ..Default::default()
+            };
+            let get = || {
+                let mut service = self.connection.workflow_service();
+                let request = request.clone();
+                async move {
+                    service
+                        .get_workflow_execution_history(Request::new(request))
+                        .await
+                }
+            };
+            let response = match retry_throttled(get).await {
+                Ok(response) => response.into_inner(),
+                Err(status) if status.code() == Code::NotFound => return Ok(None),
+                Err(status) => return Err(classify(status)),
+            };
+            let events = response.history.map(|h| h.events).unwrap_or_default();
+            bytes += events
+                .iter()
+                .map(prost::Message::encoded_len)
+                .sum::<usize>();
+            if bytes > MAX_HISTORY_BYTES {
+                return Err(BackendError::Rejected(format!(
+                    "workflow {workflow_id:?} run {run_id:?}: history over {MAX_HISTORY_BYTES} bytes"
+                )));
+            }
+            history.events.extend(events);
+            if response.next_page_token.is_empty() {
+                return Ok(Some(history));
+            }
+            page = response.next_page_token;
+        }
+    }
+}
+
+/// Closed workflows listed at a time.
+const CLOSED_PAGE: i32 = 200;
+/// History events fetched at a time.
+const HISTORY_PAGE: i32 = 1_000;
+/// The largest history read: over Temporal's own 50 MB limit, so only a history Temporal
+/// would not keep is refused.
+pub const MAX_HISTORY_BYTES: usize = 64 << 20;
+
+fn rfc3339(unix_secs: i64) -> String {
+    let time = std::time::UNIX_EPOCH + Duration::from_secs(u64::try_from(unix_secs).unwrap_or(0));
+    humantime::format_rfc3339_seconds(time).to_string()
+}
+
+fn timestamp(time: Option<&prost_wkt_types::Timestamp>) -> String {
+    time.and_then(|t| {
+        let nanos = u32::try_from(t.nanos).ok()?;
+        let secs = u64::try_from(t.seconds).ok()?;
+        let at = std::time::UNIX_EPOCH + Duration::new(secs, nanos);
+        Some(humantime::format_rfc3339_nanos(at).to_string())
+    })
+    .unwrap_or_default()
+}
+
+/// A closed workflow as the export lists it.
+fn exported(info: &WorkflowExecutionInfo) -> ExportedWorkflow {
+    let execution = info.execution.clone().unwrap_or_default();
+    let status = WorkflowExecutionStatus::try_from(info.status)
+        .map(|s| {
+            let name = s
+                .as_str_name()
+                .trim_start_matches("WORKFLOW_EXECUTION_STATUS_");
+            let mut words = String::new();
+            for word in name.split('_') {
+                let mut chars = word.chars();
+                if let Some(first) = chars.next() {
+                    words.push(first);
+                    words.extend(chars.flat_map(char::to_lowercase));
+                }
+            }
+            words
+        })
+        .unwrap_or_else(|_| info.status.to_string());
+    ExportedWorkflow {
+        workflow_id: execution.workflow_id,
+        run_id: execution.run_id,
+        workflow_type: info
+            .r#type
+            .as_ref()
+            .map(|t| t.name.clone())
+            .unwrap_or_default(),
+        start_time: timestamp(info.start_time.as_ref()),
+        close_time: timestamp(info.close_time.as_ref()),
+        status,
+        ..Default::default()
     }
 }
 

@@ -289,6 +289,16 @@ impl WorkerThread {
                     admin_group: "temporal-dev".into(),
                     access_interval: Duration::from_secs(300),
                 };
+                // Nothing here enables a namespace's export: its destination stays empty.
+                let archive = tempfile::tempdir()?;
+                let export = plinth_worker::HistoryExportSettings {
+                    destination: plinth_archive::Archive::open(&format!(
+                        "file://{}",
+                        archive.path().display()
+                    ))?,
+                    interval: Duration::from_secs(3600),
+                    visibility_lag: Duration::from_secs(60),
+                };
                 let mut worker = PlinthWorker::start(
                     connection,
                     &settings,
@@ -296,6 +306,7 @@ impl WorkerThread {
                     Default::default(),
                     None,
                     Default::default(),
+                    export,
                 )
                 .await?;
                 let shutdown = worker.shutdown_handle();

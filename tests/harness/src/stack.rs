@@ -149,7 +149,8 @@ impl PlinthStack {
              [proxy]\nlisten = \"{proxy_address}\"\nmetrics_listen = \"{proxy_metrics_address}\"\n\
              refresh_interval = \"2s\"\n{proxy_settings}\n\n\
              [worker]\nmetrics_listen = \"{worker_metrics_address}\"\n\n\
-             [client]\naddress = \"{proxy_address}\"\nserver_name = \"localhost\"\n\n\
+             [client]\naddress = \"{proxy_address}\"\nserver_name = \"localhost\"\n\
+             codec = \"https://{codec_address}\"\n\n\
              [codec]\nlisten = \"{codec_address}\"\nmax_body_bytes = {CODEC_MAX_BODY}\n\
              jwks = \"{jwks}\"\njwt_issuer = \"{TOKEN_ISSUER}\"\njwt_audience = \"{TOKEN_AUDIENCE}\"\n\
              allowed_origins = [\"{UI_ORIGIN}\"]\n\n{sections}\n",
