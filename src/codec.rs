@@ -13,6 +13,7 @@ use plinth_codec::{
 };
 use plinth_identity::Secret;
 use plinth_kms::{AwsKmsProvider, AwsKmsSettings};
+use plinth_proto::audit::AuditRecord;
 
 use crate::config::{Config, KeyProviderKind};
 use crate::connect::ConnectArgs;
@@ -215,6 +216,39 @@ pub fn keys(config: &Config, home: &Home, command: &KeysCommand) -> anyhow::Resu
         KeyProviderKind::Pkcs11 => sealed_keys(config, home, &pkcs11(config)?, command),
         KeyProviderKind::AwsKms => sealed_keys(config, home, &aws_kms(config)?, command),
     }
+}
+
+/// The audit record of what `command` changed, once it succeeded; `None` for commands that
+/// change nothing (or only start the key ring).
+pub fn key_change(command: &KeysCommand) -> Option<AuditRecord> {
+    let operator = crate::trail::operator();
+    let (action, namespace, outcome, detail) = match command {
+        KeysCommand::Rotate { namespace } => (
+            "keys.rotated",
+            namespace.clone(),
+            "rotated",
+            "a new key is active; older keys stay, decrypt-only".to_owned(),
+        ),
+        KeysCommand::Import { id, namespaces, .. } => (
+            "keys.imported",
+            None,
+            "imported",
+            format!("key {id} opens namespaces {}", namespaces.join(", ")),
+        ),
+        KeysCommand::Restore { namespace } => (
+            "keys.restored",
+            Some(namespace.clone()),
+            "restored",
+            "kept from shredding".to_owned(),
+        ),
+        KeysCommand::Init | KeysCommand::List | KeysCommand::Decode { .. } => return None,
+    };
+    let resource = format!("keys/{}", namespace.as_deref().unwrap_or("installation"));
+    let record = AuditRecord::now(operator, action, resource, outcome).detail(detail);
+    Some(match namespace {
+        Some(namespace) => record.in_namespace(namespace),
+        None => record,
+    })
 }
 
 /// Why the providers' own commands never see these.

@@ -16,6 +16,7 @@ mod platform;
 mod profile;
 mod proxy;
 mod signals;
+mod trail;
 mod worker;
 
 use std::path::PathBuf;
@@ -209,7 +210,13 @@ async fn run(
             codec::run(&config, &home, &args).await?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Keys(command) => codec::keys(&config, &home, &command),
+        Command::Keys(command) => {
+            let code = codec::keys(&config, &home, &command)?;
+            if let Some(record) = codec::key_change(&command) {
+                trail::record_change(&config, &home, record).await?;
+            }
+            Ok(code)
+        }
         Command::Apply(args) => client::apply(&config, &home, &args).await,
         Command::Get(args) => client::get(&config, &home, &args).await,
         Command::Audit(args) => client::audit(&config, &home, &args).await,

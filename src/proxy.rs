@@ -85,7 +85,10 @@ pub async fn run(config: &Config, home: &Home, args: &ProxyArgs) -> anyhow::Resu
         platform.rules,
         platform.admin_group,
     )
-    .with_audit(AuditReader::new(trail, access.clone()))
+    .with_audit(
+        AuditReader::new(trail, access.clone()),
+        destinations.keys().cloned().collect(),
+    )
     .with_histories(HistoryReader::new(
         config.export.destination(home)?,
         access.clone(),

@@ -334,3 +334,40 @@ fn a_call_the_proxy_refuses_is_recorded_in_the_data_stream() {
         "{key}"
     );
 }
+
+#[test]
+fn a_directory_reload_is_recorded_with_who_asked() {
+    let f = fixture();
+    ok(f.stack.plinth_as(ADMIN, &["directory", "reload"]));
+    let mut lines = Vec::new();
+    wait_for("the reload in S3", || {
+        lines = shipped(&f.s3, BUCKET);
+        records_of(&lines, "directory.reloaded", "directory")
+            .iter()
+            .any(|r| r["actor"] == format!("user:{ADMIN}"))
+    });
+    let reloaded = records_of(&lines, "directory.reloaded", "directory");
+    assert!(
+        reloaded
+            .iter()
+            .any(|r| r["detail"].as_str().unwrap().contains("access runs")),
+        "{reloaded:#?}"
+    );
+}
+
+#[test]
+fn a_key_rotation_is_recorded_with_the_operator_who_made_it() {
+    let f = fixture();
+    ok(f.stack.plinth(&["keys", "rotate"]));
+    let mut lines = Vec::new();
+    wait_for("the rotation in S3", || {
+        lines = shipped(&f.s3, BUCKET);
+        !records_of(&lines, "keys.rotated", "keys/installation").is_empty()
+    });
+    let rotated = records_of(&lines, "keys.rotated", "keys/installation")[0];
+    assert!(
+        rotated["actor"].as_str().unwrap().starts_with("operator:"),
+        "{rotated}"
+    );
+    assert_eq!(rotated["outcome"], "rotated");
+}

@@ -17,6 +17,7 @@ use plinth_control::contract::{
 use plinth_control::directory::Directory;
 use plinth_control::{Admins, BackendError, ControlPlane, NamespaceBackend};
 use plinth_identity::{Identity, caller};
+use plinth_proto::audit::AuditRecord;
 use plinth_proto::v1::platform_service_server::PlatformService;
 use plinth_proto::v1::{
     AccessGrant, AccessList, ApplyMetricsTargetRequest, ApplyMetricsTargetResponse,
@@ -57,6 +58,8 @@ pub struct PlatformApi {
     admins: Admins,
     rules: ValidationRules,
     audit: Option<AuditReader>,
+    /// The audit trail's destinations, for changes the API makes itself.
+    trail: Vec<String>,
     histories: Option<HistoryReader>,
 }
 
@@ -88,13 +91,16 @@ impl PlatformApi {
             admins: Admins::new(directory, admin_group),
             rules,
             audit: None,
+            trail: Vec::new(),
             histories: None,
         }
     }
 
-    /// Answers `QueryAudit` from `reader`.
-    pub fn with_audit(mut self, reader: AuditReader) -> Self {
+    /// Answers `QueryAudit` from `reader`; changes the API makes itself (a directory reload)
+    /// are recorded to `destinations`.
+    pub fn with_audit(mut self, reader: AuditReader, destinations: Vec<String>) -> Self {
         self.audit = Some(reader);
+        self.trail = destinations;
         self
     }
 
@@ -569,6 +575,22 @@ impl PlatformService for PlatformApi {
             .await
             .map_err(backend_status)?;
         tracing::info!(%identity, access_runs, "directory reloaded");
+        let record = AuditRecord::now(
+            identity.to_string(),
+            "directory.reloaded",
+            "directory",
+            "reloaded",
+        )
+        .detail(format!("{access_runs} access runs started"));
+        self.control
+            .record_change(&self.trail, record)
+            .await
+            .map_err(|e| {
+                Status::unavailable(format!(
+                    "the directory was reloaded, but the audit trail did not take its record \
+                     ({e}); reload again to record it"
+                ))
+            })?;
         Ok(Response::new(ReloadDirectoryResponse {
             access_runs: i32::try_from(access_runs).unwrap_or(i32::MAX),
         }))

@@ -338,6 +338,21 @@ impl ControlPlane {
             .map_err(|e| BackendError::Unavailable(format!("audit trail {id}: {e}")))
     }
 
+    /// Hands `record`, a change made outside any workflow (a directory reload, a key
+    /// rotation), to the audit trail of every destination in `destinations`; returns once
+    /// each has taken it, or the first refusal.
+    pub async fn record_change(
+        &self,
+        destinations: &[String],
+        record: AuditRecord,
+    ) -> Result<(), BackendError> {
+        for destination in destinations {
+            self.append_audit(destination, "", vec![record.clone()])
+                .await?;
+        }
+        Ok(())
+    }
+
     /// Creates the access schedule of `namespace`, or corrects its interval. True when it
     /// wrote anything.
     pub async fn ensure_access_schedule(

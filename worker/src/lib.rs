@@ -14,6 +14,7 @@ use plinth_control::{
     BackendError, ControlPlane, ControlSettings, PlatformSettings, TemporalError, ensure_namespace,
 };
 use plinth_metrics::{DropRule, LatestSamples, RemoteWrite};
+use plinth_proto::audit::AuditRecord;
 use plinth_workflows::contracts::WorkerInfo;
 use plinth_workflows::{Canary, register_workflows};
 use temporalio_client::NamespacedClient;
@@ -105,6 +106,9 @@ pub struct PlinthWorker {
     _runtime: Runtime,
     directory: Arc<dyn Directory>,
     control: ControlPlane,
+    /// The audit trail's destinations, and who this worker is in its records.
+    trail: Vec<String>,
+    actor: String,
 }
 
 impl std::fmt::Debug for PlinthWorker {
@@ -136,6 +140,7 @@ impl PlinthWorker {
             ClientOptions::new(settings.namespace.clone()).build(),
         )
         .map_err(|e| setup(&e))?;
+        let actor = format!("worker:{}", client.identity());
         let info = WorkerInfo {
             identity: client.identity(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -185,6 +190,7 @@ impl PlinthWorker {
             control.clone(),
         );
         let destinations: Vec<String> = audit.destinations.keys().cloned().collect();
+        let destinations_kept = destinations.clone();
         let shipping = AuditActivities::new(audit.destinations, audit.interval, control.clone());
         let options = register_workflows!(WorkerOptions::new(settings.task_queue.clone()))
             .map_err(|e| setup(&e))?
@@ -226,6 +232,8 @@ impl PlinthWorker {
             _runtime: runtime,
             directory,
             control,
+            trail: destinations_kept,
+            actor,
         })
     }
 
@@ -235,18 +243,36 @@ impl PlinthWorker {
     pub fn follow_directory(&self, every: Duration) -> impl Future<Output = ()> + Send + use<> {
         let directory = self.directory.clone();
         let control = self.control.clone();
+        let trail = self.trail.clone();
+        let actor = self.actor.clone();
         async move {
             let mut ticks = tokio::time::interval(every);
             loop {
                 ticks.tick().await;
                 match directory.refresh() {
                     Ok(false) => {}
-                    Ok(true) => match control.trigger_all_access_runs().await {
-                        Ok(runs) => tracing::info!(runs, "directory changed: access runs started"),
-                        Err(e) => {
-                            tracing::warn!(error = %e, "directory changed: access runs not started")
+                    Ok(true) => {
+                        let detail = match control.trigger_all_access_runs().await {
+                            Ok(runs) => {
+                                tracing::info!(runs, "directory changed: access runs started");
+                                format!("{runs} access runs started")
+                            }
+                            Err(e) => {
+                                tracing::warn!(error = %e, "directory changed: access runs not started");
+                                "access runs not started; each runs on its schedule".to_owned()
+                            }
+                        };
+                        let record = AuditRecord::now(
+                            actor.clone(),
+                            "directory.reloaded",
+                            "directory",
+                            "reloaded",
+                        )
+                        .detail(detail);
+                        if let Err(e) = control.record_change(&trail, record).await {
+                            tracing::error!(error = %e, "directory reload not recorded in the audit trail");
                         }
-                    },
+                    }
                     Err(e) => {
                         tracing::error!(error = %e, "directory not reloaded; the previous one stays in force")
                     }

@@ -51,7 +51,10 @@ const RECORDED: [(&str, &str); 14] = [
     ),
     // Since the history export: exported, then finished by the namespace's deletion.
     ("history-export.json", "history-export/exported-ns"),
-    ("provision-then-delete-exported.json", "namespace/exported-ns"),
+    (
+        "provision-then-delete-exported.json",
+        "namespace/exported-ns",
+    ),
 ];
 
 fn histories_dir() -> std::path::PathBuf {
