@@ -813,7 +813,7 @@ impl Default for ExportConfig {
     fn default() -> Self {
         Self {
             interval: Duration::from_secs(3600),
-            visibility_lag: Duration::from_secs(60),
+            visibility_lag: Duration::from_secs(300),
             destination: None,
         }
     }

@@ -167,6 +167,19 @@ impl Codec {
             .clone()
             .or_else(|| crate::profile::dev_codec(home))
             .context("no codec server to decrypt with: set [client] codec in plinth.toml")?;
+        // Decrypted payloads come back: plain HTTP only to this host (plinth dev's).
+        let parsed = url::Url::parse(&url).context("[client] codec: not a URL")?;
+        let loopback = match parsed.host() {
+            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+            Some(url::Host::Domain(name)) => name == "localhost",
+            None => false,
+        };
+        if parsed.scheme() != "https" && !loopback {
+            bail!(
+                "[client] codec: {url} would carry decrypted payloads in the clear: use https://"
+            );
+        }
         let credentials = ClientCredentials::load(config, home)?;
         let mut identity = credentials.cert.clone();
         identity.extend_from_slice(&credentials.key);

@@ -120,6 +120,9 @@ enum BenchCommand {
     /// Scrape, parse, relabel and remote write of a 30,000-sample Temporal Cloud body, next to
     /// Prometheus scraping the same body (needs Debian's `prometheus`; no plinth dev).
     Metrics(bench::MetricsBenchArgs),
+    /// Audit records shipped per second next to writing them straight to storage, and the
+    /// cost of exporting closed workflows' histories next to only reading them.
+    Archive(bench::ArchiveBenchArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -236,6 +239,7 @@ async fn run(
             bench::namespaces(&config, &home, &args).await
         }
         Command::Bench(BenchCommand::Access(args)) => bench::access(&config, &home, &args).await,
+        Command::Bench(BenchCommand::Archive(args)) => bench::archive(&config, &home, &args).await,
         Command::Bench(BenchCommand::Codec(args)) => bench::codec(&config, &home, &args).await,
         Command::Bench(BenchCommand::Proxy(args)) => bench::proxy(&home, &args).await,
         Command::Bench(BenchCommand::Metrics(args)) => bench::metrics(&args).await,

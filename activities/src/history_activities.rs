@@ -4,7 +4,7 @@ use std::time::Duration;
 use futures::StreamExt as _;
 use plinth_archive::Archive;
 use plinth_archive::history::{self, CUT_AT_BYTES};
-use plinth_control::{ControlPlane, NamespaceBackend, progress};
+use plinth_control::{BackendError, ControlPlane, NamespaceBackend, progress};
 use plinth_proto::v1::ExportedWorkflow;
 use plinth_workflows::contracts::{
     ExportHistories, ExportReport, ExportSettings, ExportWindow, HistoryExportSetting,
@@ -19,8 +19,14 @@ use temporalio_sdk::activities::{ActivityContext, ActivityError};
 use crate::access_activities::failure;
 use crate::heartbeat::with_heartbeat;
 
+/// An export failure, retried whatever its cause: the export's mark must not move past a
+/// window not written, and the workflow must not end over it.
+fn retried(error: impl std::error::Error + Send + Sync + 'static) -> ActivityError {
+    ActivityError::application(ApplicationFailure::new(error))
+}
+
 /// Histories fetched at once while exporting.
-const FETCHES_AT_ONCE: usize = 8;
+const FETCHES_AT_ONCE: usize = 4;
 
 /// The activities of `HistoryExport`, and of the namespace setting it up.
 #[derive(Debug, Clone)]
@@ -123,12 +129,36 @@ impl HistoryActivities {
         ctx: ActivityContext,
         window: ExportWindow,
     ) -> Result<ExportReport, ActivityError> {
-        with_heartbeat(ctx, self.export(window)).await
+        with_heartbeat(
+            ctx,
+            export_histories(self.backend.as_ref(), &self.destination, window),
+        )
+        .await
     }
 }
 
-impl HistoryActivities {
-    async fn export(&self, window: ExportWindow) -> Result<ExportReport, ActivityError> {
+/// Writes the histories of the workflows of `window` that `backend` keeps to `destination`, a
+/// page at a time; in an activity, each page reached is its heartbeat, and a retry resumes
+/// from the last.
+pub async fn export_histories(
+    backend: &dyn NamespaceBackend,
+    destination: &Archive,
+    window: ExportWindow,
+) -> Result<ExportReport, ActivityError> {
+    let export = Export {
+        backend,
+        destination,
+    };
+    export.run(window).await
+}
+
+struct Export<'a> {
+    backend: &'a dyn NamespaceBackend,
+    destination: &'a Archive,
+}
+
+impl Export<'_> {
+    async fn run(&self, window: ExportWindow) -> Result<ExportReport, ActivityError> {
         let mut reached: Reached = progress::resumed()
             .and_then(|detail| serde_json::from_str(&detail).ok())
             .unwrap_or_default();
@@ -142,16 +172,17 @@ impl HistoryActivities {
                     reached.page.clone(),
                 )
                 .await
-                .map_err(failure)?;
-            let fetched: Vec<_> = futures::stream::iter(page.workflows)
+                .map_err(retried)?;
+            // Histories are written as they arrive: at most a few fetched and one object's
+            // worth held at once, however large the page's histories are.
+            let mut fetched = futures::stream::iter(page.workflows)
                 .map(|entry| self.fetch(&window.namespace, entry))
-                .buffered(FETCHES_AT_ONCE)
-                .collect()
-                .await;
+                .buffered(FETCHES_AT_ONCE);
             let mut part = Vec::new();
             let mut bytes = 0;
-            for result in fetched {
+            while let Some(result) = fetched.next().await {
                 let Some((entry, history)) = result? else {
+                    reached.report.skipped += 1;
                     continue;
                 };
                 bytes += prost::Message::encoded_len(&history);
@@ -173,18 +204,32 @@ impl HistoryActivities {
         }
     }
 
-    /// One workflow's history; `None` when it is gone (deleted since it was listed).
+    /// One workflow's history; `None` when it is gone (deleted since it was listed) or one
+    /// the backend refuses to hand over (larger than Temporal keeps), which is logged and
+    /// skipped rather than holding every later workflow back.
     async fn fetch(
         &self,
         namespace: &str,
         entry: ExportedWorkflow,
     ) -> Result<Option<(ExportedWorkflow, History)>, ActivityError> {
-        let history = self
+        match self
             .backend
             .history(namespace, &entry.workflow_id, &entry.run_id)
             .await
-            .map_err(failure)?;
-        Ok(history.map(|history| (entry, history)))
+        {
+            Ok(history) => Ok(history.map(|history| (entry, history))),
+            Err(BackendError::Rejected(reason)) => {
+                tracing::error!(
+                    namespace,
+                    workflow_id = entry.workflow_id,
+                    run_id = entry.run_id,
+                    %reason,
+                    "history not exported"
+                );
+                Ok(None)
+            }
+            Err(e) => Err(retried(e)),
+        }
     }
 
     async fn write(
@@ -199,9 +244,9 @@ impl HistoryActivities {
         let count = part.len() as u64;
         // The same window and part always make the same name: a rewrite replaces.
         let id = format!("plinth-{}-{}-{:05}", window.from, window.to, reached.part);
-        let written = history::write(&self.destination, &window.namespace, &id, part)
+        let written = history::write(self.destination, &window.namespace, &id, part)
             .await
-            .map_err(|e| ActivityError::application(ApplicationFailure::new(e)))?;
+            .map_err(retried)?;
         tracing::info!(
             namespace = window.namespace,
             workflows = count,

@@ -19,6 +19,9 @@ use crate::{Archive, ArchiveError, hours};
 pub const PREFIX: &str = "temporal-workflow-history/export";
 /// Where the indexes start.
 const INDEX: &str = "plinth/history-index/v1";
+/// Index objects one listing considers at most: a bucket filled beyond what Plinth writes
+/// in the range cannot make a listing hold every key.
+const MAX_KEYS: usize = 200_000;
 /// The largest index object read: an export object lists at most a few thousand workflows.
 const MAX_INDEX_BYTES: u64 = 4 << 20;
 /// The largest export object read: the writer cuts objects at [`CUT_AT_BYTES`], and one
@@ -120,8 +123,16 @@ pub async fn list(
     check_name(archive, "namespace", namespace)?;
     let prefix = format!("{INDEX}/{namespace}");
     let mut hours_found: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut listed = 0;
+    let mut listing = Listing::default();
     for month in hours::months(&prefix, since, until) {
-        for key in archive.list(&month).await? {
+        let keys = archive.list(&month).await?;
+        listed += keys.len();
+        if listed > MAX_KEYS {
+            listing.exhausted = true;
+            break;
+        }
+        for key in keys {
             let Some((hour, _)) = key.rsplit_once('/') else {
                 continue;
             };
@@ -133,7 +144,6 @@ pub async fn list(
             }
         }
     }
-    let mut listing = Listing::default();
     let mut seen = std::collections::HashSet::new();
     'hours: for keys in hours_found.into_values().rev() {
         for key in keys {
@@ -145,11 +155,7 @@ pub async fn list(
                 continue;
             };
             budget = budget.saturating_sub(bytes.len() as u64);
-            let entries: Vec<ExportedWorkflow> = serde_json::from_slice(&bytes)
-                .map_err(|e| archive.malformed(&key, e.to_string()))?;
-            for entry in entries {
-                let closed = humantime::parse_rfc3339(&entry.close_time)
-                    .map_err(|e| archive.malformed(&key, format!("close time: {e}")))?;
+            for (entry, closed) in decode_index(archive, &key, &bytes)? {
                 if closed >= since
                     && closed < until
                     && seen.insert((entry.workflow_id.clone(), entry.run_id.clone()))
@@ -181,7 +187,7 @@ pub async fn read(
         .await?
         .ok_or_else(|| archive.malformed(&entry.key, "listed in the index, but missing".into()))?;
     let executions = decode(archive, &entry.key, &bytes)?;
-    executions
+    let history = executions
         .items
         .into_iter()
         .nth(entry.item as usize)
@@ -191,7 +197,32 @@ pub async fn read(
                 &entry.key,
                 format!("holds no item {} the index lists", entry.item),
             )
-        })
+        })?;
+    // An object rewritten by a retry, or an index tampered with, must not answer with
+    // another workflow's history.
+    if started_workflow_id(&history).is_some_and(|id| id != entry.workflow_id) {
+        return Err(archive.malformed(
+            &entry.key,
+            format!(
+                "item {} is not workflow {:?}",
+                entry.item, entry.workflow_id
+            ),
+        ));
+    }
+    Ok(history)
+}
+
+/// The workflow id the first event names, when it is a start that names one.
+fn started_workflow_id(history: &History) -> Option<&str> {
+    use temporalio_common::protos::temporal::api::history::v1::history_event::Attributes;
+    match history.events.first()?.attributes.as_ref()? {
+        Attributes::WorkflowExecutionStartedEventAttributes(started)
+            if !started.workflow_id.is_empty() =>
+        {
+            Some(&started.workflow_id)
+        }
+        _ => None,
+    }
 }
 
 /// An export object's contents.
@@ -201,6 +232,24 @@ pub fn decode(
     bytes: &[u8],
 ) -> Result<WorkflowExecutions, ArchiveError> {
     WorkflowExecutions::decode(bytes).map_err(|e| archive.malformed(key, e.to_string()))
+}
+
+/// An index object's entries, each with its close time.
+pub fn decode_index(
+    archive: &Archive,
+    key: &str,
+    bytes: &[u8],
+) -> Result<Vec<(ExportedWorkflow, SystemTime)>, ArchiveError> {
+    let entries: Vec<ExportedWorkflow> =
+        serde_json::from_slice(bytes).map_err(|e| archive.malformed(key, e.to_string()))?;
+    entries
+        .into_iter()
+        .map(|entry| {
+            let closed = humantime::parse_rfc3339(&entry.close_time)
+                .map_err(|e| archive.malformed(key, format!("close time: {e}")))?;
+            Ok((entry, closed))
+        })
+        .collect()
 }
 
 /// A name that becomes one part of a key.

@@ -223,6 +223,28 @@ impl CloudService for Double {
         })
     }
 
+    async fn get_audit_logs(
+        &self,
+        request: Request<GetAuditLogsRequest>,
+    ) -> Result<Response<GetAuditLogsResponse>, Status> {
+        let request = request.into_inner();
+        let time = |t: Option<prost_wkt_types::Timestamp>| {
+            t.and_then(|t| std::time::SystemTime::try_from(t).ok())
+        };
+        self.call("GetAuditLogs", |state| {
+            let (logs, next_page_token) = state.audit_logs(
+                request.page_size,
+                &request.page_token,
+                time(request.start_time_inclusive),
+                time(request.end_time_exclusive),
+            )?;
+            Ok(GetAuditLogsResponse {
+                logs,
+                next_page_token,
+            })
+        })
+    }
+
     async fn get_namespaces(
         &self,
         _request: Request<GetNamespacesRequest>,

@@ -18,6 +18,9 @@ use temporalio_common::protos::temporal::api::cloud::resource::v1::ResourceState
 use tonic::{Code, Status};
 
 use crate::Settings;
+use temporalio_common::protos::temporal::api::cloud::auditlog::v1::{
+    LogRecord, Principal as LogPrincipal,
+};
 
 use temporalio_common::protos::temporal::api::cloud::cloudservice::v1::get_current_identity_response::Principal;
 
@@ -76,6 +79,8 @@ pub(crate) struct State {
     pub(crate) calls: BTreeMap<String, u64>,
     pub(crate) throttled: u64,
     pub(crate) mutations: u64,
+    /// The account's audit log: one record per mutation, in the order made.
+    audit_log: Vec<LogRecord>,
     /// Applied to a namespace just before the next update of it is checked, as another
     /// writer's change that lands between the caller's read and write.
     pub(crate) interference: Option<Edit>,
@@ -147,6 +152,7 @@ impl State {
             calls: BTreeMap::new(),
             throttled: 0,
             mutations: 0,
+            audit_log: Vec::new(),
             interference: None,
             served: std::collections::HashSet::new(),
             refilled: Instant::now(),
@@ -652,6 +658,36 @@ impl State {
             ..Default::default()
         };
         self.mutations += 1;
+        let log_id = self.next("log");
+        let detail = match &target {
+            Target::Namespace(name) => ("namespace", name.clone()),
+            Target::User(id) => ("user", id.clone()),
+            Target::ServiceAccount(id) => ("service_account", id.clone()),
+        };
+        self.audit_log.push(LogRecord {
+            emit_time: Some(SystemTime::now().into()),
+            operation: kind.to_owned(),
+            status: "OK".into(),
+            version: 1,
+            log_id,
+            principal: Some(LogPrincipal {
+                r#type: "serviceaccount".into(),
+                id: "sa-plinth".into(),
+                name: "plinth".into(),
+                ..Default::default()
+            }),
+            raw_details: Some(prost_wkt_types::Struct {
+                fields: [(
+                    detail.0.to_owned(),
+                    prost_wkt_types::Value {
+                        kind: Some(prost_wkt_types::value::Kind::StringValue(detail.1)),
+                    },
+                )]
+                .into(),
+            }),
+            async_operation_id: id.clone(),
+            ..Default::default()
+        });
         self.operations.insert(
             id,
             Operation {
@@ -1006,6 +1042,32 @@ impl State {
             }
         }
         Ok(())
+    }
+
+    /// A page of the audit log from `start` (inclusive, default 30 days ago) to `end`
+    /// (exclusive, default now), ordered by emit time and log id, as `GetAuditLogs` answers.
+    pub(crate) fn audit_logs(
+        &self,
+        page_size: i32,
+        page_token: &str,
+        start: Option<SystemTime>,
+        end: Option<SystemTime>,
+    ) -> Result<(Vec<LogRecord>, String), Status> {
+        let start = start.unwrap_or_else(|| SystemTime::now() - Duration::from_secs(30 * 86_400));
+        let end = end.unwrap_or_else(SystemTime::now);
+        let matching: Vec<LogRecord> = self
+            .audit_log
+            .iter()
+            .filter(|log| {
+                let at = log
+                    .emit_time
+                    .and_then(|t| SystemTime::try_from(t).ok())
+                    .unwrap_or(SystemTime::UNIX_EPOCH);
+                at >= start && at < end
+            })
+            .cloned()
+            .collect();
+        page_of(matching, page_size, page_token)
     }
 
     fn next(&mut self, prefix: &str) -> String {

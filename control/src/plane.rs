@@ -292,7 +292,10 @@ impl ControlPlane {
             .execute_update(
                 FinishHistoryExport,
                 (),
-                WorkflowExecuteUpdateOptions::default(),
+                // Asked again (a retried deletion), the same update: they never pile up.
+                WorkflowExecuteUpdateOptions::builder()
+                    .update_id("finish".to_owned())
+                    .build(),
             )
             .await
         {

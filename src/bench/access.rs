@@ -18,7 +18,7 @@ use plinth_proto::v1::{AccessSummary, NamespaceSpec, Rule};
 use temporalio_client::{Client, ClientOptions};
 use tokio::task::JoinSet;
 
-use super::{DevStack, memory_of, ms, ratio};
+use super::{DevStack, cpu_time, memory_of, ms, ratio};
 use crate::config::Config;
 use crate::home::Home;
 
@@ -373,15 +373,4 @@ where
         total,
         ops,
     })
-}
-
-/// User plus system CPU time of this process so far.
-fn cpu_time() -> anyhow::Result<Duration> {
-    use nix::sys::resource::{UsageWho, getrusage};
-    let usage = getrusage(UsageWho::RUSAGE_SELF)?;
-    let micros = |t: nix::sys::time::TimeVal| {
-        Duration::from_secs(t.tv_sec().max(0) as u64)
-            + Duration::from_micros(t.tv_usec().max(0) as u64)
-    };
-    Ok(micros(usage.user_time()) + micros(usage.system_time()))
 }

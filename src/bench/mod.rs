@@ -2,6 +2,7 @@
 //! against a baseline taken in the same run (shared machines are noisy).
 
 mod access;
+mod archive;
 mod codec;
 mod metrics;
 mod namespaces;
@@ -15,6 +16,7 @@ use temporalio_client::Connection;
 use crate::home::Home;
 
 pub use access::{AccessBenchArgs, access};
+pub use archive::{ArchiveBenchArgs, archive};
 pub use codec::{CodecBenchArgs, codec};
 pub use metrics::{MetricsBenchArgs, metrics};
 pub use namespaces::{BenchArgs, namespaces};
@@ -101,6 +103,17 @@ async fn gather(
 fn percentile<T: Copy + Default>(sorted: &[T], p: usize) -> T {
     let index = (sorted.len() * p).div_ceil(100).saturating_sub(1);
     sorted.get(index).copied().unwrap_or_default()
+}
+
+/// User plus system CPU time of this process so far.
+pub(super) fn cpu_time() -> anyhow::Result<Duration> {
+    use nix::sys::resource::{UsageWho, getrusage};
+    let usage = getrusage(UsageWho::RUSAGE_SELF)?;
+    let micros = |t: nix::sys::time::TimeVal| {
+        Duration::from_secs(t.tv_sec().max(0) as u64)
+            + Duration::from_micros(t.tv_usec().max(0) as u64)
+    };
+    Ok(micros(usage.user_time()) + micros(usage.system_time()))
 }
 
 fn ms(d: Duration) -> String {

@@ -501,6 +501,9 @@ pub struct ExportReport {
     /// Objects written, and their bytes.
     pub objects: u64,
     pub bytes: u64,
+    /// Workflows listed but not exported: deleted since, or refused by the backend (logged).
+    #[serde(default)]
+    pub skipped: u64,
 }
 
 /// Activity `ExportHistories`: writes the histories of a window's closed workflows to

@@ -61,7 +61,12 @@ impl HistoryExport {
                 None => unix(ctx.workflow_time()) - lag.as_secs() as i64,
             };
             export_through(ctx, through).await?;
-            if ctx.state(|s| s.finish_at.is_some()) {
+            // A finish asked for while that export ran is exported up to next, at once.
+            let finishing = ctx.state(|s| s.finish_at);
+            if let Some(at) = finishing {
+                if ctx.state(|s| s.state.exported_through) < at {
+                    continue;
+                }
                 ctx.state_mut(|s| s.finished = true);
                 wait_for_handlers(ctx).await?;
                 return Ok(ctx.state(|s| s.state.clone()));

@@ -62,6 +62,11 @@ impl SelfHosted {
         }
     }
 
+    /// The connection to the cluster.
+    pub fn connection(&self) -> &Connection {
+        &self.connection
+    }
+
     /// Frontends learn of a new namespace on their next registry refresh; until then calls in
     /// it fail with NotFound.
     async fn wait_until_usable(&self, name: &str) -> Result<(), BackendError> {
@@ -352,7 +357,12 @@ impl NamespaceBackend for SelfHosted {
                     .await
             }
         };
-        let response = retry_throttled(list).await.map_err(classify)?.into_inner();
+        let response = match retry_throttled(list).await {
+            Ok(response) => response.into_inner(),
+            // A namespace removed behind Plinth's back has nothing left to export.
+            Err(status) if status.code() == Code::NotFound => return Ok(ClosedPage::default()),
+            Err(status) => return Err(classify(status)),
+        };
         Ok(ClosedPage {
             workflows: response.executions.iter().map(exported).collect(),
             next_page: response.next_page_token,
