@@ -252,6 +252,22 @@ pub struct BackendConfig {
     /// Cloud, `upstream_auth = "api-key"`: an environment variable holding the proxy's key.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub upstream_api_key_env: Option<String>,
+    /// Cloud: the S3 bucket Cloud exports the closed workflows of namespaces with
+    /// `spec.export.enabled` to (point `[export] destination` at it to read them).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub export_bucket: Option<String>,
+    /// Cloud: the bucket's region.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub export_region: Option<String>,
+    /// Cloud: the IAM role Cloud assumes to write to the bucket.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub export_role: Option<String>,
+    /// Cloud: the AWS account holding the bucket and the role.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub export_aws_account_id: Option<String>,
+    /// Cloud: the KMS key the bucket encrypts with, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub export_kms_arn: Option<String>,
 }
 
 /// `[keys]`: where the key encryption keys live.
@@ -417,6 +433,11 @@ impl Default for BackendConfig {
             upstream_service_account: None,
             upstream_api_key_file: None,
             upstream_api_key_env: None,
+            export_bucket: None,
+            export_region: None,
+            export_role: None,
+            export_aws_account_id: None,
+            export_kms_arn: None,
         }
     }
 }
@@ -1010,6 +1031,11 @@ impl Config {
         all.backend.upstream_service_account = Some(String::new());
         all.backend.upstream_api_key_file = some_path();
         all.backend.upstream_api_key_env = Some(String::new());
+        all.backend.export_bucket = Some(String::new());
+        all.backend.export_region = Some(String::new());
+        all.backend.export_role = Some(String::new());
+        all.backend.export_aws_account_id = Some(String::new());
+        all.backend.export_kms_arn = Some(String::new());
         all.proxy.cert = some_path();
         all.proxy.key = some_path();
         all.proxy.client_ca = some_path();

@@ -156,6 +156,23 @@ pub fn cloud(config: &Config, home: &Home) -> anyhow::Result<Cloud> {
              only calls codec servers over HTTPS"
         );
     }
+    let export_sink = match &backend.export_bucket {
+        None => None,
+        Some(bucket) => {
+            let required = |value: &Option<String>, key: &str| {
+                value.clone().filter(|v| !v.is_empty()).with_context(|| {
+                    format!("[backend] {key}: required with export_bucket (Cloud's export sink)")
+                })
+            };
+            Some(plinth_control::CloudExportSink {
+                bucket: bucket.clone(),
+                region: required(&backend.export_region, "export_region")?,
+                role: required(&backend.export_role, "export_role")?,
+                aws_account_id: required(&backend.export_aws_account_id, "export_aws_account_id")?,
+                kms_arn: backend.export_kms_arn.clone(),
+            })
+        }
+    };
     Ok(Cloud::new(CloudSettings {
         endpoint: backend.endpoint.clone(),
         account: backend.account.clone(),
@@ -166,6 +183,7 @@ pub fn cloud(config: &Config, home: &Home) -> anyhow::Result<Cloud> {
         operation_timeout: backend.operation_timeout,
         invite_users: backend.invite_users,
         upstream,
+        export_sink,
     })?)
 }
 

@@ -457,3 +457,207 @@ fn the_proxy_refuses_an_upstream_key_that_is_not_its_service_accounts() {
     );
     assert!(!error.contains(KEY), "the key is not shown");
 }
+
+#[test]
+fn clouds_own_audit_log_is_pulled_into_the_trail_once_per_record() {
+    let cloud = Cloud::start(Settings::default());
+    let sections = format!(
+        "{}\n[audit]\ninterval = \"1s\"\n",
+        cloud.backend_section(KEY)
+    );
+    let stack = PlinthStack::start_configured(
+        DevServer::shared(),
+        PLINTH.as_ref(),
+        "10m",
+        "5m",
+        "",
+        &sections,
+    )
+    .unwrap();
+    let yaml = namespace_yaml("audited", "audited", PAYMENTS_TEAM, 7, "");
+    ok(stack.apply_as(PAYMENTS_MEMBER, &yaml, &["--wait"]));
+    let pulled = || -> Vec<serde_json::Value> {
+        let shown = ok(stack.plinth_as(
+            ADMIN,
+            &[
+                "audit", "--since", "1h", "--action", "cloud.*", "-o", "json",
+            ],
+        ));
+        stdout(&shown)
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect()
+    };
+    let mut records = Vec::new();
+    wait_for("Cloud's CreateNamespace record in the trail", || {
+        records = pulled();
+        records
+            .iter()
+            .any(|r| r["action"] == "cloud.CreateNamespace")
+    });
+    let created = records
+        .iter()
+        .find(|r| r["action"] == "cloud.CreateNamespace")
+        .unwrap();
+    assert!(
+        created["id"].as_str().unwrap().starts_with("cloud:"),
+        "{created}"
+    );
+    assert_eq!(created["actor"], "cloud:serviceaccount:plinth");
+    assert!(
+        created["detail"].as_str().unwrap().contains("audited"),
+        "{created}"
+    );
+    // Pulled again every second: still once each.
+    std::thread::sleep(Duration::from_secs(3));
+    let again = pulled();
+    let mut ids: Vec<&str> = again.iter().map(|r| r["id"].as_str().unwrap()).collect();
+    let count = ids.len();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), count, "{again:#?}");
+    // Only platform admins read the account's log.
+    let member = ok(stack.plinth_as(
+        PAYMENTS_MEMBER,
+        &[
+            "audit", "--since", "1h", "--action", "cloud.*", "-o", "json",
+        ],
+    ));
+    assert!(stdout(&member).trim().is_empty(), "{}", text(&member));
+}
+
+#[test]
+fn an_exported_namespace_gets_clouds_export_sink_and_plinth_reads_what_cloud_wrote() {
+    use plinth_archive::history::{PREFIX, WorkflowExecution, WorkflowExecutions};
+    use prost::Message as _;
+    use temporalio_common::protos::temporal::api::enums::v1::EventType;
+    use temporalio_common::protos::temporal::api::history::v1::history_event::Attributes;
+    use temporalio_common::protos::temporal::api::history::v1::{
+        History, HistoryEvent, WorkflowExecutionStartedEventAttributes,
+    };
+
+    let cloud = Cloud::start(Settings::default());
+    let bucket = tempfile::tempdir().unwrap();
+    let sections = format!(
+        "{}export_bucket = \"acme-history\"\nexport_region = \"us-east-1\"\n\
+         export_role = \"temporal-export\"\nexport_aws_account_id = \"123456789012\"\n\n\
+         [export]\ndestination = \"file://{}\"\n",
+        cloud.backend_section(KEY),
+        bucket.path().display()
+    );
+    let stack = PlinthStack::start_configured(
+        DevServer::shared(),
+        PLINTH.as_ref(),
+        "10m",
+        "5m",
+        "",
+        &sections,
+    )
+    .unwrap();
+    let exported = |enabled: bool| {
+        let yaml = namespace_yaml(
+            "shipped",
+            "shipped",
+            PAYMENTS_TEAM,
+            7,
+            &format!("  export:\n    enabled: {enabled}\n"),
+        );
+        ok(stack.apply_as(PAYMENTS_MEMBER, &yaml, &["--wait"]));
+        cloud
+            .double
+            .export_sink("shipped", "plinth")
+            .expect("the namespace's export sink")
+    };
+    let sink = exported(true);
+    let spec = sink.spec.unwrap();
+    assert!(spec.enabled);
+    let s3 = spec.s3.unwrap();
+    assert_eq!(
+        (
+            s3.bucket_name.as_str(),
+            s3.role_name.as_str(),
+            s3.aws_account_id.as_str()
+        ),
+        ("acme-history", "temporal-export", "123456789012")
+    );
+    assert!(!exported(false).spec.unwrap().enabled);
+
+    // What Cloud's export writes there, Plinth lists (no index of Plinth's beside it).
+    let now = std::time::SystemTime::now();
+    let time = |t: std::time::SystemTime| Some(prost_wkt_types::Timestamp::from(t));
+    let history = History {
+        events: vec![
+            HistoryEvent {
+                event_id: 1,
+                event_time: time(now - Duration::from_secs(60)),
+                event_type: EventType::WorkflowExecutionStarted as i32,
+                attributes: Some(Attributes::WorkflowExecutionStartedEventAttributes(
+                    WorkflowExecutionStartedEventAttributes {
+                        workflow_id: "order-7".into(),
+                        original_execution_run_id: "run-7".into(),
+                        ..Default::default()
+                    },
+                )),
+                ..Default::default()
+            },
+            HistoryEvent {
+                event_id: 2,
+                event_time: time(now - Duration::from_secs(30)),
+                event_type: EventType::WorkflowExecutionCompleted as i32,
+                ..Default::default()
+            },
+        ],
+    };
+    let stamp = humantime::format_rfc3339_seconds(now).to_string();
+    let key = format!(
+        "{PREFIX}/shipped.{}/{}/{}/{}/{}/{}/cloud-1",
+        cloud.double.account(),
+        &stamp[0..4],
+        &stamp[5..7],
+        &stamp[8..10],
+        &stamp[11..13],
+        &stamp[14..16]
+    );
+    let object = bucket.path().join(&key);
+    std::fs::create_dir_all(object.parent().unwrap()).unwrap();
+    let executions = WorkflowExecutions {
+        items: vec![WorkflowExecution {
+            history: Some(history),
+        }],
+    };
+    std::fs::write(&object, executions.encode_to_vec()).unwrap();
+    let listed = ok(stack.plinth_as(
+        ADMIN,
+        &["history", "list", "shipped", "--since", "1h", "-o", "json"],
+    ));
+    let listed: Vec<serde_json::Value> = serde_json::from_str(&stdout(&listed)).unwrap();
+    assert_eq!(listed.len(), 1, "{listed:#?}");
+    assert_eq!(listed[0]["workflowId"], "order-7");
+    assert_eq!(listed[0]["runId"], "run-7");
+    assert_eq!(listed[0]["status"], "Completed");
+}
+
+#[test]
+fn export_on_cloud_without_a_sink_configured_fails_naming_what_to_set() {
+    let cloud = Cloud::start(Settings::default());
+    let stack = cloud.stack("10m").unwrap();
+    let yaml = namespace_yaml(
+        "unsunk",
+        "unsunk",
+        PAYMENTS_TEAM,
+        7,
+        "  export:\n    enabled: true\n",
+    );
+    ok(stack.apply_as(PAYMENTS_MEMBER, &yaml, &[]));
+    wait_for("the reconcile to fail", || {
+        phase(&stack, "unsunk") == "Failed"
+    });
+    let status = &get_json(&stack, "unsunk")["status"];
+    assert!(
+        status["message"]
+            .as_str()
+            .unwrap()
+            .contains("[backend] export_bucket"),
+        "{status}"
+    );
+}

@@ -3,10 +3,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use plinth_archive::Archive;
-use plinth_control::ControlPlane;
+use plinth_control::{AccountAudit, ControlPlane, NamespaceBackend};
 use plinth_proto::audit::AuditRecord;
 use plinth_workflows::contracts::{
-    AuditBatch, AuditSettings, LoadAuditSettings, RecordAudit, ShipAudit,
+    AccountAuditPull, AuditBatch, AuditSettings, LoadAuditSettings, PullAccountAudit, RecordAudit,
+    ShipAudit,
 };
 use temporalio_common::error::ApplicationFailure;
 use temporalio_macros::activities;
@@ -18,6 +19,8 @@ pub struct AuditActivities {
     destinations: Arc<HashMap<String, Archive>>,
     interval: Duration,
     control: ControlPlane,
+    /// Whose own audit log is pulled into the trail, where it keeps one.
+    backend: Arc<dyn NamespaceBackend>,
 }
 
 impl AuditActivities {
@@ -27,11 +30,13 @@ impl AuditActivities {
         destinations: HashMap<String, Archive>,
         interval: Duration,
         control: ControlPlane,
+        backend: Arc<dyn NamespaceBackend>,
     ) -> Self {
         Self {
             destinations: Arc::new(destinations),
             interval,
             control,
+            backend,
         }
     }
 
@@ -62,9 +67,31 @@ impl AuditActivities {
         _ctx: ActivityContext,
         _destination: String,
     ) -> Result<AuditSettings, ActivityError> {
+        // A backend that keeps no log of its own answers `None` to any pull.
+        let account_audit = self
+            .backend
+            .account_audit(None, 0)
+            .await
+            .map_or(true, |log| log.is_some());
         Ok(AuditSettings {
             interval_secs: self.interval.as_secs().max(1),
+            account_audit,
         })
+    }
+
+    /// What the backend's own audit log added after the cursor.
+    #[activity(definition = PullAccountAudit)]
+    pub async fn pull_account_audit(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        pull: AccountAuditPull,
+    ) -> Result<AccountAudit, ActivityError> {
+        let pulled = self
+            .backend
+            .account_audit(pull.cursor, pull.max as usize)
+            .await
+            .map_err(|e| ActivityError::application(ApplicationFailure::new(e)))?;
+        Ok(pulled.unwrap_or_default())
     }
 
     /// Hands records to every destination's shipping; a refusal (too many waiting) or an

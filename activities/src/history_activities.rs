@@ -26,7 +26,7 @@ fn retried(error: impl std::error::Error + Send + Sync + 'static) -> ActivityErr
 }
 
 /// Histories fetched at once while exporting.
-const FETCHES_AT_ONCE: usize = 4;
+pub const FETCHES_AT_ONCE: usize = 4;
 
 /// The activities of `HistoryExport`, and of the namespace setting it up.
 #[derive(Debug, Clone)]

@@ -13,7 +13,7 @@ mod worker_info;
 
 pub use access_activities::{AccessActivities, reconcile_access};
 pub use audit_activities::AuditActivities;
-pub use history_activities::{HistoryActivities, export_histories};
+pub use history_activities::{FETCHES_AT_ONCE, HistoryActivities, export_histories};
 pub use metrics_activities::{MetricsActivities, ScrapeTargetSettings};
 pub use namespaces::NamespaceActivities;
 pub use worker_info::WorkerActivities;

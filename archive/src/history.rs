@@ -121,31 +121,17 @@ pub async fn list(
     mut budget: u64,
 ) -> Result<Listing, ArchiveError> {
     check_name(archive, "namespace", namespace)?;
-    let prefix = format!("{INDEX}/{namespace}");
-    let mut hours_found: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    let mut listed = 0;
-    let mut listing = Listing::default();
-    for month in hours::months(&prefix, since, until) {
-        let keys = archive.list(&month).await?;
-        listed += keys.len();
-        if listed > MAX_KEYS {
-            listing.exhausted = true;
-            break;
-        }
-        for key in keys {
-            let Some((hour, _)) = key.rsplit_once('/') else {
-                continue;
-            };
-            let Some(start) = hours::start(&prefix, hour) else {
-                continue;
-            };
-            if start + hours::HOUR > since && start < until {
-                hours_found.entry(hour.to_owned()).or_default().push(key);
-            }
-        }
+    let index = format!("{INDEX}/{namespace}");
+    let (indexes, exhausted) = keys_by_hour(archive, &index, since, until).await?;
+    if indexes.is_empty() && !exhausted {
+        return scan(archive, namespace, since, until, budget).await;
     }
+    let mut listing = Listing {
+        exhausted,
+        ..Listing::default()
+    };
     let mut seen = std::collections::HashSet::new();
-    'hours: for keys in hours_found.into_values().rev() {
+    'hours: for keys in indexes.into_values().rev() {
         for key in keys {
             if budget == 0 {
                 listing.exhausted = true;
@@ -169,6 +155,135 @@ pub async fn list(
         .workflows
         .sort_by(|a, b| b.close_time.cmp(&a.close_time));
     Ok(listing)
+}
+
+/// The keys under `prefix` by the hour (`<prefix>/YYYY/MM/DD/HH`) they are filed under, for
+/// the hours `[since, until)` touches; true when there were more than [`MAX_KEYS`].
+async fn keys_by_hour(
+    archive: &Archive,
+    prefix: &str,
+    since: SystemTime,
+    until: SystemTime,
+) -> Result<(BTreeMap<String, Vec<String>>, bool), ArchiveError> {
+    let mut by_hour: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut listed = 0;
+    for month in hours::months(prefix, since, until) {
+        let keys = archive.list(&month).await?;
+        listed += keys.len();
+        if listed > MAX_KEYS {
+            return Ok((by_hour, true));
+        }
+        for key in keys {
+            let Some(rest) = key.strip_prefix(prefix).and_then(|r| r.strip_prefix('/')) else {
+                continue;
+            };
+            let parts: Vec<&str> = rest.splitn(5, '/').collect();
+            if parts.len() < 5 {
+                continue;
+            }
+            let hour = format!("{prefix}/{}", parts[..4].join("/"));
+            let Some(start) = hours::start(prefix, &hour) else {
+                continue;
+            };
+            if start + hours::HOUR > since && start < until {
+                by_hour.entry(hour).or_default().push(key);
+            }
+        }
+    }
+    Ok((by_hour, false))
+}
+
+/// Lists an export no index describes (Temporal Cloud's own): each object read whole, each
+/// workflow listed from its history. Cloud files an object under the hour it was written, at
+/// or after its workflows closed, so the hour after `until` is read too.
+async fn scan(
+    archive: &Archive,
+    namespace: &str,
+    since: SystemTime,
+    until: SystemTime,
+    mut budget: u64,
+) -> Result<Listing, ArchiveError> {
+    let prefix = format!("{PREFIX}/{namespace}");
+    let (objects, exhausted) = keys_by_hour(archive, &prefix, since, until + hours::HOUR).await?;
+    let mut listing = Listing {
+        exhausted,
+        ..Listing::default()
+    };
+    let mut seen = std::collections::HashSet::new();
+    'hours: for keys in objects.into_values().rev() {
+        for key in keys {
+            if budget == 0 {
+                listing.exhausted = true;
+                break 'hours;
+            }
+            let Some(bytes) = archive.get_at_most(&key, MAX_OBJECT_BYTES).await? else {
+                continue;
+            };
+            budget = budget.saturating_sub(bytes.len() as u64);
+            for (item, execution) in decode(archive, &key, &bytes)?.items.iter().enumerate() {
+                let Some(entry) = execution
+                    .history
+                    .as_ref()
+                    .and_then(|h| listed(h, &key, item as u32))
+                else {
+                    continue;
+                };
+                let Ok(closed) = humantime::parse_rfc3339(&entry.close_time) else {
+                    continue;
+                };
+                if closed >= since
+                    && closed < until
+                    && seen.insert((entry.workflow_id.clone(), entry.run_id.clone()))
+                {
+                    listing.workflows.push(entry);
+                }
+            }
+        }
+    }
+    listing
+        .workflows
+        .sort_by(|a, b| b.close_time.cmp(&a.close_time));
+    Ok(listing)
+}
+
+/// A closed workflow as its history tells it: started (id, type, run), closed (time,
+/// status); `None` for a history that does not start and close.
+fn listed(history: &History, key: &str, item: u32) -> Option<ExportedWorkflow> {
+    use temporalio_common::protos::temporal::api::enums::v1::EventType;
+    use temporalio_common::protos::temporal::api::history::v1::history_event::Attributes;
+    let first = history.events.first()?;
+    let last = history.events.last()?;
+    let Attributes::WorkflowExecutionStartedEventAttributes(started) = first.attributes.as_ref()?
+    else {
+        return None;
+    };
+    let status = match EventType::try_from(last.event_type).ok()? {
+        EventType::WorkflowExecutionCompleted => "Completed",
+        EventType::WorkflowExecutionFailed => "Failed",
+        EventType::WorkflowExecutionTimedOut => "TimedOut",
+        EventType::WorkflowExecutionCanceled => "Canceled",
+        EventType::WorkflowExecutionTerminated => "Terminated",
+        EventType::WorkflowExecutionContinuedAsNew => "ContinuedAsNew",
+        _ => return None,
+    };
+    let time = |t: Option<&prost_wkt_types::Timestamp>| {
+        t.and_then(|t| SystemTime::try_from(*t).ok())
+            .map(|t| humantime::format_rfc3339_nanos(t).to_string())
+    };
+    Some(ExportedWorkflow {
+        workflow_id: started.workflow_id.clone(),
+        run_id: started.original_execution_run_id.clone(),
+        workflow_type: started
+            .workflow_type
+            .as_ref()
+            .map(|t| t.name.clone())
+            .unwrap_or_default(),
+        start_time: time(first.event_time.as_ref()).unwrap_or_default(),
+        close_time: time(last.event_time.as_ref())?,
+        status: status.into(),
+        key: key.to_owned(),
+        item,
+    })
 }
 
 /// The history `entry` (as [`list`] gave it) names, from the export of `namespace`.
@@ -389,6 +504,77 @@ mod tests {
         .await
         .unwrap();
         assert_eq!(later.workflows.len(), 1);
+    }
+
+    /// A history as Temporal Cloud's export holds it: started, then terminated.
+    fn cloud_history(id: &str, closed: &str) -> History {
+        use temporalio_common::protos::temporal::api::enums::v1::EventType;
+        use temporalio_common::protos::temporal::api::history::v1::WorkflowExecutionStartedEventAttributes;
+        use temporalio_common::protos::temporal::api::history::v1::history_event::Attributes;
+        let time = |t: &str| Some(prost_wkt_types::Timestamp::from(at(t)));
+        History {
+            events: vec![
+                HistoryEvent {
+                    event_id: 1,
+                    event_time: time("2026-12-04T09:00:00Z"),
+                    event_type: EventType::WorkflowExecutionStarted as i32,
+                    attributes: Some(Attributes::WorkflowExecutionStartedEventAttributes(
+                        WorkflowExecutionStartedEventAttributes {
+                            workflow_id: id.into(),
+                            original_execution_run_id: format!("run-{id}"),
+                            ..Default::default()
+                        },
+                    )),
+                    ..Default::default()
+                },
+                HistoryEvent {
+                    event_id: 2,
+                    event_time: time(closed),
+                    event_type: EventType::WorkflowExecutionTerminated as i32,
+                    ..Default::default()
+                },
+            ],
+        }
+    }
+
+    #[tokio::test]
+    async fn an_export_without_indexes_is_listed_from_its_histories() {
+        let (_dir, archive) = archive();
+        // Written by Temporal Cloud, in the hour after the workflows closed.
+        let executions = WorkflowExecutions {
+            items: vec![
+                WorkflowExecution {
+                    history: Some(cloud_history("a", "2026-12-04T10:50:00Z")),
+                },
+                WorkflowExecution {
+                    history: Some(cloud_history("b", "2026-12-04T10:55:00Z")),
+                },
+            ],
+        };
+        let key = format!("{PREFIX}/payments.acct/2026/12/04/11/05/cloud-export-1");
+        archive
+            .put(&key, executions.encode_to_vec().into())
+            .await
+            .unwrap();
+        let listing = list(
+            &archive,
+            "payments.acct",
+            at("2026-12-04T10:00:00Z"),
+            at("2026-12-04T11:00:00Z"),
+            u64::MAX,
+        )
+        .await
+        .unwrap();
+        let found: Vec<(&str, &str, u32)> = listing
+            .workflows
+            .iter()
+            .map(|w| (w.workflow_id.as_str(), w.status.as_str(), w.item))
+            .collect();
+        assert_eq!(found, [("b", "Terminated", 1), ("a", "Terminated", 0)]);
+        let history = read(&archive, "payments.acct", &listing.workflows[0])
+            .await
+            .unwrap();
+        assert_eq!(history, cloud_history("b", "2026-12-04T10:55:00Z"));
     }
 
     #[tokio::test]

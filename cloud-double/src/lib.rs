@@ -270,6 +270,18 @@ impl Double {
         self.with(|state| state.namespace(name).cloned())
     }
 
+    /// Export sink `name` of namespace `namespace`, short (`orders`) or full.
+    pub fn export_sink(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Option<temporalio_common::protos::temporal::api::cloud::namespace::v1::ExportSink> {
+        self.with(|state| {
+            let key = state.namespace(namespace)?.namespace.clone();
+            state.export_sink(&key, name).ok()
+        })
+    }
+
     /// Changes a namespace the way someone in Cloud's console would: no operation, a new
     /// resource version.
     pub fn edit_namespace(&self, name: &str, edit: impl FnOnce(&mut Namespace)) -> bool {

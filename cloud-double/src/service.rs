@@ -223,6 +223,60 @@ impl CloudService for Double {
         })
     }
 
+    async fn create_namespace_export_sink(
+        &self,
+        request: Request<CreateNamespaceExportSinkRequest>,
+    ) -> Result<Response<CreateNamespaceExportSinkResponse>, Status> {
+        let request = request.into_inner();
+        self.call("CreateNamespaceExportSink", |state| {
+            let spec = request
+                .spec
+                .ok_or_else(|| Status::invalid_argument("spec: required"))?;
+            let operation = state.write_export_sink(
+                &request.namespace,
+                spec,
+                None,
+                &request.async_operation_id,
+            )?;
+            Ok(CreateNamespaceExportSinkResponse {
+                async_operation: Some(operation),
+            })
+        })
+    }
+
+    async fn get_namespace_export_sink(
+        &self,
+        request: Request<GetNamespaceExportSinkRequest>,
+    ) -> Result<Response<GetNamespaceExportSinkResponse>, Status> {
+        let request = request.into_inner();
+        self.call("GetNamespaceExportSink", |state| {
+            Ok(GetNamespaceExportSinkResponse {
+                sink: Some(state.export_sink(&request.namespace, &request.name)?),
+            })
+        })
+    }
+
+    async fn update_namespace_export_sink(
+        &self,
+        request: Request<UpdateNamespaceExportSinkRequest>,
+    ) -> Result<Response<UpdateNamespaceExportSinkResponse>, Status> {
+        let request = request.into_inner();
+        self.call("UpdateNamespaceExportSink", |state| {
+            let spec = request
+                .spec
+                .ok_or_else(|| Status::invalid_argument("spec: required"))?;
+            let operation = state.write_export_sink(
+                &request.namespace,
+                spec,
+                Some(&request.resource_version),
+                &request.async_operation_id,
+            )?;
+            Ok(UpdateNamespaceExportSinkResponse {
+                async_operation: Some(operation),
+            })
+        })
+    }
+
     async fn get_audit_logs(
         &self,
         request: Request<GetAuditLogsRequest>,

@@ -21,6 +21,9 @@ use crate::Settings;
 use temporalio_common::protos::temporal::api::cloud::auditlog::v1::{
     LogRecord, Principal as LogPrincipal,
 };
+use temporalio_common::protos::temporal::api::cloud::namespace::v1::{
+    ExportSink, ExportSinkSpec, export_sink,
+};
 
 use temporalio_common::protos::temporal::api::cloud::cloudservice::v1::get_current_identity_response::Principal;
 
@@ -81,6 +84,8 @@ pub(crate) struct State {
     pub(crate) mutations: u64,
     /// The account's audit log: one record per mutation, in the order made.
     audit_log: Vec<LogRecord>,
+    /// Namespaces' export sinks, by namespace full name and sink name.
+    export_sinks: BTreeMap<(String, String), ExportSink>,
     /// Applied to a namespace just before the next update of it is checked, as another
     /// writer's change that lands between the caller's read and write.
     pub(crate) interference: Option<Edit>,
@@ -117,6 +122,8 @@ enum Target {
     Namespace(String),
     User(String),
     ServiceAccount(String),
+    /// A namespace's export sink: namespace full name, sink name.
+    ExportSink(String, String),
 }
 
 #[derive(Debug)]
@@ -153,6 +160,7 @@ impl State {
             throttled: 0,
             mutations: 0,
             audit_log: Vec::new(),
+            export_sinks: BTreeMap::new(),
             interference: None,
             served: std::collections::HashSet::new(),
             refilled: Instant::now(),
@@ -609,6 +617,17 @@ impl State {
                     user.resource_version = version;
                 }
             }
+            Target::ExportSink(namespace, name) => {
+                let key = (namespace, name);
+                if failed.is_none() && deleting {
+                    self.export_sinks.remove(&key);
+                    return;
+                }
+                if let Some(sink) = self.export_sinks.get_mut(&key) {
+                    sink.state = end_state as i32;
+                    sink.resource_version = version;
+                }
+            }
             Target::ServiceAccount(id) => {
                 if let (Some(Before::ServiceAccount(before)), Some(_)) = (before, &failed) {
                     self.service_accounts.insert(id.clone(), *before);
@@ -663,6 +682,7 @@ impl State {
             Target::Namespace(name) => ("namespace", name.clone()),
             Target::User(id) => ("user", id.clone()),
             Target::ServiceAccount(id) => ("service_account", id.clone()),
+            Target::ExportSink(namespace, _) => ("namespace", namespace.clone()),
         };
         self.audit_log.push(LogRecord {
             emit_time: Some(SystemTime::now().into()),
@@ -699,6 +719,74 @@ impl State {
             },
         );
         operation
+    }
+
+    /// The export sink `name` of namespace `namespace`.
+    pub(crate) fn export_sink(&self, namespace: &str, name: &str) -> Result<ExportSink, Status> {
+        let key = self.existing_namespace(namespace)?;
+        self.export_sinks
+            .get(&(key, name.to_owned()))
+            .cloned()
+            .ok_or_else(|| not_found("export sink", name))
+    }
+
+    /// Creates (no `resource_version`) or updates an export sink, as an async operation.
+    pub(crate) fn write_export_sink(
+        &mut self,
+        namespace: &str,
+        spec: ExportSinkSpec,
+        resource_version: Option<&str>,
+        requested: &str,
+    ) -> Result<AsyncOperation, Status> {
+        let kind = if resource_version.is_none() {
+            "CreateNamespaceExportSink"
+        } else {
+            "UpdateNamespaceExportSink"
+        };
+        if let Some(operation) = self.replayed(requested, kind)? {
+            return Ok(operation);
+        }
+        let key = self.existing_namespace(namespace)?;
+        validate_export_sink(&spec)?;
+        let sink_key = (key.clone(), spec.name.clone());
+        match (self.export_sinks.get(&sink_key), resource_version) {
+            (Some(_), None) => {
+                return Err(Status::already_exists(format!(
+                    "export sink {:?} already exists",
+                    spec.name
+                )));
+            }
+            (None, Some(_)) => return Err(not_found("export sink", &spec.name)),
+            (Some(current), Some(version)) => {
+                check_version("export sink", &current.resource_version, version)?;
+                check_idle("export sink", &spec.name, current.state)?;
+            }
+            (None, None) => {}
+        }
+        let operation = self.start_operation(
+            requested,
+            kind,
+            Target::ExportSink(key, spec.name.clone()),
+            None,
+        );
+        let state = if resource_version.is_none() {
+            transitional(Kind::Create)
+        } else {
+            transitional(Kind::Update)
+        };
+        let version = self.next_version();
+        self.export_sinks.insert(
+            sink_key,
+            ExportSink {
+                name: spec.name.clone(),
+                resource_version: version,
+                state: state as i32,
+                spec: Some(spec),
+                health: export_sink::Health::Ok as i32,
+                ..Default::default()
+            },
+        );
+        Ok(operation)
     }
 
     pub(crate) fn create_namespace(
@@ -1156,6 +1244,34 @@ fn access_of(access: Option<&Access>, namespace: &str) -> Option<i32> {
         .namespace_accesses
         .get(namespace)
         .map(|a| a.permission)
+}
+
+/// What Cloud checks of an S3 export sink before it assumes the role: each field present, and
+/// the AWS account a 12-digit id.
+fn validate_export_sink(spec: &ExportSinkSpec) -> Result<(), Status> {
+    if spec.name.is_empty() {
+        return Err(Status::invalid_argument("spec.name: required"));
+    }
+    let Some(s3) = &spec.s3 else {
+        return Err(Status::invalid_argument(
+            "spec.s3: required (GCS sinks are not offered)",
+        ));
+    };
+    for (field, value) in [
+        ("spec.s3.bucket_name", &s3.bucket_name),
+        ("spec.s3.role_name", &s3.role_name),
+        ("spec.s3.region", &s3.region),
+    ] {
+        if value.is_empty() {
+            return Err(Status::invalid_argument(format!("{field}: required")));
+        }
+    }
+    if s3.aws_account_id.len() != 12 || !s3.aws_account_id.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(Status::invalid_argument(
+            "spec.s3.aws_account_id: a 12-digit AWS account id",
+        ));
+    }
+    Ok(())
 }
 
 /// One page of `items` and the token of the next (empty after the last).

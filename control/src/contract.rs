@@ -158,6 +158,9 @@ pub struct AuditExportState {
     /// Digests of the ids last accepted, oldest first: a record delivered again is kept once.
     #[serde(default)]
     pub recent: std::collections::VecDeque<String>,
+    /// Where pulling the backend's own audit log stopped (Temporal Cloud's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account_cursor: Option<crate::AccountAuditCursor>,
 }
 
 impl AuditExportState {

@@ -25,9 +25,10 @@ pub use authorization::{ACCESS_TTL, AccessCheck, AccessLists, Need};
 #[cfg(any(test, feature = "memory"))]
 pub use backend::memory;
 pub use backend::{
-    AccessChange, AccessLevel, BackendError, ClosedPage, Cloud, CloudPrincipal, CloudSettings,
-    MAX_HISTORY_BYTES, NamespaceBackend, ObservedNamespace, SecretSource, SelfHosted, UpstreamAuth,
-    check_proxy_key, missing_search_attributes, progress,
+    AccessChange, AccessLevel, AccountAudit, AccountAuditCursor, BackendError, ClosedPage, Cloud,
+    CloudExportSink, CloudPrincipal, CloudSettings, MAX_HISTORY_BYTES, NamespaceBackend,
+    ObservedNamespace, SecretSource, SelfHosted, UpstreamAuth, check_proxy_key,
+    missing_search_attributes, progress,
 };
 pub use plane::{ControlPlane, PolicySeeding};
 pub use temporal::{

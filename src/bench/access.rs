@@ -281,6 +281,7 @@ async fn cloud_double(
     std::fs::write(&key_file, key)?;
     let ca = plinth_identity::CertificateAuthority::generate("bench CA")?;
     let cloud = Cloud::new(CloudSettings {
+        export_sink: None,
         endpoint: format!("http://{}", double.address()),
         account: double.account(),
         api_key: SecretSource::File(key_file),

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, bail};
+use futures::StreamExt as _;
 use plinth_archive::Archive;
 use plinth_control::{ControlPlane, NamespaceBackend, SelfHosted};
 use plinth_proto::audit::AuditRecord;
@@ -215,18 +216,19 @@ async fn export(backend: &SelfHosted, args: &ArchiveBenchArgs) -> anyhow::Result
     let mut read_bytes = 0;
     loop {
         let listed = backend.closed_workflows(&namespace, from, to, page).await?;
-        let mut reads = JoinSet::new();
-        for workflow in listed.workflows {
-            let backend = backend.clone();
-            let namespace = namespace.clone();
-            reads.spawn(async move {
-                backend
-                    .history(&namespace, &workflow.workflow_id, &workflow.run_id)
-                    .await
-            });
-        }
-        while let Some(read) = reads.join_next().await {
-            let history = read??.context("a history gone while read")?;
+        // As many at once as the export reads.
+        let mut reads = futures::stream::iter(listed.workflows)
+            .map(|workflow| {
+                let namespace = namespace.clone();
+                async move {
+                    backend
+                        .history(&namespace, &workflow.workflow_id, &workflow.run_id)
+                        .await
+                }
+            })
+            .buffered(plinth_activities::FETCHES_AT_ONCE);
+        while let Some(read) = reads.next().await {
+            let history = read?.context("a history gone while read")?;
             read_bytes += prost::Message::encoded_len(&history);
             fetched += 1;
         }
@@ -321,15 +323,17 @@ async fn make_closed_workflows(
                     }))
                     .await?;
                 service
-                    .terminate_workflow_execution(tonic::Request::new(TerminateWorkflowExecutionRequest {
-                        namespace: namespace.clone(),
-                        workflow_execution: Some(WorkflowExecution {
-                            workflow_id: id,
-                            run_id: String::new(),
-                        }),
-                        reason: "bench".into(),
-                        ..Default::default()
-                    }))
+                    .terminate_workflow_execution(tonic::Request::new(
+                        TerminateWorkflowExecutionRequest {
+                            namespace: namespace.clone(),
+                            workflow_execution: Some(WorkflowExecution {
+                                workflow_id: id,
+                                run_id: String::new(),
+                            }),
+                            reason: "bench".into(),
+                            ..Default::default()
+                        },
+                    ))
                     .await?;
             }
         });

@@ -164,7 +164,7 @@ impl PlinthWorker {
             export.visibility_lag,
         );
         let mut namespaces = NamespaceActivities::new(
-            platform.backend,
+            platform.backend.clone(),
             platform.directory,
             platform.rules,
             platform.resync_interval,
@@ -191,7 +191,12 @@ impl PlinthWorker {
         );
         let destinations: Vec<String> = audit.destinations.keys().cloned().collect();
         let destinations_kept = destinations.clone();
-        let shipping = AuditActivities::new(audit.destinations, audit.interval, control.clone());
+        let shipping = AuditActivities::new(
+            audit.destinations,
+            audit.interval,
+            control.clone(),
+            platform.backend.clone(),
+        );
         let options = register_workflows!(WorkerOptions::new(settings.task_queue.clone()))
             .map_err(|e| setup(&e))?
             .register_activities(WorkerActivities::new(info))

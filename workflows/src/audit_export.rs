@@ -3,11 +3,16 @@ use std::time::Duration;
 use plinth_control::contract::{Appended, AuditExportState};
 use plinth_proto::audit::{AuditRecord, digest};
 use temporalio_common::data_converters::RawValue;
+use temporalio_common::protos::temporal::api::common::v1::RetryPolicy;
 use temporalio_macros::{workflow, workflow_methods};
-use temporalio_sdk::{SyncWorkflowContext, WorkflowContext, WorkflowContextView, WorkflowResult};
+use temporalio_sdk::{
+    ActivityOptions, SyncWorkflowContext, WorkflowContext, WorkflowContextView, WorkflowResult,
+};
 
 use crate::audit::until_done;
-use crate::contracts::{AuditBatch, LoadAuditSettings, ShipAudit};
+use crate::contracts::{
+    AccountAuditPull, AuditBatch, LoadAuditSettings, PullAccountAudit, ShipAudit,
+};
 use crate::handover::hand_over_when_long;
 use crate::provision_namespace::{UpdateError, local_activity};
 
@@ -17,6 +22,10 @@ use crate::provision_namespace::{UpdateError, local_activity};
 pub(crate) const MAX_PENDING_BYTES: usize = 512 << 10;
 /// Records waiting that make a shipment start before the interval is up.
 const SHIP_AT_BYTES: usize = MAX_PENDING_BYTES / 4;
+/// Records pulled from the backend's own log at once, and the room each is given (a pulled
+/// record is bounded, each field at most 1 KiB).
+const PULLED_AT_ONCE: usize = 500;
+const PULLED_RECORD_BYTES: usize = 8 << 10;
 /// Ids remembered, so a record delivered again is kept once.
 const RECENT_IDS: usize = 4_096;
 
@@ -55,11 +64,16 @@ impl AuditExport {
             .await?;
         let interval = Duration::from_secs(settings.interval_secs.max(1));
         let options = until_done(Duration::from_secs(120));
+        // Only the changes stream takes the backend's own log, once per destination.
+        let pull = settings.account_audit && ctx.state(|s| s.state.stream.is_empty());
         loop {
             temporalio_sdk::workflows::select! {
                 _ = ctx.timer(interval) => {},
                 _ = ctx.wait_condition(|s| s.pending_bytes >= SHIP_AT_BYTES) => {},
             };
+            if pull {
+                pull_account_audit(ctx).await;
+            }
             let batch = ctx.state(|s| AuditBatch {
                 destination: destination.clone(),
                 stream: s.state.stream.clone(),
@@ -95,6 +109,39 @@ impl AuditExport {
         records: Vec<AuditRecord>,
     ) -> Result<Appended, UpdateError> {
         Ok(self.take(records))
+    }
+}
+
+/// Takes what the backend's own audit log added since the last pull, as much as fits. A pull
+/// that fails is tried again at the next shipment, from the same place: the trail's own
+/// records never wait for it.
+async fn pull_account_audit(ctx: &mut WorkflowContext<AuditExport>) {
+    let (cursor, room) = ctx.state(|s| {
+        (
+            s.state.account_cursor.clone(),
+            MAX_PENDING_BYTES.saturating_sub(s.pending_bytes) / PULLED_RECORD_BYTES,
+        )
+    });
+    let max = room.min(PULLED_AT_ONCE) as u32;
+    if max == 0 {
+        return;
+    }
+    let options = ActivityOptions::with_start_to_close_timeout(Duration::from_secs(60))
+        .retry_policy(RetryPolicy {
+            maximum_attempts: 1,
+            ..Default::default()
+        })
+        .build();
+    let pulled = ctx
+        .execute_activity(PullAccountAudit, AccountAuditPull { cursor, max }, options)
+        .await;
+    if let Ok(pulled) = pulled {
+        ctx.state_mut(|s| {
+            s.take(pulled.records);
+            if pulled.cursor.is_some() {
+                s.state.account_cursor = pulled.cursor;
+            }
+        });
     }
 }
 

@@ -352,6 +352,9 @@ impl ActivityDefinition for ShipAudit {
 pub struct AuditSettings {
     /// Seconds between shipments.
     pub interval_secs: u64,
+    /// The backend keeps an audit log of its own (Temporal Cloud's), pulled into the trail.
+    #[serde(default)]
+    pub account_audit: bool,
 }
 
 /// Activity `LoadAuditSettings`: the worker's `[audit]` settings for a destination, read at
@@ -517,5 +520,28 @@ impl ActivityDefinition for ExportHistories {
 
     fn name(&self) -> &str {
         "ExportHistories"
+    }
+}
+
+/// Input of `PullAccountAudit`: where the last pull stopped, and how many records fit.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountAuditPull {
+    /// `None` before the first pull.
+    pub cursor: Option<plinth_control::AccountAuditCursor>,
+    /// Records taken at most.
+    pub max: u32,
+}
+
+/// Activity `PullAccountAudit`: the backend's own audit log after the cursor (Temporal
+/// Cloud's `GetAuditLogs`), as records of the trail.
+#[derive(Clone, Copy, Debug)]
+pub struct PullAccountAudit;
+
+impl ActivityDefinition for PullAccountAudit {
+    type Input = AccountAuditPull;
+    type Output = plinth_control::AccountAudit;
+
+    fn name(&self) -> &str {
+        "PullAccountAudit"
     }
 }

@@ -17,7 +17,8 @@ pub mod progress;
 mod self_hosted;
 
 pub use cloud::{
-    Cloud, CloudPrincipal, CloudSettings, SecretSource, UpstreamAuth, check_proxy_key,
+    Cloud, CloudExportSink, CloudPrincipal, CloudSettings, SecretSource, UpstreamAuth,
+    check_proxy_key,
 };
 pub use self_hosted::{MAX_HISTORY_BYTES, SelfHosted};
 
@@ -229,6 +230,17 @@ pub trait NamespaceBackend: Send + Sync + std::fmt::Debug {
         ))
     }
 
+    /// The account's own audit log after `cursor` (from the oldest the backend keeps when
+    /// `None`), as Plinth's records, oldest first, at most `max`; `None` where the backend keeps
+    /// no audit log of its own (a self-hosted cluster: Plinth's trail is the whole record).
+    async fn account_audit(
+        &self,
+        _cursor: Option<AccountAuditCursor>,
+        _max: usize,
+    ) -> Result<Option<AccountAudit>, BackendError> {
+        Ok(None)
+    }
+
     /// The whole history of one run of namespace `name`, or `None` once it is gone (past
     /// retention, or deleted).
     async fn history(
@@ -241,6 +253,25 @@ pub trait NamespaceBackend: Send + Sync + std::fmt::Debug {
             "this backend keeps no histories Plinth can read".into(),
         ))
     }
+}
+
+/// Where reading an account's audit log stopped: the emit time (RFC 3339, nanoseconds) and
+/// log id of the last record taken, in the log's own order.
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct AccountAuditCursor {
+    /// When the last record taken was emitted.
+    pub time: String,
+    /// Its log id.
+    pub log_id: String,
+}
+
+/// Records of an account's audit log, and where the next read starts.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct AccountAudit {
+    /// Oldest first, each with id `cloud:<log id>`.
+    pub records: Vec<plinth_proto::audit::AuditRecord>,
+    /// After the last of them; unchanged when there were none.
+    pub cursor: Option<AccountAuditCursor>,
 }
 
 /// One page of closed workflows.

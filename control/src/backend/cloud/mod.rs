@@ -16,11 +16,13 @@ use futures::StreamExt;
 use plinth_proto::v1::NamespaceSpec;
 use temporalio_client::tonic::{Code, Status};
 use temporalio_common::protos::temporal::api::cloud::cloudservice::v1::{
-    CreateNamespaceRequest, CreateUserRequest, DeleteNamespaceRequest, GetCurrentIdentityRequest,
-    GetNamespaceRequest, GetRegionsRequest, GetServiceAccountNamespaceAssignmentsRequest,
-    GetServiceAccountRequest, GetServiceAccountsRequest, GetUserNamespaceAssignmentsRequest,
-    GetUserRequest, GetUsersRequest, SetServiceAccountNamespaceAccessRequest,
-    SetUserNamespaceAccessRequest, UpdateNamespaceRequest,
+    CreateNamespaceExportSinkRequest, CreateNamespaceRequest, CreateUserRequest,
+    DeleteNamespaceRequest, GetAuditLogsRequest, GetCurrentIdentityRequest,
+    GetNamespaceExportSinkRequest, GetNamespaceRequest, GetRegionsRequest,
+    GetServiceAccountNamespaceAssignmentsRequest, GetServiceAccountRequest,
+    GetServiceAccountsRequest, GetUserNamespaceAssignmentsRequest, GetUserRequest, GetUsersRequest,
+    SetServiceAccountNamespaceAccessRequest, SetUserNamespaceAccessRequest,
+    UpdateNamespaceExportSinkRequest, UpdateNamespaceRequest,
     get_current_identity_response::Principal,
 };
 use temporalio_common::protos::temporal::api::cloud::identity::v1::{
@@ -28,17 +30,59 @@ use temporalio_common::protos::temporal::api::cloud::identity::v1::{
     namespace_access::Permission,
 };
 use temporalio_common::protos::temporal::api::cloud::namespace::v1::{
-    ApiKeyAuthSpec, CodecServerSpec, LifecycleSpec, MtlsAuthSpec, Namespace,
+    ApiKeyAuthSpec, CodecServerSpec, ExportSinkSpec, LifecycleSpec, MtlsAuthSpec, Namespace,
     NamespaceSpec as CloudSpec, ReplicaSpec,
 };
 use temporalio_common::protos::temporal::api::cloud::operation::v1::AsyncOperation;
 use temporalio_common::protos::temporal::api::cloud::resource::v1::ResourceState;
 
+use plinth_proto::audit::AuditRecord;
+use temporalio_common::protos::temporal::api::cloud::auditlog::v1::LogRecord;
+use temporalio_common::protos::temporal::api::cloud::sink::v1::S3Spec;
+
 use crate::backend::{
-    AccessChange, AccessLevel, BackendError, NamespaceBackend, ObservedNamespace,
-    attribute_type_name, attribute_type_value, jitter, progress,
+    AccessChange, AccessLevel, AccountAudit, AccountAuditCursor, BackendError, NamespaceBackend,
+    ObservedNamespace, attribute_type_name, attribute_type_value, jitter, progress,
 };
 use ops::Ops;
+
+/// Audit log records asked for at once.
+const AUDIT_PAGE: i32 = 200;
+
+/// One record of the account's audit log in Plinth's schema: id `cloud:<log id>`, the
+/// principal as actor, the operation as action (`cloud.<operation>`), and the rest as detail.
+/// Its namespace is left empty: the account's log is for platform admins.
+fn log_record(account: &str, log: LogRecord, time: &str) -> AuditRecord {
+    let actor = match &log.principal {
+        Some(p) if !p.name.is_empty() => format!("cloud:{}:{}", p.r#type, p.name),
+        Some(p) if !p.id.is_empty() => format!("cloud:{}:{}", p.r#type, p.id),
+        _ => "cloud:unknown".to_owned(),
+    };
+    let details = log
+        .raw_details
+        .as_ref()
+        .and_then(|d| serde_json::to_string(d).ok())
+        .unwrap_or_default();
+    let outcome = if log.status.is_empty() {
+        "unknown".to_owned()
+    } else {
+        log.status.to_lowercase()
+    };
+    let mut detail = details;
+    if !log.async_operation_id.is_empty() {
+        detail = format!("operation {}: {detail}", log.async_operation_id);
+    }
+    AuditRecord::new(
+        format!("cloud:{}", log.log_id),
+        time,
+        actor,
+        format!("cloud.{}", log.operation),
+        format!("account/{account}"),
+        outcome,
+    )
+    .detail(detail)
+    .bounded()
+}
 pub use plinth_identity::SecretSource;
 
 /// The tag Plinth puts on the namespaces it creates: it changes and deletes no others.
@@ -79,7 +123,27 @@ pub struct CloudSettings {
     pub invite_users: bool,
     /// How `plinth proxy` reaches the namespaces.
     pub upstream: UpstreamAuth,
+    /// Where Cloud exports the closed workflows of namespaces with `spec.export.enabled`.
+    pub export_sink: Option<CloudExportSink>,
 }
+
+/// An S3 bucket Temporal Cloud's export writes to, through a role it assumes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CloudExportSink {
+    /// The bucket's name.
+    pub bucket: String,
+    /// Its AWS region.
+    pub region: String,
+    /// The IAM role Cloud assumes to write there.
+    pub role: String,
+    /// The AWS account holding the bucket and the role.
+    pub aws_account_id: String,
+    /// The KMS key the bucket encrypts with, if any.
+    pub kms_arn: Option<String>,
+}
+
+/// The name of the export sink Plinth gives each namespace.
+const EXPORT_SINK: &str = "plinth";
 
 /// Whom an API key belongs to, as `GetCurrentIdentity` says.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -1083,6 +1147,151 @@ impl NamespaceBackend for Cloud {
 
     fn temporal_name(&self, name: &str) -> String {
         self.full_name(name)
+    }
+
+    /// The namespace's export sink `plinth`, made to match `[backend] export_sink` and the spec.
+    async fn export_by_backend(&self, name: &str, enabled: bool) -> Result<bool, BackendError> {
+        let Some(sink) = &self.settings.export_sink else {
+            if enabled {
+                return Err(BackendError::Rejected(
+                    "spec.export.enabled: on Temporal Cloud, Cloud exports histories itself to \
+                     an S3 bucket: set [backend] export_bucket, export_region, export_role and \
+                     export_aws_account_id"
+                        .into(),
+                ));
+            }
+            return Ok(true);
+        };
+        let namespace = self.full_name(name);
+        let desired = ExportSinkSpec {
+            name: EXPORT_SINK.into(),
+            enabled,
+            s3: Some(S3Spec {
+                role_name: sink.role.clone(),
+                bucket_name: sink.bucket.clone(),
+                region: sink.region.clone(),
+                kms_arn: sink.kms_arn.clone().unwrap_or_default(),
+                aws_account_id: sink.aws_account_id.clone(),
+            }),
+            gcs: None,
+        };
+        let request = GetNamespaceExportSinkRequest {
+            namespace: namespace.clone(),
+            name: EXPORT_SINK.into(),
+        };
+        let current = self
+            .ops
+            .found("GetNamespaceExportSink", &mut |mut client| {
+                let request = request.clone();
+                async move { client.get_namespace_export_sink(request).await }
+            })
+            .await?
+            .and_then(|r| r.sink);
+        let operation = match current {
+            None if !enabled => return Ok(true),
+            Some(current) if current.spec.as_ref() == Some(&desired) => return Ok(true),
+            None => {
+                let request = CreateNamespaceExportSinkRequest {
+                    namespace,
+                    spec: Some(desired),
+                    async_operation_id: String::new(),
+                };
+                self.ops
+                    .call("CreateNamespaceExportSink", |mut client| {
+                        let request = request.clone();
+                        async move { client.create_namespace_export_sink(request).await }
+                    })
+                    .await?
+                    .into_inner()
+                    .async_operation
+            }
+            Some(current) => {
+                let request = UpdateNamespaceExportSinkRequest {
+                    namespace,
+                    spec: Some(desired),
+                    resource_version: current.resource_version,
+                    async_operation_id: String::new(),
+                };
+                self.ops
+                    .call("UpdateNamespaceExportSink", |mut client| {
+                        let request = request.clone();
+                        async move { client.update_namespace_export_sink(request).await }
+                    })
+                    .await?
+                    .into_inner()
+                    .async_operation
+            }
+        };
+        if let Some(operation) = operation {
+            self.ops
+                .wait(operation, self.settings.operation_timeout)
+                .await?;
+        }
+        Ok(true)
+    }
+
+    /// `GetAuditLogs`, a page at a time from the cursor's emit time, keeping what comes after
+    /// the cursor in the log's order (emit time, then log id).
+    async fn account_audit(
+        &self,
+        cursor: Option<AccountAuditCursor>,
+        max: usize,
+    ) -> Result<Option<AccountAudit>, BackendError> {
+        if max == 0 {
+            return Ok(Some(AccountAudit {
+                records: Vec::new(),
+                cursor,
+            }));
+        }
+        let start = cursor
+            .as_ref()
+            .and_then(|c| humantime::parse_rfc3339(&c.time).ok())
+            .map(prost_wkt_types::Timestamp::from);
+        let mut audit = AccountAudit {
+            records: Vec::new(),
+            cursor: cursor.clone(),
+        };
+        let mut page_token = String::new();
+        loop {
+            let request = GetAuditLogsRequest {
+                page_size: AUDIT_PAGE,
+                page_token: page_token.clone(),
+                start_time_inclusive: start,
+                end_time_exclusive: None,
+            };
+            let response = self
+                .ops
+                .call("GetAuditLogs", |mut client| {
+                    let request = request.clone();
+                    async move { client.get_audit_logs(request).await }
+                })
+                .await?
+                .into_inner();
+            for log in response.logs {
+                let at = AccountAuditCursor {
+                    time: log
+                        .emit_time
+                        .and_then(|t| std::time::SystemTime::try_from(t).ok())
+                        .map(|t| humantime::format_rfc3339_nanos(t).to_string())
+                        .unwrap_or_default(),
+                    log_id: log.log_id.clone(),
+                };
+                if cursor.as_ref().is_some_and(|c| at <= *c) {
+                    continue;
+                }
+                audit
+                    .records
+                    .push(log_record(&self.settings.account, log, &at.time));
+                audit.cursor = Some(at);
+                if audit.records.len() >= max {
+                    return Ok(Some(audit));
+                }
+            }
+            if response.next_page_token.is_empty() {
+                return Ok(Some(audit));
+            }
+            page_token = response.next_page_token;
+        }
     }
 
     async fn endpoint(&self, name: &str) -> Result<String, BackendError> {

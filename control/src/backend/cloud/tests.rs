@@ -69,6 +69,7 @@ async fn fixture_with(mut settings: Settings, upstream: UpstreamAuth) -> Fixture
         .as_bytes()
         .to_vec();
     let backend = Cloud::new(CloudSettings {
+        export_sink: None,
         endpoint: format!("http://{}", double.address()),
         account: double.account(),
         api_key: SecretSource::File(key_file),
