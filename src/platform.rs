@@ -158,14 +158,14 @@ pub fn cloud(config: &Config, home: &Home) -> anyhow::Result<Cloud> {
     }
     let export_sink = match &backend.export_bucket {
         None => None,
-        Some(bucket) => {
+        Some(_) => {
             let required = |value: &Option<String>, key: &str| {
                 value.clone().filter(|v| !v.is_empty()).with_context(|| {
                     format!("[backend] {key}: required with export_bucket (Cloud's export sink)")
                 })
             };
             Some(plinth_control::CloudExportSink {
-                bucket: bucket.clone(),
+                bucket: required(&backend.export_bucket, "export_bucket")?,
                 region: required(&backend.export_region, "export_region")?,
                 role: required(&backend.export_role, "export_role")?,
                 aws_account_id: required(&backend.export_aws_account_id, "export_aws_account_id")?,

@@ -6,8 +6,9 @@ use plinth_identity::Identity;
 use plinth_proto::policy::{readers_policy_name, seeded_policies, writers_policy_name};
 use plinth_proto::v1::{AccessSummary, Policy, Rule};
 use plinth_workflows::contracts::{
-    AccessPlan, AccessSeed, AccessSetup, AccessStep, ApplyAccess, PlanAccess, ReconcileAccess,
-    RemoveAccessSchedule, RuleCheck, SeedAccess, TriggerAccessRun, ValidateRule,
+    AccessApplied, AccessPlan, AccessSeed, AccessSetup, AccessStep, ApplyAccess, ApplyAccessSteps,
+    PlanAccess, ReconcileAccess, RemoveAccessSchedule, RuleCheck, SeedAccess, TriggerAccessRun,
+    ValidateRule,
 };
 use temporalio_common::error::ApplicationFailure;
 use temporalio_macros::activities;
@@ -168,10 +169,31 @@ impl AccessActivities {
         ctx: ActivityContext,
         plan: AccessPlan,
     ) -> Result<AccessSummary, ActivityError> {
+        Ok(self.apply_fresh(ctx, plan).await?.summary)
+    }
+
+    /// As `apply_access`, answering the steps made.
+    #[activity(definition = ApplyAccessSteps)]
+    pub async fn apply_access_steps(
+        self: Arc<Self>,
+        ctx: ActivityContext,
+        plan: AccessPlan,
+    ) -> Result<AccessApplied, ActivityError> {
+        self.apply_fresh(ctx, plan).await
+    }
+}
+
+impl AccessActivities {
+    /// What is applied is planned afresh, as a whole run did before runs were planned first:
+    /// a plan made before a change of policy or directory (or by an overlapping run) must not
+    /// give back what a later run took away. `plan` tells which steps in effect an earlier
+    /// attempt of this run made.
+    async fn apply_fresh(
+        &self,
+        ctx: ActivityContext,
+        plan: AccessPlan,
+    ) -> Result<AccessApplied, ActivityError> {
         let namespace = plan.namespace.clone();
-        // What is applied is planned afresh, as a whole run did before runs were planned
-        // first: a plan made before a change of policy or directory (or by an overlapping
-        // run) must not give back what a later run took away. `plan` names the run's steps.
         let run = async {
             let policies = policies_of(&namespace, &self.control).await?;
             let fresh = plan_policies(
@@ -182,14 +204,14 @@ impl AccessActivities {
                 &self.admin_group,
             )
             .await?;
-            apply_plan(fresh, self.backend.as_ref()).await
+            apply_plan(fresh, &plan.steps, self.backend.as_ref()).await
         };
-        let summary = crate::heartbeat::with_heartbeat(ctx, run)
+        let applied = crate::heartbeat::with_heartbeat(ctx, run)
             .await
             .inspect_err(|_| crate::telemetry::access_run(None))
             .map_err(failure)?;
-        reconciled(&namespace, &summary);
-        Ok(summary)
+        reconciled(&namespace, &applied.summary);
+        Ok(applied)
     }
 }
 
@@ -242,7 +264,7 @@ pub async fn apply_policies(
     admin_group: &str,
 ) -> Result<AccessSummary, BackendError> {
     let plan = plan_policies(namespace, policies, backend, directory, admin_group).await?;
-    apply_plan(plan, backend).await
+    Ok(apply_plan(plan, &[], backend).await?.summary)
 }
 
 /// What applying `policies` to `namespace` would change, changing nothing.
@@ -291,25 +313,44 @@ async fn plan_policies(
 /// backend's writes.
 async fn apply_plan(
     plan: AccessPlan,
+    planned: &[AccessStep],
     backend: &dyn NamespaceBackend,
-) -> Result<AccessSummary, BackendError> {
+) -> Result<AccessApplied, BackendError> {
     let current = backend.list_access(&plan.namespace).await?;
+    let held = |identity: &str| current.get(identity).map(|level| level.as_str().to_owned());
     let mut changes = Vec::new();
-    for step in plan.steps {
-        let held = current.get(&step.identity).map(|level| level.as_str());
-        if held == step.after.as_deref() {
+    let mut steps = Vec::new();
+    for step in &plan.steps {
+        let before = held(&step.identity);
+        if before == step.after {
             continue;
         }
-        changes.push(match (held, step.after.as_deref()) {
-            (_, None) => AccessChange::Revoke(step.identity),
-            (None, Some(level)) => AccessChange::Grant(step.identity, level_of(level)?),
-            (Some(_), Some(level)) => AccessChange::Change(step.identity, level_of(level)?),
+        changes.push(match (before.as_deref(), step.after.as_deref()) {
+            (_, None) => AccessChange::Revoke(step.identity.clone()),
+            (None, Some(level)) => AccessChange::Grant(step.identity.clone(), level_of(level)?),
+            (Some(_), Some(level)) => AccessChange::Change(step.identity.clone(), level_of(level)?),
+        });
+        steps.push(AccessStep {
+            identity: step.identity.clone(),
+            before,
+            after: step.after.clone(),
         });
     }
+    // Planned steps in effect now that the fresh plan leaves as they are: an earlier attempt
+    // of this run made them (or an overlapping run did, which records them too).
+    for step in planned {
+        let replanned = plan.steps.iter().any(|s| s.identity == step.identity);
+        if !replanned && held(&step.identity) == step.after {
+            steps.push(step.clone());
+        }
+    }
     let writes = backend.apply_access(&plan.namespace, &changes).await?;
-    Ok(AccessSummary {
-        backend_writes: i32::try_from(writes).unwrap_or(i32::MAX),
-        ..plan.summary
+    Ok(AccessApplied {
+        summary: AccessSummary {
+            backend_writes: i32::try_from(writes).unwrap_or(i32::MAX),
+            ..plan.summary
+        },
+        steps,
     })
 }
 
@@ -324,7 +365,7 @@ fn level_of(name: &str) -> Result<AccessLevel, BackendError> {
 /// Refusals fail the activity for good; passing faults are retried by Temporal.
 pub(crate) fn failure(error: BackendError) -> ActivityError {
     match error {
-        BackendError::Rejected(_) => {
+        BackendError::Rejected(_) | BackendError::TooLarge(_) => {
             ActivityError::application(ApplicationFailure::non_retryable(error))
         }
         BackendError::Unavailable(_) => ActivityError::application(ApplicationFailure::new(error)),
@@ -432,13 +473,19 @@ groups:
         assert_eq!(backend.list_access("orders").await.unwrap(), writers());
     }
 
+    fn identities(applied: &AccessApplied) -> Vec<&str> {
+        let mut identities: Vec<&str> = applied.steps.iter().map(|s| s.identity.as_str()).collect();
+        identities.sort_unstable();
+        identities
+    }
+
     #[tokio::test]
-    async fn a_plan_applied_again_after_failing_halfway_makes_only_what_is_missing() {
+    async fn an_apply_retried_after_failing_halfway_makes_what_is_missing_and_answers_both() {
         let (backend, directory, policies) = setup().await;
-        let plan = plan_policies("orders", &policies, backend.as_ref(), &directory, "admins")
+        let planned = plan_policies("orders", &policies, backend.as_ref(), &directory, "admins")
             .await
             .unwrap();
-        let steps: Vec<(&str, Option<&str>, Option<&str>)> = plan
+        let steps: Vec<(&str, Option<&str>, Option<&str>)> = planned
             .steps
             .iter()
             .map(|s| (s.identity.as_str(), s.before.as_deref(), s.after.as_deref()))
@@ -455,12 +502,52 @@ groups:
             "a plan changes nothing"
         );
         backend.fail_after("grant", 1);
-        assert!(apply_plan(plan.clone(), backend.as_ref()).await.is_err());
+        let fresh = || plan_policies("orders", &policies, backend.as_ref(), &directory, "admins");
+        let first = fresh().await.unwrap();
+        assert!(
+            apply_plan(first, &planned.steps, backend.as_ref())
+                .await
+                .is_err()
+        );
         let writes = backend.writes().len();
-        // The retry of the same plan grants only the one the failure left out.
-        let summary = apply_plan(plan, backend.as_ref()).await.unwrap();
-        assert_eq!(summary.granted, 2, "the summary is the plan's");
+        // The retry plans afresh: it grants only the one the failure left out, and answers
+        // the grant the failed attempt made too.
+        let applied = apply_plan(fresh().await.unwrap(), &planned.steps, backend.as_ref())
+            .await
+            .unwrap();
         assert_eq!(backend.writes().len(), writes + 1);
         assert_eq!(backend.list_access("orders").await.unwrap(), writers());
+        assert_eq!(
+            identities(&applied),
+            ["user:alice@example.com", "user:bob@example.com"]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_planned_grant_the_policies_no_longer_give_is_neither_made_nor_answered() {
+        let (backend, directory, policies) = setup().await;
+        let planned = plan_policies("orders", &policies, backend.as_ref(), &directory, "admins")
+            .await
+            .unwrap();
+        // Bob leaves the payments group between the plan and the apply.
+        let directory = FileDirectory::parse(&DIRECTORY.replace(
+            "members: [alice@example.com, bob@example.com]",
+            "members: [alice@example.com]",
+        ))
+        .unwrap();
+        let fresh = plan_policies("orders", &policies, backend.as_ref(), &directory, "admins")
+            .await
+            .unwrap();
+        let applied = apply_plan(fresh, &planned.steps, backend.as_ref())
+            .await
+            .unwrap();
+        assert_eq!(identities(&applied), ["user:alice@example.com"]);
+        assert!(
+            !backend
+                .list_access("orders")
+                .await
+                .unwrap()
+                .contains_key("user:bob@example.com")
+        );
     }
 }

@@ -48,6 +48,9 @@ impl AuditActivities {
     }
 }
 
+/// The most a pulled record may take as JSON: the room `AuditExport` gives each.
+const PULLED_RECORD_BYTES: usize = 8 << 10;
+
 /// Destinations that did not take the records, and why.
 #[derive(Debug, thiserror::Error)]
 #[error("audit records not taken by {0}")]
@@ -86,12 +89,29 @@ impl AuditActivities {
         _ctx: ActivityContext,
         pull: AccountAuditPull,
     ) -> Result<AccountAudit, ActivityError> {
-        let pulled = self
+        let mut pulled = self
             .backend
             .account_audit(pull.cursor, pull.max as usize)
             .await
-            .map_err(|e| ActivityError::application(ApplicationFailure::new(e)))?;
-        Ok(pulled.unwrap_or_default())
+            .map_err(|e| {
+                tracing::warn!(error = %e, "the backend's audit log not pulled; tried again at the next shipment");
+                ActivityError::application(ApplicationFailure::new(e))
+            })?
+            .unwrap_or_default();
+        // What the trail could not write, or would not have room for, stays out of it.
+        pulled.records.retain(|record| {
+            let fits =
+                serde_json::to_vec(record).is_ok_and(|json| json.len() <= PULLED_RECORD_BYTES);
+            let whole = record.check().is_ok();
+            if !(fits && whole) {
+                tracing::warn!(
+                    id = record.id,
+                    "a record of the backend's audit log left out: malformed or too large"
+                );
+            }
+            fits && whole
+        });
+        Ok(pulled)
     }
 
     /// Hands records to every destination's shipping; a refusal (too many waiting) or an

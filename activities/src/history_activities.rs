@@ -204,9 +204,9 @@ impl Export<'_> {
         }
     }
 
-    /// One workflow's history; `None` when it is gone (deleted since it was listed) or one
-    /// the backend refuses to hand over (larger than Temporal keeps), which is logged and
-    /// skipped rather than holding every later workflow back.
+    /// One workflow's history; `None` when it is gone (deleted since it was listed) or larger
+    /// than Temporal keeps, which is logged and skipped rather than holding every later
+    /// workflow back. Any other refusal is retried: the mark never moves past it.
     async fn fetch(
         &self,
         namespace: &str,
@@ -218,7 +218,7 @@ impl Export<'_> {
             .await
         {
             Ok(history) => Ok(history.map(|history| (entry, history))),
-            Err(BackendError::Rejected(reason)) => {
+            Err(BackendError::TooLarge(reason)) => {
                 tracing::error!(
                     namespace,
                     workflow_id = entry.workflow_id,

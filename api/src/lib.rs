@@ -249,6 +249,7 @@ fn backend_status(error: BackendError) -> Status {
     match error {
         BackendError::Rejected(message) => Status::not_found(message),
         BackendError::Unavailable(message) => Status::unavailable(message),
+        BackendError::TooLarge(message) => Status::resource_exhausted(message),
     }
 }
 

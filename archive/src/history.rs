@@ -11,7 +11,7 @@ use std::time::SystemTime;
 use bytes::Bytes;
 use plinth_proto::v1::ExportedWorkflow;
 use prost::Message as _;
-use temporalio_common::protos::temporal::api::history::v1::History;
+use temporalio_common::protos::temporal::api::history::v1::{History, HistoryEvent};
 
 use crate::{Archive, ArchiveError, hours};
 
@@ -24,6 +24,12 @@ const INDEX: &str = "plinth/history-index/v1";
 const MAX_KEYS: usize = 200_000;
 /// The largest index object read: an export object lists at most a few thousand workflows.
 const MAX_INDEX_BYTES: u64 = 4 << 20;
+/// How long after a workflow closes Temporal Cloud may export it, and an hour.
+const EXPORT_DELAY: std::time::Duration = std::time::Duration::from_secs(25 * 3600);
+/// Items one export object may hold, and events one history: Temporal ends a workflow at
+/// 51,200 events, and Plinth cuts its objects at [`CUT_AT_BYTES`].
+const MAX_ITEMS: usize = 100_000;
+const MAX_EVENTS: usize = 100_000;
 /// The largest export object read: the writer cuts objects at [`CUT_AT_BYTES`], and one
 /// history may add Temporal's 50 MB history limit on top.
 pub const MAX_OBJECT_BYTES: u64 = 128 << 20;
@@ -110,6 +116,8 @@ pub struct Listing {
     pub workflows: Vec<ExportedWorkflow>,
     /// Reading stopped at its budget: older workflows may be missing.
     pub exhausted: bool,
+    /// Objects left out: larger than Plinth reads, or not an export.
+    pub skipped: u64,
 }
 
 /// Lists what the export holds, reading at most `budget` bytes of indexes, newest hours first.
@@ -193,9 +201,9 @@ async fn keys_by_hour(
     Ok((by_hour, false))
 }
 
-/// Lists an export no index describes (Temporal Cloud's own): each object read whole, each
-/// workflow listed from its history. Cloud files an object under the hour it was written, at
-/// or after its workflows closed, so the hour after `until` is read too.
+/// Lists an export no index describes (Temporal Cloud's own): each object read, each workflow
+/// listed from its first and last events. Cloud files an object under the hour it was
+/// written, up to a day after its workflows closed, so the day after `until` is read too.
 async fn scan(
     archive: &Archive,
     namespace: &str,
@@ -204,7 +212,7 @@ async fn scan(
     mut budget: u64,
 ) -> Result<Listing, ArchiveError> {
     let prefix = format!("{PREFIX}/{namespace}");
-    let (objects, exhausted) = keys_by_hour(archive, &prefix, since, until + hours::HOUR).await?;
+    let (objects, exhausted) = keys_by_hour(archive, &prefix, since, until + EXPORT_DELAY).await?;
     let mut listing = Listing {
         exhausted,
         ..Listing::default()
@@ -216,18 +224,25 @@ async fn scan(
                 listing.exhausted = true;
                 break 'hours;
             }
-            let Some(bytes) = archive.get_at_most(&key, MAX_OBJECT_BYTES).await? else {
-                continue;
+            // No object is read past what the budget has left.
+            let bytes = match archive
+                .get_at_most(&key, MAX_OBJECT_BYTES.min(budget))
+                .await
+            {
+                Ok(Some(bytes)) => bytes,
+                Ok(None) => continue,
+                Err(ArchiveError::Malformed { .. }) => {
+                    listing.skipped += 1;
+                    continue;
+                }
+                Err(e) => return Err(e),
             };
             budget = budget.saturating_sub(bytes.len() as u64);
-            for (item, execution) in decode(archive, &key, &bytes)?.items.iter().enumerate() {
-                let Some(entry) = execution
-                    .history
-                    .as_ref()
-                    .and_then(|h| listed(h, &key, item as u32))
-                else {
-                    continue;
-                };
+            let Ok(items) = listed_items(&bytes, &key) else {
+                listing.skipped += 1;
+                continue;
+            };
+            for entry in items.into_iter().flatten() {
                 let Ok(closed) = humantime::parse_rfc3339(&entry.close_time) else {
                     continue;
                 };
@@ -246,13 +261,125 @@ async fn scan(
     Ok(listing)
 }
 
-/// A closed workflow as its history tells it: started (id, type, run), closed (time,
-/// status); `None` for a history that does not start and close.
-fn listed(history: &History, key: &str, item: u32) -> Option<ExportedWorkflow> {
+/// Each item of an export object as [`list`] shows it, read from the wire without decoding
+/// more than each history's first and last events: `None` for an item that does not start and
+/// close. An object of more than [`MAX_ITEMS`] items, or a history of more than
+/// [`MAX_EVENTS`] events, is refused.
+pub fn listed_items(bytes: &[u8], key: &str) -> Result<Vec<Option<ExportedWorkflow>>, String> {
+    let mut items = Vec::new();
+    let mut failed = None;
+    each_field(bytes, 1, |item| {
+        if items.len() >= MAX_ITEMS {
+            failed = Some(format!("more than {MAX_ITEMS} items"));
+            return false;
+        }
+        match item_history(item).and_then(ends) {
+            Ok(ends) => {
+                let index = items.len() as u32;
+                items.push(ends.and_then(|(first, last)| listed(&first, &last, key, index)));
+                true
+            }
+            Err(e) => {
+                failed = Some(e);
+                false
+            }
+        }
+    })?;
+    failed.map_or(Ok(items), Err)
+}
+
+/// The history of item `index` of an export object, refused past [`MAX_EVENTS`] events.
+pub fn item(bytes: &[u8], index: u32) -> Result<History, String> {
+    let mut found = None;
+    let mut at = 0;
+    each_field(bytes, 1, |item| {
+        if at == index {
+            found = Some(item);
+            return false;
+        }
+        at += 1;
+        true
+    })?;
+    let history = item_history(found.ok_or_else(|| format!("holds no item {index}"))?)?;
+    let mut events = 0;
+    each_field(history, 1, |_| {
+        events += 1;
+        events <= MAX_EVENTS
+    })?;
+    if events > MAX_EVENTS {
+        return Err(format!("a history of more than {MAX_EVENTS} events"));
+    }
+    History::decode(history).map_err(|e| e.to_string())
+}
+
+/// The encoded history of an encoded `WorkflowExecution` (empty when it has none).
+fn item_history(item: &[u8]) -> Result<&[u8], String> {
+    let mut history: &[u8] = &[];
+    each_field(item, 1, |h| {
+        history = h;
+        true
+    })?;
+    Ok(history)
+}
+
+/// The first and last events of an encoded history, decoding no other.
+fn ends(history: &[u8]) -> Result<Option<(HistoryEvent, HistoryEvent)>, String> {
+    let (mut first, mut last, mut events) = (None, None, 0);
+    each_field(history, 1, |event| {
+        first.get_or_insert(event);
+        last = Some(event);
+        events += 1;
+        events <= MAX_EVENTS
+    })?;
+    if events > MAX_EVENTS {
+        return Err(format!("a history of more than {MAX_EVENTS} events"));
+    }
+    let (Some(first), Some(last)) = (first, last) else {
+        return Ok(None);
+    };
+    let decode = |event: &[u8]| HistoryEvent::decode(event).map_err(|e| e.to_string());
+    Ok(Some((decode(first)?, decode(last)?)))
+}
+
+/// Calls `f` with each length-delimited value of field `tag` in an encoded message, in order,
+/// until it answers false; other fields are stepped over.
+fn each_field<'a>(
+    mut buf: &'a [u8],
+    tag: u32,
+    mut f: impl FnMut(&'a [u8]) -> bool,
+) -> Result<(), String> {
+    use prost::encoding::{DecodeContext, WireType, decode_key, decode_varint, skip_field};
+    while !buf.is_empty() {
+        let (field, wire) = decode_key(&mut buf).map_err(|e| e.to_string())?;
+        if field == tag && wire == WireType::LengthDelimited {
+            let len = decode_varint(&mut buf).map_err(|e| e.to_string())?;
+            let len = usize::try_from(len)
+                .ok()
+                .filter(|len| *len <= buf.len())
+                .ok_or("a field longer than its message")?;
+            let (value, rest) = buf.split_at(len);
+            buf = rest;
+            if !f(value) {
+                return Ok(());
+            }
+        } else {
+            skip_field(wire, field, &mut buf, DecodeContext::default())
+                .map_err(|e| e.to_string())?;
+        }
+    }
+    Ok(())
+}
+
+/// A closed workflow as its first and last events tell it: started (id, type, run), closed
+/// (time, status); `None` unless it starts and closes.
+fn listed(
+    first: &HistoryEvent,
+    last: &HistoryEvent,
+    key: &str,
+    item: u32,
+) -> Option<ExportedWorkflow> {
     use temporalio_common::protos::temporal::api::enums::v1::EventType;
     use temporalio_common::protos::temporal::api::history::v1::history_event::Attributes;
-    let first = history.events.first()?;
-    let last = history.events.last()?;
     let Attributes::WorkflowExecutionStartedEventAttributes(started) = first.attributes.as_ref()?
     else {
         return None;
@@ -301,18 +428,7 @@ pub async fn read(
         .get_at_most(&entry.key, MAX_OBJECT_BYTES)
         .await?
         .ok_or_else(|| archive.malformed(&entry.key, "listed in the index, but missing".into()))?;
-    let executions = decode(archive, &entry.key, &bytes)?;
-    let history = executions
-        .items
-        .into_iter()
-        .nth(entry.item as usize)
-        .and_then(|item| item.history)
-        .ok_or_else(|| {
-            archive.malformed(
-                &entry.key,
-                format!("holds no item {} the index lists", entry.item),
-            )
-        })?;
+    let history = item(&bytes, entry.item).map_err(|e| archive.malformed(&entry.key, e))?;
     // An object rewritten by a retry, or an index tampered with, must not answer with
     // another workflow's history.
     if started_workflow_id(&history).is_some_and(|id| id != entry.workflow_id) {
@@ -338,15 +454,6 @@ fn started_workflow_id(history: &History) -> Option<&str> {
         }
         _ => None,
     }
-}
-
-/// An export object's contents.
-pub fn decode(
-    archive: &Archive,
-    key: &str,
-    bytes: &[u8],
-) -> Result<WorkflowExecutions, ArchiveError> {
-    WorkflowExecutions::decode(bytes).map_err(|e| archive.malformed(key, e.to_string()))
 }
 
 /// An index object's entries, each with its close time.
@@ -378,7 +485,6 @@ fn check_name(archive: &Archive, what: &str, name: &str) -> Result<(), ArchiveEr
 #[cfg(test)]
 mod tests {
     use super::*;
-    use temporalio_common::protos::temporal::api::history::v1::HistoryEvent;
 
     fn at(time: &str) -> SystemTime {
         humantime::parse_rfc3339(time).unwrap()
@@ -431,7 +537,7 @@ mod tests {
             ]
         );
         let bytes = archive.get(&keys[1]).await.unwrap().unwrap();
-        let decoded = decode(&archive, &keys[1], &bytes).unwrap();
+        let decoded = WorkflowExecutions::decode(bytes).unwrap();
         assert_eq!(decoded.items.len(), 1);
         assert_eq!(decoded.items[0].history.as_ref(), Some(&workflows[1].1));
         // Written again, the same objects.
@@ -575,6 +681,28 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(history, cloud_history("b", "2026-12-04T10:55:00Z"));
+    }
+
+    /// `bytes` as length-delimited field `tag`.
+    fn field(tag: u32, bytes: &[u8]) -> Vec<u8> {
+        use prost::encoding::{WireType, encode_key, encode_varint};
+        let mut out = Vec::new();
+        encode_key(tag, WireType::LengthDelimited, &mut out);
+        encode_varint(bytes.len() as u64, &mut out);
+        out.extend_from_slice(bytes);
+        out
+    }
+
+    #[test]
+    fn a_history_of_more_events_than_temporal_keeps_is_refused_before_it_is_decoded() {
+        // Two bytes an event: a few hundred kilobytes that would decode to tens of megabytes.
+        let history = field(1, &[]).repeat(MAX_EVENTS + 1);
+        let object = field(1, &field(1, &history));
+        assert!(item(&object, 0).unwrap_err().contains("more than"));
+        assert!(listed_items(&object, "key").unwrap_err().contains("more than"));
+        let fine = field(1, &field(1, &field(1, &[]).repeat(3)));
+        assert_eq!(item(&fine, 0).unwrap().events.len(), 3);
+        assert!(item(&fine, 1).unwrap_err().contains("no item 1"));
     }
 
     #[tokio::test]

@@ -227,6 +227,9 @@ impl State {
             return false;
         };
         self.namespaces.remove(&key);
+        // Its export sinks go with it.
+        self.export_sinks
+            .retain(|(namespace, _), _| *namespace != key);
         for user in self.users.values_mut() {
             if let Some(access) = user.spec.as_mut().and_then(|s| s.access.as_mut()) {
                 access.namespace_accesses.remove(&key);
@@ -677,7 +680,9 @@ impl State {
             ..Default::default()
         };
         self.mutations += 1;
-        let log_id = self.next("log");
+        // Ids that sort as the log does.
+        self.next_id += 1;
+        let log_id = format!("log-{:012}", self.next_id);
         let detail = match &target {
             Target::Namespace(name) => ("namespace", name.clone()),
             Target::User(id) => ("user", id.clone()),
@@ -1143,18 +1148,19 @@ impl State {
     ) -> Result<(Vec<LogRecord>, String), Status> {
         let start = start.unwrap_or_else(|| SystemTime::now() - Duration::from_secs(30 * 86_400));
         let end = end.unwrap_or_else(SystemTime::now);
-        let matching: Vec<LogRecord> = self
+        let at = |log: &LogRecord| {
+            log.emit_time
+                .and_then(|t| SystemTime::try_from(t).ok())
+                .unwrap_or(SystemTime::UNIX_EPOCH)
+        };
+        let mut matching: Vec<LogRecord> = self
             .audit_log
             .iter()
-            .filter(|log| {
-                let at = log
-                    .emit_time
-                    .and_then(|t| SystemTime::try_from(t).ok())
-                    .unwrap_or(SystemTime::UNIX_EPOCH);
-                at >= start && at < end
-            })
+            .filter(|log| at(log) >= start && at(log) < end)
             .cloned()
             .collect();
+        // Ordered by emit time, then log id, as the API answers.
+        matching.sort_by(|a, b| at(a).cmp(&at(b)).then_with(|| a.log_id.cmp(&b.log_id)));
         page_of(matching, page_size, page_token)
     }
 

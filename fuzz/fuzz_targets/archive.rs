@@ -11,6 +11,7 @@ static ARCHIVE: LazyLock<plinth_archive::Archive> = LazyLock::new(|| {
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     let _ = plinth_archive::audit::decode(&ARCHIVE, "fuzz", data);
-    let _ = plinth_archive::history::decode(&ARCHIVE, "fuzz", data);
+    let _ = plinth_archive::history::listed_items(data, "fuzz");
+    let _ = plinth_archive::history::item(data, 0);
     let _ = plinth_archive::history::decode_index(&ARCHIVE, "fuzz", data);
 });

@@ -5,7 +5,10 @@ use temporalio_macros::{workflow, workflow_methods};
 use temporalio_sdk::{ActivityOptions, WorkflowContext, WorkflowContextView, WorkflowResult};
 
 use crate::audit::{self, AUDIT_PATCH};
-use crate::contracts::{ApplyAccess, PlanAccess, ReconcileAccess};
+use crate::contracts::{ApplyAccess, ApplyAccessSteps, PlanAccess, ReconcileAccess};
+
+/// Access runs record the steps their apply made, not the steps planned before it.
+const APPLIED_STEPS_PATCH: &str = "access-applied-steps";
 
 /// One access run of a namespace, started by its `users/<namespace>` schedule: resolves the
 /// policies into the effective access list and applies the difference. The summary is the
@@ -42,8 +45,19 @@ impl AccessRunWorkflow {
             if plan.steps.is_empty() {
                 plan.summary
             } else {
-                let steps = plan.steps.clone();
-                let summary = ctx.execute_activity(ApplyAccess, plan, options).await?;
+                // Runs recorded before the apply answered its steps keep recording the plan's.
+                let (summary, steps) = if ctx.patched(APPLIED_STEPS_PATCH) {
+                    let applied = ctx
+                        .execute_activity(ApplyAccessSteps, plan, options)
+                        .await?;
+                    (applied.summary, applied.steps)
+                } else {
+                    let steps = plan.steps.clone();
+                    (
+                        ctx.execute_activity(ApplyAccess, plan, options).await?,
+                        steps,
+                    )
+                };
                 let actor = audit::actor(ctx, None);
                 let records = steps
                     .into_iter()

@@ -421,6 +421,30 @@ impl ActivityDefinition for PlanAccess {
     }
 }
 
+/// What `ApplyAccessSteps` made, for the run's records.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AccessApplied {
+    /// Counts of the run, backend writes included.
+    pub summary: AccessSummary,
+    /// Each identity's change now in effect that this run made: those applied now, and
+    /// those of its plan an earlier attempt applied. A planned step the policies no longer
+    /// give, or one already in effect before, is not among them.
+    pub steps: Vec<AccessStep>,
+}
+
+/// Activity `ApplyAccessSteps`: as `ApplyAccess`, answering the steps it made.
+#[derive(Clone, Copy, Debug)]
+pub struct ApplyAccessSteps;
+
+impl ActivityDefinition for ApplyAccessSteps {
+    type Input = AccessPlan;
+    type Output = AccessApplied;
+
+    fn name(&self) -> &str {
+        "ApplyAccessSteps"
+    }
+}
+
 /// Activity `ApplyAccess`: makes the steps of a plan that are not in effect yet, so a retry
 /// after a partial apply finishes it.
 #[derive(Clone, Copy, Debug)]

@@ -23,7 +23,7 @@ use temporalio_common::protos::temporal::api::history::v1::history_event::Attrib
 use temporalio_sdk::workflow_replayer::{WorkflowReplayer, WorkflowReplayerOptions};
 
 /// Each recorded history's file and the workflow it was taken from, in `plinth-system`.
-const RECORDED: [(&str, &str); 14] = [
+const RECORDED: [(&str, &str); 16] = [
     ("canary.json", "plinth-dev-canary"),
     (
         "policy-with-added-rule.json",
@@ -55,6 +55,13 @@ const RECORDED: [(&str, &str); 14] = [
         "provision-then-delete-exported.json",
         "namespace/exported-ns",
     ),
+    // Since access runs record the steps their apply made, and Cloud's audit log is pulled
+    // (both from `plinth dev --backend cloud-double`).
+    (
+        "access-run-applied-steps.json",
+        "users/fancy-test-2026-12-04T21:41:00Z",
+    ),
+    ("audit-export-cloud.json", "audit/local"),
 ];
 
 fn histories_dir() -> std::path::PathBuf {

@@ -173,6 +173,10 @@ pub enum BackendError {
     /// The backend refused the request: retrying the same request will not help.
     #[error("backend refused: {0}")]
     Rejected(String),
+    /// What the backend holds is larger than Plinth reads (a history over Temporal's own
+    /// limits): asking again will not help, and nothing else is wrong.
+    #[error("too large: {0}")]
+    TooLarge(String),
 }
 
 /// Namespace operations. Every method is idempotent: calling it again after a crash at any

@@ -409,7 +409,7 @@ impl NamespaceBackend for SelfHosted {
                 .map(prost::Message::encoded_len)
                 .sum::<usize>();
             if bytes > MAX_HISTORY_BYTES {
-                return Err(BackendError::Rejected(format!(
+                return Err(BackendError::TooLarge(format!(
                     "workflow {workflow_id:?} run {run_id:?}: history over {MAX_HISTORY_BYTES} bytes"
                 )));
             }

@@ -31,7 +31,7 @@ use temporalio_common::protos::temporal::api::cloud::identity::v1::{
 };
 use temporalio_common::protos::temporal::api::cloud::namespace::v1::{
     ApiKeyAuthSpec, CodecServerSpec, ExportSinkSpec, LifecycleSpec, MtlsAuthSpec, Namespace,
-    NamespaceSpec as CloudSpec, ReplicaSpec,
+    NamespaceSpec as CloudSpec, ReplicaSpec, export_sink,
 };
 use temporalio_common::protos::temporal::api::cloud::operation::v1::AsyncOperation;
 use temporalio_common::protos::temporal::api::cloud::resource::v1::ResourceState;
@@ -52,7 +52,13 @@ const AUDIT_PAGE: i32 = 200;
 /// One record of the account's audit log in Plinth's schema: id `cloud:<log id>`, the
 /// principal as actor, the operation as action (`cloud.<operation>`), and the rest as detail.
 /// Its namespace is left empty: the account's log is for platform admins.
-fn log_record(account: &str, log: LogRecord, time: &str) -> AuditRecord {
+fn log_record(account: &str, log: LogRecord) -> AuditRecord {
+    // The trail's times are to the millisecond; the cursor keeps Cloud's own precision.
+    let time = log
+        .emit_time
+        .and_then(|t| std::time::SystemTime::try_from(t).ok())
+        .map(|t| humantime::format_rfc3339_millis(t).to_string())
+        .unwrap_or_default();
     let actor = match &log.principal {
         Some(p) if !p.name.is_empty() => format!("cloud:{}:{}", p.r#type, p.name),
         Some(p) if !p.id.is_empty() => format!("cloud:{}:{}", p.r#type, p.id),
@@ -1187,14 +1193,40 @@ impl NamespaceBackend for Cloud {
             })
             .await?
             .and_then(|r| r.sink);
+        if let Some(current) = &current {
+            let state = ResourceState::try_from(current.state).unwrap_or_default();
+            if matches!(
+                state,
+                ResourceState::Activating | ResourceState::Updating | ResourceState::Deleting
+            ) {
+                return Err(BackendError::Unavailable(format!(
+                    "export sink of {namespace}: {} by another operation; waiting for it",
+                    state_name(state)
+                )));
+            }
+            let failed = matches!(
+                state,
+                ResourceState::ActivationFailed | ResourceState::UpdateFailed
+            );
+            let healthy = current.health == export_sink::Health::Ok as i32
+                || current.health == export_sink::Health::Unspecified as i32;
+            if current.spec.as_ref() == Some(&desired) && !failed {
+                if !healthy && enabled {
+                    return Err(BackendError::Rejected(format!(
+                        "export sink of {namespace}: Cloud reports it unhealthy: {}",
+                        current.error_message
+                    )));
+                }
+                return Ok(true);
+            }
+        }
         let operation = match current {
             None if !enabled => return Ok(true),
-            Some(current) if current.spec.as_ref() == Some(&desired) => return Ok(true),
             None => {
                 let request = CreateNamespaceExportSinkRequest {
+                    async_operation_id: operation_id("CreateExportSink", &namespace, ""),
                     namespace,
                     spec: Some(desired),
-                    async_operation_id: String::new(),
                 };
                 self.ops
                     .call("CreateNamespaceExportSink", |mut client| {
@@ -1207,10 +1239,14 @@ impl NamespaceBackend for Cloud {
             }
             Some(current) => {
                 let request = UpdateNamespaceExportSinkRequest {
+                    async_operation_id: operation_id(
+                        "UpdateExportSink",
+                        &namespace,
+                        &current.resource_version,
+                    ),
                     namespace,
                     spec: Some(desired),
                     resource_version: current.resource_version,
-                    async_operation_id: String::new(),
                 };
                 self.ops
                     .call("UpdateNamespaceExportSink", |mut client| {
@@ -1268,20 +1304,25 @@ impl NamespaceBackend for Cloud {
                 .await?
                 .into_inner();
             for log in response.logs {
+                // A record with no time cannot be placed in the log's order, nor the trail.
+                let Some(time) = log
+                    .emit_time
+                    .and_then(|t| std::time::SystemTime::try_from(t).ok())
+                else {
+                    tracing::warn!(
+                        log_id = log.log_id,
+                        "Cloud audit log record without a time left out"
+                    );
+                    continue;
+                };
                 let at = AccountAuditCursor {
-                    time: log
-                        .emit_time
-                        .and_then(|t| std::time::SystemTime::try_from(t).ok())
-                        .map(|t| humantime::format_rfc3339_nanos(t).to_string())
-                        .unwrap_or_default(),
+                    time: humantime::format_rfc3339_nanos(time).to_string(),
                     log_id: log.log_id.clone(),
                 };
                 if cursor.as_ref().is_some_and(|c| at <= *c) {
                     continue;
                 }
-                audit
-                    .records
-                    .push(log_record(&self.settings.account, log, &at.time));
+                audit.records.push(log_record(&self.settings.account, log));
                 audit.cursor = Some(at);
                 if audit.records.len() >= max {
                     return Ok(Some(audit));
