@@ -255,9 +255,17 @@ impl Codec {
     }
 }
 
-/// Search attributes stay readable to Temporal, which indexes them: never encrypted.
-fn encrypted(path: &str) -> bool {
-    !path.contains("SearchAttributes.indexed_fields")
+/// The payloads of `field` the proxy encrypts: all but search attributes, which stay readable
+/// to Temporal, which indexes them.
+fn encrypted(field: PayloadField<'_>) -> Vec<&mut Payload> {
+    if field.path.contains("SearchAttributes.indexed_fields") {
+        return Vec::new();
+    }
+    match field.data {
+        PayloadFieldData::Single(payload) => vec![payload],
+        PayloadFieldData::Repeated(payloads) => payloads.iter_mut().collect(),
+        PayloadFieldData::Payloads(payloads) => payloads.payloads.iter_mut().collect(),
+    }
 }
 
 /// Takes every payload out, in the order visited.
@@ -271,57 +279,28 @@ impl AsyncPayloadVisitor for Take {
         &'a mut self,
         field: PayloadField<'a>,
     ) -> BoxFuture<'a, Result<(), PayloadConversionError>> {
-        Box::pin(async move {
-            if !encrypted(field.path) {
-                return Ok(());
-            }
-            match field.data {
-                PayloadFieldData::Single(payload) => self.payloads.push(payload.clone()),
-                PayloadFieldData::Repeated(payloads) => {
-                    self.payloads.extend(payloads.iter().cloned())
-                }
-                PayloadFieldData::Payloads(payloads) => {
-                    self.payloads.extend(payloads.payloads.iter().cloned());
-                }
-            }
-            Ok(())
-        })
+        let taken = encrypted(field).into_iter().map(|payload| payload.clone());
+        self.payloads.extend(taken);
+        Box::pin(std::future::ready(Ok(())))
     }
 }
 
 /// Puts payloads back in the order [`Take`] took them.
 struct Put(std::vec::IntoIter<Payload>);
 
-impl Put {
-    fn next(&mut self) -> Result<Payload, PayloadConversionError> {
-        self.0.next().ok_or(PayloadConversionError::WrongEncoding)
-    }
-}
-
 impl AsyncPayloadVisitor for Put {
     fn visit<'a>(
         &'a mut self,
         field: PayloadField<'a>,
     ) -> BoxFuture<'a, Result<(), PayloadConversionError>> {
-        Box::pin(async move {
-            if !encrypted(field.path) {
-                return Ok(());
+        let mut put = Ok(());
+        for payload in encrypted(field) {
+            match self.0.next() {
+                Some(decoded) => *payload = decoded,
+                None => put = Err(PayloadConversionError::WrongEncoding),
             }
-            match field.data {
-                PayloadFieldData::Single(payload) => *payload = self.next()?,
-                PayloadFieldData::Repeated(payloads) => {
-                    for payload in payloads.iter_mut() {
-                        *payload = self.next()?;
-                    }
-                }
-                PayloadFieldData::Payloads(payloads) => {
-                    for payload in &mut payloads.payloads {
-                        *payload = self.next()?;
-                    }
-                }
-            }
-            Ok(())
-        })
+        }
+        Box::pin(std::future::ready(put))
     }
 }
 

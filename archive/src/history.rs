@@ -134,15 +134,11 @@ pub async fn list(
     if indexes.is_empty() && !exhausted {
         return scan(archive, namespace, since, until, budget).await;
     }
-    let mut listing = Listing {
-        exhausted,
-        ..Listing::default()
-    };
-    let mut seen = std::collections::HashSet::new();
+    let mut gathered = Gathered::new(since, until, exhausted);
     'hours: for keys in indexes.into_values().rev() {
         for key in keys {
             if budget == 0 {
-                listing.exhausted = true;
+                gathered.listing.exhausted = true;
                 break 'hours;
             }
             let Some(bytes) = archive.get_at_most(&key, MAX_INDEX_BYTES).await? else {
@@ -150,19 +146,53 @@ pub async fn list(
             };
             budget = budget.saturating_sub(bytes.len() as u64);
             for (entry, closed) in decode_index(archive, &key, &bytes)? {
-                if closed >= since
-                    && closed < until
-                    && seen.insert((entry.workflow_id.clone(), entry.run_id.clone()))
-                {
-                    listing.workflows.push(entry);
-                }
+                gathered.add(entry, closed);
             }
         }
     }
-    listing
-        .workflows
-        .sort_by(|a, b| b.close_time.cmp(&a.close_time));
-    Ok(listing)
+    Ok(gathered.done())
+}
+
+/// A listing being gathered: workflows closed in its range, each once.
+struct Gathered {
+    listing: Listing,
+    since: SystemTime,
+    until: SystemTime,
+    seen: std::collections::HashSet<(String, String)>,
+}
+
+impl Gathered {
+    fn new(since: SystemTime, until: SystemTime, exhausted: bool) -> Self {
+        Self {
+            listing: Listing {
+                exhausted,
+                ..Listing::default()
+            },
+            since,
+            until,
+            seen: std::collections::HashSet::new(),
+        }
+    }
+
+    /// Keeps `entry`, closed at `closed`, if in range and not kept before.
+    fn add(&mut self, entry: ExportedWorkflow, closed: SystemTime) {
+        if closed >= self.since
+            && closed < self.until
+            && self
+                .seen
+                .insert((entry.workflow_id.clone(), entry.run_id.clone()))
+        {
+            self.listing.workflows.push(entry);
+        }
+    }
+
+    /// The listing, newest close first.
+    fn done(mut self) -> Listing {
+        self.listing
+            .workflows
+            .sort_by(|a, b| b.close_time.cmp(&a.close_time));
+        self.listing
+    }
 }
 
 /// The keys under `prefix` by the hour (`<prefix>/YYYY/MM/DD/HH`) they are filed under, for
@@ -213,15 +243,11 @@ async fn scan(
 ) -> Result<Listing, ArchiveError> {
     let prefix = format!("{PREFIX}/{namespace}");
     let (objects, exhausted) = keys_by_hour(archive, &prefix, since, until + EXPORT_DELAY).await?;
-    let mut listing = Listing {
-        exhausted,
-        ..Listing::default()
-    };
-    let mut seen = std::collections::HashSet::new();
+    let mut gathered = Gathered::new(since, until, exhausted);
     'hours: for keys in objects.into_values().rev() {
         for key in keys {
             if budget == 0 {
-                listing.exhausted = true;
+                gathered.listing.exhausted = true;
                 break 'hours;
             }
             // No object is read past what the budget has left.
@@ -232,33 +258,24 @@ async fn scan(
                 Ok(Some(bytes)) => bytes,
                 Ok(None) => continue,
                 Err(ArchiveError::Malformed { .. }) => {
-                    listing.skipped += 1;
+                    gathered.listing.skipped += 1;
                     continue;
                 }
                 Err(e) => return Err(e),
             };
             budget = budget.saturating_sub(bytes.len() as u64);
             let Ok(items) = listed_items(&bytes, &key) else {
-                listing.skipped += 1;
+                gathered.listing.skipped += 1;
                 continue;
             };
             for entry in items.into_iter().flatten() {
-                let Ok(closed) = humantime::parse_rfc3339(&entry.close_time) else {
-                    continue;
-                };
-                if closed >= since
-                    && closed < until
-                    && seen.insert((entry.workflow_id.clone(), entry.run_id.clone()))
-                {
-                    listing.workflows.push(entry);
+                if let Ok(closed) = humantime::parse_rfc3339(&entry.close_time) {
+                    gathered.add(entry, closed);
                 }
             }
         }
     }
-    listing
-        .workflows
-        .sort_by(|a, b| b.close_time.cmp(&a.close_time));
-    Ok(listing)
+    Ok(gathered.done())
 }
 
 /// Each item of an export object as [`list`] shows it, read from the wire without decoding
@@ -699,7 +716,11 @@ mod tests {
         let history = field(1, &[]).repeat(MAX_EVENTS + 1);
         let object = field(1, &field(1, &history));
         assert!(item(&object, 0).unwrap_err().contains("more than"));
-        assert!(listed_items(&object, "key").unwrap_err().contains("more than"));
+        assert!(
+            listed_items(&object, "key")
+                .unwrap_err()
+                .contains("more than")
+        );
         let fine = field(1, &field(1, &field(1, &[]).repeat(3)));
         assert_eq!(item(&fine, 0).unwrap().events.len(), 3);
         assert!(item(&fine, 1).unwrap_err().contains("no item 1"));

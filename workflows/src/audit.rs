@@ -169,14 +169,19 @@ const RECORDS_PER_CALL: usize = 200;
 /// `try_for`.
 pub(crate) fn until_done(try_for: Duration) -> ActivityOptions {
     ActivityOptions::with_start_to_close_timeout(try_for)
-        .retry_policy(RetryPolicy {
-            initial_interval: Some(Duration::from_secs(1).try_into().expect("fits")),
-            backoff_coefficient: 2.0,
-            maximum_interval: Some(Duration::from_secs(60).try_into().expect("fits")),
-            maximum_attempts: 0,
-            non_retryable_error_types: Vec::new(),
-        })
+        .retry_policy(forever(Duration::from_secs(60)))
         .build()
+}
+
+/// Retries without end, backing off from a second up to `at_most` between tries.
+pub(crate) fn forever(at_most: Duration) -> RetryPolicy {
+    RetryPolicy {
+        initial_interval: Some(Duration::from_secs(1).try_into().expect("fits")),
+        backoff_coefficient: 2.0,
+        maximum_interval: Some(at_most.try_into().expect("fits")),
+        maximum_attempts: 0,
+        non_retryable_error_types: Vec::new(),
+    }
 }
 
 /// Hands `records` to the audit trail, retrying until it has taken them.

@@ -1,10 +1,10 @@
 use std::time::{Duration, SystemTime};
 
 use plinth_control::contract::HistoryExportState;
-use temporalio_common::protos::temporal::api::common::v1::RetryPolicy;
 use temporalio_macros::{workflow, workflow_methods};
 use temporalio_sdk::{ActivityOptions, WorkflowContext, WorkflowContextView, WorkflowResult};
 
+use crate::audit::forever;
 use crate::contracts::{ExportHistories, ExportWindow, LoadExportSettings};
 use crate::handover::{hand_over_when_long, wait_for_handlers};
 use crate::provision_namespace::{UpdateError, local_activity};
@@ -121,13 +121,7 @@ async fn export_through(
 fn export_activity() -> ActivityOptions {
     ActivityOptions::with_start_to_close_timeout(Duration::from_secs(3600))
         .heartbeat_timeout(Duration::from_secs(60))
-        .retry_policy(RetryPolicy {
-            initial_interval: Some(Duration::from_secs(1).try_into().expect("fits")),
-            backoff_coefficient: 2.0,
-            maximum_interval: Some(Duration::from_secs(300).try_into().expect("fits")),
-            maximum_attempts: 0,
-            non_retryable_error_types: Vec::new(),
-        })
+        .retry_policy(forever(Duration::from_secs(300)))
         .build()
 }
 
