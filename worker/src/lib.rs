@@ -68,6 +68,10 @@ pub struct HistoryExportSettings {
     pub visibility_lag: Duration,
 }
 
+/// Directory reloads the worker holds for the audit trail while it is out of reach; a process
+/// that dies meanwhile loses them (the reload itself is in the worker's log).
+const UNRECORDED_RELOADS: usize = 100;
+
 /// Why the worker could not start or stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
@@ -252,8 +256,19 @@ impl PlinthWorker {
         let actor = self.actor.clone();
         async move {
             let mut ticks = tokio::time::interval(every);
+            // Reloads the trail has not taken yet, tried again every tick (the same record, so
+            // it is kept once).
+            let mut unrecorded: std::collections::VecDeque<AuditRecord> = Default::default();
             loop {
                 ticks.tick().await;
+                for _ in 0..unrecorded.len() {
+                    let Some(record) = unrecorded.pop_front() else {
+                        break;
+                    };
+                    if control.record_change(&trail, record.clone()).await.is_err() {
+                        unrecorded.push_back(record);
+                    }
+                }
                 match directory.refresh() {
                     Ok(false) => {}
                     Ok(true) => {
@@ -274,8 +289,12 @@ impl PlinthWorker {
                             "reloaded",
                         )
                         .detail(detail);
-                        if let Err(e) = control.record_change(&trail, record).await {
-                            tracing::error!(error = %e, "directory reload not recorded in the audit trail");
+                        if let Err(e) = control.record_change(&trail, record.clone()).await {
+                            tracing::error!(error = %e, "directory reload not recorded in the audit trail yet; tried again");
+                            if unrecorded.len() == UNRECORDED_RELOADS {
+                                unrecorded.pop_front();
+                            }
+                            unrecorded.push_back(record);
                         }
                     }
                     Err(e) => {
