@@ -694,10 +694,45 @@ mod tests {
             .map(|w| (w.workflow_id.as_str(), w.status.as_str(), w.item))
             .collect();
         assert_eq!(found, [("b", "Terminated", 1), ("a", "Terminated", 0)]);
+        assert_eq!(listing.skipped, 0);
         let history = read(&archive, "payments.acct", &listing.workflows[0])
             .await
             .unwrap();
         assert_eq!(history, cloud_history("b", "2026-12-04T10:55:00Z"));
+    }
+
+    #[tokio::test]
+    async fn an_object_that_is_not_an_export_is_skipped_and_the_rest_listed() {
+        let (_dir, archive) = archive();
+        let good = WorkflowExecutions {
+            items: vec![WorkflowExecution {
+                history: Some(cloud_history("a", "2026-12-04T10:50:00Z")),
+            }],
+        };
+        let hour = format!("{PREFIX}/payments.acct/2026/12/04/11/05");
+        archive
+            .put(&format!("{hour}/good"), good.encode_to_vec().into())
+            .await
+            .unwrap();
+        // Someone with write access to the bucket left this.
+        archive
+            .put(
+                &format!("{hour}/junk"),
+                Bytes::from_static(&[0x0a, 0xff, 0xff, 0x01]),
+            )
+            .await
+            .unwrap();
+        let listing = list(
+            &archive,
+            "payments.acct",
+            at("2026-12-04T10:00:00Z"),
+            at("2026-12-04T11:00:00Z"),
+            u64::MAX,
+        )
+        .await
+        .unwrap();
+        assert_eq!(listing.workflows.len(), 1);
+        assert_eq!(listing.skipped, 1);
     }
 
     /// `bytes` as length-delimited field `tag`.

@@ -540,3 +540,41 @@ async fn access_to_a_namespace_plinth_did_not_create_is_not_changed() {
     );
     assert_eq!(f.double.mutations(), mutations);
 }
+
+#[tokio::test]
+async fn the_accounts_audit_log_is_read_from_the_cursor_on_each_record_once() {
+    let f = fixture(Settings::default()).await;
+    f.backend.register(&spec()).await.unwrap();
+    let mut other = spec();
+    other.name = "payments".into();
+    f.backend.register(&other).await.unwrap();
+    let first = f.backend.account_audit(None, 1).await.unwrap().unwrap();
+    assert_eq!(first.records.len(), 1, "at most what was asked for");
+    let record = &first.records[0];
+    assert!(record.id.starts_with("cloud:log-"), "{record:?}");
+    assert_eq!(record.action, "cloud.CreateNamespace");
+    assert_eq!(record.actor, "cloud:serviceaccount:plinth");
+    assert!(
+        record.namespace.is_empty(),
+        "the account's log is for admins"
+    );
+    assert!(record.detail.contains("orders"), "{record:?}");
+    assert_eq!(record.check(), Ok(()));
+    let rest = f
+        .backend
+        .account_audit(first.cursor.clone(), 100)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(rest.records.len(), 1);
+    assert!(rest.records[0].detail.contains("payments"));
+    assert_ne!(rest.records[0].id, record.id);
+    let none = f
+        .backend
+        .account_audit(rest.cursor.clone(), 100)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(none.records.is_empty());
+    assert_eq!(none.cursor, rest.cursor, "the cursor stays where it was");
+}
