@@ -482,16 +482,21 @@ impl Default for PlatformConfig {
 }
 
 impl PlatformConfig {
-    /// The rules resources are held to, `control_namespace` among the names none may take.
+    /// The rules resources are held to, `control_namespace` among the names none may take;
+    /// on Temporal Cloud (`<name>.<account>`) its short name, which a spec names.
     pub fn rules(&self, control_namespace: &str) -> plinth_proto::ValidationRules {
+        let mut reserved_names = vec![
+            control_namespace.to_owned(),
+            plinth_proto::TEMPORAL_SYSTEM.to_owned(),
+        ];
+        if let Some((short, _account)) = control_namespace.split_once('.') {
+            reserved_names.push(short.to_owned());
+        }
         plinth_proto::ValidationRules {
             regions: self.regions.clone(),
             min_retention_days: self.min_retention_days,
             max_retention_days: self.max_retention_days,
-            reserved_names: vec![
-                control_namespace.to_owned(),
-                plinth_proto::TEMPORAL_SYSTEM.to_owned(),
-            ],
+            reserved_names,
         }
     }
 }
@@ -1103,6 +1108,22 @@ fn location(text: &str, span: Option<std::ops::Range<usize>>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cloud_control_namespace_reserves_its_short_name_for_specs() {
+        let rules = PlatformConfig::default().rules("plinth.acct1");
+        let spec = plinth_proto::v1::NamespaceSpec {
+            name: "plinth".into(),
+            owner: "team".into(),
+            regions: rules.regions.clone(),
+            retention_days: 7,
+            ..Default::default()
+        };
+        let resource = plinth_proto::namespace_resource("p", "payments", spec);
+        let refused = plinth_proto::validate_namespace(&resource, &rules, &|_| true).unwrap_err();
+        assert_eq!(refused.field, "spec.name", "{refused}");
+        assert!(refused.to_string().contains("reserved"), "{refused}");
+    }
 
     #[test]
     fn namespace_key_aliases_follow_the_installation_key_unless_set() {
