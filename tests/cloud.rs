@@ -59,13 +59,18 @@ impl Cloud {
     }
 
     fn stack(&self, resync: &str) -> anyhow::Result<PlinthStack> {
+        self.stack_with(resync, "")
+    }
+
+    /// [`Self::stack`] with `more` after `[backend]` (keys of that table first).
+    fn stack_with(&self, resync: &str, more: &str) -> anyhow::Result<PlinthStack> {
         PlinthStack::start_configured(
             DevServer::shared(),
             PLINTH.as_ref(),
             resync,
             "5m",
             "",
-            &self.backend_section(KEY),
+            &format!("{}{more}", self.backend_section(KEY)),
         )
     }
 }
@@ -461,19 +466,9 @@ fn the_proxy_refuses_an_upstream_key_that_is_not_its_service_accounts() {
 #[test]
 fn clouds_own_audit_log_is_pulled_into_the_trail_once_per_record() {
     let cloud = Cloud::start(Settings::default());
-    let sections = format!(
-        "{}\n[audit]\ninterval = \"1s\"\n",
-        cloud.backend_section(KEY)
-    );
-    let stack = PlinthStack::start_configured(
-        DevServer::shared(),
-        PLINTH.as_ref(),
-        "10m",
-        "5m",
-        "",
-        &sections,
-    )
-    .unwrap();
+    let stack = cloud
+        .stack_with("10m", "\n[audit]\ninterval = \"1s\"\n")
+        .unwrap();
     let yaml = namespace_yaml("audited", "audited", PAYMENTS_TEAM, 7, "");
     ok(stack.apply_as(PAYMENTS_MEMBER, &yaml, &["--wait"]));
     let pulled = || -> Vec<serde_json::Value> {
@@ -538,22 +533,13 @@ fn an_exported_namespace_gets_clouds_export_sink_and_plinth_reads_what_cloud_wro
 
     let cloud = Cloud::start(Settings::default());
     let bucket = tempfile::tempdir().unwrap();
-    let sections = format!(
-        "{}export_bucket = \"acme-history\"\nexport_region = \"us-east-1\"\n\
+    let sink = format!(
+        "export_bucket = \"acme-history\"\nexport_region = \"us-east-1\"\n\
          export_role = \"temporal-export\"\nexport_aws_account_id = \"123456789012\"\n\n\
          [export]\ndestination = \"file://{}\"\n",
-        cloud.backend_section(KEY),
         bucket.path().display()
     );
-    let stack = PlinthStack::start_configured(
-        DevServer::shared(),
-        PLINTH.as_ref(),
-        "10m",
-        "5m",
-        "",
-        &sections,
-    )
-    .unwrap();
+    let stack = cloud.stack_with("10m", &sink).unwrap();
     let exported = |enabled: bool| {
         let yaml = namespace_yaml(
             "shipped",

@@ -70,15 +70,9 @@ impl AuditActivities {
         _ctx: ActivityContext,
         _destination: String,
     ) -> Result<AuditSettings, ActivityError> {
-        // A backend that keeps no log of its own answers `None` to any pull.
-        let account_audit = self
-            .backend
-            .account_audit(None, 0)
-            .await
-            .map_or(true, |log| log.is_some());
         Ok(AuditSettings {
             interval_secs: self.interval.as_secs().max(1),
-            account_audit,
+            account_audit: self.backend.keeps_account_audit(),
         })
     }
 

@@ -533,6 +533,13 @@ mod tests {
         (dir, archive)
     }
 
+    /// What the export of `namespace` holds of workflows closed in `[since, until)`, unbudgeted.
+    async fn listing_of(archive: &Archive, namespace: &str, since: &str, until: &str) -> Listing {
+        list(archive, namespace, at(since), at(until), u64::MAX)
+            .await
+            .unwrap()
+    }
+
     #[tokio::test]
     async fn workflows_are_written_by_the_hour_they_closed_in_cloud_layout() {
         let (_dir, archive) = archive();
@@ -587,15 +594,13 @@ mod tests {
         )
         .await
         .unwrap();
-        let listing = list(
+        let listing = listing_of(
             &archive,
             "payments",
-            at("2026-12-04T00:00:00Z"),
-            at("2026-12-05T00:00:00Z"),
-            u64::MAX,
+            "2026-12-04T00:00:00Z",
+            "2026-12-05T00:00:00Z",
         )
-        .await
-        .unwrap();
+        .await;
         let ids: Vec<&str> = listing
             .workflows
             .iter()
@@ -607,25 +612,21 @@ mod tests {
             .unwrap();
         assert_eq!(history, workflow("a", "").1);
         // Another namespace's listing is empty; the range is honoured.
-        let other = list(
+        let other = listing_of(
             &archive,
             "orders",
-            at("2026-12-04T00:00:00Z"),
-            at("2026-12-05T00:00:00Z"),
-            u64::MAX,
+            "2026-12-04T00:00:00Z",
+            "2026-12-05T00:00:00Z",
         )
-        .await
-        .unwrap();
+        .await;
         assert!(other.workflows.is_empty());
-        let later = list(
+        let later = listing_of(
             &archive,
             "payments",
-            at("2026-12-04T10:15:00Z"),
-            at("2026-12-05T00:00:00Z"),
-            u64::MAX,
+            "2026-12-04T10:15:00Z",
+            "2026-12-05T00:00:00Z",
         )
-        .await
-        .unwrap();
+        .await;
         assert_eq!(later.workflows.len(), 1);
     }
 
@@ -679,15 +680,13 @@ mod tests {
             .put(&key, executions.encode_to_vec().into())
             .await
             .unwrap();
-        let listing = list(
+        let listing = listing_of(
             &archive,
             "payments.acct",
-            at("2026-12-04T10:00:00Z"),
-            at("2026-12-04T11:00:00Z"),
-            u64::MAX,
+            "2026-12-04T10:00:00Z",
+            "2026-12-04T11:00:00Z",
         )
-        .await
-        .unwrap();
+        .await;
         let found: Vec<(&str, &str, u32)> = listing
             .workflows
             .iter()
@@ -722,15 +721,13 @@ mod tests {
             )
             .await
             .unwrap();
-        let listing = list(
+        let listing = listing_of(
             &archive,
             "payments.acct",
-            at("2026-12-04T10:00:00Z"),
-            at("2026-12-04T11:00:00Z"),
-            u64::MAX,
+            "2026-12-04T10:00:00Z",
+            "2026-12-04T11:00:00Z",
         )
-        .await
-        .unwrap();
+        .await;
         assert_eq!(listing.workflows.len(), 1);
         assert_eq!(listing.skipped, 1);
     }

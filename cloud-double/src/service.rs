@@ -229,12 +229,9 @@ impl CloudService for Double {
     ) -> Result<Response<CreateNamespaceExportSinkResponse>, Status> {
         let request = request.into_inner();
         self.call("CreateNamespaceExportSink", |state| {
-            let spec = request
-                .spec
-                .ok_or_else(|| Status::invalid_argument("spec: required"))?;
             let operation = state.write_export_sink(
                 &request.namespace,
-                spec,
+                request.spec,
                 None,
                 &request.async_operation_id,
             )?;
@@ -262,12 +259,9 @@ impl CloudService for Double {
     ) -> Result<Response<UpdateNamespaceExportSinkResponse>, Status> {
         let request = request.into_inner();
         self.call("UpdateNamespaceExportSink", |state| {
-            let spec = request
-                .spec
-                .ok_or_else(|| Status::invalid_argument("spec: required"))?;
             let operation = state.write_export_sink(
                 &request.namespace,
-                spec,
+                request.spec,
                 Some(&request.resource_version),
                 &request.async_operation_id,
             )?;

@@ -739,10 +739,11 @@ impl State {
     pub(crate) fn write_export_sink(
         &mut self,
         namespace: &str,
-        spec: ExportSinkSpec,
+        spec: Option<ExportSinkSpec>,
         resource_version: Option<&str>,
         requested: &str,
     ) -> Result<AsyncOperation, Status> {
+        let spec = spec.ok_or_else(|| Status::invalid_argument("spec: required"))?;
         let kind = if resource_version.is_none() {
             "CreateNamespaceExportSink"
         } else {

@@ -23,7 +23,7 @@ const MAX_EVENTS: usize = 10;
 /// deleted.
 const EXPORT_PATCH: &str = "history-export";
 
-fn seed_export(spec: &plinth_proto::v1::NamespaceSpec) -> bool {
+fn export_enabled(spec: &plinth_proto::v1::NamespaceSpec) -> bool {
     spec.export.is_some_and(|export| export.enabled)
 }
 
@@ -57,6 +57,9 @@ pub struct ProvisionNamespace {
     deleted_by: Option<String>,
     /// What search attributes and memo last showed; unchanged state is not written again.
     published: Option<Namespace>,
+    /// The namespace's history export runs (as the spec last reconciled asked; a new run
+    /// starts from the spec).
+    exporting: bool,
 }
 
 #[workflow_methods]
@@ -189,12 +192,14 @@ impl ProvisionNamespace {
             phase: phase::PENDING.into(),
             ..Default::default()
         });
+        let exporting = export_enabled(&resource.spec_or_default());
         Self {
             resource,
             dirty: true,
             spec_invalid: false,
             delete_requested: false,
             deleted_by: None,
+            exporting,
             published: None,
         }
     }
@@ -334,7 +339,7 @@ async fn reconcile(ctx: &mut WorkflowContext<ProvisionNamespace>, drift_check: b
         });
         publish(ctx);
     }
-    let seed_name = spec.name.clone();
+    let temporal_name = spec.name.clone();
     let seed = AccessSeed {
         namespace: spec.name.clone(),
         owner: spec.owner.clone(),
@@ -364,21 +369,28 @@ async fn reconcile(ctx: &mut WorkflowContext<ProvisionNamespace>, drift_check: b
             Err(e) => result = Err(e),
         }
     }
-    // Export follows the namespace too (histories recorded before it replay without).
+    // Export follows the namespace too (histories recorded before it replay without): set
+    // up while enabled, finished once when it no longer is.
+    let enabled = ctx.state(|s| export_enabled(&s.resource.spec_or_default()));
     if ctx.patched(EXPORT_PATCH)
+        && (enabled || ctx.state(|s| s.exporting))
         && let Ok(report) = &mut result
     {
         let setting = HistoryExportSetting {
             name: ctx.state(|s| s.resource.name().to_owned()),
-            enabled: seed_export(&ctx.state(|s| s.resource.spec_or_default())),
-            namespace: seed_name,
+            enabled,
+            namespace: temporal_name,
         };
         match ctx
             .execute_activity(SetHistoryExport, setting, backend_activity())
             .await
         {
-            Ok(change) if !change.is_empty() => report.changes.push(change),
-            Ok(_) => {}
+            Ok(change) => {
+                ctx.state_mut(|s| s.exporting = enabled);
+                if !change.is_empty() {
+                    report.changes.push(change);
+                }
+            }
             Err(e) => result = Err(e),
         }
     }
@@ -413,7 +425,7 @@ async fn delete(ctx: &mut WorkflowContext<ProvisionNamespace>) -> WorkflowResult
     ctx.execute_activity(RemoveAccessSchedule, name.clone(), backend_activity())
         .await?;
     // Every workflow closed until now is exported before the namespace goes.
-    if ctx.patched(EXPORT_PATCH) {
+    if ctx.patched(EXPORT_PATCH) && ctx.state(|s| s.exporting) {
         let setting = HistoryExportSetting {
             name: ctx.state(|s| s.resource.name().to_owned()),
             namespace: name.clone(),

@@ -234,9 +234,15 @@ pub trait NamespaceBackend: Send + Sync + std::fmt::Debug {
         ))
     }
 
+    /// Whether the backend keeps an audit log of its own, which [`Self::account_audit`] reads
+    /// (a self-hosted cluster keeps none: Plinth's trail is the whole record).
+    fn keeps_account_audit(&self) -> bool {
+        false
+    }
+
     /// The account's own audit log after `cursor` (from the oldest the backend keeps when
     /// `None`), as Plinth's records, oldest first, at most `max`; `None` where the backend keeps
-    /// no audit log of its own (a self-hosted cluster: Plinth's trail is the whole record).
+    /// no audit log of its own.
     async fn account_audit(
         &self,
         _cursor: Option<AccountAuditCursor>,

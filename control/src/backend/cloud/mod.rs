@@ -1266,6 +1266,10 @@ impl NamespaceBackend for Cloud {
         Ok(true)
     }
 
+    fn keeps_account_audit(&self) -> bool {
+        true
+    }
+
     /// `GetAuditLogs`, a page at a time from the cursor's emit time, keeping what comes after
     /// the cursor in the log's order (emit time, then log id).
     async fn account_audit(
@@ -1273,12 +1277,6 @@ impl NamespaceBackend for Cloud {
         cursor: Option<AccountAuditCursor>,
         max: usize,
     ) -> Result<Option<AccountAudit>, BackendError> {
-        if max == 0 {
-            return Ok(Some(AccountAudit {
-                records: Vec::new(),
-                cursor,
-            }));
-        }
         let start = cursor
             .as_ref()
             .and_then(|c| humantime::parse_rfc3339(&c.time).ok())
@@ -1322,11 +1320,11 @@ impl NamespaceBackend for Cloud {
                 if cursor.as_ref().is_some_and(|c| at <= *c) {
                     continue;
                 }
-                audit.records.push(log_record(&self.settings.account, log));
-                audit.cursor = Some(at);
                 if audit.records.len() >= max {
                     return Ok(Some(audit));
                 }
+                audit.records.push(log_record(&self.settings.account, log));
+                audit.cursor = Some(at);
             }
             if response.next_page_token.is_empty() {
                 return Ok(Some(audit));
