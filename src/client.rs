@@ -808,10 +808,10 @@ pub async fn audit(config: &Config, home: &Home, args: &AuditArgs) -> anyhow::Re
         }
     }
     if answer.truncated {
-        eprintln!(
-            "more records match: narrow the range or the filters, or raise --limit (read from {})",
-            answer.destination
-        );
+        eprintln!("more records match: narrow the range or the filters, or raise --limit");
+    }
+    if !answer.destination.is_empty() {
+        eprintln!("read from {}", answer.destination);
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -30,6 +30,10 @@ const MAX_ANSWER_BYTES: usize = 3 << 20;
 const MAX_READ_BYTES: u64 = 64 << 20;
 /// Queries answered at once by one proxy; more are refused until one ends.
 const QUERIES_AT_ONCE: usize = 4;
+/// Namespaces whose access one query of a non-admin looks up at most: records of more are
+/// left out (and the answer marked truncated), so a trail filled with made-up namespace
+/// names cannot make one query call the backend without end.
+const NAMESPACES_CHECKED: usize = 100;
 
 /// Where the API reads the trail, and who may read which records.
 #[derive(Clone, Debug)]
@@ -103,8 +107,13 @@ impl AuditReader {
         }
         Ok(QueryAuditResponse {
             records,
-            truncated: truncated || trail.exhausted(),
-            destination: self.archive.url().to_owned(),
+            truncated: truncated || trail.exhausted() || readable.len() > NAMESPACES_CHECKED,
+            // Where the trail lives is the operators' business.
+            destination: if admin {
+                self.archive.url().to_owned()
+            } else {
+                String::new()
+            },
         })
     }
 
@@ -125,6 +134,11 @@ impl AuditReader {
         }
         if let Some(known) = readable.get(&record.namespace) {
             return Ok(*known);
+        }
+        if readable.len() >= NAMESPACES_CHECKED {
+            // Counted once, so the answer says records were left out.
+            readable.insert(record.namespace.clone(), false);
+            return Ok(false);
         }
         let allowed = self
             .access
@@ -212,7 +226,78 @@ fn matches(request: &QueryAuditRequest, record: &AuditRecord) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use plinth_control::BackendError;
+    use plinth_control::directory::FileDirectory;
+
     use super::*;
+
+    /// Lets everyone read every namespace, counting the lookups.
+    #[derive(Debug, Default)]
+    struct Counted(AtomicUsize);
+
+    #[async_trait::async_trait]
+    impl AccessCheck for Counted {
+        async fn allows(&self, _: &str, _: &Identity, _: Need) -> Result<bool, BackendError> {
+            self.0.fetch_add(1, Ordering::Relaxed);
+            Ok(true)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_trail_of_many_namespaces_costs_a_reader_bounded_lookups_and_hides_where_it_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let archive = Archive::open(&format!("file://{}", dir.path().display())).unwrap();
+        let now = SystemTime::now();
+        let time = humantime::format_rfc3339_millis(now - Duration::from_secs(60)).to_string();
+        // As a flood of refusals naming made-up namespaces would leave it.
+        let records: Vec<AuditRecord> = (0..NAMESPACES_CHECKED + 50)
+            .map(|i| {
+                AuditRecord::new(
+                    i.to_string(),
+                    &time,
+                    "user:m@example.com",
+                    "codec.refused",
+                    "r",
+                    "denied",
+                )
+                .in_namespace(format!("made-up-{i}"))
+            })
+            .collect();
+        plinth_archive::audit::write_batch(&archive, "data", 0, &records)
+            .await
+            .unwrap();
+        let access = Arc::new(Counted::default());
+        let reader = AuditReader::new(archive, access.clone());
+        let directory = FileDirectory::parse(
+            "users:\n  - email: a@example.com\n  - email: m@example.com\ngroups:\n  - name: admins\n    members: [a@example.com]\n",
+        )
+        .unwrap();
+        let admins = Admins::new(Arc::new(directory), "admins".into());
+        let request = QueryAuditRequest {
+            limit: MAX_LIMIT,
+            ..Default::default()
+        };
+        let reader_answer = reader
+            .query(
+                &admins,
+                &Identity::user("m@example.com").unwrap(),
+                request.clone(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(access.0.load(Ordering::Relaxed), NAMESPACES_CHECKED);
+        assert_eq!(reader_answer.records.len(), NAMESPACES_CHECKED);
+        assert!(reader_answer.truncated);
+        assert!(reader_answer.destination.is_empty());
+        let admin_answer = reader
+            .query(&admins, &Identity::user("a@example.com").unwrap(), request)
+            .await
+            .unwrap();
+        assert_eq!(admin_answer.records.len(), NAMESPACES_CHECKED + 50);
+        assert!(admin_answer.destination.starts_with("file://"));
+    }
 
     #[test]
     fn a_filter_matches_its_field_exactly_or_by_prefix_with_a_star() {
