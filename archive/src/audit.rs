@@ -84,6 +84,8 @@ pub struct Trail<'a> {
     budget: u64,
     /// An hour was left part read when the budget ran out.
     cut: bool,
+    /// Every object in the range was listed (none left out past `hours::MAX_KEYS`).
+    listed_whole: bool,
 }
 
 impl<'a> Trail<'a> {
@@ -95,20 +97,8 @@ impl<'a> Trail<'a> {
         to: SystemTime,
         budget: u64,
     ) -> Result<Self, ArchiveError> {
-        let mut hours: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for month in hours::months(PREFIX, from, to) {
-            for key in archive.list(&month).await? {
-                let Some((hour, _)) = key.rsplit_once('/') else {
-                    continue;
-                };
-                let Some(start) = hours::start(PREFIX, hour) else {
-                    continue;
-                };
-                if start + hours::HOUR > from && start < to {
-                    hours.entry(hour.to_owned()).or_default().push(key);
-                }
-            }
-        }
+        // More objects than Plinth writes are not all read: the answer says so.
+        let (hours, more) = hours::keys_by_hour(archive, PREFIX, from, to).await?;
         Ok(Self {
             archive,
             from,
@@ -117,12 +107,14 @@ impl<'a> Trail<'a> {
             seen: HashSet::new(),
             budget,
             cut: false,
+            listed_whole: !more,
         })
     }
 
-    /// Whether reading stopped at its budget, with records left unread.
+    /// Whether records were left unread: reading stopped at its budget, or the range holds
+    /// more objects than are listed.
     pub fn exhausted(&self) -> bool {
-        self.budget == 0 && (self.cut || !self.hours.is_empty())
+        !self.listed_whole || self.budget == 0 && (self.cut || !self.hours.is_empty())
     }
 
     /// The next hour's records in the range, oldest first; `None` once all are read.

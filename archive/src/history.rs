@@ -19,9 +19,6 @@ use crate::{Archive, ArchiveError, hours};
 pub const PREFIX: &str = "temporal-workflow-history/export";
 /// Where the indexes start.
 const INDEX: &str = "plinth/history-index/v1";
-/// Index objects one listing considers at most: a bucket filled beyond what Plinth writes
-/// in the range cannot make a listing hold every key.
-const MAX_KEYS: usize = 200_000;
 /// The largest index object read: an export object lists at most a few thousand workflows.
 const MAX_INDEX_BYTES: u64 = 4 << 20;
 /// How long after a workflow closes Temporal Cloud may export it, and an hour.
@@ -130,7 +127,7 @@ pub async fn list(
 ) -> Result<Listing, ArchiveError> {
     check_name(archive, "namespace", namespace)?;
     let index = format!("{INDEX}/{namespace}");
-    let (indexes, exhausted) = keys_by_hour(archive, &index, since, until).await?;
+    let (indexes, exhausted) = hours::keys_by_hour(archive, &index, since, until).await?;
     if indexes.is_empty() && !exhausted {
         return scan(archive, namespace, since, until, budget).await;
     }
@@ -195,42 +192,6 @@ impl Gathered {
     }
 }
 
-/// The keys under `prefix` by the hour (`<prefix>/YYYY/MM/DD/HH`) they are filed under, for
-/// the hours `[since, until)` touches; true when there were more than [`MAX_KEYS`].
-async fn keys_by_hour(
-    archive: &Archive,
-    prefix: &str,
-    since: SystemTime,
-    until: SystemTime,
-) -> Result<(BTreeMap<String, Vec<String>>, bool), ArchiveError> {
-    let mut by_hour: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    let mut listed = 0;
-    for month in hours::months(prefix, since, until) {
-        let keys = archive.list(&month).await?;
-        listed += keys.len();
-        if listed > MAX_KEYS {
-            return Ok((by_hour, true));
-        }
-        for key in keys {
-            let Some(rest) = key.strip_prefix(prefix).and_then(|r| r.strip_prefix('/')) else {
-                continue;
-            };
-            let parts: Vec<&str> = rest.splitn(5, '/').collect();
-            if parts.len() < 5 {
-                continue;
-            }
-            let hour = format!("{prefix}/{}", parts[..4].join("/"));
-            let Some(start) = hours::start(prefix, &hour) else {
-                continue;
-            };
-            if start + hours::HOUR > since && start < until {
-                by_hour.entry(hour).or_default().push(key);
-            }
-        }
-    }
-    Ok((by_hour, false))
-}
-
 /// Lists an export no index describes (Temporal Cloud's own): each object read, each workflow
 /// listed from its first and last events. Cloud files an object under the hour it was
 /// written, up to a day after its workflows closed, so the day after `until` is read too.
@@ -242,7 +203,8 @@ async fn scan(
     mut budget: u64,
 ) -> Result<Listing, ArchiveError> {
     let prefix = format!("{PREFIX}/{namespace}");
-    let (objects, exhausted) = keys_by_hour(archive, &prefix, since, until + EXPORT_DELAY).await?;
+    let (objects, exhausted) =
+        hours::keys_by_hour(archive, &prefix, since, until + EXPORT_DELAY).await?;
     let mut gathered = Gathered::new(since, until, exhausted);
     'hours: for keys in objects.into_values().rev() {
         for key in keys {

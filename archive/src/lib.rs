@@ -189,16 +189,31 @@ impl Archive {
 
     /// The keys of every object under `prefix`, sorted.
     pub async fn list(&self, prefix: &str) -> Result<Vec<String>, ArchiveError> {
+        Ok(self.list_at_most(prefix, usize::MAX).await?.0)
+    }
+
+    /// The keys of at most `max` objects under `prefix`, sorted, and whether there were more:
+    /// a prefix holding more than Plinth wrote there is never held whole.
+    pub async fn list_at_most(
+        &self,
+        prefix: &str,
+        max: usize,
+    ) -> Result<(Vec<String>, bool), ArchiveError> {
         let path = self.path(prefix);
-        let mut keys: Vec<String> = self
-            .store
-            .list(Some(&path))
-            .map_ok(|meta| self.key(&meta.location))
-            .try_collect()
+        let mut listing = self.store.list(Some(&path));
+        let mut keys = Vec::new();
+        while let Some(meta) = listing
+            .try_next()
             .await
-            .map_err(|e| self.store_error(prefix, e))?;
+            .map_err(|e| self.store_error(prefix, e))?
+        {
+            if keys.len() == max {
+                return Ok((keys, true));
+            }
+            keys.push(self.key(&meta.location));
+        }
         keys.sort();
-        Ok(keys)
+        Ok((keys, false))
     }
 
     fn malformed(&self, key: &str, reason: String) -> ArchiveError {
@@ -245,6 +260,22 @@ fn prefix_of(url: &url::Url, shown: &str) -> Result<Path, ArchiveError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_listing_holds_no_more_keys_than_asked_and_says_there_were_more() {
+        let dir = tempfile::tempdir().unwrap();
+        let archive = Archive::open(&format!("file://{}", dir.path().display())).unwrap();
+        for key in ["p/a", "p/b", "p/c"] {
+            archive.put(key, Bytes::from_static(b"x")).await.unwrap();
+        }
+        let (some, more) = archive.list_at_most("p", 2).await.unwrap();
+        assert_eq!((some.len(), more), (2, true));
+        let (all, more) = archive.list_at_most("p", 3).await.unwrap();
+        assert_eq!(
+            (all, more),
+            (vec!["p/a".into(), "p/b".into(), "p/c".into()], false)
+        );
+    }
 
     #[tokio::test]
     async fn a_file_destination_keeps_what_is_put_under_its_prefix() {
