@@ -234,7 +234,7 @@ async fn respond(
                             identity.to_string(),
                             "codec.refused",
                             format!("codec/{}", op.as_str()),
-                            "denied",
+                            plinth_proto::outcome::DENIED,
                         )
                         .in_namespace(namespace.clone())
                         .detail(format!("needs {} access", need.as_str())),

@@ -49,8 +49,17 @@ struct Queue {
 impl AuditSink for AuditSender {
     fn record(&self, record: AuditRecord) {
         let record = record.bounded();
+        // Refusals cost the caller nothing to provoke: they may fill half a queue, so a flood
+        // of them never crowds out the records of what was done (decodes).
+        let refusal = record.outcome == plinth_proto::outcome::DENIED;
         for queue in &self.queues {
-            if queue.records.try_send(record.clone()).is_err() {
+            let kept_free = if refusal {
+                queue.records.max_capacity() / 2
+            } else {
+                0
+            };
+            let room = queue.records.capacity() > kept_free;
+            if !room || queue.records.try_send(record.clone()).is_err() {
                 queue.dropped.fetch_add(1, Ordering::Relaxed);
             }
         }
@@ -157,7 +166,11 @@ mod tests {
     use super::*;
 
     fn record(n: usize) -> AuditRecord {
-        AuditRecord::now("user:a", "proxy.refused", format!("rpc/{n}"), "denied")
+        AuditRecord::now("user:a", "codec.decoded", format!("payload/{n}"), "decoded")
+    }
+
+    fn refusal(n: usize) -> AuditRecord {
+        AuditRecord::now("user:m", "proxy.refused", format!("rpc/{n}"), "denied")
     }
 
     #[tokio::test]
@@ -171,6 +184,29 @@ mod tests {
         assert_eq!(batch.len(), 3);
         drop(queue);
         assert!(gather(&mut received, &dropped, "proxy").await.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_flood_of_refusals_leaves_room_for_what_was_done() {
+        let (records, mut received) = mpsc::channel(QUEUE);
+        let sender = AuditSender {
+            queues: vec![Queue {
+                records,
+                dropped: Arc::new(AtomicU64::new(0)),
+            }],
+        };
+        for n in 0..QUEUE {
+            sender.record(refusal(n));
+        }
+        let decoded = record(QUEUE);
+        sender.record(decoded.clone());
+        drop(sender);
+        let mut kept = Vec::new();
+        while let Some(record) = received.recv().await {
+            kept.push(record);
+        }
+        assert_eq!(kept.len(), QUEUE / 2 + 1);
+        assert_eq!(kept.last(), Some(&decoded));
     }
 
     #[tokio::test]

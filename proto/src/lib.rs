@@ -146,4 +146,6 @@ pub mod outcome {
     pub const CONFIGURED: &str = "configured";
     /// Nothing changed; nothing was written.
     pub const UNCHANGED: &str = "unchanged";
+    /// A call refused for want of access (an audit record's outcome).
+    pub const DENIED: &str = "denied";
 }

@@ -479,7 +479,7 @@ impl FrontDoor {
                 identity.to_string(),
                 "proxy.refused",
                 format!("rpc/{method}"),
-                "denied",
+                plinth_proto::outcome::DENIED,
             )
             .in_namespace(namespace)
             .detail(format!("needs {missing} access")),
