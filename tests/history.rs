@@ -7,7 +7,7 @@ use std::process::Output;
 use std::sync::{Mutex, OnceLock};
 
 use plinth_test_harness::cli::{ok, stderr, stdout, temporal, temporal_as, text, wait_for};
-use plinth_test_harness::{OUTSIDER, PAYMENTS_MEMBER, PlinthStack, S3Server, sealed};
+use plinth_test_harness::{ADMIN, OUTSIDER, PAYMENTS_MEMBER, PlinthStack, S3Server, sealed};
 
 const PLINTH: &str = env!("CARGO_BIN_EXE_plinth");
 const BUCKET: &str = "plinth-history";
@@ -59,11 +59,30 @@ fn plinth_as(f: &Fixture, user: &str, args: &[&str]) -> Output {
 
 /// Starts workflow `id` through the proxy with input `input`, and terminates it: closed.
 fn closed_workflow(f: &Fixture, id: &str, input: &str) {
-    sealed::start(&f.profile, id, input);
+    closed_workflow_as(&f.profile, id, input);
+}
+
+/// [`closed_workflow`] in the namespace of `profile`.
+fn closed_workflow_as(profile: &std::path::Path, id: &str, input: &str) {
+    sealed::start(profile, id, input);
     ok(temporal_as(
-        &f.profile,
+        profile,
         &["workflow", "terminate", "-w", id, "--reason", "done"],
     ));
+}
+
+/// The workflow ids `user` sees in the export of `namespace` from the last hour.
+fn listed_ids(f: &Fixture, user: &str, namespace: &str) -> Vec<String> {
+    let listed = ok(plinth_as(
+        f,
+        user,
+        &["history", "list", namespace, "--since", "1h", "-o", "json"],
+    ));
+    let listed: Vec<serde_json::Value> = serde_json::from_str(&stdout(&listed)).unwrap();
+    listed
+        .iter()
+        .map(|w| w["workflowId"].as_str().unwrap().to_owned())
+        .collect()
 }
 
 /// Every workflow in the bucket's export of the namespace, decoded by the Python SDK's
@@ -255,4 +274,40 @@ fn workflows_closed_while_the_worker_is_down_are_exported_when_it_returns() {
     lock().start_worker().unwrap();
     let found = exported_workflow(f, "export-while-down");
     assert_eq!(found[0]["encoding"], "binary/encrypted");
+}
+
+#[test]
+fn whoever_recreates_a_deleted_namespaces_name_reads_nothing_of_its_export() {
+    let f = fixture();
+    let ns = format!("reused-{}", std::process::id());
+    let spec = "  allowDeletion: true\n  export:\n    enabled: true\n";
+    let provision = || {
+        let stack = f
+            .stack
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        stack.provision_for_team_with("reused", &ns, spec).unwrap();
+        stack.profile(PAYMENTS_MEMBER, &ns).unwrap()
+    };
+    let profile = provision();
+    closed_workflow_as(&profile, "before-deletion", "the old namespace's");
+    wait_for("the old namespace's workflow in its export", || {
+        listed_ids(f, PAYMENTS_MEMBER, &ns).contains(&"before-deletion".to_owned())
+    });
+    ok(plinth_as(
+        f,
+        ADMIN,
+        &["delete", "namespace", "reused", "--wait"],
+    ));
+    // The name taken again: its readers see nothing the old namespace left.
+    provision();
+    assert!(listed_ids(f, PAYMENTS_MEMBER, &ns).is_empty());
+    let refused = plinth_as(
+        f,
+        PAYMENTS_MEMBER,
+        &["history", "get", &ns, "before-deletion"],
+    );
+    assert!(!refused.status.success(), "{}", text(&refused));
+    // Platform admins still read what the export kept.
+    assert!(listed_ids(f, ADMIN, &ns).contains(&"before-deletion".to_owned()));
 }

@@ -96,30 +96,37 @@ impl HistoryActivities {
                 .export_by_backend(&setting.namespace, setting.enabled)
                 .await?
             {
-                return Ok(String::new());
+                // The backend's export is in a bucket Plinth only reads.
+                return Ok((String::new(), false));
             }
             if setting.enabled {
                 let started = self
                     .control
                     .ensure_history_export(&setting.name, &temporal)
                     .await?;
-                return Ok(if started {
+                let change = if started {
                     "history export started".to_owned()
                 } else {
                     String::new()
-                });
+                };
+                return Ok((change, true));
             }
-            Ok(
-                match self.control.finish_history_export(&setting.name).await? {
-                    Some(state) => format!(
-                        "history export finished: {} workflows exported",
-                        state.workflows
-                    ),
-                    None => String::new(),
-                },
-            )
+            let finished = self.control.finish_history_export(&setting.name).await?;
+            let change = finished.map_or(String::new(), |state| {
+                format!(
+                    "history export finished: {} workflows exported",
+                    state.workflows
+                )
+            });
+            Ok((change, true))
         };
-        with_heartbeat(ctx, work).await.map_err(failure)
+        let (change, plinths) = with_heartbeat(ctx, work).await.map_err(failure)?;
+        if setting.deleted && plinths {
+            history::mark_deleted(&self.destination, &temporal, std::time::SystemTime::now())
+                .await
+                .map_err(retried)?;
+        }
+        Ok(change)
     }
 
     /// Writes the histories of the workflows that closed in the window, a page at a time.

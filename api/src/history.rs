@@ -56,6 +56,7 @@ impl HistoryReader {
         let limit = limit(request.limit)?;
         let namespace = self.readable(admins, identity, &request.namespace).await?;
         let _running = self.turn()?;
+        let since = self.floor(admins, identity, &namespace, since).await?;
         let mut listing = history::list(&self.archive, &namespace, since, until, MAX_INDEX_READ)
             .await
             .map_err(unavailable)?;
@@ -108,6 +109,7 @@ impl HistoryReader {
                 tracing::info!(error = %e, "history not read from Temporal; reading the export")
             }
         }
+        let since = self.floor(admins, identity, &namespace, since).await?;
         let listing = history::list(&self.archive, &namespace, since, until, MAX_INDEX_READ)
             .await
             .map_err(unavailable)?;
@@ -145,6 +147,25 @@ impl HistoryReader {
             temporal_namespace: namespace,
             source: "export".into(),
         })
+    }
+
+    /// Where a reader's view of `namespace`'s export starts: for anyone but admins, not
+    /// before the name was last deleted, so whoever re-creates a name reads nothing of the
+    /// namespace that held it before.
+    async fn floor(
+        &self,
+        admins: &Admins,
+        identity: &Identity,
+        namespace: &str,
+        since: SystemTime,
+    ) -> Result<SystemTime, Status> {
+        if admins.include(identity) {
+            return Ok(since);
+        }
+        let deleted = history::deleted_at(&self.archive, namespace)
+            .await
+            .map_err(unavailable)?;
+        Ok(deleted.map_or(since, |deleted| since.max(deleted)))
     }
 
     /// The Temporal name of `namespace` if `identity` may read it: admins any, others where

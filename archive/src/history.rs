@@ -19,6 +19,8 @@ use crate::{Archive, ArchiveError, hours};
 pub const PREFIX: &str = "temporal-workflow-history/export";
 /// Where the indexes start.
 const INDEX: &str = "plinth/history-index/v1";
+/// Where namespaces' deletions are marked.
+const DELETED: &str = "plinth/history-deleted/v1";
 /// The largest index object read: an export object lists at most a few thousand workflows.
 const MAX_INDEX_BYTES: u64 = 4 << 20;
 /// How long after a workflow closes Temporal Cloud may export it, and an hour.
@@ -435,6 +437,37 @@ fn started_workflow_id(history: &History) -> Option<&str> {
     }
 }
 
+/// Marks namespace `namespace` deleted at `at`: a namespace re-created under its name later
+/// is another, whose readers are not shown what the export kept of this one.
+pub async fn mark_deleted(
+    archive: &Archive,
+    namespace: &str,
+    at: SystemTime,
+) -> Result<(), ArchiveError> {
+    check_name(archive, "namespace", namespace)?;
+    let secs = at
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    archive
+        .put(&format!("{DELETED}/{namespace}/{secs:020}"), Bytes::new())
+        .await
+}
+
+/// When namespace `namespace` was last deleted, if it was.
+pub async fn deleted_at(
+    archive: &Archive,
+    namespace: &str,
+) -> Result<Option<SystemTime>, ArchiveError> {
+    check_name(archive, "namespace", namespace)?;
+    let prefix = format!("{DELETED}/{namespace}/");
+    let (marks, _) = archive.list_at_most(&prefix, hours::MAX_KEYS).await?;
+    Ok(marks
+        .iter()
+        .filter_map(|key| key.rsplit('/').next()?.parse::<u64>().ok())
+        .max()
+        .map(|secs| SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(secs)))
+}
+
 /// An index object's entries, each with its close time.
 pub fn decode_index(
     archive: &Archive,
@@ -692,6 +725,25 @@ mod tests {
         .await;
         assert_eq!(listing.workflows.len(), 1);
         assert_eq!(listing.skipped, 1);
+    }
+
+    #[tokio::test]
+    async fn the_last_deletion_of_a_name_is_what_counts() {
+        let (_dir, archive) = archive();
+        assert_eq!(deleted_at(&archive, "payments").await.unwrap(), None);
+        mark_deleted(&archive, "payments", at("2026-12-01T00:00:00Z"))
+            .await
+            .unwrap();
+        mark_deleted(&archive, "payments", at("2026-12-03T00:00:00Z"))
+            .await
+            .unwrap();
+        mark_deleted(&archive, "pay", at("2026-12-05T00:00:00Z"))
+            .await
+            .unwrap();
+        assert_eq!(
+            deleted_at(&archive, "payments").await.unwrap(),
+            Some(at("2026-12-03T00:00:00Z"))
+        );
     }
 
     /// `bytes` as length-delimited field `tag`.

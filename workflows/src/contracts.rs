@@ -468,6 +468,10 @@ pub struct HistoryExportSetting {
     pub namespace: String,
     /// `spec.export.enabled`; false also when the namespace is deleted.
     pub enabled: bool,
+    /// The namespace is being deleted: what its export kept is marked as another's for
+    /// whoever re-creates the name.
+    #[serde(default)]
+    pub deleted: bool,
 }
 
 /// Activity `SetHistoryExport`: starts the namespace's `HistoryExport` (or, on Temporal Cloud,

@@ -380,6 +380,7 @@ async fn reconcile(ctx: &mut WorkflowContext<ProvisionNamespace>, drift_check: b
             name: ctx.state(|s| s.resource.name().to_owned()),
             enabled,
             namespace: temporal_name,
+            deleted: false,
         };
         match ctx
             .execute_activity(SetHistoryExport, setting, backend_activity())
@@ -430,6 +431,7 @@ async fn delete(ctx: &mut WorkflowContext<ProvisionNamespace>) -> WorkflowResult
             name: ctx.state(|s| s.resource.name().to_owned()),
             namespace: name.clone(),
             enabled: false,
+            deleted: true,
         };
         ctx.execute_activity(SetHistoryExport, setting, backend_activity())
             .await?;
