@@ -346,6 +346,12 @@ impl PlinthStack {
     /// `plinth profile` for `user` on `namespace`: the temporal.toml it wrote, whose profile
     /// is named `team`.
     pub fn profile(&self, user: &str, namespace: &str) -> anyhow::Result<PathBuf> {
+        // `plinth profile` issues the user's certificate into one place: two at once may leave
+        // one's key beside the other's certificate.
+        static ISSUING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _one_at_a_time = ISSUING
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let out = self
             .home
             .path()
