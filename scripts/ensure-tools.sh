@@ -63,3 +63,16 @@ ensure_prometheus() {
 ensure_softhsm() {
   ensure_debian_package softhsm2-util softhsm2
 }
+
+# Debian's OpenLDAP server and tools: the LDAP directory tests start `slapd` and change it
+# with `ldapmodify`. The package's own service is left stopped; the tests run their own.
+ensure_slapd() {
+  if [[ -x /usr/sbin/slapd ]] && command -v ldapmodify >/dev/null; then
+    return
+  fi
+  echo "installing slapd and ldap-utils from Debian" >&2
+  local sudo=""
+  [[ $(id -u) -eq 0 ]] || sudo="sudo"
+  $sudo apt-get update -qq >&2
+  DEBIAN_FRONTEND=noninteractive RUNLEVEL=1 $sudo apt-get install -y -qq slapd ldap-utils >&2
+}

@@ -27,6 +27,8 @@ pub struct Config {
     pub dev: DevConfig,
     /// Namespace resources: who administers, what is valid, how often drift is checked.
     pub platform: PlatformConfig,
+    /// Where people and groups come from.
+    pub directory: DirectoryConfig,
     /// Where managed namespaces live: the platform's own Temporal, or Temporal Cloud.
     pub backend: BackendConfig,
     /// `plinth proxy`: the mTLS front door.
@@ -818,6 +820,42 @@ impl AuditConfig {
 }
 
 /// `[export]`: where closed workflows' histories are exported, and how often.
+/// Where people and groups are read from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DirectorySource {
+    /// The YAML file `[platform] directory` names, followed on disk.
+    #[default]
+    File,
+    /// An LDAP server, as `[directory.ldap]` says.
+    Ldap,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DirectoryConfig {
+    pub source: DirectorySource,
+    /// How often LDAP is read again (a file is checked every few seconds).
+    #[serde(with = "humantime_serde")]
+    pub refresh_interval: Duration,
+    /// The smallest share (0 to 1) of the people in force that a new read of LDAP may list
+    /// and be taken up: fewer is more likely an outage or a wrong filter than departures.
+    pub min_share: f64,
+    /// Used with `source = "ldap"`.
+    pub ldap: plinth_control::directory::LdapSettings,
+}
+
+impl Default for DirectoryConfig {
+    fn default() -> Self {
+        Self {
+            source: DirectorySource::File,
+            refresh_interval: Duration::from_secs(300),
+            min_share: 0.5,
+            ldap: Default::default(),
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ExportConfig {

@@ -4,32 +4,59 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use plinth_control::PlatformSettings;
-use plinth_control::directory::{Directory, WatchedDirectory};
+use plinth_control::directory::{Directory, LdapDirectory, PolledDirectory, WatchedDirectory};
 use plinth_control::{Cloud, CloudSettings, NamespaceBackend, SelfHosted, UpstreamAuth};
 use plinth_identity::CertificateAuthority;
 use temporalio_client::Connection;
 
-use crate::config::{BackendKind, Config, UpstreamAuthKind};
+use crate::config::{BackendKind, Config, DirectorySource, UpstreamAuthKind};
 use crate::home::Home;
 
 /// How often the directory file is checked for changes.
 pub const DIRECTORY_POLL: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// The directory file `[platform] directory` names, or `$PLINTH_HOME/directory.yaml`; it is
-/// re-read when it changes.
-fn load_directory(config: &Config, home: &Home) -> anyhow::Result<Arc<dyn Directory>> {
-    let path = config
-        .platform
-        .directory
-        .clone()
-        .unwrap_or_else(|| home.directory_file());
-    let directory = WatchedDirectory::load(&path).context("[platform] directory")?;
-    Ok(Arc::new(directory))
+/// The directory `[directory] source` names: the file `[platform] directory` names (or
+/// `$PLINTH_HOME/directory.yaml`), re-read when it changes; or LDAP, read now and then every
+/// `[directory] refresh_interval`.
+async fn load_directory(config: &Config, home: &Home) -> anyhow::Result<Arc<dyn Directory>> {
+    let settings = &config.directory;
+    match settings.source {
+        DirectorySource::File => {
+            let path = config
+                .platform
+                .directory
+                .clone()
+                .unwrap_or_else(|| home.directory_file());
+            let directory = WatchedDirectory::load(&path).context("[platform] directory")?;
+            Ok(Arc::new(directory))
+        }
+        DirectorySource::Ldap => {
+            anyhow::ensure!(
+                config.platform.directory.is_none(),
+                "[platform] directory: a YAML file is only read with [directory] source = \"file\""
+            );
+            anyhow::ensure!(
+                (0.0..=1.0).contains(&settings.min_share),
+                "[directory] min_share: {} is not between 0 and 1",
+                settings.min_share
+            );
+            anyhow::ensure!(
+                !settings.refresh_interval.is_zero(),
+                "[directory] refresh_interval: must be longer than zero"
+            );
+            let ldap = LdapDirectory::new(settings.ldap.clone())?;
+            let directory = PolledDirectory::start(ldap, settings.min_share)
+                .await
+                .context("[directory] source = \"ldap\": the first read, which must succeed")?;
+            tokio::spawn(directory.follow(settings.refresh_interval));
+            Ok(directory)
+        }
+    }
 }
 
 /// Rules, directory, resync interval and backend for the namespace workflows, whose control
 /// plane lives in `control_namespace`.
-pub fn settings(
+pub async fn settings(
     config: &Config,
     home: &Home,
     connection: &Connection,
@@ -37,7 +64,7 @@ pub fn settings(
     control_namespace: &str,
 ) -> anyhow::Result<PlatformSettings> {
     Ok(PlatformSettings {
-        directory: load_directory(config, home)?,
+        directory: load_directory(config, home).await?,
         rules: config.platform.rules(control_namespace),
         resync_interval: config.platform.resync_interval,
         backend: backend(config, home, connection, temporal_address)?,

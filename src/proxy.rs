@@ -62,7 +62,7 @@ pub async fn run(config: &Config, home: &Home, args: &ProxyArgs) -> anyhow::Resu
     // Worker and proxy start independently: either may be first to prepare the control plane.
     plinth_control::ensure_namespace(&connection, &settings.namespace).await?;
     let platform =
-        crate::platform::settings(config, home, &connection, &address, &settings.namespace)?;
+        crate::platform::settings(config, home, &connection, &address, &settings.namespace).await?;
     let client = Client::new(
         connection,
         ClientOptions::new(settings.namespace.clone()).build(),

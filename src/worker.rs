@@ -50,7 +50,7 @@ pub async fn run(config: &Config, home: &Home, args: &WorkerArgs) -> anyhow::Res
     let target = options.target.to_string();
     let connection = plinth_control::connect(options).await?;
     let platform =
-        crate::platform::settings(config, home, &connection, &address, &settings.namespace)?;
+        crate::platform::settings(config, home, &connection, &address, &settings.namespace).await?;
     if config.keys.shred_delay.is_zero() {
         anyhow::bail!(
             "[keys] shred_delay: 0 would leave no time for `plinth keys restore` before a deleted \

@@ -377,7 +377,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use plinth_control::directory::FileDirectory;
+    use plinth_control::directory::Snapshot;
     use plinth_control::memory::MemoryBackend;
     use plinth_control::{AccessChange, AccessLevel};
     use plinth_proto::v1::NamespaceSpec;
@@ -395,7 +395,7 @@ groups:
 ";
 
     /// Namespace `orders`, whose writers' policy names the payments group.
-    async fn setup() -> (Arc<MemoryBackend>, FileDirectory, Vec<Policy>) {
+    async fn setup() -> (Arc<MemoryBackend>, Snapshot, Vec<Policy>) {
         let backend = Arc::new(MemoryBackend::default());
         let spec = NamespaceSpec {
             name: "orders".into(),
@@ -407,13 +407,13 @@ groups:
             group: "payments".into(),
             ..Default::default()
         });
-        let directory = FileDirectory::parse(DIRECTORY).unwrap();
+        let directory = Snapshot::from_yaml(DIRECTORY).unwrap();
         (backend, directory, vec![writers, readers])
     }
 
     async fn run(
         backend: &MemoryBackend,
-        directory: &FileDirectory,
+        directory: &Snapshot,
         policies: &[Policy],
     ) -> Result<AccessSummary, BackendError> {
         apply_policies("orders", policies, backend, directory, "admins").await
@@ -530,7 +530,7 @@ groups:
             .await
             .unwrap();
         // Bob leaves the payments group between the plan and the apply.
-        let directory = FileDirectory::parse(&DIRECTORY.replace(
+        let directory = Snapshot::from_yaml(&DIRECTORY.replace(
             "members: [alice@example.com, bob@example.com]",
             "members: [alice@example.com]",
         ))

@@ -300,7 +300,7 @@ fn key_failure(error: CodecError) -> ActivityError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use plinth_control::directory::FileDirectory;
+    use plinth_control::directory::Snapshot;
     use plinth_control::memory::MemoryBackend;
 
     fn spec() -> NamespaceSpec {
@@ -335,7 +335,7 @@ mod tests {
         let activities = || {
             NamespaceActivities::new(
                 Arc::new(MemoryBackend::default()),
-                Arc::new(FileDirectory::parse(directory).unwrap()),
+                Arc::new(Snapshot::from_yaml(directory).unwrap()),
                 ValidationRules::default(),
                 Duration::from_secs(300),
             )
@@ -357,7 +357,7 @@ mod tests {
     }
 
     fn activities(backend: &Arc<MemoryBackend>) -> NamespaceActivities {
-        let directory = FileDirectory::parse("users: []\ngroups: []\n").unwrap();
+        let directory = Snapshot::from_yaml("users: []\ngroups: []\n").unwrap();
         NamespaceActivities::new(
             backend.clone(),
             Arc::new(directory),

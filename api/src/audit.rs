@@ -229,7 +229,7 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use plinth_control::BackendError;
-    use plinth_control::directory::FileDirectory;
+    use plinth_control::directory::Snapshot;
 
     use super::*;
 
@@ -270,7 +270,7 @@ mod tests {
             .unwrap();
         let access = Arc::new(Counted::default());
         let reader = AuditReader::new(archive, access.clone());
-        let directory = FileDirectory::parse(
+        let directory = Snapshot::from_yaml(
             "users:\n  - email: a@example.com\n  - email: m@example.com\ngroups:\n  - name: admins\n    members: [a@example.com]\n",
         )
         .unwrap();

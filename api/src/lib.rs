@@ -567,9 +567,18 @@ impl PlatformService for PlatformApi {
     ) -> Result<Response<ReloadDirectoryResponse>, Status> {
         let identity = caller(request.extensions())?;
         self.admins_only(&identity, "reload", "the directory", "reloading")?;
-        self.admins.reload().map_err(|e| {
+        self.admins.reload().await.map_err(|e| {
             Status::failed_precondition(format!("{e}; the previous directory stays in force"))
         })?;
+        self.control
+            .request_directory_reload(&identity.to_string())
+            .await
+            .map_err(|e| {
+                Status::unavailable(format!(
+                    "the directory was read again here, but the workers were not told ({e}); \
+                     reload again"
+                ))
+            })?;
         let access_runs = self
             .control
             .trigger_all_access_runs()

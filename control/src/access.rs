@@ -119,7 +119,7 @@ pub fn plan_access(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::directory::FileDirectory;
+    use crate::directory::Snapshot;
 
     const DIRECTORY: &str = r#"
 users:
@@ -139,8 +139,8 @@ groups:
     groups: [payments]
 "#;
 
-    fn directory() -> FileDirectory {
-        FileDirectory::parse(DIRECTORY).unwrap()
+    fn directory() -> Snapshot {
+        Snapshot::from_yaml(DIRECTORY).unwrap()
     }
 
     fn rule(kind: &str, value: &str) -> Rule {

@@ -40,8 +40,8 @@ impl Admins {
     }
 
     /// Re-reads the directory now.
-    pub fn reload(&self) -> Result<(), DirectoryError> {
-        self.directory.reload()
+    pub async fn reload(&self) -> Result<(), DirectoryError> {
+        self.directory.reload().await
     }
 
     /// Whether `identity` is a platform admin.

@@ -247,3 +247,12 @@ impl UpdateDefinition for FinishHistoryExport {
         "finish"
     }
 }
+
+/// Workflow id of the latest `plinth directory reload`.
+pub const DIRECTORY_RELOAD_WORKFLOW_ID: &str = "directory-reload";
+
+workflow_type!(
+    /// `DirectoryReload`, the mark of a `plinth directory reload` (who asked): its start
+    /// time tells every worker to read the directory again. It ends at once.
+    DirectoryReloadStart = "DirectoryReload", String => ()
+);

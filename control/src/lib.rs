@@ -10,7 +10,6 @@ mod audit;
 mod authorization;
 mod backend;
 pub mod contract;
-pub mod directory;
 mod plane;
 mod temporal;
 
@@ -18,6 +17,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use plinth_proto::ValidationRules;
+
+/// People and groups; re-exported so the rest of the platform names one directory.
+pub use plinth_directory as directory;
 
 pub use admins::Admins;
 pub use audit::{AuditSender, AuditSink};

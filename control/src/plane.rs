@@ -1,7 +1,7 @@
 //! Plinth's own records in the control-plane namespace: policy workflows, access schedules
 //! and their runs, and metrics scraping. Reads come from workflow memos, so no worker is needed to answer them.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use plinth_proto::audit::AuditRecord;
 use plinth_proto::v1::{AccessSummary, MetricsTarget, Policy};
@@ -25,10 +25,11 @@ use tokio_stream::StreamExt;
 
 use crate::backend::BackendError;
 use crate::contract::{
-    AccessRunStart, AppendAudit, Appended, AuditExportStart, AuditExportState, FinishHistoryExport,
-    HistoryExportStart, HistoryExportState, KIND_ATTRIBUTE, OWNER_ATTRIBUTE, PolicyStart,
-    RESOURCE_MEMO, ScrapeStart, ScrapeTarget, SetPolicyEditors, access_schedule_id,
-    audit_workflow_id, history_export_workflow_id, policy_workflow_id, scrape_workflow_id,
+    AccessRunStart, AppendAudit, Appended, AuditExportStart, AuditExportState,
+    DIRECTORY_RELOAD_WORKFLOW_ID, DirectoryReloadStart, FinishHistoryExport, HistoryExportStart,
+    HistoryExportState, KIND_ATTRIBUTE, OWNER_ATTRIBUTE, PolicyStart, RESOURCE_MEMO, ScrapeStart,
+    ScrapeTarget, SetPolicyEditors, access_schedule_id, audit_workflow_id,
+    history_export_workflow_id, policy_workflow_id, scrape_workflow_id,
 };
 
 /// What [`ControlPlane::ensure_policy`] did.
@@ -454,6 +455,38 @@ impl ControlPlane {
             Ok(()) => Ok(true),
             Err(ScheduleError::Rpc(status)) if status.code() == Code::NotFound => Ok(false),
             Err(e) => Err(schedule_error(e)),
+        }
+    }
+
+    /// Leaves the mark that tells every worker to read the directory again: a new
+    /// `DirectoryReload` run, which ends one not yet ended.
+    pub async fn request_directory_reload(&self, by: &str) -> Result<(), BackendError> {
+        let options = WorkflowStartOptions::new(
+            self.task_queue.clone(),
+            DIRECTORY_RELOAD_WORKFLOW_ID.to_owned(),
+        )
+        .id_conflict_policy(WorkflowIdConflictPolicy::TerminateExisting)
+        .build();
+        self.client
+            .start_workflow(DirectoryReloadStart, by.to_owned(), options)
+            .await
+            .map_err(|e| {
+                BackendError::Unavailable(format!(
+                    "start workflow {DIRECTORY_RELOAD_WORKFLOW_ID}: {e}"
+                ))
+            })?;
+        Ok(())
+    }
+
+    /// When the latest directory reload was asked for; `None` before the first.
+    pub async fn last_directory_reload(&self) -> Result<Option<SystemTime>, BackendError> {
+        let handle = self
+            .client
+            .get_workflow_handle::<UntypedWorkflow>(DIRECTORY_RELOAD_WORKFLOW_ID.to_owned());
+        match handle.describe(WorkflowDescribeOptions::default()).await {
+            Ok(description) => Ok(description.start_time()),
+            Err(WorkflowInteractionError::NotFound(_)) => Ok(None),
+            Err(e) => Err(BackendError::Unavailable(format!("control plane: {e}"))),
         }
     }
 

@@ -17,7 +17,8 @@ pub use authority::{CertificateAuthority, IssuedCertificate, PkiError, write_pri
 pub use identity::{Identity, IdentityError, TrustDomain, identity_from_certificate};
 pub use secret::{Secret, SecretError, SecretSource};
 pub use tls::{
-    AuthenticatedStream, Caller, HandshakeLimits, TlsError, caller, incoming, server_config,
+    AuthenticatedStream, Caller, HandshakeLimits, TlsError, caller, client_config, incoming,
+    server_config,
 };
 pub use verify::ClientVerifier;
 

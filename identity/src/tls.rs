@@ -113,8 +113,8 @@ fn take_place(
 /// Why the TLS listener cannot be configured.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
-    /// The server certificate or key is not usable PEM.
-    #[error("server certificate or key: {0}")]
+    /// A certificate, key or CA bundle is not usable PEM.
+    #[error("{0}")]
     Pem(String),
     /// rustls refused the configuration.
     #[error("TLS configuration: {0}")]
@@ -156,8 +156,9 @@ pub fn server_config(
 ) -> Result<Arc<rustls::ServerConfig>, TlsError> {
     let certs = CertificateDer::pem_slice_iter(cert_pem)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| TlsError::Pem(e.to_string()))?;
-    let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| TlsError::Pem(e.to_string()))?;
+        .map_err(|e| TlsError::Pem(format!("server certificate: {e}")))?;
+    let key = PrivateKeyDer::from_pem_slice(key_pem)
+        .map_err(|e| TlsError::Pem(format!("server key: {e}")))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
@@ -316,6 +317,32 @@ fn caller_of(tls: &TlsStream<TcpStream>, verifier: &ClientVerifier) -> Caller {
     Caller(identity)
 }
 
+/// The TLS client configuration Plinth dials its own dependencies with: rustls on ring,
+/// trusting the certificates of the PEM bundle `ca_pem`, or the system's roots when none.
+pub fn client_config(ca_pem: Option<&[u8]>) -> Result<rustls::ClientConfig, TlsError> {
+    let mut roots = rustls::RootCertStore::empty();
+    match ca_pem {
+        Some(pem) => {
+            for cert in CertificateDer::pem_slice_iter(pem) {
+                let cert = cert.map_err(|e| TlsError::Pem(format!("CA bundle: {e}")))?;
+                roots.add(cert)?;
+            }
+            if roots.is_empty() {
+                return Err(TlsError::Pem("CA bundle holds no certificate".into()));
+            }
+        }
+        None => {
+            roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+        }
+    }
+    Ok(rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots)
+    .with_no_client_auth())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -329,3 +356,4 @@ mod tests {
         assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
     }
 }
+

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use plinth_activities::reconcile_access;
 use plinth_cloud_double::{Double, Settings as DoubleSettings};
-use plinth_control::directory::{Directory, FileDirectory};
+use plinth_control::directory::{Directory, Snapshot};
 use plinth_control::{
     AccessChange, Cloud, CloudSettings, ControlPlane, NamespaceBackend, SecretSource, SelfHosted,
     UpstreamAuth,
@@ -101,7 +101,7 @@ pub async fn access(
     let text = directory_yaml(args, &admins, 0);
     let parse_started = Instant::now();
     let directory: Arc<dyn Directory> =
-        Arc::new(FileDirectory::parse(&text).map_err(anyhow::Error::msg)?);
+        Arc::new(Snapshot::from_yaml(&text).map_err(anyhow::Error::msg)?);
     let parse = parse_started.elapsed();
 
     eprintln!("setup: {} namespaces and their policies", names.len());
@@ -190,7 +190,7 @@ pub async fn access(
     )
     .await?;
     let departed: Arc<dyn Directory> = Arc::new(
-        FileDirectory::parse(&directory_yaml(args, &admins, args.departures))
+        Snapshot::from_yaml(&directory_yaml(args, &admins, args.departures))
             .map_err(anyhow::Error::msg)?,
     );
     eprintln!("cycle after {} departures", args.departures);

@@ -246,9 +246,10 @@ impl PlinthWorker {
         })
     }
 
-    /// Checks the directory for changes every `every`; each new version starts every
-    /// namespace's access run at once. An invalid file is logged once and the last good one
-    /// stays in force. Runs until dropped; it is `Send`, so spawn it.
+    /// Checks the directory for changes every `every`, and reads it again when someone ran
+    /// `plinth directory reload`; each new version starts every namespace's access run at
+    /// once. An invalid version is logged once and the last good one stays in force. Runs
+    /// until dropped; it is `Send`, so spawn it.
     pub fn follow_directory(&self, every: Duration) -> impl Future<Output = ()> + Send + use<> {
         let directory = self.directory.clone();
         let control = self.control.clone();
@@ -259,8 +260,21 @@ impl PlinthWorker {
             // Reloads the trail has not taken yet, tried again every tick (the same record, so
             // it is kept once).
             let mut unrecorded: std::collections::VecDeque<AuditRecord> = Default::default();
+            // The directory was just read: only reloads asked for from now on count.
+            let mut reloads_seen = control.last_directory_reload().await.ok().flatten();
             loop {
                 ticks.tick().await;
+                match control.last_directory_reload().await {
+                    Ok(Some(asked)) if Some(asked) > reloads_seen => {
+                        reloads_seen = Some(asked);
+                        // A changed directory is taken up by `refresh` below.
+                        if let Err(e) = directory.reload().await {
+                            tracing::error!(error = %e, "directory reload asked for failed; the previous directory stays in force");
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::debug!(error = %e, "directory reloads not checked"),
+                }
                 for _ in 0..unrecorded.len() {
                     let Some(record) = unrecorded.pop_front() else {
                         break;

@@ -8,6 +8,7 @@ mod audit;
 mod audit_export;
 mod canary;
 pub mod contracts;
+mod directory_reload;
 mod handover;
 mod history_export;
 mod policy;
@@ -18,6 +19,7 @@ pub use access_run::AccessRunWorkflow;
 pub use audit::{By, Deleter};
 pub use audit_export::AuditExport;
 pub use canary::Canary;
+pub use directory_reload::DirectoryReload;
 pub use history_export::HistoryExport;
 pub use policy::{PolicyWorkflow, RuleChange};
 pub use provision_namespace::{ApplyResult, ProvisionNamespace};
@@ -37,14 +39,15 @@ macro_rules! register_workflows {
             .and_then(|options| options.register_workflow::<$crate::ScrapeMetricsWorkflow>())
             .and_then(|options| options.register_workflow::<$crate::AuditExport>())
             .and_then(|options| options.register_workflow::<$crate::HistoryExport>())
+            .and_then(|options| options.register_workflow::<$crate::DirectoryReload>())
     };
 }
 
 #[cfg(test)]
 mod tests {
     use plinth_control::contract::{
-        AccessRunStart, AppendAudit, AuditExportStart, FinishHistoryExport, HistoryExportStart,
-        PolicyStart, ScrapeStart, SetPolicyEditors,
+        AccessRunStart, AppendAudit, AuditExportStart, DirectoryReloadStart, FinishHistoryExport,
+        HistoryExportStart, PolicyStart, ScrapeStart, SetPolicyEditors,
     };
     use temporalio_common::{UpdateDefinition, WorkflowDefinition};
 
@@ -66,6 +69,7 @@ mod tests {
         starts_as(ScrapeMetricsWorkflow::run, ScrapeStart);
         starts_as(AuditExport::run, AuditExportStart);
         starts_as(HistoryExport::run, HistoryExportStart);
+        starts_as(DirectoryReload::run, DirectoryReloadStart);
         // The control plane reads an access run's summary, and where a finished export
         // stopped: the compiler holds the types.
         fn ends_with<W: WorkflowDefinition, C: WorkflowDefinition<Output = W::Output>>(_: W, _: C) {

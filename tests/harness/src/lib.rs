@@ -20,8 +20,8 @@ pub mod sealed;
 mod stack;
 
 pub use plinth_test_support::{
-    KmsStandIn, Prometheus, S3Server, SoftHsm, StubAnswer, StubRequest, TlsRelay, free_port,
-    serve_http, unix_now,
+    KmsStandIn, LDAP_SERVICE_DN, LDAP_SUFFIX, Prometheus, S3Server, Slapd, SoftHsm, StubAnswer,
+    StubRequest, TlsRelay, free_port, serve_http, unix_now,
 };
 pub use stack::{
     ADMIN, CODEC_MAX_BODY, DIRECTORY, OUTSIDER, PAYMENTS_MEMBER, PAYMENTS_TEAM, PlinthStack,
@@ -32,7 +32,7 @@ use anyhow::{Context, bail};
 use plinth_control::ControlSettings;
 use plinth_control::PlatformSettings;
 use plinth_control::SelfHosted;
-use plinth_control::directory::FileDirectory;
+use plinth_control::directory::Snapshot;
 use plinth_proto::ValidationRules;
 use plinth_worker::PlinthWorker;
 use temporalio_client::{Connection, ConnectionOptions};
@@ -282,7 +282,7 @@ impl WorkerThread {
             runtime.block_on(async move {
                 let connection = plinth_control::connect(options).await?;
                 let platform = PlatformSettings {
-                    directory: Arc::new(FileDirectory::default()),
+                    directory: Arc::new(Snapshot::default()),
                     rules: ValidationRules::default(),
                     resync_interval: Duration::from_secs(600),
                     backend: Arc::new(SelfHosted::new(connection.clone(), endpoint)),

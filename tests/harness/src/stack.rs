@@ -504,6 +504,28 @@ impl PlinthStack {
         });
         Ok(())
     }
+
+    /// The namespace's effective access list and last run, as `plinth get access -o json`
+    /// shows them to anyone.
+    pub fn access_list(&self, temporal_name: &str) -> serde_json::Value {
+        let output = crate::cli::ok(
+            self.plinth_as(OUTSIDER, &["get", "access", temporal_name, "-o", "json"]),
+        );
+        serde_json::from_slice(&output.stdout).expect("JSON")
+    }
+
+    /// `identity → access` of the namespace's effective access list.
+    pub fn access(&self, temporal_name: &str) -> Vec<(String, String)> {
+        self.access_list(temporal_name)["grants"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|grant| {
+                let field = |k: &str| grant[k].as_str().unwrap_or_default().to_owned();
+                (field("identity"), field("access"))
+            })
+            .collect()
+    }
 }
 
 /// Writes a JWKS with one P-256 key and returns the key's PKCS#8, for signing.

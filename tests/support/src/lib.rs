@@ -12,6 +12,7 @@ mod http_stub;
 mod kms_stand_in;
 mod prometheus;
 mod s3_server;
+mod slapd;
 mod softhsm;
 mod tls_relay;
 
@@ -20,6 +21,7 @@ pub use http_stub::{StubAnswer, StubRequest, serve_http};
 pub use kms_stand_in::{KmsStandIn, boto3_at};
 pub use prometheus::Prometheus;
 pub use s3_server::S3Server;
+pub use slapd::{LDAP_SERVICE_DN, LDAP_SERVICE_PASSWORD, LDAP_SUFFIX, Slapd};
 pub use softhsm::SoftHsm;
 pub use tls_relay::TlsRelay;
 

@@ -1,5 +1,4 @@
-//! Who exists and who belongs to which group. The YAML file provider is the default; real
-//! directories are further implementations of [`Directory`].
+//! The YAML file source: `users` and `groups`, every reference checked, followed on disk.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -9,47 +8,8 @@ use std::time::SystemTime;
 use plinth_identity::Identity;
 use serde::Deserialize;
 
-/// People and groups, as the platform needs them.
-pub trait Directory: Send + Sync + std::fmt::Debug {
-    /// Whether `group` exists.
-    fn group_exists(&self, group: &str) -> bool;
-    /// Whether `identity` is an active member of `group`, directly or through nested groups.
-    fn is_member(&self, identity: &Identity, group: &str) -> bool;
-    /// E-mail addresses of the active members of `group`, nested groups included.
-    fn active_members(&self, group: &str) -> BTreeSet<String>;
-    /// Whether the person with `email` is listed and active.
-    fn is_active(&self, email: &str) -> bool;
-    /// Re-reads the source if it changed: `Ok(true)` when a new version is in force. An
-    /// invalid new version is an error and the previous one stays in force.
-    fn refresh(&self) -> Result<bool, DirectoryError> {
-        Ok(false)
-    }
-    /// Re-reads the source now.
-    fn reload(&self) -> Result<(), DirectoryError> {
-        Ok(())
-    }
-}
-
-/// Why a directory file was rejected.
-#[derive(Debug, thiserror::Error)]
-pub enum DirectoryError {
-    /// The file could not be read.
-    #[error("directory {path}: {source}")]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// What the operating system said.
-        source: std::io::Error,
-    },
-    /// The file is not valid directory YAML or refers to unknown entries.
-    #[error("directory {path}: {message}")]
-    Invalid {
-        /// The file.
-        path: PathBuf,
-        /// What is wrong, naming the entry.
-        message: String,
-    },
-}
+use crate::snapshot::Group;
+use crate::{Directory, DirectoryError, Snapshot, UserStatus};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -68,17 +28,6 @@ struct UserEntry {
     status: UserStatus,
 }
 
-/// Whether a person still works here.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum UserStatus {
-    /// Employed: group memberships count.
-    #[default]
-    Active,
-    /// Left the company: no access, whatever the groups say.
-    Departed,
-}
-
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct GroupEntry {
@@ -90,28 +39,21 @@ struct GroupEntry {
     groups: Vec<String>,
 }
 
-/// A directory read from a YAML file of `users` and `groups`.
-#[derive(Debug, Default)]
-pub struct FileDirectory {
-    users: HashMap<String, UserStatus>,
-    groups: HashMap<String, (Vec<String>, Vec<String>)>,
-}
-
-impl FileDirectory {
+impl Snapshot {
     /// Reads and checks `path`.
-    pub fn load(path: &Path) -> Result<Self, DirectoryError> {
+    pub fn load_yaml(path: &Path) -> Result<Self, DirectoryError> {
         let text = std::fs::read_to_string(path).map_err(|source| DirectoryError::Read {
             path: path.to_owned(),
             source,
         })?;
-        Self::parse(&text).map_err(|message| DirectoryError::Invalid {
+        Self::from_yaml(&text).map_err(|message| DirectoryError::Invalid {
             path: path.to_owned(),
             message,
         })
     }
 
     /// Parses directory YAML; every member and nested group must be defined in the file.
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub fn from_yaml(text: &str) -> Result<Self, String> {
         let file: DirectoryFile = serde_yaml::from_str(text).map_err(|e| e.to_string())?;
         let mut users = HashMap::new();
         for (i, user) in file.users.into_iter().enumerate() {
@@ -145,61 +87,14 @@ impl FileDirectory {
             .into_iter()
             .map(|g| {
                 let members = g.members.iter().map(|m| m.to_ascii_lowercase()).collect();
-                (g.name, (members, g.groups))
+                let group = Group {
+                    members,
+                    groups: g.groups,
+                };
+                (g.name, group)
             })
             .collect();
-        Ok(Self { users, groups })
-    }
-}
-
-impl Directory for FileDirectory {
-    fn group_exists(&self, group: &str) -> bool {
-        self.groups.contains_key(group)
-    }
-
-    fn is_member(&self, identity: &Identity, group: &str) -> bool {
-        let Identity::User { email } = identity else {
-            return false;
-        };
-        self.is_active(email)
-            && self
-                .groups_within(group)
-                .any(|(members, _)| members.contains(email))
-    }
-
-    fn active_members(&self, group: &str) -> BTreeSet<String> {
-        self.groups_within(group)
-            .flat_map(|(members, _)| members)
-            .filter(|email| self.is_active(email))
-            .cloned()
-            .collect()
-    }
-
-    fn is_active(&self, email: &str) -> bool {
-        self.users.get(&email.to_ascii_lowercase()) == Some(&UserStatus::Active)
-    }
-}
-
-impl FileDirectory {
-    /// `group` and every group nested in it, each once: a cycle ends where it closes.
-    fn groups_within<'a>(
-        &'a self,
-        group: &'a str,
-    ) -> impl Iterator<Item = &'a (Vec<String>, Vec<String>)> + 'a {
-        let mut seen = HashSet::new();
-        let mut queue = vec![group];
-        std::iter::from_fn(move || {
-            while let Some(name) = queue.pop() {
-                if !seen.insert(name) {
-                    continue;
-                }
-                if let Some(entry) = self.groups.get(name) {
-                    queue.extend(entry.1.iter().map(String::as_str));
-                    return Some(entry);
-                }
-            }
-            None
-        })
+        Ok(Self::new(users, groups))
     }
 }
 
@@ -211,32 +106,40 @@ fn stamp(path: &Path) -> FileStamp {
     Some((metadata.modified().ok()?, metadata.len()))
 }
 
-/// A [`FileDirectory`] that follows its file: [`WatchedDirectory::refresh`] re-reads it when
+/// A [`Snapshot`] that follows its file: [`WatchedDirectory::refresh`] re-reads it when
 /// it changed on disk. A file that fails to load is reported and the last good one stays in
 /// force.
 #[derive(Debug)]
 pub struct WatchedDirectory {
     path: PathBuf,
     /// The directory in force, and the stamp of the last version tried (good or not).
-    state: RwLock<(Arc<FileDirectory>, FileStamp)>,
+    state: RwLock<(Arc<Snapshot>, FileStamp)>,
 }
 
 impl WatchedDirectory {
     /// Loads `path`; it must be valid at start.
     pub fn load(path: &Path) -> Result<Self, DirectoryError> {
         let seen = stamp(path);
-        let directory = FileDirectory::load(path)?;
+        let directory = Snapshot::load_yaml(path)?;
         Ok(Self {
             path: path.to_owned(),
             state: RwLock::new((Arc::new(directory), seen)),
         })
     }
 
-    fn current(&self) -> Arc<FileDirectory> {
+    fn read_now(&self) -> Result<(), DirectoryError> {
+        let now = stamp(&self.path);
+        let directory = Snapshot::load_yaml(&self.path)?;
+        *self.state.write().expect("directory lock") = (Arc::new(directory), now);
+        Ok(())
+    }
+
+    fn current(&self) -> Arc<Snapshot> {
         self.state.read().expect("directory lock").0.clone()
     }
 }
 
+#[async_trait::async_trait]
 impl Directory for WatchedDirectory {
     fn group_exists(&self, group: &str) -> bool {
         self.current().group_exists(group)
@@ -261,14 +164,11 @@ impl Directory for WatchedDirectory {
             return Ok(false);
         }
         self.state.write().expect("directory lock").1 = now;
-        self.reload().map(|()| true)
+        self.read_now().map(|()| true)
     }
 
-    fn reload(&self) -> Result<(), DirectoryError> {
-        let now = stamp(&self.path);
-        let directory = FileDirectory::load(&self.path)?;
-        *self.state.write().expect("directory lock") = (Arc::new(directory), now);
-        Ok(())
+    async fn reload(&self) -> Result<(), DirectoryError> {
+        self.read_now()
     }
 }
 
@@ -299,7 +199,7 @@ groups:
 
     #[test]
     fn nested_membership_with_a_cycle() {
-        let dir = FileDirectory::parse(SAMPLE).unwrap();
+        let dir = Snapshot::from_yaml(SAMPLE).unwrap();
         assert!(dir.is_member(&user("alice@example.com"), "payments-team@example.com"));
         assert!(!dir.is_member(&user("dev@example.com"), "payments-team@example.com"));
         assert!(dir.group_exists("temporal-dev"));
@@ -308,7 +208,7 @@ groups:
 
     #[test]
     fn members_expand_nested_groups_once() {
-        let dir = FileDirectory::parse(SAMPLE).unwrap();
+        let dir = Snapshot::from_yaml(SAMPLE).unwrap();
         let members: Vec<String> = dir
             .active_members("payments-team@example.com")
             .into_iter()
@@ -346,16 +246,16 @@ groups:
 
     #[test]
     fn departed_people_belong_nowhere() {
-        let dir = FileDirectory::parse(SAMPLE).unwrap();
+        let dir = Snapshot::from_yaml(SAMPLE).unwrap();
         assert!(!dir.is_member(&user("bob@example.com"), "payments-team@example.com"));
     }
 
     #[test]
     fn dangling_references_are_named() {
-        let err = FileDirectory::parse("groups:\n  - name: a\n    members: [x@example.com]\n")
+        let err = Snapshot::from_yaml("groups:\n  - name: a\n    members: [x@example.com]\n")
             .unwrap_err();
         assert!(err.contains("groups[0].members[0]"), "{err}");
-        let err = FileDirectory::parse("groups:\n  - name: a\n    groups: [b]\n").unwrap_err();
+        let err = Snapshot::from_yaml("groups:\n  - name: a\n    groups: [b]\n").unwrap_err();
         assert!(err.contains("groups[0].groups[0]"), "{err}");
     }
 }

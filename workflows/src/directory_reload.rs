@@ -1,0 +1,17 @@
+use temporalio_macros::{workflow, workflow_methods};
+use temporalio_sdk::{WorkflowContext, WorkflowResult};
+
+/// The mark a `plinth directory reload` leaves: its start time tells every worker to read
+/// the directory again. It does nothing and ends at once; who asked is its input.
+#[workflow]
+#[derive(Default, Debug)]
+pub struct DirectoryReload;
+
+#[workflow_methods]
+impl DirectoryReload {
+    /// Ends.
+    #[run]
+    pub async fn run(_ctx: &mut WorkflowContext<Self>, _by: String) -> WorkflowResult<()> {
+        Ok(())
+    }
+}
