@@ -21,6 +21,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .type_attribute(".plinth.v1", SERDE)
         // A rule sets one of its fields; the others stay out of YAML and JSON.
         .field_attribute(".plinth.v1.Rule", SKIP_EMPTY)
+        // Only access given on request ends by itself.
+        .field_attribute(".plinth.v1.AccessGrant.expires", SKIP_EMPTY)
+        .field_attribute(".plinth.v1.AccessGrant.request", SKIP_EMPTY)
         .compile_fds(descriptors)?;
     Ok(())
 }

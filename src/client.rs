@@ -386,9 +386,9 @@ pub async fn get(config: &Config, home: &Home, args: &GetArgs) -> anyhow::Result
                 let rows = access
                     .grants
                     .iter()
-                    .map(|g| vec![g.identity.clone(), g.access.clone()])
+                    .map(|g| vec![g.identity.clone(), g.access.clone(), g.expires.clone()])
                     .collect();
-                print_rows(&["IDENTITY", "ACCESS"], rows);
+                print_rows(&["IDENTITY", "ACCESS", "EXPIRES"], rows);
                 match &access.last_run {
                     Some(run) => println!(
                         "last run {} ({}): {} granted, {} changed, {} revoked, {} unchanged, \
@@ -430,7 +430,7 @@ pub async fn get(config: &Config, home: &Home, args: &GetArgs) -> anyhow::Result
 }
 
 /// Prints `value` as JSON or YAML, or calls `table`.
-fn show<T: serde::Serialize>(
+pub fn show<T: serde::Serialize>(
     output: Output,
     value: &T,
     table: impl FnOnce(),

@@ -29,6 +29,8 @@ pub struct Config {
     pub platform: PlatformConfig,
     /// Where people and groups come from.
     pub directory: DirectoryConfig,
+    /// Access on request: how long requests wait and grants may last.
+    pub access: AccessConfig,
     /// Where managed namespaces live: the platform's own Temporal, or Temporal Cloud.
     pub backend: BackendConfig,
     /// `plinth proxy`: the mTLS front door.
@@ -820,6 +822,40 @@ impl AuditConfig {
 }
 
 /// `[export]`: where closed workflows' histories are exported, and how often.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AccessConfig {
+    /// A request nobody answered ends after this long.
+    #[serde(with = "humantime_serde")]
+    pub request_ttl: Duration,
+    /// The longest grant a person may ask for.
+    #[serde(with = "humantime_serde")]
+    pub max_duration: Duration,
+    /// Pending requests and live grants one person may have at once.
+    pub max_open_per_person: usize,
+}
+
+impl Default for AccessConfig {
+    fn default() -> Self {
+        let defaults = plinth_api::RequestSettings::default();
+        Self {
+            request_ttl: defaults.request_ttl,
+            max_duration: defaults.max_duration,
+            max_open_per_person: defaults.max_open_per_person,
+        }
+    }
+}
+
+impl AccessConfig {
+    pub fn settings(&self) -> plinth_api::RequestSettings {
+        plinth_api::RequestSettings {
+            request_ttl: self.request_ttl,
+            max_duration: self.max_duration,
+            max_open_per_person: self.max_open_per_person,
+        }
+    }
+}
+
 /// Where people and groups are read from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -1,5 +1,6 @@
 //! `plinth`: one binary for the whole platform.
 
+mod access;
 mod bench;
 mod client;
 mod codec;
@@ -75,6 +76,9 @@ enum Command {
     /// The people and groups access is resolved through.
     #[command(subcommand)]
     Directory(DirectoryCommand),
+    /// Temporary access on request: ask, approve or deny, revoke.
+    #[command(subcommand)]
+    Access(access::AccessCommand),
     /// Local certificate authority and client certificates.
     #[command(subcommand)]
     Pki(PkiCommand),
@@ -102,7 +106,8 @@ enum PolicyCommand {
 
 #[derive(Debug, Subcommand)]
 enum DirectoryCommand {
-    /// Re-read the directory file now and recompute every namespace's access (admins only).
+    /// Re-read the directory now, everywhere, and recompute every namespace's access (admins
+    /// only).
     Reload,
 }
 
@@ -235,6 +240,7 @@ async fn run(
         Command::Directory(DirectoryCommand::Reload) => {
             client::reload_directory(&config, &home).await
         }
+        Command::Access(command) => access::run(&config, &home, &command).await,
         Command::Bench(BenchCommand::Namespaces(args)) => {
             bench::namespaces(&config, &home, &args).await
         }

@@ -85,6 +85,7 @@ pub async fn run(config: &Config, home: &Home, args: &ProxyArgs) -> anyhow::Resu
         platform.rules,
         platform.admin_group,
     )
+    .with_request_settings(config.access.settings())
     .with_audit(
         AuditReader::new(trail, access.clone()),
         destinations.keys().cloned().collect(),

@@ -1,14 +1,14 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use plinth_identity::Identity;
 use plinth_proto::policy::{readers_policy_name, seeded_policies, writers_policy_name};
-use plinth_proto::v1::{AccessSummary, Policy, Rule};
+use plinth_proto::v1::{AccessRequest, AccessSummary, Policy, Rule};
 use plinth_workflows::contracts::{
     AccessApplied, AccessPlan, AccessSeed, AccessSetup, AccessStep, ApplyAccess, ApplyAccessSteps,
-    PlanAccess, ReconcileAccess, RemoveAccessSchedule, RuleCheck, SeedAccess, TriggerAccessRun,
-    ValidateRule,
+    GrantChange, PlanAccess, ReconcileAccess, RemoveAccessSchedule, RuleCheck, SeedAccess,
+    TriggerAccessRun, TriggerGrantRun, ValidateRule,
 };
 use temporalio_common::error::ApplicationFailure;
 use temporalio_macros::activities;
@@ -99,6 +99,43 @@ impl AccessActivities {
             .trigger_access_run(&namespace)
             .await
             .map_err(failure)
+    }
+
+    /// Waits (up to a minute, heartbeating) until visibility shows the grant in force or
+    /// gone, then starts the namespace's access run; false when it never showed, and the
+    /// run was started anyway (the scheduled runs read it once it shows).
+    #[activity(definition = TriggerGrantRun)]
+    pub async fn trigger_grant_run(
+        self: Arc<Self>,
+        ctx: ActivityContext,
+        change: GrantChange,
+    ) -> Result<bool, ActivityError> {
+        let mut shown = false;
+        for _ in 0..60 {
+            let live = self
+                .control
+                .live_grants(&change.namespace, SystemTime::now())
+                .await
+                .map_err(failure)?;
+            shown = live.iter().any(|grant| grant.id == change.id) == change.granted;
+            if shown {
+                break;
+            }
+            let _ = ctx.record_heartbeat(change.id.clone()).await;
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        let state = if change.granted { "in force" } else { "ended" };
+        tracing::info!(
+            namespace = %change.namespace,
+            request = %change.id,
+            visible = shown,
+            "access grant {state}: access run started"
+        );
+        self.control
+            .trigger_access_run(&change.namespace)
+            .await
+            .map_err(failure)?;
+        Ok(shown)
     }
 
     /// Checks a rule against the worker's directory.
@@ -229,7 +266,8 @@ fn reconciled(namespace: &str, summary: &AccessSummary) {
     );
 }
 
-/// The two policies of Temporal namespace `namespace`.
+/// The two policies of Temporal namespace `namespace`, and one for each grant on request in
+/// force: the access run applies both alike, so a grant never lowers what a policy gives.
 async fn policies_of(namespace: &str, control: &ControlPlane) -> Result<Vec<Policy>, BackendError> {
     let mut policies = Vec::new();
     for name in [
@@ -238,7 +276,26 @@ async fn policies_of(namespace: &str, control: &ControlPlane) -> Result<Vec<Poli
     ] {
         policies.extend(control.policy(&name).await?);
     }
+    for grant in control.live_grants(namespace, SystemTime::now()).await? {
+        policies.extend(grant_policy(&grant));
+    }
     Ok(policies)
+}
+
+/// A grant on request as a policy of one person; only people ask, so another requester
+/// grants nothing.
+fn grant_policy(grant: &AccessRequest) -> Option<Policy> {
+    let email = grant.requester.strip_prefix("user:")?;
+    Some(Policy {
+        name: format!("access-request/{}", grant.id),
+        namespace: grant.namespace.clone(),
+        access: grant.access.clone(),
+        rules: vec![Rule {
+            user: email.to_owned(),
+            ..Rule::default()
+        }],
+        ..Policy::default()
+    })
 }
 
 /// One access run of Temporal namespace `namespace`: reads its two policies and applies them

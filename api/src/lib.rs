@@ -3,6 +3,7 @@
 
 mod audit;
 mod history;
+mod requests;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,20 +21,23 @@ use plinth_identity::{Identity, caller};
 use plinth_proto::audit::AuditRecord;
 use plinth_proto::v1::platform_service_server::PlatformService;
 use plinth_proto::v1::{
-    AccessGrant, AccessList, ApplyMetricsTargetRequest, ApplyMetricsTargetResponse,
-    ApplyNamespaceRequest, ApplyNamespaceResponse, DeleteMetricsTargetRequest,
-    DeleteNamespaceRequest, DeleteNamespaceResponse, GetAccessRequest, GetHistoryRequest,
-    GetHistoryResponse, GetMetricsTargetRequest, GetNamespaceRequest, GetPolicyRequest,
-    ListHistoriesRequest, ListHistoriesResponse, ListMetricsTargetsRequest,
-    ListMetricsTargetsResponse, ListNamespacesRequest, ListNamespacesResponse, ListPoliciesRequest,
-    ListPoliciesResponse, MetricsTarget, MetricsTargetStatus, Namespace, NamespaceSummary,
-    ObjectMeta, Policy, PolicyRuleRequest, QueryAuditRequest, QueryAuditResponse,
-    ReloadDirectoryRequest, ReloadDirectoryResponse, Rule, WatchNamespaceRequest,
+    AccessGrant, AccessList, AccessRequest, AccessRequestId, ApplyMetricsTargetRequest,
+    ApplyMetricsTargetResponse, ApplyNamespaceRequest, ApplyNamespaceResponse,
+    DeleteMetricsTargetRequest, DeleteNamespaceRequest, DeleteNamespaceResponse, GetAccessRequest,
+    GetHistoryRequest, GetHistoryResponse, GetMetricsTargetRequest, GetNamespaceRequest,
+    GetPolicyRequest, ListAccessRequestsRequest, ListAccessRequestsResponse, ListHistoriesRequest,
+    ListHistoriesResponse, ListMetricsTargetsRequest, ListMetricsTargetsResponse,
+    ListNamespacesRequest, ListNamespacesResponse, ListPoliciesRequest, ListPoliciesResponse,
+    MetricsTarget, MetricsTargetStatus, Namespace, NamespaceSummary, ObjectMeta, Policy,
+    PolicyRuleRequest, QueryAuditRequest, QueryAuditResponse, ReloadDirectoryRequest,
+    ReloadDirectoryResponse, RequestAccessRequest, Rule, WatchNamespaceRequest,
 };
 use plinth_proto::{
     ValidationRules, check_update, outcome, phase, validate_metrics_target, validate_namespace,
 };
 use plinth_workflows::{By, Deleter, PolicyWorkflow, ProvisionNamespace, ScrapeMetricsWorkflow};
+use requests::AccessRequests;
+pub use requests::RequestSettings;
 use temporalio_client::errors::{WorkflowUpdateError, WorkflowUpdateWithStartError};
 use temporalio_client::{
     Client, WorkflowExecuteUpdateOptions, WorkflowIdConflictPolicy, WorkflowIdReusePolicy,
@@ -61,6 +65,7 @@ pub struct PlatformApi {
     /// The audit trail's destinations, for changes the API makes itself.
     trail: Vec<String>,
     histories: Option<HistoryReader>,
+    requests: AccessRequests,
 }
 
 impl std::fmt::Debug for PlatformApi {
@@ -83,17 +88,30 @@ impl PlatformApi {
         rules: ValidationRules,
         admin_group: String,
     ) -> Self {
+        let control = ControlPlane::new(client.clone(), task_queue.clone());
+        let admins = Admins::new(directory, admin_group);
         Self {
-            control: ControlPlane::new(client.clone(), task_queue.clone()),
+            requests: AccessRequests::new(
+                control.clone(),
+                admins.clone(),
+                RequestSettings::default(),
+            ),
+            control,
             client,
             task_queue,
             backend,
-            admins: Admins::new(directory, admin_group),
+            admins,
             rules,
             audit: None,
             trail: Vec::new(),
             histories: None,
         }
+    }
+
+    /// Access requests wait and last as `settings` say.
+    pub fn with_request_settings(mut self, settings: RequestSettings) -> Self {
+        self.requests = AccessRequests::new(self.control.clone(), self.admins.clone(), settings);
+        self
     }
 
     /// Answers `QueryAudit` from `reader`; changes the API makes itself (a directory reload)
@@ -538,15 +556,29 @@ impl PlatformService for PlatformApi {
     ) -> Result<Response<AccessList>, Status> {
         caller(request.extensions())?;
         let namespace = request.into_inner().namespace;
+        let on_request = self
+            .control
+            .live_grants(&namespace, std::time::SystemTime::now())
+            .await
+            .map_err(backend_status)?;
         let grants = self
             .backend
             .list_access(&namespace)
             .await
             .map_err(backend_status)?
             .into_iter()
-            .map(|(identity, level)| AccessGrant {
-                identity,
-                access: level.as_str().to_owned(),
+            .map(|(identity, level)| {
+                // The grant on request that ends last, if it is what gives this level.
+                let asked = on_request
+                    .iter()
+                    .filter(|g| g.requester == identity && g.access == level.as_str())
+                    .max_by(|a, b| a.expires_at.cmp(&b.expires_at));
+                AccessGrant {
+                    access: level.as_str().to_owned(),
+                    expires: asked.map(|g| g.expires_at.clone()).unwrap_or_default(),
+                    request: asked.map(|g| g.id.clone()).unwrap_or_default(),
+                    identity,
+                }
             })
             .collect();
         let last_run = self
@@ -618,6 +650,57 @@ impl PlatformService for PlatformApi {
             .query(&self.admins, &identity, request.into_inner())
             .await?;
         Ok(Response::new(answer))
+    }
+
+    async fn request_access(
+        &self,
+        request: Request<RequestAccessRequest>,
+    ) -> Result<Response<AccessRequest>, Status> {
+        let identity = caller(request.extensions())?;
+        let started = self
+            .requests
+            .request(&identity, request.into_inner())
+            .await?;
+        Ok(Response::new(started))
+    }
+
+    async fn list_access_requests(
+        &self,
+        request: Request<ListAccessRequestsRequest>,
+    ) -> Result<Response<ListAccessRequestsResponse>, Status> {
+        let identity = caller(request.extensions())?;
+        Ok(Response::new(self.requests.list(&identity).await?))
+    }
+
+    async fn approve_access_request(
+        &self,
+        request: Request<AccessRequestId>,
+    ) -> Result<Response<AccessRequest>, Status> {
+        let identity = caller(request.extensions())?;
+        let id = request.into_inner().id;
+        Ok(Response::new(
+            self.requests.answer(&identity, &id, true).await?,
+        ))
+    }
+
+    async fn deny_access_request(
+        &self,
+        request: Request<AccessRequestId>,
+    ) -> Result<Response<AccessRequest>, Status> {
+        let identity = caller(request.extensions())?;
+        let id = request.into_inner().id;
+        Ok(Response::new(
+            self.requests.answer(&identity, &id, false).await?,
+        ))
+    }
+
+    async fn revoke_access_request(
+        &self,
+        request: Request<AccessRequestId>,
+    ) -> Result<Response<AccessRequest>, Status> {
+        let identity = caller(request.extensions())?;
+        let id = request.into_inner().id;
+        Ok(Response::new(self.requests.revoke(&identity, &id).await?))
     }
 
     async fn list_histories(

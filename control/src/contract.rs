@@ -4,7 +4,7 @@
 //! names and inputs, and its replay tests hold the names to recorded histories.
 
 use plinth_proto::audit::AuditRecord;
-use plinth_proto::v1::{AccessSummary, MetricsTarget, Policy};
+use plinth_proto::v1::{AccessRequest, AccessSummary, MetricsTarget, Policy};
 use serde::{Deserialize, Serialize};
 use temporalio_common::data_converters::RawValue;
 use temporalio_common::search_attributes::SearchAttributeKey;
@@ -255,4 +255,60 @@ workflow_type!(
     /// `DirectoryReload`, the mark of a `plinth directory reload` (who asked): its start
     /// time tells every worker to read the directory again. It ends at once.
     DirectoryReloadStart = "DirectoryReload", String => ()
+);
+
+/// `PlinthKind` of access request workflows; `PlinthOwner` is their namespace and
+/// `PlinthPhase` their state.
+pub const KIND_ACCESS_REQUEST: &str = "AccessRequest";
+
+/// The state of a request whose grant is in force (until its `expires_at`).
+pub const ACCESS_GRANTED: &str = "granted";
+/// The state of a request waiting for an answer.
+pub const ACCESS_PENDING: &str = "pending";
+
+/// Open requests read at once: far above what one namespace or person has (the platform
+/// API caps each person's), so listing them stays bounded.
+pub const MAX_OPEN_REQUESTS: usize = 10_000;
+
+/// Workflow id of access request `id`.
+pub fn access_request_workflow_id(id: &str) -> String {
+    format!("access-request/{id}")
+}
+
+workflow_type!(
+    /// `AccessRequest`, one request for temporary access from asking to its end; it keeps
+    /// the request in its memo and ends with it.
+    AccessRequestStart = "AccessRequest", AccessRequest => AccessRequest
+);
+
+/// Declares an update of `AccessRequest` that takes who answers (`user:<email>`) and gives
+/// the request as it stands.
+macro_rules! access_request_update {
+    ($(#[$doc:meta])* $marker:ident = $name:literal) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, Debug)]
+        pub struct $marker;
+
+        impl UpdateDefinition for $marker {
+            type Workflow = AccessRequestStart;
+            type Input = String;
+            type Output = AccessRequest;
+            fn name(&self) -> &str {
+                $name
+            }
+        }
+    };
+}
+
+access_request_update!(
+    /// `approve`: the grant starts now and lasts the requested duration.
+    ApproveAccess = "approve"
+);
+access_request_update!(
+    /// `deny`: the request ends, nothing granted.
+    DenyAccess = "deny"
+);
+access_request_update!(
+    /// `revoke`: the grant ends now; answers once the access run that takes it away started.
+    RevokeAccess = "revoke"
 );

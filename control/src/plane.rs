@@ -4,7 +4,7 @@
 use std::time::{Duration, SystemTime};
 
 use plinth_proto::audit::AuditRecord;
-use plinth_proto::v1::{AccessSummary, MetricsTarget, Policy};
+use plinth_proto::v1::{AccessRequest, AccessSummary, MetricsTarget, Policy};
 use serde::de::DeserializeOwned;
 use temporalio_client::errors::{WorkflowInteractionError, WorkflowUpdateError};
 use temporalio_client::schedules::{
@@ -20,15 +20,16 @@ use temporalio_client::{
 use temporalio_common::protos::temporal::api::common::v1::Memo;
 use temporalio_common::protos::temporal::api::enums::v1::WorkflowExecutionStatus;
 use temporalio_common::search_attributes::SearchAttributes;
-use temporalio_common::{MemoValues, UntypedWorkflow, WorkflowDefinition};
+use temporalio_common::{MemoValues, UntypedWorkflow, UpdateDefinition, WorkflowDefinition};
 use tokio_stream::StreamExt;
 
 use crate::backend::BackendError;
 use crate::contract::{
-    AccessRunStart, AppendAudit, Appended, AuditExportStart, AuditExportState,
-    DIRECTORY_RELOAD_WORKFLOW_ID, DirectoryReloadStart, FinishHistoryExport, HistoryExportStart,
-    HistoryExportState, KIND_ATTRIBUTE, OWNER_ATTRIBUTE, PolicyStart, RESOURCE_MEMO, ScrapeStart,
-    ScrapeTarget, SetPolicyEditors, access_schedule_id, audit_workflow_id,
+    ACCESS_GRANTED, AccessRequestStart, AccessRunStart, AppendAudit, Appended, AuditExportStart,
+    AuditExportState, DIRECTORY_RELOAD_WORKFLOW_ID, DirectoryReloadStart, FinishHistoryExport,
+    HistoryExportStart, HistoryExportState, KIND_ACCESS_REQUEST, KIND_ATTRIBUTE, MAX_OPEN_REQUESTS,
+    OWNER_ATTRIBUTE, PHASE_ATTRIBUTE, PolicyStart, RESOURCE_MEMO, ScrapeStart, ScrapeTarget,
+    SetPolicyEditors, access_request_workflow_id, access_schedule_id, audit_workflow_id,
     history_export_workflow_id, policy_workflow_id, scrape_workflow_id,
 };
 
@@ -107,13 +108,26 @@ impl ControlPlane {
         &self,
         kind: &str,
     ) -> Result<Vec<(String, Option<T>)>, BackendError> {
+        self.running_where(kind, "", usize::MAX).await
+    }
+
+    /// [`Self::running_resources`], narrowed by `and` (a visibility clause or nothing),
+    /// at most `limit` of them.
+    async fn running_where<T: DeserializeOwned>(
+        &self,
+        kind: &str,
+        and: &str,
+        limit: usize,
+    ) -> Result<Vec<(String, Option<T>)>, BackendError> {
         let query = format!(
-            "{} = '{kind}' AND ExecutionStatus = 'Running'",
+            "{} = '{kind}' AND ExecutionStatus = 'Running'{and}",
             KIND_ATTRIBUTE.name()
         );
         let mut stream = self.client.list_workflows(query, Default::default());
         let mut resources = Vec::new();
-        while let Some(execution) = stream.next().await {
+        while resources.len() < limit
+            && let Some(execution) = stream.next().await
+        {
             let raw = execution
                 .map_err(|e| BackendError::Unavailable(format!("visibility: {e}")))?
                 .into_raw();
@@ -488,6 +502,98 @@ impl ControlPlane {
             Err(WorkflowInteractionError::NotFound(_)) => Ok(None),
             Err(e) => Err(BackendError::Unavailable(format!("control plane: {e}"))),
         }
+    }
+
+    /// Starts the workflow of access request `request`, readable at once.
+    pub async fn start_access_request(&self, request: AccessRequest) -> Result<(), BackendError> {
+        let id = access_request_workflow_id(&request.id);
+        let attributes = SearchAttributes::new([
+            KIND_ATTRIBUTE.value_set(KIND_ACCESS_REQUEST.to_owned()),
+            OWNER_ATTRIBUTE.value_set(request.namespace.clone()),
+            PHASE_ATTRIBUTE.value_set(request.state.clone()),
+        ]);
+        let mut memo = MemoValues::new();
+        memo.insert(RESOURCE_MEMO, request.clone());
+        let options = WorkflowStartOptions::new(self.task_queue.clone(), id.clone())
+            .search_attributes(attributes)
+            .memo(memo)
+            .build();
+        self.client
+            .start_workflow(AccessRequestStart, request, options)
+            .await
+            .map_err(|e| BackendError::Unavailable(format!("start workflow {id}: {e}")))?;
+        Ok(())
+    }
+
+    /// Access request `id` as its workflow last published it; `None` when there is none.
+    pub async fn access_request(&self, id: &str) -> Result<Option<AccessRequest>, BackendError> {
+        let published = self.published(access_request_workflow_id(id)).await?;
+        Ok(published.map(|(request, _)| request))
+    }
+
+    /// Sends `answer` (approve, deny, revoke) from `by` to request `id`; gives the request as
+    /// it then stands. A request that cannot take it (answered already, the requester
+    /// approving) is `Rejected` with the workflow's reason.
+    pub async fn answer_access_request<U>(
+        &self,
+        id: &str,
+        answer: U,
+        by: &str,
+    ) -> Result<AccessRequest, BackendError>
+    where
+        U: UpdateDefinition<Workflow = AccessRequestStart, Input = String, Output = AccessRequest>,
+    {
+        let handle = self
+            .client
+            .get_workflow_handle::<AccessRequestStart>(access_request_workflow_id(id));
+        handle
+            .execute_update(answer, by.to_owned(), Default::default())
+            .await
+            .map_err(|e| match e {
+                WorkflowUpdateError::Failed(failure) => BackendError::Rejected(failure.message),
+                WorkflowUpdateError::NotFound(_) => {
+                    BackendError::Rejected(format!("no access request {id}"))
+                }
+                e => BackendError::Unavailable(format!("access request {id}: {e}")),
+            })
+    }
+
+    /// Pending requests and live grants, of `namespace` or of all, at most `limit`.
+    pub async fn open_access_requests(
+        &self,
+        namespace: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<AccessRequest>, BackendError> {
+        let and = match namespace {
+            // Namespace names hold no quotes; one that did would match nothing.
+            Some(namespace) if namespace.contains(['\'', '\\']) => return Ok(Vec::new()),
+            Some(namespace) => format!(" AND {} = '{namespace}'", OWNER_ATTRIBUTE.name()),
+            None => String::new(),
+        };
+        let open = self.running_where(KIND_ACCESS_REQUEST, &and, limit).await?;
+        Ok(open
+            .into_iter()
+            .filter_map(|(_, request)| request)
+            .collect())
+    }
+
+    /// The grants on request in force for `namespace` at `now`: approved and not yet
+    /// expired by the clock, whether or not their workflow's timer has fired.
+    pub async fn live_grants(
+        &self,
+        namespace: &str,
+        now: SystemTime,
+    ) -> Result<Vec<AccessRequest>, BackendError> {
+        let open = self
+            .open_access_requests(Some(namespace), MAX_OPEN_REQUESTS)
+            .await?;
+        Ok(open
+            .into_iter()
+            .filter(|request| {
+                request.state == ACCESS_GRANTED
+                    && humantime::parse_rfc3339(&request.expires_at).is_ok_and(|end| end > now)
+            })
+            .collect())
     }
 
     /// Runs every namespace's access schedule now; returns how many were started.

@@ -243,6 +243,30 @@ impl ActivityDefinition for TriggerAccessRun {
     }
 }
 
+/// A grant on request that came into force (`granted`) or ended.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GrantChange {
+    /// The Temporal namespace.
+    pub namespace: String,
+    /// The access request.
+    pub id: String,
+    pub granted: bool,
+}
+
+/// Activity `TriggerGrantRun`: once visibility shows the change, runs the namespace's access
+/// schedule, so the run applies it.
+#[derive(Clone, Copy, Debug)]
+pub struct TriggerGrantRun;
+
+impl ActivityDefinition for TriggerGrantRun {
+    type Input = GrantChange;
+    type Output = bool;
+
+    fn name(&self) -> &str {
+        "TriggerGrantRun"
+    }
+}
+
 /// Activity `ReconcileAccess`: resolves the namespace's policies through the directory and
 /// applies the difference to the backend's access list.
 #[derive(Clone, Copy, Debug)]

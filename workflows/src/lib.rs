@@ -3,6 +3,7 @@
 //! Workflows call activities by name through the contracts in [`contracts`]; the
 //! implementations live in `plinth-activities`, so no backend is linked into workflow code.
 
+mod access_request;
 mod access_run;
 mod audit;
 mod audit_export;
@@ -15,6 +16,7 @@ mod policy;
 mod provision_namespace;
 mod scrape_metrics;
 
+pub use access_request::AccessRequestWorkflow;
 pub use access_run::AccessRunWorkflow;
 pub use audit::{By, Deleter};
 pub use audit_export::AuditExport;
@@ -40,14 +42,16 @@ macro_rules! register_workflows {
             .and_then(|options| options.register_workflow::<$crate::AuditExport>())
             .and_then(|options| options.register_workflow::<$crate::HistoryExport>())
             .and_then(|options| options.register_workflow::<$crate::DirectoryReload>())
+            .and_then(|options| options.register_workflow::<$crate::AccessRequestWorkflow>())
     };
 }
 
 #[cfg(test)]
 mod tests {
     use plinth_control::contract::{
-        AccessRunStart, AppendAudit, AuditExportStart, DirectoryReloadStart, FinishHistoryExport,
-        HistoryExportStart, PolicyStart, ScrapeStart, SetPolicyEditors,
+        AccessRequestStart, AccessRunStart, AppendAudit, ApproveAccess, AuditExportStart,
+        DenyAccess, DirectoryReloadStart, FinishHistoryExport, HistoryExportStart, PolicyStart,
+        RevokeAccess, ScrapeStart, SetPolicyEditors,
     };
     use temporalio_common::{UpdateDefinition, WorkflowDefinition};
 
@@ -70,12 +74,14 @@ mod tests {
         starts_as(AuditExport::run, AuditExportStart);
         starts_as(HistoryExport::run, HistoryExportStart);
         starts_as(DirectoryReload::run, DirectoryReloadStart);
+        starts_as(AccessRequestWorkflow::run, AccessRequestStart);
         // The control plane reads an access run's summary, and where a finished export
         // stopped: the compiler holds the types.
         fn ends_with<W: WorkflowDefinition, C: WorkflowDefinition<Output = W::Output>>(_: W, _: C) {
         }
         ends_with(AccessRunWorkflow::run, AccessRunStart);
         ends_with(HistoryExport::run, HistoryExportStart);
+        ends_with(AccessRequestWorkflow::run, AccessRequestStart);
     }
 
     #[test]
@@ -89,5 +95,8 @@ mod tests {
         takes_as(PolicyWorkflow::set_editors, SetPolicyEditors);
         takes_as(AuditExport::append, AppendAudit);
         takes_as(HistoryExport::finish, FinishHistoryExport);
+        takes_as(AccessRequestWorkflow::approve, ApproveAccess);
+        takes_as(AccessRequestWorkflow::deny, DenyAccess);
+        takes_as(AccessRequestWorkflow::revoke, RevokeAccess);
     }
 }

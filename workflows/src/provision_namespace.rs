@@ -615,11 +615,12 @@ fn set_condition(
     condition.message = message.into();
 }
 
-fn now(ctx: &WorkflowContext<ProvisionNamespace>) -> String {
+/// The workflow's time, RFC 3339 to the second.
+pub(crate) fn now<W>(ctx: &WorkflowContext<W>) -> String {
     ctx.workflow_time().map(rfc3339).unwrap_or_default()
 }
 
-fn rfc3339(time: SystemTime) -> String {
+pub(crate) fn rfc3339(time: SystemTime) -> String {
     humantime::format_rfc3339_seconds(time).to_string()
 }
 
