@@ -576,10 +576,14 @@ pub async fn change_rule(
 }
 
 /// `plinth directory reload`.
-pub async fn reload_directory(config: &Config, home: &Home) -> anyhow::Result<ExitCode> {
+pub async fn reload_directory(
+    config: &Config,
+    home: &Home,
+    force: bool,
+) -> anyhow::Result<ExitCode> {
     let mut api = connect(config, home).await?;
     let response = api
-        .reload_directory(ReloadDirectoryRequest {})
+        .reload_directory(ReloadDirectoryRequest { force })
         .await
         .map_err(status_error)?
         .into_inner();

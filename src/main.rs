@@ -108,7 +108,12 @@ enum PolicyCommand {
 enum DirectoryCommand {
     /// Re-read the directory now, everywhere, and recompute every namespace's access (admins
     /// only).
-    Reload,
+    Reload {
+        /// Take a read that lists far fewer people or group memberships than the directory
+        /// in force ([directory] min_share), after a real departure of many.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -237,8 +242,8 @@ async fn run(
         Command::Policy(PolicyCommand::RemoveRule(args)) => {
             client::change_rule(&config, &home, &args, false).await
         }
-        Command::Directory(DirectoryCommand::Reload) => {
-            client::reload_directory(&config, &home).await
+        Command::Directory(DirectoryCommand::Reload { force }) => {
+            client::reload_directory(&config, &home, force).await
         }
         Command::Access(command) => access::run(&config, &home, &command).await,
         Command::Bench(BenchCommand::Namespaces(args)) => {

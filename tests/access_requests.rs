@@ -1,7 +1,8 @@
 //! Access on request end to end: a person asks for access to a namespace, an editor of its
 //! policies approves it (never the requester, never someone outside the approver groups),
 //! the access run grants it, and a durable timer takes it away when its time ends, across a
-//! worker restart; `revoke` ends one early and `deny` grants nothing. Real `plinth` processes
+//! worker restart; `revoke` ends one early, `deny` grants nothing, and a request nobody
+//! answers ends by itself. Real `plinth` processes
 //! on a real Temporal dev server; access runs come only from the changes (the schedule's own
 //! interval is ten minutes).
 
@@ -20,7 +21,7 @@ fn stack() -> PlinthStack {
         "10m",
         "10m",
         "",
-        "[audit]\ninterval = \"1s\"\n",
+        "[audit]\ninterval = \"1s\"\n\n[access]\nrequest_ttl = \"30s\"\n",
     )
     .expect("start the stack");
     let out = stack.home().join("users").join(ONCALL);
@@ -76,7 +77,7 @@ fn audited(stack: &PlinthStack, id: &str) -> Vec<String> {
     stdout(&ok(stack.plinth_as(
         ADMIN,
         &[
-            "audit", "--since", "1h", "--action", "access.*", "-o", "json",
+            "audit", "--since", "1h", "--action", "access_request.*", "-o", "json",
         ],
     )))
     .lines()
@@ -147,7 +148,7 @@ fn a_grant_on_request_is_approved_by_an_editor_and_ends_by_itself_across_a_worke
         entry(&stack, &ns, &mallory).is_none()
     });
     wait_for("the grant's records", || {
-        audited(&stack, &id) == ["access.requested", "access.approved", "access.expired"]
+        audited(&stack, &id) == ["access_request.requested", "access_request.approved", "access_request.expired"]
     });
 }
 
@@ -196,6 +197,16 @@ fn a_revoked_grant_goes_at_once_a_denied_request_grants_nothing_and_policies_are
         entry(&stack, &ns, &alice).map(|e| e.0),
         Some("write".into())
     );
+
+    // Nobody answers this one: it ends after [access] request_ttl.
+    let ignored = request(&stack, OUTSIDER, &ns, "write", "10m");
+    let ignored_id = ignored["id"].as_str().unwrap().to_owned();
+    wait_for("the unanswered request to end", || {
+        audited(&stack, &ignored_id) == ["access_request.requested", "access_request.unanswered"]
+    });
+    let mine = stdout(&ok(stack.plinth_as(OUTSIDER, &["access", "requests"])));
+    assert!(!mine.contains(&ignored_id), "{mine}");
+    assert_eq!(entry(&stack, &ns, &mallory), None);
 
     let bad = stack.plinth_as(
         OUTSIDER,

@@ -116,6 +116,15 @@ impl AuditActivities {
         _ctx: ActivityContext,
         records: Vec<AuditRecord>,
     ) -> Result<(), ActivityError> {
+        for record in &records {
+            tracing::info!(
+                actor = %record.actor,
+                action = %record.action,
+                resource = %record.resource,
+                outcome = %record.outcome,
+                "change recorded"
+            );
+        }
         // Each destination on its own: one refusing holds the others up no longer than a try.
         let mut names: Vec<&String> = self.destinations.keys().collect();
         names.sort();

@@ -12,7 +12,7 @@ pub use audit::AuditReader;
 pub use history::HistoryReader;
 use plinth_control::access::validate_rule;
 use plinth_control::contract::{
-    KIND_ATTRIBUTE, OWNER_ATTRIBUTE, PHASE_ATTRIBUTE, ScrapeTarget, namespace_name_of,
+    KIND_ATTRIBUTE, ReloadRequest, OWNER_ATTRIBUTE, PHASE_ATTRIBUTE, ScrapeTarget, namespace_name_of,
     policy_workflow_id, scrape_target_of, scrape_workflow_id, workflow_id,
 };
 use plinth_control::directory::Directory;
@@ -269,6 +269,12 @@ fn backend_status(error: BackendError) -> Status {
         BackendError::Unavailable(message) => Status::unavailable(message),
         BackendError::TooLarge(message) => Status::resource_exhausted(message),
     }
+}
+
+/// The caller of a call about one access request, and the request's id.
+fn asked_about(request: Request<AccessRequestId>) -> Result<(Identity, String), Status> {
+    let identity = caller(request.extensions())?;
+    Ok((identity, request.into_inner().id))
 }
 
 /// `resource` as written in messages, e.g. `namespace "fancy"`.
@@ -598,12 +604,16 @@ impl PlatformService for PlatformApi {
         request: Request<ReloadDirectoryRequest>,
     ) -> Result<Response<ReloadDirectoryResponse>, Status> {
         let identity = caller(request.extensions())?;
+        let force = request.into_inner().force;
         self.admins_only(&identity, "reload", "the directory", "reloading")?;
-        self.admins.reload().await.map_err(|e| {
+        self.admins.reload(force).await.map_err(|e| {
             Status::failed_precondition(format!("{e}; the previous directory stays in force"))
         })?;
         self.control
-            .request_directory_reload(&identity.to_string())
+            .request_directory_reload(ReloadRequest {
+                by: identity.to_string(),
+                force,
+            })
             .await
             .map_err(|e| {
                 Status::unavailable(format!(
@@ -676,30 +686,25 @@ impl PlatformService for PlatformApi {
         &self,
         request: Request<AccessRequestId>,
     ) -> Result<Response<AccessRequest>, Status> {
-        let identity = caller(request.extensions())?;
-        let id = request.into_inner().id;
-        Ok(Response::new(
-            self.requests.answer(&identity, &id, true).await?,
-        ))
+        let (identity, id) = asked_about(request)?;
+        let answered = self.requests.answer(&identity, &id, true).await?;
+        Ok(Response::new(answered))
     }
 
     async fn deny_access_request(
         &self,
         request: Request<AccessRequestId>,
     ) -> Result<Response<AccessRequest>, Status> {
-        let identity = caller(request.extensions())?;
-        let id = request.into_inner().id;
-        Ok(Response::new(
-            self.requests.answer(&identity, &id, false).await?,
-        ))
+        let (identity, id) = asked_about(request)?;
+        let answered = self.requests.answer(&identity, &id, false).await?;
+        Ok(Response::new(answered))
     }
 
     async fn revoke_access_request(
         &self,
         request: Request<AccessRequestId>,
     ) -> Result<Response<AccessRequest>, Status> {
-        let identity = caller(request.extensions())?;
-        let id = request.into_inner().id;
+        let (identity, id) = asked_about(request)?;
         Ok(Response::new(self.requests.revoke(&identity, &id).await?))
     }
 

@@ -1,11 +1,14 @@
 //! Access on request: a person asks for read or write on a namespace for a while, a member
 //! of an approver group (the editors of the namespace's policies, never the requester)
-//! answers, and the grant goes by itself. Each request is an `AccessRequest` workflow.
+//! answers, and the grant goes by itself. Each request is an `AccessRequest` workflow in one
+//! of its requester's numbered slots, so Temporal's workflow ids hold the limit on how many
+//! one person has open.
 
 use std::time::{Duration, SystemTime};
 
 use plinth_control::contract::{
     ACCESS_GRANTED, ACCESS_PENDING, ApproveAccess, DenyAccess, MAX_OPEN_REQUESTS, RevokeAccess,
+    access_request_slot, access_request_workflow_id,
 };
 use plinth_control::{Admins, BackendError, ControlPlane};
 use plinth_identity::Identity;
@@ -17,6 +20,10 @@ use crate::{allowed, backend_status, denied};
 
 /// The longest reason kept: a sentence or two, not a document.
 const MAX_REASON_CHARS: usize = 500;
+/// The longest namespace name looked up (Temporal's own limit is lower).
+const MAX_NAMESPACE_CHARS: usize = 255;
+/// Pending requests one listing shows an approver, oldest first: an answer a page long.
+const MAX_TO_ANSWER: usize = 500;
 /// The shortest grant asked for.
 const MIN_DURATION: Duration = Duration::from_secs(60);
 
@@ -27,7 +34,7 @@ pub struct RequestSettings {
     pub request_ttl: Duration,
     /// The longest grant that may be asked for.
     pub max_duration: Duration,
-    /// Pending requests and live grants one person may have at once.
+    /// Pending requests and live grants one person may have at once (at most 1,000).
     pub max_open_per_person: usize,
 }
 
@@ -55,6 +62,11 @@ fn invalid(field: &str, message: impl std::fmt::Display) -> Status {
 
 impl AccessRequests {
     pub(crate) fn new(control: ControlPlane, admins: Admins, settings: RequestSettings) -> Self {
+        let settings = RequestSettings {
+            // Slots are numbered in three digits.
+            max_open_per_person: settings.max_open_per_person.min(1_000),
+            ..settings
+        };
         Self {
             control,
             admins,
@@ -68,13 +80,21 @@ impl AccessRequests {
         identity: &Identity,
         asked: RequestAccessRequest,
     ) -> Result<AccessRequest, Status> {
+        if asked.namespace.is_empty() || asked.namespace.chars().count() > MAX_NAMESPACE_CHARS {
+            return Err(invalid(
+                "namespace",
+                format!("required, at most {MAX_NAMESPACE_CHARS} characters"),
+            ));
+        }
         let resource = format!("access to namespace {:?}", asked.namespace);
-        if !matches!(identity, Identity::User { .. }) {
+        let Identity::User { email } = identity else {
             let why = "access on request is for people; workloads get access by policy".into();
             return Err(denied(identity, "request", &resource, why));
-        }
-        if asked.namespace.is_empty() {
-            return Err(invalid("namespace", "required"));
+        };
+        // A grant counts only while its requester is active, so nobody else asks.
+        if !self.admins.directory().is_active(email) {
+            let why = "only people active in the directory ask for access".into();
+            return Err(denied(identity, "request", &resource, why));
         }
         if asked.access != "read" && asked.access != "write" {
             return Err(invalid(
@@ -106,54 +126,67 @@ impl AccessRequests {
                 format!("longer than {MAX_REASON_CHARS} characters"),
             ));
         }
-        let approvers = self.approvers(&asked.namespace).await?;
-        let requester = identity.to_string();
-        let open = self.open().await?;
-        let mine = open.iter().filter(|r| r.requester == requester).count();
-        if mine >= self.settings.max_open_per_person {
-            return Err(Status::resource_exhausted(format!(
-                "{requester} has {mine} open access requests and grants, the most one person \
-                 may have ([access] max_open_per_person); revoke or wait for one to end"
-            )));
+        // Shown to approvers in their terminal: nothing that moves the cursor or hides text.
+        if reason.chars().any(char::is_control) {
+            return Err(invalid(
+                "reason",
+                "holds control characters; one line of plain text",
+            ));
         }
-        let request = AccessRequest {
-            id: new_id()?,
+        let approvers = self.approvers(&asked.namespace, &asked.access).await?;
+        let person = person_digest(email);
+        let mut request = AccessRequest {
             namespace: asked.namespace,
             access: asked.access,
             duration_seconds: i64::try_from(duration.as_secs()).unwrap_or(i64::MAX),
             reason: reason.to_owned(),
-            requester,
+            requester: identity.to_string(),
             approvers,
             state: ACCESS_PENDING.into(),
             requested_at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
             ttl_seconds: i64::try_from(self.settings.request_ttl.as_secs()).unwrap_or(i64::MAX),
             ..AccessRequest::default()
         };
-        self.control
-            .start_access_request(request.clone())
-            .await
-            .map_err(backend_status)?;
-        tracing::info!(
-            %identity,
-            request = %request.id,
-            namespace = %request.namespace,
-            access = %request.access,
-            seconds = request.duration_seconds,
-            approvers = ?request.approvers,
-            "access requested"
-        );
-        Ok(request)
+        // The first free slot takes it: Temporal refuses a second open workflow of one id,
+        // so the limit holds however many requests arrive at once.
+        for slot in 0..self.settings.max_open_per_person {
+            request.id = format!("ar-{person}-{slot}-{}", random_hex()?);
+            let started = self
+                .control
+                .start_access_request(&access_request_slot(&person, slot), request.clone())
+                .await
+                .map_err(backend_status)?;
+            if started {
+                tracing::info!(
+                    %identity,
+                    request = %request.id,
+                    namespace = %request.namespace,
+                    access = %request.access,
+                    seconds = request.duration_seconds,
+                    approvers = ?request.approvers,
+                    "access requested"
+                );
+                return Ok(request);
+            }
+        }
+        Err(Status::resource_exhausted(format!(
+            "{identity} has {} open access requests and grants, the most one person may have \
+             ([access] max_open_per_person); revoke or wait for one to end",
+            self.settings.max_open_per_person
+        )))
     }
 
-    /// The editor groups of `namespace`'s policies; a namespace without policies is not
-    /// Plinth's, and one whose policies name no editor has nobody to ask.
-    async fn approvers(&self, namespace: &str) -> Result<Vec<String>, Status> {
+    /// Who may answer a request for `access` to `namespace` now: the editors of its
+    /// writers policy for write, of either policy for read. A namespace without policies is
+    /// not Plinth's, and one whose policies name no editor has nobody to ask.
+    async fn approvers(&self, namespace: &str, access: &str) -> Result<Vec<String>, Status> {
+        let policies = match access {
+            "read" => vec![writers_policy_name(namespace), readers_policy_name(namespace)],
+            _ => vec![writers_policy_name(namespace)],
+        };
         let mut approvers = Vec::new();
         let mut managed = false;
-        for name in [
-            writers_policy_name(namespace),
-            readers_policy_name(namespace),
-        ] {
+        for name in policies {
             if let Some(policy) = self.control.policy(&name).await.map_err(backend_status)? {
                 managed = true;
                 approvers.extend(policy.editors);
@@ -174,39 +207,48 @@ impl AccessRequests {
         Ok(approvers)
     }
 
-    async fn open(&self) -> Result<Vec<AccessRequest>, Status> {
-        self.control
-            .open_access_requests(None, MAX_OPEN_REQUESTS)
-            .await
-            .map_err(backend_status)
-    }
-
-    /// Whether `identity` is in one of the request's approver groups now.
-    fn approves(&self, identity: &Identity, request: &AccessRequest) -> bool {
+    /// Whether `identity` is in one of `approvers` now.
+    fn approves(&self, identity: &Identity, approvers: &[String]) -> bool {
         let directory = self.admins.directory();
-        request
-            .approvers
+        approvers
             .iter()
             .any(|group| directory.is_member(identity, group))
     }
 
-    /// What `identity` asked for that is still open, and the pending requests they may answer.
+    /// What `identity` asked for that is still open (read from its slots, so a request just
+    /// made shows), and the oldest pending requests they may answer.
     pub(crate) async fn list(
         &self,
         identity: &Identity,
     ) -> Result<ListAccessRequestsResponse, Status> {
+        let Identity::User { email } = identity else {
+            return Ok(ListAccessRequestsResponse::default());
+        };
+        let person = person_digest(email);
+        let mut mine = Vec::new();
+        for slot in 0..self.settings.max_open_per_person {
+            let open = self
+                .control
+                .access_request_in(&access_request_slot(&person, slot))
+                .await
+                .map_err(backend_status)?;
+            mine.extend(open);
+        }
+        let mut pending = self
+            .control
+            .access_requests_in_state(ACCESS_PENDING, None, MAX_OPEN_REQUESTS)
+            .await
+            .map_err(backend_status)?;
+        pending.sort_by(|a, b| a.requested_at.cmp(&b.requested_at));
         let me = identity.to_string();
-        let (mut mine, mut to_answer) = (Vec::new(), Vec::new());
-        for request in self.open().await? {
-            if request.requester == me {
-                mine.push(request);
-            } else if request.state == ACCESS_PENDING && self.approves(identity, &request) {
-                to_answer.push(request);
-            }
-        }
-        for list in [&mut mine, &mut to_answer] {
-            list.sort_by(|a, b| a.requested_at.cmp(&b.requested_at));
-        }
+        let to_answer = pending
+            .into_iter()
+            .filter(|request| {
+                request.requester != me && self.approves(identity, &request.approvers)
+            })
+            .take(MAX_TO_ANSWER)
+            .collect();
+        mine.sort_by(|a, b| a.requested_at.cmp(&b.requested_at));
         Ok(ListAccessRequestsResponse { mine, to_answer })
     }
 
@@ -224,11 +266,10 @@ impl AccessRequests {
             let why = "the requester never answers their own request".into();
             return Err(denied(identity, action, &resource, why));
         }
-        if !self.approves(identity, &request) {
-            let why = format!(
-                "answering it needs membership of one of {:?}",
-                request.approvers
-            );
+        // Who approves is read again now: a group no longer an editor no longer answers.
+        let approvers = self.approvers(&request.namespace, &request.access).await?;
+        if !self.approves(identity, &approvers) {
+            let why = format!("answering it needs membership of one of {approvers:?}");
             return Err(denied(identity, action, &resource, why));
         }
         allowed(identity, action, &resource);
@@ -238,9 +279,7 @@ impl AccessRequests {
                 .answer_access_request(id, ApproveAccess, &me)
                 .await
         } else {
-            self.control
-                .answer_access_request(id, DenyAccess, &me)
-                .await
+            self.control.answer_access_request(id, DenyAccess, &me).await
         }
         .map_err(refused)?;
         tracing::info!(%identity, request = id, state = %answered.state, expires = %answered.expires_at, "access request answered");
@@ -255,12 +294,14 @@ impl AccessRequests {
     ) -> Result<AccessRequest, Status> {
         let resource = format!("access request {id}");
         let request = self.find(id).await?;
-        if request.requester != identity.to_string() && !self.approves(identity, &request) {
-            let why = format!(
-                "revoking needs to be its requester or a member of one of {:?}",
-                request.approvers
-            );
-            return Err(denied(identity, "revoke", &resource, why));
+        if request.requester != identity.to_string() {
+            let approvers = self.approvers(&request.namespace, &request.access).await?;
+            if !self.approves(identity, &approvers) {
+                let why = format!(
+                    "revoking needs to be its requester or a member of one of {approvers:?}"
+                );
+                return Err(denied(identity, "revoke", &resource, why));
+            }
         }
         if request.state != ACCESS_GRANTED {
             return Err(Status::failed_precondition(format!(
@@ -279,10 +320,12 @@ impl AccessRequests {
     }
 
     async fn find(&self, id: &str) -> Result<AccessRequest, Status> {
-        let malformed =
-            id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
-        if id.is_empty() || malformed {
-            return Err(invalid("id", format!("{id:?} is not an access request id")));
+        if access_request_workflow_id(id).is_none() {
+            let shown: String = id.chars().take(80).collect();
+            return Err(invalid(
+                "id",
+                format!("{shown:?} is not an access request id"),
+            ));
         }
         self.control
             .access_request(id)
@@ -300,15 +343,25 @@ fn refused(error: BackendError) -> Status {
     }
 }
 
-/// `ar-` and 12 random hex digits.
-fn new_id() -> Result<String, Status> {
+/// Names a person in request ids and slots: 16 hex digits of the SHA-256 of the lower-case
+/// address, so ids carry no address and every spelling of one address is one person.
+fn person_digest(email: &str) -> String {
+    let digest = ring::digest::digest(
+        &ring::digest::SHA256,
+        email.to_ascii_lowercase().as_bytes(),
+    );
+    digest.as_ref()[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// 8 random hex digits: requests that take one slot in turn have different ids.
+fn random_hex() -> Result<String, Status> {
     use ring::rand::SecureRandom;
-    let mut bytes = [0u8; 6];
+    let mut bytes = [0u8; 4];
     ring::rand::SystemRandom::new()
         .fill(&mut bytes)
         .map_err(|_| Status::unavailable("no randomness for a request id"))?;
-    Ok(format!(
-        "ar-{}",
-        bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
-    ))
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }

@@ -39,9 +39,9 @@ impl Admins {
         self.directory.clone()
     }
 
-    /// Re-reads the directory now.
-    pub async fn reload(&self) -> Result<(), DirectoryError> {
-        self.directory.reload().await
+    /// Re-reads the directory now; `force` takes a read that shrank it implausibly.
+    pub async fn reload(&self, force: bool) -> Result<(), DirectoryError> {
+        self.directory.reload(force).await
     }
 
     /// Whether `identity` is a platform admin.

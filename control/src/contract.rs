@@ -251,10 +251,19 @@ impl UpdateDefinition for FinishHistoryExport {
 /// Workflow id of the latest `plinth directory reload`.
 pub const DIRECTORY_RELOAD_WORKFLOW_ID: &str = "directory-reload";
 
+/// Who asked for a directory reload, and whether a read that shrank the directory is taken
+/// all the same.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReloadRequest {
+    pub by: String,
+    #[serde(default)]
+    pub force: bool,
+}
+
 workflow_type!(
-    /// `DirectoryReload`, the mark of a `plinth directory reload` (who asked): its start
-    /// time tells every worker to read the directory again. It ends at once.
-    DirectoryReloadStart = "DirectoryReload", String => ()
+    /// `DirectoryReload`, the mark of a `plinth directory reload`: its start time tells
+    /// every worker to read the directory again. It ends at once.
+    DirectoryReloadStart = "DirectoryReload", ReloadRequest => ()
 );
 
 /// `PlinthKind` of access request workflows; `PlinthOwner` is their namespace and
@@ -265,14 +274,31 @@ pub const KIND_ACCESS_REQUEST: &str = "AccessRequest";
 pub const ACCESS_GRANTED: &str = "granted";
 /// The state of a request waiting for an answer.
 pub const ACCESS_PENDING: &str = "pending";
+/// The state of a grant someone ended early.
+pub const ACCESS_REVOKED: &str = "revoked";
 
-/// Open requests read at once: far above what one namespace or person has (the platform
-/// API caps each person's), so listing them stays bounded.
+/// Requests read at once from visibility: far above the grants one namespace has, so a read
+/// stays bounded.
 pub const MAX_OPEN_REQUESTS: usize = 10_000;
 
-/// Workflow id of access request `id`.
-pub fn access_request_workflow_id(id: &str) -> String {
-    format!("access-request/{id}")
+/// Workflow id of slot `slot` of the person whose digest is `person`: each person's open
+/// requests and grants fill numbered slots, so Temporal's workflow ids hold the limit on
+/// how many one person has open, whoever asks at once.
+pub fn access_request_slot(person: &str, slot: usize) -> String {
+    format!("access-request/ar-{person}-{slot}")
+}
+
+/// Workflow id of access request `id` (`ar-<person>-<slot>-<random>`), or `None` for what
+/// is no request id.
+pub fn access_request_workflow_id(id: &str) -> Option<String> {
+    let mut parts = id.strip_prefix("ar-")?.split('-');
+    let (person, slot, random) = (parts.next()?, parts.next()?, parts.next()?);
+    let hex = |s: &str, len: usize| s.len() == len && s.bytes().all(|b| b.is_ascii_hexdigit());
+    let slot_ok = !slot.is_empty() && slot.len() <= 3 && slot.bytes().all(|b| b.is_ascii_digit());
+    if parts.next().is_some() || !hex(person, 16) || !hex(random, 8) || !slot_ok {
+        return None;
+    }
+    Some(format!("access-request/ar-{person}-{slot}"))
 }
 
 workflow_type!(
@@ -312,3 +338,28 @@ access_request_update!(
     /// `revoke`: the grant ends now; answers once the access run that takes it away started.
     RevokeAccess = "revoke"
 );
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_id_names_its_slot_and_nothing_else_does() {
+        let id = "ar-0123456789abcdef-3-a1b2c3d4";
+        assert_eq!(
+            access_request_workflow_id(id).as_deref(),
+            Some(access_request_slot("0123456789abcdef", 3).as_str())
+        );
+        for bad in [
+            "ar-0123456789abcdef-3",
+            "ar-0123456789abcdef-3-a1b2c3d4-x",
+            "ar-0123456789abcdeg-3-a1b2c3d4",
+            "ar-0123456789abcdef-1000-a1b2c3d4",
+            "ar-0123456789abcdef--a1b2c3d4",
+            "ar-0123456789abcdef-3-a1b2c3d4' OR '1'='1",
+            "policy/x",
+        ] {
+            assert_eq!(access_request_workflow_id(bad), None, "{bad}");
+        }
+    }
+}

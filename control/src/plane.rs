@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 use plinth_proto::audit::AuditRecord;
 use plinth_proto::v1::{AccessRequest, AccessSummary, MetricsTarget, Policy};
 use serde::de::DeserializeOwned;
-use temporalio_client::errors::{WorkflowInteractionError, WorkflowUpdateError};
+use temporalio_client::errors::{WorkflowInteractionError, WorkflowStartError, WorkflowUpdateError};
 use temporalio_client::schedules::{
     CreateScheduleOptions, DeleteScheduleOptions, ListSchedulesOptions, ScheduleAction,
     ScheduleError, ScheduleIntervalSpec, ScheduleOverlapPolicy, ScheduleSpec,
@@ -15,7 +15,8 @@ use temporalio_client::schedules::{
 use temporalio_client::tonic::Code;
 use temporalio_client::{
     Client, WorkflowDescribeOptions, WorkflowExecuteUpdateOptions, WorkflowGetResultOptions,
-    WorkflowIdConflictPolicy, WorkflowStartOptions, WorkflowUpdateWithStartOptions,
+    WorkflowIdConflictPolicy, WorkflowIdReusePolicy, WorkflowStartOptions,
+    WorkflowUpdateWithStartOptions,
 };
 use temporalio_common::protos::temporal::api::common::v1::Memo;
 use temporalio_common::protos::temporal::api::enums::v1::WorkflowExecutionStatus;
@@ -473,16 +474,22 @@ impl ControlPlane {
     }
 
     /// Leaves the mark that tells every worker to read the directory again: a new
-    /// `DirectoryReload` run, which ends one not yet ended.
-    pub async fn request_directory_reload(&self, by: &str) -> Result<(), BackendError> {
+    /// `DirectoryReload` run (ending one not yet ended), with the request in its memo.
+    pub async fn request_directory_reload(
+        &self,
+        request: ReloadRequest,
+    ) -> Result<(), BackendError> {
+        let mut memo = MemoValues::new();
+        memo.insert(RESOURCE_MEMO, request.clone());
         let options = WorkflowStartOptions::new(
             self.task_queue.clone(),
             DIRECTORY_RELOAD_WORKFLOW_ID.to_owned(),
         )
         .id_conflict_policy(WorkflowIdConflictPolicy::TerminateExisting)
+        .memo(memo)
         .build();
         self.client
-            .start_workflow(DirectoryReloadStart, by.to_owned(), options)
+            .start_workflow(DirectoryReloadStart, request, options)
             .await
             .map_err(|e| {
                 BackendError::Unavailable(format!(
@@ -492,21 +499,35 @@ impl ControlPlane {
         Ok(())
     }
 
-    /// When the latest directory reload was asked for; `None` before the first.
-    pub async fn last_directory_reload(&self) -> Result<Option<SystemTime>, BackendError> {
+    /// When the latest directory reload was asked for, and what it asked; `None` before the
+    /// first.
+    pub async fn last_directory_reload(
+        &self,
+    ) -> Result<Option<(SystemTime, ReloadRequest)>, BackendError> {
         let handle = self
             .client
             .get_workflow_handle::<UntypedWorkflow>(DIRECTORY_RELOAD_WORKFLOW_ID.to_owned());
-        match handle.describe(WorkflowDescribeOptions::default()).await {
-            Ok(description) => Ok(description.start_time()),
-            Err(WorkflowInteractionError::NotFound(_)) => Ok(None),
-            Err(e) => Err(BackendError::Unavailable(format!("control plane: {e}"))),
-        }
+        let description = match handle.describe(WorkflowDescribeOptions::default()).await {
+            Ok(description) => description,
+            Err(WorkflowInteractionError::NotFound(_)) => return Ok(None),
+            Err(e) => return Err(BackendError::Unavailable(format!("control plane: {e}"))),
+        };
+        let memo = description
+            .raw_description
+            .workflow_execution_info
+            .as_ref()
+            .and_then(|info| info.memo.as_ref());
+        let request = memo_value(memo, RESOURCE_MEMO).unwrap_or_default();
+        Ok(description.start_time().map(|started| (started, request)))
     }
 
-    /// Starts the workflow of access request `request`, readable at once.
-    pub async fn start_access_request(&self, request: AccessRequest) -> Result<(), BackendError> {
-        let id = access_request_workflow_id(&request.id);
+    /// Starts access request `request` in the slot workflow `slot` (see
+    /// [`access_request_slot`]), readable at once; false when the slot holds an open request.
+    pub async fn start_access_request(
+        &self,
+        slot: &str,
+        request: AccessRequest,
+    ) -> Result<bool, BackendError> {
         let attributes = SearchAttributes::new([
             KIND_ATTRIBUTE.value_set(KIND_ACCESS_REQUEST.to_owned()),
             OWNER_ATTRIBUTE.value_set(request.namespace.clone()),
@@ -514,21 +535,40 @@ impl ControlPlane {
         ]);
         let mut memo = MemoValues::new();
         memo.insert(RESOURCE_MEMO, request.clone());
-        let options = WorkflowStartOptions::new(self.task_queue.clone(), id.clone())
+        let options = WorkflowStartOptions::new(self.task_queue.clone(), slot.to_owned())
+            .id_conflict_policy(WorkflowIdConflictPolicy::Fail)
+            .id_reuse_policy(WorkflowIdReusePolicy::AllowDuplicate)
             .search_attributes(attributes)
             .memo(memo)
             .build();
-        self.client
+        match self
+            .client
             .start_workflow(AccessRequestStart, request, options)
             .await
-            .map_err(|e| BackendError::Unavailable(format!("start workflow {id}: {e}")))?;
-        Ok(())
+        {
+            Ok(_) => Ok(true),
+            Err(WorkflowStartError::AlreadyStarted { .. }) => Ok(false),
+            Err(e) => Err(BackendError::Unavailable(format!(
+                "start workflow {slot}: {e}"
+            ))),
+        }
     }
 
     /// Access request `id` as its workflow last published it; `None` when there is none.
+    /// Read by a describe, so a change just made shows.
     pub async fn access_request(&self, id: &str) -> Result<Option<AccessRequest>, BackendError> {
-        let published = self.published(access_request_workflow_id(id)).await?;
-        Ok(published.map(|(request, _)| request))
+        let Some(workflow_id) = access_request_workflow_id(id) else {
+            return Ok(None);
+        };
+        let published = self.published::<AccessRequest>(workflow_id).await?;
+        Ok(published
+            .map(|(request, _)| request)
+            .filter(|request| request.id == id))
+    }
+
+    /// The open request in slot workflow `slot`, if any.
+    pub async fn access_request_in(&self, slot: &str) -> Result<Option<AccessRequest>, BackendError> {
+        self.running(slot.to_owned()).await
     }
 
     /// Sends `answer` (approve, deny, revoke) from `by` to request `id`; gives the request as
@@ -543,9 +583,11 @@ impl ControlPlane {
     where
         U: UpdateDefinition<Workflow = AccessRequestStart, Input = String, Output = AccessRequest>,
     {
+        let workflow_id = access_request_workflow_id(id)
+            .ok_or_else(|| BackendError::Rejected(format!("no access request {id}")))?;
         let handle = self
             .client
-            .get_workflow_handle::<AccessRequestStart>(access_request_workflow_id(id));
+            .get_workflow_handle::<AccessRequestStart>(workflow_id);
         handle
             .execute_update(answer, by.to_owned(), Default::default())
             .await
@@ -558,42 +600,56 @@ impl ControlPlane {
             })
     }
 
-    /// Pending requests and live grants, of `namespace` or of all, at most `limit`.
-    pub async fn open_access_requests(
+    /// Open requests in `state`, of `namespace` or of all, at most `limit`: from visibility,
+    /// so one just changed may show as it was.
+    pub async fn access_requests_in_state(
         &self,
+        state: &str,
         namespace: Option<&str>,
         limit: usize,
     ) -> Result<Vec<AccessRequest>, BackendError> {
-        let and = match namespace {
-            // Namespace names hold no quotes; one that did would match nothing.
-            Some(namespace) if namespace.contains(['\'', '\\']) => return Ok(Vec::new()),
-            Some(namespace) => format!(" AND {} = '{namespace}'", OWNER_ATTRIBUTE.name()),
-            None => String::new(),
-        };
+        // States and namespace names hold no quotes; one that did would match nothing.
+        if state.contains(['\'', '\\']) || namespace.is_some_and(|n| n.contains(['\'', '\\'])) {
+            return Ok(Vec::new());
+        }
+        let mut and = format!(" AND {} = '{state}'", PHASE_ATTRIBUTE.name());
+        if let Some(namespace) = namespace {
+            and += &format!(" AND {} = '{namespace}'", OWNER_ATTRIBUTE.name());
+        }
         let open = self.running_where(KIND_ACCESS_REQUEST, &and, limit).await?;
-        Ok(open
-            .into_iter()
-            .filter_map(|(_, request)| request)
-            .collect())
+        Ok(open.into_iter().filter_map(|(_, request)| request).collect())
     }
 
-    /// The grants on request in force for `namespace` at `now`: approved and not yet
-    /// expired by the clock, whether or not their workflow's timer has fired.
+    /// The grants on request in force for `namespace` at `now`. Visibility finds them; each
+    /// is then read from its workflow, so one revoked or ended a moment ago does not count,
+    /// nor one whose time is up by the clock, whether or not its timer has fired.
     pub async fn live_grants(
         &self,
         namespace: &str,
         now: SystemTime,
     ) -> Result<Vec<AccessRequest>, BackendError> {
-        let open = self
-            .open_access_requests(Some(namespace), MAX_OPEN_REQUESTS)
+        let found = self
+            .access_requests_in_state(ACCESS_GRANTED, Some(namespace), MAX_OPEN_REQUESTS)
             .await?;
-        Ok(open
-            .into_iter()
-            .filter(|request| {
-                request.state == ACCESS_GRANTED
-                    && humantime::parse_rfc3339(&request.expires_at).is_ok_and(|end| end > now)
-            })
-            .collect())
+        if found.len() == MAX_OPEN_REQUESTS {
+            tracing::warn!(
+                namespace,
+                "over {MAX_OPEN_REQUESTS} grants on request: those past them are not applied"
+            );
+        }
+        let mut live = Vec::new();
+        for candidate in found {
+            let Some(grant) = self.access_request(&candidate.id).await? else {
+                continue;
+            };
+            let in_force = grant.state == ACCESS_GRANTED
+                && grant.namespace == namespace
+                && humantime::parse_rfc3339(&grant.expires_at).is_ok_and(|end| end > now);
+            if in_force {
+                live.push(grant);
+            }
+        }
+        Ok(live)
     }
 
     /// Runs every namespace's access schedule now; returns how many were started.

@@ -167,7 +167,7 @@ impl Directory for WatchedDirectory {
         self.read_now().map(|()| true)
     }
 
-    async fn reload(&self) -> Result<(), DirectoryError> {
+    async fn reload(&self, _force: bool) -> Result<(), DirectoryError> {
         self.read_now()
     }
 }

@@ -295,12 +295,18 @@ impl Reader {
             .await?;
         // The data is read; a failed unbind changes nothing.
         let _ = ldap.unbind().await;
-        Ok(self.assemble(&people, &groups))
+        self.assemble(&people, &groups)
     }
 
     /// Turns the entries into a snapshot. People without a usable e-mail address and
-    /// members outside both searches are left out, and counted in the log.
-    fn assemble(&self, people: &[SearchEntry], groups: &[SearchEntry]) -> Snapshot {
+    /// members outside both searches are left out, and counted in the log. Two groups of one
+    /// name, or members sent in ranges, refuse the read: either would give a group other
+    /// members than the directory's.
+    fn assemble(
+        &self,
+        people: &[SearchEntry],
+        groups: &[SearchEntry],
+    ) -> Result<Snapshot, DirectoryError> {
         let s = &self.settings;
         let mut users: HashMap<String, UserStatus> = HashMap::new();
         let mut email_of: HashMap<String, String> = HashMap::new();
@@ -326,11 +332,29 @@ impl Reader {
         }
         let mut name_of: HashMap<String, String> = HashMap::new();
         let mut named: HashMap<String, Group> = HashMap::new();
+        let mut dn_of: HashMap<&str, &str> = HashMap::new();
         for entry in groups {
-            if let Some(name) = first(entry, &s.group_name_attribute) {
-                name_of.insert(normalize_dn(&entry.dn), name.to_owned());
-                named.entry(name.to_owned()).or_default();
+            // Active Directory sends the members of a large group in ranges
+            // (`member;range=0-1499`), which this reader does not follow.
+            if let Some(ranged) = entry.attrs.keys().find(|name| name.contains(";range=")) {
+                return Err(self.error(format!(
+                    "group {} sends {ranged}: members in ranges are not read; use membership = \
+                     \"memberOf\"",
+                    entry.dn
+                )));
             }
+            let Some(name) = first(entry, &s.group_name_attribute) else {
+                continue;
+            };
+            if let Some(other) = dn_of.insert(name, &entry.dn) {
+                return Err(self.error(format!(
+                    "groups {other} and {} are both named {name:?} ({}); policies and owners \
+                     name a group, so each name must be one group",
+                    entry.dn, s.group_name_attribute
+                )));
+            }
+            name_of.insert(normalize_dn(&entry.dn), name.to_owned());
+            named.entry(name.to_owned()).or_default();
         }
         let mut outside = 0usize;
         match s.membership {
@@ -397,7 +421,7 @@ impl Reader {
                 "LDAP entries left out of the directory"
             );
         }
-        Snapshot::new(users, named)
+        Ok(Snapshot::new(users, named))
     }
 
     /// Whether the account's status attribute says disabled.
@@ -555,7 +579,7 @@ mod tests {
                 &[("cn", &["payments"])],
             ),
         ];
-        let snapshot = directory.0.assemble(&people, &groups);
+        let snapshot = directory.0.assemble(&people, &groups).unwrap();
         assert_eq!(snapshot.people(), 2, "no e-mail, no person");
         let alice = Identity::user("alice@example.com").unwrap();
         assert!(snapshot.is_member(&alice, "payments"), "through oncall");
@@ -567,5 +591,27 @@ mod tests {
                 .collect::<Vec<_>>(),
             ["alice@example.com"]
         );
+    }
+
+    #[test]
+    fn two_groups_of_one_name_refuse_the_read() {
+        let directory = LdapDirectory::new(settings()).unwrap();
+        let groups = [
+            entry("cn=admins,ou=groups,dc=example,dc=com", &[("cn", &["admins"])]),
+            entry("cn=admins,ou=sandbox,dc=example,dc=com", &[("cn", &["admins"])]),
+        ];
+        let error = directory.0.assemble(&[], &groups).unwrap_err().to_string();
+        assert!(error.contains("both named \"admins\""), "{error}");
+    }
+
+    #[test]
+    fn members_in_ranges_refuse_the_read() {
+        let directory = LdapDirectory::new(settings()).unwrap();
+        let groups = [entry(
+            "cn=everyone,ou=groups,dc=example,dc=com",
+            &[("cn", &["everyone"]), ("member;range=0-1499", &["cn=a"])],
+        )];
+        let error = directory.0.assemble(&[], &groups).unwrap_err().to_string();
+        assert!(error.contains("member;range=0-1499"), "{error}");
     }
 }

@@ -39,8 +39,9 @@ pub trait Directory: Send + Sync + std::fmt::Debug {
     fn refresh(&self) -> Result<bool, DirectoryError> {
         Ok(false)
     }
-    /// Reads the source now; on an error the previous version stays in force.
-    async fn reload(&self) -> Result<(), DirectoryError> {
+    /// Reads the source now; on an error the previous version stays in force. `force` takes
+    /// a read that shrank the directory implausibly all the same.
+    async fn reload(&self, _force: bool) -> Result<(), DirectoryError> {
         Ok(())
     }
 }
@@ -83,15 +84,18 @@ pub enum DirectoryError {
     /// The source answered with implausibly few people: more likely an outage or a wrong
     /// filter than the company shrinking.
     #[error(
-        "{source_name} lists {people} people, under {share}% of the {in_force} in force \
-         ([directory] min_share); the previous directory stays in force"
+        "{source_name} lists {count} {what}, under {share}% of the {in_force} in force \
+         ([directory] min_share); the previous directory stays in force (`plinth directory \
+         reload --force` takes it)"
     )]
     Shrunk {
         /// Where the new version came from.
         source_name: String,
-        /// People in the new version.
-        people: usize,
-        /// People in the version in force.
+        /// What shrank: `people`, or `group memberships`.
+        what: &'static str,
+        /// How many the new version has.
+        count: usize,
+        /// How many the version in force has.
         in_force: usize,
         /// The smallest share taken, in percent.
         share: u32,

@@ -66,7 +66,7 @@ impl PolledDirectory {
                 let Some(directory) = directory.upgrade() else {
                     return;
                 };
-                if let Err(e) = directory.read().await {
+                if let Err(e) = directory.read(false).await {
                     tracing::error!(error = %e, "directory not refreshed; the previous one stays in force");
                 }
             }
@@ -77,23 +77,35 @@ impl PolledDirectory {
         self.current.read().expect("directory lock").clone()
     }
 
-    /// Reads the source and takes the result up unless it is implausibly small. True when
-    /// it differs from the snapshot in force.
-    async fn read(&self) -> Result<bool, DirectoryError> {
+    /// Reads the source and takes the result up unless it lists implausibly few people or
+    /// group memberships (and `force` is false). True when it differs from the snapshot in
+    /// force.
+    async fn read(&self, force: bool) -> Result<bool, DirectoryError> {
         let _one_at_a_time = self.reading.lock().await;
         let next = self.source.fetch().await?;
         let in_force = self.snapshot();
         if next == *in_force {
             return Ok(false);
         }
-        let least = (in_force.people() as f64 * self.min_share).ceil() as usize;
-        if next.people() < least {
-            return Err(DirectoryError::Shrunk {
-                source_name: self.source.name(),
-                people: next.people(),
-                in_force: in_force.people(),
-                share: (self.min_share * 100.0).round() as u32,
-            });
+        let counts = [
+            ("people", next.people(), in_force.people()),
+            (
+                "group memberships",
+                next.memberships(),
+                in_force.memberships(),
+            ),
+        ];
+        for (what, count, before) in counts {
+            let least = (before as f64 * self.min_share).ceil() as usize;
+            if count < least && !force {
+                return Err(DirectoryError::Shrunk {
+                    source_name: self.source.name(),
+                    what,
+                    count,
+                    in_force: before,
+                    share: (self.min_share * 100.0).round() as u32,
+                });
+            }
         }
         tracing::info!(
             source = self.source.name(),
@@ -131,8 +143,8 @@ impl Directory for PolledDirectory {
         Ok(self.reported.swap(taken, Ordering::SeqCst) != taken)
     }
 
-    async fn reload(&self) -> Result<(), DirectoryError> {
-        self.read().await.map(|_| ())
+    async fn reload(&self, force: bool) -> Result<(), DirectoryError> {
+        self.read(force).await.map(|_| ())
     }
 }
 
@@ -185,7 +197,7 @@ mod tests {
     #[tokio::test]
     async fn a_failed_read_keeps_the_snapshot_in_force() {
         let dir = directory(vec![Some(people(10)), None]).await;
-        let error = dir.reload().await.unwrap_err().to_string();
+        let error = dir.reload(false).await.unwrap_err().to_string();
         assert!(error.contains("connection refused"), "{error}");
         assert!(dir.is_active("p9@example.com"));
         assert!(!dir.refresh().unwrap());
@@ -194,25 +206,32 @@ mod tests {
     #[tokio::test]
     async fn an_implausibly_small_read_keeps_the_snapshot_in_force() {
         let dir = directory(vec![Some(people(10)), Some(people(4)), Some(people(5))]).await;
-        let error = dir.reload().await.unwrap_err().to_string();
+        let error = dir.reload(false).await.unwrap_err().to_string();
         assert!(
             error.contains("lists 4 people, under 50% of the 10"),
             "{error}"
         );
         assert!(dir.is_active("p9@example.com"), "{error}");
-        dir.reload().await.unwrap();
+        dir.reload(false).await.unwrap();
         assert!(!dir.is_active("p9@example.com"), "half is plausible");
+    }
+
+    #[tokio::test]
+    async fn a_forced_reload_takes_a_shrunken_read() {
+        let dir = directory(vec![Some(people(10)), Some(people(2))]).await;
+        dir.reload(true).await.unwrap();
+        assert!(!dir.is_active("p2@example.com"));
     }
 
     #[tokio::test]
     async fn refresh_reports_each_new_version_once() {
         let dir = directory(vec![Some(people(3)), Some(people(3)), Some(people(4))]).await;
-        dir.reload().await.unwrap();
+        dir.reload(false).await.unwrap();
         assert!(
             !dir.refresh().unwrap(),
             "an unchanged read is no new version"
         );
-        dir.reload().await.unwrap();
+        dir.reload(false).await.unwrap();
         assert!(dir.refresh().unwrap());
         assert!(!dir.refresh().unwrap());
         assert!(dir.is_active("p3@example.com"));

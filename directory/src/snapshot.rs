@@ -59,6 +59,14 @@ impl Snapshot {
         self.groups.len()
     }
 
+    /// Direct members and nested groups of every group, counted.
+    pub fn memberships(&self) -> usize {
+        self.groups
+            .values()
+            .map(|group| group.members.len() + group.groups.len())
+            .sum()
+    }
+
     /// `group` and every group nested in it, each once: a cycle ends where it closes.
     fn groups_within<'a>(&'a self, group: &'a str) -> impl Iterator<Item = &'a Group> + 'a {
         let mut seen = HashSet::new();

@@ -4,11 +4,11 @@
 use std::future::Future;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use plinth_activities::reconcile_access;
 use plinth_cloud_double::{Double, Settings as DoubleSettings};
-use plinth_control::directory::{Directory, Snapshot};
+use plinth_control::directory::{Directory, LdapDirectory, Snapshot, Source};
 use plinth_control::{
     AccessChange, Cloud, CloudSettings, ControlPlane, NamespaceBackend, SecretSource, SelfHosted,
     UpstreamAuth,
@@ -43,7 +43,29 @@ pub struct AccessBenchArgs {
     /// API test double (a stand-in for Cloud in this process, its calls counted).
     #[arg(long, value_enum, default_value_t = AccessBackend::SelfHosted)]
     backend: AccessBackend,
+    /// Where the directory is read from: parsed from YAML in this process, or read from the
+    /// LDAP server `[directory.ldap]` configures, which must hold the bench's directory
+    /// (`--write-ldif` writes it; `scripts/bench-ldap` loads it into a local `slapd`).
+    #[arg(long, value_enum, default_value_t = BenchSource::File)]
+    source: BenchSource,
+    /// Write the bench's directory as LDIF under `--ldif-suffix` to this file, and stop.
+    #[arg(long)]
+    write_ldif: Option<std::path::PathBuf>,
+    #[arg(long, default_value = "dc=bench,dc=example")]
+    ldif_suffix: String,
 }
+
+/// `plinth bench access --source`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BenchSource {
+    /// The YAML file format, parsed here.
+    File,
+    /// `[directory.ldap]`.
+    Ldap,
+}
+
+/// Reads of the directory timed to find its refresh cost.
+const REFRESHES: usize = 3;
 
 /// `plinth bench access --backend`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -70,6 +92,12 @@ pub async fn access(
     home: &Home,
     args: &AccessBenchArgs,
 ) -> anyhow::Result<ExitCode> {
+    if let Some(path) = &args.write_ldif {
+        let admins = &config.platform.admin_group;
+        std::fs::write(path, directory_ldif(args, admins))?;
+        eprintln!("wrote {}", path.display());
+        return Ok(ExitCode::SUCCESS);
+    }
     let dev = DevStack::read(home)?;
     let connection = super::connect(&dev.temporal).await?;
     let key_dir = tempfile::tempdir()?;
@@ -99,10 +127,8 @@ pub async fn access(
         .collect();
 
     let text = directory_yaml(args, &admins, 0);
-    let parse_started = Instant::now();
-    let directory: Arc<dyn Directory> =
-        Arc::new(Snapshot::from_yaml(&text).map_err(anyhow::Error::msg)?);
-    let parse = parse_started.elapsed();
+    let expected = Snapshot::from_yaml(&text).map_err(anyhow::Error::msg)?;
+    let (directory, refresh) = read_directory(config, args, &text, expected).await?;
 
     eprintln!("setup: {} namespaces and their policies", names.len());
     for_each(
@@ -150,6 +176,7 @@ pub async fn access(
                 for policy in [writers_policy_name(&name), readers_policy_name(&name)] {
                     control.policy(&policy).await?;
                 }
+                control.live_grants(&name, SystemTime::now()).await?;
                 backend.list_access(&name).await?;
                 Ok(AccessSummary::default())
             }
@@ -246,7 +273,12 @@ pub async fn access(
             mutations,
         );
     }
-    println!("\ndirectory parse: {} ms", parse.as_millis());
+    let (source, refresh_wall, refresh_cpu) = refresh;
+    println!(
+        "\ndirectory refresh from {source}: {} wall, {} CPU in this process (median of {REFRESHES})",
+        ms(refresh_wall),
+        ms(refresh_cpu)
+    );
     let (rss, _) = memory_of(std::process::id().into())?;
     println!(
         "bench process RSS {rss} MiB (the worker's is {} MiB)",
@@ -303,6 +335,91 @@ fn group_rule(index: usize) -> Rule {
 }
 
 /// `users` people spread round-robin over `groups` groups; the first `departed` have left.
+/// The directory the cycles read, read from the source `--source` names
+/// [`REFRESHES`] times; with the median wall and CPU time of a read. What LDAP holds must be
+/// the bench's directory (`expected`).
+async fn read_directory(
+    config: &Config,
+    args: &AccessBenchArgs,
+    yaml: &str,
+    expected: Snapshot,
+) -> anyhow::Result<(Arc<dyn Directory>, (String, Duration, Duration))> {
+    let ldap = match args.source {
+        BenchSource::File => None,
+        BenchSource::Ldap => Some(LdapDirectory::new(config.directory.ldap.clone())?),
+    };
+    let mut reads = Vec::new();
+    let mut snapshot = None;
+    for _ in 0..REFRESHES {
+        let (wall, cpu) = (Instant::now(), cpu_time()?);
+        let read = match &ldap {
+            None => Snapshot::from_yaml(yaml).map_err(anyhow::Error::msg)?,
+            Some(ldap) => ldap.fetch().await?,
+        };
+        reads.push((wall.elapsed(), cpu_time()? - cpu));
+        snapshot = Some(read);
+    }
+    let snapshot = snapshot.expect("read at least once");
+    anyhow::ensure!(
+        snapshot == expected,
+        "the directory read ({} people, {} groups) is not the bench's ({} people, {} groups): \
+         load the LDIF of `plinth bench access --write-ldif` with the same --users and --groups",
+        snapshot.people(),
+        snapshot.groups(),
+        expected.people(),
+        expected.groups()
+    );
+    reads.sort();
+    let (wall, cpu) = reads[reads.len() / 2];
+    let source = match &ldap {
+        None => "YAML (parse)".to_owned(),
+        Some(ldap) => ldap.name(),
+    };
+    Ok((Arc::new(snapshot), (source, wall, cpu)))
+}
+
+/// [`directory_yaml`]'s people and groups as LDIF entries under `suffix`: people in
+/// `ou=people`, groups of names in `ou=groups` nesting by `member`.
+fn directory_ldif(args: &AccessBenchArgs, admins: &str) -> String {
+    let suffix = &args.ldif_suffix;
+    let top = suffix
+        .split(',')
+        .next()
+        .and_then(|rdn| rdn.strip_prefix("dc="))
+        .unwrap_or("bench");
+    let mut text = format!(
+        "dn: {suffix}\nobjectClass: dcObject\nobjectClass: organization\ndc: {top}\no: bench\n\n\
+         dn: ou=people,{suffix}\nobjectClass: organizationalUnit\nou: people\n\n\
+         dn: ou=groups,{suffix}\nobjectClass: organizationalUnit\nou: groups\n\n"
+    );
+    let person = |uid: &str, mail: &str| {
+        format!(
+            "dn: uid={uid},ou=people,{suffix}\nobjectClass: inetOrgPerson\nuid: {uid}\ncn: {uid}\n\
+             sn: {uid}\nmail: {mail}\n\n"
+        )
+    };
+    text += &person("dev", "dev@example.com");
+    for i in 0..args.users {
+        text += &person(&format!("user-{i}"), &format!("user-{i}@bench.example"));
+    }
+    let group = |name: &str, members: Vec<String>| {
+        let members: String = members.iter().map(|m| format!("member: {m}\n")).collect();
+        format!("dn: cn={name},ou=groups,{suffix}\nobjectClass: groupOfNames\ncn: {name}\n{members}\n")
+    };
+    text += &group(admins, vec![format!("uid=dev,ou=people,{suffix}")]);
+    for g in 0..args.groups {
+        let mut members: Vec<String> = (g..args.users)
+            .step_by(args.groups)
+            .map(|i| format!("uid=user-{i},ou=people,{suffix}"))
+            .collect();
+        if g % 10 == 0 && g + 1 < args.groups {
+            members.push(format!("cn=bench-group-{},ou=groups,{suffix}", g + 1));
+        }
+        text += &group(&format!("bench-group-{g}"), members);
+    }
+    text
+}
+
 fn directory_yaml(args: &AccessBenchArgs, admins: &str, departed: usize) -> String {
     let mut text = String::from("users:\n  - email: dev@example.com\n");
     for i in 0..args.users {

@@ -261,14 +261,16 @@ impl PlinthWorker {
             // it is kept once).
             let mut unrecorded: std::collections::VecDeque<AuditRecord> = Default::default();
             // The directory was just read: only reloads asked for from now on count.
-            let mut reloads_seen = control.last_directory_reload().await.ok().flatten();
+            let last = control.last_directory_reload().await.ok().flatten();
+            let mut reloads_seen = last.map(|(asked, _)| asked);
             loop {
                 ticks.tick().await;
                 match control.last_directory_reload().await {
-                    Ok(Some(asked)) if Some(asked) > reloads_seen => {
+                    Ok(Some((asked, request))) if Some(asked) > reloads_seen => {
                         reloads_seen = Some(asked);
+                        tracing::info!(by = %request.by, force = request.force, "directory reload asked for");
                         // A changed directory is taken up by `refresh` below.
-                        if let Err(e) = directory.reload().await {
+                        if let Err(e) = directory.reload(request.force).await {
                             tracing::error!(error = %e, "directory reload asked for failed; the previous directory stays in force");
                         }
                     }

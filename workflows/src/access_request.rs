@@ -1,7 +1,7 @@
 use std::time::Duration;
 
 use plinth_control::contract::{
-    ACCESS_GRANTED, ACCESS_PENDING, KIND_ACCESS_REQUEST, KIND_ATTRIBUTE, OWNER_ATTRIBUTE,
+    ACCESS_GRANTED, ACCESS_PENDING, ACCESS_REVOKED, KIND_ACCESS_REQUEST, KIND_ATTRIBUTE, OWNER_ATTRIBUTE,
     PHASE_ATTRIBUTE, RESOURCE_MEMO,
 };
 use plinth_proto::v1::AccessRequest;
@@ -23,6 +23,10 @@ use crate::provision_namespace::{UpdateError, now, rfc3339};
 #[derive(Debug)]
 pub struct AccessRequestWorkflow {
     request: AccessRequest,
+    /// The answer (`granted` or `denied`), once one came.
+    decision: Option<String>,
+    /// When a grant ends, in the workflow's clock (unix seconds).
+    expires_unix: u64,
     /// Who revoked a grant, once someone did.
     revoked_by: Option<String>,
     /// The access run that takes a revoked grant away has started.
@@ -35,6 +39,8 @@ impl AccessRequestWorkflow {
     pub fn new(_ctx: &WorkflowContextView, request: AccessRequest) -> Self {
         Self {
             request,
+            decision: None,
+            expires_unix: 0,
             revoked_by: None,
             ended: false,
         }
@@ -49,12 +55,12 @@ impl AccessRequestWorkflow {
                 Duration::from_secs(u64::try_from(s.request.ttl_seconds).unwrap_or(0)),
             )
         });
-        record(ctx, requester, "access.requested", "pending").await?;
+        record(ctx, requester, "access_request.requested", "pending").await?;
         temporalio_sdk::workflows::select! {
             _ = ctx.timer(ttl) => {},
-            _ = ctx.wait_condition(|s| s.request.state != ACCESS_PENDING) => {},
+            _ = ctx.wait_condition(|s| s.decision.is_some()) => {},
         };
-        if ctx.state(|s| s.request.state == ACCESS_PENDING) {
+        if ctx.state(|s| s.decision.is_none()) {
             let now = now(ctx);
             ctx.state_mut(|s| {
                 s.request.state = "unanswered".into();
@@ -62,39 +68,37 @@ impl AccessRequestWorkflow {
             });
             let actor = format!("workflow:{}", ctx.workflow_id());
             publish(ctx);
-            record(ctx, actor, "access.unanswered", "unanswered").await?;
+            record(ctx, actor, "access_request.unanswered", "unanswered").await?;
             wait_for_handlers(ctx).await?;
             return Ok(ctx.state(|s| s.request.clone()));
         }
         publish(ctx);
         let decided_by = ctx.state(|s| s.request.decided_by.clone());
-        if ctx.state(|s| s.request.state != ACCESS_GRANTED) {
-            record(ctx, decided_by, "access.denied", "denied").await?;
+        if ctx.state(|s| s.decision.as_deref() != Some(ACCESS_GRANTED)) {
+            record(ctx, decided_by, "access_request.denied", "denied").await?;
             wait_for_handlers(ctx).await?;
             return Ok(ctx.state(|s| s.request.clone()));
         }
-        record(ctx, decided_by, "access.approved", ACCESS_GRANTED).await?;
-        change_access(ctx, true).await?;
-        let lasts = ctx
-            .state(|s| Duration::from_secs(u64::try_from(s.request.duration_seconds).unwrap_or(0)));
+        record(ctx, decided_by, "access_request.approved", ACCESS_GRANTED).await?;
+        if ctx.state(|s| s.revoked_by.is_none()) {
+            change_access(ctx, true).await?;
+        }
+        // Until the end the approval set, however long applying took.
+        let left = ctx.state(|s| s.expires_unix).saturating_sub(unix(ctx.workflow_time()));
+        let lasts = Duration::from_secs(left.max(1));
         temporalio_sdk::workflows::select! {
             _ = ctx.timer(lasts) => {},
             _ = ctx.wait_condition(|s| s.revoked_by.is_some()) => {},
         };
         let (state, actor) = match ctx.state(|s| s.revoked_by.clone()) {
-            Some(by) => ("revoked", by),
+            Some(by) => (ACCESS_REVOKED, by),
             None => ("expired", format!("workflow:{}", ctx.workflow_id())),
         };
-        ctx.state_mut(|s| {
-            s.request.state = state.into();
-            if state == "revoked" {
-                s.request.revoked_by = actor.clone();
-            }
-        });
+        ctx.state_mut(|s| s.request.state = state.into());
         publish(ctx);
         change_access(ctx, false).await?;
         ctx.state_mut(|s| s.ended = true);
-        record(ctx, actor, &format!("access.{state}"), state).await?;
+        record(ctx, actor, &format!("access_request.{state}"), state).await?;
         wait_for_handlers(ctx).await?;
         Ok(ctx.state(|s| s.request.clone()))
     }
@@ -131,7 +135,14 @@ impl AccessRequestWorkflow {
             )
             .into());
         }
-        ctx.state_mut(|s| s.revoked_by = Some(by));
+        // Published at once: access runs read a grant from its workflow, so none applies it
+        // from here on.
+        ctx.state_mut(|s| {
+            s.request.state = ACCESS_REVOKED.into();
+            s.request.revoked_by = by.clone();
+            s.revoked_by = Some(by);
+        });
+        publish(ctx);
         ctx.wait_condition(|s| s.ended).await?;
         Ok(ctx.state(|s| s.request.clone()))
     }
@@ -161,11 +172,13 @@ fn decide(
     let now = ctx.workflow_time();
     let lasts = Duration::from_secs(u64::try_from(request.duration_seconds).unwrap_or(0));
     ctx.state_mut(|s| {
+        s.decision = Some(state.into());
         s.request.state = state.into();
         s.request.decided_by = by;
         s.request.decided_at = now.map(rfc3339).unwrap_or_default();
         if state == ACCESS_GRANTED {
             s.request.expires_at = now.map(|t| rfc3339(t + lasts)).unwrap_or_default();
+            s.expires_unix = unix(now) + lasts.as_secs();
         }
     });
     Ok(ctx.state(|s| s.request.clone()))
@@ -232,4 +245,9 @@ async fn record(
     .detail(detail);
     audit::record(ctx, vec![entry]).await?;
     Ok(())
+}
+
+/// The workflow's time in unix seconds.
+fn unix(time: Option<std::time::SystemTime>) -> u64 {
+    u64::try_from(crate::history_export::unix(time)).unwrap_or(0)
 }

@@ -1,8 +1,10 @@
+use plinth_control::contract::ReloadRequest;
 use temporalio_macros::{workflow, workflow_methods};
 use temporalio_sdk::{WorkflowContext, WorkflowResult};
 
 /// The mark a `plinth directory reload` leaves: its start time tells every worker to read
-/// the directory again. It does nothing and ends at once; who asked is its input.
+/// the directory again. It does nothing and ends at once; what was asked is its input and
+/// memo.
 #[workflow]
 #[derive(Default, Debug)]
 pub struct DirectoryReload;
@@ -11,7 +13,10 @@ pub struct DirectoryReload;
 impl DirectoryReload {
     /// Ends.
     #[run]
-    pub async fn run(_ctx: &mut WorkflowContext<Self>, _by: String) -> WorkflowResult<()> {
+    pub async fn run(
+        _ctx: &mut WorkflowContext<Self>,
+        _request: ReloadRequest,
+    ) -> WorkflowResult<()> {
         Ok(())
     }
 }

@@ -125,7 +125,7 @@ fn export_activity() -> ActivityOptions {
         .build()
 }
 
-fn unix(time: Option<SystemTime>) -> i64 {
+pub(crate) fn unix(time: Option<SystemTime>) -> i64 {
     time.and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
         .map_or(0, |d| d.as_secs() as i64)
 }
