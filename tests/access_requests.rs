@@ -77,7 +77,13 @@ fn audited(stack: &PlinthStack, id: &str) -> Vec<String> {
     stdout(&ok(stack.plinth_as(
         ADMIN,
         &[
-            "audit", "--since", "1h", "--action", "access_request.*", "-o", "json",
+            "audit",
+            "--since",
+            "1h",
+            "--action",
+            "access_request.*",
+            "-o",
+            "json",
         ],
     )))
     .lines()
@@ -148,7 +154,12 @@ fn a_grant_on_request_is_approved_by_an_editor_and_ends_by_itself_across_a_worke
         entry(&stack, &ns, &mallory).is_none()
     });
     wait_for("the grant's records", || {
-        audited(&stack, &id) == ["access_request.requested", "access_request.approved", "access_request.expired"]
+        audited(&stack, &id)
+            == [
+                "access_request.requested",
+                "access_request.approved",
+                "access_request.expired",
+            ]
     });
 }
 

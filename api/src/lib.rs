@@ -12,8 +12,8 @@ pub use audit::AuditReader;
 pub use history::HistoryReader;
 use plinth_control::access::validate_rule;
 use plinth_control::contract::{
-    KIND_ATTRIBUTE, ReloadRequest, OWNER_ATTRIBUTE, PHASE_ATTRIBUTE, ScrapeTarget, namespace_name_of,
-    policy_workflow_id, scrape_target_of, scrape_workflow_id, workflow_id,
+    KIND_ATTRIBUTE, OWNER_ATTRIBUTE, PHASE_ATTRIBUTE, ReloadRequest, ScrapeTarget,
+    namespace_name_of, policy_workflow_id, scrape_target_of, scrape_workflow_id, workflow_id,
 };
 use plinth_control::directory::Directory;
 use plinth_control::{Admins, BackendError, ControlPlane, NamespaceBackend};

@@ -181,7 +181,10 @@ impl AccessRequests {
     /// not Plinth's, and one whose policies name no editor has nobody to ask.
     async fn approvers(&self, namespace: &str, access: &str) -> Result<Vec<String>, Status> {
         let policies = match access {
-            "read" => vec![writers_policy_name(namespace), readers_policy_name(namespace)],
+            "read" => vec![
+                writers_policy_name(namespace),
+                readers_policy_name(namespace),
+            ],
             _ => vec![writers_policy_name(namespace)],
         };
         let mut approvers = Vec::new();
@@ -279,7 +282,9 @@ impl AccessRequests {
                 .answer_access_request(id, ApproveAccess, &me)
                 .await
         } else {
-            self.control.answer_access_request(id, DenyAccess, &me).await
+            self.control
+                .answer_access_request(id, DenyAccess, &me)
+                .await
         }
         .map_err(refused)?;
         tracing::info!(%identity, request = id, state = %answered.state, expires = %answered.expires_at, "access request answered");
@@ -346,10 +351,7 @@ fn refused(error: BackendError) -> Status {
 /// Names a person in request ids and slots: 16 hex digits of the SHA-256 of the lower-case
 /// address, so ids carry no address and every spelling of one address is one person.
 fn person_digest(email: &str) -> String {
-    let digest = ring::digest::digest(
-        &ring::digest::SHA256,
-        email.to_ascii_lowercase().as_bytes(),
-    );
+    let digest = ring::digest::digest(&ring::digest::SHA256, email.to_ascii_lowercase().as_bytes());
     digest.as_ref()[..8]
         .iter()
         .map(|b| format!("{b:02x}"))

@@ -6,7 +6,9 @@ use std::time::{Duration, SystemTime};
 use plinth_proto::audit::AuditRecord;
 use plinth_proto::v1::{AccessRequest, AccessSummary, MetricsTarget, Policy};
 use serde::de::DeserializeOwned;
-use temporalio_client::errors::{WorkflowInteractionError, WorkflowStartError, WorkflowUpdateError};
+use temporalio_client::errors::{
+    WorkflowInteractionError, WorkflowStartError, WorkflowUpdateError,
+};
 use temporalio_client::schedules::{
     CreateScheduleOptions, DeleteScheduleOptions, ListSchedulesOptions, ScheduleAction,
     ScheduleError, ScheduleIntervalSpec, ScheduleOverlapPolicy, ScheduleSpec,
@@ -29,9 +31,9 @@ use crate::contract::{
     ACCESS_GRANTED, AccessRequestStart, AccessRunStart, AppendAudit, Appended, AuditExportStart,
     AuditExportState, DIRECTORY_RELOAD_WORKFLOW_ID, DirectoryReloadStart, FinishHistoryExport,
     HistoryExportStart, HistoryExportState, KIND_ACCESS_REQUEST, KIND_ATTRIBUTE, MAX_OPEN_REQUESTS,
-    OWNER_ATTRIBUTE, PHASE_ATTRIBUTE, PolicyStart, RESOURCE_MEMO, ScrapeStart, ScrapeTarget,
-    SetPolicyEditors, access_request_workflow_id, access_schedule_id, audit_workflow_id,
-    history_export_workflow_id, policy_workflow_id, scrape_workflow_id,
+    OWNER_ATTRIBUTE, PHASE_ATTRIBUTE, PolicyStart, RESOURCE_MEMO, ReloadRequest, ScrapeStart,
+    ScrapeTarget, SetPolicyEditors, access_request_workflow_id, access_schedule_id,
+    audit_workflow_id, history_export_workflow_id, policy_workflow_id, scrape_workflow_id,
 };
 
 /// What [`ControlPlane::ensure_policy`] did.
@@ -567,7 +569,10 @@ impl ControlPlane {
     }
 
     /// The open request in slot workflow `slot`, if any.
-    pub async fn access_request_in(&self, slot: &str) -> Result<Option<AccessRequest>, BackendError> {
+    pub async fn access_request_in(
+        &self,
+        slot: &str,
+    ) -> Result<Option<AccessRequest>, BackendError> {
         self.running(slot.to_owned()).await
     }
 
@@ -617,7 +622,10 @@ impl ControlPlane {
             and += &format!(" AND {} = '{namespace}'", OWNER_ATTRIBUTE.name());
         }
         let open = self.running_where(KIND_ACCESS_REQUEST, &and, limit).await?;
-        Ok(open.into_iter().filter_map(|(_, request)| request).collect())
+        Ok(open
+            .into_iter()
+            .filter_map(|(_, request)| request)
+            .collect())
     }
 
     /// The grants on request in force for `namespace` at `now`. Visibility finds them; each

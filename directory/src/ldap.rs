@@ -597,8 +597,14 @@ mod tests {
     fn two_groups_of_one_name_refuse_the_read() {
         let directory = LdapDirectory::new(settings()).unwrap();
         let groups = [
-            entry("cn=admins,ou=groups,dc=example,dc=com", &[("cn", &["admins"])]),
-            entry("cn=admins,ou=sandbox,dc=example,dc=com", &[("cn", &["admins"])]),
+            entry(
+                "cn=admins,ou=groups,dc=example,dc=com",
+                &[("cn", &["admins"])],
+            ),
+            entry(
+                "cn=admins,ou=sandbox,dc=example,dc=com",
+                &[("cn", &["admins"])],
+            ),
         ];
         let error = directory.0.assemble(&[], &groups).unwrap_err().to_string();
         assert!(error.contains("both named \"admins\""), "{error}");

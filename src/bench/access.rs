@@ -404,7 +404,9 @@ fn directory_ldif(args: &AccessBenchArgs, admins: &str) -> String {
     }
     let group = |name: &str, members: Vec<String>| {
         let members: String = members.iter().map(|m| format!("member: {m}\n")).collect();
-        format!("dn: cn={name},ou=groups,{suffix}\nobjectClass: groupOfNames\ncn: {name}\n{members}\n")
+        format!(
+            "dn: cn={name},ou=groups,{suffix}\nobjectClass: groupOfNames\ncn: {name}\n{members}\n"
+        )
     };
     text += &group(admins, vec![format!("uid=dev,ou=people,{suffix}")]);
     for g in 0..args.groups {

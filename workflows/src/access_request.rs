@@ -1,8 +1,8 @@
 use std::time::Duration;
 
 use plinth_control::contract::{
-    ACCESS_GRANTED, ACCESS_PENDING, ACCESS_REVOKED, KIND_ACCESS_REQUEST, KIND_ATTRIBUTE, OWNER_ATTRIBUTE,
-    PHASE_ATTRIBUTE, RESOURCE_MEMO,
+    ACCESS_GRANTED, ACCESS_PENDING, ACCESS_REVOKED, KIND_ACCESS_REQUEST, KIND_ATTRIBUTE,
+    OWNER_ATTRIBUTE, PHASE_ATTRIBUTE, RESOURCE_MEMO,
 };
 use plinth_proto::v1::AccessRequest;
 use temporalio_macros::{workflow, workflow_methods};
@@ -84,7 +84,9 @@ impl AccessRequestWorkflow {
             change_access(ctx, true).await?;
         }
         // Until the end the approval set, however long applying took.
-        let left = ctx.state(|s| s.expires_unix).saturating_sub(unix(ctx.workflow_time()));
+        let left = ctx
+            .state(|s| s.expires_unix)
+            .saturating_sub(unix(ctx.workflow_time()));
         let lasts = Duration::from_secs(left.max(1));
         temporalio_sdk::workflows::select! {
             _ = ctx.timer(lasts) => {},

@@ -23,7 +23,7 @@ use temporalio_common::protos::temporal::api::history::v1::history_event::Attrib
 use temporalio_sdk::workflow_replayer::{WorkflowReplayer, WorkflowReplayerOptions};
 
 /// Each recorded history's file and the workflow it was taken from, in `plinth-system`.
-const RECORDED: [(&str, &str); 16] = [
+const RECORDED: [(&str, &str); 19] = [
     ("canary.json", "plinth-dev-canary"),
     (
         "policy-with-added-rule.json",
@@ -62,6 +62,17 @@ const RECORDED: [(&str, &str); 16] = [
         "users/fancy-test-2026-12-04T21:41:00Z",
     ),
     ("audit-export-cloud.json", "audit/local"),
+    // Since directory sources and access on request: a reload's mark, a grant that ran its
+    // time, and one revoked.
+    ("directory-reload.json", "directory-reload"),
+    (
+        "access-request-expired.json",
+        "access-request/ar-eb2b6c0d061bbd5c-0",
+    ),
+    (
+        "access-request-revoked.json",
+        "access-request/ar-eb2b6c0d061bbd5c-1",
+    ),
 ];
 
 fn histories_dir() -> std::path::PathBuf {
