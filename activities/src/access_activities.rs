@@ -15,6 +15,7 @@ use temporalio_macros::activities;
 use temporalio_sdk::activities::{ActivityContext, ActivityError};
 
 use plinth_control::access::{effective_access, plan_access, validate_rule};
+use plinth_control::contract::ACCESS_GRANTED;
 use plinth_control::directory::Directory;
 use plinth_control::{AccessChange, AccessLevel, BackendError, NamespaceBackend};
 use plinth_control::{ControlPlane, PolicySeeding};
@@ -113,6 +114,17 @@ impl AccessActivities {
     ) -> Result<bool, ActivityError> {
         let mut shown = false;
         for _ in 0..60 {
+            // A grant revoked before it showed never will.
+            if change.granted {
+                let open = self
+                    .control
+                    .open_access_request(&change.id)
+                    .await
+                    .map_err(failure)?;
+                if open.is_none_or(|request| request.state != ACCESS_GRANTED) {
+                    break;
+                }
+            }
             let live = self
                 .control
                 .live_grants(&change.namespace, SystemTime::now())

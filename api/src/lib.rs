@@ -15,7 +15,7 @@ use plinth_control::contract::{
     KIND_ATTRIBUTE, OWNER_ATTRIBUTE, PHASE_ATTRIBUTE, ReloadRequest, ScrapeTarget,
     namespace_name_of, policy_workflow_id, scrape_target_of, scrape_workflow_id, workflow_id,
 };
-use plinth_control::directory::Directory;
+use plinth_control::directory::{Directory, Size};
 use plinth_control::{Admins, BackendError, ControlPlane, NamespaceBackend};
 use plinth_identity::{Identity, caller};
 use plinth_proto::audit::AuditRecord;
@@ -606,13 +606,14 @@ impl PlatformService for PlatformApi {
         let identity = caller(request.extensions())?;
         let force = request.into_inner().force;
         self.admins_only(&identity, "reload", "the directory", "reloading")?;
-        self.admins.reload(force).await.map_err(|e| {
+        let floor = force.then_some(Size::default());
+        let size = self.admins.reload(floor).await.map_err(|e| {
             Status::failed_precondition(format!("{e}; the previous directory stays in force"))
         })?;
         self.control
             .request_directory_reload(ReloadRequest {
                 by: identity.to_string(),
-                force,
+                floor: force.then_some(size),
             })
             .await
             .map_err(|e| {

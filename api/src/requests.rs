@@ -126,8 +126,9 @@ impl AccessRequests {
                 format!("longer than {MAX_REASON_CHARS} characters"),
             ));
         }
-        // Shown to approvers in their terminal: nothing that moves the cursor or hides text.
-        if reason.chars().any(char::is_control) {
+        // Shown to approvers in their terminal: nothing that moves the cursor, reorders or
+        // hides text.
+        if reason.chars().any(|c| c.is_control() || is_format(c)) {
             return Err(invalid(
                 "reason",
                 "holds control characters; one line of plain text",
@@ -190,7 +191,10 @@ impl AccessRequests {
         let mut approvers = Vec::new();
         let mut managed = false;
         for name in policies {
-            if let Some(policy) = self.control.policy(&name).await.map_err(backend_status)? {
+            let policy = self.control.policy(&name).await.map_err(backend_status)?;
+            // `TEMPORAL-ns-a-readers` also names the writers policy of a namespace `a-readers`:
+            // only the namespace's own policies count.
+            if let Some(policy) = policy.filter(|p| p.namespace == namespace) {
                 managed = true;
                 approvers.extend(policy.editors);
             }
@@ -338,6 +342,16 @@ impl AccessRequests {
             .map_err(backend_status)?
             .ok_or_else(|| Status::not_found(format!("no access request {id}")))
     }
+}
+
+/// Unicode's invisible format characters: bidirectional overrides and isolates, zero-width
+/// characters, the soft hyphen and the byte-order mark.
+fn is_format(c: char) -> bool {
+    matches!(
+        c,
+        '\u{00AD}' | '\u{061C}' | '\u{180E}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{2069}' | '\u{FEFF}'
+    )
 }
 
 /// A workflow's refusal is the caller's mistake, not a missing thing.

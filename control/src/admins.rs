@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use crate::directory::{Directory, DirectoryError};
+use crate::directory::{Directory, DirectoryError, Size};
 use plinth_identity::Identity;
 
 /// The directory and the platform admin group.
@@ -39,9 +39,9 @@ impl Admins {
         self.directory.clone()
     }
 
-    /// Re-reads the directory now; `force` takes a read that shrank it implausibly.
-    pub async fn reload(&self, force: bool) -> Result<(), DirectoryError> {
-        self.directory.reload(force).await
+    /// Re-reads the directory now (see [`Directory::reload`]); gives its size then.
+    pub async fn reload(&self, floor: Option<Size>) -> Result<Size, DirectoryError> {
+        self.directory.reload(floor).await
     }
 
     /// Whether `identity` is a platform admin.

@@ -251,13 +251,13 @@ impl UpdateDefinition for FinishHistoryExport {
 /// Workflow id of the latest `plinth directory reload`.
 pub const DIRECTORY_RELOAD_WORKFLOW_ID: &str = "directory-reload";
 
-/// Who asked for a directory reload, and whether a read that shrank the directory is taken
-/// all the same.
+/// Who asked for a directory reload and, when it was forced, the size the proxy took: a
+/// worker takes a read that shrank the directory only down to that, never an outage's.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReloadRequest {
     pub by: String,
     #[serde(default)]
-    pub force: bool,
+    pub floor: Option<plinth_directory::Size>,
 }
 
 workflow_type!(

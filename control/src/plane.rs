@@ -16,9 +16,9 @@ use temporalio_client::schedules::{
 };
 use temporalio_client::tonic::Code;
 use temporalio_client::{
-    Client, WorkflowDescribeOptions, WorkflowExecuteUpdateOptions, WorkflowGetResultOptions,
-    WorkflowIdConflictPolicy, WorkflowIdReusePolicy, WorkflowStartOptions,
-    WorkflowUpdateWithStartOptions,
+    Client, NamespacedClient, WorkflowDescribeOptions, WorkflowExecuteUpdateOptions,
+    WorkflowExecutionInfo, WorkflowGetResultOptions, WorkflowHandle, WorkflowIdConflictPolicy,
+    WorkflowIdReusePolicy, WorkflowStartOptions, WorkflowUpdateWithStartOptions,
 };
 use temporalio_common::protos::temporal::api::common::v1::Memo;
 use temporalio_common::protos::temporal::api::enums::v1::WorkflowExecutionStatus;
@@ -568,6 +568,41 @@ impl ControlPlane {
             .filter(|request| request.id == id))
     }
 
+    /// Access request `id` while its workflow runs, with that run's id: a later request in
+    /// the same slot is another run, never taken for it.
+    async fn open_request(
+        &self,
+        id: &str,
+    ) -> Result<Option<(AccessRequest, String)>, BackendError> {
+        let Some(workflow_id) = access_request_workflow_id(id) else {
+            return Ok(None);
+        };
+        let handle = self
+            .client
+            .get_workflow_handle::<UntypedWorkflow>(workflow_id);
+        let info = match handle.describe(WorkflowDescribeOptions::default()).await {
+            Ok(description) => description.raw_description.workflow_execution_info,
+            Err(WorkflowInteractionError::NotFound(_)) => return Ok(None),
+            Err(e) => return Err(BackendError::Unavailable(format!("control plane: {e}"))),
+        };
+        let Some(info) = info.filter(|i| i.status == WorkflowExecutionStatus::Running as i32)
+        else {
+            return Ok(None);
+        };
+        let request = memo_value::<AccessRequest>(info.memo.as_ref(), RESOURCE_MEMO)
+            .filter(|request| request.id == id);
+        let run_id = info.execution.map(|e| e.run_id).unwrap_or_default();
+        Ok(request.map(|request| (request, run_id)))
+    }
+
+    /// Access request `id` while it is open.
+    pub async fn open_access_request(
+        &self,
+        id: &str,
+    ) -> Result<Option<AccessRequest>, BackendError> {
+        Ok(self.open_request(id).await?.map(|(request, _)| request))
+    }
+
     /// The open request in slot workflow `slot`, if any.
     pub async fn access_request_in(
         &self,
@@ -588,11 +623,19 @@ impl ControlPlane {
     where
         U: UpdateDefinition<Workflow = AccessRequestStart, Input = String, Output = AccessRequest>,
     {
-        let workflow_id = access_request_workflow_id(id)
-            .ok_or_else(|| BackendError::Rejected(format!("no access request {id}")))?;
-        let handle = self
-            .client
-            .get_workflow_handle::<AccessRequestStart>(workflow_id);
+        let (_, run_id) = self
+            .open_request(id)
+            .await?
+            .ok_or_else(|| BackendError::Rejected(format!("access request {id} has ended")))?;
+        let workflow_id = access_request_workflow_id(id).unwrap_or_default();
+        let handle = WorkflowHandle::<Client, AccessRequestStart>::new(
+            self.client.clone(),
+            WorkflowExecutionInfo::builder()
+                .namespace(self.client.namespace())
+                .workflow_id(workflow_id)
+                .run_id(run_id)
+                .build(),
+        );
         handle
             .execute_update(answer, by.to_owned(), Default::default())
             .await
@@ -629,8 +672,8 @@ impl ControlPlane {
     }
 
     /// The grants on request in force for `namespace` at `now`. Visibility finds them; each
-    /// is then read from its workflow, so one revoked or ended a moment ago does not count,
-    /// nor one whose time is up by the clock, whether or not its timer has fired.
+    /// is then read from its open workflow, so one revoked or ended a moment ago does not
+    /// count, nor one whose time is up by the clock, whether or not its timer has fired.
     pub async fn live_grants(
         &self,
         namespace: &str,
@@ -647,7 +690,7 @@ impl ControlPlane {
         }
         let mut live = Vec::new();
         for candidate in found {
-            let Some(grant) = self.access_request(&candidate.id).await? else {
+            let Some(grant) = self.open_access_request(&candidate.id).await? else {
                 continue;
             };
             let in_force = grant.state == ACCESS_GRANTED

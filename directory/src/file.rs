@@ -9,7 +9,7 @@ use plinth_identity::Identity;
 use serde::Deserialize;
 
 use crate::snapshot::Group;
-use crate::{Directory, DirectoryError, Snapshot, UserStatus};
+use crate::{Directory, DirectoryError, Size, Snapshot, UserStatus};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -167,8 +167,9 @@ impl Directory for WatchedDirectory {
         self.read_now().map(|()| true)
     }
 
-    async fn reload(&self, _force: bool) -> Result<(), DirectoryError> {
-        self.read_now()
+    async fn reload(&self, _floor: Option<Size>) -> Result<Size, DirectoryError> {
+        self.read_now()?;
+        Ok(self.current().size())
     }
 }
 

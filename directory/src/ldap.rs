@@ -299,9 +299,9 @@ impl Reader {
     }
 
     /// Turns the entries into a snapshot. People without a usable e-mail address and
-    /// members outside both searches are left out, and counted in the log. Two groups of one
-    /// name, or members sent in ranges, refuse the read: either would give a group other
-    /// members than the directory's.
+    /// members outside both searches are left out, and counted in the log. A name two groups
+    /// share has no members (failing closed for that group alone). Members sent in ranges
+    /// refuse the read: the group would lose members it has.
     fn assemble(
         &self,
         people: &[SearchEntry],
@@ -333,6 +333,7 @@ impl Reader {
         let mut name_of: HashMap<String, String> = HashMap::new();
         let mut named: HashMap<String, Group> = HashMap::new();
         let mut dn_of: HashMap<&str, &str> = HashMap::new();
+        let mut ambiguous: Vec<String> = Vec::new();
         for entry in groups {
             // Active Directory sends the members of a large group in ranges
             // (`member;range=0-1499`), which this reader does not follow.
@@ -347,11 +348,14 @@ impl Reader {
                 continue;
             };
             if let Some(other) = dn_of.insert(name, &entry.dn) {
-                return Err(self.error(format!(
-                    "groups {other} and {} are both named {name:?} ({}); policies and owners \
-                     name a group, so each name must be one group",
-                    entry.dn, s.group_name_attribute
-                )));
+                tracing::error!(
+                    url = %s.url,
+                    group = name,
+                    first = other,
+                    second = %entry.dn,
+                    "two LDAP groups of one name: the group has no members until one is renamed"
+                );
+                ambiguous.push(name.to_owned());
             }
             name_of.insert(normalize_dn(&entry.dn), name.to_owned());
             named.entry(name.to_owned()).or_default();
@@ -412,6 +416,10 @@ impl Reader {
                     }
                 }
             }
+        }
+        // Policies and owners name a group: a name two groups share names neither.
+        for name in ambiguous {
+            named.insert(name, Group::default());
         }
         if unnamed > 0 || outside > 0 {
             tracing::info!(
@@ -594,20 +602,23 @@ mod tests {
     }
 
     #[test]
-    fn two_groups_of_one_name_refuse_the_read() {
+    fn a_name_two_groups_share_has_no_members() {
         let directory = LdapDirectory::new(settings()).unwrap();
+        let alice = "cn=alice,ou=people,dc=example,dc=com";
+        let people = [entry(alice, &[("mail", &["alice@example.com"])])];
         let groups = [
             entry(
                 "cn=admins,ou=groups,dc=example,dc=com",
-                &[("cn", &["admins"])],
+                &[("cn", &["admins"]), ("member", &[alice])],
             ),
             entry(
                 "cn=admins,ou=sandbox,dc=example,dc=com",
-                &[("cn", &["admins"])],
+                &[("cn", &["admins"]), ("member", &[alice])],
             ),
         ];
-        let error = directory.0.assemble(&[], &groups).unwrap_err().to_string();
-        assert!(error.contains("both named \"admins\""), "{error}");
+        let snapshot = directory.0.assemble(&people, &groups).unwrap();
+        assert!(snapshot.group_exists("admins"));
+        assert!(snapshot.active_members("admins").is_empty());
     }
 
     #[test]

@@ -15,6 +15,8 @@ mod snapshot;
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 
+use serde::{Deserialize, Serialize};
+
 use plinth_identity::Identity;
 
 pub use file::WatchedDirectory;
@@ -39,11 +41,20 @@ pub trait Directory: Send + Sync + std::fmt::Debug {
     fn refresh(&self) -> Result<bool, DirectoryError> {
         Ok(false)
     }
-    /// Reads the source now; on an error the previous version stays in force. `force` takes
-    /// a read that shrank the directory implausibly all the same.
-    async fn reload(&self, _force: bool) -> Result<(), DirectoryError> {
-        Ok(())
+    /// Reads the source now; on an error the previous version stays in force. A read that
+    /// shrank the directory implausibly is taken only when it is no smaller than `floor`.
+    /// Gives the size of the directory then in force.
+    async fn reload(&self, _floor: Option<Size>) -> Result<Size, DirectoryError> {
+        Ok(Size::default())
     }
+}
+
+/// How many people and group memberships (direct members and nested groups) a directory
+/// lists: what the guard against an implausibly small read compares.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Size {
+    pub people: usize,
+    pub memberships: usize,
 }
 
 /// Why a new version of the directory was not taken up. Never carries a secret.

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use plinth_identity::Identity;
 
-use crate::{Directory, DirectoryError, Snapshot};
+use crate::{Directory, DirectoryError, Size, Snapshot};
 
 /// Where a [`PolledDirectory`] reads whole versions from.
 #[async_trait::async_trait]
@@ -66,7 +66,7 @@ impl PolledDirectory {
                 let Some(directory) = directory.upgrade() else {
                     return;
                 };
-                if let Err(e) = directory.read(false).await {
+                if let Err(e) = directory.read(None).await {
                     tracing::error!(error = %e, "directory not refreshed; the previous one stays in force");
                 }
             }
@@ -78,26 +78,28 @@ impl PolledDirectory {
     }
 
     /// Reads the source and takes the result up unless it lists implausibly few people or
-    /// group memberships (and `force` is false). True when it differs from the snapshot in
-    /// force.
-    async fn read(&self, force: bool) -> Result<bool, DirectoryError> {
+    /// group memberships: fewer than `min_share` of the snapshot in force, or, with a
+    /// `floor`, fewer than that. True when it differs from the snapshot in force.
+    async fn read(&self, floor: Option<Size>) -> Result<bool, DirectoryError> {
         let _one_at_a_time = self.reading.lock().await;
         let next = self.source.fetch().await?;
         let in_force = self.snapshot();
         if next == *in_force {
             return Ok(false);
         }
+        let (now, before) = (next.size(), in_force.size());
+        let least = |count: usize| (count as f64 * self.min_share).ceil() as usize;
         let counts = [
-            ("people", next.people(), in_force.people()),
+            ("people", now.people, before.people, floor.map(|f| f.people)),
             (
                 "group memberships",
-                next.memberships(),
-                in_force.memberships(),
+                now.memberships,
+                before.memberships,
+                floor.map(|f| f.memberships),
             ),
         ];
-        for (what, count, before) in counts {
-            let least = (before as f64 * self.min_share).ceil() as usize;
-            if count < least && !force {
+        for (what, count, before, floor) in counts {
+            if count < floor.unwrap_or_else(|| least(before)) {
                 return Err(DirectoryError::Shrunk {
                     source_name: self.source.name(),
                     what,
@@ -109,7 +111,7 @@ impl PolledDirectory {
         }
         tracing::info!(
             source = self.source.name(),
-            people = next.people(),
+            people = now.people,
             groups = next.groups(),
             "directory changed"
         );
@@ -143,8 +145,9 @@ impl Directory for PolledDirectory {
         Ok(self.reported.swap(taken, Ordering::SeqCst) != taken)
     }
 
-    async fn reload(&self, force: bool) -> Result<(), DirectoryError> {
-        self.read(force).await.map(|_| ())
+    async fn reload(&self, floor: Option<Size>) -> Result<Size, DirectoryError> {
+        self.read(floor).await?;
+        Ok(self.snapshot().size())
     }
 }
 
@@ -197,7 +200,7 @@ mod tests {
     #[tokio::test]
     async fn a_failed_read_keeps_the_snapshot_in_force() {
         let dir = directory(vec![Some(people(10)), None]).await;
-        let error = dir.reload(false).await.unwrap_err().to_string();
+        let error = dir.reload(None).await.unwrap_err().to_string();
         assert!(error.contains("connection refused"), "{error}");
         assert!(dir.is_active("p9@example.com"));
         assert!(!dir.refresh().unwrap());
@@ -206,32 +209,32 @@ mod tests {
     #[tokio::test]
     async fn an_implausibly_small_read_keeps_the_snapshot_in_force() {
         let dir = directory(vec![Some(people(10)), Some(people(4)), Some(people(5))]).await;
-        let error = dir.reload(false).await.unwrap_err().to_string();
+        let error = dir.reload(None).await.unwrap_err().to_string();
         assert!(
             error.contains("lists 4 people, under 50% of the 10"),
             "{error}"
         );
         assert!(dir.is_active("p9@example.com"), "{error}");
-        dir.reload(false).await.unwrap();
+        dir.reload(None).await.unwrap();
         assert!(!dir.is_active("p9@example.com"), "half is plausible");
     }
 
     #[tokio::test]
     async fn a_forced_reload_takes_a_shrunken_read() {
         let dir = directory(vec![Some(people(10)), Some(people(2))]).await;
-        dir.reload(true).await.unwrap();
+        dir.reload(Some(Size::default())).await.unwrap();
         assert!(!dir.is_active("p2@example.com"));
     }
 
     #[tokio::test]
     async fn refresh_reports_each_new_version_once() {
         let dir = directory(vec![Some(people(3)), Some(people(3)), Some(people(4))]).await;
-        dir.reload(false).await.unwrap();
+        dir.reload(None).await.unwrap();
         assert!(
             !dir.refresh().unwrap(),
             "an unchanged read is no new version"
         );
-        dir.reload(false).await.unwrap();
+        dir.reload(None).await.unwrap();
         assert!(dir.refresh().unwrap());
         assert!(!dir.refresh().unwrap());
         assert!(dir.is_active("p3@example.com"));

@@ -5,7 +5,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use plinth_identity::Identity;
 use serde::Deserialize;
 
-use crate::Directory;
+use crate::{Directory, Size};
 
 /// Whether a person still works here.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -59,12 +59,16 @@ impl Snapshot {
         self.groups.len()
     }
 
-    /// Direct members and nested groups of every group, counted.
-    pub fn memberships(&self) -> usize {
-        self.groups
-            .values()
-            .map(|group| group.members.len() + group.groups.len())
-            .sum()
+    /// How many people and memberships (direct members and nested groups) it lists.
+    pub fn size(&self) -> Size {
+        Size {
+            people: self.users.len(),
+            memberships: self
+                .groups
+                .values()
+                .map(|group| group.members.len() + group.groups.len())
+                .sum(),
+        }
     }
 
     /// `group` and every group nested in it, each once: a cycle ends where it closes.

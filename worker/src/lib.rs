@@ -268,9 +268,9 @@ impl PlinthWorker {
                 match control.last_directory_reload().await {
                     Ok(Some((asked, request))) if Some(asked) > reloads_seen => {
                         reloads_seen = Some(asked);
-                        tracing::info!(by = %request.by, force = request.force, "directory reload asked for");
+                        tracing::info!(by = %request.by, floor = ?request.floor, "directory reload asked for");
                         // A changed directory is taken up by `refresh` below.
-                        if let Err(e) = directory.reload(request.force).await {
+                        if let Err(e) = directory.reload(request.floor).await {
                             tracing::error!(error = %e, "directory reload asked for failed; the previous directory stays in force");
                         }
                     }
