@@ -20,12 +20,12 @@ ensure_temporal() {
   fi
 }
 
-PYTHON_PINS=("boto3==1.43.11" "cryptography==48.0.0" "moto[server]==5.2.5" "temporalio==1.35.0" "websockets==15.0.1")
+PYTHON_PINS=("boto3==1.43.11" "cryptography==48.0.0" "moto[server]==5.2.5" "scim2-client[httpx2]==0.13.2" "scim2-models==0.12.3" "scim2-tester[httpx2]==0.5.2" "temporalio==1.35.0" "websockets==15.0.1")
 
 # Python packages the interoperability tests run: the Temporal samples' codec needs
 # `cryptography`, clients need the Temporal Python SDK, and the Web UI test drives Chromium
 # over the DevTools protocol with `websockets`; `moto` stands in for AWS KMS, and `boto3`
-# cross-checks Plinth's KMS envelopes.
+# cross-checks Plinth's KMS envelopes; `scim2-tester` checks the SCIM service against RFC 7643/7644.
 ensure_python_packages() {
   if python3 -c 'import sys
 from importlib.metadata import version

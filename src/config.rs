@@ -865,6 +865,9 @@ pub enum DirectorySource {
     File,
     /// An LDAP server, as `[directory.ldap]` says.
     Ldap,
+    /// What identity providers push to the proxy's SCIM service (`[directory.scim]`),
+    /// kept in the control plane.
+    Scim,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -879,6 +882,28 @@ pub struct DirectoryConfig {
     pub min_share: f64,
     /// Used with `source = "ldap"`.
     pub ldap: plinth_control::directory::LdapSettings,
+    /// Used with `source = "scim"`.
+    pub scim: ScimConfig,
+}
+
+/// The SCIM 2.0 service `plinth proxy` serves with `[directory] source = "scim"`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ScimConfig {
+    /// Address of its HTTPS listener (the proxy's server certificate; no client certificate).
+    pub listen: String,
+    /// File holding the bearer token clients present (at least 32 characters; default
+    /// `$PLINTH_HOME/scim-token`, which `plinth dev` writes).
+    pub token_file: Option<PathBuf>,
+}
+
+impl Default for ScimConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:7444".into(),
+            token_file: None,
+        }
+    }
 }
 
 impl Default for DirectoryConfig {
@@ -888,6 +913,7 @@ impl Default for DirectoryConfig {
             refresh_interval: Duration::from_secs(300),
             min_share: 0.5,
             ldap: Default::default(),
+            scim: Default::default(),
         }
     }
 }

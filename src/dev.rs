@@ -107,6 +107,13 @@ impl DevArgs {
     }
 }
 
+/// Where identity providers push people and groups.
+#[derive(Debug, Serialize)]
+struct ScimInfo {
+    url: String,
+    token_file: PathBuf,
+}
+
 /// `$PLINTH_HOME/dev.json`: everything a script needs to talk to a running `plinth dev`.
 #[derive(Debug, Serialize)]
 struct DevInfo {
@@ -119,6 +126,9 @@ struct DevInfo {
     identity: IdentityInfo,
     #[serde(skip_serializing_if = "Option::is_none")]
     cloud: Option<CloudInfo>,
+    /// With `[directory] source = "scim"`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    scim: Option<ScimInfo>,
     pids: BTreeMap<&'static str, u32>,
     logs: BTreeMap<&'static str, PathBuf>,
 }
@@ -341,6 +351,11 @@ fn prepare(config: &Config, home: &Home) -> anyhow::Result<Plan> {
         Some(path) => path.clone(),
         None => write_sample_directory(home, &dev.user, &config.platform.admin_group)?,
     };
+    if config.directory.source == crate::config::DirectorySource::Scim
+        && config.directory.scim.token_file.is_none()
+    {
+        crate::scim::write_token_unless_present(&home.scim_token_file())?;
+    }
     crate::codec::init_keys(config, home)?;
     let keyring = crate::codec::keyring_path(config, home);
     let at = |port: u16| format!("{}:{port}", dev.ip);
@@ -511,6 +526,15 @@ fn report(
             account: cloud.double.account(),
             api_key_file: cloud.api_key_file.clone(),
             namespace_endpoint: cloud.double.grpc_address(),
+        }),
+        scim: (config.directory.source == crate::config::DirectorySource::Scim).then(|| ScimInfo {
+            url: format!("https://{}/scim/v2", config.directory.scim.listen),
+            token_file: config
+                .directory
+                .scim
+                .token_file
+                .clone()
+                .unwrap_or_else(|| home.scim_token_file()),
         }),
         pids: std::iter::once(("plinth", std::process::id()))
             .chain(children.iter().map(|(name, child)| (*name, child.pid)))
@@ -799,6 +823,7 @@ fn banner(info: &DevInfo) -> String {
          \x20 Worker         {worker}, task queue {tq}  (metrics {worker_metrics})\n\
          \x20 You are        {user}  (certificate {cert})\n\
          {cloud}\
+         {scim}\
          \x20 Data dir       {home}  (dev.json, logs/)\n\
          \x20 Dashboards     observability/dashboards/*.json (Grafana: Import); alerts observability/alerts.yml\n\
          \x20                (Prometheus rule_files); scrape the metrics URLs above, see observability/README.md\n\n\
@@ -825,6 +850,11 @@ fn banner(info: &DevInfo) -> String {
         cloud = info.cloud.as_ref().map_or(String::new(), |c| format!(
             "\x20 Cloud (double) {}  account {}, a stand-in for Temporal Cloud's Ops API; namespaces at {}\n",
             c.ops_api, c.account, c.namespace_endpoint
+        )),
+        scim = info.scim.as_ref().map_or(String::new(), |s| format!(
+            "\x20 SCIM           {}  (bearer token in {})\n",
+            s.url,
+            s.token_file.display()
         )),
     )
 }

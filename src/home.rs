@@ -25,6 +25,11 @@ impl Home {
     }
 
     /// Default directory (people and groups) file.
+    /// The bearer token of the SCIM service.
+    pub fn scim_token_file(&self) -> PathBuf {
+        self.root.join("scim-token")
+    }
+
     pub fn directory_file(&self) -> PathBuf {
         self.root.join("directory.yaml")
     }

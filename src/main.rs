@@ -16,6 +16,7 @@ mod pki;
 mod platform;
 mod profile;
 mod proxy;
+mod scim;
 mod signals;
 mod trail;
 mod worker;

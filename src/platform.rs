@@ -4,10 +4,14 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use plinth_control::PlatformSettings;
-use plinth_control::directory::{Directory, LdapDirectory, PolledDirectory, WatchedDirectory};
+use plinth_control::directory::{
+    Directory, LdapDirectory, PolledDirectory, Source, WatchedDirectory,
+};
 use plinth_control::{Cloud, CloudSettings, NamespaceBackend, SelfHosted, UpstreamAuth};
+use plinth_control::{ControlPlane, ControlSettings, ScimResources};
 use plinth_identity::CertificateAuthority;
-use temporalio_client::Connection;
+use plinth_scim::ScimDirectory;
+use temporalio_client::{Client, ClientOptions, Connection};
 
 use crate::config::{BackendKind, Config, DirectorySource, UpstreamAuthKind};
 use crate::home::Home;
@@ -16,9 +20,14 @@ use crate::home::Home;
 pub const DIRECTORY_POLL: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The directory `[directory] source` names: the file `[platform] directory` names (or
-/// `$PLINTH_HOME/directory.yaml`), re-read when it changes; or LDAP, read now and then every
-/// `[directory] refresh_interval`.
-async fn load_directory(config: &Config, home: &Home) -> anyhow::Result<Arc<dyn Directory>> {
+/// `$PLINTH_HOME/directory.yaml`), re-read when it changes; LDAP, read now and then every
+/// `[directory] refresh_interval`; or what SCIM clients pushed to the control plane
+/// `control` reaches, read likewise.
+async fn load_directory(
+    config: &Config,
+    home: &Home,
+    control: &ControlPlane,
+) -> anyhow::Result<Arc<dyn Directory>> {
     let settings = &config.directory;
     match settings.source {
         DirectorySource::File => {
@@ -31,27 +40,63 @@ async fn load_directory(config: &Config, home: &Home) -> anyhow::Result<Arc<dyn 
             Ok(Arc::new(directory))
         }
         DirectorySource::Ldap => {
-            anyhow::ensure!(
-                config.platform.directory.is_none(),
-                "[platform] directory: a YAML file is only read with [directory] source = \"file\""
-            );
-            anyhow::ensure!(
-                (0.0..=1.0).contains(&settings.min_share),
-                "[directory] min_share: {} is not between 0 and 1",
-                settings.min_share
-            );
-            anyhow::ensure!(
-                !settings.refresh_interval.is_zero(),
-                "[directory] refresh_interval: must be longer than zero"
-            );
             let ldap = LdapDirectory::new(settings.ldap.clone())?;
-            let directory = PolledDirectory::start(ldap, settings.min_share)
-                .await
-                .context("[directory] source = \"ldap\": the first read, which must succeed")?;
-            tokio::spawn(directory.follow(settings.refresh_interval));
-            Ok(directory)
+            polled(config, ldap, "ldap", settings.min_share).await
+        }
+        DirectorySource::Scim => {
+            let store = Arc::new(ScimResources::new(control.clone()));
+            // What was pushed is read whole or not at all: a short read is a real departure,
+            // never an outage, so no share of the last one is asked for.
+            polled(config, ScimDirectory::new(store), "scim", 0.0).await
         }
     }
+}
+
+/// `source`, read now (which must succeed) and every `[directory] refresh_interval`; a later
+/// read listing under `min_share` of the people or memberships in force is refused.
+async fn polled(
+    config: &Config,
+    source: impl Source,
+    name: &str,
+    min_share: f64,
+) -> anyhow::Result<Arc<dyn Directory>> {
+    let settings = &config.directory;
+    anyhow::ensure!(
+        config.platform.directory.is_none(),
+        "[platform] directory: a YAML file is only read with [directory] source = \"file\""
+    );
+    anyhow::ensure!(
+        (0.0..=1.0).contains(&settings.min_share),
+        "[directory] min_share: {} is not between 0 and 1",
+        settings.min_share
+    );
+    anyhow::ensure!(
+        !settings.refresh_interval.is_zero(),
+        "[directory] refresh_interval: must be longer than zero"
+    );
+    let directory = PolledDirectory::start(source, min_share)
+        .await
+        .with_context(|| {
+            format!("[directory] source = \"{name}\": the first read, which must succeed")
+        })?;
+    tokio::spawn(directory.follow(settings.refresh_interval));
+    Ok(directory)
+}
+
+/// The control-plane namespace of `settings`, made ready if it is not (worker and proxy
+/// start independently: either may be first), and a client of it.
+pub async fn control_plane(
+    connection: &Connection,
+    settings: &ControlSettings,
+) -> anyhow::Result<(Client, ControlPlane)> {
+    plinth_control::ensure_namespace(connection, &settings.namespace).await?;
+    let client = Client::new(
+        connection.clone(),
+        ClientOptions::new(settings.namespace.clone()).build(),
+    )
+    .context("control-plane client")?;
+    let control = ControlPlane::new(client.clone(), settings.task_queue.clone());
+    Ok((client, control))
 }
 
 /// Rules, directory, resync interval and backend for the namespace workflows, whose control
@@ -61,10 +106,11 @@ pub async fn settings(
     home: &Home,
     connection: &Connection,
     temporal_address: &str,
+    control: &ControlPlane,
     control_namespace: &str,
 ) -> anyhow::Result<PlatformSettings> {
     Ok(PlatformSettings {
-        directory: load_directory(config, home).await?,
+        directory: load_directory(config, home, control).await?,
         rules: config.platform.rules(control_namespace),
         resync_interval: config.platform.resync_interval,
         backend: backend(config, home, connection, temporal_address)?,

@@ -9,7 +9,6 @@ use plinth_proxy::{
     Budgets, ClientIdentity, FrontDoor, KeyCheck, ProxyMetrics, Routes, SelfIssued, UpstreamTls,
     Upstreams,
 };
-use temporalio_client::{Client, ClientOptions};
 use tokio::net::TcpListener;
 
 use crate::config::{Config, UpstreamAuthKind};
@@ -59,15 +58,16 @@ pub async fn run(config: &Config, home: &Home, args: &ProxyArgs) -> anyhow::Resu
     // the proxy CPU it spends on every forwarded call (a few percent at low call rates).
     options.grpc_compression = temporalio_client::GrpcCompression::None;
     let connection = plinth_control::connect(options).await?;
-    // Worker and proxy start independently: either may be first to prepare the control plane.
-    plinth_control::ensure_namespace(&connection, &settings.namespace).await?;
-    let platform =
-        crate::platform::settings(config, home, &connection, &address, &settings.namespace).await?;
-    let client = Client::new(
-        connection,
-        ClientOptions::new(settings.namespace.clone()).build(),
+    let (client, control) = crate::platform::control_plane(&connection, &settings).await?;
+    let platform = crate::platform::settings(
+        config,
+        home,
+        &connection,
+        &address,
+        &control,
+        &settings.namespace,
     )
-    .context("control-plane client")?;
+    .await?;
     let access: std::sync::Arc<dyn plinth_control::AccessCheck> =
         std::sync::Arc::new(AccessLists::new(platform.backend.clone()));
     let destinations = config.audit.destinations(home)?;
@@ -130,6 +130,12 @@ pub async fn run(config: &Config, home: &Home, args: &ProxyArgs) -> anyhow::Resu
     tracing::info!(address = %metrics_listen, "proxy metrics and health listening (HTTP)");
     let app = plinth_proxy::monitoring(door.clone());
     let monitor = tokio::spawn(async move { axum::serve(monitoring, app).await });
+    let scim = match config.directory.source {
+        crate::config::DirectorySource::Scim => {
+            Some(crate::scim::serve(config, home, control, api.admins().clone()).await?)
+        }
+        _ => None,
+    };
     plinth_proxy::serve(
         listener,
         tls,
@@ -141,6 +147,9 @@ pub async fn run(config: &Config, home: &Home, args: &ProxyArgs) -> anyhow::Resu
     )
     .await;
     monitor.abort();
+    if let Some(scim) = scim {
+        scim.abort();
+    }
     tracing::info!("proxy stopped");
     Ok(())
 }

@@ -432,13 +432,7 @@ pub async fn serve(
                 .await
         }
         Some((config, verifier)) => {
-            let connections = plinth_identity::incoming(
-                listener,
-                config,
-                verifier,
-                plinth_identity::HandshakeLimits::default(),
-            );
-            axum::serve(TlsListener { connections }, app)
+            axum::serve(TlsListener::new(listener, config, verifier), app)
                 .with_graceful_shutdown(shutdown)
                 .await
         }
@@ -470,9 +464,27 @@ impl axum::serve::Listener for PlainListener {
     }
 }
 
-/// TLS connections from [`plinth_identity::incoming`] as an axum listener.
-struct TlsListener {
+/// TLS connections from [`plinth_identity::incoming`] as an axum listener; the SCIM
+/// service is served on one too.
+pub struct TlsListener {
     connections: ReceiverStream<std::io::Result<AuthenticatedStream>>,
+}
+
+impl TlsListener {
+    /// Connections accepted on `listener`, client certificates checked as `verifier` says.
+    pub fn new(
+        listener: TcpListener,
+        config: Arc<rustls::ServerConfig>,
+        verifier: plinth_identity::ClientVerifier,
+    ) -> Self {
+        let connections = plinth_identity::incoming(
+            listener,
+            config,
+            verifier,
+            plinth_identity::HandshakeLimits::default(),
+        );
+        Self { connections }
+    }
 }
 
 impl axum::serve::Listener for TlsListener {
@@ -489,7 +501,7 @@ impl axum::serve::Listener for TlsListener {
                     };
                     return (stream, peer);
                 }
-                Some(Err(e)) => tracing::warn!(error = %e, "codec connection failed"),
+                Some(Err(e)) => tracing::warn!(error = %e, "TLS connection failed"),
                 // The accept loop only ends with the process.
                 None => std::future::pending::<()>().await,
             }

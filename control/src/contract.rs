@@ -16,6 +16,9 @@ pub const KIND_ATTRIBUTE: SearchAttributeKey<String> = SearchAttributeKey::keywo
 pub const OWNER_ATTRIBUTE: SearchAttributeKey<String> = SearchAttributeKey::keyword("PlinthOwner");
 /// `PlinthPhase`: the resource's phase.
 pub const PHASE_ATTRIBUTE: SearchAttributeKey<String> = SearchAttributeKey::keyword("PlinthPhase");
+/// `PlinthName`: the SHA-256 (hex) of a SCIM resource's name in lower case, by which it is
+/// found: any name fits in a keyword and needs no quoting in a query.
+pub const NAME_ATTRIBUTE: SearchAttributeKey<String> = SearchAttributeKey::keyword("PlinthName");
 /// Memo key holding the whole resource, so reads need no query (and no worker): describe or
 /// list the workflow and read it.
 pub const RESOURCE_MEMO: &str = "resource";
@@ -361,5 +364,84 @@ mod tests {
         ] {
             assert_eq!(access_request_workflow_id(bad), None, "{bad}");
         }
+    }
+}
+
+/// `PlinthKind` of the workflow keeping one SCIM resource of `kind`.
+pub fn scim_kind(kind: plinth_scim::Kind) -> &'static str {
+    match kind {
+        plinth_scim::Kind::User => "ScimUser",
+        plinth_scim::Kind::Group => "ScimGroup",
+    }
+}
+
+/// Workflow id of the SCIM resource `id` of `kind`: `scim/Users/<id>`.
+pub fn scim_workflow_id(kind: plinth_scim::Kind, id: &str) -> String {
+    format!("scim/{}/{id}", kind.endpoint())
+}
+
+/// The `PlinthName` of a SCIM resource named `name`.
+pub fn scim_name_digest(name: &str) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, name.to_lowercase().as_bytes());
+    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+workflow_type!(
+    /// `ScimResource`, one User or Group pushed over SCIM, for its whole life: it keeps the
+    /// resource in its memo and ends when the resource is deleted.
+    ScimResourceStart = "ScimResource", plinth_scim::Resource => ()
+);
+
+/// A change of a SCIM resource, made only if it is still at version `expected`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ScimReplace {
+    pub resource: plinth_scim::Resource,
+    pub expected: u64,
+}
+
+/// What a change of a SCIM resource answers: whether it was made, and the version then
+/// current (`0` once deleted).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScimWritten {
+    pub done: bool,
+    pub current: u64,
+}
+
+/// How `ScimResource` refuses a change based on another version than `current` (`0`: the
+/// resource was deleted).
+pub fn scim_refusal(current: u64) -> String {
+    format!("{SCIM_STALE}{current}")
+}
+
+/// The version a refusal of [`scim_refusal`] names.
+pub fn scim_refused_at(message: &str) -> Option<u64> {
+    message.strip_prefix(SCIM_STALE)?.parse().ok()
+}
+
+const SCIM_STALE: &str = "stale: the current version is ";
+
+/// `replace` of `ScimResource`.
+#[derive(Clone, Copy, Debug)]
+pub struct ReplaceScim;
+
+impl UpdateDefinition for ReplaceScim {
+    type Workflow = ScimResourceStart;
+    type Input = ScimReplace;
+    type Output = ScimWritten;
+    fn name(&self) -> &str {
+        "replace"
+    }
+}
+
+/// `delete` of `ScimResource`: ends it, if at the version given (any, with none).
+#[derive(Clone, Copy, Debug)]
+pub struct DeleteScim;
+
+impl UpdateDefinition for DeleteScim {
+    type Workflow = ScimResourceStart;
+    type Input = Option<u64>;
+    type Output = ScimWritten;
+    fn name(&self) -> &str {
+        "delete"
     }
 }

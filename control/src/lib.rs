@@ -11,6 +11,7 @@ mod authorization;
 mod backend;
 pub mod contract;
 mod plane;
+mod scim;
 mod temporal;
 
 use std::sync::Arc;
@@ -33,6 +34,7 @@ pub use backend::{
     missing_search_attributes, progress,
 };
 pub use plane::{ControlPlane, PolicySeeding};
+pub use scim::ScimResources;
 pub use temporal::{
     CONTROL_NAMESPACE_RETENTION_DAYS, ControlSettings, DEFAULT_NAMESPACE, DEFAULT_TASK_QUEUE,
     TemporalError, connect, ensure_namespace,

@@ -69,6 +69,14 @@ impl std::fmt::Debug for ControlPlane {
 }
 
 impl ControlPlane {
+    pub(crate) fn client(&self) -> &Client {
+        &self.client
+    }
+
+    pub(crate) fn task_queue(&self) -> &str {
+        &self.task_queue
+    }
+
     /// Records in `client`'s namespace, run on `task_queue`.
     pub fn new(client: Client, task_queue: String) -> Self {
         Self { client, task_queue }
@@ -116,7 +124,7 @@ impl ControlPlane {
 
     /// [`Self::running_resources`], narrowed by `and` (a visibility clause or nothing),
     /// at most `limit` of them.
-    async fn running_where<T: DeserializeOwned>(
+    pub(crate) async fn running_where<T: DeserializeOwned>(
         &self,
         kind: &str,
         and: &str,

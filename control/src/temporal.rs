@@ -6,7 +6,7 @@ use temporalio_client::{Connection, ConnectionOptions};
 use plinth_proto::v1::NamespaceSpec;
 
 use crate::backend::{BackendError, NamespaceBackend as _, SelfHosted};
-use crate::contract::{KIND_ATTRIBUTE, OWNER_ATTRIBUTE, PHASE_ATTRIBUTE};
+use crate::contract::{KIND_ATTRIBUTE, NAME_ATTRIBUTE, OWNER_ATTRIBUTE, PHASE_ATTRIBUTE};
 
 /// The control-plane namespace Plinth's own workflows run in, unless configured otherwise.
 pub const DEFAULT_NAMESPACE: &str = "plinth-system";
@@ -89,10 +89,15 @@ pub async fn ensure_namespace(
         };
         backend.register(&spec).await.map_err(err)?;
     }
-    let attributes = [KIND_ATTRIBUTE, OWNER_ATTRIBUTE, PHASE_ATTRIBUTE]
-        .iter()
-        .map(|key| (key.name().to_owned(), "Keyword".to_owned()))
-        .collect();
+    let attributes = [
+        KIND_ATTRIBUTE,
+        OWNER_ATTRIBUTE,
+        PHASE_ATTRIBUTE,
+        NAME_ATTRIBUTE,
+    ]
+    .iter()
+    .map(|key| (key.name().to_owned(), "Keyword".to_owned()))
+    .collect();
     backend
         .add_search_attributes(namespace, &attributes)
         .await

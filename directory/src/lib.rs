@@ -92,6 +92,12 @@ pub enum DirectoryError {
         /// What failed, in the client's or the server's words.
         message: String,
     },
+    /// What SCIM clients pushed could not be read back.
+    #[error("SCIM: {message}")]
+    Scim {
+        /// What failed.
+        message: String,
+    },
     /// The source answered with implausibly few people: more likely an outage or a wrong
     /// filter than the company shrinking.
     #[error(

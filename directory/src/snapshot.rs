@@ -49,6 +49,26 @@ impl Snapshot {
         Self { users, groups }
     }
 
+    /// A snapshot of people by e-mail address, and of groups by name, each with its direct
+    /// members' e-mail addresses and the names of the groups nested in it.
+    pub fn from_parts(
+        users: impl IntoIterator<Item = (String, UserStatus)>,
+        groups: impl IntoIterator<Item = (String, Vec<String>, Vec<String>)>,
+    ) -> Self {
+        let users = users
+            .into_iter()
+            .map(|(email, status)| (email.to_ascii_lowercase(), status))
+            .collect();
+        let groups = groups
+            .into_iter()
+            .map(|(name, members, groups)| {
+                let members = members.iter().map(|m| m.to_ascii_lowercase()).collect();
+                (name, Group { members, groups })
+            })
+            .collect();
+        Self::new(users, groups)
+    }
+
     /// How many people are listed, departed ones included.
     pub fn people(&self) -> usize {
         self.users.len()

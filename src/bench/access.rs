@@ -6,15 +6,17 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use futures::StreamExt as _;
 use plinth_activities::reconcile_access;
 use plinth_cloud_double::{Double, Settings as DoubleSettings};
 use plinth_control::directory::{Directory, LdapDirectory, Snapshot, Source};
 use plinth_control::{
-    AccessChange, Cloud, CloudSettings, ControlPlane, NamespaceBackend, SecretSource, SelfHosted,
-    UpstreamAuth,
+    AccessChange, Cloud, CloudSettings, ControlPlane, NamespaceBackend, ScimResources,
+    SecretSource, SelfHosted, UpstreamAuth,
 };
 use plinth_proto::policy::{readers_policy_name, seeded_policies, writers_policy_name};
 use plinth_proto::v1::{AccessSummary, NamespaceSpec, Rule};
+use plinth_scim::{Kind, Resource, ScimDirectory, ScimStore as _};
 use temporalio_client::{Client, ClientOptions};
 use tokio::task::JoinSet;
 
@@ -43,9 +45,11 @@ pub struct AccessBenchArgs {
     /// API test double (a stand-in for Cloud in this process, its calls counted).
     #[arg(long, value_enum, default_value_t = AccessBackend::SelfHosted)]
     backend: AccessBackend,
-    /// Where the directory is read from: parsed from YAML in this process, or read from the
+    /// Where the directory is read from: parsed from YAML in this process; read from the
     /// LDAP server `[directory.ldap]` configures, which must hold the bench's directory
-    /// (`--write-ldif` writes it; `scripts/bench-ldap` loads it into a local `slapd`).
+    /// (`--write-ldif` writes it; `scripts/bench-ldap` loads it into a local `slapd`); or
+    /// read from the SCIM resources in the dev stack's control plane, which the bench
+    /// pushes there first (once: a second run finds them).
     #[arg(long, value_enum, default_value_t = BenchSource::File)]
     source: BenchSource,
     /// Write the bench's directory as LDIF under `--ldif-suffix` to this file, and stop.
@@ -62,6 +66,8 @@ pub enum BenchSource {
     File,
     /// `[directory.ldap]`.
     Ldap,
+    /// SCIM resources kept in the control plane.
+    Scim,
 }
 
 /// Reads of the directory timed to find its refresh cost.
@@ -128,7 +134,7 @@ pub async fn access(
 
     let text = directory_yaml(args, &admins, 0);
     let expected = Snapshot::from_yaml(&text).map_err(anyhow::Error::msg)?;
-    let (directory, refresh) = read_directory(config, args, &text, expected).await?;
+    let (directory, refresh) = read_directory(config, args, &control, &text, expected).await?;
 
     eprintln!("setup: {} namespaces and their policies", names.len());
     for_each(
@@ -341,20 +347,26 @@ fn group_rule(index: usize) -> Rule {
 async fn read_directory(
     config: &Config,
     args: &AccessBenchArgs,
+    control: &ControlPlane,
     yaml: &str,
     expected: Snapshot,
 ) -> anyhow::Result<(Arc<dyn Directory>, (String, Duration, Duration))> {
-    let ldap = match args.source {
+    let source: Option<Box<dyn Source>> = match args.source {
         BenchSource::File => None,
-        BenchSource::Ldap => Some(LdapDirectory::new(config.directory.ldap.clone())?),
+        BenchSource::Ldap => Some(Box::new(LdapDirectory::new(config.directory.ldap.clone())?)),
+        BenchSource::Scim => {
+            let store = Arc::new(ScimResources::new(control.clone()));
+            push_scim(&store, args, &config.platform.admin_group).await?;
+            Some(Box::new(ScimDirectory::new(store)))
+        }
     };
     let mut reads = Vec::new();
     let mut snapshot = None;
     for _ in 0..REFRESHES {
         let (wall, cpu) = (Instant::now(), cpu_time()?);
-        let read = match &ldap {
+        let read = match &source {
             None => Snapshot::from_yaml(yaml).map_err(anyhow::Error::msg)?,
-            Some(ldap) => ldap.fetch().await?,
+            Some(source) => source.fetch().await?,
         };
         reads.push((wall.elapsed(), cpu_time()? - cpu));
         snapshot = Some(read);
@@ -371,11 +383,93 @@ async fn read_directory(
     );
     reads.sort();
     let (wall, cpu) = reads[reads.len() / 2];
-    let source = match &ldap {
+    let source = match &source {
         None => "YAML (parse)".to_owned(),
-        Some(ldap) => ldap.name(),
+        Some(source) => source.name(),
     };
     Ok((Arc::new(snapshot), (source, wall, cpu)))
+}
+
+/// Pushes [`directory_yaml`]'s people and groups as SCIM resources (ids `user-<i>`,
+/// `group-<g>`), those not there yet, many at once; says how long it took.
+async fn push_scim(
+    store: &Arc<ScimResources>,
+    args: &AccessBenchArgs,
+    admins: &str,
+) -> anyhow::Result<()> {
+    let stamp = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
+    let resource = |kind: Kind, id: String, attributes: serde_json::Value| Resource {
+        kind,
+        id,
+        version: 1,
+        created: stamp.clone(),
+        modified: stamp.clone(),
+        attributes: attributes.as_object().cloned().unwrap_or_default(),
+    };
+    let user = |id: String, email: String| {
+        let attributes = serde_json::json!({
+            "userName": email, "active": true,
+            "emails": [{"value": email, "primary": true}],
+        });
+        resource(Kind::User, id, attributes)
+    };
+    let member = |id: String, kind: &str| serde_json::json!({"value": id, "type": kind});
+    let mut wanted = vec![user("dev".into(), "dev@example.com".into())];
+    wanted.extend(
+        (0..args.users).map(|i| user(format!("user-{i}"), format!("user-{i}@bench.example"))),
+    );
+    wanted.push(resource(
+        Kind::Group,
+        "admins".into(),
+        serde_json::json!({"displayName": admins, "members": [member("dev".into(), "User")]}),
+    ));
+    for g in 0..args.groups {
+        let mut members: Vec<serde_json::Value> = (g..args.users)
+            .step_by(args.groups)
+            .map(|i| member(format!("user-{i}"), "User"))
+            .collect();
+        if g % 10 == 0 && g + 1 < args.groups {
+            members.push(member(format!("group-{}", g + 1), "Group"));
+        }
+        let attributes =
+            serde_json::json!({"displayName": format!("bench-group-{g}"), "members": members});
+        wanted.push(resource(Kind::Group, format!("group-{g}"), attributes));
+    }
+    let mut present = std::collections::HashSet::new();
+    for kind in [Kind::User, Kind::Group] {
+        present.extend(
+            store
+                .list(kind, None)
+                .await?
+                .into_iter()
+                .map(|r| (r.kind, r.id)),
+        );
+    }
+    let missing: Vec<Resource> = wanted
+        .into_iter()
+        .filter(|r| !present.contains(&(r.kind, r.id.clone())))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let (count, started) = (missing.len(), Instant::now());
+    eprintln!("pushing {count} SCIM resources into the control plane…");
+    let mut pushes = futures::stream::iter(missing)
+        .map(|r| {
+            let store = store.clone();
+            async move { store.create(&r).await }
+        })
+        .buffer_unordered(32);
+    while let Some(pushed) = pushes.next().await {
+        pushed?;
+    }
+    let took = started.elapsed();
+    eprintln!(
+        "pushed {count} SCIM resources in {} ({:.0} a second)",
+        ms(took),
+        count as f64 / took.as_secs_f64()
+    );
+    Ok(())
 }
 
 /// [`directory_yaml`]'s people and groups as LDIF entries under `suffix`: people in

@@ -14,6 +14,7 @@ mod handover;
 mod history_export;
 mod policy;
 mod provision_namespace;
+mod scim_resource;
 mod scrape_metrics;
 
 pub use access_request::AccessRequestWorkflow;
@@ -25,6 +26,7 @@ pub use directory_reload::DirectoryReload;
 pub use history_export::HistoryExport;
 pub use policy::{PolicyWorkflow, RuleChange};
 pub use provision_namespace::{ApplyResult, ProvisionNamespace};
+pub use scim_resource::ScimResourceWorkflow;
 pub use scrape_metrics::{MetricsTargetApplied, SCRAPES_PER_RUN, ScrapeMetricsWorkflow};
 
 /// Registers every Plinth workflow type on `$options`, a worker's or a workflow replayer's
@@ -43,6 +45,7 @@ macro_rules! register_workflows {
             .and_then(|options| options.register_workflow::<$crate::HistoryExport>())
             .and_then(|options| options.register_workflow::<$crate::DirectoryReload>())
             .and_then(|options| options.register_workflow::<$crate::AccessRequestWorkflow>())
+            .and_then(|options| options.register_workflow::<$crate::ScimResourceWorkflow>())
     };
 }
 
@@ -50,8 +53,8 @@ macro_rules! register_workflows {
 mod tests {
     use plinth_control::contract::{
         AccessRequestStart, AccessRunStart, AppendAudit, ApproveAccess, AuditExportStart,
-        DenyAccess, DirectoryReloadStart, FinishHistoryExport, HistoryExportStart, PolicyStart,
-        RevokeAccess, ScrapeStart, SetPolicyEditors,
+        DeleteScim, DenyAccess, DirectoryReloadStart, FinishHistoryExport, HistoryExportStart,
+        PolicyStart, ReplaceScim, RevokeAccess, ScimResourceStart, ScrapeStart, SetPolicyEditors,
     };
     use temporalio_common::{UpdateDefinition, WorkflowDefinition};
 
@@ -75,6 +78,7 @@ mod tests {
         starts_as(HistoryExport::run, HistoryExportStart);
         starts_as(DirectoryReload::run, DirectoryReloadStart);
         starts_as(AccessRequestWorkflow::run, AccessRequestStart);
+        starts_as(ScimResourceWorkflow::run, ScimResourceStart);
         // The control plane reads an access run's summary, and where a finished export
         // stopped: the compiler holds the types.
         fn ends_with<W: WorkflowDefinition, C: WorkflowDefinition<Output = W::Output>>(_: W, _: C) {
@@ -98,5 +102,7 @@ mod tests {
         takes_as(AccessRequestWorkflow::approve, ApproveAccess);
         takes_as(AccessRequestWorkflow::deny, DenyAccess);
         takes_as(AccessRequestWorkflow::revoke, RevokeAccess);
+        takes_as(ScimResourceWorkflow::replace, ReplaceScim);
+        takes_as(ScimResourceWorkflow::delete, DeleteScim);
     }
 }

@@ -23,7 +23,7 @@ use temporalio_common::protos::temporal::api::history::v1::history_event::Attrib
 use temporalio_sdk::workflow_replayer::{WorkflowReplayer, WorkflowReplayerOptions};
 
 /// Each recorded history's file and the workflow it was taken from, in `plinth-system`.
-const RECORDED: [(&str, &str); 19] = [
+const RECORDED: [(&str, &str); 20] = [
     ("canary.json", "plinth-dev-canary"),
     (
         "policy-with-added-rule.json",
@@ -72,6 +72,11 @@ const RECORDED: [(&str, &str); 19] = [
     (
         "access-request-revoked.json",
         "access-request/ar-eb2b6c0d061bbd5c-1",
+    ),
+    // Since SCIM: a User created, deactivated by PATCH, refused a stale PUT, and deleted.
+    (
+        "scim-user-deleted.json",
+        "scim/Users/df5d004ad032c23dacde49470b52a91d",
     ),
 ];
 
