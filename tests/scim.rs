@@ -126,7 +126,7 @@ fn a_deactivated_or_deleted_scim_user_loses_access_at_once() {
     id("mallory@example.com", true);
     scim.create_group("temporal-dev", &[&dev], &[]);
     let oncall = scim.create_group("payments-oncall", &[&bob], &[]);
-    scim.create_group(
+    let team = scim.create_group(
         "payments-team@example.com",
         &[&alice, &carol, &frank],
         &[&oncall],
@@ -185,6 +185,13 @@ fn a_deactivated_or_deleted_scim_user_loses_access_at_once() {
         stack.access("scim-payments"),
         grants(&["alice@example.com"])
     );
+    // Deleting the team takes most of the memberships at once: pushed deletions are real,
+    // so no share of the last directory holds them back, as it would an LDAP read.
+    let (status, _) = scim.call("DELETE", &format!("/Groups/{team}"), None);
+    assert_eq!(status, 204);
+    wait_for("the team's access to go", || {
+        stack.access("scim-payments").is_empty()
+    });
     for role in ["proxy", "worker"] {
         assert!(
             !stack.log(role).contains(&scim.token),
