@@ -83,40 +83,32 @@ async fn polled(
     Ok(directory)
 }
 
-/// The control-plane namespace of `settings`, made ready if it is not (worker and proxy
-/// start independently: either may be first), and a client of it.
-pub async fn control_plane(
-    connection: &Connection,
-    settings: &ControlSettings,
-) -> anyhow::Result<(Client, ControlPlane)> {
-    plinth_control::ensure_namespace(connection, &settings.namespace).await?;
-    let client = Client::new(
-        connection.clone(),
-        ClientOptions::new(settings.namespace.clone()).build(),
-    )
-    .context("control-plane client")?;
-    let control = ControlPlane::new(client.clone(), settings.task_queue.clone());
-    Ok((client, control))
-}
-
-/// Rules, directory, resync interval and backend for the namespace workflows, whose control
-/// plane lives in `control_namespace`.
+/// The control plane of `control` (its namespace made ready if it is not: worker and proxy
+/// start independently, either may be first), a client of it, and the rules, directory,
+/// resync interval and backend of the namespace workflows.
 pub async fn settings(
     config: &Config,
     home: &Home,
     connection: &Connection,
     temporal_address: &str,
-    control: &ControlPlane,
-    control_namespace: &str,
-) -> anyhow::Result<PlatformSettings> {
-    Ok(PlatformSettings {
-        directory: load_directory(config, home, control).await?,
-        rules: config.platform.rules(control_namespace),
+    control: &ControlSettings,
+) -> anyhow::Result<(PlatformSettings, Client, ControlPlane)> {
+    plinth_control::ensure_namespace(connection, &control.namespace).await?;
+    let client = Client::new(
+        connection.clone(),
+        ClientOptions::new(control.namespace.clone()).build(),
+    )
+    .context("control-plane client")?;
+    let plane = ControlPlane::new(client.clone(), control.task_queue.clone());
+    let platform = PlatformSettings {
+        directory: load_directory(config, home, &plane).await?,
+        rules: config.platform.rules(&control.namespace),
         resync_interval: config.platform.resync_interval,
         backend: backend(config, home, connection, temporal_address)?,
         admin_group: config.platform.admin_group.clone(),
         access_interval: config.platform.access_interval,
-    })
+    };
+    Ok((platform, client, plane))
 }
 
 /// Where managed namespaces live, as `[backend] kind` says: the Temporal of `connection`

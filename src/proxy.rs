@@ -58,16 +58,8 @@ pub async fn run(config: &Config, home: &Home, args: &ProxyArgs) -> anyhow::Resu
     // the proxy CPU it spends on every forwarded call (a few percent at low call rates).
     options.grpc_compression = temporalio_client::GrpcCompression::None;
     let connection = plinth_control::connect(options).await?;
-    let (client, control) = crate::platform::control_plane(&connection, &settings).await?;
-    let platform = crate::platform::settings(
-        config,
-        home,
-        &connection,
-        &address,
-        &control,
-        &settings.namespace,
-    )
-    .await?;
+    let (platform, client, control) =
+        crate::platform::settings(config, home, &connection, &address, &settings).await?;
     let access: std::sync::Arc<dyn plinth_control::AccessCheck> =
         std::sync::Arc::new(AccessLists::new(platform.backend.clone()));
     let destinations = config.audit.destinations(home)?;

@@ -49,17 +49,8 @@ pub async fn run(config: &Config, home: &Home, args: &WorkerArgs) -> anyhow::Res
     }
     let target = options.target.to_string();
     let connection = plinth_control::connect(options).await?;
-    // A SCIM directory is read from the control plane, which must be ready first.
-    let (_, control) = crate::platform::control_plane(&connection, &settings).await?;
-    let platform = crate::platform::settings(
-        config,
-        home,
-        &connection,
-        &address,
-        &control,
-        &settings.namespace,
-    )
-    .await?;
+    let (platform, _, _) =
+        crate::platform::settings(config, home, &connection, &address, &settings).await?;
     if config.keys.shred_delay.is_zero() {
         anyhow::bail!(
             "[keys] shred_delay: 0 would leave no time for `plinth keys restore` before a deleted \

@@ -22,6 +22,7 @@ use temporalio_client::{
 };
 use temporalio_common::protos::temporal::api::common::v1::Memo;
 use temporalio_common::protos::temporal::api::enums::v1::WorkflowExecutionStatus;
+use temporalio_common::protos::temporal::api::workflow::v1::WorkflowExecutionInfo as ExecutionInfo;
 use temporalio_common::search_attributes::SearchAttributes;
 use temporalio_common::{MemoValues, UntypedWorkflow, UpdateDefinition, WorkflowDefinition};
 use tokio_stream::StreamExt;
@@ -82,6 +83,19 @@ impl ControlPlane {
         Self { client, task_queue }
     }
 
+    /// The latest run of workflow `workflow_id`, by a describe; `None` when there never was
+    /// one.
+    async fn execution(&self, workflow_id: String) -> Result<Option<ExecutionInfo>, BackendError> {
+        let handle = self
+            .client
+            .get_workflow_handle::<UntypedWorkflow>(workflow_id);
+        match handle.describe(WorkflowDescribeOptions::default()).await {
+            Ok(description) => Ok(description.raw_description.workflow_execution_info),
+            Err(WorkflowInteractionError::NotFound(_)) => Ok(None),
+            Err(e) => Err(BackendError::Unavailable(format!("control plane: {e}"))),
+        }
+    }
+
     /// The resource workflow `workflow_id` keeps in its memo, and whether that workflow is
     /// running; `None` when there never was one or it has published nothing yet. A closed
     /// workflow still reads as its last published state.
@@ -89,15 +103,7 @@ impl ControlPlane {
         &self,
         workflow_id: String,
     ) -> Result<Option<(T, bool)>, BackendError> {
-        let handle = self
-            .client
-            .get_workflow_handle::<UntypedWorkflow>(workflow_id);
-        let description = match handle.describe(WorkflowDescribeOptions::default()).await {
-            Ok(description) => description.raw_description,
-            Err(WorkflowInteractionError::NotFound(_)) => return Ok(None),
-            Err(e) => return Err(BackendError::Unavailable(format!("control plane: {e}"))),
-        };
-        let Some(info) = description.workflow_execution_info else {
+        let Some(info) = self.execution(workflow_id).await? else {
             return Ok(None);
         };
         let running = info.status == WorkflowExecutionStatus::Running as i32;
@@ -585,14 +591,7 @@ impl ControlPlane {
         let Some(workflow_id) = access_request_workflow_id(id) else {
             return Ok(None);
         };
-        let handle = self
-            .client
-            .get_workflow_handle::<UntypedWorkflow>(workflow_id);
-        let info = match handle.describe(WorkflowDescribeOptions::default()).await {
-            Ok(description) => description.raw_description.workflow_execution_info,
-            Err(WorkflowInteractionError::NotFound(_)) => return Ok(None),
-            Err(e) => return Err(BackendError::Unavailable(format!("control plane: {e}"))),
-        };
+        let info = self.execution(workflow_id).await?;
         let Some(info) = info.filter(|i| i.status == WorkflowExecutionStatus::Running as i32)
         else {
             return Ok(None);

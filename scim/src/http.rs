@@ -234,14 +234,19 @@ fn resource_type_of(kind: Kind, base: &str) -> Value {
     })
 }
 
-fn list_of(resources: Vec<Value>) -> Value {
+/// A ListResponse: the page from `start` (1-based) of `total` results.
+fn list_response(total: usize, start: usize, page: Vec<Value>) -> Value {
     json!({
         "schemas": [LIST_SCHEMA],
-        "totalResults": resources.len(),
-        "startIndex": 1,
-        "itemsPerPage": resources.len(),
-        "Resources": resources,
+        "totalResults": total,
+        "startIndex": start,
+        "itemsPerPage": page.len(),
+        "Resources": page,
     })
+}
+
+fn list_of(resources: Vec<Value>) -> Value {
+    list_response(resources.len(), 1, resources)
 }
 
 async fn resource_types(headers: HeaderMap) -> Response {
@@ -315,11 +320,7 @@ fn store_error(error: StoreError, kind: Kind, id: &str) -> ScimError {
 
 /// Keeps only the attributes asked for (`attributes`) or drops those refused
 /// (`excludedAttributes`); `id` and `schemas` always stay.
-fn project(
-    kind: Kind,
-    mut shown: Map<String, Value>,
-    params: &ReadParams,
-) -> Result<Map<String, Value>, ScimError> {
+fn project(kind: Kind, mut shown: Map<String, Value>, params: &ReadParams) -> Map<String, Value> {
     let names = |list: &str| -> Vec<(String, Option<String>)> {
         list.split(',')
             .map(str::trim)
@@ -374,7 +375,7 @@ fn project(
             }
         }
     }
-    Ok(shown)
+    shown
 }
 
 fn each_object(value: &mut Value) -> Vec<&mut Map<String, Value>> {
@@ -506,9 +507,15 @@ pub fn new_token() -> String {
     random_hex(32)
 }
 
-fn shown(resource: &Resource, headers: &HeaderMap, status: StatusCode) -> Response {
+/// `resource` as served with `status`, narrowed as `params` ask.
+fn shown(
+    resource: &Resource,
+    headers: &HeaderMap,
+    status: StatusCode,
+    params: &ReadParams,
+) -> Response {
     let base = base(headers);
-    let body = Value::Object(resource.render(&base));
+    let body = Value::Object(project(resource.kind, resource.render(&base), params));
     let mut response = scim_json(status, body);
     let etag = HeaderValue::from_str(&resource.etag()).expect("an ETag is ASCII");
     response.headers_mut().insert(header::ETAG, etag);
@@ -603,18 +610,9 @@ impl ScimService {
             .into_iter()
             .skip(start - 1)
             .take(count)
-            .map(|shown| project(kind, shown, &params).map(Value::Object))
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(scim_json(
-            StatusCode::OK,
-            json!({
-                "schemas": [LIST_SCHEMA],
-                "totalResults": total,
-                "startIndex": start,
-                "itemsPerPage": page.len(),
-                "Resources": page,
-            }),
-        ))
+            .map(|shown| Value::Object(project(kind, shown, &params)))
+            .collect::<Vec<_>>();
+        Ok(scim_json(StatusCode::OK, list_response(total, start, page)))
     }
 
     async fn read(
@@ -633,10 +631,7 @@ impl ScimService {
         if version_in(headers, header::IF_NONE_MATCH)? == Some(resource.version) {
             return Ok(StatusCode::NOT_MODIFIED.into_response());
         }
-        let mut response = shown(&resource, headers, StatusCode::OK);
-        let projected = project(kind, resource.render(&base(headers)), &params)?;
-        *response.body_mut() = axum::body::Body::from(Value::Object(projected).to_string());
-        Ok(response)
+        Ok(shown(&resource, headers, StatusCode::OK, &params))
     }
 
     async fn create(
@@ -665,7 +660,12 @@ impl ScimService {
         tracing::info!(kind = kind.name(), id = %resource.id, name = resource.name(), "SCIM resource created");
         self.changed(kind, &resource.id, None, Some(&resource))
             .await;
-        Ok(shown(&resource, headers, StatusCode::CREATED))
+        Ok(shown(
+            &resource,
+            headers,
+            StatusCode::CREATED,
+            &ReadParams::default(),
+        ))
     }
 
     /// Replaces (PUT) or patches the resource, based on the version `If-Match` names or, when
@@ -706,7 +706,12 @@ impl ScimService {
             if attributes == current.attributes {
                 // Perhaps a retry of a change whose answer was lost: its reload may be too.
                 self.notify(kind, id).await;
-                return Ok(shown(&current, headers, StatusCode::OK));
+                return Ok(shown(
+                    &current,
+                    headers,
+                    StatusCode::OK,
+                    &ReadParams::default(),
+                ));
             }
             check_size(kind, &attributes)?;
             let next = Resource {
@@ -719,7 +724,12 @@ impl ScimService {
                 Ok(()) => {
                     tracing::info!(kind = kind.name(), %id, version = next.version, "SCIM resource changed");
                     self.changed(kind, id, Some(&current), Some(&next)).await;
-                    return Ok(shown(&next, headers, StatusCode::OK));
+                    return Ok(shown(
+                        &next,
+                        headers,
+                        StatusCode::OK,
+                        &ReadParams::default(),
+                    ));
                 }
                 Err(StoreError::Stale { .. }) if asked.is_none() => continue,
                 Err(e) => return Err(store_error(e, kind, id)),
