@@ -250,3 +250,38 @@ fn a_revoked_grant_goes_at_once_a_denied_request_grants_nothing_and_policies_are
         text(&unmanaged)
     );
 }
+
+#[test]
+fn a_platform_admin_denies_and_revokes_any_request_without_being_an_approver() {
+    let stack = stack();
+    let ns = format!("jit-admin-{}", std::process::id());
+    stack.provision_for_team(&ns, &ns).unwrap();
+    let mallory = format!("user:{OUTSIDER}");
+
+    // The admin is in no group the payments policies name as editors.
+    let asked = request(&stack, OUTSIDER, &ns, "read", "10m");
+    let refused = answer(&stack, ADMIN, "approve", asked["id"].as_str().unwrap());
+    assert!(
+        stderr(&refused).contains("needs membership of one of"),
+        "{}",
+        text(&refused)
+    );
+    let denied: Value = serde_json::from_slice(
+        &ok(answer(&stack, ADMIN, "deny", asked["id"].as_str().unwrap())).stdout,
+    )
+    .unwrap();
+    assert_eq!(denied["state"], "denied");
+
+    let granted = request(&stack, OUTSIDER, &ns, "read", "10m");
+    let id = granted["id"].as_str().unwrap();
+    ok(answer(&stack, ONCALL, "approve", id));
+    wait_for("mallory's read access", || {
+        entry(&stack, &ns, &mallory).is_some_and(|(access, _)| access == "read")
+    });
+    let revoked: Value =
+        serde_json::from_slice(&ok(answer(&stack, ADMIN, "revoke", id)).stdout).unwrap();
+    assert_eq!(revoked["state"], "revoked");
+    wait_for("mallory's access to go", || {
+        entry(&stack, &ns, &mallory).is_none()
+    });
+}

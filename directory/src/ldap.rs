@@ -52,7 +52,8 @@ pub struct LdapSettings {
     pub user_filter: String,
     /// The attribute holding a person's e-mail address, which names them in Plinth.
     pub mail_attribute: String,
-    /// An attribute telling a disabled account (empty: none is read).
+    /// The attribute telling a disabled account; required, `"none"` when the directory
+    /// removes departed people instead of disabling them.
     pub status_attribute: String,
     /// Values of `status_attribute` (any case) that mean disabled.
     pub disabled_values: Vec<String>,
@@ -129,7 +130,20 @@ fn setting(setting: &'static str, message: impl Into<String>) -> DirectoryError 
 
 impl LdapDirectory {
     /// Checks `settings`; nothing is sent until the first read.
-    pub fn new(settings: LdapSettings) -> Result<Self, DirectoryError> {
+    pub fn new(mut settings: LdapSettings) -> Result<Self, DirectoryError> {
+        // Unset, every disabled account would keep its access: it is said, never assumed.
+        match settings.status_attribute.trim() {
+            "" => {
+                return Err(setting(
+                    "status_attribute",
+                    "required: the attribute telling a disabled account (such as \"employeeType\"; \
+                     Active Directory: \"userAccountControl\" with disabled_bits = 2), or \"none\" \
+                     when departed people are removed from the directory instead",
+                ));
+            }
+            "none" => settings.status_attribute.clear(),
+            _ => {}
+        }
         let url = settings.url.to_ascii_lowercase();
         if url.starts_with("ldap://") {
             if !settings.starttls {
@@ -535,6 +549,25 @@ mod tests {
         .to_string();
         assert!(error.starts_with("[directory.ldap] url:"), "{error}");
         assert!(error.contains("in clear"), "{error}");
+    }
+
+    #[test]
+    fn how_a_disabled_account_reads_must_be_said() {
+        let error = LdapDirectory::new(LdapSettings {
+            status_attribute: String::new(),
+            ..settings()
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(
+            error.starts_with("[directory.ldap] status_attribute: required"),
+            "{error}"
+        );
+        let none = LdapSettings {
+            status_attribute: "none".into(),
+            ..settings()
+        };
+        assert!(LdapDirectory::new(none).is_ok());
     }
 
     #[test]
