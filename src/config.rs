@@ -236,6 +236,11 @@ pub struct BackendConfig {
     /// Cloud: how long one operation may run before the call is retried.
     #[serde(with = "humantime_serde")]
     pub operation_timeout: Duration,
+    /// Self-hosted: the cluster's `system.namespaceCacheRefreshInterval`. A deletion ends
+    /// twice this after Temporal confirms it, when no frontend serves the old namespace by
+    /// its name any more.
+    #[serde(with = "humantime_serde")]
+    pub namespace_cache_refresh: Duration,
     /// Cloud: lifetime of the client certificates `plinth proxy` issues itself from Plinth's
     /// upstream CA to reach namespaces; each is renewed at two thirds of it.
     #[serde(with = "humantime_serde")]
@@ -431,6 +436,7 @@ impl Default for BackendConfig {
             invite_users: false,
             codec_endpoint: None,
             operation_timeout: Duration::from_secs(600),
+            namespace_cache_refresh: plinth_control::DEFAULT_REGISTRY_REFRESH,
             certificate_lifetime: Duration::from_secs(3600),
             upstream_ca: None,
             upstream_auth: UpstreamAuthKind::Mtls,

@@ -127,7 +127,10 @@ pub fn backend(
                 .namespace_endpoint
                 .clone()
                 .unwrap_or_else(|| temporal_address.to_owned());
-            Arc::new(SelfHosted::new(connection.clone(), endpoint))
+            Arc::new(
+                SelfHosted::new(connection.clone(), endpoint)
+                    .registry_refresh(config.backend.namespace_cache_refresh),
+            )
         }
         BackendKind::Cloud => Arc::new(cloud(config, home)?),
     };

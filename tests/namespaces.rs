@@ -387,6 +387,49 @@ fn only_owners_change_only_admins_delete_and_strangers_cannot_connect() {
     });
 }
 
+/// Frontends cache namespaces by name: until their next refresh after a deletion, a
+/// namespace registered under the same name is served the old one's workflows. `--wait`
+/// outlasts that, on a server refreshing slowly enough to see it.
+#[test]
+fn a_deleted_namespaces_workflows_are_not_served_to_whoever_takes_its_name() {
+    let server = DevServer::start_with(&[r#"system.namespaceCacheRefreshInterval="10s""#]).unwrap();
+    let stack = PlinthStack::start_configured(
+        &server,
+        PLINTH.as_ref(),
+        "10m",
+        "5m",
+        "",
+        "[backend]\nnamespace_cache_refresh = \"10s\"\n",
+    )
+    .expect("start the stack");
+    let yaml = resource("reborn", "reborn-ns", 30, "  allowDeletion: true\n");
+    ok(stack.apply_as(PAYMENTS_MEMBER, &yaml, &["--wait"]));
+    let temporal_in = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend(["-n", "reborn-ns"]);
+        temporal(&all, &stack.temporal_address)
+    };
+    ok(temporal_in(&[
+        "workflow",
+        "start",
+        "--type",
+        "Old",
+        "--task-queue",
+        "nobody",
+        "-w",
+        "before",
+    ]));
+    ok(stack.plinth_as(ADMIN, &["delete", "namespace", "reborn", "--wait"]));
+    ok(temporal_in(&["operator", "namespace", "create"]));
+    let described = temporal_in(&["workflow", "describe", "-w", "before"]);
+    assert!(!described.status.success(), "{}", text(&described));
+    assert!(
+        stderr(&described).contains("not found"),
+        "{}",
+        text(&described)
+    );
+}
+
 #[test]
 fn deletion_protection_is_on_by_default() {
     let stack = stack("10m");

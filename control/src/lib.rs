@@ -29,8 +29,8 @@ pub use authorization::{ACCESS_TTL, AccessCheck, AccessLists, Need};
 pub use backend::memory;
 pub use backend::{
     AccessChange, AccessLevel, AccountAudit, AccountAuditCursor, BackendError, ClosedPage, Cloud,
-    CloudExportSink, CloudPrincipal, CloudSettings, MAX_HISTORY_BYTES, NamespaceBackend,
-    ObservedNamespace, SecretSource, SelfHosted, UpstreamAuth, check_proxy_key,
+    CloudExportSink, CloudPrincipal, CloudSettings, DEFAULT_REGISTRY_REFRESH, MAX_HISTORY_BYTES,
+    NamespaceBackend, ObservedNamespace, SecretSource, SelfHosted, UpstreamAuth, check_proxy_key,
     missing_search_attributes, progress,
 };
 pub use plane::{ControlPlane, PolicySeeding};

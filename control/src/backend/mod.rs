@@ -20,7 +20,7 @@ pub use cloud::{
     Cloud, CloudExportSink, CloudPrincipal, CloudSettings, SecretSource, UpstreamAuth,
     check_proxy_key,
 };
-pub use self_hosted::{MAX_HISTORY_BYTES, SelfHosted};
+pub use self_hosted::{DEFAULT_REGISTRY_REFRESH, MAX_HISTORY_BYTES, SelfHosted};
 
 /// A namespace as the backend reports it.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

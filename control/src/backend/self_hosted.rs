@@ -29,6 +29,8 @@ use crate::backend::{
 const DAY: u64 = 24 * 3600;
 /// How long a newly registered namespace may take to become usable.
 const VISIBLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Temporal's `system.namespaceCacheRefreshInterval` by default.
+pub const DEFAULT_REGISTRY_REFRESH: Duration = Duration::from_secs(2);
 /// How long a call waits out rate limiting before failing to Temporal's retry.
 const THROTTLE_PATIENCE: Duration = Duration::from_secs(10);
 
@@ -42,6 +44,8 @@ pub struct SelfHosted {
     /// namespace updates fail each other ("conditional update error"). One at a time per
     /// process; other processes' collisions are retried.
     namespace_writes: Arc<tokio::sync::Mutex<()>>,
+    /// How often the cluster's frontends refresh their namespace registry.
+    registry_refresh: Duration,
 }
 
 impl std::fmt::Debug for SelfHosted {
@@ -59,7 +63,15 @@ impl SelfHosted {
             connection,
             endpoint,
             namespace_writes: Arc::default(),
+            registry_refresh: DEFAULT_REGISTRY_REFRESH,
         }
+    }
+
+    /// The cluster's `system.namespaceCacheRefreshInterval`, when not the default.
+    #[must_use]
+    pub fn registry_refresh(mut self, interval: Duration) -> Self {
+        self.registry_refresh = interval;
+        self
     }
 
     /// The connection to the cluster.
@@ -70,29 +82,41 @@ impl SelfHosted {
     /// Frontends learn of a new namespace on their next registry refresh; until then calls in
     /// it fail with NotFound.
     async fn wait_until_usable(&self, name: &str) -> Result<(), BackendError> {
-        let request = CountWorkflowExecutionsRequest {
-            namespace: name.to_owned(),
-            ..Default::default()
-        };
-        let count = || {
-            let mut service = self.connection.workflow_service();
-            let request = request.clone();
-            async move {
-                service
-                    .count_workflow_executions(Request::new(request))
-                    .await
-            }
-        };
         // Backs off: hundreds of registrations at once must not flood the frontend.
         retry_while(
             &[Code::NotFound],
             VISIBLE_TIMEOUT,
             Duration::from_secs(1),
-            count,
+            || self.count(name),
         )
         .await
         .map_err(classify)?;
         Ok(())
+    }
+
+    /// Frontends learn of a deletion on their registry's next refresh too, and until then
+    /// serve the deleted namespace's workflows by its name to whoever re-creates that name.
+    async fn wait_until_gone(&self, name: &str) -> Result<(), BackendError> {
+        tokio::time::sleep(self.registry_refresh * 2).await;
+        match self.count(name).await {
+            Err(status) if status.code() == Code::NotFound => Ok(()),
+            Ok(()) => Err(BackendError::Unavailable(format!(
+                "namespace {name:?} is still served after its deletion"
+            ))),
+            Err(status) => Err(classify(status)),
+        }
+    }
+
+    async fn count(&self, name: &str) -> Result<(), Status> {
+        let request = CountWorkflowExecutionsRequest {
+            namespace: name.to_owned(),
+            ..Default::default()
+        };
+        self.connection
+            .workflow_service()
+            .count_workflow_executions(Request::new(request))
+            .await
+            .map(drop)
     }
 
     async fn search_attributes(
@@ -292,10 +316,11 @@ impl NamespaceBackend for SelfHosted {
             .delete_namespace(Request::new(request))
             .await
         {
-            Ok(_) => Ok(()),
-            Err(status) if status.code() == Code::NotFound => Ok(()),
-            Err(status) => Err(classify(status)),
+            Ok(_) => {}
+            Err(status) if status.code() == Code::NotFound => {}
+            Err(status) => return Err(classify(status)),
         }
+        self.wait_until_gone(name).await
     }
 
     async fn endpoint(&self, _name: &str) -> Result<String, BackendError> {

@@ -74,6 +74,11 @@ impl DevServer {
 
     /// Starts a server of its own, stopped when dropped.
     pub fn start() -> anyhow::Result<DevServer> {
+        Self::start_with(&[])
+    }
+
+    /// [`Self::start`], with `dynamic_config` (`key=value`) set on the server too.
+    pub fn start_with(dynamic_config: &[&str]) -> anyhow::Result<DevServer> {
         let dir = tempfile::Builder::new()
             .prefix("plinth-test-temporal-")
             .tempdir()?
@@ -106,6 +111,11 @@ impl DevServer {
                 "--dynamic-config-value",
                 "system.enableCrossNamespaceCommands=true",
             ])
+            .args(
+                dynamic_config
+                    .iter()
+                    .flat_map(|value| ["--dynamic-config-value", value]),
+            )
             .arg("--db-filename")
             .arg(dir.join("temporal.db"))
             .args(["--ip", "127.0.0.1"])
