@@ -6,8 +6,8 @@ use plinth_control::{AccessLists, ControlPlane};
 use plinth_identity::ClientVerifier;
 use plinth_identity::{CertificateAuthority, Identity, Secret, TrustDomain};
 use plinth_proxy::{
-    Budgets, ClientIdentity, FrontDoor, KeyCheck, ProxyMetrics, Routes, SelfIssued, UpstreamTls,
-    Upstreams,
+    Budgets, ClientIdentity, FrontDoor, KeyCheck, ProxyMetrics, Routes, SelfIssued, TemporalHealth,
+    UpstreamTls, Upstreams,
 };
 use tokio::net::TcpListener;
 
@@ -91,6 +91,10 @@ pub async fn run(config: &Config, home: &Home, args: &ProxyArgs) -> anyhow::Resu
         check.check().await.map_err(anyhow::Error::msg)?;
     }
     let proxy = &config.proxy;
+    let temporal = std::sync::Arc::new(TemporalHealth::new(
+        ControlPlane::new(client.clone(), settings.task_queue.clone()),
+        address.clone(),
+    ));
     let default_upstream = proxy.upstream.clone().unwrap_or(address);
     let door = std::sync::Arc::new(FrontDoor {
         codec: crate::codec::load(config, home)?,
@@ -110,6 +114,7 @@ pub async fn run(config: &Config, home: &Home, args: &ProxyArgs) -> anyhow::Resu
         ),
         settings: proxy.door_settings(),
         audit,
+        temporal,
     });
     let (tls, verifier) = server_tls(config, home, true, b"h2")?;
     let (listener, _) = bind(args.listen.as_ref(), &proxy.listen, "[proxy] listen").await?;

@@ -96,6 +96,30 @@ impl ControlPlane {
         }
     }
 
+    /// Whether Temporal's frontend answers its gRPC health check as serving.
+    pub async fn serving(&self) -> Result<(), BackendError> {
+        use temporalio_common::protos::grpc::health::v1::{
+            HealthCheckRequest, health_check_response::ServingStatus,
+        };
+        let request = HealthCheckRequest {
+            service: "temporal.api.workflowservice.v1.WorkflowService".into(),
+        };
+        let answer = self
+            .client
+            .connection()
+            .health_service()
+            .check(temporalio_client::tonic::Request::new(request))
+            .await
+            .map_err(|status| BackendError::Unavailable(status.message().to_owned()))?;
+        match answer.into_inner().status() {
+            ServingStatus::Serving => Ok(()),
+            status => Err(BackendError::Unavailable(format!(
+                "its health check says {}",
+                status.as_str_name()
+            ))),
+        }
+    }
+
     /// The resource workflow `workflow_id` keeps in its memo, and whether that workflow is
     /// running; `None` when there never was one or it has published nothing yet. A closed
     /// workflow still reads as its last published state.

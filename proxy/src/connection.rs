@@ -180,6 +180,10 @@ async fn call<L: LocalService>(
         match Route::of(request.uri().path(), L::NAME) {
             Route::Temporal => services.door.call(request, &caller, &budget).await,
             Route::Local => {
+                // Every platform API call needs Temporal: said at once, not after a deadline.
+                if let Some(why) = services.door.temporal.unreachable() {
+                    return Status::unavailable(why).into_http();
+                }
                 let mut request = request.map(Body::new);
                 request.extensions_mut().insert(Caller::clone(&caller));
                 let local = &mut services.local;

@@ -20,6 +20,7 @@ use tonic::codegen::http::{self, HeaderMap, HeaderName, HeaderValue, StatusCode,
 use tonic::{Code, Status, body::Body};
 
 use crate::frame::{GRPC_ENCODING, MAX_RESPONSE_BYTES, frame, unframe};
+use crate::health::TemporalHealth;
 use crate::metrics::ProxyMetrics;
 use crate::nexus::{NexusEndpoints, Target};
 use crate::payloads::{self, Named, Transformed};
@@ -54,6 +55,8 @@ pub struct FrontDoor {
     pub budgets: Budgets,
     /// Where its refusals are recorded.
     pub audit: Arc<dyn AuditSink>,
+    /// Whether the platform's Temporal answers.
+    pub temporal: Arc<TemporalHealth>,
 }
 
 /// What the front door accepts from clients.
@@ -419,8 +422,12 @@ impl FrontDoor {
             })
     }
 
-    /// The client of upstream `endpoint`.
+    /// The client of upstream `endpoint`; none while that is the platform's Temporal and it
+    /// does not answer, so calls fail at once instead of each waiting out its deadline.
     fn upstream(&self, endpoint: &str) -> Result<Arc<crate::upstream::Upstream>, Status> {
+        if let Some(why) = self.temporal.unreachable_at(endpoint) {
+            return Err(Status::unavailable(why));
+        }
         self.upstreams
             .client(endpoint)
             .map_err(|e| Status::unavailable(e.to_string()))

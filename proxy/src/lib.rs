@@ -9,6 +9,7 @@ mod frame;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
+mod health;
 mod keepalive;
 mod metrics;
 mod nexus;
@@ -40,6 +41,7 @@ pub fn temporal_descriptors() -> &'static [u8] {
     schema::DESCRIPTORS
 }
 pub use forward::{DoorSettings, FrontDoor};
+pub use health::TemporalHealth;
 pub use metrics::ProxyMetrics;
 pub use nexus::NexusEndpoints;
 pub use request::Budgets;
@@ -67,6 +69,10 @@ pub async fn serve<L: LocalService>(
     let address: Option<SocketAddr> = listener.local_addr().ok();
     tracing::info!(?address, "proxy listening (mTLS)");
     let upkeep = tokio::spawn(keep_fresh(door.clone(), refresh));
+    let probe = {
+        let door = door.clone();
+        tokio::spawn(async move { door.temporal.watch().await })
+    };
     let services = Services { door, local };
     let (stop, stopping) = watch::channel(false);
     let mut connections = JoinSet::new();
@@ -97,6 +103,7 @@ pub async fn serve<L: LocalService>(
     let _ = stop.send(true);
     while connections.join_next().await.is_some() {}
     upkeep.abort();
+    probe.abort();
 }
 
 /// Refreshes the namespace table and drops clients nothing routes to; reloads the upstream
@@ -176,12 +183,14 @@ pub fn monitoring(door: Arc<FrontDoor>) -> axum::Router {
             "/readyz",
             get(
                 |axum::extract::State(door): axum::extract::State<Arc<FrontDoor>>| async move {
-                    if door.routes.loaded() {
-                        (StatusCode::OK, "ready\n")
+                    if let Some(why) = door.temporal.unreachable() {
+                        (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n"))
+                    } else if door.routes.loaded() {
+                        (StatusCode::OK, "ready\n".to_owned())
                     } else {
                         (
                             StatusCode::SERVICE_UNAVAILABLE,
-                            "the namespace table is not loaded yet\n",
+                            "the namespace table is not loaded yet\n".to_owned(),
                         )
                     }
                 },
