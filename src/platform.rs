@@ -127,6 +127,15 @@ pub fn backend(
                 .namespace_endpoint
                 .clone()
                 .unwrap_or_else(|| temporal_address.to_owned());
+            let refresh = config.backend.namespace_cache_refresh;
+            // A deletion waits twice this within its 15-minute activity.
+            anyhow::ensure!(
+                (std::time::Duration::from_secs(1)..=std::time::Duration::from_secs(300))
+                    .contains(&refresh),
+                "[backend] namespace_cache_refresh: {} is outside 1s to 5m; give the cluster's \
+                 system.namespaceCacheRefreshInterval",
+                humantime::format_duration(refresh)
+            );
             Arc::new(
                 SelfHosted::new(connection.clone(), endpoint)
                     .registry_refresh(config.backend.namespace_cache_refresh),

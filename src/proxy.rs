@@ -94,6 +94,7 @@ pub async fn run(config: &Config, home: &Home, args: &ProxyArgs) -> anyhow::Resu
     let temporal = std::sync::Arc::new(TemporalHealth::new(
         ControlPlane::new(client.clone(), settings.task_queue.clone()),
         address.clone(),
+        config.backend.kind == crate::config::BackendKind::SelfHosted,
     ));
     let default_upstream = proxy.upstream.clone().unwrap_or(address);
     let door = std::sync::Arc::new(FrontDoor {

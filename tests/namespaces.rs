@@ -6,9 +6,7 @@ use std::time::Duration;
 
 use std::process::Command;
 
-use plinth_test_harness::cli::{
-    namespace_yaml, ok, stderr, stdout, temporal, temporal_as, text, wait_for,
-};
+use plinth_test_harness::cli::{namespace_yaml, ok, stderr, stdout, temporal, text, wait_for};
 use plinth_test_harness::{
     ADMIN, DevServer, OUTSIDER, PAYMENTS_MEMBER, PAYMENTS_TEAM, PlinthStack,
 };
@@ -430,52 +428,6 @@ fn a_deleted_namespaces_workflows_are_not_served_to_whoever_takes_its_name() {
         "{}",
         text(&described)
     );
-}
-
-/// While Temporal is down the proxy says so at once: readiness fails, and both CLIs name
-/// Temporal's address. When it returns, the same proxy and worker carry on by themselves.
-#[test]
-fn while_temporal_is_down_the_proxy_says_so_and_carries_on_when_it_returns() {
-    let server = DevServer::start().unwrap();
-    let stack =
-        PlinthStack::start_with(&server, PLINTH.as_ref(), "10m", "3s").expect("start the stack");
-    stack
-        .provision_for_team("before-outage", "before-outage-ns")
-        .unwrap();
-    let alice = stack.profile(PAYMENTS_MEMBER, "before-outage-ns").unwrap();
-    ok(temporal_as(&alice, &["workflow", "list"]));
-    let readiness = || {
-        let out = Command::new("curl")
-            .args(["-s", "-w", " %{http_code}"])
-            .arg(format!("http://{}/readyz", stack.proxy_metrics_address))
-            .output()
-            .unwrap();
-        stdout(&out)
-    };
-    assert!(readiness().ends_with(" 200"), "{}", readiness());
-    let down = format!("Temporal at {} is unreachable", stack.temporal_address);
-
-    server.stop_serving().unwrap();
-    wait_for("readiness to say Temporal is down", || {
-        let answer = readiness();
-        answer.ends_with(" 503") && answer.contains(&down)
-    });
-    let refused = stack.plinth_as(ADMIN, &["get", "namespaces"]);
-    assert!(!refused.status.success(), "{}", text(&refused));
-    assert!(stderr(&refused).contains(&down), "{}", text(&refused));
-    let forwarded = temporal_as(&alice, &["workflow", "list"]);
-    assert!(!forwarded.status.success(), "{}", text(&forwarded));
-    assert!(stderr(&forwarded).contains(&down), "{}", text(&forwarded));
-
-    server.resume_serving().unwrap();
-    wait_for("readiness to return", || readiness().ends_with(" 200"));
-    ok(stack.apply_as(
-        PAYMENTS_MEMBER,
-        &resource("after-outage", "after-outage-ns", 30, ""),
-        &["--wait"],
-    ));
-    assert!(temporal_namespace(&stack, "after-outage-ns").is_some());
-    ok(temporal_as(&alice, &["workflow", "list"]));
 }
 
 #[test]

@@ -1161,6 +1161,65 @@ fn upstream_certificates_rotate_and_an_upstream_outage_is_unavailable_then_recov
     drop(worker);
 }
 
+/// While Temporal is down the proxy says so at once: readiness fails, and the platform API
+/// and calls in a namespace (past the access list's cache) answer UNAVAILABLE naming
+/// Temporal's address. When it returns, the same proxy and worker carry on by themselves.
+#[test]
+fn while_temporal_is_down_the_proxy_says_so_and_carries_on_when_it_returns() {
+    use temporalio_common::protos::temporal::api::workflowservice::v1::ListWorkflowExecutionsRequest;
+    let server = DevServer::start().unwrap();
+    let stack =
+        PlinthStack::start_with(&server, PLINTH.as_ref(), "10m", "3s").expect("start the stack");
+    let ns = provision(&stack, "outage");
+    let alice = stack.profile(PAYMENTS_MEMBER, &ns).unwrap();
+    let readiness = || {
+        let out = Command::new("curl")
+            .args(["-s", "-w", " %{http_code}"])
+            .arg(format!("http://{}/readyz", stack.proxy_metrics_address))
+            .output()
+            .unwrap();
+        stdout(&out)
+    };
+    let list = || {
+        block_on(async {
+            let mut client = WorkflowClient::new(channel_of(&alice).await);
+            client
+                .list_workflow_executions(ListWorkflowExecutionsRequest {
+                    namespace: ns.clone(),
+                    ..Default::default()
+                })
+                .await
+                .map(drop)
+        })
+    };
+    list().expect("alice lists her namespace");
+    assert!(readiness().ends_with(" 200"), "{}", readiness());
+    let down = format!("Temporal at {} is unreachable", stack.temporal_address);
+
+    server.stop_serving().unwrap();
+    wait_for("readiness to say Temporal is down", || {
+        let answer = readiness();
+        answer.ends_with(" 503") && answer.contains(&down)
+    });
+    let refused = stack.plinth_as(ADMIN, &["get", "namespaces"]);
+    assert!(!refused.status.success(), "{}", text(&refused));
+    assert!(stderr(&refused).contains(&down), "{}", text(&refused));
+    std::thread::sleep(Duration::from_secs(6)); // past the access list's cache
+    let forwarded = list().expect_err("no list while Temporal is down");
+    assert_eq!(forwarded.code(), tonic::Code::Unavailable, "{forwarded:?}");
+    assert!(forwarded.message().contains(&down), "{forwarded:?}");
+
+    server.resume_serving().unwrap();
+    wait_for("readiness to return", || readiness().ends_with(" 200"));
+    list().expect("alice lists her namespace again");
+    let after = provision(&stack, "after-outage");
+    assert!(
+        stack
+            .access(&after)
+            .contains(&(format!("user:{PAYMENTS_MEMBER}"), "write".into()))
+    );
+}
+
 /// A tonic channel to the proxy made from a `plinth profile`, as any gRPC client would.
 async fn channel_of(profile: &Path) -> tonic::transport::Channel {
     use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};

@@ -96,27 +96,30 @@ impl ControlPlane {
         }
     }
 
-    /// Whether Temporal's frontend answers its gRPC health check as serving.
-    pub async fn serving(&self) -> Result<(), BackendError> {
-        use temporalio_common::protos::grpc::health::v1::{
-            HealthCheckRequest, health_check_response::ServingStatus,
-        };
+    /// Whether Temporal's frontend answers at all, asked by its gRPC health check. Any
+    /// answer counts, `NOT_SERVING` from a draining frontend and `UNIMPLEMENTED` from a
+    /// balancer that does not route health checks included: only no answer is down.
+    pub async fn answers(&self) -> Result<(), BackendError> {
+        use temporalio_common::protos::grpc::health::v1::HealthCheckRequest;
         let request = HealthCheckRequest {
             service: "temporal.api.workflowservice.v1.WorkflowService".into(),
         };
-        let answer = self
+        match self
             .client
             .connection()
             .health_service()
             .check(temporalio_client::tonic::Request::new(request))
             .await
-            .map_err(|status| BackendError::Unavailable(status.message().to_owned()))?;
-        match answer.into_inner().status() {
-            ServingStatus::Serving => Ok(()),
-            status => Err(BackendError::Unavailable(format!(
-                "its health check says {}",
-                status.as_str_name()
-            ))),
+        {
+            Err(status)
+                if matches!(
+                    status.code(),
+                    Code::Unavailable | Code::DeadlineExceeded | Code::Unknown | Code::Cancelled
+                ) =>
+            {
+                Err(BackendError::Unavailable(status.message().to_owned()))
+            }
+            _ => Ok(()),
         }
     }
 

@@ -285,6 +285,10 @@ impl FrontDoor {
                 "namespace {namespace:?} is not served here: no Ready Plinth namespace has that name"
             ))
         })?;
+        // Before the access list, which is read from there too.
+        if let Some(why) = self.temporal.unreachable_at(&endpoint) {
+            return Err(Status::unavailable(why));
+        }
         let allowed = self.allows(namespace, identity, need).await?;
         if !allowed {
             return Err(self.deny(

@@ -20,27 +20,46 @@ const FAILURES_TO_DOWN: u32 = 2;
 pub struct TemporalHealth {
     control: ControlPlane,
     address: String,
+    /// Whether namespaces are served from it, so that the proxy is of no use without it.
+    serves_namespaces: bool,
     /// Why the last probe failed; `None` while Temporal answers.
     down: RwLock<Option<String>>,
 }
 
 impl TemporalHealth {
     /// Probes Temporal at `address` through `control`; reachable until a probe says otherwise.
-    pub fn new(control: ControlPlane, address: String) -> Self {
+    /// `serves_namespaces`: namespaces live there too (self-hosted), not only the control plane.
+    pub fn new(control: ControlPlane, address: String, serves_namespaces: bool) -> Self {
         Self {
             control,
             address,
+            serves_namespaces,
             down: RwLock::new(None),
         }
     }
 
-    /// Why calls needing Temporal cannot be answered now, naming its address.
-    pub fn unreachable(&self) -> Option<String> {
-        let down = self
-            .down
+    /// Why the last probe failed.
+    fn why(&self) -> Option<String> {
+        self.down
             .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        down.as_ref()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// What callers needing Temporal are told now: its address, not the transport's detail,
+    /// which is for operators (the log and readiness).
+    pub fn unreachable(&self) -> Option<String> {
+        self.why()
+            .map(|_| format!("Temporal at {} is unreachable", self.address))
+    }
+
+    /// Why the proxy is not ready on Temporal's account: only where namespaces are served from
+    /// it, so that an outage of the control plane alone leaves Cloud namespaces served.
+    pub fn not_ready(&self) -> Option<String> {
+        if !self.serves_namespaces {
+            return None;
+        }
+        self.why()
             .map(|why| format!("Temporal at {} is unreachable ({why})", self.address))
     }
 
@@ -58,7 +77,7 @@ impl TemporalHealth {
         let mut failures = 0;
         loop {
             ticks.tick().await;
-            let result = match tokio::time::timeout(PROBE_TIMEOUT, self.control.serving()).await {
+            let result = match tokio::time::timeout(PROBE_TIMEOUT, self.control.answers()).await {
                 Ok(Ok(())) => None,
                 Ok(Err(
                     BackendError::Unavailable(why)

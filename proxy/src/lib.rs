@@ -183,7 +183,7 @@ pub fn monitoring(door: Arc<FrontDoor>) -> axum::Router {
             "/readyz",
             get(
                 |axum::extract::State(door): axum::extract::State<Arc<FrontDoor>>| async move {
-                    if let Some(why) = door.temporal.unreachable() {
+                    if let Some(why) = door.temporal.not_ready() {
                         (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n"))
                     } else if door.routes.loaded() {
                         (StatusCode::OK, "ready\n".to_owned())

@@ -96,14 +96,35 @@ impl SelfHosted {
 
     /// Frontends learn of a deletion on their registry's next refresh too, and until then
     /// serve the deleted namespace's workflows by its name to whoever re-creates that name.
+    /// Waits here rather than failing: a retry would delete by name again, perhaps a namespace
+    /// registered under it meanwhile.
     async fn wait_until_gone(&self, name: &str) -> Result<(), BackendError> {
         tokio::time::sleep(self.registry_refresh * 2).await;
-        match self.count(name).await {
-            Err(status) if status.code() == Code::NotFound => Ok(()),
-            Ok(()) => Err(BackendError::Unavailable(format!(
-                "namespace {name:?} is still served after its deletion"
-            ))),
-            Err(status) => Err(classify(status)),
+        let deadline = tokio::time::Instant::now() + VISIBLE_TIMEOUT;
+        let mut said = false;
+        loop {
+            match self.count(name).await {
+                Err(status) if status.code() == Code::NotFound => return Ok(()),
+                Err(status) if tokio::time::Instant::now() >= deadline => {
+                    return Err(classify(status));
+                }
+                Ok(()) if tokio::time::Instant::now() >= deadline => {
+                    return Err(BackendError::Unavailable(format!(
+                        "namespace {name:?} is still served {VISIBLE_TIMEOUT:?} after its deletion"
+                    )));
+                }
+                Ok(()) if !said => {
+                    said = true;
+                    tracing::error!(
+                        namespace = name,
+                        assumed = ?self.registry_refresh,
+                        "a deleted namespace is still served: the cluster refreshes its namespace \
+                         registry more slowly than [backend] namespace_cache_refresh says"
+                    );
+                }
+                _ => {}
+            }
+            tokio::time::sleep(self.registry_refresh).await;
         }
     }
 
