@@ -24,12 +24,12 @@ impl Home {
         self.root.join("plinth.toml")
     }
 
-    /// Default directory (people and groups) file.
     /// The bearer token of the SCIM service.
     pub fn scim_token_file(&self) -> PathBuf {
         self.root.join("scim-token")
     }
 
+    /// Default directory (people and groups) file.
     pub fn directory_file(&self) -> PathBuf {
         self.root.join("directory.yaml")
     }

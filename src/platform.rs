@@ -136,10 +136,7 @@ pub fn backend(
                  system.namespaceCacheRefreshInterval",
                 humantime::format_duration(refresh)
             );
-            Arc::new(
-                SelfHosted::new(connection.clone(), endpoint)
-                    .registry_refresh(config.backend.namespace_cache_refresh),
-            )
+            Arc::new(SelfHosted::new(connection.clone(), endpoint).registry_refresh(refresh))
         }
         BackendKind::Cloud => Arc::new(cloud(config, home)?),
     };

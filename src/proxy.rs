@@ -64,11 +64,7 @@ pub async fn run(config: &Config, home: &Home, args: &ProxyArgs) -> anyhow::Resu
         std::sync::Arc::new(AccessLists::new(platform.backend.clone()));
     let destinations = config.audit.destinations(home)?;
     let trail = config.audit.read_from(&destinations)?;
-    let audit = audit_sender(
-        ControlPlane::new(client.clone(), settings.task_queue.clone()),
-        &destinations,
-        "proxy",
-    );
+    let audit = audit_sender(control.clone(), &destinations, "proxy");
     let api = PlatformApi::new(
         client.clone(),
         settings.task_queue.clone(),
@@ -92,7 +88,7 @@ pub async fn run(config: &Config, home: &Home, args: &ProxyArgs) -> anyhow::Resu
     }
     let proxy = &config.proxy;
     let temporal = std::sync::Arc::new(TemporalHealth::new(
-        ControlPlane::new(client.clone(), settings.task_queue.clone()),
+        control.clone(),
         address.clone(),
         config.backend.kind == crate::config::BackendKind::SelfHosted,
     ));
@@ -101,10 +97,7 @@ pub async fn run(config: &Config, home: &Home, args: &ProxyArgs) -> anyhow::Resu
         codec: crate::codec::load(config, home)?,
         access,
         admins: api.admins().clone(),
-        routes: std::sync::Arc::new(Routes::new(
-            ControlPlane::new(client, settings.task_queue),
-            proxy.upstream.clone(),
-        )),
+        routes: std::sync::Arc::new(Routes::new(control.clone(), proxy.upstream.clone())),
         upstreams: std::sync::Arc::new(upstreams(config, home, &default_upstream)?),
         default_upstream,
         metrics: std::sync::Arc::new(ProxyMetrics::default()),

@@ -172,18 +172,15 @@ impl ScimStore for ScimResources {
         Ok(found.filter(|r| r.kind == kind && r.id == id))
     }
 
-    async fn replace(&self, resource: &Resource, expected: u64) -> Result<(), StoreError> {
-        // Describe is cheap; visibility is rate-limited: look names up only when one changes.
-        let renamed = self
-            .get(resource.kind, &resource.id)
-            .await?
-            .is_none_or(|current| current.name_key() != resource.name_key());
-        if renamed {
+    async fn replace(&self, resource: &Resource, current: &Resource) -> Result<(), StoreError> {
+        // Visibility is rate-limited: names are looked up only when one changes. Should
+        // `current` be out of date, the version check below refuses the change.
+        if current.name_key() != resource.name_key() {
             self.taken(resource).await?;
         }
         let change = ScimReplace {
             resource: resource.clone(),
-            expected,
+            expected: current.version,
         };
         let written = self
             .update(resource.kind, &resource.id, ReplaceScim, change)

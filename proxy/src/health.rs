@@ -5,7 +5,7 @@
 use std::sync::RwLock;
 use std::time::Duration;
 
-use plinth_control::{BackendError, ControlPlane};
+use plinth_control::ControlPlane;
 
 /// How often Temporal is asked.
 const PROBE_INTERVAL: Duration = Duration::from_secs(1);
@@ -65,9 +65,7 @@ impl TemporalHealth {
 
     /// [`Self::unreachable`], when `endpoint` is where the probe asks.
     pub fn unreachable_at(&self, endpoint: &str) -> Option<String> {
-        (endpoint == self.address)
-            .then(|| self.unreachable())
-            .flatten()
+        self.unreachable().filter(|_| endpoint == self.address)
     }
 
     /// Probes until dropped.
@@ -79,11 +77,7 @@ impl TemporalHealth {
             ticks.tick().await;
             let result = match tokio::time::timeout(PROBE_TIMEOUT, self.control.answers()).await {
                 Ok(Ok(())) => None,
-                Ok(Err(
-                    BackendError::Unavailable(why)
-                    | BackendError::Rejected(why)
-                    | BackendError::TooLarge(why),
-                )) => Some(why),
+                Ok(Err(e)) => Some(e.to_string()),
                 Err(_) => Some(format!("no answer within {PROBE_TIMEOUT:?}")),
             };
             failures = if result.is_some() { failures + 1 } else { 0 };

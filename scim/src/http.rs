@@ -720,7 +720,7 @@ impl ScimService {
                 attributes,
                 ..current.clone()
             };
-            match self.store.replace(&next, current.version).await {
+            match self.store.replace(&next, &current).await {
                 Ok(()) => {
                     tracing::info!(kind = kind.name(), %id, version = next.version, "SCIM resource changed");
                     self.changed(kind, id, Some(&current), Some(&next)).await;

@@ -119,8 +119,8 @@ pub trait ScimStore: Send + Sync + std::fmt::Debug + 'static {
     async fn create(&self, resource: &Resource) -> Result<(), StoreError>;
     /// The resource, if it exists.
     async fn get(&self, kind: Kind, id: &str) -> Result<Option<Resource>, StoreError>;
-    /// Replaces the resource stored at version `expected` with `resource`.
-    async fn replace(&self, resource: &Resource, expected: u64) -> Result<(), StoreError>;
+    /// Replaces `current`, as read, with `resource`, if it is still at `current`'s version.
+    async fn replace(&self, resource: &Resource, current: &Resource) -> Result<(), StoreError>;
     /// Deletes the resource, if stored at version `expected` when one is given.
     async fn delete(&self, kind: Kind, id: &str, expected: Option<u64>) -> Result<(), StoreError>;
     /// Every resource of `kind`, or those whose name is `name` (without case).

@@ -40,11 +40,11 @@ impl ScimStore for MemoryStore {
         Ok(resources.get(&(kind, id.to_owned())).cloned())
     }
 
-    async fn replace(&self, resource: &Resource, expected: u64) -> Result<(), StoreError> {
+    async fn replace(&self, resource: &Resource, read: &Resource) -> Result<(), StoreError> {
         let mut resources = self.resources.lock().expect("store lock");
         let key = (resource.kind, resource.id.clone());
         let current = resources.get(&key).ok_or(StoreError::NotFound)?.version;
-        if current != expected {
+        if current != read.version {
             return Err(StoreError::Stale { current });
         }
         Self::taken(&resources, resource)?;

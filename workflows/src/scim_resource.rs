@@ -65,11 +65,7 @@ impl ScimResourceWorkflow {
         _ctx: &WorkflowContextView,
         change: &ScimReplace,
     ) -> Result<(), UpdateError> {
-        let same =
-            change.resource.kind == self.resource.kind && change.resource.id == self.resource.id;
-        if !same {
-            return Err(format!("not resource {}", self.resource.id).into());
-        }
+        self.of_this(change)?;
         self.at(Some(change.expected))
     }
 
@@ -80,11 +76,7 @@ impl ScimResourceWorkflow {
         _ctx: &mut SyncWorkflowContext<Self>,
         change: ScimReplace,
     ) -> Result<ScimWritten, UpdateError> {
-        let same =
-            change.resource.kind == self.resource.kind && change.resource.id == self.resource.id;
-        if !same {
-            return Err(format!("not resource {}", self.resource.id).into());
-        }
+        self.of_this(&change)?;
         if self.deleted || change.expected != self.resource.version {
             return Ok(self.written(false));
         }
@@ -127,6 +119,16 @@ impl ScimResourceWorkflow {
 }
 
 impl ScimResourceWorkflow {
+    /// Refuses a change naming another resource.
+    fn of_this(&self, change: &ScimReplace) -> Result<(), UpdateError> {
+        let same =
+            change.resource.kind == self.resource.kind && change.resource.id == self.resource.id;
+        if !same {
+            return Err(format!("not resource {}", self.resource.id).into());
+        }
+        Ok(())
+    }
+
     /// Whether the resource stands at `expected` (any version with `None`).
     fn at(&self, expected: Option<u64>) -> Result<(), UpdateError> {
         if self.deleted || expected.is_some_and(|v| v != self.resource.version) {
