@@ -22,7 +22,8 @@ pub fn token(config: &Config, home: &Home) -> anyhow::Result<String> {
         .token_file
         .clone()
         .unwrap_or_else(|| home.scim_token_file());
-    let text = std::fs::read_to_string(&path)
+    // Whoever reads it may put anyone in the admin group: it is kept like a private key.
+    let text = plinth_identity::read_private(&path)
         .with_context(|| format!("[directory.scim] token_file: {}", path.display()))?;
     let token = text.trim().to_owned();
     anyhow::ensure!(
@@ -107,4 +108,26 @@ pub async fn serve(
     Ok(tokio::spawn(async move {
         axum::serve(TlsListener::new(listener, tls, verifier), app).await
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    use super::*;
+
+    #[test]
+    fn a_token_file_others_may_read_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("scim-token");
+        std::fs::write(&path, "t".repeat(MIN_TOKEN_CHARS)).unwrap();
+        let home = Home::new(dir.path().to_owned());
+        let mut config = Config::default();
+        config.directory.scim.token_file = Some(path.clone());
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let error = format!("{:#}", token(&config, &home).unwrap_err());
+        assert!(error.contains("has mode 644"), "{error}");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(token(&config, &home).unwrap(), "t".repeat(MIN_TOKEN_CHARS));
+    }
 }

@@ -23,6 +23,11 @@ fn stack() -> (PlinthStack, String) {
     let port = free_port();
     let token_file = std::env::temp_dir().join(format!("plinth-scim-token-{port}"));
     std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
+    std::fs::set_permissions(
+        &token_file,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
     let sections = format!(
         "[directory]\nsource = \"scim\"\nrefresh_interval = \"1h\"\n\n\
          [directory.scim]\nlisten = \"127.0.0.1:{port}\"\ntoken_file = \"{}\"\n",

@@ -353,12 +353,15 @@ fn is_format(c: char) -> bool {
     matches!(
         c,
         // Format characters (Cf), line and paragraph separators (Zl, Zp).
-        '\u{00AD}' | '\u{061C}' | '\u{180E}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}'
-            | '\u{2028}' | '\u{2029}' | '\u{2060}'..='\u{2069}' | '\u{FEFF}'
+        '\u{00AD}' | '\u{061C}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}'
+            | '\u{2028}' | '\u{2029}' | '\u{2060}'..='\u{206F}' | '\u{FEFF}'
+            | '\u{0600}'..='\u{0605}' | '\u{06DD}' | '\u{070F}' | '\u{08E2}'
+            | '\u{110BD}' | '\u{110CD}' | '\u{13430}'..='\u{1343F}'
+            | '\u{1BCA0}'..='\u{1BCA3}' | '\u{1D173}'..='\u{1D17A}'
             | '\u{FFF9}'..='\u{FFFB}' | '\u{E0000}'..='\u{E007F}'
             // Invisible joiners, variation selectors and fillers that hide or reshape text.
             | '\u{034F}' | '\u{115F}' | '\u{1160}' | '\u{3164}' | '\u{FFA0}'
-            | '\u{FE00}'..='\u{FE0F}' | '\u{E0100}'..='\u{E01EF}'
+            | '\u{180B}'..='\u{180F}' | '\u{FE00}'..='\u{FE0F}' | '\u{E0100}'..='\u{E01EF}'
             // Private use (Co): no meaning an approver can read.
             | '\u{E000}'..='\u{F8FF}' | '\u{F0000}'..='\u{FFFFD}' | '\u{100000}'..='\u{10FFFD}'
     )
@@ -411,6 +414,12 @@ mod tests {
             '\u{3164}',
             '\u{E000}',
             '\u{10FFFD}',
+            '\u{206A}',
+            '\u{1D173}',
+            '\u{13430}',
+            '\u{1BCA0}',
+            '\u{0600}',
+            '\u{180B}',
         ];
         for c in hiding {
             assert!(is_format(c), "U+{:04X} passes", c as u32);

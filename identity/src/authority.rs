@@ -253,7 +253,8 @@ fn read(path: &Path) -> Result<String, PkiError> {
     })
 }
 
-fn read_private(path: &Path) -> Result<String, PkiError> {
+/// Reads a secret file, refused when other users may read it.
+pub fn read_private(path: &Path) -> Result<String, PkiError> {
     let meta = fs::metadata(path).map_err(|source| PkiError::Io {
         path: path.to_owned(),
         source,

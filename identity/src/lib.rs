@@ -13,7 +13,9 @@ mod secret;
 mod tls;
 mod verify;
 
-pub use authority::{CertificateAuthority, IssuedCertificate, PkiError, write_private};
+pub use authority::{
+    CertificateAuthority, IssuedCertificate, PkiError, read_private, write_private,
+};
 pub use identity::{Identity, IdentityError, TrustDomain, identity_from_certificate};
 pub use secret::{Secret, SecretError, SecretSource};
 pub use tls::{
