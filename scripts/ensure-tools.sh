@@ -76,3 +76,16 @@ ensure_slapd() {
   $sudo apt-get update -qq >&2
   DEBIAN_FRONTEND=noninteractive RUNLEVEL=1 $sudo apt-get install -y -qq slapd ldap-utils >&2
 }
+
+# Debian's HAProxy: the scale-out tests put two proxies behind it, as a TCP load balancer
+# with health checks. The package's own service is left stopped; the tests run their own.
+ensure_haproxy() {
+  if [[ -x /usr/sbin/haproxy ]]; then
+    return
+  fi
+  echo "installing haproxy from Debian" >&2
+  local sudo=""
+  [[ $(id -u) -eq 0 ]] || sudo="sudo"
+  $sudo apt-get update -qq >&2
+  DEBIAN_FRONTEND=noninteractive RUNLEVEL=1 $sudo apt-get install -y -qq haproxy >&2
+}

@@ -571,6 +571,23 @@ pub struct ProxyConfig {
     /// A request whose body has not arrived whole within this is refused.
     #[serde(with = "humantime_serde")]
     pub request_body_timeout: Duration,
+    /// Calls other than long polls in flight at once; more are refused with
+    /// RESOURCE_EXHAUSTED instead of queueing.
+    pub max_concurrent_calls: usize,
+    /// The same, of one caller (the identity its certificate names).
+    pub max_calls_per_identity: usize,
+    /// Long polls (a worker's task queue polls, update polls) waiting at once.
+    pub max_long_polls: usize,
+    /// The same, of one caller.
+    pub max_long_polls_per_identity: usize,
+    /// On SIGTERM, how long /readyz fails while connections are still accepted, so a load
+    /// balancer takes the proxy out first: its health-check interval times its failure count.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_delay: Duration,
+    /// Then, how long calls in flight have to finish after GOAWAY; long polls still waiting
+    /// then are answered empty (workers poll again elsewhere), other calls UNAVAILABLE.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
 }
 
 /// What the proxy does with an RPC it does not know.
@@ -610,14 +627,43 @@ impl Default for ProxyConfig {
             max_handshakes_per_peer: door.max_handshakes_per_peer,
             handshake_timeout: door.handshake_timeout,
             request_body_timeout: door.request_body_timeout,
+            max_concurrent_calls: door.limits.max_concurrent_calls,
+            max_calls_per_identity: door.limits.max_calls_per_identity,
+            max_long_polls: door.limits.max_long_polls,
+            max_long_polls_per_identity: door.limits.max_long_polls_per_identity,
+            shutdown_delay: door.shutdown_delay,
+            shutdown_grace: door.shutdown_grace,
         }
     }
 }
 
 impl ProxyConfig {
-    /// What the front door accepts, as configured.
-    pub fn door_settings(&self) -> plinth_proxy::DoorSettings {
-        plinth_proxy::DoorSettings {
+    /// What the front door accepts, as configured; a limit that would refuse every call or a
+    /// shutdown no orchestrator waits for is an error naming its setting.
+    pub fn door_settings(&self) -> anyhow::Result<plinth_proxy::DoorSettings> {
+        for (key, value) in [
+            ("max_concurrent_calls", self.max_concurrent_calls),
+            ("max_calls_per_identity", self.max_calls_per_identity),
+            ("max_long_polls", self.max_long_polls),
+            (
+                "max_long_polls_per_identity",
+                self.max_long_polls_per_identity,
+            ),
+        ] {
+            anyhow::ensure!(value > 0, "[proxy] {key}: must be at least 1");
+        }
+        for (key, value, max) in [
+            ("shutdown_delay", self.shutdown_delay, MAX_SHUTDOWN_DELAY),
+            ("shutdown_grace", self.shutdown_grace, MAX_SHUTDOWN_GRACE),
+        ] {
+            anyhow::ensure!(
+                value <= max,
+                "[proxy] {key}: {} is longer than the {} allowed",
+                humantime::format_duration(value),
+                humantime::format_duration(max)
+            );
+        }
+        Ok(plinth_proxy::DoorSettings {
             forward_unknown_rpcs: self.unknown_rpcs == UnknownRpcs::Forward,
             max_message_bytes: self.max_message_bytes,
             max_streams_per_connection: self.max_streams_per_connection,
@@ -627,9 +673,21 @@ impl ProxyConfig {
             max_handshakes_per_peer: self.max_handshakes_per_peer,
             handshake_timeout: self.handshake_timeout,
             request_body_timeout: self.request_body_timeout,
-        }
+            limits: plinth_proxy::CallLimits {
+                max_concurrent_calls: self.max_concurrent_calls,
+                max_calls_per_identity: self.max_calls_per_identity,
+                max_long_polls: self.max_long_polls,
+                max_long_polls_per_identity: self.max_long_polls_per_identity,
+            },
+            shutdown_delay: self.shutdown_delay,
+            shutdown_grace: self.shutdown_grace,
+        })
     }
 }
+
+/// Bounds of `[proxy] shutdown_delay` and `shutdown_grace`: a long poll lasts about a minute.
+const MAX_SHUTDOWN_DELAY: Duration = Duration::from_secs(300);
+const MAX_SHUTDOWN_GRACE: Duration = Duration::from_secs(300);
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -737,12 +795,18 @@ pub struct ClientConfig {
 pub struct WorkerConfig {
     /// Address of the worker's /metrics (plain HTTP).
     pub metrics_listen: String,
+    /// On SIGTERM the worker stops polling and lets running tasks finish; activities still
+    /// running after this are cancelled, and the worker exits shortly after whatever remains
+    /// (Temporal retries those activities when their timeouts expire).
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
 }
 
 impl Default for WorkerConfig {
     fn default() -> Self {
         Self {
             metrics_listen: "127.0.0.1:7450".into(),
+            shutdown_grace: Duration::from_secs(20),
         }
     }
 }

@@ -53,6 +53,7 @@ pub fn server_tls(
 
 /// Serves until SIGINT or SIGTERM.
 pub async fn run(config: &Config, home: &Home, args: &ProxyArgs) -> anyhow::Result<()> {
+    let door_settings = config.proxy.door_settings()?;
     let (mut options, address, settings) = args.temporal.resolve(&config.temporal)?;
     // The proxy's own calls (routes, access lists) are small and frequent: gzip would cost
     // the proxy CPU it spends on every forwarded call (a few percent at low call rates).
@@ -106,9 +107,10 @@ pub async fn run(config: &Config, home: &Home, args: &ProxyArgs) -> anyhow::Resu
             proxy.max_buffered_bytes,
             proxy.max_buffered_bytes_per_connection,
         ),
-        settings: proxy.door_settings(),
+        settings: door_settings,
         audit,
         temporal,
+        draining: Default::default(),
     });
     let (tls, verifier) = server_tls(config, home, true, b"h2")?;
     let (listener, _) = bind(args.listen.as_ref(), &proxy.listen, "[proxy] listen").await?;

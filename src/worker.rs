@@ -18,9 +18,19 @@ pub struct WorkerArgs {
     temporal: ConnectArgs,
 }
 
-/// Runs the worker until SIGINT or SIGTERM, then lets in-flight tasks finish.
+/// The longest `[worker] shutdown_grace`.
+const MAX_SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Runs the worker until SIGINT or SIGTERM, then lets in-flight tasks finish within
+/// `[worker] shutdown_grace`.
 pub async fn run(config: &Config, home: &Home, args: &WorkerArgs) -> anyhow::Result<()> {
     let (options, address, settings) = args.temporal.resolve(&config.temporal)?;
+    anyhow::ensure!(
+        config.worker.shutdown_grace <= MAX_SHUTDOWN_GRACE,
+        "[worker] shutdown_grace: {} is longer than the {} allowed",
+        humantime::format_duration(config.worker.shutdown_grace),
+        humantime::format_duration(MAX_SHUTDOWN_GRACE)
+    );
     let (listener, metrics_address) = crate::proxy::bind(
         args.metrics_listen.as_ref(),
         &config.worker.metrics_listen,
@@ -92,10 +102,12 @@ pub async fn run(config: &Config, home: &Home, args: &WorkerArgs) -> anyhow::Res
     .await?;
     tokio::spawn(worker.follow_directory(crate::platform::DIRECTORY_POLL));
     let shutdown = worker.shutdown_handle();
+    let (signalled, on_signal) = tokio::sync::oneshot::channel();
     tokio::spawn(async move {
         shutdown_signal().await;
-        tracing::info!("shutting down: finishing in-flight tasks");
+        tracing::info!("shutting down: no more polls; finishing in-flight tasks");
         shutdown();
+        let _ = signalled.send(());
     });
     tracing::info!(
         temporal = %target,
@@ -103,7 +115,21 @@ pub async fn run(config: &Config, home: &Home, args: &WorkerArgs) -> anyhow::Res
         task_queue = %settings.task_queue,
         "worker polling"
     );
-    worker.run().await?;
+    let grace = config.worker.shutdown_grace;
+    let grace_over = async {
+        match on_signal.await {
+            Ok(()) => tokio::time::sleep(grace).await,
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        ran = worker.run() => ran?,
+        () = grace_over => tracing::warn!(
+            ?grace,
+            "[worker] shutdown_grace is over with tasks still running; exiting (Temporal retries \
+             their activities when their timeouts expire)"
+        ),
+    }
     tracing::info!("worker stopped");
     Ok(())
 }

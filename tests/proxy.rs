@@ -1475,3 +1475,349 @@ fn fields_from_a_newer_api_pass_the_proxy_both_ways() {
         "input sealed"
     );
 }
+
+/// `/readyz` of the proxy whose health checks are at `address`: body and status code.
+fn readiness_at(address: &str) -> String {
+    let out = Command::new("curl")
+        .args(["-s", "-w", " %{http_code}"])
+        .arg(format!("http://{address}/readyz"))
+        .output()
+        .unwrap();
+    stdout(&out)
+}
+
+/// `profile`, pointed at `address` instead of the proxy it names.
+fn profile_at(stack: &PlinthStack, profile: &Path, address: &str, name: &str) -> PathBuf {
+    let moved = profile.with_file_name(name);
+    let text = std::fs::read_to_string(profile).unwrap();
+    std::fs::write(&moved, text.replace(&stack.proxy_address, address)).unwrap();
+    moved
+}
+
+/// Two proxies behind a TCP load balancer (HAProxy, checking `/readyz`) are restarted one
+/// after the other with SIGTERM, as an orchestrator rolls them, while a Python SDK worker and
+/// client run workflows through the balancer: each proxy reports not ready, drains the
+/// connections it holds, and exits cleanly, and every workflow completes once with its result.
+#[test]
+fn a_rolling_restart_of_two_proxies_behind_a_balancer_fails_no_call() {
+    use plinth_test_harness::{Backend, Balancer};
+    let mut stack = PlinthStack::start_configured(
+        DevServer::shared(),
+        PLINTH.as_ref(),
+        "10m",
+        "3s",
+        "shutdown_delay = \"1s\"\nshutdown_grace = \"3s\"",
+        "",
+    )
+    .unwrap();
+    let ns = provision(&stack, "rolling");
+    let second = stack.start_another_proxy().unwrap();
+    let backends = [
+        Backend {
+            address: stack.proxy_address.clone(),
+            health: stack.proxy_metrics_address.clone(),
+        },
+        Backend {
+            address: second.address.clone(),
+            health: second.metrics_address.clone(),
+        },
+    ];
+    let balancer = Balancer::start(&backends, "/readyz").unwrap();
+    let direct = stack.profile(PAYMENTS_MEMBER, &ns).unwrap();
+    let profile = profile_at(&stack, &direct, &balancer.address, "balanced.toml");
+    let _worker = PythonWorker::start(&profile, "rolling");
+    let mut driver = Command::new("python3")
+        .arg(interop("proxy_client.py"))
+        .arg("drive")
+        .arg(&profile)
+        .args(["team", "rolling", "order", "4"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    for (n, backend) in backends.iter().enumerate() {
+        let status = stack.terminate_proxy(n).unwrap();
+        assert!(status.success(), "proxy {n} exited with {status}");
+        stack.start_proxy(n).unwrap();
+        wait_for("the restarted proxy to be ready", || {
+            readiness_at(&backend.health).ends_with(" 200")
+        });
+        std::thread::sleep(Duration::from_secs(2)); // the balancer's checks take it back
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    drop(driver.stdin.take());
+    let driven = driver.wait_with_output().unwrap();
+    let report = stdout(&driven);
+    eprintln!("rolling restart: {}", report.lines().next().unwrap_or(""));
+    let (completed, failed) = report
+        .lines()
+        .next()
+        .and_then(|line| {
+            let mut words = line.split_whitespace();
+            Some((words.nth(1)?.parse::<u32>().ok()?, words.nth(1)?.to_owned()))
+        })
+        .unwrap_or_else(|| panic!("no report: {}", text(&driven)));
+    assert_eq!(failed, "0", "{report}\n{}", stderr(&driven));
+    assert!(completed >= 10, "{report}");
+    for role in ["proxy", "proxy2"] {
+        let log = stack.log(role);
+        let draining = log
+            .lines()
+            .find(|line| line.contains("GOAWAY sent"))
+            .unwrap_or_else(|| panic!("{role} did not drain: {log}"));
+        assert!(
+            !draining.contains("connections=0"),
+            "{role} held no connection when stopped, so nothing was drained: {draining}"
+        );
+        assert!(!log.contains("closed regardless"), "{log}");
+    }
+}
+
+/// A task queue poll still waiting when a stopping proxy's grace is over is answered as
+/// Temporal answers a poll that found no task (so its worker polls again, elsewhere), not
+/// with an error; readiness turned false before the proxy stopped accepting connections.
+#[test]
+fn a_stopping_proxy_reports_not_ready_then_ends_long_polls_with_an_empty_answer() {
+    use temporalio_common::protos::temporal::api::taskqueue::v1::TaskQueue;
+    use temporalio_common::protos::temporal::api::workflowservice::v1::PollActivityTaskQueueRequest;
+    let mut stack = PlinthStack::start_configured(
+        DevServer::shared(),
+        PLINTH.as_ref(),
+        "10m",
+        "3s",
+        "shutdown_delay = \"2s\"\nshutdown_grace = \"2s\"",
+        "",
+    )
+    .unwrap();
+    let ns = provision(&stack, "stopping");
+    let alice = stack.profile(PAYMENTS_MEMBER, &ns).unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let mut client = runtime.block_on(async { WorkflowClient::new(channel_of(&alice).await) });
+    let poll = runtime.spawn(async move {
+        let mut poll = tonic::Request::new(PollActivityTaskQueueRequest {
+            namespace: ns,
+            task_queue: Some(TaskQueue {
+                name: "nothing-comes".into(),
+                ..Default::default()
+            }),
+            identity: "stopping-test".into(),
+            ..Default::default()
+        });
+        poll.set_timeout(Duration::from_secs(70)); // Temporal answers empty after a minute
+        client.poll_activity_task_queue(poll).await
+    });
+    std::thread::sleep(Duration::from_secs(1)); // the poll waits upstream
+    let pid = stack.proxy_pid().to_string();
+    ok(Command::new("kill").args(["-TERM", &pid]).output().unwrap());
+    wait_for("readiness to turn false", || {
+        readiness_at(&stack.proxy_metrics_address) == "shutting down\n 503"
+    });
+    assert!(
+        std::net::TcpStream::connect(&stack.proxy_address).is_ok(),
+        "connections are still accepted during the shutdown delay"
+    );
+    let answer = runtime
+        .block_on(poll)
+        .unwrap()
+        .expect("the poll is answered, not failed");
+    assert!(answer.get_ref().task_token.is_empty(), "{answer:?}");
+    let status = stack.terminate_proxy(0).unwrap();
+    assert!(status.success(), "{status}");
+    let log = stack.log("proxy");
+    assert!(log.contains("shutdown grace over"), "{log}");
+}
+
+/// One caller holding as many calls as `[proxy] max_calls_per_identity` allows is refused
+/// more, with RESOURCE_EXHAUSTED naming the setting, while another caller's calls pass; its
+/// calls pass again once its own have ended.
+#[test]
+fn a_caller_at_its_limit_is_refused_while_other_callers_pass() {
+    use temporalio_common::protos::temporal::api::common::v1::WorkflowExecution;
+    use temporalio_common::protos::temporal::api::workflowservice::v1::{
+        DescribeWorkflowExecutionRequest, GetWorkflowExecutionHistoryRequest,
+    };
+    let stack = PlinthStack::start_configured(
+        DevServer::shared(),
+        PLINTH.as_ref(),
+        "10m",
+        "3s",
+        "max_calls_per_identity = 3",
+        "",
+    )
+    .unwrap();
+    let ns = provision(&stack, "limited");
+    let alice = stack.profile(PAYMENTS_MEMBER, &ns).unwrap();
+    let erin = stack.profile(READER, &ns).unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let mut client = WorkflowClient::new(channel_of(&alice).await);
+        client
+            .start_workflow_execution(start_anything(&ns, "held", "nobody-polls"))
+            .await
+            .unwrap();
+        let execution = Some(WorkflowExecution {
+            workflow_id: "held".into(),
+            ..Default::default()
+        });
+        // Each waits for the workflow's next event, which never comes: a call held in flight.
+        let wait = GetWorkflowExecutionHistoryRequest {
+            namespace: ns.clone(),
+            execution: execution.clone(),
+            wait_new_event: true,
+            next_page_token: Vec::new(),
+            ..Default::default()
+        };
+        let history = client
+            .get_workflow_execution_history(wait.clone())
+            .await
+            .unwrap();
+        let next = history.into_inner().next_page_token;
+        let held: Vec<_> = (0..3)
+            .map(|_| {
+                let mut client = client.clone();
+                let wait = GetWorkflowExecutionHistoryRequest {
+                    next_page_token: next.clone(),
+                    ..wait.clone()
+                };
+                tokio::spawn(async move { client.get_workflow_execution_history(wait).await })
+            })
+            .collect();
+        let describe = DescribeWorkflowExecutionRequest {
+            namespace: ns.clone(),
+            execution,
+        };
+        let refused = loop {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            match client.describe_workflow_execution(describe.clone()).await {
+                Err(status) => break status,
+                Ok(_) => assert!(
+                    !held.iter().all(tokio::task::JoinHandle::is_finished),
+                    "the waits ended early"
+                ),
+            }
+        };
+        assert_eq!(
+            refused.code(),
+            tonic::Code::ResourceExhausted,
+            "{refused:?}"
+        );
+        assert!(
+            refused.message().contains("[proxy] max_calls_per_identity"),
+            "{refused:?}"
+        );
+        let mut other = WorkflowClient::new(channel_of(&erin).await);
+        other
+            .describe_workflow_execution(describe.clone())
+            .await
+            .expect("another caller's call passes");
+        for wait in &held {
+            wait.abort();
+        }
+        let mut again = None;
+        for _ in 0..50 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            again = Some(client.describe_workflow_execution(describe.clone()).await);
+            if again.as_ref().is_some_and(Result::is_ok) {
+                break;
+            }
+        }
+        again
+            .unwrap()
+            .expect("its calls pass once its own have ended");
+    });
+    assert!(
+        metric(
+            &stack,
+            "plinth_proxy_limited_total{limit=\"calls_per_identity\"}"
+        ) >= 1.0
+    );
+}
+
+/// Driven far past what its upstream takes (64 callers at once against a limit of 8 calls in
+/// flight), the proxy answers every call: admitted ones succeed, the rest are refused at once
+/// with RESOURCE_EXHAUSTED, counted, and memory stays bounded. Prints the admitted calls'
+/// p50 and p99 and the proxy's peak RSS.
+#[test]
+fn a_proxy_past_saturation_refuses_the_excess_and_keeps_admitted_calls_moving() {
+    const LANES: usize = 64;
+    const CALLS: usize = 25;
+    let stack = PlinthStack::start_configured(
+        DevServer::shared(),
+        PLINTH.as_ref(),
+        "10m",
+        "3s",
+        "max_concurrent_calls = 8",
+        "",
+    )
+    .unwrap();
+    let ns = provision(&stack, "saturated");
+    let alice = stack.profile(PAYMENTS_MEMBER, &ns).unwrap();
+    let answers = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let mut channels = Vec::new();
+        for _ in 0..4 {
+            channels.push(channel_of(&alice).await);
+        }
+        let lanes: Vec<_> = (0..LANES)
+            .map(|lane| {
+                let mut client = WorkflowClient::new(channels[lane % channels.len()].clone());
+                let ns = ns.clone();
+                tokio::spawn(async move {
+                    let mut answers = Vec::new();
+                    for call in 0..CALLS {
+                        let id = format!("saturated-{lane}-{call}");
+                        let started = Instant::now();
+                        let answer = client
+                            .start_workflow_execution(start_anything(&ns, &id, "nobody-polls"))
+                            .await;
+                        answers.push((answer.map(drop).map_err(|s| s.code()), started.elapsed()));
+                    }
+                    answers
+                })
+            })
+            .collect();
+        let mut answers = Vec::new();
+        for lane in lanes {
+            answers.extend(lane.await.unwrap());
+        }
+        answers
+    });
+    let mut admitted: Vec<Duration> = answers
+        .iter()
+        .filter(|(answer, _)| answer.is_ok())
+        .map(|(_, took)| *took)
+        .collect();
+    let refused = answers
+        .iter()
+        .filter(|(answer, _)| *answer == Err(tonic::Code::ResourceExhausted))
+        .count();
+    let other: Vec<_> = answers
+        .iter()
+        .filter(|(answer, _)| !matches!(answer, Ok(()) | Err(tonic::Code::ResourceExhausted)))
+        .collect();
+    assert!(
+        other.is_empty(),
+        "answers other than OK and RESOURCE_EXHAUSTED: {other:?}"
+    );
+    assert!(
+        refused > 0 && !admitted.is_empty(),
+        "{refused} refused, {} admitted",
+        admitted.len()
+    );
+    assert_eq!(
+        metric(&stack, "plinth_proxy_limited_total{limit=\"calls\"}"),
+        refused as f64
+    );
+    admitted.sort();
+    let at = |q: f64| admitted[((admitted.len() - 1) as f64 * q) as usize];
+    let peak = peak_rss_mib(stack.proxy_pid());
+    eprintln!(
+        "saturation: {} calls from {LANES} callers at once, limit 8: {} admitted (p50 {:?}, p99 {:?}), {refused} refused; proxy peak RSS {peak} MiB",
+        answers.len(),
+        admitted.len(),
+        at(0.5),
+        at(0.99),
+    );
+    assert!(peak < 128, "peak RSS {peak} MiB");
+}

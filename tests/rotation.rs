@@ -18,7 +18,7 @@ fn a_key_rotated_under_load_through_two_proxies_is_used_by_both_and_no_call_fail
     let ns = format!("rotating-{}", std::process::id());
     stack.provision_for_team("rotating", &ns).unwrap();
     let first = stack.profile(PAYMENTS_MEMBER, &ns).unwrap();
-    let second_address = stack.start_another_proxy().unwrap();
+    let second_address = stack.start_another_proxy().unwrap().address;
     let second = first.with_file_name("second-proxy.toml");
     let profile = std::fs::read_to_string(&first).unwrap();
     std::fs::write(

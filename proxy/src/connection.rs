@@ -19,7 +19,9 @@ use tonic::codegen::{Service, http};
 use tonic::server::NamedService;
 
 use crate::forward::FrontDoor;
+use crate::frame::{GRPC_STATUS, frame};
 use crate::keepalive::keep_alive;
+use crate::limits::{Admission, InFlight, Kind};
 use crate::request::ConnectionBudget;
 
 /// A client that connects must start HTTP/2 within this.
@@ -69,14 +71,26 @@ impl<S> LocalService for S where
 pub(crate) struct Services<L> {
     pub door: Arc<FrontDoor>,
     pub local: L,
+    /// Calls in flight, against the door's limits.
+    pub in_flight: Arc<InFlight>,
 }
 
-/// Serves `stream` until the client closes it, or, once `shutdown` turns true, until its calls
-/// in flight have finished.
+/// Where the proxy is in its life; each step follows the one before.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Phase {
+    Serving,
+    /// Shutting down: connections are sent GOAWAY and calls in flight may finish.
+    Draining,
+    /// The shutdown grace is over: calls still in flight are answered at once.
+    Ending,
+}
+
+/// Serves `stream` until the client closes it, or, once `phase` leaves `Serving`, until its
+/// calls in flight have finished.
 pub(crate) async fn serve<L: LocalService>(
     stream: AuthenticatedStream,
     services: Services<L>,
-    mut shutdown: watch::Receiver<bool>,
+    mut phase: watch::Receiver<Phase>,
 ) {
     let caller = Arc::new(stream.caller().clone());
     let budget = services.door.budgets.connection();
@@ -107,7 +121,7 @@ pub(crate) async fn serve<L: LocalService>(
     );
     tokio::pin!(keepalive);
     let mut calls = FuturesUnordered::new();
-    let mut closing = *shutdown.borrow();
+    let mut closing = *phase.borrow() != Phase::Serving;
     if closing {
         connection.graceful_shutdown();
     }
@@ -115,7 +129,7 @@ pub(crate) async fn serve<L: LocalService>(
         tokio::select! {
             accepted = connection.accept() => match accepted {
                 Some(Ok((request, respond))) => {
-                    calls.push(call(services.clone(), caller.clone(), budget.clone(), request, respond));
+                    calls.push(call(services.clone(), caller.clone(), budget.clone(), request, respond, phase.clone()));
                     let full = calls.len() >= max_streams as usize;
                     if full && !at_limit {
                         services.door.metrics.limited("streams");
@@ -134,12 +148,63 @@ pub(crate) async fn serve<L: LocalService>(
                 tracing::info!(reason, "client connection dropped");
                 return;
             }
-            _ = shutdown.changed(), if !closing => {
+            _ = phase.changed(), if !closing => {
                 closing = true;
                 connection.graceful_shutdown();
             }
         }
     }
+}
+
+/// Resolves when the shutdown grace is over.
+async fn grace_over(phase: &mut watch::Receiver<Phase>) {
+    if phase
+        .wait_for(|phase| *phase == Phase::Ending)
+        .await
+        .is_err()
+    {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// Long polls: `Poll*` RPCs, held until work arrives or Temporal's poll timeout.
+fn kind_of(path: &str) -> Kind {
+    if method(path).starts_with("Poll") {
+        Kind::LongPoll
+    } else {
+        Kind::Call
+    }
+}
+
+fn method(path: &str) -> &str {
+    path.rsplit_once('/').map_or(path, |(_, method)| method)
+}
+
+fn polls_a_task_queue(path: &str) -> bool {
+    let method = method(path);
+    method.starts_with("Poll") && method.ends_with("TaskQueue")
+}
+
+/// The answer to a call still in flight when the shutdown grace is over. A task queue poll
+/// gets what Temporal answers when no task came in time, which workers take as routine and
+/// poll again (elsewhere, after GOAWAY); its upstream poll is withdrawn as the call is dropped.
+/// Any other call gets `UNAVAILABLE`, which clients retry.
+fn shutdown_answer(task_queue_poll: bool) -> http::Response<Body> {
+    if !task_queue_poll {
+        return Status::unavailable("the proxy is shutting down; call again").into_http();
+    }
+    let mut trailers = http::HeaderMap::new();
+    trailers.insert(GRPC_STATUS, http::HeaderValue::from_static("0"));
+    let frames = [Frame::data(frame(&[])), Frame::trailers(trailers)];
+    let body = http_body_util::StreamBody::new(futures::stream::iter(
+        frames.map(Ok::<_, std::convert::Infallible>),
+    ));
+    let mut response = http::Response::new(Body::new(body));
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/grpc"),
+    );
+    response
 }
 
 /// Platform API calls answered from the archive (audit trail, history export), which may
@@ -174,17 +239,30 @@ impl Route {
     }
 }
 
-/// Answers one call, or drops it (which resets it upstream) when the client resets it.
+/// Answers one call, or drops it (which resets it upstream) when the client resets it. A call
+/// past a limit on calls in flight is refused at once; one still in flight when the shutdown
+/// grace is over is answered then.
 async fn call<L: LocalService>(
     mut services: Services<L>,
     caller: Arc<Caller>,
     budget: ConnectionBudget,
     request: http::Request<h2::RecvStream>,
     mut respond: SendResponse<Bytes>,
+    mut phase: watch::Receiver<Phase>,
 ) {
     let (parts, body) = request.into_parts();
     let request = http::Request::from_parts(parts, RecvBody(body));
+    let path = request.uri().path();
+    let task_queue_poll = polls_a_task_queue(path);
+    let admitted: Result<Admission, _> = services.in_flight.admit(&caller, kind_of(path));
     let answer = async {
+        let _admission = match admitted {
+            Ok(admission) => admission,
+            Err(refused) => {
+                services.door.metrics.limited(refused.label());
+                return refused.status().into_http();
+            }
+        };
         match Route::of(request.uri().path(), L::NAME) {
             Route::Temporal => services.door.call(request, &caller, &budget).await,
             Route::Local => {
@@ -210,6 +288,7 @@ async fn call<L: LocalService>(
     let response = tokio::select! {
         response = answer => response,
         _ = std::future::poll_fn(|cx| respond.poll_reset(cx)) => return,
+        () = grace_over(&mut phase) => shutdown_answer(task_queue_poll),
     };
     if let Err(e) = send(response, &mut respond).await {
         tracing::debug!(error = %e, "answer not delivered: the client went away");

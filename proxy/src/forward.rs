@@ -57,6 +57,8 @@ pub struct FrontDoor {
     pub audit: Arc<dyn AuditSink>,
     /// Whether the platform's Temporal answers.
     pub temporal: Arc<TemporalHealth>,
+    /// Set once the proxy is shutting down: readiness is false from then on.
+    pub draining: std::sync::atomic::AtomicBool,
 }
 
 /// What the front door accepts from clients.
@@ -84,6 +86,14 @@ pub struct DoorSettings {
     /// A request whose body has not arrived whole within this is refused, and gives back what
     /// it reserved of the budgets.
     pub request_body_timeout: std::time::Duration,
+    /// Calls in flight at once, in all and of one caller.
+    pub limits: crate::CallLimits,
+    /// On shutdown, how long the proxy reports not ready while it still accepts connections,
+    /// so a load balancer stops sending it new ones first.
+    pub shutdown_delay: std::time::Duration,
+    /// Then, how long calls in flight have to finish after GOAWAY; long polls still waiting
+    /// are answered as Temporal answers a poll that found no task, other calls `UNAVAILABLE`.
+    pub shutdown_grace: std::time::Duration,
 }
 
 impl Default for DoorSettings {
@@ -101,6 +111,9 @@ impl Default for DoorSettings {
             max_handshakes_per_peer: 64,
             handshake_timeout: std::time::Duration::from_secs(10),
             request_body_timeout: std::time::Duration::from_secs(10),
+            limits: crate::CallLimits::default(),
+            shutdown_delay: std::time::Duration::ZERO,
+            shutdown_grace: std::time::Duration::from_secs(20),
         }
     }
 }

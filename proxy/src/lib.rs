@@ -11,6 +11,7 @@ mod frame;
 pub mod fuzzing;
 mod health;
 mod keepalive;
+mod limits;
 mod metrics;
 mod nexus;
 mod payloads;
@@ -32,7 +33,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_stream::StreamExt as _;
 
-use connection::Services;
+use connection::{Phase, Services};
 
 pub use connection::LocalService;
 
@@ -42,6 +43,7 @@ pub fn temporal_descriptors() -> &'static [u8] {
 }
 pub use forward::{DoorSettings, FrontDoor};
 pub use health::TemporalHealth;
+pub use limits::CallLimits;
 pub use metrics::ProxyMetrics;
 pub use nexus::NexusEndpoints;
 pub use request::Budgets;
@@ -52,10 +54,14 @@ pub use upstream::{
 
 /// How often the client certificate files are checked for a new certificate.
 const CERTIFICATE_CHECK: Duration = Duration::from_secs(1);
+/// After the shutdown grace, how long the last answers have to reach clients before their
+/// connections are closed regardless.
+const LAST_ANSWERS: Duration = Duration::from_secs(2);
 
-/// Serves Temporal's services and `local` on `listener` over mTLS until `shutdown` resolves,
-/// then lets calls in flight finish; keeps the namespace table (every `refresh`) and the
-/// upstream certificate fresh.
+/// Serves Temporal's services and `local` on `listener` over mTLS until `shutdown` resolves;
+/// keeps the namespace table (every `refresh`) and the upstream certificate fresh. Then shuts
+/// down as [`DoorSettings`] says: not ready but still accepting for `shutdown_delay`, then
+/// GOAWAY to every connection and `shutdown_grace` for the calls in flight.
 pub async fn serve<L: LocalService>(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
@@ -73,8 +79,13 @@ pub async fn serve<L: LocalService>(
         let door = door.clone();
         tokio::spawn(async move { door.temporal.watch().await })
     };
-    let services = Services { door, local };
-    let (stop, stopping) = watch::channel(false);
+    let in_flight = Arc::new(limits::InFlight::new(door.settings.limits));
+    let services = Services {
+        door,
+        local,
+        in_flight,
+    };
+    let (phase, phases) = watch::channel(Phase::Serving);
     let mut connections = JoinSet::new();
     let settings = &services.door.settings;
     let metrics = services.door.metrics.clone();
@@ -85,25 +96,71 @@ pub async fn serve<L: LocalService>(
         on_refused: Arc::new(move || metrics.limited("handshakes")),
     };
     let mut incoming = plinth_identity::incoming(listener, tls, verifier, limits);
+    let (delay, grace) = (settings.shutdown_delay, settings.shutdown_grace);
+    let mut stop_accepting = None;
     tokio::pin!(shutdown);
     loop {
+        let delay_over = async {
+            match stop_accepting {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             accepted = incoming.next() => match accepted {
                 Some(Ok(stream)) => {
-                    connections.spawn(connection::serve(stream, services.clone(), stopping.clone()));
+                    connections.spawn(connection::serve(stream, services.clone(), phases.clone()));
                 }
                 Some(Err(e)) => tracing::warn!(error = %e, "connection not accepted"),
                 None => break,
             },
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
-            () = &mut shutdown => break,
+            () = &mut shutdown, if stop_accepting.is_none() => {
+                services.door.draining.store(true, std::sync::atomic::Ordering::Relaxed);
+                tracing::info!(?delay, "shutting down: not ready; still accepting connections for the shutdown delay");
+                stop_accepting = Some(tokio::time::Instant::now() + delay);
+            }
+            () = delay_over => break,
         }
     }
     drop(incoming);
-    let _ = stop.send(true);
-    while connections.join_next().await.is_some() {}
+    services
+        .door
+        .draining
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = phase.send(Phase::Draining);
+    tracing::info!(
+        connections = connections.len(),
+        ?grace,
+        "shutting down: no new connections; GOAWAY sent, calls in flight finishing"
+    );
+    if !drained(&mut connections, grace).await {
+        tracing::info!(
+            connections = connections.len(),
+            "shutdown grace over: long polls answered as empty, other calls still in flight UNAVAILABLE"
+        );
+        let _ = phase.send(Phase::Ending);
+        if !drained(&mut connections, LAST_ANSWERS).await {
+            tracing::warn!(
+                connections = connections.len(),
+                "connections not drained in time were closed"
+            );
+        }
+    }
     upkeep.abort();
     probe.abort();
+}
+
+/// Whether every connection ended within `within`.
+async fn drained(connections: &mut JoinSet<()>, within: Duration) -> bool {
+    let until = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(until, connections.join_next()).await {
+            Ok(Some(_)) => {}
+            Ok(None) => return true,
+            Err(_) => return false,
+        }
+    }
 }
 
 /// Refreshes the namespace table and drops clients nothing routes to; reloads the upstream
@@ -183,7 +240,12 @@ pub fn monitoring(door: Arc<FrontDoor>) -> axum::Router {
             "/readyz",
             get(
                 |axum::extract::State(door): axum::extract::State<Arc<FrontDoor>>| async move {
-                    if let Some(why) = door.temporal.not_ready() {
+                    if door.draining.load(std::sync::atomic::Ordering::Relaxed) {
+                        (
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "shutting down\n".to_owned(),
+                        )
+                    } else if let Some(why) = door.temporal.not_ready() {
                         (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n"))
                     } else if door.routes.loaded() {
                         (StatusCode::OK, "ready\n".to_owned())

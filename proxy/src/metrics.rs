@@ -56,7 +56,8 @@ impl Default for ProxyMetrics {
                 "plinth_proxy_limited_total",
                 "Requests and connections refused at a limit, by limit: message_size, \
                  body_time, connection_bytes, total_bytes, streams (a connection reached its \
-                 stream limit), handshakes.",
+                 stream limit), handshakes, calls, calls_per_identity, long_polls, \
+                 long_polls_per_identity.",
                 &["limit"],
             ),
             unknown_anys: Counter::new(
@@ -133,13 +134,17 @@ impl ProxyMetrics {
 }
 
 /// The limits the proxy counts refusals at.
-pub(crate) const LIMITS: [&str; 6] = [
+pub(crate) const LIMITS: [&str; 10] = [
     "message_size",
     "body_time",
     "connection_bytes",
     "total_bytes",
     "streams",
     "handshakes",
+    "calls",
+    "calls_per_identity",
+    "long_polls",
+    "long_polls_per_identity",
 ];
 
 fn code_name(code: tonic::Code) -> &'static str {

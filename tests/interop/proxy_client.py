@@ -9,6 +9,10 @@ usage:
                                                            start Parcel, do not wait
   proxy_client.py once CONFIG PROFILE -                    one list call, no retries: print
                                                            "ok" or "error CODE message"
+  proxy_client.py drive CONFIG PROFILE TASK_QUEUE PREFIX LANES
+                                                           run Checkouts, LANES at a time, until
+                                                           stdin closes; print "completed N
+                                                           failed M", then each failure
 Workflows: Parcel (waits for signal "deliver", query "status"), Checkout (one activity).
 """
 
@@ -104,8 +108,41 @@ async def main() -> None:
             # A lazy client's first call connects; GetSystemInfo's status comes back as text.
             code = "UNAVAILABLE" if "code: Unavailable" in str(e) else "CONNECT"
             print(f"error {code} {e}")
+    elif mode == "drive":
+        await drive(client, task_queue, sys.argv[5], int(sys.argv[6]))
     else:
         raise SystemExit(f"unknown mode {mode}")
+
+
+async def drive(client: Client, task_queue: str, prefix: str, lanes: int) -> None:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    loop.run_in_executor(None, lambda: (sys.stdin.read(), loop.call_soon_threadsafe(stop.set)))
+    completed = 0
+    failures: list[str] = []
+
+    async def lane(n: int) -> None:
+        nonlocal completed
+        i = 0
+        while not stop.is_set():
+            order = f"{prefix}-{n}-{i}"
+            i += 1
+            try:
+                result = await client.execute_workflow(
+                    Checkout.run, order, id=order, task_queue=task_queue
+                )
+            except Exception as e:  # every failure is reported, none ends the run
+                failures.append(f"{order}: {e!r}")
+                continue
+            if result == f"charged {order}":
+                completed += 1
+            else:
+                failures.append(f"{order}: wrong result {result!r}")
+
+    await asyncio.gather(*(lane(n) for n in range(lanes)))
+    print(f"completed {completed} failed {len(failures)}")
+    for failure in failures:
+        print(failure)
 
 
 if __name__ == "__main__":

@@ -20,12 +20,12 @@ pub mod sealed;
 mod stack;
 
 pub use plinth_test_support::{
-    KmsStandIn, LDAP_SERVICE_DN, LDAP_SUFFIX, Prometheus, S3Server, Slapd, SoftHsm, StubAnswer,
-    StubRequest, TlsRelay, free_port, serve_http, unix_now,
+    Backend, Balancer, KmsStandIn, LDAP_SERVICE_DN, LDAP_SUFFIX, Prometheus, S3Server, Slapd,
+    SoftHsm, StubAnswer, StubRequest, TlsRelay, free_port, serve_http, unix_now,
 };
 pub use stack::{
     ADMIN, CODEC_MAX_BODY, DIRECTORY, OUTSIDER, PAYMENTS_MEMBER, PAYMENTS_TEAM, PlinthStack,
-    SEARCH_TEAM, TOKEN_AUDIENCE, UI_ORIGIN,
+    ProxyAddresses, SEARCH_TEAM, TOKEN_AUDIENCE, UI_ORIGIN,
 };
 
 use anyhow::{Context, bail};

@@ -58,6 +58,21 @@ pub const UI_ORIGIN: &str = "http://ui.plinth.test";
 pub const CODEC_MAX_BODY: usize = 65_536;
 const TOKEN_KEY_ID: &str = "plinth-test";
 
+/// Where one more proxy of a stack listens.
+#[derive(Debug, Clone)]
+pub struct ProxyAddresses {
+    /// `host:port` of its mTLS listener.
+    pub address: String,
+    /// `host:port` of its /metrics and health checks.
+    pub metrics_address: String,
+}
+
+#[derive(Debug)]
+struct AnotherProxy {
+    process: Option<Guarded>,
+    addresses: ProxyAddresses,
+}
+
 /// A running worker and proxy (and codec server, once started); all are stopped when dropped.
 #[derive(Debug)]
 pub struct PlinthStack {
@@ -67,7 +82,7 @@ pub struct PlinthStack {
     proxy: Option<Guarded>,
     codec: Option<Guarded>,
     /// More proxies of the same platform, started by [`PlinthStack::start_another_proxy`].
-    more_proxies: Vec<Guarded>,
+    more_proxies: Vec<AnotherProxy>,
     /// Removes the home of a stack shared through a static when the test process ends.
     janitor: Option<Janitor>,
     /// PKCS#8 of the key that signs the stack's bearer tokens (its JWKS is in the home).
@@ -194,9 +209,7 @@ impl PlinthStack {
             ])?;
         }
         stack.start_worker()?;
-        let mut proxy = stack.spawn("proxy")?;
-        stack.wait_for_listener(&mut proxy, "proxy", &stack.proxy_address)?;
-        stack.proxy = Some(proxy);
+        stack.start_proxy(0)?;
         Ok(stack)
     }
 
@@ -299,21 +312,62 @@ impl PlinthStack {
         listening
     }
 
-    /// Starts one more proxy of this platform, beside the first, and returns its address.
-    pub fn start_another_proxy(&mut self) -> anyhow::Result<String> {
-        let n = self.more_proxies.len() + 2;
-        let address = format!("127.0.0.1:{}", free_port());
-        let metrics = format!("127.0.0.1:{}", free_port());
+    /// Starts one more proxy of this platform, beside the first, and returns where it listens.
+    /// It is proxy number `n` of [`Self::terminate_proxy`], counting the first as 0.
+    pub fn start_another_proxy(&mut self) -> anyhow::Result<ProxyAddresses> {
+        let addresses = ProxyAddresses {
+            address: format!("127.0.0.1:{}", free_port()),
+            metrics_address: format!("127.0.0.1:{}", free_port()),
+        };
+        self.more_proxies.push(AnotherProxy {
+            process: None,
+            addresses: addresses.clone(),
+        });
+        self.start_proxy(self.more_proxies.len())?;
+        Ok(addresses)
+    }
+
+    /// Stops proxy `n` (0: the first) with SIGTERM and waits for it to exit; its exit status.
+    pub fn terminate_proxy(&mut self, n: usize) -> anyhow::Result<std::process::ExitStatus> {
+        let process = match n {
+            0 => self.proxy.as_mut(),
+            n => self.more_proxies[n - 1].process.as_mut(),
+        };
+        process
+            .context("that proxy is not running")?
+            .terminate(Duration::from_secs(60))
+    }
+
+    /// Starts proxy `n` (0: the first; again, after [`Self::terminate_proxy`]) where it
+    /// listens, and waits until it listens.
+    pub fn start_proxy(&mut self, n: usize) -> anyhow::Result<()> {
+        let role = match n {
+            0 => "proxy".to_owned(),
+            n => format!("proxy{}", n + 1),
+        };
         let mut command = self.command();
-        command
-            .args(["proxy", "--listen", &address, "--metrics-listen", &metrics])
-            .env_remove("TEMPORAL_ADDRESS");
-        let role = format!("proxy{n}");
+        command.arg("proxy").env_remove("TEMPORAL_ADDRESS");
+        let address = match n {
+            0 => self.proxy_address.clone(),
+            n => {
+                let addresses = &self.more_proxies[n - 1].addresses;
+                command.args([
+                    "--listen",
+                    &addresses.address,
+                    "--metrics-listen",
+                    &addresses.metrics_address,
+                ]);
+                addresses.address.clone()
+            }
+        };
         let mut proxy = Guarded::spawn(&command, &self.home.path().join(format!("{role}.log")))
             .with_context(|| format!("start plinth {role}"))?;
         self.wait_for_listener(&mut proxy, &role, &address)?;
-        self.more_proxies.push(proxy);
-        Ok(address)
+        match n {
+            0 => self.proxy = Some(proxy),
+            n => self.more_proxies[n - 1].process = Some(proxy),
+        }
+        Ok(())
     }
 
     /// The key id (`encryption-key-id`) workflow `id`'s input in `namespace` is stored

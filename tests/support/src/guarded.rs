@@ -72,6 +72,28 @@ impl Guarded {
         self.shell.try_wait()
     }
 
+    /// Asks the process to stop (SIGTERM, as an orchestrator does) and waits up to `within`
+    /// for it to exit; its exit status.
+    pub fn terminate(&mut self, within: std::time::Duration) -> anyhow::Result<ExitStatus> {
+        let sent = Command::new("kill")
+            .args(["-TERM", &self.pid.to_string()])
+            .status()?;
+        anyhow::ensure!(sent.success(), "kill -TERM {} failed", self.pid);
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            if let Some(status) = self.shell.try_wait()? {
+                self.lifeline.take();
+                return Ok(status);
+            }
+            anyhow::ensure!(
+                std::time::Instant::now() < deadline,
+                "process {} still running {within:?} after SIGTERM",
+                self.pid
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
     /// Kills the process at once (SIGKILL, as a crash would) and waits until it is gone.
     pub fn kill(&mut self) {
         self.lifeline.take();

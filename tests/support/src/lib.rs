@@ -1,5 +1,5 @@
 //! Test helpers that need no Temporal: free ports, an HTTP stub, a real Prometheus, a TLS
-//! relay, a SoftHSM token, an AWS KMS stand-in, an S3 server, and processes and directories cleaned up when the test process ends. Crates whose tests need only these depend on this crate, not on the harness that
+//! relay, a load balancer, a SoftHSM token, an AWS KMS stand-in, an S3 server, and processes and directories cleaned up when the test process ends. Crates whose tests need only these depend on this crate, not on the harness that
 //! starts Temporal and links the SDK.
 
 use std::net::TcpListener;
@@ -7,6 +7,7 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+mod balancer;
 mod guarded;
 mod http_stub;
 mod kms_stand_in;
@@ -16,6 +17,7 @@ mod slapd;
 mod softhsm;
 mod tls_relay;
 
+pub use balancer::{Backend, Balancer};
 pub use guarded::{Guarded, Janitor};
 pub use http_stub::{StubAnswer, StubRequest, serve_http};
 pub use kms_stand_in::{KmsStandIn, boto3_at};
