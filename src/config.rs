@@ -795,9 +795,9 @@ pub struct ClientConfig {
 pub struct WorkerConfig {
     /// Address of the worker's /metrics (plain HTTP).
     pub metrics_listen: String,
-    /// On SIGTERM the worker stops polling and lets running tasks finish; activities still
-    /// running after this are cancelled, and the worker exits shortly after whatever remains
-    /// (Temporal retries those activities when their timeouts expire).
+    /// On SIGTERM the worker stops polling and lets running tasks finish for this long, then
+    /// exits, abandoning what still runs (Temporal retries those activities when their
+    /// timeouts expire).
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
 }

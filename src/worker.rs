@@ -124,11 +124,15 @@ pub async fn run(config: &Config, home: &Home, args: &WorkerArgs) -> anyhow::Res
     };
     tokio::select! {
         ran = worker.run() => ran?,
-        () = grace_over => tracing::warn!(
-            ?grace,
-            "[worker] shutdown_grace is over with tasks still running; exiting (Temporal retries \
-             their activities when their timeouts expire)"
-        ),
+        () = grace_over => {
+            tracing::warn!(
+                ?grace,
+                "[worker] shutdown_grace is over with tasks still running; exiting (Temporal \
+                 retries their activities when their timeouts expire)"
+            );
+            // Returning would wait for the runtime's blocking tasks (a hung KMS call, say).
+            std::process::exit(0);
+        }
     }
     tracing::info!("worker stopped");
     Ok(())

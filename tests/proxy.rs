@@ -1486,6 +1486,17 @@ fn readiness_at(address: &str) -> String {
     stdout(&out)
 }
 
+/// TCP connections established to the server at `address`.
+fn established_to(address: &str) -> usize {
+    let port = address.rsplit_once(':').unwrap().1;
+    let out = ok(Command::new("ss")
+        .args(["-Htn", "state", "established"])
+        .arg(format!("( sport = :{port} )"))
+        .output()
+        .unwrap());
+    stdout(&out).lines().count()
+}
+
 /// `profile`, pointed at `address` instead of the proxy it names.
 fn profile_at(stack: &PlinthStack, profile: &Path, address: &str, name: &str) -> PathBuf {
     let moved = profile.with_file_name(name);
@@ -1497,7 +1508,9 @@ fn profile_at(stack: &PlinthStack, profile: &Path, address: &str, name: &str) ->
 /// Two proxies behind a TCP load balancer (HAProxy, checking `/readyz`) are restarted one
 /// after the other with SIGTERM, as an orchestrator rolls them, while a Python SDK worker and
 /// client run workflows through the balancer: each proxy reports not ready, drains the
-/// connections it holds, and exits cleanly, and every workflow completes once with its result.
+/// connections it holds, and exits cleanly; every workflow completes once with its result, and
+/// list calls made without the SDK's retries all succeed, but for those the client itself sent
+/// as a GOAWAY arrived (which never reach a server, and which the SDKs retry).
 #[test]
 fn a_rolling_restart_of_two_proxies_behind_a_balancer_fails_no_call() {
     use plinth_test_harness::{Backend, Balancer};
@@ -1536,8 +1549,11 @@ fn a_rolling_restart_of_two_proxies_behind_a_balancer_fails_no_call() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_secs(3));
     for (n, backend) in backends.iter().enumerate() {
+        wait_for("the balancer to send the proxy a client", || {
+            established_to(&backend.address) > 0
+        });
+        std::thread::sleep(Duration::from_secs(1)); // calls under way on it
         let status = stack.terminate_proxy(n).unwrap();
         assert!(status.success(), "proxy {n} exited with {status}");
         stack.start_proxy(n).unwrap();
@@ -1551,16 +1567,20 @@ fn a_rolling_restart_of_two_proxies_behind_a_balancer_fails_no_call() {
     let driven = driver.wait_with_output().unwrap();
     let report = stdout(&driven);
     eprintln!("rolling restart: {}", report.lines().next().unwrap_or(""));
-    let (completed, failed) = report
+    let counts: Vec<u32> = report
         .lines()
         .next()
-        .and_then(|line| {
-            let mut words = line.split_whitespace();
-            Some((words.nth(1)?.parse::<u32>().ok()?, words.nth(1)?.to_owned()))
+        .map(|line| {
+            line.split_whitespace()
+                .filter_map(|w| w.parse().ok())
+                .collect()
         })
-        .unwrap_or_else(|| panic!("no report: {}", text(&driven)));
-    assert_eq!(failed, "0", "{report}\n{}", stderr(&driven));
-    assert!(completed >= 10, "{report}");
+        .unwrap_or_default();
+    let [completed, failed, listed, _raced] = counts[..] else {
+        panic!("no report: {}", text(&driven));
+    };
+    assert_eq!(failed, 0, "{report}\n{}", stderr(&driven));
+    assert!(completed >= 10 && listed >= 10, "{report}");
     for role in ["proxy", "proxy2"] {
         let log = stack.log(role);
         let draining = log
@@ -1571,23 +1591,26 @@ fn a_rolling_restart_of_two_proxies_behind_a_balancer_fails_no_call() {
             !draining.contains("connections=0"),
             "{role} held no connection when stopped, so nothing was drained: {draining}"
         );
-        assert!(!log.contains("closed regardless"), "{log}");
+        assert!(!log.contains("not drained in time"), "{log}");
     }
 }
 
-/// A task queue poll still waiting when a stopping proxy's grace is over is answered as
-/// Temporal answers a poll that found no task (so its worker polls again, elsewhere), not
-/// with an error; readiness turned false before the proxy stopped accepting connections.
+/// A proxy told to stop reports not ready at once and still serves new connections for its
+/// shutdown delay; then it takes no new connection, and a task queue poll still waiting when
+/// its grace is over is answered as Temporal answers a poll that found no task (so its worker
+/// polls again, elsewhere), not with an error.
 #[test]
 fn a_stopping_proxy_reports_not_ready_then_ends_long_polls_with_an_empty_answer() {
     use temporalio_common::protos::temporal::api::taskqueue::v1::TaskQueue;
-    use temporalio_common::protos::temporal::api::workflowservice::v1::PollActivityTaskQueueRequest;
+    use temporalio_common::protos::temporal::api::workflowservice::v1::{
+        ListWorkflowExecutionsRequest, PollActivityTaskQueueRequest,
+    };
     let mut stack = PlinthStack::start_configured(
         DevServer::shared(),
         PLINTH.as_ref(),
         "10m",
         "3s",
-        "shutdown_delay = \"2s\"\nshutdown_grace = \"2s\"",
+        "shutdown_delay = \"3s\"\nshutdown_grace = \"4s\"",
         "",
     )
     .unwrap();
@@ -1595,29 +1618,53 @@ fn a_stopping_proxy_reports_not_ready_then_ends_long_polls_with_an_empty_answer(
     let alice = stack.profile(PAYMENTS_MEMBER, &ns).unwrap();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let mut client = runtime.block_on(async { WorkflowClient::new(channel_of(&alice).await) });
-    let poll = runtime.spawn(async move {
-        let mut poll = tonic::Request::new(PollActivityTaskQueueRequest {
-            namespace: ns,
-            task_queue: Some(TaskQueue {
-                name: "nothing-comes".into(),
-                ..Default::default()
-            }),
-            identity: "stopping-test".into(),
+    let request = PollActivityTaskQueueRequest {
+        namespace: ns.clone(),
+        task_queue: Some(TaskQueue {
+            name: "nothing-comes".into(),
             ..Default::default()
-        });
+        }),
+        identity: "stopping-test".into(),
+        ..Default::default()
+    };
+    let poll = runtime.spawn(async move {
+        let mut poll = tonic::Request::new(request);
         poll.set_timeout(Duration::from_secs(70)); // Temporal answers empty after a minute
         client.poll_activity_task_queue(poll).await
     });
-    std::thread::sleep(Duration::from_secs(1)); // the poll waits upstream
+    wait_for("the poll to wait in Temporal", || {
+        let described = temporal_as(
+            &alice,
+            &[
+                "task-queue",
+                "describe",
+                "--task-queue",
+                "nothing-comes",
+                "--task-queue-type",
+                "activity",
+            ],
+        );
+        stdout(&described).contains("stopping-test")
+    });
     let pid = stack.proxy_pid().to_string();
     ok(Command::new("kill").args(["-TERM", &pid]).output().unwrap());
     wait_for("readiness to turn false", || {
         readiness_at(&stack.proxy_metrics_address) == "shutting down\n 503"
     });
-    assert!(
-        std::net::TcpStream::connect(&stack.proxy_address).is_ok(),
-        "connections are still accepted during the shutdown delay"
-    );
+    runtime.block_on(async {
+        let mut fresh = WorkflowClient::new(channel_of(&alice).await);
+        fresh
+            .list_workflow_executions(ListWorkflowExecutionsRequest {
+                namespace: ns.clone(),
+                ..Default::default()
+            })
+            .await
+            .expect("a new connection is served during the shutdown delay");
+    });
+    wait_for("the proxy to stop accepting connections", || {
+        std::net::TcpStream::connect(&stack.proxy_address).is_err()
+    });
+    assert!(!poll.is_finished(), "the poll waits on into the grace");
     let answer = runtime
         .block_on(poll)
         .unwrap()
@@ -1754,6 +1801,7 @@ fn a_proxy_past_saturation_refuses_the_excess_and_keeps_admitted_calls_moving() 
     .unwrap();
     let ns = provision(&stack, "saturated");
     let alice = stack.profile(PAYMENTS_MEMBER, &ns).unwrap();
+    let before = peak_rss_mib(stack.proxy_pid());
     let answers = tokio::runtime::Runtime::new().unwrap().block_on(async {
         let mut channels = Vec::new();
         for _ in 0..4 {
@@ -1813,11 +1861,14 @@ fn a_proxy_past_saturation_refuses_the_excess_and_keeps_admitted_calls_moving() 
     let at = |q: f64| admitted[((admitted.len() - 1) as f64 * q) as usize];
     let peak = peak_rss_mib(stack.proxy_pid());
     eprintln!(
-        "saturation: {} calls from {LANES} callers at once, limit 8: {} admitted (p50 {:?}, p99 {:?}), {refused} refused; proxy peak RSS {peak} MiB",
+        "saturation: {} calls from {LANES} callers at once, limit 8: {} admitted (p50 {:?}, p99 {:?}), {refused} refused; proxy peak RSS {peak} MiB ({before} MiB before)",
         answers.len(),
         admitted.len(),
         at(0.5),
         at(0.99),
     );
-    assert!(peak < 128, "peak RSS {peak} MiB");
+    assert!(
+        peak < before + 64,
+        "peak RSS {peak} MiB, {before} MiB before"
+    );
 }

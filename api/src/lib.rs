@@ -3,6 +3,7 @@
 
 mod audit;
 mod history;
+mod listing;
 mod requests;
 
 use std::sync::Arc;
@@ -66,6 +67,8 @@ pub struct PlatformApi {
     trail: Vec<String>,
     histories: Option<HistoryReader>,
     requests: AccessRequests,
+    /// Running Namespace resources, listed once for concurrent callers.
+    listing: Arc<listing::SharedListing>,
 }
 
 impl std::fmt::Debug for PlatformApi {
@@ -105,6 +108,7 @@ impl PlatformApi {
             audit: None,
             trail: Vec::new(),
             histories: None,
+            listing: Default::default(),
         }
     }
 
@@ -150,13 +154,9 @@ impl PlatformApi {
 
     /// The Namespace resource, if any, whose spec names Temporal namespace `temporal_name`.
     async fn holder_of(&self, temporal_name: &str) -> Result<Option<String>, Status> {
-        let resources = self
-            .control
-            .running_resources::<Namespace>(plinth_proto::KIND_NAMESPACE)
-            .await
-            .map_err(backend_status)?;
-        Ok(resources.into_iter().find_map(|(_, resource)| {
-            let resource = resource?;
+        let resources = self.listing.running(&self.control).await?;
+        Ok(resources.iter().find_map(|(_, resource)| {
+            let resource = resource.as_ref()?;
             (resource.spec_or_default().name == temporal_name).then(|| resource.name().to_owned())
         }))
     }
@@ -416,21 +416,17 @@ impl PlatformService for PlatformApi {
         request: Request<ListNamespacesRequest>,
     ) -> Result<Response<ListNamespacesResponse>, Status> {
         caller(request.extensions())?;
-        let running = self
-            .control
-            .running_resources::<Namespace>(plinth_proto::KIND_NAMESPACE)
-            .await
-            .map_err(backend_status)?;
+        let running = self.listing.running(&self.control).await?;
         let mut namespaces = Vec::new();
-        for (id, resource) in running {
-            let Some(name) = namespace_name_of(&id) else {
+        for (id, resource) in running.iter() {
+            let Some(name) = namespace_name_of(id) else {
                 continue;
             };
             // Started moments ago, its first workflow task has not published it yet: the
             // name comes from the workflow id.
             namespaces.push(NamespaceSummary {
                 name: name.to_owned(),
-                ..resource.unwrap_or_default().summary()
+                ..resource.clone().unwrap_or_default().summary()
             });
         }
         namespaces.sort_by(|a, b| a.name.cmp(&b.name));

@@ -251,7 +251,13 @@ pub fn incoming(
     let global = Arc::new(tokio::sync::Semaphore::new(limits.max_concurrent));
     tokio::spawn(async move {
         loop {
-            let (tcp, peer) = match listener.accept().await {
+            // Once the stream is dropped the listener closes, so new connections are refused
+            // (a balancer tries elsewhere) rather than accepted and dropped.
+            let accepted = tokio::select! {
+                accepted = listener.accept() => accepted,
+                () = sender.closed() => return,
+            };
+            let (tcp, peer) = match accepted {
                 Ok(accepted) => accepted,
                 Err(e) => {
                     tracing::warn!(error = %e, "accept failed");

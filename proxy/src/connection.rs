@@ -254,15 +254,28 @@ async fn call<L: LocalService>(
     let request = http::Request::from_parts(parts, RecvBody(body));
     let path = request.uri().path();
     let task_queue_poll = polls_a_task_queue(path);
-    let admitted: Result<Admission, _> = services.in_flight.admit(&caller, kind_of(path));
-    let answer = async {
-        let _admission = match admitted {
-            Ok(admission) => admission,
-            Err(refused) => {
+    // Counted until the answer is handed to the connection; callers without an identity are
+    // refused before they count against anyone's limits.
+    let admitted = caller.identity().map(drop).and_then(|()| {
+        services
+            .in_flight
+            .admit(&caller, kind_of(path))
+            .map_err(|refused| {
                 services.door.metrics.limited(refused.label());
-                return refused.status().into_http();
+                refused.status()
+            })
+    });
+    let _admission: Admission = match admitted {
+        Ok(admission) => admission,
+        Err(status) => {
+            if let Err(e) = send(status.into_http(), &mut respond).await {
+                tracing::debug!(error = %e, "refusal not delivered: the client went away");
             }
-        };
+            return;
+        }
+    };
+    let body_timeout = services.door.settings.request_body_timeout;
+    let answer = async {
         match Route::of(request.uri().path(), L::NAME) {
             Route::Temporal => services.door.call(request, &caller, &budget).await,
             Route::Local => {
@@ -272,7 +285,7 @@ async fn call<L: LocalService>(
                 {
                     return Status::unavailable(why).into_http();
                 }
-                let mut request = request.map(Body::new);
+                let mut request = request.map(|body| Body::new(Deadline::new(body, body_timeout)));
                 request.extensions_mut().insert(Caller::clone(&caller));
                 let local = &mut services.local;
                 let Ok(()) = std::future::poll_fn(|cx| local.poll_ready(cx)).await;
@@ -286,6 +299,8 @@ async fn call<L: LocalService>(
         }
     };
     let response = tokio::select! {
+        // An answer already here is delivered, even at the end of the grace.
+        biased;
         response = answer => response,
         _ = std::future::poll_fn(|cx| respond.poll_reset(cx)) => return,
         () = grace_over(&mut phase) => shutdown_answer(task_queue_poll),
@@ -331,6 +346,48 @@ async fn send(
         }
     }
     stream.send_data(Bytes::new(), true)
+}
+
+/// A request body that must arrive whole within a time: the platform API's, which tonic reads
+/// whole before answering.
+struct Deadline<B> {
+    body: B,
+    expires: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl<B> Deadline<B> {
+    fn new(body: B, within: Duration) -> Self {
+        Self {
+            body,
+            expires: Box::pin(tokio::time::sleep(within)),
+        }
+    }
+}
+
+impl<B> http_body::Body for Deadline<B>
+where
+    B: http_body::Body<Data = Bytes> + Unpin,
+    B::Error: Into<tonic::codegen::StdError>,
+{
+    type Data = Bytes;
+    type Error = tonic::codegen::StdError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        if let Poll::Ready(frame) = Pin::new(&mut self.body).poll_frame(cx) {
+            return Poll::Ready(frame.map(|frame| frame.map_err(Into::into)));
+        }
+        ready!(self.expires.as_mut().poll(cx));
+        Poll::Ready(Some(Err(
+            "the request body did not arrive whole within [proxy] request_body_timeout".into(),
+        )))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
 }
 
 /// A request body read from h2, giving back flow-control capacity as it is read.

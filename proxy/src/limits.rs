@@ -26,7 +26,7 @@ impl Default for CallLimits {
     fn default() -> Self {
         Self {
             max_concurrent_calls: 2048,
-            max_calls_per_identity: 512,
+            max_calls_per_identity: 256,
             max_long_polls: 8192,
             max_long_polls_per_identity: 2048,
         }

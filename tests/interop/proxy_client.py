@@ -10,9 +10,12 @@ usage:
   proxy_client.py once CONFIG PROFILE -                    one list call, no retries: print
                                                            "ok" or "error CODE message"
   proxy_client.py drive CONFIG PROFILE TASK_QUEUE PREFIX LANES
-                                                           run Checkouts, LANES at a time, until
+                                                           run Checkouts, LANES at a time, and
+                                                           list calls with no retries, until
                                                            stdin closes; print "completed N
-                                                           failed M", then each failure
+                                                           failed M listed K raced R" (R: list
+                                                           calls that met a GOAWAY on their way
+                                                           out), then each failure
 Workflows: Parcel (waits for signal "deliver", query "status"), Checkout (one activity).
 """
 
@@ -139,8 +142,29 @@ async def drive(client: Client, task_queue: str, prefix: str, lanes: int) -> Non
             else:
                 failures.append(f"{order}: wrong result {result!r}")
 
-    await asyncio.gather(*(lane(n) for n in range(lanes)))
-    print(f"completed {completed} failed {len(failures)}")
+    listed = 0
+    raced = 0
+
+    async def unretried() -> None:
+        nonlocal listed, raced
+        request = ListWorkflowExecutionsRequest(namespace=client.namespace, page_size=1)
+        while not stop.is_set():
+            try:
+                await client.workflow_service.list_workflow_executions(
+                    request, retry=False, timeout=timedelta(seconds=10)
+                )
+                listed += 1
+            except RPCError as e:
+                # A call the client sent as its connection's GOAWAY arrived never reached the
+                # server: the SDKs retry exactly this, and nothing else counts as a race.
+                if e.status.name == "CANCELLED" and "operation was canceled" in e.message:
+                    raced += 1
+                else:
+                    failures.append(f"list, not retried: {e.status.name} {e.message}")
+            await asyncio.sleep(0.05)
+
+    await asyncio.gather(unretried(), *(lane(n) for n in range(lanes)))
+    print(f"completed {completed} failed {len(failures)} listed {listed} raced {raced}")
     for failure in failures:
         print(failure)
 
