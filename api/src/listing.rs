@@ -142,7 +142,7 @@ mod tests {
     #[tokio::test]
     async fn a_cancelled_listing_hands_the_turn_on() {
         let shared = SharedListing::default();
-        let stuck = shared.shared(|| std::future::pending());
+        let stuck = shared.shared(std::future::pending);
         assert!(
             tokio::time::timeout(std::time::Duration::from_millis(10), stuck)
                 .await
