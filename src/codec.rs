@@ -478,6 +478,7 @@ pub async fn run(config: &Config, home: &Home, args: &CodecArgs) -> anyhow::Resu
         dev_mode: args.dev,
         metrics: Default::default(),
         audit,
+        draining: Default::default(),
     });
     let tls = if codec_config.tls && !args.dev {
         Some(crate::proxy::server_tls(config, home, false, b"http/1.1")?)
@@ -488,7 +489,11 @@ pub async fn run(config: &Config, home: &Home, args: &CodecArgs) -> anyhow::Resu
         crate::proxy::bind(args.listen.as_ref(), &codec_config.listen, "[codec] listen").await?;
     let scheme = if tls.is_some() { "https" } else { "http" };
     tracing::info!(address = %listen, scheme, "codec server listening");
-    plinth_codec::server::serve(listener, tls, server, shutdown_signal()).await?;
+    let drain = plinth_codec::server::Drain {
+        delay: codec_config.shutdown_delay,
+        grace: codec_config.shutdown_grace,
+    };
+    plinth_codec::server::serve(listener, tls, server, shutdown_signal(), drain).await?;
     tracing::info!("codec server stopped");
     Ok(())
 }

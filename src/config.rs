@@ -725,6 +725,13 @@ pub struct CodecConfig {
     /// The claim of a bearer token holding the caller's e-mail address; `email` must come
     /// with `email_verified: true`.
     pub jwt_identity_claim: String,
+    /// On SIGTERM, how long /readyz fails while requests are still served, so a load balancer
+    /// takes the server out first.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_delay: Duration,
+    /// Then, how long requests in flight have to finish.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
 }
 
 impl Default for CodecConfig {
@@ -747,6 +754,8 @@ impl Default for CodecConfig {
             jwt_issuer: None,
             jwt_audience: None,
             jwt_identity_claim: "email".into(),
+            shutdown_delay: Duration::ZERO,
+            shutdown_grace: Duration::from_secs(20),
         }
     }
 }

@@ -474,3 +474,68 @@ fn after_a_rotation_new_payloads_name_the_new_key_and_old_ones_still_open() {
         "{listed}"
     );
 }
+
+/// A codec server told to stop reports not ready at once, finishes a request whose body was
+/// still arriving, and exits cleanly.
+#[test]
+fn a_stopping_codec_server_reports_not_ready_and_finishes_requests_in_flight() {
+    use std::io::Write;
+    let mut stack = PlinthStack::start_in(
+        DevServer::shared(),
+        PLINTH.as_ref(),
+        "10m",
+        "3s",
+        "",
+        "",
+        &[
+            ("PLINTH_CODEC_SHUTDOWN_DELAY", "2s"),
+            ("PLINTH_CODEC_SHUTDOWN_GRACE", "20s"),
+        ],
+    )
+    .unwrap();
+    let ns = format!("codec-stop-{}", std::process::id());
+    stack.provision_for_team("codec-stop", &ns).unwrap();
+    stack.start_codec().unwrap();
+    assert_eq!(call(&stack, "GET", "/readyz", "", &[]).status, 200);
+    let port = stack.codec_address.rsplit(':').next().unwrap();
+    let (cert, key, _) = stack.credentials(PAYMENTS_MEMBER);
+    // The body goes out as it is written (chunked), so the request is under way until the
+    // last half is.
+    let mut upload = Command::new("curl")
+        .args(["-s", "--http1.1", "-X", "POST", "-T", "-"])
+        .args(["--resolve", &format!("localhost:{port}:127.0.0.1")])
+        .arg("--cacert")
+        .arg(stack.home().join("pki/ca.pem"))
+        .arg("--cert")
+        .arg(&cert)
+        .arg("--key")
+        .arg(&key)
+        .args(["-H", "Content-Type: application/json"])
+        .arg(format!("https://localhost:{port}/{ns}/encode"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let body = plain_payloads(MARKER);
+    let (first, last) = body.split_at(body.len() / 2);
+    let mut input = upload.stdin.take().unwrap();
+    input.write_all(first.as_bytes()).unwrap();
+    input.flush().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let pid = stack.codec_pid().to_string();
+    ok(Command::new("kill").args(["-TERM", &pid]).output().unwrap());
+    wait_for("readiness to turn false", || {
+        let ready = call(&stack, "GET", "/readyz", "", &[]);
+        ready.status == 503 && ready.body == "shutting down\n"
+    });
+    std::thread::sleep(std::time::Duration::from_secs(3)); // past the delay: no new connections now
+    input.write_all(last.as_bytes()).unwrap();
+    drop(input);
+    let sealed = upload.wait_with_output().unwrap();
+    let sealed: Value = serde_json::from_slice(&sealed.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&sealed.stdout)));
+    assert!(sealed["payloads"][0]["data"].is_string(), "{sealed}");
+    assert!(!sealed.to_string().contains(MARKER), "{sealed}");
+    let status = stack.terminate_codec().unwrap();
+    assert!(status.success(), "{status}");
+}

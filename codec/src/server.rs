@@ -53,6 +53,18 @@ pub struct CodecServer {
     pub metrics: CodecMetrics,
     /// Where its refusals and decodes are recorded.
     pub audit: Arc<dyn AuditSink>,
+    /// Set once the server is shutting down: `/readyz` fails from then on.
+    pub draining: std::sync::atomic::AtomicBool,
+}
+
+/// How the server stops: not ready but still serving for `delay`, so a load balancer takes it
+/// out first; then no new connections, and `grace` for the requests in flight.
+#[derive(Debug, Clone, Copy)]
+pub struct Drain {
+    /// See above.
+    pub delay: std::time::Duration,
+    /// See above.
+    pub grace: std::time::Duration,
 }
 
 /// The codec server's metrics. No label names a namespace: callers choose those.
@@ -125,6 +137,17 @@ pub fn app(server: Arc<CodecServer>) -> Router {
                     handle(s, Op::Decode, Some(ns), r)
                 },
             ),
+        )
+        .route("/healthz", axum::routing::get(|| async { "ok\n" }))
+        .route(
+            "/readyz",
+            axum::routing::get(|State(server): State<Arc<CodecServer>>| async move {
+                if server.draining.load(std::sync::atomic::Ordering::Relaxed) {
+                    (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n")
+                } else {
+                    (StatusCode::OK, "ready\n")
+                }
+            }),
         )
         .route(
             "/metrics",
@@ -416,25 +439,56 @@ async fn cors(State(server): State<Arc<CodecServer>>, request: Request, next: Ne
     response
 }
 
-/// Serves `server` on `listener` until `shutdown`: over TLS (client certificates optional,
-/// verified when presented) when `tls` is given, else plain HTTP.
+/// Serves `server` on `listener` until `shutdown`, then stops as `drain` says: over TLS
+/// (client certificates optional, verified when presented) when `tls` is given, else plain
+/// HTTP.
 pub async fn serve(
     listener: TcpListener,
     tls: Option<(Arc<rustls::ServerConfig>, plinth_identity::ClientVerifier)>,
     server: Arc<CodecServer>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    drain: Drain,
 ) -> std::io::Result<()> {
-    let app = app(server).into_make_service_with_connect_info::<Peer>();
-    match tls {
-        None => {
-            axum::serve(PlainListener(listener), app)
-                .with_graceful_shutdown(shutdown)
-                .await
+    let (stopped, on_stop) = tokio::sync::oneshot::channel();
+    let signal = {
+        let server = server.clone();
+        async move {
+            shutdown.await;
+            server
+                .draining
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+            tracing::info!(delay = ?drain.delay, "shutting down: not ready; still serving for the shutdown delay");
+            tokio::time::sleep(drain.delay).await;
+            tracing::info!(grace = ?drain.grace, "shutting down: no new connections; requests in flight finishing");
+            let _ = stopped.send(());
         }
-        Some((config, verifier)) => {
-            axum::serve(TlsListener::new(listener, config, verifier), app)
-                .with_graceful_shutdown(shutdown)
-                .await
+    };
+    let app = app(server).into_make_service_with_connect_info::<Peer>();
+    let serving = async move {
+        match tls {
+            None => {
+                axum::serve(PlainListener(listener), app)
+                    .with_graceful_shutdown(signal)
+                    .await
+            }
+            Some((config, verifier)) => {
+                axum::serve(TlsListener::new(listener, config, verifier), app)
+                    .with_graceful_shutdown(signal)
+                    .await
+            }
+        }
+    };
+    let grace_over = async move {
+        match on_stop.await {
+            Ok(()) => tokio::time::sleep(drain.grace).await,
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        served = serving => served,
+        () = grace_over => {
+            tracing::warn!("[codec] shutdown_grace is over with requests in flight; stopping");
+            Ok(())
         }
     }
 }

@@ -312,6 +312,19 @@ impl PlinthStack {
         listening
     }
 
+    /// The codec server's process id.
+    pub fn codec_pid(&self) -> u32 {
+        self.codec.as_ref().map_or(0, Guarded::id)
+    }
+
+    /// Stops the codec server with SIGTERM and waits for it to exit; its exit status.
+    pub fn terminate_codec(&mut self) -> anyhow::Result<std::process::ExitStatus> {
+        self.codec
+            .as_mut()
+            .context("the codec server is not running")?
+            .terminate(Duration::from_secs(60))
+    }
+
     /// Starts one more proxy of this platform, beside the first, and returns where it listens.
     /// It is proxy number `n` of [`Self::terminate_proxy`], counting the first as 0.
     pub fn start_another_proxy(&mut self) -> anyhow::Result<ProxyAddresses> {
