@@ -489,10 +489,7 @@ pub async fn run(config: &Config, home: &Home, args: &CodecArgs) -> anyhow::Resu
         crate::proxy::bind(args.listen.as_ref(), &codec_config.listen, "[codec] listen").await?;
     let scheme = if tls.is_some() { "https" } else { "http" };
     tracing::info!(address = %listen, scheme, "codec server listening");
-    let drain = plinth_codec::server::Drain {
-        delay: codec_config.shutdown_delay,
-        grace: codec_config.shutdown_grace,
-    };
+    let drain = codec_config.drain()?;
     plinth_codec::server::serve(listener, tls, server, shutdown_signal(), drain).await?;
     tracing::info!("codec server stopped");
     Ok(())

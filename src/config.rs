@@ -652,17 +652,7 @@ impl ProxyConfig {
         ] {
             anyhow::ensure!(value > 0, "[proxy] {key}: must be at least 1");
         }
-        for (key, value, max) in [
-            ("shutdown_delay", self.shutdown_delay, MAX_SHUTDOWN_DELAY),
-            ("shutdown_grace", self.shutdown_grace, MAX_SHUTDOWN_GRACE),
-        ] {
-            anyhow::ensure!(
-                value <= max,
-                "[proxy] {key}: {} is longer than the {} allowed",
-                humantime::format_duration(value),
-                humantime::format_duration(max)
-            );
-        }
+        check_shutdown("proxy", self.shutdown_delay, self.shutdown_grace)?;
         Ok(plinth_proxy::DoorSettings {
             forward_unknown_rpcs: self.unknown_rpcs == UnknownRpcs::Forward,
             max_message_bytes: self.max_message_bytes,
@@ -685,9 +675,36 @@ impl ProxyConfig {
     }
 }
 
-/// Bounds of `[proxy] shutdown_delay` and `shutdown_grace`: a long poll lasts about a minute.
+/// Bounds of `shutdown_delay` and `shutdown_grace`: a long poll lasts about a minute.
 const MAX_SHUTDOWN_DELAY: Duration = Duration::from_secs(300);
 const MAX_SHUTDOWN_GRACE: Duration = Duration::from_secs(300);
+
+/// `[section] shutdown_delay` and `shutdown_grace` within their bounds.
+fn check_shutdown(section: &str, delay: Duration, grace: Duration) -> anyhow::Result<()> {
+    for (key, value, max) in [
+        ("shutdown_delay", delay, MAX_SHUTDOWN_DELAY),
+        ("shutdown_grace", grace, MAX_SHUTDOWN_GRACE),
+    ] {
+        anyhow::ensure!(
+            value <= max,
+            "[{section}] {key}: {} is longer than the {} allowed",
+            humantime::format_duration(value),
+            humantime::format_duration(max)
+        );
+    }
+    Ok(())
+}
+
+impl CodecConfig {
+    /// How the codec server stops, as configured.
+    pub fn drain(&self) -> anyhow::Result<plinth_codec::server::Drain> {
+        check_shutdown("codec", self.shutdown_delay, self.shutdown_grace)?;
+        Ok(plinth_codec::server::Drain {
+            delay: self.shutdown_delay,
+            grace: self.shutdown_grace,
+        })
+    }
+}
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]

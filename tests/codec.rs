@@ -488,7 +488,7 @@ fn a_stopping_codec_server_reports_not_ready_and_finishes_requests_in_flight() {
         "",
         "",
         &[
-            ("PLINTH_CODEC_SHUTDOWN_DELAY", "2s"),
+            ("PLINTH_CODEC_SHUTDOWN_DELAY", "6s"),
             ("PLINTH_CODEC_SHUTDOWN_GRACE", "20s"),
         ],
     )
@@ -528,7 +528,7 @@ fn a_stopping_codec_server_reports_not_ready_and_finishes_requests_in_flight() {
         let ready = call(&stack, "GET", "/readyz", "", &[]);
         ready.status == 503 && ready.body == "shutting down\n"
     });
-    std::thread::sleep(std::time::Duration::from_secs(3)); // past the delay: no new connections now
+    std::thread::sleep(std::time::Duration::from_secs(7)); // past the delay: no new connections now
     input.write_all(last.as_bytes()).unwrap();
     drop(input);
     let sealed = upload.wait_with_output().unwrap();

@@ -1576,11 +1576,14 @@ fn a_rolling_restart_of_two_proxies_behind_a_balancer_fails_no_call() {
                 .collect()
         })
         .unwrap_or_default();
-    let [completed, failed, listed, _raced] = counts[..] else {
+    let [completed, failed, listed, raced] = counts[..] else {
         panic!("no report: {}", text(&driven));
     };
     assert_eq!(failed, 0, "{report}\n{}", stderr(&driven));
     assert!(completed >= 10 && listed >= 10, "{report}");
+    // A call meets a GOAWAY on its way out only as its connection is drained: once a restart
+    // at most, for the one connection the list calls use.
+    assert!(raced <= 2, "{report}");
     for role in ["proxy", "proxy2"] {
         let log = stack.log(role);
         let draining = log

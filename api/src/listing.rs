@@ -3,6 +3,7 @@
 //! Temporal name) would otherwise list every resource once per apply, and time out.
 
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use plinth_control::ControlPlane;
 use plinth_proto::v1::Namespace;
@@ -30,10 +31,17 @@ struct State {
     last: Option<(u64, Result<Running, Status>)>,
 }
 
+/// A listing that takes longer than this answers `UNAVAILABLE` to everyone waiting on it.
+const LIST_TIMEOUT: Duration = Duration::from_secs(30);
+
 impl SharedListing {
     /// Running Namespace resources, as of some moment after this call began.
-    pub(crate) async fn running(&self, control: &ControlPlane) -> Result<Running, Status> {
-        self.shared(|| async {
+    pub(crate) async fn running(
+        self: &Arc<Self>,
+        control: &ControlPlane,
+    ) -> Result<Running, Status> {
+        let control = control.clone();
+        self.shared(move || async move {
             control
                 .running_resources::<Namespace>(plinth_proto::KIND_NAMESPACE)
                 .await
@@ -44,11 +52,12 @@ impl SharedListing {
     }
 
     /// What `list` answers, from a run of it that started after this call began: the run under
-    /// way when another caller arrives, or the next.
-    async fn shared<F, Fut>(&self, list: F) -> Result<Running, Status>
+    /// way when another caller arrives, or the next. A run is a task of its own, so a caller
+    /// that goes away cancels nobody's listing, and it is bounded by [`LIST_TIMEOUT`].
+    async fn shared<F, Fut>(self: &Arc<Self>, list: F) -> Result<Running, Status>
     where
-        F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<Running, Status>>,
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<Running, Status>> + Send + 'static,
     {
         let mut list = Some(list);
         let arrived = self.lock().next;
@@ -56,32 +65,34 @@ impl SharedListing {
             let notified = self.finished.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let started = {
+            {
                 let mut state = self.lock();
                 if let Some((number, listed)) = &state.last
                     && *number >= arrived
                 {
                     return listed.clone();
                 }
-                if state.running {
-                    None
-                } else {
+                if !state.running
+                    && let Some(list) = list.take()
+                {
                     state.running = true;
                     state.next += 1;
-                    Some(state.next - 1)
+                    let number = state.next - 1;
+                    let turn = Turn(self.clone());
+                    tokio::spawn(async move {
+                        let listed = tokio::time::timeout(LIST_TIMEOUT, list())
+                            .await
+                            .unwrap_or_else(|_| {
+                                Err(Status::unavailable(format!(
+                                    "visibility did not list the namespaces within {LIST_TIMEOUT:?}"
+                                )))
+                            });
+                        turn.0.lock().last = Some((number, listed));
+                        drop(turn);
+                    });
                 }
-            };
-            let Some(number) = started else {
-                notified.await;
-                continue;
-            };
-            // Whoever lists for the others may be cancelled: the guard hands the turn on.
-            let turn = Turn(self);
-            let list = list.take().expect("a caller lists at most once");
-            let listed = list().await;
-            self.lock().last = Some((number, listed.clone()));
-            drop(turn);
-            return listed;
+            }
+            notified.await;
         }
     }
 
@@ -90,10 +101,10 @@ impl SharedListing {
     }
 }
 
-/// The running listing's turn: ends it (finished or cancelled) and wakes the waiters.
-struct Turn<'a>(&'a SharedListing);
+/// A listing's turn: ends it (finished, or its task panicked) and wakes the waiters.
+struct Turn(Arc<SharedListing>);
 
-impl Drop for Turn<'_> {
+impl Drop for Turn {
     fn drop(&mut self) {
         self.0.lock().running = false;
         self.0.finished.notify_waiters();
@@ -140,18 +151,34 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_cancelled_listing_hands_the_turn_on() {
-        let shared = SharedListing::default();
-        let stuck = shared.shared(std::future::pending);
-        assert!(
-            tokio::time::timeout(std::time::Duration::from_millis(10), stuck)
-                .await
-                .is_err()
-        );
-        let listed = shared
-            .shared(|| async { Ok(Arc::new(Vec::new())) })
-            .await
-            .unwrap();
-        assert!(listed.is_empty());
+    async fn a_caller_that_goes_away_cancels_no_one_elses_listing() {
+        let shared = Arc::new(SharedListing::default());
+        let gated = |name: &'static str, gate: tokio::sync::watch::Receiver<bool>| {
+            move || async move {
+                let mut gate = gate;
+                let _ = gate.wait_for(|open| *open).await;
+                Ok(Arc::new(vec![(name.to_owned(), None)]))
+            }
+        };
+        let call = |list| {
+            let shared = shared.clone();
+            tokio::spawn(async move { shared.shared(list).await })
+        };
+        let (open_first, first_gate) = tokio::sync::watch::channel(false);
+        let (open_second, second_gate) = tokio::sync::watch::channel(false);
+        let (_, open) = tokio::sync::watch::channel(true);
+        let first = call(gated("first", first_gate));
+        tokio::task::yield_now().await;
+        // Both arrive during the first run: the one woken first lists for both.
+        let leaving = call(gated("leaving", second_gate));
+        tokio::task::yield_now().await;
+        let staying = call(gated("staying", open));
+        tokio::task::yield_now().await;
+        open_first.send(true).unwrap();
+        assert_eq!(first.await.unwrap().unwrap()[0].0, "first");
+        tokio::task::yield_now().await;
+        leaving.abort();
+        open_second.send(true).unwrap();
+        assert_eq!(staying.await.unwrap().unwrap()[0].0, "leaving");
     }
 }

@@ -156,6 +156,9 @@ pub(crate) async fn serve<L: LocalService>(
     }
 }
 
+/// What a call still under way when the shutdown grace is over is told.
+const SHUTTING_DOWN: &str = "the proxy is shutting down; call again";
+
 /// Resolves when the shutdown grace is over.
 async fn grace_over(phase: &mut watch::Receiver<Phase>) {
     if phase
@@ -191,7 +194,7 @@ fn polls_a_task_queue(path: &str) -> bool {
 /// Any other call gets `UNAVAILABLE`, which clients retry.
 fn shutdown_answer(task_queue_poll: bool) -> http::Response<Body> {
     if !task_queue_poll {
-        return Status::unavailable("the proxy is shutting down; call again").into_http();
+        return Status::unavailable(SHUTTING_DOWN).into_http();
     }
     let mut trailers = http::HeaderMap::new();
     trailers.insert(GRPC_STATUS, http::HeaderValue::from_static("0"));
@@ -268,7 +271,7 @@ async fn call<L: LocalService>(
     let _admission: Admission = match admitted {
         Ok(admission) => admission,
         Err(status) => {
-            if let Err(e) = send(status.into_http(), &mut respond).await {
+            if let Err(e) = send(status.into_http(), &mut respond, &mut phase).await {
                 tracing::debug!(error = %e, "refusal not delivered: the client went away");
             }
             return;
@@ -305,16 +308,18 @@ async fn call<L: LocalService>(
         _ = std::future::poll_fn(|cx| respond.poll_reset(cx)) => return,
         () = grace_over(&mut phase) => shutdown_answer(task_queue_poll),
     };
-    if let Err(e) = send(response, &mut respond).await {
+    if let Err(e) = send(response, &mut respond, &mut phase).await {
         tracing::debug!(error = %e, "answer not delivered: the client went away");
     }
 }
 
 /// Sends `response` on its stream: headers, data and trailers in one go when the body has
-/// them all at hand, which is every unary answer.
+/// them all at hand, which is every unary answer. A streamed answer (a watch) ends when the
+/// client resets it, and with `UNAVAILABLE` when the shutdown grace is over.
 async fn send(
     response: http::Response<Body>,
     respond: &mut SendResponse<Bytes>,
+    phase: &mut watch::Receiver<Phase>,
 ) -> Result<(), h2::Error> {
     let (parts, mut body) = response.into_parts();
     let head = http::Response::from_parts(parts, ());
@@ -323,10 +328,28 @@ async fn send(
         return Ok(());
     }
     let mut body = Pin::new(&mut body);
-    while let Some(frame) = std::future::poll_fn(|cx| body.as_mut().poll_frame(cx)).await {
-        let frame = match frame {
-            Ok(frame) => frame,
-            Err(status) => {
+    loop {
+        let next = std::future::poll_fn(|cx| {
+            if let Poll::Ready(frame) = body.as_mut().poll_frame(cx) {
+                return Poll::Ready(Next::Frame(frame));
+            }
+            stream.poll_reset(cx).map(|_| Next::Reset)
+        });
+        let next = tokio::select! {
+            biased;
+            next = next => next,
+            () = grace_over(phase) => Next::GraceOver,
+        };
+        let frame = match next {
+            Next::Frame(Some(Ok(frame))) => frame,
+            Next::Frame(Some(Err(status))) => {
+                return stream.send_trailers(status.into_http::<Body>().into_parts().0.headers);
+            }
+            Next::Frame(None) => return stream.send_data(Bytes::new(), true),
+            // The body (a watch, say) is dropped with the call.
+            Next::Reset => return Ok(()),
+            Next::GraceOver => {
+                let status = Status::unavailable(SHUTTING_DOWN);
                 return stream.send_trailers(status.into_http::<Body>().into_parts().0.headers);
             }
         };
@@ -345,7 +368,13 @@ async fn send(
             }
         }
     }
-    stream.send_data(Bytes::new(), true)
+}
+
+/// What ended the wait for an answer's next frame.
+enum Next {
+    Frame(Option<Result<Frame<Bytes>, Status>>),
+    Reset,
+    GraceOver,
 }
 
 /// A request body that must arrive whole within a time: the platform API's, which tonic reads
@@ -380,9 +409,10 @@ where
             return Poll::Ready(frame.map(|frame| frame.map_err(Into::into)));
         }
         ready!(self.expires.as_mut().poll(cx));
-        Poll::Ready(Some(Err(
-            "the request body did not arrive whole within [proxy] request_body_timeout".into(),
-        )))
+        let late = Status::deadline_exceeded(
+            "the request body did not arrive whole within [proxy] request_body_timeout",
+        );
+        Poll::Ready(Some(Err(Box::new(late))))
     }
 
     fn is_end_stream(&self) -> bool {
