@@ -3,7 +3,7 @@
 //! `plinth proxy` in front of a real Temporal dev server. Temporal stores ciphertext only.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use plinth_test_harness::cli::{
     namespace_yaml, ok, stderr, stdout, temporal, temporal_as, text, wait_for,
 };
+use plinth_test_harness::interop::{Driver, PythonWorker, script as interop};
 use plinth_test_harness::{
     ADMIN, DIRECTORY, DevServer, OUTSIDER, PAYMENTS_MEMBER, PAYMENTS_TEAM, PlinthStack, TlsRelay,
     temporal_bin,
@@ -38,44 +39,6 @@ fn start_parcel(profile: &Path, workflow_id: &str, contents: &str) -> Output {
             &input,
         ],
     )
-}
-
-fn interop(script: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/interop")
-        .join(script)
-}
-
-/// The Python SDK worker of tests/interop/proxy_client.py, polling until dropped.
-struct PythonWorker(Child);
-
-impl PythonWorker {
-    fn start(profile: &Path, task_queue: &str) -> PythonWorker {
-        let mut child = Command::new("python3")
-            .arg(interop("proxy_client.py"))
-            .arg("worker")
-            .arg(profile)
-            .args(["team", task_queue])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("start the Python worker");
-        let mut line = String::new();
-        std::io::BufRead::read_line(
-            &mut std::io::BufReader::new(child.stdout.as_mut().unwrap()),
-            &mut line,
-        )
-        .unwrap();
-        assert_eq!(line.trim(), "polling", "the Python worker started");
-        PythonWorker(child)
-    }
-}
-
-impl Drop for PythonWorker {
-    fn drop(&mut self) {
-        drop(self.0.stdin.take());
-        let _ = self.0.wait();
-    }
 }
 
 fn python_run(profile: &Path, task_queue: &str, workflow_id: &str, input: &str) -> Output {
@@ -1497,14 +1460,6 @@ fn established_to(address: &str) -> usize {
     stdout(&out).lines().count()
 }
 
-/// `profile`, pointed at `address` instead of the proxy it names.
-fn profile_at(stack: &PlinthStack, profile: &Path, address: &str, name: &str) -> PathBuf {
-    let moved = profile.with_file_name(name);
-    let text = std::fs::read_to_string(profile).unwrap();
-    std::fs::write(&moved, text.replace(&stack.proxy_address, address)).unwrap();
-    moved
-}
-
 /// Two proxies behind a TCP load balancer (HAProxy, checking `/readyz`) are restarted one
 /// after the other with SIGTERM, as an orchestrator rolls them, while a Python SDK worker and
 /// client run workflows through the balancer: each proxy reports not ready, drains the
@@ -1536,19 +1491,11 @@ fn a_rolling_restart_of_two_proxies_behind_a_balancer_fails_no_call() {
         },
     ];
     let balancer = Balancer::start(&backends, "/readyz").unwrap();
-    let direct = stack.profile(PAYMENTS_MEMBER, &ns).unwrap();
-    let profile = profile_at(&stack, &direct, &balancer.address, "balanced.toml");
-    let _worker = PythonWorker::start(&profile, "rolling");
-    let mut driver = Command::new("python3")
-        .arg(interop("proxy_client.py"))
-        .arg("drive")
-        .arg(&profile)
-        .args(["team", "rolling", "order", "4"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
+    let profile = stack
+        .profile_via(PAYMENTS_MEMBER, &ns, &balancer.address)
         .unwrap();
+    let _worker = PythonWorker::start(&profile, "rolling");
+    let driver = Driver::start(&profile, "rolling", "order", 4);
     for (n, backend) in backends.iter().enumerate() {
         wait_for("the balancer to send the proxy a client", || {
             established_to(&backend.address) > 0
@@ -1563,27 +1510,17 @@ fn a_rolling_restart_of_two_proxies_behind_a_balancer_fails_no_call() {
         std::thread::sleep(Duration::from_secs(2)); // the balancer's checks take it back
     }
     std::thread::sleep(Duration::from_secs(2));
-    drop(driver.stdin.take());
-    let driven = driver.wait_with_output().unwrap();
-    let report = stdout(&driven);
-    eprintln!("rolling restart: {}", report.lines().next().unwrap_or(""));
-    let counts: Vec<u32> = report
-        .lines()
-        .next()
-        .map(|line| {
-            line.split_whitespace()
-                .filter_map(|w| w.parse().ok())
-                .collect()
-        })
-        .unwrap_or_default();
-    let [completed, failed, listed, raced] = counts[..] else {
-        panic!("no report: {}", text(&driven));
-    };
-    assert_eq!(failed, 0, "{report}\n{}", stderr(&driven));
-    assert!(completed >= 10 && listed >= 10, "{report}");
+    let driven = driver.finish();
+    eprintln!(
+        "rolling restart: {}",
+        driven.report.lines().next().unwrap_or("")
+    );
+    let report = &driven.report;
+    assert_eq!((driven.failed, driven.unlisted), (0, 0), "{report}");
+    assert!(driven.completed >= 10 && driven.listed >= 10, "{report}");
     // A call meets a GOAWAY on its way out only as its connection is drained: once a restart
     // at most, for the one connection the list calls use.
-    assert!(raced <= 2, "{report}");
+    assert!(driven.raced <= 2, "{report}");
     for role in ["proxy", "proxy2"] {
         let log = stack.log(role);
         let draining = log

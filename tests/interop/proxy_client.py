@@ -13,9 +13,10 @@ usage:
                                                            run Checkouts, LANES at a time, and
                                                            list calls with no retries, until
                                                            stdin closes; print "completed N
-                                                           failed M listed K raced R" (R: list
-                                                           calls that met a GOAWAY on their way
-                                                           out), then each failure
+                                                           failed M listed K raced R unlisted U"
+                                                           (M: workflows; R: list calls that met
+                                                           a GOAWAY on their way out; U: other
+                                                           list calls that failed), then each
 Workflows: Parcel (waits for signal "deliver", query "status"), Checkout (one activity).
 """
 
@@ -130,20 +131,23 @@ async def drive(client: Client, task_queue: str, prefix: str, lanes: int) -> Non
         while not stop.is_set():
             order = f"{prefix}-{n}-{i}"
             i += 1
+            # The input differs from the id, which Temporal stores as it is.
+            contents = f"{order}-contents"
             try:
                 result = await client.execute_workflow(
-                    Checkout.run, order, id=order, task_queue=task_queue
+                    Checkout.run, contents, id=order, task_queue=task_queue
                 )
             except Exception as e:  # every failure is reported, none ends the run
                 failures.append(f"{order}: {e!r}")
                 continue
-            if result == f"charged {order}":
+            if result == f"charged {contents}":
                 completed += 1
             else:
                 failures.append(f"{order}: wrong result {result!r}")
 
     listed = 0
     raced = 0
+    unlisted: list[str] = []
 
     async def unretried() -> None:
         nonlocal listed, raced
@@ -160,12 +164,17 @@ async def drive(client: Client, task_queue: str, prefix: str, lanes: int) -> Non
                 if e.status.name == "CANCELLED" and "operation was canceled" in e.message:
                     raced += 1
                 else:
-                    failures.append(f"list, not retried: {e.status.name} {e.message}")
+                    unlisted.append(f"list, not retried: {e.status.name} {e.message}")
+            except Exception as e:  # a connection refused or reset, say
+                unlisted.append(f"list, not retried: {e!r}")
             await asyncio.sleep(0.05)
 
     await asyncio.gather(unretried(), *(lane(n) for n in range(lanes)))
-    print(f"completed {completed} failed {len(failures)} listed {listed} raced {raced}")
-    for failure in failures:
+    print(
+        f"completed {completed} failed {len(failures)} listed {listed} raced {raced} "
+        f"unlisted {len(unlisted)}"
+    )
+    for failure in failures + unlisted:
         print(failure)
 
 

@@ -16,6 +16,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 pub mod cli;
+pub mod interop;
 pub mod sealed;
 mod stack;
 

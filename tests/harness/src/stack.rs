@@ -282,21 +282,26 @@ impl PlinthStack {
     /// Starts the worker with extra environment (fault injection) and waits until it polls.
     pub fn start_worker_with(&mut self, env: &[(&str, &str)]) -> anyhow::Result<()> {
         let polling_before = self.log("worker").matches("worker polling").count();
-        self.worker = Some(self.spawn_with("worker", env)?);
+        let mut worker = self.spawn_with("worker", env)?;
+        self.wait_until_polling(&mut worker, "worker", polling_before)?;
+        self.worker = Some(worker);
+        Ok(())
+    }
+
+    /// Waits until the `role` worker logs that it polls, `before` times having been logged.
+    fn wait_until_polling(
+        &self,
+        worker: &mut Guarded,
+        role: &str,
+        before: usize,
+    ) -> anyhow::Result<()> {
         let deadline = Instant::now() + Duration::from_secs(60);
-        while self.log("worker").matches("worker polling").count() == polling_before {
-            if let Some(status) = self
-                .worker
-                .as_mut()
-                .and_then(|w| w.try_wait().ok().flatten())
-            {
-                bail!("plinth worker exited ({status}): {}", self.log("worker"));
+        while self.log(role).matches("worker polling").count() == before {
+            if let Some(status) = worker.try_wait()? {
+                bail!("plinth {role} exited ({status}): {}", self.log(role));
             }
             if Instant::now() > deadline {
-                bail!(
-                    "plinth worker did not start polling: {}",
-                    self.log("worker")
-                );
+                bail!("plinth {role} did not start polling: {}", self.log(role));
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -310,6 +315,21 @@ impl PlinthStack {
         let listening = self.wait_for_listener(&mut codec, "codec", &self.codec_address);
         self.codec = Some(codec);
         listening
+    }
+
+    /// [`Self::profile`] for `user` in `namespace`, pointed at `address` (a balancer, say)
+    /// instead of the first proxy.
+    pub fn profile_via(
+        &self,
+        user: &str,
+        namespace: &str,
+        address: &str,
+    ) -> anyhow::Result<PathBuf> {
+        let profile = self.profile(user, namespace)?;
+        let moved = profile.with_file_name(format!("via-{}.toml", address.replace(':', "-")));
+        let text = std::fs::read_to_string(&profile)?;
+        std::fs::write(&moved, text.replace(&self.proxy_address, address))?;
+        Ok(moved)
     }
 
     /// The codec server's process id.
