@@ -18,7 +18,7 @@ use tonic::body::Body;
 use tonic::codegen::{Service, http};
 use tonic::server::NamedService;
 
-use crate::forward::FrontDoor;
+use crate::forward::{FrontDoor, body_of, method_name};
 use crate::frame::{GRPC_STATUS, frame};
 use crate::keepalive::keep_alive;
 use crate::limits::{Admission, InFlight, Kind};
@@ -171,20 +171,15 @@ async fn grace_over(phase: &mut watch::Receiver<Phase>) {
 }
 
 /// Long polls: `Poll*` RPCs, held until work arrives or Temporal's poll timeout.
-fn kind_of(path: &str) -> Kind {
-    if method(path).starts_with("Poll") {
+fn kind_of(method: &str) -> Kind {
+    if method.starts_with("Poll") {
         Kind::LongPoll
     } else {
         Kind::Call
     }
 }
 
-fn method(path: &str) -> &str {
-    path.rsplit_once('/').map_or(path, |(_, method)| method)
-}
-
-fn polls_a_task_queue(path: &str) -> bool {
-    let method = method(path);
+fn polls_a_task_queue(method: &str) -> bool {
     method.starts_with("Poll") && method.ends_with("TaskQueue")
 }
 
@@ -198,11 +193,10 @@ fn shutdown_answer(task_queue_poll: bool) -> http::Response<Body> {
     }
     let mut trailers = http::HeaderMap::new();
     trailers.insert(GRPC_STATUS, http::HeaderValue::from_static("0"));
-    let frames = [Frame::data(frame(&[])), Frame::trailers(trailers)];
-    let body = http_body_util::StreamBody::new(futures::stream::iter(
-        frames.map(Ok::<_, std::convert::Infallible>),
-    ));
-    let mut response = http::Response::new(Body::new(body));
+    let mut response = http::Response::new(body_of([
+        Frame::data(frame(&[])),
+        Frame::trailers(trailers),
+    ]));
     response.headers_mut().insert(
         http::header::CONTENT_TYPE,
         http::HeaderValue::from_static("application/grpc"),
@@ -255,14 +249,14 @@ async fn call<L: LocalService>(
 ) {
     let (parts, body) = request.into_parts();
     let request = http::Request::from_parts(parts, RecvBody(body));
-    let path = request.uri().path();
-    let task_queue_poll = polls_a_task_queue(path);
+    let method = method_name(request.uri().path());
+    let task_queue_poll = polls_a_task_queue(method);
     // Counted until the answer is handed to the connection; callers without an identity are
     // refused before they count against anyone's limits.
     let admitted = caller.identity().map(drop).and_then(|()| {
         services
             .in_flight
-            .admit(&caller, kind_of(path))
+            .admit(&caller, kind_of(method))
             .map_err(|refused| {
                 services.door.metrics.limited(refused.label());
                 refused.status()

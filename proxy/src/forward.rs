@@ -650,9 +650,7 @@ impl FrontDoor {
                 (!body.is_empty()).then(|| Frame::data(body)),
                 trailers.map(Frame::trailers),
             ];
-            Body::new(StreamBody::new(futures::stream::iter(
-                frames.into_iter().flatten().map(Ok::<_, Infallible>),
-            )))
+            body_of(frames.into_iter().flatten())
         };
         Ok(Answer {
             code,
@@ -752,7 +750,18 @@ pub(crate) async fn off_thread<T: Send + 'static>(
 }
 
 /// `StartWorkflowExecution` of `/temporal.api.workflowservice.v1.WorkflowService/StartWorkflowExecution`.
-fn method_name(path: &str) -> &str {
+/// An answer's body made of frames already at hand.
+pub(crate) fn body_of<I>(frames: I) -> Body
+where
+    I: IntoIterator<Item = Frame<Bytes>>,
+    I::IntoIter: Send + 'static,
+{
+    Body::new(StreamBody::new(futures::stream::iter(
+        frames.into_iter().map(Ok::<_, Infallible>),
+    )))
+}
+
+pub(crate) fn method_name(path: &str) -> &str {
     path.rsplit('/').next().unwrap_or(path)
 }
 
