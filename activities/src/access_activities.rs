@@ -18,7 +18,7 @@ use plinth_control::access::{effective_access, plan_access, validate_rule};
 use plinth_control::contract::ACCESS_GRANTED;
 use plinth_control::directory::Directory;
 use plinth_control::{AccessChange, AccessLevel, BackendError, NamespaceBackend};
-use plinth_control::{ControlPlane, PolicySeeding};
+use plinth_control::{ControlPlane, PolicySeeding, ScheduleWrite};
 
 /// The activities of policies and access runs.
 #[derive(Debug, Clone)]
@@ -68,11 +68,20 @@ impl AccessActivities {
                 PolicySeeding::Unchanged => {}
             }
         }
-        setup.schedule_written = self
+        let schedule = self
             .control
             .ensure_access_schedule(&seed.namespace, self.interval)
             .await
             .map_err(failure)?;
+        setup.schedule_written = schedule != ScheduleWrite::Unchanged;
+        // A new policy starts quiet (its memo already shows it): one run applies the new
+        // policies, the schedule's first if it was just created.
+        if !setup.policies_created.is_empty() && schedule != ScheduleWrite::Created {
+            self.control
+                .trigger_access_run(&seed.namespace)
+                .await
+                .map_err(failure)?;
+        }
         Ok(setup)
     }
 

@@ -33,7 +33,7 @@ pub use backend::{
     NamespaceBackend, ObservedNamespace, SecretSource, SelfHosted, UpstreamAuth, check_proxy_key,
     missing_search_attributes, progress,
 };
-pub use plane::{ControlPlane, PolicySeeding};
+pub use plane::{ControlPlane, PolicySeeding, ScheduleWrite};
 pub use scim::ScimResources;
 pub use temporal::{
     CONTROL_NAMESPACE_RETENTION_DAYS, ControlSettings, DEFAULT_NAMESPACE, DEFAULT_TASK_QUEUE,

@@ -48,6 +48,18 @@ pub enum PolicySeeding {
     Unchanged,
 }
 
+/// What [`ControlPlane::ensure_access_schedule`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ScheduleWrite {
+    /// The schedule did not exist and was created, here or by a seeder racing this one; its
+    /// first run starts at once, after the policies its creator seeded.
+    Created,
+    /// The schedule existed with another interval, which was corrected.
+    Corrected,
+    /// The schedule existed as asked.
+    Unchanged,
+}
+
 /// The value a Plinth workflow keeps under memo `key`.
 fn memo_value<T: DeserializeOwned>(memo: Option<&Memo>, key: &str) -> Option<T> {
     let payload = memo?.fields.get(key)?;
@@ -415,13 +427,12 @@ impl ControlPlane {
         Ok(())
     }
 
-    /// Creates the access schedule of `namespace`, or corrects its interval. True when it
-    /// wrote anything.
+    /// Creates the access schedule of `namespace`, or corrects its interval.
     pub async fn ensure_access_schedule(
         &self,
         namespace: &str,
         every: Duration,
-    ) -> Result<bool, BackendError> {
+    ) -> Result<ScheduleWrite, BackendError> {
         let id = access_schedule_id(namespace);
         let handle = self.client.get_schedule_handle(id.clone());
         let spec = access_schedule_spec(namespace, every);
@@ -443,7 +454,7 @@ impl ControlPlane {
                     .first()
                     .map(|i| (whole(i.every), i.offset.map_or(0, whole)));
                 if current == wanted {
-                    return Ok(false);
+                    return Ok(ScheduleWrite::Unchanged);
                 }
                 handle
                     .update(
@@ -454,7 +465,7 @@ impl ControlPlane {
                     )
                     .await
                     .map_err(schedule_error)?;
-                Ok(true)
+                Ok(ScheduleWrite::Corrected)
             }
             Err(ScheduleError::Rpc(status)) if status.code() == Code::NotFound => {
                 let action = ScheduleAction::start_workflow(
@@ -471,9 +482,10 @@ impl ControlPlane {
                     .trigger_immediately(true)
                     .build();
                 match self.client.create_schedule(id, options).await {
-                    Ok(_) => Ok(true),
+                    Ok(_) => Ok(ScheduleWrite::Created),
+                    // Another seeder created it, and its first run.
                     Err(ScheduleError::Rpc(status)) if status.code() == Code::AlreadyExists => {
-                        Ok(false)
+                        Ok(ScheduleWrite::Created)
                     }
                     Err(e) => Err(schedule_error(e)),
                 }

@@ -19,7 +19,7 @@ use plinth_workflows::contracts::WorkerInfo;
 use plinth_workflows::{Canary, register_workflows};
 use temporalio_client::NamespacedClient;
 use temporalio_client::{Client, ClientOptions, Connection};
-use temporalio_sdk::runtime::RuntimeOptions;
+use temporalio_sdk::runtime::{PollerBehavior, RuntimeOptions};
 use temporalio_sdk::{Runtime, Worker, WorkerOptions};
 
 /// Namespaces' own keys (`[keys] per_namespace`).
@@ -201,15 +201,21 @@ impl PlinthWorker {
             control.clone(),
             platform.backend.clone(),
         );
-        let options = register_workflows!(WorkerOptions::new(settings.task_queue.clone()))
-            .map_err(|e| setup(&e))?
-            .register_activities(WorkerActivities::new(info))
-            .register_activities(namespaces)
-            .register_activities(access)
-            .register_activities(scraping)
-            .register_activities(shipping)
-            .register_activities(histories)
-            .build();
+        // Every new workflow's first task comes from the shared (not the sticky) queue, which
+        // gets a fifth of the polls: twice the SDK's five drains a burst of applies faster
+        // (`plinth bench namespaces`), where autoscaled polls (up to 100) swamped the host.
+        let options = register_workflows!(
+            WorkerOptions::new(settings.task_queue.clone())
+                .workflow_task_poller_behavior(PollerBehavior::SimpleMaximum(10))
+        )
+        .map_err(|e| setup(&e))?
+        .register_activities(WorkerActivities::new(info))
+        .register_activities(namespaces)
+        .register_activities(access)
+        .register_activities(scraping)
+        .register_activities(shipping)
+        .register_activities(histories)
+        .build();
         let worker = Worker::new(&runtime, client, options).map_err(|e| setup(&e))?;
         for target in targets {
             let name = target.name.clone();

@@ -11,6 +11,11 @@ use crate::contracts::{TriggerAccessRun, ValidateRule};
 use crate::handover::hand_over_when_long;
 use crate::provision_namespace::{UpdateError, local_activity};
 
+/// A policy already shown in its memo is neither published nor propagated again, so a
+/// seeded policy's first task schedules nothing (the seeder runs the access run, once for
+/// both policies); histories recorded before did both.
+const QUIET_PATCH: &str = "policy-quiet-when-shown";
+
 /// What a rule update answers.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RuleChange {
@@ -49,6 +54,12 @@ impl PolicyWorkflow {
             ctx.wait_condition(|s| s.pending).await?;
             ctx.state_mut(|s| s.pending = false);
             let policy = ctx.state(|s| s.policy.clone());
+            // The memo shows the policy as last published and propagated: by the seeder that
+            // started this run, by the run that handed over, or by this one.
+            let shown = ctx.memo().get::<Policy>(RESOURCE_MEMO).ok().flatten();
+            if shown.as_ref() == Some(&policy) && ctx.patched(QUIET_PATCH) {
+                continue;
+            }
             ctx.upsert_search_attributes([
                 KIND_ATTRIBUTE.value_set(plinth_proto::KIND_POLICY.to_owned()),
                 OWNER_ATTRIBUTE.value_set(policy.owner.clone()),

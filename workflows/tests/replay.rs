@@ -23,7 +23,7 @@ use temporalio_common::protos::temporal::api::history::v1::history_event::Attrib
 use temporalio_sdk::workflow_replayer::{WorkflowReplayer, WorkflowReplayerOptions};
 
 /// Each recorded history's file and the workflow it was taken from, in `plinth-system`.
-const RECORDED: [(&str, &str); 20] = [
+const RECORDED: [(&str, &str); 21] = [
     ("canary.json", "plinth-dev-canary"),
     (
         "policy-with-added-rule.json",
@@ -78,6 +78,8 @@ const RECORDED: [(&str, &str); 20] = [
         "scim-user-deleted.json",
         "scim/Users/df5d004ad032c23dacde49470b52a91d",
     ),
+    // Since a seeded policy starts quiet: seeded, then a rule added.
+    ("policy-quiet-start.json", "policy/TEMPORAL-ns-fancy-test"),
 ];
 
 fn histories_dir() -> std::path::PathBuf {
