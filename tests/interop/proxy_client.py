@@ -10,14 +10,20 @@ usage:
   proxy_client.py once CONFIG PROFILE -                    one list call, no retries: print
                                                            "ok" or "error CODE message"
   proxy_client.py drive CONFIG PROFILE TASK_QUEUE PREFIX LANES
-                                                           run Checkouts, LANES at a time, and
-                                                           list calls with no retries, until
-                                                           stdin closes; print "completed N
-                                                           failed M listed K raced R unlisted U"
+                                                           run Checkouts and Orders, LANES at
+                                                           a time, and list calls with no
+                                                           retries, until stdin closes; print
+                                                           "completed N failed M listed K
+                                                           raced R unlisted U retried T"
                                                            (M: workflows; R: list calls that met
                                                            a GOAWAY on their way out; U: other
-                                                           list calls that failed), then each
-Workflows: Parcel (waits for signal "deliver", query "status"), Checkout (one activity).
+                                                           list calls that failed; T: workflow
+                                                           calls repeated after their
+                                                           connection was lost), then each
+                                                           failure
+Workflows: Parcel (waits for signal "deliver", query "status"), Checkout (one activity),
+Order (items added by update "add", which refuses an empty one; paid by signal "pay"; then one
+activity).
 """
 
 import asyncio
@@ -28,9 +34,10 @@ from datetime import timedelta
 
 from temporalio import activity, workflow
 from temporalio.api.workflowservice.v1 import ListWorkflowExecutionsRequest
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.envconfig import ClientConfigProfile
-from temporalio.service import RPCError
+from temporalio.common import WorkflowIDConflictPolicy
+from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Worker
 
 
@@ -72,6 +79,36 @@ class Parcel:
         return f"holding {self.contents}"
 
 
+@workflow.defn
+class Order:
+    def __init__(self) -> None:
+        self.items: list[str] = []
+        self.paid = False
+
+    @workflow.run
+    async def run(self, customer: str) -> str:
+        await workflow.wait_condition(lambda: self.paid)
+        return await workflow.execute_activity(
+            charge,
+            f"{customer}: {', '.join(self.items)}",
+            start_to_close_timeout=timedelta(seconds=30),
+        )
+
+    @workflow.update
+    def add(self, item: str) -> int:
+        self.items.append(item)
+        return len(self.items)
+
+    @add.validator
+    def check(self, item: str) -> None:
+        if not item:
+            raise ValueError("an empty item")
+
+    @workflow.signal
+    def pay(self) -> None:
+        self.paid = True
+
+
 async def connect(config: str, profile: str, lazy: bool) -> Client:
     loaded = ClientConfigProfile.load(profile, config_source=Path(config), disable_env=True)
     return await Client.connect(**loaded.to_client_connect_config(), lazy=lazy)
@@ -84,7 +121,7 @@ async def main() -> None:
         async with Worker(
             client,
             task_queue=task_queue,
-            workflows=[Checkout, Parcel],
+            workflows=[Checkout, Order, Parcel],
             activities=[charge],
         ):
             print("polling", flush=True)
@@ -123,7 +160,56 @@ async def drive(client: Client, task_queue: str, prefix: str, lanes: int) -> Non
     stop = asyncio.Event()
     loop.run_in_executor(None, lambda: (sys.stdin.read(), loop.call_soon_threadsafe(stop.set)))
     completed = 0
+    retried = 0
     failures: list[str] = []
+
+    async def again(call):
+        """Calls `call` until it answers, as an application does when its connection is lost
+        under a call; every call retried here is idempotent (the same workflow id, the same
+        update id). Any other failure is raised."""
+        nonlocal retried
+        for _ in range(120):
+            try:
+                return await call()
+            except RPCError as e:
+                lost = e.status == RPCStatusCode.UNAVAILABLE or (
+                    e.status == RPCStatusCode.UNKNOWN and "transport error" in e.message
+                )
+                if not lost:
+                    raise
+                retried += 1
+                await asyncio.sleep(0.5)
+        return await call()
+
+    async def start(workflow, contents: str, order: str):
+        return await again(
+            lambda: client.start_workflow(
+                workflow,
+                contents,
+                id=order,
+                task_queue=task_queue,
+                id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            )
+        )
+
+    async def checkout_once(order: str, contents: str) -> tuple[str, str]:
+        handle = await start(Checkout.run, contents, order)
+        return await again(handle.result), f"charged {contents}"
+
+    async def order_once(order: str, contents: str) -> tuple[str, str]:
+        """An Order: an item added (an empty one refused), paid, then its result."""
+        handle = await start(Order.run, contents, order)
+        try:
+            await again(lambda: handle.execute_update(Order.add, "", id="empty"))
+            raise AssertionError("an empty item was added")
+        except WorkflowUpdateFailedError:
+            pass
+        item = f"{order}-item"
+        count = await again(lambda: handle.execute_update(Order.add, item, id="first"))
+        if count != 1:
+            raise AssertionError(f"the first item made {count}")
+        await again(lambda: handle.signal(Order.pay))
+        return await again(handle.result), f"charged {contents}: {item}"
 
     async def lane(n: int) -> None:
         nonlocal completed
@@ -134,13 +220,12 @@ async def drive(client: Client, task_queue: str, prefix: str, lanes: int) -> Non
             # The input differs from the id, which Temporal stores as it is.
             contents = f"{order}-contents"
             try:
-                result = await client.execute_workflow(
-                    Checkout.run, contents, id=order, task_queue=task_queue
-                )
+                once = checkout_once if n % 2 == 0 else order_once
+                result, expected = await once(order, contents)
             except Exception as e:  # every failure is reported, none ends the run
                 failures.append(f"{order}: {e!r}")
                 continue
-            if result == f"charged {contents}":
+            if result == expected:
                 completed += 1
             else:
                 failures.append(f"{order}: wrong result {result!r}")
@@ -172,7 +257,7 @@ async def drive(client: Client, task_queue: str, prefix: str, lanes: int) -> Non
     await asyncio.gather(unretried(), *(lane(n) for n in range(lanes)))
     print(
         f"completed {completed} failed {len(failures)} listed {listed} raced {raced} "
-        f"unlisted {len(unlisted)}"
+        f"unlisted {len(unlisted)} retried {retried}"
     )
     for failure in failures + unlisted:
         print(failure)

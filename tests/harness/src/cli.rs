@@ -1,6 +1,6 @@
 //! Reading what `plinth` and `temporal` commands printed, and waiting for the control plane.
 
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 
 pub use plinth_test_support::wait_for;
 
@@ -12,6 +12,20 @@ pub fn text(output: &Output) -> String {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     )
+}
+
+/// Runs `command` with `stdin` as its standard input; its output.
+pub fn with_input(command: &mut Command, stdin: &str) -> Output {
+    use std::io::Write;
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run the command");
+    // A command that exits without reading its input is answered all the same.
+    let _ = child.stdin.take().unwrap().write_all(stdin.as_bytes());
+    child.wait_with_output().expect("the command's output")
 }
 
 /// Runs the `temporal` CLI with `args` against the server at `address`.

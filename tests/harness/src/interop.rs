@@ -44,8 +44,8 @@ impl Drop for PythonWorker {
     }
 }
 
-/// `proxy_client.py drive`: Checkout workflows, `lanes` at a time, and list calls without
-/// retries, through `profile` until [`Driver::finish`].
+/// `proxy_client.py drive`: Checkout and Order workflows, `lanes` at a time, and list calls
+/// without retries, through `profile` until [`Driver::finish`].
 pub struct Driver(Child);
 
 /// What a [`Driver`] counted.
@@ -61,6 +61,8 @@ pub struct Driven {
     pub raced: u32,
     /// Other list calls that failed, each described in `report`.
     pub unlisted: u32,
+    /// Workflow calls repeated because their connection was lost under them.
+    pub retried: u32,
     /// Everything it printed.
     pub report: String,
 }
@@ -104,7 +106,7 @@ impl Driver {
                     .collect()
             })
             .unwrap_or_default();
-        let [completed, failed, listed, raced, unlisted] = counts[..] else {
+        let [completed, failed, listed, raced, unlisted, retried] = counts[..] else {
             panic!("no report: {report}");
         };
         Driven {
@@ -113,6 +115,7 @@ impl Driver {
             listed,
             raced,
             unlisted,
+            retried,
             report,
         }
     }

@@ -3,13 +3,13 @@
 
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
-use plinth_test_support::{Guarded, Janitor};
+use plinth_test_support::{Backend, Balancer, Guarded, Janitor};
 
 use crate::{DevServer, free_port};
 
@@ -79,6 +79,8 @@ pub struct PlinthStack {
     plinth: PathBuf,
     home: tempfile::TempDir,
     worker: Option<Guarded>,
+    /// Workers beside the first, with their /metrics addresses.
+    more_workers: Vec<(Option<Guarded>, String)>,
     proxy: Option<Guarded>,
     codec: Option<Guarded>,
     /// More proxies of the same platform, started by [`PlinthStack::start_another_proxy`].
@@ -178,6 +180,7 @@ impl PlinthStack {
         let mut stack = PlinthStack {
             plinth: plinth.to_owned(),
             worker: None,
+            more_workers: Vec::new(),
             proxy: None,
             codec: None,
             more_proxies: Vec::new(),
@@ -288,6 +291,43 @@ impl PlinthStack {
         Ok(())
     }
 
+    /// Starts one more worker of this platform, beside the first, and waits until it polls.
+    /// It is worker number `n` of [`Self::start_worker_at`], counting the first as 0.
+    pub fn start_another_worker(&mut self) -> anyhow::Result<usize> {
+        let metrics = format!("127.0.0.1:{}", free_port());
+        self.more_workers.push((None, metrics));
+        let n = self.more_workers.len();
+        self.start_worker_at(n)?;
+        Ok(n)
+    }
+
+    /// Starts worker `n` (0: the first; again, after [`Self::kill_worker_at`]) and waits
+    /// until it polls.
+    pub fn start_worker_at(&mut self, n: usize) -> anyhow::Result<()> {
+        if n == 0 {
+            return self.start_worker();
+        }
+        let role = format!("worker{}", n + 1);
+        let mut command = self.command();
+        command
+            .args(["worker", "--metrics-listen", &self.more_workers[n - 1].1])
+            .env_remove("TEMPORAL_ADDRESS");
+        let polling_before = self.log(&role).matches("worker polling").count();
+        let mut worker = Guarded::spawn(&command, &self.home.path().join(format!("{role}.log")))
+            .with_context(|| format!("start plinth {role}"))?;
+        self.wait_until_polling(&mut worker, &role, polling_before)?;
+        self.more_workers[n - 1].0 = Some(worker);
+        Ok(())
+    }
+
+    /// Kills worker `n` (0: the first) at once, as a crash would.
+    pub fn kill_worker_at(&mut self, n: usize) {
+        match n {
+            0 => self.kill_worker(),
+            n => drop(self.more_workers[n - 1].0.take()),
+        }
+    }
+
     /// Waits until the `role` worker logs that it polls, `before` times having been logged.
     fn wait_until_polling(
         &self,
@@ -358,6 +398,29 @@ impl PlinthStack {
         });
         self.start_proxy(self.more_proxies.len())?;
         Ok(addresses)
+    }
+
+    /// HAProxy over the first proxy and `second`, each checked with `/readyz`.
+    pub fn balance(&self, second: &ProxyAddresses) -> anyhow::Result<Balancer> {
+        let backends = [
+            Backend {
+                address: self.proxy_address.clone(),
+                health: self.proxy_metrics_address.clone(),
+            },
+            Backend {
+                address: second.address.clone(),
+                health: second.metrics_address.clone(),
+            },
+        ];
+        Balancer::start(&backends, "/readyz")
+    }
+
+    /// Kills proxy `n` (0: the first) at once, as a crash would.
+    pub fn kill_proxy(&mut self, n: usize) {
+        match n {
+            0 => drop(self.proxy.take()),
+            n => drop(self.more_proxies[n - 1].process.take()),
+        }
     }
 
     /// Stops proxy `n` (0: the first) with SIGTERM and waits for it to exit; its exit status.
@@ -530,25 +593,13 @@ impl PlinthStack {
 
     /// Runs a `plinth` client command as `user`, with `stdin` as standard input.
     pub fn plinth_as_with_input(&self, user: &str, args: &[&str], stdin: &str) -> Output {
-        use std::io::Write;
         let (cert, key, _) = self.credentials(user);
-        let mut child = self
-            .command()
+        let mut command = self.command();
+        command
             .env("PLINTH_CLIENT_CERT", &cert)
             .env("PLINTH_CLIENT_KEY", &key)
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("run plinth");
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(stdin.as_bytes())
-            .unwrap();
-        child.wait_with_output().expect("plinth output")
+            .args(args);
+        crate::cli::with_input(&mut command, stdin)
     }
 
     /// `plinth apply -f -` of `yaml` as `user`, with extra `flags`.
