@@ -36,7 +36,8 @@ from temporalio import activity, workflow
 from temporalio.api.workflowservice.v1 import ListWorkflowExecutionsRequest
 from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.envconfig import ClientConfigProfile
-from temporalio.common import WorkflowIDConflictPolicy
+from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Worker
 
@@ -163,38 +164,56 @@ async def drive(client: Client, task_queue: str, prefix: str, lanes: int) -> Non
     retried = 0
     failures: list[str] = []
 
-    async def again(call):
+    async def again(call, done_when_gone: bool = False):
         """Calls `call` until it answers, as an application does when its connection is lost
         under a call; every call retried here is idempotent (the same workflow id, the same
-        update id). Any other failure is raised."""
+        update id, a signal whose repeat changes nothing). With `done_when_gone`, a repeat
+        that finds the workflow closed means the first call took effect. Any other failure is
+        raised."""
         nonlocal retried
+        repeated = False
         for _ in range(120):
             try:
                 return await call()
             except RPCError as e:
+                if repeated and done_when_gone and e.status == RPCStatusCode.NOT_FOUND:
+                    return None
                 lost = e.status == RPCStatusCode.UNAVAILABLE or (
                     e.status == RPCStatusCode.UNKNOWN and "transport error" in e.message
                 )
                 if not lost:
                     raise
+                repeated = True
                 retried += 1
                 await asyncio.sleep(0.5)
         return await call()
 
     async def start(workflow, contents: str, order: str):
-        return await again(
-            lambda: client.start_workflow(
-                workflow,
-                contents,
-                id=order,
-                task_queue=task_queue,
-                id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-            )
-        )
+        """Starts the workflow once: a start repeated after it took effect finds it, running
+        or closed, and a second run is never started."""
+
+        async def once():
+            try:
+                return await client.start_workflow(
+                    workflow,
+                    contents,
+                    id=order,
+                    task_queue=task_queue,
+                    id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+                    id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                )
+            except WorkflowAlreadyStartedError:
+                return client.get_workflow_handle(order)
+
+        return await again(once)
+
+    async def result(handle) -> str:
+        # A task or signal lost on the way would leave the workflow waiting: that fails it.
+        return await asyncio.wait_for(again(handle.result), timeout=300)
 
     async def checkout_once(order: str, contents: str) -> tuple[str, str]:
         handle = await start(Checkout.run, contents, order)
-        return await again(handle.result), f"charged {contents}"
+        return await result(handle), f"charged {contents}"
 
     async def order_once(order: str, contents: str) -> tuple[str, str]:
         """An Order: an item added (an empty one refused), paid, then its result."""
@@ -208,8 +227,8 @@ async def drive(client: Client, task_queue: str, prefix: str, lanes: int) -> Non
         count = await again(lambda: handle.execute_update(Order.add, item, id="first"))
         if count != 1:
             raise AssertionError(f"the first item made {count}")
-        await again(lambda: handle.signal(Order.pay))
-        return await again(handle.result), f"charged {contents}: {item}"
+        await again(lambda: handle.signal(Order.pay), done_when_gone=True)
+        return await result(handle), f"charged {contents}: {item}"
 
     async def lane(n: int) -> None:
         nonlocal completed
