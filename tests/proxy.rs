@@ -13,8 +13,8 @@ use plinth_test_harness::cli::{
 };
 use plinth_test_harness::interop::{Driver, PythonWorker, script as interop};
 use plinth_test_harness::{
-    ADMIN, DIRECTORY, DevServer, OUTSIDER, PAYMENTS_MEMBER, PAYMENTS_TEAM, PlinthStack,
-    ProxyAddresses, TlsRelay, temporal_bin,
+    ADMIN, DIRECTORY, DevServer, OUTSIDER, PAYMENTS_MEMBER, PAYMENTS_TEAM, PlinthStack, TlsRelay,
+    temporal_bin,
 };
 
 const PLINTH: &str = env!("CARGO_BIN_EXE_plinth");
@@ -1480,10 +1480,7 @@ fn a_rolling_restart_of_two_proxies_behind_a_balancer_fails_no_call() {
     let ns = provision(&stack, "rolling");
     let second = stack.start_another_proxy().unwrap();
     let balancer = stack.balance(&second).unwrap();
-    let first = ProxyAddresses {
-        address: stack.proxy_address.clone(),
-        metrics_address: stack.proxy_metrics_address.clone(),
-    };
+    let first = stack.first_proxy();
     let profile = stack
         .profile_via(PAYMENTS_MEMBER, &ns, &balancer.address)
         .unwrap();

@@ -749,7 +749,6 @@ pub(crate) async fn off_thread<T: Send + 'static>(
         .expect("payload work does not panic")
 }
 
-/// `StartWorkflowExecution` of `/temporal.api.workflowservice.v1.WorkflowService/StartWorkflowExecution`.
 /// An answer's body made of frames already at hand.
 pub(crate) fn body_of<I>(frames: I) -> Body
 where
@@ -761,6 +760,7 @@ where
     )))
 }
 
+/// `StartWorkflowExecution` of `/temporal.api.workflowservice.v1.WorkflowService/StartWorkflowExecution`.
 pub(crate) fn method_name(path: &str) -> &str {
     path.rsplit('/').next().unwrap_or(path)
 }

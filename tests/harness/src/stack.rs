@@ -400,18 +400,20 @@ impl PlinthStack {
         Ok(addresses)
     }
 
+    /// Where the first proxy listens.
+    pub fn first_proxy(&self) -> ProxyAddresses {
+        ProxyAddresses {
+            address: self.proxy_address.clone(),
+            metrics_address: self.proxy_metrics_address.clone(),
+        }
+    }
+
     /// HAProxy over the first proxy and `second`, each checked with `/readyz`.
     pub fn balance(&self, second: &ProxyAddresses) -> anyhow::Result<Balancer> {
-        let backends = [
-            Backend {
-                address: self.proxy_address.clone(),
-                health: self.proxy_metrics_address.clone(),
-            },
-            Backend {
-                address: second.address.clone(),
-                health: second.metrics_address.clone(),
-            },
-        ];
+        let backends = [self.first_proxy(), second.clone()].map(|proxy| Backend {
+            address: proxy.address,
+            health: proxy.metrics_address,
+        });
         Balancer::start(&backends, "/readyz")
     }
 
