@@ -681,7 +681,8 @@ mod tests {
         let input = &message.input.as_ref().unwrap().payloads[0];
         assert!(is_encrypted(input));
         assert!(
-            !sealed_bytes.windows(4).any(|w| w == b"4111"),
+            // The whole text: the key id in the metadata carries a timestamp's digits.
+            !sealed_bytes.windows(9).any(|w| w == b"card 4111"),
             "no plaintext left"
         );
         let attribute = &message.search_attributes.as_ref().unwrap().indexed_fields["CustomerId"];
@@ -938,7 +939,9 @@ mod tests {
             .message
             .unwrap();
         assert!(
-            memchr::memmem::find(&sealed, b"4111").is_none(),
+            [&b"card 4111"[..], b"inner 4111", b"secret.py"]
+                .iter()
+                .all(|text| memchr::memmem::find(&sealed, text).is_none()),
             "no text left in plaintext"
         );
         let stored = RespondActivityTaskFailedRequest::decode(&sealed[..])
