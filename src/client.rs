@@ -20,7 +20,7 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig};
 use crate::config::Config;
 use crate::home::Home;
 
-type Api = PlatformServiceClient<Channel>;
+pub(crate) type Api = PlatformServiceClient<Channel>;
 
 /// What `get` shows.
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]

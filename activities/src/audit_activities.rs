@@ -1,9 +1,9 @@
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
 use plinth_archive::Archive;
-use plinth_control::{AccountAudit, ControlPlane, NamespaceBackend};
+use plinth_control::{AccountAudit, AuditGatherer, ControlPlane, NamespaceBackend};
 use plinth_proto::audit::AuditRecord;
 use plinth_workflows::contracts::{
     AccountAuditPull, AuditBatch, AuditSettings, LoadAuditSettings, PullAccountAudit, RecordAudit,
@@ -17,25 +17,35 @@ use temporalio_sdk::activities::{ActivityContext, ActivityError};
 #[derive(Debug, Clone)]
 pub struct AuditActivities {
     destinations: Arc<HashMap<String, Archive>>,
+    /// Where changes are handed to each destination's trail, by name (sorted).
+    trails: Arc<BTreeMap<String, AuditGatherer>>,
     interval: Duration,
-    control: ControlPlane,
     /// Whose own audit log is pulled into the trail, where it keeps one.
     backend: Arc<dyn NamespaceBackend>,
 }
 
 impl AuditActivities {
     /// Ships to `destinations` by name, every `interval`; records reach each destination's
-    /// shipping workflow through `control`.
+    /// shipping workflow through `control`. Must be called inside a Tokio runtime: each
+    /// destination's gathering of records runs as a task until this is dropped.
     pub fn new(
         destinations: HashMap<String, Archive>,
         interval: Duration,
         control: ControlPlane,
         backend: Arc<dyn NamespaceBackend>,
     ) -> Self {
+        let trails = destinations
+            .keys()
+            .map(|name| {
+                let (gatherer, delivery) = AuditGatherer::new(control.clone(), name.clone());
+                tokio::spawn(delivery);
+                (name.clone(), gatherer)
+            })
+            .collect();
         Self {
             destinations: Arc::new(destinations),
+            trails: Arc::new(trails),
             interval,
-            control,
             backend,
         }
     }
@@ -126,11 +136,9 @@ impl AuditActivities {
             );
         }
         // Each destination on its own: one refusing holds the others up no longer than a try.
-        let mut names: Vec<&String> = self.destinations.keys().collect();
-        names.sort();
         let mut failed = Vec::new();
-        for name in names {
-            if let Err(e) = self.control.append_audit(name, "", records.clone()).await {
+        for (name, trail) in self.trails.iter() {
+            if let Err(e) = trail.append(records.clone()).await {
                 failed.push(format!("{name}: {e}"));
             }
         }

@@ -56,7 +56,10 @@ pub(crate) async fn with_heartbeat<F: Future>(ctx: ActivityContext, call: F) -> 
     });
     let beating = heartbeat.clone();
     let beats = async move {
-        let mut ticks = tokio::time::interval(BEAT);
+        // The first beat after one interval: an activity that ends sooner costs Temporal no
+        // heartbeat (a write of the activity's state).
+        let start = tokio::time::Instant::now() + BEAT;
+        let mut ticks = tokio::time::interval_at(start, BEAT);
         loop {
             ticks.tick().await;
             let last = beating

@@ -13,7 +13,7 @@ pub use audit::AuditReader;
 pub use history::HistoryReader;
 use plinth_control::access::validate_rule;
 use plinth_control::contract::{
-    KIND_ATTRIBUTE, OWNER_ATTRIBUTE, PHASE_ATTRIBUTE, ReloadRequest, ScrapeTarget,
+    KIND_ATTRIBUTE, NAME_ATTRIBUTE, OWNER_ATTRIBUTE, PHASE_ATTRIBUTE, ReloadRequest, ScrapeTarget,
     namespace_name_of, policy_workflow_id, scrape_target_of, scrape_workflow_id, workflow_id,
 };
 use plinth_control::directory::{Directory, Size};
@@ -152,12 +152,41 @@ impl PlatformApi {
             .map_err(backend_status)
     }
 
+    /// [`Self::current`] with the run that publishes it, asking `run` (the one a watch saw
+    /// last) first: the current run is looked up only once that one has ended.
+    async fn current_from(
+        &self,
+        name: &str,
+        run: Option<String>,
+    ) -> Result<Option<(Namespace, String)>, Status> {
+        let read = |run| async move {
+            self.control
+                .running_run(workflow_id(name), run)
+                .await
+                .map_err(backend_status)
+        };
+        match run {
+            Some(run) => match read(Some(run)).await? {
+                Some(found) => Ok(Some(found)),
+                None => read(None).await,
+            },
+            None => read(None).await,
+        }
+    }
+
     /// The Namespace resource, if any, whose spec names Temporal namespace `temporal_name`.
+    /// A running one that has not published its spec yet counts as holding it: the query
+    /// found it by that name, or it predates the name in its search attributes (fail closed).
     async fn holder_of(&self, temporal_name: &str) -> Result<Option<String>, Status> {
-        let resources = self.listing.running(&self.control).await?;
-        Ok(resources.iter().find_map(|(_, resource)| {
-            let resource = resource.as_ref()?;
-            (resource.spec_or_default().name == temporal_name).then(|| resource.name().to_owned())
+        let resources = self
+            .control
+            .namespaces_naming::<Namespace>(temporal_name)
+            .await
+            .map_err(backend_status)?;
+        Ok(resources.iter().find_map(|(id, resource)| match resource {
+            Some(resource) => (resource.spec_or_default().name == temporal_name)
+                .then(|| resource.name().to_owned()),
+            None => namespace_name_of(id).map(str::to_owned),
         }))
     }
 
@@ -377,6 +406,7 @@ impl PlatformService for PlatformApi {
             KIND_ATTRIBUTE.value_set(plinth_proto::KIND_NAMESPACE.to_owned()),
             OWNER_ATTRIBUTE.value_set(spec.owner.clone()),
             PHASE_ATTRIBUTE.value_set(phase::PENDING.to_owned()),
+            NAME_ATTRIBUTE.value_set(spec.name.clone()),
         ]);
         let options = self.resource_workflow(workflow_id(&name), attributes);
         let result = self
@@ -472,9 +502,13 @@ impl PlatformService for PlatformApi {
         let api = self.clone();
         tokio::spawn(async move {
             let mut last: Option<Namespace> = None;
+            let mut run = None;
             loop {
-                let current = match api.current(&name).await {
-                    Ok(current) => current,
+                let current = match api.current_from(&name, run.take()).await {
+                    Ok(current) => current.map(|(resource, seen)| {
+                        run = Some(seen);
+                        resource
+                    }),
                     Err(status) => {
                         let _ = sender.send(Err(status)).await;
                         return;

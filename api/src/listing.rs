@@ -1,6 +1,6 @@
 //! The running Namespace resources, listed from visibility once for every caller that arrives
-//! while a listing runs. A burst of applies (each checks that no other resource holds its
-//! Temporal name) would otherwise list every resource once per apply, and time out.
+//! while a listing runs: many `plinth get namespaces` at once would otherwise list every
+//! resource once each, and time out.
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;

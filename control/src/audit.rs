@@ -8,10 +8,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use plinth_proto::audit::AuditRecord;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
-use crate::ControlPlane;
 use crate::contract::DATA_STREAM;
+use crate::{BackendError, ControlPlane};
 
 /// Records waiting at most; more are dropped and counted.
 const QUEUE: usize = 10_000;
@@ -120,6 +120,116 @@ async fn deliver(
     }
 }
 
+/// Records of changes, handed to one destination's trail together: what callers give while
+/// an `append` is under way goes in one next `append`. The trail's workflow takes a few
+/// updates at a time (Temporal bounds those in flight per workflow), so one update per change
+/// made a burst of applies back off for seconds.
+#[derive(Clone, Debug)]
+pub struct AuditGatherer {
+    calls: mpsc::Sender<Call>,
+}
+
+/// One caller's records, and where it waits for the outcome.
+#[derive(Debug)]
+struct Call {
+    records: Vec<AuditRecord>,
+    done: oneshot::Sender<Result<(), String>>,
+}
+
+/// Callers waiting at most for the next `append`; more wait to be taken.
+const CALLS: usize = 1_024;
+/// An `append` unanswered by then fails its callers (a `RecordAudit` try lasts 30 s), so a
+/// stuck trail holds up no later records for longer.
+const APPEND_TIMEOUT: Duration = Duration::from_secs(25);
+
+impl AuditGatherer {
+    /// A gatherer for `destination`'s trail through `control`, and the delivery that must be
+    /// spawned; it ends when every clone of the gatherer is dropped.
+    pub fn new(
+        control: ControlPlane,
+        destination: String,
+    ) -> (Self, impl Future<Output = ()> + Send + 'static) {
+        Self::appending(move |records| {
+            let control = control.clone();
+            let destination = destination.clone();
+            async move {
+                match control.append_audit(&destination, "", records).await {
+                    Ok(_) => Ok(()),
+                    Err(BackendError::Unavailable(why)) => Err(why),
+                    Err(e) => Err(e.to_string()),
+                }
+            }
+        })
+    }
+
+    fn appending<F, A>(append: F) -> (Self, impl Future<Output = ()> + Send + 'static)
+    where
+        F: Fn(Vec<AuditRecord>) -> A + Send + 'static,
+        A: Future<Output = Result<(), String>> + Send,
+    {
+        let (calls, mut received) = mpsc::channel::<Call>(CALLS);
+        let delivery = async move {
+            let mut next = None;
+            loop {
+                let first = match next.take() {
+                    Some(call) => call,
+                    None => match received.recv().await {
+                        Some(call) => call,
+                        None => return,
+                    },
+                };
+                if first.done.is_closed() {
+                    continue;
+                }
+                let mut count = first.records.len();
+                let mut bytes: usize = first.records.iter().map(json_bytes).sum();
+                let mut batch = vec![first];
+                while let Ok(call) = received.try_recv() {
+                    // Its activity timed out: the retry brings the same records again.
+                    if call.done.is_closed() {
+                        continue;
+                    }
+                    let more: usize = call.records.iter().map(json_bytes).sum();
+                    if count + call.records.len() > BATCH || bytes + more > BATCH_BYTES {
+                        next = Some(call);
+                        break;
+                    }
+                    count += call.records.len();
+                    bytes += more;
+                    batch.push(call);
+                }
+                let records = batch.iter().flat_map(|c| c.records.clone()).collect();
+                let outcome = tokio::time::timeout(APPEND_TIMEOUT, append(records))
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(format!("the trail took no answer in {APPEND_TIMEOUT:?}"))
+                    });
+                for call in batch {
+                    // A caller that stopped waiting is retried by its workflow: the trail
+                    // keeps its records once.
+                    let _ = call.done.send(outcome.clone());
+                }
+            }
+        };
+        (Self { calls }, delivery)
+    }
+
+    /// Hands `records` to the trail; answers once they are in it, or why they are not (worth
+    /// retrying: a repeat is kept once).
+    pub async fn append(&self, records: Vec<AuditRecord>) -> Result<(), BackendError> {
+        let stopped = || BackendError::Unavailable("the audit delivery stopped".into());
+        let (done, outcome) = oneshot::channel();
+        self.calls
+            .send(Call { records, done })
+            .await
+            .map_err(|_| stopped())?;
+        outcome
+            .await
+            .map_err(|_| stopped())?
+            .map_err(BackendError::Unavailable)
+    }
+}
+
 fn json_bytes(record: &AuditRecord) -> usize {
     serde_json::to_vec(record).map_or(0, |json| json.len())
 }
@@ -171,6 +281,97 @@ mod tests {
 
     fn refusal(n: usize) -> AuditRecord {
         AuditRecord::now("user:m", "proxy.refused", format!("rpc/{n}"), "denied")
+    }
+
+    #[tokio::test]
+    async fn changes_given_while_an_append_is_under_way_go_together_in_the_next() {
+        let (appended, mut appends) = mpsc::unbounded_channel();
+        let (gate, opened) = tokio::sync::watch::channel(false);
+        let (gatherer, delivery) = AuditGatherer::appending(move |records: Vec<AuditRecord>| {
+            let appended = appended.clone();
+            let mut opened = opened.clone();
+            async move {
+                appended.send(records.len()).unwrap();
+                opened.wait_for(|open| *open).await.unwrap();
+                Ok(())
+            }
+        });
+        tokio::spawn(delivery);
+        let first = tokio::spawn({
+            let gatherer = gatherer.clone();
+            async move { gatherer.append(vec![record(0)]).await }
+        });
+        assert_eq!(appends.recv().await, Some(1), "the first goes at once");
+        let mut waiting = Vec::new();
+        for n in 1..=5 {
+            let gatherer = gatherer.clone();
+            waiting.push(tokio::spawn(async move {
+                gatherer.append(vec![record(n), record(n + 100)]).await
+            }));
+        }
+        // Each caller's records are queued before the first append is let through.
+        while gatherer.calls.capacity() > CALLS - 5 {
+            tokio::task::yield_now().await;
+        }
+        gate.send(true).unwrap();
+        assert_eq!(appends.recv().await, Some(10), "five callers, one append");
+        first.await.unwrap().unwrap();
+        for caller in waiting {
+            caller.await.unwrap().unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn each_caller_gets_the_outcome_of_the_append_that_carried_its_records() {
+        let (appended, mut appends) = mpsc::unbounded_channel();
+        let (gatherer, delivery) = AuditGatherer::appending(move |records: Vec<AuditRecord>| {
+            let appended = appended.clone();
+            async move {
+                appended.send(records.len()).unwrap();
+                // The full batch is refused, the one after it taken.
+                if records.len() == BATCH {
+                    Err("refused: too many records wait".to_owned())
+                } else {
+                    Ok(())
+                }
+            }
+        });
+        let full = gatherer.append((0..BATCH).map(record).collect());
+        let next = gatherer.append(vec![record(BATCH)]);
+        // Both queued before the delivery starts: they cannot share one append.
+        let (full, next, ()) = tokio::join!(full, next, async {
+            tokio::task::yield_now().await;
+            tokio::spawn(delivery);
+        });
+        let error = full.unwrap_err().to_string();
+        assert!(error.contains("too many records wait"), "{error}");
+        next.unwrap();
+        assert_eq!(appends.recv().await, Some(BATCH));
+        assert_eq!(appends.recv().await, Some(1));
+    }
+
+    #[tokio::test]
+    async fn records_of_a_caller_that_stopped_waiting_are_left_to_its_retry() {
+        let (appended, mut appends) = mpsc::unbounded_channel();
+        let (gatherer, delivery) = AuditGatherer::appending(move |records: Vec<AuditRecord>| {
+            let appended = appended.clone();
+            async move {
+                appended.send(records).unwrap();
+                Ok(())
+            }
+        });
+        let (done, gone) = oneshot::channel();
+        drop(gone);
+        let call = Call {
+            records: vec![record(0)],
+            done,
+        };
+        gatherer.calls.send(call).await.unwrap();
+        tokio::spawn(delivery);
+        gatherer.append(vec![record(1)]).await.unwrap();
+        let sent = appends.recv().await.unwrap();
+        let resources: Vec<&str> = sent.iter().map(|r| r.resource.as_str()).collect();
+        assert_eq!(resources, ["payload/1"]);
     }
 
     #[tokio::test]

@@ -16,8 +16,9 @@ pub const KIND_ATTRIBUTE: SearchAttributeKey<String> = SearchAttributeKey::keywo
 pub const OWNER_ATTRIBUTE: SearchAttributeKey<String> = SearchAttributeKey::keyword("PlinthOwner");
 /// `PlinthPhase`: the resource's phase.
 pub const PHASE_ATTRIBUTE: SearchAttributeKey<String> = SearchAttributeKey::keyword("PlinthPhase");
-/// `PlinthName`: the SHA-256 (hex) of a SCIM resource's name in lower case, by which it is
-/// found: any name fits in a keyword and needs no quoting in a query.
+/// `PlinthName`: the name a resource is found by, besides its workflow id. A SCIM resource's
+/// is the SHA-256 (hex) of its name in lower case (any name fits in a keyword and needs no
+/// quoting in a query); a Namespace resource's is its Temporal namespace (`spec.name`).
 pub const NAME_ATTRIBUTE: SearchAttributeKey<String> = SearchAttributeKey::keyword("PlinthName");
 /// Memo key holding the whole resource, so reads need no query (and no worker): describe or
 /// list the workflow and read it.

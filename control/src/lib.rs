@@ -23,7 +23,7 @@ use plinth_proto::ValidationRules;
 pub use plinth_directory as directory;
 
 pub use admins::Admins;
-pub use audit::{AuditSender, AuditSink};
+pub use audit::{AuditGatherer, AuditSender, AuditSink};
 pub use authorization::{ACCESS_TTL, AccessCheck, AccessLists, Need};
 #[cfg(any(test, feature = "memory"))]
 pub use backend::memory;

@@ -24,7 +24,9 @@ use temporalio_common::protos::temporal::api::common::v1::Memo;
 use temporalio_common::protos::temporal::api::enums::v1::WorkflowExecutionStatus;
 use temporalio_common::protos::temporal::api::workflow::v1::WorkflowExecutionInfo as ExecutionInfo;
 use temporalio_common::search_attributes::SearchAttributes;
-use temporalio_common::{MemoValues, UntypedWorkflow, UpdateDefinition, WorkflowDefinition};
+use temporalio_common::{
+    HasWorkflowDefinition, MemoValues, UntypedWorkflow, UpdateDefinition, WorkflowDefinition,
+};
 use tokio_stream::StreamExt;
 
 use crate::backend::BackendError;
@@ -32,8 +34,8 @@ use crate::contract::{
     ACCESS_GRANTED, AccessRequestStart, AccessRunStart, AppendAudit, Appended, AuditExportStart,
     AuditExportState, DIRECTORY_RELOAD_WORKFLOW_ID, DirectoryReloadStart, FinishHistoryExport,
     HistoryExportStart, HistoryExportState, KIND_ACCESS_REQUEST, KIND_ATTRIBUTE, MAX_OPEN_REQUESTS,
-    OWNER_ATTRIBUTE, PHASE_ATTRIBUTE, PolicyStart, RESOURCE_MEMO, ReloadRequest, ScrapeStart,
-    ScrapeTarget, SetPolicyEditors, access_request_workflow_id, access_schedule_id,
+    NAME_ATTRIBUTE, OWNER_ATTRIBUTE, PHASE_ATTRIBUTE, PolicyStart, RESOURCE_MEMO, ReloadRequest,
+    ScrapeStart, ScrapeTarget, SetPolicyEditors, access_request_workflow_id, access_schedule_id,
     audit_workflow_id, history_export_workflow_id, policy_workflow_id, scrape_workflow_id,
 };
 
@@ -95,12 +97,30 @@ impl ControlPlane {
         Self { client, task_queue }
     }
 
-    /// The latest run of workflow `workflow_id`, by a describe; `None` when there never was
-    /// one.
-    async fn execution(&self, workflow_id: String) -> Result<Option<ExecutionInfo>, BackendError> {
-        let handle = self
-            .client
-            .get_workflow_handle::<UntypedWorkflow>(workflow_id);
+    /// A handle on run `run_id` of workflow `workflow_id`, or on its latest run when `None`.
+    fn run_handle<W: HasWorkflowDefinition>(
+        &self,
+        workflow_id: String,
+        run_id: Option<String>,
+    ) -> WorkflowHandle<Client, W> {
+        WorkflowHandle::new(
+            self.client.clone(),
+            WorkflowExecutionInfo::builder()
+                .namespace(self.client.namespace())
+                .workflow_id(workflow_id)
+                .maybe_run_id(run_id)
+                .build(),
+        )
+    }
+
+    /// Run `run_id` of workflow `workflow_id` (the latest run when `None`), by a describe;
+    /// `None` when there is no such run.
+    async fn execution(
+        &self,
+        workflow_id: String,
+        run_id: Option<String>,
+    ) -> Result<Option<ExecutionInfo>, BackendError> {
+        let handle = self.run_handle::<UntypedWorkflow>(workflow_id, run_id);
         match handle.describe(WorkflowDescribeOptions::default()).await {
             Ok(description) => Ok(description.raw_description.workflow_execution_info),
             Err(WorkflowInteractionError::NotFound(_)) => Ok(None),
@@ -142,7 +162,7 @@ impl ControlPlane {
         &self,
         workflow_id: String,
     ) -> Result<Option<(T, bool)>, BackendError> {
-        let Some(info) = self.execution(workflow_id).await? else {
+        let Some(info) = self.execution(workflow_id, None).await? else {
             return Ok(None);
         };
         let running = info.status == WorkflowExecutionStatus::Running as i32;
@@ -154,8 +174,26 @@ impl ControlPlane {
         &self,
         workflow_id: String,
     ) -> Result<Option<T>, BackendError> {
-        let published = self.published(workflow_id).await?;
-        Ok(published.and_then(|(resource, running)| running.then_some(resource)))
+        let published = self.running_run(workflow_id, None).await?;
+        Ok(published.map(|(resource, _)| resource))
+    }
+
+    /// [`Self::running`], with the run that publishes it. Given `run_id`, asks that run only,
+    /// which Temporal answers from its cache without looking up the workflow's current run
+    /// (a watch asks every half second): `None` once that run has ended.
+    pub async fn running_run<T: DeserializeOwned>(
+        &self,
+        workflow_id: String,
+        run_id: Option<String>,
+    ) -> Result<Option<(T, String)>, BackendError> {
+        let Some(info) = self.execution(workflow_id, run_id).await? else {
+            return Ok(None);
+        };
+        if info.status != WorkflowExecutionStatus::Running as i32 {
+            return Ok(None);
+        }
+        let run = info.execution.map(|e| e.run_id).unwrap_or_default();
+        Ok(memo_value(info.memo.as_ref(), RESOURCE_MEMO).map(|resource| (resource, run)))
     }
 
     /// Every running workflow managing a resource of `kind`, by workflow id, with the
@@ -165,6 +203,31 @@ impl ControlPlane {
         kind: &str,
     ) -> Result<Vec<(String, Option<T>)>, BackendError> {
         self.running_where(kind, "", usize::MAX).await
+    }
+
+    /// The running Namespace resources that may name Temporal namespace `temporal_name`:
+    /// those whose `PlinthName` says so, and those of workflows started before Namespace
+    /// resources carried it (until they next publish). A query for one name, where a listing
+    /// of every resource took longer than a burst of applies could wait with thousands of them.
+    pub async fn namespaces_naming<T: DeserializeOwned>(
+        &self,
+        temporal_name: &str,
+    ) -> Result<Vec<(String, Option<T>)>, BackendError> {
+        // Temporal namespace names are letters, digits, '.', '-' and '_': nothing to quote.
+        if !temporal_name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        {
+            return Err(BackendError::Rejected(format!(
+                "{temporal_name:?} is not a Temporal namespace name"
+            )));
+        }
+        let clause = format!(
+            " AND ({name} = '{temporal_name}' OR {name} IS NULL)",
+            name = NAME_ATTRIBUTE.name()
+        );
+        self.running_where(plinth_proto::KIND_NAMESPACE, &clause, usize::MAX)
+            .await
     }
 
     /// [`Self::running_resources`], narrowed by `and` (a visibility clause or nothing),
@@ -249,6 +312,9 @@ impl ControlPlane {
                 .id_conflict_policy(WorkflowIdConflictPolicy::UseExisting)
                 .search_attributes(attributes)
                 .memo(memo)
+                // In a worker, its first task comes back with the start instead of waiting
+                // for a poll of the shared queue, which a burst of applies fills.
+                .enable_eager_workflow_start(true)
                 .build();
         self.client
             .start_workflow(PolicyStart, policy, options)
@@ -630,15 +696,8 @@ impl ControlPlane {
         let Some(workflow_id) = access_request_workflow_id(id) else {
             return Ok(None);
         };
-        let info = self.execution(workflow_id).await?;
-        let Some(info) = info.filter(|i| i.status == WorkflowExecutionStatus::Running as i32)
-        else {
-            return Ok(None);
-        };
-        let request = memo_value::<AccessRequest>(info.memo.as_ref(), RESOURCE_MEMO)
-            .filter(|request| request.id == id);
-        let run_id = info.execution.map(|e| e.run_id).unwrap_or_default();
-        Ok(request.map(|request| (request, run_id)))
+        let found = self.running_run::<AccessRequest>(workflow_id, None).await?;
+        Ok(found.filter(|(request, _)| request.id == id))
     }
 
     /// Access request `id` while it is open.
@@ -674,14 +733,7 @@ impl ControlPlane {
             .await?
             .ok_or_else(|| BackendError::Rejected(format!("access request {id} has ended")))?;
         let workflow_id = access_request_workflow_id(id).unwrap_or_default();
-        let handle = WorkflowHandle::<Client, AccessRequestStart>::new(
-            self.client.clone(),
-            WorkflowExecutionInfo::builder()
-                .namespace(self.client.namespace())
-                .workflow_id(workflow_id)
-                .run_id(run_id)
-                .build(),
-        );
+        let handle = self.run_handle::<AccessRequestStart>(workflow_id, Some(run_id));
         handle
             .execute_update(answer, by.to_owned(), Default::default())
             .await

@@ -26,6 +26,8 @@ pub use proxy::{ProxyBenchArgs, proxy};
 struct DevStack {
     /// Temporal's gRPC `host:port`.
     temporal: String,
+    /// The control plane's Temporal namespace.
+    control_namespace: String,
     worker_pid: u64,
 }
 
@@ -34,6 +36,7 @@ impl DevStack {
         let dev = running_dev(home)?;
         Ok(Self {
             temporal: dev_text(&dev, "temporal", "grpc_address")?,
+            control_namespace: dev_text(&dev, "temporal", "namespace")?,
             worker_pid: dev_pid(&dev, "worker")?,
         })
     }

@@ -2,16 +2,25 @@
 //! calls on the same Temporal, in one run, as ratios (shared machines are noisy).
 
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context;
 use plinth_proto::phase;
 use plinth_proto::v1::{ApplyNamespaceRequest, Namespace, NamespaceSpec, WatchNamespaceRequest};
+use temporalio_client::Connection;
 use temporalio_client::tonic::Request;
-use temporalio_common::protos::temporal::api::workflowservice::v1::RegisterNamespaceRequest;
+use temporalio_common::protos::temporal::api::schedule::v1::{
+    SchedulePatch, TriggerImmediatelyRequest,
+};
+use temporalio_common::protos::temporal::api::workflowservice::v1::{
+    PatchScheduleRequest, RegisterNamespaceRequest,
+};
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use super::{DevStack, memory_of, ms, percentile, ratio};
+use crate::client::Api;
 use crate::config::Config;
 use crate::home::Home;
 
@@ -23,7 +32,16 @@ pub struct BenchArgs {
     /// Owner group of the resources (must be in the directory).
     #[arg(long, default_value = "payments-team@example.com")]
     owner: String,
+    /// Namespaces that exist before the measured ones (`bench-existing-<i>`, applied first
+    /// when missing). The measured applies then run twice: once alone, and once while every
+    /// existing namespace's access run is triggered at the same moment.
+    #[arg(long, default_value_t = 0)]
+    existing: usize,
 }
+
+/// How many applies of existing namespaces are in flight at once: well under the proxy's
+/// calls per caller.
+const EXISTING_AT_ONCE: usize = 100;
 
 /// Runs against the `plinth dev` of `$PLINTH_HOME`; use a fresh home, it leaves its
 /// namespaces behind.
@@ -34,25 +52,118 @@ pub async fn namespaces(
 ) -> anyhow::Result<ExitCode> {
     let DevStack {
         temporal,
+        control_namespace,
         worker_pid,
     } = DevStack::read(home)?;
     let run = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)?
         .as_secs();
-
     let api = crate::client::connect(config, home).await?;
+    let connection = super::connect(&temporal).await?;
+
+    let existing: Vec<String> = (0..args.existing)
+        .map(|i| format!("bench-existing-{i}"))
+        .collect();
+    if !existing.is_empty() {
+        let started = Instant::now();
+        apply_all(&api, &existing, &args.owner, EXISTING_AT_ONCE)
+            .await
+            .context("existing namespaces")?;
+        println!(
+            "{} existing namespaces Ready in {}\n",
+            existing.len(),
+            ms(started.elapsed())
+        );
+    }
+
+    let names = |tag: &str| -> Vec<String> {
+        (0..args.count)
+            .map(|i| format!("bench-{run}{tag}-{i}"))
+            .collect()
+    };
+    let alone = apply_all(&api, &names(""), &args.owner, args.count)
+        .await
+        .context("plinth apply → Ready")?;
+    let busy = if existing.is_empty() {
+        None
+    } else {
+        let measured = names("-busy");
+        let (triggered, busy) = tokio::join!(
+            trigger_access_runs(&connection, &control_namespace, &existing, run),
+            apply_all(&api, &measured, &args.owner, args.count),
+        );
+        triggered.context("trigger the access runs of the existing namespaces")?;
+        Some(busy.context("plinth apply → Ready during access runs")?)
+    };
+    let bare = bare_registers(&connection, run, args.count).await?;
+
+    let (rss, peak) = memory_of(worker_pid)?;
+    println!("{} namespaces, all at once, on {temporal}\n", args.count);
+    println!("{:<38} {:>10} {:>10} {:>10}", "", "p50", "p99", "total");
+    let row = |label: &str, timed: &Timed| {
+        println!(
+            "{label:<38} {:>10} {:>10} {:>10}",
+            ms(timed.p50()),
+            ms(timed.p99()),
+            ms(timed.total)
+        );
+    };
+    row("plinth apply → Ready", &alone);
+    let during = format!("… while {} access runs start", existing.len());
+    if let Some(busy) = &busy {
+        row(&during, busy);
+    }
+    row("bare RegisterNamespace", &bare);
+    let ratios = |label: &str, a: &Timed, b: &Timed| {
+        println!(
+            "{label:<38} {:>10} {:>10} {:>10}",
+            ratio(a.p50(), b.p50()),
+            ratio(a.p99(), b.p99()),
+            ratio(a.total, b.total)
+        );
+    };
+    ratios("ratio (plinth / bare)", &alone, &bare);
+    if let Some(busy) = &busy {
+        ratios("ratio (during access runs / alone)", busy, &alone);
+    }
+    println!("\nworker RSS {rss} MiB now, {peak} MiB peak (pid {worker_pid})");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Latencies of one side's calls (ascending) and the time all of them took.
+struct Timed {
+    latencies: Vec<Duration>,
+    total: Duration,
+}
+
+impl Timed {
+    fn p50(&self) -> Duration {
+        percentile(&self.latencies, 50)
+    }
+
+    fn p99(&self) -> Duration {
+        percentile(&self.latencies, 99)
+    }
+}
+
+/// Applies a namespace of each name, `at_once` at a time, each timed until it is Ready.
+async fn apply_all(
+    api: &Api,
+    names: &[String],
+    owner: &str,
+    at_once: usize,
+) -> anyhow::Result<Timed> {
     let started = Instant::now();
+    let permits = Arc::new(Semaphore::new(at_once.max(1)));
     let mut tasks = JoinSet::new();
-    for i in 0..args.count {
+    for name in names {
         let mut api = api.clone();
-        let resource = resource(&format!("bench-{run}-{i}"), &args.owner);
+        let resource = resource(name, owner);
+        let permits = permits.clone();
+        let name = name.clone();
         tasks.spawn(async move {
+            let _permit = permits.acquire_owned().await.expect("never closed");
             let begin = Instant::now();
-            let name = resource
-                .metadata
-                .as_ref()
-                .map(|m| m.name.clone())
-                .unwrap_or_default();
             api.apply_namespace(ApplyNamespaceRequest {
                 namespace: Some(resource),
                 dry_run: false,
@@ -74,13 +185,51 @@ pub async fn namespaces(
             )))
         });
     }
-    let plinth = collect(&mut tasks).await.context("plinth apply → Ready")?;
-    let plinth_total = started.elapsed();
+    let latencies = collect(&mut tasks).await?;
+    Ok(Timed {
+        latencies,
+        total: started.elapsed(),
+    })
+}
 
-    let connection = super::connect(&temporal).await?;
+/// Triggers the access run of each namespace, as a directory change that touches them all
+/// would.
+async fn trigger_access_runs(
+    connection: &Connection,
+    namespace: &str,
+    names: &[String],
+    run: u64,
+) -> anyhow::Result<()> {
+    let permits = Arc::new(Semaphore::new(EXISTING_AT_ONCE));
+    let mut tasks = JoinSet::new();
+    for name in names {
+        let mut service = connection.workflow_service();
+        let permits = permits.clone();
+        let request = PatchScheduleRequest {
+            namespace: namespace.to_owned(),
+            schedule_id: plinth_control::contract::access_schedule_id(name),
+            patch: Some(SchedulePatch {
+                trigger_immediately: Some(TriggerImmediatelyRequest::default()),
+                ..Default::default()
+            }),
+            identity: "plinth bench".into(),
+            request_id: format!("bench-{run}-{name}"),
+        };
+        tasks.spawn(async move {
+            let _permit = permits.acquire_owned().await.expect("never closed");
+            service
+                .patch_schedule(Request::new(request))
+                .await
+                .map(|_| Duration::ZERO)
+        });
+    }
+    collect(&mut tasks).await.map(drop)
+}
+
+async fn bare_registers(connection: &Connection, run: u64, count: usize) -> anyhow::Result<Timed> {
     let started = Instant::now();
     let mut tasks = JoinSet::new();
-    for i in 0..args.count {
+    for i in 0..count {
         let mut service = connection.workflow_service();
         let request = RegisterNamespaceRequest {
             namespace: format!("bench-bare-{run}-{i}"),
@@ -104,39 +253,13 @@ pub async fn namespaces(
             }
         });
     }
-    let bare = collect(&mut tasks)
+    let latencies = collect(&mut tasks)
         .await
         .context("bare RegisterNamespace")?;
-    let bare_total = started.elapsed();
-
-    let (rss, peak) = memory_of(worker_pid)?;
-    let (p50, p99) = (percentile(&plinth, 50), percentile(&plinth, 99));
-    let (bare_p50, bare_p99) = (percentile(&bare, 50), percentile(&bare, 99));
-    println!("{} namespaces, all at once, on {temporal}\n", args.count);
-    println!("{:<34} {:>10} {:>10} {:>10}", "", "p50", "p99", "total");
-    println!(
-        "{:<34} {:>10} {:>10} {:>10}",
-        "plinth apply → Ready",
-        ms(p50),
-        ms(p99),
-        ms(plinth_total)
-    );
-    println!(
-        "{:<34} {:>10} {:>10} {:>10}",
-        "bare RegisterNamespace",
-        ms(bare_p50),
-        ms(bare_p99),
-        ms(bare_total)
-    );
-    println!(
-        "{:<34} {:>10} {:>10} {:>10}",
-        "ratio (plinth / bare)",
-        ratio(p50, bare_p50),
-        ratio(p99, bare_p99),
-        ratio(plinth_total, bare_total)
-    );
-    println!("\nworker RSS {rss} MiB now, {peak} MiB peak (pid {worker_pid})");
-    Ok(ExitCode::SUCCESS)
+    Ok(Timed {
+        latencies,
+        total: started.elapsed(),
+    })
 }
 
 fn resource(name: &str, owner: &str) -> Namespace {

@@ -202,8 +202,9 @@ impl PlinthWorker {
             platform.backend.clone(),
         );
         // Every new workflow's first task comes from the shared (not the sticky) queue, which
-        // gets a fifth of the polls: twice the SDK's five drains a burst of applies faster
-        // (`plinth bench namespaces`), where autoscaled polls (up to 100) swamped the host.
+        // gets a fifth of the polls: two of them (of ten) admit a burst of applies about as
+        // fast as Temporal finishes them (`plinth bench namespaces`); six, or autoscaled
+        // polls, let more of the burst run at once, and each finished later.
         let options = register_workflows!(
             WorkerOptions::new(settings.task_queue.clone())
                 .workflow_task_poller_behavior(PollerBehavior::SimpleMaximum(10))

@@ -1,6 +1,8 @@
 use std::time::{Duration, SystemTime};
 
-use plinth_control::contract::{KIND_ATTRIBUTE, OWNER_ATTRIBUTE, PHASE_ATTRIBUTE, RESOURCE_MEMO};
+use plinth_control::contract::{
+    KIND_ATTRIBUTE, NAME_ATTRIBUTE, OWNER_ATTRIBUTE, PHASE_ATTRIBUTE, RESOURCE_MEMO,
+};
 use plinth_proto::v1::{Condition, Event, Namespace, NamespaceStatus};
 use plinth_proto::{FieldError, check_update, outcome, phase};
 use serde::{Deserialize, Serialize};
@@ -555,18 +557,18 @@ fn publish(ctx: &mut WorkflowContext<ProvisionNamespace>) {
     if ctx.state(|s| s.published.as_ref() == Some(&s.resource)) {
         return;
     }
-    let (owner, current_phase, resource) = ctx.state(|s| {
-        let spec = s.resource.spec_or_default();
+    let (spec, current_phase, resource) = ctx.state(|s| {
         (
-            spec.owner,
+            s.resource.spec_or_default(),
             s.current_status().phase.clone(),
             s.resource.clone(),
         )
     });
     ctx.upsert_search_attributes([
         KIND_ATTRIBUTE.value_set(plinth_proto::KIND_NAMESPACE.to_owned()),
-        OWNER_ATTRIBUTE.value_set(owner),
+        OWNER_ATTRIBUTE.value_set(spec.owner),
         PHASE_ATTRIBUTE.value_set(current_phase),
+        NAME_ATTRIBUTE.value_set(spec.name),
     ]);
     let _ = ctx.upsert_memo([(
         RESOURCE_MEMO,
