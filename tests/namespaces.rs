@@ -449,6 +449,56 @@ fn deletion_protection_is_on_by_default() {
 }
 
 #[test]
+fn a_resource_not_yet_published_holds_its_temporal_namespace() {
+    let stack = stack("10m");
+    // A resource whose first workflow task has not run: started with its search attributes,
+    // on a queue no worker polls, so it never publishes its spec.
+    let started = temporal(
+        &[
+            "workflow",
+            "start",
+            "--type",
+            "ProvisionNamespace",
+            "--workflow-id",
+            "namespace/early",
+            "--task-queue",
+            "nobody",
+            "-n",
+            &stack.control_namespace,
+            "--search-attribute",
+            "PlinthKind=\"Namespace\"",
+            "--search-attribute",
+            "PlinthName=\"early-ns\"",
+        ],
+        &stack.temporal_address,
+    );
+    assert!(started.status.success(), "{}", text(&started));
+    wait_for("visibility to list it", || {
+        let counted = temporal(
+            &[
+                "workflow",
+                "count",
+                "-n",
+                &stack.control_namespace,
+                "--query",
+                "PlinthName = 'early-ns'",
+            ],
+            &stack.temporal_address,
+        );
+        stdout(&counted).contains("Total: 1")
+    });
+    let refused = stack.apply_as(PAYMENTS_MEMBER, &resource("late", "early-ns", 7, ""), &[]);
+    assert!(!refused.status.success());
+    assert!(
+        stderr(&refused).contains("belongs to namespace/early"),
+        "{}",
+        text(&refused)
+    );
+    assert!(get_json(&stack, "late").is_none(), "nothing created");
+    assert!(temporal_namespace(&stack, "early-ns").is_none());
+}
+
+#[test]
 fn temporal_cli_can_start_provisioning_directly() {
     let stack = stack("10m");
     let input = serde_json::json!({
