@@ -18,6 +18,29 @@ fn resource(name: &str, temporal_name: &str, retention: u32, extra_spec: &str) -
     namespace_yaml(name, temporal_name, PAYMENTS_TEAM, retention, extra_spec)
 }
 
+/// `temporal workflow start` of a `ProvisionNamespace` workflow in the control plane,
+/// around Plinth, with `more` arguments.
+fn start_provisioning(
+    stack: &PlinthStack,
+    workflow_id: &str,
+    task_queue: &str,
+    more: &[&str],
+) -> std::process::Output {
+    let args = [
+        "workflow",
+        "start",
+        "--type",
+        "ProvisionNamespace",
+        "--workflow-id",
+        workflow_id,
+        "--task-queue",
+        task_queue,
+        "-n",
+        &stack.control_namespace,
+    ];
+    temporal(&[&args[..], more].concat(), &stack.temporal_address)
+}
+
 fn stack(resync: &str) -> PlinthStack {
     PlinthStack::start(DevServer::shared(), PLINTH.as_ref(), resync).expect("start the stack")
 }
@@ -453,24 +476,16 @@ fn a_resource_not_yet_published_holds_its_temporal_namespace() {
     let stack = stack("10m");
     // A resource whose first workflow task has not run: started with its search attributes,
     // on a queue no worker polls, so it never publishes its spec.
-    let started = temporal(
+    let started = start_provisioning(
+        &stack,
+        "namespace/early",
+        "nobody",
         &[
-            "workflow",
-            "start",
-            "--type",
-            "ProvisionNamespace",
-            "--workflow-id",
-            "namespace/early",
-            "--task-queue",
-            "nobody",
-            "-n",
-            &stack.control_namespace,
             "--search-attribute",
             "PlinthKind=\"Namespace\"",
             "--search-attribute",
             "PlinthName=\"early-ns\"",
         ],
-        &stack.temporal_address,
     );
     assert!(started.status.success(), "{}", text(&started));
     wait_for("visibility to list it", || {
@@ -510,22 +525,11 @@ fn temporal_cli_can_start_provisioning_directly() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("ns.json");
     std::fs::write(&file, input.to_string()).unwrap();
-    let started = temporal(
-        &[
-            "workflow",
-            "start",
-            "--type",
-            "ProvisionNamespace",
-            "--workflow-id",
-            "namespace/from-cli",
-            "--task-queue",
-            "plinth",
-            "-n",
-            &stack.control_namespace,
-            "--input-file",
-            file.to_str().unwrap(),
-        ],
-        &stack.temporal_address,
+    let started = start_provisioning(
+        &stack,
+        "namespace/from-cli",
+        "plinth",
+        &["--input-file", file.to_str().unwrap()],
     );
     assert!(started.status.success(), "{}", text(&started));
 

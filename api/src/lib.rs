@@ -165,13 +165,12 @@ impl PlatformApi {
                 .await
                 .map_err(backend_status)
         };
-        match run {
-            Some(run) => match read(Some(run)).await? {
-                Some(found) => Ok(Some(found)),
-                None => read(None).await,
-            },
-            None => read(None).await,
+        if let Some(run) = run
+            && let Some(found) = read(Some(run)).await?
+        {
+            return Ok(Some(found));
         }
+        read(None).await
     }
 
     /// The Namespace resource, if any, whose spec names Temporal namespace `temporal_name`.

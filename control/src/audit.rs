@@ -181,24 +181,12 @@ impl AuditGatherer {
                 if first.done.is_closed() {
                     continue;
                 }
-                let mut count = first.records.len();
-                let mut bytes: usize = first.records.iter().map(json_bytes).sum();
-                let mut batch = vec![first];
-                while let Ok(call) = received.try_recv() {
-                    // Its activity timed out: the retry brings the same records again.
-                    if call.done.is_closed() {
-                        continue;
-                    }
-                    let more: usize = call.records.iter().map(json_bytes).sum();
-                    if count + call.records.len() > BATCH || bytes + more > BATCH_BYTES {
-                        next = Some(call);
-                        break;
-                    }
-                    count += call.records.len();
-                    bytes += more;
-                    batch.push(call);
-                }
-                let records = batch.iter().flat_map(|c| c.records.clone()).collect();
+                let mut batch;
+                (batch, next) = calls_with(first, &mut received);
+                let records = batch
+                    .iter_mut()
+                    .flat_map(|c| std::mem::take(&mut c.records))
+                    .collect();
                 let outcome = tokio::time::timeout(APPEND_TIMEOUT, append(records))
                     .await
                     .unwrap_or_else(|_| {
@@ -228,6 +216,28 @@ impl AuditGatherer {
             .map_err(|_| stopped())?
             .map_err(BackendError::Unavailable)
     }
+}
+
+/// `first` and the calls already waiting behind it, up to [`BATCH`] records and
+/// [`BATCH_BYTES`], and the call that no longer fitted.
+fn calls_with(first: Call, received: &mut mpsc::Receiver<Call>) -> (Vec<Call>, Option<Call>) {
+    let mut count = first.records.len();
+    let mut bytes: usize = first.records.iter().map(json_bytes).sum();
+    let mut batch = vec![first];
+    while let Ok(call) = received.try_recv() {
+        // Its activity timed out: the retry brings the same records again.
+        if call.done.is_closed() {
+            continue;
+        }
+        let more: usize = call.records.iter().map(json_bytes).sum();
+        if count + call.records.len() > BATCH || bytes + more > BATCH_BYTES {
+            return (batch, Some(call));
+        }
+        count += call.records.len();
+        bytes += more;
+        batch.push(call);
+    }
+    (batch, None)
 }
 
 fn json_bytes(record: &AuditRecord) -> usize {
@@ -283,6 +293,23 @@ mod tests {
         AuditRecord::now("user:m", "proxy.refused", format!("rpc/{n}"), "denied")
     }
 
+    /// A gatherer whose appends answer `outcome` at once, and the records of each append.
+    fn recording(
+        outcome: fn(&[AuditRecord]) -> Result<(), String>,
+    ) -> (
+        AuditGatherer,
+        impl Future<Output = ()> + Send + 'static,
+        mpsc::UnboundedReceiver<Vec<AuditRecord>>,
+    ) {
+        let (appended, appends) = mpsc::unbounded_channel();
+        let (gatherer, delivery) = AuditGatherer::appending(move |records: Vec<AuditRecord>| {
+            let answer = outcome(&records);
+            appended.send(records).unwrap();
+            async move { answer }
+        });
+        (gatherer, delivery, appends)
+    }
+
     #[tokio::test]
     async fn changes_given_while_an_append_is_under_way_go_together_in_the_next() {
         let (appended, mut appends) = mpsc::unbounded_channel();
@@ -323,17 +350,12 @@ mod tests {
 
     #[tokio::test]
     async fn each_caller_gets_the_outcome_of_the_append_that_carried_its_records() {
-        let (appended, mut appends) = mpsc::unbounded_channel();
-        let (gatherer, delivery) = AuditGatherer::appending(move |records: Vec<AuditRecord>| {
-            let appended = appended.clone();
-            async move {
-                appended.send(records.len()).unwrap();
-                // The full batch is refused, the one after it taken.
-                if records.len() == BATCH {
-                    Err("refused: too many records wait".to_owned())
-                } else {
-                    Ok(())
-                }
+        // The full batch is refused, the one after it taken.
+        let (gatherer, delivery, mut appends) = recording(|records| {
+            if records.len() == BATCH {
+                Err("refused: too many records wait".to_owned())
+            } else {
+                Ok(())
             }
         });
         let full = gatherer.append((0..BATCH).map(record).collect());
@@ -346,20 +368,13 @@ mod tests {
         let error = full.unwrap_err().to_string();
         assert!(error.contains("too many records wait"), "{error}");
         next.unwrap();
-        assert_eq!(appends.recv().await, Some(BATCH));
-        assert_eq!(appends.recv().await, Some(1));
+        assert_eq!(appends.recv().await.map(|r| r.len()), Some(BATCH));
+        assert_eq!(appends.recv().await.map(|r| r.len()), Some(1));
     }
 
     #[tokio::test]
     async fn records_of_a_caller_that_stopped_waiting_are_left_to_its_retry() {
-        let (appended, mut appends) = mpsc::unbounded_channel();
-        let (gatherer, delivery) = AuditGatherer::appending(move |records: Vec<AuditRecord>| {
-            let appended = appended.clone();
-            async move {
-                appended.send(records).unwrap();
-                Ok(())
-            }
-        });
+        let (gatherer, delivery, mut appends) = recording(|_| Ok(()));
         let (done, gone) = oneshot::channel();
         drop(gone);
         let call = Call {
