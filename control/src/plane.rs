@@ -214,9 +214,10 @@ impl ControlPlane {
         temporal_name: &str,
     ) -> Result<Vec<(String, Option<T>)>, BackendError> {
         // Temporal namespace names are letters, digits, '.', '-' and '_': nothing to quote.
-        if !temporal_name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        if temporal_name.is_empty()
+            || !temporal_name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
         {
             return Err(BackendError::Rejected(format!(
                 "{temporal_name:?} is not a Temporal namespace name"

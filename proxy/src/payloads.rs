@@ -685,6 +685,10 @@ mod tests {
             !sealed_bytes.windows(9).any(|w| w == b"card 4111"),
             "no plaintext left"
         );
+        assert!(
+            !input.data.windows(4).any(|w| w == b"4111"),
+            "not even the digits in what the payload carries"
+        );
         let attribute = &message.search_attributes.as_ref().unwrap().indexed_fields["CustomerId"];
         assert_eq!(attribute.data, b"\"c-42\"");
 
@@ -951,7 +955,9 @@ mod tests {
         assert_eq!(stored.message, "Encoded failure");
         assert_eq!(stored.stack_trace, "");
         assert_eq!(stored.source, "PythonSDK");
-        assert!(is_encrypted(stored.encoded_attributes.as_ref().unwrap()));
+        let attributes = stored.encoded_attributes.as_ref().unwrap();
+        assert!(is_encrypted(attributes));
+        assert!(memchr::memmem::find(&attributes.data, b"4111").is_none());
 
         let opened = open(&sealed, carrier, &codec, "orders", &BTreeSet::new()).unwrap();
         let opened =
