@@ -175,6 +175,12 @@ pub struct DevConfig {
     /// `KEY=VALUE` dynamic configuration for the dev server, e.g.
     /// `frontend.namespaceCount=4096` to hold more concurrent long polls per namespace.
     pub dynamic_config: Vec<String>,
+    /// `PRAGMA=VALUE` for the dev server's SQLite file (`journal_mode`, `synchronous`). A
+    /// write-ahead log synced at checkpoints survives any process's death and lets a burst of
+    /// writes go without a disk flush each (`plinth bench namespaces`: half the time of
+    /// SQLite's default rollback journal); with `synchronous=full` it survives a power loss
+    /// too.
+    pub sqlite_pragmas: Vec<String>,
 }
 
 impl Default for DevConfig {
@@ -191,6 +197,7 @@ impl Default for DevConfig {
             codec_port: 7280,
             user: "dev@example.com".into(),
             dynamic_config: Vec::new(),
+            sqlite_pragmas: vec!["journal_mode=wal".into(), "synchronous=normal".into()],
         }
     }
 }

@@ -341,6 +341,7 @@ struct Plan {
 fn prepare(config: &Config, home: &Home) -> anyhow::Result<Plan> {
     let dev = &config.dev;
     refuse_second_instance(home)?;
+    check_pragmas(&dev.sqlite_pragmas)?;
     check_ports_free(dev)?;
     std::fs::create_dir_all(home.logs_dir())
         .with_context(|| home.logs_dir().display().to_string())?;
@@ -664,6 +665,9 @@ fn temporal_command(
     for value in &dev.dynamic_config {
         command.args(["--dynamic-config-value", value]);
     }
+    for pragma in &dev.sqlite_pragmas {
+        command.args(["--sqlite-pragma", pragma]);
+    }
     command
 }
 
@@ -791,6 +795,30 @@ fn check_ports_free(dev: &DevConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The dev server takes any `key=value` as a setting of its SQLite connection, some of which
+/// (`mode=memory`, `nolock=1`, `synchronous=off`) would lose or corrupt the state `plinth dev`
+/// keeps: only the journal and how often it reaches the disk are for choosing.
+fn check_pragmas(pragmas: &[String]) -> anyhow::Result<()> {
+    const ALLOWED: [(&str, &[&str]); 2] = [
+        ("journal_mode", &["wal", "delete", "truncate", "persist"]),
+        ("synchronous", &["normal", "full", "extra"]),
+    ];
+    for pragma in pragmas {
+        let allowed = pragma.split_once('=').is_some_and(|(name, value)| {
+            ALLOWED.iter().any(|(known, values)| {
+                name.eq_ignore_ascii_case(known)
+                    && values.iter().any(|v| value.eq_ignore_ascii_case(v))
+            })
+        });
+        if !allowed {
+            bail!(
+                "[dev] sqlite_pragmas: {pragma:?} is not one of journal_mode=wal|delete|truncate|persist or synchronous=normal|full|extra"
+            );
+        }
+    }
+    Ok(())
+}
+
 fn identity_info(user: &str, trust_domain: &str, files: CertFiles) -> IdentityInfo {
     IdentityInfo {
         user: user.to_owned(),
@@ -857,4 +885,27 @@ fn banner(info: &DevInfo) -> String {
             s.token_file.display()
         )),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_pragmas;
+
+    #[test]
+    fn only_a_journal_and_a_sync_level_that_keep_the_state_are_taken() {
+        let taken = |pragmas: &[&str]| {
+            check_pragmas(&pragmas.iter().map(|p| (*p).to_owned()).collect::<Vec<_>>()).is_ok()
+        };
+        assert!(taken(&["journal_mode=wal", "synchronous=normal"]));
+        assert!(taken(&["JOURNAL_MODE=WAL", "synchronous=FULL"]));
+        for refused in [
+            "mode=memory",
+            "nolock=1",
+            "synchronous=off",
+            "journal_mode=memory",
+            "wal",
+        ] {
+            assert!(!taken(&[refused]), "{refused} taken");
+        }
+    }
 }

@@ -331,6 +331,106 @@ fn a_namespaces_access_schedule_is_created_and_deleted_with_it() {
     );
 }
 
+/// `temporal schedule describe` of the namespace's access schedule.
+fn access_schedule(stack: &PlinthStack, namespace: &Namespace) -> Value {
+    let schedule = format!("users/{}", namespace.temporal);
+    let args = [
+        "schedule",
+        "describe",
+        "--schedule-id",
+        &schedule,
+        "--namespace",
+        &stack.control_namespace,
+        "-o",
+        "json",
+    ];
+    let output = ok(temporal(&args, &stack.temporal_address));
+    serde_json::from_slice(&output.stdout).expect("JSON")
+}
+
+fn run_priority(schedule: &Value) -> &Value {
+    &schedule["schedule"]["action"]["startWorkflow"]["priority"]["priorityKey"]
+}
+
+#[test]
+fn access_runs_start_at_a_lower_task_priority_than_applies() {
+    let Fixture { stack, seeded, .. } = fixture();
+    let run = next_run(stack, &seeded.temporal, &Value::Null);
+    let id = run["workflowId"].as_str().expect("a run");
+    let args = [
+        "workflow",
+        "describe",
+        "-w",
+        id,
+        "--namespace",
+        &stack.control_namespace,
+        "-o",
+        "json",
+    ];
+    let described: Value =
+        serde_json::from_slice(&ok(temporal(&args, &stack.temporal_address)).stdout).unwrap();
+    assert_eq!(
+        described["workflowExecutionInfo"]["priority"]["priorityKey"], 4,
+        "{described}"
+    );
+}
+
+#[test]
+fn an_access_schedule_written_before_runs_yielded_to_applies_is_given_their_priority_once() {
+    let Fixture { stack, .. } = fixture();
+    let namespace = Namespace::provision(stack, PAYMENTS_MEMBER, "acc-older", PAYMENTS_TEAM);
+    let schedule = format!("users/{}", namespace.temporal);
+    // As a release before priorities wrote it: the same times and run, no priority.
+    let written = access_schedule(stack, &namespace);
+    let every = &written["schedule"]["spec"]["interval"][0];
+    let interval = match every["phase"].as_str() {
+        Some(phase) => format!("{}/{phase}", every["interval"].as_str().unwrap()),
+        None => every["interval"].as_str().unwrap().to_owned(),
+    };
+    let start = &written["schedule"]["action"]["startWorkflow"];
+    let input = serde_json::to_string(&namespace.temporal).unwrap();
+    let args = [
+        "schedule",
+        "update",
+        "--schedule-id",
+        &schedule,
+        "--namespace",
+        &stack.control_namespace,
+        "--interval",
+        &interval,
+        "--overlap-policy",
+        "Skip",
+        "--workflow-id",
+        &schedule,
+        "--type",
+        start["workflowType"]["name"].as_str().unwrap(),
+        "--task-queue",
+        start["taskQueue"]["name"].as_str().unwrap(),
+        "--input",
+        &input,
+    ];
+    ok(temporal(&args, &stack.temporal_address));
+    let older = access_schedule(stack, &namespace);
+    assert!(run_priority(&older).is_null(), "{older}");
+
+    namespace.apply(stack, PAYMENTS_MEMBER, PAYMENTS_TEAM, 8);
+    let raised = access_schedule(stack, &namespace);
+    assert_eq!(run_priority(&raised), 4, "{raised}");
+    // Plinth's own upkeep, not a change to the resource: the status tells of the retention only.
+    let resource = get_json(stack, &["namespace", namespace.name]);
+    assert_eq!(
+        resource["status"]["events"][0]["message"], "retention 7d → 8d",
+        "{resource}"
+    );
+    // Once: the next reconcile finds it as asked and leaves it alone.
+    namespace.apply(stack, PAYMENTS_MEMBER, PAYMENTS_TEAM, 9);
+    let after = access_schedule(stack, &namespace);
+    assert_eq!(
+        after["info"]["updateTime"], raised["info"]["updateTime"],
+        "{after}"
+    );
+}
+
 #[test]
 fn people_who_leave_the_company_or_a_group_lose_access_on_the_next_run() {
     let stack = stack();

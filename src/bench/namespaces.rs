@@ -6,16 +6,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context;
+use plinth_control::ControlPlane;
 use plinth_proto::phase;
 use plinth_proto::v1::{ApplyNamespaceRequest, Namespace, NamespaceSpec, WatchNamespaceRequest};
-use temporalio_client::Connection;
 use temporalio_client::tonic::Request;
-use temporalio_common::protos::temporal::api::schedule::v1::{
-    SchedulePatch, TriggerImmediatelyRequest,
-};
-use temporalio_common::protos::temporal::api::workflowservice::v1::{
-    PatchScheduleRequest, RegisterNamespaceRequest,
-};
+use temporalio_client::{Client, ClientOptions, Connection};
+use temporalio_common::protos::temporal::api::workflowservice::v1::RegisterNamespaceRequest;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
@@ -34,7 +30,7 @@ pub struct BenchArgs {
     owner: String,
     /// Namespaces that exist before the measured ones (`bench-existing-<i>`, applied first
     /// when missing). The measured applies then run twice: once alone, and once while every
-    /// existing namespace's access run is triggered at the same moment.
+    /// namespace's access run is started, as a worker does when the directory changes.
     #[arg(long, default_value_t = 0)]
     existing: usize,
 }
@@ -88,12 +84,21 @@ pub async fn namespaces(
         None
     } else {
         let measured = names("-busy");
+        // What a worker does when the directory changes.
+        let client = Client::new(
+            connection.clone(),
+            ClientOptions::new(control_namespace.clone()).build(),
+        )?;
+        let control = ControlPlane::new(client, config.temporal.task_queue.clone());
         let (triggered, busy) = tokio::join!(
-            trigger_access_runs(&connection, &control_namespace, &existing, run),
+            control.trigger_all_access_runs(),
             apply_all(&api, &measured, &args.owner, args.count),
         );
-        triggered.context("trigger the access runs of the existing namespaces")?;
-        Some(busy.context("plinth apply → Ready during access runs")?)
+        let runs = triggered.context("start every access run")?;
+        Some((
+            runs,
+            busy.context("plinth apply → Ready during access runs")?,
+        ))
     };
     let bare = bare_registers(&connection, run, args.count).await?;
 
@@ -109,9 +114,8 @@ pub async fn namespaces(
         );
     };
     row("plinth apply → Ready", &alone);
-    let during = format!("… while {} access runs start", existing.len());
-    if let Some(busy) = &busy {
-        row(&during, busy);
+    if let Some((runs, busy)) = &busy {
+        row(&format!("… while {runs} access runs start"), busy);
     }
     row("bare RegisterNamespace", &bare);
     let ratios = |label: &str, a: &Timed, b: &Timed| {
@@ -123,7 +127,7 @@ pub async fn namespaces(
         );
     };
     ratios("ratio (plinth / bare)", &alone, &bare);
-    if let Some(busy) = &busy {
+    if let Some((_, busy)) = &busy {
         ratios("ratio (during access runs / alone)", busy, &alone);
     }
     println!("\nworker RSS {rss} MiB now, {peak} MiB peak (pid {worker_pid})");
@@ -190,40 +194,6 @@ async fn apply_all(
         latencies,
         total: started.elapsed(),
     })
-}
-
-/// Triggers the access run of each namespace, as a directory change that touches them all
-/// would.
-async fn trigger_access_runs(
-    connection: &Connection,
-    namespace: &str,
-    names: &[String],
-    run: u64,
-) -> anyhow::Result<()> {
-    let permits = Arc::new(Semaphore::new(EXISTING_AT_ONCE));
-    let mut tasks = JoinSet::new();
-    for name in names {
-        let mut service = connection.workflow_service();
-        let permits = permits.clone();
-        let request = PatchScheduleRequest {
-            namespace: namespace.to_owned(),
-            schedule_id: plinth_control::contract::access_schedule_id(name),
-            patch: Some(SchedulePatch {
-                trigger_immediately: Some(TriggerImmediatelyRequest::default()),
-                ..Default::default()
-            }),
-            identity: "plinth bench".into(),
-            request_id: format!("bench-{run}-{name}"),
-        };
-        tasks.spawn(async move {
-            let _permit = permits.acquire_owned().await.expect("never closed");
-            service
-                .patch_schedule(Request::new(request))
-                .await
-                .map(|_| Duration::ZERO)
-        });
-    }
-    collect(&mut tasks).await.map(drop)
 }
 
 async fn bare_registers(connection: &Connection, run: u64, count: usize) -> anyhow::Result<Timed> {

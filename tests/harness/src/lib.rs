@@ -119,6 +119,9 @@ impl DevServer {
             )
             .arg("--db-filename")
             .arg(dir.join("temporal.db"))
+            // As `plinth dev` runs it: a write-ahead log, not a disk flush per write.
+            .args(["--sqlite-pragma", "journal_mode=wal"])
+            .args(["--sqlite-pragma", "synchronous=normal"])
             .args(["--ip", "127.0.0.1"])
             .args(["--port", &grpc_port.to_string()])
             .args(["--ui-port", &ui_port.to_string()])
@@ -172,7 +175,7 @@ impl DevServer {
         Ok(())
     }
 
-    /// The SQLite files of the server's database (main file and write-ahead log).
+    /// The SQLite files of the server's database: its write-ahead log, then the main file.
     pub fn database_files(&self) -> Vec<PathBuf> {
         std::fs::read_dir(&self.dir)
             .map(|entries| {
@@ -182,7 +185,13 @@ impl DevServer {
                         path.file_name()
                             .is_some_and(|name| name.to_string_lossy().starts_with("temporal.db"))
                     })
-                    .collect()
+                    .collect::<Vec<_>>()
+            })
+            .map(|mut files| {
+                // A checkpoint moves pages from the write-ahead log into the main file, never
+                // back: read the log first, and nothing written is missed between the reads.
+                files.sort_by_key(|path| path.file_name() == Some("temporal.db".as_ref()));
+                files
             })
             .unwrap_or_default()
     }
