@@ -331,21 +331,18 @@ fn a_namespaces_access_schedule_is_created_and_deleted_with_it() {
     );
 }
 
+/// The `temporal` CLI's JSON answer to `args` in the control plane's namespace.
+fn temporal_json(stack: &PlinthStack, args: &[&str]) -> Value {
+    let mut all = args.to_vec();
+    all.extend(["--namespace", &stack.control_namespace, "-o", "json"]);
+    let output = ok(temporal(&all, &stack.temporal_address));
+    serde_json::from_slice(&output.stdout).expect("JSON")
+}
+
 /// `temporal schedule describe` of the namespace's access schedule.
 fn access_schedule(stack: &PlinthStack, namespace: &Namespace) -> Value {
     let schedule = format!("users/{}", namespace.temporal);
-    let args = [
-        "schedule",
-        "describe",
-        "--schedule-id",
-        &schedule,
-        "--namespace",
-        &stack.control_namespace,
-        "-o",
-        "json",
-    ];
-    let output = ok(temporal(&args, &stack.temporal_address));
-    serde_json::from_slice(&output.stdout).expect("JSON")
+    temporal_json(stack, &["schedule", "describe", "--schedule-id", &schedule])
 }
 
 fn run_priority(schedule: &Value) -> &Value {
@@ -357,18 +354,7 @@ fn access_runs_start_at_a_lower_task_priority_than_applies() {
     let Fixture { stack, seeded, .. } = fixture();
     let run = next_run(stack, &seeded.temporal, &Value::Null);
     let id = run["workflowId"].as_str().expect("a run");
-    let args = [
-        "workflow",
-        "describe",
-        "-w",
-        id,
-        "--namespace",
-        &stack.control_namespace,
-        "-o",
-        "json",
-    ];
-    let described: Value =
-        serde_json::from_slice(&ok(temporal(&args, &stack.temporal_address)).stdout).unwrap();
+    let described = temporal_json(stack, &["workflow", "describe", "-w", id]);
     assert_eq!(
         described["workflowExecutionInfo"]["priority"]["priorityKey"], 4,
         "{described}"

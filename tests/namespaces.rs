@@ -73,6 +73,16 @@ fn temporal_namespace(stack: &PlinthStack, name: &str) -> Option<serde_json::Val
         .then(|| serde_json::from_slice(&output.stdout).expect("JSON namespace"))
 }
 
+/// An apply refused because Namespace resource `holder` holds its Temporal namespace.
+fn refused_as_held_by(refused: &std::process::Output, holder: &str) {
+    assert!(!refused.status.success());
+    assert!(
+        stderr(refused).contains(&format!("belongs to namespace/{holder}")),
+        "{}",
+        text(refused)
+    );
+}
+
 fn retention_of(namespace: &serde_json::Value) -> String {
     namespace["config"]["workflowExecutionRetentionTtl"]
         .as_str()
@@ -503,12 +513,7 @@ fn a_resource_not_yet_published_holds_its_temporal_namespace() {
         stdout(&counted).contains("Total: 1")
     });
     let refused = stack.apply_as(PAYMENTS_MEMBER, &resource("late", "early-ns", 7, ""), &[]);
-    assert!(!refused.status.success());
-    assert!(
-        stderr(&refused).contains("belongs to namespace/early"),
-        "{}",
-        text(&refused)
-    );
+    refused_as_held_by(&refused, "early");
     assert!(get_json(&stack, "late").is_none(), "nothing created");
     assert!(temporal_namespace(&stack, "early-ns").is_none());
 }
@@ -547,11 +552,6 @@ fn a_second_resource_for_the_same_temporal_namespace_is_refused() {
     ok(stack.apply_as(PAYMENTS_MEMBER, &first, &["--wait"]));
     let second = resource("takeover", "owned-ns", 7, "  allowDeletion: true\n");
     let refused = stack.apply_as(ADMIN, &second, &[]);
-    assert!(!refused.status.success());
-    assert!(
-        stderr(&refused).contains("belongs to namespace/owned"),
-        "{}",
-        text(&refused)
-    );
+    refused_as_held_by(&refused, "owned");
     assert!(get_json(&stack, "takeover").is_none(), "nothing created");
 }

@@ -104,31 +104,27 @@ pub async fn namespaces(
 
     let (rss, peak) = memory_of(worker_pid)?;
     println!("{} namespaces, all at once, on {temporal}\n", args.count);
-    println!("{:<38} {:>10} {:>10} {:>10}", "", "p50", "p99", "total");
-    let row = |label: &str, timed: &Timed| {
-        println!(
-            "{label:<38} {:>10} {:>10} {:>10}",
-            ms(timed.p50()),
-            ms(timed.p99()),
-            ms(timed.total)
-        );
+    let row = |label: &str, cells: [String; 3]| {
+        let [p50, p99, total] = cells;
+        println!("{label:<38} {p50:>10} {p99:>10} {total:>10}");
     };
-    row("plinth apply → Ready", &alone);
-    if let Some((runs, busy)) = &busy {
-        row(&format!("… while {runs} access runs start"), busy);
-    }
-    row("bare RegisterNamespace", &bare);
-    let ratios = |label: &str, a: &Timed, b: &Timed| {
-        println!(
-            "{label:<38} {:>10} {:>10} {:>10}",
+    row("", ["p50", "p99", "total"].map(str::to_owned));
+    let times = |timed: &Timed| [ms(timed.p50()), ms(timed.p99()), ms(timed.total)];
+    let ratios = |a: &Timed, b: &Timed| {
+        [
             ratio(a.p50(), b.p50()),
             ratio(a.p99(), b.p99()),
-            ratio(a.total, b.total)
-        );
+            ratio(a.total, b.total),
+        ]
     };
-    ratios("ratio (plinth / bare)", &alone, &bare);
+    row("plinth apply → Ready", times(&alone));
+    if let Some((runs, busy)) = &busy {
+        row(&format!("… while {runs} access runs start"), times(busy));
+    }
+    row("bare RegisterNamespace", times(&bare));
+    row("ratio (plinth / bare)", ratios(&alone, &bare));
     if let Some((_, busy)) = &busy {
-        ratios("ratio (during access runs / alone)", busy, &alone);
+        row("ratio (during access runs / alone)", ratios(busy, &alone));
     }
     println!("\nworker RSS {rss} MiB now, {peak} MiB peak (pid {worker_pid})");
     Ok(ExitCode::SUCCESS)

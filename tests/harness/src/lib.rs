@@ -177,23 +177,19 @@ impl DevServer {
 
     /// The SQLite files of the server's database: its write-ahead log, then the main file.
     pub fn database_files(&self) -> Vec<PathBuf> {
-        std::fs::read_dir(&self.dir)
-            .map(|entries| {
-                entries
-                    .filter_map(|entry| entry.ok().map(|e| e.path()))
-                    .filter(|path| {
-                        path.file_name()
-                            .is_some_and(|name| name.to_string_lossy().starts_with("temporal.db"))
-                    })
-                    .collect::<Vec<_>>()
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&self.dir)
+            .into_iter()
+            .flatten()
+            .filter_map(|entry| entry.ok().map(|e| e.path()))
+            .filter(|path| {
+                path.file_name()
+                    .is_some_and(|name| name.to_string_lossy().starts_with("temporal.db"))
             })
-            .map(|mut files| {
-                // A checkpoint moves pages from the write-ahead log into the main file, never
-                // back: read the log first, and nothing written is missed between the reads.
-                files.sort_by_key(|path| path.file_name() == Some("temporal.db".as_ref()));
-                files
-            })
-            .unwrap_or_default()
+            .collect();
+        // A checkpoint moves pages from the write-ahead log into the main file, never back:
+        // read the log first, and nothing written is missed between the reads.
+        files.sort_by_key(|path| path.file_name() == Some("temporal.db".as_ref()));
+        files
     }
 
     fn wait_until_serving(&self) -> anyhow::Result<()> {
