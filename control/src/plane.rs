@@ -9,36 +9,20 @@ use serde::de::DeserializeOwned;
 use temporalio_client::errors::{
     WorkflowInteractionError, WorkflowStartError, WorkflowUpdateError,
 };
-use temporalio_client::grpc::WorkflowService;
 use temporalio_client::schedules::{
-    DeleteScheduleOptions, ListSchedulesOptions, ScheduleError, ScheduleOverlapPolicy,
+    CreateScheduleOptions, DeleteScheduleOptions, ListSchedulesOptions, ScheduleAction,
+    ScheduleError, ScheduleIntervalSpec, ScheduleOverlapPolicy, ScheduleSpec,
     TriggerScheduleOptions,
 };
-use temporalio_client::tonic::{Code, Request};
+use temporalio_client::tonic::Code;
 use temporalio_client::{
     Client, NamespacedClient, WorkflowDescribeOptions, WorkflowExecuteUpdateOptions,
     WorkflowExecutionInfo, WorkflowGetResultOptions, WorkflowHandle, WorkflowIdConflictPolicy,
     WorkflowIdReusePolicy, WorkflowStartOptions, WorkflowUpdateWithStartOptions,
 };
-use temporalio_common::data_converters::{SerializationContextData, WorkflowSerializationContext};
-use temporalio_common::protos::temporal::api::common::v1::{
-    Memo, Payloads, Priority, WorkflowType,
-};
-use temporalio_common::protos::temporal::api::enums::v1::{
-    ScheduleOverlapPolicy as OverlapPolicy, WorkflowExecutionStatus,
-};
-use temporalio_common::protos::temporal::api::schedule::v1::schedule_action::Action;
-use temporalio_common::protos::temporal::api::schedule::v1::{
-    IntervalSpec, Schedule, ScheduleAction as RawScheduleAction, SchedulePatch, SchedulePolicies,
-    ScheduleSpec as RawScheduleSpec, TriggerImmediatelyRequest,
-};
-use temporalio_common::protos::temporal::api::taskqueue::v1::TaskQueue;
-use temporalio_common::protos::temporal::api::workflow::v1::{
-    NewWorkflowExecutionInfo, WorkflowExecutionInfo as ExecutionInfo,
-};
-use temporalio_common::protos::temporal::api::workflowservice::v1::{
-    CreateScheduleRequest, DescribeScheduleRequest, UpdateScheduleRequest,
-};
+use temporalio_common::protos::temporal::api::common::v1::Memo;
+use temporalio_common::protos::temporal::api::enums::v1::WorkflowExecutionStatus;
+use temporalio_common::protos::temporal::api::workflow::v1::WorkflowExecutionInfo as ExecutionInfo;
 use temporalio_common::search_attributes::SearchAttributes;
 use temporalio_common::{
     HasWorkflowDefinition, MemoValues, UntypedWorkflow, UpdateDefinition, WorkflowDefinition,
@@ -72,11 +56,8 @@ pub enum ScheduleWrite {
     /// The schedule did not exist and was created, here or by a seeder racing this one; its
     /// first run starts at once, after the policies its creator seeded.
     Created,
-    /// The schedule existed with another interval or run, which was corrected.
+    /// The schedule existed with another interval, which was corrected.
     Corrected,
-    /// The schedule existed as asked but for its runs' priority (a release before access runs
-    /// yielded to applies wrote it), which was raised; not a change to report.
-    Prioritized,
     /// The schedule existed as asked.
     Unchanged,
 }
@@ -513,138 +494,71 @@ impl ControlPlane {
         Ok(())
     }
 
-    /// Creates the access schedule of `namespace`, or corrects what it runs and when.
+    /// Creates the access schedule of `namespace`, or corrects its interval.
     pub async fn ensure_access_schedule(
         &self,
         namespace: &str,
         every: Duration,
     ) -> Result<ScheduleWrite, BackendError> {
         let id = access_schedule_id(namespace);
-        let mut service = self.client.clone();
-        let describe = DescribeScheduleRequest {
-            namespace: self.client.namespace(),
-            schedule_id: id.clone(),
-        };
-        let spec = RawScheduleSpec {
-            interval: vec![access_interval(namespace, every)],
-            ..Default::default()
-        };
-        let start = self.access_run_start(namespace, &id).await?;
-        let action = RawScheduleAction {
-            action: Some(Action::StartWorkflow(start.clone())),
-        };
-        match WorkflowService::describe_schedule(&mut service, Request::new(describe)).await {
-            Ok(response) => {
-                let Some(mut schedule) = response.into_inner().schedule else {
-                    return Err(BackendError::Unavailable(format!(
-                        "access schedule {id}: described without its definition"
-                    )));
-                };
-                let current = schedule
-                    .action
+        let handle = self.client.get_schedule_handle(id.clone());
+        let spec = access_schedule_spec(namespace, every);
+        match handle.describe(Default::default()).await {
+            Ok(description) => {
+                let current = description
+                    .raw()
+                    .schedule
                     .as_ref()
-                    .and_then(|a| a.action.as_ref())
-                    .map(|Action::StartWorkflow(current)| current);
-                let runs = |info: &NewWorkflowExecutionInfo| {
-                    let queue = info.task_queue.as_ref().map(|q| q.name.clone());
-                    (info.workflow_type.clone(), queue, info.input.clone())
-                };
-                let same_runs = current.is_some_and(|current| runs(current) == runs(&start));
-                let same_priority =
-                    current.is_some_and(|current| current.priority == start.priority);
-                let same_times = schedule.spec.as_ref().map(times) == Some(times(&spec));
-                let write = match (same_runs && same_times, same_priority) {
-                    (true, true) => return Ok(ScheduleWrite::Unchanged),
-                    (true, false) => ScheduleWrite::Prioritized,
-                    (false, _) => ScheduleWrite::Corrected,
-                };
-                schedule.spec = Some(spec);
-                schedule.action = Some(action);
-                let update = UpdateScheduleRequest {
-                    namespace: self.client.namespace(),
-                    schedule_id: id.clone(),
-                    schedule: Some(schedule),
-                    identity: self.client.identity(),
-                    request_id: request_id(&id),
-                    ..Default::default()
-                };
-                WorkflowService::update_schedule(&mut service, Request::new(update))
+                    .and_then(|s| s.spec.as_ref())
+                    .and_then(|spec| spec.interval.first())
+                    .map(|i| {
+                        let seconds = (i.interval.map(|d| d.seconds), i.phase.map(|d| d.seconds));
+                        (seconds.0.unwrap_or(0), seconds.1.unwrap_or(0))
+                    });
+                let whole = |d: Duration| i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
+                let wanted = spec
+                    .intervals
+                    .first()
+                    .map(|i| (whole(i.every), i.offset.map_or(0, whole)));
+                if current == wanted {
+                    return Ok(ScheduleWrite::Unchanged);
+                }
+                handle
+                    .update(
+                        move |update| {
+                            update.set_spec(spec);
+                        },
+                        Default::default(),
+                    )
                     .await
                     .map_err(schedule_error)?;
-                if write == ScheduleWrite::Prioritized {
-                    tracing::info!(schedule = id, "access runs now start behind applies");
-                }
-                Ok(write)
+                Ok(ScheduleWrite::Corrected)
             }
-            Err(status) if status.code() == Code::NotFound => {
-                let schedule = Schedule {
-                    spec: Some(spec),
-                    action: Some(action),
-                    policies: Some(SchedulePolicies {
-                        overlap_policy: OverlapPolicy::Skip.into(),
-                        ..Default::default()
-                    }),
-                    state: None,
-                };
-                let create = CreateScheduleRequest {
-                    namespace: self.client.namespace(),
-                    schedule_id: id.clone(),
-                    schedule: Some(schedule),
+            Err(ScheduleError::Rpc(status)) if status.code() == Code::NotFound => {
+                let action = ScheduleAction::start_workflow(
+                    AccessRunStart,
+                    namespace.to_owned(),
+                    self.task_queue.clone(),
+                    id.clone(),
+                );
+                let options = CreateScheduleOptions::builder()
+                    .action(action)
+                    .spec(spec)
+                    .overlap_policy(ScheduleOverlapPolicy::Skip)
                     // The first run grants what the policies already say.
-                    initial_patch: Some(SchedulePatch {
-                        trigger_immediately: Some(TriggerImmediatelyRequest {
-                            overlap_policy: OverlapPolicy::Skip.into(),
-                            ..Default::default()
-                        }),
-                        ..Default::default()
-                    }),
-                    identity: self.client.identity(),
-                    request_id: request_id(&id),
-                    ..Default::default()
-                };
-                match WorkflowService::create_schedule(&mut service, Request::new(create)).await {
+                    .trigger_immediately(true)
+                    .build();
+                match self.client.create_schedule(id, options).await {
                     Ok(_) => Ok(ScheduleWrite::Created),
                     // Another seeder created it, and its first run.
-                    Err(status) if status.code() == Code::AlreadyExists => {
+                    Err(ScheduleError::Rpc(status)) if status.code() == Code::AlreadyExists => {
                         Ok(ScheduleWrite::Created)
                     }
-                    Err(status) => Err(schedule_error(status)),
+                    Err(e) => Err(schedule_error(e)),
                 }
             }
-            Err(status) => Err(schedule_error(status)),
+            Err(e) => Err(schedule_error(e)),
         }
-    }
-
-    /// What the access schedule of `namespace` starts: its access run, behind applies.
-    async fn access_run_start(
-        &self,
-        namespace: &str,
-        id: &str,
-    ) -> Result<NewWorkflowExecutionInfo, BackendError> {
-        let input: <AccessRunStart as WorkflowDefinition>::Input = namespace.to_owned();
-        let context = SerializationContextData::Workflow(WorkflowSerializationContext::new());
-        let payloads = self
-            .client
-            .data_converter()
-            .to_payloads(&context, &input)
-            .await
-            .map_err(|e| BackendError::Unavailable(format!("access run input: {e}")))?;
-        Ok(NewWorkflowExecutionInfo {
-            workflow_id: id.to_owned(),
-            workflow_type: Some(WorkflowType {
-                name: AccessRunStart.name().to_owned(),
-            }),
-            task_queue: Some(TaskQueue {
-                name: self.task_queue.clone(),
-                ..Default::default()
-            }),
-            input: Some(Payloads { payloads }),
-            priority: Some(Priority {
-                priority_key: ACCESS_RUN_PRIORITY,
-                ..Default::default()
-            }),
-            ..Default::default()
-        })
     }
 
     /// Deletes the access schedule of `namespace`; one already gone is fine.
@@ -943,44 +857,20 @@ impl ControlPlane {
 
 /// Every `every`, at an offset derived from the name: interval schedules are aligned to the
 /// epoch, so without it every namespace's run would start in the same second.
-fn access_interval(namespace: &str, every: Duration) -> IntervalSpec {
+fn access_schedule_spec(namespace: &str, every: Duration) -> ScheduleSpec {
     // FNV-1a: stable across processes and releases, unlike the std hasher.
     let hash = namespace.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
     });
     let seconds = every.as_secs().max(1);
-    let whole = |secs: u64| Duration::from_secs(secs).try_into().ok();
-    IntervalSpec {
-        interval: whole(seconds),
-        phase: whole(hash % seconds),
-    }
+    let offset = Duration::from_secs(hash % seconds);
+    ScheduleSpec::builder()
+        .intervals(vec![ScheduleIntervalSpec::new(every, Some(offset))])
+        .build()
 }
 
-/// Access runs yield to applies for a worker's polls: a directory change starts every
-/// namespace's run at once, and a new namespace must not wait behind them all (Temporal task
-/// priority, 1 first; 3 when unset).
-const ACCESS_RUN_PRIORITY: i32 = 4;
-
-/// When a schedule runs, as seconds: Temporal may leave out a zero offset.
-fn times(spec: &RawScheduleSpec) -> Vec<(i64, i64)> {
-    let seconds = |d: Option<prost_wkt_types::Duration>| d.map_or(0, |d| d.seconds);
-    spec.interval
-        .iter()
-        .map(|i| (seconds(i.interval), seconds(i.phase)))
-        .collect()
-}
-
-/// A request id unique to each call; the connection's retries of one call reuse it.
-fn request_id(schedule_id: &str) -> String {
-    let nanos = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_nanos();
-    format!("{schedule_id}/{nanos}/{}", std::process::id())
-}
-
-fn schedule_error(error: impl Into<ScheduleError>) -> BackendError {
-    BackendError::Unavailable(format!("access schedule: {}", error.into()))
+fn schedule_error(error: ScheduleError) -> BackendError {
+    BackendError::Unavailable(format!("access schedule: {error}"))
 }
 
 #[cfg(test)]
@@ -990,11 +880,11 @@ mod tests {
     #[test]
     fn schedules_are_spread_over_the_interval() {
         let every = Duration::from_secs(300);
-        let offset = |name: &str| access_interval(name, every).phase.expect("a phase").seconds;
+        let offset = |name: &str| access_schedule_spec(name, every).intervals[0].offset;
         assert_eq!(offset("payments"), offset("payments"), "stable");
         let offsets: std::collections::BTreeSet<_> =
             (0..50).map(|i| offset(&format!("ns-{i}"))).collect();
         assert!(offsets.len() > 40, "{offsets:?}");
-        assert!(offsets.iter().all(|&o| (0..300).contains(&o)));
+        assert!(offsets.iter().all(|o| o.is_some_and(|o| o < every)));
     }
 }
