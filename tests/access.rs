@@ -331,6 +331,98 @@ fn a_namespaces_access_schedule_is_created_and_deleted_with_it() {
     );
 }
 
+/// The `temporal` CLI's JSON answer to `args` in the control plane's namespace.
+fn temporal_json(stack: &PlinthStack, args: &[&str]) -> Value {
+    let mut all = args.to_vec();
+    all.extend(["--namespace", &stack.control_namespace, "-o", "json"]);
+    let output = ok(temporal(&all, &stack.temporal_address));
+    serde_json::from_slice(&output.stdout).expect("JSON")
+}
+
+/// `temporal schedule describe` of the namespace's access schedule.
+fn access_schedule(stack: &PlinthStack, namespace: &Namespace) -> Value {
+    let schedule = format!("users/{}", namespace.temporal);
+    temporal_json(stack, &["schedule", "describe", "--schedule-id", &schedule])
+}
+
+fn run_queue(schedule: &Value) -> &Value {
+    &schedule["schedule"]["action"]["startWorkflow"]["taskQueue"]["name"]
+}
+
+#[test]
+fn an_access_schedule_written_before_access_runs_had_their_own_queue_is_moved_to_it_once() {
+    let Fixture { stack, .. } = fixture();
+    let namespace = Namespace::provision(stack, PAYMENTS_MEMBER, "acc-older", PAYMENTS_TEAM);
+    let schedule = format!("users/{}", namespace.temporal);
+    let written = access_schedule(stack, &namespace);
+    assert_eq!(run_queue(&written), "plinth-access", "{written}");
+    // As a release before the access runs' queue wrote it: the same times and run, on the
+    // queue every other workflow takes.
+    let every = &written["schedule"]["spec"]["interval"][0];
+    let interval = match every["phase"].as_str() {
+        Some(phase) => format!("{}/{phase}", every["interval"].as_str().unwrap()),
+        None => every["interval"].as_str().unwrap().to_owned(),
+    };
+    let start = &written["schedule"]["action"]["startWorkflow"];
+    let input = serde_json::to_string(&namespace.temporal).unwrap();
+    let args = [
+        "schedule",
+        "update",
+        "--schedule-id",
+        &schedule,
+        "--namespace",
+        &stack.control_namespace,
+        "--interval",
+        &interval,
+        "--overlap-policy",
+        "Skip",
+        "--workflow-id",
+        &schedule,
+        "--type",
+        start["workflowType"]["name"].as_str().unwrap(),
+        "--task-queue",
+        "plinth",
+        "--input",
+        &input,
+    ];
+    ok(temporal(&args, &stack.temporal_address));
+    let older = access_schedule(stack, &namespace);
+    assert_eq!(run_queue(&older), "plinth", "{older}");
+
+    namespace.apply(stack, PAYMENTS_MEMBER, PAYMENTS_TEAM, 8);
+    let moved = access_schedule(stack, &namespace);
+    assert_eq!(run_queue(&moved), "plinth-access", "{moved}");
+    assert_eq!(
+        moved["schedule"]["spec"], written["schedule"]["spec"],
+        "{moved}"
+    );
+    // Its runs go on there (a run started before the move may still finish on the other).
+    let moved_at = std::time::SystemTime::now();
+    let mut run = access(stack, &namespace.temporal).1;
+    let described = loop {
+        run = next_run(stack, &namespace.temporal, &run);
+        let id = run["workflowId"].as_str().expect("a run");
+        let described = temporal_json(stack, &["workflow", "describe", "-w", id]);
+        let started = described["workflowExecutionInfo"]["startTime"].as_str();
+        let started = humantime::parse_rfc3339(started.unwrap_or_default())
+            .unwrap_or_else(|e| panic!("start time: {e}: {described}"));
+        if started > moved_at {
+            break described;
+        }
+    };
+    assert_eq!(
+        described["executionConfig"]["taskQueue"]["name"], "plinth-access",
+        "{described}"
+    );
+    // Once: the next reconcile finds it as asked and leaves it alone.
+    namespace.apply(stack, PAYMENTS_MEMBER, PAYMENTS_TEAM, 9);
+    let after = access_schedule(stack, &namespace);
+    assert_eq!(
+        after["info"]["updateTime"], moved["info"]["updateTime"],
+        "{after}"
+    );
+}
+
 #[test]
 fn people_who_leave_the_company_or_a_group_lose_access_on_the_next_run() {
     let stack = stack();

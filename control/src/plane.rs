@@ -22,6 +22,7 @@ use temporalio_client::{
 };
 use temporalio_common::protos::temporal::api::common::v1::Memo;
 use temporalio_common::protos::temporal::api::enums::v1::WorkflowExecutionStatus;
+use temporalio_common::protos::temporal::api::schedule::v1::schedule_action::Action;
 use temporalio_common::protos::temporal::api::workflow::v1::WorkflowExecutionInfo as ExecutionInfo;
 use temporalio_common::search_attributes::SearchAttributes;
 use temporalio_common::{
@@ -56,7 +57,7 @@ pub enum ScheduleWrite {
     /// The schedule did not exist and was created, here or by a seeder racing this one; its
     /// first run starts at once, after the policies its creator seeded.
     Created,
-    /// The schedule existed with another interval, which was corrected.
+    /// The schedule existed with another interval or task queue, which was corrected.
     Corrected,
     /// The schedule existed as asked.
     Unchanged,
@@ -73,6 +74,7 @@ fn memo_value<T: DeserializeOwned>(memo: Option<&Memo>, key: &str) -> Option<T> 
 pub struct ControlPlane {
     client: Client,
     task_queue: String,
+    access_task_queue: String,
 }
 
 impl std::fmt::Debug for ControlPlane {
@@ -92,9 +94,13 @@ impl ControlPlane {
         &self.task_queue
     }
 
-    /// Records in `client`'s namespace, run on `task_queue`.
+    /// Records in `client`'s namespace, run on `task_queue`; access runs on the queue beside it.
     pub fn new(client: Client, task_queue: String) -> Self {
-        Self { client, task_queue }
+        Self {
+            client,
+            access_task_queue: crate::temporal::access_task_queue(&task_queue),
+            task_queue,
+        }
     }
 
     /// A handle on run `run_id` of workflow `workflow_id`, or on its latest run when `None`.
@@ -494,7 +500,8 @@ impl ControlPlane {
         Ok(())
     }
 
-    /// Creates the access schedule of `namespace`, or corrects its interval.
+    /// Creates the access schedule of `namespace`, or corrects its interval and the task queue
+    /// its runs go to.
     pub async fn ensure_access_schedule(
         &self,
         namespace: &str,
@@ -503,12 +510,16 @@ impl ControlPlane {
         let id = access_schedule_id(namespace);
         let handle = self.client.get_schedule_handle(id.clone());
         let spec = access_schedule_spec(namespace, every);
+        let action = ScheduleAction::start_workflow(
+            AccessRunStart,
+            namespace.to_owned(),
+            self.access_task_queue.clone(),
+            id.clone(),
+        );
         match handle.describe(Default::default()).await {
             Ok(description) => {
-                let current = description
-                    .raw()
-                    .schedule
-                    .as_ref()
+                let schedule = description.raw().schedule.as_ref();
+                let current = schedule
                     .and_then(|s| s.spec.as_ref())
                     .and_then(|spec| spec.interval.first())
                     .map(|i| {
@@ -520,13 +531,20 @@ impl ControlPlane {
                     .intervals
                     .first()
                     .map(|i| (whole(i.every), i.offset.map_or(0, whole)));
-                if current == wanted {
+                // Schedules of releases before access runs had a queue of their own start them
+                // on the shared one.
+                let queue = schedule
+                    .and_then(|s| s.action.as_ref())
+                    .and_then(|a| a.action.as_ref())
+                    .and_then(|Action::StartWorkflow(start)| start.task_queue.as_ref())
+                    .map(|q| q.name.as_str());
+                if current == wanted && queue == Some(self.access_task_queue.as_str()) {
                     return Ok(ScheduleWrite::Unchanged);
                 }
                 handle
                     .update(
                         move |update| {
-                            update.set_spec(spec);
+                            update.set_spec(spec).set_action(action);
                         },
                         Default::default(),
                     )
@@ -535,12 +553,6 @@ impl ControlPlane {
                 Ok(ScheduleWrite::Corrected)
             }
             Err(ScheduleError::Rpc(status)) if status.code() == Code::NotFound => {
-                let action = ScheduleAction::start_workflow(
-                    AccessRunStart,
-                    namespace.to_owned(),
-                    self.task_queue.clone(),
-                    id.clone(),
-                );
                 let options = CreateScheduleOptions::builder()
                     .action(action)
                     .spec(spec)

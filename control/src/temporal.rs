@@ -25,6 +25,19 @@ pub struct ControlSettings {
     pub task_queue: String,
 }
 
+impl ControlSettings {
+    /// The task queue access runs go to: their own, so a backlog of applies never holds up a
+    /// revocation, nor a thousand access runs a new namespace.
+    pub fn access_task_queue(&self) -> String {
+        access_task_queue(&self.task_queue)
+    }
+}
+
+/// The access runs' task queue beside `task_queue`.
+pub(crate) fn access_task_queue(task_queue: &str) -> String {
+    format!("{task_queue}-access")
+}
+
 impl Default for ControlSettings {
     fn default() -> Self {
         Self {

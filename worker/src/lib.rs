@@ -16,9 +16,10 @@ use plinth_control::{
 use plinth_metrics::{DropRule, LatestSamples, RemoteWrite};
 use plinth_proto::audit::AuditRecord;
 use plinth_workflows::contracts::WorkerInfo;
-use plinth_workflows::{Canary, register_workflows};
+use plinth_workflows::{AccessRunWorkflow, Canary, register_workflows};
 use temporalio_client::NamespacedClient;
 use temporalio_client::{Client, ClientOptions, Connection};
+use temporalio_sdk::runtime::worker_tuner::{FixedSizeSlotSupplier, TunerHolder};
 use temporalio_sdk::runtime::{PollerBehavior, RuntimeOptions};
 use temporalio_sdk::{Runtime, Worker, WorkerOptions};
 
@@ -68,6 +69,15 @@ pub struct HistoryExportSettings {
     pub visibility_lag: Duration,
 }
 
+/// Polls of the access runs' queue, for workflow and for activity tasks each.
+const ACCESS_RUN_POLLS: usize = 1;
+/// Access runs' workflow tasks one worker runs at once. However many runs are due (every
+/// namespace's, after a directory change), they take no more of Temporal than their slots.
+const ACCESS_RUN_TASKS: usize = 2;
+/// Access runs' activities one worker runs at once: most plan no change and end within a
+/// read; a slow backend's applies heartbeat in theirs.
+const ACCESS_RUN_ACTIVITIES: usize = 4;
+
 /// Directory reloads the worker holds for the audit trail while it is out of reach; a process
 /// that dies meanwhile loses them (the reload itself is in the worker's log).
 const UNRECORDED_RELOADS: usize = 100;
@@ -105,8 +115,9 @@ pub enum WorkerError {
 /// A configured Plinth worker. [`PlinthWorker::run`] is not `Send`: drive it on a `LocalSet`
 /// or with `select!`.
 pub struct PlinthWorker {
-    // Declared before the runtime so it is dropped first.
+    // Declared before the runtime so they are dropped first.
     worker: Worker,
+    access_runs: Worker,
     _runtime: Runtime,
     directory: Arc<dyn Directory>,
     control: ControlPlane,
@@ -212,12 +223,32 @@ impl PlinthWorker {
         .map_err(|e| setup(&e))?
         .register_activities(WorkerActivities::new(info))
         .register_activities(namespaces)
-        .register_activities(access)
+        .register_activities(access.clone())
         .register_activities(scraping)
-        .register_activities(shipping)
+        .register_activities(shipping.clone())
         .register_activities(histories)
         .build();
-        let worker = Worker::new(&runtime, client, options).map_err(|e| setup(&e))?;
+        let worker = Worker::new(&runtime, client.clone(), options).map_err(|e| setup(&e))?;
+        // Access runs are a few events long: replayed whole, they need no cache and no sticky
+        // queue of their own.
+        let options = WorkerOptions::new(settings.access_task_queue())
+            .max_cached_workflows(0)
+            .workflow_task_poller_behavior(PollerBehavior::SimpleMaximum(ACCESS_RUN_POLLS))
+            .activity_task_poller_behavior(PollerBehavior::SimpleMaximum(ACCESS_RUN_POLLS))
+            .tuner(
+                TunerHolder::builder()
+                    .workflow_task_slot_supplier(FixedSizeSlotSupplier::new(ACCESS_RUN_TASKS))
+                    .activity_task_slot_supplier(FixedSizeSlotSupplier::new(ACCESS_RUN_ACTIVITIES))
+                    .local_activity_task_slot_supplier(FixedSizeSlotSupplier::new(1))
+                    .nexus_task_slot_supplier(FixedSizeSlotSupplier::new(1))
+                    .build(),
+            )
+            .register_workflow::<AccessRunWorkflow>()
+            .map_err(|e| setup(&e))?
+            .register_activities(access)
+            .register_activities(shipping)
+            .build();
+        let access_runs = Worker::new(&runtime, client, options).map_err(|e| setup(&e))?;
         for target in targets {
             let name = target.name.clone();
             let scraped =
@@ -245,6 +276,7 @@ impl PlinthWorker {
         }
         Ok(Self {
             worker,
+            access_runs,
             _runtime: runtime,
             directory,
             control,
@@ -330,12 +362,19 @@ impl PlinthWorker {
 
     /// A function that asks the worker to finish in-flight tasks and stop.
     pub fn shutdown_handle(&self) -> impl Fn() + use<> {
-        self.worker.shutdown_handle()
+        let (worker, access_runs) = (
+            self.worker.shutdown_handle(),
+            self.access_runs.shutdown_handle(),
+        );
+        move || {
+            worker();
+            access_runs();
+        }
     }
 
-    /// Polls until shut down.
+    /// Polls both task queues until shut down.
     pub async fn run(&mut self) -> Result<(), WorkerError> {
-        self.worker.run().await?;
+        tokio::try_join!(self.worker.run(), self.access_runs.run())?;
         Ok(())
     }
 }
