@@ -113,6 +113,7 @@ pub async fn run(config: &Config, home: &Home, args: &WorkerArgs) -> anyhow::Res
         temporal = %target,
         namespace = %settings.namespace,
         task_queue = %settings.task_queue,
+        access_task_queue = %settings.access_task_queue(),
         "worker polling"
     );
     let grace = config.worker.shutdown_grace;

@@ -396,6 +396,12 @@ fn an_access_schedule_written_before_access_runs_had_their_own_queue_is_moved_to
         moved["schedule"]["spec"], written["schedule"]["spec"],
         "{moved}"
     );
+    // Plinth's own upkeep, not a change to the resource: the status tells of the retention only.
+    let resource = get_json(stack, &["namespace", namespace.name]);
+    assert_eq!(
+        resource["status"]["events"][0]["message"], "retention 7d → 8d",
+        "{resource}"
+    );
     // Its runs go on there (a run started before the move may still finish on the other).
     let moved_at = std::time::SystemTime::now();
     let mut run = access(stack, &namespace.temporal).1;

@@ -73,7 +73,8 @@ impl AccessActivities {
             .ensure_access_schedule(&seed.namespace, self.interval)
             .await
             .map_err(failure)?;
-        setup.schedule_written = schedule != ScheduleWrite::Unchanged;
+        setup.schedule_written =
+            !matches!(schedule, ScheduleWrite::Unchanged | ScheduleWrite::Moved);
         // A new policy starts quiet (its memo already shows it): one run applies the new
         // policies, the schedule's first if it was just created.
         if !setup.policies_created.is_empty() && schedule != ScheduleWrite::Created {

@@ -11,8 +11,8 @@ use temporalio_client::errors::{
 };
 use temporalio_client::schedules::{
     CreateScheduleOptions, DeleteScheduleOptions, ListSchedulesOptions, ScheduleAction,
-    ScheduleError, ScheduleIntervalSpec, ScheduleOverlapPolicy, ScheduleSpec,
-    TriggerScheduleOptions,
+    ScheduleDescriptionAction, ScheduleError, ScheduleIntervalSpec, ScheduleOverlapPolicy,
+    ScheduleSpec, TriggerScheduleOptions,
 };
 use temporalio_client::tonic::Code;
 use temporalio_client::{
@@ -57,8 +57,11 @@ pub enum ScheduleWrite {
     /// The schedule did not exist and was created, here or by a seeder racing this one; its
     /// first run starts at once, after the policies its creator seeded.
     Created,
-    /// The schedule existed with another interval or task queue, which was corrected.
+    /// The schedule existed with another interval or run, which was corrected.
     Corrected,
+    /// The schedule existed as asked but for the task queue its runs go to (a release before
+    /// access runs had a queue of their own wrote it), which was moved; not a change to report.
+    Moved,
     /// The schedule existed as asked.
     Unchanged,
 }
@@ -518,8 +521,21 @@ impl ControlPlane {
         );
         match handle.describe(Default::default()).await {
             Ok(description) => {
-                let schedule = description.raw().schedule.as_ref();
-                let current = schedule
+                let Some(Action::StartWorkflow(start)) = description
+                    .raw()
+                    .schedule
+                    .as_ref()
+                    .and_then(|s| s.action.as_ref())
+                    .and_then(|a| a.action.as_ref())
+                else {
+                    return Err(BackendError::Unavailable(format!(
+                        "access schedule {id}: described without its definition"
+                    )));
+                };
+                let current = description
+                    .raw()
+                    .schedule
+                    .as_ref()
                     .and_then(|s| s.spec.as_ref())
                     .and_then(|spec| spec.interval.first())
                     .map(|i| {
@@ -531,16 +547,27 @@ impl ControlPlane {
                     .intervals
                     .first()
                     .map(|i| (whole(i.every), i.offset.map_or(0, whole)));
+                let input = match description.action() {
+                    ScheduleDescriptionAction::StartWorkflow(described) => described
+                        .args::<<AccessRunStart as WorkflowDefinition>::Input>()
+                        .await
+                        .ok()
+                        .flatten(),
+                    _ => None,
+                };
+                let same_run = start.workflow_type.as_ref().map(|t| t.name.as_str())
+                    == Some(AccessRunStart.name())
+                    && start.workflow_id == id
+                    && input.as_deref() == Some(namespace);
                 // Schedules of releases before access runs had a queue of their own start them
                 // on the shared one.
-                let queue = schedule
-                    .and_then(|s| s.action.as_ref())
-                    .and_then(|a| a.action.as_ref())
-                    .and_then(|Action::StartWorkflow(start)| start.task_queue.as_ref())
-                    .map(|q| q.name.as_str());
-                if current == wanted && queue == Some(self.access_task_queue.as_str()) {
-                    return Ok(ScheduleWrite::Unchanged);
-                }
+                let queue = start.task_queue.as_ref().map(|q| q.name.as_str());
+                let same_queue = queue == Some(self.access_task_queue.as_str());
+                let write = match (same_run && current == wanted, same_queue) {
+                    (true, true) => return Ok(ScheduleWrite::Unchanged),
+                    (true, false) => ScheduleWrite::Moved,
+                    (false, _) => ScheduleWrite::Corrected,
+                };
                 handle
                     .update(
                         move |update| {
@@ -550,7 +577,10 @@ impl ControlPlane {
                     )
                     .await
                     .map_err(schedule_error)?;
-                Ok(ScheduleWrite::Corrected)
+                if write == ScheduleWrite::Moved {
+                    tracing::info!(schedule = id, "access runs moved to their own task queue");
+                }
+                Ok(write)
             }
             Err(ScheduleError::Rpc(status)) if status.code() == Code::NotFound => {
                 let options = CreateScheduleOptions::builder()

@@ -75,8 +75,9 @@ const ACCESS_RUN_POLLS: usize = 1;
 /// namespace's, after a directory change), they take no more of Temporal than their slots.
 const ACCESS_RUN_TASKS: usize = 2;
 /// Access runs' activities one worker runs at once: most plan no change and end within a
-/// read; a slow backend's applies heartbeat in theirs.
-const ACCESS_RUN_ACTIVITIES: usize = 4;
+/// read, but an apply on a slow backend holds its slot for as long as it writes, so there are
+/// enough that a few long applies leave room for every other namespace's runs.
+const ACCESS_RUN_ACTIVITIES: usize = 32;
 
 /// Directory reloads the worker holds for the audit trail while it is out of reach; a process
 /// that dies meanwhile loses them (the reload itself is in the worker's log).
@@ -212,6 +213,8 @@ impl PlinthWorker {
             control.clone(),
             platform.backend.clone(),
         );
+        // Registers the access runs too: runs a schedule started before it was moved to their
+        // queue (or one not reconciled since) still come here.
         // Every new workflow's first task comes from the shared (not the sticky) queue, which
         // gets a fifth of the polls: two of them (of ten) admit a burst of applies about as
         // fast as Temporal finishes them (`plinth bench namespaces`); six, or autoscaled
@@ -372,9 +375,31 @@ impl PlinthWorker {
         }
     }
 
-    /// Polls both task queues until shut down.
+    /// Polls both task queues until shut down. When one stops with an error, the other is
+    /// shut down too, finishing its tasks in flight.
     pub async fn run(&mut self) -> Result<(), WorkerError> {
-        tokio::try_join!(self.worker.run(), self.access_runs.run())?;
+        let stop_worker = self.worker.shutdown_handle();
+        let stop_access_runs = self.access_runs.shutdown_handle();
+        let (worker, access_runs) = tokio::join!(
+            async {
+                let ran = self.worker.run().await;
+                if let Err(e) = &ran {
+                    tracing::error!(error = %e, "the worker's task queue stopped; stopping the access runs' too");
+                    stop_access_runs();
+                }
+                ran
+            },
+            async {
+                let ran = self.access_runs.run().await;
+                if let Err(e) = &ran {
+                    tracing::error!(error = %e, "the access runs' task queue stopped; stopping the worker's too");
+                    stop_worker();
+                }
+                ran
+            },
+        );
+        worker?;
+        access_runs?;
         Ok(())
     }
 }
