@@ -381,27 +381,27 @@ impl PlinthWorker {
         let stop_worker = self.worker.shutdown_handle();
         let stop_access_runs = self.access_runs.shutdown_handle();
         let (worker, access_runs) = tokio::join!(
-            async {
-                let ran = self.worker.run().await;
-                if let Err(e) = &ran {
-                    tracing::error!(error = %e, "the worker's task queue stopped; stopping the access runs' too");
-                    stop_access_runs();
-                }
-                ran
-            },
-            async {
-                let ran = self.access_runs.run().await;
-                if let Err(e) = &ran {
-                    tracing::error!(error = %e, "the access runs' task queue stopped; stopping the worker's too");
-                    stop_worker();
-                }
-                ran
-            },
+            run_or_stop(&mut self.worker, stop_access_runs),
+            run_or_stop(&mut self.access_runs, stop_worker),
         );
         worker?;
         access_runs?;
         Ok(())
     }
+}
+
+/// Polls `worker`'s task queue until shut down; when it stops with an error, calls `stop_other`.
+async fn run_or_stop(
+    worker: &mut Worker,
+    stop_other: impl Fn(),
+) -> Result<(), temporalio_sdk::error::WorkerRunError> {
+    let ran = worker.run().await;
+    if let Err(e) = &ran {
+        let task_queue = worker.task_queue().to_owned();
+        tracing::error!(error = %e, task_queue, "a task queue stopped; the worker stops polling the other too");
+        stop_other();
+    }
+    ran
 }
 
 /// Why a canary run did not prove the worker healthy.
