@@ -26,8 +26,8 @@ pub struct ControlSettings {
 }
 
 impl ControlSettings {
-    /// The task queue access runs go to: their own, so a backlog of applies never holds up a
-    /// revocation, nor a thousand access runs a new namespace.
+    /// The task queue access runs go to: their own, so their tasks and those of applies never
+    /// queue behind each other.
     pub fn access_task_queue(&self) -> String {
         access_task_queue(&self.task_queue)
     }

@@ -72,7 +72,7 @@ pub struct HistoryExportSettings {
 /// Polls of the access runs' queue, for workflow and for activity tasks each.
 const ACCESS_RUN_POLLS: usize = 1;
 /// Access runs' workflow tasks one worker runs at once. However many runs are due (every
-/// namespace's, after a directory change), they take no more of Temporal than their slots.
+/// namespace's, after a directory change), the rest wait in Temporal's backlog.
 const ACCESS_RUN_TASKS: usize = 2;
 /// Access runs' activities one worker runs at once: most plan no change and end within a
 /// read, but an apply on a slow backend holds its slot for as long as it writes, so there are
