@@ -503,8 +503,8 @@ impl ControlPlane {
         Ok(())
     }
 
-    /// Creates the access schedule of `namespace`, or corrects its interval and the task queue
-    /// its runs go to.
+    /// Creates the access schedule of `namespace`, or corrects what it runs, when, and on which
+    /// task queue.
     pub async fn ensure_access_schedule(
         &self,
         namespace: &str,

@@ -376,16 +376,14 @@ impl PlinthWorker {
     }
 
     /// Polls both task queues until shut down. When one stops with an error, the other is
-    /// shut down too, finishing its tasks in flight.
+    /// told to stop and the error returned at once: the process ends as it did with one queue.
     pub async fn run(&mut self) -> Result<(), WorkerError> {
         let stop_worker = self.worker.shutdown_handle();
         let stop_access_runs = self.access_runs.shutdown_handle();
-        let (worker, access_runs) = tokio::join!(
+        tokio::try_join!(
             run_or_stop(&mut self.worker, stop_access_runs),
             run_or_stop(&mut self.access_runs, stop_worker),
-        );
-        worker?;
-        access_runs?;
+        )?;
         Ok(())
     }
 }

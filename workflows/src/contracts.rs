@@ -195,8 +195,8 @@ pub struct AccessSetup {
     pub policies_created: Vec<String>,
     /// Policies whose editors were moved to a new owner group.
     pub editors_changed: Vec<String>,
-    /// The `users/<namespace>` schedule did not exist (or had another interval) and was
-    /// written.
+    /// The `users/<namespace>` schedule did not exist (or had another interval or run) and
+    /// was written.
     pub schedule_written: bool,
 }
 
