@@ -22,7 +22,6 @@ use temporalio_client::{
 };
 use temporalio_common::protos::temporal::api::common::v1::Memo;
 use temporalio_common::protos::temporal::api::enums::v1::WorkflowExecutionStatus;
-use temporalio_common::protos::temporal::api::schedule::v1::schedule_action::Action;
 use temporalio_common::protos::temporal::api::workflow::v1::WorkflowExecutionInfo as ExecutionInfo;
 use temporalio_common::search_attributes::SearchAttributes;
 use temporalio_common::{
@@ -520,18 +519,8 @@ impl ControlPlane {
             id.clone(),
         );
         match handle.describe(Default::default()).await {
+            // The SDK refuses a description without its schedule or action.
             Ok(description) => {
-                let Some(Action::StartWorkflow(start)) = description
-                    .raw()
-                    .schedule
-                    .as_ref()
-                    .and_then(|s| s.action.as_ref())
-                    .and_then(|a| a.action.as_ref())
-                else {
-                    return Err(BackendError::Unavailable(format!(
-                        "access schedule {id}: described without its definition"
-                    )));
-                };
                 let current = description
                     .raw()
                     .schedule
@@ -547,22 +536,24 @@ impl ControlPlane {
                     .intervals
                     .first()
                     .map(|i| (whole(i.every), i.offset.map_or(0, whole)));
-                let input = match description.action() {
-                    ScheduleDescriptionAction::StartWorkflow(described) => described
-                        .args::<<AccessRunStart as WorkflowDefinition>::Input>()
-                        .await
-                        .ok()
-                        .flatten(),
-                    _ => None,
+                let (same_run, same_queue) = match description.action() {
+                    ScheduleDescriptionAction::StartWorkflow(start) => {
+                        let input = start
+                            .args::<<AccessRunStart as WorkflowDefinition>::Input>()
+                            .await
+                            .ok()
+                            .flatten();
+                        (
+                            start.workflow_type() == AccessRunStart.name()
+                                && start.workflow_id() == id
+                                && input.as_deref() == Some(namespace),
+                            // Schedules of releases before access runs had a queue of their
+                            // own start them on the shared one.
+                            start.task_queue() == self.access_task_queue,
+                        )
+                    }
+                    _ => (false, false),
                 };
-                let same_run = start.workflow_type.as_ref().map(|t| t.name.as_str())
-                    == Some(AccessRunStart.name())
-                    && start.workflow_id == id
-                    && input.as_deref() == Some(namespace);
-                // Schedules of releases before access runs had a queue of their own start them
-                // on the shared one.
-                let queue = start.task_queue.as_ref().map(|q| q.name.as_str());
-                let same_queue = queue == Some(self.access_task_queue.as_str());
                 let write = match (same_run && current == wanted, same_queue) {
                     (true, true) => return Ok(ScheduleWrite::Unchanged),
                     (true, false) => ScheduleWrite::Moved,
