@@ -797,24 +797,43 @@ fn check_ports_free(dev: &DevConfig) -> anyhow::Result<()> {
 
 /// The dev server takes any `key=value` as a setting of its SQLite connection, some of which
 /// (`mode=memory`, `nolock=1`, `synchronous=off`) would lose or corrupt the state `plinth dev`
-/// keeps: only the journal and how often it reaches the disk are for choosing.
+/// keeps: only the journal and how often it reaches the disk are for choosing, each once, and
+/// `synchronous=normal` only with a write-ahead log (with a rollback journal it may corrupt the
+/// file on a power loss).
 fn check_pragmas(pragmas: &[String]) -> anyhow::Result<()> {
     const ALLOWED: [(&str, &[&str]); 2] = [
         ("journal_mode", &["wal", "delete", "truncate", "persist"]),
         ("synchronous", &["normal", "full", "extra"]),
     ];
+    let mut chosen: Vec<(&str, String)> = Vec::new();
     for pragma in pragmas {
-        let allowed = pragma.split_once('=').is_some_and(|(name, value)| {
-            ALLOWED.iter().any(|(known, values)| {
+        let known = pragma.split_once('=').and_then(|(name, value)| {
+            let (known, _) = ALLOWED.iter().find(|(known, values)| {
                 name.eq_ignore_ascii_case(known)
                     && values.iter().any(|v| value.eq_ignore_ascii_case(v))
-            })
+            })?;
+            Some((*known, value.to_ascii_lowercase()))
         });
-        if !allowed {
+        let Some((name, value)) = known else {
             bail!(
                 "[dev] sqlite_pragmas: {pragma:?} is not one of journal_mode=wal|delete|truncate|persist or synchronous=normal|full|extra"
             );
+        };
+        if chosen.iter().any(|(seen, _)| *seen == name) {
+            bail!("[dev] sqlite_pragmas: {name} is given more than once");
         }
+        chosen.push((name, value));
+    }
+    let value_of = |name: &str| {
+        chosen
+            .iter()
+            .find(|(seen, _)| *seen == name)
+            .map(|(_, value)| value.as_str())
+    };
+    if value_of("synchronous") == Some("normal") && value_of("journal_mode") != Some("wal") {
+        bail!(
+            "[dev] sqlite_pragmas: synchronous=normal needs journal_mode=wal; with a rollback journal a power loss may corrupt the database"
+        );
     }
     Ok(())
 }
@@ -907,5 +926,39 @@ mod tests {
         ] {
             assert!(!taken(&[refused]), "{refused} taken");
         }
+    }
+
+    #[test]
+    fn a_pragma_is_taken_once() {
+        let pragmas = [
+            "synchronous=full".to_owned(),
+            "SYNCHRONOUS=normal".to_owned(),
+        ];
+        let refused = check_pragmas(&pragmas).unwrap_err().to_string();
+        assert!(
+            refused.contains("synchronous is given more than once"),
+            "{refused}"
+        );
+    }
+
+    #[test]
+    fn synchronous_normal_is_taken_only_with_a_write_ahead_log() {
+        for pragmas in [
+            vec![
+                "journal_mode=delete".to_owned(),
+                "synchronous=normal".to_owned(),
+            ],
+            vec!["synchronous=normal".to_owned()],
+        ] {
+            let refused = check_pragmas(&pragmas).unwrap_err().to_string();
+            assert!(refused.contains("needs journal_mode=wal"), "{refused}");
+        }
+        assert!(
+            check_pragmas(&[
+                "journal_mode=delete".to_owned(),
+                "synchronous=full".to_owned()
+            ])
+            .is_ok()
+        );
     }
 }
