@@ -74,14 +74,14 @@ fn stack(slapd: &Slapd, url: &str) -> PlinthStack {
     .expect("start the stack")
 }
 
-/// Waits for an access run of `namespace` scheduled after `moment` to finish.
+/// Waits for an access run of `namespace` started after `moment` to finish: runs may overlap,
+/// so one that finishes later may have started (and read the directory) before.
 fn run_after(stack: &PlinthStack, namespace: &str, moment: SystemTime) {
     wait_for("an access run after the change", || {
         let run = &stack.access_list(namespace)["lastRun"];
-        run["time"]
+        run["workflowId"]
             .as_str()
-            .and_then(|time| humantime::parse_rfc3339(time).ok())
-            .is_some_and(|scheduled| scheduled > moment)
+            .is_some_and(|id| stack.started(id) > moment)
     });
 }
 

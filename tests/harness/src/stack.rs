@@ -654,6 +654,26 @@ impl PlinthStack {
         serde_json::from_slice(&output.stdout).expect("JSON")
     }
 
+    /// When the control plane's workflow `workflow_id` (an access run, say) started, as
+    /// Temporal recorded it.
+    pub fn started(&self, workflow_id: &str) -> std::time::SystemTime {
+        let args = [
+            "workflow",
+            "describe",
+            "-w",
+            workflow_id,
+            "--namespace",
+            &self.control_namespace,
+            "-o",
+            "json",
+        ];
+        let output = crate::cli::ok(crate::cli::temporal(&args, &self.temporal_address));
+        let described: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
+        let started = described["workflowExecutionInfo"]["startTime"].as_str();
+        humantime::parse_rfc3339(started.unwrap_or_default())
+            .unwrap_or_else(|e| panic!("start time: {e}: {described}"))
+    }
+
     /// `identity → access` of the namespace's effective access list.
     pub fn access(&self, temporal_name: &str) -> Vec<(String, String)> {
         self.access_list(temporal_name)["grants"]
