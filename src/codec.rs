@@ -426,16 +426,13 @@ pub async fn run(config: &Config, home: &Home, args: &CodecArgs) -> anyhow::Resu
     let codec = load(config, home)?;
     let (options, address, settings) = args.temporal.resolve(&config.temporal)?;
     let connection = plinth_control::connect(options).await?;
-    let client = temporalio_client::Client::new(
+    let control = plinth_control::ControlPlane::connect(
         connection.clone(),
-        temporalio_client::ClientOptions::new(settings.namespace.clone()).build(),
+        &settings.namespace,
+        &settings.task_queue,
     )
     .context("control-plane client")?;
-    let audit = crate::proxy::audit_sender(
-        plinth_control::ControlPlane::new(client, settings.task_queue.clone()),
-        &config.audit.destinations(home)?,
-        "codec",
-    );
+    let audit = crate::proxy::audit_sender(control, &config.audit.destinations(home)?, "codec");
     // Only the access lists are read here: no directory, no validation rules.
     let backend = crate::platform::backend(config, home, &connection, &address)?;
     let tokens = match &codec_config.jwks {

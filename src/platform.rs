@@ -11,7 +11,7 @@ use plinth_control::{Cloud, CloudSettings, NamespaceBackend, SelfHosted, Upstrea
 use plinth_control::{ControlPlane, ControlSettings, ScimResources};
 use plinth_identity::CertificateAuthority;
 use plinth_scim::ScimDirectory;
-use temporalio_client::{Client, ClientOptions, Connection};
+use temporalio_client::{Client, Connection};
 
 use crate::config::{BackendKind, Config, DirectorySource, UpstreamAuthKind};
 use crate::home::Home;
@@ -94,12 +94,9 @@ pub async fn settings(
     control: &ControlSettings,
 ) -> anyhow::Result<(PlatformSettings, Client, ControlPlane)> {
     plinth_control::ensure_namespace(connection, &control.namespace).await?;
-    let client = Client::new(
-        connection.clone(),
-        ClientOptions::new(control.namespace.clone()).build(),
-    )
-    .context("control-plane client")?;
-    let plane = ControlPlane::new(client.clone(), control.task_queue.clone());
+    let plane = ControlPlane::connect(connection.clone(), &control.namespace, &control.task_queue)
+        .context("control-plane client")?;
+    let client = plane.client().clone();
     let platform = PlatformSettings {
         directory: load_directory(config, home, &plane).await?,
         rules: config.platform.rules(&control.namespace),

@@ -5,7 +5,6 @@
 use anyhow::Context;
 use plinth_control::ControlPlane;
 use plinth_proto::audit::AuditRecord;
-use temporalio_client::{Client, ClientOptions};
 
 use crate::config::Config;
 use crate::connect::ConnectArgs;
@@ -30,12 +29,8 @@ pub async fn record_change(
     let recorded = async {
         let (options, _, settings) = ConnectArgs::default().resolve(&config.temporal)?;
         let connection = plinth_control::connect(options).await?;
-        let client = Client::new(
-            connection,
-            ClientOptions::new(settings.namespace.clone()).build(),
-        )?;
         let destinations: Vec<String> = config.audit.destinations(home)?.into_keys().collect();
-        ControlPlane::new(client, settings.task_queue)
+        ControlPlane::connect(connection, &settings.namespace, &settings.task_queue)?
             .record_change(&destinations, record)
             .await?;
         anyhow::Ok(())

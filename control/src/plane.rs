@@ -7,7 +7,8 @@ use plinth_proto::audit::AuditRecord;
 use plinth_proto::v1::{AccessRequest, AccessSummary, MetricsTarget, Policy};
 use serde::de::DeserializeOwned;
 use temporalio_client::errors::{
-    WorkflowInteractionError, WorkflowStartError, WorkflowUpdateError,
+    ClientNewError, WorkflowGetResultError, WorkflowInteractionError, WorkflowStartError,
+    WorkflowUpdateError,
 };
 use temporalio_client::schedules::{
     CreateScheduleOptions, DeleteScheduleOptions, ListSchedulesOptions, ScheduleAction,
@@ -16,9 +17,10 @@ use temporalio_client::schedules::{
 };
 use temporalio_client::tonic::Code;
 use temporalio_client::{
-    Client, NamespacedClient, WorkflowDescribeOptions, WorkflowExecuteUpdateOptions,
-    WorkflowExecutionInfo, WorkflowGetResultOptions, WorkflowHandle, WorkflowIdConflictPolicy,
-    WorkflowIdReusePolicy, WorkflowStartOptions, WorkflowUpdateWithStartOptions,
+    Client, ClientOptions, Connection, NamespacedClient, WorkflowDescribeOptions,
+    WorkflowExecuteUpdateOptions, WorkflowExecutionInfo, WorkflowGetResultOptions, WorkflowHandle,
+    WorkflowIdConflictPolicy, WorkflowIdReusePolicy, WorkflowStartOptions,
+    WorkflowUpdateWithStartOptions,
 };
 use temporalio_common::protos::temporal::api::common::v1::Memo;
 use temporalio_common::protos::temporal::api::enums::v1::WorkflowExecutionStatus;
@@ -88,7 +90,8 @@ impl std::fmt::Debug for ControlPlane {
 }
 
 impl ControlPlane {
-    pub(crate) fn client(&self) -> &Client {
+    /// The client it records and reads through.
+    pub fn client(&self) -> &Client {
         &self.client
     }
 
@@ -103,6 +106,16 @@ impl ControlPlane {
             access_task_queue: crate::temporal::access_task_queue(&task_queue),
             task_queue,
         }
+    }
+
+    /// [`Self::new`] with a client of `namespace` over `connection`.
+    pub fn connect(
+        connection: Connection,
+        namespace: &str,
+        task_queue: &str,
+    ) -> Result<Self, ClientNewError> {
+        let client = Client::new(connection, ClientOptions::new(namespace.to_owned()).build())?;
+        Ok(Self::new(client, task_queue.to_owned()))
     }
 
     /// A handle on run `run_id` of workflow `workflow_id`, or on its latest run when `None`.
@@ -879,9 +892,14 @@ impl ControlPlane {
             let handle = self
                 .client
                 .get_workflow_handle::<AccessRunStart>(action.workflow_id);
-            // A failed run, or one whose history retention removed, has no summary: go back.
-            if let Ok(summary) = handle.get_result(WorkflowGetResultOptions::default()).await {
-                return Ok(Some(summary));
+            match handle.get_result(WorkflowGetResultOptions::default()).await {
+                Ok(summary) => return Ok(Some(summary)),
+                // Temporal did not answer: an older run's record would pass for the last one.
+                Err(e @ (WorkflowGetResultError::Rpc(_) | WorkflowGetResultError::Other(_))) => {
+                    return Err(BackendError::Unavailable(format!("last access run: {e}")));
+                }
+                // A failed run, or one whose history retention removed, has no summary: go back.
+                Err(_) => {}
             }
         }
         Ok(None)

@@ -17,7 +17,6 @@ use plinth_control::{
 use plinth_proto::policy::{readers_policy_name, seeded_policies, writers_policy_name};
 use plinth_proto::v1::{AccessSummary, NamespaceSpec, Rule};
 use plinth_scim::{Kind, Resource, ScimDirectory, ScimStore as _};
-use temporalio_client::{Client, ClientOptions};
 use tokio::task::JoinSet;
 
 use super::{DevStack, cpu_time, memory_of, ms, ratio};
@@ -122,11 +121,11 @@ pub async fn access(
             .as_ref()
             .map(|d| (d.calls().values().sum::<u64>(), d.mutations()))
     };
-    let client = Client::new(
+    let control = ControlPlane::connect(
         connection,
-        ClientOptions::new(config.temporal.namespace.clone()).build(),
+        &config.temporal.namespace,
+        &config.temporal.task_queue,
     )?;
-    let control = ControlPlane::new(client, config.temporal.task_queue.clone());
     let admins = config.platform.admin_group.clone();
     let names: Vec<String> = (0..args.namespaces)
         .map(|i| format!("bench-access-{i}"))

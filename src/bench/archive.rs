@@ -13,7 +13,7 @@ use plinth_control::{ControlPlane, NamespaceBackend, SelfHosted};
 use plinth_proto::audit::AuditRecord;
 use plinth_proto::v1::NamespaceSpec;
 use plinth_workflows::contracts::ExportWindow;
-use temporalio_client::{Client, ClientOptions, UntypedWorkflow, WorkflowTerminateOptions};
+use temporalio_client::{Client, UntypedWorkflow, WorkflowTerminateOptions};
 use temporalio_common::protos::temporal::api::common::v1::{
     Payload, Payloads, WorkflowExecution, WorkflowType,
 };
@@ -54,11 +54,12 @@ pub async fn archive(
 ) -> anyhow::Result<ExitCode> {
     let dev = DevStack::read(home)?;
     let connection = connect(&dev.temporal).await?;
-    let client = Client::new(
+    let control = ControlPlane::connect(
         connection.clone(),
-        ClientOptions::new(config.temporal.namespace.clone()).build(),
+        &config.temporal.namespace,
+        &config.temporal.task_queue,
     )?;
-    let control = ControlPlane::new(client.clone(), config.temporal.task_queue.clone());
+    let client = control.client().clone();
     println!(
         "plinth bench archive: {} audit records, {} closed workflows\n",
         args.records, args.workflows

@@ -9,8 +9,8 @@ use anyhow::Context;
 use plinth_control::ControlPlane;
 use plinth_proto::phase;
 use plinth_proto::v1::{ApplyNamespaceRequest, Namespace, NamespaceSpec, WatchNamespaceRequest};
+use temporalio_client::Connection;
 use temporalio_client::tonic::Request;
-use temporalio_client::{Client, ClientOptions, Connection};
 use temporalio_common::protos::temporal::api::workflowservice::v1::RegisterNamespaceRequest;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -85,11 +85,11 @@ pub async fn namespaces(
     } else {
         let measured = names("-busy");
         // What a worker does when the directory changes.
-        let client = Client::new(
+        let control = ControlPlane::connect(
             connection.clone(),
-            ClientOptions::new(control_namespace.clone()).build(),
+            &control_namespace,
+            &config.temporal.task_queue,
         )?;
-        let control = ControlPlane::new(client, config.temporal.task_queue.clone());
         let (triggered, busy) = tokio::join!(
             control.trigger_all_access_runs(),
             apply_all(&api, &measured, &args.owner, args.count),
