@@ -22,6 +22,12 @@ fn stack() -> PlinthStack {
         .expect("start the stack")
 }
 
+/// A stack whose access runs come once a day: a run within a test was asked for.
+fn daily_runs_stack() -> PlinthStack {
+    PlinthStack::start_with(DevServer::shared(), PLINTH.as_ref(), "10m", "24h")
+        .expect("start the stack")
+}
+
 /// The stack the tests share, a payments namespace nobody changes and one of another team.
 struct Fixture {
     stack: PlinthStack,
@@ -114,17 +120,9 @@ fn team_access() -> Vec<(String, String)> {
     ])
 }
 
-fn get_json(stack: &PlinthStack, args: &[&str]) -> Value {
-    let mut all = vec!["get"];
-    all.extend(args);
-    all.extend(["-o", "json"]);
-    let output = ok(stack.plinth_as(OUTSIDER, &all));
-    serde_json::from_slice(&output.stdout).expect("JSON")
-}
-
 /// `identity → access` of the namespace's effective access list, and its last run.
 fn access(stack: &PlinthStack, namespace: &str) -> (Vec<(String, String)>, Value) {
-    let list = get_json(stack, &["access", namespace]);
+    let list = stack.get_json(&["access", namespace]);
     let grants = list["grants"]
         .as_array()
         .map(|grants| {
@@ -211,7 +209,7 @@ fn settled(stack: &PlinthStack, namespace: &str, expected: &[(String, String)]) 
 fn a_new_namespace_has_policies_owned_by_the_admins_and_edited_by_its_owner_group() {
     let Fixture { stack, seeded, .. } = fixture();
     for (name, level) in [(&seeded.writers, "write"), (&seeded.readers, "read")] {
-        let policy = get_json(stack, &["policy", name]);
+        let policy = stack.get_json(&["policy", name]);
         assert_eq!(policy["owner"], "temporal-dev", "{policy}");
         assert_eq!(policy["editors"], serde_json::json!([PAYMENTS_TEAM]));
         assert_eq!(policy["access"], level);
@@ -251,15 +249,15 @@ fn reprovisioning_a_namespace_leaves_the_editors_rules_alone() {
     let namespace = Namespace::provision(stack, PAYMENTS_MEMBER, "acc-respec", PAYMENTS_TEAM);
     add_rules(stack, &namespace);
     namespace.apply(stack, PAYMENTS_MEMBER, PAYMENTS_TEAM, 8);
-    let resource = get_json(stack, &["namespace", namespace.name]);
+    let resource = stack.get_json(&["namespace", namespace.name]);
     let update = &resource["status"]["events"][0];
     assert_eq!(update["message"], "retention 7d → 8d", "{resource}");
     assert_eq!(
-        rules(&get_json(stack, &["policy", &namespace.writers])).len(),
+        rules(&stack.get_json(&["policy", &namespace.writers])).len(),
         1
     );
     assert_eq!(
-        rules(&get_json(stack, &["policy", &namespace.readers]))[0]["user"],
+        rules(&stack.get_json(&["policy", &namespace.readers]))[0]["user"],
         "mallory@example.com"
     );
 }
@@ -323,7 +321,7 @@ fn the_editors_follow_a_namespace_to_its_new_owner_group_and_the_rules_stay() {
     let namespace = Namespace::provision(stack, PAYMENTS_MEMBER, "acc-moved", PAYMENTS_TEAM);
     add_rules(stack, &namespace);
     namespace.apply(stack, ADMIN, SEARCH_TEAM, 7);
-    let policy = get_json(stack, &["policy", &namespace.writers]);
+    let policy = stack.get_json(&["policy", &namespace.writers]);
     assert_eq!(
         policy["editors"],
         serde_json::json!([SEARCH_TEAM]),
@@ -419,7 +417,7 @@ fn an_access_schedule_written_before_access_runs_had_their_own_queue_is_moved_to
         "{moved}"
     );
     // Plinth's own upkeep, not a change to the resource: the status tells of the retention only.
-    let resource = get_json(stack, &["namespace", namespace.name]);
+    let resource = stack.get_json(&["namespace", namespace.name]);
     assert_eq!(
         resource["status"]["events"][0]["message"], "retention 7d → 8d",
         "{resource}"
@@ -441,6 +439,49 @@ fn an_access_schedule_written_before_access_runs_had_their_own_queue_is_moved_to
         after["info"]["updateTime"], moved["info"]["updateTime"],
         "{after}"
     );
+}
+
+#[test]
+fn a_new_namespace_nobody_holds_access_to_starts_no_run_until_a_change_asks() {
+    let stack = daily_runs_stack();
+    let namespace = Namespace::provision(&stack, PAYMENTS_MEMBER, "acc-quiet", PAYMENTS_TEAM);
+    let ns = &namespace.temporal;
+    let rule = ["policy", "add-rule", &namespace.readers, "--user", OUTSIDER];
+    ok(stack.plinth_as(PAYMENTS_MEMBER, &rule));
+    let read = grants(&[("user:mallory@example.com", "read")]);
+    wait_for("the rule's run", || {
+        let (now, run) = access(&stack, ns);
+        now == read && !run.is_null()
+    });
+    // The rule's run is the schedule's only one: none started when it was created.
+    let schedule = access_schedule(&stack, &namespace);
+    let actions = schedule["info"]["recentActions"].as_array();
+    assert_eq!(actions.map(Vec::len), Some(1), "{schedule}");
+}
+
+#[test]
+fn a_namespace_adopted_with_access_already_in_it_is_reconciled_at_once() {
+    let stack = daily_runs_stack();
+    let temporal_name = format!("acc-adopted-{}", std::process::id());
+    // Access given in the namespace before Plinth managed it, which no policy gives.
+    let create = [
+        "operator",
+        "namespace",
+        "create",
+        "--namespace",
+        &temporal_name,
+        "--data",
+        "plinth.access/user:mallory@example.com=write",
+    ];
+    ok(temporal(&create, &stack.temporal_address));
+    let namespace = Namespace::provision(&stack, PAYMENTS_MEMBER, "acc-adopted", PAYMENTS_TEAM);
+    assert_eq!(namespace.temporal, temporal_name);
+    wait_for("mallory's access to go", || {
+        let (now, run) = access(&stack, &temporal_name);
+        now.is_empty() && !run.is_null()
+    });
+    let run = access(&stack, &temporal_name).1;
+    assert_eq!(count(&run, "revoked"), 1, "{run}");
 }
 
 #[test]

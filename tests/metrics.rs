@@ -568,6 +568,25 @@ fn every_metric_the_dashboards_and_alert_rules_query_is_exported() {
         "dev server metrics in Prometheus",
         LEDGER_STARTS,
     );
+    // The server counts successes once a workflow has succeeded: the canary's.
+    let canary = [
+        "workflow",
+        "execute",
+        "--type",
+        "Canary",
+        "--task-queue",
+        "plinth",
+        "--namespace",
+        &stack.control_namespace,
+        "--input",
+        "\"metrics\"",
+    ];
+    ok(temporal(&canary, &stack.temporal_address));
+    wait_for_series(
+        prometheus,
+        "a workflow's success in Prometheus",
+        r#"workflow_success{plinth_target="dev"}"#,
+    );
     let mut exported: BTreeSet<String> = prometheus
         .query(r#"group by (__name__) ({plinth_target="dev"})"#)
         .unwrap()

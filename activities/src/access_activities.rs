@@ -60,7 +60,9 @@ impl AccessActivities {
         seed: AccessSeed,
     ) -> Result<AccessSetup, ActivityError> {
         let mut setup = AccessSetup::default();
-        for policy in seeded_policies(&seed.namespace, &self.admin_group, &seed.owner) {
+        let seeded = seeded_policies(&seed.namespace, &self.admin_group, &seed.owner);
+        let seeding = seeded.len();
+        for policy in seeded {
             let name = policy.name.clone();
             match self.control.ensure_policy(policy).await.map_err(failure)? {
                 PolicySeeding::Created => setup.policies_created.push(name),
@@ -68,16 +70,26 @@ impl AccessActivities {
                 PolicySeeding::Unchanged => {}
             }
         }
+        // Each run is a workflow, which a burst of new namespaces would otherwise start all at
+        // once: with policies only now started, the schedule is created without a run, and
+        // one is asked for below if there is anything to apply.
+        let started = setup.policies_created.len() == seeding;
         let schedule = self
             .control
-            .ensure_access_schedule(&seed.namespace, self.interval)
+            .ensure_access_schedule(&seed.namespace, self.interval, !started)
             .await
             .map_err(failure)?;
         setup.schedule_written =
             !matches!(schedule, ScheduleWrite::Unchanged | ScheduleWrite::Moved);
         // A new policy starts quiet (its memo already shows it): one run applies the new
-        // policies, the schedule's first if it was just created.
-        if !setup.policies_created.is_empty() && schedule != ScheduleWrite::Created {
+        // policies, the schedule's first if it was just created. Read after the schedule
+        // exists, so a rule or grant that came meanwhile, whose own trigger found no schedule,
+        // is seen here.
+        let run = match schedule {
+            ScheduleWrite::Created => started && self.first_run_applies(&seed.namespace).await,
+            _ => !setup.policies_created.is_empty(),
+        };
+        if run {
             self.control
                 .trigger_access_run(&seed.namespace)
                 .await
@@ -251,6 +263,29 @@ impl AccessActivities {
 }
 
 impl AccessActivities {
+    /// Whether a first run of `namespace` has anything to apply: its policies have rules (a
+    /// policy restarted from its last state keeps them), or someone holds access, granted or
+    /// on request. When that cannot be read, true: the run finds out.
+    async fn first_run_applies(&self, namespace: &str) -> bool {
+        for name in [
+            writers_policy_name(namespace),
+            readers_policy_name(namespace),
+        ] {
+            match self.control.policy(&name).await {
+                Ok(Some(policy)) if policy.rules.is_empty() => {}
+                _ => return true,
+            }
+        }
+        match self.backend.list_access(namespace).await {
+            Ok(held) if held.is_empty() => {}
+            _ => return true,
+        }
+        self.control
+            .live_grants(namespace, SystemTime::now())
+            .await
+            .map_or(true, |grants| !grants.is_empty())
+    }
+
     /// What is applied is planned afresh, as a whole run did before runs were planned first:
     /// a plan made before a change of policy or directory (or by an overlapping run) must not
     /// give back what a later run took away. `plan` tells which steps in effect an earlier

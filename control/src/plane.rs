@@ -56,7 +56,7 @@ pub enum PolicySeeding {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ScheduleWrite {
     /// The schedule did not exist and was created, here or by a seeder racing this one; its
-    /// first run starts at once, after the policies its creator seeded.
+    /// first run starts at once when its creator asked, after the policies it seeded.
     Created,
     /// The schedule existed with another interval or run, which was corrected.
     Corrected,
@@ -515,12 +515,13 @@ impl ControlPlane {
         Ok(())
     }
 
-    /// Creates the access schedule of `namespace`, or corrects what it runs, when, and on which
-    /// task queue.
+    /// Creates the access schedule of `namespace`, with a run at once if `first_run`, or
+    /// corrects what it runs, when, and on which task queue.
     pub async fn ensure_access_schedule(
         &self,
         namespace: &str,
         every: Duration,
+        first_run: bool,
     ) -> Result<ScheduleWrite, BackendError> {
         let id = access_schedule_id(namespace);
         let handle = self.client.get_schedule_handle(id.clone());
@@ -591,12 +592,11 @@ impl ControlPlane {
                     .action(action)
                     .spec(spec)
                     .overlap_policy(ScheduleOverlapPolicy::Skip)
-                    // The first run grants what the policies already say.
-                    .trigger_immediately(true)
+                    .trigger_immediately(first_run)
                     .build();
                 match self.client.create_schedule(id, options).await {
                     Ok(_) => Ok(ScheduleWrite::Created),
-                    // Another seeder created it, and its first run.
+                    // Another seeder created it.
                     Err(ScheduleError::Rpc(status)) if status.code() == Code::AlreadyExists => {
                         Ok(ScheduleWrite::Created)
                     }

@@ -24,6 +24,8 @@ const MAX_EVENTS: usize = 10;
 /// Namespaces set up their history export as they are reconciled and finish it as they are
 /// deleted.
 const EXPORT_PATCH: &str = "history-export";
+/// Access is seeded in the workflow task that learns the namespace was reconciled.
+const SEED_LOCALLY_PATCH: &str = "seed-access-locally";
 
 fn export_enabled(spec: &plinth_proto::v1::NamespaceSpec) -> bool {
     spec.export.is_some_and(|export| export.enabled)
@@ -351,10 +353,18 @@ async fn reconcile(ctx: &mut WorkflowContext<ProvisionNamespace>, drift_check: b
         .await;
     // Access follows the namespace: its policies (created if absent) and its schedule.
     if let Ok(report) = &mut result {
-        match ctx
-            .execute_activity(SeedAccess, seed, backend_activity())
-            .await
-        {
+        // Seeding is a few calls (to Temporal, and a read of the backend's access list): as a
+        // local activity it runs in the task that got the reconcile's result, a round trip
+        // through the task queue (and, while applies come in bursts, a wait in its backlog)
+        // fewer before Ready.
+        let seeded = if ctx.patched(SEED_LOCALLY_PATCH) {
+            ctx.execute_local_activity(SeedAccess, seed, seeding_activity())
+                .await
+        } else {
+            ctx.execute_activity(SeedAccess, seed, backend_activity())
+                .await
+        };
+        match seeded {
             Ok(setup) => {
                 let seeded = setup.policies_created.iter();
                 report
@@ -631,6 +641,15 @@ pub(crate) fn rfc3339(time: SystemTime) -> String {
 pub(crate) fn local_activity() -> LocalActivityOptions {
     LocalActivityOptions::builder()
         .start_to_close_timeout(Duration::from_secs(10))
+        .build()
+}
+
+/// Seeding access: a few calls, each of which may wait while Temporal or the backend is busy;
+/// retried for as long as an activity's single try may take (the SDK would stop at 100 s).
+fn seeding_activity() -> LocalActivityOptions {
+    LocalActivityOptions::builder()
+        .start_to_close_timeout(Duration::from_secs(60))
+        .schedule_to_close_timeout(Duration::from_secs(15 * 60))
         .build()
 }
 

@@ -23,7 +23,7 @@ use temporalio_common::protos::temporal::api::history::v1::history_event::Attrib
 use temporalio_sdk::workflow_replayer::{WorkflowReplayer, WorkflowReplayerOptions};
 
 /// Each recorded history's file and the workflow it was taken from, in `plinth-system`.
-const RECORDED: [(&str, &str); 21] = [
+const RECORDED: [(&str, &str); 22] = [
     ("canary.json", "plinth-dev-canary"),
     (
         "policy-with-added-rule.json",
@@ -80,6 +80,11 @@ const RECORDED: [(&str, &str); 21] = [
     ),
     // Since a seeded policy starts quiet: seeded, then a rule added.
     ("policy-quiet-start.json", "policy/TEMPORAL-ns-fancy-test"),
+    // Since access is seeded in the task that learns the namespace was reconciled.
+    (
+        "provision-seeded-in-task.json",
+        "namespace/my-fancy-namespace",
+    ),
 ];
 
 fn histories_dir() -> std::path::PathBuf {

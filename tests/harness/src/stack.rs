@@ -648,15 +648,38 @@ impl PlinthStack {
     /// The namespace's effective access list and last run, as `plinth get access -o json`
     /// shows them to anyone.
     pub fn access_list(&self, temporal_name: &str) -> serde_json::Value {
-        let output = crate::cli::ok(
-            self.plinth_as(OUTSIDER, &["get", "access", temporal_name, "-o", "json"]),
-        );
-        serde_json::from_slice(&output.stdout).expect("JSON")
+        self.get_json(&["access", temporal_name])
+    }
+
+    /// `plinth get ARGS -o json` as anyone, asked again while it fails: an access list's last
+    /// run is refused while Temporal does not answer for it.
+    pub fn get_json(&self, args: &[&str]) -> serde_json::Value {
+        let all = [&["get"], args, &["-o", "json"]].concat();
+        let mut output = None;
+        crate::cli::wait_for("plinth get", || {
+            output = Some(self.plinth_as(OUTSIDER, &all)).filter(|o| o.status.success());
+            output.is_some()
+        });
+        serde_json::from_slice(&output.expect("answered").stdout).expect("JSON")
     }
 
     /// When the control plane's workflow `workflow_id` (an access run, say) started, as
-    /// Temporal recorded it.
+    /// Temporal recorded it; asked again while the CLI fails (a busy dev server).
     pub fn started(&self, workflow_id: &str) -> std::time::SystemTime {
+        let mut output = None;
+        crate::cli::wait_for("temporal workflow describe", || {
+            output = Some(self.describe(workflow_id)).filter(|o| o.status.success());
+            output.is_some()
+        });
+        let output = output.expect("described");
+        let described: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
+        let started = described["workflowExecutionInfo"]["startTime"].as_str();
+        humantime::parse_rfc3339(started.unwrap_or_default())
+            .unwrap_or_else(|e| panic!("start time: {e}: {described}"))
+    }
+
+    /// `temporal workflow describe -o json` of the control plane's workflow `workflow_id`.
+    fn describe(&self, workflow_id: &str) -> Output {
         let args = [
             "workflow",
             "describe",
@@ -667,11 +690,7 @@ impl PlinthStack {
             "-o",
             "json",
         ];
-        let output = crate::cli::ok(crate::cli::temporal(&args, &self.temporal_address));
-        let described: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
-        let started = described["workflowExecutionInfo"]["startTime"].as_str();
-        humantime::parse_rfc3339(started.unwrap_or_default())
-            .unwrap_or_else(|e| panic!("start time: {e}: {described}"))
+        crate::cli::temporal(&args, &self.temporal_address)
     }
 
     /// `identity → access` of the namespace's effective access list.
