@@ -286,6 +286,12 @@ fn start_stack(prometheus: Option<&Prometheus>) -> anyhow::Result<PlinthStack> {
 fn manage_ledger(stack: &PlinthStack, temporal_namespace: &str) {
     let yaml = namespace_yaml("ledger", temporal_namespace, PAYMENTS_TEAM, 3, "");
     ok(stack.apply_as(PAYMENTS_MEMBER, &yaml, &["--wait"]));
+    // A rule, so an access run comes now (a new namespace with nothing to apply has none).
+    let readers = format!("TEMPORAL-ns-{temporal_namespace}-readers");
+    ok(stack.plinth_as(
+        PAYMENTS_MEMBER,
+        &["policy", "add-rule", &readers, "--group", PAYMENTS_TEAM],
+    ));
     ok(temporal(
         &[
             "workflow",
