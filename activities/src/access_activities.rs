@@ -263,27 +263,18 @@ impl AccessActivities {
 }
 
 impl AccessActivities {
-    /// Whether a first run of `namespace` has anything to apply: its policies have rules (a
-    /// policy restarted from its last state keeps them), or someone holds access, granted or
-    /// on request. When that cannot be read, true: the run finds out.
+    /// Whether a first run of `namespace` has anything to apply: what it reads gives someone
+    /// access (rules of a policy restarted from its last state, a grant on request), or
+    /// someone holds access already. When that cannot be read, true: the run finds out.
     async fn first_run_applies(&self, namespace: &str) -> bool {
-        for name in [
-            writers_policy_name(namespace),
-            readers_policy_name(namespace),
-        ] {
-            match self.control.policy(&name).await {
-                Ok(Some(policy)) if policy.rules.is_empty() => {}
-                _ => return true,
-            }
-        }
-        match self.backend.list_access(namespace).await {
-            Ok(held) if held.is_empty() => {}
+        match policies_of(namespace, &self.control).await {
+            Ok(policies) if policies.iter().all(|policy| policy.rules.is_empty()) => {}
             _ => return true,
         }
-        self.control
-            .live_grants(namespace, SystemTime::now())
+        self.backend
+            .list_access(namespace)
             .await
-            .map_or(true, |grants| !grants.is_empty())
+            .map_or(true, |held| !held.is_empty())
     }
 
     /// What is applied is planned afresh, as a whole run did before runs were planned first:
