@@ -78,6 +78,10 @@ impl NamespaceBackend for PauseAfterRegister {
         self.inner.endpoint(name).await
     }
 
+    fn has_long_operations(&self) -> bool {
+        self.inner.has_long_operations()
+    }
+
     fn temporal_name(&self, name: &str) -> String {
         self.inner.temporal_name(name)
     }

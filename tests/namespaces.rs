@@ -296,6 +296,23 @@ fn invalid_documents_are_named_and_a_bad_file_applies_nothing() {
 }
 
 #[test]
+fn on_a_self_hosted_cluster_an_apply_answers_once_the_namespace_is_ready() {
+    let stack = stack("10m");
+    let yaml = resource("prompt", "prompt-ns", 7, "");
+    let applied = ok(stack.apply_as(PAYMENTS_MEMBER, &yaml, &[]));
+    assert!(
+        stdout(&applied).contains("namespace/prompt created"),
+        "{}",
+        text(&applied)
+    );
+    // No --wait: reconciled in the task that took the apply, which answered with it.
+    let resource = get_json(&stack, "prompt").unwrap();
+    assert_eq!(resource["status"]["phase"], "Ready", "{resource}");
+    let temporal = temporal_namespace(&stack, "prompt-ns").expect("registered");
+    assert_eq!(retention_of(&temporal), "604800s", "{temporal}");
+}
+
+#[test]
 fn worker_killed_mid_provisioning_finishes_after_restart() {
     let mut stack = stack("10m");
     // A worker that stalls right after registering: the search attribute is not added yet.

@@ -99,6 +99,7 @@ impl NamespaceActivities {
     ) -> Result<ResyncSettings, ActivityError> {
         Ok(ResyncSettings {
             resync_interval_secs: self.resync_interval.as_secs().max(1),
+            reconcile_in_task: !self.backend.has_long_operations(),
         })
     }
 

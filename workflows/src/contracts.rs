@@ -46,6 +46,11 @@ impl ActivityDefinition for DescribeWorker {
 pub struct ResyncSettings {
     /// How often a namespace is re-checked for drift made behind Plinth's back.
     pub resync_interval_secs: u64,
+    /// The backend's calls end within seconds (no long operations): reconciling runs in the
+    /// workflow's task, as a local activity. False for Temporal Cloud, and in histories from
+    /// before it.
+    #[serde(default)]
+    pub reconcile_in_task: bool,
 }
 
 /// Activity `LoadPlatformSettings`: the worker's settings, read at the start of every run.

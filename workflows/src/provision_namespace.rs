@@ -26,6 +26,9 @@ const MAX_EVENTS: usize = 10;
 const EXPORT_PATCH: &str = "history-export";
 /// Access is seeded in the workflow task that learns the namespace was reconciled.
 const SEED_LOCALLY_PATCH: &str = "seed-access-locally";
+/// A backend whose calls end within seconds is reconciled in the workflow task, and an apply
+/// is recorded there: a new namespace is Ready in the task that took its apply.
+const IN_TASK_PATCH: &str = "reconcile-in-task";
 
 fn export_enabled(spec: &plinth_proto::v1::NamespaceSpec) -> bool {
     spec.export.is_some_and(|export| export.enabled)
@@ -81,6 +84,7 @@ impl ProvisionNamespace {
             .execute_local_activity(LoadPlatformSettings, (), local_activity())
             .await?;
         let resync = Duration::from_secs(settings.resync_interval_secs.max(1));
+        let in_task = settings.reconcile_in_task;
         let initial = ctx.state(|s| s.resource.clone());
         let report = ctx
             .execute_local_activity(ValidateNamespace, initial, local_activity())
@@ -105,7 +109,7 @@ impl ProvisionNamespace {
             // An invalid spec is not reconciled until an apply replaces it; everything else,
             // a failed reconcile included, is retried on every resync.
             if changed || !ctx.state(|s| s.spec_invalid) {
-                reconcile(ctx, !changed).await;
+                reconcile(ctx, !changed, in_task).await;
             }
             hand_over_when_long(ctx, |s| s.resource.clone()).await?;
         }
@@ -113,7 +117,7 @@ impl ProvisionNamespace {
 
     /// Creates or changes the resource, as `applying.by` asks. Answers once the change is
     /// accepted and in the audit trail; the run loop then reconciles it (watch `status` for
-    /// Ready).
+    /// Ready). Reconciled in the task, the answer leaves with that task, once it is done.
     #[update]
     pub async fn apply(
         ctx: &mut WorkflowContext<Self>,
@@ -145,7 +149,12 @@ impl ProvisionNamespace {
             )
             .in_namespace(spec.name.clone())
             .change(before.map(spec_json), Some(spec_json(spec)));
-            audit::record(ctx, vec![record]).await?;
+            // In the task: the apply answers with the task that reconciles it, not one later.
+            if ctx.patched(IN_TASK_PATCH) {
+                audit::record_in_task(ctx, vec![record]).await?;
+            } else {
+                audit::record(ctx, vec![record]).await?;
+            }
         }
         Ok(result)
     }
@@ -329,7 +338,11 @@ impl ProvisionNamespace {
     }
 }
 
-async fn reconcile(ctx: &mut WorkflowContext<ProvisionNamespace>, drift_check: bool) {
+async fn reconcile(
+    ctx: &mut WorkflowContext<ProvisionNamespace>,
+    drift_check: bool,
+    in_task: bool,
+) {
     let (generation, spec) = ctx.state(|s| (s.resource.generation(), s.resource.spec_or_default()));
     if !drift_check {
         let now = now(ctx);
@@ -348,9 +361,15 @@ async fn reconcile(ctx: &mut WorkflowContext<ProvisionNamespace>, drift_check: b
         namespace: spec.name.clone(),
         owner: spec.owner.clone(),
     };
-    let mut result = ctx
-        .execute_activity(ReconcileNamespace, spec, backend_activity())
-        .await;
+    // In the task: no round trip through the task queue (and, while applies come in bursts,
+    // no wait in its backlog) between the apply and Ready.
+    let mut result = if in_task && ctx.patched(IN_TASK_PATCH) {
+        ctx.execute_local_activity(ReconcileNamespace, spec, backend_local_activity())
+            .await
+    } else {
+        ctx.execute_activity(ReconcileNamespace, spec, backend_activity())
+            .await
+    };
     // Access follows the namespace: its policies (created if absent) and its schedule.
     if let Ok(report) = &mut result {
         // Seeding is a few calls (to Temporal, and a read of the backend's access list): as a
@@ -358,7 +377,7 @@ async fn reconcile(ctx: &mut WorkflowContext<ProvisionNamespace>, drift_check: b
         // through the task queue (and, while applies come in bursts, a wait in its backlog)
         // fewer before Ready.
         let seeded = if ctx.patched(SEED_LOCALLY_PATCH) {
-            ctx.execute_local_activity(SeedAccess, seed, seeding_activity())
+            ctx.execute_local_activity(SeedAccess, seed, backend_local_activity())
                 .await
         } else {
             ctx.execute_activity(SeedAccess, seed, backend_activity())
@@ -644,11 +663,13 @@ pub(crate) fn local_activity() -> LocalActivityOptions {
         .build()
 }
 
-/// Seeding access: a few calls, each of which may wait while Temporal or the backend is busy;
-/// retried for as long as an activity's single try may take (the SDK would stop at 100 s).
-fn seeding_activity() -> LocalActivityOptions {
+/// Backend calls in the workflow task (seeding access; reconciling where calls end within
+/// seconds), each of which may wait while Temporal or the backend is busy, or a new namespace
+/// while the cluster learns of it; retried for as long as an activity's single try may take
+/// (the SDK would stop at 100 s).
+fn backend_local_activity() -> LocalActivityOptions {
     LocalActivityOptions::builder()
-        .start_to_close_timeout(Duration::from_secs(60))
+        .start_to_close_timeout(Duration::from_secs(120))
         .schedule_to_close_timeout(Duration::from_secs(15 * 60))
         .build()
 }

@@ -23,7 +23,7 @@ use temporalio_common::protos::temporal::api::history::v1::history_event::Attrib
 use temporalio_sdk::workflow_replayer::{WorkflowReplayer, WorkflowReplayerOptions};
 
 /// Each recorded history's file and the workflow it was taken from, in `plinth-system`.
-const RECORDED: [(&str, &str); 22] = [
+const RECORDED: [(&str, &str); 23] = [
     ("canary.json", "plinth-dev-canary"),
     (
         "policy-with-added-rule.json",
@@ -83,6 +83,12 @@ const RECORDED: [(&str, &str); 22] = [
     // Since access is seeded in the task that learns the namespace was reconciled.
     (
         "provision-seeded-in-task.json",
+        "namespace/my-fancy-namespace",
+    ),
+    // Since a self-hosted namespace is reconciled, and an apply recorded, in the task that
+    // takes the apply: created, then its description changed.
+    (
+        "provision-reconciled-in-task.json",
         "namespace/my-fancy-namespace",
     ),
 ];

@@ -234,6 +234,13 @@ pub trait NamespaceBackend: Send + Sync + std::fmt::Debug {
         ))
     }
 
+    /// Whether creating or changing a namespace waits on operations that take minutes
+    /// (Temporal Cloud's): an activity follows them by heartbeats and resumes them after a
+    /// crash. A backend whose calls end within seconds is reconciled in the workflow's task.
+    fn has_long_operations(&self) -> bool {
+        false
+    }
+
     /// Whether the backend keeps an audit log of its own, which [`Self::account_audit`] reads
     /// (a self-hosted cluster keeps none: Plinth's trail is the whole record).
     fn keeps_account_audit(&self) -> bool {

@@ -1266,6 +1266,10 @@ impl NamespaceBackend for Cloud {
         Ok(true)
     }
 
+    fn has_long_operations(&self) -> bool {
+        true
+    }
+
     fn keeps_account_audit(&self) -> bool {
         true
     }
