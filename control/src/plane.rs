@@ -31,7 +31,7 @@ use temporalio_common::{
 };
 use tokio_stream::StreamExt;
 
-use crate::backend::BackendError;
+use crate::backend::{BackendError, retry_while};
 use crate::contract::{
     ACCESS_GRANTED, AccessRequestStart, AccessRunStart, AppendAudit, Appended, AuditExportStart,
     AuditExportState, DIRECTORY_RELOAD_WORKFLOW_ID, DirectoryReloadStart, FinishHistoryExport,
@@ -41,6 +41,15 @@ use crate::contract::{
     audit_workflow_id, history_export_workflow_id, policy_workflow_id, scrape_workflow_id,
 };
 
+/// What a trigger tried again meets: no answer in time, or a server too busy to take it.
+const UNANSWERED: &[Code] = &[
+    Code::Cancelled,
+    Code::DeadlineExceeded,
+    Code::Unavailable,
+    Code::ResourceExhausted,
+];
+/// How long a trigger is tried again.
+const TRIGGER_PATIENCE: Duration = Duration::from_secs(30);
 /// What [`ControlPlane::ensure_policy`] did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PolicySeeding {
@@ -627,17 +636,33 @@ impl ControlPlane {
 
     async fn trigger(&self, schedule_id: String) -> Result<bool, BackendError> {
         let handle = self.client.get_schedule_handle(schedule_id);
-        // A run in progress may have read the old state: buffer one more after it.
-        match handle
-            .trigger(
-                ScheduleOverlapPolicy::BufferOne,
-                TriggerScheduleOptions::default(),
-            )
-            .await
+        // A run in progress may have read the old state: buffer one more after it. A trigger
+        // not answered while Temporal is busy is tried again: one that took meanwhile buffers
+        // that one run, no more.
+        let trigger = || async {
+            match handle
+                .trigger(
+                    ScheduleOverlapPolicy::BufferOne,
+                    TriggerScheduleOptions::default(),
+                )
+                .await
+            {
+                Err(ScheduleError::Rpc(status)) => Err(status),
+                other => Ok(other),
+            }
+        };
+        match retry_while(
+            UNANSWERED,
+            TRIGGER_PATIENCE,
+            Duration::from_secs(1),
+            trigger,
+        )
+        .await
         {
-            Ok(()) => Ok(true),
-            Err(ScheduleError::Rpc(status)) if status.code() == Code::NotFound => Ok(false),
-            Err(e) => Err(schedule_error(e)),
+            Ok(Ok(())) => Ok(true),
+            Ok(Err(e)) => Err(schedule_error(e)),
+            Err(status) if status.code() == Code::NotFound => Ok(false),
+            Err(status) => Err(schedule_error(ScheduleError::Rpc(status))),
         }
     }
 

@@ -3,11 +3,13 @@
 //! API; [`memory::MemoryBackend`] keeps them in memory for tests.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use plinth_proto::SEARCH_ATTRIBUTE_TYPES;
 use plinth_proto::policy::access;
 use plinth_proto::v1::{ExportedWorkflow, NamespaceSpec};
 use serde::{Deserialize, Serialize};
+use temporalio_client::tonic::{Code, Status};
 use temporalio_common::protos::temporal::api::history::v1::History;
 
 mod cloud;
@@ -97,6 +99,33 @@ pub(crate) fn attribute_type_value(name: &str) -> Result<i32, BackendError> {
         .position(|n| *n == name)
         .map(|i| i as i32 + 1)
         .ok_or_else(|| BackendError::Rejected(format!("unknown search attribute type {name}")))
+}
+
+/// Calls until the answer is none of `codes`, backing off (with jitter, so contending
+/// callers spread out) from 20 ms up to `max_delay`, for at most `patience`.
+pub(crate) async fn retry_while<T, F, Fut>(
+    codes: &[Code],
+    patience: Duration,
+    max_delay: Duration,
+    mut call: F,
+) -> Result<T, Status>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, Status>>,
+{
+    let deadline = tokio::time::Instant::now() + patience;
+    let mut delay = Duration::from_millis(20);
+    loop {
+        match call().await {
+            Err(status)
+                if codes.contains(&status.code()) && tokio::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(delay.mul_f64(0.5 + jitter())).await;
+                delay = (delay * 2).min(max_delay);
+            }
+            result => return result,
+        }
+    }
 }
 
 /// A fraction in [0, 1) that differs between callers and calls, to spread retries.
@@ -298,4 +327,51 @@ pub struct ClosedPage {
     pub workflows: Vec<ExportedWorkflow>,
     /// Where the next page starts; empty after the last.
     pub next_page: Vec<u8>,
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_call_is_tried_again_while_unanswered() {
+        let calls = Cell::new(0);
+        let answered = retry_while(
+            &[Code::Cancelled],
+            Duration::from_secs(30),
+            Duration::from_millis(50),
+            || {
+                calls.set(calls.get() + 1);
+                let call = calls.get();
+                async move {
+                    if call < 3 {
+                        Err(Status::cancelled("Timeout expired"))
+                    } else {
+                        Ok(call)
+                    }
+                }
+            },
+        )
+        .await;
+        assert_eq!(answered.unwrap(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_refusal_is_not_tried_again() {
+        let calls = Cell::new(0);
+        let refused: Result<(), Status> = retry_while(
+            &[Code::Cancelled],
+            Duration::from_secs(30),
+            Duration::from_millis(50),
+            || {
+                calls.set(calls.get() + 1);
+                async { Err(Status::permission_denied("no")) }
+            },
+        )
+        .await;
+        assert_eq!(refused.unwrap_err().code(), Code::PermissionDenied);
+        assert_eq!(calls.get(), 1);
+    }
 }

@@ -23,7 +23,7 @@ use temporalio_common::protos::temporal::api::workflowservice::v1::{
 
 use crate::backend::{
     AccessChange, AccessLevel, BackendError, ClosedPage, NamespaceBackend, ObservedNamespace,
-    attribute_type_name, attribute_type_value, jitter,
+    attribute_type_name, attribute_type_value, retry_while,
 };
 
 const DAY: u64 = 24 * 3600;
@@ -541,33 +541,6 @@ where
         call,
     )
     .await
-}
-
-/// Calls until the answer is none of `codes`, backing off (with jitter, so contending
-/// callers spread out) from 20 ms up to `max_delay`, for at most `patience`.
-async fn retry_while<T, F, Fut>(
-    codes: &[Code],
-    patience: Duration,
-    max_delay: Duration,
-    mut call: F,
-) -> Result<T, Status>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, Status>>,
-{
-    let deadline = tokio::time::Instant::now() + patience;
-    let mut delay = Duration::from_millis(20);
-    loop {
-        match call().await {
-            Err(status)
-                if codes.contains(&status.code()) && tokio::time::Instant::now() < deadline =>
-            {
-                tokio::time::sleep(delay.mul_f64(0.5 + jitter())).await;
-                delay = (delay * 2).min(max_delay);
-            }
-            result => return result,
-        }
-    }
 }
 
 fn retention(spec: &NamespaceSpec) -> Duration {
