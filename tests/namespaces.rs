@@ -296,20 +296,27 @@ fn invalid_documents_are_named_and_a_bad_file_applies_nothing() {
 }
 
 #[test]
-fn on_a_self_hosted_cluster_an_apply_answers_once_the_namespace_is_ready() {
+fn on_a_self_hosted_cluster_an_apply_is_reconciled_in_the_workflow_task_that_took_it() {
     let stack = stack("10m");
     let yaml = resource("prompt", "prompt-ns", 7, "");
-    let applied = ok(stack.apply_as(PAYMENTS_MEMBER, &yaml, &[]));
-    assert!(
-        stdout(&applied).contains("namespace/prompt created"),
-        "{}",
-        text(&applied)
+    ok(stack.apply_as(PAYMENTS_MEMBER, &yaml, &["--wait"]));
+    let shown = temporal(
+        &[
+            "workflow",
+            "show",
+            "-w",
+            "namespace/prompt",
+            "-n",
+            &stack.control_namespace,
+            "-o",
+            "json",
+        ],
+        &stack.temporal_address,
     );
-    // No --wait: reconciled in the task that took the apply, which answered with it.
-    let resource = get_json(&stack, "prompt").unwrap();
-    assert_eq!(resource["status"]["phase"], "Ready", "{resource}");
-    let temporal = temporal_namespace(&stack, "prompt-ns").expect("registered");
-    assert_eq!(retention_of(&temporal), "604800s", "{temporal}");
+    let history = stdout(&shown);
+    // The apply's record is still an activity, so activities are named in the history.
+    assert!(history.contains("RecordAudit"), "{}", text(&shown));
+    assert!(!history.contains("ReconcileNamespace"), "{history}");
 }
 
 #[test]

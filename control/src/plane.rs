@@ -48,8 +48,9 @@ const UNANSWERED: &[Code] = &[
     Code::Unavailable,
     Code::ResourceExhausted,
 ];
-/// How long a trigger is tried again.
-const TRIGGER_PATIENCE: Duration = Duration::from_secs(30);
+/// How long each trigger after a directory change is tried again. A single trigger is not:
+/// its caller (an activity, with a timeout of its own) tries again.
+const TRIGGER_ALL_PATIENCE: Duration = Duration::from_secs(30);
 /// What [`ControlPlane::ensure_policy`] did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PolicySeeding {
@@ -631,14 +632,15 @@ impl ControlPlane {
     /// Runs `namespace`'s access schedule now, or right after the run in progress. False
     /// when it has no schedule.
     pub async fn trigger_access_run(&self, namespace: &str) -> Result<bool, BackendError> {
-        self.trigger(access_schedule_id(namespace)).await
+        self.trigger(access_schedule_id(namespace), Duration::ZERO)
+            .await
     }
 
-    async fn trigger(&self, schedule_id: String) -> Result<bool, BackendError> {
+    async fn trigger(&self, schedule_id: String, patience: Duration) -> Result<bool, BackendError> {
         let handle = self.client.get_schedule_handle(schedule_id);
         // A run in progress may have read the old state: buffer one more after it. A trigger
-        // not answered while Temporal is busy is tried again: one that took meanwhile buffers
-        // that one run, no more.
+        // not answered while Temporal is busy is tried again for `patience`: one that took
+        // meanwhile buffers that one run, no more.
         let trigger = || async {
             match handle
                 .trigger(
@@ -651,14 +653,7 @@ impl ControlPlane {
                 other => Ok(other),
             }
         };
-        match retry_while(
-            UNANSWERED,
-            TRIGGER_PATIENCE,
-            Duration::from_secs(1),
-            trigger,
-        )
-        .await
-        {
+        match retry_while(UNANSWERED, patience, Duration::from_secs(1), trigger).await {
             Ok(Ok(())) => Ok(true),
             Ok(Err(e)) => Err(schedule_error(e)),
             Err(status) if status.code() == Code::NotFound => Ok(false),
@@ -885,7 +880,7 @@ impl ControlPlane {
         }
         let mut triggered = 0;
         for id in ids {
-            triggered += u32::from(self.trigger(id).await?);
+            triggered += u32::from(self.trigger(id, TRIGGER_ALL_PATIENCE).await?);
         }
         Ok(triggered)
     }

@@ -12,9 +12,7 @@ use temporalio_common::data_converters::{
     PayloadConversionError, SerializationContext, TemporalDeserializable, TemporalSerializable,
 };
 use temporalio_common::protos::temporal::api::common::v1::{Payload, RetryPolicy};
-use temporalio_sdk::{
-    ActivityExecutionError, ActivityOptions, LocalActivityOptions, WorkflowContext,
-};
+use temporalio_sdk::{ActivityExecutionError, ActivityOptions, WorkflowContext};
 
 use crate::contracts::RecordAudit;
 
@@ -198,27 +196,6 @@ pub(crate) async fn record<W>(
     }
     Ok(())
 }
-
-/// [`record`] as local activities, in the workflow task that makes the records.
-pub(crate) async fn record_in_task<W>(
-    ctx: &mut WorkflowContext<W>,
-    records: Vec<AuditRecord>,
-) -> Result<(), ActivityExecutionError> {
-    let options = LocalActivityOptions::builder()
-        .start_to_close_timeout(Duration::from_secs(30))
-        .retry_policy(forever(Duration::from_secs(60)).into())
-        // Until done, as an activity is (the SDK would stop at 100 s).
-        .schedule_to_close_timeout(UNTIL_DONE)
-        .build();
-    for chunk in records.chunks(RECORDS_PER_CALL) {
-        ctx.execute_local_activity(RecordAudit, chunk.to_vec(), options.clone())
-            .await?;
-    }
-    Ok(())
-}
-
-/// As good as without end, for a record's local activity: a year.
-const UNTIL_DONE: Duration = Duration::from_secs(365 * 24 * 3600);
 
 #[cfg(test)]
 mod tests {

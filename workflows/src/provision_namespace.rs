@@ -26,8 +26,8 @@ const MAX_EVENTS: usize = 10;
 const EXPORT_PATCH: &str = "history-export";
 /// Access is seeded in the workflow task that learns the namespace was reconciled.
 const SEED_LOCALLY_PATCH: &str = "seed-access-locally";
-/// A backend whose calls end within seconds is reconciled in the workflow task, and an apply
-/// is recorded there: a new namespace is Ready in the task that took its apply.
+/// A backend whose calls end within seconds is reconciled after an apply in the workflow task
+/// that took it.
 const IN_TASK_PATCH: &str = "reconcile-in-task";
 
 fn export_enabled(spec: &plinth_proto::v1::NamespaceSpec) -> bool {
@@ -117,7 +117,7 @@ impl ProvisionNamespace {
 
     /// Creates or changes the resource, as `applying.by` asks. Answers once the change is
     /// accepted and in the audit trail; the run loop then reconciles it (watch `status` for
-    /// Ready). Reconciled in the task, the answer leaves with that task, once it is done.
+    /// Ready).
     #[update]
     pub async fn apply(
         ctx: &mut WorkflowContext<Self>,
@@ -149,12 +149,7 @@ impl ProvisionNamespace {
             )
             .in_namespace(spec.name.clone())
             .change(before.map(spec_json), Some(spec_json(spec)));
-            // In the task: the apply answers with the task that reconciles it, not one later.
-            if ctx.patched(IN_TASK_PATCH) {
-                audit::record_in_task(ctx, vec![record]).await?;
-            } else {
-                audit::record(ctx, vec![record]).await?;
-            }
+            audit::record(ctx, vec![record]).await?;
         }
         Ok(result)
     }
@@ -362,8 +357,9 @@ async fn reconcile(
         owner: spec.owner.clone(),
     };
     // In the task: no round trip through the task queue (and, while applies come in bursts,
-    // no wait in its backlog) between the apply and Ready.
-    let mut result = if in_task && ctx.patched(IN_TASK_PATCH) {
+    // no wait in its backlog) between the apply and Ready. A resync, which nobody waits on,
+    // keeps to an activity and holds no workflow task while the backend is slow.
+    let mut result = if in_task && !drift_check && ctx.patched(IN_TASK_PATCH) {
         ctx.execute_local_activity(ReconcileNamespace, spec, backend_local_activity())
             .await
     } else {
