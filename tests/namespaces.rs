@@ -296,7 +296,7 @@ fn invalid_documents_are_named_and_a_bad_file_applies_nothing() {
 }
 
 #[test]
-fn on_a_self_hosted_cluster_an_apply_is_reconciled_in_the_workflow_task_that_took_it() {
+fn on_a_self_hosted_cluster_an_apply_takes_no_activity_task() {
     let stack = stack("10m");
     let yaml = resource("prompt", "prompt-ns", 7, "");
     ok(stack.apply_as(PAYMENTS_MEMBER, &yaml, &["--wait"]));
@@ -314,9 +314,16 @@ fn on_a_self_hosted_cluster_an_apply_is_reconciled_in_the_workflow_task_that_too
         &stack.temporal_address,
     );
     let history = stdout(&shown);
-    // The apply's record is still an activity, so activities are named in the history.
-    assert!(history.contains("RecordAudit"), "{}", text(&shown));
-    assert!(!history.contains("ReconcileNamespace"), "{history}");
+    // Reconciled and recorded by local activities, in the task that took the apply.
+    assert!(
+        history.contains("EVENT_TYPE_MARKER_RECORDED"),
+        "{}",
+        text(&shown)
+    );
+    assert!(
+        !history.contains("EVENT_TYPE_ACTIVITY_TASK_SCHEDULED"),
+        "{history}"
+    );
 }
 
 #[test]

@@ -12,7 +12,9 @@ use temporalio_common::data_converters::{
     PayloadConversionError, SerializationContext, TemporalDeserializable, TemporalSerializable,
 };
 use temporalio_common::protos::temporal::api::common::v1::{Payload, RetryPolicy};
-use temporalio_sdk::{ActivityExecutionError, ActivityOptions, WorkflowContext};
+use temporalio_sdk::{
+    ActivityExecutionError, ActivityOptions, LocalActivityOptions, WorkflowContext,
+};
 
 use crate::contracts::RecordAudit;
 
@@ -189,12 +191,44 @@ pub(crate) async fn record<W>(
     ctx: &mut WorkflowContext<W>,
     records: Vec<AuditRecord>,
 ) -> Result<(), ActivityExecutionError> {
-    let options = until_done(Duration::from_secs(30));
     for chunk in records.chunks(RECORDS_PER_CALL) {
-        ctx.execute_activity(RecordAudit, chunk.to_vec(), options.clone())
-            .await?;
+        record_until_done(ctx, chunk.to_vec()).await?;
     }
     Ok(())
+}
+
+/// [`record`], tried first in the workflow task that makes the records (no round trip
+/// through the task queue), for [`IN_TASK_PATIENCE`] at most: the trail's own workflow may
+/// need a task of this worker meanwhile, which tasks all waiting here would keep from it.
+/// What is not taken by then is recorded as [`record`] does.
+pub(crate) async fn record_in_task<W>(
+    ctx: &mut WorkflowContext<W>,
+    records: Vec<AuditRecord>,
+) -> Result<(), ActivityExecutionError> {
+    let options = LocalActivityOptions::builder()
+        .start_to_close_timeout(Duration::from_secs(10))
+        .schedule_to_close_timeout(IN_TASK_PATIENCE)
+        .build();
+    for chunk in records.chunks(RECORDS_PER_CALL) {
+        let taken = ctx
+            .execute_local_activity(RecordAudit, chunk.to_vec(), options.clone())
+            .await;
+        if taken.is_err() {
+            record_until_done(ctx, chunk.to_vec()).await?;
+        }
+    }
+    Ok(())
+}
+
+/// How long records are tried in the workflow task before they go to an activity.
+const IN_TASK_PATIENCE: Duration = Duration::from_secs(30);
+
+async fn record_until_done<W>(
+    ctx: &mut WorkflowContext<W>,
+    chunk: Vec<AuditRecord>,
+) -> Result<(), ActivityExecutionError> {
+    ctx.execute_activity(RecordAudit, chunk, until_done(Duration::from_secs(30)))
+        .await
 }
 
 #[cfg(test)]

@@ -85,8 +85,8 @@ const RECORDED: [(&str, &str); 23] = [
         "provision-seeded-in-task.json",
         "namespace/my-fancy-namespace",
     ),
-    // Since a self-hosted namespace is reconciled after an apply in the task that takes it:
-    // created, then its description changed.
+    // Since a self-hosted namespace is reconciled after an apply, and the apply recorded, in
+    // the task that takes it: created, then its description changed.
     (
         "provision-reconciled-in-task.json",
         "namespace/my-fancy-namespace",
