@@ -316,7 +316,7 @@ fn on_a_self_hosted_cluster_an_apply_takes_no_activity_task() {
     let history = stdout(&shown);
     // Reconciled and recorded by local activities, in the task that took the apply.
     assert!(
-        history.contains("EVENT_TYPE_MARKER_RECORDED"),
+        history.contains("EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_COMPLETED"),
         "{}",
         text(&shown)
     );

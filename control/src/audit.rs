@@ -138,7 +138,8 @@ struct Call {
 
 /// Callers waiting at most for the next `append`; more wait to be taken.
 const CALLS: usize = 1_024;
-/// An `append` unanswered by then fails its callers (a `RecordAudit` try lasts 30 s), so a
+/// An `append` unanswered by then fails its callers (a `RecordAudit` activity's try lasts
+/// 30 s; one in a workflow task gives up after 10 s and leaves it to the activity), so a
 /// stuck trail holds up no later records for longer.
 const APPEND_TIMEOUT: Duration = Duration::from_secs(25);
 

@@ -1,6 +1,6 @@
 //! How workflows record what they change in the audit trail: each change names who asked
 //! ([`By`]), and its record is handed over by an activity that is retried until the trail has
-//! taken it. A workflow waits for its update handlers before it hands over to a new run, so no
+//! taken it (an apply's is tried once in the workflow task first). A workflow waits for its update handlers before it hands over to a new run, so no
 //! record is left behind.
 
 use std::time::Duration;
@@ -197,17 +197,24 @@ pub(crate) async fn record<W>(
     Ok(())
 }
 
-/// [`record`], tried first in the workflow task that makes the records (no round trip
+/// [`record`], tried once first in the workflow task that makes the records (no round trip
 /// through the task queue), for [`IN_TASK_PATIENCE`] at most: the trail's own workflow may
 /// need a task of this worker meanwhile, which tasks all waiting here would keep from it.
-/// What is not taken by then is recorded as [`record`] does.
+/// What is not taken then is recorded as [`record`] does.
 pub(crate) async fn record_in_task<W>(
     ctx: &mut WorkflowContext<W>,
     records: Vec<AuditRecord>,
 ) -> Result<(), ActivityExecutionError> {
+    // One try: a local activity's retries (and a timeout that falls between them) would hold
+    // the task longer.
+    let once = RetryPolicy {
+        maximum_attempts: 1,
+        ..forever(Duration::from_secs(1))
+    };
     let options = LocalActivityOptions::builder()
-        .start_to_close_timeout(Duration::from_secs(10))
+        .start_to_close_timeout(IN_TASK_PATIENCE)
         .schedule_to_close_timeout(IN_TASK_PATIENCE)
+        .retry_policy(once.into())
         .build();
     for chunk in records.chunks(RECORDS_PER_CALL) {
         let taken = ctx
@@ -220,9 +227,11 @@ pub(crate) async fn record_in_task<W>(
     Ok(())
 }
 
-/// How long records are tried in the workflow task before they go to an activity.
-const IN_TASK_PATIENCE: Duration = Duration::from_secs(30);
+/// How long records are tried in the workflow task before they go to an activity: a trail
+/// that answers at all answers in milliseconds.
+const IN_TASK_PATIENCE: Duration = Duration::from_secs(10);
 
+/// One chunk of records, by an activity tried until the trail has taken it.
 async fn record_until_done<W>(
     ctx: &mut WorkflowContext<W>,
     chunk: Vec<AuditRecord>,
