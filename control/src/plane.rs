@@ -48,9 +48,10 @@ const UNANSWERED: &[Code] = &[
     Code::Unavailable,
     Code::ResourceExhausted,
 ];
-/// How long each trigger after a directory change is tried again. A single trigger is not:
-/// its caller (an activity, with a timeout of its own) tries again.
-const TRIGGER_ALL_PATIENCE: Duration = Duration::from_secs(30);
+/// How long each trigger after a directory change is tried again: longer than a call's own
+/// timeout (the client's 30 s), so one that timed out is tried once more. A single trigger is
+/// not: its caller (an activity, with a timeout of its own) tries again.
+const TRIGGER_ALL_PATIENCE: Duration = Duration::from_secs(75);
 /// What [`ControlPlane::ensure_policy`] did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PolicySeeding {
