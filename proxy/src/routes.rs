@@ -23,6 +23,8 @@ const MAX_UNSETTLED_READS: usize = 16;
 /// for one caller, so one that makes names up cannot spend the others' share.
 const DIRECT_READS: u32 = 16;
 const DIRECT_READS_PER_CALLER: u32 = 4;
+/// Resources read directly that a lookup by an unknown name found.
+const NAMING_READS: usize = 4;
 
 /// The workflow ids of the namespace resources a Temporal namespace name can belong to: its
 /// own, and, for a Cloud name (`orders.<account>`), the part before the account. None for a
@@ -162,6 +164,22 @@ impl Routes {
         for id in resource_ids(asked) {
             if !ids.contains(&id) && self.direct_reads.take(caller) {
                 ids.push(id);
+            }
+        }
+        // A resource named otherwise than its Temporal namespace, started after the last
+        // listing (refreshes come at most every second): found by the name it was started
+        // with in its search attributes.
+        if self.direct_reads.take(caller) {
+            match with_timeout(self.control.namespaces_naming::<Namespace>(asked)).await {
+                Ok(naming) => {
+                    // Those started before resources carried the name match too: a few.
+                    for (id, _) in naming.into_iter().take(NAMING_READS) {
+                        if !ids.contains(&id) {
+                            ids.push(id);
+                        }
+                    }
+                }
+                Err(error) => tracing::debug!(asked, %error, "namespace not looked up by name"),
             }
         }
         let mut found = Vec::new();
