@@ -179,7 +179,7 @@ impl PlatformApi {
     async fn holder_of(&self, temporal_name: &str) -> Result<Option<String>, Status> {
         let resources = self
             .control
-            .namespaces_naming::<Namespace>(temporal_name)
+            .namespaces_naming::<Namespace>(temporal_name, usize::MAX)
             .await
             .map_err(backend_status)?;
         Ok(resources.iter().find_map(|(id, resource)| match resource {

@@ -241,9 +241,11 @@ impl ControlPlane {
     /// those whose `PlinthName` says so, and those of workflows started before Namespace
     /// resources carried it (until they next publish). A query for one name, where a listing
     /// of every resource took longer than a burst of applies could wait with thousands of them.
+    /// At most `limit` of them.
     pub async fn namespaces_naming<T: DeserializeOwned>(
         &self,
         temporal_name: &str,
+        limit: usize,
     ) -> Result<Vec<(String, Option<T>)>, BackendError> {
         // Temporal namespace names are letters, digits, '.', '-' and '_': nothing to quote.
         if temporal_name.is_empty()
@@ -259,7 +261,7 @@ impl ControlPlane {
             " AND ({name} = '{temporal_name}' OR {name} IS NULL)",
             name = NAME_ATTRIBUTE.name()
         );
-        self.running_where(plinth_proto::KIND_NAMESPACE, &clause, usize::MAX)
+        self.running_where(plinth_proto::KIND_NAMESPACE, &clause, limit)
             .await
     }
 

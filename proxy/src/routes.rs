@@ -23,7 +23,8 @@ const MAX_UNSETTLED_READS: usize = 16;
 /// for one caller, so one that makes names up cannot spend the others' share.
 const DIRECT_READS: u32 = 16;
 const DIRECT_READS_PER_CALLER: u32 = 4;
-/// Resources read directly that a lookup by an unknown name found.
+/// At most this many resources a lookup by an unknown name finds (those started before
+/// resources carried their name match any) are read directly.
 const NAMING_READS: usize = 4;
 
 /// The workflow ids of the namespace resources a Temporal namespace name can belong to: its
@@ -156,25 +157,30 @@ impl Routes {
     }
 
     /// Reads from their workflows the namespaces the last listing showed unprovisioned, and
-    /// the resource `asked` may name (within `caller`'s share: callers make names up), and
-    /// routes those that are provisioned. A read that fails skips only its namespace.
+    /// the resources `asked` may name: by their id, and by the name they were started with
+    /// (within `caller`'s share: callers make names up). Routes those that are provisioned.
+    /// A read that fails skips only its namespace.
     async fn settle(&self, asked: &str, caller: &str) {
         let mut ids = std::mem::take(&mut *self.unsettled.lock().expect("unsettled lock"));
         ids.truncate(MAX_UNSETTLED_READS);
-        for id in resource_ids(asked) {
+        let own = resource_ids(asked);
+        // A name no resource can have is looked up no further.
+        let plausible = !own.is_empty();
+        for id in own {
             if !ids.contains(&id) && self.direct_reads.take(caller) {
                 ids.push(id);
             }
         }
         // A resource named otherwise than its Temporal namespace, started after the last
-        // listing (refreshes come at most every second): found by the name it was started
-        // with in its search attributes.
-        if self.direct_reads.take(caller) {
-            match with_timeout(self.control.namespaces_naming::<Namespace>(asked)).await {
+        // listing (refreshes come at most every second).
+        if plausible && self.direct_reads.take(caller) {
+            let naming = self
+                .control
+                .namespaces_naming::<Namespace>(asked, NAMING_READS);
+            match with_timeout(naming).await {
                 Ok(naming) => {
-                    // Those started before resources carried the name match too: a few.
-                    for (id, _) in naming.into_iter().take(NAMING_READS) {
-                        if !ids.contains(&id) {
+                    for (id, _) in naming {
+                        if !id.is_empty() && !ids.contains(&id) && self.direct_reads.take(caller) {
                             ids.push(id);
                         }
                     }
