@@ -1,7 +1,7 @@
 //! How workflows record what they change in the audit trail: each change names who asked
 //! ([`By`]), and its record is handed over by an activity that is retried until the trail has
-//! taken it (an apply's is tried once in the workflow task first). A workflow waits for its update handlers before it hands over to a new run, so no
-//! record is left behind.
+//! taken it (an apply's is tried once in the workflow task first). A workflow waits for its
+//! update handlers before it hands over to a new run, so no record is left behind.
 
 use std::time::Duration;
 
