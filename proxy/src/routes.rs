@@ -150,6 +150,9 @@ impl Routes {
         if refreshed.is_none_or(|at| at.elapsed() >= MISS_REFRESH) {
             self.load(&mut refreshed).await?;
         }
+        // Direct reads go on without the lock: a slow one would hold every call naming a new
+        // namespace, and the certificate reload, behind it.
+        drop(refreshed);
         if self.lookup(namespace).is_none() {
             self.settle(namespace, &caller.to_string()).await;
         }
@@ -188,14 +191,21 @@ impl Routes {
                 Err(error) => tracing::debug!(asked, %error, "namespace not looked up by name"),
             }
         }
-        let mut found = Vec::new();
-        for id in ids {
-            let read = self.control.running::<Namespace>(id.clone());
-            match with_timeout(read).await {
-                Ok(resource) => found.extend(resource.and_then(|r| self.route(r))),
-                Err(error) => tracing::debug!(id, %error, "namespace not read directly"),
+        // At once: one after another, reads that time out would add up.
+        let reads = ids.into_iter().map(|id| async move {
+            match with_timeout(self.control.running::<Namespace>(id.clone())).await {
+                Ok(resource) => resource.and_then(|r| self.route(r)),
+                Err(error) => {
+                    tracing::debug!(id, %error, "namespace not read directly");
+                    None
+                }
             }
-        }
+        });
+        let found: Vec<_> = futures::future::join_all(reads)
+            .await
+            .into_iter()
+            .flatten()
+            .collect();
         if !found.is_empty() {
             let mut table = self.table.write().expect("routes lock");
             let mut updated = HashMap::clone(&table);
