@@ -656,11 +656,17 @@ impl ControlPlane {
                 other => Ok(other),
             }
         };
+        let failed = |e: ScheduleError| {
+            BackendError::Unavailable(format!(
+                "trigger access schedule {}: {e}",
+                handle.schedule_id()
+            ))
+        };
         match retry_while(UNANSWERED, patience, Duration::from_secs(1), trigger).await {
             Ok(Ok(())) => Ok(true),
-            Ok(Err(e)) => Err(schedule_error(e)),
+            Ok(Err(e)) => Err(failed(e)),
             Err(status) if status.code() == Code::NotFound => Ok(false),
-            Err(status) => Err(schedule_error(ScheduleError::Rpc(status))),
+            Err(status) => Err(failed(ScheduleError::Rpc(status))),
         }
     }
 
@@ -873,14 +879,35 @@ impl ControlPlane {
 
     /// Runs every namespace's access schedule now; returns how many were started.
     pub async fn trigger_all_access_runs(&self) -> Result<u32, BackendError> {
-        let mut schedules = self.client.list_schedules(ListSchedulesOptions::default());
-        let mut ids = Vec::new();
-        while let Some(schedule) = schedules.next().await {
-            let schedule = schedule.map_err(schedule_error)?;
-            if schedule.workflow_type() == Some(AccessRunStart.name()) {
-                ids.push(schedule.schedule_id().to_owned());
+        // A page Temporal did not answer in time lists again from the start: the ids are
+        // collected before any trigger, so a second listing repeats nothing.
+        let list = || async {
+            let mut schedules = self.client.list_schedules(ListSchedulesOptions::default());
+            let mut ids = Vec::new();
+            while let Some(schedule) = schedules.next().await {
+                match schedule {
+                    Ok(schedule) if schedule.workflow_type() == Some(AccessRunStart.name()) => {
+                        ids.push(schedule.schedule_id().to_owned());
+                    }
+                    Ok(_) => {}
+                    Err(ScheduleError::Rpc(status)) => return Err(status),
+                    Err(e) => return Ok(Err(e)),
+                }
             }
-        }
+            Ok(Ok(ids))
+        };
+        let ids = match retry_while(
+            UNANSWERED,
+            TRIGGER_ALL_PATIENCE,
+            Duration::from_secs(1),
+            list,
+        )
+        .await
+        {
+            Ok(Ok(ids)) => ids,
+            Ok(Err(e)) => return Err(list_error(e)),
+            Err(status) => return Err(list_error(ScheduleError::Rpc(status))),
+        };
         let mut triggered = 0;
         for id in ids {
             triggered += u32::from(self.trigger(id, TRIGGER_ALL_PATIENCE).await?);
@@ -945,6 +972,10 @@ fn access_schedule_spec(namespace: &str, every: Duration) -> ScheduleSpec {
 
 fn schedule_error(error: ScheduleError) -> BackendError {
     BackendError::Unavailable(format!("access schedule: {error}"))
+}
+
+fn list_error(error: ScheduleError) -> BackendError {
+    BackendError::Unavailable(format!("list access schedules: {error}"))
 }
 
 #[cfg(test)]

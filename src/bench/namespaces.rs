@@ -90,13 +90,18 @@ pub async fn namespaces(
             &control_namespace,
             &config.temporal.task_queue,
         )?;
-        let (triggered, busy) = tokio::join!(
-            control.trigger_all_access_runs(),
+        let triggers = async {
+            let started = Instant::now();
+            let runs = control.trigger_all_access_runs().await;
+            (runs, started.elapsed())
+        };
+        let ((triggered, took), busy) = tokio::join!(
+            triggers,
             apply_all(&api, &measured, &args.owner, args.count),
         );
         let runs = triggered.context("start every access run")?;
         Some((
-            runs,
+            (runs, took),
             busy.context("plinth apply → Ready during access runs")?,
         ))
     };
@@ -118,13 +123,19 @@ pub async fn namespaces(
         ]
     };
     row("plinth apply → Ready", times(&alone));
-    if let Some((runs, busy)) = &busy {
+    if let Some(((runs, _), busy)) = &busy {
         row(&format!("… while {runs} access runs start"), times(busy));
     }
     row("bare RegisterNamespace", times(&bare));
     row("ratio (plinth / bare)", ratios(&alone, &bare));
     if let Some((_, busy)) = &busy {
         row("ratio (during access runs / alone)", ratios(busy, &alone));
+    }
+    if let Some(((runs, took), _)) = &busy {
+        println!(
+            "\n{runs} access runs started, one after another, in {}",
+            ms(*took)
+        );
     }
     println!("\nworker RSS {rss} MiB now, {peak} MiB peak (pid {worker_pid})");
     Ok(ExitCode::SUCCESS)
