@@ -2,7 +2,7 @@
 //! resources and refreshed.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -93,20 +93,61 @@ impl Budget {
     }
 }
 
+/// What the last listing said, with what direct reads added since.
+#[derive(Debug, Default)]
+struct Table {
+    /// Temporal namespace name to upstream endpoint.
+    routes: HashMap<String, String>,
+    /// Names the listing showed being deleted: a read older than it must not route them again.
+    leaving: HashSet<String>,
+    /// Counts listings, so a read can tell whether one came while it was out.
+    listing: u64,
+}
+
+impl Table {
+    /// This table with the routes direct reads found, made since listing `since`: a listing
+    /// that came while they were out is the newer word on the names it routes or saw leaving.
+    fn with_read(&self, found: Vec<(String, String)>, since: u64) -> Self {
+        let mut routes = self.routes.clone();
+        for (name, endpoint) in found {
+            let newer = self.listing != since
+                && (self.leaving.contains(&name) || routes.contains_key(&name));
+            if !newer {
+                routes.insert(name, endpoint);
+            }
+        }
+        Self {
+            routes,
+            leaving: self.leaving.clone(),
+            listing: self.listing,
+        }
+    }
+}
+
+/// When the last refresh ended, and whether it failed.
+#[derive(Debug, Clone, Copy)]
+struct Refreshed {
+    at: Instant,
+    failed: bool,
+}
+
 /// Temporal namespace name to upstream endpoint.
 #[derive(Debug)]
 pub struct Routes {
     control: ControlPlane,
     /// Sends every namespace here instead of the endpoint its status names.
     upstream_override: Option<String>,
-    table: RwLock<Arc<HashMap<String, String>>>,
+    table: RwLock<Arc<Table>>,
     /// Workflow ids of namespaces the last refresh listed without a route: visibility can lag
     /// a status that is already Ready.
     unsettled: std::sync::Mutex<Vec<String>>,
     /// Direct reads of the resource an unknown name belongs to, left this second.
     direct_reads: Budget,
-    /// When the last refresh started; serializes refreshes.
-    refreshed: tokio::sync::Mutex<Option<Instant>>,
+    /// How the last refresh ended; serializes refreshes.
+    refreshed: tokio::sync::Mutex<Option<Refreshed>>,
+    /// Refreshes ended, whatever their outcome: a call that waited on one does not start
+    /// another.
+    attempts: AtomicU64,
     loaded: AtomicBool,
 }
 
@@ -120,6 +161,7 @@ impl Routes {
             unsettled: std::sync::Mutex::default(),
             direct_reads: Budget::new(),
             refreshed: tokio::sync::Mutex::new(None),
+            attempts: AtomicU64::new(0),
             loaded: AtomicBool::new(false),
         }
     }
@@ -142,21 +184,34 @@ impl Routes {
         if let Some(endpoint) = self.lookup(namespace) {
             return Ok(Some(endpoint));
         }
+        let attempts = self.attempts.load(Ordering::Acquire);
         let mut refreshed = self.refreshed.lock().await;
         // Another call may have found it while this one waited.
         if let Some(endpoint) = self.lookup(namespace) {
             return Ok(Some(endpoint));
         }
-        if refreshed.is_none_or(|at| at.elapsed() >= MISS_REFRESH) {
+        // One refresh serves every call that waited on it, and the next comes a second after
+        // it ended: calls naming made-up names while listings time out do not queue a
+        // listing each.
+        let waited_on_one = self.attempts.load(Ordering::Acquire) != attempts;
+        if !waited_on_one && refreshed.is_none_or(|last| last.at.elapsed() >= MISS_REFRESH) {
             self.load(&mut refreshed).await?;
         }
+        let failed = refreshed.is_some_and(|last| last.failed);
         // Direct reads go on without the lock: a slow one would hold every call naming a new
         // namespace, and the certificate reload, behind it.
         drop(refreshed);
         if self.lookup(namespace).is_none() {
             self.settle(namespace, &caller.to_string()).await;
         }
-        Ok(self.lookup(namespace))
+        match self.lookup(namespace) {
+            // Not known for not served while the control plane does not answer: the caller
+            // tries again.
+            None if failed => Err(BackendError::Unavailable(
+                "control plane: the namespaces could not be listed".into(),
+            )),
+            endpoint => Ok(endpoint),
+        }
     }
 
     /// Reads from their workflows the namespaces the last listing showed unprovisioned, and
@@ -164,6 +219,7 @@ impl Routes {
     /// (within `caller`'s share: callers make names up). Routes those that are provisioned.
     /// A read that fails skips only its namespace.
     async fn settle(&self, asked: &str, caller: &str) {
+        let listing = self.table.read().expect("routes lock").listing;
         let mut ids = std::mem::take(&mut *self.unsettled.lock().expect("unsettled lock"));
         ids.truncate(MAX_UNSETTLED_READS);
         let own = resource_ids(asked);
@@ -206,18 +262,18 @@ impl Routes {
             .into_iter()
             .flatten()
             .collect();
-        if !found.is_empty() {
-            let mut table = self.table.write().expect("routes lock");
-            let mut updated = HashMap::clone(&table);
-            updated.extend(found);
-            *table = Arc::new(updated);
+        if found.is_empty() {
+            return;
         }
+        let mut table = self.table.write().expect("routes lock");
+        *table = Arc::new(table.with_read(found, listing));
     }
 
     fn lookup(&self, namespace: &str) -> Option<String> {
         self.table
             .read()
             .expect("routes lock")
+            .routes
             .get(namespace)
             .cloned()
     }
@@ -228,29 +284,46 @@ impl Routes {
         self.load(&mut refreshed).await
     }
 
-    async fn load(&self, refreshed: &mut Option<Instant>) -> Result<HashSet<String>, BackendError> {
-        *refreshed = Some(Instant::now());
+    async fn load(
+        &self,
+        refreshed: &mut Option<Refreshed>,
+    ) -> Result<HashSet<String>, BackendError> {
         let listing = self
             .control
             .running_resources::<Namespace>(plinth_proto::KIND_NAMESPACE);
-        let mut table = HashMap::new();
+        let listed = with_timeout(listing).await;
+        *refreshed = Some(Refreshed {
+            at: Instant::now(),
+            failed: listed.is_err(),
+        });
+        self.attempts.fetch_add(1, Ordering::Release);
+        let mut routes = HashMap::new();
+        let mut leaving = HashSet::new();
         let mut unsettled = Vec::new();
-        for (id, resource) in with_timeout(listing).await? {
-            let leaving = resource
-                .as_ref()
-                .and_then(|r| r.status.as_ref())
-                .is_some_and(|s| [phase::DELETING, phase::DELETED].contains(&s.phase.as_str()));
-            match resource.and_then(|r| self.route(r)) {
+        for (id, resource) in listed? {
+            let Some(resource) = resource else {
+                unsettled.push(id);
+                continue;
+            };
+            if is_leaving(&resource) {
+                leaving.extend(temporal_name(&resource));
+                continue;
+            }
+            match self.route(resource) {
                 Some((name, endpoint)) => {
-                    table.insert(name, endpoint);
+                    routes.insert(name, endpoint);
                 }
-                None if !leaving => unsettled.push(id),
-                None => {}
+                None => unsettled.push(id),
             }
         }
         *self.unsettled.lock().expect("unsettled lock") = unsettled;
-        let endpoints = table.values().cloned().collect();
-        *self.table.write().expect("routes lock") = Arc::new(table);
+        let endpoints = routes.values().cloned().collect();
+        let mut table = self.table.write().expect("routes lock");
+        *table = Arc::new(Table {
+            routes,
+            leaving,
+            listing: table.listing + 1,
+        });
         self.loaded.store(true, Ordering::Relaxed);
         Ok(endpoints)
     }
@@ -258,21 +331,36 @@ impl Routes {
     /// A namespace takes traffic once provisioned (its status names an endpoint) until its
     /// deletion starts; a failed later update does not cut it off.
     fn route(&self, resource: Namespace) -> Option<(String, String)> {
-        let spec = resource.spec?;
+        let name = temporal_name(&resource)?;
         let status = resource.status?;
-        if status.endpoint.is_empty()
-            || [phase::DELETING, phase::DELETED].contains(&status.phase.as_str())
-        {
+        if status.endpoint.is_empty() || is_leaving_phase(&status.phase) {
             return None;
         }
         let endpoint = self.upstream_override.clone().unwrap_or(status.endpoint);
-        let name = if status.temporal_namespace.is_empty() {
-            spec.name
-        } else {
-            status.temporal_namespace
-        };
         Some((name, endpoint))
     }
+}
+
+fn is_leaving_phase(phase: &str) -> bool {
+    [phase::DELETING, phase::DELETED].contains(&phase)
+}
+
+fn is_leaving(resource: &Namespace) -> bool {
+    resource
+        .status
+        .as_ref()
+        .is_some_and(|status| is_leaving_phase(&status.phase))
+}
+
+/// The Temporal namespace a resource serves: the one its status names, else its own name.
+fn temporal_name(resource: &Namespace) -> Option<String> {
+    let spec = resource.spec.as_ref()?;
+    let status = resource.status.as_ref()?;
+    Some(if status.temporal_namespace.is_empty() {
+        spec.name.clone()
+    } else {
+        status.temporal_namespace.clone()
+    })
 }
 
 async fn with_timeout<T>(
@@ -297,6 +385,39 @@ mod tests {
         assert!(resource_ids("").is_empty());
         assert!(resource_ids("a/b").is_empty(), "no id of another kind");
         assert!(resource_ids(&"x".repeat(256)).is_empty());
+    }
+
+    fn listed(routes: &[(&str, &str)], leaving: &[&str], listing: u64) -> Table {
+        Table {
+            routes: routes
+                .iter()
+                .map(|(n, e)| (n.to_string(), e.to_string()))
+                .collect(),
+            leaving: leaving.iter().map(|n| n.to_string()).collect(),
+            listing,
+        }
+    }
+
+    fn found(name: &str, endpoint: &str) -> Vec<(String, String)> {
+        vec![(name.to_owned(), endpoint.to_owned())]
+    }
+
+    #[test]
+    fn a_read_routes_a_namespace_the_listing_it_followed_missed() {
+        let table = listed(&[], &[], 7).with_read(found("orders", "a:7233"), 7);
+        assert_eq!(table.routes["orders"], "a:7233");
+    }
+
+    #[test]
+    fn a_read_older_than_the_listing_does_not_route_a_namespace_it_saw_being_deleted() {
+        let table = listed(&[], &["orders"], 8).with_read(found("orders", "a:7233"), 7);
+        assert!(!table.routes.contains_key("orders"));
+    }
+
+    #[test]
+    fn a_read_older_than_the_listing_keeps_the_listing_s_endpoint() {
+        let table = listed(&[("orders", "b:7233")], &[], 8).with_read(found("orders", "a:7233"), 7);
+        assert_eq!(table.routes["orders"], "b:7233");
     }
 
     #[test]
