@@ -332,8 +332,11 @@ impl Routes {
     /// deletion starts; a failed later update does not cut it off.
     fn route(&self, resource: Namespace) -> Option<(String, String)> {
         let name = temporal_name(&resource)?;
+        if is_leaving(&resource) {
+            return None;
+        }
         let status = resource.status?;
-        if status.endpoint.is_empty() || is_leaving_phase(&status.phase) {
+        if status.endpoint.is_empty() {
             return None;
         }
         let endpoint = self.upstream_override.clone().unwrap_or(status.endpoint);
@@ -341,15 +344,11 @@ impl Routes {
     }
 }
 
-fn is_leaving_phase(phase: &str) -> bool {
-    [phase::DELETING, phase::DELETED].contains(&phase)
-}
-
 fn is_leaving(resource: &Namespace) -> bool {
     resource
         .status
         .as_ref()
-        .is_some_and(|status| is_leaving_phase(&status.phase))
+        .is_some_and(|status| [phase::DELETING, phase::DELETED].contains(&status.phase.as_str()))
 }
 
 /// The Temporal namespace a resource serves: the one its status names, else its own name.
