@@ -41,7 +41,7 @@ use crate::contract::{
     audit_workflow_id, history_export_workflow_id, policy_workflow_id, scrape_workflow_id,
 };
 
-/// What a trigger tried again meets: no answer in time, or a server too busy to take it.
+/// What a schedule call tried again meets: no answer in time, or a server too busy to take it.
 const UNANSWERED: &[Code] = &[
     Code::Cancelled,
     Code::DeadlineExceeded,
@@ -642,31 +642,20 @@ impl ControlPlane {
     async fn trigger(&self, schedule_id: String, patience: Duration) -> Result<bool, BackendError> {
         let handle = self.client.get_schedule_handle(schedule_id);
         // A run in progress may have read the old state: buffer one more after it. A trigger
-        // not answered while Temporal is busy is tried again for `patience`: one that took
-        // meanwhile buffers that one run, no more.
-        let trigger = || async {
-            match handle
-                .trigger(
-                    ScheduleOverlapPolicy::BufferOne,
-                    TriggerScheduleOptions::default(),
-                )
-                .await
-            {
-                Err(ScheduleError::Rpc(status)) => Err(status),
-                other => Ok(other),
-            }
+        // tried again that took the first time buffers that one run, no more.
+        let trigger = || {
+            handle.trigger(
+                ScheduleOverlapPolicy::BufferOne,
+                TriggerScheduleOptions::default(),
+            )
         };
-        let failed = |e: ScheduleError| {
-            BackendError::Unavailable(format!(
+        match retry_unanswered(patience, trigger).await {
+            Ok(()) => Ok(true),
+            Err(ScheduleError::Rpc(status)) if status.code() == Code::NotFound => Ok(false),
+            Err(e) => Err(BackendError::Unavailable(format!(
                 "trigger access schedule {}: {e}",
                 handle.schedule_id()
-            ))
-        };
-        match retry_while(UNANSWERED, patience, Duration::from_secs(1), trigger).await {
-            Ok(Ok(())) => Ok(true),
-            Ok(Err(e)) => Err(failed(e)),
-            Err(status) if status.code() == Code::NotFound => Ok(false),
-            Err(status) => Err(failed(ScheduleError::Rpc(status))),
+            ))),
         }
     }
 
@@ -885,29 +874,16 @@ impl ControlPlane {
             let mut schedules = self.client.list_schedules(ListSchedulesOptions::default());
             let mut ids = Vec::new();
             while let Some(schedule) = schedules.next().await {
-                match schedule {
-                    Ok(schedule) if schedule.workflow_type() == Some(AccessRunStart.name()) => {
-                        ids.push(schedule.schedule_id().to_owned());
-                    }
-                    Ok(_) => {}
-                    Err(ScheduleError::Rpc(status)) => return Err(status),
-                    Err(e) => return Ok(Err(e)),
+                let schedule = schedule?;
+                if schedule.workflow_type() == Some(AccessRunStart.name()) {
+                    ids.push(schedule.schedule_id().to_owned());
                 }
             }
-            Ok(Ok(ids))
+            Ok(ids)
         };
-        let ids = match retry_while(
-            UNANSWERED,
-            TRIGGER_ALL_PATIENCE,
-            Duration::from_secs(1),
-            list,
-        )
-        .await
-        {
-            Ok(Ok(ids)) => ids,
-            Ok(Err(e)) => return Err(list_error(e)),
-            Err(status) => return Err(list_error(ScheduleError::Rpc(status))),
-        };
+        let ids = retry_unanswered(TRIGGER_ALL_PATIENCE, list)
+            .await
+            .map_err(|e| BackendError::Unavailable(format!("list access schedules: {e}")))?;
         let mut triggered = 0;
         for id in ids {
             triggered += u32::from(self.trigger(id, TRIGGER_ALL_PATIENCE).await?);
@@ -974,8 +950,25 @@ fn schedule_error(error: ScheduleError) -> BackendError {
     BackendError::Unavailable(format!("access schedule: {error}"))
 }
 
-fn list_error(error: ScheduleError) -> BackendError {
-    BackendError::Unavailable(format!("list access schedules: {error}"))
+/// `call`, tried again while Temporal does not answer it in time or is too busy to, for
+/// `patience`.
+async fn retry_unanswered<T, F, Fut>(patience: Duration, mut call: F) -> Result<T, ScheduleError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, ScheduleError>>,
+{
+    let rpc = || {
+        let answer = call();
+        async move {
+            match answer.await {
+                Err(ScheduleError::Rpc(status)) => Err(status),
+                other => Ok(other),
+            }
+        }
+    };
+    retry_while(UNANSWERED, patience, Duration::from_secs(1), rpc)
+        .await
+        .unwrap_or_else(|status| Err(ScheduleError::Rpc(status)))
 }
 
 #[cfg(test)]
