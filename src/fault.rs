@@ -1,5 +1,6 @@
 //! Fault injection for crash tests. `PLINTH_FAULT_PAUSE_AFTER_REGISTER=3s` makes the worker
-//! pause after each namespace registration, so a test can kill it mid-provisioning.
+//! pause after each namespace registration, and before adding search attributes (where a
+//! reconcile taken over by an activity goes on), so a test can kill it mid-provisioning.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -21,7 +22,8 @@ pub fn pause_after_register() -> anyhow::Result<Option<Duration>> {
         .transpose()
 }
 
-/// A backend that stalls after registering, as a slow or crashing worker would.
+/// A backend that stalls after registering and before adding search attributes, as a slow or
+/// crashing worker would.
 #[derive(Debug)]
 pub struct PauseAfterRegister {
     inner: Arc<dyn NamespaceBackend>,
@@ -55,6 +57,7 @@ impl NamespaceBackend for PauseAfterRegister {
         name: &str,
         attributes: &BTreeMap<String, String>,
     ) -> Result<(), BackendError> {
+        tokio::time::sleep(self.pause).await;
         self.inner.add_search_attributes(name, attributes).await
     }
 

@@ -327,6 +327,46 @@ fn on_a_self_hosted_cluster_an_apply_takes_no_activity_task() {
 }
 
 #[test]
+fn a_reconcile_slower_than_its_try_in_the_task_is_finished_by_an_activity() {
+    let mut stack = stack("10m");
+    // Registering takes 30 s: past the try in the workflow task, which would hold that
+    // task's slot from every other workflow of the worker.
+    stack.kill_worker();
+    stack
+        .start_worker_with(&[("PLINTH_FAULT_PAUSE_AFTER_REGISTER", "30s")])
+        .unwrap();
+    let yaml = resource("slow", "slow-ns", 7, "");
+    ok(stack.apply_as(PAYMENTS_MEMBER, &yaml, &["--wait"]));
+    let ready = get_json(&stack, "slow").unwrap();
+    assert_eq!(ready["status"]["phase"], "Ready", "{ready}");
+    let created = events(&ready).iter().filter(|e| *e == "Created").count();
+    assert_eq!(created, 1, "registered once: {ready}");
+    let shown = temporal(
+        &[
+            "workflow",
+            "show",
+            "-w",
+            "namespace/slow",
+            "-n",
+            &stack.control_namespace,
+            "-o",
+            "json",
+        ],
+        &stack.temporal_address,
+    );
+    let history: serde_json::Value = serde_json::from_str(&stdout(&shown)).expect("history");
+    let scheduled: Vec<&str> = history["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter_map(|event| {
+            event["activityTaskScheduledEventAttributes"]["activityType"]["name"].as_str()
+        })
+        .collect();
+    assert!(scheduled.contains(&"ReconcileNamespace"), "{history}");
+}
+
+#[test]
 fn worker_killed_mid_provisioning_finishes_after_restart() {
     let mut stack = stack("10m");
     // A worker that stalls right after registering: the search attribute is not added yet.

@@ -12,11 +12,10 @@ use temporalio_common::data_converters::{
     PayloadConversionError, SerializationContext, TemporalDeserializable, TemporalSerializable,
 };
 use temporalio_common::protos::temporal::api::common::v1::{Payload, RetryPolicy};
-use temporalio_sdk::{
-    ActivityExecutionError, ActivityOptions, LocalActivityOptions, WorkflowContext,
-};
+use temporalio_sdk::{ActivityExecutionError, ActivityOptions, WorkflowContext};
 
 use crate::contracts::RecordAudit;
+use crate::in_task::in_task_then_activity;
 
 /// An update's input and who asked for it, as the platform API identified them: one JSON
 /// payload, then the asker as a second when known. Histories and callers that send one
@@ -191,53 +190,26 @@ pub(crate) async fn record<W>(
     ctx: &mut WorkflowContext<W>,
     records: Vec<AuditRecord>,
 ) -> Result<(), ActivityExecutionError> {
+    let options = until_done(Duration::from_secs(30));
     for chunk in records.chunks(RECORDS_PER_CALL) {
-        record_until_done(ctx, chunk.to_vec()).await?;
+        ctx.execute_activity(RecordAudit, chunk.to_vec(), options.clone())
+            .await?;
     }
     Ok(())
 }
 
-/// [`record`], tried once first in the workflow task that makes the records (no round trip
-/// through the task queue), for [`IN_TASK_PATIENCE`] at most: the trail's own workflow may
-/// need a task of this worker meanwhile, which tasks all waiting here would keep from it.
-/// What is not taken then is recorded as [`record`] does.
+/// [`record`], each chunk tried first in the workflow task that makes the records (no round
+/// trip through the task queue): the trail's own workflow may need a task of this worker
+/// meanwhile, so the try is short ([`in_task_then_activity`]).
 pub(crate) async fn record_in_task<W>(
     ctx: &mut WorkflowContext<W>,
     records: Vec<AuditRecord>,
 ) -> Result<(), ActivityExecutionError> {
-    // One try: a local activity's retries (and a timeout that falls between them) would hold
-    // the task longer.
-    let once = RetryPolicy {
-        maximum_attempts: 1,
-        ..forever(Duration::from_secs(1))
-    };
-    let options = LocalActivityOptions::builder()
-        .start_to_close_timeout(IN_TASK_PATIENCE)
-        .schedule_to_close_timeout(IN_TASK_PATIENCE)
-        .retry_policy(once.into())
-        .build();
     for chunk in records.chunks(RECORDS_PER_CALL) {
-        let taken = ctx
-            .execute_local_activity(RecordAudit, chunk.to_vec(), options.clone())
-            .await;
-        if taken.is_err() {
-            record_until_done(ctx, chunk.to_vec()).await?;
-        }
+        let options = until_done(Duration::from_secs(30));
+        in_task_then_activity(ctx, RecordAudit, chunk.to_vec(), options).await?;
     }
     Ok(())
-}
-
-/// How long records are tried in the workflow task before they go to an activity: a trail
-/// that answers at all answers in milliseconds.
-const IN_TASK_PATIENCE: Duration = Duration::from_secs(10);
-
-/// One chunk of records, by an activity tried until the trail has taken it.
-async fn record_until_done<W>(
-    ctx: &mut WorkflowContext<W>,
-    chunk: Vec<AuditRecord>,
-) -> Result<(), ActivityExecutionError> {
-    ctx.execute_activity(RecordAudit, chunk, until_done(Duration::from_secs(30)))
-        .await
 }
 
 #[cfg(test)]

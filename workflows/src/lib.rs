@@ -12,6 +12,7 @@ pub mod contracts;
 mod directory_reload;
 mod handover;
 mod history_export;
+mod in_task;
 mod policy;
 mod provision_namespace;
 mod scim_resource;

@@ -6,6 +6,8 @@ use plinth_control::contract::{
 use plinth_proto::v1::{Condition, Event, Namespace, NamespaceStatus};
 use plinth_proto::{FieldError, check_update, outcome, phase};
 use serde::{Deserialize, Serialize};
+use temporalio_common::ActivityDefinition;
+use temporalio_common::data_converters::TemporalDeserializable;
 use temporalio_macros::{workflow, workflow_methods};
 use temporalio_sdk::{
     ActivityExecutionError, ActivityOptions, LocalActivityOptions, SyncWorkflowContext,
@@ -19,6 +21,7 @@ use crate::contracts::{
     ShredRequest, ValidateNamespace,
 };
 use crate::handover::{hand_over_when_long, wait_for_handlers};
+use crate::in_task::in_task_then_activity;
 
 const MAX_EVENTS: usize = 10;
 /// Namespaces set up their history export as they are reconciled and finish it as they are
@@ -31,6 +34,8 @@ const SEED_LOCALLY_PATCH: &str = "seed-access-locally";
 const IN_TASK_PATCH: &str = "reconcile-in-task";
 /// An apply is recorded in the workflow task that took it, for a while, then by an activity.
 const RECORD_IN_TASK_PATCH: &str = "record-apply-in-task";
+/// Backend calls in the workflow task get one short try there, then an activity.
+const ONCE_IN_TASK_PATCH: &str = "backend-once-in-task";
 
 fn export_enabled(spec: &plinth_proto::v1::NamespaceSpec) -> bool {
     spec.export.is_some_and(|export| export.enabled)
@@ -367,8 +372,7 @@ async fn reconcile(
     // no wait in its backlog) between the apply and Ready. A resync, which nobody waits on,
     // keeps to an activity and holds no workflow task while the backend is slow.
     let mut result = if in_task && !drift_check && ctx.patched(IN_TASK_PATCH) {
-        ctx.execute_local_activity(ReconcileNamespace, spec, backend_local_activity())
-            .await
+        backend_in_task(ctx, ReconcileNamespace, spec).await
     } else {
         ctx.execute_activity(ReconcileNamespace, spec, backend_activity())
             .await
@@ -380,8 +384,7 @@ async fn reconcile(
         // through the task queue (and, while applies come in bursts, a wait in its backlog)
         // fewer before Ready.
         let seeded = if ctx.patched(SEED_LOCALLY_PATCH) {
-            ctx.execute_local_activity(SeedAccess, seed, backend_local_activity())
-                .await
+            backend_in_task(ctx, SeedAccess, seed).await
         } else {
             ctx.execute_activity(SeedAccess, seed, backend_activity())
                 .await
@@ -666,10 +669,30 @@ pub(crate) fn local_activity() -> LocalActivityOptions {
         .build()
 }
 
-/// Backend calls in the workflow task (seeding access; reconciling where calls end within
-/// seconds), each of which may wait while Temporal or the backend is busy, or a new namespace
-/// while the cluster learns of it; retried for as long as an activity's single try may take
-/// (the SDK would stop at 100 s).
+/// A backend call in the workflow task (seeding access; reconciling where calls end within
+/// seconds): one short try, then an activity, so a slow backend holds no task slot. Histories
+/// from before tried it there for up to 15 minutes.
+async fn backend_in_task<AD>(
+    ctx: &mut WorkflowContext<ProvisionNamespace>,
+    activity: AD,
+    input: AD::Input,
+) -> Result<AD::Output, ActivityExecutionError>
+where
+    AD: ActivityDefinition + Clone,
+    AD::Input: Clone,
+    AD::Output: TemporalDeserializable,
+{
+    if ctx.patched(ONCE_IN_TASK_PATCH) {
+        in_task_then_activity(ctx, activity, input, backend_activity()).await
+    } else {
+        ctx.execute_local_activity(activity, input, backend_local_activity())
+            .await
+    }
+}
+
+/// Backend calls in the workflow task before [`ONCE_IN_TASK_PATCH`], each of which may wait
+/// while Temporal or the backend is busy, or a new namespace while the cluster learns of it;
+/// retried for as long as an activity's single try may take (the SDK would stop at 100 s).
 fn backend_local_activity() -> LocalActivityOptions {
     LocalActivityOptions::builder()
         .start_to_close_timeout(Duration::from_secs(120))

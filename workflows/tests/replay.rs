@@ -23,7 +23,7 @@ use temporalio_common::protos::temporal::api::history::v1::history_event::Attrib
 use temporalio_sdk::workflow_replayer::{WorkflowReplayer, WorkflowReplayerOptions};
 
 /// Each recorded history's file and the workflow it was taken from, in `plinth-system`.
-const RECORDED: [(&str, &str); 23] = [
+const RECORDED: [(&str, &str); 24] = [
     ("canary.json", "plinth-dev-canary"),
     (
         "policy-with-added-rule.json",
@@ -89,6 +89,11 @@ const RECORDED: [(&str, &str); 23] = [
     // the task that takes it: created, then its description changed.
     (
         "provision-reconciled-in-task.json",
+        "namespace/my-fancy-namespace",
+    ),
+    // Since a backend call in the task gets one short try there, then an activity.
+    (
+        "provision-once-in-task.json",
         "namespace/my-fancy-namespace",
     ),
 ];
