@@ -295,24 +295,38 @@ fn invalid_documents_are_named_and_a_bad_file_applies_nothing() {
     assert!(temporal_namespace(&stack, "valid-one-ns").is_none());
 }
 
-#[test]
-fn on_a_self_hosted_cluster_an_apply_takes_no_activity_task() {
-    let stack = stack("10m");
-    let yaml = resource("prompt", "prompt-ns", 7, "");
-    ok(stack.apply_as(PAYMENTS_MEMBER, &yaml, &["--wait"]));
-    let shown = temporal(
+/// `temporal workflow show` of resource `name`'s workflow, as JSON.
+fn resource_history(stack: &PlinthStack, name: &str) -> std::process::Output {
+    temporal(
         &[
             "workflow",
             "show",
             "-w",
-            "namespace/prompt",
+            &format!("namespace/{name}"),
             "-n",
             &stack.control_namespace,
             "-o",
             "json",
         ],
         &stack.temporal_address,
-    );
+    )
+}
+
+/// Replaces the worker with one whose backend stalls for `pause` after each registration
+/// (and before adding search attributes).
+fn restart_worker_pausing_after_register(stack: &mut PlinthStack, pause: &str) {
+    stack.kill_worker();
+    stack
+        .start_worker_with(&[("PLINTH_FAULT_PAUSE_AFTER_REGISTER", pause)])
+        .unwrap();
+}
+
+#[test]
+fn on_a_self_hosted_cluster_an_apply_takes_no_activity_task() {
+    let stack = stack("10m");
+    let yaml = resource("prompt", "prompt-ns", 7, "");
+    ok(stack.apply_as(PAYMENTS_MEMBER, &yaml, &["--wait"]));
+    let shown = resource_history(&stack, "prompt");
     let history = stdout(&shown);
     // Reconciled and recorded by local activities, in the task that took the apply.
     assert!(
@@ -331,29 +345,14 @@ fn a_reconcile_slower_than_its_try_in_the_task_is_finished_by_an_activity() {
     let mut stack = stack("10m");
     // Registering takes 30 s: past the try in the workflow task, which would hold that
     // task's slot from every other workflow of the worker.
-    stack.kill_worker();
-    stack
-        .start_worker_with(&[("PLINTH_FAULT_PAUSE_AFTER_REGISTER", "30s")])
-        .unwrap();
+    restart_worker_pausing_after_register(&mut stack, "30s");
     let yaml = resource("slow", "slow-ns", 7, "");
     ok(stack.apply_as(PAYMENTS_MEMBER, &yaml, &["--wait"]));
     let ready = get_json(&stack, "slow").unwrap();
     assert_eq!(ready["status"]["phase"], "Ready", "{ready}");
     let created = events(&ready).iter().filter(|e| *e == "Created").count();
     assert_eq!(created, 1, "registered once: {ready}");
-    let shown = temporal(
-        &[
-            "workflow",
-            "show",
-            "-w",
-            "namespace/slow",
-            "-n",
-            &stack.control_namespace,
-            "-o",
-            "json",
-        ],
-        &stack.temporal_address,
-    );
+    let shown = resource_history(&stack, "slow");
     let history: serde_json::Value = serde_json::from_str(&stdout(&shown)).expect("history");
     let scheduled: Vec<&str> = history["events"]
         .as_array()
@@ -370,10 +369,7 @@ fn a_reconcile_slower_than_its_try_in_the_task_is_finished_by_an_activity() {
 fn worker_killed_mid_provisioning_finishes_after_restart() {
     let mut stack = stack("10m");
     // A worker that stalls right after registering: the search attribute is not added yet.
-    stack.kill_worker();
-    stack
-        .start_worker_with(&[("PLINTH_FAULT_PAUSE_AFTER_REGISTER", "10m")])
-        .unwrap();
+    restart_worker_pausing_after_register(&mut stack, "10m");
     let yaml = resource(
         "crashy",
         "crashy-ns",
