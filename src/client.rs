@@ -582,15 +582,10 @@ pub async fn reload_directory(
     force: bool,
 ) -> anyhow::Result<ExitCode> {
     let mut api = connect(config, home).await?;
-    let response = api
-        .reload_directory(ReloadDirectoryRequest { force })
+    api.reload_directory(ReloadDirectoryRequest { force })
         .await
-        .map_err(status_error)?
-        .into_inner();
-    println!(
-        "directory reloaded; {} access runs started",
-        response.access_runs
-    );
+        .map_err(status_error)?;
+    println!("directory reloaded; each worker reads it again, then runs every namespace's access");
     Ok(ExitCode::SUCCESS)
 }
 

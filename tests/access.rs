@@ -544,6 +544,45 @@ fn people_who_leave_the_company_or_a_group_lose_access_on_the_next_run() {
 }
 
 #[test]
+fn a_reload_runs_access_though_the_file_keeps_its_time_and_size() {
+    // As `cp -p` or `rsync -t` leave it: only `plinth directory reload` tells the worker.
+    let stack = daily_runs_stack();
+    let namespace = Namespace::provision(&stack, PAYMENTS_MEMBER, "acc-reload", PAYMENTS_TEAM);
+    let ns = &namespace.temporal;
+    add_rules(&stack, &namespace);
+    wait_for("the team's access", || {
+        access(&stack, ns).0 == team_access()
+    });
+    let path = stack.home().join("directory.yaml");
+    let before = std::fs::metadata(&path).unwrap();
+    let text = std::fs::read_to_string(&path).unwrap();
+    let moved = text.replace(", frank@example.com]", "]");
+    assert_ne!(moved, text);
+    let moved = format!("{moved}#{}\n", " ".repeat(text.len() - moved.len() - 2));
+    let staged = stack.home().join("directory.yaml.copied");
+    std::fs::write(&staged, &moved).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&staged)
+        .unwrap()
+        .set_modified(before.modified().unwrap())
+        .unwrap();
+    std::fs::rename(&staged, &path).unwrap();
+    let after = std::fs::metadata(&path).unwrap();
+    assert_eq!(
+        (after.modified().unwrap(), after.len()),
+        (before.modified().unwrap(), before.len())
+    );
+    ok(stack.plinth_as(ADMIN, &["directory", "reload"]));
+    let remaining = grants(&[
+        ("user:alice@example.com", "write"),
+        ("user:bob@example.com", "write"),
+        ("user:mallory@example.com", "read"),
+    ]);
+    wait_for("frank to lose access", || access(&stack, ns).0 == remaining);
+}
+
+#[test]
 fn a_malformed_directory_is_refused_by_name_and_the_last_good_one_stays_in_force() {
     let stack = stack();
     let namespace = Namespace::provision(&stack, PAYMENTS_MEMBER, "acc-malformed", PAYMENTS_TEAM);

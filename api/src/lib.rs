@@ -651,19 +651,16 @@ impl PlatformService for PlatformApi {
                      reload again"
                 ))
             })?;
-        let access_runs = self
-            .control
-            .trigger_all_access_runs()
-            .await
-            .map_err(backend_status)?;
-        tracing::info!(%identity, access_runs, "directory reloaded");
+        // Each worker starts every namespace's access run once it has read the directory
+        // again: runs started from here could run on a worker that has not yet.
+        tracing::info!(%identity, "directory reloaded");
         let record = AuditRecord::now(
             identity.to_string(),
             "directory.reloaded",
             "directory",
             "reloaded",
         )
-        .detail(format!("{access_runs} access runs started"));
+        .detail("each worker reads it again, then starts every namespace's access runs");
         self.control
             .record_change(&self.trail, record)
             .await
@@ -673,9 +670,7 @@ impl PlatformService for PlatformApi {
                      ({e}); reload again to record it"
                 ))
             })?;
-        Ok(Response::new(ReloadDirectoryResponse {
-            access_runs: i32::try_from(access_runs).unwrap_or(i32::MAX),
-        }))
+        Ok(Response::new(ReloadDirectoryResponse {}))
     }
 
     async fn query_audit(

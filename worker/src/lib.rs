@@ -289,9 +289,9 @@ impl PlinthWorker {
     }
 
     /// Checks the directory for changes every `every`, and reads it again when someone ran
-    /// `plinth directory reload`; each new version starts every namespace's access run at
-    /// once. An invalid version is logged once and the last good one stays in force. Runs
-    /// until dropped; it is `Send`, so spawn it.
+    /// `plinth directory reload`; each new version, and each reload asked for, starts every
+    /// namespace's access run at once. An invalid version is logged once and the last good
+    /// one stays in force. Runs until dropped; it is `Send`, so spawn it.
     pub fn follow_directory(&self, every: Duration) -> impl Future<Output = ()> + Send + use<> {
         let directory = self.directory.clone();
         let control = self.control.clone();
@@ -302,23 +302,35 @@ impl PlinthWorker {
             // Reloads the trail has not taken yet, tried again every tick (the same record, so
             // it is kept once).
             let mut unrecorded: std::collections::VecDeque<AuditRecord> = Default::default();
-            // The directory was just read: only reloads asked for from now on count.
-            let last = control.last_directory_reload().await.ok().flatten();
-            let mut reloads_seen = last.map(|(asked, _)| asked);
+            // The directory was just read: only reloads asked for from now on count. Until
+            // Temporal answers, the last reload it tells of then is taken as read (a worker
+            // started during an outage does not take an old one for new).
+            let last = control.last_directory_reload().await;
+            let mut reloads_seen = last.ok().map(|last| last.map(|(asked, _)| asked));
             loop {
                 ticks.tick().await;
-                match control.last_directory_reload().await {
-                    Ok(Some((asked, request))) if Some(asked) > reloads_seen => {
-                        reloads_seen = Some(asked);
-                        tracing::info!(by = %request.by, floor = ?request.floor, "directory reload asked for");
-                        // A changed directory is taken up by `refresh` below.
-                        if let Err(e) = directory.reload(request.floor).await {
-                            tracing::error!(error = %e, "directory reload asked for failed; the previous directory stays in force");
-                        }
+                // A reload may take up a version `refresh` would not tell apart (a file copied
+                // with its time and size), so a reload asked for starts the runs too.
+                let reloaded = match (control.last_directory_reload().await, reloads_seen) {
+                    (Ok(last), None) => {
+                        reloads_seen = Some(last.map(|(asked, _)| asked));
+                        false
                     }
-                    Ok(_) => {}
-                    Err(e) => tracing::debug!(error = %e, "directory reloads not checked"),
-                }
+                    (Ok(Some((asked, request))), Some(seen)) if Some(asked) > seen => {
+                        reloads_seen = Some(Some(asked));
+                        tracing::info!(by = %request.by, floor = ?request.floor, "directory reload asked for");
+                        directory
+                            .reload(request.floor)
+                            .await
+                            .inspect_err(|e| tracing::error!(error = %e, "directory reload asked for failed; the previous directory stays in force"))
+                            .is_ok()
+                    }
+                    (Ok(_), _) => false,
+                    (Err(e), _) => {
+                        tracing::debug!(error = %e, "directory reloads not checked");
+                        false
+                    }
+                };
                 for _ in 0..unrecorded.len() {
                     let Some(record) = unrecorded.pop_front() else {
                         break;
@@ -327,37 +339,32 @@ impl PlinthWorker {
                         unrecorded.push_back(record);
                     }
                 }
-                match directory.refresh() {
-                    Ok(false) => {}
-                    Ok(true) => {
-                        let detail = match control.trigger_all_access_runs().await {
-                            Ok(runs) => {
-                                tracing::info!(runs, "directory changed: access runs started");
-                                format!("{runs} access runs started")
-                            }
-                            Err(e) => {
-                                tracing::warn!(error = %e, "directory changed: access runs not started");
-                                "access runs not started; each runs on its schedule".to_owned()
-                            }
-                        };
-                        let record = AuditRecord::now(
-                            actor.clone(),
-                            "directory.reloaded",
-                            "directory",
-                            "reloaded",
-                        )
-                        .detail(detail);
-                        if let Err(e) = control.record_change(&trail, record.clone()).await {
-                            tracing::error!(error = %e, "directory reload not recorded in the audit trail yet; tried again");
-                            if unrecorded.len() == UNRECORDED_RELOADS {
-                                unrecorded.pop_front();
-                            }
-                            unrecorded.push_back(record);
-                        }
+                let refreshed = directory.refresh().unwrap_or_else(|e| {
+                    tracing::error!(error = %e, "directory not reloaded; the previous one stays in force");
+                    false
+                });
+                if !(reloaded || refreshed) {
+                    continue;
+                }
+                let detail = match control.trigger_all_access_runs().await {
+                    Ok(runs) => {
+                        tracing::info!(runs, "directory changed: access runs started");
+                        format!("{runs} access runs started")
                     }
                     Err(e) => {
-                        tracing::error!(error = %e, "directory not reloaded; the previous one stays in force")
+                        tracing::warn!(error = %e, "directory changed: access runs not started");
+                        "access runs not started; each runs on its schedule".to_owned()
                     }
+                };
+                let record =
+                    AuditRecord::now(actor.clone(), "directory.reloaded", "directory", "reloaded")
+                        .detail(detail);
+                if let Err(e) = control.record_change(&trail, record.clone()).await {
+                    tracing::error!(error = %e, "directory reload not recorded in the audit trail yet; tried again");
+                    if unrecorded.len() == UNRECORDED_RELOADS {
+                        unrecorded.pop_front();
+                    }
+                    unrecorded.push_back(record);
                 }
             }
         }
