@@ -79,6 +79,10 @@ const ACCESS_RUN_TASKS: usize = 2;
 /// enough that a few long applies leave room for every other namespace's runs.
 const ACCESS_RUN_ACTIVITIES: usize = 32;
 
+/// How long after a failed start of every access run it is tried again: each try starts
+/// from the first schedule, so those started already buffer one more run each.
+const RUNS_RETRY: Duration = Duration::from_secs(60);
+
 /// Directory reloads the worker holds for the audit trail while it is out of reach; a process
 /// that dies meanwhile loses them (the reload itself is in the worker's log).
 const UNRECORDED_RELOADS: usize = 100;
@@ -290,8 +294,9 @@ impl PlinthWorker {
 
     /// Checks the directory for changes every `every`, and reads it again when someone ran
     /// `plinth directory reload`; each new version, and each reload asked for, starts every
-    /// namespace's access run at once. An invalid version is logged once and the last good
-    /// one stays in force. Runs until dropped; it is `Send`, so spawn it.
+    /// namespace's access run at once, tried again every [`RUNS_RETRY`] until Temporal takes
+    /// them. An invalid version is logged once and the last good one stays in force. Runs
+    /// until dropped; it is `Send`, so spawn it.
     pub fn follow_directory(&self, every: Duration) -> impl Future<Output = ()> + Send + use<> {
         let directory = self.directory.clone();
         let control = self.control.clone();
@@ -302,22 +307,19 @@ impl PlinthWorker {
             // Reloads the trail has not taken yet, tried again every tick (the same record, so
             // it is kept once).
             let mut unrecorded: std::collections::VecDeque<AuditRecord> = Default::default();
-            // The directory was just read: only reloads asked for from now on count. Until
-            // Temporal answers, the last reload it tells of then is taken as read (a worker
-            // started during an outage does not take an old one for new).
-            let last = control.last_directory_reload().await;
-            let mut reloads_seen = last.ok().map(|last| last.map(|(asked, _)| asked));
+            // The directory was just read: only reloads asked for from now on count (all of
+            // them, if Temporal does not answer now).
+            let last = control.last_directory_reload().await.ok().flatten();
+            let mut reloads_seen = last.map(|(asked, _)| asked);
+            // When the runs of a version Temporal did not take were last tried.
+            let mut runs_owed: Option<tokio::time::Instant> = None;
             loop {
                 ticks.tick().await;
-                // A reload may take up a version `refresh` would not tell apart (a file copied
-                // with its time and size), so a reload asked for starts the runs too.
-                let reloaded = match (control.last_directory_reload().await, reloads_seen) {
-                    (Ok(last), None) => {
-                        reloads_seen = Some(last.map(|(asked, _)| asked));
-                        false
-                    }
-                    (Ok(Some((asked, request))), Some(seen)) if Some(asked) > seen => {
-                        reloads_seen = Some(Some(asked));
+                // A reload takes up the version it reads, which `refresh` then does not report
+                // as new, so a reload asked for starts the runs itself.
+                let reloaded = match control.last_directory_reload().await {
+                    Ok(Some((asked, request))) if Some(asked) > reloads_seen => {
+                        reloads_seen = Some(asked);
                         tracing::info!(by = %request.by, floor = ?request.floor, "directory reload asked for");
                         directory
                             .reload(request.floor)
@@ -325,8 +327,8 @@ impl PlinthWorker {
                             .inspect_err(|e| tracing::error!(error = %e, "directory reload asked for failed; the previous directory stays in force"))
                             .is_ok()
                     }
-                    (Ok(_), _) => false,
-                    (Err(e), _) => {
+                    Ok(_) => false,
+                    Err(e) => {
                         tracing::debug!(error = %e, "directory reloads not checked");
                         false
                     }
@@ -343,19 +345,26 @@ impl PlinthWorker {
                     tracing::error!(error = %e, "directory not reloaded; the previous one stays in force");
                     false
                 });
-                if !(reloaded || refreshed) {
+                let changed = reloaded || refreshed;
+                let retry = runs_owed.is_some_and(|tried| tried.elapsed() >= RUNS_RETRY);
+                if !changed && !retry {
                     continue;
                 }
                 let detail = match control.trigger_all_access_runs().await {
                     Ok(runs) => {
+                        runs_owed = None;
                         tracing::info!(runs, "directory changed: access runs started");
                         format!("{runs} access runs started")
                     }
                     Err(e) => {
-                        tracing::warn!(error = %e, "directory changed: access runs not started");
-                        "access runs not started; each runs on its schedule".to_owned()
+                        runs_owed = Some(tokio::time::Instant::now());
+                        tracing::warn!(error = %e, "directory changed: access runs not started; tried again in a minute");
+                        "access runs not started yet; tried again every minute".to_owned()
                     }
                 };
+                if !changed {
+                    continue;
+                }
                 let record =
                     AuditRecord::now(actor.clone(), "directory.reloaded", "directory", "reloaded")
                         .detail(detail);
