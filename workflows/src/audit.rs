@@ -205,9 +205,9 @@ pub(crate) async fn record_in_task<W>(
     ctx: &mut WorkflowContext<W>,
     records: Vec<AuditRecord>,
 ) -> Result<(), ActivityExecutionError> {
+    let options = until_done(Duration::from_secs(30));
     for chunk in records.chunks(RECORDS_PER_CALL) {
-        let options = until_done(Duration::from_secs(30));
-        in_task_then_activity(ctx, RecordAudit, chunk.to_vec(), options).await?;
+        in_task_then_activity(ctx, RecordAudit, chunk.to_vec(), options.clone()).await?;
     }
     Ok(())
 }
