@@ -98,27 +98,22 @@ impl Budget {
 struct Table {
     /// Temporal namespace name to upstream endpoint.
     routes: HashMap<String, String>,
-    /// Names the listing showed being deleted: a read older than it must not route them again.
-    leaving: HashSet<String>,
     /// Counts listings, so a read can tell whether one came while it was out.
     listing: u64,
 }
 
 impl Table {
-    /// This table with the routes direct reads found, made since listing `since`: a listing
-    /// that came while they were out is the newer word on the names it routes or saw leaving.
+    /// This table with the routes direct reads found, made since listing `since`. A listing
+    /// that came while they were out is the newer word on every name: one it routes
+    /// otherwise, shows being deleted, or no longer shows (its workflow ended) is not routed
+    /// from an older read; the caller's next call reads again.
     fn with_read(&self, found: Vec<(String, String)>, since: u64) -> Self {
         let mut routes = self.routes.clone();
-        for (name, endpoint) in found {
-            let newer = self.listing != since
-                && (self.leaving.contains(&name) || routes.contains_key(&name));
-            if !newer {
-                routes.insert(name, endpoint);
-            }
+        if self.listing == since {
+            routes.extend(found);
         }
         Self {
             routes,
-            leaving: self.leaving.clone(),
             listing: self.listing,
         }
     }
@@ -298,7 +293,6 @@ impl Routes {
         });
         self.attempts.fetch_add(1, Ordering::Release);
         let mut routes = HashMap::new();
-        let mut leaving = HashSet::new();
         let mut unsettled = Vec::new();
         for (id, resource) in listed? {
             let Some(resource) = resource else {
@@ -306,7 +300,6 @@ impl Routes {
                 continue;
             };
             if is_leaving(&resource) {
-                leaving.extend(temporal_name(&resource));
                 continue;
             }
             match self.route(resource) {
@@ -321,7 +314,6 @@ impl Routes {
         let mut table = self.table.write().expect("routes lock");
         *table = Arc::new(Table {
             routes,
-            leaving,
             listing: table.listing + 1,
         });
         self.loaded.store(true, Ordering::Relaxed);
@@ -386,13 +378,12 @@ mod tests {
         assert!(resource_ids(&"x".repeat(256)).is_empty());
     }
 
-    fn listed(routes: &[(&str, &str)], leaving: &[&str], listing: u64) -> Table {
+    fn listed(routes: &[(&str, &str)], listing: u64) -> Table {
         Table {
             routes: routes
                 .iter()
                 .map(|(n, e)| (n.to_string(), e.to_string()))
                 .collect(),
-            leaving: leaving.iter().map(|n| n.to_string()).collect(),
             listing,
         }
     }
@@ -403,19 +394,20 @@ mod tests {
 
     #[test]
     fn a_read_routes_a_namespace_the_listing_it_followed_missed() {
-        let table = listed(&[], &[], 7).with_read(found("orders", "a:7233"), 7);
+        let table = listed(&[], 7).with_read(found("orders", "a:7233"), 7);
         assert_eq!(table.routes["orders"], "a:7233");
     }
 
     #[test]
-    fn a_read_older_than_the_listing_does_not_route_a_namespace_it_saw_being_deleted() {
-        let table = listed(&[], &["orders"], 8).with_read(found("orders", "a:7233"), 7);
+    fn a_read_older_than_the_listing_does_not_route_a_namespace_it_did_not_show() {
+        // Being deleted, or deleted with its workflow ended: the listing leaves it out.
+        let table = listed(&[], 8).with_read(found("orders", "a:7233"), 7);
         assert!(!table.routes.contains_key("orders"));
     }
 
     #[test]
     fn a_read_older_than_the_listing_keeps_the_listing_s_endpoint() {
-        let table = listed(&[("orders", "b:7233")], &[], 8).with_read(found("orders", "a:7233"), 7);
+        let table = listed(&[("orders", "b:7233")], 8).with_read(found("orders", "a:7233"), 7);
         assert_eq!(table.routes["orders"], "b:7233");
     }
 
