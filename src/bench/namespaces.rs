@@ -7,11 +7,15 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context;
 use plinth_control::ControlPlane;
+use plinth_control::contract::AccessRunStart;
 use plinth_proto::phase;
 use plinth_proto::v1::{ApplyNamespaceRequest, Namespace, NamespaceSpec, WatchNamespaceRequest};
 use temporalio_client::Connection;
 use temporalio_client::tonic::Request;
-use temporalio_common::protos::temporal::api::workflowservice::v1::RegisterNamespaceRequest;
+use temporalio_common::WorkflowDefinition as _;
+use temporalio_common::protos::temporal::api::workflowservice::v1::{
+    CountWorkflowExecutionsRequest, RegisterNamespaceRequest,
+};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
@@ -29,8 +33,9 @@ pub struct BenchArgs {
     #[arg(long, default_value = "payments-team@example.com")]
     owner: String,
     /// Namespaces that exist before the measured ones (`bench-existing-<i>`, applied first
-    /// when missing). The measured applies then run twice: once alone, and once while every
-    /// namespace's access run is started, as a worker does when the directory changes.
+    /// when missing). The measured applies then run three times: alone, while every
+    /// namespace's access run is started (as a worker does when the directory changes), and
+    /// alone again once those runs have ended.
     #[arg(long, default_value_t = 0)]
     existing: usize,
 }
@@ -86,6 +91,7 @@ pub async fn namespaces(
         None
     } else {
         let measured = names("-busy");
+        let running_before = running_access_runs(&connection, &control_namespace).await?;
         // What a worker does when the directory changes.
         let control = ControlPlane::connect(
             connection.clone(),
@@ -102,10 +108,27 @@ pub async fn namespaces(
             apply_all(&api, &measured, &args.owner, args.count),
         );
         let runs = triggered.context("start every access run")?;
-        Some((
-            (runs, took),
-            busy.context("plinth apply → Ready during access runs")?,
-        ))
+        let during = busy.context("plinth apply → Ready during access runs")?;
+        // Alone again once the runs have ended, on a Temporal that now carries the busy
+        // side's namespaces too: each namespace makes Temporal slower, so the busy side is
+        // compared with the mean of one side measured before it and one after. The bare
+        // registers come last, on the most namespaces.
+        let drained = drain_access_runs(
+            &connection,
+            &control_namespace,
+            running_before + DRAIN_SLACK,
+        )
+        .await;
+        let after = apply_all(&api, &names("-after"), &args.owner, args.count)
+            .await
+            .context("plinth apply → Ready after the access runs")?;
+        Some(Busy {
+            runs,
+            took,
+            drained,
+            during,
+            after,
+        })
     };
     let bare = bare_registers(&connection, run, args.count).await?;
 
@@ -125,26 +148,50 @@ pub async fn namespaces(
         ]
     };
     row("plinth apply → Ready", times(&alone));
-    if let Some(((runs, _), busy)) = &busy {
-        row(&format!("… while {runs} access runs start"), times(busy));
+    if let Some(busy) = &busy {
+        row(
+            &format!("… while {} access runs start", busy.runs),
+            times(&busy.during),
+        );
+        row("… alone again, after them", times(&busy.after));
     }
     row("bare RegisterNamespace", times(&bare));
     row("ratio (plinth / bare)", ratios(&alone, &bare));
-    if let Some((_, busy)) = &busy {
-        row("ratio (during access runs / alone)", ratios(busy, &alone));
-    }
-    if let Some(((runs, took), _)) = &busy {
-        println!(
-            "\n{runs} access runs started, one after another, in {}",
-            ms(*took)
+    if let Some(busy) = &busy {
+        let mean = |a: Duration, b: Duration| (a + b) / 2;
+        let (during, before, after) = (&busy.during, &alone, &busy.after);
+        row(
+            "ratio (during / mean of alone sides)",
+            [
+                ratio(during.p50(), mean(before.p50(), after.p50())),
+                ratio(during.p99(), mean(before.p99(), after.p99())),
+                ratio(during.total, mean(before.total, after.total)),
+            ],
         );
+        println!(
+            "\n{} access runs started, one after another, in {}",
+            busy.runs,
+            ms(busy.took),
+        );
+        match busy.drained {
+            Some(drained) => println!(
+                "then {} until at most {DRAIN_SLACK} more ran than before them",
+                ms(drained)
+            ),
+            None => println!(
+                "still more than {DRAIN_SLACK} more running than before them after {}: \
+                 the last side was measured while they ran",
+                ms(DRAIN_PATIENCE)
+            ),
+        }
     }
     let retried = [
         ("plinth apply (UNAVAILABLE)", Some(&alone)),
         (
             "… while access runs start",
-            busy.as_ref().map(|(_, busy)| busy),
+            busy.as_ref().map(|busy| &busy.during),
         ),
+        ("… alone again", busy.as_ref().map(|busy| &busy.after)),
         ("bare RegisterNamespace (RESOURCE_EXHAUSTED)", Some(&bare)),
     ];
     for (label, timed) in retried {
@@ -154,6 +201,68 @@ pub async fn namespaces(
     }
     println!("\nworker RSS {rss} MiB now, {peak} MiB peak (pid {worker_pid})");
     Ok(ExitCode::SUCCESS)
+}
+
+/// The applies made while every access run starts, and those made once they have ended.
+struct Busy {
+    /// Access runs started.
+    runs: u32,
+    /// How long starting them took.
+    took: Duration,
+    /// From the last start (or the busy side's last apply, if later) until they had ended
+    /// (see [`DRAIN_SLACK`]), or `None` when they had not within [`DRAIN_PATIENCE`].
+    drained: Option<Duration>,
+    /// The applies made while the runs start.
+    during: Timed,
+    /// The applies made once the runs have ended.
+    after: Timed,
+}
+
+/// How long the access runs the busy side started may take to end; the last side is then
+/// measured anyway, and the bench says so.
+const DRAIN_PATIENCE: Duration = Duration::from_secs(900);
+/// Access runs counted as ended with this many more running than before they were started:
+/// the count of the schedules' own runs moves from moment to moment, and the busy side's
+/// namespaces add schedules of their own.
+const DRAIN_SLACK: i64 = 10;
+
+/// Access runs Temporal's visibility lists as running.
+async fn running_access_runs(connection: &Connection, namespace: &str) -> anyhow::Result<i64> {
+    let request = CountWorkflowExecutionsRequest {
+        namespace: namespace.to_owned(),
+        query: format!(
+            "WorkflowType = '{}' AND ExecutionStatus = 'Running'",
+            AccessRunStart.name()
+        ),
+    };
+    Ok(connection
+        .workflow_service()
+        .count_workflow_executions(Request::new(request))
+        .await
+        .context("count running access runs")?
+        .into_inner()
+        .count)
+}
+
+/// Waits until no more than `at_most` access runs are running; a count Temporal does not
+/// answer is asked again. `None` when [`DRAIN_PATIENCE`] ran out first.
+async fn drain_access_runs(
+    connection: &Connection,
+    namespace: &str,
+    at_most: i64,
+) -> Option<Duration> {
+    let started = Instant::now();
+    while started.elapsed() < DRAIN_PATIENCE {
+        match running_access_runs(connection, namespace).await {
+            Ok(running) if running <= at_most => return Some(started.elapsed()),
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %format_args!("{e:#}"), "counting access runs; asking again")
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    None
 }
 
 /// Latencies of one side's calls (ascending) and the time all of them took.
