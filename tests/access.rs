@@ -607,13 +607,14 @@ fn a_malformed_directory_is_refused_by_name_and_the_last_good_one_stays_in_force
         "{}",
         text(&refused)
     );
+    // The worker reads the file every few seconds: once it has refused it, its runs still go
+    // by the last good one.
+    wait_for("the worker to report the bad file", || {
+        stack.log("worker").contains("previous one stays in force")
+    });
     let after = run_started_after(&stack, ns, &before, SystemTime::now());
     assert_eq!(count(&after, "backendWrites"), 0, "{after}");
     assert_eq!(access(&stack, ns).0, team_access());
-    assert!(
-        stack.log("worker").contains("previous one stays in force"),
-        "the worker reports the bad file"
-    );
 
     // Removing a rule takes effect at once too, with the groups of the last good directory.
     ok(stack.plinth_as(
