@@ -1,5 +1,7 @@
 //! `plinth worker`: the control-plane worker against any Temporal.
 
+use std::sync::Arc;
+
 use anyhow::Context;
 use plinth_worker::PlinthWorker;
 
@@ -59,8 +61,19 @@ pub async fn run(config: &Config, home: &Home, args: &WorkerArgs) -> anyhow::Res
     }
     let target = options.target.to_string();
     let connection = plinth_control::connect(options).await?;
-    let (platform, _, _) =
+    let directory_read_at = std::time::SystemTime::now();
+    let (mut platform, _, _) =
         crate::platform::settings(config, home, &connection, &address, &settings).await?;
+    if let Some(failures) = crate::fault::failed_reloads()? {
+        tracing::warn!(
+            failures,
+            "fault injection: failing the first directory reloads"
+        );
+        platform.directory = Arc::new(crate::fault::FailedReloads::new(
+            platform.directory,
+            failures,
+        ));
+    }
     if config.keys.shred_delay.is_zero() {
         anyhow::bail!(
             "[keys] shred_delay: 0 would leave no time for `plinth keys restore` before a deleted \
@@ -100,7 +113,7 @@ pub async fn run(config: &Config, home: &Home, args: &WorkerArgs) -> anyhow::Res
         connection, &settings, platform, metrics, keys, audit, export,
     )
     .await?;
-    tokio::spawn(worker.follow_directory(crate::platform::DIRECTORY_POLL));
+    tokio::spawn(worker.follow_directory(crate::platform::DIRECTORY_POLL, directory_read_at));
     let shutdown = worker.shutdown_handle();
     let (signalled, on_signal) = tokio::sync::oneshot::channel();
     tokio::spawn(async move {

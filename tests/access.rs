@@ -543,16 +543,9 @@ fn people_who_leave_the_company_or_a_group_lose_access_on_the_next_run() {
     assert_eq!(count(&quiet, "unchanged"), 2, "{quiet}");
 }
 
-#[test]
-fn a_reload_runs_access_though_the_file_keeps_its_time_and_size() {
-    // As `cp -p` or `rsync -t` leave it: only `plinth directory reload` tells the worker.
-    let stack = daily_runs_stack();
-    let namespace = Namespace::provision(&stack, PAYMENTS_MEMBER, "acc-reload", PAYMENTS_TEAM);
-    let ns = &namespace.temporal;
-    add_rules(&stack, &namespace);
-    wait_for("the team's access", || {
-        access(&stack, ns).0 == team_access()
-    });
+/// Takes frank out of the payments team in the directory file, keeping the file's time and
+/// size, as `cp -p` or `rsync -t` leave it: only `plinth directory reload` tells the worker.
+fn take_frank_out_keeping_time_and_size(stack: &PlinthStack) {
     let path = stack.home().join("directory.yaml");
     let before = std::fs::metadata(&path).unwrap();
     let text = std::fs::read_to_string(&path).unwrap();
@@ -573,13 +566,58 @@ fn a_reload_runs_access_though_the_file_keeps_its_time_and_size() {
         (after.modified().unwrap(), after.len()),
         (before.modified().unwrap(), before.len())
     );
-    ok(stack.plinth_as(ADMIN, &["directory", "reload"]));
-    let remaining = grants(&[
+}
+
+/// The payments team's grants once frank is out.
+fn team_access_without_frank() -> Vec<(String, String)> {
+    grants(&[
         ("user:alice@example.com", "write"),
         ("user:bob@example.com", "write"),
         ("user:mallory@example.com", "read"),
-    ]);
-    wait_for("frank to lose access", || access(&stack, ns).0 == remaining);
+    ])
+}
+
+#[test]
+fn a_reload_runs_access_though_the_file_keeps_its_time_and_size() {
+    let stack = daily_runs_stack();
+    let namespace = Namespace::provision(&stack, PAYMENTS_MEMBER, "acc-reload", PAYMENTS_TEAM);
+    let ns = &namespace.temporal;
+    add_rules(&stack, &namespace);
+    wait_for("the team's access", || {
+        access(&stack, ns).0 == team_access()
+    });
+    take_frank_out_keeping_time_and_size(&stack);
+    ok(stack.plinth_as(ADMIN, &["directory", "reload"]));
+    wait_for("frank to lose access", || {
+        access(&stack, ns).0 == team_access_without_frank()
+    });
+}
+
+#[test]
+fn a_reload_the_worker_failed_to_read_is_read_again() {
+    // The proxy's read of the reload succeeds; the worker's first two fail, as a briefly
+    // unreadable file would. Its runs must not go on granting by the version before.
+    let mut stack = daily_runs_stack();
+    stack.kill_worker();
+    stack
+        .start_worker_with(&[("PLINTH_FAULT_FAILED_RELOADS", "2")])
+        .unwrap();
+    let namespace = Namespace::provision(&stack, PAYMENTS_MEMBER, "acc-reread", PAYMENTS_TEAM);
+    let ns = &namespace.temporal;
+    add_rules(&stack, &namespace);
+    wait_for("the team's access", || {
+        access(&stack, ns).0 == team_access()
+    });
+    take_frank_out_keeping_time_and_size(&stack);
+    ok(stack.plinth_as(ADMIN, &["directory", "reload"]));
+    wait_for("frank to lose access", || {
+        access(&stack, ns).0 == team_access_without_frank()
+    });
+    let failed = stack
+        .log("worker")
+        .matches("directory reload asked for failed")
+        .count();
+    assert_eq!(failed, 2, "{}", stack.log("worker"));
 }
 
 #[test]

@@ -1,8 +1,10 @@
 //! The Plinth worker: connects to Temporal, makes sure the control-plane namespace exists,
 //! registers every Plinth workflow and activity, and polls until shut down.
 
+mod reloads;
+
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use plinth_activities::{
     AccessActivities, AuditActivities, HistoryActivities, MetricsActivities, NamespaceActivities,
@@ -22,6 +24,8 @@ use temporalio_client::{Client, ClientOptions, Connection};
 use temporalio_sdk::runtime::worker_tuner::{FixedSizeSlotSupplier, TunerHolder};
 use temporalio_sdk::runtime::{PollerBehavior, RuntimeOptions};
 use temporalio_sdk::{Runtime, Worker, WorkerOptions};
+
+use crate::reloads::Reloads;
 
 /// Namespaces' own keys (`[keys] per_namespace`).
 #[derive(Clone, Debug)]
@@ -293,46 +297,40 @@ impl PlinthWorker {
     }
 
     /// Checks the directory for changes every `every`, and reads it again when someone ran
-    /// `plinth directory reload`; each new version, and each reload asked for, starts every
-    /// namespace's access run at once, tried again every [`RUNS_RETRY`] until Temporal takes
-    /// them. An invalid version is logged once and the last good one stays in force. Runs
-    /// until dropped; it is `Send`, so spawn it.
-    pub fn follow_directory(&self, every: Duration) -> impl Future<Output = ()> + Send + use<> {
+    /// `plinth directory reload` after (or about when) this worker first read it, at
+    /// `read_at`, trying a failed read again until it succeeds. Each new version, and each
+    /// reload read, starts every namespace's access run at once, tried again every
+    /// [`RUNS_RETRY`] until Temporal takes them. An invalid version is logged once and the
+    /// last good one stays in force. Runs until dropped; it is `Send`, so spawn it.
+    pub fn follow_directory(
+        &self,
+        every: Duration,
+        read_at: SystemTime,
+    ) -> impl Future<Output = ()> + Send + use<> {
         let directory = self.directory.clone();
         let control = self.control.clone();
         let trail = self.trail.clone();
         let actor = self.actor.clone();
         async move {
             let mut ticks = tokio::time::interval(every);
+            // A slow read delays the checks after it rather than bunching them.
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             // Reloads the trail has not taken yet, tried again every tick (the same record, so
             // it is kept once).
             let mut unrecorded: std::collections::VecDeque<AuditRecord> = Default::default();
-            // The directory was just read: only reloads asked for from now on count (all of
-            // them, if Temporal does not answer now).
-            let last = control.last_directory_reload().await.ok().flatten();
-            let mut reloads_seen = last.map(|(asked, _)| asked);
+            let latest = control.last_directory_reload().await.ok().flatten();
+            let mut reloads = Reloads::new(every, read_at, latest);
             // When the runs of a version Temporal did not take were last tried.
             let mut runs_owed: Option<tokio::time::Instant> = None;
             loop {
                 ticks.tick().await;
+                match control.last_directory_reload().await {
+                    Ok(latest) => reloads.asked(latest),
+                    Err(e) => tracing::debug!(error = %e, "directory reloads not checked"),
+                }
                 // A reload takes up the version it reads, which `refresh` then does not report
-                // as new, so a reload asked for starts the runs itself.
-                let reloaded = match control.last_directory_reload().await {
-                    Ok(Some((asked, request))) if Some(asked) > reloads_seen => {
-                        reloads_seen = Some(asked);
-                        tracing::info!(by = %request.by, floor = ?request.floor, "directory reload asked for");
-                        directory
-                            .reload(request.floor)
-                            .await
-                            .inspect_err(|e| tracing::error!(error = %e, "directory reload asked for failed; the previous directory stays in force"))
-                            .is_ok()
-                    }
-                    Ok(_) => false,
-                    Err(e) => {
-                        tracing::debug!(error = %e, "directory reloads not checked");
-                        false
-                    }
-                };
+                // as new, so a reload read starts the runs itself.
+                let reloaded = reloads.read_if_due(directory.as_ref()).await;
                 for _ in 0..unrecorded.len() {
                     let Some(record) = unrecorded.pop_front() else {
                         break;
