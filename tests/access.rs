@@ -577,20 +577,23 @@ fn team_access_without_frank() -> Vec<(String, String)> {
     ])
 }
 
-#[test]
-fn a_reload_runs_access_though_the_file_keeps_its_time_and_size() {
-    let stack = daily_runs_stack();
-    let namespace = Namespace::provision(&stack, PAYMENTS_MEMBER, "acc-reload", PAYMENTS_TEAM);
+/// Provisions `name` for the payments team, takes frank out of the directory keeping the
+/// file's time and size, asks for a reload and waits for frank to lose access.
+fn reload_takes_frank_out(stack: &PlinthStack, name: &'static str) {
+    let namespace = Namespace::provision(stack, PAYMENTS_MEMBER, name, PAYMENTS_TEAM);
     let ns = &namespace.temporal;
-    add_rules(&stack, &namespace);
-    wait_for("the team's access", || {
-        access(&stack, ns).0 == team_access()
-    });
-    take_frank_out_keeping_time_and_size(&stack);
+    add_rules(stack, &namespace);
+    wait_for("the team's access", || access(stack, ns).0 == team_access());
+    take_frank_out_keeping_time_and_size(stack);
     ok(stack.plinth_as(ADMIN, &["directory", "reload"]));
     wait_for("frank to lose access", || {
-        access(&stack, ns).0 == team_access_without_frank()
+        access(stack, ns).0 == team_access_without_frank()
     });
+}
+
+#[test]
+fn a_reload_runs_access_though_the_file_keeps_its_time_and_size() {
+    reload_takes_frank_out(&daily_runs_stack(), "acc-reload");
 }
 
 #[test]
@@ -602,17 +605,7 @@ fn a_reload_the_worker_failed_to_read_is_read_again() {
     stack
         .start_worker_with(&[("PLINTH_FAULT_FAILED_RELOADS", "2")])
         .unwrap();
-    let namespace = Namespace::provision(&stack, PAYMENTS_MEMBER, "acc-reread", PAYMENTS_TEAM);
-    let ns = &namespace.temporal;
-    add_rules(&stack, &namespace);
-    wait_for("the team's access", || {
-        access(&stack, ns).0 == team_access()
-    });
-    take_frank_out_keeping_time_and_size(&stack);
-    ok(stack.plinth_as(ADMIN, &["directory", "reload"]));
-    wait_for("frank to lose access", || {
-        access(&stack, ns).0 == team_access_without_frank()
-    });
+    reload_takes_frank_out(&stack, "acc-reread");
     let failed = stack
         .log("worker")
         .matches("directory reload asked for failed")

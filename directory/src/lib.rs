@@ -42,8 +42,8 @@ pub trait Directory: Send + Sync + std::fmt::Debug {
         Ok(false)
     }
     /// Reads the source now; on an error the previous version stays in force. A read that
-    /// shrank the directory implausibly is taken only when it is no smaller than `floor`.
-    /// Gives the size of the directory then in force.
+    /// shrank the directory implausibly is taken when it is still plausible against `floor`
+    /// (an empty floor takes any read). Gives the size of the directory then in force.
     async fn reload(&self, _floor: Option<Size>) -> Result<Size, DirectoryError> {
         Ok(Size::default())
     }

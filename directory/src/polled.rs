@@ -78,8 +78,10 @@ impl PolledDirectory {
     }
 
     /// Reads the source and takes the result up unless it lists implausibly few people or
-    /// group memberships: fewer than `min_share` of the snapshot in force, or, with a
-    /// `floor`, fewer than that. True when it differs from the snapshot in force.
+    /// group memberships: fewer than `min_share` of the snapshot in force and, with a
+    /// `floor`, of that too (a floor only ever lowers the guard, so a departure after a
+    /// forced read does not turn the next read down). True when it differs from the snapshot
+    /// in force.
     async fn read(&self, floor: Option<Size>) -> Result<bool, DirectoryError> {
         let _one_at_a_time = self.reading.lock().await;
         let next = self.source.fetch().await?;
@@ -99,7 +101,7 @@ impl PolledDirectory {
             ),
         ];
         for (what, count, before, floor) in counts {
-            if count < floor.unwrap_or_else(|| least(before)) {
+            if count < floor.map_or(least(before), |floor| least(floor).min(least(before))) {
                 return Err(DirectoryError::Shrunk {
                     source_name: self.source.name(),
                     what,
@@ -224,6 +226,19 @@ mod tests {
         let dir = directory(vec![Some(people(10)), Some(people(2))]).await;
         dir.reload(Some(Size::default())).await.unwrap();
         assert!(!dir.is_active("p2@example.com"));
+    }
+
+    #[tokio::test]
+    async fn a_floor_takes_a_read_within_the_share_of_it_not_only_one_as_large() {
+        let dir = directory(vec![Some(people(10)), Some(people(3)), Some(people(1))]).await;
+        let floor = Size {
+            people: 4,
+            memberships: 1,
+        };
+        dir.reload(Some(floor)).await.unwrap();
+        assert!(!dir.is_active("p3@example.com"), "3 is at least half of 4");
+        let error = dir.reload(Some(floor)).await.unwrap_err().to_string();
+        assert!(error.contains("lists 1 people"), "{error}");
     }
 
     #[tokio::test]

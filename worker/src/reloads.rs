@@ -8,9 +8,10 @@ use plinth_control::contract::ReloadRequest;
 use plinth_control::directory::{Directory, Size};
 
 /// The longest wait before a reload this worker failed to read is read again.
-pub(crate) const RELOAD_RETRY_MAX: Duration = Duration::from_secs(60);
+const RELOAD_RETRY_MAX: Duration = Duration::from_secs(60);
 
-/// How far Temporal's clock, which stamps a reload, may be ahead of this host's.
+/// How far Temporal's clock, which stamps a reload, may be behind this host's: a reload it
+/// stamps before this worker's first read of the directory may have come after it.
 const CLOCK_MARGIN: Duration = Duration::from_secs(5);
 
 /// The reloads a worker has read, and the newest it has not.
@@ -44,11 +45,11 @@ impl Reloads {
         read_at: SystemTime,
         latest: Option<(SystemTime, ReloadRequest)>,
     ) -> Self {
-        let most_checks = RELOAD_RETRY_MAX.as_secs_f64() / every.as_secs_f64().max(0.001);
+        let most_checks = (RELOAD_RETRY_MAX.as_secs_f64() / every.as_secs_f64()).floor();
         let mut reloads = Self {
             read: None,
             pending: None,
-            most_checks: (most_checks.ceil() as u32).max(1),
+            most_checks: (most_checks as u32).max(1),
         };
         match latest {
             Some((asked, _)) if asked + CLOCK_MARGIN < read_at => reloads.read = Some(asked),
@@ -123,17 +124,32 @@ fn lowest(a: Option<Size>, b: Option<Size>) -> Option<Size> {
 mod tests {
     use std::collections::BTreeSet;
     use std::sync::Mutex;
+    use std::sync::atomic::{AtomicBool, Ordering};
 
     use plinth_control::directory::DirectoryError;
     use plinth_identity::Identity;
 
     use super::*;
 
-    /// A directory whose reads fail while `failing` says so, keeping the floors asked for.
+    const EVERY: Duration = Duration::from_secs(2);
+
+    /// A directory whose reads fail while `failing` is set, keeping the floors asked for.
     #[derive(Debug, Default)]
     struct Scripted {
-        failing: Mutex<bool>,
+        failing: AtomicBool,
         floors: Mutex<Vec<Option<Size>>>,
+    }
+
+    impl Scripted {
+        fn failing() -> Self {
+            let directory = Self::default();
+            directory.failing.store(true, Ordering::Relaxed);
+            directory
+        }
+
+        fn reads(&self) -> usize {
+            self.floors.lock().unwrap().len()
+        }
     }
 
     #[async_trait::async_trait]
@@ -152,7 +168,7 @@ mod tests {
         }
         async fn reload(&self, floor: Option<Size>) -> Result<Size, DirectoryError> {
             self.floors.lock().unwrap().push(floor);
-            if *self.failing.lock().unwrap() {
+            if self.failing.load(Ordering::Relaxed) {
                 return Err(DirectoryError::Scim {
                     message: "scripted failure".to_owned(),
                 });
@@ -165,78 +181,87 @@ mod tests {
         SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000 + seconds)
     }
 
-    fn request(floor: Option<Size>) -> ReloadRequest {
-        ReloadRequest {
+    fn mark(seconds: u64, floor: Option<Size>) -> Option<(SystemTime, ReloadRequest)> {
+        let request = ReloadRequest {
             by: "user:admin@example.com".to_owned(),
             floor,
-        }
+        };
+        Some((at(seconds), request))
     }
 
-    /// Which of `checks` checks read the directory.
-    async fn reads(reloads: &mut Reloads, directory: &Scripted, checks: usize) -> Vec<usize> {
-        let mut reads = Vec::new();
+    /// Which of `checks` checks read the directory, Temporal showing `latest` at each as the
+    /// worker's loop sees it.
+    async fn checks_that_read(
+        reloads: &mut Reloads,
+        directory: &Scripted,
+        latest: Option<(SystemTime, ReloadRequest)>,
+        checks: usize,
+    ) -> Vec<usize> {
+        let mut read = Vec::new();
         for check in 0..checks {
-            let before = directory.floors.lock().unwrap().len();
+            let before = directory.reads();
+            reloads.asked(latest.clone());
             reloads.read_if_due(directory).await;
-            if directory.floors.lock().unwrap().len() > before {
-                reads.push(check);
+            if directory.reads() > before {
+                read.push(check);
             }
         }
-        reads
+        read
     }
 
     #[tokio::test]
     async fn a_failed_read_is_tried_again_ever_later_up_to_a_minute() {
-        let directory = Scripted::default();
-        *directory.failing.lock().unwrap() = true;
-        let mut reloads = Reloads::new(Duration::from_secs(2), at(0), None);
-        reloads.asked(Some((at(10), request(None))));
-        let tried = reads(&mut reloads, &directory, 200).await;
-        // Waits of 1, 2, 4, 8, 16 checks, then 30 (a minute of 2-second checks).
-        assert_eq!(tried, [0, 1, 3, 7, 15, 31, 61, 91, 121, 151, 181]);
-        *directory.failing.lock().unwrap() = false;
-        let after = reads(&mut reloads, &directory, 60).await;
-        assert_eq!(
-            after.len(),
-            1,
-            "read once it succeeds, then no more: {after:?}"
-        );
+        let directory = Scripted::failing();
+        let mut reloads = Reloads::new(EVERY, at(0), None);
+        let read = checks_that_read(&mut reloads, &directory, mark(10, None), 200).await;
+        // Waits of 1, 2, 4, 8 and 16 checks, then 30: a minute of 2-second checks.
+        assert_eq!(read, [0, 1, 3, 7, 15, 31, 61, 91, 121, 151, 181]);
     }
 
     #[tokio::test]
-    async fn a_reload_asked_for_after_a_failed_one_keeps_its_floor() {
+    async fn a_reload_read_is_not_read_again() {
         let directory = Scripted::default();
-        *directory.failing.lock().unwrap() = true;
-        let mut reloads = Reloads::new(Duration::from_secs(2), at(0), None);
+        let mut reloads = Reloads::new(EVERY, at(0), None);
+        let read = checks_that_read(&mut reloads, &directory, mark(10, None), 50).await;
+        assert_eq!(read, [0]);
+    }
+
+    #[tokio::test]
+    async fn a_reload_after_a_failed_one_is_read_at_once_with_the_lower_floors() {
+        let directory = Scripted::failing();
+        let mut reloads = Reloads::new(EVERY, at(0), None);
         let forced = Size {
             people: 3,
             memberships: 40,
         };
-        reloads.asked(Some((at(10), request(Some(forced)))));
-        reloads.read_if_due(&directory).await;
-        reloads.asked(Some((at(20), request(None))));
-        reloads.read_if_due(&directory).await;
+        checks_that_read(&mut reloads, &directory, mark(10, Some(forced)), 2).await;
+        let newer = Size {
+            people: 5,
+            memberships: 30,
+        };
+        checks_that_read(&mut reloads, &directory, mark(20, Some(newer)), 1).await;
+        let lower = Size {
+            people: 3,
+            memberships: 30,
+        };
         assert_eq!(
             *directory.floors.lock().unwrap(),
-            [Some(forced), Some(forced)]
+            [Some(forced), Some(forced), Some(lower)]
         );
     }
 
     #[tokio::test]
-    async fn a_reload_asked_for_around_the_first_read_is_read_again() {
+    async fn a_reload_asked_for_about_when_the_worker_first_read_is_read_again() {
         let directory = Scripted::default();
-        let mut reloads = Reloads::new(
-            Duration::from_secs(2),
-            at(100),
-            Some((at(98), request(None))),
-        );
+        let mut reloads = Reloads::new(EVERY, at(100), mark(98, None));
         assert!(reloads.read_if_due(&directory).await);
-        let mut settled = Reloads::new(
-            Duration::from_secs(2),
-            at(100),
-            Some((at(90), request(None))),
-        );
-        assert!(!settled.read_if_due(&directory).await);
-        assert_eq!(directory.floors.lock().unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_reload_asked_for_well_before_the_worker_first_read_is_in_that_read() {
+        let directory = Scripted::default();
+        let mut reloads = Reloads::new(EVERY, at(100), mark(90, None));
+        let read = checks_that_read(&mut reloads, &directory, mark(90, None), 5).await;
+        assert!(read.is_empty(), "{read:?}");
     }
 }
