@@ -257,7 +257,7 @@ pub const DIRECTORY_RELOAD_WORKFLOW_ID: &str = "directory-reload";
 
 /// Who asked for a directory reload and, when it was forced, the size the proxy took: a
 /// worker takes a read that shrank the directory down to `[directory] min_share` of that, as
-/// it would of the version in force, so an outage's read stays refused.
+/// it would of the version in force, so an outage's read far under that stays refused.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReloadRequest {
     pub by: String,

@@ -43,7 +43,7 @@ pub trait Directory: Send + Sync + std::fmt::Debug {
     }
     /// Reads the source now; on an error the previous version stays in force. A read that
     /// shrank the directory implausibly is taken when it is still plausible against `floor`
-    /// (an empty floor takes any read). Gives the size of the directory then in force.
+    /// (a floor of zero takes any read). Gives the size of the directory then in force.
     async fn reload(&self, _floor: Option<Size>) -> Result<Size, DirectoryError> {
         Ok(Size::default())
     }

@@ -17,7 +17,8 @@ const MISS_REFRESH: Duration = Duration::from_secs(1);
 /// A refresh that has not answered within this has failed; calls naming new namespaces wait
 /// on it.
 const LOAD_TIMEOUT: Duration = Duration::from_secs(5);
-/// At most this many namespaces still being provisioned are read directly on a miss.
+/// At most this many namespaces still being provisioned are read directly on a miss (each
+/// once more if a listing comes while it is out).
 const MAX_UNSETTLED_READS: usize = 16;
 /// Reads of the resource an unknown name may belong to, per [`MISS_REFRESH`]: in all, and
 /// for one caller, so one that makes names up cannot spend the others' share.
@@ -175,7 +176,8 @@ impl Routes {
     /// A namespace still being provisioned in that listing, and the one asked for, are read
     /// directly, so one that became Ready a moment ago is served though visibility does not
     /// show it yet, even right after another refresh; those direct reads count against
-    /// `caller`'s share.
+    /// `caller`'s share (reading again what they found, when a listing came meanwhile, does
+    /// not).
     pub async fn endpoint(
         &self,
         namespace: &str,
@@ -275,7 +277,12 @@ impl Routes {
                 return;
             }
             listing = table.listing;
-            ids = found.into_iter().map(|(id, _)| id.clone()).collect();
+            // What the newer listing routes, it routes its way.
+            ids = found
+                .into_iter()
+                .filter(|(_, (name, _))| !table.routes.contains_key(name))
+                .map(|(id, _)| id.clone())
+                .collect();
         }
     }
 
