@@ -19,12 +19,11 @@ use temporalio_common::protos::temporal::api::common::v1::{
 };
 use temporalio_common::protos::temporal::api::taskqueue::v1::TaskQueue;
 use temporalio_common::protos::temporal::api::workflowservice::v1::{
-    CountWorkflowExecutionsRequest, StartWorkflowExecutionRequest,
-    TerminateWorkflowExecutionRequest,
+    StartWorkflowExecutionRequest, TerminateWorkflowExecutionRequest,
 };
 use tokio::task::JoinSet;
 
-use super::{DevStack, connect, cpu_time, ms};
+use super::{DevStack, connect, count_workflows, cpu_time, ms};
 use crate::config::Config;
 use crate::home::Home;
 
@@ -344,15 +343,12 @@ async fn make_closed_workflows(
     }
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        let count = connection
-            .workflow_service()
-            .count_workflow_executions(tonic::Request::new(CountWorkflowExecutionsRequest {
-                namespace: namespace.to_owned(),
-                query: "ExecutionStatus != 'Running'".into(),
-            }))
-            .await?
-            .into_inner()
-            .count;
+        let count = count_workflows(
+            &connection,
+            namespace,
+            "ExecutionStatus != 'Running'".into(),
+        )
+        .await?;
         if count as usize >= args.workflows {
             return Ok(());
         }

@@ -69,6 +69,26 @@ async fn connect(temporal: &str) -> anyhow::Result<Connection> {
     Ok(plinth_control::connect(temporalio_client::ConnectionOptions::new(url).build()).await?)
 }
 
+/// How many workflows of `namespace` Temporal's visibility lists for `query`.
+async fn count_workflows(
+    connection: &Connection,
+    namespace: &str,
+    query: String,
+) -> anyhow::Result<i64> {
+    let request =
+        temporalio_common::protos::temporal::api::workflowservice::v1::CountWorkflowExecutionsRequest {
+            namespace: namespace.to_owned(),
+            query,
+        };
+    Ok(connection
+        .workflow_service()
+        .count_workflow_executions(tonic::Request::new(request))
+        .await
+        .with_context(|| format!("count workflows in {namespace}"))?
+        .into_inner()
+        .count)
+}
+
 /// What concurrent callers measured.
 struct Load {
     p50: Duration,

@@ -13,9 +13,7 @@ use plinth_proto::v1::{ApplyNamespaceRequest, Namespace, NamespaceSpec, WatchNam
 use temporalio_client::Connection;
 use temporalio_client::tonic::Request;
 use temporalio_common::WorkflowDefinition as _;
-use temporalio_common::protos::temporal::api::workflowservice::v1::{
-    CountWorkflowExecutionsRequest, RegisterNamespaceRequest,
-};
+use temporalio_common::protos::temporal::api::workflowservice::v1::RegisterNamespaceRequest;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
@@ -228,20 +226,11 @@ const DRAIN_SLACK: i64 = 10;
 
 /// Access runs Temporal's visibility lists as running.
 async fn running_access_runs(connection: &Connection, namespace: &str) -> anyhow::Result<i64> {
-    let request = CountWorkflowExecutionsRequest {
-        namespace: namespace.to_owned(),
-        query: format!(
-            "WorkflowType = '{}' AND ExecutionStatus = 'Running'",
-            AccessRunStart.name()
-        ),
-    };
-    Ok(connection
-        .workflow_service()
-        .count_workflow_executions(Request::new(request))
-        .await
-        .context("count running access runs")?
-        .into_inner()
-        .count)
+    let query = format!(
+        "WorkflowType = '{}' AND ExecutionStatus = 'Running'",
+        AccessRunStart.name()
+    );
+    super::count_workflows(connection, namespace, query).await
 }
 
 /// Waits until no more than `at_most` access runs are running; a count Temporal does not
